@@ -1,0 +1,373 @@
+//! Real `redis-server` processes for tests.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::Error;
+use crate::resp::{self, Reply};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const CMD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One real `redis-server` on a free loopback port, persistence off.
+///
+/// The process is killed when this value is dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    child: Mutex<Option<Child>>,
+}
+
+impl RedisServer {
+    /// Starts a standalone server on a free port and waits until it answers
+    /// `PING`.
+    pub fn start() -> Result<Self, Error> {
+        Self::start_with(Vec::new(), false)
+    }
+
+    fn start_with(extra_args: Vec<String>, cluster_bus: bool) -> Result<Self, Error> {
+        ensure_installed()?;
+        let mut last = None;
+        // A free port can be taken between our probe and the server's bind:
+        // retry on a fresh port rather than fail the test.
+        for _ in 0..5 {
+            let port = free_port(cluster_bus)?;
+            let dir = tempfile::Builder::new()
+                .prefix("cog-redis-")
+                .tempdir()
+                .map_err(Error::io("creating a temp dir for redis-server"))?;
+            let server = RedisServer {
+                port,
+                dir,
+                extra_args: extra_args.clone(),
+                child: Mutex::new(None),
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn spawn(&self) -> Result<(), Error> {
+        let log = self.log_path();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--protected-mode", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(Error::io("spawning redis-server"))?;
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.command(&["PING"]) {
+                Ok(Reply::Status(s)) if s == "PONG" => return Ok(()),
+                // LOADING and friends: keep waiting.
+                Ok(_) | Err(_) if Instant::now() < deadline => {}
+                other => {
+                    self.kill_child();
+                    return Err(Error::NotReady {
+                        what: format!("redis-server on port {}", self.port),
+                        secs: READY_TIMEOUT.as_secs(),
+                        detail: format!("{other:?}; log: {}", self.log_tail()),
+                    });
+                }
+            }
+            if self.exited() {
+                return Err(Error::NotReady {
+                    what: format!("redis-server on port {}", self.port),
+                    secs: 0,
+                    detail: format!("process exited; log: {}", self.log_tail()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn exited(&self) -> bool {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        match child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join(" | ")
+    }
+
+    /// The TCP port the server listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `redis://127.0.0.1:<port>`, for client libraries.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id, while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Child::id)
+    }
+
+    /// Sends one command over a fresh connection and returns the reply.
+    ///
+    /// Uses a tiny built-in RESP client, so tests can set up or inspect
+    /// state without going through the client under test.
+    pub fn command(&self, args: &[&str]) -> Result<Reply, Error> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.command_bytes(&args)
+    }
+
+    /// Like [`command`](Self::command), with binary arguments.
+    pub fn command_bytes(&self, args: &[&[u8]]) -> Result<Reply, Error> {
+        resp::command(self.port, args, CMD_TIMEOUT)
+            .map_err(Error::io(format!("redis command on port {}", self.port)))
+    }
+
+    /// Kills the server with `SIGKILL` (no shutdown, no goodbye to clients).
+    /// The port stays reserved for [`restart`](Self::restart).
+    pub fn kill(&self) -> Result<(), Error> {
+        self.kill_child();
+        Ok(())
+    }
+
+    fn kill_child(&self) {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut c) = child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Freezes the server with `SIGSTOP`: connections stay open, nothing is
+    /// answered — what a very slow or partitioned server looks like.
+    pub fn pause(&self) -> Result<(), Error> {
+        self.signal(Signal::SIGSTOP, "SIGSTOP")
+    }
+
+    /// Thaws a [paused](Self::pause) server with `SIGCONT`.
+    pub fn resume(&self) -> Result<(), Error> {
+        self.signal(Signal::SIGCONT, "SIGCONT")
+    }
+
+    fn signal(&self, sig: Signal, name: &'static str) -> Result<(), Error> {
+        let pid = self.pid().ok_or_else(|| Error::Io {
+            context: format!("{name}: redis-server on port {} is not running", self.port),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
+        kill(Pid::from_raw(pid as i32), sig).map_err(|source| Error::Signal {
+            signal: name,
+            pid,
+            source,
+        })
+    }
+
+    /// Starts the server again on the same port (killing it first if it
+    /// still runs). Its data is gone: persistence is off.
+    pub fn restart(&self) -> Result<(), Error> {
+        self.kill_child();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            match self.spawn() {
+                Ok(()) => return Ok(()),
+                // The old socket may linger for a moment.
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill_child();
+    }
+}
+
+/// A real Redis Cluster of N masters on loopback, no replicas.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts a 3-master cluster and waits until every node reports
+    /// `cluster_state:ok`.
+    pub fn start() -> Result<Self, Error> {
+        Self::start_with_masters(3)
+    }
+
+    /// Starts a cluster of `masters` nodes, the 16 384 slots spread evenly.
+    pub fn start_with_masters(masters: usize) -> Result<Self, Error> {
+        assert!(masters > 0, "a cluster needs at least one master");
+        let nodes = (0..masters)
+            .map(|_| {
+                RedisServer::start_with(
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "2000",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    true,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let cluster = RedisCluster { nodes };
+        cluster.assign_slots()?;
+        cluster.wait_ok()?;
+        Ok(cluster)
+    }
+
+    fn assign_slots(&self) -> Result<(), Error> {
+        let n = self.nodes.len();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let start = (16384 * i / n).to_string();
+            let end = (16384 * (i + 1) / n - 1).to_string();
+            expect_ok(node.command(&["CLUSTER", "ADDSLOTSRANGE", &start, &end])?)?;
+        }
+        let first = &self.nodes[0];
+        for node in &self.nodes[1..] {
+            expect_ok(first.command(&["CLUSTER", "MEET", "127.0.0.1", &node.port().to_string()])?)?;
+        }
+        Ok(())
+    }
+
+    fn wait_ok(&self) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let want_nodes = format!("cluster_known_nodes:{}", self.nodes.len());
+        loop {
+            let mut last = String::new();
+            let all_ok = self.nodes.iter().all(|node| {
+                let info = node
+                    .command(&["CLUSTER", "INFO"])
+                    .ok()
+                    .and_then(|r| r.as_text())
+                    .unwrap_or_default();
+                let ok = info.contains("cluster_state:ok") && info.contains(&want_nodes);
+                if !ok {
+                    last = info;
+                }
+                ok
+            });
+            if all_ok {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    what: "redis cluster".into(),
+                    secs: 30,
+                    detail: last.replace("\r\n", " "),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The cluster's nodes (each a master).
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// A `redis-cluster://` URL naming every node, as `fred` expects it.
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://{}", self.nodes[0].addr());
+        for (i, node) in self.nodes[1..].iter().enumerate() {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str("node=");
+            url.push_str(&node.addr());
+        }
+        url
+    }
+}
+
+fn expect_ok(reply: Reply) -> Result<(), Error> {
+    match reply {
+        Reply::Status(_) => Ok(()),
+        other => Err(Error::NotReady {
+            what: "redis cluster setup".into(),
+            secs: 0,
+            detail: format!("{other:?}"),
+        }),
+    }
+}
+
+fn ensure_installed() -> Result<(), Error> {
+    match Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotInstalled {
+            program: "redis-server",
+        }),
+        Err(e) => Err(Error::io("running redis-server --version")(e)),
+    }
+}
+
+/// A free loopback port; with `cluster_bus`, `port + 10000` is free too
+/// (Redis Cluster's bus port).
+fn free_port(cluster_bus: bool) -> Result<u16, Error> {
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(Error::io("binding a probe port"))?;
+        let port = l.local_addr().map_err(Error::io("reading probe port"))?.port();
+        if !cluster_bus {
+            return Ok(port);
+        }
+        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::Io {
+        context: "no free port pair for a cluster node".into(),
+        source: std::io::ErrorKind::AddrInUse.into(),
+    })
+}

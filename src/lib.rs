@@ -1,0 +1,17 @@
+//! cog: the middleware a multi-tenant Rust API needs, as tower layers.
+//!
+//! This umbrella crate re-exports the cog crates behind features, so a
+//! service can depend on `cog` alone:
+//!
+//! | feature     | module            | crate            |
+//! |-------------|-------------------|------------------|
+//! | `ratelimit` | [`ratelimit`]     | `cog-ratelimit`  |
+//! | `redis`     | Redis backends of every enabled crate | |
+//!
+//! Each crate also stands alone; depend on it directly if that is all you
+//! need.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "ratelimit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
+pub use cog_ratelimit as ratelimit;
