@@ -1,0 +1,301 @@
+//! The limit algorithms as pure functions over integer nanoseconds.
+//!
+//! The in-memory store runs these directly; the Redis store's Lua script
+//! (`store/redis.lua`) is the same arithmetic in microseconds.
+
+use std::time::Duration;
+
+use crate::decision::LimitStatus;
+
+/// GCRA parameters: emission interval `t` and tolerance `tau`, in ns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Gcra {
+    pub(crate) t: u64,
+    pub(crate) tau: u64,
+}
+
+/// The outcome of one limit's check: its status, the new state to store if
+/// the whole quota admits, and the wait before a retry can succeed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step<S> {
+    pub(crate) status: LimitStatus,
+    pub(crate) next: S,
+    /// `Some(ZERO)` when allowed, `None` when the cost can never fit.
+    pub(crate) retry: Option<u64>,
+}
+
+impl Gcra {
+    pub(crate) fn new(count: u64, period: Duration, burst: u64) -> Self {
+        let t = (period.as_nanos() / count as u128).max(1) as u64;
+        Gcra {
+            t,
+            tau: t.saturating_mul(burst),
+        }
+    }
+
+    /// `tat` is the stored theoretical arrival time (0 = fresh).
+    pub(crate) fn step(&self, tat: u64, now: u64, cost: u64) -> Step<u64> {
+        let tat = tat.max(now);
+        let new_tat = tat.saturating_add(cost.saturating_mul(self.t));
+        let diff = new_tat - now;
+        if diff <= self.tau {
+            Step {
+                status: LimitStatus {
+                    remaining: (self.tau - diff) / self.t,
+                    reset_after: Duration::from_nanos(diff),
+                    allowed: true,
+                },
+                next: new_tat,
+                retry: Some(0),
+            }
+        } else {
+            let used = tat - now;
+            Step {
+                status: LimitStatus {
+                    remaining: self.tau.saturating_sub(used) / self.t,
+                    reset_after: Duration::from_nanos(used),
+                    allowed: false,
+                },
+                next: tat,
+                retry: (cost.saturating_mul(self.t) <= self.tau).then(|| diff - self.tau),
+            }
+        }
+    }
+
+    /// A state equal to "no state": fully replenished.
+    pub(crate) fn at_rest(tat: u64, now: u64) -> bool {
+        tat <= now
+    }
+}
+
+/// Sliding window counter state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// Index of the current fixed window (`now / window`).
+    pub(crate) idx: u64,
+    pub(crate) curr: u64,
+    pub(crate) prev: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sliding {
+    pub(crate) max: u64,
+    pub(crate) w: u64,
+}
+
+impl Sliding {
+    pub(crate) fn new(max: u64, window: Duration) -> Self {
+        Sliding {
+            max,
+            w: window.as_nanos() as u64,
+        }
+    }
+
+    fn roll(&self, s: Window, now: u64) -> Window {
+        let idx = now / self.w;
+        if idx == s.idx {
+            s
+        } else if idx == s.idx + 1 {
+            Window {
+                idx,
+                curr: 0,
+                prev: s.curr,
+            }
+        } else {
+            Window {
+                idx,
+                curr: 0,
+                prev: 0,
+            }
+        }
+    }
+
+    /// Weighted use, scaled by `w`: prev × (w − elapsed) + curr × w.
+    fn used_scaled(&self, s: &Window, elapsed: u64) -> u128 {
+        s.prev as u128 * (self.w - elapsed) as u128 + s.curr as u128 * self.w as u128
+    }
+
+    pub(crate) fn step(&self, state: Window, now: u64, cost: u64) -> Step<Window> {
+        let s = self.roll(state, now);
+        let elapsed = now - s.idx * self.w;
+        let w = self.w as u128;
+        let cap = self.max as u128 * w;
+        let used = self.used_scaled(&s, elapsed);
+        let allowed = used + cost as u128 * w <= cap;
+        let next = if allowed {
+            Window {
+                curr: s.curr + cost,
+                ..s
+            }
+        } else {
+            s
+        };
+        let used_after = self.used_scaled(&next, elapsed);
+        let remaining = (cap.saturating_sub(used_after) / w) as u64;
+        let to_end = self.w - elapsed;
+        let reset_after = if next.curr > 0 {
+            to_end + self.w
+        } else if next.prev > 0 {
+            to_end
+        } else {
+            0
+        };
+        let retry = if allowed {
+            Some(0)
+        } else if cost > self.max {
+            None
+        } else {
+            Some(self.retry(&s, elapsed, cost))
+        };
+        Step {
+            status: LimitStatus {
+                remaining,
+                reset_after: Duration::from_nanos(reset_after),
+                allowed,
+            },
+            next,
+            retry,
+        }
+    }
+
+    /// Time until `cost` fits, assuming no other traffic.
+    fn retry(&self, s: &Window, elapsed: u64, cost: u64) -> u64 {
+        let w = self.w as u128;
+        if s.curr + cost <= self.max && s.prev > 0 {
+            // Wait in this window for prev's weight to decay:
+            // prev × (w − e') ≤ (max − curr − cost) × w.
+            let room = (self.max - s.curr - cost) as u128 * w;
+            let need = w - room / s.prev as u128; // e' ≥ w − room/prev
+            let e = need.min(w) as u64;
+            if e > elapsed {
+                return e - elapsed;
+            }
+        }
+        // Next window: prev = curr, curr = 0: curr × (w − e'') ≤ (max − cost) × w.
+        let to_end = self.w - elapsed;
+        if s.curr == 0 {
+            return to_end;
+        }
+        let room = (self.max - cost) as u128 * w;
+        let need = w.saturating_sub(room / s.curr as u128).min(w) as u64;
+        to_end + need
+    }
+
+    pub(crate) fn at_rest(&self, s: &Window, now: u64) -> bool {
+        now / self.w > s.idx + 1 || (s.curr == 0 && s.prev == 0)
+    }
+}
+
+/// Concurrency: units in flight against `max`.
+pub(crate) fn concurrency_step(max: u64, in_flight: u64, cost: u64) -> Step<u64> {
+    let allowed = in_flight + cost <= max;
+    let next = if allowed { in_flight + cost } else { in_flight };
+    Step {
+        status: LimitStatus {
+            remaining: max - next.min(max),
+            reset_after: Duration::ZERO,
+            allowed,
+        },
+        next,
+        // Nobody can say when a slot frees up; suggest a second.
+        retry: if allowed {
+            Some(0)
+        } else if cost > max {
+            None
+        } else {
+            Some(1_000_000_000)
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn gcra_burst_then_rate() {
+        let g = Gcra::new(10, Duration::from_secs(1), 5);
+        let mut tat = 0;
+        let now = 1000 * S;
+        for i in 0..5 {
+            let s = g.step(tat, now, 1);
+            assert!(s.status.allowed, "request {i}");
+            assert_eq!(s.status.remaining, 4 - i);
+            tat = s.next;
+        }
+        let s = g.step(tat, now, 1);
+        assert!(!s.status.allowed);
+        assert_eq!(s.retry, Some(S / 10));
+        // 100 ms later exactly one more fits.
+        let s = g.step(tat, now + S / 10, 1);
+        assert!(s.status.allowed);
+        assert_eq!(s.status.remaining, 0);
+    }
+
+    #[test]
+    fn gcra_cost_and_impossible_cost() {
+        let g = Gcra::new(10, Duration::from_secs(1), 10);
+        let s = g.step(0, S, 7);
+        assert!(s.status.allowed);
+        assert_eq!(s.status.remaining, 3);
+        let s2 = g.step(s.next, S, 4);
+        assert!(!s2.status.allowed);
+        assert_eq!(s2.status.remaining, 3, "a denial spends nothing");
+        assert_eq!(s2.retry, Some(S / 10));
+        assert_eq!(g.step(0, S, 11).retry, None);
+    }
+
+    #[test]
+    fn gcra_exact_at_high_rate() {
+        // 10 000/s for 1 s of 1 µs steps admits exactly burst + 10 000.
+        let g = Gcra::new(10_000, Duration::from_secs(1), 100);
+        let mut tat = 0;
+        let mut admitted = 0;
+        let start = 50 * S;
+        for us in 0..1_000_000u64 {
+            let s = g.step(tat, start + us * 1000, 1);
+            if s.status.allowed {
+                admitted += 1;
+                tat = s.next;
+            }
+        }
+        assert_eq!(admitted, 100 + 10_000 - 1);
+    }
+
+    #[test]
+    fn sliding_window_weights_previous_window() {
+        let sw = Sliding::new(10, Duration::from_secs(10));
+        let mut st = Window::default();
+        let t0 = 100 * S; // start of window 10
+        for _ in 0..10 {
+            let s = sw.step(st, t0, 1);
+            assert!(s.status.allowed);
+            st = s.next;
+        }
+        let s = sw.step(st, t0 + S, 1);
+        assert!(!s.status.allowed);
+        assert_eq!(s.retry, Some(9 * S + S)); // next window, after 1 s of decay
+        // Halfway through the next window, prev weighs 5: 5 more fit.
+        let mut admitted = 0;
+        for _ in 0..10 {
+            let s = sw.step(st, t0 + 15 * S, 1);
+            if s.status.allowed {
+                admitted += 1;
+                st = s.next;
+            }
+        }
+        assert_eq!(admitted, 5);
+        assert!(sw.at_rest(&st, t0 + 40 * S));
+    }
+
+    #[test]
+    fn concurrency() {
+        assert!(concurrency_step(2, 1, 1).status.allowed);
+        let s = concurrency_step(2, 2, 1);
+        assert!(!s.status.allowed);
+        assert_eq!(s.status.remaining, 0);
+        assert_eq!(concurrency_step(2, 0, 3).retry, None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Turning a request-derived subject into a safe storage key.
+
+use std::fmt::Write;
+
+use sha2::{Digest, Sha256};
+
+/// Encoded subjects longer than this are replaced by their SHA-256.
+const MAX_ENCODED: usize = 128;
+
+/// Encodes `subject` so it can be embedded in a Redis key:
+///
+/// - bytes outside `[A-Za-z0-9._-@/+=]` become `%XX`, so `{`, `}` (hash
+///   tags), `:` (our separator), spaces, control and non-ASCII bytes never
+///   appear raw;
+/// - an encoding longer than 128 bytes becomes `#` + the hex SHA-256 of the
+///   subject (`#` is never left raw by the first rule, so the two forms
+///   cannot collide).
+///
+/// The encoding is injective: distinct subjects give distinct keys.
+pub(crate) fn encode_subject(subject: &str) -> String {
+    let mut out = String::with_capacity(subject.len().min(MAX_ENCODED) + 8);
+    for &b in subject.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"._-@/+=".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+        if out.len() > MAX_ENCODED {
+            let digest = Sha256::digest(subject.as_bytes());
+            let mut hashed = String::with_capacity(65);
+            hashed.push('#');
+            for b in digest {
+                let _ = write!(hashed, "{b:02x}");
+            }
+            return hashed;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_subjects_stay_readable() {
+        assert_eq!(encode_subject("tenant-42"), "tenant-42");
+        assert_eq!(encode_subject("10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn hostile_bytes_are_escaped() {
+        assert_eq!(encode_subject("a{b}c"), "a%7Bb%7Dc");
+        assert_eq!(encode_subject("a:b c"), "a%3Ab%20c");
+        assert_eq!(encode_subject("%41"), "%2541");
+        assert_eq!(encode_subject("é"), "%C3%A9");
+        assert_eq!(encode_subject(""), "");
+    }
+
+    #[test]
+    fn long_subjects_are_hashed_without_collisions() {
+        let long = "x".repeat(10_000);
+        let enc = encode_subject(&long);
+        assert!(enc.starts_with('#') && enc.len() == 65);
+        assert_ne!(enc, encode_subject(&"x".repeat(10_001)));
+        // A subject that looks like a hash is escaped, not taken as one.
+        assert!(encode_subject(&enc).starts_with("%23"));
+    }
+}

@@ -1,0 +1,538 @@
+//! The in-process store.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hashbrown::HashTable;
+use parking_lot::{Mutex, RwLock};
+
+use super::{Lease, LeaseKind, Store, StoreError, check_cost};
+use crate::algo::{Step, Window, concurrency_step};
+use crate::decision::{Decision, DecisionSource, LimitStatus, Statuses};
+use crate::quota::{Params, Quota};
+
+/// A shard is swept for idle entries when it grows past this, then again
+/// each time it doubles.
+const MIN_SWEEP: usize = 1024;
+
+/// Rate-limit state in this process: exact, fast, not shared.
+///
+/// Keys are spread over shards (a few per CPU), each a hash table behind a
+/// read-write lock that is only taken for writing when a new subject
+/// appears. A quota of one GCRA or one concurrency limit is decided with a
+/// single compare-and-swap, without any lock held for writing; a quota of
+/// several limits takes a per-subject lock so that it stays all-or-nothing.
+///
+/// Subjects whose state is back at rest (fully replenished) are evicted
+/// when their shard grows, so memory follows the number of *active*
+/// subjects; [`sweep`](Self::sweep) evicts on demand. Eviction never
+/// changes a decision: an evicted subject's state equals a fresh one.
+///
+/// Cheap to clone: clones share state.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[RwLock<Shard>]>,
+    shift: u32,
+    hasher: foldhash::fast::RandomState,
+    clock: quanta::Clock,
+    start: u64,
+}
+
+struct Shard {
+    table: HashTable<Arc<Entry>>,
+    next_sweep: usize,
+}
+
+pub(crate) struct Entry {
+    hash: u64,
+    subject: Box<str>,
+    quota: Quota,
+    state: State,
+}
+
+enum State {
+    /// One GCRA limit: the theoretical arrival time.
+    Gcra(AtomicU64),
+    /// One concurrency limit: units in flight.
+    Concurrency(AtomicU64),
+    /// Several limits, decided together under the lock.
+    Multi(Mutex<Box<[Slot]>>),
+}
+
+#[derive(Clone, Copy)]
+enum Slot {
+    Gcra(u64),
+    Window(Window),
+    Concurrency(u64),
+}
+
+/// Concurrency slots held in a [`MemoryStore`] entry; given back on
+/// release or drop.
+pub(crate) struct MemoryLease {
+    entry: Arc<Entry>,
+    cost: u64,
+}
+
+impl fmt::Debug for MemoryLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryLease")
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MemoryLease {
+    fn drop(&mut self) {
+        match &self.entry.state {
+            State::Concurrency(n) => {
+                n.fetch_sub(self.cost, Ordering::AcqRel);
+            }
+            State::Multi(slots) => {
+                for slot in slots.lock().iter_mut() {
+                    if let Slot::Concurrency(n) = slot {
+                        *n -= self.cost;
+                    }
+                }
+            }
+            State::Gcra(_) => {}
+        }
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.inner.shards.len())
+            .field("subjects", &self.len())
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with a few shards per CPU.
+    pub fn new() -> Self {
+        Self::with_clock(quanta::Clock::new())
+    }
+
+    pub(crate) fn with_clock(clock: quanta::Clock) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let shards = (cpus * 4).next_power_of_two().max(16);
+        let start = clock.raw();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..shards)
+                    .map(|_| {
+                        RwLock::new(Shard {
+                            table: HashTable::new(),
+                            next_sweep: MIN_SWEEP,
+                        })
+                    })
+                    .collect(),
+                shift: 64 - shards.trailing_zeros(),
+                hasher: foldhash::fast::RandomState::default(),
+                clock,
+                start,
+            }),
+        }
+    }
+
+    /// Nanoseconds on this store's monotonic clock (starts at 1 s so that
+    /// "no state" (0) is always in the past).
+    fn now(&self) -> u64 {
+        let i = &self.inner;
+        i.clock.delta_as_nanos(i.start, i.clock.raw()) + 1_000_000_000
+    }
+
+    /// How many subjects currently hold state.
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| s.read().table.len()).sum()
+    }
+
+    /// Whether no subject holds state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Evicts every subject whose state is at rest. Returns how many were
+    /// evicted.
+    pub fn sweep(&self) -> usize {
+        let now = self.now();
+        self.inner
+            .shards
+            .iter()
+            .map(|s| sweep_shard(&mut s.write(), now))
+            .sum()
+    }
+
+    /// Checks and counts `cost` units for `subject` — the synchronous form
+    /// of [`Store::check`], for callers outside async code.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidCost`] when `cost` is above
+    /// [`MAX_COUNT`](crate::MAX_COUNT).
+    pub fn check_now(&self, subject: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
+        check_cost(cost)?;
+        let now = self.now();
+        Ok(self.with_entry(subject, quota, |e| decide(e, quota, now, cost, true)))
+    }
+
+    fn hash(&self, subject: &str, quota: &Quota) -> u64 {
+        let mut h = self.inner.hasher.build_hasher();
+        h.write_u64(quota.fingerprint());
+        h.write(subject.as_bytes());
+        h.finish()
+    }
+
+    fn with_entry<R>(&self, subject: &str, quota: &Quota, f: impl FnOnce(&Arc<Entry>) -> R) -> R {
+        let hash = self.hash(subject, quota);
+        let fp = quota.fingerprint();
+        let shard = &self.inner.shards[(hash >> self.inner.shift) as usize];
+        let eq = |e: &Arc<Entry>| e.quota.fingerprint() == fp && *e.subject == *subject;
+        {
+            let guard = shard.read();
+            if let Some(e) = guard.table.find(hash, eq) {
+                return f(e);
+            }
+        }
+        let mut guard = shard.write();
+        if guard.table.len() >= guard.next_sweep {
+            let now = self.now();
+            sweep_shard(&mut guard, now);
+            guard.next_sweep = (guard.table.len() * 2).max(MIN_SWEEP);
+        }
+        let entry = match guard.table.find(hash, eq) {
+            Some(e) => e,
+            None => {
+                let e = Arc::new(Entry::new(hash, subject, quota));
+                guard.table.insert_unique(hash, e, |e| e.hash).into_mut()
+            }
+        };
+        f(entry)
+    }
+
+    fn peek(&self, subject: &str, quota: &Quota) -> Decision {
+        let now = self.now();
+        let hash = self.hash(subject, quota);
+        let fp = quota.fingerprint();
+        let shard = &self.inner.shards[(hash >> self.inner.shift) as usize];
+        let guard = shard.read();
+        match guard
+            .table
+            .find(hash, |e| e.quota.fingerprint() == fp && *e.subject == *subject)
+        {
+            Some(e) => decide(e, quota, now, 0, false),
+            None => decide(&Entry::new(hash, subject, quota).into(), quota, now, 0, false),
+        }
+    }
+
+    fn forget(&self, subject: &str, quota: &Quota) {
+        let hash = self.hash(subject, quota);
+        let fp = quota.fingerprint();
+        let shard = &self.inner.shards[(hash >> self.inner.shift) as usize];
+        let mut guard = shard.write();
+        if let Ok(e) = guard
+            .table
+            .find_entry(hash, |e| e.quota.fingerprint() == fp && *e.subject == *subject)
+        {
+            e.remove();
+        }
+    }
+}
+
+fn sweep_shard(shard: &mut Shard, now: u64) -> usize {
+    let before = shard.table.len();
+    // An entry with a live lease is referenced by it: keep it.
+    shard
+        .table
+        .retain(|e| Arc::strong_count(e) > 1 || !e.at_rest(now));
+    before - shard.table.len()
+}
+
+impl Entry {
+    fn new(hash: u64, subject: &str, quota: &Quota) -> Self {
+        let state = match quota.params() {
+            [Params::Gcra(_)] => State::Gcra(AtomicU64::new(0)),
+            [Params::Concurrency { .. }] => State::Concurrency(AtomicU64::new(0)),
+            params => State::Multi(Mutex::new(
+                params
+                    .iter()
+                    .map(|p| match p {
+                        Params::Gcra(_) => Slot::Gcra(0),
+                        Params::Sliding(_) => Slot::Window(Window::default()),
+                        Params::Concurrency { .. } => Slot::Concurrency(0),
+                    })
+                    .collect(),
+            )),
+        };
+        Entry {
+            hash,
+            subject: subject.into(),
+            quota: quota.clone(),
+            state,
+        }
+    }
+
+    fn at_rest(&self, now: u64) -> bool {
+        match &self.state {
+            State::Gcra(tat) => tat.load(Ordering::Acquire) <= now,
+            State::Concurrency(n) => n.load(Ordering::Acquire) == 0,
+            State::Multi(slots) => {
+                slots
+                    .lock()
+                    .iter()
+                    .zip(self.quota.params())
+                    .all(|(slot, p)| match (slot, p) {
+                        (Slot::Gcra(tat), _) => *tat <= now,
+                        (Slot::Window(w), Params::Sliding(s)) => s.at_rest(w, now),
+                        (Slot::Concurrency(n), _) => *n == 0,
+                        _ => true,
+                    })
+            }
+        }
+    }
+}
+
+fn decision(allowed: bool, statuses: Statuses, retry: Option<u64>) -> Decision {
+    Decision {
+        allowed,
+        retry_after: if allowed {
+            None
+        } else {
+            retry.map(Duration::from_nanos)
+        },
+        statuses,
+        source: DecisionSource::Store,
+        lease: None,
+    }
+}
+
+/// Decides `cost` for one entry at `now`; with `commit`, counts it if
+/// admitted.
+fn decide(entry: &Arc<Entry>, quota: &Quota, now: u64, cost: u64, commit: bool) -> Decision {
+    let params = quota.params();
+    match (&entry.state, params) {
+        (State::Gcra(tat), [Params::Gcra(g)]) => {
+            let mut cur = tat.load(Ordering::Acquire);
+            loop {
+                let step = g.step(cur, now, cost);
+                if !step.status.allowed || !commit {
+                    return one(step);
+                }
+                match tat.compare_exchange_weak(cur, step.next, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return one(step),
+                    Err(actual) => cur = actual,
+                }
+            }
+        }
+        (State::Concurrency(n), [Params::Concurrency { max, .. }]) => {
+            let mut cur = n.load(Ordering::Acquire);
+            loop {
+                let step = concurrency_step(*max, cur, cost);
+                if !step.status.allowed || !commit || cost == 0 {
+                    return one(step);
+                }
+                match n.compare_exchange_weak(cur, step.next, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => {
+                        let mut d = one(step);
+                        d.lease = lease(entry, cost);
+                        return d;
+                    }
+                    Err(actual) => cur = actual,
+                }
+            }
+        }
+        (State::Multi(slots), params) => {
+            let mut slots = slots.lock();
+            let mut statuses = Statuses::new();
+            let mut next: smallvec::SmallVec<[Slot; 4]> = smallvec::SmallVec::new();
+            let mut allowed = true;
+            let mut retry = Some(0u64);
+            let mut has_concurrency = false;
+            let step = |slot: &Slot, p: &Params, cost: u64| match (slot, p) {
+                (Slot::Gcra(tat), Params::Gcra(g)) => parts(g.step(*tat, now, cost), Slot::Gcra),
+                (Slot::Window(w), Params::Sliding(s)) => parts(s.step(*w, now, cost), Slot::Window),
+                (Slot::Concurrency(c), Params::Concurrency { max, .. }) => {
+                    parts(concurrency_step(*max, *c, cost), Slot::Concurrency)
+                }
+                _ => unreachable!("an entry's slots follow its quota's limits"),
+            };
+            for (slot, p) in slots.iter().zip(params) {
+                has_concurrency |= matches!(slot, Slot::Concurrency(_));
+                let (status, n, r) = step(slot, p, cost);
+                allowed &= status.allowed;
+                if !status.allowed {
+                    retry = match (retry, r) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                }
+                statuses.push(status);
+                next.push(n);
+            }
+            if !allowed {
+                // Nothing is spent: report the limits that would have
+                // admitted the request as they stand, not after the spend.
+                for ((status, slot), p) in statuses.iter_mut().zip(slots.iter()).zip(params) {
+                    if status.allowed {
+                        let (unspent, _, _) = step(slot, p, 0);
+                        status.remaining = unspent.remaining;
+                        status.reset_after = unspent.reset_after;
+                    }
+                }
+            }
+            let mut d = decision(allowed, statuses, retry);
+            if allowed && commit {
+                slots.copy_from_slice(&next);
+                if has_concurrency && cost > 0 {
+                    d.lease = lease(entry, cost);
+                }
+            }
+            d
+        }
+        _ => unreachable!("an entry's state follows its quota's shape"),
+    }
+}
+
+fn lease(entry: &Arc<Entry>, cost: u64) -> Option<Lease> {
+    Some(Lease {
+        kind: LeaseKind::Memory(MemoryLease {
+            entry: entry.clone(),
+            cost,
+        }),
+    })
+}
+
+fn parts<S>(step: Step<S>, wrap: impl FnOnce(S) -> Slot) -> (LimitStatus, Slot, Option<u64>) {
+    (step.status, wrap(step.next), step.retry)
+}
+
+fn one<S>(step: Step<S>) -> Decision {
+    let mut statuses = Statuses::new();
+    statuses.push(step.status);
+    decision(step.status.allowed, statuses, step.retry)
+}
+
+impl Store for MemoryStore {
+    async fn check(&self, subject: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
+        self.check_now(subject, quota, cost)
+    }
+
+    async fn inspect(&self, subject: &str, quota: &Quota) -> Result<Decision, StoreError> {
+        Ok(self.peek(subject, quota))
+    }
+
+    async fn reset(&self, subject: &str, quota: &Quota) -> Result<(), StoreError> {
+        self.forget(subject, quota);
+        Ok(())
+    }
+
+    fn release(&self, lease: Lease) {
+        // Dropping a memory lease gives its slots back.
+        drop(lease);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Limit;
+
+    fn mock() -> (MemoryStore, Arc<quanta::Mock>) {
+        let (clock, mock) = quanta::Clock::mock();
+        (MemoryStore::with_clock(clock), mock)
+    }
+
+    #[test]
+    fn gcra_fast_path_counts_and_refills() {
+        let (store, clock) = mock();
+        let q = Quota::single(Limit::per_second(2)).unwrap();
+        assert!(store.check_now("a", &q, 1).unwrap().is_allowed());
+        assert!(store.check_now("a", &q, 1).unwrap().is_allowed());
+        let d = store.check_now("a", &q, 1).unwrap();
+        assert!(!d.is_allowed());
+        assert_eq!(d.retry_after(), Some(Duration::from_millis(500)));
+        // Other subjects are independent.
+        assert!(store.check_now("b", &q, 1).unwrap().is_allowed());
+        clock.increment(Duration::from_millis(500));
+        assert!(store.check_now("a", &q, 1).unwrap().is_allowed());
+        assert!(!store.check_now("a", &q, 1).unwrap().is_allowed());
+    }
+
+    #[test]
+    fn multi_limit_is_all_or_nothing() {
+        let (store, clock) = mock();
+        let q = Quota::new([Limit::per_second(10), Limit::per_minute(3)]).unwrap();
+        for _ in 0..3 {
+            assert!(store.check_now("k", &q, 1).unwrap().is_allowed());
+        }
+        let d = store.check_now("k", &q, 1).unwrap();
+        assert!(!d.is_allowed());
+        assert!(d.statuses()[0].allowed && !d.statuses()[1].allowed);
+        // The denial spent nothing from the per-second limit.
+        assert_eq!(d.statuses()[0].remaining, 7);
+        assert_eq!(d.retry_after(), Some(Duration::from_secs(20)));
+        clock.increment(Duration::from_secs(20));
+        assert!(store.check_now("k", &q, 1).unwrap().is_allowed());
+    }
+
+    #[test]
+    fn concurrency_lease_released_on_drop() {
+        let (store, _clock) = mock();
+        let q = Quota::single(Limit::concurrency(2)).unwrap();
+        let mut a = store.check_now("k", &q, 1).unwrap();
+        let mut b = store.check_now("k", &q, 1).unwrap();
+        assert!(a.is_allowed() && b.is_allowed());
+        assert!(!store.check_now("k", &q, 1).unwrap().is_allowed());
+        store.release(a.take_lease().unwrap());
+        let c = store.check_now("k", &q, 1).unwrap();
+        assert!(c.is_allowed());
+        drop(b.take_lease());
+        assert_eq!(store.peek("k", &q).statuses()[0].remaining, 1);
+    }
+
+    #[test]
+    fn idle_subjects_are_evicted_without_changing_decisions() {
+        let (store, clock) = mock();
+        let q = Quota::single(Limit::per_second(1)).unwrap();
+        for i in 0..5000 {
+            assert!(store.check_now(&format!("k{i}"), &q, 1).unwrap().is_allowed());
+        }
+        assert!(!store.check_now("k1", &q, 1).unwrap().is_allowed());
+        assert_eq!(store.sweep(), 0, "nothing is at rest yet");
+        clock.increment(Duration::from_secs(1));
+        assert_eq!(store.sweep(), 5000);
+        assert!(store.is_empty());
+        // Growth past a shard's threshold sweeps it too.
+        for i in 0..100_000 {
+            store.check_now(&format!("x{i}"), &q, 1).unwrap();
+            if i % 1000 == 0 {
+                clock.increment(Duration::from_secs(1));
+            }
+        }
+        assert!(store.len() < 50_000, "{}", store.len());
+    }
+
+    #[test]
+    fn reset_forgets() {
+        let (store, _clock) = mock();
+        let q = Quota::single(Limit::per_minute(1)).unwrap();
+        assert!(store.check_now("k", &q, 1).unwrap().is_allowed());
+        assert!(!store.check_now("k", &q, 1).unwrap().is_allowed());
+        store.forget("k", &q);
+        assert!(store.check_now("k", &q, 1).unwrap().is_allowed());
+    }
+}

@@ -1,0 +1,121 @@
+//! Where limiter state lives: in this process or in Redis.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::decision::Decision;
+use crate::quota::Quota;
+
+pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
+
+/// A place that keeps limiter state and makes decisions against it.
+///
+/// Implemented by [`MemoryStore`](crate::MemoryStore) (one process) and
+/// [`RedisStore`](crate::RedisStore) (shared by every instance). A decision
+/// is atomic: all limits of the quota are checked and, if every one admits
+/// the request, counted — or none is.
+pub trait Store: Send + Sync + 'static {
+    /// Checks `cost` units for `subject` against `quota`, and counts them if
+    /// admitted.
+    fn check(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+
+    /// Where `subject` stands against `quota`, without counting anything.
+    fn inspect(
+        &self,
+        subject: &str,
+        quota: &Quota,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send;
+
+    /// Forgets `subject`'s state for `quota`: its limits are fully
+    /// available again (in-flight concurrency slots included).
+    fn reset(&self, subject: &str, quota: &Quota)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Gives back the concurrency slots of an admitted request. Never
+    /// blocks: a store that needs I/O does it in the background.
+    fn release(&self, lease: Lease);
+}
+
+impl<S: Store> Store for Arc<S> {
+    fn check(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        (**self).check(subject, quota, cost)
+    }
+
+    fn inspect(
+        &self,
+        subject: &str,
+        quota: &Quota,
+    ) -> impl Future<Output = Result<Decision, StoreError>> + Send {
+        (**self).inspect(subject, quota)
+    }
+
+    fn reset(
+        &self,
+        subject: &str,
+        quota: &Quota,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).reset(subject, quota)
+    }
+
+    fn release(&self, lease: Lease) {
+        (**self).release(lease)
+    }
+}
+
+/// Concurrency slots held by an admitted request.
+///
+/// Give it back with [`Store::release`] when the request is done; a lease
+/// that is never released is reclaimed after the limit's lease time (Redis)
+/// or when dropped (memory).
+#[derive(Debug)]
+pub struct Lease {
+    pub(crate) kind: LeaseKind,
+}
+
+#[derive(Debug)]
+pub(crate) enum LeaseKind {
+    Memory(memory::MemoryLease),
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisLease),
+}
+
+/// Why a store could not decide.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The cost is larger than [`MAX_COUNT`](crate::MAX_COUNT).
+    #[error("cost {cost} is larger than the maximum of {max}", max = crate::MAX_COUNT)]
+    InvalidCost {
+        /// The cost asked for.
+        cost: u64,
+    },
+    /// The backend did not answer in time.
+    #[error("rate-limit store timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The backend is unreachable and the failure policy is fail-closed.
+    #[error("rate-limit store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with something we cannot read.
+    #[error("rate-limit store returned an unexpected reply: {0}")]
+    Protocol(String),
+}
+
+pub(crate) fn check_cost(cost: u64) -> Result<(), StoreError> {
+    if cost > crate::MAX_COUNT {
+        Err(StoreError::InvalidCost { cost })
+    } else {
+        Ok(())
+    }
+}
