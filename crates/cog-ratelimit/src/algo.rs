@@ -61,11 +61,6 @@ impl Gcra {
             }
         }
     }
-
-    /// A state equal to "no state": fully replenished.
-    pub(crate) fn at_rest(tat: u64, now: u64) -> bool {
-        tat <= now
-    }
 }
 
 /// Sliding window counter state.

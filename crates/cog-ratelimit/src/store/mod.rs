@@ -86,7 +86,10 @@ pub struct Lease {
 
 #[derive(Debug)]
 pub(crate) enum LeaseKind {
-    Memory(memory::MemoryLease),
+    Memory(
+        #[expect(dead_code, reason = "held for its Drop, which gives the slots back")]
+        memory::MemoryLease,
+    ),
     #[cfg(feature = "redis")]
     Redis(redis::RedisLease),
 }

@@ -1,0 +1,587 @@
+//! The Redis store: exact limits shared by every instance.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::interfaces::{KeysInterface, LuaInterface};
+use fred::prelude::{ClientLike, Error as FredError};
+use fred::types::config::Options;
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+use tracing::Instrument;
+
+use super::memory::MemoryStore;
+use super::{Lease, LeaseKind, Store, StoreError, check_cost};
+use crate::decision::{Decision, DecisionSource, LimitStatus, Statuses};
+use crate::key::encode_subject;
+use crate::quota::{Params, Quota};
+
+const DECIDE_LUA: &str = include_str!("redis.lua");
+const RELEASE_LUA: &str =
+    "for _, k in ipairs(KEYS) do redis.call('ZREM', k, ARGV[1]) end return #KEYS";
+
+/// What the Redis store does when Redis is slow (a call exceeds the
+/// timeout) or unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Admit every request (availability over enforcement).
+    FailOpen,
+    /// Refuse every request: checks return [`StoreError::Unavailable`],
+    /// which the layer answers with `503 Service Unavailable`.
+    FailClosed,
+    /// Enforce each quota locally, divided by the number of instances that
+    /// share it, so the fleet as a whole stays near the global limit.
+    Local {
+        /// How many instances share the quota (at least 1).
+        instances: u64,
+    },
+}
+
+/// Rate-limit state in Redis (or Redis Cluster), shared by every instance.
+///
+/// Each decision is one `EVALSHA` of a Lua script that reads the clock with
+/// Redis `TIME` (instances' clocks never matter), checks every limit of the
+/// quota, and counts the request only if all admit it. State is kept in
+/// microseconds. A subject's keys share one hash tag, so the store works
+/// unchanged on Redis Cluster; subjects are escaped (or hashed when long)
+/// before they become part of a key.
+///
+/// Key layout: `{prefix}{<escaped subject>}:<limit id>`, default prefix
+/// `cog:rl:`.
+///
+/// # Redis slow, gone, and back
+///
+/// Every call is bounded by [`timeout`](Self::timeout) (default 50 ms). A
+/// failed or timed-out call opens a breaker for
+/// [`retry_interval`](Self::retry_interval) (default 1 s) during which
+/// decisions follow the [`FailurePolicy`] without touching Redis; then one
+/// request probes Redis, and a success closes the breaker — recovery needs
+/// no restart.
+///
+/// A subject that Redis has denied is remembered locally until its retry
+/// time: further requests with the same or a larger cost are denied
+/// without a round trip ([`DecisionSource::LocalDeny`]). This is exact —
+/// other instances can only use more of the limit, never less.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    prefix: String,
+    timeout: Duration,
+    retry_interval: Duration,
+    policy: FailurePolicy,
+    local_deny: bool,
+    fallback: MemoryStore,
+    denied: DenyCache,
+    clock: quanta::Clock,
+    start: u64,
+    breaker_open_until: AtomicU64,
+    probing: AtomicBool,
+    decide_sha: String,
+    release_sha: String,
+}
+
+/// Concurrency slots held in Redis.
+#[derive(Debug)]
+pub(crate) struct RedisLease {
+    keys: Vec<String>,
+    member: String,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("RedisStore")
+            .field("prefix", &i.prefix)
+            .field("timeout", &i.timeout)
+            .field("retry_interval", &i.retry_interval)
+            .field("policy", &i.policy)
+            .field("local_deny", &i.local_deny)
+            .field("breaker_open", &self.breaker_open())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store on an initialized `fred` client (standalone, Cluster or
+    /// Sentinel), with the defaults described on the type and the
+    /// [`FailurePolicy::FailOpen`] policy.
+    pub fn new(client: Client) -> Self {
+        Self::build(client, Settings::default())
+    }
+
+    fn build(client: Client, s: Settings) -> Self {
+        let clock = quanta::Clock::new();
+        let start = clock.raw();
+        RedisStore {
+            inner: Arc::new(Inner {
+                client,
+                prefix: s.prefix,
+                timeout: s.timeout,
+                retry_interval: s.retry_interval,
+                policy: s.policy,
+                local_deny: s.local_deny,
+                fallback: MemoryStore::new(),
+                denied: DenyCache::default(),
+                clock,
+                start,
+                breaker_open_until: AtomicU64::new(0),
+                probing: AtomicBool::new(false),
+                decide_sha: fred::util::sha1_hash(DECIDE_LUA),
+                release_sha: fred::util::sha1_hash(RELEASE_LUA),
+            }),
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        let i = &self.inner;
+        Settings {
+            prefix: i.prefix.clone(),
+            timeout: i.timeout,
+            retry_interval: i.retry_interval,
+            policy: i.policy,
+            local_deny: i.local_deny,
+        }
+    }
+
+    fn with(self, f: impl FnOnce(&mut Settings)) -> Self {
+        let mut s = self.settings();
+        f(&mut s);
+        Self::build(self.inner.client.clone(), s)
+    }
+
+    /// Sets the key prefix (default `cog:rl:`). Limiters that must not
+    /// share state need different prefixes.
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.with(|s| s.prefix = prefix)
+    }
+
+    /// Bounds every Redis call (default 50 ms).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.with(|s| s.timeout = timeout)
+    }
+
+    /// How long to stay on the failure policy after a failed call before
+    /// probing Redis again (default 1 s).
+    pub fn retry_interval(self, interval: Duration) -> Self {
+        self.with(|s| s.retry_interval = interval)
+    }
+
+    /// What to do while Redis is slow or unreachable (default
+    /// [`FailurePolicy::FailOpen`]).
+    pub fn on_failure(self, policy: FailurePolicy) -> Self {
+        self.with(|s| s.policy = policy)
+    }
+
+    /// Whether to remember denials locally until their retry time (default
+    /// on).
+    pub fn local_deny(self, enabled: bool) -> Self {
+        self.with(|s| s.local_deny = enabled)
+    }
+
+    /// The `fred` client this store uses.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Whether the breaker is open: Redis failed recently and decisions
+    /// follow the failure policy.
+    pub fn breaker_open(&self) -> bool {
+        self.inner.breaker_open_until.load(Ordering::Acquire) != 0
+    }
+
+    /// The Redis keys holding `subject`'s state for `quota`, one per limit.
+    pub fn keys(&self, subject: &str, quota: &Quota) -> Vec<String> {
+        let tag = encode_subject(subject);
+        quota
+            .state_ids()
+            .iter()
+            .map(|id| format!("{}{{{tag}}}:{id}", self.inner.prefix))
+            .collect()
+    }
+
+    fn now(&self) -> u64 {
+        let i = &self.inner;
+        i.clock.delta_as_nanos(i.start, i.clock.raw()) + 1
+    }
+
+    /// Whether to call Redis now: the breaker is closed, or it is time for
+    /// a probe and this caller won the right to make it.
+    fn may_call(&self) -> bool {
+        let until = self.inner.breaker_open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        self.now() >= until
+            && self
+                .inner
+                .probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    fn record_success(&self) {
+        if self.inner.breaker_open_until.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!(target: "cog_ratelimit", "redis reachable again, rate-limit breaker closed");
+        }
+        self.inner.probing.store(false, Ordering::Release);
+    }
+
+    fn record_failure(&self, err: &StoreError) {
+        let until = self.now() + self.inner.retry_interval.as_nanos() as u64;
+        if self.inner.breaker_open_until.swap(until, Ordering::AcqRel) == 0 {
+            tracing::warn!(target: "cog_ratelimit", error = %err, policy = ?self.inner.policy,
+                "redis unavailable, rate-limit breaker open");
+        }
+        self.inner.probing.store(false, Ordering::Release);
+    }
+
+    fn on_failure_decision(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+        err: StoreError,
+    ) -> Result<Decision, StoreError> {
+        match self.inner.policy {
+            FailurePolicy::FailOpen => Ok(Decision::fail_open()),
+            FailurePolicy::FailClosed => Err(StoreError::Unavailable(err.to_string())),
+            FailurePolicy::Local { instances } => {
+                let local = quota.divided(instances);
+                let mut d = self.inner.fallback.check_now(subject, &local, cost)?;
+                d.source = DecisionSource::Fallback;
+                Ok(d)
+            }
+        }
+    }
+
+    fn args(quota: &Quota, cost: u64, commit: bool, member: &str) -> Vec<String> {
+        let mut args = Vec::with_capacity(3 + 4 * quota.params().len());
+        args.push(cost.to_string());
+        args.push(if commit { "1" } else { "0" }.to_owned());
+        args.push(member.to_owned());
+        for p in quota.params() {
+            let (kind, a, b) = match p {
+                Params::Gcra(g) => ("g", micros(g.t), micros(g.tau)),
+                Params::Sliding(s) => ("s", micros(s.w), s.max.to_string()),
+                Params::Concurrency { max, lease } => {
+                    ("c", max.to_string(), lease.as_micros().to_string())
+                }
+            };
+            args.extend([kind.to_owned(), a, b, String::new()]);
+        }
+        args
+    }
+
+    /// Runs a script by hash, loading it on `NOSCRIPT`, within the timeout.
+    async fn eval(
+        &self,
+        sha: &str,
+        lua: &str,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let i = &self.inner;
+        let opts = Options {
+            timeout: Some(i.timeout),
+            fail_fast: true,
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let client = i.client.with_options(&opts);
+        let call = async {
+            match client
+                .evalsha::<Vec<i64>, _, _, _>(sha, keys.clone(), args.clone())
+                .await
+            {
+                Err(e) if e.details().starts_with("NOSCRIPT") => {
+                    client.eval::<Vec<i64>, _, _, _>(lua, keys, args).await
+                }
+                other => other,
+            }
+        };
+        let span = tracing::debug_span!("redis EVALSHA", db.system.name = "redis", otel.kind = "client");
+        match tokio::time::timeout(i.timeout, call.instrument(span)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(fred_error(e, i.timeout)),
+            Err(_) => Err(StoreError::Timeout(i.timeout)),
+        }
+    }
+
+    async fn decide(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+        commit: bool,
+    ) -> Result<Decision, StoreError> {
+        let has_concurrency = commit
+            && cost > 0
+            && quota
+                .params()
+                .iter()
+                .any(|p| matches!(p, Params::Concurrency { .. }));
+        let member = if has_concurrency {
+            format!("{:016x}", rand::random::<u64>())
+        } else {
+            String::new()
+        };
+        let keys = self.keys(subject, quota);
+        let args = Self::args(quota, cost, commit, &member);
+        let i = &self.inner;
+        let reply = self
+            .eval(&i.decide_sha, DECIDE_LUA, keys.clone(), args)
+            .await?;
+        let mut d = parse_decision(&reply, quota.params().len())?;
+        if d.allowed && has_concurrency {
+            let keys = keys
+                .into_iter()
+                .zip(quota.params())
+                .filter(|(_, p)| matches!(p, Params::Concurrency { .. }))
+                .map(|(k, _)| k)
+                .collect();
+            // The script stores the member with its cost: `<id>:<cost>`.
+            let member = format!("{member}:{cost}");
+            d.lease = Some(Lease {
+                kind: LeaseKind::Redis(RedisLease { keys, member }),
+            });
+        }
+        Ok(d)
+    }
+}
+
+fn micros(ns: u64) -> String {
+    // Microseconds with the nanosecond remainder, so no precision is lost.
+    format!("{}.{:03}", ns / 1000, ns % 1000)
+}
+
+fn fred_error(e: FredError, timeout: Duration) -> StoreError {
+    use fred::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::Timeout => StoreError::Timeout(timeout),
+        ErrorKind::Parse | ErrorKind::Protocol => StoreError::Protocol(e.to_string()),
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn parse_decision(reply: &[i64], limits: usize) -> Result<Decision, StoreError> {
+    if reply.len() != 2 + 3 * limits {
+        return Err(StoreError::Protocol(format!(
+            "decision reply of {} integers for {limits} limits",
+            reply.len()
+        )));
+    }
+    let allowed = reply[0] == 1;
+    let retry = reply[1];
+    let statuses: Statuses = reply[2..]
+        .chunks_exact(3)
+        .map(|c| LimitStatus {
+            allowed: c[0] == 1,
+            remaining: c[1].max(0) as u64,
+            reset_after: Duration::from_micros(c[2].max(0) as u64),
+        })
+        .collect();
+    Ok(Decision {
+        allowed,
+        retry_after: (!allowed && retry >= 0).then(|| Duration::from_micros(retry as u64)),
+        statuses,
+        source: DecisionSource::Store,
+        lease: None,
+    })
+}
+
+#[derive(Clone)]
+struct Settings {
+    prefix: String,
+    timeout: Duration,
+    retry_interval: Duration,
+    policy: FailurePolicy,
+    local_deny: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            prefix: "cog:rl:".to_owned(),
+            timeout: Duration::from_millis(50),
+            retry_interval: Duration::from_secs(1),
+            policy: FailurePolicy::FailOpen,
+            local_deny: true,
+        }
+    }
+}
+
+/// Denials remembered until their retry time, per (quota, subject).
+#[derive(Default)]
+struct DenyCache {
+    shards: [Mutex<HashMap<(u64, Box<str>), Denied>>; 16],
+}
+
+#[derive(Clone)]
+struct Denied {
+    until: u64,
+    at: u64,
+    cost: u64,
+    statuses: Statuses,
+}
+
+impl DenyCache {
+    fn shard(&self, fp: u64) -> &Mutex<HashMap<(u64, Box<str>), Denied>> {
+        &self.shards[(fp as usize) & 15]
+    }
+
+    fn get(&self, fp: u64, subject: &str, cost: u64, now: u64) -> Option<Decision> {
+        let map = self.shard(fp).lock();
+        if map.is_empty() {
+            return None;
+        }
+        let d = map.get(&(fp, Box::<str>::from(subject)))?;
+        if now >= d.until || cost < d.cost {
+            return None;
+        }
+        let elapsed = Duration::from_nanos(now - d.at);
+        Some(Decision {
+            allowed: false,
+            retry_after: Some(Duration::from_nanos(d.until - now)),
+            statuses: d
+                .statuses
+                .iter()
+                .map(|s| LimitStatus {
+                    reset_after: s.reset_after.saturating_sub(elapsed),
+                    ..*s
+                })
+                .collect(),
+            source: DecisionSource::LocalDeny,
+            lease: None,
+        })
+    }
+
+    fn put(&self, fp: u64, subject: &str, d: Denied) {
+        let mut map = self.shard(fp).lock();
+        if map.len() >= 4096 {
+            let now = d.at;
+            map.retain(|_, v| v.until > now);
+        }
+        map.insert((fp, subject.into()), d);
+    }
+
+    fn remove(&self, fp: u64, subject: &str) {
+        self.shard(fp).lock().remove(&(fp, Box::<str>::from(subject)));
+    }
+}
+
+impl Store for RedisStore {
+    async fn check(&self, subject: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
+        check_cost(cost)?;
+        let fp = quota.fingerprint();
+        if self.inner.local_deny
+            && let Some(d) = self.inner.denied.get(fp, subject, cost, self.now())
+        {
+            return Ok(d);
+        }
+        if !self.may_call() {
+            let err = StoreError::Unavailable("breaker open after a recent failure".into());
+            return self.on_failure_decision(subject, quota, cost, err);
+        }
+        match self.decide(subject, quota, cost, true).await {
+            Ok(d) => {
+                self.record_success();
+                if self.inner.local_deny
+                    && !d.allowed
+                    && let Some(retry) = d.retry_after
+                    && !retry.is_zero()
+                {
+                    let now = self.now();
+                    self.inner.denied.put(
+                        fp,
+                        subject,
+                        Denied {
+                            until: now + retry.as_nanos() as u64,
+                            at: now,
+                            cost,
+                            statuses: d.statuses.clone(),
+                        },
+                    );
+                }
+                Ok(d)
+            }
+            Err(StoreError::Protocol(e)) => {
+                // Redis answered: it is up, but the reply is unusable.
+                self.record_success();
+                Err(StoreError::Protocol(e))
+            }
+            Err(e) => {
+                self.record_failure(&e);
+                self.on_failure_decision(subject, quota, cost, e)
+            }
+        }
+    }
+
+    async fn inspect(&self, subject: &str, quota: &Quota) -> Result<Decision, StoreError> {
+        self.decide(subject, quota, 0, false).await
+    }
+
+    async fn reset(&self, subject: &str, quota: &Quota) -> Result<(), StoreError> {
+        self.inner.denied.remove(quota.fingerprint(), subject);
+        let keys = self.keys(subject, quota);
+        let opts = Options {
+            timeout: Some(self.inner.timeout),
+            fail_fast: true,
+            ..Default::default()
+        };
+        self.inner
+            .client
+            .with_options(&opts)
+            .del::<i64, _>(keys)
+            .await
+            .map_err(|e| fred_error(e, self.inner.timeout))?;
+        Ok(())
+    }
+
+    fn release(&self, lease: Lease) {
+        let LeaseKind::Redis(lease) = lease.kind else {
+            // A fallback (memory) lease gives its slots back on drop.
+            return;
+        };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            // No runtime to release on: the lease expires on its own.
+            return;
+        };
+        let store = self.clone();
+        handle.spawn(async move {
+            let i = &store.inner;
+            if let Err(e) = store
+                .eval(&i.release_sha, RELEASE_LUA, lease.keys, vec![lease.member])
+                .await
+            {
+                tracing::debug!(target: "cog_ratelimit", error = %e,
+                    "releasing a concurrency lease failed; it expires on its own");
+            }
+        });
+    }
+}
+
+/// Connects to `url` for tests and examples: a client with a short
+/// reconnect policy, already connected.
+#[doc(hidden)]
+pub async fn connect(url: &str) -> Result<Client, FredError> {
+    use fred::prelude::{Builder, Config, ReconnectPolicy};
+    let config = Config::from_url(url)?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()?;
+    client.init().await?;
+    Ok(client)
+}

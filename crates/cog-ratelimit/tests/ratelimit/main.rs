@@ -1,0 +1,7 @@
+//! cog-ratelimit against real Redis servers and clusters, and the tower
+//! layer end to end.
+
+mod cluster;
+mod failure;
+mod redis;
+mod support;

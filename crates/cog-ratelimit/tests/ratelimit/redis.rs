@@ -1,0 +1,246 @@
+//! The Redis store against one real redis-server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cog_ratelimit::{DecisionSource, Limit, Quota, RedisStore, Store};
+use cog_testkit::{RedisServer, Reply};
+
+use crate::support::{admitted, client, store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_hammering_one_key_never_exceed_the_limit() {
+    let server = RedisServer::start().unwrap();
+    // A day-long window: nothing refills during the test.
+    let quota = Quota::single(Limit::per_day(500)).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        // Four limiter instances, each with its own connection.
+        let store = Arc::new(store(&server.url()).await.local_deny(false));
+        for _ in 0..8 {
+            let (store, quota) = (store.clone(), quota.clone());
+            tasks.push(tokio::spawn(async move {
+                admitted(&*store, "hot", &quota, 50, 1).await
+            }));
+        }
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    // 1 600 attempts against a limit of 500.
+    assert_eq!(total, 500);
+}
+
+#[tokio::test]
+async fn cost_and_multi_limit_all_or_nothing() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url()).await.local_deny(false);
+    let quota = Quota::new([
+        Limit::per_minute(10).named("minute"),
+        Limit::per_day(12).named("day"),
+    ])
+    .unwrap();
+    let d = store.check("t", &quota, 7).await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.statuses()[0].remaining, 3);
+    assert_eq!(d.statuses()[1].remaining, 5);
+    // 4 more: the minute limit refuses, so the day limit is not charged.
+    let d = store.check("t", &quota, 4).await.unwrap();
+    assert!(!d.is_allowed());
+    assert!(!d.statuses()[0].allowed && d.statuses()[1].allowed);
+    assert_eq!(d.statuses()[1].remaining, 5);
+    let retry = d.retry_after().unwrap();
+    assert!(retry > Duration::from_secs(5) && retry <= Duration::from_secs(6), "{retry:?}");
+    // 3 fit both.
+    assert!(store.check("t", &quota, 3).await.unwrap().is_allowed());
+    // Now the day limit has 2 left; the minute limit 0.
+    let d = store.inspect("t", &quota).await.unwrap();
+    assert_eq!(d.statuses()[0].remaining, 0);
+    assert_eq!(d.statuses()[1].remaining, 2);
+    // A cost larger than a burst can never fit: no retry time.
+    let d = store.check("t", &quota, 13).await.unwrap();
+    assert!(!d.is_allowed());
+    assert_eq!(d.retry_after(), None);
+}
+
+#[tokio::test]
+async fn gcra_is_exact_at_ten_thousand_per_second() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url()).await.local_deny(false);
+    // 10 000/s, burst 1: requests are spaced by exactly 100 µs of Redis time.
+    let quota = Quota::single(Limit::per_second(10_000).burst(1)).unwrap();
+    let first = store.check("fast", &quota, 1).await.unwrap();
+    assert!(first.is_allowed());
+    let second = store.check("fast", &quota, 1).await.unwrap();
+    // A round trip on loopback is usually < 100 µs; either way the wait
+    // reported is what is left of the 100 µs emission interval.
+    if !second.is_allowed() {
+        let retry = second.retry_after().unwrap();
+        assert!(retry <= Duration::from_micros(100), "{retry:?}");
+        assert!(retry > Duration::ZERO);
+    }
+    // A burst of 1 000 at 10 000/s: over a window where 20 000 requests are
+    // attempted back to back, admitted = elapsed / 100 µs + burst, never
+    // more. Measure the elapsed time with Redis's own clock.
+    let quota = Quota::single(Limit::per_second(10_000).burst(1000)).unwrap();
+    let t0 = redis_micros(&server);
+    let mut ok = 0u64;
+    for _ in 0..5_000 {
+        if store.check("rate", &quota, 1).await.unwrap().is_allowed() {
+            ok += 1;
+        }
+    }
+    let elapsed = redis_micros(&server) - t0;
+    let ceiling = elapsed / 100 + 1000 + 1;
+    assert!(ok <= ceiling, "admitted {ok} in {elapsed} µs (ceiling {ceiling})");
+    assert!(ok >= 1000, "the burst was not admitted: {ok}");
+}
+
+fn redis_micros(server: &RedisServer) -> u64 {
+    match server.command(&["TIME"]).unwrap() {
+        Reply::Array(Some(parts)) => {
+            let s: u64 = parts[0].as_text().unwrap().parse().unwrap();
+            let us: u64 = parts[1].as_text().unwrap().parse().unwrap();
+            s * 1_000_000 + us
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn sliding_window_and_concurrency() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url()).await;
+    let quota = Quota::single(Limit::sliding_window(5, Duration::from_secs(3600))).unwrap();
+    assert_eq!(admitted(&store, "w", &quota, 8, 1).await, 5);
+
+    let quota = Quota::single(Limit::concurrency(2)).unwrap();
+    let mut a = store.check("c", &quota, 1).await.unwrap();
+    let b = store.check("c", &quota, 1).await.unwrap();
+    assert!(a.is_allowed() && b.is_allowed());
+    let c = store.check("c", &quota, 1).await.unwrap();
+    assert!(!c.is_allowed());
+    store.release(a.take_lease().unwrap());
+    // Release runs in the background; wait for it to land.
+    let mut freed = false;
+    for _ in 0..200 {
+        if store.inspect("c", &quota).await.unwrap().statuses()[0].remaining == 1 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(freed, "released slot never came back");
+}
+
+#[tokio::test]
+async fn concurrency_leases_expire_when_an_instance_dies() {
+    let server = RedisServer::start().unwrap();
+    let quota = Quota::single(Limit::concurrency(1).lease(Duration::from_millis(300))).unwrap();
+    {
+        // An instance takes the only slot and "crashes" without releasing.
+        let crashed = store(&server.url()).await;
+        let mut d = crashed.check("job", &quota, 1).await.unwrap();
+        assert!(d.is_allowed());
+        std::mem::forget(d.take_lease());
+    }
+    let other = store(&server.url()).await.local_deny(false);
+    assert!(!other.check("job", &quota, 1).await.unwrap().is_allowed());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(other.check("job", &quota, 1).await.unwrap().is_allowed());
+}
+
+#[tokio::test]
+async fn hostile_subjects_keep_the_key_schema_and_do_not_collide() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url()).await.local_deny(false);
+    let quota = Quota::single(Limit::per_day(1)).unwrap();
+    let big = "k".repeat(10 * 1024);
+    let big2 = format!("{big}x");
+    let subjects = [
+        "plain",
+        "ünïcødé ✓",
+        "{}",
+        "{plain}",
+        "a}b{c",
+        "with space",
+        " ",
+        "",
+        "a:b",
+        "a%3Ab",
+        "cog:rl:{x}:g1",
+        "\r\n\0",
+        big.as_str(),
+        big2.as_str(),
+    ];
+    for s in subjects {
+        assert!(store.check(s, &quota, 1).await.unwrap().is_allowed(), "{s:?} first");
+    }
+    for s in subjects {
+        assert!(!store.check(s, &quota, 1).await.unwrap().is_allowed(), "{s:?} second");
+    }
+    // Every key: our prefix, one hash tag with no braces inside, short.
+    let keys = match server.command(&["KEYS", "*"]).unwrap() {
+        Reply::Array(Some(k)) => k,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keys.len(), subjects.len());
+    for k in keys {
+        let k = k.as_text().unwrap();
+        assert!(k.starts_with("cog:rl:{"), "{k}");
+        let tag = &k["cog:rl:{".len()..k.find('}').unwrap()];
+        assert!(!tag.contains('{') && k.len() < 200, "{k}");
+        assert_eq!(k.matches('{').count(), 1, "{k}");
+    }
+}
+
+#[tokio::test]
+async fn garbage_in_redis_is_treated_as_fresh_state() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url()).await.local_deny(false);
+    let gcra = Quota::single(Limit::per_day(2)).unwrap();
+    let window = Quota::single(Limit::sliding_window(2, Duration::from_secs(60))).unwrap();
+    let conc = Quota::single(Limit::concurrency(2)).unwrap();
+    for (q, junk_type) in [(&gcra, "hash"), (&window, "string"), (&conc, "list")] {
+        let key = store.keys("victim", q).remove(0);
+        match junk_type {
+            "hash" => server.command(&["HSET", &key, "x", "y"]).unwrap(),
+            "string" => server.command(&["SET", &key, "not a number"]).unwrap(),
+            _ => server.command(&["RPUSH", &key, "junk"]).unwrap(),
+        };
+        assert_eq!(admitted(&store, "victim", q, 3, 1).await, 2, "{junk_type}");
+    }
+    server.command(&["SET", &store.keys("v2", &gcra)[0], "garbage"]).unwrap();
+    assert_eq!(admitted(&store, "v2", &gcra, 3, 1).await, 2);
+}
+
+#[tokio::test]
+async fn denials_are_remembered_locally_until_reset_time() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url()).await;
+    let quota = Quota::single(Limit::per_minute(1)).unwrap();
+    assert!(store.check("k", &quota, 1).await.unwrap().is_allowed());
+    let d = store.check("k", &quota, 1).await.unwrap();
+    assert_eq!(d.source(), DecisionSource::Store);
+    // Even with Redis gone, the known-denied subject is denied locally.
+    server.kill().unwrap();
+    let d = store.check("k", &quota, 1).await.unwrap();
+    assert!(!d.is_allowed());
+    assert_eq!(d.source(), DecisionSource::LocalDeny);
+    assert!(d.retry_after().unwrap() <= Duration::from_secs(60));
+}
+
+#[tokio::test]
+async fn reset_and_prefixes() {
+    let server = RedisServer::start().unwrap();
+    let c = client(&server.url()).await;
+    let a = RedisStore::new(c.clone()).prefix("app-a:");
+    let b = RedisStore::new(c).prefix("app-b:");
+    let quota = Quota::single(Limit::per_day(1)).unwrap();
+    assert!(a.check("k", &quota, 1).await.unwrap().is_allowed());
+    assert!(b.check("k", &quota, 1).await.unwrap().is_allowed(), "prefixes share state");
+    assert!(!a.check("k", &quota, 1).await.unwrap().is_allowed());
+    a.reset("k", &quota).await.unwrap();
+    assert!(a.check("k", &quota, 1).await.unwrap().is_allowed());
+}
