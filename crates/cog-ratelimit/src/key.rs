@@ -16,8 +16,15 @@ const MAX_ENCODED: usize = 128;
 ///   subject (`#` is never left raw by the first rule, so the two forms
 ///   cannot collide).
 ///
+/// - the empty subject becomes `~` (raw `~` is always escaped), so a hash
+///   tag is never empty — Redis Cluster would otherwise hash the whole key
+///   and scatter one subject's keys over several slots.
+///
 /// The encoding is injective: distinct subjects give distinct keys.
 pub(crate) fn encode_subject(subject: &str) -> String {
+    if subject.is_empty() {
+        return "~".to_owned();
+    }
     let mut out = String::with_capacity(subject.len().min(MAX_ENCODED) + 8);
     for &b in subject.as_bytes() {
         if b.is_ascii_alphanumeric() || b"._-@/+=".contains(&b) {
@@ -54,7 +61,8 @@ mod tests {
         assert_eq!(encode_subject("a:b c"), "a%3Ab%20c");
         assert_eq!(encode_subject("%41"), "%2541");
         assert_eq!(encode_subject("é"), "%C3%A9");
-        assert_eq!(encode_subject(""), "");
+        assert_eq!(encode_subject(""), "~");
+        assert_eq!(encode_subject("~"), "%7E");
     }
 
     #[test]

@@ -367,8 +367,19 @@ fn fred_error(e: FredError, timeout: Duration) -> StoreError {
     use fred::error::ErrorKind;
     match e.kind() {
         ErrorKind::Timeout => StoreError::Timeout(timeout),
-        ErrorKind::Parse | ErrorKind::Protocol => StoreError::Protocol(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
+        // The server or the path to it is down, busy or moving: the failure
+        // policy applies.
+        ErrorKind::IO
+        | ErrorKind::Canceled
+        | ErrorKind::Routing
+        | ErrorKind::Backpressure
+        | ErrorKind::Cluster
+        | ErrorKind::Sentinel
+        | ErrorKind::Auth
+        | ErrorKind::Config => StoreError::Unavailable(e.to_string()),
+        // Redis answered, but not with a decision (a script error, a reply
+        // we cannot read): a bug to surface, not an outage to paper over.
+        _ => StoreError::Protocol(e.to_string()),
     }
 }
 

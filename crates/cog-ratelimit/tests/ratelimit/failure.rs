@@ -1,0 +1,153 @@
+//! Failure policies with the real server killed, paused, slowed down, and
+//! brought back.
+
+use std::time::Duration;
+
+use cog_ratelimit::{DecisionSource, FailurePolicy, Limit, Quota, RedisStore, Store, StoreError};
+use cog_testkit::{Proxy, RedisServer};
+
+use crate::support::client;
+
+/// A bound on how long any call may take, so a hang fails the test instead
+/// of stalling it. Not a performance assertion.
+const HANG: Duration = Duration::from_secs(10);
+
+async fn check(store: &RedisStore, quota: &Quota) -> Result<cog_ratelimit::Decision, StoreError> {
+    tokio::time::timeout(HANG, store.check("k", quota, 1))
+        .await
+        .expect("a check hung")
+}
+
+async fn store(url: &str, policy: FailurePolicy) -> RedisStore {
+    RedisStore::new(client(url).await)
+        .timeout(Duration::from_millis(200))
+        .retry_interval(Duration::from_millis(200))
+        .local_deny(false)
+        .on_failure(policy)
+}
+
+/// Checks until Redis itself decides again (the breaker closes after the
+/// retry interval, on the next probe).
+async fn until_store_decides(store: &RedisStore, quota: &Quota) -> cog_ratelimit::Decision {
+    for _ in 0..200 {
+        if let Ok(d) = check(store, quota).await
+            && d.source() == DecisionSource::Store
+        {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("redis never took over again");
+}
+
+#[tokio::test]
+async fn fail_open_when_killed_then_recovers_after_restart() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url(), FailurePolicy::FailOpen).await;
+    let quota = Quota::single(Limit::per_day(2)).unwrap();
+    assert_eq!(check(&store, &quota).await.unwrap().source(), DecisionSource::Store);
+
+    server.kill().unwrap();
+    for _ in 0..20 {
+        let d = check(&store, &quota).await.unwrap();
+        assert!(d.is_allowed());
+        assert_eq!(d.source(), DecisionSource::FailOpen);
+    }
+    assert!(store.breaker_open());
+
+    server.restart().unwrap();
+    // The restarted server is empty: state starts fresh.
+    let d = until_store_decides(&store, &quota).await;
+    assert!(d.is_allowed());
+    assert!(!store.breaker_open());
+    assert!(check(&store, &quota).await.unwrap().is_allowed());
+    assert!(!check(&store, &quota).await.unwrap().is_allowed(), "limit not enforced after recovery");
+}
+
+#[tokio::test]
+async fn fail_closed_when_killed_and_when_paused() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url(), FailurePolicy::FailClosed).await;
+    let quota = Quota::single(Limit::per_day(100)).unwrap();
+    assert!(check(&store, &quota).await.unwrap().is_allowed());
+
+    server.pause().unwrap();
+    let err = check(&store, &quota).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    // While the breaker is open, no call waits on the frozen server.
+    assert!(matches!(check(&store, &quota).await, Err(StoreError::Unavailable(_))));
+    server.resume().unwrap();
+    until_store_decides(&store, &quota).await;
+
+    server.kill().unwrap();
+    assert!(matches!(check(&store, &quota).await, Err(StoreError::Unavailable(_))));
+    server.restart().unwrap();
+    assert!(until_store_decides(&store, &quota).await.is_allowed());
+}
+
+#[tokio::test]
+async fn local_fallback_enforces_a_share_of_the_limit() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url(), FailurePolicy::Local { instances: 4 }).await;
+    let quota = Quota::single(Limit::per_day(40)).unwrap();
+    assert!(check(&store, &quota).await.unwrap().is_allowed());
+
+    server.kill().unwrap();
+    let mut admitted = 0;
+    for _ in 0..30 {
+        let d = check(&store, &quota).await.unwrap();
+        assert_eq!(d.source(), DecisionSource::Fallback);
+        admitted += d.is_allowed() as usize;
+    }
+    assert_eq!(admitted, 10, "40 / 4 instances");
+
+    server.restart().unwrap();
+    let d = until_store_decides(&store, &quota).await;
+    assert!(d.is_allowed());
+}
+
+#[tokio::test]
+async fn local_fallback_when_paused() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url(), FailurePolicy::Local { instances: 2 }).await;
+    let quota = Quota::single(Limit::per_day(6)).unwrap();
+    assert!(check(&store, &quota).await.unwrap().is_allowed());
+    server.pause().unwrap();
+    let mut admitted = 0;
+    for _ in 0..10 {
+        let d = check(&store, &quota).await.unwrap();
+        assert_eq!(d.source(), DecisionSource::Fallback);
+        admitted += d.is_allowed() as usize;
+    }
+    assert_eq!(admitted, 3);
+    server.resume().unwrap();
+    // Redis kept its state through the pause. (The call that timed out was
+    // already on the wire, so Redis may have counted it after resuming: a
+    // timed-out decision can still be charged, never more than once.)
+    let d = until_store_decides(&store, &quota).await;
+    assert!(d.is_allowed());
+    let remaining = d.statuses()[0].remaining;
+    assert!(remaining < 5, "state lost across the pause: {remaining}");
+}
+
+#[tokio::test]
+async fn slow_redis_through_a_proxy_times_out_then_recovers() {
+    let server = RedisServer::start().unwrap();
+    let proxy = Proxy::start(&server.addr()).await.unwrap();
+    let store = store(&proxy.redis_url(), FailurePolicy::FailOpen).await;
+    let quota = Quota::single(Limit::per_day(1000)).unwrap();
+    assert_eq!(check(&store, &quota).await.unwrap().source(), DecisionSource::Store);
+
+    // 1 s each way against a 200 ms timeout.
+    proxy.set_latency(Duration::from_secs(1));
+    let d = check(&store, &quota).await.unwrap();
+    assert_eq!(d.source(), DecisionSource::FailOpen);
+    proxy.set_latency(Duration::ZERO);
+    until_store_decides(&store, &quota).await;
+
+    // Connections cut: fail open, then back once restored.
+    proxy.cut();
+    assert_eq!(check(&store, &quota).await.unwrap().source(), DecisionSource::FailOpen);
+    proxy.restore();
+    until_store_decides(&store, &quota).await;
+}
