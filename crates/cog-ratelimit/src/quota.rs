@@ -1,8 +1,8 @@
 //! Limits and quotas: what a subject is allowed to do.
 
 use std::borrow::Cow;
-use std::hash::BuildHasher;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -226,7 +226,9 @@ impl Limit {
         if let Some(name) = &self.name
             && (name.is_empty() || !name.bytes().all(|b| (0x20..0x7f).contains(&b)))
         {
-            return Err(InvalidQuota::Name { name: name.to_string() });
+            return Err(InvalidQuota::Name {
+                name: name.to_string(),
+            });
         }
         Ok(())
     }
@@ -323,7 +325,9 @@ impl Quota {
             return Err(InvalidQuota::Empty);
         }
         if limits.len() > 16 {
-            return Err(InvalidQuota::TooMany { count: limits.len() });
+            return Err(InvalidQuota::TooMany {
+                count: limits.len(),
+            });
         }
         for l in limits.iter() {
             l.validate()?;

@@ -274,7 +274,12 @@ impl RedisCluster {
         }
         let first = &self.nodes[0];
         for node in &self.nodes[1..] {
-            expect_ok(first.command(&["CLUSTER", "MEET", "127.0.0.1", &node.port().to_string()])?)?;
+            expect_ok(first.command(&[
+                "CLUSTER",
+                "MEET",
+                "127.0.0.1",
+                &node.port().to_string(),
+            ])?)?;
         }
         Ok(())
     }
@@ -358,7 +363,10 @@ fn ensure_installed() -> Result<(), Error> {
 fn free_port(cluster_bus: bool) -> Result<u16, Error> {
     for _ in 0..100 {
         let l = TcpListener::bind("127.0.0.1:0").map_err(Error::io("binding a probe port"))?;
-        let port = l.local_addr().map_err(Error::io("reading probe port"))?.port();
+        let port = l
+            .local_addr()
+            .map_err(Error::io("reading probe port"))?
+            .port();
         if !cluster_bus {
             return Ok(port);
         }

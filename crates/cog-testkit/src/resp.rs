@@ -58,7 +58,10 @@ fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
     }
     let line = line.trim_end_matches(['\r', '\n']);
     let (tag, rest) = line.split_at(1.min(line.len()));
-    let int = |s: &str| s.parse::<i64>().map_err(|_| bad(format!("bad length {s:?}")));
+    let int = |s: &str| {
+        s.parse::<i64>()
+            .map_err(|_| bad(format!("bad length {s:?}")))
+    };
     Ok(match tag {
         "+" => Reply::Status(rest.to_owned()),
         "-" => Reply::Error(rest.to_owned()),

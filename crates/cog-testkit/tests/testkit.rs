@@ -60,7 +60,9 @@ fn paused_server_does_not_answer_until_resumed() {
         "{err:?}"
     );
     server.resume().unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let n = (&stream).read(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"+PONG\r\n");
 }

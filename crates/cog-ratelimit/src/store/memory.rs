@@ -183,7 +183,12 @@ impl MemoryStore {
     /// # Errors
     /// [`StoreError::InvalidCost`] when `cost` is above
     /// [`MAX_COUNT`](crate::MAX_COUNT).
-    pub fn check_now(&self, subject: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
+    pub fn check_now(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+    ) -> Result<Decision, StoreError> {
         check_cost(cost)?;
         let now = self.now();
         Ok(self.with_entry(subject, quota, |e| decide(e, quota, now, cost, true)))
@@ -229,12 +234,17 @@ impl MemoryStore {
         let fp = quota.fingerprint();
         let shard = &self.inner.shards[(hash >> self.inner.shift) as usize];
         let guard = shard.read();
-        match guard
-            .table
-            .find(hash, |e| e.quota.fingerprint() == fp && *e.subject == *subject)
-        {
+        match guard.table.find(hash, |e| {
+            e.quota.fingerprint() == fp && *e.subject == *subject
+        }) {
             Some(e) => decide(e, quota, now, 0, false),
-            None => decide(&Entry::new(hash, subject, quota).into(), quota, now, 0, false),
+            None => decide(
+                &Entry::new(hash, subject, quota).into(),
+                quota,
+                now,
+                0,
+                false,
+            ),
         }
     }
 
@@ -243,10 +253,9 @@ impl MemoryStore {
         let fp = quota.fingerprint();
         let shard = &self.inner.shards[(hash >> self.inner.shift) as usize];
         let mut guard = shard.write();
-        if let Ok(e) = guard
-            .table
-            .find_entry(hash, |e| e.quota.fingerprint() == fp && *e.subject == *subject)
-        {
+        if let Ok(e) = guard.table.find_entry(hash, |e| {
+            e.quota.fingerprint() == fp && *e.subject == *subject
+        }) {
             e.remove();
         }
     }
@@ -289,18 +298,16 @@ impl Entry {
         match &self.state {
             State::Gcra(tat) => tat.load(Ordering::Acquire) <= now,
             State::Concurrency(n) => n.load(Ordering::Acquire) == 0,
-            State::Multi(slots) => {
-                slots
-                    .lock()
-                    .iter()
-                    .zip(self.quota.params())
-                    .all(|(slot, p)| match (slot, p) {
-                        (Slot::Gcra(tat), _) => *tat <= now,
-                        (Slot::Window(w), Params::Sliding(s)) => s.at_rest(w, now),
-                        (Slot::Concurrency(n), _) => *n == 0,
-                        _ => true,
-                    })
-            }
+            State::Multi(slots) => slots
+                .lock()
+                .iter()
+                .zip(self.quota.params())
+                .all(|(slot, p)| match (slot, p) {
+                    (Slot::Gcra(tat), _) => *tat <= now,
+                    (Slot::Window(w), Params::Sliding(s)) => s.at_rest(w, now),
+                    (Slot::Concurrency(n), _) => *n == 0,
+                    _ => true,
+                }),
         }
     }
 }
@@ -509,7 +516,12 @@ mod tests {
         let (store, clock) = mock();
         let q = Quota::single(Limit::per_second(1)).unwrap();
         for i in 0..5000 {
-            assert!(store.check_now(&format!("k{i}"), &q, 1).unwrap().is_allowed());
+            assert!(
+                store
+                    .check_now(&format!("k{i}"), &q, 1)
+                    .unwrap()
+                    .is_allowed()
+            );
         }
         assert!(!store.check_now("k1", &q, 1).unwrap().is_allowed());
         assert_eq!(store.sweep(), 0, "nothing is at rest yet");

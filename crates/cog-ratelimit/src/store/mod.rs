@@ -35,8 +35,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets `subject`'s state for `quota`: its limits are fully
     /// available again (in-flight concurrency slots included).
-    fn reset(&self, subject: &str, quota: &Quota)
-    -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn reset(
+        &self,
+        subject: &str,
+        quota: &Quota,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Gives back the concurrency slots of an admitted request. Never
     /// blocks: a store that needs I/O does it in the background.

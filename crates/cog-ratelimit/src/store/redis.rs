@@ -308,7 +308,11 @@ impl RedisStore {
                 other => other,
             }
         };
-        let span = tracing::debug_span!("redis EVALSHA", db.system.name = "redis", otel.kind = "client");
+        let span = tracing::debug_span!(
+            "redis EVALSHA",
+            db.system.name = "redis",
+            otel.kind = "client"
+        );
         match tokio::time::timeout(i.timeout, call.instrument(span)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(fred_error(e, i.timeout)),
@@ -485,7 +489,9 @@ impl DenyCache {
     }
 
     fn remove(&self, fp: u64, subject: &str) {
-        self.shard(fp).lock().remove(&(fp, Box::<str>::from(subject)));
+        self.shard(fp)
+            .lock()
+            .remove(&(fp, Box::<str>::from(subject)));
     }
 }
 

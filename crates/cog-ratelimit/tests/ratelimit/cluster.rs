@@ -42,7 +42,11 @@ async fn cluster_exact_accuracy_multi_limit_and_hostile_subjects() {
     .unwrap();
     let big = "z".repeat(10 * 1024);
     for subject in ["tenant-1", "{tenant-1}", "}{", "ünï code", big.as_str(), ""] {
-        assert_eq!(admitted(&store, subject, &quota, 5, 1).await, 3, "{subject:?}");
+        assert_eq!(
+            admitted(&store, subject, &quota, 5, 1).await,
+            3,
+            "{subject:?}"
+        );
     }
 
     // Subjects spread over all three masters.

@@ -45,7 +45,10 @@ async fn fail_open_when_killed_then_recovers_after_restart() {
     let server = RedisServer::start().unwrap();
     let store = store(&server.url(), FailurePolicy::FailOpen).await;
     let quota = Quota::single(Limit::per_day(2)).unwrap();
-    assert_eq!(check(&store, &quota).await.unwrap().source(), DecisionSource::Store);
+    assert_eq!(
+        check(&store, &quota).await.unwrap().source(),
+        DecisionSource::Store
+    );
 
     server.kill().unwrap();
     for _ in 0..20 {
@@ -61,7 +64,10 @@ async fn fail_open_when_killed_then_recovers_after_restart() {
     assert!(d.is_allowed());
     assert!(!store.breaker_open());
     assert!(check(&store, &quota).await.unwrap().is_allowed());
-    assert!(!check(&store, &quota).await.unwrap().is_allowed(), "limit not enforced after recovery");
+    assert!(
+        !check(&store, &quota).await.unwrap().is_allowed(),
+        "limit not enforced after recovery"
+    );
 }
 
 #[tokio::test]
@@ -75,12 +81,18 @@ async fn fail_closed_when_killed_and_when_paused() {
     let err = check(&store, &quota).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     // While the breaker is open, no call waits on the frozen server.
-    assert!(matches!(check(&store, &quota).await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        check(&store, &quota).await,
+        Err(StoreError::Unavailable(_))
+    ));
     server.resume().unwrap();
     until_store_decides(&store, &quota).await;
 
     server.kill().unwrap();
-    assert!(matches!(check(&store, &quota).await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        check(&store, &quota).await,
+        Err(StoreError::Unavailable(_))
+    ));
     server.restart().unwrap();
     assert!(until_store_decides(&store, &quota).await.is_allowed());
 }
@@ -136,7 +148,10 @@ async fn slow_redis_through_a_proxy_times_out_then_recovers() {
     let proxy = Proxy::start(&server.addr()).await.unwrap();
     let store = store(&proxy.redis_url(), FailurePolicy::FailOpen).await;
     let quota = Quota::single(Limit::per_day(1000)).unwrap();
-    assert_eq!(check(&store, &quota).await.unwrap().source(), DecisionSource::Store);
+    assert_eq!(
+        check(&store, &quota).await.unwrap().source(),
+        DecisionSource::Store
+    );
 
     // 1 s each way against a 200 ms timeout.
     proxy.set_latency(Duration::from_secs(1));
@@ -147,7 +162,10 @@ async fn slow_redis_through_a_proxy_times_out_then_recovers() {
 
     // Connections cut: fail open, then back once restored.
     proxy.cut();
-    assert_eq!(check(&store, &quota).await.unwrap().source(), DecisionSource::FailOpen);
+    assert_eq!(
+        check(&store, &quota).await.unwrap().source(),
+        DecisionSource::FailOpen
+    );
     proxy.restore();
     until_store_decides(&store, &quota).await;
 }

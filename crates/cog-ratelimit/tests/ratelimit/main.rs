@@ -3,5 +3,6 @@
 
 mod cluster;
 mod failure;
+mod layer;
 mod redis;
 mod support;

@@ -51,7 +51,10 @@ async fn cost_and_multi_limit_all_or_nothing() {
     assert!(!d.statuses()[0].allowed && d.statuses()[1].allowed);
     assert_eq!(d.statuses()[1].remaining, 5);
     let retry = d.retry_after().unwrap();
-    assert!(retry > Duration::from_secs(5) && retry <= Duration::from_secs(6), "{retry:?}");
+    assert!(
+        retry > Duration::from_secs(5) && retry <= Duration::from_secs(6),
+        "{retry:?}"
+    );
     // 3 fit both.
     assert!(store.check("t", &quota, 3).await.unwrap().is_allowed());
     // Now the day limit has 2 left; the minute limit 0.
@@ -93,7 +96,10 @@ async fn gcra_is_exact_at_ten_thousand_per_second() {
     }
     let elapsed = redis_micros(&server) - t0;
     let ceiling = elapsed / 100 + 1000 + 1;
-    assert!(ok <= ceiling, "admitted {ok} in {elapsed} µs (ceiling {ceiling})");
+    assert!(
+        ok <= ceiling,
+        "admitted {ok} in {elapsed} µs (ceiling {ceiling})"
+    );
     assert!(ok >= 1000, "the burst was not admitted: {ok}");
 }
 
@@ -175,10 +181,16 @@ async fn hostile_subjects_keep_the_key_schema_and_do_not_collide() {
         big2.as_str(),
     ];
     for s in subjects {
-        assert!(store.check(s, &quota, 1).await.unwrap().is_allowed(), "{s:?} first");
+        assert!(
+            store.check(s, &quota, 1).await.unwrap().is_allowed(),
+            "{s:?} first"
+        );
     }
     for s in subjects {
-        assert!(!store.check(s, &quota, 1).await.unwrap().is_allowed(), "{s:?} second");
+        assert!(
+            !store.check(s, &quota, 1).await.unwrap().is_allowed(),
+            "{s:?} second"
+        );
     }
     // Every key: our prefix, one hash tag with no braces inside, short.
     let keys = match server.command(&["KEYS", "*"]).unwrap() {
@@ -211,7 +223,9 @@ async fn garbage_in_redis_is_treated_as_fresh_state() {
         };
         assert_eq!(admitted(&store, "victim", q, 3, 1).await, 2, "{junk_type}");
     }
-    server.command(&["SET", &store.keys("v2", &gcra)[0], "garbage"]).unwrap();
+    server
+        .command(&["SET", &store.keys("v2", &gcra)[0], "garbage"])
+        .unwrap();
     assert_eq!(admitted(&store, "v2", &gcra, 3, 1).await, 2);
 }
 
@@ -239,7 +253,10 @@ async fn reset_and_prefixes() {
     let b = RedisStore::new(c).prefix("app-b:");
     let quota = Quota::single(Limit::per_day(1)).unwrap();
     assert!(a.check("k", &quota, 1).await.unwrap().is_allowed());
-    assert!(b.check("k", &quota, 1).await.unwrap().is_allowed(), "prefixes share state");
+    assert!(
+        b.check("k", &quota, 1).await.unwrap().is_allowed(),
+        "prefixes share state"
+    );
     assert!(!a.check("k", &quota, 1).await.unwrap().is_allowed());
     a.reset("k", &quota).await.unwrap();
     assert!(a.check("k", &quota, 1).await.unwrap().is_allowed());

@@ -4,7 +4,9 @@ use cog_ratelimit::{RedisStore, Store};
 use fred::clients::Client;
 
 pub(crate) async fn client(url: &str) -> Client {
-    cog_ratelimit::connect(url).await.expect("connect to test redis")
+    cog_ratelimit::connect(url)
+        .await
+        .expect("connect to test redis")
 }
 
 pub(crate) async fn store(url: &str) -> RedisStore {
@@ -21,7 +23,12 @@ pub(crate) async fn admitted(
 ) -> usize {
     let mut ok = 0;
     for _ in 0..n {
-        if store.check(subject, quota, cost).await.unwrap().is_allowed() {
+        if store
+            .check(subject, quota, cost)
+            .await
+            .unwrap()
+            .is_allowed()
+        {
             ok += 1;
         }
     }

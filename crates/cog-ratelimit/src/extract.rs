@@ -1,0 +1,282 @@
+//! Who a request counts against: [`KeyExtractor`] and its implementations.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use http::request::Parts;
+use http::{HeaderName, header};
+use sha2::{Digest, Sha256};
+
+/// Picks the subject a request is counted against.
+///
+/// Returning `None` lets the request through unlimited (for example, no
+/// API key: leave refusing it to authentication). Subjects may be any
+/// string: stores escape or hash them before use.
+///
+/// Implemented for closures `Fn(&Parts) -> Option<String>`, and for pairs
+/// `(A, B)` (both must be present; the subject is `"a|b"` with each part
+/// length-prefixed so pairs cannot collide).
+pub trait KeyExtractor: Send + Sync + 'static {
+    /// The subject for this request, if any.
+    fn extract(&self, parts: &Parts) -> Option<String>;
+}
+
+impl<F> KeyExtractor for F
+where
+    F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+{
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        self(parts)
+    }
+}
+
+impl<A: KeyExtractor, B: KeyExtractor> KeyExtractor for (A, B) {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        let a = self.0.extract(parts)?;
+        let b = self.1.extract(parts)?;
+        Some(format!("{}:{a}|{b}", a.len()))
+    }
+}
+
+/// One subject for every request: a global limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Global;
+
+impl KeyExtractor for Global {
+    fn extract(&self, _: &Parts) -> Option<String> {
+        Some("global".to_owned())
+    }
+}
+
+/// The value of a request header, e.g. `X-Tenant-Id`.
+#[derive(Debug, Clone)]
+pub struct Header(pub HeaderName);
+
+impl KeyExtractor for Header {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        let v = parts.headers.get(&self.0)?;
+        Some(match v.to_str() {
+            Ok(s) => s.to_owned(),
+            // Opaque bytes: hex, marked so it cannot equal a text value.
+            Err(_) => format!("\u{fffd}{}", hex(v.as_bytes())),
+        })
+    }
+}
+
+/// The caller's API key, from `Authorization: Bearer <key>` or an
+/// `X-Api-Key` header — hashed (SHA-256), so the key itself never reaches
+/// a store, a log or a span.
+#[derive(Clone, Default)]
+pub struct ApiKey {
+    header: Option<HeaderName>,
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("header", &self.header)
+            .finish()
+    }
+}
+
+impl ApiKey {
+    /// Reads `Authorization: Bearer …`, else `X-Api-Key`.
+    pub fn new() -> Self {
+        ApiKey { header: None }
+    }
+
+    /// Reads the key from this header instead.
+    pub fn from_header(header: HeaderName) -> Self {
+        ApiKey {
+            header: Some(header),
+        }
+    }
+
+    fn raw<'a>(&self, parts: &'a Parts) -> Option<&'a [u8]> {
+        if let Some(h) = &self.header {
+            return parts.headers.get(h).map(|v| v.as_bytes());
+        }
+        if let Some(auth) = parts.headers.get(header::AUTHORIZATION) {
+            let b = auth.as_bytes();
+            if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ") {
+                return Some(b[7..].trim_ascii());
+            }
+        }
+        parts
+            .headers
+            .get("x-api-key")
+            .map(|v| v.as_bytes().trim_ascii())
+    }
+}
+
+impl KeyExtractor for ApiKey {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        let raw = self.raw(parts).filter(|k| !k.is_empty())?;
+        Some(format!("key:{}", &hex(&Sha256::digest(raw))[..32]))
+    }
+}
+
+/// The client's IP address: the connection's peer, or — behind trusted
+/// proxies — the address they report in `X-Forwarded-For`.
+///
+/// The peer address is read from a [`SocketAddr`] or [`PeerAddr`] request
+/// extension (hyper-util and most servers can be set up to add one; with
+/// axum, copy `ConnectInfo<SocketAddr>` into a `PeerAddr`).
+///
+/// With `trusted_hops(n)`, the last `n` hops before us are trusted
+/// proxies: the client is the `n`-th address from the right of
+/// `X-Forwarded-For` + peer. Addresses a client puts further left are
+/// ignored, so a client cannot choose its own key by sending the header.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerIp {
+    trusted_hops: usize,
+}
+
+/// The remote address of a request's connection, as a request extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl PeerIp {
+    /// The connection's peer address; `X-Forwarded-For` is ignored.
+    pub fn new() -> Self {
+        PeerIp { trusted_hops: 0 }
+    }
+
+    /// Trusts `hops` proxies in front of this service (see the type docs).
+    pub fn trusted_hops(mut self, hops: usize) -> Self {
+        self.trusted_hops = hops;
+        self
+    }
+
+    /// The client address under this trust setting.
+    pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+        let peer = parts
+            .extensions
+            .get::<PeerAddr>()
+            .map(|p| p.0)
+            .or_else(|| parts.extensions.get::<SocketAddr>().copied())?
+            .ip();
+        if self.trusted_hops == 0 {
+            return Some(peer);
+        }
+        // Hops, nearest last: every X-Forwarded-For entry in order, then the
+        // peer. Walk back over the trusted proxies.
+        let mut chain: Vec<&str> = Vec::new();
+        for v in parts.headers.get_all("x-forwarded-for") {
+            let Ok(v) = v.to_str() else { return Some(peer) };
+            chain.extend(v.split(',').map(str::trim));
+        }
+        let idx = chain.len().checked_sub(self.trusted_hops)?;
+        // Index `chain.len()` is the peer itself.
+        if idx == chain.len() {
+            return Some(peer);
+        }
+        let hop = chain[idx];
+        hop.parse::<IpAddr>()
+            .ok()
+            .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+    }
+}
+
+impl KeyExtractor for PeerIp {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        self.client_ip(parts).map(|ip| match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            // Canonical form, so one address has one key.
+            IpAddr::V6(v6) => v6.to_canonical().to_string(),
+        })
+    }
+}
+
+/// The request's method and path (`"GET /v1/items"`): one limit per route.
+/// Combine with another extractor, e.g. `(ApiKey::new(), Route)`, for
+/// per-caller-per-route limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Route;
+
+impl KeyExtractor for Route {
+    fn extract(&self, parts: &Parts) -> Option<String> {
+        Some(format!("{} {}", parts.method, parts.uri.path()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)], peer: Option<&str>) -> Parts {
+        let mut req = http::Request::builder().uri("/v1/items?x=1");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (mut parts, ()) = req.body(()).unwrap().into_parts();
+        if let Some(p) = peer {
+            parts.extensions.insert(p.parse::<SocketAddr>().unwrap());
+        }
+        parts
+    }
+
+    #[test]
+    fn api_key_is_hashed_and_never_raw() {
+        let p = parts(&[("authorization", "Bearer sk_live_secret")], None);
+        let k = ApiKey::new().extract(&p).unwrap();
+        assert!(k.starts_with("key:") && !k.contains("secret"));
+        let p2 = parts(&[("x-api-key", "sk_live_secret")], None);
+        assert_eq!(ApiKey::new().extract(&p2).unwrap(), k);
+        assert_eq!(ApiKey::new().extract(&parts(&[], None)), None);
+        assert_eq!(
+            ApiKey::new().extract(&parts(&[("authorization", "Basic abc")], None)),
+            None
+        );
+    }
+
+    #[test]
+    fn peer_ip_trust() {
+        let p = parts(
+            &[("x-forwarded-for", "6.6.6.6, 1.2.3.4")],
+            Some("10.0.0.1:5000"),
+        );
+        assert_eq!(PeerIp::new().extract(&p).unwrap(), "10.0.0.1");
+        assert_eq!(
+            PeerIp::new().trusted_hops(1).extract(&p).unwrap(),
+            "1.2.3.4"
+        );
+        // The client-supplied left-most entry is only used if we trust
+        // that many hops.
+        assert_eq!(
+            PeerIp::new().trusted_hops(2).extract(&p).unwrap(),
+            "6.6.6.6"
+        );
+        assert_eq!(PeerIp::new().trusted_hops(3).extract(&p), None);
+        let bad = parts(&[("x-forwarded-for", "not-an-ip")], Some("10.0.0.1:5000"));
+        assert_eq!(PeerIp::new().trusted_hops(1).extract(&bad), None);
+        assert_eq!(PeerIp::new().extract(&parts(&[], None)), None);
+        let v6 = parts(&[], Some("[::ffff:1.2.3.4]:80"));
+        assert_eq!(PeerIp::new().extract(&v6).unwrap(), "1.2.3.4");
+    }
+
+    #[test]
+    fn header_route_pairs_and_closures() {
+        let p = parts(&[("x-tenant", "acme")], None);
+        let h = Header(HeaderName::from_static("x-tenant"));
+        assert_eq!(h.extract(&p).unwrap(), "acme");
+        assert_eq!(Route.extract(&p).unwrap(), "GET /v1/items");
+        assert_eq!(
+            (h.clone(), Route).extract(&p).unwrap(),
+            "4:acme|GET /v1/items"
+        );
+        let f = |p: &Parts| p.headers.get("x-tenant").map(|_| "t".to_owned());
+        assert_eq!(f.extract(&p).unwrap(), "t");
+        assert_eq!((h, Global).extract(&parts(&[], None)), None);
+    }
+}

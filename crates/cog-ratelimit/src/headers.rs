@@ -1,0 +1,102 @@
+//! The IETF httpapi RateLimit header fields, structured-field form
+//! (draft-ietf-httpapi-ratelimit-headers-09):
+//!
+//! ```text
+//! RateLimit-Policy: "10-per-1s";q=10;w=1, "10000-per-1d";q=10000;w=86400
+//! RateLimit: "10-per-1s";r=3;t=1, "10000-per-1d";r=9876;t=2
+//! ```
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use crate::decision::Decision;
+use crate::quota::{LimitKind, Quota};
+
+/// `RateLimit-Policy`: one item per limit, `q` units per `w` seconds.
+pub(crate) fn policy(quota: &Quota) -> HeaderValue {
+    let mut out = String::with_capacity(48 * quota.limits().len());
+    for (i, limit) in quota.limits().iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        sf_string(&mut out, &limit.name());
+        let (q, w) = limit.policy();
+        let _ = write!(out, ";q={q};w={w}");
+        if matches!(limit.kind(), LimitKind::Concurrency { .. }) {
+            out.push_str(";qu=\"concurrent-requests\"");
+        }
+    }
+    to_value(out)
+}
+
+/// `RateLimit`: one item per limit, `r` remaining, `t` seconds to reset.
+pub(crate) fn current(quota: &Quota, decision: &Decision) -> HeaderValue {
+    let mut out = String::with_capacity(32 * quota.limits().len());
+    for (i, (limit, status)) in quota.limits().iter().zip(decision.statuses()).enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        sf_string(&mut out, &limit.name());
+        let _ = write!(
+            out,
+            ";r={};t={}",
+            status.remaining,
+            ceil_secs(status.reset_after)
+        );
+    }
+    to_value(out)
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+pub(crate) fn retry_after(d: Duration) -> HeaderValue {
+    HeaderValue::from(ceil_secs(d).max(1))
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_nanos().div_ceil(1_000_000_000) as u64
+}
+
+fn sf_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+}
+
+fn to_value(s: String) -> HeaderValue {
+    // Names are validated printable ASCII; numbers are digits.
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Limit;
+
+    #[test]
+    fn policy_field() {
+        let q = Quota::new([
+            Limit::per_second(10),
+            Limit::per_day(10_000).named("daily \"quota\""),
+            Limit::concurrency(4),
+        ])
+        .unwrap();
+        assert_eq!(
+            policy(&q),
+            "\"10-per-1s\";q=10;w=1, \"daily \\\"quota\\\"\";q=10000;w=86400, \"concurrency-4\";q=4;w=60;qu=\"concurrent-requests\""
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after(Duration::from_millis(1)), "1");
+        assert_eq!(retry_after(Duration::from_millis(1001)), "2");
+        assert_eq!(retry_after(Duration::ZERO), "1");
+    }
+}

@@ -1,0 +1,273 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::Counter;
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use crate::decision::{Decision, DecisionSource};
+use crate::extract::KeyExtractor;
+use crate::headers;
+use crate::quota::Quota;
+use crate::source::QuotaSource;
+use crate::store::{Lease, Store, StoreError};
+
+pub(crate) type CostFn = Arc<dyn Fn(&Parts) -> u64 + Send + Sync>;
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+pub(crate) struct Config<St, K, Q> {
+    pub(crate) store: St,
+    pub(crate) key: Arc<K>,
+    pub(crate) quotas: Arc<Q>,
+    pub(crate) cost: Option<CostFn>,
+    pub(crate) shadow: bool,
+    pub(crate) metrics: Metrics,
+}
+
+/// Decision counter: `cog.ratelimit.decisions{outcome, source}`.
+pub(crate) struct Metrics {
+    decisions: Counter<u64>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let meter = opentelemetry::global::meter("cog-ratelimit");
+        Metrics {
+            decisions: meter
+                .u64_counter("cog.ratelimit.decisions")
+                .with_description("Rate-limit decisions by outcome and by who decided")
+                .with_unit("{decision}")
+                .build(),
+        }
+    }
+
+    fn record(&self, outcome: &'static str, source: &'static str) {
+        self.decisions.add(
+            1,
+            &[
+                KeyValue::new("outcome", outcome),
+                KeyValue::new("source", source),
+            ],
+        );
+    }
+}
+
+/// Middleware that rate-limits requests; built by
+/// [`RateLimitLayer`](super::RateLimitLayer).
+pub struct RateLimit<S, St, K, Q> {
+    inner: S,
+    config: Arc<Config<St, K, Q>>,
+}
+
+impl<S, St, K, Q> RateLimit<S, St, K, Q> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config<St, K, Q>>) -> Self {
+        RateLimit { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, St, K, Q> Clone for RateLimit<S, St, K, Q> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: fmt::Debug, K, Q> fmt::Debug for RateLimit<S, St, K, Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("store", &self.config.store)
+            .field("shadow", &self.config.shadow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, K, Q, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, St, K, Q>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    St: Store + Clone,
+    K: KeyExtractor,
+    Q: QuotaSource,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The clone is the one that is ready; keep it for this call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(Box::pin(run(self.config.clone(), inner, req)))
+    }
+}
+
+/// Gives concurrency slots back when the request is done or abandoned.
+struct LeaseGuard<'a, St: Store> {
+    store: &'a St,
+    lease: Option<Lease>,
+}
+
+impl<St: Store> Drop for LeaseGuard<'_, St> {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            self.store.release(lease);
+        }
+    }
+}
+
+async fn run<S, St, K, Q, ReqBody, ResBody>(
+    config: Arc<Config<St, K, Q>>,
+    mut inner: S,
+    req: Request<ReqBody>,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    St: Store,
+    K: KeyExtractor,
+    Q: QuotaSource,
+    ResBody: Default,
+{
+    let (parts, body) = req.into_parts();
+    let Some(subject) = config.key.extract(&parts) else {
+        return inner.call(Request::from_parts(parts, body)).await;
+    };
+    let quota = match config.quotas.quota(&subject, &parts).await {
+        Ok(Some(q)) => q,
+        Ok(None) => return inner.call(Request::from_parts(parts, body)).await,
+        Err(e) => {
+            tracing::warn!(target: "cog_ratelimit", error = %e, "quota lookup failed");
+            config.metrics.record("error", "quota_source");
+            if config.shadow {
+                return inner.call(Request::from_parts(parts, body)).await;
+            }
+            return Ok(unavailable());
+        }
+    };
+    let cost = config.cost.as_ref().map_or(1, |f| f(&parts));
+    let mut decision = match config.store.check(&subject, &quota, cost).await {
+        Ok(d) => d,
+        Err(e) => {
+            config.metrics.record("error", "store");
+            if config.shadow {
+                return inner.call(Request::from_parts(parts, body)).await;
+            }
+            return Ok(match e {
+                StoreError::Unavailable(_) | StoreError::Timeout(_) => {
+                    tracing::debug!(target: "cog_ratelimit", error = %e, "rate-limit store unavailable, refusing");
+                    unavailable()
+                }
+                other => {
+                    tracing::error!(target: "cog_ratelimit", error = %other, "rate-limit decision failed");
+                    status_only(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            });
+        }
+    };
+    config.metrics.record(
+        outcome(&decision, config.shadow),
+        source_name(decision.source()),
+    );
+    if !decision.is_allowed() {
+        tracing::debug!(
+            target: "cog_ratelimit",
+            subject = %subject,
+            shadow = config.shadow,
+            retry_after_ms = decision.retry_after().map(|d| d.as_millis() as u64),
+            "rate limit exceeded"
+        );
+        if !config.shadow {
+            return Ok(too_many(&quota, &decision));
+        }
+    }
+    let _guard = LeaseGuard {
+        store: &config.store,
+        lease: decision.take_lease(),
+    };
+    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+    if !config.shadow {
+        add_headers(response.headers_mut(), &quota, &decision);
+    }
+    Ok(response)
+}
+
+fn outcome(d: &Decision, shadow: bool) -> &'static str {
+    match (d.is_allowed(), shadow) {
+        (true, _) => "allowed",
+        (false, false) => "denied",
+        (false, true) => "shadow_denied",
+    }
+}
+
+fn source_name(s: DecisionSource) -> &'static str {
+    match s {
+        DecisionSource::Store => "store",
+        DecisionSource::LocalDeny => "local_deny",
+        DecisionSource::Fallback => "fallback",
+        DecisionSource::FailOpen => "fail_open",
+    }
+}
+
+fn add_headers(h: &mut http::HeaderMap, quota: &Quota, d: &Decision) {
+    // A fail-open decision knows nothing about the limits' state.
+    if d.statuses().is_empty() {
+        return;
+    }
+    h.insert(RATELIMIT_POLICY, headers::policy(quota));
+    h.insert(RATELIMIT, headers::current(quota, d));
+}
+
+fn status_only<B: Default>(status: StatusCode) -> Response<B> {
+    let mut r = Response::new(B::default());
+    *r.status_mut() = status;
+    r
+}
+
+fn too_many<B: Default>(quota: &Quota, d: &Decision) -> Response<B> {
+    let mut r = status_only(StatusCode::TOO_MANY_REQUESTS);
+    add_headers(r.headers_mut(), quota, d);
+    if let Some(retry) = d.retry_after() {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, headers::retry_after(retry));
+    }
+    r
+}
+
+fn unavailable<B: Default>() -> Response<B> {
+    let mut r = status_only(StatusCode::SERVICE_UNAVAILABLE);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}

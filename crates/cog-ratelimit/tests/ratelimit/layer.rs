@@ -1,0 +1,229 @@
+//! The tower layer end to end: statuses, headers, shadow mode, failure
+//! answers and concurrency slots.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cog_ratelimit::{
+    FailurePolicy, Global, Header, Limit, MemoryStore, Quota, RateLimitLayer, RedisStore,
+    StaticQuotas,
+};
+use cog_testkit::RedisServer;
+use http::{HeaderName, Request, Response, StatusCode};
+use http_body_util::Full;
+use tokio::sync::Notify;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt, service_fn};
+
+use crate::support::client;
+
+type Body = Full<bytes::Bytes>;
+
+type Inner = BoxCloneSyncService<Request<Body>, Response<Body>, Infallible>;
+
+fn counting_service(calls: Arc<AtomicUsize>) -> Inner {
+    BoxCloneSyncService::new(service_fn(move |_req: Request<Body>| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(Response::new(Body::from("ok")))
+        }
+    }))
+}
+
+fn req(tenant: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().uri("/v1/x");
+    if let Some(t) = tenant {
+        b = b.header("x-tenant", t);
+    }
+    b.body(Body::default()).unwrap()
+}
+
+fn tenant() -> Header {
+    Header(HeaderName::from_static("x-tenant"))
+}
+
+#[tokio::test]
+async fn admits_then_answers_429_with_headers_without_calling_inner() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let quota = Quota::new([Limit::per_minute(2), Limit::per_day(100).named("daily")]).unwrap();
+    let svc = RateLimitLayer::new(MemoryStore::new(), tenant(), quota)
+        .layer(counting_service(calls.clone()));
+
+    let r = svc.clone().oneshot(req(Some("a"))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["ratelimit-policy"],
+        "\"2-per-1m\";q=2;w=60, \"daily\";q=100;w=86400"
+    );
+    assert_eq!(
+        r.headers()["ratelimit"],
+        "\"2-per-1m\";r=1;t=30, \"daily\";r=99;t=864"
+    );
+
+    assert_eq!(
+        svc.clone().oneshot(req(Some("a"))).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let r = svc.clone().oneshot(req(Some("a"))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((29..=30).contains(&retry), "{retry}");
+    assert!(
+        r.headers()["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"2-per-1m\";r=0;")
+    );
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "inner called for a rejected request"
+    );
+
+    // Another subject is unaffected; no subject means no limit.
+    assert_eq!(
+        svc.clone().oneshot(req(Some("b"))).await.unwrap().status(),
+        StatusCode::OK
+    );
+    for _ in 0..5 {
+        let r = svc.clone().oneshot(req(None)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().get("ratelimit").is_none());
+    }
+}
+
+#[tokio::test]
+async fn cost_and_static_overrides() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let quotas = StaticQuotas::new(Quota::single(Limit::per_day(10)).unwrap())
+        .with("vip", Quota::single(Limit::per_day(1000)).unwrap())
+        .unlimited("ops");
+    let svc = RateLimitLayer::new(MemoryStore::new(), tenant(), quotas)
+        .cost_with(|parts| if parts.uri.path() == "/v1/x" { 4 } else { 1 })
+        .layer(counting_service(calls));
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(svc.clone().oneshot(req(Some("t"))).await.unwrap().status());
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            svc.clone()
+                .oneshot(req(Some("vip")))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let r = svc.clone().oneshot(req(Some("ops"))).await.unwrap();
+    assert!(r.headers().get("ratelimit-policy").is_none());
+}
+
+#[tokio::test]
+async fn shadow_mode_never_rejects_and_adds_no_headers() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let store = MemoryStore::new();
+    let quota = Quota::single(Limit::per_day(1)).unwrap();
+    let svc = RateLimitLayer::new(store.clone(), Global, quota.clone())
+        .shadow(true)
+        .layer(counting_service(calls.clone()));
+    for _ in 0..5 {
+        let r = svc.clone().oneshot(req(None)).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().get("ratelimit").is_none());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    // ...but it did decide: the subject's state was spent.
+    use cog_ratelimit::Store;
+    let status = store.inspect("global", &quota).await.unwrap().statuses()[0];
+    assert_eq!(status.remaining, 0);
+}
+
+#[tokio::test]
+async fn concurrency_slots_are_held_for_the_request_and_freed_after() {
+    let gate = Arc::new(Notify::new());
+    let started = Arc::new(Notify::new());
+    let (g, s) = (gate.clone(), started.clone());
+    let slow = service_fn(move |_req: Request<Body>| {
+        let (g, s) = (g.clone(), s.clone());
+        async move {
+            s.notify_one();
+            g.notified().await;
+            Ok::<_, Infallible>(Response::new(Body::from("done")))
+        }
+    });
+    let quota = Quota::single(Limit::concurrency(1)).unwrap();
+    let svc = RateLimitLayer::new(MemoryStore::new(), Global, quota).layer(slow);
+
+    let first = tokio::spawn(svc.clone().oneshot(req(None)));
+    started.notified().await;
+    let r = svc.clone().oneshot(req(None)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        r.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("qu=\"concurrent-requests\"")
+    );
+    gate.notify_one();
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
+
+    // A request abandoned mid-flight (its future dropped) frees its slot.
+    let abandoned = tokio::spawn(svc.clone().oneshot(req(None)));
+    started.notified().await;
+    abandoned.abort();
+    let _ = abandoned.await;
+    let next = tokio::spawn(svc.clone().oneshot(req(None)));
+    started.notified().await;
+    gate.notify_one();
+    assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn redis_failure_policies_as_http_answers() {
+    let server = RedisServer::start().unwrap();
+    let quota = Quota::single(Limit::per_day(100)).unwrap();
+    let url = server.url();
+    let mk = |policy| {
+        let url = url.clone();
+        async move {
+            RedisStore::new(client(&url).await)
+                .timeout(Duration::from_millis(200))
+                .on_failure(policy)
+        }
+    };
+    let closed = RateLimitLayer::new(mk(FailurePolicy::FailClosed).await, Global, quota.clone())
+        .layer(counting_service(Arc::default()));
+    let open = RateLimitLayer::new(mk(FailurePolicy::FailOpen).await, Global, quota.clone())
+        .layer(counting_service(Arc::default()));
+    assert_eq!(
+        closed.clone().oneshot(req(None)).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    server.kill().unwrap();
+    let r = closed.clone().oneshot(req(None)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let r = open.clone().oneshot(req(None)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers().get("ratelimit").is_none(),
+        "fail-open knows no state"
+    );
+}
