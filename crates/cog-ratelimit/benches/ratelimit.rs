@@ -1,1 +1,143 @@
-fn main() {}
+//! cog-ratelimit's hot paths, side by side with `governor`.
+//!
+//! - `ratelimit_memory/{cog,governor}`: one hot key, same quota (10⁹/s, so
+//!   every check is admitted and both take their common path).
+//! - `ratelimit_memory_many_keys/{cog,governor}`: 10 000 keys round-robin.
+//! - `ratelimit_redis/cog`: one decision against a local redis-server
+//!   (one round trip, sequential).
+//! - `ratelimit_redis/cog_32_tasks`: decisions from 32 concurrent tasks on
+//!   one client; the throughput to compare with the server's own limit.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cog_ratelimit::{Limit, MemoryStore, Quota, RedisStore, Store};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+const RATE: u32 = 1_000_000_000;
+
+fn quotas() -> (Quota, governor::Quota) {
+    (
+        Quota::single(Limit::per_second(RATE as u64)).unwrap(),
+        governor::Quota::per_second(NonZeroU32::new(RATE).unwrap()),
+    )
+}
+
+fn memory(c: &mut Criterion) {
+    let (cog_q, gov_q) = quotas();
+    let mut g = c.benchmark_group("ratelimit_memory");
+    g.throughput(Throughput::Elements(1));
+
+    let store = MemoryStore::new();
+    let key = "tenant-42";
+    g.bench_function("cog", |b| {
+        b.iter(|| {
+            black_box(
+                store
+                    .check_now(black_box(key), &cog_q, 1)
+                    .unwrap()
+                    .is_allowed(),
+            )
+        })
+    });
+
+    let gov = governor::RateLimiter::keyed(gov_q);
+    let gkey = key.to_owned();
+    g.bench_function("governor", |b| {
+        b.iter(|| black_box(gov.check_key(black_box(&gkey)).is_ok()))
+    });
+    g.finish();
+}
+
+fn memory_many_keys(c: &mut Criterion) {
+    let (cog_q, gov_q) = quotas();
+    let keys: Vec<String> = (0..10_000).map(|i| format!("tenant-{i}")).collect();
+    let mut g = c.benchmark_group("ratelimit_memory_many_keys");
+    g.throughput(Throughput::Elements(1));
+
+    let store = MemoryStore::new();
+    let mut i = 0;
+    g.bench_function("cog", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(store.check_now(&keys[i], &cog_q, 1).unwrap().is_allowed())
+        })
+    });
+
+    let gov = governor::RateLimiter::keyed(gov_q);
+    let mut i = 0;
+    g.bench_function("governor", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(gov.check_key(&keys[i]).is_ok())
+        })
+    });
+    g.finish();
+}
+
+fn redis(c: &mut Criterion) {
+    let server = match cog_testkit::RedisServer::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skipping ratelimit_redis: {e}");
+            return;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(async {
+        let client = cog_ratelimit::connect(&server.url()).await.unwrap();
+        Arc::new(
+            RedisStore::new(client)
+                .timeout(Duration::from_secs(5))
+                .local_deny(false),
+        )
+    });
+    let quota = Quota::new([Limit::per_second(RATE as u64)]).unwrap();
+    let mut g = c.benchmark_group("ratelimit_redis");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("cog", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                store
+                    .check("tenant-42", &quota, 1)
+                    .await
+                    .unwrap()
+                    .is_allowed(),
+            )
+        })
+    });
+    g.bench_function("cog_32_tasks", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (store, quota) = (store.clone(), quota.clone());
+            async move {
+                let per_task = iters.div_ceil(32);
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..32)
+                    .map(|t| {
+                        let (store, quota) = (store.clone(), quota.clone());
+                        tokio::spawn(async move {
+                            let key = format!("tenant-{t}");
+                            for _ in 0..per_task {
+                                black_box(store.check(&key, &quota, 1).await.unwrap());
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, memory, memory_many_keys, redis);
+criterion_main!(benches);

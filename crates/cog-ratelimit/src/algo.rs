@@ -12,6 +12,8 @@ use crate::decision::LimitStatus;
 pub(crate) struct Gcra {
     pub(crate) t: u64,
     pub(crate) tau: u64,
+    /// `⌊(2⁶⁴ − 1) / t⌋`: divides by `t` with a multiply on the hot path.
+    recip: u64,
 }
 
 /// The outcome of one limit's check: its status, the new state to store if
@@ -30,7 +32,19 @@ impl Gcra {
         Gcra {
             t,
             tau: t.saturating_mul(burst),
+            recip: u64::MAX / t,
         }
+    }
+
+    /// `x / t`, exactly, without a hardware division: the reciprocal
+    /// estimate is at most two below the quotient.
+    #[inline]
+    fn units(&self, x: u64) -> u64 {
+        let mut q = ((x as u128 * self.recip as u128) >> 64) as u64;
+        while (q as u128 + 1) * (self.t as u128) <= x as u128 {
+            q += 1;
+        }
+        q
     }
 
     /// `tat` is the stored theoretical arrival time (0 = fresh).
@@ -41,7 +55,7 @@ impl Gcra {
         if diff <= self.tau {
             Step {
                 status: LimitStatus {
-                    remaining: (self.tau - diff) / self.t,
+                    remaining: self.units(self.tau - diff),
                     reset_after: Duration::from_nanos(diff),
                     allowed: true,
                 },
@@ -52,7 +66,7 @@ impl Gcra {
             let used = tat - now;
             Step {
                 status: LimitStatus {
-                    remaining: self.tau.saturating_sub(used) / self.t,
+                    remaining: self.units(self.tau.saturating_sub(used)),
                     reset_after: Duration::from_nanos(used),
                     allowed: false,
                 },
@@ -208,6 +222,35 @@ mod tests {
     use super::*;
 
     const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn reciprocal_division_is_exact() {
+        for t in [
+            1,
+            2,
+            3,
+            7,
+            1000,
+            333_333_333,
+            86_400_000_000_000,
+            u64::MAX / 3,
+        ] {
+            let g = Gcra::new(1, Duration::from_nanos(t), 1);
+            for x in [
+                0,
+                1,
+                t - 1,
+                t,
+                t + 1,
+                3 * t - 1,
+                123_456_789_012,
+                u64::MAX / 2,
+                u64::MAX,
+            ] {
+                assert_eq!(g.units(x), x / g.t, "x={x} t={t}");
+            }
+        }
+    }
 
     #[test]
     fn gcra_burst_then_rate() {

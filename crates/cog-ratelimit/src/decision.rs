@@ -6,8 +6,9 @@ use smallvec::SmallVec;
 
 use crate::store::Lease;
 
-/// Per-limit statuses, inline for the common one- or two-limit quota.
-pub(crate) type Statuses = SmallVec<[LimitStatus; 2]>;
+/// Per-limit statuses, inline for a one-limit quota (keeps a decision
+/// small enough to move without a `memcpy` call).
+pub(crate) type Statuses = SmallVec<[LimitStatus; 1]>;
 
 /// The outcome of one check: admitted or not, and where every limit stands.
 #[derive(Debug)]
@@ -83,5 +84,15 @@ impl Decision {
             source: DecisionSource::FailOpen,
             lease: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_decision_stays_small() {
+        // Decisions are returned by value on the hot path; past ~128 bytes
+        // every move becomes a `memcpy` call.
+        assert!(std::mem::size_of::<super::Decision>() <= 96);
     }
 }

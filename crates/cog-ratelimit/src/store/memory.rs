@@ -46,24 +46,31 @@ struct Inner {
 }
 
 struct Shard {
-    table: HashTable<Arc<Entry>>,
+    /// Entries inline: a lookup touches the control bytes, one 32-byte
+    /// entry and, on a match, the key's bytes.
+    table: HashTable<Entry>,
     next_sweep: usize,
 }
 
-pub(crate) struct Entry {
-    hash: u64,
-    subject: Box<str>,
-    quota: Quota,
+struct Entry {
+    /// The quota's fingerprint (8 bytes, little-endian), then the subject.
+    key: Box<[u8]>,
     state: State,
 }
 
+/// Shared with leases (`Arc`) where a lease must give slots back.
 enum State {
     /// One GCRA limit: the theoretical arrival time.
     Gcra(AtomicU64),
     /// One concurrency limit: units in flight.
-    Concurrency(AtomicU64),
+    Concurrency(Arc<AtomicU64>),
     /// Several limits, decided together under the lock.
-    Multi(Mutex<Box<[Slot]>>),
+    Multi(Arc<Multi>),
+}
+
+struct Multi {
+    quota: Quota,
+    slots: Mutex<Box<[Slot]>>,
 }
 
 #[derive(Clone, Copy)]
@@ -76,8 +83,13 @@ enum Slot {
 /// Concurrency slots held in a [`MemoryStore`] entry; given back on
 /// release or drop.
 pub(crate) struct MemoryLease {
-    entry: Arc<Entry>,
+    state: LeaseState,
     cost: u64,
+}
+
+enum LeaseState {
+    Concurrency(Arc<AtomicU64>),
+    Multi(Arc<Multi>),
 }
 
 impl fmt::Debug for MemoryLease {
@@ -90,18 +102,17 @@ impl fmt::Debug for MemoryLease {
 
 impl Drop for MemoryLease {
     fn drop(&mut self) {
-        match &self.entry.state {
-            State::Concurrency(n) => {
+        match &self.state {
+            LeaseState::Concurrency(n) => {
                 n.fetch_sub(self.cost, Ordering::AcqRel);
             }
-            State::Multi(slots) => {
-                for slot in slots.lock().iter_mut() {
+            LeaseState::Multi(m) => {
+                for slot in m.slots.lock().iter_mut() {
                     if let Slot::Concurrency(n) = slot {
                         *n -= self.cost;
                     }
                 }
             }
-            State::Gcra(_) => {}
         }
     }
 }
@@ -194,18 +205,28 @@ impl MemoryStore {
         Ok(self.with_entry(subject, quota, |e| decide(e, quota, now, cost, true)))
     }
 
-    fn hash(&self, subject: &str, quota: &Quota) -> u64 {
+    fn hash(&self, fingerprint: u64, subject: &[u8]) -> u64 {
         let mut h = self.inner.hasher.build_hasher();
-        h.write_u64(quota.fingerprint());
-        h.write(subject.as_bytes());
+        h.write_u64(fingerprint);
+        h.write(subject);
         h.finish()
     }
 
-    fn with_entry<R>(&self, subject: &str, quota: &Quota, f: impl FnOnce(&Arc<Entry>) -> R) -> R {
-        let hash = self.hash(subject, quota);
+    fn rehash(&self, e: &Entry) -> u64 {
+        let (fp, subject) = e.key.split_at(8);
+        let fp = u64::from_le_bytes(fp.try_into().expect("8 bytes"));
+        self.hash(fp, subject)
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        &self.inner.shards[(hash >> self.inner.shift) as usize]
+    }
+
+    fn with_entry<R>(&self, subject: &str, quota: &Quota, f: impl FnOnce(&Entry) -> R) -> R {
         let fp = quota.fingerprint();
-        let shard = &self.inner.shards[(hash >> self.inner.shift) as usize];
-        let eq = |e: &Arc<Entry>| e.quota.fingerprint() == fp && *e.subject == *subject;
+        let hash = self.hash(fp, subject.as_bytes());
+        let shard = self.shard(hash);
+        let eq = matcher(fp, subject);
         {
             let guard = shard.read();
             if let Some(e) = guard.table.find(hash, eq) {
@@ -220,77 +241,83 @@ impl MemoryStore {
         }
         let entry = match guard.table.find(hash, eq) {
             Some(e) => e,
-            None => {
-                let e = Arc::new(Entry::new(hash, subject, quota));
-                guard.table.insert_unique(hash, e, |e| e.hash).into_mut()
-            }
+            None => guard
+                .table
+                .insert_unique(hash, Entry::new(subject, quota), |e| self.rehash(e))
+                .into_mut(),
         };
         f(entry)
     }
 
     fn peek(&self, subject: &str, quota: &Quota) -> Decision {
         let now = self.now();
-        let hash = self.hash(subject, quota);
         let fp = quota.fingerprint();
-        let shard = &self.inner.shards[(hash >> self.inner.shift) as usize];
-        let guard = shard.read();
-        match guard.table.find(hash, |e| {
-            e.quota.fingerprint() == fp && *e.subject == *subject
-        }) {
+        let hash = self.hash(fp, subject.as_bytes());
+        let guard = self.shard(hash).read();
+        match guard.table.find(hash, matcher(fp, subject)) {
             Some(e) => decide(e, quota, now, 0, false),
-            None => decide(
-                &Entry::new(hash, subject, quota).into(),
-                quota,
-                now,
-                0,
-                false,
-            ),
+            None => decide(&Entry::new(subject, quota), quota, now, 0, false),
         }
     }
 
     fn forget(&self, subject: &str, quota: &Quota) {
-        let hash = self.hash(subject, quota);
         let fp = quota.fingerprint();
-        let shard = &self.inner.shards[(hash >> self.inner.shift) as usize];
-        let mut guard = shard.write();
-        if let Ok(e) = guard.table.find_entry(hash, |e| {
-            e.quota.fingerprint() == fp && *e.subject == *subject
-        }) {
+        let hash = self.hash(fp, subject.as_bytes());
+        let mut guard = self.shard(hash).write();
+        if let Ok(e) = guard.table.find_entry(hash, matcher(fp, subject)) {
             e.remove();
         }
     }
 }
 
+fn matcher(fp: u64, subject: &str) -> impl Fn(&Entry) -> bool + Copy + '_ {
+    move |e: &Entry| {
+        e.key.len() == subject.len() + 8
+            && e.key[..8] == fp.to_le_bytes()
+            && e.key[8..] == *subject.as_bytes()
+    }
+}
+
 fn sweep_shard(shard: &mut Shard, now: u64) -> usize {
     let before = shard.table.len();
-    // An entry with a live lease is referenced by it: keep it.
-    shard
-        .table
-        .retain(|e| Arc::strong_count(e) > 1 || !e.at_rest(now));
+    shard.table.retain(|e| e.leased() || !e.at_rest(now));
     before - shard.table.len()
 }
 
 impl Entry {
-    fn new(hash: u64, subject: &str, quota: &Quota) -> Self {
+    fn new(subject: &str, quota: &Quota) -> Self {
         let state = match quota.params() {
             [Params::Gcra(_)] => State::Gcra(AtomicU64::new(0)),
-            [Params::Concurrency { .. }] => State::Concurrency(AtomicU64::new(0)),
-            params => State::Multi(Mutex::new(
-                params
-                    .iter()
-                    .map(|p| match p {
-                        Params::Gcra(_) => Slot::Gcra(0),
-                        Params::Sliding(_) => Slot::Window(Window::default()),
-                        Params::Concurrency { .. } => Slot::Concurrency(0),
-                    })
-                    .collect(),
-            )),
+            [Params::Concurrency { .. }] => State::Concurrency(Arc::new(AtomicU64::new(0))),
+            params => State::Multi(Arc::new(Multi {
+                quota: quota.clone(),
+                slots: Mutex::new(
+                    params
+                        .iter()
+                        .map(|p| match p {
+                            Params::Gcra(_) => Slot::Gcra(0),
+                            Params::Sliding(_) => Slot::Window(Window::default()),
+                            Params::Concurrency { .. } => Slot::Concurrency(0),
+                        })
+                        .collect(),
+                ),
+            })),
         };
+        let mut key = Vec::with_capacity(8 + subject.len());
+        key.extend_from_slice(&quota.fingerprint().to_le_bytes());
+        key.extend_from_slice(subject.as_bytes());
         Entry {
-            hash,
-            subject: subject.into(),
-            quota: quota.clone(),
+            key: key.into_boxed_slice(),
             state,
+        }
+    }
+
+    /// Whether a lease still refers to this entry's state.
+    fn leased(&self) -> bool {
+        match &self.state {
+            State::Gcra(_) => false,
+            State::Concurrency(a) => Arc::strong_count(a) > 1,
+            State::Multi(a) => Arc::strong_count(a) > 1,
         }
     }
 
@@ -298,10 +325,11 @@ impl Entry {
         match &self.state {
             State::Gcra(tat) => tat.load(Ordering::Acquire) <= now,
             State::Concurrency(n) => n.load(Ordering::Acquire) == 0,
-            State::Multi(slots) => slots
+            State::Multi(m) => m
+                .slots
                 .lock()
                 .iter()
-                .zip(self.quota.params())
+                .zip(m.quota.params())
                 .all(|(slot, p)| match (slot, p) {
                     (Slot::Gcra(tat), _) => *tat <= now,
                     (Slot::Window(w), Params::Sliding(s)) => s.at_rest(w, now),
@@ -328,23 +356,29 @@ fn decision(allowed: bool, statuses: Statuses, retry: Option<u64>) -> Decision {
 
 /// Decides `cost` for one entry at `now`; with `commit`, counts it if
 /// admitted.
-fn decide(entry: &Arc<Entry>, quota: &Quota, now: u64, cost: u64, commit: bool) -> Decision {
-    let params = quota.params();
-    match (&entry.state, params) {
-        (State::Gcra(tat), [Params::Gcra(g)]) => {
-            let mut cur = tat.load(Ordering::Acquire);
-            loop {
-                let step = g.step(cur, now, cost);
-                if !step.status.allowed || !commit {
-                    return one(step);
-                }
-                match tat.compare_exchange_weak(cur, step.next, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => return one(step),
-                    Err(actual) => cur = actual,
-                }
+#[inline]
+fn decide(entry: &Entry, quota: &Quota, now: u64, cost: u64, commit: bool) -> Decision {
+    // The single-GCRA fast path, inlined into the lookup; the rest apart.
+    if let (State::Gcra(tat), [Params::Gcra(g)]) = (&entry.state, quota.params()) {
+        let mut cur = tat.load(Ordering::Acquire);
+        loop {
+            let step = g.step(cur, now, cost);
+            if !step.status.allowed || !commit {
+                return one(step);
+            }
+            match tat.compare_exchange_weak(cur, step.next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return one(step),
+                Err(actual) => cur = actual,
             }
         }
+    }
+    decide_other(entry, quota, now, cost, commit)
+}
+
+#[inline(never)]
+fn decide_other(entry: &Entry, quota: &Quota, now: u64, cost: u64, commit: bool) -> Decision {
+    let params = quota.params();
+    match (&entry.state, params) {
         (State::Concurrency(n), [Params::Concurrency { max, .. }]) => {
             let mut cur = n.load(Ordering::Acquire);
             loop {
@@ -355,15 +389,15 @@ fn decide(entry: &Arc<Entry>, quota: &Quota, now: u64, cost: u64, commit: bool) 
                 match n.compare_exchange_weak(cur, step.next, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
                         let mut d = one(step);
-                        d.lease = lease(entry, cost);
+                        d.lease = lease(LeaseState::Concurrency(n.clone()), cost);
                         return d;
                     }
                     Err(actual) => cur = actual,
                 }
             }
         }
-        (State::Multi(slots), params) => {
-            let mut slots = slots.lock();
+        (State::Multi(shared), params) => {
+            let mut slots = shared.slots.lock();
             let mut statuses = Statuses::new();
             let mut next: smallvec::SmallVec<[Slot; 4]> = smallvec::SmallVec::new();
             let mut allowed = true;
@@ -405,7 +439,7 @@ fn decide(entry: &Arc<Entry>, quota: &Quota, now: u64, cost: u64, commit: bool) 
             if allowed && commit {
                 slots.copy_from_slice(&next);
                 if has_concurrency && cost > 0 {
-                    d.lease = lease(entry, cost);
+                    d.lease = lease(LeaseState::Multi(shared.clone()), cost);
                 }
             }
             d
@@ -414,12 +448,9 @@ fn decide(entry: &Arc<Entry>, quota: &Quota, now: u64, cost: u64, commit: bool) 
     }
 }
 
-fn lease(entry: &Arc<Entry>, cost: u64) -> Option<Lease> {
+fn lease(state: LeaseState, cost: u64) -> Option<Lease> {
     Some(Lease {
-        kind: LeaseKind::Memory(MemoryLease {
-            entry: entry.clone(),
-            cost,
-        }),
+        kind: LeaseKind::Memory(MemoryLease { state, cost }),
     })
 }
 

@@ -94,7 +94,7 @@ pub(crate) enum LeaseKind {
         memory::MemoryLease,
     ),
     #[cfg(feature = "redis")]
-    Redis(redis::RedisLease),
+    Redis(Box<redis::RedisLease>),
 }
 
 /// Why a store could not decide.

@@ -355,7 +355,7 @@ impl RedisStore {
             // The script stores the member with its cost: `<id>:<cost>`.
             let member = format!("{member}:{cost}");
             d.lease = Some(Lease {
-                kind: LeaseKind::Redis(RedisLease { keys, member }),
+                kind: LeaseKind::Redis(Box::new(RedisLease { keys, member })),
             });
         }
         Ok(d)
