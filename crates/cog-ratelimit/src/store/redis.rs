@@ -586,9 +586,15 @@ impl Store for RedisStore {
     }
 }
 
-/// Connects to `url` for tests and examples: a client with a short
-/// reconnect policy, already connected.
-#[doc(hidden)]
+/// Connects a `fred` client suited to rate limiting: 2 s connection
+/// timeout, one attempt per command (a decision is never silently
+/// repeated), and reconnection every 100 ms for as long as Redis is away.
+///
+/// `url` is any URL `fred` accepts: `redis://host:port`,
+/// `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`.
+///
+/// # Errors
+/// When the URL is invalid or the first connection fails.
 pub async fn connect(url: &str) -> Result<Client, FredError> {
     use fred::prelude::{Builder, Config, ReconnectPolicy};
     let config = Config::from_url(url)?;
