@@ -2,8 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::BuildHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -278,11 +277,11 @@ fn human(d: Duration) -> String {
     let s = d.as_secs();
     if d.subsec_nanos() != 0 {
         format!("{}ms", d.as_millis())
-    } else if s % 86_400 == 0 {
+    } else if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
-    } else if s % 3600 == 0 {
+    } else if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -333,13 +332,12 @@ impl Quota {
             l.validate()?;
         }
         let state_ids: Box<[String]> = limits.iter().map(Limit::state_id).collect();
-        let mut h = foldhash::quality::FixedState::with_seed(0x636f_67).build_hasher();
-        state_ids.hash(&mut h);
+        let fingerprint = foldhash::quality::FixedState::with_seed(0x0063_6f67).hash_one(&state_ids);
         let params = limits.iter().map(Params::of).collect();
         Ok(Quota {
             inner: Arc::new(QuotaInner {
                 params,
-                fingerprint: h.finish(),
+                fingerprint,
                 limits,
                 state_ids,
             }),

@@ -437,7 +437,19 @@ impl Default for Settings {
 /// Denials remembered until their retry time, per (quota, subject).
 #[derive(Default)]
 struct DenyCache {
-    shards: [Mutex<HashMap<(u64, Box<str>), Denied>>; 16],
+    shards: [Mutex<DenyMap>; 16],
+}
+
+type DenyMap = HashMap<(u64, Box<str>), Denied>;
+
+/// Looks up a `(u64, Box<str>)` key without allocating one.
+#[derive(Hash)]
+struct DenyKey<'a>(u64, &'a str);
+
+impl hashbrown::Equivalent<(u64, Box<str>)> for DenyKey<'_> {
+    fn equivalent(&self, key: &(u64, Box<str>)) -> bool {
+        self.0 == key.0 && self.1 == &*key.1
+    }
 }
 
 #[derive(Clone)]
@@ -449,7 +461,7 @@ struct Denied {
 }
 
 impl DenyCache {
-    fn shard(&self, fp: u64) -> &Mutex<HashMap<(u64, Box<str>), Denied>> {
+    fn shard(&self, fp: u64) -> &Mutex<DenyMap> {
         &self.shards[(fp as usize) & 15]
     }
 
@@ -458,7 +470,7 @@ impl DenyCache {
         if map.is_empty() {
             return None;
         }
-        let d = map.get(&(fp, Box::<str>::from(subject)))?;
+        let d = map.get(&DenyKey(fp, subject))?;
         if now >= d.until || cost < d.cost {
             return None;
         }
