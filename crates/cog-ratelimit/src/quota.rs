@@ -332,7 +332,8 @@ impl Quota {
             l.validate()?;
         }
         let state_ids: Box<[String]> = limits.iter().map(Limit::state_id).collect();
-        let fingerprint = foldhash::quality::FixedState::with_seed(0x0063_6f67).hash_one(&state_ids);
+        let fingerprint =
+            foldhash::quality::FixedState::with_seed(0x0063_6f67).hash_one(&state_ids);
         let params = limits.iter().map(Params::of).collect();
         Ok(Quota {
             inner: Arc::new(QuotaInner {

@@ -20,7 +20,7 @@ async fn check(store: &RedisStore, quota: &Quota) -> Result<cog_ratelimit::Decis
 
 async fn store(url: &str, policy: FailurePolicy) -> RedisStore {
     RedisStore::new(client(url).await)
-        .timeout(Duration::from_millis(200))
+        .timeout(Duration::from_millis(500))
         .retry_interval(Duration::from_millis(200))
         .local_deny(false)
         .on_failure(policy)
@@ -153,7 +153,7 @@ async fn slow_redis_through_a_proxy_times_out_then_recovers() {
         DecisionSource::Store
     );
 
-    // 1 s each way against a 200 ms timeout.
+    // 1 s each way against a 500 ms timeout.
     proxy.set_latency(Duration::from_secs(1));
     let d = check(&store, &quota).await.unwrap();
     assert_eq!(d.source(), DecisionSource::FailOpen);
