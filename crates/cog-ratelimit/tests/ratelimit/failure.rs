@@ -169,3 +169,24 @@ async fn slow_redis_through_a_proxy_times_out_then_recovers() {
     proxy.restore();
     until_store_decides(&store, &quota).await;
 }
+
+#[tokio::test]
+async fn fail_open_when_paused_returns_within_the_timeout() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url(), FailurePolicy::FailOpen).await;
+    let quota = Quota::single(Limit::per_day(1)).unwrap();
+    assert!(check(&store, &quota).await.unwrap().is_allowed());
+    assert!(!check(&store, &quota).await.unwrap().is_allowed());
+
+    server.pause().unwrap();
+    // The frozen server cannot answer: the call ends at the timeout (the
+    // HANG bound inside `check` fails the test otherwise) and fails open.
+    let d = check(&store, &quota).await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.source(), DecisionSource::FailOpen);
+
+    server.resume().unwrap();
+    // Back on Redis, whose state survived the pause: still over the limit.
+    let d = until_store_decides(&store, &quota).await;
+    assert!(!d.is_allowed());
+}

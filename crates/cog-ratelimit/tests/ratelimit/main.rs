@@ -4,5 +4,6 @@
 mod cluster;
 mod failure;
 mod layer;
+mod memory;
 mod redis;
 mod support;

@@ -1,0 +1,46 @@
+//! The in-memory store under real thread contention.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cog_ratelimit::{Limit, MemoryStore, Quota};
+
+fn hammer(quota: Quota, threads: usize, attempts: usize) -> u64 {
+    let store = Arc::new(MemoryStore::new());
+    let admitted = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (store, quota, admitted) = (store.clone(), quota.clone(), admitted.clone());
+            std::thread::spawn(move || {
+                for _ in 0..attempts {
+                    if store.check_now("hot", &quota, 1).unwrap().is_allowed() {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    admitted.load(Ordering::Relaxed)
+}
+
+#[test]
+fn threads_hammering_one_key_never_exceed_the_limit() {
+    // Single GCRA limit: the compare-and-swap path.
+    assert_eq!(
+        hammer(Quota::single(Limit::per_day(1000)).unwrap(), 8, 2000),
+        1000
+    );
+    // Several limits: the locked all-or-nothing path.
+    let multi = Quota::new([
+        Limit::per_day(700),
+        Limit::sliding_window(800, Duration::from_secs(3600)),
+    ])
+    .unwrap();
+    assert_eq!(hammer(multi, 8, 2000), 700);
+    let window = Quota::single(Limit::sliding_window(500, Duration::from_secs(3600))).unwrap();
+    assert_eq!(hammer(window, 8, 2000), 500);
+}
