@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fred::clients::Client;
@@ -83,7 +83,10 @@ struct Inner {
     clock: quanta::Clock,
     start: u64,
     breaker_open_until: AtomicU64,
-    probing: AtomicBool,
+    /// When the current probe started (0: none). A probe whose caller gave
+    /// up (its future dropped) never reports back; after twice the timeout
+    /// another caller may probe.
+    probe_started: AtomicU64,
     decide_sha: String,
     release_sha: String,
 }
@@ -133,7 +136,7 @@ impl RedisStore {
                 clock,
                 start,
                 breaker_open_until: AtomicU64::new(0),
-                probing: AtomicBool::new(false),
+                probe_started: AtomicU64::new(0),
                 decide_sha: fred::util::sha1_hash(DECIDE_LUA),
                 release_sha: fred::util::sha1_hash(RELEASE_LUA),
             }),
@@ -220,11 +223,17 @@ impl RedisStore {
         if until == 0 {
             return true;
         }
-        self.now() >= until
+        let now = self.now();
+        if now < until {
+            return false;
+        }
+        let started = self.inner.probe_started.load(Ordering::Acquire);
+        let stale = 2 * self.inner.timeout.as_nanos() as u64;
+        (started == 0 || now > started + stale)
             && self
                 .inner
-                .probing
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .probe_started
+                .compare_exchange(started, now, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
     }
 
@@ -232,7 +241,7 @@ impl RedisStore {
         if self.inner.breaker_open_until.swap(0, Ordering::AcqRel) != 0 {
             tracing::info!(target: "cog_ratelimit", "redis reachable again, rate-limit breaker closed");
         }
-        self.inner.probing.store(false, Ordering::Release);
+        self.inner.probe_started.store(0, Ordering::Release);
     }
 
     fn record_failure(&self, err: &StoreError) {
@@ -241,7 +250,7 @@ impl RedisStore {
             tracing::warn!(target: "cog_ratelimit", error = %err, policy = ?self.inner.policy,
                 "redis unavailable, rate-limit breaker open");
         }
-        self.inner.probing.store(false, Ordering::Release);
+        self.inner.probe_started.store(0, Ordering::Release);
     }
 
     fn on_failure_decision(

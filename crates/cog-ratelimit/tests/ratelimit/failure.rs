@@ -190,3 +190,29 @@ async fn fail_open_when_paused_returns_within_the_timeout() {
     let d = until_store_decides(&store, &quota).await;
     assert!(!d.is_allowed());
 }
+
+#[tokio::test]
+async fn an_abandoned_probe_does_not_keep_the_breaker_open() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url(), FailurePolicy::FailOpen).await;
+    let quota = Quota::single(Limit::per_day(100)).unwrap();
+    server.pause().unwrap();
+    assert_eq!(
+        check(&store, &quota).await.unwrap().source(),
+        DecisionSource::FailOpen
+    );
+    assert!(store.breaker_open());
+    // After the retry interval the next call probes — and its caller gives
+    // up before the answer (a client disconnect drops the future).
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(20), store.check("k", &quota, 1)).await;
+    assert!(
+        abandoned.is_err(),
+        "the probe answered from a paused server"
+    );
+    server.resume().unwrap();
+    // Someone else probes later, and the breaker closes.
+    until_store_decides(&store, &quota).await;
+    assert!(!store.breaker_open());
+}
