@@ -75,7 +75,6 @@ mod algo;
 mod decision;
 mod extract;
 mod headers;
-mod key;
 pub mod layer;
 mod quota;
 mod source;

@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fred::clients::Client;
@@ -16,8 +15,9 @@ use tracing::Instrument;
 use super::memory::MemoryStore;
 use super::{Lease, LeaseKind, Store, StoreError, check_cost};
 use crate::decision::{Decision, DecisionSource, LimitStatus, Statuses};
-use crate::key::encode_subject;
 use crate::quota::{Params, Quota};
+use cog_core::breaker::{Breaker, Permit};
+use cog_core::keys::encode_segment;
 
 const DECIDE_LUA: &str = include_str!("redis.lua");
 const RELEASE_LUA: &str =
@@ -82,11 +82,7 @@ struct Inner {
     denied: DenyCache,
     clock: quanta::Clock,
     start: u64,
-    breaker_open_until: AtomicU64,
-    /// When the current probe started (0: none). A probe whose caller gave
-    /// up (its future dropped) never reports back; after twice the timeout
-    /// another caller may probe.
-    probe_started: AtomicU64,
+    breaker: Breaker,
     decide_sha: String,
     release_sha: String,
 }
@@ -135,8 +131,9 @@ impl RedisStore {
                 denied: DenyCache::default(),
                 clock,
                 start,
-                breaker_open_until: AtomicU64::new(0),
-                probe_started: AtomicU64::new(0),
+                // A probe that has not answered in twice the timeout was
+                // abandoned by its caller: let another through.
+                breaker: Breaker::new(s.retry_interval, 2 * s.timeout),
                 decide_sha: fred::util::sha1_hash(DECIDE_LUA),
                 release_sha: fred::util::sha1_hash(RELEASE_LUA),
             }),
@@ -198,12 +195,12 @@ impl RedisStore {
     /// Whether the breaker is open: Redis failed recently and decisions
     /// follow the failure policy.
     pub fn breaker_open(&self) -> bool {
-        self.inner.breaker_open_until.load(Ordering::Acquire) != 0
+        self.inner.breaker.is_open()
     }
 
     /// The Redis keys holding `subject`'s state for `quota`, one per limit.
     pub fn keys(&self, subject: &str, quota: &Quota) -> Vec<String> {
-        let tag = encode_subject(subject);
+        let tag = encode_segment(subject);
         quota
             .state_ids()
             .iter()
@@ -216,41 +213,17 @@ impl RedisStore {
         i.clock.delta_as_nanos(i.start, i.clock.raw()) + 1
     }
 
-    /// Whether to call Redis now: the breaker is closed, or it is time for
-    /// a probe and this caller won the right to make it.
-    fn may_call(&self) -> bool {
-        let until = self.inner.breaker_open_until.load(Ordering::Acquire);
-        if until == 0 {
-            return true;
-        }
-        let now = self.now();
-        if now < until {
-            return false;
-        }
-        let started = self.inner.probe_started.load(Ordering::Acquire);
-        let stale = 2 * self.inner.timeout.as_nanos() as u64;
-        (started == 0 || now > started + stale)
-            && self
-                .inner
-                .probe_started
-                .compare_exchange(started, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-    }
-
     fn record_success(&self) {
-        if self.inner.breaker_open_until.swap(0, Ordering::AcqRel) != 0 {
+        if self.inner.breaker.success() {
             tracing::info!(target: "cog_ratelimit", "redis reachable again, rate-limit breaker closed");
         }
-        self.inner.probe_started.store(0, Ordering::Release);
     }
 
     fn record_failure(&self, err: &StoreError) {
-        let until = self.now() + self.inner.retry_interval.as_nanos() as u64;
-        if self.inner.breaker_open_until.swap(until, Ordering::AcqRel) == 0 {
+        if self.inner.breaker.failure() {
             tracing::warn!(target: "cog_ratelimit", error = %err, policy = ?self.inner.policy,
                 "redis unavailable, rate-limit breaker open");
         }
-        self.inner.probe_started.store(0, Ordering::Release);
     }
 
     fn on_failure_decision(
@@ -525,7 +498,7 @@ impl Store for RedisStore {
         {
             return Ok(d);
         }
-        if !self.may_call() {
+        if self.inner.breaker.allow() == Permit::Reject {
             let err = StoreError::Unavailable("breaker open after a recent failure".into());
             return self.on_failure_decision(subject, quota, cost, err);
         }

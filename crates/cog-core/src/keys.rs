@@ -1,11 +1,11 @@
-//! Turning a request-derived subject into a safe storage key.
+//! Safe Redis key segments from untrusted strings.
 
 use std::fmt::Write;
 
 use sha2::{Digest, Sha256};
 
-/// Encoded subjects longer than this are replaced by their SHA-256.
-const MAX_ENCODED: usize = 128;
+/// Encoded segments longer than this are replaced by their SHA-256.
+pub const MAX_ENCODED: usize = 128;
 
 /// Encodes `subject` so it can be embedded in a Redis key:
 ///
@@ -14,14 +14,13 @@ const MAX_ENCODED: usize = 128;
 ///   appear raw;
 /// - an encoding longer than 128 bytes becomes `#` + the hex SHA-256 of the
 ///   subject (`#` is never left raw by the first rule, so the two forms
-///   cannot collide).
-///
+///   cannot collide);
 /// - the empty subject becomes `~` (raw `~` is always escaped), so a hash
 ///   tag is never empty — Redis Cluster would otherwise hash the whole key
 ///   and scatter one subject's keys over several slots.
 ///
 /// The encoding is injective: distinct subjects give distinct keys.
-pub(crate) fn encode_subject(subject: &str) -> String {
+pub fn encode_segment(subject: &str) -> String {
     if subject.is_empty() {
         return "~".to_owned();
     }
@@ -51,27 +50,27 @@ mod tests {
 
     #[test]
     fn plain_subjects_stay_readable() {
-        assert_eq!(encode_subject("tenant-42"), "tenant-42");
-        assert_eq!(encode_subject("10.0.0.1"), "10.0.0.1");
+        assert_eq!(encode_segment("tenant-42"), "tenant-42");
+        assert_eq!(encode_segment("10.0.0.1"), "10.0.0.1");
     }
 
     #[test]
     fn hostile_bytes_are_escaped() {
-        assert_eq!(encode_subject("a{b}c"), "a%7Bb%7Dc");
-        assert_eq!(encode_subject("a:b c"), "a%3Ab%20c");
-        assert_eq!(encode_subject("%41"), "%2541");
-        assert_eq!(encode_subject("é"), "%C3%A9");
-        assert_eq!(encode_subject(""), "~");
-        assert_eq!(encode_subject("~"), "%7E");
+        assert_eq!(encode_segment("a{b}c"), "a%7Bb%7Dc");
+        assert_eq!(encode_segment("a:b c"), "a%3Ab%20c");
+        assert_eq!(encode_segment("%41"), "%2541");
+        assert_eq!(encode_segment("é"), "%C3%A9");
+        assert_eq!(encode_segment(""), "~");
+        assert_eq!(encode_segment("~"), "%7E");
     }
 
     #[test]
     fn long_subjects_are_hashed_without_collisions() {
         let long = "x".repeat(10_000);
-        let enc = encode_subject(&long);
+        let enc = encode_segment(&long);
         assert!(enc.starts_with('#') && enc.len() == 65);
-        assert_ne!(enc, encode_subject(&"x".repeat(10_001)));
+        assert_ne!(enc, encode_segment(&"x".repeat(10_001)));
         // A subject that looks like a hash is escaped, not taken as one.
-        assert!(encode_subject(&enc).starts_with("%23"));
+        assert!(encode_segment(&enc).starts_with("%23"));
     }
 }

@@ -1,0 +1,13 @@
+//! Shared pieces of the cog crates.
+//!
+//! - [`keys::encode_segment`]: turns any request-derived string (tenant id,
+//!   API key hash, IP, cache key) into a Redis key segment that cannot break
+//!   the key schema, hash tags included, and cannot collide with another.
+//! - [`Breaker`]: the circuit breaker every Redis-backed component uses to
+//!   stop waiting on a Redis that is slow or gone, and to find out — one
+//!   probe at a time — when it is back.
+
+pub mod breaker;
+pub mod keys;
+
+pub use breaker::Breaker;
