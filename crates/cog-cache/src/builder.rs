@@ -1,0 +1,243 @@
+//! Configuring a [`TieredCache`].
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::{CacheKey, CacheValue, Config, Inner, TieredCache, Weigher};
+use crate::envelope::schema_tag;
+
+/// Builds a [`TieredCache`]; from [`TieredCache::builder`].
+pub struct CacheBuilder<K, V> {
+    capacity: u64,
+    config: Config<K, V>,
+    l1_ttl: Option<Duration>,
+    #[cfg(feature = "redis")]
+    redis: Option<(fred::clients::Client, crate::l2::L2Settings)>,
+    _types: PhantomData<fn(K) -> V>,
+}
+
+impl<K, V> fmt::Debug for CacheBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("capacity", &self.capacity)
+            .field("ttl", &self.config.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a cache could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The Redis tier needs a tokio runtime for its invalidation listener.
+    #[error("a Redis-backed cache must be built inside a tokio runtime")]
+    NoRuntime,
+    /// The invalidation subscriber could not be created.
+    #[error("creating the invalidation subscriber: {0}")]
+    Subscriber(String),
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
+}
+
+impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
+    pub(crate) fn new() -> Self {
+        CacheBuilder {
+            capacity: 64 << 20,
+            config: Config {
+                ttl: Duration::from_secs(300),
+                l1_ttl: Duration::MAX,
+                jitter: 0.1,
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+                negative_ttl: Duration::from_secs(30),
+                schema: schema_tag(std::any::type_name::<V>()),
+                compress_above: Some(1024),
+                tenant_cap: None,
+                weigher: None,
+            },
+            l1_ttl: None,
+            #[cfg(feature = "redis")]
+            redis: None,
+            _types: PhantomData,
+        }
+    }
+
+    /// L1 capacity in bytes (default 64 MiB), as weighed by the weigher.
+    pub fn l1_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.capacity = bytes;
+        self
+    }
+
+    /// How long a value is fresh (default 5 min).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.config.ttl = ttl;
+        self
+    }
+
+    /// Caps how long a value stays fresh in L1 (default: the TTL). A short
+    /// L1 TTL bounds how stale an instance can be if an invalidation
+    /// message is lost.
+    pub fn l1_ttl(mut self, ttl: Duration) -> Self {
+        self.l1_ttl = Some(ttl);
+        self
+    }
+
+    /// Spreads TTLs uniformly over `ttl × (1 ± fraction)` so entries
+    /// written together do not expire together (default 0.1).
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.config.jitter = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// After the TTL, keep answering with the stale value for this long
+    /// while one background load refreshes it (default off).
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.config.stale_while_revalidate = window;
+        self
+    }
+
+    /// After the TTL, answer with the stale value for this long when the
+    /// loader fails (default off).
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.config.stale_if_error = window;
+        self
+    }
+
+    /// How long an absent value (`Ok(None)` from
+    /// [`get_or_load_optional`](TieredCache::get_or_load_optional)) is
+    /// cached (default 30 s).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.config.negative_ttl = ttl;
+        self
+    }
+
+    /// Names the value schema (default: the value's type name). Bump it
+    /// when the value's serialized form changes: entries written under
+    /// another schema are misses.
+    pub fn schema(mut self, schema: &str) -> Self {
+        self.config.schema = schema_tag(schema);
+        self
+    }
+
+    /// Compresses L2 values larger than `bytes` with LZ4 (default 1 KiB;
+    /// `None` never compresses).
+    pub fn compress_above(mut self, bytes: Option<usize>) -> Self {
+        self.config.compress_above = bytes;
+        self
+    }
+
+    /// Caps the L1 bytes one tenant may hold; past it, that tenant's values
+    /// are served but not kept in L1 (default: no cap).
+    pub fn tenant_l1_cap(mut self, bytes: u64) -> Self {
+        self.config.tenant_cap = Some(bytes);
+        self
+    }
+
+    /// Weighs entries with `weigher` (bytes) instead of their serialized
+    /// size.
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u64 + Send + Sync + 'static) -> Self {
+        self.config.weigher = Some(Arc::new(weigher) as Weigher<K, V>);
+        self
+    }
+
+    /// Adds the Redis tier on an initialized `fred` client: key prefix
+    /// `cog:cache:`, 50 ms timeout, 1 s circuit retry, no lease.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, client: fred::clients::Client) -> Self {
+        self.redis = Some((
+            client,
+            crate::l2::L2Settings {
+                prefix: "cog:cache:".into(),
+                timeout: Duration::from_millis(50),
+                retry_interval: Duration::from_secs(1),
+                lease: None,
+            },
+        ));
+        self
+    }
+
+    #[cfg(feature = "redis")]
+    fn l2_settings(&mut self) -> Option<&mut crate::l2::L2Settings> {
+        self.redis.as_mut().map(|(_, s)| s)
+    }
+
+    /// The Redis key prefix (default `cog:cache:`).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        if let Some(s) = self.l2_settings() {
+            s.prefix = prefix.into();
+        }
+        self
+    }
+
+    /// Bounds every Redis call (default 50 ms).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        if let Some(s) = self.l2_settings() {
+            s.timeout = timeout;
+        }
+        self
+    }
+
+    /// How long the L2 circuit stays open after a failure before a probe
+    /// (default 1 s, ± 30 % jitter).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis_retry_interval(mut self, interval: Duration) -> Self {
+        if let Some(s) = self.l2_settings() {
+            s.retry_interval = interval;
+        }
+        self
+    }
+
+    /// Loads each missing key once per cluster: the instance that takes a
+    /// Redis lease (`SET NX PX ttl`, released with a token check) loads;
+    /// the others wait — up to `ttl` — for its value to appear in L2.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn lease(mut self, ttl: Duration) -> Self {
+        if let Some(s) = self.l2_settings() {
+            s.lease = Some(ttl);
+        }
+        self
+    }
+
+    /// Builds the cache. With Redis, this starts the invalidation listener
+    /// and must run inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`BuildError`] when a setting is out of range or the Redis listener
+    /// cannot start.
+    pub fn build(mut self) -> Result<TieredCache<K, V>, BuildError> {
+        if self.config.ttl.is_zero() {
+            return Err(BuildError::Invalid("ttl must be positive"));
+        }
+        self.config.l1_ttl = self.l1_ttl.unwrap_or(self.config.ttl);
+        #[cfg(feature = "redis")]
+        {
+            if let Some((client, settings)) = self.redis.take() {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(BuildError::NoRuntime);
+                }
+                let channel = format!("{}invalidate", settings.prefix);
+                let l2 = crate::l2::L2::new(client.clone(), settings);
+                let origin = l2.origin;
+                let inner = Inner::new(self.config, self.capacity, Some(l2));
+                crate::l2::spawn_subscriber(&client, Arc::downgrade(&inner), origin, channel)
+                    .map_err(|e| BuildError::Subscriber(e.to_string()))?;
+                return Ok(TieredCache::from_inner(inner));
+            }
+        }
+        Ok(TieredCache::from_inner(Inner::new(
+            self.config,
+            self.capacity,
+            None,
+        )))
+    }
+}

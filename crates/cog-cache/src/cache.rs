@@ -1,0 +1,736 @@
+//! The tiered cache: L1 in process, optional L2 in Redis.
+
+use std::collections::HashSet;
+use std::fmt::{self, Display};
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use quick_cache::sync::{Cache as L1Cache, PlaceholderGuard};
+use quick_cache::{Equivalent, OptionsBuilder, Weighter};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::envelope;
+use crate::l2::{Invalidation, L2};
+use crate::stats::{Stats, StatsSnapshot};
+use crate::tenant::{TenantLifecycle, TenantUsage};
+
+/// What a cache key must be: hashable for L1, displayable for its Redis
+/// key (escaped before use), serializable so invalidations can name it to
+/// other instances.
+pub trait CacheKey:
+    Hash + Eq + Clone + Display + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+impl<T> CacheKey for T where
+    T: Hash + Eq + Clone + Display + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+}
+
+/// What a cached value must be: cloned out of L1, serialized into L2.
+pub trait CacheValue: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T> CacheValue for T where T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+/// Why a read-through could not produce a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError<E> {
+    /// The loader failed and no stale value was allowed to stand in.
+    #[error("loader failed: {0}")]
+    Load(E),
+    /// The loader panicked or its task was cancelled.
+    #[error("loader did not complete")]
+    LoaderAborted,
+    /// The key holds a cached absence (written by
+    /// [`get_or_load_optional`](TieredCache::get_or_load_optional)); use
+    /// that method for keys that may be absent.
+    #[error("the key is cached as absent")]
+    Absent,
+}
+
+pub(crate) type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u64 + Send + Sync>;
+
+#[derive(Clone)]
+pub(crate) struct Config<K, V> {
+    pub(crate) ttl: Duration,
+    pub(crate) l1_ttl: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) stale_while_revalidate: Duration,
+    pub(crate) stale_if_error: Duration,
+    pub(crate) negative_ttl: Duration,
+    pub(crate) schema: u64,
+    pub(crate) compress_above: Option<usize>,
+    pub(crate) tenant_cap: Option<u64>,
+    pub(crate) weigher: Option<Weigher<K, V>>,
+}
+
+/// L1 key: tenant + user key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct L1Key<K> {
+    pub(crate) tenant: Arc<str>,
+    pub(crate) key: K,
+}
+
+/// Borrowed form of [`L1Key`] for lookups that allocate nothing. Hashes
+/// exactly like it (`str`, then `K`).
+#[derive(Hash)]
+struct L1Ref<'a, K> {
+    tenant: &'a str,
+    key: &'a K,
+}
+
+impl<K: Eq> Equivalent<L1Key<K>> for L1Ref<'_, K> {
+    fn equivalent(&self, k: &L1Key<K>) -> bool {
+        *k.tenant == *self.tenant && k.key == *self.key
+    }
+}
+
+/// An L1 entry: the value (`None`: cached absence), its deadlines on the
+/// cache's monotonic clock, and its weight.
+#[derive(Clone)]
+pub(crate) struct Slot<V> {
+    pub(crate) value: Option<V>,
+    pub(crate) fresh_until: u64,
+    pub(crate) stale_until: u64,
+    /// Until when it may stand in for a failed load.
+    pub(crate) error_until: u64,
+    pub(crate) weight: u64,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct SlotWeighter;
+
+impl<K, V> Weighter<L1Key<K>, Slot<V>> for SlotWeighter {
+    fn weight(&self, _: &L1Key<K>, v: &Slot<V>) -> u64 {
+        v.weight.max(1)
+    }
+}
+
+type L1<K, V> =
+    L1Cache<L1Key<K>, Slot<V>, SlotWeighter, foldhash::fast::RandomState, TenantLifecycle>;
+
+/// A two-tier read-through cache: L1 in process (quick_cache, bounded by
+/// weight in bytes), optional L2 in Redis shared by every instance.
+///
+/// Cheap to clone; clones share everything. See the [crate docs](crate)
+/// for the behaviour in detail.
+pub struct TieredCache<K, V> {
+    pub(crate) inner: Arc<Inner<K, V>>,
+    default_tenant: Arc<str>,
+}
+
+pub(crate) struct Inner<K, V> {
+    pub(crate) l1: L1<K, V>,
+    pub(crate) config: Config<K, V>,
+    pub(crate) usage: Arc<TenantUsage>,
+    pub(crate) l2: Option<L2>,
+    pub(crate) stats: Stats,
+    clock: quanta::Clock,
+    start: u64,
+    refreshing: Mutex<HashSet<L1Key<K>>>,
+}
+
+impl<K, V> Clone for TieredCache<K, V> {
+    fn clone(&self) -> Self {
+        TieredCache {
+            inner: self.inner.clone(),
+            default_tenant: self.default_tenant.clone(),
+        }
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> fmt::Debug for TieredCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("l1_entries", &self.inner.l1.len())
+            .field("l1_weight", &self.inner.l1.weight())
+            .field("l2", &self.inner.l2.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A view of a [`TieredCache`] whose keys live in one tenant's namespace:
+/// in L1, in Redis, and for invalidation. Cheap to create and clone.
+pub struct TenantCache<K, V> {
+    cache: TieredCache<K, V>,
+}
+
+impl<K, V> Clone for TenantCache<K, V> {
+    fn clone(&self) -> Self {
+        TenantCache {
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for TenantCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantCache")
+            .field("tenant", &self.cache.default_tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::ops::Deref for TenantCache<K, V> {
+    type Target = TieredCache<K, V>;
+    fn deref(&self) -> &TieredCache<K, V> {
+        &self.cache
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<K: CacheKey, V: CacheValue> Inner<K, V> {
+    pub(crate) fn new(config: Config<K, V>, capacity_bytes: u64, l2: Option<L2>) -> Arc<Self> {
+        let usage = Arc::new(TenantUsage::default());
+        let estimated_items = (capacity_bytes / 512).clamp(16, 10_000_000) as usize;
+        let l1 = L1Cache::with_options(
+            OptionsBuilder::new()
+                .estimated_items_capacity(estimated_items)
+                .weight_capacity(capacity_bytes.max(1))
+                .build()
+                .expect("valid L1 options"),
+            SlotWeighter,
+            foldhash::fast::RandomState::default(),
+            TenantLifecycle::new(usage.clone()),
+        );
+        let clock = quanta::Clock::new();
+        let start = clock.raw();
+        Arc::new(Inner {
+            l1,
+            config,
+            usage,
+            l2,
+            stats: Stats::new(),
+            clock,
+            start,
+            refreshing: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Nanoseconds on the cache's monotonic clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.delta_as_nanos(self.start, self.clock.raw()) + 1
+    }
+
+    fn jittered(&self, ttl: Duration) -> u64 {
+        let ns = ttl.as_nanos() as f64;
+        let j = self.config.jitter;
+        if j <= 0.0 {
+            return ns as u64;
+        }
+        (ns * (1.0 + j * (rand::random::<f64>() * 2.0 - 1.0))).max(0.0) as u64
+    }
+
+    /// A fresh slot for a value just loaded (or absence, for `None`).
+    fn fresh_slot(&self, key: &K, value: Option<V>, encoded_len: Option<usize>) -> Slot<V> {
+        let now = self.now();
+        let ttl = match value {
+            Some(_) => self.jittered(self.config.ttl),
+            None => self.jittered(self.config.negative_ttl),
+        };
+        let fresh_until = now + ttl.min(self.config.l1_ttl.as_nanos() as u64);
+        self.slot_until(key, value, fresh_until, encoded_len)
+    }
+
+    fn slot_until(
+        &self,
+        key: &K,
+        value: Option<V>,
+        fresh_until: u64,
+        encoded_len: Option<usize>,
+    ) -> Slot<V> {
+        let weight = self.weigh(key, value.as_ref(), encoded_len);
+        Slot {
+            stale_until: fresh_until + self.config.stale_while_revalidate.as_nanos() as u64,
+            error_until: fresh_until + self.config.stale_if_error.as_nanos() as u64,
+            value,
+            fresh_until,
+            weight,
+        }
+    }
+
+    fn weigh(&self, key: &K, value: Option<&V>, encoded_len: Option<usize>) -> u64 {
+        let overhead = 64 + std::mem::size_of::<V>() as u64;
+        match (value, &self.config.weigher, encoded_len) {
+            (Some(v), Some(w), _) => w(key, v),
+            (_, _, Some(len)) => len as u64 + overhead,
+            (Some(v), None, None) => {
+                postcard::experimental::serialized_size(v).unwrap_or(0) as u64 + overhead
+            }
+            (None, _, None) => overhead,
+        }
+    }
+
+    /// Inserts into L1 unless the tenant is over its cap.
+    fn put_l1(&self, key: L1Key<K>, slot: Slot<V>) {
+        if let Some(cap) = self.config.tenant_cap {
+            let old = self.l1.peek(&key).map_or(0, |s| s.weight);
+            if self.usage.get(&key.tenant) + slot.weight > cap + old {
+                self.stats.l1_tenant_capped();
+                return;
+            }
+            self.usage.add(&key.tenant, slot.weight);
+            self.usage.sub(&key.tenant, old);
+        }
+        self.l1.insert(key, slot);
+    }
+
+    fn remove_l1(&self, key: &L1Key<K>) {
+        if let Some((k, s)) = self.l1.remove(key)
+            && self.config.tenant_cap.is_some()
+        {
+            self.usage.sub(&k.tenant, s.weight);
+        }
+    }
+
+    /// Builds the deadlines of a slot from an L2 envelope.
+    fn slot_read_l2(&self, key: &K, env: envelope::Envelope<V>, len: usize) -> Slot<V> {
+        let now_ms = unix_ms();
+        let now = self.now();
+        let left = env.fresh_until_ms.saturating_sub(now_ms) * 1_000_000;
+        let fresh_until = now + left.min(self.config.l1_ttl.as_nanos() as u64);
+        self.slot_until(key, env.value, fresh_until, Some(len))
+    }
+
+    /// Writes a slot to L2 (best effort: failures only feed the breaker).
+    async fn put_l2(&self, tenant: &str, key: &K, slot: &Slot<V>) -> Option<usize> {
+        let l2 = self.l2.as_ref()?;
+        let now = self.now();
+        let now_ms = unix_ms();
+        let ms = |until: u64| now_ms + until.saturating_sub(now) / 1_000_000;
+        let bytes = match envelope::encode(
+            slot.value.as_ref(),
+            self.config.schema,
+            ms(slot.fresh_until),
+            ms(slot.stale_until.max(slot.error_until)),
+            self.config.compress_above,
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(target: "cog_cache", error = %e, "value not serializable; kept in L1 only");
+                return None;
+            }
+        };
+        let ttl_ms =
+            (slot.stale_until.max(slot.error_until).saturating_sub(now) / 1_000_000).max(1);
+        let len = bytes.len();
+        if let Err(e) = l2.set(&l2.data_key(tenant, key), bytes, ttl_ms).await {
+            self.stats.l2_error(&e);
+        }
+        Some(len)
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
+    pub(crate) fn from_inner(inner: Arc<Inner<K, V>>) -> Self {
+        TieredCache {
+            inner,
+            default_tenant: Arc::from(""),
+        }
+    }
+
+    /// A builder with the defaults: 64 MiB L1, 5 min TTL with 10 % jitter,
+    /// no stale serving, 30 s negative TTL, L1 only.
+    pub fn builder() -> crate::CacheBuilder<K, V> {
+        crate::CacheBuilder::new()
+    }
+
+    /// The view of this cache scoped to `tenant`.
+    pub fn tenant(&self, tenant: &str) -> TenantCache<K, V> {
+        TenantCache {
+            cache: TieredCache {
+                inner: self.inner.clone(),
+                default_tenant: Arc::from(tenant),
+            },
+        }
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot(self.l2_circuit_open())
+    }
+
+    /// Whether the L2 circuit is open (Redis failing; L2 skipped).
+    pub fn l2_circuit_open(&self) -> bool {
+        self.inner.l2.as_ref().is_some_and(|l2| l2.circuit_open())
+    }
+
+    /// The Redis key holding `key` in L2 (for this view's tenant), if the
+    /// cache has an L2.
+    pub fn l2_key(&self, key: &K) -> Option<String> {
+        self.inner
+            .l2
+            .as_ref()
+            .map(|l2| l2.data_key(self.tenant_str(), key))
+    }
+
+    fn tenant_str(&self) -> &Arc<str> {
+        &self.default_tenant
+    }
+
+    /// The value for `key`: from L1, else L2, else `loader` — which runs
+    /// once per instance however many callers miss at once (and once per
+    /// cluster with the Redis lease). See the crate docs for stale serving.
+    ///
+    /// # Errors
+    /// The loader's error, when no stale value may stand in for it.
+    pub async fn get_or_load<F, Fut, E>(&self, key: &K, loader: F) -> Result<V, CacheError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let load = move || async move { loader().await.map(Some) };
+        match self.read_through(key, load).await? {
+            Some(v) => Ok(v),
+            // Only a negative entry written by `get_or_load_optional` for
+            // the same key can get here.
+            None => Err(CacheError::Absent),
+        }
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load), for a loader that may find
+    /// nothing: `Ok(None)` is cached too (negative caching, with its own
+    /// TTL).
+    ///
+    /// # Errors
+    /// The loader's error, when no stale value may stand in for it.
+    pub async fn get_or_load_optional<F, Fut, E>(
+        &self,
+        key: &K,
+        loader: F,
+    ) -> Result<Option<V>, CacheError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        self.read_through(key, loader).await
+    }
+
+    /// The cached value for `key` from L1, else L2, without loading.
+    pub async fn get(&self, key: &K) -> Option<V> {
+        let inner = &self.inner;
+        let tenant = self.tenant_str();
+        let now = inner.now();
+        if let Some(slot) = inner.l1.get(&L1Ref { tenant, key })
+            && now < slot.fresh_until
+        {
+            inner.stats.l1_hit();
+            return slot.value;
+        }
+        let (slot, _) = self.read_l2(key).await?;
+        inner.put_l1(self.l1_key(key), slot.clone());
+        slot.value
+    }
+
+    /// Stores `value` under `key` in L1 and L2.
+    pub async fn insert(&self, key: K, value: V) {
+        let inner = &self.inner;
+        let slot = inner.fresh_slot(&key, Some(value), None);
+        let tenant = self.tenant_str().clone();
+        inner.put_l2(&tenant, &key, &slot).await;
+        inner.put_l1(L1Key { tenant, key }, slot);
+    }
+
+    /// Removes `key` here, from L2, and — through Redis pub/sub — from
+    /// every other instance's L1.
+    pub async fn invalidate(&self, key: &K) {
+        let inner = &self.inner;
+        inner.remove_l1(&self.l1_key(key));
+        if let Some(l2) = &inner.l2 {
+            let tenant = self.tenant_str();
+            if let Err(e) = l2.del(&l2.data_key(tenant, key)).await {
+                inner.stats.l2_error(&e);
+            }
+            let msg = Invalidation::Key {
+                tenant: tenant.to_string(),
+                key: key.clone(),
+            };
+            if let Err(e) = l2.publish(&msg).await {
+                inner.stats.l2_error(&e);
+            }
+        }
+    }
+
+    /// Drops every L1 entry of this view's tenant here and on every other
+    /// instance. L2 entries are left to expire; other instances refill
+    /// from L2 only values that were written after their L1 was dropped…
+    /// so use this with keys whose L2 copies are also refreshed or short.
+    pub async fn invalidate_tenant(&self) {
+        let inner = &self.inner;
+        let tenant = self.tenant_str().clone();
+        crate::l2::apply::<K, V>(inner, &Invalidation::<K>::Tenant(tenant.to_string()));
+        if let Some(l2) = &inner.l2
+            && let Err(e) = l2
+                .publish(&Invalidation::<K>::Tenant(tenant.to_string()))
+                .await
+        {
+            inner.stats.l2_error(&e);
+        }
+    }
+
+    fn l1_key(&self, key: &K) -> L1Key<K> {
+        L1Key {
+            tenant: self.tenant_str().clone(),
+            key: key.clone(),
+        }
+    }
+
+    /// Reads `key` from L2 if it is healthy; corrupt or foreign bytes are a
+    /// miss (and counted). Returns the slot and whether it is fresh.
+    async fn read_l2(&self, key: &K) -> Option<(Slot<V>, bool)> {
+        let inner = &self.inner;
+        let l2 = inner.l2.as_ref()?;
+        let bytes = match l2.get(&l2.data_key(self.tenant_str(), key)).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                inner.stats.l2_miss();
+                return None;
+            }
+            Err(e) => {
+                inner.stats.l2_error(&e);
+                return None;
+            }
+        };
+        match envelope::decode::<V>(&bytes, inner.config.schema) {
+            Ok(env) => {
+                let fresh = unix_ms() < env.fresh_until_ms;
+                let slot = inner.slot_read_l2(key, env, bytes.len());
+                if fresh {
+                    inner.stats.l2_hit();
+                }
+                Some((slot, fresh))
+            }
+            Err(e) => {
+                tracing::debug!(target: "cog_cache", error = %e, "unreadable value in L2, treated as a miss");
+                inner.stats.l2_corrupt();
+                None
+            }
+        }
+    }
+
+    async fn read_through<F, Fut, E>(&self, key: &K, loader: F) -> Result<Option<V>, CacheError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let inner = &self.inner;
+        let tenant = self.tenant_str();
+        let now = inner.now();
+        // Fast path: a fresh L1 entry, found without allocating.
+        let stale = match inner.l1.get(&L1Ref { tenant, key }) {
+            Some(slot) if now < slot.fresh_until => {
+                inner.stats.l1_hit();
+                return Ok(slot.value);
+            }
+            Some(slot) if now < slot.stale_until => {
+                // Stale while revalidate: answer now, refresh once behind.
+                inner.stats.stale_served();
+                self.spawn_refresh(key, loader);
+                return Ok(slot.value);
+            }
+            Some(slot) => {
+                let owned = self.l1_key(key);
+                inner.l1.remove_if(&owned, |s| s.fresh_until <= now);
+                Some(slot)
+            }
+            None => None,
+        };
+        inner.stats.l1_miss();
+        let owned = self.l1_key(key);
+        match inner.l1.get_value_or_guard_async(&owned).await {
+            // Another caller loaded it while we waited.
+            Ok(slot) => Ok(slot.value),
+            Err(guard) => self.fill(key, guard, stale, loader).await,
+        }
+    }
+
+    /// Runs as the single loader for `key` on this instance: L2, then the
+    /// Redis lease, then `loader`; fills the guard with whatever it gets.
+    async fn fill<F, Fut, E>(
+        &self,
+        key: &K,
+        guard: PlaceholderGuard<
+            '_,
+            L1Key<K>,
+            Slot<V>,
+            SlotWeighter,
+            foldhash::fast::RandomState,
+            TenantLifecycle,
+        >,
+        mut stale: Option<Slot<V>>,
+        loader: F,
+    ) -> Result<Option<V>, CacheError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let inner = &self.inner;
+        let tenant = self.tenant_str().clone();
+        match self.read_l2(key).await {
+            Some((slot, true)) => {
+                let value = slot.value.clone();
+                self.finish(guard, slot);
+                return Ok(value);
+            }
+            Some((slot, false)) => stale = stale.or(Some(slot)),
+            None => {}
+        }
+        // Once per cluster: whoever holds the lease loads; the others wait
+        // for its value to appear in L2.
+        let lease = match &inner.l2 {
+            Some(l2) => l2.lease(&tenant, key).await,
+            None => None,
+        };
+        if let Some(crate::l2::LeaseOutcome::Waited) = lease
+            && let Some((slot, true)) = self.read_l2(key).await
+        {
+            let value = slot.value.clone();
+            self.finish(guard, slot);
+            return Ok(value);
+        }
+        inner.stats.load();
+        let result = tokio::spawn(loader()).await;
+        let outcome = match result {
+            Ok(Ok(value)) => {
+                let slot = inner.fresh_slot(key, value, None);
+                let encoded = inner.put_l2(&tenant, key, &slot).await;
+                let slot = match encoded {
+                    Some(len) if inner.config.weigher.is_none() => Slot {
+                        weight: inner.weigh(key, slot.value.as_ref(), Some(len)),
+                        ..slot
+                    },
+                    _ => slot,
+                };
+                let value = slot.value.clone();
+                self.finish(guard, slot);
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                inner.stats.load_error();
+                self.serve_stale(guard, stale, CacheError::Load(e))
+            }
+            Err(_) => {
+                inner.stats.load_error();
+                self.serve_stale(guard, stale, CacheError::LoaderAborted)
+            }
+        };
+        if let (Some(crate::l2::LeaseOutcome::Held(token)), Some(l2)) = (lease, &inner.l2) {
+            l2.release(&tenant, key, token).await;
+        }
+        outcome
+    }
+
+    fn finish(
+        &self,
+        guard: PlaceholderGuard<
+            '_,
+            L1Key<K>,
+            Slot<V>,
+            SlotWeighter,
+            foldhash::fast::RandomState,
+            TenantLifecycle,
+        >,
+        slot: Slot<V>,
+    ) {
+        let inner = &self.inner;
+        if let Some(cap) = inner.config.tenant_cap {
+            if inner.usage.get(self.tenant_str()) + slot.weight > cap {
+                inner.stats.l1_tenant_capped();
+                // Dropping the guard wakes the waiters; they load in turn
+                // (no L1 room for this tenant).
+                drop(guard);
+                return;
+            }
+            inner.usage.add(self.tenant_str(), slot.weight);
+        }
+        let _ = guard.insert(slot);
+    }
+
+    /// Stale if error: a failed load answers with the last value if it is
+    /// within the stale-if-error window.
+    fn serve_stale<E>(
+        &self,
+        guard: PlaceholderGuard<
+            '_,
+            L1Key<K>,
+            Slot<V>,
+            SlotWeighter,
+            foldhash::fast::RandomState,
+            TenantLifecycle,
+        >,
+        stale: Option<Slot<V>>,
+        err: CacheError<E>,
+    ) -> Result<Option<V>, CacheError<E>> {
+        let inner = &self.inner;
+        let now = inner.now();
+        match stale {
+            Some(slot) if now < slot.error_until => {
+                inner.stats.stale_served();
+                let value = slot.value.clone();
+                // Waiters get the stale value too rather than each retrying.
+                self.finish(guard, slot);
+                Ok(value)
+            }
+            _ => Err(err),
+        }
+    }
+
+    /// Refreshes `key` in the background, once however many callers see it
+    /// stale.
+    fn spawn_refresh<F, Fut, E>(&self, key: &K, loader: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let owned = self.l1_key(key);
+        if !self.inner.refreshing.lock().insert(owned.clone()) {
+            return;
+        }
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let inner = &this.inner;
+            // Another instance may have refreshed it already.
+            let slot = match this.read_l2(&key).await {
+                Some((slot, true)) => Some(slot),
+                _ => match loader().await {
+                    Ok(value) => {
+                        inner.stats.load();
+                        let slot = inner.fresh_slot(&key, value, None);
+                        inner.put_l2(this.tenant_str(), &key, &slot).await;
+                        Some(slot)
+                    }
+                    Err(_) => {
+                        inner.stats.load_error();
+                        None
+                    }
+                },
+            };
+            if let Some(slot) = slot {
+                inner.put_l1(owned.clone(), slot);
+            }
+            inner.refreshing.lock().remove(&owned);
+        });
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> TenantCache<K, V> {
+    /// The tenant this view is scoped to.
+    pub fn tenant_id(&self) -> &str {
+        &self.cache.default_tenant
+    }
+}

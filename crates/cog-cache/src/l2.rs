@@ -1,0 +1,412 @@
+//! The Redis tier: values, leases and invalidation messages.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{CacheKey, CacheValue, Inner, L1Key};
+
+/// A message telling every instance to drop L1 entries.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Invalidation<K> {
+    /// One key of one tenant.
+    Key { tenant: String, key: K },
+    /// Every key of one tenant.
+    Tenant(String),
+}
+
+/// Applies an invalidation to this instance's L1.
+pub(crate) fn apply<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>, msg: &Invalidation<K>) {
+    match msg {
+        Invalidation::Key { tenant, key } => {
+            let k = L1Key {
+                tenant: Arc::from(tenant.as_str()),
+                key: key.clone(),
+            };
+            if let Some((k, s)) = inner.l1.remove(&k) {
+                inner.usage.sub(&k.tenant, s.weight);
+            }
+        }
+        Invalidation::Tenant(tenant) => {
+            inner.l1.retain(|k, _| *k.tenant != **tenant);
+            inner.usage.reset(Some(tenant));
+        }
+    }
+}
+
+/// Why an L2 call did not answer.
+#[derive(Debug, thiserror::Error)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum L2Error {
+    #[error("redis call timed out")]
+    Timeout,
+    #[error("L2 circuit open")]
+    CircuitOpen,
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+impl L2Error {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            L2Error::Timeout => "timeout",
+            L2Error::CircuitOpen => "circuit_open",
+            L2Error::Redis(_) => "redis",
+        }
+    }
+}
+
+/// What [`L2::lease`] found.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum LeaseOutcome {
+    /// We hold the lease (this token): load, then release.
+    Held(String),
+    /// Someone else held it; we waited until they finished or it expired.
+    Waited,
+}
+
+#[cfg(feature = "redis")]
+pub(crate) use imp::{L2, L2Settings, spawn_subscriber};
+
+#[cfg(not(feature = "redis"))]
+pub(crate) use disabled::L2;
+
+#[cfg(not(feature = "redis"))]
+mod disabled {
+    use super::*;
+
+    /// Without the `redis` feature there is no L2: this type has no values.
+    pub(crate) enum L2 {}
+
+    impl L2 {
+        pub(crate) fn data_key<K: std::fmt::Display>(&self, _: &str, _: &K) -> String {
+            match *self {}
+        }
+        pub(crate) fn circuit_open(&self) -> bool {
+            match *self {}
+        }
+        pub(crate) async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, L2Error> {
+            match *self {}
+        }
+        pub(crate) async fn set(&self, _: &str, _: Vec<u8>, _: u64) -> Result<(), L2Error> {
+            match *self {}
+        }
+        pub(crate) async fn del(&self, _: &str) -> Result<(), L2Error> {
+            match *self {}
+        }
+        pub(crate) async fn publish<K: Serialize>(
+            &self,
+            _: &Invalidation<K>,
+        ) -> Result<(), L2Error> {
+            match *self {}
+        }
+        pub(crate) async fn lease<K: std::fmt::Display>(
+            &self,
+            _: &str,
+            _: &K,
+        ) -> Option<LeaseOutcome> {
+            match *self {}
+        }
+        pub(crate) async fn release<K: std::fmt::Display>(&self, _: &str, _: &K, _: String) {
+            match *self {}
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+mod imp {
+    use std::fmt::Display;
+    use std::sync::Weak;
+    use std::time::Duration;
+
+    use cog_core::breaker::{Breaker, Permit};
+    use cog_core::keys::encode_segment;
+    use fred::clients::{Client, SubscriberClient};
+    use fred::interfaces::{
+        ClientLike, EventInterface, KeysInterface, LuaInterface, PubsubInterface,
+    };
+    use fred::types::config::Options;
+    use fred::types::{Expiration, SetOptions};
+    use tracing::Instrument;
+
+    use super::*;
+
+    const RELEASE_LUA: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+    /// L2 settings, from the builder.
+    #[derive(Debug, Clone)]
+    pub(crate) struct L2Settings {
+        pub(crate) prefix: String,
+        pub(crate) timeout: Duration,
+        pub(crate) retry_interval: Duration,
+        pub(crate) lease: Option<Duration>,
+    }
+
+    pub(crate) struct L2 {
+        client: Client,
+        settings: L2Settings,
+        pub(crate) breaker: Breaker,
+        channel: String,
+        /// Identifies this instance's own invalidation messages.
+        pub(crate) origin: u64,
+    }
+
+    impl L2 {
+        pub(crate) fn new(client: Client, settings: L2Settings) -> Self {
+            let breaker =
+                Breaker::new(settings.retry_interval, 2 * settings.timeout).with_jitter(0.3);
+            L2 {
+                channel: format!("{}invalidate", settings.prefix),
+                client,
+                settings,
+                breaker,
+                origin: rand::random(),
+            }
+        }
+
+        pub(crate) fn circuit_open(&self) -> bool {
+            self.breaker.is_open()
+        }
+
+        pub(crate) fn data_key<K: Display>(&self, tenant: &str, key: &K) -> String {
+            format!(
+                "{}{}:{}",
+                self.settings.prefix,
+                encode_segment(tenant),
+                encode_segment(&key.to_string())
+            )
+        }
+
+        fn lease_key<K: Display>(&self, tenant: &str, key: &K) -> String {
+            let mut k = self.data_key(tenant, key);
+            k.push_str(":lease");
+            k
+        }
+
+        /// Runs one Redis call under the breaker and the timeout.
+        async fn call<T, F>(&self, what: &'static str, f: F) -> Result<T, L2Error>
+        where
+            F: Future<Output = Result<T, fred::error::Error>>,
+        {
+            if self.breaker.allow() == Permit::Reject {
+                return Err(L2Error::CircuitOpen);
+            }
+            let span = tracing::debug_span!(
+                "redis",
+                db.system.name = "redis",
+                db.operation.name = what,
+                otel.kind = "client"
+            );
+            let result = match tokio::time::timeout(self.settings.timeout, f.instrument(span)).await
+            {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::Timeout => Err(L2Error::Timeout),
+                Ok(Err(e)) => Err(L2Error::Redis(e.to_string())),
+                Err(_) => Err(L2Error::Timeout),
+            };
+            match &result {
+                Ok(_) => {
+                    if self.breaker.success() {
+                        tracing::info!(target: "cog_cache", "redis reachable again, L2 circuit closed");
+                    }
+                }
+                Err(e) => {
+                    if self.breaker.failure() {
+                        tracing::warn!(target: "cog_cache", error = %e, "L2 circuit open: serving from L1 and loaders");
+                    }
+                }
+            }
+            result
+        }
+
+        fn opts(&self) -> Options {
+            Options {
+                timeout: Some(self.settings.timeout),
+                fail_fast: true,
+                max_attempts: Some(1),
+                ..Default::default()
+            }
+        }
+
+        pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, L2Error> {
+            let c = self.client.with_options(&self.opts());
+            self.call("GET", async move { c.get::<Option<Vec<u8>>, _>(key).await })
+                .await
+        }
+
+        pub(crate) async fn set(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            ttl_ms: u64,
+        ) -> Result<(), L2Error> {
+            let c = self.client.with_options(&self.opts());
+            self.call("SET", async move {
+                c.set::<(), _, _>(key, value, Some(Expiration::PX(ttl_ms as i64)), None, false)
+                    .await
+            })
+            .await
+        }
+
+        pub(crate) async fn del(&self, key: &str) -> Result<(), L2Error> {
+            let c = self.client.with_options(&self.opts());
+            self.call("DEL", async move { c.del::<(), _>(key).await })
+                .await
+        }
+
+        pub(crate) async fn publish<K: Serialize>(
+            &self,
+            msg: &Invalidation<K>,
+        ) -> Result<(), L2Error> {
+            let payload = postcard::to_stdvec(&(self.origin, msg))
+                .map_err(|e| L2Error::Redis(format!("encoding invalidation: {e}")))?;
+            let c = self.client.with_options(&self.opts());
+            let channel = self.channel.clone();
+            self.call("PUBLISH", async move {
+                c.publish::<(), _, _>(channel, payload).await
+            })
+            .await
+        }
+
+        /// Takes the load lease for `key`, or waits for its holder.
+        /// `None`: no lease configured, or L2 unusable.
+        pub(crate) async fn lease<K: Display>(
+            &self,
+            tenant: &str,
+            key: &K,
+        ) -> Option<LeaseOutcome> {
+            let ttl = self.settings.lease?;
+            let lease_key = self.lease_key(tenant, key);
+            let token = format!("{:016x}", rand::random::<u64>());
+            let c = self.client.with_options(&self.opts());
+            let (k, t) = (lease_key.clone(), token.clone());
+            let took = self
+                .call("SET NX", async move {
+                    c.set::<Option<String>, _, _>(
+                        k,
+                        t,
+                        Some(Expiration::PX(ttl.as_millis() as i64)),
+                        Some(SetOptions::NX),
+                        false,
+                    )
+                    .await
+                })
+                .await
+                .ok()?;
+            if took.is_some() {
+                return Some(LeaseOutcome::Held(token));
+            }
+            // Someone else is loading: wait for the lease to go away (released
+            // after their write, or expired), polling with backoff.
+            let deadline = tokio::time::Instant::now() + ttl;
+            let mut pause = Duration::from_millis(5);
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+                let c = self.client.with_options(&self.opts());
+                let k = lease_key.clone();
+                match self
+                    .call("EXISTS", async move { c.exists::<u32, _>(k).await })
+                    .await
+                {
+                    Ok(0) => return Some(LeaseOutcome::Waited),
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+            }
+            Some(LeaseOutcome::Waited)
+        }
+
+        /// Releases the lease if we still hold it (token check).
+        pub(crate) async fn release<K: Display>(&self, tenant: &str, key: &K, token: String) {
+            let c = self.client.with_options(&self.opts());
+            let k = self.lease_key(tenant, key);
+            let _ = self
+                .call("EVAL", async move {
+                    c.eval::<i64, _, _, _>(RELEASE_LUA, vec![k], vec![token])
+                        .await
+                })
+                .await;
+        }
+    }
+
+    /// Listens for invalidations on a dedicated subscriber connection and
+    /// applies them to `inner`'s L1. After every reconnect, L1 is flushed:
+    /// messages sent while the connection was down are lost. Ends when the
+    /// cache is dropped.
+    pub(crate) fn spawn_subscriber<K: CacheKey, V: CacheValue>(
+        client: &Client,
+        inner: Weak<Inner<K, V>>,
+        origin: u64,
+        channel: String,
+    ) -> Result<(), fred::error::Error> {
+        use fred::prelude::{Builder, ReconnectPolicy};
+        let subscriber: SubscriberClient = Builder::from_config(client.client_config())
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+            })
+            .set_policy(ReconnectPolicy::new_constant(0, 200))
+            .build_subscriber_client()?;
+        tokio::spawn(async move {
+            let mut messages = subscriber.message_rx();
+            let mut reconnects = subscriber.reconnect_rx();
+            // The first connection may fail while Redis is down: retry.
+            loop {
+                if inner.strong_count() == 0 {
+                    return;
+                }
+                if subscriber.init().await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let _manage = subscriber.manage_subscriptions();
+            let mut connected_once = false;
+            if let Err(e) = subscriber.subscribe(channel.clone()).await {
+                tracing::warn!(target: "cog_cache", error = %e, "subscribing to invalidations failed");
+            }
+            loop {
+                tokio::select! {
+                    msg = messages.recv() => {
+                        let Ok(msg) = msg else {
+                            // Lagged: messages were lost. Flush to be safe.
+                            if let Some(inner) = inner.upgrade() { flush(&inner); }
+                            continue;
+                        };
+                        let Some(inner) = inner.upgrade() else { break };
+                        let Some(bytes) = msg.value.as_bytes() else { continue };
+                        match postcard::from_bytes::<(u64, Invalidation<K>)>(bytes) {
+                            Ok((from, _)) if from == origin => {}
+                            Ok((_, inv)) => apply(&inner, &inv),
+                            Err(e) => tracing::debug!(target: "cog_cache", error = %e, "ignoring an unreadable invalidation"),
+                        }
+                    }
+                    r = reconnects.recv() => {
+                        // The first event is the initial connection: nothing
+                        // was missed before it.
+                        if !connected_once {
+                            connected_once = true;
+                            continue;
+                        }
+                        let Some(inner) = inner.upgrade() else { break };
+                        if r.is_ok() {
+                            tracing::info!(target: "cog_cache", "invalidation channel reconnected: flushing L1");
+                        }
+                        flush(&inner);
+                    }
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                        if inner.strong_count() == 0 { break; }
+                    }
+                }
+            }
+            let _ = subscriber.quit().await;
+        });
+        Ok(())
+    }
+
+    fn flush<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>) {
+        inner.l1.clear();
+        inner.usage.reset(None);
+    }
+}

@@ -1,0 +1,144 @@
+//! L1 alone: read-through, stampedes, freshness, tenants.
+
+use std::time::Duration;
+
+use cog_cache::{CacheError, TieredCache};
+
+use crate::support::{Cache, Counter, failing};
+
+fn l1() -> Cache {
+    TieredCache::builder().build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_misses_run_the_loader_once() {
+    let cache = l1();
+    let counter = Counter::default();
+    let key = "cold".to_owned();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (cache, counter, key) = (cache.clone(), counter.clone(), key.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_load(&key, counter.loader("v", Duration::from_millis(50)))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), "v");
+    }
+    assert_eq!(counter.calls(), 1);
+    assert!(cache.stats().l1_hits + cache.stats().l1_misses >= 1000);
+}
+
+#[tokio::test]
+async fn expiry_stale_while_revalidate_and_stale_if_error() {
+    let cache: Cache = TieredCache::builder()
+        .ttl(Duration::from_millis(100))
+        .ttl_jitter(0.0)
+        .stale_while_revalidate(Duration::from_millis(300))
+        .stale_if_error(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let counter = Counter::default();
+    let k = "k".to_owned();
+    assert_eq!(
+        cache
+            .get_or_load(&k, counter.loader("v1", Duration::ZERO))
+            .await
+            .unwrap(),
+        "v1"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Stale: answered at once with v1, refreshed once in the background.
+    for _ in 0..20 {
+        let v = cache
+            .get_or_load(&k, counter.loader("v2", Duration::from_millis(50)))
+            .await;
+        assert_eq!(v.unwrap(), "v1");
+    }
+    crate::support::eventually("background refresh", async || {
+        cache
+            .get_or_load(&k, counter.loader("v3", Duration::ZERO))
+            .await
+            .unwrap()
+            == "v2"
+    })
+    .await;
+    assert_eq!(counter.calls(), 2, "one load, one refresh");
+
+    // Past the stale-while-revalidate window the loader fails: the last
+    // value stands in (stale if error).
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(cache.get_or_load(&k, failing()).await.unwrap(), "v2");
+    assert!(cache.stats().stale_served >= 21);
+}
+
+#[tokio::test]
+async fn errors_without_stale_and_negative_caching() {
+    let cache = l1();
+    let err = cache
+        .get_or_load(&"x".to_owned(), failing())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CacheError::Load(ref e) if e == "upstream down"));
+    // A failure is not cached: the next call loads.
+    let counter = Counter::default();
+    assert_eq!(
+        cache
+            .get_or_load(&"x".to_owned(), counter.loader("ok", Duration::ZERO))
+            .await
+            .unwrap(),
+        "ok"
+    );
+
+    let calls = Counter::default();
+    for _ in 0..3 {
+        let c = calls.clone();
+        let v = cache
+            .get_or_load_optional(&"missing".to_owned(), move || async move {
+                c.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, String>(None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, None);
+    }
+    assert_eq!(calls.calls(), 1, "absence was not cached");
+}
+
+#[tokio::test]
+async fn tenants_are_isolated_and_capped() {
+    let cache: Cache = TieredCache::builder().tenant_l1_cap(4096).build().unwrap();
+    let k = "same-key".to_owned();
+    let a = cache
+        .tenant("a")
+        .get_or_load(&k, || async { Ok::<_, String>("for a".into()) })
+        .await;
+    let b = cache
+        .tenant("b")
+        .get_or_load(&k, || async { Ok::<_, String>("for b".into()) })
+        .await;
+    assert_eq!(a.unwrap(), "for a");
+    assert_eq!(b.unwrap(), "for b");
+    assert_eq!(cache.tenant("a").get(&k).await.as_deref(), Some("for a"));
+
+    // Tenant "hog" fills its cap; others still get L1.
+    let big = "x".repeat(1000);
+    for i in 0..50 {
+        let v = big.clone();
+        cache
+            .tenant("hog")
+            .get_or_load(&format!("k{i}"), move || async move { Ok::<_, String>(v) })
+            .await
+            .unwrap();
+    }
+    assert!(cache.stats().l1_tenant_capped > 0);
+    assert_eq!(cache.tenant("a").get(&k).await.as_deref(), Some("for a"));
+
+    // Invalidating a tenant drops only its entries.
+    cache.tenant("a").invalidate_tenant().await;
+    assert_eq!(cache.tenant("a").get(&k).await, None);
+    assert_eq!(cache.tenant("b").get(&k).await.as_deref(), Some("for b"));
+}

@@ -1,0 +1,5 @@
+//! cog-cache against real Redis servers: stampedes, invalidation, failover.
+
+mod l1;
+mod redis;
+mod support;

@@ -1,0 +1,65 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cog_cache::TieredCache;
+use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
+
+pub(crate) async fn client(url: &str) -> fred::clients::Client {
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+/// A loader that counts its calls, takes `delay`, and answers `value`.
+#[derive(Clone, Default)]
+pub(crate) struct Counter(pub(crate) Arc<AtomicUsize>);
+
+impl Counter {
+    pub(crate) fn calls(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn loader(
+        &self,
+        value: &str,
+        delay: Duration,
+    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send>>
+    + Send
+    + 'static {
+        let calls = self.0.clone();
+        let value = value.to_owned();
+        move || {
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                Ok(value)
+            })
+        }
+    }
+}
+
+pub(crate) fn failing()
+-> impl FnOnce() -> std::future::Ready<Result<String, String>> + Send + 'static {
+    || std::future::ready(Err("upstream down".to_owned()))
+}
+
+pub(crate) type Cache = TieredCache<String, String>;
+
+/// Waits (polling) until `f` holds; panics after 10 s.
+pub(crate) async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
