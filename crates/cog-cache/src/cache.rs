@@ -442,6 +442,21 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         inner.put_l1(L1Key { tenant, key }, slot);
     }
 
+    /// Stores `value` under `key`, fresh for exactly `ttl` (no jitter).
+    pub async fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
+        let inner = &self.inner;
+        let fresh_until = inner.now() + ttl.min(inner.config.l1_ttl).as_nanos() as u64;
+        let slot = inner.slot_until(&key, Some(value), fresh_until, None);
+        let tenant = self.tenant_str().clone();
+        inner.put_l2(&tenant, &key, &slot).await;
+        inner.put_l1(L1Key { tenant, key }, slot);
+    }
+
+    /// The tenant this view is scoped to (`""` for the shared namespace).
+    pub fn tenant_id(&self) -> &str {
+        &self.default_tenant
+    }
+
     /// Removes `key` here, from L2, and — through Redis pub/sub — from
     /// every other instance's L1.
     pub async fn invalidate(&self, key: &K) {
@@ -725,12 +740,5 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             }
             inner.refreshing.lock().remove(&owned);
         });
-    }
-}
-
-impl<K: CacheKey, V: CacheValue> TenantCache<K, V> {
-    /// The tenant this view is scoped to.
-    pub fn tenant_id(&self) -> &str {
-        &self.cache.default_tenant
     }
 }

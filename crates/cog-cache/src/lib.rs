@@ -66,12 +66,16 @@
 //!
 //! # Feature flags
 //!
+//! - `http` (default): [`http::HttpCacheLayer`], the HTTP response cache.
 //! - `redis`: the L2 tier, leases and cross-instance invalidation.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
 mod cache;
 mod envelope;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod l2;
 mod stats;
 mod tenant;

@@ -1,0 +1,264 @@
+//! The HTTP response cache through a real tower stack.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cog_cache::TieredCache;
+use cog_cache::http::{CacheBody, HttpCacheLayer, StoredResponse};
+use cog_testkit::RedisServer;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt, service_fn};
+
+use crate::support::{client, eventually};
+
+type Origin = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+
+/// An origin whose answers depend on the path; counts its calls.
+fn origin(calls: Arc<AtomicUsize>) -> Origin {
+    BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
+        let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let h = |name: &str| {
+                req.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            let mut res = Response::builder().status(200);
+            let body = match req.uri().path() {
+                "/vary" => {
+                    res = res
+                        .header("cache-control", "max-age=60")
+                        .header("vary", "Accept-Language");
+                    format!("lang={} #{n}", h("accept-language"))
+                }
+                "/nostore" => {
+                    res = res.header("cache-control", "no-store");
+                    format!("#{n}")
+                }
+                "/private" => {
+                    res = res.header("cache-control", "private, max-age=60");
+                    format!("#{n}")
+                }
+                "/cookie" => {
+                    res = res
+                        .header("cache-control", "max-age=60")
+                        .header("set-cookie", "s=1");
+                    format!("#{n}")
+                }
+                "/swr" => {
+                    res = res.header("cache-control", "max-age=1, stale-while-revalidate=30");
+                    format!("#{n}")
+                }
+                "/sie" if n > 1 => {
+                    res = res.status(500);
+                    "boom".to_owned()
+                }
+                "/sie" => {
+                    res = res.header("cache-control", "max-age=1, stale-if-error=30");
+                    format!("#{n}")
+                }
+                "/big" => {
+                    res = res.header("cache-control", "max-age=60");
+                    "x".repeat(4096)
+                }
+                _ => {
+                    res = res.header("cache-control", "public, max-age=60");
+                    format!("tenant={} #{n}", h("x-tenant"))
+                }
+            };
+            Ok::<_, Infallible>(res.body(Full::new(Bytes::from(body))).unwrap())
+        }
+    }))
+}
+
+fn layer(cache: TieredCache<String, StoredResponse>) -> HttpCacheLayer {
+    HttpCacheLayer::new(cache)
+        .tenant_with(|p| p.headers.get("x-tenant")?.to_str().ok().map(str::to_owned))
+}
+
+struct Client {
+    svc: cog_cache::http::HttpCache<Origin>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Client {
+    fn new(layer: HttpCacheLayer) -> Self {
+        let calls = Arc::new(AtomicUsize::new(0));
+        Client {
+            svc: layer.layer(origin(calls.clone())),
+            calls,
+        }
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, String, String, String) {
+        let mut b = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let res: Response<CacheBody<Full<Bytes>>> = self
+            .svc
+            .clone()
+            .oneshot(b.body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let cs = res
+            .headers()
+            .get("cache-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let age = res
+            .headers()
+            .get("age")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+            .unwrap();
+        (status, body, cs, age)
+    }
+
+    async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> (String, String) {
+        let (_, body, cs, _) = self.send("GET", uri, headers).await;
+        (body, cs)
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+fn l1() -> TieredCache<String, StoredResponse> {
+    TieredCache::builder().build().unwrap()
+}
+
+#[tokio::test]
+async fn stores_and_serves_with_cache_status_and_age() {
+    let c = Client::new(layer(l1()));
+    let (body, cs) = c.get("/public", &[]).await;
+    assert_eq!(
+        (body.as_str(), cs.as_str()),
+        ("tenant=- #1", "cog; fwd=uri-miss; stored")
+    );
+    let (status, body, cs, age) = c.send("GET", "/public", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "tenant=- #1");
+    assert!(cs.starts_with("cog; hit; ttl="), "{cs}");
+    assert_eq!(age, "0");
+    // HEAD is answered from the GET entry, without a body.
+    let (_, body, cs, _) = c.send("HEAD", "/public", &[]).await;
+    assert!(body.is_empty() && cs.starts_with("cog; hit"));
+    // Other methods go through.
+    let (_, _, cs, _) = c.send("POST", "/public", &[]).await;
+    assert_eq!(cs, "cog; fwd=method");
+    assert_eq!(c.calls(), 2);
+}
+
+#[tokio::test]
+async fn vary_keeps_variants_apart() {
+    let c = Client::new(layer(l1()));
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    assert_eq!(c.get("/vary", &en).await.0, "lang=en #1");
+    assert_eq!(c.get("/vary", &en).await.0, "lang=en #1");
+    let (body, cs) = c.get("/vary", &fr).await;
+    assert_eq!(
+        (body.as_str(), cs.as_str()),
+        ("lang=fr #2", "cog; fwd=vary-miss; stored")
+    );
+    assert_eq!(c.get("/vary", &en).await.0, "lang=en #1");
+    assert_eq!(c.get("/vary", &fr).await.0, "lang=fr #2");
+    assert_eq!(c.calls(), 2);
+}
+
+#[tokio::test]
+async fn no_store_private_and_set_cookie_are_never_stored() {
+    let c = Client::new(layer(l1()));
+    for path in ["/nostore", "/private", "/cookie"] {
+        let (_, cs) = c.get(path, &[]).await;
+        assert_eq!(cs, "cog; fwd=uri-miss", "{path}");
+        assert_eq!(c.get(path, &[]).await.1, "cog; fwd=uri-miss", "{path}");
+    }
+    assert_eq!(c.calls(), 6);
+    // A client's own no-cache goes to the origin.
+    c.get("/public", &[]).await;
+    assert_eq!(
+        c.get("/public", &[("cache-control", "no-cache")]).await.1,
+        "cog; fwd=request"
+    );
+}
+
+#[tokio::test]
+async fn authorization_bypasses_unless_allowed() {
+    let c = Client::new(layer(l1()));
+    let auth = [("authorization", "Bearer secret")];
+    assert_eq!(c.get("/a", &auth).await.1, "cog; fwd=request");
+    // The authorized response was not stored for anonymous callers.
+    assert_eq!(c.get("/a", &[]).await.1, "cog; fwd=uri-miss; stored");
+    // Nor is the anonymous entry served to an authorized caller.
+    assert_eq!(c.get("/a", &auth).await.1, "cog; fwd=request");
+    assert_eq!(c.calls(), 3);
+
+    let allowed = Client::new(layer(l1()).cache_authorized(|p| p.uri.path() == "/ok"));
+    let auth_t = [("authorization", "Bearer k"), ("x-tenant", "t1")];
+    allowed.get("/ok", &auth_t).await;
+    assert!(allowed.get("/ok", &auth_t).await.1.starts_with("cog; hit"));
+    assert_eq!(allowed.get("/no", &auth_t).await.1, "cog; fwd=request");
+}
+
+#[tokio::test]
+async fn tenant_a_never_sees_tenant_b() {
+    let server = RedisServer::start().unwrap();
+    // Through Redis too: a second instance reads L2 with the tenant in the key.
+    let shared = |_: ()| async {
+        TieredCache::builder()
+            .redis(client(&server.url()).await)
+            .build()
+            .unwrap()
+    };
+    let one = Client::new(layer(shared(()).await));
+    let two = Client::new(layer(shared(()).await));
+    assert_eq!(one.get("/t", &[("x-tenant", "a")]).await.0, "tenant=a #1");
+    assert_eq!(one.get("/t", &[("x-tenant", "b")]).await.0, "tenant=b #2");
+    assert_eq!(one.get("/t", &[("x-tenant", "a")]).await.0, "tenant=a #1");
+    assert_eq!(two.get("/t", &[("x-tenant", "b")]).await.0, "tenant=b #2");
+    assert_eq!(two.get("/t", &[("x-tenant", "a")]).await.0, "tenant=a #1");
+    let (body, cs) = two.get("/t", &[]).await;
+    assert_eq!(
+        (body.as_str(), cs.as_str()),
+        ("tenant=- #1", "cog; fwd=uri-miss; stored")
+    );
+    assert_eq!(one.calls() + two.calls(), 3);
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_and_stale_if_error() {
+    let c = Client::new(layer(l1()));
+    assert_eq!(c.get("/swr", &[]).await.0, "#1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (body, cs) = c.get("/swr", &[]).await;
+    assert_eq!(body, "#1");
+    assert!(cs.starts_with("cog; hit; ttl=-"), "{cs}");
+    eventually("background revalidation", async || {
+        c.get("/swr", &[]).await.0 == "#2"
+    })
+    .await;
+
+    let c = Client::new(layer(l1()));
+    assert_eq!(c.get("/sie", &[]).await.0, "#1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The origin now fails with 500: the stale answer stands in.
+    let (status, body, _, _) = c.send("GET", "/sie", &[]).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "#1"));
+}
