@@ -94,7 +94,11 @@ impl<K: Eq> Equivalent<L1Key<K>> for L1Ref<'_, K> {
 #[derive(Clone)]
 pub(crate) struct Slot<V> {
     pub(crate) value: Option<V>,
+    /// Fresh in L1 until (at most `expires`; earlier with a short L1 TTL).
     pub(crate) fresh_until: u64,
+    /// The value's own freshness deadline (shared through L2).
+    pub(crate) expires: u64,
+    /// Until when it may be served while revalidating.
     pub(crate) stale_until: u64,
     /// Until when it may stand in for a failed load.
     pub(crate) error_until: u64,
@@ -130,7 +134,7 @@ pub(crate) struct Inner<K, V> {
     pub(crate) l2: Option<L2>,
     pub(crate) stats: Stats,
     clock: quanta::Clock,
-    start: u64,
+    start: quanta::Instant,
     refreshing: Mutex<HashSet<L1Key<K>>>,
 }
 
@@ -182,6 +186,14 @@ impl<K, V> std::ops::Deref for TenantCache<K, V> {
     }
 }
 
+/// Starts quanta's upkeep thread once per process: it refreshes a coarse
+/// clock every millisecond, so reading the time on a hit is one load. If it
+/// cannot start, `recent()` falls back to reading the clock.
+fn start_coarse_clock() {
+    static UPKEEP: std::sync::OnceLock<Option<quanta::Handle>> = std::sync::OnceLock::new();
+    UPKEEP.get_or_init(|| quanta::Upkeep::new(Duration::from_millis(1)).start().ok());
+}
+
 pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -202,8 +214,9 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             foldhash::fast::RandomState::default(),
             TenantLifecycle::new(usage.clone()),
         );
+        start_coarse_clock();
         let clock = quanta::Clock::new();
-        let start = clock.raw();
+        let start = clock.now();
         Arc::new(Inner {
             l1,
             config,
@@ -216,9 +229,15 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         })
     }
 
-    /// Nanoseconds on the cache's monotonic clock.
+    /// Nanoseconds on the cache's monotonic clock, to about a millisecond
+    /// (a load of a value the upkeep thread refreshes, not a clock read).
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
-        self.clock.delta_as_nanos(self.start, self.clock.raw()) + 1
+        self.clock
+            .recent()
+            .saturating_duration_since(self.start)
+            .as_nanos() as u64
+            + 1
     }
 
     fn jittered(&self, ttl: Duration) -> u64 {
@@ -237,23 +256,24 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             Some(_) => self.jittered(self.config.ttl),
             None => self.jittered(self.config.negative_ttl),
         };
-        let fresh_until = now + ttl.min(self.config.l1_ttl.as_nanos() as u64);
-        self.slot_until(key, value, fresh_until, encoded_len)
+        self.slot_until(key, value, now + ttl, encoded_len)
     }
 
     fn slot_until(
         &self,
         key: &K,
         value: Option<V>,
-        fresh_until: u64,
+        expires: u64,
         encoded_len: Option<usize>,
     ) -> Slot<V> {
         let weight = self.weigh(key, value.as_ref(), encoded_len);
+        let l1_ttl = self.config.l1_ttl.as_nanos().min(u64::MAX as u128) as u64;
         Slot {
-            stale_until: fresh_until + self.config.stale_while_revalidate.as_nanos() as u64,
-            error_until: fresh_until + self.config.stale_if_error.as_nanos() as u64,
+            fresh_until: expires.min(self.now().saturating_add(l1_ttl)),
+            stale_until: expires + self.config.stale_while_revalidate.as_nanos() as u64,
+            error_until: expires + self.config.stale_if_error.as_nanos() as u64,
+            expires,
             value,
-            fresh_until,
             weight,
         }
     }
@@ -297,8 +317,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let now_ms = unix_ms();
         let now = self.now();
         let left = env.fresh_until_ms.saturating_sub(now_ms) * 1_000_000;
-        let fresh_until = now + left.min(self.config.l1_ttl.as_nanos() as u64);
-        self.slot_until(key, env.value, fresh_until, Some(len))
+        self.slot_until(key, env.value, now + left, Some(len))
     }
 
     /// Writes a slot to L2 (best effort: failures only feed the breaker).
@@ -310,7 +329,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let bytes = match envelope::encode(
             slot.value.as_ref(),
             self.config.schema,
-            ms(slot.fresh_until),
+            ms(slot.expires),
             ms(slot.stale_until.max(slot.error_until)),
             self.config.compress_above,
         ) {
@@ -383,18 +402,30 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     ///
     /// # Errors
     /// The loader's error, when no stale value may stand in for it.
-    pub async fn get_or_load<F, Fut, E>(&self, key: &K, loader: F) -> Result<V, CacheError<E>>
+    pub fn get_or_load<'a, F, Fut, E>(
+        &'a self,
+        key: &'a K,
+        loader: F,
+    ) -> impl Future<Output = Result<V, CacheError<E>>> + Send + 'a
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + 'static,
     {
-        let load = move || async move { loader().await.map(Some) };
-        match self.read_through(key, load).await? {
-            Some(v) => Ok(v),
-            // Only a negative entry written by `get_or_load_optional` for
-            // the same key can get here.
-            None => Err(CacheError::Absent),
+        // The hit path is synchronous and the future stays small: the miss
+        // path is boxed, only when taken.
+        let hit = self.l1_fresh(key);
+        async move {
+            let found = match hit {
+                Some(found) => found,
+                None => {
+                    let load = move || async move { loader().await.map(Some) };
+                    Box::pin(self.read_through(key, load)).await?
+                }
+            };
+            // `None` only comes from a negative entry that
+            // `get_or_load_optional` wrote for the same key.
+            found.ok_or(CacheError::Absent)
         }
     }
 
@@ -404,17 +435,45 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     ///
     /// # Errors
     /// The loader's error, when no stale value may stand in for it.
-    pub async fn get_or_load_optional<F, Fut, E>(
-        &self,
-        key: &K,
+    pub fn get_or_load_optional<'a, F, Fut, E>(
+        &'a self,
+        key: &'a K,
         loader: F,
-    ) -> Result<Option<V>, CacheError<E>>
+    ) -> impl Future<Output = Result<Option<V>, CacheError<E>>> + Send + 'a
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Send + 'static,
     {
-        self.read_through(key, loader).await
+        let hit = self.l1_fresh(key);
+        async move {
+            match hit {
+                Some(found) => Ok(found),
+                None => Box::pin(self.read_through(key, loader)).await,
+            }
+        }
+    }
+
+    /// A fresh L1 entry for `key`, found without allocating or awaiting.
+    #[inline]
+    fn l1_fresh(&self, key: &K) -> Option<Option<V>> {
+        let inner = &self.inner;
+        let slot = inner.l1.get(&L1Ref {
+            tenant: self.tenant_str(),
+            key,
+        })?;
+        if inner.now() < slot.fresh_until {
+            inner.stats.l1_hit();
+            Some(slot.value)
+        } else {
+            None
+        }
+    }
+
+    /// The value for `key` if it is fresh in L1 — synchronous, no L2, no
+    /// loading. `None` also for a cached absence.
+    pub fn get_fresh(&self, key: &K) -> Option<V> {
+        self.l1_fresh(key).flatten()
     }
 
     /// The cached value for `key` from L1, else L2, without loading.
@@ -445,8 +504,8 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// Stores `value` under `key`, fresh for exactly `ttl` (no jitter).
     pub async fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
         let inner = &self.inner;
-        let fresh_until = inner.now() + ttl.min(inner.config.l1_ttl).as_nanos() as u64;
-        let slot = inner.slot_until(&key, Some(value), fresh_until, None);
+        let expires = inner.now() + ttl.as_nanos().min(u64::MAX as u128 / 2) as u64;
+        let slot = inner.slot_until(&key, Some(value), expires, None);
         let tenant = self.tenant_str().clone();
         inner.put_l2(&tenant, &key, &slot).await;
         inner.put_l1(L1Key { tenant, key }, slot);
@@ -549,7 +608,8 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 inner.stats.l1_hit();
                 return Ok(slot.value);
             }
-            Some(slot) if now < slot.stale_until => {
+            // Past its L1 TTL but not its own: L2 may know better.
+            Some(slot) if now >= slot.expires && now < slot.stale_until => {
                 // Stale while revalidate: answer now, refresh once behind.
                 inner.stats.stale_served();
                 self.spawn_refresh(key, loader);

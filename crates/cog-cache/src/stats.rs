@@ -1,9 +1,9 @@
 //! Counters per tier, as OpenTelemetry metrics and as a snapshot.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::Counter;
 
 use crate::l2::L2Error;
 
@@ -61,92 +61,128 @@ counters!(
     l1_tenant_capped
 );
 
+/// Counters live in plain atomics (one relaxed add on the hot path); the
+/// OpenTelemetry instruments are observable counters that read them when
+/// metrics are collected.
 pub(crate) struct Stats {
-    counts: Counts,
-    requests: Counter<u64>,
-    loads: Counter<u64>,
-    l2_errors: Counter<u64>,
+    counts: Arc<Counts>,
 }
 
 impl Stats {
     pub(crate) fn new() -> Self {
-        let meter = opentelemetry::global::meter("cog-cache");
-        Stats {
-            counts: Counts::default(),
-            requests: meter
-                .u64_counter("cog.cache.requests")
-                .with_description("Cache lookups by tier and result")
-                .build(),
-            loads: meter
-                .u64_counter("cog.cache.loads")
-                .with_description("Loader runs by result")
-                .build(),
-            l2_errors: meter
-                .u64_counter("cog.cache.l2.errors")
-                .with_description(
-                    "Failed, timed-out or circuit-skipped Redis calls, and unreadable values",
-                )
-                .build(),
-        }
+        let counts = Arc::new(Counts::default());
+        register(&counts);
+        Stats { counts }
     }
 
     pub(crate) fn snapshot(&self, circuit_open: bool) -> StatsSnapshot {
         self.counts.snapshot(circuit_open)
     }
 
-    fn request(&self, tier: &'static str, result: &'static str) {
-        self.requests.add(
-            1,
-            &[KeyValue::new("tier", tier), KeyValue::new("result", result)],
-        );
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn l1_hit(&self) {
-        self.counts.l1_hits.fetch_add(1, Ordering::Relaxed);
-        self.request("l1", "hit");
+        Self::bump(&self.counts.l1_hits);
     }
 
     pub(crate) fn l1_miss(&self) {
-        self.counts.l1_misses.fetch_add(1, Ordering::Relaxed);
-        self.request("l1", "miss");
+        Self::bump(&self.counts.l1_misses);
     }
 
     pub(crate) fn l2_hit(&self) {
-        self.counts.l2_hits.fetch_add(1, Ordering::Relaxed);
-        self.request("l2", "hit");
+        Self::bump(&self.counts.l2_hits);
     }
 
     pub(crate) fn l2_miss(&self) {
-        self.counts.l2_misses.fetch_add(1, Ordering::Relaxed);
-        self.request("l2", "miss");
+        Self::bump(&self.counts.l2_misses);
     }
 
     pub(crate) fn l2_corrupt(&self) {
-        self.counts.l2_corrupt.fetch_add(1, Ordering::Relaxed);
-        self.l2_errors.add(1, &[KeyValue::new("kind", "corrupt")]);
+        Self::bump(&self.counts.l2_corrupt);
     }
 
     pub(crate) fn l2_error(&self, e: &L2Error) {
-        self.counts.l2_errors.fetch_add(1, Ordering::Relaxed);
-        self.l2_errors.add(1, &[KeyValue::new("kind", e.kind())]);
+        tracing::debug!(target: "cog_cache", error = %e, kind = e.kind(), "L2 call failed");
+        Self::bump(&self.counts.l2_errors);
     }
 
     pub(crate) fn stale_served(&self) {
-        self.counts.stale_served.fetch_add(1, Ordering::Relaxed);
-        self.request("any", "stale");
+        Self::bump(&self.counts.stale_served);
     }
 
     pub(crate) fn load(&self) {
-        self.counts.loads.fetch_add(1, Ordering::Relaxed);
-        self.loads.add(1, &[KeyValue::new("result", "ok")]);
+        Self::bump(&self.counts.loads);
     }
 
     pub(crate) fn load_error(&self) {
-        self.counts.load_errors.fetch_add(1, Ordering::Relaxed);
-        self.loads.add(1, &[KeyValue::new("result", "error")]);
+        Self::bump(&self.counts.load_errors);
     }
 
     pub(crate) fn l1_tenant_capped(&self) {
-        self.counts.l1_tenant_capped.fetch_add(1, Ordering::Relaxed);
+        Self::bump(&self.counts.l1_tenant_capped);
     }
+}
+
+/// Registers the observable instruments; they hold only a weak reference,
+/// so a dropped cache stops reporting.
+fn register(counts: &Arc<Counts>) {
+    let meter = opentelemetry::global::meter("cog-cache");
+    let weak = Arc::downgrade(counts);
+    let _requests = meter
+        .u64_observable_counter("cog.cache.requests")
+        .with_description("Cache lookups by tier and result")
+        .with_callback({
+            let weak = weak.clone();
+            move |obs| {
+                let Some(c) = weak.upgrade() else { return };
+                for (tier, result, n) in [
+                    ("l1", "hit", &c.l1_hits),
+                    ("l1", "miss", &c.l1_misses),
+                    ("l2", "hit", &c.l2_hits),
+                    ("l2", "miss", &c.l2_misses),
+                    ("any", "stale", &c.stale_served),
+                ] {
+                    obs.observe(
+                        n.load(Ordering::Relaxed),
+                        &[KeyValue::new("tier", tier), KeyValue::new("result", result)],
+                    );
+                }
+            }
+        })
+        .build();
+    let _loads = meter
+        .u64_observable_counter("cog.cache.loads")
+        .with_description("Loader runs by result")
+        .with_callback({
+            let weak = weak.clone();
+            move |obs| {
+                let Some(c) = weak.upgrade() else { return };
+                obs.observe(
+                    c.loads.load(Ordering::Relaxed),
+                    &[KeyValue::new("result", "ok")],
+                );
+                obs.observe(
+                    c.load_errors.load(Ordering::Relaxed),
+                    &[KeyValue::new("result", "error")],
+                );
+            }
+        })
+        .build();
+    let _errors = meter
+        .u64_observable_counter("cog.cache.l2.errors")
+        .with_description("Failed, timed-out or circuit-skipped Redis calls, and unreadable values")
+        .with_callback(move |obs| {
+            let Some(c) = weak.upgrade() else { return };
+            obs.observe(
+                c.l2_errors.load(Ordering::Relaxed),
+                &[KeyValue::new("kind", "call")],
+            );
+            obs.observe(
+                c.l2_corrupt.load(Ordering::Relaxed),
+                &[KeyValue::new("kind", "corrupt")],
+            );
+        })
+        .build();
 }
