@@ -103,6 +103,18 @@ pub(crate) struct Slot<V> {
     /// Until when it may stand in for a failed load.
     pub(crate) error_until: u64,
     pub(crate) weight: u64,
+    pub(crate) tags: Tags,
+}
+
+/// Tags of an entry, for [`TieredCache::invalidate_tag`].
+pub(crate) type Tags = Option<Arc<[Arc<str>]>>;
+
+impl<V> Slot<V> {
+    pub(crate) fn has_tag(&self, tag: &str) -> bool {
+        self.tags
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|x| &**x == tag))
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -125,6 +137,7 @@ type L1<K, V> =
 pub struct TieredCache<K, V> {
     pub(crate) inner: Arc<Inner<K, V>>,
     default_tenant: Arc<str>,
+    tags: Tags,
 }
 
 pub(crate) struct Inner<K, V> {
@@ -143,6 +156,7 @@ impl<K, V> Clone for TieredCache<K, V> {
         TieredCache {
             inner: self.inner.clone(),
             default_tenant: self.default_tenant.clone(),
+            tags: self.tags.clone(),
         }
     }
 }
@@ -250,13 +264,19 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
     }
 
     /// A fresh slot for a value just loaded (or absence, for `None`).
-    fn fresh_slot(&self, key: &K, value: Option<V>, encoded_len: Option<usize>) -> Slot<V> {
+    fn fresh_slot(
+        &self,
+        key: &K,
+        value: Option<V>,
+        encoded_len: Option<usize>,
+        tags: &Tags,
+    ) -> Slot<V> {
         let now = self.now();
         let ttl = match value {
             Some(_) => self.jittered(self.config.ttl),
             None => self.jittered(self.config.negative_ttl),
         };
-        self.slot_until(key, value, now + ttl, encoded_len)
+        self.slot_until(key, value, now + ttl, encoded_len, tags.clone())
     }
 
     fn slot_until(
@@ -265,6 +285,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         value: Option<V>,
         expires: u64,
         encoded_len: Option<usize>,
+        tags: Tags,
     ) -> Slot<V> {
         let weight = self.weigh(key, value.as_ref(), encoded_len);
         let l1_ttl = self.config.l1_ttl.as_nanos().min(u64::MAX as u128) as u64;
@@ -275,6 +296,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             expires,
             value,
             weight,
+            tags,
         }
     }
 
@@ -317,7 +339,13 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let now_ms = unix_ms();
         let now = self.now();
         let left = env.fresh_until_ms.saturating_sub(now_ms) * 1_000_000;
-        self.slot_until(key, env.value, now + left, Some(len))
+        let tags = (!env.tags.is_empty()).then(|| {
+            env.tags
+                .into_iter()
+                .map(Arc::from)
+                .collect::<Arc<[Arc<str>]>>()
+        });
+        self.slot_until(key, env.value, now + left, Some(len), tags)
     }
 
     /// Writes a slot to L2 (best effort: failures only feed the breaker).
@@ -328,6 +356,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let ms = |until: u64| now_ms + until.saturating_sub(now) / 1_000_000;
         let bytes = match envelope::encode(
             slot.value.as_ref(),
+            slot.tags.as_deref().unwrap_or(&[]),
             self.config.schema,
             ms(slot.expires),
             ms(slot.stale_until.max(slot.error_until)),
@@ -342,8 +371,15 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let ttl_ms =
             (slot.stale_until.max(slot.error_until).saturating_sub(now) / 1_000_000).max(1);
         let len = bytes.len();
-        if let Err(e) = l2.set(&l2.data_key(tenant, key), bytes, ttl_ms).await {
+        let data_key = l2.data_key(tenant, key);
+        if let Err(e) = l2.set(&data_key, bytes, ttl_ms).await {
             self.stats.l2_error(&e);
+            return Some(len);
+        }
+        for tag in slot.tags.iter().flat_map(|t| t.iter()) {
+            if let Err(e) = l2.add_to_tag(tenant, tag, &data_key, ttl_ms).await {
+                self.stats.l2_error(&e);
+            }
         }
         Some(len)
     }
@@ -354,6 +390,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         TieredCache {
             inner,
             default_tenant: Arc::from(""),
+            tags: None,
         }
     }
 
@@ -369,7 +406,42 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             cache: TieredCache {
                 inner: self.inner.clone(),
                 default_tenant: Arc::from(tenant),
+                tags: self.tags.clone(),
             },
+        }
+    }
+
+    /// This view, with every value it writes (loads and inserts) tagged
+    /// with `tags`, for [`invalidate_tag`](Self::invalidate_tag).
+    pub fn tagged<T: Into<Arc<str>>>(
+        &self,
+        tags: impl IntoIterator<Item = T>,
+    ) -> TieredCache<K, V> {
+        let tags: Arc<[Arc<str>]> = tags.into_iter().map(Into::into).collect();
+        TieredCache {
+            inner: self.inner.clone(),
+            default_tenant: self.default_tenant.clone(),
+            tags: (!tags.is_empty()).then_some(tags),
+        }
+    }
+
+    /// Removes every entry of this view's tenant tagged `tag`: here, in L2,
+    /// and — through Redis pub/sub — in every other instance's L1.
+    pub async fn invalidate_tag(&self, tag: &str) {
+        let inner = &self.inner;
+        let tenant = self.tenant_str().to_string();
+        let msg = Invalidation::<K>::Tag {
+            tenant: tenant.clone(),
+            tag: tag.to_owned(),
+        };
+        crate::l2::apply::<K, V>(inner, &msg);
+        if let Some(l2) = &inner.l2 {
+            if let Err(e) = l2.delete_tag(&tenant, tag).await {
+                inner.stats.l2_error(&e);
+            }
+            if let Err(e) = l2.publish(&msg).await {
+                inner.stats.l2_error(&e);
+            }
         }
     }
 
@@ -495,7 +567,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// Stores `value` under `key` in L1 and L2.
     pub async fn insert(&self, key: K, value: V) {
         let inner = &self.inner;
-        let slot = inner.fresh_slot(&key, Some(value), None);
+        let slot = inner.fresh_slot(&key, Some(value), None, &self.tags);
         let tenant = self.tenant_str().clone();
         inner.put_l2(&tenant, &key, &slot).await;
         inner.put_l1(L1Key { tenant, key }, slot);
@@ -505,7 +577,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     pub async fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
         let inner = &self.inner;
         let expires = inner.now() + ttl.as_nanos().min(u64::MAX as u128 / 2) as u64;
-        let slot = inner.slot_until(&key, Some(value), expires, None);
+        let slot = inner.slot_until(&key, Some(value), expires, None, self.tags.clone());
         let tenant = self.tenant_str().clone();
         inner.put_l2(&tenant, &key, &slot).await;
         inner.put_l1(L1Key { tenant, key }, slot);
@@ -680,7 +752,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         let result = tokio::spawn(loader()).await;
         let outcome = match result {
             Ok(Ok(value)) => {
-                let slot = inner.fresh_slot(key, value, None);
+                let slot = inner.fresh_slot(key, value, None, &self.tags);
                 let encoded = inner.put_l2(&tenant, key, &slot).await;
                 let slot = match encoded {
                     Some(len) if inner.config.weigher.is_none() => Slot {
@@ -785,7 +857,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 _ => match loader().await {
                     Ok(value) => {
                         inner.stats.load();
-                        let slot = inner.fresh_slot(&key, value, None);
+                        let slot = inner.fresh_slot(&key, value, None, &this.tags);
                         inner.put_l2(this.tenant_str(), &key, &slot).await;
                         Some(slot)
                     }

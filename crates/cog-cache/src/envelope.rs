@@ -7,7 +7,8 @@
 //! 4..12   schema tag (u64 LE): hash of the cache's schema name
 //! 12..20  fresh until, Unix ms (u64 LE)
 //! 20..28  stale until, Unix ms (u64 LE)
-//! 28..    payload: postcard-encoded value (absent for a negative entry)
+//! 28..30  tag count n (u16 LE), then n × (u16 LE length, UTF-8 tag)
+//! ..      payload: postcard-encoded value (absent for a negative entry)
 //! ```
 //!
 //! A value written under another format version or schema tag — or any
@@ -27,6 +28,7 @@ const NEGATIVE: u8 = 2;
 #[derive(Debug, PartialEq)]
 pub(crate) struct Envelope<V> {
     pub(crate) value: Option<V>,
+    pub(crate) tags: Vec<String>,
     pub(crate) fresh_until_ms: u64,
     pub(crate) stale_until_ms: u64,
 }
@@ -52,6 +54,7 @@ pub(crate) fn schema_tag(schema: &str) -> u64 {
 
 pub(crate) fn encode<V: Serialize>(
     value: Option<&V>,
+    tags: &[std::sync::Arc<str>],
     schema: u64,
     fresh_until_ms: u64,
     stale_until_ms: u64,
@@ -81,8 +84,38 @@ pub(crate) fn encode<V: Serialize>(
     out.extend_from_slice(&schema.to_le_bytes());
     out.extend_from_slice(&fresh_until_ms.to_le_bytes());
     out.extend_from_slice(&stale_until_ms.to_le_bytes());
+    let tags: Vec<&[u8]> = tags
+        .iter()
+        .map(|t| &t.as_bytes()[..t.len().min(u16::MAX as usize)])
+        .take(u16::MAX as usize)
+        .collect();
+    out.extend_from_slice(&(tags.len() as u16).to_le_bytes());
+    for t in tags {
+        out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+        out.extend_from_slice(t);
+    }
     out.extend_from_slice(&payload);
     Ok(out)
+}
+
+fn read_tags(mut rest: &[u8]) -> Result<(Vec<String>, &[u8]), DecodeError> {
+    let mut take = |n: usize| -> Result<&[u8], DecodeError> {
+        if rest.len() < n {
+            return Err(DecodeError::Payload("truncated tags".into()));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    let count = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+    let mut tags = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        let len = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+        let tag = std::str::from_utf8(take(len)?)
+            .map_err(|_| DecodeError::Payload("tag is not UTF-8".into()))?;
+        tags.push(tag.to_owned());
+    }
+    Ok((tags, rest))
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -111,7 +144,7 @@ pub(crate) fn decode<V: DeserializeOwned>(
     }
     let fresh_until_ms = u64_at(bytes, 12);
     let stale_until_ms = u64_at(bytes, 20);
-    let payload = &bytes[HEADER..];
+    let (tags, payload) = read_tags(&bytes[HEADER..])?;
     let value = if flags & NEGATIVE != 0 {
         None
     } else if flags & COMPRESSED != 0 {
@@ -134,6 +167,7 @@ pub(crate) fn decode<V: DeserializeOwned>(
     };
     Ok(Envelope {
         value,
+        tags,
         fresh_until_ms,
         stale_until_ms,
     })
@@ -148,22 +182,23 @@ mod tests {
         let tag = schema_tag("user-v1");
         let v = vec!["x".repeat(100); 50];
         for compress in [None, Some(64)] {
-            let bytes = encode(Some(&v), tag, 10, 20, compress).unwrap();
+            let bytes = encode(Some(&v), &["t1".into()], tag, 10, 20, compress).unwrap();
             if compress.is_some() {
                 assert!(bytes.len() < 1000, "not compressed: {}", bytes.len());
             }
             let e: Envelope<Vec<String>> = decode(&bytes, tag).unwrap();
             assert_eq!(e.value.as_ref(), Some(&v));
             assert_eq!((e.fresh_until_ms, e.stale_until_ms), (10, 20));
+            assert_eq!(e.tags, ["t1"]);
         }
-        let neg = encode::<u32>(None, tag, 1, 2, None).unwrap();
+        let neg = encode::<u32>(None, &[], tag, 1, 2, None).unwrap();
         assert_eq!(decode::<u32>(&neg, tag).unwrap().value, None);
     }
 
     #[test]
     fn foreign_old_and_garbage_bytes_are_errors_not_panics() {
         let tag = schema_tag("a");
-        let good = encode(Some(&42u64), tag, 1, 2, None).unwrap();
+        let good = encode(Some(&42u64), &[], tag, 1, 2, None).unwrap();
         assert!(matches!(
             decode::<u64>(&good, schema_tag("b")),
             Err(DecodeError::Schema { .. })
@@ -174,12 +209,13 @@ mod tests {
         assert_eq!(decode::<u64>(b"hello", tag), Err(DecodeError::Foreign));
         assert_eq!(decode::<u64>(b"", tag), Err(DecodeError::Foreign));
         let mut bad = good.clone();
-        bad.truncate(HEADER);
+        bad.truncate(HEADER + 2);
         assert!(matches!(
             decode::<u64>(&bad, tag),
             Err(DecodeError::Payload(_))
         ));
         let mut fake_lz4 = good;
+        fake_lz4.truncate(HEADER + 2);
         fake_lz4[3] = COMPRESSED;
         fake_lz4.extend_from_slice(&[0xff; 16]);
         assert!(
@@ -188,8 +224,8 @@ mod tests {
         );
         // Random bytes after a valid header never panic.
         for seed in 0..2000u64 {
-            let mut b = encode(Some(&"v".to_owned()), tag, 1, 2, None).unwrap();
-            b.truncate(HEADER);
+            let mut b = encode(Some(&"v".to_owned()), &[], tag, 1, 2, None).unwrap();
+            b.truncate(HEADER + (seed % 3) as usize);
             b[3] = (seed % 4) as u8;
             let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15);
             for _ in 0..(seed % 40) {

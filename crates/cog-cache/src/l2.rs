@@ -13,6 +13,8 @@ pub(crate) enum Invalidation<K> {
     Key { tenant: String, key: K },
     /// Every key of one tenant.
     Tenant(String),
+    /// Every key of one tenant carrying a tag.
+    Tag { tenant: String, tag: String },
 }
 
 /// Applies an invalidation to this instance's L1.
@@ -30,6 +32,11 @@ pub(crate) fn apply<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>, msg: &Inval
         Invalidation::Tenant(tenant) => {
             inner.l1.retain(|k, _| *k.tenant != **tenant);
             inner.usage.reset(Some(tenant));
+        }
+        Invalidation::Tag { tenant, tag } => {
+            inner
+                .l1
+                .retain(|k, s| !(*k.tenant == **tenant && s.has_tag(tag)));
         }
     }
 }
@@ -111,6 +118,18 @@ mod disabled {
         pub(crate) async fn release<K: std::fmt::Display>(&self, _: &str, _: &K, _: String) {
             match *self {}
         }
+        pub(crate) async fn add_to_tag(
+            &self,
+            _: &str,
+            _: &str,
+            _: &str,
+            _: u64,
+        ) -> Result<(), L2Error> {
+            match *self {}
+        }
+        pub(crate) async fn delete_tag(&self, _: &str, _: &str) -> Result<(), L2Error> {
+            match *self {}
+        }
     }
 }
 
@@ -176,6 +195,58 @@ mod imp {
                 encode_segment(tenant),
                 encode_segment(&key.to_string())
             )
+        }
+
+        /// The set of data keys carrying `tag`. `#tag:` cannot occur in a
+        /// data key: encoded keys never hold a raw `:`.
+        fn tag_key(&self, tenant: &str, tag: &str) -> String {
+            format!(
+                "{}{}:#tag:{}",
+                self.settings.prefix,
+                encode_segment(tenant),
+                encode_segment(tag)
+            )
+        }
+
+        /// Records `data_key` under `tag`; the set lives at least as long as
+        /// the entry.
+        pub(crate) async fn add_to_tag(
+            &self,
+            tenant: &str,
+            tag: &str,
+            data_key: &str,
+            ttl_ms: u64,
+        ) -> Result<(), L2Error> {
+            let set = self.tag_key(tenant, tag);
+            let c = self.client.with_options(&self.opts());
+            let member = data_key.to_owned();
+            self.call("SADD", async move {
+                use fred::interfaces::SetsInterface;
+                c.sadd::<(), _, _>(&set, member).await?;
+                // Extend, never shorten: NX for a new set, GT otherwise.
+                let ms = ttl_ms as i64;
+                c.pexpire::<(), _>(&set, ms, Some(fred::types::ExpireOptions::NX))
+                    .await?;
+                c.pexpire::<(), _>(&set, ms, Some(fred::types::ExpireOptions::GT))
+                    .await
+            })
+            .await
+        }
+
+        /// Deletes every data key recorded under `tag`, then the set.
+        pub(crate) async fn delete_tag(&self, tenant: &str, tag: &str) -> Result<(), L2Error> {
+            let set = self.tag_key(tenant, tag);
+            let c = self.client.with_options(&self.opts());
+            self.call("SMEMBERS+DEL", async move {
+                use fred::interfaces::SetsInterface;
+                let members: Vec<String> = c.smembers(&set).await?;
+                // One DEL per key: on Cluster they live in different slots.
+                for m in members {
+                    c.del::<(), _>(m).await?;
+                }
+                c.del::<(), _>(&set).await
+            })
+            .await
         }
 
         fn lease_key<K: Display>(&self, tenant: &str, key: &K) -> String {

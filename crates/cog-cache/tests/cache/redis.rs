@@ -276,3 +276,55 @@ async fn l1_is_flushed_after_the_invalidation_channel_reconnects() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn tag_invalidation_reaches_l2_and_other_instances() {
+    let server = RedisServer::start().unwrap();
+    let a = cache(&server.url(), false).await;
+    let b = cache(&server.url(), false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (k1, k2, k3) = (
+        "order:1".to_owned(),
+        "order:2".to_owned(),
+        "order:3".to_owned(),
+    );
+    let user1 = a.tenant("acme").tagged(["user:1"]);
+    let user2 = a.tenant("acme").tagged(["user:2"]);
+    user1.insert(k1.clone(), "o1".into()).await;
+    let counter = Counter::default();
+    user1
+        .get_or_load(&k2, counter.loader("o2", Duration::ZERO))
+        .await
+        .unwrap();
+    user2.insert(k3.clone(), "o3".into()).await;
+    // B pulls all three into its L1 (tags travel in the envelope).
+    let bt = b.tenant("acme");
+    for k in [&k1, &k2, &k3] {
+        assert!(bt.get(k).await.is_some());
+    }
+    a.tenant("acme").invalidate_tag("user:1").await;
+    eventually("B drops user:1's entries", async || {
+        bt.get(&k1).await.is_none() && bt.get(&k2).await.is_none()
+    })
+    .await;
+    assert_eq!(
+        bt.get(&k3).await.as_deref(),
+        Some("o3"),
+        "user:2 entry lost"
+    );
+    // Gone from L2 as well.
+    for k in [&k1, &k2] {
+        let key = a.tenant("acme").l2_key(k).unwrap();
+        assert!(matches!(
+            server.command(&["EXISTS", &key]).unwrap(),
+            Reply::Int(0)
+        ));
+    }
+    // Another tenant's tag of the same name is untouched.
+    a.tenant("other")
+        .tagged(["user:1"])
+        .insert(k1.clone(), "x".into())
+        .await;
+    a.tenant("acme").invalidate_tag("user:1").await;
+    assert_eq!(a.tenant("other").get(&k1).await.as_deref(), Some("x"));
+}
