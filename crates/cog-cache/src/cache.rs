@@ -608,20 +608,21 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         }
     }
 
-    /// Drops every L1 entry of this view's tenant here and on every other
-    /// instance. L2 entries are left to expire; other instances refill
-    /// from L2 only values that were written after their L1 was dropped…
-    /// so use this with keys whose L2 copies are also refreshed or short.
+    /// Removes every entry of this view's tenant: here, in L2 (a `SCAN`
+    /// of the tenant's keys, on every node of a cluster), and — through
+    /// Redis pub/sub — in every other instance's L1.
     pub async fn invalidate_tenant(&self) {
         let inner = &self.inner;
-        let tenant = self.tenant_str().clone();
-        crate::l2::apply::<K, V>(inner, &Invalidation::<K>::Tenant(tenant.to_string()));
-        if let Some(l2) = &inner.l2
-            && let Err(e) = l2
-                .publish(&Invalidation::<K>::Tenant(tenant.to_string()))
-                .await
-        {
-            inner.stats.l2_error(&e);
+        let tenant = self.tenant_str().to_string();
+        let msg = Invalidation::<K>::Tenant(tenant.clone());
+        crate::l2::apply::<K, V>(inner, &msg);
+        if let Some(l2) = &inner.l2 {
+            if let Err(e) = l2.delete_tenant(&tenant).await {
+                inner.stats.l2_error(&e);
+            }
+            if let Err(e) = l2.publish(&msg).await {
+                inner.stats.l2_error(&e);
+            }
         }
     }
 

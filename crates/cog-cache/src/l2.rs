@@ -130,6 +130,9 @@ mod disabled {
         pub(crate) async fn delete_tag(&self, _: &str, _: &str) -> Result<(), L2Error> {
             match *self {}
         }
+        pub(crate) async fn delete_tenant(&self, _: &str) -> Result<(), L2Error> {
+            match *self {}
+        }
     }
 }
 
@@ -247,6 +250,44 @@ mod imp {
                 c.del::<(), _>(&set).await
             })
             .await
+        }
+
+        /// Deletes every key of `tenant` (values, tag sets, leases),
+        /// scanning every node of a cluster.
+        pub(crate) async fn delete_tenant(&self, tenant: &str) -> Result<(), L2Error> {
+            use futures_util::StreamExt;
+            let glob: String = self
+                .settings
+                .prefix
+                .chars()
+                .flat_map(|c| match c {
+                    '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            let pattern = format!("{glob}{}:*", encode_segment(tenant));
+            let client = self.client.clone();
+            let opts = self.opts();
+            // A scan walks the whole keyspace: give it more than one call's
+            // timeout, but still a bound.
+            let bound = self.settings.timeout * 100;
+            let work = async move {
+                let mut keys = if client.is_clustered() {
+                    client
+                        .scan_cluster_buffered(pattern, Some(500), None)
+                        .boxed()
+                } else {
+                    client.scan_buffered(pattern, Some(500), None).boxed()
+                };
+                while let Some(key) = keys.next().await {
+                    client.with_options(&opts).del::<(), _>(key?).await?;
+                }
+                Ok(())
+            };
+            match tokio::time::timeout(bound, work).await {
+                Ok(r) => r.map_err(|e: fred::error::Error| L2Error::Redis(e.to_string())),
+                Err(_) => Err(L2Error::Timeout),
+            }
         }
 
         fn lease_key<K: Display>(&self, tenant: &str, key: &K) -> String {

@@ -186,3 +186,23 @@ fn register(counts: &Arc<Counts>) {
         })
         .build();
 }
+
+/// Registers `cog.cache.l2.circuit_open` (1 while the L2 circuit is open).
+#[cfg(feature = "redis")]
+pub(crate) fn register_circuit<K, V>(inner: std::sync::Weak<crate::cache::Inner<K, V>>)
+where
+    K: Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let _gauge = opentelemetry::global::meter("cog-cache")
+        .u64_observable_gauge("cog.cache.l2.circuit_open")
+        .with_description("1 while Redis is failing and L2 is skipped, else 0")
+        .with_callback(move |obs| {
+            if let Some(inner) = inner.upgrade()
+                && let Some(l2) = &inner.l2
+            {
+                obs.observe(u64::from(l2.circuit_open()), &[]);
+            }
+        })
+        .build();
+}
