@@ -6,6 +6,7 @@
 //! | feature     | module            | crate            |
 //! |-------------|-------------------|------------------|
 //! | `ratelimit` | [`ratelimit`]     | `cog-ratelimit`  |
+//! | `cache`     | [`cache`]         | `cog-cache`      |
 //! | `redis`     | Redis backends of every enabled crate | |
 //!
 //! Each crate also stands alone; depend on it directly if that is all you
@@ -15,3 +16,7 @@
 #[cfg(feature = "ratelimit")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ratelimit")))]
 pub use cog_ratelimit as ratelimit;
+
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub use cog_cache as cache;

@@ -126,6 +126,16 @@ impl<K, V> Weighter<L1Key<K>, Slot<V>> for SlotWeighter {
     }
 }
 
+/// The placeholder a single loader holds for a missing key.
+type Guard<'a, K, V> = PlaceholderGuard<
+    'a,
+    L1Key<K>,
+    Slot<V>,
+    SlotWeighter,
+    foldhash::fast::RandomState,
+    TenantLifecycle,
+>;
+
 type L1<K, V> =
     L1Cache<L1Key<K>, Slot<V>, SlotWeighter, foldhash::fast::RandomState, TenantLifecycle>;
 
@@ -709,14 +719,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     async fn fill<F, Fut, E>(
         &self,
         key: &K,
-        guard: PlaceholderGuard<
-            '_,
-            L1Key<K>,
-            Slot<V>,
-            SlotWeighter,
-            foldhash::fast::RandomState,
-            TenantLifecycle,
-        >,
+        guard: Guard<'_, K, V>,
         mut stale: Option<Slot<V>>,
         loader: F,
     ) -> Result<Option<V>, CacheError<E>>
@@ -781,18 +784,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         outcome
     }
 
-    fn finish(
-        &self,
-        guard: PlaceholderGuard<
-            '_,
-            L1Key<K>,
-            Slot<V>,
-            SlotWeighter,
-            foldhash::fast::RandomState,
-            TenantLifecycle,
-        >,
-        slot: Slot<V>,
-    ) {
+    fn finish(&self, guard: Guard<'_, K, V>, slot: Slot<V>) {
         let inner = &self.inner;
         if let Some(cap) = inner.config.tenant_cap {
             if inner.usage.get(self.tenant_str()) + slot.weight > cap {
@@ -811,14 +803,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// within the stale-if-error window.
     fn serve_stale<E>(
         &self,
-        guard: PlaceholderGuard<
-            '_,
-            L1Key<K>,
-            Slot<V>,
-            SlotWeighter,
-            foldhash::fast::RandomState,
-            TenantLifecycle,
-        >,
+        guard: Guard<'_, K, V>,
         stale: Option<Slot<V>>,
         err: CacheError<E>,
     ) -> Result<Option<V>, CacheError<E>> {

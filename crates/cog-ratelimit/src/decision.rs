@@ -76,6 +76,7 @@ impl Decision {
         self.lease.take()
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn fail_open() -> Self {
         Decision {
             allowed: true,

@@ -249,6 +249,7 @@ impl Limit {
 
 /// A limit's parameters, precomputed for the hot path.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Params {
     Gcra(Gcra),
     Sliding(Sliding),
@@ -298,6 +299,7 @@ pub struct Quota {
     inner: Arc<QuotaInner>,
 }
 
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct QuotaInner {
     limits: Box<[Limit]>,
     params: Box<[Params]>,
@@ -359,6 +361,7 @@ impl Quota {
         &self.inner.params
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn state_ids(&self) -> &[String] {
         &self.inner.state_ids
     }

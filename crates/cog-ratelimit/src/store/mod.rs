@@ -84,6 +84,7 @@ impl<S: Store> Store for Arc<S> {
 /// or when dropped (memory).
 #[derive(Debug)]
 pub struct Lease {
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) kind: LeaseKind,
 }
 
