@@ -98,16 +98,14 @@ pub(crate) struct Slot<V> {
     pub(crate) fresh_until: u64,
     /// The value's own freshness deadline (shared through L2).
     pub(crate) expires: u64,
-    /// Until when it may be served while revalidating.
-    pub(crate) stale_until: u64,
-    /// Until when it may stand in for a failed load.
-    pub(crate) error_until: u64,
-    pub(crate) weight: u64,
+    /// Bytes, as weighed when stored.
+    pub(crate) weight: u32,
     pub(crate) tags: Tags,
 }
 
-/// Tags of an entry, for [`TieredCache::invalidate_tag`].
-pub(crate) type Tags = Option<Arc<[Arc<str>]>>;
+/// Tags of an entry, for [`TieredCache::invalidate_tag`]. One thin
+/// pointer: L1 entries stay small, and small entries are fast entries.
+pub(crate) type Tags = Option<Arc<Box<[Arc<str>]>>>;
 
 impl<V> Slot<V> {
     pub(crate) fn has_tag(&self, tag: &str) -> bool {
@@ -122,7 +120,7 @@ pub(crate) struct SlotWeighter;
 
 impl<K, V> Weighter<L1Key<K>, Slot<V>> for SlotWeighter {
     fn weight(&self, _: &L1Key<K>, v: &Slot<V>) -> u64 {
-        v.weight.max(1)
+        u64::from(v.weight.max(1))
     }
 }
 
@@ -301,11 +299,10 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let l1_ttl = self.config.l1_ttl.as_nanos().min(u64::MAX as u128) as u64;
         Slot {
             fresh_until: expires.min(self.now().saturating_add(l1_ttl)),
-            stale_until: expires + self.config.stale_while_revalidate.as_nanos() as u64,
-            error_until: expires + self.config.stale_if_error.as_nanos() as u64,
+
             expires,
             value,
-            weight,
+            weight: weight.min(u64::from(u32::MAX)) as u32,
             tags,
         }
     }
@@ -322,15 +319,26 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         }
     }
 
+    /// Until when `slot` may be served while revalidating.
+    pub(crate) fn stale_until(&self, slot: &Slot<V>) -> u64 {
+        slot.expires + self.config.stale_while_revalidate.as_nanos() as u64
+    }
+
+    /// Until when `slot` may stand in for a failed load.
+    pub(crate) fn error_until(&self, slot: &Slot<V>) -> u64 {
+        slot.expires + self.config.stale_if_error.as_nanos() as u64
+    }
+
     /// Inserts into L1 unless the tenant is over its cap.
     fn put_l1(&self, key: L1Key<K>, slot: Slot<V>) {
         if let Some(cap) = self.config.tenant_cap {
-            let old = self.l1.peek(&key).map_or(0, |s| s.weight);
-            if self.usage.get(&key.tenant) + slot.weight > cap + old {
+            let old = self.l1.peek(&key).map_or(0, |s| u64::from(s.weight));
+            let weight = u64::from(slot.weight);
+            if self.usage.get(&key.tenant) + weight > cap + old {
                 self.stats.l1_tenant_capped();
                 return;
             }
-            self.usage.add(&key.tenant, slot.weight);
+            self.usage.add(&key.tenant, weight);
             self.usage.sub(&key.tenant, old);
         }
         self.l1.insert(key, slot);
@@ -340,7 +348,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         if let Some((k, s)) = self.l1.remove(key)
             && self.config.tenant_cap.is_some()
         {
-            self.usage.sub(&k.tenant, s.weight);
+            self.usage.sub(&k.tenant, u64::from(s.weight));
         }
     }
 
@@ -353,8 +361,9 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             env.tags
                 .into_iter()
                 .map(Arc::from)
-                .collect::<Arc<[Arc<str>]>>()
+                .collect::<Box<[Arc<str>]>>()
         });
+        let tags = tags.map(Arc::new);
         self.slot_until(key, env.value, now + left, Some(len), tags)
     }
 
@@ -366,10 +375,10 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let ms = |until: u64| now_ms + until.saturating_sub(now) / 1_000_000;
         let bytes = match envelope::encode(
             slot.value.as_ref(),
-            slot.tags.as_deref().unwrap_or(&[]),
+            slot.tags.as_deref().map_or(&[], |t| &t[..]),
             self.config.schema,
             ms(slot.expires),
-            ms(slot.stale_until.max(slot.error_until)),
+            ms(self.stale_until(slot).max(self.error_until(slot))),
             self.config.compress_above,
         ) {
             Ok(b) => b,
@@ -378,8 +387,12 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
                 return None;
             }
         };
-        let ttl_ms =
-            (slot.stale_until.max(slot.error_until).saturating_sub(now) / 1_000_000).max(1);
+        let ttl_ms = (self
+            .stale_until(slot)
+            .max(self.error_until(slot))
+            .saturating_sub(now)
+            / 1_000_000)
+            .max(1);
         let len = bytes.len();
         let data_key = l2.data_key(tenant, key);
         if let Err(e) = l2.set(&data_key, bytes, ttl_ms).await {
@@ -427,11 +440,11 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         &self,
         tags: impl IntoIterator<Item = T>,
     ) -> TieredCache<K, V> {
-        let tags: Arc<[Arc<str>]> = tags.into_iter().map(Into::into).collect();
+        let tags: Box<[Arc<str>]> = tags.into_iter().map(Into::into).collect();
         TieredCache {
             inner: self.inner.clone(),
             default_tenant: self.default_tenant.clone(),
-            tags: (!tags.is_empty()).then_some(tags),
+            tags: (!tags.is_empty()).then(|| Arc::new(tags)),
         }
     }
 
@@ -692,7 +705,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 return Ok(slot.value);
             }
             // Past its L1 TTL but not its own: L2 may know better.
-            Some(slot) if now >= slot.expires && now < slot.stale_until => {
+            Some(slot) if now >= slot.expires && now < inner.stale_until(&slot) => {
                 // Stale while revalidate: answer now, refresh once behind.
                 inner.stats.stale_served();
                 self.spawn_refresh(key, loader);
@@ -760,7 +773,9 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 let encoded = inner.put_l2(&tenant, key, &slot).await;
                 let slot = match encoded {
                     Some(len) if inner.config.weigher.is_none() => Slot {
-                        weight: inner.weigh(key, slot.value.as_ref(), Some(len)),
+                        weight: inner
+                            .weigh(key, slot.value.as_ref(), Some(len))
+                            .min(u64::from(u32::MAX)) as u32,
                         ..slot
                     },
                     _ => slot,
@@ -787,14 +802,14 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     fn finish(&self, guard: Guard<'_, K, V>, slot: Slot<V>) {
         let inner = &self.inner;
         if let Some(cap) = inner.config.tenant_cap {
-            if inner.usage.get(self.tenant_str()) + slot.weight > cap {
+            if inner.usage.get(self.tenant_str()) + u64::from(slot.weight) > cap {
                 inner.stats.l1_tenant_capped();
                 // Dropping the guard wakes the waiters; they load in turn
                 // (no L1 room for this tenant).
                 drop(guard);
                 return;
             }
-            inner.usage.add(self.tenant_str(), slot.weight);
+            inner.usage.add(self.tenant_str(), u64::from(slot.weight));
         }
         let _ = guard.insert(slot);
     }
@@ -810,7 +825,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         let inner = &self.inner;
         let now = inner.now();
         match stale {
-            Some(slot) if now < slot.error_until => {
+            Some(slot) if now < inner.error_until(&slot) => {
                 inner.stats.stale_served();
                 let value = slot.value.clone();
                 // Waiters get the stale value too rather than each retrying.

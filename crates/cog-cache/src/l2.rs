@@ -26,7 +26,7 @@ pub(crate) fn apply<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>, msg: &Inval
                 key: key.clone(),
             };
             if let Some((k, s)) = inner.l1.remove(&k) {
-                inner.usage.sub(&k.tenant, s.weight);
+                inner.usage.sub(&k.tenant, u64::from(s.weight));
             }
         }
         Invalidation::Tenant(tenant) => {

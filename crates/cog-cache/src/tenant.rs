@@ -78,6 +78,6 @@ impl<K, V> Lifecycle<L1Key<K>, Slot<V>> for TenantLifecycle {
     type RequestState = ();
 
     fn on_evict(&self, _: &mut (), key: L1Key<K>, val: Slot<V>) {
-        self.usage.sub(&key.tenant, val.weight);
+        self.usage.sub(&key.tenant, u64::from(val.weight));
     }
 }
