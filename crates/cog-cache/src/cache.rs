@@ -765,10 +765,11 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             self.finish(guard, slot);
             return Ok(value);
         }
-        inner.stats.load();
-        let result = tokio::spawn(loader()).await;
+        let span = tracing::debug_span!("cache.load", tenant = %self.tenant_str());
+        let result = tokio::spawn(tracing::Instrument::instrument(loader(), span)).await;
         let outcome = match result {
             Ok(Ok(value)) => {
+                inner.stats.load();
                 let slot = inner.fresh_slot(key, value, None, &self.tags);
                 let encoded = inner.put_l2(&tenant, key, &slot).await;
                 let slot = match encoded {

@@ -169,6 +169,8 @@ mod imp {
         client: Client,
         settings: L2Settings,
         pub(crate) breaker: Breaker,
+        /// `cog.cache.l2.duration{op, outcome}`, seconds.
+        duration: opentelemetry::metrics::Histogram<f64>,
         channel: String,
         /// Identifies this instance's own invalidation messages.
         pub(crate) origin: u64,
@@ -183,6 +185,11 @@ mod imp {
                 client,
                 settings,
                 breaker,
+                duration: opentelemetry::global::meter("cog-cache")
+                    .f64_histogram("cog.cache.l2.duration")
+                    .with_description("Redis calls of the L2 tier, by operation and outcome")
+                    .with_unit("s")
+                    .build(),
                 origin: rand::random(),
             }
         }
@@ -310,6 +317,7 @@ mod imp {
                 db.operation.name = what,
                 otel.kind = "client"
             );
+            let started = std::time::Instant::now();
             let result = match tokio::time::timeout(self.settings.timeout, f.instrument(span)).await
             {
                 Ok(Ok(v)) => Ok(v),
@@ -317,6 +325,19 @@ mod imp {
                 Ok(Err(e)) => Err(L2Error::Redis(e.to_string())),
                 Err(_) => Err(L2Error::Timeout),
             };
+            self.duration.record(
+                started.elapsed().as_secs_f64(),
+                &[
+                    opentelemetry::KeyValue::new("op", what),
+                    opentelemetry::KeyValue::new(
+                        "outcome",
+                        match &result {
+                            Ok(_) => "ok",
+                            Err(e) => e.kind(),
+                        },
+                    ),
+                ],
+            );
             match &result {
                 Ok(_) => {
                     if self.breaker.success() {

@@ -26,7 +26,7 @@ pub struct StatsSnapshot {
     pub l2_errors: u64,
     /// Stale values served (while revalidating, or instead of an error).
     pub stale_served: u64,
-    /// Loader runs.
+    /// Loader runs that succeeded.
     pub loads: u64,
     /// Loader runs that failed.
     pub load_errors: u64,

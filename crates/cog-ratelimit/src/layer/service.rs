@@ -7,6 +7,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use tower_service::Service;
+use tracing::Instrument;
 
 use super::future::ResponseFuture;
 use crate::decision::{Decision, DecisionSource};
@@ -177,7 +178,16 @@ where
         }
     };
     let cost = config.cost.as_ref().map_or(1, |f| f(&parts));
-    let mut decision = match config.store.check(&subject, &quota, cost).await {
+    let span = tracing::debug_span!("ratelimit.decide", cost, allowed = tracing::field::Empty);
+    let checked = config
+        .store
+        .check(&subject, &quota, cost)
+        .instrument(span.clone())
+        .await;
+    if let Ok(d) = &checked {
+        span.record("allowed", d.is_allowed());
+    }
+    let mut decision = match checked {
         Ok(d) => d,
         Err(e) => {
             config.metrics.record("error", "store");

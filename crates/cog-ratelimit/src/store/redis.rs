@@ -85,6 +85,8 @@ struct Inner {
     breaker: Breaker,
     decide_sha: String,
     release_sha: String,
+    /// `cog.ratelimit.redis.duration{outcome}`, seconds.
+    duration: opentelemetry::metrics::Histogram<f64>,
 }
 
 /// Concurrency slots held in Redis.
@@ -134,6 +136,11 @@ impl RedisStore {
                 // A probe that has not answered in twice the timeout was
                 // abandoned by its caller: let another through.
                 breaker: Breaker::new(s.retry_interval, 2 * s.timeout),
+                duration: opentelemetry::global::meter("cog-ratelimit")
+                    .f64_histogram("cog.ratelimit.redis.duration")
+                    .with_description("Redis round trips of rate-limit decisions, by outcome")
+                    .with_unit("s")
+                    .build(),
                 decide_sha: fred::util::sha1_hash(DECIDE_LUA),
                 release_sha: fred::util::sha1_hash(RELEASE_LUA),
             }),
@@ -295,11 +302,22 @@ impl RedisStore {
             db.system.name = "redis",
             otel.kind = "client"
         );
-        match tokio::time::timeout(i.timeout, call.instrument(span)).await {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(i.timeout, call.instrument(span)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(fred_error(e, i.timeout)),
             Err(_) => Err(StoreError::Timeout(i.timeout)),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(StoreError::Timeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        i.duration.record(
+            started.elapsed().as_secs_f64(),
+            &[opentelemetry::KeyValue::new("outcome", outcome)],
+        );
+        result
     }
 
     async fn decide(
