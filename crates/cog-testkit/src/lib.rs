@@ -11,6 +11,8 @@
 //!   spread evenly, ready once `cluster_state:ok`.
 //! - [`Proxy`]: a TCP proxy between a client and a server that can add
 //!   latency, or cut every connection (and refuse new ones) until restored.
+//! - [`MetricsCapture`]: a real OpenTelemetry SDK meter provider whose
+//!   metrics a test can read back.
 //!
 //! If `redis-server` is not installed, starting one fails with
 //! [`Error::NotInstalled`], whose message says how to install it.
@@ -26,10 +28,12 @@
 //! # Ok(()) }
 //! ```
 
+mod metrics;
 mod proxy;
 mod redis;
 mod resp;
 
+pub use metrics::MetricsCapture;
 pub use proxy::Proxy;
 pub use redis::{RedisCluster, RedisServer};
 pub use resp::Reply;
