@@ -13,6 +13,9 @@
 //!   latency, or cut every connection (and refuse new ones) until restored.
 //! - [`MetricsCapture`]: a real OpenTelemetry SDK meter provider whose
 //!   metrics a test can read back.
+//! - [`OtlpReceiver`]: a real OTLP trace receiver (gRPC and HTTP/protobuf,
+//!   on the official `opentelemetry-proto` types) that keeps every span it
+//!   receives.
 //!
 //! If `redis-server` is not installed, starting one fails with
 //! [`Error::NotInstalled`], whose message says how to install it.
@@ -29,11 +32,13 @@
 //! ```
 
 mod metrics;
+mod otlp;
 mod proxy;
 mod redis;
 mod resp;
 
 pub use metrics::MetricsCapture;
+pub use otlp::{OtlpReceiver, ReceivedSpan, Transport};
 pub use proxy::Proxy;
 pub use redis::{RedisCluster, RedisServer};
 pub use resp::Reply;
