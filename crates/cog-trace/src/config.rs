@@ -1,0 +1,573 @@
+//! Setting up the OpenTelemetry SDK from the standard `OTEL_*` variables.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
+
+/// Why tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InitError {
+    /// A variable holds a value we cannot use.
+    #[error("{var}={value:?}: {reason}")]
+    InvalidVar {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The OTLP exporter could not be built.
+    #[error("building the OTLP exporter: {0}")]
+    Exporter(String),
+    /// Export needs a tokio runtime (batching runs on it).
+    #[error("tracing export must be set up inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// Where ended spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exporter {
+    /// OTLP over gRPC to `endpoint`.
+    OtlpGrpc {
+        /// e.g. `http://localhost:4317`.
+        endpoint: String,
+    },
+    /// OTLP over HTTP with protobuf bodies to `endpoint` (the full URL,
+    /// `/v1/traces` included).
+    OtlpHttp {
+        /// e.g. `http://localhost:4318/v1/traces`.
+        endpoint: String,
+    },
+    /// Nowhere: spans are sampled and recorded (so context propagates) but
+    /// not exported.
+    None,
+}
+
+/// Tracing settings, normally read from the `OTEL_*` variables.
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `OTEL_SDK_DISABLED` | `true`: no tracing at all | `false` |
+/// | `OTEL_SERVICE_NAME` | `service.name` | `unknown_service` |
+/// | `OTEL_RESOURCE_ATTRIBUTES` | `k=v,k2=v2` (values percent-decoded) | — |
+/// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` |
+/// | `OTEL_TRACES_SAMPLER_ARG` | ratio for the `*traceidratio` samplers | `1.0` |
+/// | `OTEL_PROPAGATORS` | `tracecontext`, `baggage`, `none` (comma list) | `tracecontext,baggage` |
+/// | `OTEL_TRACES_EXPORTER` | `otlp`, `none` (`console` is treated as `none` with a warning) | `otlp` |
+/// | `OTEL_EXPORTER_OTLP_PROTOCOL`, `…_TRACES_PROTOCOL` | `grpc`, `http/protobuf` | `http/protobuf` |
+/// | `OTEL_EXPORTER_OTLP_ENDPOINT` | base URL (`/v1/traces` appended for HTTP) | `http://localhost:4318` / `:4317` |
+/// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | full URL, used as is | — |
+/// | `OTEL_EXPORTER_OTLP_TIMEOUT`, `…_TRACES_TIMEOUT` | export timeout, ms | `10000` |
+#[derive(Clone)]
+pub struct TraceConfig {
+    /// No SDK at all: the layers stay on their unsampled path.
+    pub disabled: bool,
+    /// `service.name`.
+    pub service_name: String,
+    /// Other resource attributes.
+    pub resource: Vec<KeyValue>,
+    /// The sampler.
+    pub sampler: SamplerKind,
+    /// Propagators, by name.
+    pub propagators: Vec<String>,
+    /// Where spans go.
+    pub exporter: Exporter,
+    /// Export timeout.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for TraceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceConfig")
+            .field("disabled", &self.disabled)
+            .field("service_name", &self.service_name)
+            .field("sampler", &self.sampler)
+            .field("propagators", &self.propagators)
+            .field("exporter", &self.exporter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The sampler named by `OTEL_TRACES_SAMPLER`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum SamplerKind {
+    /// Record everything.
+    AlwaysOn,
+    /// Record nothing.
+    AlwaysOff,
+    /// Record this fraction of traces, by trace id.
+    TraceIdRatio(f64),
+    /// Follow the parent's decision; for roots, record everything.
+    ParentBasedAlwaysOn,
+    /// Follow the parent's decision; for roots, record nothing.
+    ParentBasedAlwaysOff,
+    /// Follow the parent's decision; for roots, record this fraction.
+    ParentBasedTraceIdRatio(f64),
+}
+
+impl SamplerKind {
+    fn build(self) -> Sampler {
+        match self {
+            SamplerKind::AlwaysOn => Sampler::AlwaysOn,
+            SamplerKind::AlwaysOff => Sampler::AlwaysOff,
+            SamplerKind::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
+            SamplerKind::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            SamplerKind::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            SamplerKind::ParentBasedTraceIdRatio(r) => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+            }
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hexval = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hexval(bytes[i + 1]), hexval(bytes[i + 2]))
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl TraceConfig {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// When a variable holds an unusable value.
+    pub fn from_env() -> Result<Self, InitError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// Reads variables through `var` (tests and embedders pass their own).
+    ///
+    /// # Errors
+    /// When a variable holds an unusable value.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, InitError> {
+        let get = |k: &str| {
+            var(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let disabled = get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+
+        let mut resource = Vec::new();
+        let mut service_name = None;
+        if let Some(attrs) = get("OTEL_RESOURCE_ATTRIBUTES") {
+            for pair in attrs.split(',').filter(|p| !p.trim().is_empty()) {
+                let Some((k, v)) = pair.split_once('=') else {
+                    return Err(InitError::InvalidVar {
+                        var: "OTEL_RESOURCE_ATTRIBUTES",
+                        value: attrs.clone(),
+                        reason: "expected key=value pairs separated by commas",
+                    });
+                };
+                let (k, v) = (k.trim().to_owned(), percent_decode(v.trim()));
+                if k == "service.name" {
+                    service_name = Some(v);
+                } else {
+                    resource.push(KeyValue::new(k, v));
+                }
+            }
+        }
+        let service_name = get("OTEL_SERVICE_NAME")
+            .or(service_name)
+            .unwrap_or_else(|| "unknown_service".to_owned());
+
+        let ratio = || -> Result<f64, InitError> {
+            match get("OTEL_TRACES_SAMPLER_ARG") {
+                None => Ok(1.0),
+                Some(v) => match v.parse::<f64>() {
+                    Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                    _ => Err(InitError::InvalidVar {
+                        var: "OTEL_TRACES_SAMPLER_ARG",
+                        value: v,
+                        reason: "expected a ratio between 0 and 1",
+                    }),
+                },
+            }
+        };
+        let sampler = match get("OTEL_TRACES_SAMPLER").as_deref() {
+            None | Some("parentbased_always_on") => SamplerKind::ParentBasedAlwaysOn,
+            Some("always_on") => SamplerKind::AlwaysOn,
+            Some("always_off") => SamplerKind::AlwaysOff,
+            Some("traceidratio") => SamplerKind::TraceIdRatio(ratio()?),
+            Some("parentbased_always_off") => SamplerKind::ParentBasedAlwaysOff,
+            Some("parentbased_traceidratio") => SamplerKind::ParentBasedTraceIdRatio(ratio()?),
+            Some(other) => {
+                return Err(InitError::InvalidVar {
+                    var: "OTEL_TRACES_SAMPLER",
+                    value: other.to_owned(),
+                    reason: "unknown sampler",
+                });
+            }
+        };
+
+        let propagators = get("OTEL_PROPAGATORS")
+            .unwrap_or_else(|| "tracecontext,baggage".to_owned())
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>();
+        for p in &propagators {
+            if !matches!(p.as_str(), "tracecontext" | "baggage" | "none") {
+                return Err(InitError::InvalidVar {
+                    var: "OTEL_PROPAGATORS",
+                    value: p.clone(),
+                    reason: "supported: tracecontext, baggage, none",
+                });
+            }
+        }
+
+        let protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            .unwrap_or_else(|| "http/protobuf".to_owned());
+        let grpc = match protocol.as_str() {
+            "grpc" => true,
+            "http/protobuf" => false,
+            other => {
+                return Err(InitError::InvalidVar {
+                    var: "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    value: other.to_owned(),
+                    reason: "supported: grpc, http/protobuf",
+                });
+            }
+        };
+        let endpoint = match get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+            Some(full) => full,
+            None => {
+                let base = get("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| {
+                    if grpc {
+                        "http://localhost:4317".to_owned()
+                    } else {
+                        "http://localhost:4318".to_owned()
+                    }
+                });
+                if grpc {
+                    base
+                } else {
+                    format!("{}/v1/traces", base.trim_end_matches('/'))
+                }
+            }
+        };
+        let exporter = match get("OTEL_TRACES_EXPORTER").as_deref() {
+            None | Some("otlp") if grpc => Exporter::OtlpGrpc { endpoint },
+            None | Some("otlp") => Exporter::OtlpHttp { endpoint },
+            Some("none") => Exporter::None,
+            Some("console") => {
+                tracing::warn!(target: "cog_trace", "OTEL_TRACES_EXPORTER=console is not supported; exporting nothing");
+                Exporter::None
+            }
+            Some(other) => {
+                return Err(InitError::InvalidVar {
+                    var: "OTEL_TRACES_EXPORTER",
+                    value: other.to_owned(),
+                    reason: "supported: otlp, none",
+                });
+            }
+        };
+        let timeout = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+            .or_else(|| get("OTEL_EXPORTER_OTLP_TIMEOUT"))
+        {
+            None => Duration::from_secs(10),
+            Some(v) => Duration::from_millis(v.parse().map_err(|_| InitError::InvalidVar {
+                var: "OTEL_EXPORTER_OTLP_TIMEOUT",
+                value: v.clone(),
+                reason: "expected milliseconds",
+            })?),
+        };
+        Ok(TraceConfig {
+            disabled,
+            service_name,
+            resource,
+            sampler,
+            propagators,
+            exporter,
+            timeout,
+        })
+    }
+
+    /// The propagator these settings name.
+    pub fn propagator(&self) -> Arc<dyn TextMapPropagator + Send + Sync> {
+        let mut list: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
+        for p in &self.propagators {
+            match p.as_str() {
+                "tracecontext" => list.push(Box::new(TraceContextPropagator::new())),
+                "baggage" => list.push(Box::new(BaggagePropagator::new())),
+                _ => {}
+            }
+        }
+        Arc::new(TextMapCompositePropagator::new(list))
+    }
+
+    /// Builds the SDK for these settings, without touching any global.
+    ///
+    /// # Errors
+    /// When the exporter cannot be built, or export is configured outside a
+    /// tokio runtime.
+    pub fn build(&self) -> Result<TraceGuard, InitError> {
+        let propagator = self.propagator();
+        if self.disabled {
+            return Ok(TraceGuard {
+                provider: None,
+                propagator,
+            });
+        }
+        let resource = Resource::builder_empty()
+            .with_service_name(self.service_name.clone())
+            .with_attributes(self.resource.clone())
+            .build();
+        let mut builder = SdkTracerProvider::builder()
+            .with_sampler(self.sampler.build())
+            .with_resource(resource);
+        let span_exporter = match &self.exporter {
+            Exporter::None => None,
+            Exporter::OtlpGrpc { endpoint } => Some(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(self.timeout)
+                    .build(),
+            ),
+            Exporter::OtlpHttp { endpoint } => Some(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary)
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(self.timeout)
+                    .build(),
+            ),
+        };
+        if let Some(exporter) = span_exporter {
+            if tokio::runtime::Handle::try_current().is_err() {
+                return Err(InitError::NoRuntime);
+            }
+            let exporter = exporter.map_err(|e| InitError::Exporter(e.to_string()))?;
+            builder = builder.with_span_processor(
+                BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build(),
+            );
+        }
+        Ok(TraceGuard {
+            provider: Some(builder.build()),
+            propagator,
+        })
+    }
+}
+
+/// Owns the tracing pipeline; dropping it (or calling
+/// [`shutdown`](Self::shutdown)) flushes every ended span.
+pub struct TraceGuard {
+    provider: Option<SdkTracerProvider>,
+    propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+}
+
+impl fmt::Debug for TraceGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceGuard")
+            .field("enabled", &self.provider.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TraceGuard {
+    /// A tracer from this pipeline (`None` when tracing is disabled).
+    pub fn tracer(&self, name: &'static str) -> Option<SdkTracer> {
+        self.provider.as_ref().map(|p| p.tracer(name))
+    }
+
+    /// The configured propagator.
+    pub fn propagator(&self) -> Arc<dyn TextMapPropagator + Send + Sync> {
+        self.propagator.clone()
+    }
+
+    /// The SDK provider, when tracing is enabled.
+    pub fn provider(&self) -> Option<&SdkTracerProvider> {
+        self.provider.as_ref()
+    }
+
+    /// Exports every ended span now.
+    pub fn flush(&self) {
+        if let Some(p) = &self.provider
+            && let Err(e) = p.force_flush()
+        {
+            tracing::warn!(target: "cog_trace", error = %e, "flushing spans failed");
+        }
+    }
+
+    /// Flushes and stops the pipeline.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = self.provider.take()
+            && let Err(e) = p.shutdown()
+        {
+            tracing::warn!(target: "cog_trace", error = %e, "shutting tracing down failed");
+        }
+    }
+}
+
+impl Drop for TraceGuard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sets tracing up from the `OTEL_*` variables and installs it globally:
+/// the global tracer provider and propagator, so [`TraceLayer::new`]
+/// (crate::TraceLayer::new) and any OpenTelemetry instrumentation use it.
+/// Keep the guard alive; dropping it flushes.
+///
+/// # Errors
+/// See [`TraceConfig::from_env`] and [`TraceConfig::build`].
+pub fn init() -> Result<TraceGuard, InitError> {
+    let config = TraceConfig::from_env()?;
+    let guard = config.build()?;
+    if let Some(p) = guard.provider() {
+        opentelemetry::global::set_tracer_provider(p.clone());
+    }
+    let propagator = config.propagator();
+    opentelemetry::global::set_text_map_propagator(PropagatorRef(propagator));
+    Ok(guard)
+}
+
+/// Lets a shared propagator be installed globally.
+#[derive(Debug)]
+struct PropagatorRef(Arc<dyn TextMapPropagator + Send + Sync>);
+
+impl TextMapPropagator for PropagatorRef {
+    fn inject_context(
+        &self,
+        cx: &opentelemetry::Context,
+        injector: &mut dyn opentelemetry::propagation::Injector,
+    ) {
+        self.0.inject_context(cx, injector)
+    }
+
+    fn extract_with_context(
+        &self,
+        cx: &opentelemetry::Context,
+        extractor: &dyn opentelemetry::propagation::Extractor,
+    ) -> opentelemetry::Context {
+        self.0.extract_with_context(cx, extractor)
+    }
+
+    fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+        self.0.fields()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = TraceConfig::from_vars(vars(&[])).unwrap();
+        assert!(!c.disabled);
+        assert_eq!(c.service_name, "unknown_service");
+        assert_eq!(c.sampler, SamplerKind::ParentBasedAlwaysOn);
+        assert_eq!(c.propagators, ["tracecontext", "baggage"]);
+        assert_eq!(
+            c.exporter,
+            Exporter::OtlpHttp {
+                endpoint: "http://localhost:4318/v1/traces".into()
+            }
+        );
+    }
+
+    #[test]
+    fn reads_every_variable() {
+        let c = TraceConfig::from_vars(vars(&[
+            ("OTEL_SERVICE_NAME", "api"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=a%20b,service.name=ignored",
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+            ("OTEL_PROPAGATORS", "tracecontext"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+        ]))
+        .unwrap();
+        assert_eq!(c.service_name, "api");
+        assert!(c.resource.contains(&KeyValue::new("team", "a b")));
+        assert_eq!(c.sampler, SamplerKind::ParentBasedTraceIdRatio(0.25));
+        assert_eq!(c.propagators, ["tracecontext"]);
+        assert_eq!(
+            c.exporter,
+            Exporter::OtlpGrpc {
+                endpoint: "http://collector:4317".into()
+            }
+        );
+        assert_eq!(c.timeout, Duration::from_millis(2500));
+        let full = TraceConfig::from_vars(vars(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://x:1/custom",
+        )]))
+        .unwrap();
+        assert_eq!(
+            full.exporter,
+            Exporter::OtlpHttp {
+                endpoint: "http://x:1/custom".into()
+            }
+        );
+        let off = TraceConfig::from_vars(vars(&[("OTEL_SDK_DISABLED", "TRUE")])).unwrap();
+        assert!(off.disabled);
+    }
+
+    #[test]
+    fn rejects_bad_values_with_the_variable_named() {
+        for (k, v) in [
+            ("OTEL_TRACES_SAMPLER", "sometimes"),
+            ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+            ("OTEL_PROPAGATORS", "b3"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon"),
+            ("OTEL_TRACES_EXPORTER", "zipkin"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+        ] {
+            let mut pairs = vec![(k, v)];
+            if k == "OTEL_TRACES_SAMPLER_ARG" {
+                pairs.push(("OTEL_TRACES_SAMPLER", "traceidratio"));
+            }
+            let err = TraceConfig::from_vars(vars(&pairs)).unwrap_err();
+            assert!(err.to_string().contains(k), "{err}");
+        }
+    }
+}

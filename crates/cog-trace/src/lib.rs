@@ -1,0 +1,43 @@
+//! OpenTelemetry tracing for tower services.
+//!
+//! - [`TraceLayer`]: one server span per request, named `{method}
+//!   {route}`, kind server, with the stable HTTP semantic-convention
+//!   attributes (`http.request.method`, `url.path`, `url.scheme`,
+//!   `url.query` with values redacted, `http.route`,
+//!   `http.response.status_code`, `server.address`, `server.port`,
+//!   `client.address`, `user_agent.original`, `network.protocol.version`,
+//!   body sizes, `error.type`). 5xx and service errors set the span status
+//!   to error; 4xx leave it unset. The server span's `traceparent` is
+//!   written into the response.
+//! - Context: W3C `traceparent` / `tracestate` / `baggage` are extracted
+//!   with the configured propagators. Malformed, repeated or oversized
+//!   fields start a fresh trace — never an error. A public endpoint links
+//!   to an incoming context instead of joining it.
+//! - Cheap when unsampled: the sampler decides on the span name and two
+//!   attributes; all other attributes are built only for recording spans.
+//! - The span is the current OpenTelemetry context while the inner service
+//!   runs, so `tracing` spans created in handlers (through
+//!   `tracing-opentelemetry`) become its children.
+//! - [`init`]: the SDK from the standard `OTEL_*` variables (see
+//!   [`TraceConfig`]), OTLP over gRPC or HTTP/protobuf; the returned
+//!   [`TraceGuard`] flushes every ended span when dropped.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let _guard = cog_trace::init()?; // OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, …
+//! let layer = cog_trace::TraceLayer::new()
+//!     .route_with(|parts| Some(parts.uri.path().to_owned()))
+//!     .filter(|parts| parts.uri.path() != "/healthz");
+//! // axum: Router::new().route(...).layer(layer)
+//! # let _ = layer; Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod propagation;
+mod server;
+
+pub use config::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};
+pub use server::{ResponseFuture, Trace, TraceLayer};

@@ -1,0 +1,512 @@
+//! The server layer: one span per request.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, Version, header};
+use http_body::Body;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{
+    FutureExt as _, Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::propagation::{HeaderInjector, extract};
+
+type RouteFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+type FilterFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+/// Headers that are never captured, whatever the allow-list says.
+const NEVER_CAPTURED: [&str; 4] = [
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "proxy-authorization",
+];
+
+/// Traces requests: one server span each, named `{method} {route}`, with
+/// the stable HTTP semantic-convention attributes. See the
+/// [crate docs](crate).
+#[derive(Clone)]
+pub struct TraceLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tracer: Option<BoxedTracer>,
+    propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+    route: Option<RouteFn>,
+    filter: Option<FilterFn>,
+    capture: Vec<http::HeaderName>,
+    trusted_hops: usize,
+    public_endpoint: bool,
+    keep_query: bool,
+}
+
+impl fmt::Debug for TraceLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceLayer")
+            .field("capture", &self.shared.capture)
+            .field("trusted_hops", &self.shared.trusted_hops)
+            .field("public_endpoint", &self.shared.public_endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TraceLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TraceLayer {
+    /// Uses the global tracer provider and propagator as they are now (call
+    /// [`init`](crate::init) first).
+    pub fn new() -> Self {
+        TraceLayer {
+            shared: Arc::new(Shared {
+                tracer: Some(opentelemetry::global::tracer("cog-trace")),
+                propagator: Arc::new(GlobalPropagator),
+                route: None,
+                filter: None,
+                capture: Vec::new(),
+                trusted_hops: 0,
+                public_endpoint: false,
+                keep_query: false,
+            }),
+        }
+    }
+
+    /// Uses this pipeline's tracer and propagator instead of the globals.
+    pub fn from_guard(guard: &crate::TraceGuard) -> Self {
+        let tracer = guard
+            .tracer("cog-trace")
+            .map(|t| BoxedTracer::new(Box::new(t)));
+        TraceLayer::new().with(|s| {
+            s.tracer = tracer;
+            s.propagator = guard.propagator();
+        })
+    }
+
+    fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
+        let mut s = match Arc::try_unwrap(self.shared) {
+            Ok(s) => s,
+            Err(shared) => Shared {
+                tracer: None,
+                propagator: shared.propagator.clone(),
+                route: shared.route.clone(),
+                filter: shared.filter.clone(),
+                capture: shared.capture.clone(),
+                trusted_hops: shared.trusted_hops,
+                public_endpoint: shared.public_endpoint,
+                keep_query: shared.keep_query,
+            },
+        };
+        f(&mut s);
+        TraceLayer {
+            shared: Arc::new(s),
+        }
+    }
+
+    /// Finds the route template (`/items/{id}`) of a request, for the span
+    /// name and `http.route` (with axum: from `MatchedPath`).
+    pub fn route_with(
+        self,
+        route: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|s| s.route = Some(Arc::new(route)))
+    }
+
+    /// Traces only requests for which `filter` is true (e.g. skip
+    /// `/healthz`).
+    pub fn filter(self, filter: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
+        self.with(|s| s.filter = Some(Arc::new(filter)))
+    }
+
+    /// Records these request headers as `http.request.header.<name>`.
+    /// `Authorization`, `Cookie`, `Set-Cookie` and `Proxy-Authorization`
+    /// are never recorded.
+    pub fn capture_request_headers(
+        self,
+        names: impl IntoIterator<Item = http::HeaderName>,
+    ) -> Self {
+        let names: Vec<_> = names
+            .into_iter()
+            .filter(|n| !NEVER_CAPTURED.contains(&n.as_str()))
+            .collect();
+        self.with(|s| s.capture = names)
+    }
+
+    /// Trusts `hops` proxies in front of the service for `client.address`
+    /// (from `X-Forwarded-For`); by default only the peer address counts.
+    pub fn trusted_hops(self, hops: usize) -> Self {
+        self.with(|s| s.trusted_hops = hops)
+    }
+
+    /// Treats the service as a public endpoint: an incoming context becomes
+    /// a link of a new trace, never its parent.
+    pub fn public_endpoint(self, public: bool) -> Self {
+        self.with(|s| s.public_endpoint = public)
+    }
+
+    /// Records `url.query` as sent (default: values redacted).
+    pub fn keep_query(self, keep: bool) -> Self {
+        self.with(|s| s.keep_query = keep)
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+
+    fn layer(&self, inner: S) -> Trace<S> {
+        Trace {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Middleware built by [`TraceLayer`].
+#[derive(Clone)]
+pub struct Trace<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Trace<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trace")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Trace<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+
+/// Response future of [`Trace`].
+pub struct ResponseFuture<B, E> {
+    inner: BoxFuture<B, E>,
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<B>, E>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: fmt::Display + Send + 'static,
+    ReqBody: Body + Send + 'static,
+    ResBody: Body + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let shared = self.shared.clone();
+        let (parts, body) = req.into_parts();
+        let traced = shared.tracer.is_some() && shared.filter.as_ref().is_none_or(|f| f(&parts));
+        if !traced {
+            let fut = self.inner.call(Request::from_parts(parts, body));
+            return ResponseFuture {
+                inner: Box::pin(fut),
+            };
+        }
+        let route = shared.route.as_ref().and_then(|r| r(&parts));
+        let request_size = body.size_hint().exact();
+        let cx = start_span(&shared, &parts, route.as_deref(), request_size);
+        let fut = self
+            .inner
+            .call(Request::from_parts(parts, body))
+            .with_context(cx.clone());
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let result = fut.await;
+                finish(&cx, result)
+            }),
+        }
+    }
+}
+
+/// A `Send + Sync` handle on whatever the global propagator is.
+#[derive(Debug)]
+struct GlobalPropagator;
+
+impl TextMapPropagator for GlobalPropagator {
+    fn inject_context(
+        &self,
+        cx: &Context,
+        injector: &mut dyn opentelemetry::propagation::Injector,
+    ) {
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(cx, injector))
+    }
+
+    fn extract_with_context(
+        &self,
+        cx: &Context,
+        extractor: &dyn opentelemetry::propagation::Extractor,
+    ) -> Context {
+        opentelemetry::global::get_text_map_propagator(|p| p.extract_with_context(cx, extractor))
+    }
+
+    fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+        opentelemetry::propagation::text_map_propagator::FieldIter::new(&[])
+    }
+}
+
+fn method_attr(method: &Method) -> (&'static str, bool) {
+    match *method {
+        Method::GET => ("GET", true),
+        Method::POST => ("POST", true),
+        Method::PUT => ("PUT", true),
+        Method::DELETE => ("DELETE", true),
+        Method::HEAD => ("HEAD", true),
+        Method::OPTIONS => ("OPTIONS", true),
+        Method::PATCH => ("PATCH", true),
+        Method::CONNECT => ("CONNECT", true),
+        Method::TRACE => ("TRACE", true),
+        _ => ("_OTHER", false),
+    }
+}
+
+/// Starts the server span. Sampling happens first, on the name, kind and
+/// the two attributes samplers commonly look at; everything else is only
+/// built for a span that records.
+fn start_span(
+    shared: &Shared,
+    parts: &Parts,
+    route: Option<&str>,
+    request_size: Option<u64>,
+) -> Context {
+    let tracer = shared.tracer.as_ref().expect("checked by the caller");
+    let incoming = extract(&*shared.propagator, &parts.headers);
+    let (method, known) = method_attr(&parts.method);
+    let name = match route {
+        Some(r) => format!("{method} {r}"),
+        None => method.to_owned(),
+    };
+    let mut attrs = Vec::with_capacity(2);
+    attrs.push(KeyValue::new("http.request.method", method));
+    if let Some(r) = route {
+        attrs.push(KeyValue::new("http.route", r.to_owned()));
+    }
+    let mut builder = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attrs);
+    let parent = if shared.public_endpoint {
+        let remote = incoming.span().span_context().clone();
+        if remote.is_valid() {
+            builder = builder.with_links(vec![Link::with_context(remote)]);
+        }
+        // Nothing from outside is trusted: no parent, no baggage.
+        Context::new()
+    } else {
+        incoming
+    };
+    let mut span = tracer.build_with_context(builder, &parent);
+    if span.is_recording() {
+        span.set_attributes(request_attributes(shared, parts, known, request_size));
+    }
+    // The context owns the span from here: handler code sees it as the
+    // current span, and the layer ends it through the context.
+    parent.with_span(span)
+}
+
+fn request_attributes(
+    shared: &Shared,
+    parts: &Parts,
+    known_method: bool,
+    request_size: Option<u64>,
+) -> Vec<KeyValue> {
+    let mut attrs = Vec::with_capacity(12);
+    if !known_method {
+        attrs.push(KeyValue::new(
+            "http.request.method_original",
+            parts.method.as_str().to_owned(),
+        ));
+    }
+    attrs.push(KeyValue::new("url.path", parts.uri.path().to_owned()));
+    if let Some(q) = parts.uri.query() {
+        let q = if shared.keep_query {
+            q.to_owned()
+        } else {
+            redact_query(q)
+        };
+        attrs.push(KeyValue::new("url.query", q));
+    }
+    let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
+    attrs.push(KeyValue::new("url.scheme", scheme));
+    if let Some((host, port)) = server_address(parts) {
+        attrs.push(KeyValue::new("server.address", host));
+        if let Some(port) = port {
+            attrs.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+    if let Some(ip) = client_address(&parts.headers, parts, shared.trusted_hops) {
+        attrs.push(KeyValue::new("client.address", ip));
+    }
+    if let Some(ua) = parts
+        .headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        attrs.push(KeyValue::new("user_agent.original", ua.to_owned()));
+    }
+    let version = match parts.version {
+        Version::HTTP_09 => "0.9",
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_11 => "1.1",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    attrs.push(KeyValue::new("network.protocol.version", version));
+    if let Some(n) = request_size.or_else(|| content_length(&parts.headers)) {
+        attrs.push(KeyValue::new("http.request.body.size", n as i64));
+    }
+    for name in &shared.capture {
+        let values: Vec<opentelemetry::StringValue> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_owned().into())
+            .collect();
+        if !values.is_empty() {
+            attrs.push(KeyValue::new(
+                format!("http.request.header.{}", name.as_str()),
+                opentelemetry::Value::Array(values.into()),
+            ));
+        }
+    }
+    attrs
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// `a=1&b=2` → `a=REDACTED&b=REDACTED`: keys stay, values go.
+fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) => format!("{k}=REDACTED"),
+            None => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn server_address(parts: &Parts) -> Option<(String, Option<u16>)> {
+    if let Some(host) = parts.uri.host() {
+        return Some((host.to_owned(), parts.uri.port_u16()));
+    }
+    let host = parts.headers.get(header::HOST)?.to_str().ok()?;
+    let authority: http::uri::Authority = host.parse().ok()?;
+    Some((authority.host().to_owned(), authority.port_u16()))
+}
+
+fn client_address(headers: &HeaderMap, parts: &Parts, trusted_hops: usize) -> Option<String> {
+    let peer = parts.extensions.get::<SocketAddr>().map(|a| a.ip());
+    if trusted_hops == 0 {
+        return peer.map(|p| p.to_string());
+    }
+    let mut chain: Vec<String> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        chain.extend(v.to_str().ok()?.split(',').map(|s| s.trim().to_owned()));
+    }
+    if let Some(p) = peer {
+        chain.push(p.to_string());
+    }
+    let idx = chain.len().checked_sub(trusted_hops + 1)?;
+    chain.get(idx).cloned()
+}
+
+fn finish<B: Body, E: fmt::Display>(
+    cx: &Context,
+    result: Result<Response<B>, E>,
+) -> Result<Response<B>, E> {
+    let span = cx.span();
+    match result {
+        Ok(mut res) => {
+            if span.is_recording() {
+                let status = res.status();
+                span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status.as_u16()),
+                ));
+                if let Some(n) = res.body().size_hint().exact() {
+                    span.set_attribute(KeyValue::new("http.response.body.size", n as i64));
+                }
+                if status.is_server_error() {
+                    span.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
+                    span.set_status(Status::error(""));
+                }
+            }
+            // The caller learns which trace served it: `traceparent` only
+            // (baggage and trace state stay inside).
+            let mut headers = HeaderMap::new();
+            TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(&mut headers));
+            if let Some(tp) = headers.remove("traceparent") {
+                res.headers_mut().insert("traceparent", tp);
+            }
+            span.end();
+            Ok(res)
+        }
+        Err(e) => {
+            if span.is_recording() {
+                span.set_attribute(KeyValue::new("error.type", "_OTHER"));
+                span.set_status(Status::error(e.to_string()));
+            }
+            span.end();
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Server spans: names, attributes, parents, status, sampling, flushing.
+
+use std::time::Duration;
+
+use cog_testkit::{OtlpReceiver, Transport};
+use tower::Layer;
+
+use crate::support::{app, config, request, send, spans, spans_within};
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_span_over_grpc_with_semantic_conventions() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, true, &[]).build().unwrap();
+    let svc = app(&guard);
+    let res = send(
+        &svc,
+        request(
+            "/items/42?q=secret&page=2",
+            &[
+                ("traceparent", &format!("00-{TRACE}-{PARENT}-01")),
+                ("host", "api.example.com:8443"),
+                ("user-agent", "curl/8.0"),
+                ("authorization", "Bearer never-recorded"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    // The response names the server span: same trace, a new span id.
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        tp.starts_with(&format!("00-{TRACE}-")) && tp.ends_with("-01"),
+        "{tp}"
+    );
+    assert!(!tp.contains(PARENT));
+
+    let spans = spans(&guard, &receiver, 1).await;
+    assert_eq!(spans.len(), 1);
+    let s = &spans[0];
+    assert_eq!(s.transport, Transport::Grpc);
+    assert_eq!(s.name(), "GET /items/{id}");
+    assert_eq!(s.span.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(s.trace_id(), TRACE);
+    assert_eq!(s.parent_span_id(), PARENT);
+    assert!(tp.contains(&s.span_id()));
+    assert_eq!(
+        s.resource_attr("service.name").as_deref(),
+        Some("svc-under-test")
+    );
+    for (k, v) in [
+        ("http.request.method", "GET"),
+        ("http.route", "/items/{id}"),
+        ("url.path", "/items/42"),
+        ("url.query", "q=REDACTED&page=REDACTED"),
+        ("url.scheme", "http"),
+        ("server.address", "api.example.com"),
+        ("server.port", "8443"),
+        ("client.address", "203.0.113.9"),
+        ("user_agent.original", "curl/8.0"),
+        ("network.protocol.version", "1.1"),
+        ("http.response.status_code", "200"),
+        ("http.response.body.size", "5"),
+    ] {
+        assert_eq!(s.attr(k).as_deref(), Some(v), "{k}");
+    }
+    let all = format!("{:?}", s.span);
+    assert!(
+        !all.contains("never-recorded"),
+        "Authorization leaked into the span"
+    );
+    // Status unset for a success.
+    assert_eq!(s.span.status.as_ref().map_or(0, |st| st.code), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_over_http_protobuf_and_4xx_left_unset() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, false, &[]).build().unwrap();
+    let svc = app(&guard);
+    assert_eq!(send(&svc, request("/boom", &[])).await.status(), 500);
+    let spans = spans(&guard, &receiver, 1).await;
+    let s = &spans[0];
+    assert_eq!(s.transport, Transport::HttpProtobuf);
+    assert_eq!(s.name(), "GET /boom");
+    assert_eq!(s.parent_span_id(), "", "a fresh trace has no parent");
+    assert_eq!(s.attr("error.type").as_deref(), Some("500"));
+    assert_eq!(s.span.status.as_ref().unwrap().code, 2, "STATUS_CODE_ERROR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_decisions_are_honoured() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let off = config(&receiver, true, &[("OTEL_TRACES_SAMPLER", "always_off")])
+        .build()
+        .unwrap();
+    let res = send(&app(&off), request("/items/1", &[])).await;
+    // Unsampled: still a traceparent (flag 00), nothing exported.
+    assert!(
+        res.headers()["traceparent"]
+            .to_str()
+            .unwrap()
+            .ends_with("-00")
+    );
+    // Flushed: had there been a span, it would be here.
+    assert!(
+        spans_within(&off, &receiver, 1, Duration::from_millis(500))
+            .await
+            .is_empty()
+    );
+
+    // Parent-based: an unsampled parent keeps the trace unsampled; a root
+    // request is sampled.
+    let pb = config(&receiver, true, &[]).build().unwrap();
+    let svc = app(&pb);
+    send(
+        &svc,
+        request(
+            "/items/2",
+            &[("traceparent", &format!("00-{TRACE}-{PARENT}-00"))],
+        ),
+    )
+    .await;
+    send(&svc, request("/items/3", &[])).await;
+    let got = spans(&pb, &receiver, 1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].attr("url.path").as_deref(), Some("/items/3"));
+
+    // Filtered requests get no span at all.
+    send(&svc, request("/healthz", &[])).await;
+    assert_eq!(
+        spans_within(&pb, &receiver, 2, Duration::from_millis(500))
+            .await
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_every_ended_span() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, true, &[]).build().unwrap();
+    let svc = app(&guard);
+    for i in 0..50 {
+        send(&svc, request(&format!("/items/{i}"), &[])).await;
+    }
+    tokio::task::spawn_blocking(move || guard.shutdown())
+        .await
+        .unwrap();
+    let got = receiver.wait_for_spans(50, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 50, "spans lost at shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_endpoints_link_instead_of_parenting() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, true, &[]).build().unwrap();
+    let svc = cog_trace::TraceLayer::from_guard(&guard)
+        .public_endpoint(true)
+        .layer(crate::support::app(&guard).into_inner());
+    send(
+        &svc,
+        request("/x", &[("traceparent", &format!("00-{TRACE}-{PARENT}-01"))]),
+    )
+    .await;
+    let s = &spans(&guard, &receiver, 1).await[0];
+    assert_eq!(s.parent_span_id(), "");
+    assert_ne!(s.trace_id(), TRACE);
+    assert_eq!(s.span.links.len(), 1);
+    assert_eq!(s.span.links[0].span_id, hex(PARENT));
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
