@@ -1,5 +1,6 @@
 //! cog-trace against a real OTLP receiver, over gRPC and HTTP/protobuf.
 
+mod bridge;
 mod malformed;
 mod server;
 mod support;
