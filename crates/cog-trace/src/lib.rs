@@ -18,6 +18,8 @@
 //! - The span is the current OpenTelemetry context while the inner service
 //!   runs, so `tracing` spans created in handlers (through
 //!   `tracing-opentelemetry`) become its children.
+//! - [`ClientTraceLayer`]: a client span per outgoing request, child of
+//!   the current context, whose context is injected into the request.
 //! - [`init`]: the SDK from the standard `OTEL_*` variables (see
 //!   [`TraceConfig`]), OTLP over gRPC or HTTP/protobuf; the returned
 //!   [`TraceGuard`] flushes every ended span when dropped.
@@ -35,9 +37,11 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod client;
 mod config;
 mod propagation;
 mod server;
 
+pub use client::{ClientResponseFuture, ClientTrace, ClientTraceLayer};
 pub use config::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};
 pub use server::{ResponseFuture, Trace, TraceLayer};

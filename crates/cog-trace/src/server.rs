@@ -271,7 +271,7 @@ where
 
 /// A `Send + Sync` handle on whatever the global propagator is.
 #[derive(Debug)]
-struct GlobalPropagator;
+pub(crate) struct GlobalPropagator;
 
 impl TextMapPropagator for GlobalPropagator {
     fn inject_context(
@@ -295,7 +295,7 @@ impl TextMapPropagator for GlobalPropagator {
     }
 }
 
-fn method_attr(method: &Method) -> (&'static str, bool) {
+pub(crate) fn method_attr(method: &Method) -> (&'static str, bool) {
     match *method {
         Method::GET => ("GET", true),
         Method::POST => ("POST", true),
@@ -434,7 +434,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// `a=1&b=2` → `a=REDACTED&b=REDACTED`: keys stay, values go.
-fn redact_query(q: &str) -> String {
+pub(crate) fn redact_query(q: &str) -> String {
     q.split('&')
         .map(|pair| match pair.split_once('=') {
             Some((k, _)) => format!("{k}=REDACTED"),

@@ -1,6 +1,7 @@
 //! cog-trace against a real OTLP receiver, over gRPC and HTTP/protobuf.
 
 mod bridge;
+mod client;
 mod malformed;
 mod server;
 mod support;

@@ -1,0 +1,122 @@
+//! Client layer → server layer: one trace across two services.
+
+use std::convert::Infallible;
+
+use cog_testkit::OtlpReceiver;
+use cog_trace::{ClientTraceLayer, TraceLayer};
+use http::{Request, Response, StatusCode};
+use opentelemetry::trace::FutureExt as _;
+use tower::{Layer, ServiceExt, service_fn};
+
+use crate::support::{Body, config, spans};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_span_parents_the_downstream_server_span() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    // Two services, each with its own pipeline, exporting to one receiver.
+    let downstream_guard = config(&receiver, true, &[("OTEL_SERVICE_NAME", "downstream")])
+        .build()
+        .unwrap();
+    let upstream_guard = config(&receiver, false, &[("OTEL_SERVICE_NAME", "upstream")])
+        .build()
+        .unwrap();
+    let downstream = TraceLayer::from_guard(&downstream_guard).layer(service_fn(
+        |req: Request<Body>| async move {
+            let status = if req.uri().path() == "/missing" {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::OK
+            };
+            let mut res = Response::new(Body::from("down"));
+            *res.status_mut() = status;
+            Ok::<_, Infallible>(res)
+        },
+    ));
+    // The upstream's outgoing client, calling the downstream service.
+    let client = ClientTraceLayer::from_guard(&upstream_guard).layer(downstream.clone());
+    let upstream =
+        TraceLayer::from_guard(&upstream_guard).layer(service_fn(move |_req: Request<Body>| {
+            let client = client.clone();
+            async move {
+                let out = Request::get("http://downstream.internal:9000/v1/thing?token=s3cret")
+                    .body(Body::default())
+                    .unwrap();
+                let res = client.clone().oneshot(out).await.unwrap();
+                let missing = Request::get("http://downstream.internal:9000/missing")
+                    .body(Body::default())
+                    .unwrap();
+                let _ = client.oneshot(missing).await.unwrap();
+                Ok::<_, Infallible>(res)
+            }
+        }));
+    let res = upstream
+        .oneshot(Request::get("/start").body(Body::default()).unwrap())
+        .with_current_context()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // Flush both pipelines, then read everything the receiver got.
+    spans(&upstream_guard, &receiver, 0).await;
+    let got = spans(&downstream_guard, &receiver, 5).await;
+    assert_eq!(
+        got.len(),
+        5,
+        "{:#?}",
+        got.iter().map(|s| s.name()).collect::<Vec<_>>()
+    );
+    let by = |service: &str, kind: i32| {
+        got.iter()
+            .filter(|s| {
+                s.resource_attr("service.name").as_deref() == Some(service) && s.span.kind == kind
+            })
+            .collect::<Vec<_>>()
+    };
+    let (server_up, clients, servers_down) =
+        (by("upstream", 2), by("upstream", 3), by("downstream", 2));
+    assert_eq!(
+        (server_up.len(), clients.len(), servers_down.len()),
+        (1, 2, 2)
+    );
+    let root = server_up[0];
+    for c in &clients {
+        assert_eq!(c.trace_id(), root.trace_id());
+        assert_eq!(c.parent_span_id(), root.span_id());
+        assert_eq!(c.name(), "GET");
+        assert_eq!(
+            c.attr("server.address").as_deref(),
+            Some("downstream.internal")
+        );
+        assert_eq!(c.attr("server.port").as_deref(), Some("9000"));
+    }
+    let ok_client = clients
+        .iter()
+        .find(|c| c.attr("http.response.status_code").as_deref() == Some("200"))
+        .unwrap();
+    assert_eq!(
+        ok_client.attr("url.full").as_deref(),
+        Some("http://downstream.internal:9000/v1/thing?token=REDACTED")
+    );
+    let missing_client = clients
+        .iter()
+        .find(|c| c.attr("http.response.status_code").as_deref() == Some("404"))
+        .unwrap();
+    assert_eq!(
+        missing_client.span.status.as_ref().unwrap().code,
+        2,
+        "404 is an error for a client"
+    );
+    for s in &servers_down {
+        assert_eq!(s.trace_id(), root.trace_id());
+        assert!(clients.iter().any(|c| c.span_id() == s.parent_span_id()));
+    }
+    let missing_server = servers_down
+        .iter()
+        .find(|s| s.attr("http.response.status_code").as_deref() == Some("404"))
+        .unwrap();
+    assert_eq!(
+        missing_server.span.status.as_ref().map_or(0, |st| st.code),
+        0,
+        "404 leaves a server span unset"
+    );
+}
