@@ -42,6 +42,7 @@ pub struct TraceLayer {
 }
 
 struct Shared {
+    metrics: Metrics,
     tracer: Option<BoxedTracer>,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     route: Option<RouteFn>,
@@ -74,6 +75,7 @@ impl TraceLayer {
     pub fn new() -> Self {
         TraceLayer {
             shared: Arc::new(Shared {
+                metrics: Metrics::new(),
                 tracer: Some(opentelemetry::global::tracer("cog-trace")),
                 propagator: Arc::new(GlobalPropagator),
                 route: None,
@@ -101,6 +103,7 @@ impl TraceLayer {
         let mut s = match Arc::try_unwrap(self.shared) {
             Ok(s) => s,
             Err(shared) => Shared {
+                metrics: Metrics::new(),
                 tracer: None,
                 propagator: shared.propagator.clone(),
                 route: shared.route.clone(),
@@ -256,6 +259,7 @@ where
         let route = shared.route.as_ref().and_then(|r| r(&parts));
         let request_size = body.size_hint().exact();
         let cx = start_span(&shared, &parts, route.as_deref(), request_size);
+        let active = ActiveGuard::start(&shared.metrics, method_attr(&parts.method).0, &parts);
         let fut = self
             .inner
             .call(Request::from_parts(parts, body))
@@ -263,8 +267,98 @@ where
         ResponseFuture {
             inner: Box::pin(async move {
                 let result = fut.await;
+                let status = result.as_ref().ok().map(|r| r.status().as_u16());
+                active.finish(route, status);
                 finish(&cx, result)
             }),
+        }
+    }
+}
+
+/// `http.server.request.duration` (s) and `http.server.active_requests`.
+struct Metrics {
+    duration: opentelemetry::metrics::Histogram<f64>,
+    active: opentelemetry::metrics::UpDownCounter<i64>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let meter = opentelemetry::global::meter("cog-trace");
+        Metrics {
+            duration: meter
+                .f64_histogram("http.server.request.duration")
+                .with_description("Duration of HTTP server requests")
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                ])
+                .build(),
+            active: meter
+                .i64_up_down_counter("http.server.active_requests")
+                .with_description("Number of active HTTP server requests")
+                .with_unit("{request}")
+                .build(),
+        }
+    }
+}
+
+impl ActiveGuard {
+    /// Counts a request as active until finished or dropped.
+    fn start(metrics: &Metrics, method: &'static str, parts: &Parts) -> ActiveGuard {
+        let attrs = [
+            KeyValue::new("http.request.method", method),
+            KeyValue::new(
+                "url.scheme",
+                parts.uri.scheme_str().unwrap_or("http").to_owned(),
+            ),
+        ];
+        metrics.active.add(1, &attrs);
+        ActiveGuard {
+            duration: metrics.duration.clone(),
+            active: metrics.active.clone(),
+            started: std::time::Instant::now(),
+            attrs,
+            done: false,
+        }
+    }
+}
+
+/// One request in flight.
+struct ActiveGuard {
+    duration: opentelemetry::metrics::Histogram<f64>,
+    active: opentelemetry::metrics::UpDownCounter<i64>,
+    started: std::time::Instant,
+    attrs: [KeyValue; 2],
+    done: bool,
+}
+
+impl ActiveGuard {
+    fn finish(mut self, route: Option<String>, status: Option<u16>) {
+        self.done = true;
+        self.active.add(-1, &self.attrs);
+        let mut attrs: Vec<KeyValue> = self.attrs.to_vec();
+        if let Some(r) = route {
+            attrs.push(KeyValue::new("http.route", r));
+        }
+        match status {
+            Some(s) => {
+                attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
+                if s >= 500 {
+                    attrs.push(KeyValue::new("error.type", s.to_string()));
+                }
+            }
+            None => attrs.push(KeyValue::new("error.type", "_OTHER")),
+        }
+        self.duration
+            .record(self.started.elapsed().as_secs_f64(), &attrs);
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            // Abandoned (the client went away): no longer active.
+            self.active.add(-1, &self.attrs);
         }
     }
 }
