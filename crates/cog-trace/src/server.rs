@@ -16,14 +16,15 @@ use opentelemetry::trace::{
     FutureExt as _, Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::propagation::{HeaderInjector, extract};
+use crate::propagation::extract;
 
 type RouteFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 type FilterFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// Headers that are never captured, whatever the allow-list says.
 const NEVER_CAPTURED: [&str; 4] = [
@@ -43,7 +44,7 @@ pub struct TraceLayer {
 
 struct Shared {
     metrics: Metrics,
-    tracer: Option<BoxedTracer>,
+    tracer: Option<Arc<BoxedTracer>>,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     route: Option<RouteFn>,
     filter: Option<FilterFn>,
@@ -76,7 +77,7 @@ impl TraceLayer {
         TraceLayer {
             shared: Arc::new(Shared {
                 metrics: Metrics::new(),
-                tracer: Some(opentelemetry::global::tracer("cog-trace")),
+                tracer: Some(Arc::new(opentelemetry::global::tracer("cog-trace"))),
                 propagator: Arc::new(GlobalPropagator),
                 route: None,
                 filter: None,
@@ -92,11 +93,21 @@ impl TraceLayer {
     pub fn from_guard(guard: &crate::TraceGuard) -> Self {
         let tracer = guard
             .tracer("cog-trace")
-            .map(|t| BoxedTracer::new(Box::new(t)));
+            .map(|t| Arc::new(BoxedTracer::new(Box::new(t))));
         TraceLayer::new().with(|s| {
             s.tracer = tracer;
             s.propagator = guard.propagator();
         })
+    }
+
+    /// Uses `tracer` (from any SDK pipeline) instead of the global one.
+    pub fn tracer(self, tracer: opentelemetry_sdk::trace::SdkTracer) -> Self {
+        self.with(|s| s.tracer = Some(Arc::new(BoxedTracer::new(Box::new(tracer)))))
+    }
+
+    /// Uses `propagator` instead of the global one.
+    pub fn propagator(self, propagator: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
+        self.with(|s| s.propagator = propagator)
     }
 
     fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
@@ -104,7 +115,7 @@ impl TraceLayer {
             Ok(s) => s,
             Err(shared) => Shared {
                 metrics: Metrics::new(),
-                tracer: None,
+                tracer: shared.tracer.clone(),
                 propagator: shared.propagator.clone(),
                 route: shared.route.clone(),
                 filter: shared.filter.clone(),
@@ -586,10 +597,17 @@ fn finish<B: Body, E: fmt::Display>(
             }
             // The caller learns which trace served it: `traceparent` only
             // (baggage and trace state stay inside).
-            let mut headers = HeaderMap::new();
-            TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(&mut headers));
-            if let Some(tp) = headers.remove("traceparent") {
-                res.headers_mut().insert("traceparent", tp);
+            let sc = span.span_context();
+            if sc.is_valid() {
+                let tp = format!(
+                    "00-{}-{}-{:02x}",
+                    sc.trace_id(),
+                    sc.span_id(),
+                    sc.trace_flags().to_u8()
+                );
+                if let Ok(v) = http::HeaderValue::from_str(&tp) {
+                    res.headers_mut().insert(TRACEPARENT, v);
+                }
             }
             span.end();
             Ok(res)

@@ -1,0 +1,165 @@
+//! The cost of tracing a request, side by side with what users build
+//! today.
+//!
+//! - `trace_layer/none`: the service alone.
+//! - `trace_layer/cog_unsampled`: cog's layer, sampler always off.
+//! - `trace_layer/cog_sampled`: cog's layer, every span recorded and handed
+//!   to a no-op exporter.
+//! - `trace_layer/tower_http_otel`: tower-http's `TraceLayer` with an
+//!   OTel-naming `MakeSpan` (name, kind and the same HTTP attributes),
+//!   parent extracted with the W3C propagator, and tracing-opentelemetry
+//!   exporting to the same no-op exporter, sampled.
+//!
+//! Every request carries a sampled `traceparent`.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cog_trace::TraceLayer;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::Full;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+
+#[derive(Debug)]
+struct NoopExporter;
+
+impl SpanExporter for NoopExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
+}
+
+fn provider(sampler: Sampler) -> SdkTracerProvider {
+    SdkTracerProvider::builder()
+        .with_sampler(sampler)
+        .with_simple_exporter(NoopExporter)
+        .build()
+}
+
+type Body = Full<Bytes>;
+
+fn request() -> Request<Body> {
+    Request::get("/items/42?q=1")
+        .header("host", "api.example.com")
+        .header("user-agent", "bench/1.0")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(Body::default())
+        .unwrap()
+}
+
+fn handler()
+-> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::from("ok"))) })
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("trace_layer");
+
+    let none = handler();
+    g.bench_function("none", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(none.clone().oneshot(request()).await.unwrap()) })
+    });
+
+    let route = |p: &http::request::Parts| {
+        Some(if p.uri.path().starts_with("/items/") {
+            "/items/{id}".to_owned()
+        } else {
+            p.uri.path().to_owned()
+        })
+    };
+    let propagator: Arc<dyn TextMapPropagator + Send + Sync> =
+        Arc::new(TraceContextPropagator::new());
+
+    let off = provider(Sampler::AlwaysOff);
+    let unsampled = TraceLayer::new()
+        .tracer(off.tracer("bench"))
+        .propagator(propagator.clone())
+        .route_with(route)
+        .layer(handler());
+    g.bench_function("cog_unsampled", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(unsampled.clone().oneshot(request()).await.unwrap()) })
+    });
+
+    let on = provider(Sampler::AlwaysOn);
+    let sampled = TraceLayer::new()
+        .tracer(on.tracer("bench"))
+        .propagator(propagator.clone())
+        .route_with(route)
+        .layer(handler());
+    g.bench_function("cog_sampled", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(sampled.clone().oneshot(request()).await.unwrap()) })
+    });
+
+    let peer = provider(Sampler::AlwaysOn);
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(peer.tracer("bench")));
+    let w3c = TraceContextPropagator::new();
+    let tower_http = tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(move |req: &Request<Body>| {
+            let route = if req.uri().path().starts_with("/items/") { "/items/{id}" } else { req.uri().path() };
+            let span = tracing::info_span!(
+                "request",
+                otel.name = %format!("{} {}", req.method(), route),
+                otel.kind = "server",
+                http.request.method = %req.method(),
+                http.route = route,
+                url.path = req.uri().path(),
+                url.scheme = "http",
+                server.address = req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or(""),
+                user_agent.original = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or(""),
+                network.protocol.version = "1.1",
+                http.response.status_code = tracing::field::Empty,
+            );
+            let _ = span.set_parent(w3c.extract(&HeaderExtractor(req.headers())));
+            span
+        })
+        .on_response(|res: &Response<Body>, _latency: std::time::Duration, span: &tracing::Span| {
+            span.record("http.response.status_code", res.status().as_u16());
+        })
+        .layer(handler());
+    tracing::subscriber::with_default(subscriber, || {
+        g.bench_function("tower_http_otel", |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(tower_http.clone().oneshot(request()).await.unwrap()) })
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
