@@ -438,8 +438,9 @@ impl Drop for TraceGuard {
 }
 
 /// Sets tracing up from the `OTEL_*` variables and installs it globally:
-/// the global tracer provider and propagator, so [`TraceLayer::new`]
-/// (crate::TraceLayer::new) and any OpenTelemetry instrumentation use it.
+/// the global tracer provider and propagator, so
+/// [`TraceLayer::new`](crate::TraceLayer::new) and any OpenTelemetry
+/// instrumentation use it.
 /// Keep the guard alive; dropping it flushes.
 ///
 /// # Errors
