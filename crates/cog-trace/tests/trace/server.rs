@@ -178,3 +178,40 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_capture_is_an_allow_list_without_secrets() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, true, &[]).build().unwrap();
+    let svc = cog_trace::TraceLayer::from_guard(&guard)
+        .capture_request_headers([
+            http::HeaderName::from_static("x-request-id"),
+            http::header::AUTHORIZATION,
+            http::header::COOKIE,
+        ])
+        .layer(crate::support::app(&guard).into_inner());
+    send(
+        &svc,
+        request(
+            "/x",
+            &[
+                ("x-request-id", "req-1"),
+                ("x-other", "not-captured"),
+                ("authorization", "Bearer top-secret"),
+                ("cookie", "session=top-secret"),
+            ],
+        ),
+    )
+    .await;
+    let s = &spans(&guard, &receiver, 1).await[0];
+    let attrs = format!("{:?}", s.span.attributes);
+    assert!(
+        attrs.contains("http.request.header.x-request-id") && attrs.contains("req-1"),
+        "{attrs}"
+    );
+    assert!(!attrs.contains("not-captured"));
+    assert!(
+        !attrs.contains("top-secret"),
+        "a secret header was captured: {attrs}"
+    );
+}
