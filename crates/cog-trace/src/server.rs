@@ -270,7 +270,7 @@ where
         let route = shared.route.as_ref().and_then(|r| r(&parts));
         let request_size = body.size_hint().exact();
         let cx = start_span(&shared, &parts, route.as_deref(), request_size);
-        let active = ActiveGuard::start(&shared.metrics, method_attr(&parts.method).0, &parts);
+        let active = ActiveGuard::start(shared, method_attr(&parts.method).0, &parts);
         let fut = self
             .inner
             .call(Request::from_parts(parts, body))
@@ -315,18 +315,21 @@ impl Metrics {
 
 impl ActiveGuard {
     /// Counts a request as active until finished or dropped.
-    fn start(metrics: &Metrics, method: &'static str, parts: &Parts) -> ActiveGuard {
+    fn start(shared: Arc<Shared>, method: &'static str, parts: &Parts) -> ActiveGuard {
         let attrs = [
             KeyValue::new("http.request.method", method),
             KeyValue::new(
                 "url.scheme",
-                parts.uri.scheme_str().unwrap_or("http").to_owned(),
+                if parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                    "https"
+                } else {
+                    "http"
+                },
             ),
         ];
-        metrics.active.add(1, &attrs);
+        shared.metrics.active.add(1, &attrs);
         ActiveGuard {
-            duration: metrics.duration.clone(),
-            active: metrics.active.clone(),
+            shared,
             started: std::time::Instant::now(),
             attrs,
             done: false,
@@ -334,10 +337,10 @@ impl ActiveGuard {
     }
 }
 
-/// One request in flight.
+/// One request in flight; holds the layer's shared state for the response
+/// half.
 struct ActiveGuard {
-    duration: opentelemetry::metrics::Histogram<f64>,
-    active: opentelemetry::metrics::UpDownCounter<i64>,
+    shared: Arc<Shared>,
     started: std::time::Instant,
     attrs: [KeyValue; 2],
     done: bool,
@@ -346,8 +349,10 @@ struct ActiveGuard {
 impl ActiveGuard {
     fn finish(mut self, route: Option<String>, status: Option<u16>) {
         self.done = true;
-        self.active.add(-1, &self.attrs);
-        let mut attrs: Vec<KeyValue> = self.attrs.to_vec();
+        let metrics = &self.shared.metrics;
+        metrics.active.add(-1, &self.attrs);
+        let mut attrs: Vec<KeyValue> = Vec::with_capacity(5);
+        attrs.extend_from_slice(&self.attrs);
         if let Some(r) = route {
             attrs.push(KeyValue::new("http.route", r));
         }
@@ -360,7 +365,8 @@ impl ActiveGuard {
             }
             None => attrs.push(KeyValue::new("error.type", "_OTHER")),
         }
-        self.duration
+        metrics
+            .duration
             .record(self.started.elapsed().as_secs_f64(), &attrs);
     }
 }
@@ -369,7 +375,7 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if !self.done {
             // Abandoned (the client went away): no longer active.
-            self.active.add(-1, &self.attrs);
+            self.shared.metrics.active.add(-1, &self.attrs);
         }
     }
 }
@@ -427,9 +433,15 @@ fn start_span(
     let tracer = shared.tracer.as_ref().expect("checked by the caller");
     let incoming = extract(&*shared.propagator, &parts.headers);
     let (method, known) = method_attr(&parts.method);
-    let name = match route {
-        Some(r) => format!("{method} {r}"),
-        None => method.to_owned(),
+    let name: std::borrow::Cow<'static, str> = match route {
+        Some(r) => {
+            let mut n = String::with_capacity(method.len() + 1 + r.len());
+            n.push_str(method);
+            n.push(' ');
+            n.push_str(r);
+            n.into()
+        }
+        None => method.into(),
     };
     let mut attrs = Vec::with_capacity(2);
     attrs.push(KeyValue::new("http.request.method", method));
@@ -599,13 +611,12 @@ fn finish<B: Body, E: fmt::Display>(
             // (baggage and trace state stay inside).
             let sc = span.span_context();
             if sc.is_valid() {
-                let tp = format!(
-                    "00-{}-{}-{:02x}",
-                    sc.trace_id(),
-                    sc.span_id(),
-                    sc.trace_flags().to_u8()
+                let tp = traceparent(
+                    sc.trace_id().to_bytes(),
+                    sc.span_id().to_bytes(),
+                    sc.trace_flags().to_u8(),
                 );
-                if let Ok(v) = http::HeaderValue::from_str(&tp) {
+                if let Ok(v) = http::HeaderValue::from_bytes(&tp) {
                     res.headers_mut().insert(TRACEPARENT, v);
                 }
             }
@@ -620,5 +631,42 @@ fn finish<B: Body, E: fmt::Display>(
             span.end();
             Err(e)
         }
+    }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, hex-encoded by hand (the formatter
+/// machinery costs more than the rest of the header).
+fn traceparent(trace: [u8; 16], span: [u8; 8], flags: u8) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 55];
+    out[0] = b'0';
+    out[1] = b'0';
+    let mut put = |at: usize, bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            out[at + 2 * i] = HEX[usize::from(b >> 4)];
+            out[at + 2 * i + 1] = HEX[usize::from(b & 15)];
+        }
+    };
+    put(3, &trace);
+    put(36, &span);
+    put(53, &[flags]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_matches_the_w3c_format() {
+        let tp = traceparent(
+            [0xab; 16],
+            [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
+            1,
+        );
+        assert_eq!(
+            std::str::from_utf8(&tp).unwrap(),
+            format!("00-{}-0123456789abcdef-01", "ab".repeat(16))
+        );
     }
 }
