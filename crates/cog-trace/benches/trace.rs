@@ -103,10 +103,16 @@ fn bench(c: &mut Criterion) {
     let propagator: Arc<dyn TextMapPropagator + Send + Sync> =
         Arc::new(TraceContextPropagator::new());
 
-    let off = provider(Sampler::AlwaysOff);
-    let unsampled = TraceLayer::new()
-        .tracer(off.tracer("bench"))
-        .propagator(propagator.clone())
+    // As `init()` sets it up with OTEL_TRACES_SAMPLER=always_off.
+    let off = cog_trace::TraceConfig::from_vars(|k| match k {
+        "OTEL_TRACES_SAMPLER" => Some("always_off".into()),
+        "OTEL_TRACES_EXPORTER" => Some("none".into()),
+        _ => None,
+    })
+    .unwrap()
+    .build()
+    .unwrap();
+    let unsampled = TraceLayer::from_guard(&off)
         .route_with(route)
         .layer(handler());
     g.bench_function("cog_unsampled", |b| {

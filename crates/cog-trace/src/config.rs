@@ -334,6 +334,7 @@ impl TraceConfig {
             return Ok(TraceGuard {
                 provider: None,
                 propagator,
+                sampler: self.sampler,
             });
         }
         let resource = Resource::builder_empty()
@@ -373,6 +374,7 @@ impl TraceConfig {
         Ok(TraceGuard {
             provider: Some(builder.build()),
             propagator,
+            sampler: self.sampler,
         })
     }
 }
@@ -382,6 +384,7 @@ impl TraceConfig {
 pub struct TraceGuard {
     provider: Option<SdkTracerProvider>,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+    sampler: SamplerKind,
 }
 
 impl fmt::Debug for TraceGuard {
@@ -396,6 +399,11 @@ impl TraceGuard {
     /// A tracer from this pipeline (`None` when tracing is disabled).
     pub fn tracer(&self, name: &'static str) -> Option<SdkTracer> {
         self.provider.as_ref().map(|p| p.tracer(name))
+    }
+
+    /// The configured sampler.
+    pub fn sampler(&self) -> SamplerKind {
+        self.sampler
     }
 
     /// The configured propagator.
@@ -450,11 +458,16 @@ pub fn init() -> Result<TraceGuard, InitError> {
     let guard = config.build()?;
     if let Some(p) = guard.provider() {
         opentelemetry::global::set_tracer_provider(p.clone());
+        let _ = INIT_SAMPLER.set(config.sampler);
     }
     let propagator = config.propagator();
     opentelemetry::global::set_text_map_propagator(PropagatorRef(propagator));
     Ok(guard)
 }
+
+/// The sampler [`init`] installed, so layers built on the global provider
+/// can skip the SDK for requests it will not sample.
+pub(crate) static INIT_SAMPLER: std::sync::OnceLock<SamplerKind> = std::sync::OnceLock::new();
 
 /// Lets a shared propagator be installed globally.
 #[derive(Debug)]

@@ -45,6 +45,9 @@ pub struct TraceLayer {
 struct Shared {
     metrics: Metrics,
     tracer: Option<Arc<BoxedTracer>>,
+    /// The pipeline's sampler, when known: lets the layer skip the SDK
+    /// entirely for requests that will not be sampled.
+    sampler: Option<crate::SamplerKind>,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     route: Option<RouteFn>,
     filter: Option<FilterFn>,
@@ -78,6 +81,7 @@ impl TraceLayer {
             shared: Arc::new(Shared {
                 metrics: Metrics::new(),
                 tracer: Some(Arc::new(opentelemetry::global::tracer("cog-trace"))),
+                sampler: crate::config::INIT_SAMPLER.get().copied(),
                 propagator: Arc::new(GlobalPropagator),
                 route: None,
                 filter: None,
@@ -94,15 +98,21 @@ impl TraceLayer {
         let tracer = guard
             .tracer("cog-trace")
             .map(|t| Arc::new(BoxedTracer::new(Box::new(t))));
+        let sampler = guard.sampler();
         TraceLayer::new().with(|s| {
             s.tracer = tracer;
+            s.sampler = Some(sampler);
             s.propagator = guard.propagator();
         })
     }
 
     /// Uses `tracer` (from any SDK pipeline) instead of the global one.
     pub fn tracer(self, tracer: opentelemetry_sdk::trace::SdkTracer) -> Self {
-        self.with(|s| s.tracer = Some(Arc::new(BoxedTracer::new(Box::new(tracer)))))
+        self.with(|s| {
+            s.tracer = Some(Arc::new(BoxedTracer::new(Box::new(tracer))));
+            // An SDK tracer from elsewhere: its sampler decides.
+            s.sampler = None;
+        })
     }
 
     /// Uses `propagator` instead of the global one.
@@ -116,6 +126,7 @@ impl TraceLayer {
             Err(shared) => Shared {
                 metrics: Metrics::new(),
                 tracer: shared.tracer.clone(),
+                sampler: shared.sampler,
                 propagator: shared.propagator.clone(),
                 route: shared.route.clone(),
                 filter: shared.filter.clone(),
@@ -421,6 +432,46 @@ pub(crate) fn method_attr(method: &Method) -> (&'static str, bool) {
     }
 }
 
+/// When the layer knows the sampler and it will surely say "drop" (always
+/// off; parent-based with an unsampled parent, or with no parent and an
+/// always-off root), the request gets a non-recording span context with a
+/// fresh span id — enough for the response `traceparent` and for child
+/// calls to stay unsampled — without an SDK span, a tracer call or any
+/// attribute. Ratio samplers always go through the SDK, so its decision
+/// stays the only one.
+fn unsampled_fast_path(shared: &Shared, incoming: &Context) -> Option<Context> {
+    use crate::SamplerKind as K;
+    use opentelemetry::trace::{SpanContext, TraceFlags};
+    use opentelemetry_sdk::trace::IdGenerator as _;
+    let sampler = shared.sampler?;
+    let parent = incoming.span().span_context().clone();
+    let drop = match sampler {
+        K::AlwaysOff => true,
+        K::ParentBasedAlwaysOn | K::ParentBasedTraceIdRatio(_) => {
+            parent.is_valid() && !parent.is_sampled()
+        }
+        K::ParentBasedAlwaysOff => !parent.is_valid() || !parent.is_sampled(),
+        _ => false,
+    };
+    if !drop {
+        return None;
+    }
+    let ids = opentelemetry_sdk::trace::RandomIdGenerator::default();
+    let trace_id = if parent.is_valid() {
+        parent.trace_id()
+    } else {
+        ids.new_trace_id()
+    };
+    let sc = SpanContext::new(
+        trace_id,
+        ids.new_span_id(),
+        TraceFlags::default(),
+        false,
+        parent.trace_state().clone(),
+    );
+    Some(incoming.with_remote_span_context(sc))
+}
+
 /// Starts the server span. Sampling happens first, on the name, kind and
 /// the two attributes samplers commonly look at; everything else is only
 /// built for a span that records.
@@ -432,6 +483,9 @@ fn start_span(
 ) -> Context {
     let tracer = shared.tracer.as_ref().expect("checked by the caller");
     let incoming = extract(&*shared.propagator, &parts.headers);
+    if let Some(cx) = unsampled_fast_path(shared, &incoming) {
+        return cx;
+    }
     let (method, known) = method_attr(&parts.method);
     let name: std::borrow::Cow<'static, str> = match route {
         Some(r) => {

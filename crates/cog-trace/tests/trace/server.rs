@@ -115,7 +115,7 @@ async fn sampling_decisions_are_honoured() {
     // request is sampled.
     let pb = config(&receiver, true, &[]).build().unwrap();
     let svc = app(&pb);
-    send(
+    let res = send(
         &svc,
         request(
             "/items/2",
@@ -123,6 +123,13 @@ async fn sampling_decisions_are_honoured() {
         ),
     )
     .await;
+    // Same trace, a span id of its own, still unsampled.
+    let tp = res.headers()["traceparent"].to_str().unwrap().to_owned();
+    assert!(
+        tp.starts_with(&format!("00-{TRACE}-")) && tp.ends_with("-00"),
+        "{tp}"
+    );
+    assert!(!tp.contains(PARENT), "{tp}");
     send(&svc, request("/items/3", &[])).await;
     let got = spans(&pb, &receiver, 1).await;
     assert_eq!(got.len(), 1);
