@@ -36,8 +36,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -202,25 +200,8 @@ impl<S> HttpCache<S> {
     }
 }
 
-type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
-
 /// Response future of [`HttpCache`].
-pub struct ResponseFuture<B, E> {
-    inner: BoxFuture<B, E>,
-}
-
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<CacheBody<B>>, E>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
+pub type ResponseFuture<B, E> = cog_core::ResponseFuture<CacheBody<B>, E>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpCache<S>
 where
@@ -242,9 +223,7 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            inner: Box::pin(run(self.shared.clone(), inner, req)),
-        }
+        ResponseFuture::new(run(self.shared.clone(), inner, req))
     }
 }
 

@@ -6,8 +6,11 @@
 //! - [`Breaker`]: the circuit breaker every Redis-backed component uses to
 //!   stop waiting on a Redis that is slow or gone, and to find out — one
 //!   probe at a time — when it is back.
+//! - [`ResponseFuture`]: the boxed response future of cog's tower layers.
 
 pub mod breaker;
+pub mod future;
 pub mod keys;
 
 pub use breaker::Breaker;
+pub use future::ResponseFuture;

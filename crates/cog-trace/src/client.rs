@@ -1,8 +1,6 @@
 //! The client layer: one span per outgoing request, context injected.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -92,26 +90,8 @@ impl<S: fmt::Debug> fmt::Debug for ClientTrace<S> {
     }
 }
 
-type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
-
 /// Response future of [`ClientTrace`].
-pub struct ClientResponseFuture<B, E> {
-    inner: BoxFuture<B, E>,
-}
-
-impl<B, E> Future for ClientResponseFuture<B, E> {
-    type Output = Result<Response<B>, E>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-impl<B, E> fmt::Debug for ClientResponseFuture<B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientResponseFuture")
-            .finish_non_exhaustive()
-    }
-}
+pub type ClientResponseFuture<B, E> = cog_core::ResponseFuture<B, E>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientTrace<S>
 where
@@ -131,9 +111,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let Some(tracer) = &self.shared.tracer else {
-            return ClientResponseFuture {
-                inner: Box::pin(self.inner.call(req)),
-            };
+            return ClientResponseFuture::new(self.inner.call(req));
         };
         let (method, _) = method_attr(req.method());
         let parent = Context::current();
@@ -174,34 +152,32 @@ where
             .propagator
             .inject_context(&cx, &mut HeaderInjector(req.headers_mut()));
         let fut = self.inner.call(req);
-        ClientResponseFuture {
-            inner: Box::pin(async move {
-                let result = fut.await;
-                let span = cx.span();
-                match &result {
-                    Ok(res) => {
-                        let status = res.status();
+        ClientResponseFuture::new(async move {
+            let result = fut.await;
+            let span = cx.span();
+            match &result {
+                Ok(res) => {
+                    let status = res.status();
+                    span.set_attribute(KeyValue::new(
+                        "http.response.status_code",
+                        i64::from(status.as_u16()),
+                    ));
+                    // For a client, 4xx is a failure too.
+                    if status.is_client_error() || status.is_server_error() {
                         span.set_attribute(KeyValue::new(
-                            "http.response.status_code",
-                            i64::from(status.as_u16()),
+                            "error.type",
+                            status.as_u16().to_string(),
                         ));
-                        // For a client, 4xx is a failure too.
-                        if status.is_client_error() || status.is_server_error() {
-                            span.set_attribute(KeyValue::new(
-                                "error.type",
-                                status.as_u16().to_string(),
-                            ));
-                            span.set_status(Status::error(""));
-                        }
-                    }
-                    Err(e) => {
-                        span.set_attribute(KeyValue::new("error.type", "_OTHER"));
-                        span.set_status(Status::error(e.to_string()));
+                        span.set_status(Status::error(""));
                     }
                 }
-                span.end();
-                result
-            }),
-        }
+                Err(e) => {
+                    span.set_attribute(KeyValue::new("error.type", "_OTHER"));
+                    span.set_status(Status::error(e.to_string()));
+                }
+            }
+            span.end();
+            result
+        })
     }
 }

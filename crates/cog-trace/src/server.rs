@@ -1,9 +1,7 @@
 //! The server layer: one span per request.
 
 use std::fmt;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -232,25 +230,8 @@ impl<S> Trace<S> {
     }
 }
 
-type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
-
 /// Response future of [`Trace`].
-pub struct ResponseFuture<B, E> {
-    inner: BoxFuture<B, E>,
-}
-
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<B>, E>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
+pub type ResponseFuture<B, E> = cog_core::ResponseFuture<B, E>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
 where
@@ -274,9 +255,7 @@ where
         let traced = shared.tracer.is_some() && shared.filter.as_ref().is_none_or(|f| f(&parts));
         if !traced {
             let fut = self.inner.call(Request::from_parts(parts, body));
-            return ResponseFuture {
-                inner: Box::pin(fut),
-            };
+            return ResponseFuture::new(fut);
         }
         let route = shared.route.as_ref().and_then(|r| r(&parts));
         let request_size = body.size_hint().exact();
@@ -286,14 +265,12 @@ where
             .inner
             .call(Request::from_parts(parts, body))
             .with_context(cx.clone());
-        ResponseFuture {
-            inner: Box::pin(async move {
-                let result = fut.await;
-                let status = result.as_ref().ok().map(|r| r.status().as_u16());
-                active.finish(route, status);
-                finish(&cx, result)
-            }),
-        }
+        ResponseFuture::new(async move {
+            let result = fut.await;
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            active.finish(route, status);
+            finish(&cx, result)
+        })
     }
 }
 

@@ -21,11 +21,10 @@
 //! recorded, but nothing is rejected and no header is added: a way to try a
 //! limit on production traffic before enforcing it.
 
-mod future;
 #[allow(clippy::module_inception)]
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
+pub use cog_core::ResponseFuture;
 pub use layer::RateLimitLayer;
 pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit};

@@ -9,13 +9,13 @@ use opentelemetry::metrics::Counter;
 use tower_service::Service;
 use tracing::Instrument;
 
-use super::future::ResponseFuture;
 use crate::decision::{Decision, DecisionSource};
 use crate::extract::KeyExtractor;
 use crate::headers;
 use crate::quota::Quota;
 use crate::source::QuotaSource;
 use crate::store::{Lease, Store, StoreError};
+use cog_core::ResponseFuture;
 
 pub(crate) type CostFn = Arc<dyn Fn(&Parts) -> u64 + Send + Sync>;
 
@@ -131,7 +131,7 @@ where
         // The clone is the one that is ready; keep it for this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(Box::pin(run(self.config.clone(), inner, req)))
+        ResponseFuture::new(run(self.config.clone(), inner, req))
     }
 }
 

@@ -1,3 +1,5 @@
+//! The response future shared by cog's tower layers.
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -5,16 +7,19 @@ use std::task::{Context, Poll};
 
 use http::Response;
 
-type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
-
-/// Response future of [`RateLimit`](super::RateLimit).
+/// The response future of a cog middleware: the middleware's own async
+/// work (a store round trip, a cache lookup, span bookkeeping) and the
+/// inner service's future, boxed once per request.
 pub struct ResponseFuture<B, E> {
-    inner: BoxFuture<B, E>,
+    inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
 }
 
 impl<B, E> ResponseFuture<B, E> {
-    pub(crate) fn new(inner: BoxFuture<B, E>) -> Self {
-        ResponseFuture { inner }
+    /// Boxes `fut`.
+    pub fn new(fut: impl Future<Output = Result<Response<B>, E>> + Send + 'static) -> Self {
+        ResponseFuture {
+            inner: Box::pin(fut),
+        }
     }
 }
 
