@@ -119,6 +119,7 @@ fn hex(bytes: &[u8]) -> String {
 struct Received {
     spans: Vec<ReceivedSpan>,
     requests: usize,
+    headers: Vec<hyper::HeaderMap>,
 }
 
 struct Shared {
@@ -127,9 +128,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, req: ExportTraceServiceRequest, transport: Transport) {
+    fn record(&self, req: ExportTraceServiceRequest, headers: hyper::HeaderMap, transport: Transport) {
         let mut r = self.received.lock();
         r.requests += 1;
+        r.headers.push(headers);
         for rs in req.resource_spans {
             let resource = rs.resource.map(|r| r.attributes).unwrap_or_default();
             for ss in rs.scope_spans {
@@ -187,7 +189,8 @@ impl TraceService for Grpc {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.record(request.into_inner(), Transport::Grpc);
+        let headers = request.metadata().clone().into_headers();
+        self.0.record(request.into_inner(), headers, Transport::Grpc);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -252,6 +255,12 @@ impl OtlpReceiver {
         self.shared.received.lock().requests
     }
 
+    /// The headers (gRPC metadata) of every export request, in arrival
+    /// order.
+    pub fn request_headers(&self) -> Vec<hyper::HeaderMap> {
+        self.shared.received.lock().headers.clone()
+    }
+
     /// Waits until at least `n` spans have arrived or `timeout` passes,
     /// and returns what arrived.
     pub async fn wait_for_spans(&self, n: usize, timeout: Duration) -> Vec<ReceivedSpan> {
@@ -309,12 +318,13 @@ async fn handle_http(
     if !protobuf {
         return status(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
-    let Ok(body) = req.into_body().collect().await else {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = body.collect().await else {
         return status(StatusCode::BAD_REQUEST);
     };
     match ExportTraceServiceRequest::decode(body.to_bytes()) {
         Ok(export) => {
-            shared.record(export, Transport::HttpProtobuf);
+            shared.record(export, parts.headers, Transport::HttpProtobuf);
             let reply = ExportTraceServiceResponse {
                 partial_success: None,
             }

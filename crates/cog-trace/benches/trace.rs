@@ -10,7 +10,9 @@
 //!   parent extracted with the W3C propagator, and tracing-opentelemetry
 //!   exporting to the same no-op exporter, sampled.
 //!
-//! Every request carries a sampled `traceparent`.
+//! Every request carries a sampled `traceparent`. Both sampled cases end
+//! their spans into the SDK's batch processor (as production pipelines
+//! do), which hands them to a no-op exporter on its own thread.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -43,7 +45,7 @@ impl SpanExporter for NoopExporter {
 fn provider(sampler: Sampler) -> SdkTracerProvider {
     SdkTracerProvider::builder()
         .with_sampler(sampler)
-        .with_simple_exporter(NoopExporter)
+        .with_batch_exporter(NoopExporter)
         .build()
 }
 

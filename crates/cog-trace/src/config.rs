@@ -7,7 +7,7 @@ use std::time::Duration;
 use opentelemetry::KeyValue;
 use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
@@ -50,6 +50,9 @@ pub enum Exporter {
         /// e.g. `http://localhost:4318/v1/traces`.
         endpoint: String,
     },
+    /// One line per ended span on standard output (for development; the
+    /// line is written when the span ends, on the thread that ends it).
+    Console,
     /// Nowhere: spans are sampled and recorded (so context propagates) but
     /// not exported.
     None,
@@ -65,11 +68,12 @@ pub enum Exporter {
 /// | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` |
 /// | `OTEL_TRACES_SAMPLER_ARG` | ratio for the `*traceidratio` samplers | `1.0` |
 /// | `OTEL_PROPAGATORS` | `tracecontext`, `baggage`, `none` (comma list) | `tracecontext,baggage` |
-/// | `OTEL_TRACES_EXPORTER` | `otlp`, `none` (`console` is treated as `none` with a warning) | `otlp` |
+/// | `OTEL_TRACES_EXPORTER` | `otlp`, `console` (one line per span on stdout), `none` | `otlp` |
 /// | `OTEL_EXPORTER_OTLP_PROTOCOL`, `…_TRACES_PROTOCOL` | `grpc`, `http/protobuf` | `http/protobuf` |
 /// | `OTEL_EXPORTER_OTLP_ENDPOINT` | base URL (`/v1/traces` appended for HTTP) | `http://localhost:4318` / `:4317` |
 /// | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` | full URL, used as is | — |
 /// | `OTEL_EXPORTER_OTLP_TIMEOUT`, `…_TRACES_TIMEOUT` | export timeout, ms | `10000` |
+/// | `OTEL_EXPORTER_OTLP_HEADERS`, `…_TRACES_HEADERS` | `k=v,k2=v2` sent with every export (values percent-decoded; the traces variable wins per key) | — |
 #[derive(Clone)]
 pub struct TraceConfig {
     /// No SDK at all: the layers stay on their unsampled path.
@@ -86,6 +90,9 @@ pub struct TraceConfig {
     pub exporter: Exporter,
     /// Export timeout.
     pub timeout: Duration,
+    /// Headers (gRPC metadata) sent with every OTLP export, e.g. a
+    /// vendor's API key. Never printed by `Debug`.
+    pub headers: Vec<(String, String)>,
 }
 
 impl fmt::Debug for TraceConfig {
@@ -96,6 +103,10 @@ impl fmt::Debug for TraceConfig {
             .field("sampler", &self.sampler)
             .field("propagators", &self.propagators)
             .field("exporter", &self.exporter)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -277,15 +288,12 @@ impl TraceConfig {
             None | Some("otlp") if grpc => Exporter::OtlpGrpc { endpoint },
             None | Some("otlp") => Exporter::OtlpHttp { endpoint },
             Some("none") => Exporter::None,
-            Some("console") => {
-                tracing::warn!(target: "cog_trace", "OTEL_TRACES_EXPORTER=console is not supported; exporting nothing");
-                Exporter::None
-            }
+            Some("console") => Exporter::Console,
             Some(other) => {
                 return Err(InitError::InvalidVar {
                     var: "OTEL_TRACES_EXPORTER",
                     value: other.to_owned(),
-                    reason: "supported: otlp, none",
+                    reason: "supported: otlp, console, none",
                 });
             }
         };
@@ -299,6 +307,29 @@ impl TraceConfig {
                 reason: "expected milliseconds",
             })?),
         };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for var in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+            let Some(list) = get(var) else { continue };
+            for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
+                let parsed = pair
+                    .split_once('=')
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), percent_decode(v.trim())))
+                    .filter(|(k, v)| {
+                        http::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                            && http::HeaderValue::from_str(v).is_ok()
+                    });
+                let Some((k, v)) = parsed else {
+                    // The value may be a secret: name the variable only.
+                    return Err(InitError::InvalidVar {
+                        var,
+                        value: String::new(),
+                        reason: "expected name=value pairs of valid header names and values, separated by commas",
+                    });
+                };
+                headers.retain(|(old, _)| *old != k);
+                headers.push((k, v));
+            }
+        }
         Ok(TraceConfig {
             disabled,
             service_name,
@@ -307,6 +338,7 @@ impl TraceConfig {
             propagators,
             exporter,
             timeout,
+            headers,
         })
     }
 
@@ -323,6 +355,21 @@ impl TraceConfig {
         Arc::new(TextMapCompositePropagator::new(list))
     }
 
+    /// `Some(baggage)` when the propagators are exactly W3C trace context,
+    /// with or without W3C baggage: layers then decode them themselves.
+    fn w3c(&self) -> Option<bool> {
+        let mut trace_context = false;
+        let mut baggage = false;
+        for p in &self.propagators {
+            match p.as_str() {
+                "tracecontext" => trace_context = true,
+                "baggage" => baggage = true,
+                _ => return None,
+            }
+        }
+        trace_context.then_some(baggage)
+    }
+
     /// Builds the SDK for these settings, without touching any global.
     ///
     /// # Errors
@@ -334,6 +381,7 @@ impl TraceConfig {
             return Ok(TraceGuard {
                 provider: None,
                 propagator,
+                w3c: self.w3c(),
                 sampler: self.sampler,
             });
         }
@@ -346,19 +394,36 @@ impl TraceConfig {
             .with_resource(resource);
         let span_exporter = match &self.exporter {
             Exporter::None => None,
-            Exporter::OtlpGrpc { endpoint } => Some(
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(endpoint.clone())
-                    .with_timeout(self.timeout)
-                    .build(),
-            ),
+            Exporter::Console => {
+                builder = builder.with_simple_exporter(crate::console::ConsoleExporter::stdout());
+                None
+            }
+            Exporter::OtlpGrpc { endpoint } => {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                for (k, v) in &self.headers {
+                    if let (Ok(k), Ok(v)) = (
+                        k.parse::<tonic::metadata::AsciiMetadataKey>(),
+                        v.parse::<tonic::metadata::AsciiMetadataValue>(),
+                    ) {
+                        metadata.insert(k, v);
+                    }
+                }
+                Some(
+                    opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(endpoint.clone())
+                        .with_timeout(self.timeout)
+                        .with_metadata(metadata)
+                        .build(),
+                )
+            }
             Exporter::OtlpHttp { endpoint } => Some(
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(Protocol::HttpBinary)
                     .with_endpoint(endpoint.clone())
                     .with_timeout(self.timeout)
+                    .with_headers(self.headers.iter().cloned().collect())
                     .build(),
             ),
         };
@@ -374,6 +439,7 @@ impl TraceConfig {
         Ok(TraceGuard {
             provider: Some(builder.build()),
             propagator,
+            w3c: self.w3c(),
             sampler: self.sampler,
         })
     }
@@ -384,6 +450,8 @@ impl TraceConfig {
 pub struct TraceGuard {
     provider: Option<SdkTracerProvider>,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+    /// See [`TraceConfig::w3c`].
+    w3c: Option<bool>,
     sampler: SamplerKind,
 }
 
@@ -409,6 +477,11 @@ impl TraceGuard {
     /// The configured propagator.
     pub fn propagator(&self) -> Arc<dyn TextMapPropagator + Send + Sync> {
         self.propagator.clone()
+    }
+
+    /// `Some(baggage)` when the propagators are W3C only.
+    pub(crate) fn w3c(&self) -> Option<bool> {
+        self.w3c
     }
 
     /// The SDK provider, when tracing is enabled.
@@ -460,6 +533,7 @@ pub fn init() -> Result<TraceGuard, InitError> {
         opentelemetry::global::set_tracer_provider(p.clone());
         let _ = INIT_SAMPLER.set(config.sampler);
     }
+    let _ = INIT_W3C.set(config.w3c());
     let propagator = config.propagator();
     opentelemetry::global::set_text_map_propagator(PropagatorRef(propagator));
     Ok(guard)
@@ -468,6 +542,10 @@ pub fn init() -> Result<TraceGuard, InitError> {
 /// The sampler [`init`] installed, so layers built on the global provider
 /// can skip the SDK for requests it will not sample.
 pub(crate) static INIT_SAMPLER: std::sync::OnceLock<SamplerKind> = std::sync::OnceLock::new();
+
+/// Whether the propagators [`init`] installed are W3C only (see
+/// [`TraceConfig::w3c`]).
+pub(crate) static INIT_W3C: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
 
 /// Lets a shared propagator be installed globally.
 #[derive(Debug)]
@@ -566,6 +644,36 @@ mod tests {
     }
 
     #[test]
+    fn otlp_headers_merge_and_never_show_in_debug() {
+        let c = TraceConfig::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cr%20et, X-Team=a"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x-team=b"),
+            ("OTEL_TRACES_EXPORTER", "console"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.headers,
+            [
+                ("api-key".to_owned(), "s3cr et".to_owned()),
+                ("x-team".to_owned(), "b".to_owned())
+            ]
+        );
+        assert_eq!(c.exporter, Exporter::Console);
+        let debug = format!("{c:?}");
+        assert!(debug.contains("api-key") && !debug.contains("s3cr"), "{debug}");
+        // A line break would split the header: refused, secret not echoed.
+        let err = TraceConfig::from_vars(vars(&[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "api-key=s3cret%0Ax",
+        )]))
+        .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let err = TraceConfig::from_vars(vars(&[("OTEL_EXPORTER_OTLP_HEADERS", "bad header=s3cret")]))
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+
+    #[test]
     fn rejects_bad_values_with_the_variable_named() {
         for (k, v) in [
             ("OTEL_TRACES_SAMPLER", "sometimes"),
@@ -575,6 +683,7 @@ mod tests {
             ("OTEL_TRACES_EXPORTER", "zipkin"),
             ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
         ] {
             let mut pairs = vec![(k, v)];
             if k == "OTEL_TRACES_SAMPLER_ARG" {

@@ -38,6 +38,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
+mod console;
 mod config;
 mod propagation;
 mod server;

@@ -1,9 +1,12 @@
 //! W3C context in and out of HTTP headers, with limits on hostile input.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 
 /// Longest `traceparent` accepted (the W3C format is 55 bytes; future
 /// versions may append fields).
@@ -89,14 +92,121 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-/// The parent context carried by `headers`, or an empty one.
-pub(crate) fn extract(propagator: &dyn TextMapPropagator, headers: &HeaderMap) -> Context {
-    propagator.extract(&HeaderExtractor(headers))
+/// How a layer reads the incoming context.
+#[derive(Clone)]
+pub(crate) enum Propagation {
+    /// W3C trace context (and W3C baggage when `baggage`), decoded by the
+    /// layer itself: the common configuration, and the one the unsampled
+    /// fast path is built for.
+    W3c {
+        /// Also extract `baggage`.
+        baggage: bool,
+    },
+    /// Any other propagator, through the OpenTelemetry API.
+    Other(Arc<dyn TextMapPropagator + Send + Sync>),
+}
+
+/// What a request carries: the remote parent, if any, apart from the rest
+/// of the context (baggage), so a caller that replaces the parent does not
+/// pay for building it first.
+pub(crate) struct Incoming {
+    pub(crate) parent: Option<SpanContext>,
+    pub(crate) rest: Context,
+}
+
+impl Incoming {
+    /// The whole incoming context.
+    pub(crate) fn into_context(self) -> Context {
+        match self.parent {
+            Some(sc) => self.rest.with_remote_span_context(sc),
+            None => self.rest,
+        }
+    }
+}
+
+impl Propagation {
+    /// The context carried by `headers`.
+    pub(crate) fn extract(&self, headers: &HeaderMap) -> Incoming {
+        match self {
+            Propagation::W3c { baggage } => {
+                let parent = w3c_parent(headers);
+                let rest = if *baggage && headers.contains_key("baggage") {
+                    opentelemetry_sdk::propagation::BaggagePropagator::new()
+                        .extract(&HeaderExtractor(headers))
+                } else {
+                    Context::new()
+                };
+                Incoming { parent, rest }
+            }
+            Propagation::Other(p) => {
+                let rest = p.extract(&HeaderExtractor(headers));
+                let sc = rest.span().span_context().clone();
+                Incoming {
+                    parent: sc.is_valid().then_some(sc),
+                    rest,
+                }
+            }
+        }
+    }
+}
+
+/// The remote parent named by a single, well-formed `traceparent` (and its
+/// `tracestate`), decoded the way the W3C propagator does — minus its
+/// allocations.
+fn w3c_parent(headers: &HeaderMap) -> Option<SpanContext> {
+    let headers = HeaderExtractor(headers);
+    let tp = headers.get("traceparent")?;
+    let trace = u128::from_str_radix(&tp[3..35], 16).ok()?;
+    let span = u64::from_str_radix(&tp[36..52], 16).ok()?;
+    let flags = u8::from_str_radix(&tp[53..55], 16).ok()?;
+    if trace == 0 || span == 0 {
+        return None;
+    }
+    let state = match headers.get("tracestate") {
+        Some(s) => s.parse::<TraceState>().unwrap_or_default(),
+        None => TraceState::default(),
+    };
+    Some(SpanContext::new(
+        TraceId::from(trace),
+        SpanId::from(span),
+        TraceFlags::new(flags) & TraceFlags::SAMPLED,
+        true,
+        state,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layer's own decoder agrees with the SDK's W3C propagator.
+    #[test]
+    fn w3c_decoder_matches_the_sdk() {
+        let sdk = opentelemetry_sdk::propagation::TraceContextPropagator::new();
+        let cases: &[(&str, Option<&str>)] = &[
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", Some("a=1,b=2")),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff", Some("bad state")),
+            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-x", None),
+            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", None),
+            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", None),
+        ];
+        for (tp, ts) in cases {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", tp.parse().unwrap());
+            if let Some(ts) = ts {
+                h.insert("tracestate", ts.parse().unwrap());
+            }
+            let ours = w3c_parent(&h);
+            let theirs = sdk.extract(&HeaderExtractor(&h));
+            let theirs = theirs.span().span_context().clone();
+            match ours {
+                Some(sc) => assert_eq!(sc, theirs, "{tp}"),
+                None => assert!(!theirs.is_valid(), "{tp}"),
+            }
+        }
+    }
 
     #[test]
     fn traceparent_syntax() {

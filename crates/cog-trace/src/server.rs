@@ -17,7 +17,7 @@ use opentelemetry::{Context, KeyValue};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::propagation::extract;
+use crate::propagation::{Incoming, Propagation};
 
 type RouteFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 type FilterFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
@@ -46,7 +46,7 @@ struct Shared {
     /// The pipeline's sampler, when known: lets the layer skip the SDK
     /// entirely for requests that will not be sampled.
     sampler: Option<crate::SamplerKind>,
-    propagator: Arc<dyn TextMapPropagator + Send + Sync>,
+    propagation: Propagation,
     route: Option<RouteFn>,
     filter: Option<FilterFn>,
     capture: Vec<http::HeaderName>,
@@ -72,15 +72,19 @@ impl Default for TraceLayer {
 }
 
 impl TraceLayer {
-    /// Uses the global tracer provider and propagator as they are now (call
-    /// [`init`](crate::init) first).
+    /// Uses the global tracer provider as it is now (call
+    /// [`init`](crate::init) first), and the propagators `init` configured
+    /// (the global propagator when `init` was not called).
     pub fn new() -> Self {
         TraceLayer {
             shared: Arc::new(Shared {
                 metrics: Metrics::new(),
                 tracer: Some(Arc::new(opentelemetry::global::tracer("cog-trace"))),
                 sampler: crate::config::INIT_SAMPLER.get().copied(),
-                propagator: Arc::new(GlobalPropagator),
+                propagation: match crate::config::INIT_W3C.get() {
+                    Some(Some(baggage)) => Propagation::W3c { baggage: *baggage },
+                    _ => Propagation::Other(Arc::new(GlobalPropagator)),
+                },
                 route: None,
                 filter: None,
                 capture: Vec::new(),
@@ -100,7 +104,10 @@ impl TraceLayer {
         TraceLayer::new().with(|s| {
             s.tracer = tracer;
             s.sampler = Some(sampler);
-            s.propagator = guard.propagator();
+            s.propagation = match guard.w3c() {
+                Some(baggage) => Propagation::W3c { baggage },
+                None => Propagation::Other(guard.propagator()),
+            };
         })
     }
 
@@ -115,7 +122,7 @@ impl TraceLayer {
 
     /// Uses `propagator` instead of the global one.
     pub fn propagator(self, propagator: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
-        self.with(|s| s.propagator = propagator)
+        self.with(|s| s.propagation = Propagation::Other(propagator))
     }
 
     fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
@@ -125,7 +132,7 @@ impl TraceLayer {
                 metrics: Metrics::new(),
                 tracer: shared.tracer.clone(),
                 sampler: shared.sampler,
-                propagator: shared.propagator.clone(),
+                propagation: shared.propagation.clone(),
                 route: shared.route.clone(),
                 filter: shared.filter.clone(),
                 capture: shared.capture.clone(),
@@ -416,12 +423,15 @@ pub(crate) fn method_attr(method: &Method) -> (&'static str, bool) {
 /// calls to stay unsampled — without an SDK span, a tracer call or any
 /// attribute. Ratio samplers always go through the SDK, so its decision
 /// stays the only one.
-fn unsampled_fast_path(shared: &Shared, incoming: &Context) -> Option<Context> {
+fn unsampled_fast_path(shared: &Shared, incoming: Incoming) -> Result<Context, Incoming> {
     use crate::SamplerKind as K;
     use opentelemetry::trace::{SpanContext, TraceFlags};
     use opentelemetry_sdk::trace::IdGenerator as _;
-    let sampler = shared.sampler?;
-    let parent = incoming.span().span_context().clone();
+    let Some(sampler) = shared.sampler else {
+        return Err(incoming);
+    };
+    let none = SpanContext::empty_context();
+    let parent = incoming.parent.as_ref().unwrap_or(&none);
     let drop = match sampler {
         K::AlwaysOff => true,
         K::ParentBasedAlwaysOn | K::ParentBasedTraceIdRatio(_) => {
@@ -431,7 +441,7 @@ fn unsampled_fast_path(shared: &Shared, incoming: &Context) -> Option<Context> {
         _ => false,
     };
     if !drop {
-        return None;
+        return Err(incoming);
     }
     let ids = opentelemetry_sdk::trace::RandomIdGenerator::default();
     let trace_id = if parent.is_valid() {
@@ -446,7 +456,7 @@ fn unsampled_fast_path(shared: &Shared, incoming: &Context) -> Option<Context> {
         false,
         parent.trace_state().clone(),
     );
-    Some(incoming.with_remote_span_context(sc))
+    Ok(incoming.rest.with_remote_span_context(sc))
 }
 
 /// Starts the server span. Sampling happens first, on the name, kind and
@@ -459,10 +469,10 @@ fn start_span(
     request_size: Option<u64>,
 ) -> Context {
     let tracer = shared.tracer.as_ref().expect("checked by the caller");
-    let incoming = extract(&*shared.propagator, &parts.headers);
-    if let Some(cx) = unsampled_fast_path(shared, &incoming) {
-        return cx;
-    }
+    let incoming = match unsampled_fast_path(shared, shared.propagation.extract(&parts.headers)) {
+        Ok(cx) => return cx,
+        Err(incoming) => incoming,
+    };
     let (method, known) = method_attr(&parts.method);
     let name: std::borrow::Cow<'static, str> = match route {
         Some(r) => {
@@ -484,14 +494,13 @@ fn start_span(
         .with_kind(SpanKind::Server)
         .with_attributes(attrs);
     let parent = if shared.public_endpoint {
-        let remote = incoming.span().span_context().clone();
-        if remote.is_valid() {
+        if let Some(remote) = incoming.parent {
             builder = builder.with_links(vec![Link::with_context(remote)]);
         }
         // Nothing from outside is trusted: no parent, no baggage.
         Context::new()
     } else {
-        incoming
+        incoming.into_context()
     };
     let mut span = tracer.build_with_context(builder, &parent);
     if span.is_recording() {

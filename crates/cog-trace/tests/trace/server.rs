@@ -13,7 +13,13 @@ const PARENT: &str = "00f067aa0ba902b7";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_span_over_grpc_with_semantic_conventions() {
     let receiver = OtlpReceiver::start().await.unwrap();
-    let guard = config(&receiver, true, &[]).build().unwrap();
+    let guard = config(
+        &receiver,
+        true,
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=k%3D1")],
+    )
+    .build()
+    .unwrap();
     let svc = app(&guard);
     let res = send(
         &svc,
@@ -73,12 +79,21 @@ async fn server_span_over_grpc_with_semantic_conventions() {
     );
     // Status unset for a success.
     assert_eq!(s.span.status.as_ref().map_or(0, |st| st.code), 0);
+    // OTEL_EXPORTER_OTLP_HEADERS went out as gRPC metadata.
+    let headers = receiver.request_headers();
+    assert_eq!(headers[0]["x-api-key"], "k=1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_over_http_protobuf_and_4xx_left_unset() {
     let receiver = OtlpReceiver::start().await.unwrap();
-    let guard = config(&receiver, false, &[]).build().unwrap();
+    let guard = config(
+        &receiver,
+        false,
+        &[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Basic%20abc")],
+    )
+    .build()
+    .unwrap();
     let svc = app(&guard);
     assert_eq!(send(&svc, request("/boom", &[])).await.status(), 500);
     let spans = spans(&guard, &receiver, 1).await;
@@ -88,6 +103,8 @@ async fn errors_over_http_protobuf_and_4xx_left_unset() {
     assert_eq!(s.parent_span_id(), "", "a fresh trace has no parent");
     assert_eq!(s.attr("error.type").as_deref(), Some("500"));
     assert_eq!(s.span.status.as_ref().unwrap().code, 2, "STATUS_CODE_ERROR");
+    // OTEL_EXPORTER_OTLP_TRACES_HEADERS went out as HTTP headers.
+    assert_eq!(receiver.request_headers()[0]["authorization"], "Basic abc");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
