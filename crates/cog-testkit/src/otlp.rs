@@ -128,7 +128,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, req: ExportTraceServiceRequest, headers: hyper::HeaderMap, transport: Transport) {
+    fn record(
+        &self,
+        req: ExportTraceServiceRequest,
+        headers: hyper::HeaderMap,
+        transport: Transport,
+    ) {
         let mut r = self.received.lock();
         r.requests += 1;
         r.headers.push(headers);
@@ -190,7 +195,8 @@ impl TraceService for Grpc {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let headers = request.metadata().clone().into_headers();
-        self.0.record(request.into_inner(), headers, Transport::Grpc);
+        self.0
+            .record(request.into_inner(), headers, Transport::Grpc);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))

@@ -308,7 +308,10 @@ impl TraceConfig {
             })?),
         };
         let mut headers: Vec<(String, String)> = Vec::new();
-        for var in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
             let Some(list) = get(var) else { continue };
             for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
                 let parsed = pair
@@ -660,7 +663,10 @@ mod tests {
         );
         assert_eq!(c.exporter, Exporter::Console);
         let debug = format!("{c:?}");
-        assert!(debug.contains("api-key") && !debug.contains("s3cr"), "{debug}");
+        assert!(
+            debug.contains("api-key") && !debug.contains("s3cr"),
+            "{debug}"
+        );
         // A line break would split the header: refused, secret not echoed.
         let err = TraceConfig::from_vars(vars(&[(
             "OTEL_EXPORTER_OTLP_HEADERS",
@@ -668,8 +674,9 @@ mod tests {
         )]))
         .unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
-        let err = TraceConfig::from_vars(vars(&[("OTEL_EXPORTER_OTLP_HEADERS", "bad header=s3cret")]))
-            .unwrap_err();
+        let err =
+            TraceConfig::from_vars(vars(&[("OTEL_EXPORTER_OTLP_HEADERS", "bad header=s3cret")]))
+                .unwrap_err();
         assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 

@@ -125,6 +125,9 @@ mod tests {
         assert!(lines[0].contains("\"GET /items/{id}\""), "{text}");
         assert!(lines[0].contains("error(\"boom\")"), "{text}");
         assert!(lines[0].contains("http.response.status_code=503"), "{text}");
-        assert!(lines[1].contains("\"second\" ") && lines[1].contains(" unset"), "{text}");
+        assert!(
+            lines[1].contains("\"second\" ") && lines[1].contains(" unset"),
+            "{text}"
+        );
     }
 }

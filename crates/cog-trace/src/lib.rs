@@ -38,8 +38,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
-mod console;
 mod config;
+mod console;
 mod propagation;
 mod server;
 

@@ -129,8 +129,9 @@ impl Propagation {
     pub(crate) fn extract(&self, headers: &HeaderMap) -> Incoming {
         match self {
             Propagation::W3c { baggage } => {
-                let parent = w3c_parent(headers);
-                let rest = if *baggage && headers.contains_key("baggage") {
+                let fields = W3cFields::scan(headers);
+                let parent = w3c_parent(&fields);
+                let rest = if *baggage && fields.baggage {
                     opentelemetry_sdk::propagation::BaggagePropagator::new()
                         .extract(&HeaderExtractor(headers))
                 } else {
@@ -150,21 +151,76 @@ impl Propagation {
     }
 }
 
+/// The W3C fields of a request, found in one pass over its headers (cheaper
+/// than three hashed lookups, two of which usually miss).
+#[derive(Default)]
+struct W3cFields<'h> {
+    traceparent: Option<&'h HeaderValue>,
+    tracestate: Option<&'h HeaderValue>,
+    repeated_traceparent: bool,
+    repeated_tracestate: bool,
+    baggage: bool,
+}
+
+impl<'h> W3cFields<'h> {
+    fn scan(headers: &'h HeaderMap) -> Self {
+        let mut f = W3cFields::default();
+        for (name, value) in headers {
+            let n = name.as_str();
+            match n.len() {
+                11 if n == "traceparent" => {
+                    f.repeated_traceparent |= f.traceparent.replace(value).is_some();
+                }
+                10 if n == "tracestate" => {
+                    f.repeated_tracestate |= f.tracestate.replace(value).is_some();
+                }
+                7 if n == "baggage" => f.baggage = true,
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
 /// The remote parent named by a single, well-formed `traceparent` (and its
-/// `tracestate`), decoded the way the W3C propagator does — minus its
-/// allocations.
-fn w3c_parent(headers: &HeaderMap) -> Option<SpanContext> {
-    let headers = HeaderExtractor(headers);
-    let tp = headers.get("traceparent")?;
-    let trace = u128::from_str_radix(&tp[3..35], 16).ok()?;
-    let span = u64::from_str_radix(&tp[36..52], 16).ok()?;
-    let flags = u8::from_str_radix(&tp[53..55], 16).ok()?;
+/// `tracestate`), decoded as the W3C propagator does, with the syntax
+/// checked as strictly as [`well_formed_traceparent`] — in one pass, with
+/// no allocation.
+fn w3c_parent(fields: &W3cFields<'_>) -> Option<SpanContext> {
+    if fields.repeated_traceparent {
+        return None;
+    }
+    let tp = fields.traceparent?.as_bytes();
+    if tp.len() < 55 || tp.len() > MAX_TRACEPARENT {
+        return None;
+    }
+    if tp[2] != b'-' || tp[35] != b'-' || tp[52] != b'-' {
+        return None;
+    }
+    let version = hex_u128(&tp[0..2])?;
+    match version {
+        0 if tp.len() != 55 => return None,
+        0xff => return None,
+        // Later versions may append fields, each after a dash, in visible
+        // ASCII.
+        _ if tp.len() > 55 && (tp[55] != b'-' || !tp.iter().all(|c| (b' '..=b'~').contains(c))) => {
+            return None;
+        }
+        _ => {}
+    }
+    let trace = hex_u128(&tp[3..35])?;
+    let span = hex_u128(&tp[36..52])? as u64;
+    let flags = hex_u128(&tp[53..55])? as u8;
     if trace == 0 || span == 0 {
         return None;
     }
-    let state = match headers.get("tracestate") {
-        Some(s) => s.parse::<TraceState>().unwrap_or_default(),
-        None => TraceState::default(),
+    let state = match fields.tracestate {
+        Some(v) if !fields.repeated_tracestate && v.len() <= MAX_TRACESTATE => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<TraceState>().ok())
+            .unwrap_or_default(),
+        _ => TraceState::default(),
     };
     Some(SpanContext::new(
         TraceId::from(trace),
@@ -175,21 +231,99 @@ fn w3c_parent(headers: &HeaderMap) -> Option<SpanContext> {
     ))
 }
 
+/// Lower-case hex digit values; 0xff marks anything else.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Lower-case hex (at most 32 digits) to a number; anything else is `None`.
+/// Two independent halves, so the CPU works on both at once.
+fn hex_u128(digits: &[u8]) -> Option<u128> {
+    let (hi, lo) = digits.split_at(digits.len().saturating_sub(16));
+    Some(u128::from(hex_u64(hi)?) << 64 | u128::from(hex_u64(lo)?))
+}
+
+fn hex_u64(digits: &[u8]) -> Option<u64> {
+    let mut n: u64 = 0;
+    let mut bad = 0u8;
+    for &c in digits {
+        let d = HEX[usize::from(c)];
+        bad |= d;
+        n = n << 4 | u64::from(d & 15);
+    }
+    // Every valid digit is below 16: one test for the whole run.
+    (bad & 0xf0 == 0).then_some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused decoder accepts exactly what the strict syntax check does.
+    #[test]
+    fn w3c_decoder_is_as_strict_as_the_syntax_check() {
+        let ok = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut cases = vec![ok.to_owned(), format!("01{}-more", &ok[2..])];
+        for i in 0..ok.len() {
+            for c in ['-', 'A', 'f', 'g', ' ', '0'] {
+                let mut s = ok.to_owned();
+                s.replace_range(i..=i, &c.to_string());
+                cases.push(s);
+            }
+            cases.push(ok[..i].to_owned());
+        }
+        for tp in cases {
+            let mut h = HeaderMap::new();
+            h.insert("traceparent", tp.parse().unwrap());
+            let nonzero = !tp.contains(&"0".repeat(32)) && !tp.contains("-0000000000000000-");
+            assert_eq!(
+                w3c_parent(&W3cFields::scan(&h)).is_some(),
+                well_formed_traceparent(&tp) && nonzero,
+                "{tp}"
+            );
+        }
+    }
 
     /// The layer's own decoder agrees with the SDK's W3C propagator.
     #[test]
     fn w3c_decoder_matches_the_sdk() {
         let sdk = opentelemetry_sdk::propagation::TraceContextPropagator::new();
         let cases: &[(&str, Option<&str>)] = &[
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", Some("a=1,b=2")),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff", Some("bad state")),
-            ("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-x", None),
-            ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),
-            ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", None),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                None,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                Some("a=1,b=2"),
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff",
+                Some("bad state"),
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-x",
+                None,
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                None,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                None,
+            ),
             ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7", None),
         ];
         for (tp, ts) in cases {
@@ -198,7 +332,7 @@ mod tests {
             if let Some(ts) = ts {
                 h.insert("tracestate", ts.parse().unwrap());
             }
-            let ours = w3c_parent(&h);
+            let ours = w3c_parent(&W3cFields::scan(&h));
             let theirs = sdk.extract(&HeaderExtractor(&h));
             let theirs = theirs.span().span_context().clone();
             match ours {

@@ -1,7 +1,9 @@
 //! The server layer: one span per request.
 
 use std::fmt;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 
@@ -10,9 +12,7 @@ use http::{HeaderMap, Method, Request, Response, Version, header};
 use http_body::Body;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::{
-    FutureExt as _, Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _,
-};
+use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -188,6 +188,13 @@ impl TraceLayer {
         self.with(|s| s.public_endpoint = public)
     }
 
+    /// Reads context as W3C trace context (and W3C baggage when `baggage`),
+    /// decoded by the layer itself: what [`init`](crate::init) sets up by
+    /// default, without the cost of the generic propagator API.
+    pub fn w3c(self, baggage: bool) -> Self {
+        self.with(|s| s.propagation = Propagation::W3c { baggage })
+    }
+
     /// Records `url.query` as sent (default: values redacted).
     pub fn keep_query(self, keep: bool) -> Self {
         self.with(|s| s.keep_query = keep)
@@ -237,47 +244,93 @@ impl<S> Trace<S> {
     }
 }
 
-/// Response future of [`Trace`].
-pub type ResponseFuture<B, E> = cog_core::ResponseFuture<B, E>;
+pin_project_lite::pin_project! {
+    /// Response future of [`Trace`]: the inner future, run inside the
+    /// request's context, then the span and metrics finished.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        traced: Option<InFlight>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("traced", &self.traced.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a traced request carries until its response.
+struct InFlight {
+    cx: Context,
+    active: ActiveGuard,
+    route: Option<String>,
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
+    E: fmt::Display,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(traced) = this.traced.as_ref() else {
+            return this.inner.poll(task);
+        };
+        let result = {
+            let _attached = traced.cx.clone().attach();
+            std::task::ready!(this.inner.poll(task))
+        };
+        let InFlight { cx, active, route } = this.traced.take().expect("checked above");
+        let status = result.as_ref().ok().map(|r| r.status().as_u16());
+        active.finish(route, status);
+        Poll::Ready(finish(&cx, result))
+    }
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: fmt::Display + Send + 'static,
-    ReqBody: Body + Send + 'static,
-    ResBody: Body + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: fmt::Display,
+    ReqBody: Body,
+    ResBody: Body,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         let (parts, body) = req.into_parts();
         let traced = shared.tracer.is_some() && shared.filter.as_ref().is_none_or(|f| f(&parts));
         if !traced {
-            let fut = self.inner.call(Request::from_parts(parts, body));
-            return ResponseFuture::new(fut);
+            return ResponseFuture {
+                inner: self.inner.call(Request::from_parts(parts, body)),
+                traced: None,
+            };
         }
         let route = shared.route.as_ref().and_then(|r| r(&parts));
         let request_size = body.size_hint().exact();
-        let cx = start_span(&shared, &parts, route.as_deref(), request_size);
-        let active = ActiveGuard::start(shared, method_attr(&parts.method).0, &parts);
-        let fut = self
-            .inner
-            .call(Request::from_parts(parts, body))
-            .with_context(cx.clone());
-        ResponseFuture::new(async move {
-            let result = fut.await;
-            let status = result.as_ref().ok().map(|r| r.status().as_u16());
-            active.finish(route, status);
-            finish(&cx, result)
-        })
+        let cx = start_span(shared, &parts, route.as_deref(), request_size);
+        let active = ActiveGuard::start(shared.clone(), method_attr(&parts.method).0, &parts);
+        let inner = {
+            // The inner service's `call` runs in the request's context too.
+            let _attached = cx.clone().attach();
+            self.inner.call(Request::from_parts(parts, body))
+        };
+        ResponseFuture {
+            inner,
+            traced: Some(InFlight { cx, active, route }),
+        }
     }
 }
 
@@ -311,24 +364,25 @@ impl Metrics {
 impl ActiveGuard {
     /// Counts a request as active until finished or dropped.
     fn start(shared: Arc<Shared>, method: &'static str, parts: &Parts) -> ActiveGuard {
-        let attrs = [
-            KeyValue::new("http.request.method", method),
-            KeyValue::new(
-                "url.scheme",
-                if parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-                    "https"
-                } else {
-                    "http"
-                },
-            ),
-        ];
-        shared.metrics.active.add(1, &attrs);
-        ActiveGuard {
+        let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let guard = ActiveGuard {
             shared,
-            started: std::time::Instant::now(),
-            attrs,
+            started: quanta::Instant::now(),
+            method,
+            https,
             done: false,
-        }
+        };
+        guard.shared.metrics.active.add(1, &guard.attrs());
+        guard
+    }
+
+    /// `http.request.method` and `url.scheme`: the active-requests
+    /// attributes, and the first two of the duration's.
+    fn attrs(&self) -> [KeyValue; 2] {
+        [
+            KeyValue::new("http.request.method", self.method),
+            KeyValue::new("url.scheme", if self.https { "https" } else { "http" }),
+        ]
     }
 }
 
@@ -336,8 +390,9 @@ impl ActiveGuard {
 /// half.
 struct ActiveGuard {
     shared: Arc<Shared>,
-    started: std::time::Instant,
-    attrs: [KeyValue; 2],
+    started: quanta::Instant,
+    method: &'static str,
+    https: bool,
     done: bool,
 }
 
@@ -345,9 +400,9 @@ impl ActiveGuard {
     fn finish(mut self, route: Option<String>, status: Option<u16>) {
         self.done = true;
         let metrics = &self.shared.metrics;
-        metrics.active.add(-1, &self.attrs);
-        let mut attrs: Vec<KeyValue> = Vec::with_capacity(5);
-        attrs.extend_from_slice(&self.attrs);
+        let [method, scheme] = self.attrs();
+        let mut attrs: smallvec::SmallVec<[KeyValue; 5]> = smallvec::smallvec![method, scheme];
+        metrics.active.add(-1, &attrs);
         if let Some(r) = route {
             attrs.push(KeyValue::new("http.route", r));
         }
@@ -370,7 +425,7 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if !self.done {
             // Abandoned (the client went away): no longer active.
-            self.shared.metrics.active.add(-1, &self.attrs);
+            self.shared.metrics.active.add(-1, &self.attrs());
         }
     }
 }
@@ -459,6 +514,10 @@ fn unsampled_fast_path(shared: &Shared, incoming: Incoming) -> Result<Context, I
     Ok(incoming.rest.with_remote_span_context(sc))
 }
 
+/// Request and response attributes a server span can carry (without
+/// captured headers).
+const ATTRIBUTE_CAPACITY: usize = 18;
+
 /// Starts the server span. Sampling happens first, on the name, kind and
 /// the two attributes samplers commonly look at; everything else is only
 /// built for a span that records.
@@ -484,7 +543,9 @@ fn start_span(
         }
         None => method.into(),
     };
-    let mut attrs = Vec::with_capacity(2);
+    // Room for every attribute the span may get: the SDK keeps this vector
+    // for a recorded span, so later attributes never reallocate it.
+    let mut attrs = Vec::with_capacity(ATTRIBUTE_CAPACITY + shared.capture.len());
     attrs.push(KeyValue::new("http.request.method", method));
     if let Some(r) = route {
         attrs.push(KeyValue::new("http.route", r.to_owned()));
@@ -517,7 +578,7 @@ fn request_attributes(
     known_method: bool,
     request_size: Option<u64>,
 ) -> Vec<KeyValue> {
-    let mut attrs = Vec::with_capacity(12);
+    let mut attrs = Vec::with_capacity(12 + shared.capture.len());
     if !known_method {
         attrs.push(KeyValue::new(
             "http.request.method_original",
@@ -592,22 +653,46 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// `a=1&b=2` → `a=REDACTED&b=REDACTED`: keys stay, values go.
 pub(crate) fn redact_query(q: &str) -> String {
-    q.split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) => format!("{k}=REDACTED"),
-            None => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::with_capacity(q.len() + 8);
+    for (i, pair) in q.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((k, _)) => {
+                out.push_str(k);
+                out.push_str("=REDACTED");
+            }
+            None => out.push_str(pair),
+        }
+    }
+    out
 }
 
+/// `server.address` and `server.port`: from the URI (HTTP/2, proxies) or
+/// the `Host` header.
 fn server_address(parts: &Parts) -> Option<(String, Option<u16>)> {
     if let Some(host) = parts.uri.host() {
         return Some((host.to_owned(), parts.uri.port_u16()));
     }
     let host = parts.headers.get(header::HOST)?.to_str().ok()?;
-    let authority: http::uri::Authority = host.parse().ok()?;
-    Some((authority.host().to_owned(), authority.port_u16()))
+    split_host_port(host).map(|(h, p)| (h.to_owned(), p))
+}
+
+/// `example.com:8443` → (`example.com`, 8443); `[::1]:80` → (`[::1]`, 80).
+/// `None` for anything that is not a plausible host (a header is not
+/// trusted to be well formed).
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match s.rfind(':') {
+        // A colon inside brackets belongs to an IPv6 address.
+        Some(i) if !s[i..].contains(']') => (&s[..i], Some(s[i + 1..].parse::<u16>().ok()?)),
+        _ => (s, None),
+    };
+    let plausible = !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+        });
+    plausible.then_some((host, port))
 }
 
 fn client_address(headers: &HeaderMap, parts: &Parts, trusted_hops: usize) -> Option<String> {
@@ -660,7 +745,7 @@ fn finish<B: Body, E: fmt::Display>(
                     res.headers_mut().insert(TRACEPARENT, v);
                 }
             }
-            span.end();
+            end(&span);
             Ok(res)
         }
         Err(e) => {
@@ -668,9 +753,17 @@ fn finish<B: Body, E: fmt::Display>(
                 span.set_attribute(KeyValue::new("error.type", "_OTHER"));
                 span.set_status(Status::error(e.to_string()));
             }
-            span.end();
+            end(&span);
             Err(e)
         }
+    }
+}
+
+/// Ends a recording span (ending one that does not record would only read
+/// the clock).
+fn end(span: &opentelemetry::trace::SpanRef<'_>) {
+    if span.is_recording() {
+        span.end();
     }
 }
 
@@ -696,6 +789,30 @@ fn traceparent(trace: [u8; 16], span: [u8; 8], flags: u8) -> [u8; 55] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_redacted() {
+        assert_eq!(redact_query("a=1&b=2"), "a=REDACTED&b=REDACTED");
+        assert_eq!(redact_query("flag&x=&=y"), "flag&x=REDACTED&=REDACTED");
+        assert_eq!(redact_query(""), "");
+    }
+
+    #[test]
+    fn host_header_is_split_defensively() {
+        assert_eq!(
+            split_host_port("api.example.com"),
+            Some(("api.example.com", None))
+        );
+        assert_eq!(
+            split_host_port("api.example.com:8443"),
+            Some(("api.example.com", Some(8443)))
+        );
+        assert_eq!(split_host_port("[::1]:80"), Some(("[::1]", Some(80))));
+        assert_eq!(split_host_port("[::1]"), Some(("[::1]", None)));
+        for bad in ["", ":80", "a b", "host:99999", "host:port", "évil", "a/b"] {
+            assert_eq!(split_host_port(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn traceparent_matches_the_w3c_format() {

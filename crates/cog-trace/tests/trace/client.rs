@@ -120,3 +120,57 @@ async fn client_span_parents_the_downstream_server_span() {
         "404 leaves a server span unset"
     );
 }
+
+/// W3C baggage sent to the first service reaches the handler's context
+/// and, through the client layer, the next service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baggage_flows_through_both_services() {
+    use opentelemetry::baggage::BaggageExt as _;
+    use std::sync::{Arc, Mutex};
+
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, true, &[]).build().unwrap();
+    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let record = seen.clone();
+    let downstream = TraceLayer::from_guard(&guard).layer(service_fn(move |req: Request<Body>| {
+        let tenant = opentelemetry::Context::current()
+            .baggage()
+            .get("tenant")
+            .map(|v| v.to_string());
+        let header = req
+            .headers()
+            .get("baggage")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        record.lock().unwrap().push((header, tenant));
+        async { Ok::<_, Infallible>(Response::new(Body::from("down"))) }
+    }));
+    let client = ClientTraceLayer::from_guard(&guard).layer(downstream);
+    let upstream = TraceLayer::from_guard(&guard).layer(service_fn(move |_req: Request<Body>| {
+        let client = client.clone();
+        let tenant = opentelemetry::Context::current()
+            .baggage()
+            .get("tenant")
+            .map(|v| v.to_string());
+        async move {
+            assert_eq!(tenant.as_deref(), Some("acme"), "upstream handler");
+            let out = Request::get("http://down/x").body(Body::default()).unwrap();
+            Ok::<_, Infallible>(client.oneshot(out).await.unwrap())
+        }
+    }));
+    let res = upstream
+        .oneshot(
+            Request::get("/start")
+                .header("baggage", "tenant=acme,plan=pro")
+                .body(Body::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].0.contains("tenant=acme"), "{:?}", seen[0].0);
+    assert_eq!(seen[0].1.as_deref(), Some("acme"));
+    spans(&guard, &receiver, 3).await;
+}

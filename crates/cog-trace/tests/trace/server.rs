@@ -90,7 +90,10 @@ async fn errors_over_http_protobuf_and_4xx_left_unset() {
     let guard = config(
         &receiver,
         false,
-        &[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "authorization=Basic%20abc")],
+        &[(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "authorization=Basic%20abc",
+        )],
     )
     .build()
     .unwrap();
