@@ -130,7 +130,9 @@ async fn baggage_flows_through_both_services() {
 
     let receiver = OtlpReceiver::start().await.unwrap();
     let guard = config(&receiver, true, &[]).build().unwrap();
-    let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    // (the `baggage` header downstream got, the tenant its context held)
+    type Seen = Vec<(String, Option<String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let record = seen.clone();
     let downstream = TraceLayer::from_guard(&guard).layer(service_fn(move |req: Request<Body>| {
         let tenant = opentelemetry::Context::current()
