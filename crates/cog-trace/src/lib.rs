@@ -9,6 +9,11 @@
 //!   body sizes, `error.type`). 5xx and service errors set the span status
 //!   to error; 4xx leave it unset. The server span's `traceparent` is
 //!   written into the response.
+//! - gRPC (tonic): a request with `content-type: application/grpc…` gets a
+//!   span named `{rpc.service}/{rpc.method}` with `rpc.system`,
+//!   `rpc.service`, `rpc.method` and `rpc.grpc.status_code` (read from the
+//!   trailers, or from the headers of a trailers-only answer); the codes
+//!   that mean the server failed set the status to error.
 //! - Context: W3C `traceparent` / `tracestate` / `baggage` are extracted
 //!   with the configured propagators. Malformed, repeated or oversized
 //!   fields start a fresh trace — never an error. A public endpoint links
@@ -45,4 +50,4 @@ mod server;
 
 pub use client::{ClientResponseFuture, ClientTrace, ClientTraceLayer};
 pub use config::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};
-pub use server::{ResponseFuture, Trace, TraceLayer};
+pub use server::{ResponseBody, ResponseFuture, Trace, TraceLayer};

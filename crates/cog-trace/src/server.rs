@@ -267,6 +267,8 @@ struct InFlight {
     cx: Context,
     active: ActiveGuard,
     route: Option<String>,
+    /// A gRPC call: its status is in the response, not the HTTP status.
+    grpc: bool,
 }
 
 impl<F, B, E> Future for ResponseFuture<F>
@@ -275,21 +277,91 @@ where
     B: Body,
     E: fmt::Display,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, task: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Some(traced) = this.traced.as_ref() else {
-            return this.inner.poll(task);
+            let result = std::task::ready!(this.inner.poll(task));
+            return Poll::Ready(result.map(|res| res.map(ResponseBody::plain)));
         };
         let result = {
             let _attached = traced.cx.clone().attach();
             std::task::ready!(this.inner.poll(task))
         };
-        let InFlight { cx, active, route } = this.traced.take().expect("checked above");
+        let InFlight {
+            cx,
+            active,
+            route,
+            grpc,
+        } = this.traced.take().expect("checked above");
         let status = result.as_ref().ok().map(|r| r.status().as_u16());
         active.finish(route, status);
-        Poll::Ready(finish(&cx, result))
+        Poll::Ready(finish(cx, grpc, result))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response body of [`Trace`]: the inner body, unchanged. For a gRPC
+    /// call whose status comes in the trailers, the span ends when they
+    /// arrive (or when the body ends or is dropped without them).
+    pub struct ResponseBody<B> {
+        #[pin]
+        inner: B,
+        grpc: Option<Context>,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    fn plain(inner: B) -> Self {
+        ResponseBody { inner, grpc: None }
+    }
+
+    /// The inner body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("awaiting_grpc_status", &self.grpc.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: Body> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        task: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(task));
+        if this.grpc.is_some() {
+            let done = match &frame {
+                Some(Ok(f)) => f.trailers_ref().map(grpc_status),
+                Some(Err(_)) => Some(GrpcEnd::BodyError),
+                None => Some(GrpcEnd::NoStatus),
+            };
+            if let Some(end) = done
+                && let Some(cx) = this.grpc.take()
+            {
+                end_grpc(&cx, end);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -300,7 +372,7 @@ where
     ReqBody: Body,
     ResBody: Body,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -320,7 +392,9 @@ where
         }
         let route = shared.route.as_ref().and_then(|r| r(&parts));
         let request_size = body.size_hint().exact();
-        let cx = start_span(shared, &parts, route.as_deref(), request_size);
+        let grpc = grpc_call(&parts);
+        let is_grpc = grpc.is_some();
+        let cx = start_span(shared, &parts, route.as_deref(), grpc, request_size);
         let active = ActiveGuard::start(shared.clone(), method_attr(&parts.method).0, &parts);
         let inner = {
             // The inner service's `call` runs in the request's context too.
@@ -329,7 +403,12 @@ where
         };
         ResponseFuture {
             inner,
-            traced: Some(InFlight { cx, active, route }),
+            traced: Some(InFlight {
+                cx,
+                active,
+                route,
+                grpc: is_grpc,
+            }),
         }
     }
 }
@@ -516,7 +595,7 @@ fn unsampled_fast_path(shared: &Shared, incoming: Incoming) -> Result<Context, I
 
 /// Request and response attributes a server span can carry (without
 /// captured headers).
-const ATTRIBUTE_CAPACITY: usize = 18;
+const ATTRIBUTE_CAPACITY: usize = 22;
 
 /// Starts the server span. Sampling happens first, on the name, kind and
 /// the two attributes samplers commonly look at; everything else is only
@@ -525,6 +604,7 @@ fn start_span(
     shared: &Shared,
     parts: &Parts,
     route: Option<&str>,
+    grpc: Option<(&str, &str)>,
     request_size: Option<u64>,
 ) -> Context {
     let tracer = shared.tracer.as_ref().expect("checked by the caller");
@@ -533,15 +613,17 @@ fn start_span(
         Err(incoming) => incoming,
     };
     let (method, known) = method_attr(&parts.method);
-    let name: std::borrow::Cow<'static, str> = match route {
-        Some(r) => {
+    let name: std::borrow::Cow<'static, str> = match (grpc, route) {
+        // `{rpc.service}/{rpc.method}`: the path without its slash.
+        (Some(_), _) => parts.uri.path()[1..].to_owned().into(),
+        (None, Some(r)) => {
             let mut n = String::with_capacity(method.len() + 1 + r.len());
             n.push_str(method);
             n.push(' ');
             n.push_str(r);
             n.into()
         }
-        None => method.into(),
+        (None, None) => method.into(),
     };
     // Room for every attribute the span may get: the SDK keeps this vector
     // for a recorded span, so later attributes never reallocate it.
@@ -549,6 +631,11 @@ fn start_span(
     attrs.push(KeyValue::new("http.request.method", method));
     if let Some(r) = route {
         attrs.push(KeyValue::new("http.route", r.to_owned()));
+    }
+    if let Some((service, rpc_method)) = grpc {
+        attrs.push(KeyValue::new("rpc.system", "grpc"));
+        attrs.push(KeyValue::new("rpc.service", service.to_owned()));
+        attrs.push(KeyValue::new("rpc.method", rpc_method.to_owned()));
     }
     let mut builder = tracer
         .span_builder(name)
@@ -712,14 +799,15 @@ fn client_address(headers: &HeaderMap, parts: &Parts, trusted_hops: usize) -> Op
 }
 
 fn finish<B: Body, E: fmt::Display>(
-    cx: &Context,
+    cx: Context,
+    grpc: bool,
     result: Result<Response<B>, E>,
-) -> Result<Response<B>, E> {
+) -> Result<Response<ResponseBody<B>>, E> {
     let span = cx.span();
     match result {
         Ok(mut res) => {
+            let status = res.status();
             if span.is_recording() {
-                let status = res.status();
                 span.set_attribute(KeyValue::new(
                     "http.response.status_code",
                     i64::from(status.as_u16()),
@@ -745,8 +833,19 @@ fn finish<B: Body, E: fmt::Display>(
                     res.headers_mut().insert(TRACEPARENT, v);
                 }
             }
-            end(&span);
-            Ok(res)
+            let recording = span.is_recording();
+            if !(grpc && status.is_success()) {
+                end(&span);
+                return Ok(res.map(ResponseBody::plain));
+            }
+            // A trailers-only answer (how a handler's error goes out) has
+            // the status in the headers; otherwise it comes last.
+            if res.headers().contains_key("grpc-status") {
+                end_grpc(&cx, grpc_status(res.headers()));
+                return Ok(res.map(ResponseBody::plain));
+            }
+            let grpc = recording.then_some(cx);
+            Ok(res.map(|inner| ResponseBody { inner, grpc }))
         }
         Err(e) => {
             if span.is_recording() {
@@ -757,6 +856,65 @@ fn finish<B: Body, E: fmt::Display>(
             Err(e)
         }
     }
+}
+
+/// `(rpc.service, rpc.method)` of a gRPC request: `content-type:
+/// application/grpc…` and a `/package.Service/Method` path.
+fn grpc_call(parts: &Parts) -> Option<(&str, &str)> {
+    let content_type = parts.headers.get(header::CONTENT_TYPE)?.as_bytes();
+    if !content_type.starts_with(b"application/grpc") {
+        return None;
+    }
+    let (service, method) = parts.uri.path().strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty() && !method.contains('/'))
+        .then_some((service, method))
+}
+
+/// How a gRPC call ended.
+enum GrpcEnd {
+    /// `grpc-status` as sent (`None` when it is not a number).
+    Status(Option<u32>),
+    /// The body ended without trailers.
+    NoStatus,
+    /// The body failed.
+    BodyError,
+}
+
+fn grpc_status(headers: &HeaderMap) -> GrpcEnd {
+    GrpcEnd::Status(
+        headers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()),
+    )
+}
+
+/// Records `rpc.grpc.status_code` and ends the span. For a server, the
+/// codes that mean the server failed (UNKNOWN, DEADLINE_EXCEEDED,
+/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS) set the status to
+/// error; the others (a client's mistake, or OK) leave it unset.
+fn end_grpc(cx: &Context, how: GrpcEnd) {
+    let span = cx.span();
+    if span.is_recording() {
+        match how {
+            GrpcEnd::Status(Some(code)) => {
+                span.set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+                if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
+                    span.set_attribute(KeyValue::new("error.type", code.to_string()));
+                    span.set_status(Status::error(""));
+                }
+            }
+            GrpcEnd::Status(None) | GrpcEnd::NoStatus => {
+                span.set_attribute(KeyValue::new("error.type", "_OTHER"));
+                span.set_status(Status::error("the call ended without a valid grpc-status"));
+            }
+            GrpcEnd::BodyError => {
+                span.set_attribute(KeyValue::new("error.type", "_OTHER"));
+                span.set_status(Status::error("the response body failed"));
+            }
+        }
+    }
+    end(&span);
 }
 
 /// Ends a recording span (ending one that does not record would only read

@@ -2,6 +2,7 @@
 
 mod bridge;
 mod client;
+mod grpc;
 mod malformed;
 mod server;
 mod support;

@@ -70,7 +70,7 @@ pub(crate) fn request(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
     req
 }
 
-pub(crate) async fn send(svc: &Svc, req: Request<Body>) -> Response<Body> {
+pub(crate) async fn send(svc: &Svc, req: Request<Body>) -> Response<cog_trace::ResponseBody<Body>> {
     svc.clone().oneshot(req).await.unwrap()
 }
 
