@@ -197,7 +197,7 @@ fn w3c_parent(fields: &W3cFields<'_>) -> Option<SpanContext> {
     if tp[2] != b'-' || tp[35] != b'-' || tp[52] != b'-' {
         return None;
     }
-    let version = hex_u128(&tp[0..2])?;
+    let version = hex2(&tp[0..2])?;
     match version {
         0 if tp.len() != 55 => return None,
         0xff => return None,
@@ -210,7 +210,7 @@ fn w3c_parent(fields: &W3cFields<'_>) -> Option<SpanContext> {
     }
     let trace = hex_u128(&tp[3..35])?;
     let span = hex_u128(&tp[36..52])? as u64;
-    let flags = hex_u128(&tp[53..55])? as u8;
+    let flags = hex2(&tp[53..55])?;
     if trace == 0 || span == 0 {
         return None;
     }
@@ -247,6 +247,12 @@ const HEX: [u8; 256] = {
     t
 };
 
+/// Two lower-case hex digits to a byte.
+fn hex2(d: &[u8]) -> Option<u8> {
+    let (hi, lo) = (HEX[usize::from(d[0])], HEX[usize::from(d[1])]);
+    ((hi | lo) & 0xf0 == 0).then_some(hi << 4 | lo)
+}
+
 /// Lower-case hex (at most 32 digits) to a number; anything else is `None`.
 /// Two independent halves, so the CPU works on both at once.
 fn hex_u128(digits: &[u8]) -> Option<u128> {
@@ -269,6 +275,40 @@ fn hex_u64(digits: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_matches_the_obvious_decoder() {
+        let obvious = |s: &[u8]| {
+            s.iter()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+                .then(|| u128::from_str_radix(std::str::from_utf8(s).unwrap(), 16).unwrap())
+        };
+        let mut cases: Vec<Vec<u8>> = vec![
+            b"4bf92f3577b34da6a3ce929d0e0e4736".to_vec(),
+            b"00f067aa0ba902b7".to_vec(),
+            b"ffffffffffffffffffffffffffffffff".to_vec(),
+            b"0123456789abcdef".to_vec(),
+        ];
+        // Every byte value in every position of a 16-digit run.
+        for pos in 0..16 {
+            for b in 0..=255u8 {
+                let mut s = b"0123456789abcdef".to_vec();
+                s[pos] = b;
+                cases.push(s);
+            }
+        }
+        for b in 0..=255u8 {
+            for s in [[b, b'f'], [b'0', b]] {
+                let want = obvious(&s).map(|n| n as u8);
+                assert_eq!(hex2(&s), want, "{s:?}");
+            }
+        }
+        for s in cases {
+            let got = hex_u128(&s);
+            let want = std::str::from_utf8(&s).ok().and_then(|_| obvious(&s));
+            assert_eq!(got, want, "{s:?}");
+        }
+    }
 
     /// The fused decoder accepts exactly what the strict syntax check does.
     #[test]

@@ -1,5 +1,6 @@
 //! The server layer: one span per request.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +20,7 @@ use tower_service::Service;
 
 use crate::propagation::{Incoming, Propagation};
 
-type RouteFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+type RouteFn = Arc<dyn Fn(&Parts) -> Option<Cow<'static, str>> + Send + Sync>;
 type FilterFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
@@ -148,12 +149,14 @@ impl TraceLayer {
     }
 
     /// Finds the route template (`/items/{id}`) of a request, for the span
-    /// name and `http.route` (with axum: from `MatchedPath`).
-    pub fn route_with(
-        self,
-        route: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
-    ) -> Self {
-        self.with(|s| s.route = Some(Arc::new(route)))
+    /// name and `http.route` (with axum: from `MatchedPath`). The closure
+    /// may return a `String` or, cheaper, a `&'static str` from a route
+    /// table.
+    pub fn route_with<R>(self, route: impl Fn(&Parts) -> Option<R> + Send + Sync + 'static) -> Self
+    where
+        R: Into<Cow<'static, str>>,
+    {
+        self.with(|s| s.route = Some(Arc::new(move |parts: &Parts| route(parts).map(Into::into))))
     }
 
     /// Traces only requests for which `filter` is true (e.g. skip
@@ -266,7 +269,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 struct InFlight {
     cx: Context,
     active: ActiveGuard,
-    route: Option<String>,
+    route: Option<Cow<'static, str>>,
     /// A gRPC call: its status is in the response, not the HTTP status.
     grpc: bool,
 }
@@ -476,7 +479,7 @@ struct ActiveGuard {
 }
 
 impl ActiveGuard {
-    fn finish(mut self, route: Option<String>, status: Option<u16>) {
+    fn finish(mut self, route: Option<Cow<'static, str>>, status: Option<u16>) {
         self.done = true;
         let metrics = &self.shared.metrics;
         let [method, scheme] = self.attrs();
@@ -861,6 +864,9 @@ fn finish<B: Body, E: fmt::Display>(
 /// `(rpc.service, rpc.method)` of a gRPC request: `content-type:
 /// application/grpc…` and a `/package.Service/Method` path.
 fn grpc_call(parts: &Parts) -> Option<(&str, &str)> {
+    if parts.method != Method::POST {
+        return None;
+    }
     let content_type = parts.headers.get(header::CONTENT_TYPE)?.as_bytes();
     if !content_type.starts_with(b"application/grpc") {
         return None;
@@ -928,19 +934,27 @@ fn end(span: &opentelemetry::trace::SpanRef<'_>) {
 /// `00-<trace id>-<span id>-<flags>`, hex-encoded by hand (the formatter
 /// machinery costs more than the rest of the header).
 fn traceparent(trace: [u8; 16], span: [u8; 8], flags: u8) -> [u8; 55] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    /// Each byte's two lower-case hex digits.
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 15]];
+            i += 1;
+        }
+        t
+    };
     let mut out = [b'-'; 55];
     out[0] = b'0';
     out[1] = b'0';
-    let mut put = |at: usize, bytes: &[u8]| {
-        for (i, b) in bytes.iter().enumerate() {
-            out[at + 2 * i] = HEX[usize::from(b >> 4)];
-            out[at + 2 * i + 1] = HEX[usize::from(b & 15)];
-        }
-    };
-    put(3, &trace);
-    put(36, &span);
-    put(53, &[flags]);
+    for (i, b) in trace.iter().enumerate() {
+        out[3 + 2 * i..5 + 2 * i].copy_from_slice(&PAIRS[usize::from(*b)]);
+    }
+    for (i, b) in span.iter().enumerate() {
+        out[36 + 2 * i..38 + 2 * i].copy_from_slice(&PAIRS[usize::from(*b)]);
+    }
+    out[53..55].copy_from_slice(&PAIRS[usize::from(flags)]);
     out
 }
 
