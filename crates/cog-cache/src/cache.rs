@@ -69,23 +69,51 @@ pub(crate) struct Config<K, V> {
 }
 
 /// L1 key: tenant + user key.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct L1Key<K> {
     pub(crate) tenant: Arc<str>,
     pub(crate) key: K,
 }
 
+/// Hashes the tenant, then the key — the tenant only when there is one, so
+/// a cache without tenants hashes no more than its keys.
+#[inline]
+fn hash_l1<K: Hash, H: std::hash::Hasher>(tenant: &str, key: &K, state: &mut H) {
+    if !tenant.is_empty() {
+        tenant.hash(state);
+    }
+    key.hash(state);
+}
+
+impl<K: Hash> Hash for L1Key<K> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_l1(&self.tenant, &self.key, state);
+    }
+}
+
 /// Borrowed form of [`L1Key`] for lookups that allocate nothing. Hashes
-/// exactly like it (`str`, then `K`).
-#[derive(Hash)]
+/// exactly like it.
 struct L1Ref<'a, K> {
     tenant: &'a str,
     key: &'a K,
 }
 
+impl<K: Hash> Hash for L1Ref<'_, K> {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        hash_l1(self.tenant, self.key, state);
+    }
+}
+
 impl<K: Eq> Equivalent<L1Key<K>> for L1Ref<'_, K> {
+    #[inline]
     fn equivalent(&self, k: &L1Key<K>) -> bool {
-        *k.tenant == *self.tenant && k.key == *self.key
+        // Tenants are shared `Arc<str>`s: the same pointer is the common
+        // case, and saves comparing bytes.
+        let same_tenant =
+            std::ptr::eq(k.tenant.as_ptr(), self.tenant.as_ptr()) || *k.tenant == *self.tenant;
+        same_tenant && k.key == *self.key
     }
 }
 
