@@ -1,0 +1,131 @@
+//! The cost of running a plugin hook.
+//!
+//! - `plugin_call/wasmer_raw`: the same work (a hook that sets one request
+//!   header through a host function) as a raw wasmer typed call on an
+//!   instance created beforehand, metering included — the floor.
+//! - `plugin_call/cog`: one request hook end to end through cog-sandbox
+//!   (fresh instance, limits armed, the exchange in and out).
+//! - `plugin_cold/cog`: a new runtime loading the plugin from its compiled
+//!   artifact on disk (checksum, deserialize, ABI check) up to the end of
+//!   its first call.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use cog_sandbox::{Exchange, Limits, Phase, Runtime};
+use criterion::{Criterion, criterion_group, criterion_main};
+use wasmer::sys::{CompilerConfig, Cranelift};
+use wasmer::{Function, FunctionEnv, FunctionEnvMut, Instance, Memory, Module, Store, imports};
+
+const PLUGIN: &str = r#"(module
+  (import "cog" "header_set" (func $header_set (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "x-plugin")
+  (data (i32.const 16) "ok")
+  (func (export "cog_abi_version") (result i32) i32.const 1)
+  (func (export "cog_on_request") (result i32)
+    (drop (call $header_set (i32.const 0) (i32.const 0) (i32.const 8) (i32.const 16) (i32.const 2)))
+    i32.const 0))"#;
+
+fn exchange() -> Exchange {
+    let mut ex = Exchange::new(http::Method::GET, "/items/1".parse().unwrap(), "acme");
+    ex.request_headers
+        .insert("user-agent", "bench/1".parse().unwrap());
+    ex
+}
+
+struct Raw {
+    memory: Option<Memory>,
+    headers: http::HeaderMap,
+}
+
+fn raw_header_set(mut env: FunctionEnvMut<'_, Raw>, _which: i32, np: i32, nl: i32, vp: i32, vl: i32) -> i32 {
+    let (state, store) = env.data_and_store_mut();
+    let view = state.memory.as_ref().unwrap().view(&store);
+    let mut name = vec![0; nl as usize];
+    let mut value = vec![0; vl as usize];
+    if view.read(np as u64, &mut name).is_err() || view.read(vp as u64, &mut value).is_err() {
+        return -2;
+    }
+    match (
+        http::HeaderName::from_bytes(&name),
+        http::HeaderValue::from_bytes(&value),
+    ) {
+        (Ok(n), Ok(v)) => {
+            state.headers.insert(n, v);
+            0
+        }
+        _ => -2,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let wasm = wat::parse_str(PLUGIN).unwrap();
+    let mut g = c.benchmark_group("plugin_call");
+
+    // Raw wasmer: one instance, reused; metering like cog's.
+    let mut compiler = Cranelift::default();
+    compiler.push_middleware(Arc::new(wasmer_middlewares::Metering::new(
+        10_000_000,
+        |_: &wasmer::wasmparser::Operator<'_>| 1,
+    )));
+    let mut store = Store::new(compiler);
+    let module = Module::new(&store, &wasm).unwrap();
+    let env = FunctionEnv::new(
+        &mut store,
+        Raw {
+            memory: None,
+            headers: http::HeaderMap::new(),
+        },
+    );
+    let imports = imports! {
+        "cog" => { "header_set" => Function::new_typed_with_env(&mut store, &env, raw_header_set) }
+    };
+    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    env.as_mut(&mut store).memory = Some(instance.exports.get_memory("memory").unwrap().clone());
+    let hook = instance
+        .exports
+        .get_typed_function::<(), i32>(&store, "cog_on_request")
+        .unwrap();
+    g.bench_function("wasmer_raw", |b| {
+        b.iter(|| {
+            wasmer_middlewares::metering::set_remaining_points(&mut store, &instance, 10_000_000);
+            let r = hook.call(&mut store).unwrap();
+            black_box((r, env.as_mut(&mut store).headers.len()))
+        })
+    });
+
+    let runtime = Runtime::new();
+    let plugin = runtime.load("bench", &wasm, Limits::default()).unwrap();
+    g.bench_function("cog", |b| {
+        b.iter(|| {
+            let mut ex = exchange();
+            plugin.call(Phase::Request, &mut ex).unwrap();
+            black_box(ex)
+        })
+    });
+    g.finish();
+
+    let dir = tempfile::tempdir().unwrap();
+    // Compile once, leaving the artifact on disk.
+    Runtime::new()
+        .artifact_dir(dir.path())
+        .load("bench", &wasm, Limits::default())
+        .unwrap();
+    let mut g = c.benchmark_group("plugin_cold");
+    g.bench_function("cog", |b| {
+        b.iter(|| {
+            let plugin = Runtime::new()
+                .artifact_dir(dir.path())
+                .load("bench", &wasm, Limits::default())
+                .unwrap();
+            let mut ex = exchange();
+            plugin.call(Phase::Request, &mut ex).unwrap();
+            black_box(ex)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,109 @@
+//! Why a plugin could not be loaded or a call did not complete.
+
+/// Everything that can go wrong with a plugin. Loading errors come from
+/// [`Runtime::load`](crate::Runtime::load); the others end one call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// The bytes are not a valid WebAssembly module (or do not compile).
+    #[error("invalid module: {0}")]
+    InvalidModule(String),
+    /// The module declares more linear memory than the cap allows.
+    #[error("the module declares {declared_pages} memory pages; the cap is {cap_pages}")]
+    MemoryTooLarge {
+        /// Pages the module asks for at start.
+        declared_pages: u64,
+        /// Pages allowed.
+        cap_pages: u32,
+    },
+    /// An import is not part of the host API, or has the wrong type
+    /// (WASI, a filesystem, anything but `cog`'s functions).
+    #[error("import not allowed: {0}")]
+    ForbiddenImport(String),
+    /// A required export is missing or has the wrong type.
+    #[error("bad export: {0}")]
+    BadExport(String),
+    /// The module was built for another ABI version.
+    #[error("plugin ABI version {found}, host speaks {expected}")]
+    AbiVersion {
+        /// What the plugin reported.
+        found: i32,
+        /// What this host implements.
+        expected: i32,
+    },
+    /// Instantiation failed (start function trapped, tables too large…).
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+    /// The CPU budget ran out.
+    #[error("fuel exhausted")]
+    FuelExhausted,
+    /// The wall-clock deadline passed.
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// Linear memory could not grow past the cap, and the plugin trapped.
+    #[error("memory limit reached")]
+    MemoryLimit,
+    /// The guest trapped (unreachable, division by zero, stack overflow…).
+    #[error("trap: {0}")]
+    Trap(String),
+    /// A pointer/length pair passed to a host function is outside the
+    /// plugin's memory.
+    #[error("{function}: pointer out of bounds")]
+    OutOfBounds {
+        /// The host function.
+        function: &'static str,
+    },
+    /// The plugin wrote more than `max_output_bytes` (body or reject).
+    #[error("output limit exceeded")]
+    OutputLimit,
+    /// The plugin logged more than `max_log_bytes`.
+    #[error("log limit exceeded")]
+    LogLimit,
+    /// A KV key or value over its limit, or the scope is full.
+    #[error("kv limit exceeded: {0}")]
+    KvLimit(&'static str),
+    /// The request or response body is larger than `max_input_bytes`.
+    #[error("body larger than the plugin input limit")]
+    InputTooLarge,
+    /// The hook returned something other than 0.
+    #[error("hook returned {0}")]
+    BadReturn(i32),
+}
+
+impl PluginError {
+    /// A short, stable name for metrics and logs (`fuel`, `deadline`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PluginError::InvalidModule(_) => "invalid_module",
+            PluginError::MemoryTooLarge { .. } => "memory_too_large",
+            PluginError::ForbiddenImport(_) => "forbidden_import",
+            PluginError::BadExport(_) => "bad_export",
+            PluginError::AbiVersion { .. } => "abi_version",
+            PluginError::Instantiate(_) => "instantiate",
+            PluginError::FuelExhausted => "fuel",
+            PluginError::DeadlineExceeded => "deadline",
+            PluginError::MemoryLimit => "memory",
+            PluginError::Trap(_) => "trap",
+            PluginError::OutOfBounds { .. } => "out_of_bounds",
+            PluginError::OutputLimit => "output_limit",
+            PluginError::LogLimit => "log_limit",
+            PluginError::KvLimit(_) => "kv_limit",
+            PluginError::InputTooLarge => "input_too_large",
+            PluginError::BadReturn(_) => "bad_return",
+        }
+    }
+
+    /// Whether the plugin hit one of its limits (as opposed to failing).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self,
+            PluginError::FuelExhausted
+                | PluginError::DeadlineExceeded
+                | PluginError::MemoryLimit
+                | PluginError::OutputLimit
+                | PluginError::LogLimit
+                | PluginError::KvLimit(_)
+                | PluginError::InputTooLarge
+        )
+    }
+}

@@ -1,0 +1,44 @@
+//! Untrusted WebAssembly plugins with hard CPU, memory and time limits.
+//!
+//! Plugins are wasm modules (built with `cog-pdk` or by hand) that export
+//! hooks run before and after the inner service. They import nothing but
+//! the host API of `docs/plugin-abi.md`: no WASI, no filesystem, no
+//! network, no clock, no environment.
+//!
+//! - [`Runtime`] compiles and caches modules (in memory and, optionally,
+//!   as checksummed artifacts on disk), and refuses bad ones with a typed
+//!   [`PluginError`].
+//! - [`Limits`]: CPU (metering points), memory cap (enforced by the
+//!   engine: `memory.grow` fails at the cap), wall-clock deadline (a
+//!   watchdog interrupts a guest that spins), input/output/log/KV sizes.
+//! - [`Plugin::call`] runs one hook in a fresh instance on an [`Exchange`].
+//! - [`KvStore`]: per-(tenant, plugin) data with its own quotas.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cog_sandbox::{Exchange, Limits, Phase, Runtime};
+//! # fn example(wasm: &[u8]) -> Result<(), cog_sandbox::PluginError> {
+//! let runtime = Runtime::new();
+//! let plugin = runtime.load("add-header", wasm, Limits::default())?;
+//! let mut exchange = Exchange::new(http::Method::GET, "/x".parse().unwrap(), "acme");
+//! plugin.call(Phase::Request, &mut exchange)?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod exchange;
+mod host;
+mod kv;
+mod limits;
+mod runtime;
+mod tunables;
+mod watchdog;
+
+pub use error::PluginError;
+pub use exchange::{Exchange, Phase, Rejection};
+pub use host::ABI_VERSION;
+pub use kv::{KvError, KvScope, KvStore, MemoryKv};
+pub use limits::Limits;
+pub use runtime::{OnError, Plugin, Runtime};

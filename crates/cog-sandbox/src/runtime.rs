@@ -1,0 +1,517 @@
+//! Loading (compiling, caching) plugins and calling their hooks.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use wasmer::sys::{CompilerConfig, Cranelift, NativeEngineExt};
+use wasmer::wasmparser::Operator;
+use wasmer::{
+    Engine, ExternType, FunctionEnv, Instance, Module, RuntimeError, Store, TypedFunction,
+};
+use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_remaining_points};
+
+use crate::exchange::{Exchange, Phase};
+use crate::host::{self, ABI_VERSION, HostState};
+use crate::kv::{KvScope, KvStore, MemoryKv};
+use crate::tunables::CapTunables;
+use crate::{Limits, PluginError};
+
+const REQUEST_HOOK: &str = "cog_on_request";
+const RESPONSE_HOOK: &str = "cog_on_response";
+const VERSION_EXPORT: &str = "cog_abi_version";
+
+/// What to do with a request when one of its plugins fails (traps or hits
+/// a limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnError {
+    /// Carry on as if the plugin were not there (its changes are dropped).
+    #[default]
+    Skip,
+    /// Answer 500.
+    Fail,
+}
+
+/// Compiles and caches plugins, and owns the KV store they share.
+///
+/// Each module gets its own engine (metering is per module, and the memory
+/// cap lives in the engine's tunables). Compiled modules are cached in
+/// memory by the wasm's SHA-256 and the limits that shape the compiled
+/// code, and — with [`artifact_dir`](Self::artifact_dir) — on disk, where
+/// each artifact is checked against its own SHA-256 before it is loaded.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+struct RuntimeInner {
+    compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
+    artifact_dir: Option<PathBuf>,
+    kv: Arc<dyn KvStore>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("compiled", &self.inner.compiled.lock().len())
+            .field("artifact_dir", &self.inner.artifact_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A compiled module with its engine.
+pub(crate) struct Compiled {
+    engine: Engine,
+    module: Module,
+    request_hook: bool,
+    response_hook: bool,
+}
+
+impl Runtime {
+    /// A runtime with an in-memory KV store and no artifact directory.
+    pub fn new() -> Self {
+        Runtime {
+            inner: Arc::new(RuntimeInner {
+                compiled: Mutex::new(HashMap::new()),
+                artifact_dir: None,
+                kv: Arc::new(MemoryKv::new()),
+            }),
+        }
+    }
+
+    fn with(self, f: impl FnOnce(&mut RuntimeInner)) -> Self {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => RuntimeInner {
+                compiled: Mutex::new(shared.compiled.lock().clone()),
+                artifact_dir: shared.artifact_dir.clone(),
+                kv: shared.kv.clone(),
+            },
+        };
+        f(&mut inner);
+        Runtime {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Plugins keep their KV data in `kv`.
+    pub fn kv(self, kv: Arc<dyn KvStore>) -> Self {
+        self.with(|i| i.kv = kv)
+    }
+
+    /// Keeps compiled artifacts in `dir` (created if missing), so a restart
+    /// loads them instead of compiling.
+    pub fn artifact_dir(self, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        self.with(|i| i.artifact_dir = Some(dir))
+    }
+
+    /// Compiles (or finds in a cache) `wasm` and checks it: imports only
+    /// from the host API, `memory` and `cog_abi_version` exported, at least
+    /// one hook, memory within the cap, the right ABI version.
+    ///
+    /// # Errors
+    /// A typed [`PluginError`] for each of those.
+    pub fn load(
+        &self,
+        name: impl Into<Arc<str>>,
+        wasm: &[u8],
+        limits: Limits,
+    ) -> Result<Plugin, PluginError> {
+        let key = cache_key(wasm, &limits);
+        let cached = self.inner.compiled.lock().get(&key).cloned();
+        let compiled = match cached {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.compile(&key, wasm, &limits)?);
+                self.inner.compiled.lock().insert(key, c.clone());
+                c
+            }
+        };
+        Ok(Plugin {
+            name: name.into(),
+            compiled,
+            limits,
+            config: Bytes::new(),
+            kv: self.inner.kv.clone(),
+            on_error: OnError::default(),
+        })
+    }
+
+    fn compile(
+        &self,
+        key: &[u8; 32],
+        wasm: &[u8],
+        limits: &Limits,
+    ) -> Result<Compiled, PluginError> {
+        let engine = engine(limits);
+        let module = match self.load_artifact(key, &engine) {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&engine, wasm)
+                    .map_err(|e| PluginError::InvalidModule(e.to_string()))?;
+                self.store_artifact(key, &m);
+                m
+            }
+        };
+        let compiled = check(engine, module, limits)?;
+        // One instantiation now: linking, the start function, the memory
+        // cap and the ABI version are checked before any request.
+        let probe = Plugin {
+            name: "probe".into(),
+            compiled: Arc::new(compiled),
+            limits: *limits,
+            config: Bytes::new(),
+            kv: Arc::new(MemoryKv::new()),
+            on_error: OnError::Skip,
+        };
+        probe.abi_version()?;
+        Ok(Arc::try_unwrap(probe.compiled).unwrap_or_else(|_| unreachable!("one owner")))
+    }
+
+    fn artifact_path(&self, key: &[u8; 32]) -> Option<PathBuf> {
+        let dir = self.inner.artifact_dir.as_ref()?;
+        Some(dir.join(format!("{}.cogmod", hex(key))))
+    }
+
+    /// A module deserialized from an artifact this runtime wrote, after its
+    /// checksum matched; `None` (compile instead) on any doubt.
+    fn load_artifact(&self, key: &[u8; 32], engine: &Engine) -> Option<Module> {
+        let bytes = std::fs::read(self.artifact_path(key)?).ok()?;
+        let payload = bytes.strip_prefix(ARTIFACT_MAGIC)?;
+        let (sum, payload) = payload.split_at_checked(32)?;
+        if Sha256::digest(payload).as_slice() != sum {
+            tracing::warn!(target: "cog_sandbox", "artifact checksum mismatch; recompiling");
+            return None;
+        }
+        // SAFETY: the bytes are an artifact this crate serialized (the file
+        // name is the hash of the wasm, the runtime version and the limits;
+        // the content matches the checksum written with it), so they are a
+        // valid artifact for this engine configuration.
+        #[allow(unsafe_code)]
+        let module = unsafe { Module::deserialize(engine, payload) };
+        module.ok()
+    }
+
+    fn store_artifact(&self, key: &[u8; 32], module: &Module) {
+        let Some(path) = self.artifact_path(key) else {
+            return;
+        };
+        let Ok(payload) = module.serialize() else {
+            return;
+        };
+        let mut out = Vec::with_capacity(ARTIFACT_MAGIC.len() + 32 + payload.len());
+        out.extend_from_slice(ARTIFACT_MAGIC);
+        out.extend_from_slice(&Sha256::digest(&payload));
+        out.extend_from_slice(&payload);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, &out))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(target: "cog_sandbox", error = %e, "could not store a compiled plugin");
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+const ARTIFACT_MAGIC: &[u8] = b"COGMOD1\0";
+
+/// The cache key: the wasm, this runtime's version, and the limits that
+/// shape compiled code.
+fn cache_key(wasm: &[u8], limits: &Limits) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"cog-sandbox/");
+    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(b"/wasmer-7.4/");
+    h.update(limits.fuel.to_le_bytes());
+    h.update(limits.memory_pages().to_le_bytes());
+    h.update(Sha256::digest(wasm));
+    h.finalize().into()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An engine for one module: cranelift, metering, the memory cap.
+fn engine(limits: &Limits) -> Engine {
+    let mut compiler = Cranelift::default();
+    compiler.push_middleware(Arc::new(wasmer_middlewares::Metering::new(
+        limits.fuel,
+        |_: &Operator<'_>| 1,
+    )));
+    let mut engine: Engine = compiler.into();
+    engine.set_tunables(CapTunables::new(limits.memory_pages()));
+    engine
+}
+
+/// Imports only from the host API, with their exact types; the exports the
+/// ABI needs; memory within the cap.
+fn check(engine: Engine, module: Module, limits: &Limits) -> Result<Compiled, PluginError> {
+    for import in module.imports() {
+        let wanted = (import.module() == "cog")
+            .then(|| host::signature(import.name()))
+            .flatten();
+        match (wanted, import.ty()) {
+            (Some(sig), ExternType::Function(ty)) if *ty == sig => {}
+            _ => {
+                return Err(PluginError::ForbiddenImport(format!(
+                    "{}.{}: {:?}",
+                    import.module(),
+                    import.name(),
+                    import.ty()
+                )));
+            }
+        }
+    }
+    let mut memory = false;
+    let (mut version, mut request_hook, mut response_hook) = (false, false, false);
+    for export in module.exports() {
+        match (export.name(), export.ty()) {
+            ("memory", ExternType::Memory(ty)) => {
+                if ty.minimum.0 > limits.memory_pages() {
+                    return Err(PluginError::MemoryTooLarge {
+                        declared_pages: u64::from(ty.minimum.0),
+                        cap_pages: limits.memory_pages(),
+                    });
+                }
+                memory = true;
+            }
+            (name, ExternType::Function(f))
+                if [VERSION_EXPORT, REQUEST_HOOK, RESPONSE_HOOK].contains(&name) =>
+            {
+                if !f.params().is_empty() || f.results() != [wasmer::Type::I32] {
+                    return Err(PluginError::BadExport(format!("{name} must be () -> i32")));
+                }
+                match name {
+                    VERSION_EXPORT => version = true,
+                    REQUEST_HOOK => request_hook = true,
+                    _ => response_hook = true,
+                }
+            }
+            _ => {}
+        }
+    }
+    if !memory {
+        return Err(PluginError::BadExport("no exported `memory`".into()));
+    }
+    if !version {
+        return Err(PluginError::BadExport(format!("no `{VERSION_EXPORT}`")));
+    }
+    if !request_hook && !response_hook {
+        return Err(PluginError::BadExport(format!(
+            "neither `{REQUEST_HOOK}` nor `{RESPONSE_HOOK}`"
+        )));
+    }
+    Ok(Compiled {
+        engine,
+        module,
+        request_hook,
+        response_hook,
+    })
+}
+
+/// A loaded plugin: its compiled module, limits, configuration and failure
+/// policy. Cheap to clone; calls may run concurrently.
+#[derive(Clone)]
+pub struct Plugin {
+    name: Arc<str>,
+    compiled: Arc<Compiled>,
+    limits: Limits,
+    config: Bytes,
+    kv: Arc<dyn KvStore>,
+    on_error: OnError,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("limits", &self.limits)
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Gives the plugin its configuration (read with the `config` host
+    /// function).
+    pub fn with_config(mut self, config: impl Into<Bytes>) -> Self {
+        self.config = config.into();
+        self
+    }
+
+    /// What a request does when this plugin fails.
+    pub fn on_error(mut self, policy: OnError) -> Self {
+        self.on_error = policy;
+        self
+    }
+
+    /// The plugin's name (its KV scope within a tenant).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Its failure policy.
+    pub fn failure_policy(&self) -> OnError {
+        self.on_error
+    }
+
+    /// Whether it has a hook for `phase`.
+    pub fn hooks(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::Request => self.compiled.request_hook,
+            Phase::Response => self.compiled.response_hook,
+        }
+    }
+
+    /// Runs the hook for `phase` on `exchange` (synchronously: call it from
+    /// a blocking thread). On success the plugin's changes are in
+    /// `exchange`; on error it is untouched.
+    ///
+    /// # Errors
+    /// Why the call ended early.
+    pub fn call(&self, phase: Phase, exchange: &mut Exchange) -> Result<(), PluginError> {
+        if !self.hooks(phase) {
+            return Ok(());
+        }
+        let hook = match phase {
+            Phase::Request => REQUEST_HOOK,
+            Phase::Response => RESPONSE_HOOK,
+        };
+        let done = self.run(phase, exchange.clone(), hook)?;
+        *exchange = done.0;
+        Ok(())
+    }
+
+    fn abi_version(&self) -> Result<(), PluginError> {
+        let placeholder = Exchange::new(http::Method::GET, http::Uri::default(), "");
+        let (_, found) = self.run(Phase::Request, placeholder, VERSION_EXPORT)?;
+        if found != ABI_VERSION {
+            return Err(PluginError::AbiVersion {
+                found,
+                expected: ABI_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// One call of `export` in a fresh instance.
+    fn run(
+        &self,
+        phase: Phase,
+        exchange: Exchange,
+        export: &str,
+    ) -> Result<(Exchange, i32), PluginError> {
+        let started = Instant::now();
+        let deadline = started + self.limits.deadline;
+        let mut store = Store::new(self.compiled.engine.clone());
+        let scope = KvScope {
+            tenant: exchange.tenant.clone(),
+            plugin: self.name.clone(),
+        };
+        let env = FunctionEnv::new(
+            &mut store,
+            HostState {
+                memory: None,
+                exchange,
+                phase,
+                limits: self.limits,
+                deadline,
+                config: self.config.clone(),
+                kv: self.kv.clone(),
+                scope,
+                log_used: 0,
+            },
+        );
+        let imports = host::imports(&mut store, &env);
+        let instance = Instance::new(&mut store, &self.compiled.module, &imports).map_err(|e| {
+            let text = e.to_string();
+            if text.contains("pages over the cap") {
+                PluginError::MemoryTooLarge {
+                    declared_pages: 0,
+                    cap_pages: self.limits.memory_pages(),
+                }
+            } else {
+                PluginError::Instantiate(text)
+            }
+        })?;
+        let memory = instance
+            .exports
+            .get_memory("memory")
+            .map_err(|e| PluginError::BadExport(e.to_string()))?
+            .clone();
+        env.as_mut(&mut store).memory = Some(memory.clone());
+        let func: TypedFunction<(), i32> = instance
+            .exports
+            .get_typed_function(&store, export)
+            .map_err(|e| PluginError::BadExport(e.to_string()))?;
+        set_remaining_points(&mut store, &instance, self.limits.fuel);
+        let result = {
+            let _armed = crate::watchdog::arm(deadline, store.interrupter());
+            func.call(&mut store)
+        };
+        match result {
+            Ok(code) => {
+                if export != VERSION_EXPORT && code != 0 {
+                    return Err(PluginError::BadReturn(code));
+                }
+                let state = std::mem::replace(
+                    &mut env.as_mut(&mut store).exchange,
+                    Exchange::new(http::Method::GET, http::Uri::default(), ""),
+                );
+                Ok((state, code))
+            }
+            Err(e) => Err(self.classify(e, &mut store, &instance, &memory, deadline)),
+        }
+    }
+
+    /// Names why a call trapped.
+    fn classify(
+        &self,
+        e: RuntimeError,
+        store: &mut Store,
+        instance: &Instance,
+        memory: &wasmer::Memory,
+        deadline: Instant,
+    ) -> PluginError {
+        let e = match e.downcast::<PluginError>() {
+            Ok(host) => return host,
+            Err(e) => e,
+        };
+        if let MeteringPoints::Exhausted = get_remaining_points(store, instance) {
+            return PluginError::FuelExhausted;
+        }
+        let trap = e.clone().to_trap();
+        if trap == Some(wasmer_types::TrapCode::HostInterrupt) || Instant::now() >= deadline {
+            return PluginError::DeadlineExceeded;
+        }
+        if trap == Some(wasmer_types::TrapCode::UnreachableCodeReached)
+            && host::memory_at_cap(memory, store, &self.limits)
+        {
+            // The usual end of an allocation that `memory.grow` refused.
+            return PluginError::MemoryLimit;
+        }
+        PluginError::Trap(e.message())
+    }
+}

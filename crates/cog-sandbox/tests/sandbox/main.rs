@@ -1,0 +1,7 @@
+//! cog-sandbox against real wasm: the host API, every limit, hostile
+//! modules, generated modules.
+
+mod api;
+mod fuzz;
+mod hostile;
+mod support;
