@@ -39,7 +39,14 @@ struct Raw {
     headers: http::HeaderMap,
 }
 
-fn raw_header_set(mut env: FunctionEnvMut<'_, Raw>, _which: i32, np: i32, nl: i32, vp: i32, vl: i32) -> i32 {
+fn raw_header_set(
+    mut env: FunctionEnvMut<'_, Raw>,
+    _which: i32,
+    np: i32,
+    nl: i32,
+    vp: i32,
+    vl: i32,
+) -> i32 {
     let (state, store) = env.data_and_store_mut();
     let view = state.memory.as_ref().unwrap().view(&store);
     let mut name = vec![0; nl as usize];

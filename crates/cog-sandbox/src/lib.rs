@@ -13,6 +13,10 @@
 //!   watchdog interrupts a guest that spins), input/output/log/KV sizes.
 //! - [`Plugin::call`] runs one hook in a fresh instance on an [`Exchange`].
 //! - [`KvStore`]: per-(tenant, plugin) data with its own quotas.
+//! - [`PluginLayer`]: a tower layer that resolves each request's plugins
+//!   ([`PluginResolver`]), runs request hooks before the inner service and
+//!   response hooks after it, on blocking threads, with a per-plugin
+//!   failure policy ([`OnError`]).
 //!
 //! # Example
 //!
@@ -31,6 +35,7 @@ mod error;
 mod exchange;
 mod host;
 mod kv;
+mod layer;
 mod limits;
 mod runtime;
 mod tunables;
@@ -40,5 +45,6 @@ pub use error::PluginError;
 pub use exchange::{Exchange, Phase, Rejection};
 pub use host::ABI_VERSION;
 pub use kv::{KvError, KvScope, KvStore, MemoryKv};
+pub use layer::{PluginLayer, PluginResolver, Plugins, Resolved, ResponseFuture};
 pub use limits::Limits;
 pub use runtime::{OnError, Plugin, Runtime};

@@ -147,6 +147,8 @@ impl Runtime {
             config: Bytes::new(),
             kv: self.inner.kv.clone(),
             on_error: OnError::default(),
+            request_body: false,
+            response_body: false,
         })
     }
 
@@ -176,6 +178,8 @@ impl Runtime {
             config: Bytes::new(),
             kv: Arc::new(MemoryKv::new()),
             on_error: OnError::Skip,
+            request_body: false,
+            response_body: false,
         };
         probe.abi_version()?;
         Ok(Arc::try_unwrap(probe.compiled).unwrap_or_else(|_| unreachable!("one owner")))
@@ -336,6 +340,8 @@ pub struct Plugin {
     config: Bytes,
     kv: Arc<dyn KvStore>,
     on_error: OnError,
+    request_body: bool,
+    response_body: bool,
 }
 
 impl fmt::Debug for Plugin {
@@ -360,6 +366,23 @@ impl Plugin {
     pub fn on_error(mut self, policy: OnError) -> Self {
         self.on_error = policy;
         self
+    }
+
+    /// Has the [layer](crate::PluginLayer) read the request body (up to
+    /// `max_input_bytes`) for this plugin, and the response body; without
+    /// it, a hook can neither read nor replace that body.
+    pub fn bodies(mut self, request: bool, response: bool) -> Self {
+        self.request_body = request;
+        self.response_body = response;
+        self
+    }
+
+    /// Whether the layer reads the body of `phase` for this plugin.
+    pub fn reads_body(&self, phase: Phase) -> bool {
+        match phase {
+            Phase::Request => self.request_body,
+            Phase::Response => self.response_body,
+        }
     }
 
     /// The plugin's name (its KV scope within a tenant).

@@ -4,4 +4,5 @@
 mod api;
 mod fuzz;
 mod hostile;
+mod layer;
 mod support;

@@ -1,0 +1,284 @@
+//! The tower layer: request hooks before the inner service, response hooks
+//! after it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::PluginError;
+use crate::exchange::{Exchange, Phase};
+use crate::runtime::{OnError, Plugin};
+
+/// The plugins one request runs, in order, and the tenant they run for.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Scopes the plugins' KV data.
+    pub tenant: Arc<str>,
+    /// Run in this order (request hooks), and in reverse (response hooks).
+    pub plugins: Arc<[Plugin]>,
+}
+
+impl Resolved {
+    /// No plugins.
+    pub fn none() -> Self {
+        Resolved {
+            tenant: "".into(),
+            plugins: Arc::new([]),
+        }
+    }
+}
+
+/// Finds the plugins for a request (per tenant, per route…). `cog-control`
+/// implements it from its registry; a closure works too.
+pub trait PluginResolver: Send + Sync + 'static {
+    /// The plugins `parts` should go through.
+    fn resolve(&self, parts: &Parts) -> Resolved;
+}
+
+impl<F> PluginResolver for F
+where
+    F: Fn(&Parts) -> Resolved + Send + Sync + 'static,
+{
+    fn resolve(&self, parts: &Parts) -> Resolved {
+        self(parts)
+    }
+}
+
+/// Runs plugins around the inner service.
+///
+/// For each request: resolve its plugins; read the request body if one of
+/// them asked for it ([`Plugin::bodies`]); run the request hooks on a
+/// blocking thread; a rejection answers at once; otherwise call the inner
+/// service with the (possibly changed) request, then run the response hooks
+/// the same way. A plugin that fails is skipped (its changes dropped) or
+/// fails the request with 500, as its [`OnError`] says. A body over the
+/// plugins' `max_input_bytes` is answered 413.
+#[derive(Clone)]
+pub struct PluginLayer {
+    resolver: Arc<dyn PluginResolver>,
+}
+
+impl fmt::Debug for PluginLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PluginLayer").finish_non_exhaustive()
+    }
+}
+
+impl PluginLayer {
+    /// Plugins from `resolver`.
+    pub fn new(resolver: impl PluginResolver) -> Self {
+        PluginLayer {
+            resolver: Arc::new(resolver),
+        }
+    }
+}
+
+impl<S> Layer<S> for PluginLayer {
+    type Service = Plugins<S>;
+
+    fn layer(&self, inner: S) -> Plugins<S> {
+        Plugins {
+            inner,
+            resolver: self.resolver.clone(),
+        }
+    }
+}
+
+/// Middleware built by [`PluginLayer`].
+#[derive(Clone)]
+pub struct Plugins<S> {
+    inner: S,
+    resolver: Arc<dyn PluginResolver>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Plugins<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugins")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Response future of [`Plugins`].
+pub type ResponseFuture<B, E> = cog_core::ResponseFuture<B, E>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Plugins<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Body + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body + From<Bytes> + Send + 'static,
+    ResBody::Data: Send,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        let resolved = self.resolver.resolve(&parts);
+        if resolved.plugins.is_empty() {
+            return ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)));
+        }
+        // The service that was made ready goes with this request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(async move {
+            let plugins = resolved.plugins.clone();
+            // Request phase.
+            let mut ex = Exchange::new(parts.method.clone(), parts.uri.clone(), resolved.tenant);
+            ex.request_headers = parts.headers.clone();
+            let wants_body = plugins.iter().any(|p| p.reads_body(Phase::Request));
+            let (body, read) = if wants_body {
+                match read_body(body, input_cap(&plugins)).await {
+                    Ok(b) => (None, Some(b)),
+                    Err(status) => return Ok(plain(status, Bytes::new())),
+                }
+            } else {
+                (Some(body), None)
+            };
+            ex.request_body = read;
+            let ex = match run_hooks(plugins.clone(), Phase::Request, ex).await {
+                Ok(ex) => ex,
+                Err(status) => return Ok(plain(status, Bytes::new())),
+            };
+            if let Some(rejection) = ex.rejected {
+                return Ok(plain(rejection.status, rejection.body));
+            }
+            let mut parts = parts;
+            parts.headers = ex.request_headers.clone();
+            let body = match (body, &ex.request_body) {
+                (Some(original), _) => original,
+                (None, Some(bytes)) => ReqBody::from(bytes.clone()),
+                (None, None) => ReqBody::from(Bytes::new()),
+            };
+            let res = inner.call(Request::from_parts(parts, body)).await?;
+
+            // Response phase.
+            if !plugins.iter().any(|p| p.hooks(Phase::Response)) {
+                return Ok(res);
+            }
+            let (mut res_parts, res_body) = res.into_parts();
+            let mut ex = ex;
+            ex.status = Some(res_parts.status);
+            ex.response_headers = std::mem::take(&mut res_parts.headers);
+            let wants_body = plugins.iter().any(|p| p.reads_body(Phase::Response));
+            let (res_body, read) = if wants_body {
+                match read_body(res_body, input_cap(&plugins)).await {
+                    Ok(b) => (None, Some(b)),
+                    Err(status) => return Ok(plain(status, Bytes::new())),
+                }
+            } else {
+                (Some(res_body), None)
+            };
+            ex.response_body = read;
+            let reversed: Arc<[Plugin]> = plugins.iter().rev().cloned().collect();
+            let ex = match run_hooks(reversed, Phase::Response, ex).await {
+                Ok(ex) => ex,
+                Err(status) => return Ok(plain(status, Bytes::new())),
+            };
+            if let Some(rejection) = ex.rejected {
+                return Ok(plain(rejection.status, rejection.body));
+            }
+            res_parts.headers = ex.response_headers;
+            let body = match (res_body, ex.response_body) {
+                (Some(original), _) => original,
+                (None, Some(bytes)) => {
+                    // The length may have changed.
+                    res_parts.headers.remove(http::header::CONTENT_LENGTH);
+                    ResBody::from(bytes)
+                }
+                (None, None) => ResBody::from(Bytes::new()),
+            };
+            Ok(Response::from_parts(res_parts, body))
+        })
+    }
+}
+
+/// The smallest input limit among the plugins.
+fn input_cap(plugins: &[Plugin]) -> usize {
+    plugins
+        .iter()
+        .map(|p| p.limits().max_input_bytes)
+        .min()
+        .unwrap_or(0)
+}
+
+/// The whole body, up to `cap` bytes; 413 beyond, 400 if it fails.
+async fn read_body<B>(body: B, cap: usize) -> Result<Bytes, StatusCode>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    match Limited::new(body, cap).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// Runs every plugin's hook for `phase` on a blocking thread. A failing
+/// plugin is skipped or ends the request (500), by its policy; a rejection
+/// stops the chain.
+async fn run_hooks(
+    plugins: Arc<[Plugin]>,
+    phase: Phase,
+    ex: Exchange,
+) -> Result<Exchange, StatusCode> {
+    let run = move || {
+        let mut ex = ex;
+        for plugin in plugins.iter() {
+            if !plugin.hooks(phase) {
+                continue;
+            }
+            if let Err(e) = plugin.call(phase, &mut ex) {
+                log_failure(plugin, phase, &e);
+                if plugin.failure_policy() == OnError::Fail {
+                    return Err(StatusCode::INTERNAL_SERVER_ERROR);
+                }
+            }
+            if ex.rejected.is_some() {
+                break;
+            }
+        }
+        Ok(ex)
+    };
+    tokio::task::spawn_blocking(run)
+        .await
+        .unwrap_or(Err(StatusCode::INTERNAL_SERVER_ERROR))
+}
+
+fn log_failure(plugin: &Plugin, phase: Phase, e: &PluginError) {
+    tracing::warn!(
+        target: "cog_sandbox",
+        plugin = plugin.name(),
+        ?phase,
+        kind = e.kind(),
+        error = %e,
+        "plugin failed"
+    );
+}
+
+fn plain<B: From<Bytes>>(status: StatusCode, body: Bytes) -> Response<B> {
+    let mut res = Response::new(B::from(body));
+    *res.status_mut() = status;
+    res
+}

@@ -1,0 +1,172 @@
+//! The tower layer end to end: hooks around a real service.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cog_sandbox::{Limits, OnError, Plugin, PluginLayer, Resolved, Runtime};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, ServiceExt, service_fn};
+
+use crate::support::{good, module, on_request};
+
+type Body = Full<Bytes>;
+
+/// Echoes `x-plugin` and the request body back; sets `content-type`.
+fn app() -> impl tower::Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
+    service_fn(|req: Request<Body>| async move {
+        let seen = req
+            .headers()
+            .get("x-plugin")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let mut res = Response::new(Body::from(body));
+        res.headers_mut().insert(
+            "x-seen",
+            seen.parse().unwrap_or(http::HeaderValue::from_static("")),
+        );
+        res.headers_mut()
+            .insert("content-type", "text/plain".parse().unwrap());
+        Ok::<_, Infallible>(res)
+    })
+}
+
+fn layer(plugins: Vec<Plugin>) -> PluginLayer {
+    let plugins: Arc<[Plugin]> = plugins.into();
+    PluginLayer::new(move |parts: &http::request::Parts| Resolved {
+        tenant: parts
+            .headers
+            .get("x-tenant")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("anonymous")
+            .into(),
+        plugins: plugins.clone(),
+    })
+}
+
+async fn send(layer: &PluginLayer, body: &'static str) -> (StatusCode, http::HeaderMap, Bytes) {
+    let req = Request::post("/items")
+        .header("x-tenant", "acme")
+        .body(Body::from(body))
+        .unwrap();
+    let res = layer.layer(app()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_response_hooks_run_around_the_service() {
+    let rt = Runtime::new();
+    let add = rt.load("add", &good(), Limits::default()).unwrap();
+    let tag_response = rt
+        .load(
+            "tag",
+            &module(
+                r#"(data (i32.const 0) "x-tagged") (data (i32.const 16) "1")
+                   (func (export "cog_on_response") (result i32)
+                     (drop (call $header_set (i32.const 1) (i32.const 0) (i32.const 8) (i32.const 16) (i32.const 1)))
+                     i32.const 0)"#,
+            ),
+            Limits::default(),
+        )
+        .unwrap();
+    // Replaces the request body with "changed".
+    let rewrite = rt
+        .load(
+            "rewrite",
+            &module(
+                r#"(data (i32.const 0) "changed")
+                   (func (export "cog_on_request") (result i32)
+                     (drop (call $body_write (i32.const 0) (i32.const 7)))
+                     i32.const 0)"#,
+            ),
+            Limits::default(),
+        )
+        .unwrap()
+        .bodies(true, false);
+    let l = layer(vec![add, tag_response, rewrite]);
+    let (status, headers, body) = send(&l, "original").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers["x-seen"], "ok",
+        "the service saw the plugin's header"
+    );
+    assert_eq!(headers["x-tagged"], "1");
+    assert_eq!(body, "changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_answer_without_the_service() {
+    let rt = Runtime::new();
+    let reject = rt
+        .load(
+            "deny",
+            &module(
+                r#"(data (i32.const 0) "denied")
+                   (func (export "cog_on_request") (result i32)
+                     (drop (call $reject (i32.const 451) (i32.const 0) (i32.const 6)))
+                     i32.const 0)"#,
+            ),
+            Limits::default(),
+        )
+        .unwrap();
+    let (status, headers, body) = send(&layer(vec![reject]), "x").await;
+    assert_eq!(status, 451);
+    assert_eq!(body, "denied");
+    assert!(headers.get("x-seen").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_plugins_are_skipped_or_fail_the_request() {
+    let rt = Runtime::new();
+    let trap = on_request("unreachable");
+    let add = rt.load("add", &good(), Limits::default()).unwrap();
+    let skip = rt.load("trap", &trap, Limits::default()).unwrap();
+    let (status, headers, _) = send(&layer(vec![skip.clone(), add.clone()]), "x").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-seen"], "ok", "the next plugin still ran");
+    let fail = skip.on_error(OnError::Fail);
+    let (status, _, _) = send(&layer(vec![fail, add]), "x").await;
+    assert_eq!(status, 500);
+    // A spinning plugin with a short deadline: same, and the host serves on.
+    let spin = rt
+        .load(
+            "spin",
+            &on_request("(loop $l (br $l))"),
+            Limits::default()
+                .fuel(u64::MAX / 2)
+                .deadline(std::time::Duration::from_millis(20)),
+        )
+        .unwrap()
+        .on_error(OnError::Fail);
+    let (status, _, _) = send(&layer(vec![spin]), "x").await;
+    assert_eq!(status, 500);
+    let (status, _, _) = send(
+        &layer(vec![rt.load("add", &good(), Limits::default()).unwrap()]),
+        "x",
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_input_limit_are_413() {
+    let rt = Runtime::new();
+    let reader = rt
+        .load("reader", &good(), Limits::default().max_input_bytes(4))
+        .unwrap()
+        .bodies(true, false);
+    let (status, _, _) = send(&layer(vec![reader]), "more than four bytes").await;
+    assert_eq!(status, 413);
+}
