@@ -5,4 +5,5 @@ mod api;
 mod fuzz;
 mod hostile;
 mod layer;
+mod samples;
 mod support;
