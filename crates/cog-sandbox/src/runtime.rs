@@ -149,6 +149,7 @@ impl Runtime {
             on_error: OnError::default(),
             request_body: false,
             response_body: false,
+            pool: Arc::default(),
         })
     }
 
@@ -180,6 +181,7 @@ impl Runtime {
             on_error: OnError::Skip,
             request_body: false,
             response_body: false,
+            pool: Arc::default(),
         };
         probe.abi_version()?;
         Ok(Arc::try_unwrap(probe.compiled).unwrap_or_else(|_| unreachable!("one owner")))
@@ -342,6 +344,79 @@ pub struct Plugin {
     on_error: OnError,
     request_body: bool,
     response_body: bool,
+    pool: Arc<Pool>,
+}
+
+/// Most idle instances one thread keeps (over all plugins and tenants).
+const POOL_MAX: usize = 64;
+
+/// Names a plugin's instances in the per-thread pools.
+#[derive(Debug)]
+struct Pool {
+    id: u64,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Pool {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+type PoolKey = (u64, Arc<str>);
+
+thread_local! {
+    /// Idle instances, by (plugin, tenant). wasmer stores stay on the
+    /// thread that made them, so each (blocking) thread keeps its own.
+    static IDLE: std::cell::RefCell<HashMap<PoolKey, Vec<Instantiated>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+impl Pool {
+    /// An idle instance that served this plugin and tenant on this thread.
+    fn take(&self, tenant: &Arc<str>) -> Option<Instantiated> {
+        IDLE.with_borrow_mut(|idle| {
+            let key = (self.id, tenant.clone());
+            let list = idle.get_mut(&key)?;
+            let found = list.pop();
+            if list.is_empty() {
+                idle.remove(&key);
+            }
+            found
+        })
+    }
+
+    /// Keeps `instance` for the next call of this plugin for `tenant` on
+    /// this thread; when the thread's pool is full, another plugin's or
+    /// tenant's instances make room.
+    fn give(&self, tenant: Arc<str>, instance: Instantiated) {
+        IDLE.with_borrow_mut(|idle| {
+            let total: usize = idle.values().map(Vec::len).sum();
+            if total >= POOL_MAX {
+                let victim = idle
+                    .keys()
+                    .find(|k| k.0 != self.id || k.1 != tenant)
+                    .cloned();
+                match victim {
+                    Some(k) => {
+                        idle.remove(&k);
+                    }
+                    None => return,
+                }
+            }
+            idle.entry((self.id, tenant)).or_default().push(instance);
+        });
+    }
+}
+
+/// A live instance with its store and host state.
+struct Instantiated {
+    store: Store,
+    env: FunctionEnv<HostState>,
+    instance: Instance,
+    memory: wasmer::Memory,
 }
 
 impl fmt::Debug for Plugin {
@@ -439,34 +514,10 @@ impl Plugin {
         Ok(())
     }
 
-    /// One call of `export` in a fresh instance.
-    fn run(
-        &self,
-        phase: Phase,
-        exchange: Exchange,
-        export: &str,
-    ) -> Result<(Exchange, i32), PluginError> {
-        let started = Instant::now();
-        let deadline = started + self.limits.deadline;
+    /// A new instance for `state`.
+    fn instantiate(&self, state: HostState) -> Result<Instantiated, PluginError> {
         let mut store = Store::new(self.compiled.engine.clone());
-        let scope = KvScope {
-            tenant: exchange.tenant.clone(),
-            plugin: self.name.clone(),
-        };
-        let env = FunctionEnv::new(
-            &mut store,
-            HostState {
-                memory: None,
-                exchange,
-                phase,
-                limits: self.limits,
-                deadline,
-                config: self.config.clone(),
-                kv: self.kv.clone(),
-                scope,
-                log_used: 0,
-            },
-        );
+        let env = FunctionEnv::new(&mut store, state);
         let imports = host::imports(&mut store, &env);
         let instance = Instance::new(&mut store, &self.compiled.module, &imports).map_err(|e| {
             let text = e.to_string();
@@ -485,27 +536,81 @@ impl Plugin {
             .map_err(|e| PluginError::BadExport(e.to_string()))?
             .clone();
         env.as_mut(&mut store).memory = Some(memory.clone());
-        let func: TypedFunction<(), i32> = instance
+        Ok(Instantiated {
+            store,
+            env,
+            instance,
+            memory,
+        })
+    }
+
+    /// One call of `export`, in an instance that served this tenant before
+    /// (it goes back to the pool after a clean call) or a new one.
+    fn run(
+        &self,
+        phase: Phase,
+        exchange: Exchange,
+        export: &str,
+    ) -> Result<(Exchange, i32), PluginError> {
+        let deadline = Instant::now() + self.limits.deadline;
+        let tenant = exchange.tenant.clone();
+        let state = HostState {
+            memory: None,
+            exchange,
+            phase,
+            limits: self.limits,
+            deadline,
+            config: self.config.clone(),
+            kv: self.kv.clone(),
+            scope: KvScope {
+                tenant: tenant.clone(),
+                plugin: self.name.clone(),
+            },
+            log_used: 0,
+        };
+        let mut live = match self.pool.take(&tenant) {
+            Some(mut live) => {
+                let memory = Some(live.memory.clone());
+                *live.env.as_mut(&mut live.store) = HostState { memory, ..state };
+                live
+            }
+            None => self.instantiate(state)?,
+        };
+        let func: TypedFunction<(), i32> = live
+            .instance
             .exports
-            .get_typed_function(&store, export)
+            .get_typed_function(&live.store, export)
             .map_err(|e| PluginError::BadExport(e.to_string()))?;
-        set_remaining_points(&mut store, &instance, self.limits.fuel);
+        set_remaining_points(&mut live.store, &live.instance, self.limits.fuel);
         let result = {
-            let _armed = crate::watchdog::arm(deadline, store.interrupter());
-            func.call(&mut store)
+            let _armed = crate::watchdog::arm(deadline, live.store.interrupter());
+            func.call(&mut live.store)
         };
         match result {
             Ok(code) => {
                 if export != VERSION_EXPORT && code != 0 {
                     return Err(PluginError::BadReturn(code));
                 }
-                let state = std::mem::replace(
-                    &mut env.as_mut(&mut store).exchange,
+                let state = live.env.as_mut(&mut live.store);
+                let done = std::mem::replace(
+                    &mut state.exchange,
                     Exchange::new(http::Method::GET, http::Uri::default(), ""),
                 );
-                Ok((state, code))
+                // Nothing of this call's data stays reachable from the host
+                // state of an idle instance.
+                state.config = Bytes::new();
+                self.pool.give(tenant, live);
+                Ok((done, code))
             }
-            Err(e) => Err(self.classify(e, &mut store, &instance, &memory, deadline)),
+            Err(e) => {
+                let Instantiated {
+                    mut store,
+                    instance,
+                    memory,
+                    ..
+                } = live;
+                Err(self.classify(e, &mut store, &instance, &memory, deadline))
+            }
         }
     }
 

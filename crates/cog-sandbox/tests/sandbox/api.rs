@@ -238,3 +238,49 @@ fn kv_is_scoped_to_tenant_and_plugin_with_quotas() {
     );
     assert_eq!(kv.len(&scope("initech")), 50);
 }
+
+/// Instances are reused for the same plugin and tenant (state in their
+/// memory may persist), never across tenants, and never after a failure.
+#[test]
+fn instances_are_reused_per_tenant_only() {
+    // Counts its calls in a global; reports the count in `x-r`; traps when
+    // asked (`x-trap` present).
+    let count = r#"(block (result i32)
+             (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+             (if (i32.ge_s (call $header_get (i32.const 0) (i32.const 300) (i32.const 6) (i32.const 400) (i32.const 0)) (i32.const 0))
+               (then unreachable))
+             (global.get $calls))"#;
+    let wasm = module(&format!(
+        r#"(global $calls (mut i32) (i32.const 0))
+           (data (i32.const 300) "x-trap")
+           (func (export "cog_on_request") (result i32) {} i32.const 0)"#,
+        report(count)
+    ));
+    let rt = Runtime::new();
+    let p = load(&rt, &wasm, Limits::default());
+    let calls = |tenant: &str, trap: bool| {
+        let mut ex = exchange(tenant);
+        if trap {
+            ex.request_headers.insert("x-trap", "1".parse().unwrap());
+        }
+        p.call(Phase::Request, &mut ex)
+            .map(|()| ex.request_headers["x-r"].to_str().unwrap().to_owned())
+    };
+    assert_eq!(calls("acme", false).unwrap(), "1");
+    assert_eq!(
+        calls("acme", false).unwrap(),
+        "2",
+        "same tenant, same instance"
+    );
+    assert_eq!(
+        calls("globex", false).unwrap(),
+        "1",
+        "another tenant never gets acme's instance"
+    );
+    assert!(calls("acme", true).is_err());
+    assert_eq!(
+        calls("acme", false).unwrap(),
+        "1",
+        "a failed instance is not reused"
+    );
+}
