@@ -1,6 +1,14 @@
 //! Wall-clock deadlines for running plugins: one thread that interrupts
-//! (wasmer's host interrupt) any call still running past its deadline,
-//! again every millisecond until the call has stopped.
+//! (wasmer's host interrupt, a signal) any call still running past its
+//! deadline.
+//!
+//! Host functions check the deadline themselves, so a plugin looping
+//! through the host is stopped there; the signal is for a guest spinning
+//! in its own code. It comes a little after the deadline (so the host-call
+//! check usually wins) and is repeated rarely: wasmer's experimental
+//! interrupt can deadlock if a signal lands while a trap is being unwound
+//! (found with the generated-module test when signals were repeated every
+//! millisecond), so as few signals as possible are sent.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -81,9 +89,9 @@ impl Watchdog {
                 continue;
             };
             due.interrupter.interrupt();
-            // An interrupt that lands in host code is only noted; keep
-            // trying until the call reports it has stopped.
-            due.at = now + Duration::from_millis(1);
+            // An interrupt that lands in host code is only noted; try
+            // again, rarely, until the call reports it has stopped.
+            due.at = now + RETRY;
             q.heap.push(Reverse(due));
         }
     }
@@ -100,9 +108,15 @@ impl Drop for Guard {
     }
 }
 
-/// Interrupts the store behind `interrupter` at `at` unless the returned
-/// guard is dropped first.
-pub(crate) fn arm(at: Instant, interrupter: Interrupter) -> Guard {
+/// After the deadline, before the first signal.
+const GRACE: Duration = Duration::from_millis(5);
+/// Between signals to a call that has not stopped.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// Interrupts the store behind `interrupter` shortly after `deadline`
+/// unless the returned guard is dropped first.
+pub(crate) fn arm(deadline: Instant, interrupter: Interrupter) -> Guard {
+    let at = deadline + GRACE;
     let done = Arc::new(AtomicBool::new(false));
     let dog = &*WATCHDOG;
     let mut q = dog.queue.lock();
