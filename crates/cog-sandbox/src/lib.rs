@@ -14,7 +14,8 @@
 //! - [`Plugin::call`] runs one hook on an [`Exchange`]. Instances are
 //!   reused for the same plugin and tenant after clean calls (never across
 //!   tenants, never after a failure), so a warm call costs ~2 µs.
-//! - [`KvStore`]: per-(tenant, plugin) data with its own quotas.
+//! - [`KvStore`]: per-(tenant, plugin) data with its own quotas, in memory
+//!   ([`MemoryKv`]) or in Redis (`RedisKv`, feature `redis`).
 //! - [`PluginLayer`]: a tower layer that resolves each request's plugins
 //!   ([`PluginResolver`]), runs request hooks before the inner service and
 //!   response hooks after it, on blocking threads, with a per-plugin
@@ -39,6 +40,9 @@ mod host;
 mod kv;
 mod layer;
 mod limits;
+mod metrics;
+#[cfg(feature = "redis")]
+mod redis_kv;
 mod runtime;
 mod tunables;
 mod watchdog;
@@ -49,4 +53,7 @@ pub use host::ABI_VERSION;
 pub use kv::{KvError, KvScope, KvStore, MemoryKv};
 pub use layer::{PluginLayer, PluginResolver, Plugins, Resolved, ResponseFuture};
 pub use limits::Limits;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_kv::RedisKv;
 pub use runtime::{OnError, Plugin, Runtime};

@@ -497,8 +497,23 @@ impl Plugin {
             Phase::Request => REQUEST_HOOK,
             Phase::Response => RESPONSE_HOOK,
         };
-        let done = self.run(phase, exchange.clone(), hook)?;
-        *exchange = done.0;
+        let span = tracing::debug_span!(
+            target: "cog_sandbox",
+            "plugin.call",
+            plugin = &*self.name,
+            tenant = &*exchange.tenant,
+            ?phase,
+            outcome = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        let result = self.run(phase, exchange.clone(), hook);
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        span.record("outcome", outcome);
+        crate::metrics::call(&self.name, phase, outcome);
+        *exchange = result?.0;
         Ok(())
     }
 

@@ -4,11 +4,12 @@
 //!
 //! Host functions check the deadline themselves, so a plugin looping
 //! through the host is stopped there; the signal is for a guest spinning
-//! in its own code. It comes a little after the deadline (so the host-call
-//! check usually wins) and is repeated rarely: wasmer's experimental
-//! interrupt can deadlock if a signal lands while a trap is being unwound
-//! (found with the generated-module test when signals were repeated every
-//! millisecond), so as few signals as possible are sent.
+//! in its own code. It comes 100 ms after the deadline and is repeated
+//! only every 250 ms: wasmer's experimental interrupt can deadlock if a
+//! signal lands while a trap is being unwound (the handler captures a
+//! backtrace inside the unwinder's lock) — found by the generated-module
+//! test — so as few signals as possible are sent, and only to a call that
+//! has overrun by a wide margin.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -108,8 +109,10 @@ impl Drop for Guard {
     }
 }
 
-/// After the deadline, before the first signal.
-const GRACE: Duration = Duration::from_millis(5);
+/// After the deadline, before the first signal: a guest still running
+/// then is spinning in its own code (a host call would have noticed the
+/// deadline), not finishing a trap.
+const GRACE: Duration = Duration::from_millis(100);
 /// Between signals to a call that has not stopped.
 const RETRY: Duration = Duration::from_millis(250);
 

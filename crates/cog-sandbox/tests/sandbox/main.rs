@@ -5,5 +5,6 @@ mod api;
 mod fuzz;
 mod hostile;
 mod layer;
+mod redis_kv;
 mod samples;
 mod support;

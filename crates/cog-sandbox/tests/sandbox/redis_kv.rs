@@ -1,0 +1,149 @@
+//! Plugin KV data in a real redis-server: scoping, quotas, and Redis going
+//! away under a running plugin.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cog_sandbox::{KvScope, KvStore, Limits, Phase, RedisKv, Runtime};
+use cog_testkit::RedisServer;
+
+use crate::support::{exchange, on_request};
+
+async fn client(url: &str) -> fred::clients::Client {
+    use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .unwrap();
+    client.init().await.unwrap();
+    client
+}
+
+fn scope(tenant: &str) -> KvScope {
+    KvScope {
+        tenant: tenant.into(),
+        plugin: "blocklist".into(),
+    }
+}
+
+/// Runs the request hook on a blocking thread, as the layer does.
+async fn call(plugin: &cog_sandbox::Plugin, tenant: &str, user: &str) -> cog_sandbox::Exchange {
+    let plugin = plugin.clone();
+    let (tenant, user) = (tenant.to_owned(), user.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut ex = exchange(&tenant);
+        ex.request_headers
+            .insert("x-user-id", user.parse().unwrap());
+        plugin.call(Phase::Request, &mut ex).map(|()| ex)
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blocklist_sample_keeps_its_list_in_redis_per_tenant() {
+    let server = RedisServer::start().unwrap();
+    let kv = RedisKv::new(client(&server.url()).await).timeout(Duration::from_millis(500));
+    {
+        let kv = kv.clone();
+        tokio::task::spawn_blocking(move || {
+            kv.set(&scope("acme"), b"block:mallory", b"banned", usize::MAX)
+                .unwrap();
+        })
+        .await
+        .unwrap();
+    }
+    // Stored where the docs say, one hash per scope, tenant as hash tag.
+    let raw = server
+        .command(&["HGET", &kv.key(&scope("acme")), "block:mallory"])
+        .unwrap();
+    assert_eq!(raw, cog_testkit::Reply::Bulk(Some(b"banned".to_vec())));
+    assert!(kv.key(&scope("acme")).contains("{acme}"));
+
+    let wasm = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/plugins/dist/blocklist.wasm"),
+    )
+    .unwrap();
+    let rt = Runtime::new().kv(Arc::new(kv.clone()));
+    let plugin = rt.load("blocklist", &wasm, Limits::default()).unwrap();
+    let ex = call(&plugin, "acme", "mallory").await;
+    assert_eq!(ex.rejected.unwrap().body, "banned");
+    assert!(call(&plugin, "globex", "mallory").await.rejected.is_none());
+    assert!(call(&plugin, "acme", "alice").await.rejected.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_in_redis_and_a_dead_redis_is_unavailable_not_a_hang() {
+    let server = RedisServer::start().unwrap();
+    let kv = RedisKv::new(client(&server.url()).await)
+        .prefix("t:")
+        .timeout(Duration::from_millis(200));
+    let rt = Runtime::new().kv(Arc::new(kv.clone()));
+    // Writes keys 0, 1, 2, … until the host refuses.
+    let many = on_request(
+        "(local $i i32)
+         (loop $l
+           (i32.store (i32.const 0) (local.get $i))
+           (drop (call $kv_set (i32.const 0) (i32.const 4) (i32.const 0) (i32.const 4)))
+           (local.set $i (i32.add (local.get $i) (i32.const 1)))
+           (br $l))",
+    );
+    let plugin = rt
+        .load(
+            "writer",
+            &many,
+            Limits::default()
+                .max_kv_entries(20)
+                .deadline(Duration::from_secs(5)),
+        )
+        .unwrap();
+    let p = plugin.clone();
+    let r = tokio::task::spawn_blocking(move || p.call(Phase::Request, &mut exchange("acme")))
+        .await
+        .unwrap();
+    assert_eq!(r, Err(cog_sandbox::PluginError::KvLimit("scope full")));
+    let scope = KvScope {
+        tenant: "acme".into(),
+        plugin: "writer".into(),
+    };
+    let hlen = server.command(&["HLEN", &kv.key(&scope)]).unwrap();
+    assert_eq!(hlen, cog_testkit::Reply::Int(20));
+
+    // Redis gone: `kv_get` answers UNAVAILABLE (−4) within the timeout; the
+    // plugin reports it through a header and the call completes.
+    server.kill().unwrap();
+    let probe = crate::support::module(
+        r#"(data (i32.const 0) "k") (data (i32.const 16) "x-kv") (data (i32.const 32) "down")
+           (func (export "cog_on_request") (result i32)
+             (if (i32.eq (call $kv_get (i32.const 0) (i32.const 1) (i32.const 64) (i32.const 64)) (i32.const -4))
+               (then (drop (call $header_set (i32.const 0) (i32.const 16) (i32.const 4) (i32.const 32) (i32.const 4)))))
+             i32.const 0)"#,
+    );
+    let plugin = rt
+        .load(
+            "probe",
+            &probe,
+            Limits::default().deadline(Duration::from_secs(5)),
+        )
+        .unwrap();
+    let started = Instant::now();
+    let ex = tokio::task::spawn_blocking(move || {
+        let mut ex = exchange("acme");
+        plugin.call(Phase::Request, &mut ex).map(|()| ex)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(ex.request_headers["x-kv"], "down");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
