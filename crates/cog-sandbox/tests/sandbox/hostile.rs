@@ -350,3 +350,36 @@ fn table_grow_bomb_is_refused() {
     assert!(matches!(err, PluginError::Instantiate(_)), "{err}");
     still_serving(&rt);
 }
+
+/// Compiled artifacts on disk are used only when they are intact: a
+/// tampered or truncated file is recompiled, never deserialized.
+#[test]
+fn tampered_artifacts_are_recompiled_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = crate::support::good();
+    Runtime::new()
+        .artifact_dir(dir.path())
+        .load("good", &wasm, Limits::default())
+        .unwrap();
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "one artifact written");
+    let artifact = &files[0];
+    let original = std::fs::read(artifact).unwrap();
+    let mut flipped = original.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0xff;
+    for bad in [flipped, original[..original.len() / 3].to_vec(), b"garbage".to_vec()] {
+        std::fs::write(artifact, &bad).unwrap();
+        // A new runtime (no in-memory cache) finds the bad file, compiles
+        // instead, and the plugin works.
+        let rt = Runtime::new().artifact_dir(dir.path());
+        let (r, ex) = run(&load(&rt, &wasm, Limits::default()));
+        r.unwrap();
+        assert_eq!(ex.request_headers["x-plugin"], "ok");
+        // And the file is good again.
+        assert_eq!(std::fs::read(artifact).unwrap().len(), original.len());
+    }
+}
