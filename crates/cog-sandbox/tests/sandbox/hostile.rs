@@ -371,7 +371,11 @@ fn tampered_artifacts_are_recompiled_not_loaded() {
     let mut flipped = original.clone();
     let at = flipped.len() / 2;
     flipped[at] ^= 0xff;
-    for bad in [flipped, original[..original.len() / 3].to_vec(), b"garbage".to_vec()] {
+    for bad in [
+        flipped,
+        original[..original.len() / 3].to_vec(),
+        b"garbage".to_vec(),
+    ] {
         std::fs::write(artifact, &bad).unwrap();
         // A new runtime (no in-memory cache) finds the bad file, compiles
         // instead, and the plugin works.
