@@ -7,6 +7,8 @@
 //! |-------------|-------------------|------------------|
 //! | `ratelimit` | [`ratelimit`]     | `cog-ratelimit`  |
 //! | `cache`     | [`cache`]         | `cog-cache`      |
+//! | `trace`     | `trace`           | `cog-trace`      |
+//! | `sandbox`   | `sandbox`         | `cog-sandbox` (wasmer: a long first build) |
 //! | `redis`     | Redis backends of every enabled crate | |
 //!
 //! Each crate also stands alone; depend on it directly if that is all you
@@ -20,3 +22,11 @@ pub use cog_ratelimit as ratelimit;
 #[cfg(feature = "cache")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
 pub use cog_cache as cache;
+
+#[cfg(feature = "trace")]
+#[cfg_attr(docsrs, doc(cfg(feature = "trace")))]
+pub use cog_trace as trace;
+
+#[cfg(feature = "sandbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sandbox")))]
+pub use cog_sandbox as sandbox;
