@@ -31,12 +31,14 @@
 //! # Ok(()) }
 //! ```
 
+mod client;
 mod metrics;
 mod otlp;
 mod proxy;
 mod redis;
 mod resp;
 
+pub use client::fred_client;
 pub use metrics::MetricsCapture;
 pub use otlp::{OtlpReceiver, ReceivedSpan, Transport};
 pub use proxy::Proxy;

@@ -3,20 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cog_cache::TieredCache;
-use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
-
-pub(crate) async fn client(url: &str) -> fred::clients::Client {
-    let client = Builder::from_config(Config::from_url(url).unwrap())
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-            c.max_command_attempts = 1;
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
-}
+pub(crate) use cog_testkit::fred_client as client;
 
 /// A loader that counts its calls, takes `delay`, and answers `value`.
 #[derive(Clone, Default)]

@@ -9,19 +9,7 @@ use cog_testkit::RedisServer;
 
 use crate::support::{exchange, on_request};
 
-async fn client(url: &str) -> fred::clients::Client {
-    use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
-    let client = Builder::from_config(Config::from_url(url).unwrap())
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-            c.max_command_attempts = 1;
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build()
-        .unwrap();
-    client.init().await.unwrap();
-    client
-}
+use cog_testkit::fred_client as client;
 
 fn scope(tenant: &str) -> KvScope {
     KvScope {
