@@ -10,7 +10,8 @@
 //!   [`PluginError`].
 //! - [`Limits`]: CPU (metering points), memory cap (enforced by the
 //!   engine: `memory.grow` fails at the cap), wall-clock deadline (a
-//!   watchdog interrupts a guest that spins), input/output/log/KV sizes.
+//!   watchdog stops a guest that spins by emptying its fuel counter),
+//!   input/output/log/KV sizes.
 //! - [`Plugin::call`] runs one hook on an [`Exchange`]. Instances are
 //!   reused for the same plugin and tenant after clean calls (never across
 //!   tenants, never after a failure), so a warm call costs ~2 µs.

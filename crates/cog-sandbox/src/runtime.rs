@@ -417,6 +417,8 @@ struct Instantiated {
     env: FunctionEnv<HostState>,
     instance: Instance,
     memory: wasmer::Memory,
+    /// Where the watchdog stops this instance (its fuel counter).
+    fuel: Option<crate::watchdog::Fuel>,
 }
 
 impl fmt::Debug for Plugin {
@@ -551,11 +553,13 @@ impl Plugin {
             .map_err(|e| PluginError::BadExport(e.to_string()))?
             .clone();
         env.as_mut(&mut store).memory = Some(memory.clone());
+        let fuel = crate::watchdog::Fuel::of(&mut store, &instance);
         Ok(Instantiated {
             store,
             env,
             instance,
             memory,
+            fuel,
         })
     }
 
@@ -597,9 +601,10 @@ impl Plugin {
             .get_typed_function(&live.store, export)
             .map_err(|e| PluginError::BadExport(e.to_string()))?;
         set_remaining_points(&mut live.store, &live.instance, self.limits.fuel);
-        let result = {
-            let _armed = crate::watchdog::arm(deadline, live.store.interrupter());
-            func.call(&mut live.store)
+        let (result, stopped) = {
+            let armed = crate::watchdog::arm(deadline, live.fuel);
+            let result = func.call(&mut live.store);
+            (result, armed.fired())
         };
         match result {
             Ok(code) => {
@@ -624,7 +629,10 @@ impl Plugin {
                     memory,
                     ..
                 } = live;
-                Err(self.classify(e, &mut store, &instance, &memory, deadline))
+                if stopped {
+                    return Err(PluginError::DeadlineExceeded);
+                }
+                Err(self.classify(e, &mut store, &instance, &memory))
             }
         }
     }
@@ -636,7 +644,6 @@ impl Plugin {
         store: &mut Store,
         instance: &Instance,
         memory: &wasmer::Memory,
-        deadline: Instant,
     ) -> PluginError {
         let e = match e.downcast::<PluginError>() {
             Ok(host) => return host,
@@ -646,9 +653,6 @@ impl Plugin {
             return PluginError::FuelExhausted;
         }
         let trap = e.clone().to_trap();
-        if trap == Some(wasmer_types::TrapCode::HostInterrupt) || Instant::now() >= deadline {
-            return PluginError::DeadlineExceeded;
-        }
         if trap == Some(wasmer_types::TrapCode::UnreachableCodeReached)
             && host::memory_at_cap(memory, store, &self.limits)
         {

@@ -39,6 +39,54 @@ fn infinite_loop_with_endless_fuel_hits_the_deadline() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// Deadlines that land anywhere — mid-loop, in the middle of a trap, just
+/// after the call returned — stop the call or let it finish, never hang or
+/// crash the host. (The signal-based interrupt this runtime used before
+/// could deadlock when it landed during a trap's unwinding.)
+#[test]
+fn deadlines_landing_during_traps_never_hang() {
+    // Counts down from 20 000, then traps.
+    let traps = on_request(
+        "(local $n i32) (local.set $n (i32.const 20000))
+         (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                  (br_if $l (local.get $n)))
+         unreachable",
+    );
+    let rt = Runtime::new();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let rt = rt.clone();
+            let traps = traps.clone();
+            std::thread::spawn(move || {
+                let (mut stopped, mut trapped) = (0, 0);
+                for i in 0..60u64 {
+                    // 20 µs .. 1.2 ms: around the time the loop takes.
+                    let deadline = Duration::from_micros(20 + (i * 7 + t * 13) % 60 * 20);
+                    let limits = Limits::default().fuel(u64::MAX / 2).deadline(deadline);
+                    // Loading calls the version export under the same
+                    // limits, so the deadline may land there already.
+                    let called = rt.load("test", &traps, limits).and_then(|p| run(&p).0);
+                    match called {
+                        Err(PluginError::DeadlineExceeded) => stopped += 1,
+                        Err(PluginError::Trap(_)) => trapped += 1,
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                (stopped, trapped)
+            })
+        })
+        .collect();
+    let (mut stopped, mut trapped) = (0, 0);
+    for t in threads {
+        let (s, tr) = t.join().expect("a worker panicked");
+        stopped += s;
+        trapped += tr;
+    }
+    eprintln!("{stopped} stopped by the deadline, {trapped} trapped");
+    assert_eq!(stopped + trapped, 240);
+    still_serving(&rt);
+}
+
 #[test]
 fn loop_through_a_host_call_hits_the_deadline() {
     expect(
