@@ -1,0 +1,504 @@
+//! [`Control`]: reading and changing the control plane.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::error::{ControlError, Invalid};
+use crate::keys::{self, NewKey};
+use crate::model::{ApiKey, MAX_PLUGIN_BYTES, Plan, PluginSpec, Spec, State, Status, Tenant};
+use crate::store::Store;
+
+/// The control plane: typed operations over a [`Store`].
+///
+/// Every change is read–modify–write with a revision check, retried when
+/// another writer got there first, and validated as a whole before it is
+/// written: a change that would leave a tenant on a missing plan, or a
+/// plugin attached to a missing tenant, is refused.
+#[derive(Clone, Debug)]
+pub struct Control {
+    store: Arc<dyn Store>,
+}
+
+/// One difference between a store and a declarative [`Spec`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// `create`, `update` or `delete`.
+    pub action: &'static str,
+    /// `plan`, `tenant` or `plugin`.
+    pub kind: &'static str,
+    /// Its name or id.
+    pub id: String,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Control {
+    /// Over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Control { store }
+    }
+
+    /// Opens the store `url` names (`file:PATH` or `redis://…`).
+    ///
+    /// # Errors
+    /// See [`store::open`](crate::store::open).
+    pub async fn open(url: &str) -> Result<Self, ControlError> {
+        Ok(Self::new(crate::store::open(url).await?))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The current state.
+    ///
+    /// # Errors
+    /// The store failed or holds garbage.
+    pub async fn state(&self) -> Result<State, ControlError> {
+        self.store.load().await
+    }
+
+    /// Applies `change` to the current state and writes the result,
+    /// retrying on a concurrent write (`change` may run several times).
+    ///
+    /// # Errors
+    /// What `change` returns, a state that does not validate, or the store.
+    pub async fn update<T>(
+        &self,
+        mut change: impl FnMut(&mut State) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let mut state = self.store.load().await?;
+            let out = change(&mut state)?;
+            state.validate()?;
+            match self.store.commit(&state).await {
+                Ok(_) => return Ok(out),
+                Err(ControlError::Conflict { .. }) => {
+                    let jitter = rand::random::<u64>() % (backoff.as_micros() as u64 + 1);
+                    tokio::time::sleep(Duration::from_micros(jitter)).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Creates plan `name`.
+    ///
+    /// # Errors
+    /// It exists, or the plan is invalid.
+    pub async fn create_plan(&self, name: &str, plan: Plan) -> Result<(), ControlError> {
+        self.update(|s| {
+            if s.spec.plans.contains_key(name) {
+                return Err(exists("plan", name));
+            }
+            s.spec.plans.insert(name.to_owned(), plan.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes plan `name` with `edit`.
+    ///
+    /// # Errors
+    /// It does not exist, or the result is invalid.
+    pub async fn update_plan(
+        &self,
+        name: &str,
+        edit: impl Fn(&mut Plan),
+    ) -> Result<Plan, ControlError> {
+        self.update(|s| {
+            let plan = s
+                .spec
+                .plans
+                .get_mut(name)
+                .ok_or_else(|| not_found("plan", name))?;
+            edit(plan);
+            Ok(plan.clone())
+        })
+        .await
+    }
+
+    /// Deletes plan `name`.
+    ///
+    /// # Errors
+    /// It does not exist, or tenants are on it.
+    pub async fn delete_plan(&self, name: &str) -> Result<(), ControlError> {
+        self.update(|s| {
+            let users: Vec<&str> = s
+                .spec
+                .tenants
+                .iter()
+                .filter(|(_, t)| t.plan == name)
+                .map(|(id, _)| id.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(ControlError::InUse {
+                    kind: "plan",
+                    id: name.to_owned(),
+                    by: format!("tenants {}", users.join(", ")),
+                });
+            }
+            s.spec
+                .plans
+                .remove(name)
+                .ok_or_else(|| not_found("plan", name))?;
+            for p in s.spec.plugins.values_mut() {
+                p.attach.plans.retain(|p| p != name);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Creates tenant `id`.
+    ///
+    /// # Errors
+    /// It exists, or its plan does not.
+    pub async fn create_tenant(&self, id: &str, tenant: Tenant) -> Result<(), ControlError> {
+        self.update(|s| {
+            if s.spec.tenants.contains_key(id) {
+                return Err(exists("tenant", id));
+            }
+            s.spec.tenants.insert(id.to_owned(), tenant.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    /// Changes tenant `id` with `edit`.
+    ///
+    /// # Errors
+    /// It does not exist, or the result is invalid.
+    pub async fn update_tenant(
+        &self,
+        id: &str,
+        edit: impl Fn(&mut Tenant),
+    ) -> Result<Tenant, ControlError> {
+        self.update(|s| {
+            let t = s
+                .spec
+                .tenants
+                .get_mut(id)
+                .ok_or_else(|| not_found("tenant", id))?;
+            edit(t);
+            Ok(t.clone())
+        })
+        .await
+    }
+
+    /// Suspends or resumes tenant `id`.
+    ///
+    /// # Errors
+    /// It does not exist.
+    pub async fn set_status(&self, id: &str, status: Status) -> Result<Tenant, ControlError> {
+        self.update_tenant(id, |t| t.status = status).await
+    }
+
+    /// Deletes tenant `id`, its keys and its plugin attachments.
+    ///
+    /// # Errors
+    /// It does not exist.
+    pub async fn delete_tenant(&self, id: &str) -> Result<(), ControlError> {
+        self.update(|s| {
+            s.spec
+                .tenants
+                .remove(id)
+                .ok_or_else(|| not_found("tenant", id))?;
+            remove_tenant_refs(s, id);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Issues a key for `tenant`, valid for `ttl` (forever if `None`). The
+    /// returned secret is the only copy.
+    ///
+    /// # Errors
+    /// No such tenant.
+    pub async fn create_key(
+        &self,
+        tenant: &str,
+        ttl: Option<Duration>,
+    ) -> Result<NewKey, ControlError> {
+        self.update(|s| {
+            if !s.spec.tenants.contains_key(tenant) {
+                return Err(not_found("tenant", tenant));
+            }
+            let key = loop {
+                let k = keys::generate();
+                if !s.keys.contains_key(&k.id) {
+                    break k;
+                }
+            };
+            let created = now();
+            s.keys.insert(
+                key.id.clone(),
+                ApiKey {
+                    tenant: tenant.to_owned(),
+                    hash: keys::hash(&key.secret),
+                    created,
+                    expires: ttl.map(|t| created + t.as_secs()),
+                    revoked: false,
+                },
+            );
+            Ok(key)
+        })
+        .await
+    }
+
+    /// Revokes key `id` (it stays listed, refused).
+    ///
+    /// # Errors
+    /// No such key.
+    pub async fn revoke_key(&self, id: &str) -> Result<(), ControlError> {
+        self.update(|s| {
+            s.keys
+                .get_mut(id)
+                .ok_or_else(|| not_found("key", id))?
+                .revoked = true;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stores plugin bytes and records plugin `name` (replacing an older
+    /// version of it). The caller validates the module first (the CLI runs
+    /// it through the sandbox).
+    ///
+    /// # Errors
+    /// Too large, not wasm, or references that do not exist.
+    pub async fn install_plugin(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        mut spec: PluginSpec,
+    ) -> Result<String, ControlError> {
+        check_wasm(wasm)?;
+        let digest = crate::model::digest(wasm);
+        self.store.put_blob(&digest, wasm).await?;
+        spec.digest = digest.clone();
+        spec.file = None;
+        self.update(|s| {
+            s.spec.plugins.insert(name.to_owned(), spec.clone());
+            Ok(())
+        })
+        .await?;
+        Ok(digest)
+    }
+
+    /// Changes plugin `name` with `edit`.
+    ///
+    /// # Errors
+    /// It does not exist, or the result is invalid.
+    pub async fn update_plugin(
+        &self,
+        name: &str,
+        edit: impl Fn(&mut PluginSpec),
+    ) -> Result<PluginSpec, ControlError> {
+        self.update(|s| {
+            let p = s
+                .spec
+                .plugins
+                .get_mut(name)
+                .ok_or_else(|| not_found("plugin", name))?;
+            edit(p);
+            Ok(p.clone())
+        })
+        .await
+    }
+
+    /// Removes plugin `name` (its bytes stay, addressed by digest).
+    ///
+    /// # Errors
+    /// It does not exist.
+    pub async fn delete_plugin(&self, name: &str) -> Result<(), ControlError> {
+        self.update(|s| {
+            s.spec
+                .plugins
+                .remove(name)
+                .ok_or_else(|| not_found("plugin", name))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// What [`apply`](Self::apply) would change.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn diff(&self, desired: &Spec, prune: bool) -> Result<Vec<Change>, ControlError> {
+        Ok(diff(&self.state().await?.spec, desired, prune))
+    }
+
+    /// Makes the store match `desired`: creates and updates what it lists;
+    /// with `prune`, deletes plans, tenants (and their keys) and plugins it
+    /// does not list. Plugin bytes named by `file` must be in `blobs`
+    /// (digest → bytes) or already stored.
+    ///
+    /// # Errors
+    /// `desired` is invalid, or the store failed. Nothing is written then.
+    pub async fn apply(
+        &self,
+        desired: &Spec,
+        blobs: &BTreeMap<String, Vec<u8>>,
+        prune: bool,
+    ) -> Result<Vec<Change>, ControlError> {
+        desired.validate()?;
+        for (digest, bytes) in blobs {
+            check_wasm(bytes)?;
+            self.store.put_blob(digest, bytes).await?;
+        }
+        for (name, p) in &desired.plugins {
+            if !blobs.contains_key(&p.digest) && self.store.get_blob(&p.digest).await?.is_none() {
+                return Err(Invalid::new(
+                    format!("plugins.{name}.digest"),
+                    format!("no plugin bytes stored for {}", p.digest),
+                )
+                .into());
+            }
+        }
+        self.update(|s| {
+            let changes = diff(&s.spec, desired, prune);
+            let mut next = desired.clone();
+            for p in next.plugins.values_mut() {
+                p.file = None;
+            }
+            if !prune {
+                for (k, v) in &s.spec.plans {
+                    next.plans.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                for (k, v) in &s.spec.tenants {
+                    next.tenants.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                for (k, v) in &s.spec.plugins {
+                    next.plugins.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            let gone: Vec<String> = s
+                .spec
+                .tenants
+                .keys()
+                .filter(|t| !next.tenants.contains_key(*t))
+                .cloned()
+                .collect();
+            s.spec = next;
+            for t in gone {
+                remove_tenant_refs(s, &t);
+            }
+            Ok(changes)
+        })
+        .await
+    }
+}
+
+/// Refuses bytes that cannot be a wasm module or are too large.
+pub(crate) fn check_wasm(bytes: &[u8]) -> Result<(), ControlError> {
+    if bytes.len() > MAX_PLUGIN_BYTES {
+        return Err(ControlError::Plugin(format!(
+            "{} bytes is over the {MAX_PLUGIN_BYTES}-byte limit",
+            bytes.len()
+        )));
+    }
+    if !bytes.starts_with(b"\0asm\x01\0\0\0") {
+        return Err(ControlError::Plugin(
+            "not a WebAssembly module (no `\\0asm` version 1 header)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn remove_tenant_refs(s: &mut State, tenant: &str) {
+    s.keys.retain(|_, k| k.tenant != tenant);
+    for p in s.spec.plugins.values_mut() {
+        p.attach.tenants.retain(|t| t != tenant);
+    }
+}
+
+fn exists(kind: &'static str, id: &str) -> ControlError {
+    ControlError::Exists {
+        kind,
+        id: id.to_owned(),
+    }
+}
+
+fn not_found(kind: &'static str, id: &str) -> ControlError {
+    ControlError::NotFound {
+        kind,
+        id: id.to_owned(),
+    }
+}
+
+fn diff_maps<V: PartialEq>(
+    kind: &'static str,
+    have: &BTreeMap<String, V>,
+    want: &BTreeMap<String, V>,
+    prune: bool,
+    out: &mut Vec<Change>,
+    same: impl Fn(&V, &V) -> bool,
+) {
+    for (id, w) in want {
+        let action = match have.get(id) {
+            None => "create",
+            Some(h) if !same(h, w) => "update",
+            Some(_) => continue,
+        };
+        out.push(Change {
+            action,
+            kind,
+            id: id.clone(),
+        });
+    }
+    if prune {
+        for id in have.keys().filter(|id| !want.contains_key(*id)) {
+            out.push(Change {
+                action: "delete",
+                kind,
+                id: id.clone(),
+            });
+        }
+    }
+}
+
+/// The changes that turn `have` into `want` (deletions only with `prune`).
+pub fn diff(have: &Spec, want: &Spec, prune: bool) -> Vec<Change> {
+    let mut out = Vec::new();
+    diff_maps("plan", &have.plans, &want.plans, prune, &mut out, |a, b| {
+        a == b
+    });
+    diff_maps(
+        "tenant",
+        &have.tenants,
+        &want.tenants,
+        prune,
+        &mut out,
+        |a, b| a == b,
+    );
+    // `file` is where the bytes came from, not part of the stored plugin.
+    diff_maps(
+        "plugin",
+        &have.plugins,
+        &want.plugins,
+        prune,
+        &mut out,
+        |a, b| {
+            PluginSpec {
+                file: None,
+                ..a.clone()
+            } == PluginSpec {
+                file: None,
+                ..b.clone()
+            }
+        },
+    );
+    out
+}

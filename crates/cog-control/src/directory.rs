@@ -1,0 +1,455 @@
+//! [`Directory`]: the control plane as the request path sees it — an
+//! in-memory view, kept current — and the [`Authenticate`] layer.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cog_ratelimit::{BoxError, Quota, QuotaSource};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use parking_lot::RwLock;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::ControlError;
+use crate::keys;
+use crate::model::{LimitSpec, State, Status};
+use crate::store::Store;
+
+/// What the request path knows of a tenant, put into the request's
+/// extensions by [`Authenticate`].
+#[derive(Debug, Clone)]
+pub struct TenantContext {
+    /// The tenant's id.
+    pub id: Arc<str>,
+    /// Its plan's name.
+    pub plan: Arc<str>,
+    /// Active or suspended.
+    pub status: Status,
+    /// Plan limits and quotas with the tenant's overrides; `None` when the
+    /// plan sets none (unlimited).
+    pub quota: Option<Quota>,
+    /// What one request costs, if the plan's limits say (the largest
+    /// `cost` of its limits; 1 otherwise).
+    pub cost: u64,
+    /// The plan's L1 cache budget, if any.
+    pub cache_budget_bytes: Option<u64>,
+}
+
+struct KeyEntry {
+    hash: [u8; 64],
+    tenant: Arc<str>,
+    expires: Option<u64>,
+    revoked: bool,
+}
+
+#[derive(Default)]
+struct View {
+    revision: u64,
+    keys: HashMap<String, KeyEntry>,
+    tenants: HashMap<Arc<str>, Arc<TenantContext>>,
+}
+
+fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
+    let mut out: Vec<LimitSpec> = plan
+        .iter()
+        .map(|l| {
+            overrides
+                .iter()
+                .find(|o| o.name == l.name)
+                .unwrap_or(l)
+                .clone()
+        })
+        .collect();
+    out.extend(
+        overrides
+            .iter()
+            .filter(|o| !plan.iter().any(|l| l.name == o.name))
+            .cloned(),
+    );
+    out
+}
+
+impl View {
+    fn build(state: &State) -> View {
+        let mut tenants = HashMap::with_capacity(state.spec.tenants.len());
+        for (id, t) in &state.spec.tenants {
+            let Some(plan) = state.spec.plans.get(&t.plan) else {
+                continue;
+            };
+            let limits = merged(&plan.limits, &t.overrides);
+            let quotas = merged(&plan.quotas, &t.quota_overrides);
+            let all: Vec<cog_ratelimit::Limit> = limits
+                .iter()
+                .map(|l| l.to_limit(false))
+                .chain(quotas.iter().map(|l| l.to_limit(true)))
+                .collect();
+            let quota = if all.is_empty() {
+                None
+            } else {
+                match Quota::new(all) {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        // Validation makes this unreachable; refuse to
+                        // serve the tenant unlimited if it happens anyway.
+                        tracing::error!(target: "cog_control", tenant = %id, error = %e, "invalid quota; tenant refused");
+                        continue;
+                    }
+                }
+            };
+            let cost = limits
+                .iter()
+                .chain(&quotas)
+                .filter_map(|l| l.cost)
+                .max()
+                .unwrap_or(1);
+            let id: Arc<str> = id.as_str().into();
+            tenants.insert(
+                id.clone(),
+                Arc::new(TenantContext {
+                    id,
+                    plan: t.plan.as_str().into(),
+                    status: t.status,
+                    quota,
+                    cost,
+                    cache_budget_bytes: plan.cache_budget_bytes,
+                }),
+            );
+        }
+        let keys = state
+            .keys
+            .iter()
+            .filter_map(|(id, k)| {
+                let hash: [u8; 64] = k.hash.as_bytes().try_into().ok()?;
+                let tenant = tenants.get_key_value(k.tenant.as_str())?.0.clone();
+                Some((
+                    id.clone(),
+                    KeyEntry {
+                        hash,
+                        tenant,
+                        expires: k.expires,
+                        revoked: k.revoked,
+                    },
+                ))
+            })
+            .collect();
+        View {
+            revision: state.revision,
+            keys,
+            tenants,
+        }
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    view: RwLock<Arc<View>>,
+}
+
+/// A live view of the control plane for the request path: API key →
+/// tenant, tenant → quota, with no store round trip per request.
+///
+/// The view is rebuilt whenever the store's revision changes: at once when
+/// the store announces a change (Redis pub/sub), and by polling the
+/// revision every `poll` as a backstop (a lost message, the file store). A
+/// change made with the `cog` CLI is therefore seen within `poll` at
+/// worst, and within a round trip with Redis. If the store is unreachable
+/// the last view keeps serving.
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Directory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let view = self.inner.view.read();
+        f.debug_struct("Directory")
+            .field("revision", &view.revision)
+            .field("tenants", &view.tenants.len())
+            .field("keys", &view.keys.len())
+            .finish()
+    }
+}
+
+/// Why a key was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No key, or not one the store knows (or it was revoked or expired).
+    Unauthenticated,
+    /// A valid key of a suspended tenant.
+    Suspended,
+}
+
+impl Directory {
+    /// Loads the store and keeps the view current (polling every second
+    /// besides change announcements). Needs a Tokio runtime.
+    ///
+    /// # Errors
+    /// The first load failed.
+    pub async fn start(store: Arc<dyn Store>) -> Result<Self, ControlError> {
+        Self::start_with(store, Duration::from_secs(1)).await
+    }
+
+    /// As [`start`](Self::start), polling the revision every `poll`.
+    ///
+    /// # Errors
+    /// The first load failed.
+    pub async fn start_with(store: Arc<dyn Store>, poll: Duration) -> Result<Self, ControlError> {
+        let state = store.load().await?;
+        let dir = Directory {
+            inner: Arc::new(Inner {
+                store,
+                view: RwLock::new(Arc::new(View::build(&state))),
+            }),
+        };
+        let weak = Arc::downgrade(&dir.inner);
+        let changes = dir.inner.store.subscribe();
+        tokio::spawn(watch(weak, changes, poll));
+        Ok(dir)
+    }
+
+    /// Re-reads the store now if its revision moved.
+    ///
+    /// # Errors
+    /// The store failed (the old view stays).
+    pub async fn refresh(&self) -> Result<(), ControlError> {
+        refresh(&self.inner).await
+    }
+
+    /// The revision the view was built from.
+    pub fn revision(&self) -> u64 {
+        self.inner.view.read().revision
+    }
+
+    /// The tenant `id`, if it exists.
+    pub fn tenant(&self, id: &str) -> Option<Arc<TenantContext>> {
+        self.inner.view.read().tenants.get(id).cloned()
+    }
+
+    /// The tenant an API key authenticates: looked up by the key's public
+    /// id, then its hash compared in constant time; revoked and expired
+    /// keys and suspended tenants refused.
+    ///
+    /// # Errors
+    /// Why the key is refused.
+    pub fn authenticate(&self, key: &str) -> Result<Arc<TenantContext>, Refusal> {
+        let id = keys::id_of(key).ok_or(Refusal::Unauthenticated)?;
+        let hash = keys::hash(key);
+        let view = self.inner.view.read();
+        let entry = view.keys.get(id).ok_or(Refusal::Unauthenticated)?;
+        if !keys::constant_time_eq(hash.as_bytes(), &entry.hash) || entry.revoked {
+            return Err(Refusal::Unauthenticated);
+        }
+        if let Some(expires) = entry.expires {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if now >= expires {
+                return Err(Refusal::Unauthenticated);
+            }
+        }
+        let tenant = view
+            .tenants
+            .get(&entry.tenant)
+            .cloned()
+            .ok_or(Refusal::Unauthenticated)?;
+        if tenant.status == Status::Suspended {
+            return Err(Refusal::Suspended);
+        }
+        Ok(tenant)
+    }
+
+    /// A [`cog_ratelimit::KeyExtractor`] for the authenticated tenant's id
+    /// (from [`TenantContext`] in the request's extensions).
+    pub fn tenant_key() -> impl cog_ratelimit::KeyExtractor + Clone {
+        |parts: &Parts| {
+            parts
+                .extensions
+                .get::<Arc<TenantContext>>()
+                .map(|t| t.id.to_string())
+        }
+    }
+}
+
+async fn refresh(inner: &Inner) -> Result<(), ControlError> {
+    let known = inner.view.read().revision;
+    if inner.store.revision().await? == known {
+        return Ok(());
+    }
+    let state = inner.store.load().await?;
+    let view = Arc::new(View::build(&state));
+    let mut slot = inner.view.write();
+    // A slower refresh must not replace a newer view.
+    if view.revision >= slot.revision {
+        *slot = view;
+    }
+    Ok(())
+}
+
+async fn watch(
+    inner: Weak<Inner>,
+    mut changes: Option<tokio::sync::watch::Receiver<u64>>,
+    poll: Duration,
+) {
+    loop {
+        let announced = async {
+            match changes.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = announced => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        if let Err(e) = refresh(&inner).await {
+            tracing::warn!(target: "cog_control", error = %e, "refreshing the control plane failed; serving the last view");
+        }
+    }
+}
+
+impl QuotaSource for Directory {
+    /// The authenticated tenant's quota (from the request's
+    /// [`TenantContext`], else looked up by `subject`); unknown subjects
+    /// are unlimited — refusing them is authentication's job.
+    fn quota(
+        &self,
+        subject: &str,
+        parts: &Parts,
+    ) -> impl Future<Output = Result<Option<Quota>, BoxError>> + Send {
+        let quota = match parts.extensions.get::<Arc<TenantContext>>() {
+            Some(t) if &*t.id == subject => t.quota.clone(),
+            _ => self.tenant(subject).and_then(|t| t.quota.clone()),
+        };
+        ready(Ok(quota))
+    }
+}
+
+/// Authenticates requests by API key ([`Directory::authenticate`]).
+///
+/// The key comes from `Authorization: Bearer <key>`. A missing or unknown
+/// key is answered `401` with `WWW-Authenticate: Bearer`; a suspended
+/// tenant `403`. Otherwise the request goes on with an
+/// `Arc<TenantContext>` in its extensions. The key is never logged.
+#[derive(Clone, Debug)]
+pub struct AuthenticateLayer {
+    directory: Directory,
+}
+
+impl AuthenticateLayer {
+    /// Authenticates against `directory`.
+    pub fn new(directory: Directory) -> Self {
+        AuthenticateLayer { directory }
+    }
+}
+
+impl<S> Layer<S> for AuthenticateLayer {
+    type Service = Authenticate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            directory: self.directory.clone(),
+        }
+    }
+}
+
+/// The service of [`AuthenticateLayer`].
+#[derive(Clone, Debug)]
+pub struct Authenticate<S> {
+    inner: S,
+    directory: Directory,
+}
+
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let v = value.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl<S, B, ResB> Service<Request<B>> for Authenticate<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    ResB: Default,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = AuthFuture<S::Future, Response<ResB>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let found = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(bearer)
+            .ok_or(Refusal::Unauthenticated)
+            .and_then(|key| self.directory.authenticate(key));
+        match found {
+            Ok(tenant) => {
+                req.extensions_mut().insert(tenant);
+                AuthFuture::Inner {
+                    fut: self.inner.call(req),
+                }
+            }
+            Err(refusal) => {
+                let mut res = Response::new(ResB::default());
+                match refusal {
+                    Refusal::Unauthenticated => {
+                        *res.status_mut() = StatusCode::UNAUTHORIZED;
+                        res.headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    }
+                    Refusal::Suspended => *res.status_mut() = StatusCode::FORBIDDEN,
+                }
+                AuthFuture::Refused {
+                    fut: ready(Ok(res)),
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Authenticate`].
+    #[project = AuthProj]
+    #[allow(missing_docs)]
+    pub enum AuthFuture<F, R, E> {
+        /// Authenticated: the inner service's future.
+        Inner { #[pin] fut: F },
+        /// Refused at once.
+        Refused { #[pin] fut: Ready<Result<R, E>> },
+    }
+}
+
+impl<F, R, E> Future for AuthFuture<F, R, E>
+where
+    F: Future<Output = Result<R, E>>,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AuthProj::Inner { fut } => fut.poll(cx),
+            AuthProj::Refused { fut } => fut.poll(cx),
+        }
+    }
+}
+
+impl<F, R, E> fmt::Debug for AuthFuture<F, R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthFuture").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,97 @@
+//! API keys: generation, hashing, constant-time comparison.
+//!
+//! A key looks like `cog_<id>_<secret>`: `id` (8 characters) is stored in
+//! clear as the key's handle and shown in listings; only the SHA-256 of
+//! the whole key is stored. The key itself is shown once, at creation.
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// A newly created key: `secret` is the only copy, give it to the tenant.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewKey {
+    /// The key's handle (its visible prefix).
+    pub id: String,
+    /// The whole key, `cog_<id>_<secret>`.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+fn random(n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A fresh random key (8-character id, 32-character secret: ~187 bits).
+pub fn generate() -> NewKey {
+    let id = random(8);
+    let secret = format!("cog_{id}_{}", random(32));
+    NewKey { id, secret }
+}
+
+/// The key's id, if `key` has the shape of one.
+pub fn id_of(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("cog_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 8 && !secret.is_empty()).then_some(id)
+}
+
+/// SHA-256 of the key, lowercase hex: what the store keeps.
+pub fn hash(key: &str) -> String {
+    hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_their_id_and_hash_stably() {
+        let k = generate();
+        assert_eq!(id_of(&k.secret), Some(k.id.as_str()));
+        assert_eq!(hash(&k.secret), hash(&k.secret));
+        assert_eq!(hash(&k.secret).len(), 64);
+        assert_ne!(generate().secret, k.secret);
+        assert!(!format!("{k:?}").contains(&k.secret));
+        assert_eq!(id_of("Bearer x"), None);
+        assert_eq!(id_of("cog_short_x"), None);
+    }
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

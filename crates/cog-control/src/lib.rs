@@ -1,0 +1,57 @@
+//! The control plane of a multi-tenant API: subscription plans, tenants,
+//! API keys and plugins, and the lookups cog's layers consume.
+//!
+//! - [`model`]: plain serde data — [`Plan`] (named rate limits, long-window
+//!   quotas, cache budget, plugin limits), [`Tenant`] (plan, status,
+//!   metadata, per-tenant overrides), [`ApiKey`] (stored as a SHA-256
+//!   hash, never the key), [`PluginSpec`] (wasm bytes by digest).
+//! - [`Store`]: one document plus a revision, compare-and-swap writes —
+//!   [`FileStore`] (`file:PATH`, atomic replace) and `RedisStore`
+//!   (`redis://…`, feature `redis`, shared by every instance).
+//! - [`Control`]: typed, validated changes, retried on concurrent writes;
+//!   `apply`/`diff` of a declarative [`Spec`] in YAML, TOML or JSON
+//!   ([`document`]).
+//! - [`Directory`]: a live, in-memory view of the store for the request
+//!   path — API key → tenant ([`Authenticate`]), tenant → quota
+//!   ([`cog_ratelimit::QuotaSource`]) — refreshed as soon as a change is
+//!   announced, and by polling the revision as a backstop.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cog_control::{Control, LimitSpec, Plan, Tenant};
+//! # async fn example() -> Result<(), cog_control::ControlError> {
+//! let control = Control::open("file:./cog-state.json").await?;
+//! control
+//!     .create_plan("free", Plan {
+//!         limits: vec![LimitSpec::parse("rps=10/1s,burst=20").unwrap()],
+//!         ..Plan::default()
+//!     })
+//!     .await?;
+//! control.create_tenant("acme", Tenant::new("free")).await?;
+//! let key = control.create_key("acme", None).await?;
+//! println!("give this to acme, it is shown once: {}", key.secret);
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod control;
+mod directory;
+pub mod document;
+mod error;
+pub mod keys;
+pub mod model;
+pub mod store;
+
+pub use control::{Change, Control, diff};
+pub use directory::{
+    AuthFuture, Authenticate, AuthenticateLayer, Directory, Refusal, TenantContext,
+};
+pub use error::{ControlError, Invalid};
+pub use model::{
+    ApiKey, Attach, LimitSpec, Plan, PluginLimits, PluginSpec, Spec, State, Status, Tenant, Window,
+};
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
+pub use store::{FileStore, Store};

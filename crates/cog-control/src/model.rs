@@ -1,0 +1,587 @@
+//! The control plane's data: plans, tenants, API keys, plugins.
+//!
+//! Everything here is plain serde data. [`Spec`] is the declarative part
+//! (what `cog apply` reads and `cog export` writes); [`State`] adds what is
+//! never declared in a file — API keys — and the store's revision.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Invalid;
+
+/// The schema version this crate reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The largest rate, burst or cost a limit accepts (as cog-ratelimit).
+pub const MAX_COUNT: u64 = cog_ratelimit::MAX_COUNT;
+
+/// The largest plugin a store accepts (8 MiB).
+pub const MAX_PLUGIN_BYTES: usize = 8 << 20;
+
+/// A window such as `1s`, `500ms`, `1m`, `1h`, `1d`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Window(pub Duration);
+
+impl FromStr for Window {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit (ms, s, m, h or d)"))?;
+        let (n, unit) = s.split_at(split);
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("`{s}` does not start with a whole number"))?;
+        let ms = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            other => return Err(format!("unknown unit `{other}` (ms, s, m, h or d)")),
+        };
+        let ms = n
+            .checked_mul(ms)
+            .ok_or_else(|| format!("`{s}` is too long"))?;
+        Ok(Window(Duration::from_millis(ms)))
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if ms >= size && ms.is_multiple_of(size) {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for Window {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One named limit: `rate` units per `window`, up to `burst` at once, each
+/// request costing `cost` units.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSpec {
+    /// Shown in the `RateLimit-Policy` header; unique within a plan.
+    pub name: String,
+    /// Units per window.
+    pub rate: u64,
+    /// The window (`1s`, `1m`, `1d`…).
+    pub window: Window,
+    /// Units that can be spent at once (default: `rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// Units one request costs (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u64>,
+}
+
+impl LimitSpec {
+    /// Parses `NAME=RATE/WINDOW[,burst=N][,cost=N]`, e.g. `rps=10/1s,burst=20`.
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (head, options) = s.split_once(',').unwrap_or((s, ""));
+        let (name, rate) = head
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected NAME=RATE/WINDOW, e.g. rps=10/1s"))?;
+        let (rate, window) = rate
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}`: expected RATE/WINDOW after `=`, e.g. 10/1s"))?;
+        let mut limit = LimitSpec {
+            name: name.trim().to_owned(),
+            rate: rate
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}`: rate `{rate}` is not a whole number"))?,
+            window: window.parse().map_err(|e| format!("`{s}`: {e}"))?,
+            burst: None,
+            cost: None,
+        };
+        for option in options.split(',').filter(|o| !o.is_empty()) {
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| format!("`{s}`: expected KEY=VALUE, got `{option}`"))?;
+            let value: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("`{s}`: {key} `{value}` is not a whole number"))?;
+            match key.trim() {
+                "burst" => limit.burst = Some(value),
+                "cost" => limit.cost = Some(value),
+                other => return Err(format!("`{s}`: unknown option `{other}` (burst, cost)")),
+            }
+        }
+        Ok(limit)
+    }
+
+    fn validate(&self, path: &str, long: bool) -> Result<(), Invalid> {
+        check_name(&format!("{path}.name"), &self.name)?;
+        for (field, value) in [
+            ("rate", Some(self.rate)),
+            ("burst", self.burst),
+            ("cost", self.cost),
+        ] {
+            if let Some(v) = value
+                && !(1..=MAX_COUNT).contains(&v)
+            {
+                return Err(Invalid::new(
+                    format!("{path}.{field}"),
+                    format!("{v} is out of range (1 to {MAX_COUNT})"),
+                ));
+            }
+        }
+        if self.window.0.is_zero() || self.window.0 > cog_ratelimit::MAX_PERIOD {
+            return Err(Invalid::new(
+                format!("{path}.window"),
+                format!("{} is out of range (1ms to 3650d)", self.window),
+            ));
+        }
+        if long && self.burst.is_some() {
+            return Err(Invalid::new(
+                format!("{path}.burst"),
+                "quotas count over their window and have no burst",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cog-ratelimit limit: GCRA for a rate limit, a sliding window
+    /// for a long-window quota.
+    pub fn to_limit(&self, long: bool) -> cog_ratelimit::Limit {
+        let limit = if long {
+            cog_ratelimit::Limit::sliding_window(self.rate, self.window.0)
+        } else {
+            cog_ratelimit::Limit::gcra(self.rate, self.window.0)
+                .burst(self.burst.unwrap_or(self.rate))
+        };
+        limit.named(self.name.clone())
+    }
+}
+
+/// Limits for a plan's plugins (each unset one keeps the sandbox default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Metering points per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Linear memory cap in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Wall-clock deadline per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Window>,
+}
+
+/// A subscription plan: the limits its tenants get.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Short-window rate limits (GCRA), e.g. 10 per second, burst 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limits: Vec<LimitSpec>,
+    /// Long-window quotas (sliding window), e.g. 100 000 per day.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<LimitSpec>,
+    /// The most L1 cache bytes one tenant may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_budget_bytes: Option<u64>,
+    /// Limits for plugin calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin_limits: Option<PluginLimits>,
+}
+
+impl Plan {
+    fn validate(&self, path: &str) -> Result<(), Invalid> {
+        validate_limits(path, &self.limits, &self.quotas)?;
+        if let Some(p) = &self.plugin_limits {
+            if p.fuel == Some(0) {
+                return Err(Invalid::new(
+                    format!("{path}.plugin_limits.fuel"),
+                    "must be at least 1",
+                ));
+            }
+            if p.memory_bytes
+                .is_some_and(|m| !(65_536..=(4 << 30)).contains(&m))
+            {
+                return Err(Invalid::new(
+                    format!("{path}.plugin_limits.memory_bytes"),
+                    "must be between 64 KiB and 4 GiB",
+                ));
+            }
+            if p.deadline
+                .is_some_and(|d| d.0.is_zero() || d.0 > Duration::from_secs(60))
+            {
+                return Err(Invalid::new(
+                    format!("{path}.plugin_limits.deadline"),
+                    "must be between 1ms and 60s",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn validate_limits(path: &str, limits: &[LimitSpec], quotas: &[LimitSpec]) -> Result<(), Invalid> {
+    let mut seen = std::collections::HashSet::new();
+    for (field, list, long) in [("limits", limits, false), ("quotas", quotas, true)] {
+        for (i, l) in list.iter().enumerate() {
+            let at = format!("{path}.{field}[{i}]");
+            l.validate(&at, long)?;
+            if !seen.insert(l.name.as_str()) {
+                return Err(Invalid::new(
+                    format!("{at}.name"),
+                    format!("duplicate limit name `{}`", l.name),
+                ));
+            }
+        }
+    }
+    if seen.len() > 16 {
+        return Err(Invalid::new(path, "at most 16 limits and quotas together"));
+    }
+    Ok(())
+}
+
+/// Whether a tenant's requests are served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Served.
+    #[default]
+    Active,
+    /// Refused (403) until resumed; keys and data are kept.
+    Suspended,
+}
+
+impl Status {
+    fn is_active(&self) -> bool {
+        *self == Status::Active
+    }
+}
+
+/// A customer of the API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// The plan (by name) that decides its limits.
+    pub plan: String,
+    /// For people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub display_name: String,
+    /// Active or suspended.
+    #[serde(default, skip_serializing_if = "Status::is_active")]
+    pub status: Status,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Limits that replace the plan's limit of the same name (or add one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<LimitSpec>,
+    /// Quotas that replace the plan's quota of the same name (or add one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota_overrides: Vec<LimitSpec>,
+}
+
+impl Tenant {
+    /// An active tenant on `plan`.
+    pub fn new(plan: impl Into<String>) -> Self {
+        Tenant {
+            plan: plan.into(),
+            display_name: String::new(),
+            status: Status::Active,
+            metadata: BTreeMap::new(),
+            overrides: Vec::new(),
+            quota_overrides: Vec::new(),
+        }
+    }
+}
+
+/// Who a plugin runs for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attach {
+    /// These tenants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<String>,
+    /// Every tenant on these plans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<String>,
+}
+
+/// An installed plugin: wasm bytes addressed by digest, plus how it runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSpec {
+    /// `sha256:<hex>` of the wasm bytes (stored separately, by digest).
+    pub digest: String,
+    /// A version label for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub version: String,
+    /// Who it runs for.
+    #[serde(default)]
+    pub attach: Attach,
+    /// Bytes handed to the plugin (`cog_config`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config: String,
+    /// Limits that override the plan's plugin limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<PluginLimits>,
+    /// Disabled plugins stay installed but do not run.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+    /// Where `cog apply` reads the wasm from (relative to the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The declarative part of the control plane: what a YAML/TOML file holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Format version ([`SCHEMA_VERSION`]).
+    #[serde(default = "schema")]
+    pub schema: u32,
+    /// Plans by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plans: BTreeMap<String, Plan>,
+    /// Tenants by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenants: BTreeMap<String, Tenant>,
+    /// Plugins by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub plugins: BTreeMap<String, PluginSpec>,
+}
+
+fn schema() -> u32 {
+    SCHEMA_VERSION
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            schema: SCHEMA_VERSION,
+            plans: BTreeMap::new(),
+            tenants: BTreeMap::new(),
+            plugins: BTreeMap::new(),
+        }
+    }
+}
+
+/// An API key as stored: never the key itself, only its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// The tenant it authenticates.
+    pub tenant: String,
+    /// `sha256` of the whole key, hex.
+    pub hash: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds after which the key is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    /// Revoked keys are refused (and kept, for audit).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
+}
+
+/// Everything a store holds (besides plugin bytes), at one revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// The store's revision this state was read at (0: a new store).
+    pub revision: u64,
+    /// Plans, tenants, plugins.
+    pub spec: Spec,
+    /// API keys by id (their visible prefix).
+    pub keys: BTreeMap<String, ApiKey>,
+}
+
+/// Checks an id or a name: 1–64 of `a-z A-Z 0-9 _ - .`.
+pub(crate) fn check_name(path: &str, name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            path,
+            format!("`{name}` is not a valid name (1-64 of a-z, A-Z, 0-9, `_`, `-`, `.`)"),
+        ))
+    }
+}
+
+impl Spec {
+    /// Checks every rule the store enforces: names, numbers, references
+    /// between plans, tenants and plugins.
+    ///
+    /// # Errors
+    /// The first problem found, with the path of the offending field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.schema != SCHEMA_VERSION {
+            return Err(Invalid::new(
+                "schema",
+                format!(
+                    "version {} is not supported (this is {SCHEMA_VERSION})",
+                    self.schema
+                ),
+            ));
+        }
+        for (name, plan) in &self.plans {
+            let path = format!("plans.{name}");
+            check_name(&path, name)?;
+            plan.validate(&path)?;
+        }
+        for (id, tenant) in &self.tenants {
+            let path = format!("tenants.{id}");
+            check_name(&path, id)?;
+            if !self.plans.contains_key(&tenant.plan) {
+                return Err(Invalid::new(
+                    format!("{path}.plan"),
+                    format!("no plan named `{}`", tenant.plan),
+                ));
+            }
+            validate_limits(
+                &format!("{path}.overrides"),
+                &tenant.overrides,
+                &tenant.quota_overrides,
+            )?;
+        }
+        for (name, plugin) in &self.plugins {
+            let path = format!("plugins.{name}");
+            check_name(&path, name)?;
+            check_digest(&format!("{path}.digest"), &plugin.digest)?;
+            for (i, t) in plugin.attach.tenants.iter().enumerate() {
+                if !self.tenants.contains_key(t) {
+                    return Err(Invalid::new(
+                        format!("{path}.attach.tenants[{i}]"),
+                        format!("no tenant `{t}`"),
+                    ));
+                }
+            }
+            for (i, p) in plugin.attach.plans.iter().enumerate() {
+                if !self.plans.contains_key(p) {
+                    return Err(Invalid::new(
+                        format!("{path}.attach.plans[{i}]"),
+                        format!("no plan `{p}`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// [`Spec::validate`], and every key belongs to a known tenant.
+    ///
+    /// # Errors
+    /// The first problem found, with the path of the offending field.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.spec.validate()?;
+        for (id, key) in &self.keys {
+            if !self.spec.tenants.contains_key(&key.tenant) {
+                return Err(Invalid::new(
+                    format!("keys.{id}.tenant"),
+                    format!("no tenant `{}`", key.tenant),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks `sha256:<64 hex>`.
+pub(crate) fn check_digest(path: &str, digest: &str) -> Result<(), Invalid> {
+    let ok = digest.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            path,
+            format!("`{digest}` is not `sha256:<64 lowercase hex>`"),
+        ))
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", crate::keys::hex(&sha2::Sha256::digest(bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_and_print() {
+        for (s, ms) in [
+            ("1s", 1000),
+            ("500ms", 500),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("1d", 86_400_000),
+        ] {
+            let w: Window = s.parse().unwrap();
+            assert_eq!(w.0, Duration::from_millis(ms));
+            assert_eq!(w.to_string(), s);
+        }
+        assert_eq!("90s".parse::<Window>().unwrap().to_string(), "90s");
+        assert_eq!("60s".parse::<Window>().unwrap().to_string(), "1m");
+        for bad in ["", "s", "10", "1w", "-1s", "99999999999999999999d"] {
+            assert!(bad.parse::<Window>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn limit_specs_parse() {
+        let l = LimitSpec::parse("rps=10/1s,burst=20").unwrap();
+        assert_eq!(
+            (l.name.as_str(), l.rate, l.burst, l.cost),
+            ("rps", 10, Some(20), None)
+        );
+        assert!(LimitSpec::parse("rps").is_err());
+        assert!(LimitSpec::parse("rps=ten/1s").is_err());
+        assert!(LimitSpec::parse("rps=10/1s,speed=3").is_err());
+    }
+}

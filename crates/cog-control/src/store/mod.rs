@@ -1,0 +1,160 @@
+//! Where the control plane lives: [`Store`], with a local file
+//! ([`FileStore`]) and Redis (`RedisStore`, feature `redis`).
+//!
+//! A store holds one [`State`] document and a revision that every write
+//! bumps, plus plugin bytes by digest. Writes are compare-and-swap on the
+//! revision, so two writers can never lose each other's updates:
+//! [`Control::update`](crate::Control::update) re-reads and re-applies a
+//! change that lost the race.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ControlError, Invalid};
+use crate::model::{ApiKey, Plan, PluginSpec, SCHEMA_VERSION, Spec, State, Tenant};
+
+mod file;
+#[cfg(feature = "redis")]
+mod redis;
+
+pub use file::FileStore;
+#[cfg(feature = "redis")]
+pub use redis::RedisStore;
+
+/// A backend for the control plane's data.
+#[async_trait::async_trait]
+pub trait Store: fmt::Debug + Send + Sync + 'static {
+    /// The current state; `revision` 0 and empty for a new store.
+    async fn load(&self) -> Result<State, ControlError>;
+
+    /// Replaces the state if the store is still at `state.revision`;
+    /// returns the new revision.
+    ///
+    /// # Errors
+    /// [`ControlError::Conflict`] when another writer got there first.
+    async fn commit(&self, state: &State) -> Result<u64, ControlError>;
+
+    /// The current revision, cheaply (watchers poll it).
+    async fn revision(&self) -> Result<u64, ControlError>;
+
+    /// Stores plugin bytes under their digest (idempotent).
+    async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError>;
+
+    /// The plugin bytes stored under `digest`.
+    async fn get_blob(&self, digest: &str) -> Result<Option<Bytes>, ControlError>;
+
+    /// A receiver told the new revision soon after any writer commits, if
+    /// the store can push changes (Redis pub/sub). Watchers also poll
+    /// [`revision`](Self::revision), so a lost message only delays.
+    fn subscribe(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+}
+
+/// Opens the store a URL names: `file:PATH` or `redis://…` /
+/// `rediss://…` (feature `redis`).
+///
+/// # Errors
+/// An unknown scheme, or Redis unreachable.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, ControlError> {
+    if let Some(path) = url.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err(ControlError::BadUrl(url.to_owned()));
+        }
+        return Ok(std::sync::Arc::new(FileStore::new(path)));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis-") {
+        #[cfg(feature = "redis")]
+        return Ok(std::sync::Arc::new(RedisStore::connect(url).await?));
+        #[cfg(not(feature = "redis"))]
+        return Err(ControlError::BadUrl(format!(
+            "{url} (this build has no Redis support: feature `redis`)"
+        )));
+    }
+    Err(ControlError::BadUrl(url.to_owned()))
+}
+
+/// The stored form: every field flat, unknown ones refused.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Doc {
+    schema: u32,
+    #[serde(default)]
+    revision: u64,
+    #[serde(default)]
+    plans: std::collections::BTreeMap<String, Plan>,
+    #[serde(default)]
+    tenants: std::collections::BTreeMap<String, Tenant>,
+    #[serde(default)]
+    plugins: std::collections::BTreeMap<String, PluginSpec>,
+    #[serde(default)]
+    keys: std::collections::BTreeMap<String, ApiKey>,
+}
+
+/// Serializes a state for storage, at `revision`.
+pub(crate) fn encode(state: &State, revision: u64) -> Vec<u8> {
+    let doc = Doc {
+        schema: SCHEMA_VERSION,
+        revision,
+        plans: state.spec.plans.clone(),
+        tenants: state.spec.tenants.clone(),
+        plugins: state.spec.plugins.clone(),
+        keys: state.keys.clone(),
+    };
+    let mut out = serde_json::to_vec_pretty(&doc).expect("the state serializes");
+    out.push(b'\n');
+    out
+}
+
+/// Parses a stored state; garbage is a typed error naming the field.
+pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
+    // Read the schema first, so a newer store says so instead of failing
+    // on a field this version does not know.
+    #[derive(Deserialize)]
+    struct Version {
+        schema: Option<u32>,
+    }
+    if let Ok(Version { schema: Some(v) }) = serde_json::from_slice::<Version>(bytes)
+        && v != SCHEMA_VERSION
+    {
+        return Err(ControlError::Schema {
+            found: v,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let doc: Doc = serde_path_to_error::deserialize(de).map_err(|e| parse_error(what, &e))?;
+    let state = State {
+        revision: doc.revision,
+        spec: Spec {
+            schema: doc.schema,
+            plans: doc.plans,
+            tenants: doc.tenants,
+            plugins: doc.plugins,
+        },
+        keys: doc.keys,
+    };
+    state.validate().map_err(|e: Invalid| ControlError::Parse {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(state)
+}
+
+pub(crate) fn parse_error<E: fmt::Display>(
+    what: &str,
+    e: &serde_path_to_error::Error<E>,
+) -> ControlError {
+    let path = e.path().to_string();
+    let message = if path == "." || path.is_empty() {
+        e.inner().to_string()
+    } else {
+        format!("{path}: {}", e.inner())
+    };
+    ControlError::Parse {
+        what: what.to_owned(),
+        message,
+    }
+}

@@ -1,0 +1,255 @@
+//! The Redis store: one hash holding the document and its revision,
+//! written by a compare-and-swap script that also announces the change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::clients::{Client, SubscriberClient};
+use fred::interfaces::{
+    ClientLike, EventInterface, HashesInterface, KeysInterface, LuaInterface, PubsubInterface,
+};
+use fred::prelude::{Builder, Config, ReconnectPolicy};
+use fred::types::{Expiration, SetOptions};
+use tokio::sync::watch;
+
+use super::{Store, decode, encode};
+use crate::error::ControlError;
+use crate::model::State;
+
+/// Writes the document if the revision is still the expected one, bumps
+/// it, and publishes the new revision. Returns the new revision, or
+/// `-1 - found` on a conflict.
+const COMMIT_LUA: &str = r#"
+local found = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
+if found ~= tonumber(ARGV[1]) then return -1 - found end
+local next = found + 1
+redis.call('HSET', KEYS[1], 'rev', next, 'doc', ARGV[2])
+redis.call('PUBLISH', ARGV[3], next)
+return next
+"#;
+
+/// The control plane in Redis, shared by every instance (`redis://…`).
+///
+/// Keys: `{prefix}{control}:state` (a hash: `rev`, `doc`) and
+/// `{prefix}{control}:blob:<sha256>` for plugin bytes — one hash slot, so
+/// it works on Redis Cluster. Every commit publishes its revision on
+/// `{prefix}control:changed`; watchers listen there and also poll.
+/// Every call is bounded by a timeout (default 2 s); an unreachable Redis
+/// is a [`ControlError::Redis`], never a hang.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    state_key: String,
+    blob_prefix: String,
+    channel: String,
+    timeout: Duration,
+    changes: Arc<parking_lot::Mutex<Option<watch::Receiver<u64>>>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("state_key", &self.state_key)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redis_error(e: impl std::fmt::Display) -> ControlError {
+    ControlError::Redis(e.to_string())
+}
+
+impl RedisStore {
+    /// Connects to `url` with the default prefix `cog:`.
+    ///
+    /// # Errors
+    /// A bad URL or an unreachable server.
+    pub async fn connect(url: &str) -> Result<Self, ControlError> {
+        let config = Config::from_url(url).map_err(redis_error)?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_constant(0, 200))
+            .build()
+            .map_err(redis_error)?;
+        tokio::time::timeout(Duration::from_secs(5), client.init())
+            .await
+            .map_err(|_| ControlError::Redis(format!("{url}: no answer within 5 s")))?
+            .map_err(redis_error)?;
+        Ok(Self::new(client, "cog:"))
+    }
+
+    /// A store on an initialized client, its keys under `prefix`.
+    pub fn new(client: Client, prefix: &str) -> Self {
+        RedisStore {
+            client,
+            state_key: format!("{prefix}{{control}}:state"),
+            blob_prefix: format!("{prefix}{{control}}:blob:"),
+            channel: format!("{prefix}control:changed"),
+            timeout: Duration::from_secs(2),
+            changes: Arc::default(),
+        }
+    }
+
+    /// Bounds every call (default 2 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, ControlError> {
+        tokio::time::timeout(self.timeout, f)
+            .await
+            .map_err(|_| ControlError::Redis(format!("no answer within {:?}", self.timeout)))?
+            .map_err(redis_error)
+    }
+
+    fn blob_key(&self, digest: &str) -> Result<String, ControlError> {
+        crate::model::check_digest("digest", digest)?;
+        Ok(format!(
+            "{}{}",
+            self.blob_prefix,
+            digest.trim_start_matches("sha256:")
+        ))
+    }
+
+    /// Listens on the change channel (a dedicated connection); every
+    /// message, and every reconnect (messages may have been lost), wakes
+    /// the receivers.
+    fn listen(&self) -> Result<watch::Receiver<u64>, fred::error::Error> {
+        let subscriber: SubscriberClient = Builder::from_config(self.client.client_config())
+            .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
+            .set_policy(ReconnectPolicy::new_constant(0, 200))
+            .build_subscriber_client()?;
+        let (tx, rx) = watch::channel(0u64);
+        let channel = self.channel.clone();
+        tokio::spawn(async move {
+            let mut messages = subscriber.message_rx();
+            let mut reconnects = subscriber.reconnect_rx();
+            loop {
+                if tx.is_closed() {
+                    return;
+                }
+                if subscriber.init().await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let _manage = subscriber.manage_subscriptions();
+            if let Err(e) = subscriber.subscribe(channel).await {
+                tracing::warn!(target: "cog_control", error = %e, "subscribing to changes failed");
+            }
+            loop {
+                tokio::select! {
+                    msg = messages.recv() => {
+                        let revision = msg.ok()
+                            .and_then(|m| m.value.as_string())
+                            .and_then(|s| s.parse::<u64>().ok());
+                        // Unreadable or lagged: wake anyway, the watcher
+                        // re-reads the revision.
+                        tx.send_modify(|r| *r = revision.map_or(*r, |v| v.max(*r)));
+                    }
+                    _ = reconnects.recv() => tx.send_modify(|_| {}),
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                if tx.is_closed() {
+                    break;
+                }
+            }
+            let _ = subscriber.quit().await;
+        });
+        Ok(rx)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for RedisStore {
+    async fn load(&self) -> Result<State, ControlError> {
+        let (rev, doc): (Option<u64>, Option<Bytes>) = self
+            .bounded(self.client.hmget(&self.state_key, vec!["rev", "doc"]))
+            .await?;
+        match (rev, doc) {
+            (_, None) => Ok(State::default()),
+            (rev, Some(doc)) => {
+                let mut state = decode(&doc, "the Redis store")?;
+                state.revision = rev.unwrap_or(0);
+                Ok(state)
+            }
+        }
+    }
+
+    async fn commit(&self, state: &State) -> Result<u64, ControlError> {
+        let doc = encode(state, state.revision + 1);
+        let r: i64 = self
+            .bounded(self.client.eval(
+                COMMIT_LUA,
+                vec![self.state_key.clone()],
+                vec![
+                    state.revision.to_string().into_bytes(),
+                    doc,
+                    self.channel.clone().into_bytes(),
+                ],
+            ))
+            .await?;
+        if r < 0 {
+            return Err(ControlError::Conflict {
+                expected: state.revision,
+                found: (-1 - r) as u64,
+            });
+        }
+        Ok(r as u64)
+    }
+
+    async fn revision(&self) -> Result<u64, ControlError> {
+        let rev: Option<u64> = self
+            .bounded(self.client.hget(&self.state_key, "rev"))
+            .await?;
+        Ok(rev.unwrap_or(0))
+    }
+
+    async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {
+        let key = self.blob_key(digest)?;
+        let _: Option<String> = self
+            .bounded(self.client.set(
+                key,
+                Bytes::copy_from_slice(bytes),
+                None::<Expiration>,
+                Some(SetOptions::NX),
+                false,
+            ))
+            .await?;
+        Ok(())
+    }
+
+    async fn get_blob(&self, digest: &str) -> Result<Option<Bytes>, ControlError> {
+        let key = self.blob_key(digest)?;
+        let bytes: Option<Bytes> = self.bounded(self.client.get(key)).await?;
+        match bytes {
+            Some(b) if crate::model::digest(&b) != digest => Err(ControlError::Parse {
+                what: "the Redis store".into(),
+                message: format!("blob {digest}: the bytes do not match their digest"),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    fn subscribe(&self) -> Option<watch::Receiver<u64>> {
+        let mut changes = self.changes.lock();
+        if changes.is_none() {
+            match self.listen() {
+                Ok(rx) => *changes = Some(rx),
+                Err(e) => {
+                    tracing::warn!(target: "cog_control", error = %e, "cannot listen for changes; polling only");
+                    return None;
+                }
+            }
+        }
+        changes.clone()
+    }
+}

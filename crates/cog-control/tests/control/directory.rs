@@ -1,0 +1,210 @@
+//! The live directory: authentication and quotas follow the store without
+//! restarts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cog_control::{
+    AuthenticateLayer, Control, Directory, FileStore, RedisStore, Refusal, Status, Store, Tenant,
+    TenantContext,
+};
+use cog_testkit::RedisServer;
+use http::{Request, Response, StatusCode};
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+use crate::suite::plan;
+
+/// Waits (bounded) until `cond` holds, refreshing nothing by itself.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: not seen within 5 s");
+}
+
+async fn seeded(store: Arc<dyn Store>) -> (Control, String, String) {
+    let c = Control::new(store);
+    c.create_plan("free", plan("rps=2/1m")).await.unwrap();
+    c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+    let key = c.create_key("acme", None).await.unwrap();
+    (c, key.id, key.secret)
+}
+
+#[tokio::test]
+async fn keys_authenticate_their_tenant_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    let (c, id, secret) = seeded(store.clone()).await;
+    let expired = c.create_key("acme", Some(Duration::ZERO)).await.unwrap();
+    let d = Directory::start(store).await.unwrap();
+
+    assert_eq!(&*d.authenticate(&secret).unwrap().id, "acme");
+    // Same id, wrong secret; unknown shapes; expired.
+    let forged = format!("{}x", &secret[..secret.len() - 1]);
+    assert_eq!(
+        d.authenticate(&forged).unwrap_err(),
+        Refusal::Unauthenticated
+    );
+    assert_eq!(
+        d.authenticate("hunter2").unwrap_err(),
+        Refusal::Unauthenticated
+    );
+    assert_eq!(
+        d.authenticate(&expired.secret).unwrap_err(),
+        Refusal::Unauthenticated
+    );
+
+    c.set_status("acme", Status::Suspended).await.unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(d.authenticate(&secret).unwrap_err(), Refusal::Suspended);
+    c.set_status("acme", Status::Active).await.unwrap();
+    c.revoke_key(&id).await.unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(
+        d.authenticate(&secret).unwrap_err(),
+        Refusal::Unauthenticated
+    );
+}
+
+fn ok_service() -> impl Service<
+    Request<String>,
+    Response = Response<String>,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone {
+    tower::service_fn(|req: Request<String>| async move {
+        let tenant = req
+            .extensions()
+            .get::<Arc<TenantContext>>()
+            .map(|t| t.id.to_string())
+            .unwrap_or_default();
+        Ok(Response::new(tenant))
+    })
+}
+
+fn request(key: Option<&str>) -> Request<String> {
+    let mut b = Request::get("/v1/items/1");
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    b.body(String::new()).unwrap()
+}
+
+/// The authenticator and the rate limiter over a file store: a CLI-style
+/// change (another `Control` on the same file) takes effect without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_a_running_authenticator_and_limiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let (c, _, secret) = seeded(Arc::new(FileStore::new(&path))).await;
+    let d = Directory::start_with(Arc::new(FileStore::new(&path)), Duration::from_millis(50))
+        .await
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(d.clone()))
+        .layer(cog_ratelimit::RateLimitLayer::new(
+            cog_ratelimit::MemoryStore::new(),
+            Directory::tenant_key(),
+            d.clone(),
+        ))
+        .service(ok_service());
+
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(None))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some("cog_nope0000_x")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+
+    // The plan allows 2 a minute.
+    for _ in 0..2 {
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request(Some(&secret)))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.body(), "acme");
+    }
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some(&secret)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // New plan limits, written elsewhere: seen without a restart.
+    c.update_plan("free", |p| *p = plan("rps=1000/1m"))
+        .await
+        .unwrap();
+    let d2 = d.clone();
+    let revision = c.state().await.unwrap().revision;
+    eventually("the new plan", || d2.revision() == revision).await;
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some(&secret)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Suspended: 403 from the running layer.
+    c.set_status("acme", Status::Suspended).await.unwrap();
+    let revision = c.state().await.unwrap().revision;
+    eventually("the suspension", || d2.revision() == revision).await;
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request(Some(&secret)))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+/// With Redis, a change is announced: a directory that would poll only
+/// once an hour still sees it at once. Then Redis dies: the last view
+/// keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_announces_changes_and_a_dead_redis_keeps_the_last_view() {
+    let server = RedisServer::start().unwrap();
+    let writer = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let (c, id, secret) = seeded(writer).await;
+    let reader = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let d = Directory::start_with(reader, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(d.authenticate(&secret).is_ok());
+    // Give the subscriber its connection before the change.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.revoke_key(&id).await.unwrap();
+    let d2 = d.clone();
+    eventually("the revocation", || d2.authenticate(&secret).is_err()).await;
+
+    let fresh = c.create_key("acme", None).await.unwrap();
+    let d3 = d.clone();
+    eventually("the new key", || d3.authenticate(&fresh.secret).is_ok()).await;
+    server.kill().unwrap();
+    assert!(d.refresh().await.is_err());
+    assert_eq!(&*d.authenticate(&fresh.secret).unwrap().id, "acme");
+}

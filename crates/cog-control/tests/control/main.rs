@@ -1,0 +1,5 @@
+//! cog-control against real stores: the same suite on the file store and
+//! on a real redis-server, then the live directory and its layers.
+
+mod directory;
+mod suite;

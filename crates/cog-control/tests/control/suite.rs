@@ -1,0 +1,328 @@
+//! One suite, two stores.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cog_control::document::{self, Format};
+use cog_control::{
+    Attach, Control, ControlError, FileStore, LimitSpec, Plan, PluginSpec, RedisStore, Status,
+    Store, Tenant,
+};
+use cog_testkit::RedisServer;
+
+/// The smallest valid module.
+pub(crate) const EMPTY_WASM: &[u8] = b"\0asm\x01\0\0\0";
+
+pub(crate) fn plan(spec: &str) -> Plan {
+    Plan {
+        limits: vec![LimitSpec::parse(spec).unwrap()],
+        ..Plan::default()
+    }
+}
+
+/// Two independent handles on one store (as two processes would have).
+pub(crate) type Pair = (Arc<dyn Store>, Arc<dyn Store>);
+
+async fn file_pair(dir: &tempfile::TempDir) -> Pair {
+    let path = dir.path().join("state.json");
+    (
+        Arc::new(FileStore::new(&path)),
+        Arc::new(FileStore::new(&path)),
+    )
+}
+
+async fn redis_pair(server: &RedisServer) -> Pair {
+    (
+        Arc::new(RedisStore::connect(&server.url()).await.unwrap()),
+        Arc::new(RedisStore::connect(&server.url()).await.unwrap()),
+    )
+}
+
+async fn round_trips((a, b): Pair) {
+    let one = Control::new(a);
+    let two = Control::new(b);
+    assert_eq!(one.state().await.unwrap().revision, 0);
+    one.create_plan("free", plan("rps=10/1s,burst=20"))
+        .await
+        .unwrap();
+    let mut t = Tenant::new("free");
+    t.display_name = "Acme Inc.".into();
+    t.metadata.insert("region".into(), "eu".into());
+    one.create_tenant("acme", t.clone()).await.unwrap();
+    let key = one.create_key("acme", None).await.unwrap();
+    let digest = one
+        .install_plugin(
+            "headers",
+            EMPTY_WASM,
+            PluginSpec {
+                digest: String::new(),
+                version: "1.0.0".into(),
+                attach: Attach {
+                    tenants: vec!["acme".into()],
+                    plans: vec![],
+                },
+                config: "x=1".into(),
+                limits: None,
+                enabled: true,
+                file: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    // The other handle reads exactly what was written.
+    let state = two.state().await.unwrap();
+    assert_eq!(state.revision, 4);
+    assert_eq!(state.spec.tenants["acme"], t);
+    assert_eq!(state.spec.plans["free"].limits[0].burst, Some(20));
+    assert_eq!(state.spec.plugins["headers"].digest, digest);
+    assert_eq!(
+        two.store().get_blob(&digest).await.unwrap().as_deref(),
+        Some(EMPTY_WASM)
+    );
+    // Only the hash of the key is stored.
+    let stored = &state.keys[&key.id];
+    assert_eq!(stored.hash, cog_control::keys::hash(&key.secret));
+    assert_eq!(stored.tenant, "acme");
+
+    // Changes, deletions, and their rules.
+    two.set_status("acme", Status::Suspended).await.unwrap();
+    assert_eq!(
+        one.state().await.unwrap().spec.tenants["acme"].status,
+        Status::Suspended
+    );
+    assert!(matches!(
+        one.delete_plan("free").await,
+        Err(ControlError::InUse { .. })
+    ));
+    one.revoke_key(&key.id).await.unwrap();
+    assert!(one.state().await.unwrap().keys[&key.id].revoked);
+    one.delete_tenant("acme").await.unwrap();
+    let state = two.state().await.unwrap();
+    assert!(state.keys.is_empty(), "a deleted tenant's keys go with it");
+    assert!(state.spec.plugins["headers"].attach.tenants.is_empty());
+    two.delete_plan("free").await.unwrap();
+}
+
+async fn concurrent_writers((a, b): Pair) {
+    let one = Control::new(a);
+    let two = Control::new(b);
+    one.create_plan("free", plan("rps=1/1s")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let c = if i % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move {
+            c.create_tenant(&format!("t{i}"), Tenant::new("free")).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let state = one.state().await.unwrap();
+    assert_eq!(state.spec.tenants.len(), 40, "no update was lost");
+    assert_eq!(state.revision, 41);
+}
+
+async fn invalid_input_is_refused((a, _): Pair) {
+    let c = Control::new(a);
+    let e = c.create_plan("free", plan("rps=0/1s")).await.unwrap_err();
+    assert!(e.to_string().contains("plans.free.limits[0].rate"), "{e}");
+    let e = c
+        .create_plan("bad name!", plan("rps=1/1s"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a valid name"), "{e}");
+    let mut twice = plan("rps=1/1s");
+    twice.limits.push(LimitSpec::parse("rps=2/1m").unwrap());
+    let e = c.create_plan("twice", twice).await.unwrap_err();
+    assert!(e.to_string().contains("duplicate limit name"), "{e}");
+    let e = c
+        .create_tenant("acme", Tenant::new("nope"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("tenants.acme.plan"), "{e}");
+
+    c.create_plan("free", plan("rps=1/1s")).await.unwrap();
+    let e = c.create_plan("free", plan("rps=2/1s")).await.unwrap_err();
+    assert!(
+        matches!(e, ControlError::Exists { kind: "plan", .. }),
+        "{e}"
+    );
+    c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+    let e = c
+        .create_tenant("acme", Tenant::new("free"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ControlError::Exists { kind: "tenant", .. }),
+        "{e}"
+    );
+    let e = c.create_key("ghost", None).await.unwrap_err();
+    assert!(
+        matches!(e, ControlError::NotFound { kind: "tenant", .. }),
+        "{e}"
+    );
+
+    let spec = PluginSpec {
+        digest: String::new(),
+        version: String::new(),
+        attach: Attach::default(),
+        config: String::new(),
+        limits: None,
+        enabled: true,
+        file: None,
+    };
+    let e = c
+        .install_plugin("p", b"MZ\x90\0", spec.clone())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not a WebAssembly module"), "{e}");
+    let mut big = EMPTY_WASM.to_vec();
+    big.resize(cog_control::model::MAX_PLUGIN_BYTES + 1, 0);
+    let e = c.install_plugin("p", &big, spec.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("limit"), "{e}");
+    let mut orphan = spec;
+    orphan.attach.tenants.push("ghost".into());
+    let e = c.install_plugin("p", EMPTY_WASM, orphan).await.unwrap_err();
+    assert!(e.to_string().contains("plugins.p.attach.tenants[0]"), "{e}");
+
+    // Nothing refused was written.
+    let state = c.state().await.unwrap();
+    assert_eq!(state.spec.plans.len(), 1);
+    assert!(state.spec.plugins.is_empty());
+}
+
+async fn apply_and_diff((a, _): Pair) {
+    let c = Control::new(a);
+    let yaml = "
+plans:
+  free: {limits: [{name: rps, rate: 10, window: 1s, burst: 20}]}
+  pro: {limits: [{name: rps, rate: 200, window: 1s, burst: 400}]}
+tenants:
+  demo: {plan: free}
+";
+    let spec = document::parse(yaml, Format::Yaml, "spec").unwrap();
+    let changes = c.apply(&spec, &BTreeMap::new(), false).await.unwrap();
+    assert_eq!(changes.len(), 3);
+    assert!(c.diff(&spec, true).await.unwrap().is_empty());
+    let edited = document::parse(
+        &yaml.replace("plan: free", "plan: pro"),
+        Format::Yaml,
+        "spec",
+    )
+    .unwrap();
+    let changes = c.diff(&edited, false).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].action, changes[0].kind, changes[0].id.as_str()),
+        ("update", "tenant", "demo")
+    );
+    c.apply(&edited, &BTreeMap::new(), false).await.unwrap();
+    assert_eq!(c.state().await.unwrap().spec.tenants["demo"].plan, "pro");
+
+    // Without prune, what the file does not list stays; with it, it goes.
+    let only_pro = document::parse(
+        "plans:\n  pro: {limits: [{name: rps, rate: 200, window: 1s, burst: 400}]}\n",
+        Format::Yaml,
+        "spec",
+    )
+    .unwrap();
+    assert!(c.diff(&only_pro, false).await.unwrap().is_empty());
+    let pruning = c.diff(&only_pro, true).await.unwrap();
+    assert_eq!(pruning.len(), 2, "{pruning:?}");
+    c.apply(&only_pro, &BTreeMap::new(), true).await.unwrap();
+    let state = c.state().await.unwrap();
+    assert_eq!(state.spec.plans.keys().collect::<Vec<_>>(), ["pro"]);
+    assert!(state.spec.tenants.is_empty());
+}
+
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$name(super::file_pair(&dir).await).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = cog_testkit::RedisServer::start().unwrap();
+                    super::$name(super::redis_pair(&server).await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    round_trips,
+    concurrent_writers,
+    invalid_input_is_refused,
+    apply_and_diff
+);
+
+#[tokio::test]
+async fn garbage_in_the_file_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let store = FileStore::new(&path);
+    for (bytes, want) in [
+        (&b"\x00\xffnot json"[..], "cannot parse"),
+        (br#"{"schema":1,"plans":{"free":{"limits":[{"name":"rps","rate":1,"window":"1s","color":"red"}]}}}"#, "plans.free.limits[0]"),
+        (br#"{"schema":7}"#, "schema version 7"),
+        (br#"{"schema":1,"tenants":{"a":{"plan":"missing"}}}"#, "tenants.a.plan"),
+    ] {
+        std::fs::write(&path, bytes).unwrap();
+        let e = store.load().await.unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn garbage_in_redis_is_a_typed_error() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(&server.url()).await.unwrap();
+    server
+        .command(&[
+            "HSET",
+            "cog:{control}:state",
+            "rev",
+            "3",
+            "doc",
+            "{\"schema\":1,\"plans\":7}",
+        ])
+        .unwrap();
+    let e = store.load().await.unwrap_err();
+    assert!(matches!(e, ControlError::Parse { .. }), "{e}");
+    assert!(e.to_string().contains("plans"), "{e}");
+    // A blob that does not match its digest is refused, not handed out.
+    let digest = cog_control::model::digest(EMPTY_WASM);
+    let key = format!(
+        "cog:{{control}}:blob:{}",
+        digest.trim_start_matches("sha256:")
+    );
+    server.command(&["SET", &key, "tampered"]).unwrap();
+    assert!(store.get_blob(&digest).await.is_err());
+}
+
+#[tokio::test]
+async fn a_dead_redis_is_an_error_not_a_hang() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(&server.url())
+        .await
+        .unwrap()
+        .timeout(std::time::Duration::from_millis(300));
+    server.pause().unwrap();
+    assert!(matches!(store.load().await, Err(ControlError::Redis(_))));
+    server.resume().unwrap();
+    server.kill().unwrap();
+    assert!(matches!(
+        store.revision().await,
+        Err(ControlError::Redis(_))
+    ));
+}
