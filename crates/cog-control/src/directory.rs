@@ -53,6 +53,8 @@ struct View {
     revision: u64,
     keys: HashMap<String, KeyEntry>,
     tenants: HashMap<Arc<str>, Arc<TenantContext>>,
+    #[cfg(feature = "sandbox")]
+    plugins: HashMap<Arc<str>, cog_sandbox::Resolved>,
 }
 
 fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
@@ -142,6 +144,8 @@ impl View {
             revision: state.revision,
             keys,
             tenants,
+            #[cfg(feature = "sandbox")]
+            plugins: HashMap::new(),
         }
     }
 }
@@ -149,6 +153,8 @@ impl View {
 struct Inner {
     store: Arc<dyn Store>,
     view: RwLock<Arc<View>>,
+    #[cfg(feature = "sandbox")]
+    sandbox: Option<crate::plugins::Loader>,
 }
 
 /// A live view of the control plane for the request path: API key →
@@ -200,12 +206,49 @@ impl Directory {
     /// # Errors
     /// The first load failed.
     pub async fn start_with(store: Arc<dyn Store>, poll: Duration) -> Result<Self, ControlError> {
-        let state = store.load().await?;
-        let dir = Directory {
-            inner: Arc::new(Inner {
+        Self::launch(
+            Inner {
                 store,
-                view: RwLock::new(Arc::new(View::build(&state))),
-            }),
+                view: RwLock::default(),
+                #[cfg(feature = "sandbox")]
+                sandbox: None,
+            },
+            poll,
+        )
+        .await
+    }
+
+    /// As [`start_with`](Self::start_with), and resolves each tenant's
+    /// plugins ([`cog_sandbox::PluginResolver`]), loaded in `runtime`:
+    /// those attached to the tenant or its plan, enabled, in name order,
+    /// with the plan's plugin limits under the plugin's own. A plugin
+    /// that fails to load is left out (and logged).
+    ///
+    /// # Errors
+    /// The first load failed.
+    #[cfg(feature = "sandbox")]
+    pub async fn start_with_plugins(
+        store: Arc<dyn Store>,
+        poll: Duration,
+        runtime: cog_sandbox::Runtime,
+    ) -> Result<Self, ControlError> {
+        Self::launch(
+            Inner {
+                store,
+                view: RwLock::default(),
+                sandbox: Some(crate::plugins::Loader::new(runtime)),
+            },
+            poll,
+        )
+        .await
+    }
+
+    async fn launch(inner: Inner, poll: Duration) -> Result<Self, ControlError> {
+        let state = inner.store.load().await?;
+        let view = build(&inner, &state).await;
+        *inner.view.write() = Arc::new(view);
+        let dir = Directory {
+            inner: Arc::new(inner),
         };
         let weak = Arc::downgrade(&dir.inner);
         let changes = dir.inner.store.subscribe();
@@ -276,13 +319,25 @@ impl Directory {
     }
 }
 
+async fn build(inner: &Inner, state: &State) -> View {
+    #[allow(unused_mut)]
+    let mut view = View::build(state);
+    #[cfg(feature = "sandbox")]
+    if let Some(loader) = &inner.sandbox {
+        view.plugins = loader.resolve_all(&*inner.store, state).await;
+    }
+    #[cfg(not(feature = "sandbox"))]
+    let _ = inner;
+    view
+}
+
 async fn refresh(inner: &Inner) -> Result<(), ControlError> {
     let known = inner.view.read().revision;
     if inner.store.revision().await? == known {
         return Ok(());
     }
     let state = inner.store.load().await?;
-    let view = Arc::new(View::build(&state));
+    let view = Arc::new(build(inner, &state).await);
     let mut slot = inner.view.write();
     // A slower refresh must not replace a newer view.
     if view.revision >= slot.revision {
@@ -451,5 +506,18 @@ where
 impl<F, R, E> fmt::Debug for AuthFuture<F, R, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuthFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "sandbox")]
+impl cog_sandbox::PluginResolver for Directory {
+    /// The plugins of the authenticated tenant (from [`TenantContext`] in
+    /// the request's extensions); none without one.
+    fn resolve(&self, parts: &Parts) -> cog_sandbox::Resolved {
+        parts
+            .extensions
+            .get::<Arc<TenantContext>>()
+            .and_then(|t| self.inner.view.read().plugins.get(&t.id).cloned())
+            .unwrap_or_else(cog_sandbox::Resolved::none)
     }
 }

@@ -42,6 +42,10 @@ pub mod document;
 mod error;
 pub mod keys;
 pub mod model;
+#[cfg(feature = "sandbox")]
+mod plugins;
+#[cfg(feature = "sandbox")]
+pub use plugins::sandbox_limits;
 pub mod store;
 
 pub use control::{Change, Control, diff};

@@ -2,4 +2,5 @@
 //! on a real redis-server, then the live directory and its layers.
 
 mod directory;
+mod plugins;
 mod suite;

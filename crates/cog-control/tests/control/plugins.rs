@@ -1,0 +1,92 @@
+//! Tenant plugins resolved from the store, and following it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cog_control::{Attach, AuthenticateLayer, Control, Directory, FileStore, PluginSpec, Tenant};
+use cog_sandbox::{PluginLayer, Runtime};
+use http::{Request, Response};
+use http_body_util::Full;
+use tower::{ServiceBuilder, ServiceExt, service_fn};
+
+use crate::suite::plan;
+
+const HEADERS_WASM: &[u8] = include_bytes!("../../../../examples/plugins/dist/headers.wasm");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_plugins_run_for_its_tenants_and_follow_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let c = Control::new(Arc::new(FileStore::new(&path)));
+    c.create_plan("free", plan("rps=100/1s")).await.unwrap();
+    c.create_plan("pro", plan("rps=100/1s")).await.unwrap();
+    c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+    c.create_tenant("bigco", Tenant::new("pro")).await.unwrap();
+    let acme = c.create_key("acme", None).await.unwrap().secret;
+    let bigco = c.create_key("bigco", None).await.unwrap().secret;
+    c.install_plugin(
+        "headers",
+        HEADERS_WASM,
+        PluginSpec {
+            digest: String::new(),
+            version: "1".into(),
+            attach: Attach {
+                tenants: vec![],
+                plans: vec!["free".into()],
+            },
+            config: "response add x-plugin: on".into(),
+            limits: None,
+            enabled: true,
+            file: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    let d = Directory::start_with_plugins(
+        Arc::new(FileStore::new(&path)),
+        Duration::from_millis(50),
+        Runtime::new(),
+    )
+    .await
+    .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(d.clone()))
+        .layer(PluginLayer::new(d.clone()))
+        .service(service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        }));
+    let call = |key: String| {
+        let svc = svc.clone();
+        async move {
+            let req = Request::get("/")
+                .header("authorization", format!("Bearer {key}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let res = svc.oneshot(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.headers()
+                .get("x-plugin")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(call(acme.clone()).await.as_deref(), Some("on"));
+    // Another plan: not attached.
+    assert_eq!(call(bigco.clone()).await, None);
+
+    // Disabled in the store: gone from the running layer.
+    c.update_plugin("headers", |p| p.enabled = false)
+        .await
+        .unwrap();
+    let revision = c.state().await.unwrap().revision;
+    for _ in 0..200 {
+        if d.revision() == revision {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(d.revision(), revision, "the change was not seen within 5 s");
+    assert_eq!(call(acme).await, None);
+}
