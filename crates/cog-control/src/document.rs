@@ -33,6 +33,17 @@ impl Format {
 /// # Errors
 /// [`ControlError::Parse`] or [`ControlError::Invalid`].
 pub fn parse(text: &str, format: Format, what: &str) -> Result<Spec, ControlError> {
+    let spec = parse_unchecked(text, format, what)?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// As [`parse`], without [validating](Spec::validate) (for one part of a
+/// description spread over several files, checked once merged).
+///
+/// # Errors
+/// [`ControlError::Parse`].
+pub fn parse_unchecked(text: &str, format: Format, what: &str) -> Result<Spec, ControlError> {
     use crate::store::parse_error;
     let spec: Spec = match format {
         Format::Yaml => {
@@ -55,7 +66,6 @@ pub fn parse(text: &str, format: Format, what: &str) -> Result<Spec, ControlErro
             serde_path_to_error::deserialize(de).map_err(|e| parse_error(what, &e))?
         }
     };
-    spec.validate()?;
     Ok(spec)
 }
 

@@ -341,6 +341,8 @@ pub struct Attach {
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
     /// `sha256:<hex>` of the wasm bytes (stored separately, by digest).
+    /// In a document, may be left out when `file` is given.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub digest: String,
     /// A version label for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -487,6 +489,12 @@ impl Spec {
         for (name, plugin) in &self.plugins {
             let path = format!("plugins.{name}");
             check_name(&path, name)?;
+            if plugin.digest.is_empty() {
+                return Err(Invalid::new(
+                    format!("{path}.digest"),
+                    "missing: give the plugin's `digest` or its `file`",
+                ));
+            }
             check_digest(&format!("{path}.digest"), &plugin.digest)?;
             for (i, t) in plugin.attach.tenants.iter().enumerate() {
                 if !self.tenants.contains_key(t) {

@@ -75,8 +75,8 @@ impl Loader {
             let plan = state.spec.plans.get(&tenant.plan);
             let mut plugins = Vec::new();
             for (name, p) in &state.spec.plugins {
-                let attached = p.attach.tenants.contains(tenant_id)
-                    || p.attach.plans.contains(&tenant.plan);
+                let attached =
+                    p.attach.tenants.contains(tenant_id) || p.attach.plans.contains(&tenant.plan);
                 if !p.enabled || !attached {
                     continue;
                 }

@@ -72,8 +72,36 @@ impl FileStore {
             });
         }
         let next = found + 1;
+        self.remove_leftovers();
         write_atomically(&self.path, &encode(state, next))?;
         Ok(next)
+    }
+
+    /// Temporary files of writers killed mid-write. Temporary files are
+    /// only created under the lock, so any found while holding it is one.
+    fn remove_leftovers(&self) {
+        let Some(base) = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+        else {
+            return;
+        };
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!(".{base}.");
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf, ControlError> {

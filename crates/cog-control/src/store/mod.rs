@@ -148,10 +148,11 @@ pub(crate) fn parse_error<E: fmt::Display>(
     e: &serde_path_to_error::Error<E>,
 ) -> ControlError {
     let path = e.path().to_string();
-    let message = if path == "." || path.is_empty() {
-        e.inner().to_string()
+    let inner = e.inner().to_string();
+    let message = if path == "." || path.is_empty() || inner.starts_with(&path) {
+        inner
     } else {
-        format!("{path}: {}", e.inner())
+        format!("{path}: {inner}")
     };
     ControlError::Parse {
         what: what.to_owned(),

@@ -1,0 +1,595 @@
+//! The real `cog` binary: output, exit codes, JSON, the apply/diff cycle,
+//! crash-safe writes, and changes reaching a running service.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const HEADERS_WASM: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/plugins/dist/headers.wasm"
+);
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+fn cog_in(store: &str, dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cog"))
+        .args(args)
+        .current_dir(dir)
+        .env("COG_STORE", store)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cog runs");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    store: String,
+}
+
+impl Env {
+    fn file() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let store = format!("file:{}", dir.path().join("state.json").display());
+        Env { dir, store }
+    }
+
+    fn redis(server: &cog_testkit::RedisServer) -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            store: server.url(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        cog_in(&self.store, self.dir.path(), args, None)
+    }
+
+    /// Runs and expects exit 0.
+    fn ok(&self, args: &[&str]) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "cog {args:?}: {}{}", r.stdout, r.stderr);
+        r
+    }
+}
+
+fn seed(env: &Env) {
+    env.ok(&[
+        "plan",
+        "create",
+        "free",
+        "--limit",
+        "rps=10/1s,burst=20",
+        "--quota",
+        "daily=10000/1d",
+    ]);
+    env.ok(&["plan", "create", "pro", "--limit", "rps=200/1s,burst=400"]);
+    env.ok(&[
+        "tenant",
+        "create",
+        "acme",
+        "--plan",
+        "free",
+        "--name",
+        "Acme Inc",
+        "--meta",
+        "region=eu",
+    ]);
+}
+
+#[test]
+fn tables_are_aligned_and_json_is_parseable() {
+    let env = Env::file();
+    seed(&env);
+    assert_eq!(
+        env.ok(&["plan", "list"]).stdout,
+        "NAME  LIMITS                QUOTAS          CACHE BUDGET\n\
+         free  rps=10/1s,burst=20    daily=10000/1d\n\
+         pro   rps=200/1s,burst=400\n"
+    );
+    assert_eq!(
+        env.ok(&["tenant", "list"]).stdout,
+        "ID    PLAN  STATUS  NAME      KEYS\nacme  free  active  Acme Inc  0\n"
+    );
+    let plans = env.ok(&["-o", "json", "plan", "list"]).json();
+    assert_eq!(plans[0]["name"], "free");
+    assert_eq!(plans[0]["limits"][0]["burst"], 20);
+    assert_eq!(plans[0]["quotas"][0]["window"], "1d");
+    let tenant = env.ok(&["-o", "json", "tenant", "show", "acme"]).json();
+    assert_eq!(tenant["plan"], "free");
+    assert_eq!(tenant["metadata"]["region"], "eu");
+
+    // A key is shown once; the store holds only its hash.
+    let key = env
+        .ok(&["-o", "json", "key", "create", "--tenant", "acme"])
+        .json();
+    let secret = key["key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("cog_"));
+    let keys = env.ok(&["-o", "json", "key", "list"]).json();
+    assert_eq!(keys[0]["id"], key["id"]);
+    assert!(
+        !env.ok(&["-o", "json", "key", "list"])
+            .stdout
+            .contains(&secret)
+    );
+    let stored = std::fs::read_to_string(env.path("state.json")).unwrap();
+    assert!(!stored.contains(&secret), "the key itself is never stored");
+    // Table output of a created key: the key alone on stdout, the words
+    // on stderr.
+    let r = env.ok(&["key", "create", "--tenant", "acme"]);
+    assert!(
+        r.stdout.starts_with("cog_") && r.stdout.lines().count() == 1,
+        "{}",
+        r.stdout
+    );
+    assert!(r.stderr.contains("shown once"));
+
+    let script = env.ok(&["completions", "bash"]).stdout;
+    assert!(script.contains("_cog()"));
+}
+
+#[test]
+fn exit_codes_say_what_went_wrong() {
+    let env = Env::file();
+    seed(&env);
+    // 2: usage and invalid input.
+    let r = env.run(&["plan", "create", "bad", "--limit", "rps=0/1s"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("plans.bad.limits[0].rate"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        env.run(&["plan", "create", "x", "--limit", "rps=ten/1s"])
+            .code,
+        2
+    );
+    assert_eq!(env.run(&["plan", "frobnicate"]).code, 2);
+    assert_eq!(env.run(&["--store", "ftp://x", "plan", "list"]).code, 2);
+    // 3: not found, exists, in use.
+    assert_eq!(env.run(&["tenant", "show", "nobody"]).code, 3);
+    assert_eq!(
+        env.run(&["tenant", "create", "acme", "--plan", "free"])
+            .code,
+        3
+    );
+    let r = env.run(&["plan", "delete", "free", "--yes"]);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("in use by tenants acme"), "{}", r.stderr);
+    // 5: destructive, no --yes, no terminal to ask on — and nothing done.
+    let r = env.run(&["tenant", "delete", "acme"]);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(r.stderr.contains("--yes"));
+    env.ok(&["tenant", "show", "acme"]);
+    // 6: a plugin the sandbox refuses is never stored.
+    std::fs::write(env.path("bad.wasm"), b"MZ not wasm").unwrap();
+    std::fs::write(env.path("empty.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    assert_eq!(
+        env.run(&["plugin", "install", "bad.wasm", "--plan", "free"])
+            .code,
+        6
+    );
+    let r = env.run(&["plugin", "install", "empty.wasm", "--plan", "free"]);
+    assert_eq!(r.code, 6);
+    assert!(r.stderr.contains("memory"), "{}", r.stderr);
+    assert_eq!(
+        env.ok(&["-o", "json", "plugin", "list"]).json(),
+        Value::Array(vec![])
+    );
+    // 4: the store is unreadable.
+    std::fs::write(env.path("state.json"), "{ torn").unwrap();
+    let r = env.run(&["plan", "list"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot parse"), "{}", r.stderr);
+    let r = env.run(&["--store", "redis://127.0.0.1:1", "plan", "list"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+}
+
+#[test]
+fn plugins_install_validated_and_run_locally() {
+    let env = Env::file();
+    seed(&env);
+    let r = env.ok(&[
+        "-o",
+        "json",
+        "plugin",
+        "install",
+        HEADERS_WASM,
+        "--plan",
+        "free",
+        "--version",
+        "1.2",
+        "--config",
+        "response add x-a: b",
+    ]);
+    let p = r.json();
+    assert_eq!(p["name"], "headers");
+    assert!(p["digest"].as_str().unwrap().starts_with("sha256:"));
+    env.ok(&["plugin", "disable", "headers"]);
+    assert_eq!(
+        env.ok(&["-o", "json", "plugin", "show", "headers"]).json()["enabled"],
+        false
+    );
+
+    std::fs::write(
+        env.path("req.json"),
+        r#"{"method": "GET", "uri": "/x", "headers": {"x-internal-a": "1", "accept": "*/*"}}"#,
+    )
+    .unwrap();
+    let r = env.ok(&[
+        "-o",
+        "json",
+        "plugin",
+        "run",
+        HEADERS_WASM,
+        "--request",
+        "req.json",
+        "--config",
+        "request add x-b: c\nrequest strip x-internal-",
+    ]);
+    let out = r.json();
+    assert_eq!(out["ok"], true);
+    assert_eq!(out["request"]["headers"]["x-b"], "c");
+    assert!(out["request"]["headers"].get("x-internal-a").is_none());
+    assert_eq!(out["request"]["headers"]["accept"], "*/*");
+
+    std::fs::write(env.path("bad.json"), r#"{"method": "GET", "colour": 1}"#).unwrap();
+    let r = env.run(&["plugin", "run", HEADERS_WASM, "--request", "bad.json"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("colour"), "{}", r.stderr);
+}
+
+fn apply_diff_cycle(env: &Env) {
+    std::fs::copy(HEADERS_WASM, env.path("headers.wasm")).unwrap();
+    let spec = "\
+plans:
+  free:
+    limits: [{name: rps, rate: 10, window: 1s, burst: 20}]
+  pro:
+    limits: [{name: rps, rate: 200, window: 1s, burst: 400}]
+tenants:
+  demo: {plan: free, display_name: Demo}
+  bigco: {plan: pro}
+plugins:
+  headers:
+    file: headers.wasm
+    attach: {plans: [pro]}
+    config: 'response add x-plan: pro'
+";
+    std::fs::write(env.path("cog.yaml"), spec).unwrap();
+    let r = env.ok(&["apply", "-f", "cog.yaml", "--dry-run"]);
+    assert_eq!(
+        r.stdout,
+        "+ plan free\n+ plan pro\n+ tenant bigco\n+ tenant demo\n+ plugin headers\n"
+    );
+    assert_eq!(
+        env.ok(&["-o", "json", "plan", "list"]).json(),
+        Value::Array(vec![]),
+        "dry run wrote"
+    );
+    let applied = env.ok(&["-o", "json", "apply", "-f", "cog.yaml"]).json();
+    assert_eq!(applied["applied"], true);
+    assert_eq!(applied["changes"].as_array().unwrap().len(), 5);
+    let r = env.run(&["diff", "-f", "cog.yaml"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+
+    // Edit: diff says so (exit 1) until applied.
+    std::fs::write(env.path("cog.yaml"), spec.replace("rate: 200", "rate: 300")).unwrap();
+    let r = env.run(&["diff", "-f", "cog.yaml"]);
+    assert_eq!((r.code, r.stdout.as_str()), (1, "~ plan pro\n"));
+    let r = env.run(&["-o", "json", "diff", "-f", "cog.yaml"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.json()["changes"][0]["action"], "update");
+    env.ok(&["apply", "-f", "cog.yaml"]);
+    assert_eq!(env.run(&["diff", "-f", "cog.yaml"]).code, 0);
+
+    // Export round-trips through apply, from standard input too.
+    let exported = env.ok(&["export"]).stdout;
+    let r = cog_in(
+        &env.store,
+        env.dir.path(),
+        &["diff", "-f", "-"],
+        Some(&exported),
+    );
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let toml = env.ok(&["export", "--format", "toml"]).stdout;
+    std::fs::write(env.path("cog.toml"), toml).unwrap();
+    assert_eq!(env.run(&["diff", "-f", "cog.toml"]).code, 0);
+
+    // Prune: what the file does not list goes, after confirmation.
+    std::fs::write(env.path("small.yaml"), "plans:\n  free: {limits: [{name: rps, rate: 10, window: 1s, burst: 20}]}\ntenants:\n  demo: {plan: free, display_name: Demo}\n").unwrap();
+    assert_eq!(env.run(&["diff", "-f", "small.yaml"]).code, 0);
+    let r = env.run(&["diff", "-f", "small.yaml", "--prune"]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (1, "- plan pro\n- tenant bigco\n- plugin headers\n")
+    );
+    assert_eq!(env.run(&["apply", "-f", "small.yaml", "--prune"]).code, 5);
+    env.ok(&["apply", "-f", "small.yaml", "--prune", "--yes"]);
+    assert_eq!(env.run(&["diff", "-f", "small.yaml", "--prune"]).code, 0);
+
+    // Broken documents: the field's path, exit 2, nothing written.
+    std::fs::write(
+        env.path("bad.yaml"),
+        "plans:\n  free: {limits: [{name: rps, rate: 10, window: 1s, bursty: 2}]}\n",
+    )
+    .unwrap();
+    let r = env.run(&["apply", "-f", "bad.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("plans.free.limits[0]") && r.stderr.contains("bursty"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["diff", "-f", "missing.yaml"]);
+    assert_eq!(r.code, 2);
+}
+
+#[test]
+fn apply_diff_edit_diff_apply_on_the_file_store() {
+    apply_diff_cycle(&Env::file());
+}
+
+#[test]
+fn apply_diff_edit_diff_apply_on_redis() {
+    let server = cog_testkit::RedisServer::start().unwrap();
+    apply_diff_cycle(&Env::redis(&server));
+}
+
+#[test]
+fn directories_of_documents_are_merged() {
+    let env = Env::file();
+    std::fs::create_dir(env.path("conf")).unwrap();
+    std::fs::write(
+        env.path("conf/plans.yaml"),
+        "plans:\n  free: {limits: [{name: rps, rate: 1, window: 1s}]}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("conf/tenants.toml"),
+        "[tenants.acme]\nplan = \"free\"\n",
+    )
+    .unwrap();
+    env.ok(&["apply", "-f", "conf"]);
+    assert_eq!(
+        env.ok(&["-o", "json", "tenant", "show", "acme"]).json()["plan"],
+        "free"
+    );
+    std::fs::write(
+        env.path("conf/again.json"),
+        r#"{"tenants": {"acme": {"plan": "free"}}}"#,
+    )
+    .unwrap();
+    let r = env.run(&["apply", "-f", "conf"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("defined twice"), "{}", r.stderr);
+}
+
+/// Writers killed at random moments (SIGKILL) never leave a torn file:
+/// every read after every kill parses, and holds a whole number of
+/// updates.
+#[test]
+fn a_killed_writer_never_leaves_a_corrupt_file() {
+    let env = Env::file();
+    // A large document, so each write takes a while.
+    let mut spec =
+        String::from("plans:\n  free: {limits: [{name: rps, rate: 1, window: 1s}]}\ntenants:\n");
+    for i in 0..3000 {
+        spec.push_str(&format!(
+            "  t{i}: {{plan: free, display_name: 'tenant number {i}'}}\n"
+        ));
+    }
+    std::fs::write(env.path("big.yaml"), spec).unwrap();
+    env.ok(&["apply", "-f", "big.yaml"]);
+    let mut seed = 0x9e37_79b9_u64;
+    let mut killed = 0;
+    for round in 0..40 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cog"))
+            .args([
+                "tenant",
+                "update",
+                "t1",
+                "--name",
+                &format!("round {round}"),
+            ])
+            .current_dir(env.dir.path())
+            .env("COG_STORE", &env.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // One run takes ~100 ms (debug build): kill anywhere in it, the
+        // write included.
+        std::thread::sleep(Duration::from_micros(seed % 150_000));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+        let t = env.ok(&["-o", "json", "tenant", "show", "t1"]).json();
+        let name = t["display_name"].as_str().unwrap().to_owned();
+        assert!(
+            name == "tenant number 1" || name.starts_with("round "),
+            "{name}"
+        );
+        assert_eq!(
+            env.ok(&["-o", "json", "tenant", "list"])
+                .json()
+                .as_array()
+                .unwrap()
+                .len(),
+            3000
+        );
+    }
+    eprintln!("{killed} of 40 writers killed while running");
+    // The next write clears what killed writers left behind.
+    env.ok(&["tenant", "update", "t2", "--name", "last"]);
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Changes made with the CLI reach a running authenticator and limiter
+/// (over Redis) without a restart: new plan limits, a suspended tenant, a
+/// revoked key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_changes_take_effect_in_a_running_service() {
+    use cog_control::{AuthenticateLayer, Directory, RedisStore};
+    use http::{Request, Response, StatusCode};
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let server = cog_testkit::RedisServer::start().unwrap();
+    let env = Env::redis(&server);
+    env.ok(&["plan", "create", "free", "--limit", "rpm=2/1m"]);
+    env.ok(&["tenant", "create", "acme", "--plan", "free"]);
+    let key = env
+        .ok(&["-o", "json", "key", "create", "--tenant", "acme"])
+        .json();
+    let (id, secret) = (
+        key["id"].as_str().unwrap().to_owned(),
+        key["key"].as_str().unwrap().to_owned(),
+    );
+
+    // The service polls only hourly: what it sees comes from invalidation.
+    let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let d = Directory::start_with(store, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(d.clone()))
+        .layer(cog_ratelimit::RateLimitLayer::new(
+            cog_ratelimit::MemoryStore::new(),
+            Directory::tenant_key(),
+            d.clone(),
+        ))
+        .service(tower::service_fn(|_: Request<String>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        }));
+    let call = |key: String| {
+        let svc = svc.clone();
+        async move {
+            let req = Request::get("/")
+                .header("authorization", format!("Bearer {key}"))
+                .body(String::new())
+                .unwrap();
+            svc.oneshot(req).await.unwrap().status()
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(call(secret.clone()).await, StatusCode::OK);
+    assert_eq!(call(secret.clone()).await, StatusCode::OK);
+    assert_eq!(call(secret.clone()).await, StatusCode::TOO_MANY_REQUESTS);
+
+    let wait_for = |want: StatusCode| {
+        let call = &call;
+        let secret = secret.clone();
+        async move {
+            for _ in 0..100 {
+                if call(secret.clone()).await == want {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("still not {want} after 5 s");
+        }
+    };
+    let env2 = Env {
+        dir: tempfile::tempdir().unwrap(),
+        store: env.store.clone(),
+    };
+    let run = |args: &'static [&'static str]| {
+        let store = env2.store.clone();
+        let dir = env2.dir.path().to_owned();
+        async move {
+            tokio::task::spawn_blocking(move || cog_in(&store, &dir, args, None))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        run(&["plan", "update", "free", "--limit", "rpm=1000/1m"])
+            .await
+            .code,
+        0
+    );
+    wait_for(StatusCode::OK).await;
+    assert_eq!(run(&["tenant", "suspend", "acme", "--yes"]).await.code, 0);
+    wait_for(StatusCode::FORBIDDEN).await;
+    assert_eq!(run(&["tenant", "resume", "acme"]).await.code, 0);
+    wait_for(StatusCode::OK).await;
+    let store = env2.store.clone();
+    let dir = env2.dir.path().to_owned();
+    let r = tokio::task::spawn_blocking(move || {
+        cog_in(&store, &dir, &["key", "revoke", &id, "--yes"], None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    wait_for(StatusCode::UNAUTHORIZED).await;
+}
+
+#[test]
+fn usage_shows_the_remaining_budget_from_redis() {
+    let server = cog_testkit::RedisServer::start().unwrap();
+    let env = Env::redis(&server);
+    env.ok(&[
+        "plan",
+        "create",
+        "free",
+        "--limit",
+        "rpm=5/1m",
+        "--quota",
+        "daily=100/1d",
+    ]);
+    env.ok(&["tenant", "create", "acme", "--plan", "free"]);
+    let u = env.ok(&["-o", "json", "usage", "acme"]).json();
+    assert_eq!(u[0]["name"], "rpm");
+    assert_eq!(u[0]["remaining"], 5);
+    assert_eq!(u[1]["name"], "daily");
+    assert_eq!(u[1]["remaining"], 100);
+    let r = Env::file().run(&["usage", "acme"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--limiter"), "{}", r.stderr);
+}
