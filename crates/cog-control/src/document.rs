@@ -119,6 +119,15 @@ tenants:
         assert!(e.to_string().contains("plans.free.quotas[0].window"), "{e}");
         let e = parse("[plans.free]\nlimits = 3\n", Format::Toml, "t").unwrap_err();
         assert!(e.to_string().contains("plans.free.limits"), "{e}");
+        let e = parse(
+            "tenants:\n  a: {plan: free}\n  a: {plan: free}\n",
+            Format::Yaml,
+            "t",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("duplicate"), "{e}");
+        let e = parse(r#"{"plans": {"free": {}, "free": {}}}"#, Format::Json, "t").unwrap_err();
+        assert!(e.to_string().contains("duplicate id `free`"), "{e}");
         let e = parse("{\"schema\": 2}", Format::Json, "t").unwrap_err();
         assert!(e.to_string().contains("schema"), "{e}");
     }

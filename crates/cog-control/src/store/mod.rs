@@ -83,13 +83,13 @@ pub(crate) struct Doc {
     schema: u32,
     #[serde(default)]
     revision: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::unique")]
     plans: std::collections::BTreeMap<String, Plan>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::unique")]
     tenants: std::collections::BTreeMap<String, Tenant>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::unique")]
     plugins: std::collections::BTreeMap<String, PluginSpec>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::unique")]
     keys: std::collections::BTreeMap<String, ApiKey>,
 }
 
