@@ -268,6 +268,11 @@ enum KeyCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Shows one key (never the key itself).
+    Show {
+        /// The key's id.
+        id: String,
+    },
     /// Revokes a key by id.
     Revoke {
         /// The key's id (its visible prefix).
@@ -306,6 +311,26 @@ enum PluginCmd {
     Show {
         /// Its name.
         name: String,
+    },
+    /// Changes its configuration, version label or who it runs for.
+    Update {
+        /// Its name.
+        name: String,
+        /// New configuration.
+        #[arg(long)]
+        config: Option<String>,
+        /// New version label.
+        #[arg(long)]
+        version: Option<String>,
+        /// Also runs for this tenant. Repeatable.
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        /// Also runs for this plan's tenants. Repeatable.
+        #[arg(long = "plan")]
+        plans: Vec<String>,
+        /// No longer runs for this tenant or plan (`tenant:ID`, `plan:NAME`).
+        #[arg(long = "detach")]
+        detach: Vec<String>,
     },
     /// Runs it again.
     Enable {
@@ -824,6 +849,29 @@ async fn key(cli: &Cli, cmd: &KeyCmd, c: &Control, out: &Out) -> Result {
             }
             out.list(t, json);
         }
+        KeyCmd::Show { id } => {
+            let state = c.state().await?;
+            let k = state.keys.get(id).ok_or_else(|| missing("key", id))?;
+            out.record(
+                &[
+                    ("id", id.clone()),
+                    ("tenant", k.tenant.clone()),
+                    ("created", time_text(k.created)),
+                    (
+                        "expires",
+                        k.expires.map(time_text).unwrap_or_else(|| "never".into()),
+                    ),
+                    (
+                        "status",
+                        if k.revoked { "revoked" } else { "active" }.into(),
+                    ),
+                ],
+                serde_json::json!({
+                    "id": id, "tenant": k.tenant, "created": k.created,
+                    "expires": k.expires, "revoked": k.revoked,
+                }),
+            );
+        }
         KeyCmd::Revoke { id } => {
             confirm(cli, &format!("revoke key {id}"))?;
             c.revoke_key(id).await?;
@@ -955,6 +1003,51 @@ async fn plugin(cli: &Cli, cmd: &PluginCmd, c: &Control, out: &Out) -> Result {
                 ],
                 plugin_json(name, p),
             );
+        }
+        PluginCmd::Update {
+            name,
+            config,
+            version,
+            tenants,
+            plans,
+            detach,
+        } => {
+            if let Some(bad) = detach
+                .iter()
+                .find(|d| !d.starts_with("tenant:") && !d.starts_with("plan:"))
+            {
+                return Err(Exit::Usage(format!(
+                    "--detach {bad}: expected tenant:ID or plan:NAME"
+                )));
+            }
+            let p = c
+                .update_plugin(name, |p| {
+                    if let Some(cfg) = config {
+                        p.config = cfg.clone();
+                    }
+                    if let Some(v) = version {
+                        p.version = v.clone();
+                    }
+                    for t in tenants {
+                        if !p.attach.tenants.contains(t) {
+                            p.attach.tenants.push(t.clone());
+                        }
+                    }
+                    for pl in plans {
+                        if !p.attach.plans.contains(pl) {
+                            p.attach.plans.push(pl.clone());
+                        }
+                    }
+                    for d in detach {
+                        match d.split_once(':') {
+                            Some(("tenant", t)) => p.attach.tenants.retain(|x| x != t),
+                            Some(("plan", pl)) => p.attach.plans.retain(|x| x != pl),
+                            _ => {}
+                        }
+                    }
+                })
+                .await?;
+            out.done(&format!("plugin {name} updated"), plugin_json(name, &p));
         }
         PluginCmd::Enable { name } | PluginCmd::Disable { name } => {
             let enabled = matches!(cmd, PluginCmd::Enable { .. });

@@ -138,6 +138,13 @@ fn tables_are_aligned_and_json_is_parseable() {
     assert!(secret.starts_with("cog_"));
     let keys = env.ok(&["-o", "json", "key", "list"]).json();
     assert_eq!(keys[0]["id"], key["id"]);
+    let shown = env
+        .ok(&["-o", "json", "key", "show", key["id"].as_str().unwrap()])
+        .json();
+    assert_eq!(
+        (shown["tenant"].as_str(), shown["revoked"].as_bool()),
+        (Some("acme"), Some(false))
+    );
     assert!(
         !env.ok(&["-o", "json", "key", "list"])
             .stdout
@@ -237,6 +244,26 @@ fn plugins_install_validated_and_run_locally() {
     let p = r.json();
     assert_eq!(p["name"], "headers");
     assert!(p["digest"].as_str().unwrap().starts_with("sha256:"));
+    env.ok(&[
+        "plugin",
+        "update",
+        "headers",
+        "--tenant",
+        "acme",
+        "--detach",
+        "plan:free",
+        "--config",
+        "x",
+    ]);
+    let p = env.ok(&["-o", "json", "plugin", "show", "headers"]).json();
+    assert_eq!(p["attach"]["tenants"][0], "acme");
+    assert!(p["attach"].get("plans").is_none(), "{p}");
+    assert_eq!(p["config"], "x");
+    assert_eq!(
+        env.run(&["plugin", "update", "headers", "--tenant", "ghost"])
+            .code,
+        2
+    );
     env.ok(&["plugin", "disable", "headers"]);
     assert_eq!(
         env.ok(&["-o", "json", "plugin", "show", "headers"]).json()["enabled"],
