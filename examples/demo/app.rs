@@ -1,0 +1,311 @@
+//! The demo's service, built once for `main.rs`, the whole-stack bench
+//! (`benches/stack.rs`) and the fault suite (`tests/`).
+//!
+//! Request path, outermost first: cog-trace (server span, `traceparent`
+//! on every response) → API-key authentication (cog-control) → rate
+//! limiting by the tenant's plan (cog-ratelimit) → the tenant's plugins
+//! (cog-sandbox) → handlers using cog-cache.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cog_cache::TieredCache;
+use cog_cache::http::{HttpCacheLayer, StoredResponse};
+use cog_control::{
+    AuthenticateLayer, Control, Directory, LimitSpec, Plan, Store, Tenant, TenantContext,
+};
+use cog_ratelimit::{FailurePolicy, MemoryStore, RateLimitLayer};
+use cog_sandbox::{KvStore, MemoryKv, PluginLayer, Runtime};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the demo runs on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Everything shared through Redis when set; in memory otherwise.
+    pub redis_url: Option<String>,
+    /// The control-plane store without Redis (`file:PATH`).
+    pub store: String,
+    /// Latency of the simulated model behind `/v1/complete`.
+    pub upstream: Duration,
+    /// Latency of the simulated database behind `/v1/items/{id}`.
+    pub database: Duration,
+    /// How often the directory re-reads the store's revision.
+    pub poll: Duration,
+    /// Redis calls give up after this long.
+    pub redis_timeout: Duration,
+}
+
+impl Config {
+    /// From `COG_REDIS_URL`, `COG_STORE`, `COG_DEMO_UPSTREAM_MS`.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Config {
+            redis_url: var("COG_REDIS_URL"),
+            store: var("COG_STORE")
+                .map(|s| {
+                    if s.contains(':') {
+                        s
+                    } else {
+                        format!("file:{s}")
+                    }
+                })
+                .unwrap_or_else(|| "file:./cog-state.json".into()),
+            upstream: Duration::from_millis(
+                var("COG_DEMO_UPSTREAM_MS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(200),
+            ),
+            database: Duration::from_millis(5),
+            poll: Duration::from_secs(1),
+            redis_timeout: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Counters the handlers keep (also served on `/metrics`).
+#[derive(Default, Debug)]
+pub struct Counters {
+    /// Calls that reached the simulated model.
+    pub model_calls: AtomicU64,
+    /// Reads that reached the simulated database.
+    pub database_reads: AtomicU64,
+}
+
+/// The built service and what tests and the load report look at.
+pub struct Demo {
+    pub router: Router,
+    pub directory: Directory,
+    pub control: Control,
+    pub completions: TieredCache<String, String>,
+    pub pages: TieredCache<String, StoredResponse>,
+    pub counters: Arc<Counters>,
+    /// The demo tenant's key, when this run created it.
+    pub demo_key: Option<String>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    completions: TieredCache<String, String>,
+    counters: Arc<Counters>,
+    upstream: Duration,
+    database: Duration,
+}
+
+/// Creates plans `free` and `pro` and the tenant `demo` on an empty store;
+/// returns the new key.
+pub async fn seed(control: &Control) -> Result<Option<String>, Error> {
+    let state = control.state().await?;
+    if !state.spec.plans.is_empty() || !state.spec.tenants.is_empty() {
+        return Ok(None);
+    }
+    let plan = |spec: &str| Plan {
+        limits: vec![LimitSpec::parse(spec).expect("a valid limit")],
+        ..Plan::default()
+    };
+    control
+        .create_plan("free", plan("requests=10/1s,burst=20"))
+        .await?;
+    control
+        .create_plan("pro", plan("requests=200/1s,burst=400"))
+        .await?;
+    let mut demo = Tenant::new("free");
+    demo.display_name = "Demo tenant".into();
+    control.create_tenant("demo", demo).await?;
+    Ok(Some(control.create_key("demo", None).await?.secret))
+}
+
+fn tenant_of(parts: &http::request::Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<Arc<TenantContext>>()
+        .map(|t| t.id.to_string())
+}
+
+/// Builds the whole stack.
+pub async fn build(config: &Config) -> Result<Demo, Error> {
+    let redis = match &config.redis_url {
+        Some(url) => Some(cog_ratelimit::connect(url).await?),
+        None => None,
+    };
+    let store: Arc<dyn Store> = match &config.redis_url {
+        Some(url) => Arc::new(
+            cog_control::RedisStore::connect(url)
+                .await?
+                .timeout(config.redis_timeout.max(Duration::from_millis(500))),
+        ),
+        None => cog_control::store::open(&config.store).await?,
+    };
+    let control = Control::new(store.clone());
+    let demo_key = seed(&control).await?;
+
+    let kv: Arc<dyn KvStore> = match &redis {
+        Some(client) => Arc::new(cog_sandbox::RedisKv::new(client.clone())),
+        None => Arc::new(MemoryKv::new()),
+    };
+    let runtime = Runtime::new().kv(kv);
+    let directory = Directory::start_with_plugins(store, config.poll, runtime).await?;
+
+    let mut completions = TieredCache::<String, String>::builder()
+        .l1_capacity_bytes(64 << 20)
+        .ttl(Duration::from_secs(600))
+        .stale_while_revalidate(Duration::from_secs(60))
+        .stale_if_error(Duration::from_secs(3600))
+        .tenant_l1_cap(16 << 20);
+    let mut pages = TieredCache::<String, StoredResponse>::builder().l1_capacity_bytes(32 << 20);
+    if let Some(client) = &redis {
+        completions = completions
+            .redis(client.clone())
+            .redis_timeout(config.redis_timeout)
+            .lease(Duration::from_secs(5));
+        pages = pages
+            .redis(client.clone())
+            .redis_timeout(config.redis_timeout);
+    }
+    let completions = completions.build()?;
+    let pages = pages.build()?;
+
+    let counters = Arc::new(Counters::default());
+    let state = AppState {
+        completions: completions.clone(),
+        counters: counters.clone(),
+        upstream: config.upstream,
+        database: config.database,
+    };
+
+    let items = Router::new().route("/v1/items/{id}", get(item)).layer(
+        HttpCacheLayer::new(pages.clone())
+            .tenant_with(tenant_of)
+            // Keys authenticate tenants, and entries are per tenant: a
+            // cached answer never crosses tenants.
+            .cache_authorized(|_| true),
+    );
+    let api = Router::new()
+        .route("/v1/complete", post(complete))
+        .merge(items)
+        .with_state(state);
+    let api = match &redis {
+        Some(client) => {
+            let limiter = cog_ratelimit::RedisStore::new(client.clone())
+                .timeout(config.redis_timeout)
+                .on_failure(FailurePolicy::Local { instances: 2 });
+            with_layers(api, limiter, &directory)
+        }
+        None => with_layers(api, MemoryStore::new(), &directory),
+    };
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(api)
+        .layer(cog_trace::TraceLayer::new().w3c(false));
+    Ok(Demo {
+        router,
+        directory,
+        control,
+        completions,
+        pages,
+        counters,
+        demo_key,
+    })
+}
+
+fn with_layers<St>(api: Router, limiter: St, directory: &Directory) -> Router
+where
+    St: cog_ratelimit::Store + Clone,
+{
+    // `layer` wraps what is there: the last one added runs first.
+    api.layer(PluginLayer::new(directory.clone()))
+        .layer(RateLimitLayer::new(
+            limiter,
+            Directory::tenant_key(),
+            directory.clone(),
+        ))
+        .layer(AuthenticateLayer::new(directory.clone()))
+}
+
+#[derive(serde::Deserialize)]
+struct CompleteRequest {
+    prompt: String,
+}
+
+/// Read-through over the slow model, cached per tenant.
+async fn complete(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Arc<TenantContext>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(req) = serde_json::from_slice::<CompleteRequest>(&body) else {
+        return (StatusCode::BAD_REQUEST, "expected {\"prompt\": \"...\"}\n").into_response();
+    };
+    let missed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (counters, upstream, prompt, flag) = (
+        state.counters.clone(),
+        state.upstream,
+        req.prompt.clone(),
+        missed.clone(),
+    );
+    let answer = state
+        .completions
+        .tenant(&tenant.id)
+        .get_or_load(&req.prompt, move || async move {
+            flag.store(true, Ordering::Relaxed);
+            counters.model_calls.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(upstream).await;
+            Ok::<_, std::convert::Infallible>(format!("an answer to: {prompt}"))
+        })
+        .await;
+    match answer {
+        Ok(answer) => {
+            let status = if missed.load(Ordering::Relaxed) {
+                "cog; fwd=miss; stored"
+            } else {
+                "cog; hit"
+            };
+            let mut res = axum::Json(serde_json::json!({ "answer": answer })).into_response();
+            res.headers_mut()
+                .insert("cache-status", HeaderValue::from_static(status));
+            res
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, format!("{e}\n")).into_response(),
+    }
+}
+
+/// A simulated database read; cacheable for 30 s.
+async fn item(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    state
+        .counters
+        .database_reads
+        .fetch_add(1, Ordering::Relaxed);
+    if !state.database.is_zero() {
+        tokio::time::sleep(state.database).await;
+    }
+    let mut res =
+        axum::Json(serde_json::json!({ "id": id, "name": format!("item {id}") })).into_response();
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=30"),
+    );
+    res
+}
+
+/// The same item handler with no layers at all (`stack/bare`).
+pub fn bare() -> Router {
+    let state = AppState {
+        completions: TieredCache::<String, String>::builder()
+            .build()
+            .expect("an L1-only cache"),
+        counters: Arc::default(),
+        upstream: Duration::ZERO,
+        database: Duration::ZERO,
+    };
+    Router::new()
+        .route("/v1/items/{id}", get(item))
+        .with_state(state)
+}
