@@ -153,6 +153,8 @@ impl View {
 struct Inner {
     store: Arc<dyn Store>,
     view: RwLock<Arc<View>>,
+    /// Whether the store was found emptied (and that was logged).
+    emptied: parking_lot::Mutex<bool>,
     #[cfg(feature = "sandbox")]
     sandbox: Option<crate::plugins::Loader>,
 }
@@ -164,8 +166,10 @@ struct Inner {
 /// the store announces a change (Redis pub/sub), and by polling the
 /// revision every `poll` as a backstop (a lost message, the file store). A
 /// change made with the `cog` CLI is therefore seen within `poll` at
-/// worst, and within a round trip with Redis. If the store is unreachable
-/// the last view keeps serving.
+/// worst, and within a round trip with Redis. If the store is unreachable,
+/// or found empty after having had data (a Redis restarted without
+/// persistence), the last view keeps serving — in the second case until
+/// the store is written again.
 #[derive(Clone)]
 pub struct Directory {
     inner: Arc<Inner>,
@@ -210,6 +214,7 @@ impl Directory {
             Inner {
                 store,
                 view: RwLock::default(),
+                emptied: parking_lot::Mutex::default(),
                 #[cfg(feature = "sandbox")]
                 sandbox: None,
             },
@@ -236,6 +241,7 @@ impl Directory {
             Inner {
                 store,
                 view: RwLock::default(),
+                emptied: parking_lot::Mutex::default(),
                 sandbox: Some(crate::plugins::Loader::new(runtime)),
             },
             poll,
@@ -333,14 +339,35 @@ async fn build(inner: &Inner, state: &State) -> View {
 
 async fn refresh(inner: &Inner) -> Result<(), ControlError> {
     let known = inner.view.read().revision;
-    if inner.store.revision().await? == known {
+    let revision = inner.store.revision().await?;
+    if revision == known {
         return Ok(());
     }
+    if revision == 0 {
+        // The store is empty after having had data: it lost it (Redis
+        // restarted without persistence, flushed, a fresh replica).
+        // Following it would lock every tenant out; the last view stays
+        // until the store is written again (e.g. restored with
+        // `cog apply`).
+        let mut warned = inner.emptied.lock();
+        if !*warned {
+            tracing::error!(
+                target: "cog_control",
+                known,
+                "the control-plane store is empty (data lost?); keeping the last view until it is written again"
+            );
+            *warned = true;
+        }
+        return Ok(());
+    }
+    *inner.emptied.lock() = false;
+    let lower = revision < known;
     let state = inner.store.load().await?;
     let view = Arc::new(build(inner, &state).await);
     let mut slot = inner.view.write();
-    // A slower refresh must not replace a newer view.
-    if view.revision >= slot.revision {
+    // A slower refresh must not replace a newer view — unless the store
+    // itself went back (restored, or a failover to an older replica).
+    if view.revision >= slot.revision || lower {
         *slot = view;
     }
     Ok(())

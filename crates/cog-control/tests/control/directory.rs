@@ -207,4 +207,17 @@ async fn redis_announces_changes_and_a_dead_redis_keeps_the_last_view() {
     server.kill().unwrap();
     assert!(d.refresh().await.is_err());
     assert_eq!(&*d.authenticate(&fresh.secret).unwrap().id, "acme");
+
+    // Back, but empty (no persistence): the view is not wiped.
+    server.restart().unwrap();
+    let mut refreshed = false;
+    for _ in 0..50 {
+        if d.refresh().await.is_ok() {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refreshed, "the store did not come back");
+    assert_eq!(&*d.authenticate(&fresh.secret).unwrap().id, "acme");
 }

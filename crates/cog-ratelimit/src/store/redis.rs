@@ -381,10 +381,29 @@ fn fred_error(e: FredError, timeout: Duration) -> StoreError {
         | ErrorKind::Sentinel
         | ErrorKind::Auth
         | ErrorKind::Config => StoreError::Unavailable(e.to_string()),
+        // fred reports both Redis error replies and some client-side
+        // connection failures ("Failed to route command.", "Missing
+        // expected connection.", seen when a server is killed mid-command)
+        // as `Unknown`: only a reply from Redis is a protocol error.
+        ErrorKind::Unknown if !is_redis_reply(e.details()) => {
+            StoreError::Unavailable(e.to_string())
+        }
         // Redis answered, but not with a decision (a script error, a reply
         // we cannot read): a bug to surface, not an outage to paper over.
         _ => StoreError::Protocol(e.to_string()),
     }
+}
+
+/// Whether an error text is a Redis error reply that means "not now"
+/// (loading, busy, failing over) — or any other reply from Redis (an
+/// upper-case error code first), as opposed to a client-side message.
+fn is_redis_reply(details: &str) -> bool {
+    let code = details.split_whitespace().next().unwrap_or("");
+    let transient = matches!(
+        code,
+        "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN"
+    );
+    !transient && !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
 }
 
 fn parse_decision(reply: &[i64], limits: usize) -> Result<Decision, StoreError> {
@@ -619,4 +638,39 @@ pub async fn connect(url: &str) -> Result<Client, FredError> {
         .build()?;
     client.init().await?;
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fred::error::ErrorKind;
+
+    #[test]
+    fn client_side_failures_are_outages_and_replies_are_not() {
+        let t = Duration::from_millis(1);
+        let kind = |kind, text: &str| fred_error(FredError::new(kind, text.to_owned()), t);
+        for text in [
+            "Failed to route command.",
+            "Missing expected connection.",
+            "LOADING Redis is loading",
+            "BUSY script",
+        ] {
+            assert!(
+                matches!(kind(ErrorKind::Unknown, text), StoreError::Unavailable(_)),
+                "{text}"
+            );
+        }
+        assert!(matches!(
+            kind(ErrorKind::Unknown, "ERR Error running script"),
+            StoreError::Protocol(_)
+        ));
+        assert!(matches!(
+            kind(ErrorKind::IO, "Connection closed."),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            kind(ErrorKind::Timeout, "t"),
+            StoreError::Timeout(_)
+        ));
+    }
 }
