@@ -1,0 +1,387 @@
+//! Load generator for the demo: real HTTP, a tenant mix, zipf-distributed
+//! keys; reports latency percentiles, throughput, cache hit ratios,
+//! upstream calls saved, 429s, and the rate-limit decision's own latency.
+//!
+//! ```text
+//! cargo run --release --example load -- [--duration 30] [--concurrency 64]
+//!     [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2] [--svg docs/load.svg]
+//! ```
+//!
+//! The demo runs in this process (so its cache and model counters can be
+//! read) and is driven over real HTTP on a loopback port. With
+//! `COG_REDIS_URL` set, it shares everything through that Redis, as in
+//! production.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+
+#[path = "demo/app.rs"]
+mod app;
+
+struct Options {
+    duration: Duration,
+    concurrency: usize,
+    keys: usize,
+    zipf: f64,
+    mix: Vec<f64>,
+    items: f64,
+    upstream: Duration,
+    svg: Option<String>,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options {
+        duration: Duration::from_secs(30),
+        concurrency: 64,
+        keys: 2000,
+        zipf: 1.1,
+        mix: vec![50.0, 30.0, 20.0],
+        items: 0.2,
+        upstream: Duration::from_millis(200),
+        svg: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let bad = |e: &dyn std::fmt::Display| format!("{flag}: {e}");
+        match flag.as_str() {
+            "--duration" => {
+                o.duration = Duration::from_secs(value()?.parse().map_err(|e| bad(&e))?)
+            }
+            "--concurrency" => o.concurrency = value()?.parse().map_err(|e| bad(&e))?,
+            "--keys" => o.keys = value()?.parse().map_err(|e| bad(&e))?,
+            "--zipf" => o.zipf = value()?.parse().map_err(|e| bad(&e))?,
+            "--items" => o.items = value()?.parse().map_err(|e| bad(&e))?,
+            "--upstream-ms" => {
+                o.upstream = Duration::from_millis(value()?.parse().map_err(|e| bad(&e))?)
+            }
+            "--mix" => {
+                o.mix = value()?
+                    .split(',')
+                    .map(|w| w.trim().parse::<f64>().map_err(|e| bad(&e)))
+                    .collect::<Result<_, _>>()?
+            }
+            "--svg" => o.svg = Some(value()?),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if o.mix.is_empty() || o.keys == 0 || o.concurrency == 0 {
+        return Err("--mix, --keys and --concurrency must not be empty or zero".into());
+    }
+    Ok(o)
+}
+
+/// Draws ranks 0..n with probability ∝ 1/(rank+1)^s (inverse CDF).
+struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Self {
+        let mut cdf = Vec::with_capacity(n);
+        let mut total = 0.0;
+        for k in 1..=n {
+            total += 1.0 / (k as f64).powf(s);
+            cdf.push(total);
+        }
+        for c in &mut cdf {
+            *c /= total;
+        }
+        Zipf { cdf }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> usize {
+        let u: f64 = rng.random();
+        self.cdf.partition_point(|c| *c < u).min(self.cdf.len() - 1)
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    statuses: BTreeMap<u16, u64>,
+    completes: u64,
+    /// (seconds since start, latency µs) for the chart, sampled.
+    samples: Vec<(f32, u32)>,
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(sorted[i]) / 1000.0
+}
+
+#[tokio::main]
+async fn main() -> Result<(), app::Error> {
+    let o = options()?;
+    let dir = std::env::temp_dir().join(format!("cog-load-{}", std::process::id()));
+    let config = app::Config {
+        redis_url: std::env::var("COG_REDIS_URL")
+            .ok()
+            .filter(|u| !u.is_empty()),
+        store: format!("file:{}", dir.join("state.json").display()),
+        upstream: o.upstream,
+        database: Duration::from_millis(5),
+        poll: Duration::from_secs(1),
+        redis_timeout: Duration::from_millis(100),
+    };
+    if let Some(url) = &config.redis_url {
+        // A clean slate, so the report is about this run.
+        let client = cog_ratelimit::connect(url).await?;
+        let _: () = fred::interfaces::ClientLike::custom(
+            &client,
+            fred::cmd!("FLUSHALL"),
+            Vec::<String>::new(),
+        )
+        .await?;
+    }
+    let demo = Arc::new(app::build(&config).await?);
+    // One tenant per mix entry: all on a plan the load fits in, except the
+    // last (when there are several), a noisy tenant on `free` (10/s) —
+    // that is where the 429s come from.
+    demo.control
+        .create_plan(
+            "load",
+            cog_control::Plan {
+                limits: vec![cog_control::LimitSpec::parse("requests=5000/1s,burst=5000")?],
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut keys = Vec::new();
+    for i in 0..o.mix.len() {
+        let id = format!("load{i}");
+        let plan = if i + 1 == o.mix.len() && i > 0 { "free" } else { "load" };
+        demo.control
+            .create_tenant(&id, cog_control::Tenant::new(plan))
+            .await?;
+        keys.push(demo.control.create_key(&id, None).await?.secret);
+    }
+    demo.directory.refresh().await?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let router = demo.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    // The rate-limit decision's own latency, measured beside the load.
+    let duration = o.duration;
+    let probe = config.redis_url.clone().map(|url| {
+        tokio::spawn(async move {
+            let client = cog_ratelimit::connect(&url).await.expect("redis");
+            let store = cog_ratelimit::RedisStore::new(client);
+            let quota =
+                cog_ratelimit::Quota::single(cog_ratelimit::Limit::per_second(1_000_000)).unwrap();
+            let mut lat = Vec::new();
+            let end = Instant::now() + duration;
+            while Instant::now() < end {
+                let t = Instant::now();
+                let _ = cog_ratelimit::Store::check(&store, "load-probe", &quota, 1).await;
+                lat.push(t.elapsed().as_micros() as u32);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            lat
+        })
+    });
+
+    let total_weight: f64 = o.mix.iter().sum();
+    let zipf = Arc::new(Zipf::new(o.keys, o.zipf));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(o.concurrency)
+        .build_http();
+    let started = Instant::now();
+    let deadline = started + o.duration;
+    eprintln!(
+        "driving http://{addr} for {:?}: {} connections, {} tenants (mix {:?}), {} keys (zipf {}), {}% items, backends: {}",
+        o.duration,
+        o.concurrency,
+        o.mix.len(),
+        o.mix,
+        o.keys,
+        o.zipf,
+        (o.items * 100.0) as u32,
+        if config.redis_url.is_some() {
+            "Redis"
+        } else {
+            "in memory"
+        }
+    );
+    let mut workers = Vec::new();
+    for w in 0..o.concurrency {
+        let (client, zipf, keys, mix) = (client.clone(), zipf.clone(), keys.clone(), o.mix.clone());
+        let items = o.items;
+        workers.push(tokio::spawn(async move {
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
+            let mut tally = Tally::default();
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let mut pick = rng.random::<f64>() * total_weight;
+                let mut tenant = 0;
+                while tenant + 1 < mix.len() && pick >= mix[tenant] {
+                    pick -= mix[tenant];
+                    tenant += 1;
+                }
+                let k = zipf.sample(&mut rng);
+                let req = if rng.random::<f64>() < items {
+                    Request::builder()
+                        .method(Method::GET)
+                        .uri(format!("http://{addr}/v1/items/{k}"))
+                        .header("authorization", format!("Bearer {}", keys[tenant]))
+                        .body(Full::new(Bytes::new()))
+                } else {
+                    tally.completes += 1;
+                    Request::builder()
+                        .method(Method::POST)
+                        .uri(format!("http://{addr}/v1/complete"))
+                        .header("authorization", format!("Bearer {}", keys[tenant]))
+                        .body(Full::new(Bytes::from(format!(
+                            "{{\"prompt\": \"question {k}\"}}"
+                        ))))
+                }
+                .expect("a request");
+                let t = Instant::now();
+                let status = match client.request(req).await {
+                    Ok(res) => {
+                        let s = res.status();
+                        let _ = res.into_body().collect().await;
+                        s.as_u16()
+                    }
+                    Err(_) => 0,
+                };
+                let us = t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                tally.latencies_us.push(us);
+                *tally.statuses.entry(status).or_default() += 1;
+                n += 1;
+                if (n + w as u64).is_multiple_of(16) {
+                    tally.samples.push(((t - started).as_secs_f32(), us));
+                }
+            }
+            tally
+        }));
+    }
+    let mut all = Tally::default();
+    for w in workers {
+        let t = w.await?;
+        all.latencies_us.extend(t.latencies_us);
+        for (s, c) in t.statuses {
+            *all.statuses.entry(s).or_default() += c;
+        }
+        all.completes += t.completes;
+        all.samples.extend(t.samples);
+    }
+    let elapsed = started.elapsed();
+    all.latencies_us.sort_unstable();
+    let requests = all.latencies_us.len() as f64;
+    let stats = demo.completions.stats();
+    let pages = demo.pages.stats();
+    let model_calls = demo.counters.model_calls.load(Ordering::Relaxed);
+    let db_reads = demo.counters.database_reads.load(Ordering::Relaxed);
+    let lookups = (stats.l1_hits + stats.l1_misses).max(1) as f64;
+    let ok = *all.statuses.get(&200).unwrap_or(&0);
+    let limited = *all.statuses.get(&429).unwrap_or(&0);
+    let errors: u64 = all
+        .statuses
+        .iter()
+        .filter(|(s, _)| **s == 0 || **s >= 500)
+        .map(|(_, c)| c)
+        .sum();
+
+    let mut report = String::new();
+    report.push_str(&format!(
+        "requests: {} in {:.1} s = {:.0} req/s; 200: {ok}, 429: {limited}, 5xx or failed: {errors}\n",
+        requests as u64,
+        elapsed.as_secs_f64(),
+        requests / elapsed.as_secs_f64()
+    ));
+    report.push_str(&format!(
+        "latency ms: p50 {:.2}, p95 {:.2}, p99 {:.2}, max {:.2}\n",
+        percentile(&all.latencies_us, 0.50),
+        percentile(&all.latencies_us, 0.95),
+        percentile(&all.latencies_us, 0.99),
+        percentile(&all.latencies_us, 1.0)
+    ));
+    report.push_str(&format!(
+        "completions cache: L1 hit {:.1}%, L2 hit {:.1}% of L1 misses, overall hit {:.1}%; stale served {}\n",
+        100.0 * stats.l1_hits as f64 / lookups,
+        100.0 * stats.l2_hits as f64 / (stats.l1_misses.max(1)) as f64,
+        100.0 * (1.0 - model_calls as f64 / lookups),
+        stats.stale_served
+    ));
+    report.push_str(&format!(
+        "upstream model calls: {model_calls} for {} completions admitted = {:.1}% saved\n",
+        stats.l1_hits + stats.l1_misses,
+        100.0 * (1.0 - model_calls as f64 / lookups)
+    ));
+    report.push_str(&format!(
+        "items (HTTP cache): L1 hits {}, L2 hits {}, database reads {db_reads}\n",
+        pages.l1_hits, pages.l2_hits
+    ));
+    if let Some(probe) = probe {
+        let mut lat = probe.await?;
+        lat.sort_unstable();
+        report.push_str(&format!(
+            "rate-limit decision (Redis round trip, beside the load): p50 {:.3} ms, p99 {:.3} ms over {} decisions\n",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.len()
+        ));
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{report}");
+    }
+    if let Some(path) = &o.svg {
+        std::fs::write(path, svg(&all.samples, elapsed.as_secs_f32()))?;
+        eprintln!("latency chart written to {path}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A scatter of latency over time (log scale), as a small SVG.
+fn svg(samples: &[(f32, u32)], seconds: f32) -> String {
+    let (w, h, pad) = (800.0f32, 320.0f32, 40.0f32);
+    let max_ms = samples.iter().map(|s| s.1).max().unwrap_or(1).max(1000) as f32 / 1000.0;
+    let y = |ms: f32| {
+        let top = max_ms.log10();
+        let bottom = -2.0f32; // 10 µs
+        let v = ms.max(0.01).log10();
+        h - pad - (v - bottom) / (top - bottom) * (h - 2.0 * pad)
+    };
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{pad}" y="16">latency per request (ms, log scale) over {seconds:.0} s</text>
+"#
+    );
+    for ms in [0.1f32, 1.0, 10.0, 100.0, 1000.0] {
+        if ms <= max_ms * 1.01 {
+            let yy = y(ms);
+            out.push_str(&format!(
+                "<line x1=\"{pad}\" x2=\"{}\" y1=\"{yy}\" y2=\"{yy}\" stroke=\"#ddd\"/><text x=\"2\" y=\"{}\">{ms}</text>\n",
+                w - 10.0,
+                yy + 4.0
+            ));
+        }
+    }
+    for (t, us) in samples.iter().step_by((samples.len() / 6000).max(1)) {
+        let x = pad + t / seconds.max(0.001) * (w - pad - 10.0);
+        out.push_str(&format!(
+            "<circle cx=\"{x:.1}\" cy=\"{:.1}\" r=\"1\" fill=\"#36c\" fill-opacity=\"0.4\"/>\n",
+            y(*us as f32 / 1000.0)
+        ));
+    }
+    out.push_str("</svg>\n");
+    out
+}
