@@ -4,8 +4,16 @@
 //!
 //! ```text
 //! cargo run --release --example load -- [--duration 30] [--concurrency 64]
-//!     [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2] [--svg docs/load.svg]
+//!     [--rate REQ_PER_S] [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2]
+//!     [--svg docs/load.svg]
 //! ```
+//!
+//! Without `--rate`, each connection sends its next request as soon as the
+//! last one is answered (closed loop: it finds the maximum throughput, and
+//! saturates the machine). With `--rate`, requests are sent on a fixed
+//! schedule spread over the connections (open loop), and each latency is
+//! measured from when the request was *due*, so a stall is not hidden by
+//! the requests it delayed (no coordinated omission).
 //!
 //! The demo runs in this process (so its cache and model counters can be
 //! read) and is driven over real HTTP on a loopback port. With
@@ -30,6 +38,7 @@ mod app;
 struct Options {
     duration: Duration,
     concurrency: usize,
+    rate: Option<f64>,
     keys: usize,
     zipf: f64,
     mix: Vec<f64>,
@@ -42,6 +51,7 @@ fn options() -> Result<Options, String> {
     let mut o = Options {
         duration: Duration::from_secs(30),
         concurrency: 64,
+        rate: None,
         keys: 2000,
         zipf: 1.1,
         mix: vec![50.0, 30.0, 20.0],
@@ -58,6 +68,7 @@ fn options() -> Result<Options, String> {
                 o.duration = Duration::from_secs(value()?.parse().map_err(|e| bad(&e))?)
             }
             "--concurrency" => o.concurrency = value()?.parse().map_err(|e| bad(&e))?,
+            "--rate" => o.rate = Some(value()?.parse().map_err(|e| bad(&e))?),
             "--keys" => o.keys = value()?.parse().map_err(|e| bad(&e))?,
             "--zipf" => o.zipf = value()?.parse().map_err(|e| bad(&e))?,
             "--items" => o.items = value()?.parse().map_err(|e| bad(&e))?,
@@ -218,9 +229,10 @@ async fn main() -> Result<(), app::Error> {
     let started = Instant::now();
     let deadline = started + o.duration;
     eprintln!(
-        "driving http://{addr} for {:?}: {} connections, {} tenants (mix {:?}), {} keys (zipf {}), {}% items, backends: {}",
+        "driving http://{addr} for {:?}: {} connections{}, {} tenants (mix {:?}), {} keys (zipf {}), {}% items, backends: {}",
         o.duration,
         o.concurrency,
+        o.rate.map(|r| format!(" at {r} req/s")).unwrap_or_default(),
         o.mix.len(),
         o.mix,
         o.keys,
@@ -236,6 +248,14 @@ async fn main() -> Result<(), app::Error> {
     for w in 0..o.concurrency {
         let (client, zipf, keys, mix) = (client.clone(), zipf.clone(), keys.clone(), o.mix.clone());
         let items = o.items;
+        // Open loop: this connection's share of the rate, staggered.
+        let interval = o
+            .rate
+            .map(|r| Duration::from_secs_f64(o.concurrency as f64 / r.max(0.001)));
+        let mut due = started
+            + interval.map_or(Duration::ZERO, |i| {
+                i.mul_f64(w as f64 / o.concurrency as f64)
+            });
         workers.push(tokio::spawn(async move {
             let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
             let mut tally = Tally::default();
@@ -265,7 +285,15 @@ async fn main() -> Result<(), app::Error> {
                         ))))
                 }
                 .expect("a request");
-                let t = Instant::now();
+                let t = match interval {
+                    Some(i) => {
+                        tokio::time::sleep_until(due.into()).await;
+                        let at = due;
+                        due += i;
+                        at
+                    }
+                    None => Instant::now(),
+                };
                 let status = match client.request(req).await {
                     Ok(res) => {
                         let s = res.status();

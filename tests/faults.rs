@@ -146,7 +146,10 @@ async fn redis_killed_and_restarted_under_load() {
         ok += usize::from(status == StatusCode::OK);
     }
     // 20 a minute refills one every 3 s: a slow run may see one more.
-    assert!((20..=21).contains(&ok), "one shared budget of 20 across both instances, not 2 × 20: {ok}");
+    assert!(
+        (20..=21).contains(&ok),
+        "one shared budget of 20 across both instances, not 2 × 20: {ok}"
+    );
     let other = tight_tenant(&a, "bigco").await;
     wait_for_key(&[&a, &b], &other).await;
     let (s, cache, answer) = complete(&http, &a, &other, "hello").await;
