@@ -3,17 +3,17 @@
 //! upstream calls saved, 429s, and the rate-limit decision's own latency.
 //!
 //! ```text
-//! cargo run --release --example load -- [--duration 30] [--concurrency 64]
-//!     [--rate REQ_PER_S] [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2]
+//! cargo run --release --example load -- [--duration 30] [--rate 2500 | --max]
+//!     [--concurrency 64] [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2]
 //!     [--svg docs/load.svg]
 //! ```
 //!
-//! Without `--rate`, each connection sends its next request as soon as the
-//! last one is answered (closed loop: it finds the maximum throughput, and
-//! saturates the machine). With `--rate`, requests are sent on a fixed
-//! schedule spread over the connections (open loop), and each latency is
-//! measured from when the request was *due*, so a stall is not hidden by
-//! the requests it delayed (no coordinated omission).
+//! By default requests go out on a fixed schedule (`--rate`, 2 500/s), each
+//! on its own task, and each latency is measured from when the request was
+//! *due*, so a stall is not hidden by the requests it delayed (no
+//! coordinated omission). With `--max`, each of `--concurrency`
+//! connections sends its next request as soon as the last one is answered
+//! (closed loop: the maximum throughput, with the machine saturated).
 //!
 //! The demo runs in this process (so its cache and model counters can be
 //! read) and is driven over real HTTP on a loopback port. With
@@ -51,7 +51,7 @@ fn options() -> Result<Options, String> {
     let mut o = Options {
         duration: Duration::from_secs(30),
         concurrency: 64,
-        rate: None,
+        rate: Some(2500.0),
         keys: 2000,
         zipf: 1.1,
         mix: vec![50.0, 30.0, 20.0],
@@ -69,6 +69,7 @@ fn options() -> Result<Options, String> {
             }
             "--concurrency" => o.concurrency = value()?.parse().map_err(|e| bad(&e))?,
             "--rate" => o.rate = Some(value()?.parse().map_err(|e| bad(&e))?),
+            "--max" => o.rate = None,
             "--keys" => o.keys = value()?.parse().map_err(|e| bad(&e))?,
             "--zipf" => o.zipf = value()?.parse().map_err(|e| bad(&e))?,
             "--items" => o.items = value()?.parse().map_err(|e| bad(&e))?,
@@ -123,6 +124,32 @@ struct Tally {
     completes: u64,
     /// (seconds since start, latency µs) for the chart, sampled.
     samples: Vec<(f32, u32)>,
+}
+
+impl Tally {
+    fn record(&mut self, started: Instant, at: Instant, status: u16, took: Duration, n: u64) {
+        let us = took.as_micros().min(u128::from(u32::MAX)) as u32;
+        self.latencies_us.push(us);
+        *self.statuses.entry(status).or_default() += 1;
+        if n.is_multiple_of(16) {
+            self.samples.push(((at - started).as_secs_f32(), us));
+        }
+    }
+}
+
+/// Sends one request and reads the whole answer; 0 when it failed.
+async fn send<C>(client: &Client<C, Full<Bytes>>, req: Request<Full<Bytes>>) -> u16
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    match client.request(req).await {
+        Ok(res) => {
+            let s = res.status();
+            let _ = res.into_body().collect().await;
+            s.as_u16()
+        }
+        Err(_) => 0,
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
@@ -260,6 +287,7 @@ async fn main() -> Result<(), app::Error> {
             let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
             let mut tally = Tally::default();
             let mut n = 0u64;
+            let mut in_flight = Vec::new();
             while Instant::now() < deadline {
                 let mut pick = rng.random::<f64>() * total_weight;
                 let mut tenant = 0;
@@ -285,29 +313,31 @@ async fn main() -> Result<(), app::Error> {
                         ))))
                 }
                 .expect("a request");
-                let t = match interval {
+                match interval {
+                    // Open loop: the request goes out when due, on its own
+                    // task (a slow answer delays nothing else), and its
+                    // latency counts from when it was due.
                     Some(i) => {
                         tokio::time::sleep_until(due.into()).await;
                         let at = due;
                         due += i;
-                        at
+                        let client = client.clone();
+                        in_flight.push(tokio::spawn(async move {
+                            let status = send(&client, req).await;
+                            (at, status, at.elapsed())
+                        }));
                     }
-                    None => Instant::now(),
-                };
-                let status = match client.request(req).await {
-                    Ok(res) => {
-                        let s = res.status();
-                        let _ = res.into_body().collect().await;
-                        s.as_u16()
+                    None => {
+                        let t = Instant::now();
+                        let status = send(&client, req).await;
+                        tally.record(started, t, status, t.elapsed(), n + w as u64);
                     }
-                    Err(_) => 0,
-                };
-                let us = t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
-                tally.latencies_us.push(us);
-                *tally.statuses.entry(status).or_default() += 1;
+                }
                 n += 1;
-                if (n + w as u64).is_multiple_of(16) {
-                    tally.samples.push(((t - started).as_secs_f32(), us));
+            }
+            for (i, h) in in_flight.into_iter().enumerate() {
+                if let Ok((at, status, took)) = h.await {
+                    tally.record(started, at, status, took, i as u64 + w as u64);
                 }
             }
             tally
