@@ -85,6 +85,15 @@ fn ok_service() -> impl Service<
     })
 }
 
+/// One request through a clone of `svc`.
+async fn send<S>(svc: &S, req: Request<String>) -> Response<String>
+where
+    S: Service<Request<String>, Response = Response<String>, Error = std::convert::Infallible>
+        + Clone,
+{
+    svc.clone().oneshot(req).await.unwrap()
+}
+
 fn request(key: Option<&str>) -> Request<String> {
     let mut b = Request::get("/v1/items/1");
     if let Some(k) = key {
@@ -104,7 +113,7 @@ async fn changes_reach_a_running_authenticator_and_limiter() {
     let d = Directory::start_with(Arc::new(FileStore::new(&path)), Duration::from_millis(50))
         .await
         .unwrap();
-    let mut svc = ServiceBuilder::new()
+    let svc = ServiceBuilder::new()
         .layer(AuthenticateLayer::new(d.clone()))
         .layer(cog_ratelimit::RateLimitLayer::new(
             cog_ratelimit::MemoryStore::new(),
@@ -113,43 +122,19 @@ async fn changes_reach_a_running_authenticator_and_limiter() {
         ))
         .service(ok_service());
 
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(request(None))
-        .await
-        .unwrap();
+    let res = send(&svc, request(None)).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Some("cog_nope0000_x")))
-        .await
-        .unwrap();
+    let res = send(&svc, request(Some("cog_nope0000_x"))).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     // The plan allows 2 a minute.
     for _ in 0..2 {
-        let res = svc
-            .ready()
-            .await
-            .unwrap()
-            .call(request(Some(&secret)))
-            .await
-            .unwrap();
+        let res = send(&svc, request(Some(&secret))).await;
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.body(), "acme");
     }
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Some(&secret)))
-        .await
-        .unwrap();
+    let res = send(&svc, request(Some(&secret))).await;
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
 
     // New plan limits, written elsewhere: seen without a restart.
@@ -159,26 +144,14 @@ async fn changes_reach_a_running_authenticator_and_limiter() {
     let d2 = d.clone();
     let revision = c.state().await.unwrap().revision;
     eventually("the new plan", || d2.revision() == revision).await;
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Some(&secret)))
-        .await
-        .unwrap();
+    let res = send(&svc, request(Some(&secret))).await;
     assert_eq!(res.status(), StatusCode::OK);
 
     // Suspended: 403 from the running layer.
     c.set_status("acme", Status::Suspended).await.unwrap();
     let revision = c.state().await.unwrap().revision;
     eventually("the suspension", || d2.revision() == revision).await;
-    let res = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(request(Some(&secret)))
-        .await
-        .unwrap();
+    let res = send(&svc, request(Some(&secret))).await;
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
 
