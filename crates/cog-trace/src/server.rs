@@ -398,7 +398,7 @@ where
         let grpc = grpc_call(&parts);
         let is_grpc = grpc.is_some();
         let cx = start_span(shared, &parts, route.as_deref(), grpc, request_size);
-        let active = ActiveGuard::start(shared.clone(), method_attr(&parts.method).0, &parts);
+        let active = ActiveGuard::start(shared.clone(), &parts.method, &parts);
         let inner = {
             // The inner service's `call` runs in the request's context too.
             let _attached = cx.clone().attach();
@@ -445,36 +445,48 @@ impl Metrics {
 
 impl ActiveGuard {
     /// Counts a request as active until finished or dropped.
-    fn start(shared: Arc<Shared>, method: &'static str, parts: &Parts) -> ActiveGuard {
+    fn start(shared: Arc<Shared>, method: &Method, parts: &Parts) -> ActiveGuard {
         let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let guard = ActiveGuard {
+        let method = method_index(method);
+        let attrs = &ACTIVE_ATTRS[method * 2 + usize::from(https)];
+        shared.metrics.active.add(1, attrs);
+        ActiveGuard {
             shared,
             started: quanta::Instant::now(),
-            method,
-            https,
+            attrs,
+            method: METHODS[method],
+            scheme: if https { "https" } else { "http" },
             done: false,
-        };
-        guard.shared.metrics.active.add(1, &guard.attrs());
-        guard
-    }
-
-    /// `http.request.method` and `url.scheme`: the active-requests
-    /// attributes, and the first two of the duration's.
-    fn attrs(&self) -> [KeyValue; 2] {
-        [
-            KeyValue::new("http.request.method", self.method),
-            KeyValue::new("url.scheme", if self.https { "https" } else { "http" }),
-        ]
+        }
     }
 }
+
+/// `http.request.method` and `url.scheme` for every known method (and
+/// `_OTHER`) and both schemes, built once: the active-requests
+/// attributes, and the first two of the duration's, without building and
+/// dropping them per request.
+static ACTIVE_ATTRS: std::sync::LazyLock<Vec<[KeyValue; 2]>> = std::sync::LazyLock::new(|| {
+    METHODS
+        .iter()
+        .flat_map(|m| {
+            ["http", "https"].map(|scheme| {
+                [
+                    KeyValue::new("http.request.method", *m),
+                    KeyValue::new("url.scheme", scheme),
+                ]
+            })
+        })
+        .collect()
+});
 
 /// One request in flight; holds the layer's shared state for the response
 /// half.
 struct ActiveGuard {
     shared: Arc<Shared>,
     started: quanta::Instant,
+    attrs: &'static [KeyValue; 2],
     method: &'static str,
-    https: bool,
+    scheme: &'static str,
     done: bool,
 }
 
@@ -482,9 +494,13 @@ impl ActiveGuard {
     fn finish(mut self, route: Option<Cow<'static, str>>, status: Option<u16>) {
         self.done = true;
         let metrics = &self.shared.metrics;
-        let [method, scheme] = self.attrs();
-        let mut attrs: smallvec::SmallVec<[KeyValue; 5]> = smallvec::smallvec![method, scheme];
-        metrics.active.add(-1, &attrs);
+        metrics.active.add(-1, self.attrs);
+        // Built, not cloned from the table: a clone costs more than a new
+        // pair of `&'static str`s.
+        let mut attrs: smallvec::SmallVec<[KeyValue; 5]> = smallvec::smallvec![
+            KeyValue::new("http.request.method", self.method),
+            KeyValue::new("url.scheme", self.scheme),
+        ];
         if let Some(r) = route {
             attrs.push(KeyValue::new("http.route", r));
         }
@@ -507,7 +523,7 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if !self.done {
             // Abandoned (the client went away): no longer active.
-            self.shared.metrics.active.add(-1, &self.attrs());
+            self.shared.metrics.active.add(-1, self.attrs);
         }
     }
 }
@@ -539,17 +555,27 @@ impl TextMapPropagator for GlobalPropagator {
 }
 
 pub(crate) fn method_attr(method: &Method) -> (&'static str, bool) {
+    let i = method_index(method);
+    (METHODS[i], i + 1 < METHODS.len())
+}
+
+/// The known methods, then `_OTHER`.
+const METHODS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE", "_OTHER",
+];
+
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => ("GET", true),
-        Method::POST => ("POST", true),
-        Method::PUT => ("PUT", true),
-        Method::DELETE => ("DELETE", true),
-        Method::HEAD => ("HEAD", true),
-        Method::OPTIONS => ("OPTIONS", true),
-        Method::PATCH => ("PATCH", true),
-        Method::CONNECT => ("CONNECT", true),
-        Method::TRACE => ("TRACE", true),
-        _ => ("_OTHER", false),
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::DELETE => 3,
+        Method::HEAD => 4,
+        Method::OPTIONS => 5,
+        Method::PATCH => 6,
+        Method::CONNECT => 7,
+        Method::TRACE => 8,
+        _ => 9,
     }
 }
 
