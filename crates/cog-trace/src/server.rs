@@ -1023,5 +1023,24 @@ mod tests {
             std::str::from_utf8(&tp).unwrap(),
             format!("00-{}-0123456789abcdef-01", "ab".repeat(16))
         );
+        // Against the formatter, over many values.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let trace = (u128::from(x) << 64 | u128::from(x.rotate_left(17))).to_be_bytes();
+            let span = x.rotate_right(5).to_be_bytes();
+            let tp = traceparent(trace, span, (x >> 3) as u8);
+            assert_eq!(
+                std::str::from_utf8(&tp).unwrap(),
+                format!(
+                    "00-{:032x}-{:016x}-{:02x}",
+                    u128::from_be_bytes(trace),
+                    u64::from_be_bytes(span),
+                    (x >> 3) as u8
+                )
+            );
+        }
     }
 }
