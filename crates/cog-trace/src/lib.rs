@@ -23,6 +23,11 @@
 //! - The span is the current OpenTelemetry context while the inner service
 //!   runs, so `tracing` spans created in handlers (through
 //!   `tracing-opentelemetry`) become its children.
+//! - Metrics: `http.server.request.duration` (histogram, seconds) and
+//!   `http.server.active_requests`, through the global OpenTelemetry meter
+//!   provider as it is when the layer is built. Install the provider
+//!   first; with none installed (the API's no-op provider), the layer
+//!   skips metrics entirely — no clock read, no attributes.
 //! - [`ClientTraceLayer`]: a client span per outgoing request, child of
 //!   the current context, whose context is injected into the request.
 //! - [`init`]: the SDK from the standard `OTEL_*` variables (see

@@ -12,6 +12,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Version, header};
 use http_body::Body;
 use opentelemetry::global::BoxedTracer;
+use opentelemetry::metrics::MeterProvider;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{Link, Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{Context, KeyValue};
@@ -42,7 +43,8 @@ pub struct TraceLayer {
 }
 
 struct Shared {
-    metrics: Metrics,
+    /// `None` when no meter provider was installed: nothing to record.
+    metrics: Option<Metrics>,
     tracer: Option<Arc<BoxedTracer>>,
     /// The pipeline's sampler, when known: lets the layer skip the SDK
     /// entirely for requests that will not be sampled.
@@ -79,7 +81,7 @@ impl TraceLayer {
     pub fn new() -> Self {
         TraceLayer {
             shared: Arc::new(Shared {
-                metrics: Metrics::new(),
+                metrics: Metrics::from_global(),
                 tracer: Some(Arc::new(opentelemetry::global::tracer("cog-trace"))),
                 sampler: crate::config::INIT_SAMPLER.get().copied(),
                 propagation: match crate::config::INIT_W3C.get() {
@@ -130,7 +132,7 @@ impl TraceLayer {
         let mut s = match Arc::try_unwrap(self.shared) {
             Ok(s) => s,
             Err(shared) => Shared {
-                metrics: Metrics::new(),
+                metrics: Metrics::from_global(),
                 tracer: shared.tracer.clone(),
                 sampler: shared.sampler,
                 propagation: shared.propagation.clone(),
@@ -268,7 +270,7 @@ impl<F> fmt::Debug for ResponseFuture<F> {
 /// What a traced request carries until its response.
 struct InFlight {
     cx: Context,
-    active: ActiveGuard,
+    active: Option<ActiveGuard>,
     route: Option<Cow<'static, str>>,
     /// A gRPC call: its status is in the response, not the HTTP status.
     grpc: bool,
@@ -298,8 +300,10 @@ where
             route,
             grpc,
         } = this.traced.take().expect("checked above");
-        let status = result.as_ref().ok().map(|r| r.status().as_u16());
-        active.finish(route, status);
+        if let Some(active) = active {
+            let status = result.as_ref().ok().map(|r| r.status().as_u16());
+            active.finish(route, status);
+        }
         Poll::Ready(finish(cx, grpc, result))
     }
 }
@@ -398,7 +402,10 @@ where
         let grpc = grpc_call(&parts);
         let is_grpc = grpc.is_some();
         let cx = start_span(shared, &parts, route.as_deref(), grpc, request_size);
-        let active = ActiveGuard::start(shared.clone(), &parts.method, &parts);
+        let active = shared
+            .metrics
+            .is_some()
+            .then(|| ActiveGuard::start(shared.clone(), &parts.method, &parts));
         let inner = {
             // The inner service's `call` runs in the request's context too.
             let _attached = cx.clone().attach();
@@ -423,9 +430,25 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn new() -> Self {
-        let meter = opentelemetry::global::meter("cog-trace");
-        Metrics {
+    /// The instruments of the global meter provider, or `None` while it is
+    /// the API's no-op provider (no SDK installed): the layer then skips
+    /// metrics entirely instead of timing requests and building attributes
+    /// for instruments that drop them. Install the meter provider before
+    /// building the layer (instruments taken from the no-op provider stay
+    /// no-ops anyway).
+    fn from_global() -> Option<Self> {
+        Metrics::from_provider(&*opentelemetry::global::meter_provider())
+    }
+
+    fn from_provider(provider: &(dyn MeterProvider + Send + Sync)) -> Option<Self> {
+        // The no-op provider is the one without state: any provider that
+        // records has somewhere to put the records. (`dyn MeterProvider`
+        // cannot be downcast; its size can be read.)
+        if std::mem::size_of_val(provider) == 0 {
+            return None;
+        }
+        let meter = provider.meter("cog-trace");
+        Some(Metrics {
             duration: meter
                 .f64_histogram("http.server.request.duration")
                 .with_description("Duration of HTTP server requests")
@@ -439,17 +462,20 @@ impl Metrics {
                 .with_description("Number of active HTTP server requests")
                 .with_unit("{request}")
                 .build(),
-        }
+        })
     }
 }
 
 impl ActiveGuard {
     /// Counts a request as active until finished or dropped.
+    /// The layer must have metrics.
     fn start(shared: Arc<Shared>, method: &Method, parts: &Parts) -> ActiveGuard {
         let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let method = method_index(method);
         let attrs = &ACTIVE_ATTRS[method * 2 + usize::from(https)];
-        shared.metrics.active.add(1, attrs);
+        if let Some(m) = &shared.metrics {
+            m.active.add(1, attrs);
+        }
         ActiveGuard {
             shared,
             started: quanta::Instant::now(),
@@ -493,7 +519,9 @@ struct ActiveGuard {
 impl ActiveGuard {
     fn finish(mut self, route: Option<Cow<'static, str>>, status: Option<u16>) {
         self.done = true;
-        let metrics = &self.shared.metrics;
+        let Some(metrics) = &self.shared.metrics else {
+            return;
+        };
         metrics.active.add(-1, self.attrs);
         // Built, not cloned from the table: a clone costs more than a new
         // pair of `&'static str`s.
@@ -523,7 +551,9 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         if !self.done {
             // Abandoned (the client went away): no longer active.
-            self.shared.metrics.active.add(-1, self.attrs);
+            if let Some(m) = &self.shared.metrics {
+                m.active.add(-1, self.attrs);
+            }
         }
     }
 }
@@ -987,6 +1017,14 @@ fn traceparent(trace: [u8; 16], span: [u8; 8], flags: u8) -> [u8; 55] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_are_skipped_only_for_the_no_op_provider() {
+        let noop = opentelemetry::metrics::noop::NoopMeterProvider::new();
+        assert!(Metrics::from_provider(&noop).is_none());
+        let sdk = opentelemetry_sdk::metrics::SdkMeterProvider::builder().build();
+        assert!(Metrics::from_provider(&sdk).is_some());
+    }
 
     #[test]
     fn query_values_are_redacted() {
