@@ -397,11 +397,30 @@ where
                 traced: None,
             };
         }
-        let route = shared.route.as_ref().and_then(|r| r(&parts));
-        let request_size = body.size_hint().exact();
-        let grpc = grpc_call(&parts);
-        let is_grpc = grpc.is_some();
-        let cx = start_span(shared, &parts, route.as_deref(), grpc, request_size);
+        let find_route = |parts: &Parts| shared.route.as_ref().and_then(|r| r(parts));
+        let incoming = shared.propagation.extract(&parts.headers);
+        let (cx, route, is_grpc) = match unsampled_fast_path(shared, incoming) {
+            // Nothing is recorded: the route only matters to the metrics
+            // (a route closure may allocate), gRPC status to nothing.
+            Ok(cx) => {
+                let route = shared.metrics.as_ref().and_then(|_| find_route(&parts));
+                (cx, route, false)
+            }
+            Err(incoming) => {
+                let route = find_route(&parts);
+                let grpc = grpc_call(&parts);
+                let request_size = body.size_hint().exact();
+                let cx = start_span(
+                    shared,
+                    &parts,
+                    route.as_deref(),
+                    grpc,
+                    request_size,
+                    incoming,
+                );
+                (cx, route, grpc.is_some())
+            }
+        };
         let active = shared
             .metrics
             .is_some()
@@ -656,21 +675,19 @@ fn unsampled_fast_path(shared: &Shared, incoming: Incoming) -> Result<Context, I
 /// captured headers).
 const ATTRIBUTE_CAPACITY: usize = 22;
 
-/// Starts the server span. Sampling happens first, on the name, kind and
-/// the two attributes samplers commonly look at; everything else is only
-/// built for a span that records.
+/// Starts the server span of a request the fast path could not settle.
+/// Sampling happens first, on the name, kind and the two attributes
+/// samplers commonly look at; everything else is only built for a span
+/// that records.
 fn start_span(
     shared: &Shared,
     parts: &Parts,
     route: Option<&str>,
     grpc: Option<(&str, &str)>,
     request_size: Option<u64>,
+    incoming: Incoming,
 ) -> Context {
     let tracer = shared.tracer.as_ref().expect("checked by the caller");
-    let incoming = match unsampled_fast_path(shared, shared.propagation.extract(&parts.headers)) {
-        Ok(cx) => return cx,
-        Err(incoming) => incoming,
-    };
     let (method, known) = method_attr(&parts.method);
     let name: std::borrow::Cow<'static, str> = match (grpc, route) {
         // `{rpc.service}/{rpc.method}`: the path without its slash.
@@ -863,10 +880,11 @@ fn finish<B: Body, E: fmt::Display>(
     result: Result<Response<B>, E>,
 ) -> Result<Response<ResponseBody<B>>, E> {
     let span = cx.span();
+    let recording = span.is_recording();
     match result {
         Ok(mut res) => {
             let status = res.status();
-            if span.is_recording() {
+            if recording {
                 span.set_attribute(KeyValue::new(
                     "http.response.status_code",
                     i64::from(status.as_u16()),
@@ -892,9 +910,10 @@ fn finish<B: Body, E: fmt::Display>(
                     res.headers_mut().insert(TRACEPARENT, v);
                 }
             }
-            let recording = span.is_recording();
             if !(grpc && status.is_success()) {
-                end(&span);
+                if recording {
+                    span.end();
+                }
                 return Ok(res.map(ResponseBody::plain));
             }
             // A trailers-only answer (how a handler's error goes out) has
@@ -907,11 +926,11 @@ fn finish<B: Body, E: fmt::Display>(
             Ok(res.map(|inner| ResponseBody { inner, grpc }))
         }
         Err(e) => {
-            if span.is_recording() {
+            if recording {
                 span.set_attribute(KeyValue::new("error.type", "_OTHER"));
                 span.set_status(Status::error(e.to_string()));
+                span.end();
             }
-            end(&span);
             Err(e)
         }
     }
