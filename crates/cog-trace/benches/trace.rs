@@ -10,6 +10,11 @@
 //!   parent extracted with the W3C propagator, and tracing-opentelemetry
 //!   exporting to the same no-op exporter, sampled.
 //!
+//! - `trace_layer/cog_unsampled_overhead`: what `cog_unsampled` adds to
+//!   `none`, measured in each sample as two back-to-back loops of the same
+//!   length (alternating which goes first), so a noisy machine slows both
+//!   alike. Its "time" is the difference.
+//!
 //! Every request carries a sampled `traceparent`.
 
 use std::convert::Infallible;
@@ -90,6 +95,20 @@ impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
     }
 }
 
+/// `iters` requests through `svc`, as `to_async(..).iter` runs them.
+fn time_loop<S, B>(rt: &tokio::runtime::Runtime, svc: &S, iters: u64) -> std::time::Duration
+where
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    rt.block_on(async {
+        let started = std::time::Instant::now();
+        for _ in 0..iters {
+            black_box(svc.clone().oneshot(request()).await.unwrap());
+        }
+        started.elapsed()
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,6 +141,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("cog_unsampled", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(unsampled.clone().oneshot(request()).await.unwrap()) })
+    });
+
+    let mut none_first = false;
+    g.bench_function("cog_unsampled_overhead", |b| {
+        b.iter_custom(|iters| {
+            none_first = !none_first;
+            let (base, traced) = if none_first {
+                let base = time_loop(&rt, &none, iters);
+                (base, time_loop(&rt, &unsampled, iters))
+            } else {
+                let traced = time_loop(&rt, &unsampled, iters);
+                (time_loop(&rt, &none, iters), traced)
+            };
+            traced.saturating_sub(base)
+        })
     });
 
     let on = provider(Sampler::AlwaysOn);
