@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use quick_cache::sync::{Cache as L1Cache, PlaceholderGuard};
+use quick_cache::sync::{Cache as L1Cache, DefaultLifecycle, PlaceholderGuard};
 use quick_cache::{Equivalent, OptionsBuilder, Weighter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::envelope;
 use crate::l2::{Invalidation, L2};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::tenant::{TenantLifecycle, TenantUsage};
+use crate::tenant::{Charge, TenantUsage};
 
 /// What a cache key must be: hashable for L1, displayable for its Redis
 /// key (escaped before use), serializable so invalidations can name it to
@@ -135,6 +135,9 @@ pub(crate) struct Slot<V> {
     /// Bytes, as weighed when stored.
     pub(crate) weight: u32,
     pub(crate) tags: Tags,
+    /// The weight counted against the tenant's L1 cap while this slot is
+    /// in L1; copies carry none (see [`crate::tenant`]).
+    pub(crate) charge: Charge,
 }
 
 /// Tags of an entry, for [`TieredCache::invalidate_tag`]. One thin
@@ -198,11 +201,16 @@ type Guard<'a, K, V> = PlaceholderGuard<
     Slot<V>,
     SlotWeighter,
     foldhash::fast::RandomState,
-    TenantLifecycle,
+    DefaultLifecycle<L1Key<K>, Slot<V>>,
 >;
 
-type L1<K, V> =
-    L1Cache<L1Key<K>, Slot<V>, SlotWeighter, foldhash::fast::RandomState, TenantLifecycle>;
+type L1<K, V> = L1Cache<
+    L1Key<K>,
+    Slot<V>,
+    SlotWeighter,
+    foldhash::fast::RandomState,
+    DefaultLifecycle<L1Key<K>, Slot<V>>,
+>;
 
 /// A two-tier read-through cache: L1 in process (quick_cache, bounded by
 /// weight in bytes), optional L2 in Redis shared by every instance.
@@ -301,7 +309,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
                 .expect("valid L1 options"),
             SlotWeighter,
             foldhash::fast::RandomState::default(),
-            TenantLifecycle::new(usage.clone()),
+            DefaultLifecycle::default(),
         );
         start_coarse_clock();
         let clock = quanta::Clock::new();
@@ -371,6 +379,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             value,
             weight: weight.min(u64::from(u32::MAX)) as u32,
             tags,
+            charge: Charge::NONE,
         }
     }
 
@@ -396,26 +405,30 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         slot.expires + self.config.stale_if_error.as_nanos() as u64
     }
 
-    /// Inserts into L1 unless the tenant is over its cap.
-    fn put_l1(&self, key: L1Key<K>, slot: Slot<V>) {
+    /// `slot`, charged to `tenant` if the cache caps tenants and the
+    /// tenant has room for it; `None` (and counted) if it has not. `old` is
+    /// the weight of the entry the slot replaces, whose charge goes when
+    /// it does.
+    fn charged(&self, tenant: &Arc<str>, mut slot: Slot<V>, old: u64) -> Option<Slot<V>> {
         if let Some(cap) = self.config.tenant_cap {
-            let old = self.l1.peek(&key).map_or(0, |s| u64::from(s.weight));
             let weight = u64::from(slot.weight);
-            if self.usage.get(&key.tenant) + weight > cap + old {
+            if self.usage.get(tenant) + weight > cap.saturating_add(old) {
                 self.stats.l1_tenant_capped();
-                return;
+                return None;
             }
-            self.usage.add(&key.tenant, weight);
-            self.usage.sub(&key.tenant, old);
+            slot.charge = self.usage.charge(tenant, weight);
         }
-        self.l1.insert(key, slot);
+        Some(slot)
     }
 
-    fn remove_l1(&self, key: &L1Key<K>) {
-        if let Some((k, s)) = self.l1.remove(key)
-            && self.config.tenant_cap.is_some()
-        {
-            self.usage.sub(&k.tenant, u64::from(s.weight));
+    /// Inserts into L1 unless the tenant is over its cap.
+    pub(crate) fn put_l1(&self, key: L1Key<K>, slot: Slot<V>) {
+        let old = match self.config.tenant_cap {
+            Some(_) => self.l1.peek(&key).map_or(0, |s| u64::from(s.weight)),
+            None => 0,
+        };
+        if let Some(slot) = self.charged(&key.tenant, slot, old) {
+            self.l1.insert(key, slot);
         }
     }
 
@@ -704,7 +717,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// every other instance's L1.
     pub async fn invalidate(&self, key: &K) {
         let inner = &self.inner;
-        inner.remove_l1(&self.l1_key(key));
+        inner.l1.remove(&self.l1_key(key));
         if let Some(l2) = &inner.l2 {
             let tenant = self.tenant_str();
             if let Err(e) = l2.del(&l2.data_key(tenant, key)).await {
@@ -890,18 +903,11 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     }
 
     fn finish(&self, guard: Guard<'_, K, V>, slot: Slot<V>) {
-        let inner = &self.inner;
-        if let Some(cap) = inner.config.tenant_cap {
-            if inner.usage.get(self.tenant_str()) + u64::from(slot.weight) > cap {
-                inner.stats.l1_tenant_capped();
-                // Dropping the guard wakes the waiters; they load in turn
-                // (no L1 room for this tenant).
-                drop(guard);
-                return;
-            }
-            inner.usage.add(self.tenant_str(), u64::from(slot.weight));
+        // Without room for this tenant, dropping the guard wakes the
+        // waiters; they load in turn.
+        if let Some(slot) = self.inner.charged(self.tenant_str(), slot, 0) {
+            let _ = guard.insert(slot);
         }
-        let _ = guard.insert(slot);
     }
 
     /// Stale if error: a failed load answers with the last value if it is

@@ -25,13 +25,10 @@ pub(crate) fn apply<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>, msg: &Inval
                 tenant: Arc::from(tenant.as_str()),
                 key: key.clone(),
             };
-            if let Some((k, s)) = inner.l1.remove(&k) {
-                inner.usage.sub(&k.tenant, u64::from(s.weight));
-            }
+            inner.l1.remove(&k);
         }
         Invalidation::Tenant(tenant) => {
             inner.l1.retain(|k, _| *k.tenant != **tenant);
-            inner.usage.reset(Some(tenant));
         }
         Invalidation::Tag { tenant, tag } => {
             inner
@@ -540,6 +537,5 @@ mod imp {
 
     fn flush<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>) {
         inner.l1.clear();
-        inner.usage.reset(None);
     }
 }

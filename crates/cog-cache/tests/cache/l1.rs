@@ -134,11 +134,53 @@ async fn tenants_are_isolated_and_capped() {
             .await
             .unwrap();
     }
-    assert!(cache.stats().l1_tenant_capped > 0);
+    // Each value weighs ~1 090 bytes (1 002 encoded + overhead): three fit
+    // under the cap, every other load was refused.
+    let resident = (0..50)
+        .filter(|i| cache.tenant("hog").get_fresh(&format!("k{i}")).is_some())
+        .count();
+    assert_eq!(resident, 3);
+    assert_eq!(cache.stats().l1_tenant_capped, 47);
     assert_eq!(cache.tenant("a").get(&k).await.as_deref(), Some("for a"));
 
     // Invalidating a tenant drops only its entries.
     cache.tenant("a").invalidate_tenant().await;
     assert_eq!(cache.tenant("a").get(&k).await, None);
     assert_eq!(cache.tenant("b").get(&k).await.as_deref(), Some("for b"));
+}
+
+/// Tag invalidation, expiry and replacement give a capped tenant its room
+/// back: its accounting never drifts into a lock-out.
+#[tokio::test]
+async fn a_capped_tenant_is_never_locked_out() {
+    let cache: Cache = TieredCache::builder().tenant_l1_cap(4096).build().unwrap();
+    let hog = cache.tenant("hog");
+    let big = "x".repeat(1000);
+    for round in 0..20 {
+        let tagged = hog.tagged(["t"]);
+        for i in 0..3 {
+            tagged.insert(format!("k{i}"), big.clone()).await;
+            // Replacing a key must not count it twice (nor zero times).
+            tagged.insert(format!("k{i}"), big.clone()).await;
+        }
+        for i in 0..3 {
+            assert!(
+                hog.get_fresh(&format!("k{i}")).is_some(),
+                "round {round}: k{i} refused"
+            );
+        }
+        hog.invalidate_tag("t").await;
+        // Expired entries are removed on the next read through.
+        hog.insert_with_ttl("short".into(), big.clone(), Duration::ZERO)
+            .await;
+        let v = hog
+            .get_or_load(&"short".to_owned(), || async {
+                Ok::<_, String>("s".into())
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, "s");
+        hog.invalidate(&"short".to_owned()).await;
+    }
+    assert_eq!(cache.stats().l1_tenant_capped, 0);
 }
