@@ -164,10 +164,12 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
     if let Some(client) = &redis {
         completions = completions
             .redis(client.clone())
+            .schema("demo-completion-v1")
             .redis_timeout(config.redis_timeout)
             .lease(Duration::from_secs(5));
         pages = pages
             .redis(client.clone())
+            .schema("demo-page-v1")
             .redis_timeout(config.redis_timeout);
     }
     let completions = completions.build()?;

@@ -122,6 +122,7 @@ fn l2_hit(c: &mut Criterion) {
         fred::prelude::ClientLike::init(&client).await.unwrap();
         let cache = TieredCache::builder()
             .redis(client)
+            .schema("bench-v1")
             .redis_timeout(Duration::from_secs(5))
             .l1_ttl(Duration::from_nanos(1))
             .build()

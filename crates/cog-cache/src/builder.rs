@@ -13,6 +13,7 @@ pub struct CacheBuilder<K, V> {
     capacity: u64,
     config: Config<K, V>,
     l1_ttl: Option<Duration>,
+    schema: Option<u64>,
     #[cfg(feature = "redis")]
     redis: Option<(fred::clients::Client, crate::l2::L2Settings)>,
     _types: PhantomData<fn(K) -> V>,
@@ -40,6 +41,10 @@ pub enum BuildError {
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Invalid(&'static str),
+    /// A Redis-backed cache was built without
+    /// [`schema`](CacheBuilder::schema).
+    #[error("a Redis-backed cache needs a value schema: call .schema(\"name-v1\") on the builder")]
+    SchemaRequired,
 }
 
 impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
@@ -53,16 +58,26 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 stale_while_revalidate: Duration::ZERO,
                 stale_if_error: Duration::ZERO,
                 negative_ttl: Duration::from_secs(30),
-                schema: schema_tag(std::any::type_name::<V>()),
+                schema: 0,
                 compress_above: Some(1024),
                 tenant_cap: None,
                 weigher: None,
+                max_refreshes: 10_000,
             },
             l1_ttl: None,
+            schema: None,
             #[cfg(feature = "redis")]
             redis: None,
             _types: PhantomData,
         }
+    }
+
+    /// Most background refreshes (stale-while-revalidate) running at once
+    /// (default 10 000). Past it, stale values are served without starting
+    /// another; the bound keeps memory flat however many keys go stale.
+    pub fn max_background_refreshes(mut self, n: usize) -> Self {
+        self.config.max_refreshes = n;
+        self
     }
 
     /// L1 capacity in bytes (default 64 MiB), as weighed by the weigher.
@@ -114,11 +129,16 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// Names the value schema (default: the value's type name). Bump it
-    /// when the value's serialized form changes: entries written under
-    /// another schema are misses.
+    /// Names the value schema; required with [`redis`](Self::redis),
+    /// meaningless without. Change it whenever the value's serialized form
+    /// changes: entries written under another schema are misses, never
+    /// old bytes read as a new type.
+    ///
+    /// There is no default: the type's name (what this once defaulted to)
+    /// changes between compilers, turning every L2 entry into a miss after
+    /// a toolchain bump, and stays the same across real format changes.
     pub fn schema(mut self, schema: &str) -> Self {
-        self.config.schema = schema_tag(schema);
+        self.schema = Some(schema_tag(schema));
         self
     }
 
@@ -219,9 +239,13 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
             return Err(BuildError::Invalid("ttl must be positive"));
         }
         self.config.l1_ttl = self.l1_ttl.unwrap_or(self.config.ttl);
+        self.config.schema = self.schema.unwrap_or(0);
         #[cfg(feature = "redis")]
         {
             if let Some((client, settings)) = self.redis.take() {
+                if self.schema.is_none() {
+                    return Err(BuildError::SchemaRequired);
+                }
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err(BuildError::NoRuntime);
                 }

@@ -1,34 +1,34 @@
 //! The tiered cache: L1 in process, optional L2 in Redis.
 
-use std::collections::HashSet;
-use std::fmt::{self, Display};
+use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
 use quick_cache::sync::{Cache as L1Cache, DefaultLifecycle, PlaceholderGuard};
 use quick_cache::{Equivalent, OptionsBuilder, Weighter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::envelope;
+use crate::generation::{Generations, Seen};
 use crate::l2::{Invalidation, L2};
+use crate::marker::Markers;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::tenant::{Charge, TenantUsage};
 
-/// What a cache key must be: hashable for L1, displayable for its Redis
-/// key (escaped before use), serializable so invalidations can name it to
-/// other instances.
+/// What a cache key must be: hashable for L1, serializable for its Redis
+/// key (the serialization, escaped, names it; keys whose serialization
+/// fails stay in L1) and so invalidations can name it to other instances.
 pub trait CacheKey:
-    Hash + Eq + Clone + Display + Serialize + DeserializeOwned + Send + Sync + 'static
+    Hash + Eq + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 {
 }
 
 impl<T> CacheKey for T where
-    T: Hash + Eq + Clone + Display + Serialize + DeserializeOwned + Send + Sync + 'static
+    T: Hash + Eq + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 {
 }
 
@@ -72,6 +72,12 @@ pub(crate) struct Config<K, V> {
     pub(crate) compress_above: Option<usize>,
     pub(crate) tenant_cap: Option<u64>,
     pub(crate) weigher: Option<Weigher<K, V>>,
+    pub(crate) max_refreshes: usize,
+}
+
+/// A duration in nanoseconds, saturating at `u64::MAX` (~584 years).
+pub(crate) fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 /// L1 key: tenant + user key.
@@ -231,7 +237,8 @@ pub(crate) struct Inner<K, V> {
     pub(crate) stats: Stats,
     clock: quanta::Clock,
     start: quanta::Instant,
-    refreshing: Mutex<HashSet<L1Key<K>>>,
+    refreshing: Arc<Markers<L1Key<K>>>,
+    pub(crate) generations: Generations,
 }
 
 impl<K, V> Clone for TieredCache<K, V> {
@@ -316,13 +323,14 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let start = clock.now();
         Arc::new(Inner {
             l1,
-            config,
             usage,
             l2,
             stats: Stats::new(),
             clock,
             start,
-            refreshing: Mutex::new(HashSet::new()),
+            refreshing: Markers::new(config.max_refreshes),
+            generations: Generations::default(),
+            config,
         })
     }
 
@@ -359,7 +367,13 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             Some(_) => self.jittered(self.config.ttl),
             None => self.jittered(self.config.negative_ttl),
         };
-        self.slot_until(key, value, now + ttl, encoded_len, tags.clone())
+        self.slot_until(
+            key,
+            value,
+            now.saturating_add(ttl),
+            encoded_len,
+            tags.clone(),
+        )
     }
 
     fn slot_until(
@@ -371,9 +385,8 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         tags: Tags,
     ) -> Slot<V> {
         let weight = self.weigh(key, value.as_ref(), encoded_len);
-        let l1_ttl = self.config.l1_ttl.as_nanos().min(u64::MAX as u128) as u64;
         Slot {
-            fresh_until: expires.min(self.now().saturating_add(l1_ttl)),
+            fresh_until: expires.min(self.now().saturating_add(nanos(self.config.l1_ttl))),
 
             expires,
             value,
@@ -397,12 +410,14 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
 
     /// Until when `slot` may be served while revalidating.
     pub(crate) fn stale_until(&self, slot: &Slot<V>) -> u64 {
-        slot.expires + self.config.stale_while_revalidate.as_nanos() as u64
+        slot.expires
+            .saturating_add(nanos(self.config.stale_while_revalidate))
     }
 
     /// Until when `slot` may stand in for a failed load.
     pub(crate) fn error_until(&self, slot: &Slot<V>) -> u64 {
-        slot.expires + self.config.stale_if_error.as_nanos() as u64
+        slot.expires
+            .saturating_add(nanos(self.config.stale_if_error))
     }
 
     /// `slot`, charged to `tenant` if the cache caps tenants and the
@@ -436,7 +451,10 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
     fn slot_read_l2(&self, key: &K, env: envelope::Envelope<V>, len: usize) -> Slot<V> {
         let now_ms = unix_ms();
         let now = self.now();
-        let left = env.fresh_until_ms.saturating_sub(now_ms) * 1_000_000;
+        let left = env
+            .fresh_until_ms
+            .saturating_sub(now_ms)
+            .saturating_mul(1_000_000);
         let tags = (!env.tags.is_empty()).then(|| {
             env.tags
                 .into_iter()
@@ -444,7 +462,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
                 .collect::<Box<[Arc<str>]>>()
         });
         let tags = tags.map(Arc::new);
-        self.slot_until(key, env.value, now + left, Some(len), tags)
+        self.slot_until(key, env.value, now.saturating_add(left), Some(len), tags)
     }
 
     /// Writes a slot to L2 (best effort: failures only feed the breaker).
@@ -452,7 +470,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         let l2 = self.l2.as_ref()?;
         let now = self.now();
         let now_ms = unix_ms();
-        let ms = |until: u64| now_ms + until.saturating_sub(now) / 1_000_000;
+        let ms = |until: u64| now_ms.saturating_add(until.saturating_sub(now) / 1_000_000);
         let bytes = match envelope::encode(
             slot.value.as_ref(),
             slot.tags.as_deref().map_or(&[], |t| &t[..]),
@@ -474,7 +492,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             / 1_000_000)
             .max(1);
         let len = bytes.len();
-        let data_key = l2.data_key(tenant, key);
+        let data_key = l2.data_key(tenant, key)?;
         if let Err(e) = l2.set(&data_key, bytes, ttl_ms).await {
             self.stats.l2_error(&e);
             return Some(len);
@@ -542,6 +560,8 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             if let Err(e) = l2.delete_tag(&tenant, tag).await {
                 inner.stats.l2_error(&e);
             }
+            // Again: a load here may have read L2 before the delete.
+            crate::l2::apply::<K, V>(inner, &msg);
             if let Err(e) = l2.publish(&msg).await {
                 inner.stats.l2_error(&e);
             }
@@ -564,7 +584,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         self.inner
             .l2
             .as_ref()
-            .map(|l2| l2.data_key(self.tenant_str(), key))
+            .and_then(|l2| l2.data_key(self.tenant_str(), key))
     }
 
     fn tenant_str(&self) -> &Arc<str> {
@@ -684,8 +704,14 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             inner.stats.l1_hit();
             return slot.value;
         }
-        let (slot, _) = self.read_l2(key).await?;
-        inner.put_l1(self.l1_key(key), slot.clone());
+        let seen = inner.generations.seen(self.l1_ref(key));
+        let (slot, fresh) = self.read_l2(key).await?;
+        if !fresh {
+            return None;
+        }
+        if !inner.generations.changed(seen) {
+            inner.put_l1(self.l1_key(key), slot.clone());
+        }
         slot.value
     }
 
@@ -701,7 +727,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// Stores `value` under `key`, fresh for exactly `ttl` (no jitter).
     pub async fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
         let inner = &self.inner;
-        let expires = inner.now() + ttl.as_nanos().min(u64::MAX as u128 / 2) as u64;
+        let expires = inner.now().saturating_add(nanos(ttl));
         let slot = inner.slot_until(&key, Some(value), expires, None, self.tags.clone());
         let tenant = self.tenant_str().clone();
         inner.put_l2(&tenant, &key, &slot).await;
@@ -717,16 +743,19 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// every other instance's L1.
     pub async fn invalidate(&self, key: &K) {
         let inner = &self.inner;
-        inner.l1.remove(&self.l1_key(key));
+        let msg = Invalidation::Key {
+            tenant: self.tenant_str().to_string(),
+            key: key.clone(),
+        };
+        crate::l2::apply::<K, V>(inner, &msg);
         if let Some(l2) = &inner.l2 {
-            let tenant = self.tenant_str();
-            if let Err(e) = l2.del(&l2.data_key(tenant, key)).await {
+            if let Some(data_key) = l2.data_key(self.tenant_str(), key)
+                && let Err(e) = l2.del(&data_key).await
+            {
                 inner.stats.l2_error(&e);
             }
-            let msg = Invalidation::Key {
-                tenant: tenant.to_string(),
-                key: key.clone(),
-            };
+            // Again: a load here may have read L2 before the delete.
+            crate::l2::apply::<K, V>(inner, &msg);
             if let Err(e) = l2.publish(&msg).await {
                 inner.stats.l2_error(&e);
             }
@@ -745,9 +774,18 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             if let Err(e) = l2.delete_tenant(&tenant).await {
                 inner.stats.l2_error(&e);
             }
+            // Again: a load here may have read L2 before the delete.
+            crate::l2::apply::<K, V>(inner, &msg);
             if let Err(e) = l2.publish(&msg).await {
                 inner.stats.l2_error(&e);
             }
+        }
+    }
+
+    fn l1_ref<'k>(&'k self, key: &'k K) -> L1Ref<'k, K> {
+        L1Ref {
+            tenant: self.tenant_str(),
+            key,
         }
     }
 
@@ -763,7 +801,8 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     async fn read_l2(&self, key: &K) -> Option<(Slot<V>, bool)> {
         let inner = &self.inner;
         let l2 = inner.l2.as_ref()?;
-        let bytes = match l2.get(&l2.data_key(self.tenant_str(), key)).await {
+        let data_key = l2.data_key(self.tenant_str(), key)?;
+        let bytes = match l2.get(&data_key).await {
             Ok(Some(b)) => b,
             Ok(None) => {
                 inner.stats.l2_miss();
@@ -829,13 +868,13 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         }
     }
 
-    /// Runs as the single loader for `key` on this instance: L2, then the
-    /// Redis lease, then `loader`; fills the guard with whatever it gets.
+    /// Runs as the single loader for `key` on this instance; fills the
+    /// guard with whatever it gets.
     async fn fill<F, Fut, E>(
         &self,
         key: &K,
         guard: Guard<'_, K, V>,
-        mut stale: Option<Slot<V>>,
+        stale: Option<Slot<V>>,
         loader: F,
     ) -> Result<Option<V>, CacheError<E>>
     where
@@ -843,17 +882,40 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Send + 'static,
     {
+        let seen = self.inner.generations.seen(self.l1_ref(key));
+        let (loaded, l2_stale) = self.load_once(key, seen, loader).await;
+        match loaded {
+            Ok(slot) => {
+                let value = slot.value.clone();
+                self.finish(guard, slot, seen);
+                Ok(value)
+            }
+            Err(e) => self.serve_stale(guard, stale.or(l2_stale), e, seen),
+        }
+    }
+
+    /// L2, then the Redis lease, then `loader`: a fresh slot for `key`
+    /// (written to L2 if it was loaded and `key` was not invalidated since
+    /// `seen`), or why there is none — with any stale L2 value found on the
+    /// way.
+    async fn load_once<F, Fut, E>(
+        &self,
+        key: &K,
+        seen: Seen,
+        loader: F,
+    ) -> (Result<Slot<V>, CacheError<E>>, Option<Slot<V>>)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Send + 'static,
+    {
         let inner = &self.inner;
         let tenant = self.tenant_str().clone();
-        match self.read_l2(key).await {
-            Some((slot, true)) => {
-                let value = slot.value.clone();
-                self.finish(guard, slot);
-                return Ok(value);
-            }
-            Some((slot, false)) => stale = stale.or(Some(slot)),
-            None => {}
-        }
+        let stale = match self.read_l2(key).await {
+            Some((slot, true)) => return (Ok(slot), None),
+            Some((slot, false)) => Some(slot),
+            None => None,
+        };
         // Once per cluster: whoever holds the lease loads; the others wait
         // for its value to appear in L2.
         let lease = match &inner.l2 {
@@ -863,49 +925,69 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         if let Some(crate::l2::LeaseOutcome::Waited) = lease
             && let Some((slot, true)) = self.read_l2(key).await
         {
-            let value = slot.value.clone();
-            self.finish(guard, slot);
-            return Ok(value);
+            return (Ok(slot), stale);
         }
         let span = tracing::debug_span!("cache.load", tenant = %self.tenant_str());
+        // A task of its own: a panicking loader is an error, not a panic
+        // of the caller (nor of a background refresh).
         let result = tokio::spawn(tracing::Instrument::instrument(loader(), span)).await;
-        let outcome = match result {
+        let loaded = match result {
             Ok(Ok(value)) => {
                 inner.stats.load();
                 let slot = inner.fresh_slot(key, value, None, &self.tags);
-                let encoded = inner.put_l2(&tenant, key, &slot).await;
-                let slot = match encoded {
-                    Some(len) if inner.config.weigher.is_none() => Slot {
-                        weight: inner
-                            .weigh(key, slot.value.as_ref(), Some(len))
-                            .min(u64::from(u32::MAX)) as u32,
-                        ..slot
-                    },
-                    _ => slot,
-                };
-                let value = slot.value.clone();
-                self.finish(guard, slot);
-                Ok(value)
+                Ok(self.put_l2_unless_invalidated(key, slot, seen).await)
             }
             Ok(Err(e)) => {
                 inner.stats.load_error();
-                self.serve_stale(guard, stale, CacheError::Load(e))
+                Err(CacheError::Load(e))
             }
             Err(_) => {
                 inner.stats.load_error();
-                self.serve_stale(guard, stale, CacheError::LoaderAborted)
+                Err(CacheError::LoaderAborted)
             }
         };
         if let (Some(crate::l2::LeaseOutcome::Held(token)), Some(l2)) = (lease, &inner.l2) {
             l2.release(&tenant, key, token).await;
         }
-        outcome
+        (loaded, stale)
     }
 
-    fn finish(&self, guard: Guard<'_, K, V>, slot: Slot<V>) {
-        // Without room for this tenant, dropping the guard wakes the
-        // waiters; they load in turn.
-        if let Some(slot) = self.inner.charged(self.tenant_str(), slot, 0) {
+    /// Writes a just-loaded slot to L2 unless `key` was invalidated since
+    /// `seen` (and takes it out again if that happened during the write);
+    /// returns it weighed by its encoded size.
+    async fn put_l2_unless_invalidated(&self, key: &K, slot: Slot<V>, seen: Seen) -> Slot<V> {
+        let inner = &self.inner;
+        if inner.generations.changed(seen) {
+            return slot;
+        }
+        let encoded = inner.put_l2(self.tenant_str(), key, &slot).await;
+        if inner.generations.changed(seen)
+            && let Some(l2) = &inner.l2
+            && let Some(data_key) = l2.data_key(self.tenant_str(), key)
+            && let Err(e) = l2.del(&data_key).await
+        {
+            inner.stats.l2_error(&e);
+        }
+        match encoded {
+            Some(len) if inner.config.weigher.is_none() => Slot {
+                weight: inner
+                    .weigh(key, slot.value.as_ref(), Some(len))
+                    .min(u64::from(u32::MAX)) as u32,
+                ..slot
+            },
+            _ => slot,
+        }
+    }
+
+    /// Fills the guard with `slot`, unless the key was invalidated since
+    /// `seen` or its tenant has no room. Otherwise dropping the guard
+    /// wakes the waiters; they load in turn.
+    fn finish(&self, guard: Guard<'_, K, V>, slot: Slot<V>, seen: Seen) {
+        let inner = &self.inner;
+        if inner.generations.changed(seen) {
+            return;
+        }
+        if let Some(slot) = inner.charged(self.tenant_str(), slot, 0) {
             let _ = guard.insert(slot);
         }
     }
@@ -917,6 +999,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         guard: Guard<'_, K, V>,
         stale: Option<Slot<V>>,
         err: CacheError<E>,
+        seen: Seen,
     ) -> Result<Option<V>, CacheError<E>> {
         let inner = &self.inner;
         let now = inner.now();
@@ -925,7 +1008,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 inner.stats.stale_served();
                 let value = slot.value.clone();
                 // Waiters get the stale value too rather than each retrying.
-                self.finish(guard, slot);
+                self.finish(guard, slot, seen);
                 Ok(value)
             }
             _ => Err(err),
@@ -933,41 +1016,30 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     }
 
     /// Refreshes `key` in the background, once however many callers see it
-    /// stale.
+    /// stale (and once per cluster with the lease). At most
+    /// [`max_background_refreshes`](crate::CacheBuilder::max_background_refreshes)
+    /// run at once; past that the stale value is served without one.
     fn spawn_refresh<F, Fut, E>(&self, key: &K, loader: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Send + 'static,
     {
-        let owned = self.l1_key(key);
-        if !self.inner.refreshing.lock().insert(owned.clone()) {
+        // Released however the refresh ends, panics included.
+        let Some(mark) = self.inner.refreshing.mark(self.l1_key(key)) else {
             return;
-        }
+        };
         let this = self.clone();
         let key = key.clone();
         tokio::spawn(async move {
+            let _mark = mark;
             let inner = &this.inner;
-            // Another instance may have refreshed it already.
-            let slot = match this.read_l2(&key).await {
-                Some((slot, true)) => Some(slot),
-                _ => match loader().await {
-                    Ok(value) => {
-                        inner.stats.load();
-                        let slot = inner.fresh_slot(&key, value, None, &this.tags);
-                        inner.put_l2(this.tenant_str(), &key, &slot).await;
-                        Some(slot)
-                    }
-                    Err(_) => {
-                        inner.stats.load_error();
-                        None
-                    }
-                },
-            };
-            if let Some(slot) = slot {
-                inner.put_l1(owned.clone(), slot);
+            let seen = inner.generations.seen(this.l1_ref(&key));
+            if let (Ok(slot), _) = this.load_once(&key, seen, loader).await
+                && !inner.generations.changed(seen)
+            {
+                inner.put_l1(this.l1_key(&key), slot);
             }
-            inner.refreshing.lock().remove(&owned);
         });
     }
 }

@@ -3,8 +3,10 @@
 //! [`HttpCacheLayer`] answers `GET` and `HEAD` requests from the cache when
 //! it can, and stores cacheable responses of the inner service:
 //!
-//! - the key is method (`HEAD` shares `GET`'s entries), URI, the values of
-//!   the request headers the response's `Vary` names, and the tenant;
+//! - the key is the method (`HEAD` shares `GET`'s entries), the effective
+//!   request URI (scheme, host, path and query: two hosts served by one
+//!   service never share entries), the values of the request headers the
+//!   response's `Vary` names, and the tenant;
 //! - a response is stored only if its `Cache-Control` allows a shared
 //!   cache to (`max-age` or `s-maxage`, no `no-store`, no `private`), it
 //!   has no `Set-Cookie`, its status is cacheable (200, 203, 204, 300, 301,
@@ -15,7 +17,13 @@
 //!   answer is served for N seconds instead of a 5xx;
 //! - requests with `Authorization` are neither answered from nor stored in
 //!   the cache, unless [`cache_authorized`](HttpCacheLayer::cache_authorized)
-//!   allows it for the request (the tenant then isolates entries);
+//!   allows it for the request; the tenant then isolates entries, and
+//!   without one (no [`tenant_with`](HttpCacheLayer::tenant_with), or it
+//!   finds none) each credential gets a namespace of its own, named by the
+//!   SHA-256 of its `Authorization` value;
+//! - `max-age`, `s-maxage` and the `stale-*` windows are capped at 2^31
+//!   seconds (RFC 9111 §1.2.2), and an upstream `Age` counts against the
+//!   response's freshness;
 //! - requests with `Cache-Control: no-cache` or `no-store` go to the inner
 //!   service;
 //! - every answer carries `Cache-Status` (RFC 9211), e.g.
@@ -34,7 +42,6 @@
 //! # let _ = layer;
 //! ```
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -46,12 +53,12 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Either, Full};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::cache::{TieredCache, unix_ms};
+use crate::marker::Markers;
 
 /// The response body of [`HttpCache`]: a cached (or buffered) body, or the
 /// inner service's body passed through.
@@ -94,8 +101,11 @@ struct Shared {
     tenant: Option<TenantFn>,
     authorized: Option<AllowFn>,
     max_body: usize,
-    revalidating: Mutex<HashSet<String>>,
+    revalidating: Arc<Markers<String>>,
 }
+
+/// Most background revalidations running at once, per layer.
+const MAX_REVALIDATIONS: usize = 10_000;
 
 impl fmt::Debug for HttpCacheLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,7 +125,7 @@ impl HttpCacheLayer {
                 tenant: None,
                 authorized: None,
                 max_body: 1 << 20,
-                revalidating: Mutex::new(HashSet::new()),
+                revalidating: Markers::new(MAX_REVALIDATIONS),
             }),
         }
     }
@@ -126,7 +136,7 @@ impl HttpCacheLayer {
             tenant: s.tenant.clone(),
             authorized: s.authorized.clone(),
             max_body: s.max_body,
-            revalidating: Mutex::new(HashSet::new()),
+            revalidating: Markers::new(MAX_REVALIDATIONS),
         });
         f(&mut shared);
         HttpCacheLayer {
@@ -249,9 +259,40 @@ fn bypass(shared: &Shared, parts: &Parts) -> Option<Bypass> {
     None
 }
 
+/// The method (`HEAD` is answered from `GET`'s entries) and the effective
+/// request URI (RFC 9110 §7.1): scheme (`http` unless the URI names one),
+/// host (from the URI, else `Host`; lower-cased), path and query.
 fn base_key(parts: &Parts) -> String {
-    // HEAD is answered from GET's entries.
-    format!("GET {}", parts.uri)
+    let scheme = parts.uri.scheme_str().unwrap_or("http");
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+        .unwrap_or("");
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut key = String::with_capacity(8 + scheme.len() + host.len() + path.len());
+    key.push_str("GET ");
+    key.push_str(scheme);
+    key.push_str("://");
+    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    key.push_str(path);
+    key
+}
+
+/// The namespace of a request's entries: its tenant; without one, for a
+/// request with `Authorization` (allowed by `cache_authorized`), its own
+/// credential's; else the shared one.
+fn namespace(shared: &Shared, parts: &Parts) -> String {
+    if let Some(tenant) = shared.tenant.as_ref().and_then(|f| f(parts)) {
+        return tenant;
+    }
+    match parts.headers.get(header::AUTHORIZATION) {
+        // A tenant would have to be this very string, digest included, to
+        // share these entries.
+        Some(auth) => format!("\u{1}auth:{}", cog_core::keys::sha256_hex(auth.as_bytes())),
+        None => String::new(),
+    }
 }
 
 fn vary_key(base: &str, names: &[String], headers: &HeaderMap) -> String {
@@ -294,12 +335,7 @@ where
         set_status(res.headers_mut(), status);
         return Ok(res.map(Either::Right));
     }
-    let tenant = shared
-        .tenant
-        .as_ref()
-        .and_then(|f| f(&parts))
-        .unwrap_or_default();
-    let cache = shared.cache.tenant(&tenant);
+    let cache = shared.cache.tenant(&namespace(&shared, &parts));
     let base = base_key(&parts);
     let head = parts.method == Method::HEAD;
 
@@ -328,6 +364,7 @@ where
 
     // Forward.
     let req_headers = parts.headers.clone();
+    let requested_at = unix_ms();
     let result = inner.call(Request::from_parts(parts, body)).await;
     let res = match result {
         Ok(res) => res,
@@ -349,15 +386,28 @@ where
         set_status(res.headers_mut(), &status_prefix);
         return Ok(res.map(Either::Right));
     }
-    Ok(store_response(&shared, &cache, &base, &req_headers, res, &status_prefix).await)
+    let sent = Sent {
+        base: &base,
+        headers: &req_headers,
+        at: requested_at,
+    };
+    Ok(store_response(&shared, &cache, sent, res, &status_prefix).await)
+}
+
+/// The forwarded request a response answers.
+struct Sent<'a> {
+    /// Its cache key before `Vary`.
+    base: &'a str,
+    headers: &'a HeaderMap,
+    /// When it was sent (unix ms).
+    at: u64,
 }
 
 /// Stores `res` if it is cacheable and answers with it.
 async fn store_response<ResBody>(
     shared: &Shared,
     cache: &TieredCache<String, StoredResponse>,
-    base: &str,
-    req_headers: &HeaderMap,
+    sent: Sent<'_>,
     res: Response<ResBody>,
     status_prefix: &str,
 ) -> Response<CacheBody<ResBody>>
@@ -386,7 +436,14 @@ where
         }
     };
     let now = unix_ms();
-    let secs = |s: u64| now + s * 1000;
+    // RFC 9111 §4.2.3: the age it had upstream, plus the time the request
+    // took (it may have waited that long somewhere before answering).
+    let initial_age_ms = plan
+        .age
+        .saturating_mul(1000)
+        .saturating_add(now.saturating_sub(sent.at));
+    let stored_at = now.saturating_sub(initial_age_ms);
+    let secs = |s: u64| stored_at.saturating_add(s.saturating_mul(1000));
     let stored = Stored {
         status: head.status.as_u16(),
         headers: head
@@ -395,24 +452,29 @@ where
             .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
             .collect(),
         body: bytes.clone(),
-        stored_at: now,
+        stored_at,
         fresh_until: secs(plan.max_age),
         swr_until: secs(plan.max_age + plan.swr),
         sie_until: secs(plan.max_age + plan.sie),
     };
-    let lifetime =
-        Duration::from_secs(plan.max_age + plan.swr.max(plan.sie)).max(Duration::from_secs(1));
+    let until = stored.swr_until.max(stored.sie_until);
+    if until <= now {
+        // Already stale past every window on arrival: nothing to serve.
+        set_status(&mut head.headers, status_prefix);
+        return Response::from_parts(head, Either::Left(Full::new(bytes)));
+    }
+    let lifetime = Duration::from_millis(until - now).max(Duration::from_secs(1));
     let key = if plan.vary.is_empty() {
-        base.to_owned()
+        sent.base.to_owned()
     } else {
         cache
             .insert_with_ttl(
-                base.to_owned(),
+                sent.base.to_owned(),
                 StoredResponse::Vary(plan.vary.clone()),
                 lifetime,
             )
             .await;
-        vary_key(base, &plan.vary, req_headers)
+        vary_key(sent.base, &plan.vary, sent.headers)
     };
     cache
         .insert_with_ttl(key, StoredResponse::Full(stored), lifetime)
@@ -422,6 +484,8 @@ where
 }
 
 struct Plan {
+    /// `Age` as the response arrived (seconds).
+    age: u64,
     max_age: u64,
     swr: u64,
     sie: u64,
@@ -461,7 +525,13 @@ fn storable<B: Body>(shared: &Shared, res: &Response<B>) -> Option<Plan> {
     if !fits {
         return None;
     }
+    let age = res
+        .headers()
+        .get(header::AGE)
+        .and_then(|v| delta_seconds(v.to_str().ok()?.trim()))
+        .unwrap_or(0);
     Some(Plan {
+        age,
         max_age,
         swr: cc.swr.unwrap_or(0),
         sie: cc.sie.unwrap_or(0),
@@ -490,7 +560,7 @@ fn directives(headers: &HeaderMap) -> Directives {
                 Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
                 None => (part.trim(), None),
             };
-            let secs = || value.and_then(|v| v.parse::<u64>().ok());
+            let secs = || value.and_then(delta_seconds);
             match name.to_ascii_lowercase().as_str() {
                 "no-store" => d.no_store = true,
                 "no-cache" => d.no_cache = true,
@@ -504,6 +574,19 @@ fn directives(headers: &HeaderMap) -> Directives {
         }
     }
     d
+}
+
+/// The largest delta-seconds value honoured; larger ones count as this
+/// (RFC 9111 §1.2.2).
+const MAX_DELTA: u64 = 1 << 31;
+
+/// Parses delta-seconds: digits only, capped at [`MAX_DELTA`] however many
+/// there are.
+fn delta_seconds(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u64>().map_or(MAX_DELTA, |n| n.min(MAX_DELTA)))
 }
 
 fn set_status(headers: &mut HeaderMap, value: &str) {
@@ -553,10 +636,13 @@ fn revalidate<S, ReqBody, ResBody>(
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let marker = format!("{}\u{0}{key}", cache.tenant_id());
-    if !shared.revalidating.lock().insert(marker.clone()) {
+    // Released however the revalidation ends, panics included.
+    let Some(mark) = shared
+        .revalidating
+        .mark(format!("{}\u{0}{key}", cache.tenant_id()))
+    else {
         return;
-    }
+    };
     let mut req = Request::new(ReqBody::default());
     *req.method_mut() = Method::GET;
     *req.uri_mut() = parts.uri.clone();
@@ -565,6 +651,8 @@ fn revalidate<S, ReqBody, ResBody>(
     let req_headers = parts.headers.clone();
     let (shared, cache) = (shared.clone(), cache.clone());
     tokio::spawn(async move {
+        let _mark = mark;
+        let at = unix_ms();
         // Readiness: a clone of a ready service may need polling first.
         if std::future::poll_fn(|cx| inner.poll_ready(cx))
             .await
@@ -572,9 +660,13 @@ fn revalidate<S, ReqBody, ResBody>(
             && let Ok(res) = inner.call(req).await
             && !res.status().is_server_error()
         {
-            store_response(&shared, &cache, &base, &req_headers, res, "cog").await;
+            let sent = Sent {
+                base: &base,
+                headers: &req_headers,
+                at,
+            };
+            store_response(&shared, &cache, sent, res, "cog").await;
         }
-        shared.revalidating.lock().remove(&marker);
     });
 }
 
@@ -601,6 +693,19 @@ mod tests {
             (Some(60), Some(30), Some(5), None)
         );
         assert!(!d.no_store && !d.private);
+    }
+
+    #[test]
+    fn delta_seconds_are_digits_capped_at_two_to_the_31() {
+        assert_eq!(delta_seconds("0"), Some(0));
+        assert_eq!(delta_seconds("60"), Some(60));
+        assert_eq!(delta_seconds("2147483648"), Some(MAX_DELTA));
+        assert_eq!(delta_seconds("2147483649"), Some(MAX_DELTA));
+        assert_eq!(delta_seconds("18446744073709551616"), Some(MAX_DELTA));
+        assert_eq!(delta_seconds(&"9".repeat(100)), Some(MAX_DELTA));
+        for junk in ["", "-1", "+5", "1.5", "1e3", " 5", "x"] {
+            assert_eq!(delta_seconds(junk), None, "{junk:?}");
+        }
     }
 
     #[test]

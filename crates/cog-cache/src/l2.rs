@@ -18,6 +18,7 @@ pub(crate) enum Invalidation<K> {
 }
 
 /// Applies an invalidation to this instance's L1.
+/// Loads in flight for the keys it names write nothing back.
 pub(crate) fn apply<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>, msg: &Invalidation<K>) {
     match msg {
         Invalidation::Key { tenant, key } => {
@@ -25,12 +26,15 @@ pub(crate) fn apply<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>, msg: &Inval
                 tenant: Arc::from(tenant.as_str()),
                 key: key.clone(),
             };
+            inner.generations.bump_key(&k);
             inner.l1.remove(&k);
         }
         Invalidation::Tenant(tenant) => {
+            inner.generations.bump_all();
             inner.l1.retain(|k, _| *k.tenant != **tenant);
         }
         Invalidation::Tag { tenant, tag } => {
+            inner.generations.bump_all();
             inner
                 .l1
                 .retain(|k, s| !(*k.tenant == **tenant && s.has_tag(tag)));
@@ -84,7 +88,7 @@ mod disabled {
     pub(crate) enum L2 {}
 
     impl L2 {
-        pub(crate) fn data_key<K: std::fmt::Display>(&self, _: &str, _: &K) -> String {
+        pub(crate) fn data_key<K: Serialize>(&self, _: &str, _: &K) -> Option<String> {
             match *self {}
         }
         pub(crate) fn circuit_open(&self) -> bool {
@@ -105,14 +109,10 @@ mod disabled {
         ) -> Result<(), L2Error> {
             match *self {}
         }
-        pub(crate) async fn lease<K: std::fmt::Display>(
-            &self,
-            _: &str,
-            _: &K,
-        ) -> Option<LeaseOutcome> {
+        pub(crate) async fn lease<K: Serialize>(&self, _: &str, _: &K) -> Option<LeaseOutcome> {
             match *self {}
         }
-        pub(crate) async fn release<K: std::fmt::Display>(&self, _: &str, _: &K, _: String) {
+        pub(crate) async fn release<K: Serialize>(&self, _: &str, _: &K, _: String) {
             match *self {}
         }
         pub(crate) async fn add_to_tag(
@@ -135,23 +135,38 @@ mod disabled {
 
 #[cfg(feature = "redis")]
 mod imp {
-    use std::fmt::Display;
     use std::sync::Weak;
     use std::time::Duration;
 
-    use cog_core::breaker::{Breaker, Permit};
-    use cog_core::keys::encode_segment;
+    use cog_core::breaker::Breaker;
+    use cog_core::keys::{encode_segment, encode_segment_bytes};
     use fred::clients::{Client, SubscriberClient};
     use fred::interfaces::{
         ClientLike, EventInterface, KeysInterface, LuaInterface, PubsubInterface,
     };
     use fred::types::config::Options;
     use fred::types::{Expiration, SetOptions};
+    use tokio::sync::broadcast::error::RecvError;
     use tracing::Instrument;
 
     use super::*;
 
     const RELEASE_LUA: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+    /// Adds a member to a tag set and extends (never shortens) the set's
+    /// TTL; answers the set's size. `PTTL` + `PEXPIRE` rather than
+    /// `PEXPIRE GT`, which needs Redis 7: this works on 6.2 (and older).
+    const TAG_ADD_LUA: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
+        if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then \
+        redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+        return redis.call('SCARD', KEYS[1])";
+
+    /// Tag sets are pruned of members whose entries expired each time
+    /// they grow past a multiple of this (and only then).
+    const TAG_PRUNE_EVERY: u64 = 16;
+    /// Members sampled per prune: twice [`TAG_PRUNE_EVERY`], so a set
+    /// settles at about twice its live members however many expire.
+    const TAG_PRUNE_SAMPLE: usize = 32;
 
     /// L2 settings, from the builder.
     #[derive(Debug, Clone)]
@@ -195,13 +210,17 @@ mod imp {
             self.breaker.is_open()
         }
 
-        pub(crate) fn data_key<K: Display>(&self, tenant: &str, key: &K) -> String {
-            format!(
+        /// The Redis key of `key`: named by its serialization, which keeps
+        /// apart whatever its `Eq` keeps apart (its `Display` might not).
+        /// `None` for a key whose `Serialize` fails: it lives in L1 only.
+        pub(crate) fn data_key<K: Serialize>(&self, tenant: &str, key: &K) -> Option<String> {
+            let bytes = postcard::to_stdvec(key).ok()?;
+            Some(format!(
                 "{}{}:{}",
                 self.settings.prefix,
                 encode_segment(tenant),
-                encode_segment(&key.to_string())
-            )
+                encode_segment_bytes(&bytes)
+            ))
         }
 
         /// The set of data keys carrying `tag`. `#tag:` cannot occur in a
@@ -227,17 +246,44 @@ mod imp {
             let set = self.tag_key(tenant, tag);
             let c = self.client.with_options(&self.opts());
             let member = data_key.to_owned();
-            self.call("SADD", async move {
+            let key = set.clone();
+            let size: u64 = self
+                .call("EVAL SADD", async move {
+                    c.eval(TAG_ADD_LUA, vec![key], vec![member, ttl_ms.to_string()])
+                        .await
+                })
+                .await?;
+            if size >= 2 * TAG_PRUNE_EVERY && size.is_multiple_of(TAG_PRUNE_EVERY) {
+                self.spawn_prune(set);
+            }
+            Ok(())
+        }
+
+        /// Removes members of a tag set whose entries are gone (expired or
+        /// evicted), from a random sample, in the background. Members live
+        /// in other hash slots than the set, so this cannot be one script
+        /// on Cluster: it is a few plain calls, each under the timeout.
+        fn spawn_prune(&self, set: String) {
+            let c = self.client.with_options(&self.opts());
+            let timeout = self.settings.timeout;
+            tokio::spawn(async move {
                 use fred::interfaces::SetsInterface;
-                c.sadd::<(), _, _>(&set, member).await?;
-                // Extend, never shorten: NX for a new set, GT otherwise.
-                let ms = ttl_ms as i64;
-                c.pexpire::<(), _>(&set, ms, Some(fred::types::ExpireOptions::NX))
-                    .await?;
-                c.pexpire::<(), _>(&set, ms, Some(fred::types::ExpireOptions::GT))
-                    .await
-            })
-            .await
+                let prune = async {
+                    let sample: Vec<String> = c.srandmember(&set, Some(TAG_PRUNE_SAMPLE)).await?;
+                    let mut gone = Vec::new();
+                    for member in sample {
+                        if c.exists::<u32, _>(&member).await? == 0 {
+                            gone.push(member);
+                        }
+                    }
+                    if !gone.is_empty() {
+                        c.srem::<(), _, _>(&set, gone).await?;
+                    }
+                    Ok::<_, fred::error::Error>(())
+                };
+                // Best effort: a failed prune leaves the set for the next.
+                let _ = tokio::time::timeout(timeout * (TAG_PRUNE_SAMPLE as u32 + 2), prune).await;
+            });
         }
 
         /// Deletes every data key recorded under `tag`, then the set.
@@ -272,8 +318,11 @@ mod imp {
             let pattern = format!("{glob}{}:*", encode_segment(tenant));
             let client = self.client.clone();
             let opts = self.opts();
-            // A scan walks the whole keyspace: give it more than one call's
-            // timeout, but still a bound.
+            let step = self.settings.timeout;
+            // A scan walks the whole keyspace: the whole walk may take more
+            // than one call's timeout (still bounded), but every page and
+            // every delete must answer within it — so a Redis that is gone
+            // is noticed in one timeout, not in the walk's bound.
             let bound = self.settings.timeout * 100;
             let work = async move {
                 let mut keys = if client.is_clustered() {
@@ -283,21 +332,22 @@ mod imp {
                 } else {
                     client.scan_buffered(pattern, Some(500), None).boxed()
                 };
-                while let Some(key) = keys.next().await {
+                loop {
+                    let next = tokio::time::timeout(step, keys.next()).await.map_err(|_| {
+                        fred::error::Error::new(fred::error::ErrorKind::Timeout, "SCAN page")
+                    })?;
+                    let Some(key) = next else { break };
                     client.with_options(&opts).del::<(), _>(key?).await?;
                 }
                 Ok(())
             };
-            match tokio::time::timeout(bound, work).await {
-                Ok(r) => r.map_err(|e: fred::error::Error| L2Error::Redis(e.to_string())),
-                Err(_) => Err(L2Error::Timeout),
-            }
+            self.call_within("SCAN+DEL", bound, work).await
         }
 
-        fn lease_key<K: Display>(&self, tenant: &str, key: &K) -> String {
-            let mut k = self.data_key(tenant, key);
+        fn lease_key<K: Serialize>(&self, tenant: &str, key: &K) -> Option<String> {
+            let mut k = self.data_key(tenant, key)?;
             k.push_str(":lease");
-            k
+            Some(k)
         }
 
         /// Runs one Redis call under the breaker and the timeout.
@@ -305,7 +355,21 @@ mod imp {
         where
             F: Future<Output = Result<T, fred::error::Error>>,
         {
-            if self.breaker.allow() == Permit::Reject {
+            self.call_within(what, self.settings.timeout, f).await
+        }
+
+        /// Runs Redis work under the breaker (refused at once while it is
+        /// open) and the bound `timeout`.
+        async fn call_within<T, F>(
+            &self,
+            what: &'static str,
+            timeout: Duration,
+            f: F,
+        ) -> Result<T, L2Error>
+        where
+            F: Future<Output = Result<T, fred::error::Error>>,
+        {
+            if !self.breaker.allow().may_call() {
                 return Err(L2Error::CircuitOpen);
             }
             let span = tracing::debug_span!(
@@ -315,8 +379,7 @@ mod imp {
                 otel.kind = "client"
             );
             let started = std::time::Instant::now();
-            let result = match tokio::time::timeout(self.settings.timeout, f.instrument(span)).await
-            {
+            let result = match tokio::time::timeout(timeout, f.instrument(span)).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::Timeout => Err(L2Error::Timeout),
                 Ok(Err(e)) => Err(L2Error::Redis(e.to_string())),
@@ -401,13 +464,13 @@ mod imp {
 
         /// Takes the load lease for `key`, or waits for its holder.
         /// `None`: no lease configured, or L2 unusable.
-        pub(crate) async fn lease<K: Display>(
+        pub(crate) async fn lease<K: Serialize>(
             &self,
             tenant: &str,
             key: &K,
         ) -> Option<LeaseOutcome> {
             let ttl = self.settings.lease?;
-            let lease_key = self.lease_key(tenant, key);
+            let lease_key = self.lease_key(tenant, key)?;
             let token = format!("{:016x}", rand::random::<u64>());
             let c = self.client.with_options(&self.opts());
             let (k, t) = (lease_key.clone(), token.clone());
@@ -449,9 +512,11 @@ mod imp {
         }
 
         /// Releases the lease if we still hold it (token check).
-        pub(crate) async fn release<K: Display>(&self, tenant: &str, key: &K, token: String) {
+        pub(crate) async fn release<K: Serialize>(&self, tenant: &str, key: &K, token: String) {
             let c = self.client.with_options(&self.opts());
-            let k = self.lease_key(tenant, key);
+            let Some(k) = self.lease_key(tenant, key) else {
+                return;
+            };
             let _ = self
                 .call("EVAL", async move {
                     c.eval::<i64, _, _, _>(RELEASE_LUA, vec![k], vec![token])
@@ -499,10 +564,15 @@ mod imp {
             loop {
                 tokio::select! {
                     msg = messages.recv() => {
-                        let Ok(msg) = msg else {
-                            // Lagged: messages were lost. Flush to be safe.
-                            if let Some(inner) = inner.upgrade() { flush(&inner); }
-                            continue;
+                        let msg = match msg {
+                            Ok(msg) => msg,
+                            Err(e) => match after(&e) {
+                                AfterRecvError::Flush => {
+                                    if let Some(inner) = inner.upgrade() { flush(&inner); }
+                                    continue;
+                                }
+                                AfterRecvError::Stop => break,
+                            },
                         };
                         let Some(inner) = inner.upgrade() else { break };
                         let Some(bytes) = msg.value.as_bytes() else { continue };
@@ -535,7 +605,37 @@ mod imp {
         Ok(())
     }
 
+    /// What the subscriber does when its message channel reports `e`.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(super) enum AfterRecvError {
+        /// Messages were lost (the listener lagged): flush L1 to be safe.
+        Flush,
+        /// The client is gone: nothing more will come (looping would spin).
+        Stop,
+    }
+
+    pub(super) fn after(e: &RecvError) -> AfterRecvError {
+        match e {
+            RecvError::Lagged(_) => AfterRecvError::Flush,
+            RecvError::Closed => AfterRecvError::Stop,
+        }
+    }
+
     fn flush<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>) {
+        inner.generations.bump_all();
         inner.l1.clear();
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use tokio::sync::broadcast::error::RecvError;
+
+    use super::imp::{AfterRecvError, after};
+
+    #[test]
+    fn a_closed_channel_stops_the_listener_and_a_lagged_one_flushes() {
+        assert_eq!(after(&RecvError::Closed), AfterRecvError::Stop);
+        assert_eq!(after(&RecvError::Lagged(3)), AfterRecvError::Flush);
     }
 }

@@ -73,10 +73,12 @@
 mod builder;
 mod cache;
 mod envelope;
+mod generation;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod l2;
+mod marker;
 mod stats;
 mod tenant;
 

@@ -21,27 +21,37 @@ pub const MAX_ENCODED: usize = 128;
 ///
 /// The encoding is injective: distinct subjects give distinct keys.
 pub fn encode_segment(subject: &str) -> String {
+    encode_segment_bytes(subject.as_bytes())
+}
+
+/// [`encode_segment`] for arbitrary bytes (a serialized key, say): the same
+/// encoding, injective over byte strings.
+pub fn encode_segment_bytes(subject: &[u8]) -> String {
     if subject.is_empty() {
         return "~".to_owned();
     }
     let mut out = String::with_capacity(subject.len().min(MAX_ENCODED) + 8);
-    for &b in subject.as_bytes() {
+    for &b in subject {
         if b.is_ascii_alphanumeric() || b"._-@/+=".contains(&b) {
             out.push(b as char);
         } else {
             let _ = write!(out, "%{b:02X}");
         }
         if out.len() > MAX_ENCODED {
-            let digest = Sha256::digest(subject.as_bytes());
-            let mut hashed = String::with_capacity(65);
-            hashed.push('#');
-            for b in digest {
-                let _ = write!(hashed, "{b:02x}");
-            }
-            return hashed;
+            return format!("#{}", sha256_hex(subject));
         }
     }
     out
+}
+
+/// The SHA-256 of `data` in lower-case hex: how secrets (API keys,
+/// credentials) appear wherever they must be told apart but never shown.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let mut hex = String::with_capacity(64);
+    for b in Sha256::digest(data) {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 #[cfg(test)]

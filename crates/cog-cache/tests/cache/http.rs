@@ -64,6 +64,34 @@ fn origin(calls: Arc<AtomicUsize>) -> Origin {
                     res = res.header("cache-control", "max-age=1, stale-if-error=30");
                     format!("#{n}")
                 }
+                "/huge" => {
+                    res = res.header(
+                        "cache-control",
+                        "max-age=18446744073709551615, stale-while-revalidate=99999999999999999999999, stale-if-error=18446744073709551615",
+                    );
+                    format!("#{n}")
+                }
+                "/aged" => {
+                    res = res
+                        .header("cache-control", "max-age=60")
+                        .header("age", "50");
+                    format!("#{n}")
+                }
+                "/too-old" => {
+                    res = res
+                        .header("cache-control", "max-age=60")
+                        .header("age", "100");
+                    format!("#{n}")
+                }
+                "/swr-panic" if n == 2 => panic!("origin bug"),
+                "/swr-panic" => {
+                    res = res.header("cache-control", "max-age=0, stale-while-revalidate=60");
+                    format!("#{n}")
+                }
+                "/host" => {
+                    res = res.header("cache-control", "max-age=60");
+                    format!("host={} #{n}", h("host"))
+                }
                 "/big" => {
                     res = res.header("cache-control", "max-age=60");
                     "x".repeat(4096)
@@ -224,6 +252,7 @@ async fn tenant_a_never_sees_tenant_b() {
     let shared = |_: ()| async {
         TieredCache::builder()
             .redis(client(&server.url()).await)
+            .schema("http-v1")
             .build()
             .unwrap()
     };
@@ -261,4 +290,91 @@ async fn stale_while_revalidate_and_stale_if_error() {
     // The origin now fails with 500: the stale answer stands in.
     let (status, body, _, _) = c.send("GET", "/sie", &[]).await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "#1"));
+}
+
+/// Two hosts served by one service never share entries: the key is the
+/// effective request URI, host included.
+#[tokio::test]
+async fn hosts_do_not_share_entries() {
+    let c = Client::new(layer(l1()));
+    let a = [("host", "a.example")];
+    let b = [("host", "B.example")];
+    assert_eq!(c.get("/host", &a).await.0, "host=a.example #1");
+    assert_eq!(c.get("/host", &b).await.0, "host=B.example #2");
+    assert_eq!(c.get("/host", &a).await.0, "host=a.example #1");
+    // Host names are case-insensitive.
+    assert_eq!(
+        c.get("/host", &[("host", "b.EXAMPLE")]).await.0,
+        "host=B.example #2"
+    );
+    // An absolute URI names its host itself.
+    assert_eq!(
+        c.get("http://a.example/host", &[]).await.0,
+        "host=a.example #1"
+    );
+    assert_eq!(c.get("https://a.example/host", &[]).await.0, "host=- #3");
+    assert_eq!(c.calls(), 3);
+}
+
+/// Without a tenant function, responses to authorized requests (where
+/// caching them is allowed) are kept per credential, never shared.
+#[tokio::test]
+async fn authorized_responses_are_per_credential_without_a_tenant() {
+    let c = Client::new(HttpCacheLayer::new(l1()).cache_authorized(|_| true));
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+    assert_eq!(c.get("/p", &alice).await.0, "tenant=- #1");
+    assert!(c.get("/p", &alice).await.1.starts_with("cog; hit"));
+    let (body, cs) = c.get("/p", &bob).await;
+    assert_eq!(
+        (body.as_str(), cs.as_str()),
+        ("tenant=- #2", "cog; fwd=uri-miss; stored")
+    );
+    let (body, _) = c.get("/p", &[]).await;
+    assert_eq!(body, "tenant=- #3");
+    assert_eq!(c.calls(), 3);
+}
+
+/// Delta-seconds past 2^31 count as 2^31 (RFC 9111 §1.2.2), whatever
+/// their size: stored and served, no overflow.
+#[tokio::test]
+async fn huge_delta_seconds_are_capped() {
+    let c = Client::new(layer(l1()));
+    assert_eq!(c.get("/huge", &[]).await.1, "cog; fwd=uri-miss; stored");
+    let (body, cs) = c.get("/huge", &[]).await;
+    assert_eq!(body, "#1");
+    assert!(cs.starts_with("cog; hit; ttl=2147483"), "{cs}");
+}
+
+/// The age a response had upstream counts: `Age` on answers includes it,
+/// and it shortens the freshness left.
+#[tokio::test]
+async fn upstream_age_is_honoured() {
+    let c = Client::new(layer(l1()));
+    c.get("/aged", &[]).await;
+    let (_, body, cs, age) = c.send("GET", "/aged", &[]).await;
+    assert_eq!(body, "#1");
+    let age: u64 = age.parse().unwrap();
+    assert!((50..=51).contains(&age), "{age}");
+    let ttl: i64 = cs.strip_prefix("cog; hit; ttl=").unwrap().parse().unwrap();
+    assert!((8..=10).contains(&ttl), "{cs}");
+    // Older than its max-age on arrival: not served from the cache.
+    c.get("/too-old", &[]).await;
+    assert_eq!(c.get("/too-old", &[]).await.0, "#3");
+}
+
+/// A background revalidation that panics lets the next stale answer start
+/// another.
+#[tokio::test]
+async fn a_panicking_revalidation_does_not_stop_later_ones() {
+    let c = Client::new(layer(l1()));
+    assert_eq!(c.get("/swr-panic", &[]).await.0, "#1");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // Stale: served, and revalidated behind — the origin panics (call 2).
+    assert_eq!(c.get("/swr-panic", &[]).await.0, "#1");
+    eventually("a second revalidation", async || {
+        c.get("/swr-panic", &[]).await;
+        c.calls() >= 3
+    })
+    .await;
 }

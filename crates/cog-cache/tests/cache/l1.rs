@@ -1,5 +1,6 @@
 //! L1 alone: read-through, stampedes, freshness, tenants.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cog_cache::{CacheError, TieredCache};
@@ -183,4 +184,104 @@ async fn a_capped_tenant_is_never_locked_out() {
         hog.invalidate(&"short".to_owned()).await;
     }
     assert_eq!(cache.stats().l1_tenant_capped, 0);
+}
+
+/// Durations up to `Duration::MAX` saturate: no overflow (a panic in debug
+/// builds, a wrapped deadline in release ones).
+#[tokio::test]
+async fn huge_ttls_and_windows_saturate() {
+    let cache: Cache = TieredCache::builder()
+        .ttl(Duration::MAX)
+        .l1_ttl(Duration::MAX)
+        .stale_while_revalidate(Duration::MAX)
+        .stale_if_error(Duration::MAX)
+        .negative_ttl(Duration::MAX)
+        .build()
+        .unwrap();
+    let k = "k".to_owned();
+    let v = cache
+        .get_or_load(&k, || async { Ok::<_, String>("v".into()) })
+        .await
+        .unwrap();
+    assert_eq!(v, "v");
+    assert_eq!(cache.get_fresh(&k).as_deref(), Some("v"));
+    cache
+        .insert_with_ttl("m".into(), "w".into(), Duration::MAX)
+        .await;
+    assert_eq!(cache.get_fresh(&"m".to_owned()).as_deref(), Some("w"));
+    let none = cache
+        .get_or_load_optional(&"absent".to_owned(), || async { Ok::<_, String>(None) })
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+}
+
+/// A background refresh whose loader panics lets the next stale read
+/// start another: the key is not left un-refreshable.
+#[tokio::test]
+async fn a_panicking_refresh_does_not_stop_later_ones() {
+    let cache: Cache = TieredCache::builder()
+        .ttl(Duration::from_millis(50))
+        .ttl_jitter(0.0)
+        .stale_while_revalidate(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let k = "k".to_owned();
+    cache
+        .get_or_load(&k, || async { Ok::<_, String>("v1".into()) })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let stale = cache
+        .get_or_load(&k, || async {
+            if true {
+                panic!("loader bug");
+            }
+            Ok::<_, String>("never".into())
+        })
+        .await;
+    assert_eq!(stale.unwrap(), "v1");
+    // The panicking refresh ends; the next stale read refreshes again.
+    crate::support::eventually("a second refresh", async || {
+        let v = cache
+            .get_or_load(&k, || async { Ok::<_, String>("v2".into()) })
+            .await
+            .unwrap();
+        v == "v2"
+    })
+    .await;
+}
+
+/// A load that was running when its key was invalidated answers its
+/// caller but does not write its (possibly outdated) value back.
+#[tokio::test]
+async fn a_load_racing_an_invalidation_writes_nothing_back() {
+    let cache: Cache = TieredCache::builder().build().unwrap();
+    let k = "k".to_owned();
+    for invalidate in ["key", "tag", "tenant"] {
+        let view = cache.tenant("t").tagged(["tag"]);
+        let started = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let load = {
+            let (view, k) = (view.clone(), k.clone());
+            let (started, release) = (started.clone(), release.clone());
+            tokio::spawn(async move {
+                view.get_or_load(&k, move || async move {
+                    started.notify_one();
+                    release.notified().await;
+                    Ok::<_, String>("outdated".into())
+                })
+                .await
+            })
+        };
+        started.notified().await;
+        match invalidate {
+            "key" => view.invalidate(&k).await,
+            "tag" => view.invalidate_tag("tag").await,
+            _ => view.invalidate_tenant().await,
+        }
+        release.notify_one();
+        assert_eq!(load.await.unwrap().unwrap(), "outdated");
+        assert_eq!(view.get_fresh(&k), None, "{invalidate}: written back");
+    }
 }

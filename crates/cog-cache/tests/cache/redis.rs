@@ -15,6 +15,7 @@ const HANG: Duration = Duration::from_secs(10);
 async fn cache(url: &str, lease: bool) -> Cache {
     let mut b = TieredCache::builder()
         .redis(client(url).await)
+        .schema("v1")
         .redis_timeout(Duration::from_millis(300))
         .redis_retry_interval(Duration::from_millis(200))
         .stale_if_error(Duration::from_secs(60));
@@ -114,6 +115,7 @@ async fn redis_killed_mid_load_then_restarted() {
     let server = RedisServer::start().unwrap();
     let cache: Cache = TieredCache::builder()
         .redis(client(&server.url()).await)
+        .schema("v1")
         .redis_timeout(Duration::from_millis(300))
         .redis_retry_interval(Duration::from_millis(200))
         .ttl(Duration::from_millis(100))
@@ -326,4 +328,196 @@ async fn tag_invalidation_reaches_l2_and_other_instances() {
         .await;
     a.tenant("acme").invalidate_tag("user:1").await;
     assert_eq!(a.tenant("other").get(&k1).await.as_deref(), Some("x"));
+}
+
+/// `get` answers only fresh values: an L2 entry kept past its freshness
+/// (for stale-if-error) is not one.
+#[tokio::test]
+async fn get_does_not_return_expired_l2_values() {
+    let server = RedisServer::start().unwrap();
+    let build = async || -> Cache {
+        TieredCache::builder()
+            .redis(client(&server.url()).await)
+            .schema("v1")
+            .ttl(Duration::from_millis(100))
+            .ttl_jitter(0.0)
+            .stale_if_error(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    };
+    let (writer, reader) = (build().await, build().await);
+    let k = "k".to_owned();
+    writer.insert(k.clone(), "v".into()).await;
+    assert_eq!(reader.get(&k).await.as_deref(), Some("v"));
+    let late = build().await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Still in Redis (stale-if-error keeps it), but not fresh.
+    assert_eq!(
+        server
+            .command(&["EXISTS", &writer.l2_key(&k).unwrap()])
+            .unwrap(),
+        Reply::Int(1)
+    );
+    assert_eq!(late.get(&k).await, None);
+}
+
+/// Two keys that are different (`Eq`) but print the same (`Display`) have
+/// different L2 entries.
+#[tokio::test]
+async fn l2_keys_follow_equality_not_display() {
+    #[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    struct Lossy(String, u8);
+    impl std::fmt::Display for Lossy {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+    let server = RedisServer::start().unwrap();
+    let build = async || -> TieredCache<Lossy, String> {
+        TieredCache::builder()
+            .redis(client(&server.url()).await)
+            .schema("v1")
+            .build()
+            .unwrap()
+    };
+    let (one, two) = (build().await, build().await);
+    let (a, b) = (Lossy("k".into(), 1), Lossy("k".into(), 2));
+    assert_ne!(one.l2_key(&a), one.l2_key(&b));
+    one.insert(a.clone(), "for a".into()).await;
+    assert_eq!(two.get(&b).await, None);
+    assert_eq!(two.get(&a).await.as_deref(), Some("for a"));
+}
+
+/// A Redis-backed cache says which schema it needs instead of defaulting
+/// to a type name that changes between compilers.
+#[tokio::test]
+async fn a_redis_cache_needs_a_schema() {
+    let server = RedisServer::start().unwrap();
+    let err = TieredCache::<String, String>::builder()
+        .redis(client(&server.url()).await)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, cog_cache::BuildError::SchemaRequired),
+        "{err}"
+    );
+    assert!(err.to_string().contains(".schema("), "{err}");
+}
+
+/// Invalidating a tenant while Redis is frozen costs one timeout (the walk
+/// of the keyspace notices at its first page), then nothing while the
+/// circuit is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidating_a_tenant_respects_the_timeout_and_the_circuit() {
+    let server = RedisServer::start().unwrap();
+    let timeout = Duration::from_millis(100);
+    let cache: Cache = TieredCache::builder()
+        .redis(client(&server.url()).await)
+        .schema("v1")
+        .redis_timeout(timeout)
+        .redis_retry_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let view = cache.tenant("t");
+    view.insert("k".into(), "v".into()).await;
+    server.pause().unwrap();
+    let started = std::time::Instant::now();
+    view.invalidate_tenant().await;
+    let first = started.elapsed();
+    assert!(cache.l2_circuit_open());
+    // The scan's first page times out (and the publish is refused by the
+    // open circuit): about one timeout, well short of the walk's bound.
+    assert!(first >= timeout, "{first:?}");
+    assert!(first < timeout * 4, "{first:?}");
+    let started = std::time::Instant::now();
+    view.invalidate_tenant().await;
+    let second = started.elapsed();
+    assert!(second < Duration::from_millis(20), "{second:?}");
+    assert_eq!(view.get_fresh(&"k".to_owned()), None);
+    server.resume().unwrap();
+}
+
+/// Stale-while-revalidate refreshes once per cluster with the lease, not
+/// once per instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_refreshes_take_the_lease() {
+    let server = RedisServer::start().unwrap();
+    let build = async || -> Cache {
+        TieredCache::builder()
+            .redis(client(&server.url()).await)
+            .schema("v1")
+            .redis_timeout(Duration::from_millis(300))
+            .ttl(Duration::from_millis(100))
+            .ttl_jitter(0.0)
+            .stale_while_revalidate(Duration::from_secs(60))
+            .lease(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build().await, build().await);
+    let k = "k".to_owned();
+    let counter = Counter::default();
+    a.get_or_load(&k, counter.loader("v1", Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(b.get(&k).await.as_deref(), Some("v1"));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Both serve the stale value and refresh behind it, at once.
+    let (x, y) = tokio::join!(
+        a.get_or_load(&k, counter.loader("v2", Duration::from_millis(300))),
+        b.get_or_load(&k, counter.loader("v2", Duration::from_millis(300))),
+    );
+    assert_eq!((x.unwrap().as_str(), y.unwrap().as_str()), ("v1", "v1"));
+    eventually("both refreshed", async || {
+        a.get_fresh(&k).as_deref() == Some("v2") && b.get_fresh(&k).as_deref() == Some("v2")
+    })
+    .await;
+    assert_eq!(counter.calls(), 2, "one initial load, one refresh");
+}
+
+/// Tag sets lose the members whose entries expired: they stay near the
+/// number of live entries, however many come and go.
+#[tokio::test]
+async fn tag_sets_are_pruned_of_expired_members() {
+    let server = RedisServer::start().unwrap();
+    let cache: Cache = TieredCache::builder()
+        .redis(client(&server.url()).await)
+        .schema("v1")
+        .redis_timeout(Duration::from_millis(300))
+        .ttl(Duration::from_millis(30))
+        .ttl_jitter(0.0)
+        .build()
+        .unwrap();
+    let tagged = cache.tagged(["t"]);
+    // One long-lived member keeps the set alive across the rounds.
+    tagged
+        .insert_with_ttl("anchor".into(), "v".into(), Duration::from_secs(100))
+        .await;
+    for round in 0..10 {
+        for i in 0..100 {
+            tagged.insert(format!("k{round}-{i}"), "v".into()).await;
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let name = "cog:cache:~:#tag:t";
+    eventually("pruning caught up", async || {
+        // 1 001 added, at most 101 live at a time.
+        matches!(server.command(&["SCARD", name]).unwrap(), Reply::Int(n) if n < 400)
+    })
+    .await;
+    // The set lives as long as its longest member, never shorter: a later
+    // short entry does not cut it.
+    cache
+        .tagged(["long"])
+        .insert_with_ttl("long".into(), "v".into(), Duration::from_secs(100))
+        .await;
+    cache
+        .tagged(["long"])
+        .insert("short".into(), "v".into())
+        .await;
+    let long_set = name.replace("#tag:t", "#tag:long");
+    let Reply::Int(ttl) = server.command(&["PTTL", &long_set]).unwrap() else {
+        panic!()
+    };
+    assert!(ttl > 90_000, "{ttl}");
 }

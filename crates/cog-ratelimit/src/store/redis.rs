@@ -16,7 +16,7 @@ use super::memory::MemoryStore;
 use super::{Lease, LeaseKind, Store, StoreError, check_cost};
 use crate::decision::{Decision, DecisionSource, LimitStatus, Statuses};
 use crate::quota::{Params, Quota};
-use cog_core::breaker::{Breaker, Permit};
+use cog_core::breaker::Breaker;
 use cog_core::keys::encode_segment;
 
 const DECIDE_LUA: &str = include_str!("redis.lua");
@@ -535,7 +535,7 @@ impl Store for RedisStore {
         {
             return Ok(d);
         }
-        if self.inner.breaker.allow() == Permit::Reject {
+        if !self.inner.breaker.allow().may_call() {
             let err = StoreError::Unavailable("breaker open after a recent failure".into());
             return self.on_failure_decision(subject, quota, cost, err);
         }
