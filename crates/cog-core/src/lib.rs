@@ -7,10 +7,13 @@
 //!   stop waiting on a Redis that is slow or gone, and to find out — one
 //!   probe at a time — when it is back.
 //! - [`ResponseFuture`]: the boxed response future of cog's tower layers.
+//! - [`redis::is_unavailable_reply`]: which Redis error replies mean "cannot
+//!   serve now" (an outage for failure policies), not a bug.
 
 pub mod breaker;
 pub mod future;
 pub mod keys;
+pub mod redis;
 
 pub use breaker::Breaker;
 pub use future::ResponseFuture;

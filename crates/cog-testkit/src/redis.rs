@@ -164,6 +164,19 @@ impl RedisServer {
             .map_err(Error::io(format!("redis command on port {}", self.port)))
     }
 
+    /// Sends one command on a thread of its own, for commands that do not
+    /// answer soon (a script that never ends, a blocking pop). The reply,
+    /// or the read timeout (5 s), is the thread's result.
+    pub fn spawn_command(&self, args: &[&str]) -> std::thread::JoinHandle<Result<Reply, Error>> {
+        let port = self.port;
+        let args: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            resp::command(port, &args, CMD_TIMEOUT)
+                .map_err(Error::io(format!("redis command on port {port}")))
+        })
+    }
+
     /// Kills the server with `SIGKILL` (no shutdown, no goodbye to clients).
     /// The port stays reserved for [`restart`](Self::restart).
     pub fn kill(&self) -> Result<(), Error> {

@@ -369,6 +369,11 @@ fn micros(ns: u64) -> String {
 
 fn fred_error(e: FredError, timeout: Duration) -> StoreError {
     use fred::error::ErrorKind;
+    // Redis answered "cannot serve now" (out of memory, a replica, loading,
+    // busy, failing over …), whatever kind fred gave it: an outage.
+    if cog_core::redis::is_unavailable_reply(e.details()) {
+        return StoreError::Unavailable(e.to_string());
+    }
     match e.kind() {
         ErrorKind::Timeout => StoreError::Timeout(timeout),
         // The server or the path to it is down, busy or moving: the failure
@@ -394,16 +399,11 @@ fn fred_error(e: FredError, timeout: Duration) -> StoreError {
     }
 }
 
-/// Whether an error text is a Redis error reply that means "not now"
-/// (loading, busy, failing over) — or any other reply from Redis (an
-/// upper-case error code first), as opposed to a client-side message.
+/// Whether an error text is a reply from Redis (an upper-case error code
+/// first), as opposed to a client-side message.
 fn is_redis_reply(details: &str) -> bool {
     let code = details.split_whitespace().next().unwrap_or("");
-    let transient = matches!(
-        code,
-        "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY" | "TRYAGAIN"
-    );
-    !transient && !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+    !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
 }
 
 fn parse_decision(reply: &[i64], limits: usize) -> Result<Decision, StoreError> {
@@ -654,6 +654,11 @@ mod tests {
             "Missing expected connection.",
             "LOADING Redis is loading",
             "BUSY script",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "MISCONF Redis is configured to save RDB snapshots",
+            "READONLY You can't write against a read only replica.",
+            "MASTERDOWN Link with MASTER is down",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
         ] {
             assert!(
                 matches!(kind(ErrorKind::Unknown, text), StoreError::Unavailable(_)),
@@ -663,6 +668,11 @@ mod tests {
         assert!(matches!(
             kind(ErrorKind::Unknown, "ERR Error running script"),
             StoreError::Protocol(_)
+        ));
+        // fred gives CLUSTERDOWN its own kind; it is still an outage.
+        assert!(matches!(
+            kind(ErrorKind::Cluster, "CLUSTERDOWN The cluster is down"),
+            StoreError::Unavailable(_)
         ));
         assert!(matches!(
             kind(ErrorKind::IO, "Connection closed."),

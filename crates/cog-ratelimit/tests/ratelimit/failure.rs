@@ -216,3 +216,121 @@ async fn an_abandoned_probe_does_not_keep_the_breaker_open() {
     until_store_decides(&store, &quota).await;
     assert!(!store.breaker_open());
 }
+
+/// Puts a real server into a state where it answers writes with an error
+/// reply that means "cannot serve now", and back.
+enum CannotServe {
+    /// `maxmemory` reached under `noeviction`: `OOM …`.
+    OutOfMemory,
+    /// A replica: `READONLY …`.
+    Replica(RedisServer),
+    /// A script that does not end: `BUSY …`.
+    Busy(std::thread::JoinHandle<Result<cog_testkit::Reply, cog_testkit::Error>>),
+}
+
+impl CannotServe {
+    fn out_of_memory(server: &RedisServer) -> Self {
+        server
+            .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+            .unwrap();
+        // Past any maxmemory set below: Redis checks memory before a
+        // script, not inside it.
+        server
+            .command(&[
+                "EVAL",
+                "for i = 1, 20000 do redis.call('SET', 'fill' .. i, string.rep('x', 100)) end return 1",
+                "0",
+            ])
+            .unwrap();
+        server
+            .command(&["CONFIG", "SET", "maxmemory", "1mb"])
+            .unwrap();
+        CannotServe::OutOfMemory
+    }
+
+    /// `server` becomes a replica of a fresh primary.
+    fn replica(server: &RedisServer) -> Self {
+        let primary = RedisServer::start().unwrap();
+        server
+            .command(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()])
+            .unwrap();
+        CannotServe::Replica(primary)
+    }
+
+    fn busy(server: &RedisServer) -> Self {
+        server
+            .command(&["CONFIG", "SET", "busy-reply-threshold", "10"])
+            .unwrap();
+        // Its reply comes only when the script is killed.
+        let spinner = server.spawn_command(&["EVAL", "while true do end", "0"]);
+        std::thread::sleep(Duration::from_millis(100));
+        CannotServe::Busy(spinner)
+    }
+
+    fn end(self, server: &RedisServer) {
+        match self {
+            CannotServe::OutOfMemory => {
+                server
+                    .command(&["CONFIG", "SET", "maxmemory", "0"])
+                    .unwrap();
+            }
+            CannotServe::Replica(_primary) => {
+                server.command(&["REPLICAOF", "NO", "ONE"]).unwrap();
+            }
+            CannotServe::Busy(spinner) => {
+                server.command(&["SCRIPT", "KILL"]).unwrap();
+                let _ = spinner.join().unwrap();
+            }
+        }
+    }
+}
+
+/// Error replies that mean "cannot serve now" go through the failure
+/// policy and open the breaker — never a protocol error (a 500), never a
+/// success for the breaker — under every policy, for every state a real
+/// server can be put into here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cannot_serve_replies_follow_the_failure_policy() {
+    let states: [(&str, fn(&RedisServer) -> CannotServe); 3] = [
+        ("OOM", CannotServe::out_of_memory),
+        ("READONLY", CannotServe::replica),
+        ("BUSY", CannotServe::busy),
+    ];
+    for (code, enter) in states {
+        for policy in [
+            FailurePolicy::FailOpen,
+            FailurePolicy::FailClosed,
+            FailurePolicy::Local { instances: 2 },
+        ] {
+            let server = RedisServer::start().unwrap();
+            let store = store(&server.url(), policy)
+                .await
+                .retry_interval(Duration::from_secs(60));
+            let quota = Quota::single(Limit::per_day(4)).unwrap();
+            assert_eq!(
+                check(&store, &quota).await.unwrap().source(),
+                DecisionSource::Store
+            );
+            let state = enter(&server);
+            let first = check(&store, &quota).await;
+            match policy {
+                FailurePolicy::FailOpen => {
+                    let d = first.unwrap();
+                    assert!(d.is_allowed(), "{code} {policy:?}");
+                    assert_eq!(d.source(), DecisionSource::FailOpen, "{code}");
+                }
+                FailurePolicy::FailClosed => {
+                    let err = first.unwrap_err();
+                    assert!(matches!(err, StoreError::Unavailable(_)), "{code}: {err}");
+                    assert!(err.to_string().contains(code), "{code}: {err}");
+                }
+                _ => {
+                    let d = first.unwrap();
+                    assert_eq!(d.source(), DecisionSource::Fallback, "{code}");
+                }
+            }
+            assert!(store.breaker_open(), "{code} {policy:?}: breaker closed");
+            state.end(&server);
+        }
+    }
+}
