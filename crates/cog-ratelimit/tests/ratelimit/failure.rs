@@ -291,7 +291,8 @@ impl CannotServe {
 /// server can be put into here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cannot_serve_replies_follow_the_failure_policy() {
-    let states: [(&str, fn(&RedisServer) -> CannotServe); 3] = [
+    type Enter = fn(&RedisServer) -> CannotServe;
+    let states: [(&str, Enter); 3] = [
         ("OOM", CannotServe::out_of_memory),
         ("READONLY", CannotServe::replica),
         ("BUSY", CannotServe::busy),
