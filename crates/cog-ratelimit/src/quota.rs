@@ -357,6 +357,13 @@ impl Quota {
         self.inner.fingerprint
     }
 
+    /// Whether one of the limits is a concurrency limit.
+    pub(crate) fn has_concurrency(&self) -> bool {
+        self.params()
+            .iter()
+            .any(|p| matches!(p, Params::Concurrency { .. }))
+    }
+
     pub(crate) fn params(&self) -> &[Params] {
         &self.inner.params
     }

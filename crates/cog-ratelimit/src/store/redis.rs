@@ -64,8 +64,14 @@ pub enum FailurePolicy {
 ///
 /// A subject that Redis has denied is remembered locally until its retry
 /// time: further requests with the same or a larger cost are denied
-/// without a round trip ([`DecisionSource::LocalDeny`]). This is exact —
-/// other instances can only use more of the limit, never less.
+/// without a round trip ([`DecisionSource::LocalDeny`]). For rate limits
+/// this loses nothing: other instances can only use more of the limit,
+/// never less — with one exception, a [`reset`](Store::reset) made through
+/// another instance, which this one notices only at the retry time (a
+/// reset through this store clears its memory at once). Quotas with a
+/// concurrency limit are never remembered: a slot can free up at any
+/// moment. At most
+/// [`local_deny_capacity`](Self::local_deny_capacity) denials are kept.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -78,6 +84,7 @@ struct Inner {
     retry_interval: Duration,
     policy: FailurePolicy,
     local_deny: bool,
+    deny_capacity: usize,
     fallback: MemoryStore,
     denied: DenyCache,
     clock: quanta::Clock,
@@ -129,8 +136,9 @@ impl RedisStore {
                 retry_interval: s.retry_interval,
                 policy: s.policy,
                 local_deny: s.local_deny,
+                deny_capacity: s.deny_capacity,
                 fallback: MemoryStore::new(),
-                denied: DenyCache::default(),
+                denied: DenyCache::new(s.deny_capacity),
                 clock,
                 start,
                 // A probe that has not answered in twice the timeout was
@@ -155,6 +163,7 @@ impl RedisStore {
             retry_interval: i.retry_interval,
             policy: i.policy,
             local_deny: i.local_deny,
+            deny_capacity: i.deny_capacity,
         }
     }
 
@@ -192,6 +201,13 @@ impl RedisStore {
     /// on).
     pub fn local_deny(self, enabled: bool) -> Self {
         self.with(|s| s.local_deny = enabled)
+    }
+
+    /// Most denials remembered locally (default 65 536): past it the least
+    /// useful are forgotten (and asked of Redis again), so memory stays
+    /// flat however many subjects are denied.
+    pub fn local_deny_capacity(self, entries: usize) -> Self {
+        self.with(|s| s.deny_capacity = entries)
     }
 
     /// The `fred` client this store uses.
@@ -327,12 +343,7 @@ impl RedisStore {
         cost: u64,
         commit: bool,
     ) -> Result<Decision, StoreError> {
-        let has_concurrency = commit
-            && cost > 0
-            && quota
-                .params()
-                .iter()
-                .any(|p| matches!(p, Params::Concurrency { .. }));
+        let has_concurrency = commit && cost > 0 && quota.has_concurrency();
         let member = if has_concurrency {
             format!("{:016x}", rand::random::<u64>())
         } else {
@@ -439,6 +450,7 @@ struct Settings {
     retry_interval: Duration,
     policy: FailurePolicy,
     local_deny: bool,
+    deny_capacity: usize,
 }
 
 impl Default for Settings {
@@ -449,23 +461,23 @@ impl Default for Settings {
             retry_interval: Duration::from_secs(1),
             policy: FailurePolicy::FailOpen,
             local_deny: true,
+            deny_capacity: 65_536,
         }
     }
 }
 
-/// Denials remembered until their retry time, per (quota, subject).
-#[derive(Default)]
+/// Denials remembered until their retry time, per (quota, subject): at
+/// most `capacity` of them (least recently useful first out), O(1) work
+/// per call, no lock shared by all subjects.
 struct DenyCache {
-    shards: [Mutex<DenyMap>; 16],
+    map: quick_cache::sync::Cache<(u64, Box<str>), Denied>,
 }
 
-type DenyMap = HashMap<(u64, Box<str>), Denied>;
-
-/// Looks up a `(u64, Box<str>)` key without allocating one.
+/// Looks up a `(u64, Box<str>)` key without allocating one; hashes like it.
 #[derive(Hash)]
 struct DenyKey<'a>(u64, &'a str);
 
-impl hashbrown::Equivalent<(u64, Box<str>)> for DenyKey<'_> {
+impl quick_cache::Equivalent<(u64, Box<str>)> for DenyKey<'_> {
     fn equivalent(&self, key: &(u64, Box<str>)) -> bool {
         self.0 == key.0 && self.1 == &*key.1
     }
@@ -480,16 +492,17 @@ struct Denied {
 }
 
 impl DenyCache {
-    fn shard(&self, fp: u64) -> &Mutex<DenyMap> {
-        &self.shards[(fp as usize) & 15]
+    fn new(capacity: usize) -> Self {
+        DenyCache {
+            map: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
     }
 
     fn get(&self, fp: u64, subject: &str, cost: u64, now: u64) -> Option<Decision> {
-        let map = self.shard(fp).lock();
-        if map.is_empty() {
+        if self.map.is_empty() {
             return None;
         }
-        let d = map.get(&DenyKey(fp, subject))?;
+        let d = self.map.get(&DenyKey(fp, subject))?;
         if now >= d.until || cost < d.cost {
             return None;
         }
@@ -511,18 +524,15 @@ impl DenyCache {
     }
 
     fn put(&self, fp: u64, subject: &str, d: Denied) {
-        let mut map = self.shard(fp).lock();
-        if map.len() >= 4096 {
-            let now = d.at;
-            map.retain(|_, v| v.until > now);
-        }
-        map.insert((fp, subject.into()), d);
+        self.map.insert((fp, subject.into()), d);
     }
 
     fn remove(&self, fp: u64, subject: &str) {
-        self.shard(fp)
-            .lock()
-            .remove(&(fp, Box::<str>::from(subject)));
+        self.map.remove(&DenyKey(fp, subject));
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
     }
 }
 
@@ -546,13 +556,15 @@ impl Store for RedisStore {
                     && !d.allowed
                     && let Some(retry) = d.retry_after
                     && !retry.is_zero()
+                    && !quota.has_concurrency()
                 {
                     let now = self.now();
                     self.inner.denied.put(
                         fp,
                         subject,
                         Denied {
-                            until: now + retry.as_nanos() as u64,
+                            until: now
+                                .saturating_add(retry.as_nanos().min(u128::from(u64::MAX)) as u64),
                             at: now,
                             cost,
                             statuses: d.statuses.clone(),
@@ -644,6 +656,43 @@ pub async fn connect(url: &str) -> Result<Client, FredError> {
 mod tests {
     use super::*;
     use fred::error::ErrorKind;
+
+    fn denied(until: u64, cost: u64) -> Denied {
+        Denied {
+            until,
+            at: 1,
+            cost,
+            statuses: Statuses::new(),
+        }
+    }
+
+    #[test]
+    fn the_deny_cache_is_bounded_under_a_million_subjects() {
+        let cache = DenyCache::new(10_000);
+        for i in 0..1_000_000u32 {
+            cache.put(7, &format!("subject-{i}"), denied(u64::MAX, 1));
+            assert!(cache.len() <= 10_000 + 64);
+        }
+        assert!(cache.len() >= 5_000, "{}", cache.len());
+    }
+
+    #[test]
+    fn the_deny_cache_answers_until_the_retry_time_and_for_larger_costs() {
+        let cache = DenyCache::new(100);
+        cache.put(7, "s", denied(1_000, 2));
+        let d = cache.get(7, "s", 2, 400).unwrap();
+        assert_eq!(d.retry_after(), Some(Duration::from_nanos(600)));
+        assert_eq!(d.source(), DecisionSource::LocalDeny);
+        assert!(cache.get(7, "s", 3, 999).is_some());
+        // A smaller cost may fit: ask Redis.
+        assert!(cache.get(7, "s", 1, 400).is_none());
+        // At the retry time, and for another quota or subject: ask Redis.
+        assert!(cache.get(7, "s", 2, 1_000).is_none());
+        assert!(cache.get(8, "s", 2, 400).is_none());
+        assert!(cache.get(7, "t", 2, 400).is_none());
+        cache.remove(7, "s");
+        assert!(cache.get(7, "s", 2, 400).is_none());
+    }
 
     #[test]
     fn client_side_failures_are_outages_and_replies_are_not() {
