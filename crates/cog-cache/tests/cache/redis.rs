@@ -208,23 +208,36 @@ async fn paused_redis_answers_within_the_timeout() {
     let cache = cache(&server.url(), true).await;
     server.pause().unwrap();
     let counter = Counter::default();
-    // Each L2 call is bounded by 300 ms; the loader answers.
+    // The L2 read waits out the configured timeout (300 ms) and opens the
+    // circuit; the lease is then refused without a call, and the loader
+    // answers.
+    let started = std::time::Instant::now();
     let v = tokio::time::timeout(
         HANG,
         cache.get_or_load(&"p".to_owned(), counter.loader("v", Duration::ZERO)),
     )
     .await
     .expect("a call hung on a paused redis");
+    let waited = started.elapsed();
     assert_eq!(v.unwrap(), "v");
     assert!(cache.l2_circuit_open());
-    // While the circuit is open, nothing waits on the frozen server.
-    let v = tokio::time::timeout(
-        HANG,
-        cache.get_or_load(&"q".to_owned(), counter.loader("w", Duration::ZERO)),
-    )
-    .await
-    .unwrap();
-    assert_eq!(v.unwrap(), "w");
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_millis(300 + 200), "{waited:?}");
+    // While the circuit is open, nothing waits on the frozen server: not
+    // reads, writes, leases, invalidations nor publishes.
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        let k = format!("q{i}");
+        let v = cache
+            .get_or_load(&k, counter.loader("w", Duration::ZERO))
+            .await;
+        assert_eq!(v.unwrap(), "w");
+        cache.insert(k.clone(), "x".into()).await;
+        cache.invalidate(&k).await;
+        cache.invalidate_tag("t").await;
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(50), "{waited:?}");
     server.resume().unwrap();
 }
 

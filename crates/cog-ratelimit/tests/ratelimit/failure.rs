@@ -78,13 +78,23 @@ async fn fail_closed_when_killed_and_when_paused() {
     assert!(check(&store, &quota).await.unwrap().is_allowed());
 
     server.pause().unwrap();
+    // The first call waits out the configured timeout (500 ms), no more.
+    let started = std::time::Instant::now();
     let err = check(&store, &quota).await.unwrap_err();
+    let waited = started.elapsed();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+    assert!(waited < Duration::from_millis(500 + 250), "{waited:?}");
     // While the breaker is open, no call waits on the frozen server.
-    assert!(matches!(
-        check(&store, &quota).await,
-        Err(StoreError::Unavailable(_))
-    ));
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        assert!(matches!(
+            check(&store, &quota).await,
+            Err(StoreError::Unavailable(_))
+        ));
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(20), "{waited:?}");
     server.resume().unwrap();
     until_store_decides(&store, &quota).await;
 
