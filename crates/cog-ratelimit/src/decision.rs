@@ -4,10 +4,12 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
+use crate::quota::Quota;
 use crate::store::Lease;
 
 /// Per-limit statuses, inline for a one-limit quota (keeps a decision
-/// small enough to move without a `memcpy` call).
+/// small enough to move without a `memcpy` call; smallvec's `union` layout
+/// saves the 8 bytes of an enum tag).
 pub(crate) type Statuses = SmallVec<[LimitStatus; 1]>;
 
 /// The outcome of one check: admitted or not, and where every limit stands.
@@ -18,6 +20,8 @@ pub struct Decision {
     pub(crate) statuses: Statuses,
     pub(crate) source: DecisionSource,
     pub(crate) lease: Option<Lease>,
+    /// The quota applied, where it is not the one asked for.
+    pub(crate) applied: Option<Quota>,
 }
 
 /// Where one limit stands after a check.
@@ -69,6 +73,14 @@ impl Decision {
         self.source
     }
 
+    /// The quota this decision applied, when it is not the one checked:
+    /// the local fallback's share ([`Quota::divided`]) while Redis is
+    /// unreachable. [`statuses`](Self::statuses) then count against it, and
+    /// so do the `RateLimit-Policy` and `RateLimit` headers.
+    pub fn applied_quota(&self) -> Option<&Quota> {
+        self.applied.as_ref()
+    }
+
     /// Takes the concurrency lease of an admitted request, to release with
     /// [`Store::release`](crate::Store::release) when the work is done.
     /// `None` when the quota has no concurrency limit.
@@ -84,6 +96,7 @@ impl Decision {
             statuses: Statuses::new(),
             source: DecisionSource::FailOpen,
             lease: None,
+            applied: None,
         }
     }
 }

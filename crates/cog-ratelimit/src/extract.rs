@@ -13,12 +13,39 @@ use sha2::{Digest, Sha256};
 /// API key: leave refusing it to authentication). Subjects may be any
 /// string: stores escape or hash them before use.
 ///
+/// An extractor that can fail to identify a request for reasons that must
+/// not mean "unlimited" (a missing client address, a forged header)
+/// overrides [`subject`](Self::subject), which the layer calls, to answer
+/// [`Subject::Reject`] or a shared key instead.
+///
 /// Implemented for closures `Fn(&Parts) -> Option<String>`, and for pairs
 /// `(A, B)` (both must be present; the subject is `"a|b"` with each part
 /// length-prefixed so pairs cannot collide).
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The subject for this request, if any.
     fn extract(&self, parts: &Parts) -> Option<String>;
+
+    /// What the layer does with this request. By default: a key from
+    /// [`extract`](Self::extract), or [`Subject::Unlimited`] without one.
+    fn subject(&self, parts: &Parts) -> Subject {
+        match self.extract(parts) {
+            Some(key) => Subject::Key(key),
+            None => Subject::Unlimited,
+        }
+    }
+}
+
+/// What a [`KeyExtractor`] makes of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// Count the request against this subject.
+    Key(String),
+    /// Let it through without a limit (e.g. no API key: authentication
+    /// refuses it, not the limiter).
+    Unlimited,
+    /// Refuse it: the layer answers `400 Bad Request` (e.g. the client's
+    /// address cannot be told, and [`PeerIp::when_unknown`] says so).
+    Reject,
 }
 
 impl<F> KeyExtractor for F
@@ -34,8 +61,21 @@ impl<A: KeyExtractor, B: KeyExtractor> KeyExtractor for (A, B) {
     fn extract(&self, parts: &Parts) -> Option<String> {
         let a = self.0.extract(parts)?;
         let b = self.1.extract(parts)?;
-        Some(format!("{}:{a}|{b}", a.len()))
+        Some(pair(&a, &b))
     }
+
+    /// Refused if either refuses; unlimited if either is; else the pair.
+    fn subject(&self, parts: &Parts) -> Subject {
+        match (self.0.subject(parts), self.1.subject(parts)) {
+            (Subject::Reject, _) | (_, Subject::Reject) => Subject::Reject,
+            (Subject::Key(a), Subject::Key(b)) => Subject::Key(pair(&a, &b)),
+            _ => Subject::Unlimited,
+        }
+    }
+}
+
+fn pair(a: &str, b: &str) -> String {
+    format!("{}:{a}|{b}", a.len())
 }
 
 /// One subject for every request: a global limit.
@@ -127,10 +167,36 @@ impl KeyExtractor for ApiKey {
 /// proxies: the client is the `n`-th address from the right of
 /// `X-Forwarded-For` + peer. Addresses a client puts further left are
 /// ignored, so a client cannot choose its own key by sending the header.
+///
+/// When the client's address cannot be told — no peer address extension,
+/// fewer `X-Forwarded-For` entries than trusted hops, an entry that is not
+/// an address, a header that is not text — the request is never
+/// unlimited by accident: by default all such requests share one subject
+/// (`"unknown"`, one bucket for every unidentifiable client);
+/// [`when_unknown`](Self::when_unknown) can refuse them instead.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PeerIp {
     trusted_hops: usize,
+    unknown: UnknownClient,
 }
+
+/// What [`PeerIp`] does with a request whose client address cannot be
+/// told.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownClient {
+    /// Count all of them against one shared subject, `"unknown"`.
+    #[default]
+    Shared,
+    /// Refuse them (`400 Bad Request`).
+    Reject,
+    /// Let them through unlimited — the behaviour before 0.2; only where
+    /// something in front guarantees an address.
+    Unlimited,
+}
+
+/// The subject [`PeerIp`] shares among clients it cannot tell apart.
+pub const UNKNOWN_CLIENT: &str = "unknown";
 
 /// The remote address of a request's connection, as a request extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +205,14 @@ pub struct PeerAddr(pub SocketAddr);
 impl PeerIp {
     /// The connection's peer address; `X-Forwarded-For` is ignored.
     pub fn new() -> Self {
-        PeerIp { trusted_hops: 0 }
+        PeerIp::default()
+    }
+
+    /// What to do when the client's address cannot be told (default
+    /// [`UnknownClient::Shared`]).
+    pub fn when_unknown(mut self, unknown: UnknownClient) -> Self {
+        self.unknown = unknown;
+        self
     }
 
     /// Trusts `hops` proxies in front of this service (see the type docs).
@@ -148,7 +221,8 @@ impl PeerIp {
         self
     }
 
-    /// The client address under this trust setting.
+    /// The client address under this trust setting; `None` when it cannot
+    /// be told (see the type docs).
     pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
         let peer = parts
             .extensions
@@ -163,8 +237,8 @@ impl PeerIp {
         // peer. Walk back over the trusted proxies.
         let mut chain: Vec<&str> = Vec::new();
         for v in parts.headers.get_all("x-forwarded-for") {
-            let Ok(v) = v.to_str() else { return Some(peer) };
-            chain.extend(v.split(',').map(str::trim));
+            // Not text: the chain cannot be read, so neither can the client.
+            chain.extend(v.to_str().ok()?.split(',').map(str::trim));
         }
         let idx = chain.len().checked_sub(self.trusted_hops)?;
         // Index `chain.len()` is the peer itself.
@@ -179,12 +253,26 @@ impl PeerIp {
 }
 
 impl KeyExtractor for PeerIp {
+    /// The client's address; for an unknown one, [`UNKNOWN_CLIENT`] unless
+    /// [`when_unknown`](PeerIp::when_unknown) says otherwise (`None`).
     fn extract(&self, parts: &Parts) -> Option<String> {
-        self.client_ip(parts).map(|ip| match ip {
-            IpAddr::V4(v4) => v4.to_string(),
+        match self.subject(parts) {
+            Subject::Key(key) => Some(key),
+            Subject::Unlimited | Subject::Reject => None,
+        }
+    }
+
+    fn subject(&self, parts: &Parts) -> Subject {
+        match self.client_ip(parts) {
+            Some(IpAddr::V4(v4)) => Subject::Key(v4.to_string()),
             // Canonical form, so one address has one key.
-            IpAddr::V6(v6) => v6.to_canonical().to_string(),
-        })
+            Some(IpAddr::V6(v6)) => Subject::Key(v6.to_canonical().to_string()),
+            None => match self.unknown {
+                UnknownClient::Shared => Subject::Key(UNKNOWN_CLIENT.to_owned()),
+                UnknownClient::Reject => Subject::Reject,
+                UnknownClient::Unlimited => Subject::Unlimited,
+            },
+        }
     }
 }
 
@@ -257,12 +345,62 @@ mod tests {
             PeerIp::new().trusted_hops(2).extract(&p).unwrap(),
             "6.6.6.6"
         );
-        assert_eq!(PeerIp::new().trusted_hops(3).extract(&p), None);
-        let bad = parts(&[("x-forwarded-for", "not-an-ip")], Some("10.0.0.1:5000"));
-        assert_eq!(PeerIp::new().trusted_hops(1).extract(&bad), None);
-        assert_eq!(PeerIp::new().extract(&parts(&[], None)), None);
         let v6 = parts(&[], Some("[::ffff:1.2.3.4]:80"));
         assert_eq!(PeerIp::new().extract(&v6).unwrap(), "1.2.3.4");
+    }
+
+    /// A client that cannot be told is never unlimited by accident: one
+    /// shared subject by default, refused or unlimited only when asked.
+    #[test]
+    fn peer_ip_unknown_clients() {
+        let p = parts(
+            &[("x-forwarded-for", "6.6.6.6, 1.2.3.4")],
+            Some("10.0.0.1:5000"),
+        );
+        let bad = parts(&[("x-forwarded-for", "not-an-ip")], Some("10.0.0.1:5000"));
+        let mut binary = parts(&[], Some("10.0.0.1:5000"));
+        binary.headers.insert(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap(),
+        );
+        let no_peer = parts(&[("x-forwarded-for", "1.2.3.4")], None);
+        let unknown: [(&str, &Parts, usize); 5] = [
+            ("too few hops", &p, 3),
+            ("not an address", &bad, 1),
+            ("not text", &binary, 1),
+            ("no peer", &no_peer, 0),
+            ("no peer, trusted hop", &no_peer, 1),
+        ];
+        for (why, parts, hops) in unknown {
+            let ip = PeerIp::new().trusted_hops(hops);
+            assert_eq!(ip.client_ip(parts), None, "{why}");
+            assert_eq!(ip.subject(parts), Subject::Key("unknown".into()), "{why}");
+            assert_eq!(ip.extract(parts).as_deref(), Some(UNKNOWN_CLIENT), "{why}");
+            let reject = ip.when_unknown(UnknownClient::Reject);
+            assert_eq!(reject.subject(parts), Subject::Reject, "{why}");
+            assert_eq!(reject.extract(parts), None, "{why}");
+            let open = ip.when_unknown(UnknownClient::Unlimited);
+            assert_eq!(open.subject(parts), Subject::Unlimited, "{why}");
+            // A pair with a refused half is refused.
+            assert_eq!((Global, reject).subject(parts), Subject::Reject, "{why}");
+            assert_eq!((reject, Global).subject(parts), Subject::Reject, "{why}");
+            assert_eq!((open, Global).subject(parts), Subject::Unlimited, "{why}");
+            assert_eq!(
+                (ip, Global).subject(parts),
+                Subject::Key("7:unknown|global".into()),
+                "{why}"
+            );
+        }
+        // Known clients are themselves whatever the setting.
+        let reject = PeerIp::new()
+            .trusted_hops(1)
+            .when_unknown(UnknownClient::Reject);
+        assert_eq!(reject.subject(&p), Subject::Key("1.2.3.4".into()));
+        assert_eq!(
+            (ApiKey::new(), reject).subject(&p),
+            Subject::Unlimited,
+            "no API key: unlimited, left to authentication"
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ mod source;
 mod store;
 
 pub use decision::{Decision, DecisionSource, LimitStatus};
-pub use extract::{ApiKey, Global, Header, KeyExtractor, PeerAddr, PeerIp, Route};
+pub use extract::{
+    ApiKey, Global, Header, KeyExtractor, PeerAddr, PeerIp, Route, Subject, UNKNOWN_CLIENT,
+    UnknownClient,
+};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use quota::{InvalidQuota, Limit, LimitKind, MAX_COUNT, MAX_PERIOD, Quota};
 pub use source::{BoxError, QuotaSource, StaticQuotas};

@@ -358,6 +358,7 @@ impl Quota {
     }
 
     /// Whether one of the limits is a concurrency limit.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn has_concurrency(&self) -> bool {
         self.params()
             .iter()
@@ -375,7 +376,9 @@ impl Quota {
 
     /// This quota for one of `n` instances sharing it: every count, burst
     /// and max divided by `n`, rounded up, at least 1. Used by the local
-    /// fallback when Redis is unreachable.
+    /// fallback when Redis is unreachable. Limits keep their names (derived
+    /// ones included), so a client sees the same policies with smaller
+    /// quotas.
     pub fn divided(&self, n: u64) -> Quota {
         let n = n.max(1);
         let div = |v: u64| v.div_ceil(n).max(1);
@@ -400,7 +403,7 @@ impl Quota {
                 },
             };
             Limit {
-                name: l.name.clone(),
+                name: Some(Cow::Owned(l.name().into_owned())),
                 kind,
             }
         });

@@ -10,7 +10,7 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::decision::{Decision, DecisionSource};
-use crate::extract::KeyExtractor;
+use crate::extract::{KeyExtractor, Subject};
 use crate::headers;
 use crate::quota::Quota;
 use crate::source::QuotaSource;
@@ -162,8 +162,16 @@ where
     ResBody: Default,
 {
     let (parts, body) = req.into_parts();
-    let Some(subject) = config.key.extract(&parts) else {
-        return inner.call(Request::from_parts(parts, body)).await;
+    let subject = match config.key.subject(&parts) {
+        Subject::Key(subject) => subject,
+        Subject::Unlimited => return inner.call(Request::from_parts(parts, body)).await,
+        Subject::Reject => {
+            config.metrics.record("rejected", "key");
+            if config.shadow {
+                return inner.call(Request::from_parts(parts, body)).await;
+            }
+            return Ok(status_only(StatusCode::BAD_REQUEST));
+        }
     };
     let quota = match config.quotas.quota(&subject, &parts).await {
         Ok(Some(q)) => q,
@@ -255,6 +263,9 @@ fn add_headers(h: &mut http::HeaderMap, quota: &Quota, d: &Decision) {
     if d.statuses().is_empty() {
         return;
     }
+    // Both describe the quota the decision applied (the fallback's share
+    // while Redis is away), so they agree.
+    let quota = d.applied_quota().unwrap_or(quota);
     h.insert(RATELIMIT_POLICY, headers::policy(quota));
     h.insert(RATELIMIT, headers::current(quota, d));
 }

@@ -351,6 +351,7 @@ fn decision(allowed: bool, statuses: Statuses, retry: Option<u64>) -> Decision {
         statuses,
         source: DecisionSource::Store,
         lease: None,
+        applied: None,
     }
 }
 

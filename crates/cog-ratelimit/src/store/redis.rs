@@ -8,8 +8,6 @@ use fred::clients::Client;
 use fred::interfaces::{KeysInterface, LuaInterface};
 use fred::prelude::{ClientLike, Error as FredError};
 use fred::types::config::Options;
-use hashbrown::HashMap;
-use parking_lot::Mutex;
 use tracing::Instrument;
 
 use super::memory::MemoryStore;
@@ -263,6 +261,7 @@ impl RedisStore {
                 let local = quota.divided(instances);
                 let mut d = self.inner.fallback.check_now(subject, &local, cost)?;
                 d.source = DecisionSource::Fallback;
+                d.applied = Some(local);
                 Ok(d)
             }
         }
@@ -440,6 +439,7 @@ fn parse_decision(reply: &[i64], limits: usize) -> Result<Decision, StoreError> 
         statuses,
         source: DecisionSource::Store,
         lease: None,
+        applied: None,
     })
 }
 
@@ -520,6 +520,7 @@ impl DenyCache {
                 .collect(),
             source: DecisionSource::LocalDeny,
             lease: None,
+            applied: None,
         })
     }
 
@@ -531,6 +532,7 @@ impl DenyCache {
         self.map.remove(&DenyKey(fp, subject));
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.map.len()
     }

@@ -227,3 +227,86 @@ async fn redis_failure_policies_as_http_answers() {
         "fail-open knows no state"
     );
 }
+
+/// While the local fallback decides, `RateLimit-Policy` and `RateLimit`
+/// both describe this instance's share of the quota.
+#[tokio::test]
+async fn fallback_headers_describe_the_share_applied() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::new(client(&server.url()).await)
+        .timeout(Duration::from_millis(200))
+        .on_failure(FailurePolicy::Local { instances: 2 });
+    let quota = Quota::single(Limit::per_day(10)).unwrap();
+    let svc = RateLimitLayer::new(store, Global, quota).layer(counting_service(Arc::default()));
+    let r = svc.clone().oneshot(req(None)).await.unwrap();
+    assert_eq!(
+        r.headers()["ratelimit-policy"],
+        "\"10-per-1d\";q=10;w=86400"
+    );
+    assert_eq!(r.headers()["ratelimit"], "\"10-per-1d\";r=9;t=8640");
+
+    server.kill().unwrap();
+    let r = svc.clone().oneshot(req(None)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["ratelimit-policy"], "\"10-per-1d\";q=5;w=86400");
+    assert_eq!(r.headers()["ratelimit"], "\"10-per-1d\";r=4;t=17280");
+}
+
+/// A client whose address cannot be told is counted in one shared bucket
+/// by default — never unlimited — or refused with 400 when configured.
+#[tokio::test]
+async fn unknown_client_addresses_share_a_bucket_or_are_refused() {
+    use cog_ratelimit::{PeerIp, UnknownClient};
+    let quota = Quota::single(Limit::per_day(2)).unwrap();
+    let shared = RateLimitLayer::new(
+        MemoryStore::new(),
+        PeerIp::new().trusted_hops(1),
+        quota.clone(),
+    )
+    .layer(counting_service(Arc::default()));
+    // No peer address extension and a forged chain: three "different"
+    // clients, one bucket.
+    let forged = |xff: &str| {
+        Request::builder()
+            .uri("/")
+            .header("x-forwarded-for", xff)
+            .body(Body::default())
+            .unwrap()
+    };
+    let statuses: Vec<_> = [forged("junk"), forged("also junk"), forged("")]
+        .into_iter()
+        .map(|r| shared.clone().oneshot(r))
+        .collect();
+    let mut got = Vec::new();
+    for s in statuses {
+        got.push(s.await.unwrap().status());
+    }
+    assert_eq!(
+        got,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let strict = RateLimitLayer::new(
+        MemoryStore::new(),
+        PeerIp::new().when_unknown(UnknownClient::Reject),
+        quota,
+    )
+    .layer(counting_service(calls.clone()));
+    let r = strict.clone().oneshot(req(None)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // With the address there, it is limited as usual.
+    let mut known = req(None);
+    known
+        .extensions_mut()
+        .insert("10.0.0.7:4000".parse::<std::net::SocketAddr>().unwrap());
+    assert_eq!(
+        strict.clone().oneshot(known).await.unwrap().status(),
+        StatusCode::OK
+    );
+}
