@@ -85,13 +85,21 @@ fn ok_service() -> impl Service<
     })
 }
 
-/// One request through a clone of `svc`.
+/// One request through a clone of `svc` (the rate limiter's body wraps
+/// the inner one).
 async fn send<S>(svc: &S, req: Request<String>) -> Response<String>
 where
-    S: Service<Request<String>, Response = Response<String>, Error = std::convert::Infallible>
-        + Clone,
+    S: Service<
+            Request<String>,
+            Response = Response<cog_ratelimit::layer::RateLimitBody<String>>,
+            Error = std::convert::Infallible,
+        > + Clone,
 {
-    svc.clone().oneshot(req).await.unwrap()
+    svc.clone()
+        .oneshot(req)
+        .await
+        .unwrap()
+        .map(|b| b.into_inner())
 }
 
 fn request(key: Option<&str>) -> Request<String> {

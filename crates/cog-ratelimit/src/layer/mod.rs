@@ -14,16 +14,22 @@
 //! - no subject (the extractor returned `None`) or no quota: passed
 //!   through, unlimited.
 //!
-//! Concurrency slots are held until the inner service's response future
-//! completes (or is dropped), then released.
+//! Concurrency slots are held until the response body ends — its last
+//! frame, an error, or the body dropped — so a streaming response counts as
+//! in flight until it is done; a request abandoned before its response
+//! gives them back at once. The response body is therefore
+//! [`RateLimitBody<B>`], a pass-through wrapper of the inner body.
 //!
 //! In [shadow mode](RateLimitLayer::shadow) every decision is made and
 //! recorded, but nothing is rejected and no header is added: a way to try a
 //! limit on production traffic before enforcing it.
 
+mod body;
 #[allow(clippy::module_inception)]
 mod layer;
 mod service;
+
+pub use body::RateLimitBody;
 
 pub use cog_core::ResponseFuture;
 pub use layer::RateLimitLayer;

@@ -9,12 +9,13 @@ use opentelemetry::metrics::Counter;
 use tower_service::Service;
 use tracing::Instrument;
 
+use super::body::{RateLimitBody, Slots};
 use crate::decision::{Decision, DecisionSource};
 use crate::extract::{KeyExtractor, Subject};
 use crate::headers;
 use crate::quota::Quota;
 use crate::source::QuotaSource;
-use crate::store::{Lease, Store, StoreError};
+use crate::store::{Store, StoreError};
 use cog_core::ResponseFuture;
 
 pub(crate) type CostFn = Arc<dyn Fn(&Parts) -> u64 + Send + Sync>;
@@ -119,9 +120,9 @@ where
     ReqBody: Send + 'static,
     ResBody: Default + Send + 'static,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<RateLimitBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<RateLimitBody<ResBody>, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -135,28 +136,25 @@ where
     }
 }
 
-/// Gives concurrency slots back when the request is done or abandoned.
-struct LeaseGuard<'a, St: Store> {
-    store: &'a St,
-    lease: Option<Lease>,
-}
-
-impl<St: Store> Drop for LeaseGuard<'_, St> {
-    fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            self.store.release(lease);
-        }
-    }
+/// The inner service's answer, with no slots to hold.
+async fn pass<S, ReqBody, ResBody>(
+    mut inner: S,
+    req: Request<ReqBody>,
+) -> Result<Response<RateLimitBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    Ok(inner.call(req).await?.map(RateLimitBody::new))
 }
 
 async fn run<S, St, K, Q, ReqBody, ResBody>(
     config: Arc<Config<St, K, Q>>,
     mut inner: S,
     req: Request<ReqBody>,
-) -> Result<Response<ResBody>, S::Error>
+) -> Result<Response<RateLimitBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    St: Store,
+    St: Store + Clone,
     K: KeyExtractor,
     Q: QuotaSource,
     ResBody: Default,
@@ -164,23 +162,23 @@ where
     let (parts, body) = req.into_parts();
     let subject = match config.key.subject(&parts) {
         Subject::Key(subject) => subject,
-        Subject::Unlimited => return inner.call(Request::from_parts(parts, body)).await,
+        Subject::Unlimited => return pass(inner, Request::from_parts(parts, body)).await,
         Subject::Reject => {
             config.metrics.record("rejected", "key");
             if config.shadow {
-                return inner.call(Request::from_parts(parts, body)).await;
+                return pass(inner, Request::from_parts(parts, body)).await;
             }
             return Ok(status_only(StatusCode::BAD_REQUEST));
         }
     };
     let quota = match config.quotas.quota(&subject, &parts).await {
         Ok(Some(q)) => q,
-        Ok(None) => return inner.call(Request::from_parts(parts, body)).await,
+        Ok(None) => return pass(inner, Request::from_parts(parts, body)).await,
         Err(e) => {
             tracing::warn!(target: "cog_ratelimit", error = %e, "quota lookup failed");
             config.metrics.record("error", "quota_source");
             if config.shadow {
-                return inner.call(Request::from_parts(parts, body)).await;
+                return pass(inner, Request::from_parts(parts, body)).await;
             }
             return Ok(unavailable());
         }
@@ -200,7 +198,7 @@ where
         Err(e) => {
             config.metrics.record("error", "store");
             if config.shadow {
-                return inner.call(Request::from_parts(parts, body)).await;
+                return pass(inner, Request::from_parts(parts, body)).await;
             }
             return Ok(match e {
                 StoreError::Unavailable(_) | StoreError::Timeout(_) => {
@@ -230,11 +228,11 @@ where
             return Ok(too_many(&quota, &decision));
         }
     }
-    let _guard = LeaseGuard {
-        store: &config.store,
-        lease: decision.take_lease(),
-    };
-    let mut response = inner.call(Request::from_parts(parts, body)).await?;
+    // Given back when the response body ends — or now, if the request is
+    // abandoned or the inner service fails.
+    let slots = Slots::of(&config.store, decision.take_lease());
+    let response = inner.call(Request::from_parts(parts, body)).await?;
+    let mut response = response.map(|b| RateLimitBody::holding(b, slots));
     if !config.shadow {
         add_headers(response.headers_mut(), &quota, &decision);
     }
@@ -270,13 +268,13 @@ fn add_headers(h: &mut http::HeaderMap, quota: &Quota, d: &Decision) {
     h.insert(RATELIMIT, headers::current(quota, d));
 }
 
-fn status_only<B: Default>(status: StatusCode) -> Response<B> {
-    let mut r = Response::new(B::default());
+fn status_only<B: Default>(status: StatusCode) -> Response<RateLimitBody<B>> {
+    let mut r = Response::new(RateLimitBody::default());
     *r.status_mut() = status;
     r
 }
 
-fn too_many<B: Default>(quota: &Quota, d: &Decision) -> Response<B> {
+fn too_many<B: Default>(quota: &Quota, d: &Decision) -> Response<RateLimitBody<B>> {
     let mut r = status_only(StatusCode::TOO_MANY_REQUESTS);
     add_headers(r.headers_mut(), quota, d);
     if let Some(retry) = d.retry_after() {
@@ -286,7 +284,7 @@ fn too_many<B: Default>(quota: &Quota, d: &Decision) -> Response<B> {
     r
 }
 
-fn unavailable<B: Default>() -> Response<B> {
+fn unavailable<B: Default>() -> Response<RateLimitBody<B>> {
     let mut r = status_only(StatusCode::SERVICE_UNAVAILABLE);
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use crate::decision::Decision;
 use crate::quota::Quota;
 
+#[cfg(test)]
+mod differential;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;

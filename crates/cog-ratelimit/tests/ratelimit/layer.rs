@@ -310,3 +310,47 @@ async fn unknown_client_addresses_share_a_bucket_or_are_refused() {
         StatusCode::OK
     );
 }
+
+/// A streaming response holds its concurrency slot until its body ends
+/// (or is dropped), not just until its headers are out.
+#[tokio::test]
+async fn concurrency_slots_are_held_until_the_body_ends() {
+    use bytes::Bytes;
+    use http_body_util::combinators::UnsyncBoxBody;
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::sync::mpsc;
+
+    type Chunks = mpsc::UnboundedSender<Result<http_body::Frame<Bytes>, Infallible>>;
+    let senders: Arc<std::sync::Mutex<Vec<Chunks>>> = Arc::default();
+    let s = senders.clone();
+    let streaming = service_fn(move |_req: Request<Body>| {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        s.lock().unwrap().push(tx);
+        let body = StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        // Boxed: the layer answers 429s with a `Default` body.
+        async move { Ok::<_, Infallible>(Response::new(UnsyncBoxBody::new(body))) }
+    });
+    let quota = Quota::single(Limit::concurrency(1)).unwrap();
+    let svc = RateLimitLayer::new(MemoryStore::new(), Global, quota).layer(streaming);
+    let get = || svc.clone().oneshot(req(None));
+
+    let first = get().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    // Headers are out, the body is still streaming: the slot is taken.
+    assert_eq!(get().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    let tx = senders.lock().unwrap().remove(0);
+    tx.send(Ok(http_body::Frame::data(Bytes::from("part"))))
+        .unwrap();
+    let mut body = first.into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "part");
+    assert_eq!(get().await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    // The stream ends: the slot is given back.
+    drop(tx);
+    assert!(body.frame().await.is_none());
+    let second = get().await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    // A body dropped unread gives it back too.
+    drop(second);
+    assert_eq!(get().await.unwrap().status(), StatusCode::OK);
+}

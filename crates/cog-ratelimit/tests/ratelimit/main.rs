@@ -2,6 +2,7 @@
 //! layer end to end.
 
 mod cluster;
+mod differential;
 mod failure;
 mod layer;
 mod memory;
