@@ -50,8 +50,12 @@ pub enum LimitKind {
         /// The window length.
         window: Duration,
     },
-    /// At most `max` units in flight at once. A slot held longer than
-    /// `lease` is reclaimed, so a crashed instance cannot leak slots.
+    /// At most `max` units in flight at once. In Redis, a slot held longer
+    /// than `lease` is reclaimed, so a crashed instance cannot leak slots.
+    /// A [`MemoryStore`](crate::MemoryStore) frees a slot when its
+    /// [`Lease`](crate::Lease) is dropped — the layer drops it when the
+    /// response body ends — and ignores `lease`: its holders live in the
+    /// same process, and a crash takes the whole store with it.
     Concurrency {
         /// Units in flight at once.
         max: u64,
@@ -121,7 +125,9 @@ impl Limit {
         self
     }
 
-    /// Sets the lease of a concurrency limit (no effect on other kinds).
+    /// Sets the lease of a concurrency limit (no effect on other kinds): how
+    /// long a Redis-held slot survives an instance that never gives it back
+    /// (see [`LimitKind::Concurrency`]).
     pub fn lease(mut self, lease: Duration) -> Self {
         if let LimitKind::Concurrency { lease: l, .. } = &mut self.kind {
             *l = lease;

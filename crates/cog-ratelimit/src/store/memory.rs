@@ -18,6 +18,9 @@ use crate::quota::{Params, Quota};
 /// each time it doubles.
 const MIN_SWEEP: usize = 1024;
 
+/// Subjects a store holds state for by default.
+const DEFAULT_MAX_SUBJECTS: usize = 1_000_000;
+
 /// Rate-limit state in this process: exact, fast, not shared.
 ///
 /// Keys are spread over shards (a few per CPU), each a hash table behind a
@@ -31,6 +34,13 @@ const MIN_SWEEP: usize = 1024;
 /// subjects; [`sweep`](Self::sweep) evicts on demand. Eviction never
 /// changes a decision: an evicted subject's state equals a fresh one.
 ///
+/// Active subjects are bounded too: past
+/// [`max_subjects`](Self::with_max_subjects) (default 1 000 000, about
+/// 100 MB) a shard forgets an eighth of its active subjects (never one
+/// holding a concurrency slot) to make room. A forgotten subject starts
+/// afresh: under a flood of distinct subjects the store errs on the side of
+/// admitting, and its memory stays flat.
+///
 /// Cheap to clone: clones share state.
 #[derive(Clone)]
 pub struct MemoryStore {
@@ -39,7 +49,8 @@ pub struct MemoryStore {
 
 struct Inner {
     shards: Box<[RwLock<Shard>]>,
-    shift: u32,
+    /// Subjects one shard holds at most.
+    max_per_shard: usize,
     hasher: foldhash::fast::RandomState,
     clock: quanta::Clock,
     start: u64,
@@ -138,7 +149,17 @@ impl MemoryStore {
         Self::with_clock(quanta::Clock::new())
     }
 
+    /// An empty store holding state for at most about `max` subjects (see
+    /// the type docs).
+    pub fn with_max_subjects(max: usize) -> Self {
+        Self::build(quanta::Clock::new(), max)
+    }
+
     pub(crate) fn with_clock(clock: quanta::Clock) -> Self {
+        Self::build(clock, DEFAULT_MAX_SUBJECTS)
+    }
+
+    fn build(clock: quanta::Clock, max_subjects: usize) -> Self {
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
         let shards = (cpus * 4).next_power_of_two().max(16);
         let start = clock.raw();
@@ -152,7 +173,7 @@ impl MemoryStore {
                         })
                     })
                     .collect(),
-                shift: 64 - shards.trailing_zeros(),
+                max_per_shard: max_subjects.div_ceil(shards).max(1),
                 hasher: foldhash::fast::RandomState::default(),
                 clock,
                 start,
@@ -219,7 +240,7 @@ impl MemoryStore {
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
-        &self.inner.shards[(hash >> self.inner.shift) as usize]
+        &self.inner.shards[shard_index(hash, self.inner.shards.len())]
     }
 
     fn with_entry<R>(&self, subject: &str, quota: &Quota, f: impl FnOnce(&Entry) -> R) -> R {
@@ -234,9 +255,13 @@ impl MemoryStore {
             }
         }
         let mut guard = shard.write();
-        if guard.table.len() >= guard.next_sweep {
+        let max = self.inner.max_per_shard;
+        if guard.table.len() >= guard.next_sweep.min(max) {
             let now = self.now();
             sweep_shard(&mut guard, now);
+            if guard.table.len() >= max {
+                forget_some(&mut guard, (max / 8).max(1));
+            }
             guard.next_sweep = (guard.table.len() * 2).max(MIN_SWEEP);
         }
         let entry = match guard.table.find(hash, eq) {
@@ -276,6 +301,25 @@ fn matcher(fp: u64, subject: &str) -> impl Fn(&Entry) -> bool + Copy + '_ {
             && e.key[..8] == fp.to_le_bytes()
             && e.key[8..] == *subject.as_bytes()
     }
+}
+
+/// The shard of a hash: bits 32 and up. hashbrown places entries by the
+/// low bits and tags them with the top seven; a shard index taken from
+/// either would leave every entry of a shard alike in those bits (crowded
+/// buckets, or tags that no longer tell entries apart).
+fn shard_index(hash: u64, shards: usize) -> usize {
+    ((hash >> 32) as usize) & (shards - 1)
+}
+
+/// Forgets up to `n` subjects that hold no concurrency slot.
+fn forget_some(shard: &mut Shard, mut n: usize) {
+    shard.table.retain(|e| {
+        if n == 0 || e.leased() {
+            return true;
+        }
+        n -= 1;
+        false
+    });
 }
 
 fn sweep_shard(shard: &mut Shard, now: u64) -> usize {
@@ -568,6 +612,46 @@ mod tests {
             }
         }
         assert!(store.len() < 50_000, "{}", store.len());
+    }
+
+    #[test]
+    fn shards_come_from_bits_hashbrown_does_not_use() {
+        for shards in [16, 64, 1024] {
+            // The top seven bits (hashbrown's tag) and the low bits (its
+            // bucket) never choose the shard...
+            for hash in [0u64, 0xFE00_0000_0000_0000, 0x0000_0000_FFFF_FFFF] {
+                assert_eq!(shard_index(hash, shards), 0);
+            }
+            // ...bits 32 and up do, all of them used.
+            let used: std::collections::HashSet<usize> = (0..shards as u64)
+                .map(|i| shard_index(i << 32, shards))
+                .collect();
+            assert_eq!(used.len(), shards);
+        }
+    }
+
+    #[test]
+    fn active_subjects_are_bounded_under_a_million_distinct_ones() {
+        let store = MemoryStore::with_max_subjects(10_000);
+        let day = Quota::single(Limit::per_day(5)).unwrap();
+        let slots = Quota::single(Limit::concurrency(1)).unwrap();
+        // A subject holding a slot is never forgotten.
+        let mut held = store.check_now("holder", &slots, 1).unwrap();
+        for i in 0..1_000_000 {
+            // Per day: nobody is back at rest during the test.
+            assert!(
+                store
+                    .check_now(&format!("s{i}"), &day, 1)
+                    .unwrap()
+                    .is_allowed()
+            );
+        }
+        let bound = 10_000 + store.inner.shards.len();
+        assert!(store.len() <= bound, "{} > {bound}", store.len());
+        assert!(store.len() >= 5_000, "{}", store.len());
+        assert!(!store.check_now("holder", &slots, 1).unwrap().is_allowed());
+        drop(held.take_lease());
+        assert!(store.check_now("holder", &slots, 1).unwrap().is_allowed());
     }
 
     #[test]
