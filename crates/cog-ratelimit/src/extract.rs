@@ -276,16 +276,40 @@ impl KeyExtractor for PeerIp {
     }
 }
 
-/// The request's method and path (`"GET /v1/items"`): one limit per route.
-/// Combine with another extractor, e.g. `(ApiKey::new(), Route)`, for
-/// per-caller-per-route limits.
+/// The request's method and route (`"GET /v1/items/{id}"`): one limit per
+/// route. Combine with another extractor, e.g. `(ApiKey::new(), Route)`,
+/// for per-caller-per-route limits.
+///
+/// The route is the template the router matched, where it says so: a
+/// [`MatchedRoute`] extension, or (feature `axum`) axum's `MatchedPath` —
+/// so `/v1/items/1` and `/v1/items/2` share one limit, and a client cannot
+/// mint subjects by varying the path. Without either, the raw path.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Route;
 
+/// The route template a router matched for this request (e.g.
+/// `/v1/items/{id}`), as a request extension: [`Route`] keys on it. Insert
+/// it from routers other than axum (whose `MatchedPath` is read directly
+/// with the `axum` feature).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchedRoute(pub std::sync::Arc<str>);
+
 impl KeyExtractor for Route {
     fn extract(&self, parts: &Parts) -> Option<String> {
-        Some(format!("{} {}", parts.method, parts.uri.path()))
+        let route = route_template(parts).unwrap_or(parts.uri.path());
+        Some(format!("{} {route}", parts.method))
     }
+}
+
+fn route_template(parts: &Parts) -> Option<&str> {
+    if let Some(m) = parts.extensions.get::<MatchedRoute>() {
+        return Some(&m.0);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {
+        return Some(m.as_str());
+    }
+    None
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -409,6 +433,11 @@ mod tests {
         let h = Header(HeaderName::from_static("x-tenant"));
         assert_eq!(h.extract(&p).unwrap(), "acme");
         assert_eq!(Route.extract(&p).unwrap(), "GET /v1/items");
+        let mut templated = parts(&[], None);
+        templated
+            .extensions
+            .insert(MatchedRoute("/v1/items/{id}".into()));
+        assert_eq!(Route.extract(&templated).unwrap(), "GET /v1/items/{id}");
         assert_eq!(
             (h.clone(), Route).extract(&p).unwrap(),
             "4:acme|GET /v1/items"

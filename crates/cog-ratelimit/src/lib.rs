@@ -69,6 +69,7 @@
 //! # Feature flags
 //!
 //! - `redis`: [`RedisStore`], on `fred`.
+//! - `axum`: [`Route`] keys on axum's `MatchedPath` (the route template).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod algo;
@@ -82,8 +83,8 @@ mod store;
 
 pub use decision::{Decision, DecisionSource, LimitStatus};
 pub use extract::{
-    ApiKey, Global, Header, KeyExtractor, PeerAddr, PeerIp, Route, Subject, UNKNOWN_CLIENT,
-    UnknownClient,
+    ApiKey, Global, Header, KeyExtractor, MatchedRoute, PeerAddr, PeerIp, Route, Subject,
+    UNKNOWN_CLIENT, UnknownClient,
 };
 pub use layer::{RateLimit, RateLimitLayer};
 pub use quota::{InvalidQuota, Limit, LimitKind, MAX_COUNT, MAX_PERIOD, Quota};

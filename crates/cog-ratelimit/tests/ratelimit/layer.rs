@@ -354,3 +354,33 @@ async fn concurrency_slots_are_held_until_the_body_ends() {
     drop(second);
     assert_eq!(get().await.unwrap().status(), StatusCode::OK);
 }
+
+/// `Route` keys on the template axum matched: every item id shares the
+/// route's limit, so varying the path mints no new subjects.
+#[tokio::test]
+async fn route_keys_on_the_matched_template() {
+    use axum::Router;
+    use axum::routing::get;
+    use cog_ratelimit::Route;
+
+    let quota = Quota::single(Limit::per_day(2)).unwrap();
+    let app = Router::new()
+        .route("/v1/items/{id}", get(|| async { "item" }))
+        .route("/v1/users/{id}", get(|| async { "user" }))
+        .layer(RateLimitLayer::new(MemoryStore::new(), Route, quota));
+    let get = |uri: &str| {
+        let req = Request::builder()
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        app.clone().oneshot(req)
+    };
+    assert_eq!(get("/v1/items/1").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(get("/v1/items/2").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        get("/v1/items/3").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Another route has its own limit.
+    assert_eq!(get("/v1/users/1").await.unwrap().status(), StatusCode::OK);
+}
