@@ -253,7 +253,6 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 let l2 = crate::l2::L2::new(client.clone(), settings);
                 let origin = l2.origin;
                 let inner = Inner::new(self.config, self.capacity, Some(l2));
-                crate::stats::register_circuit(Arc::downgrade(&inner));
                 crate::l2::spawn_subscriber(&client, Arc::downgrade(&inner), origin, channel)
                     .map_err(|e| BuildError::Subscriber(e.to_string()))?;
                 return Ok(TieredCache::from_inner(inner));

@@ -218,6 +218,16 @@ type L1<K, V> = L1Cache<
     DefaultLifecycle<L1Key<K>, Slot<V>>,
 >;
 
+impl<K: CacheKey, V: CacheValue> crate::stats::Observed for Inner<K, V> {
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn circuit_open(&self) -> bool {
+        self.l2.as_ref().is_some_and(|l2| l2.circuit_open())
+    }
+}
+
 /// A two-tier read-through cache: L1 in process (quick_cache, bounded by
 /// weight in bytes), optional L2 in Redis shared by every instance.
 ///
@@ -239,6 +249,9 @@ pub(crate) struct Inner<K, V> {
     start: quanta::Instant,
     refreshing: Arc<Markers<L1Key<K>>>,
     pub(crate) generations: Generations,
+    /// Whether this instance receives other instances' invalidations (set
+    /// once its subscription is active; always for a cache without L2).
+    pub(crate) listening: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K, V> Clone for TieredCache<K, V> {
@@ -306,6 +319,7 @@ pub(crate) fn unix_ms() -> u64 {
 
 impl<K: CacheKey, V: CacheValue> Inner<K, V> {
     pub(crate) fn new(config: Config<K, V>, capacity_bytes: u64, l2: Option<L2>) -> Arc<Self> {
+        let l2_absent = l2.is_none();
         let usage = Arc::new(TenantUsage::default());
         let estimated_items = (capacity_bytes / 512).clamp(16, 10_000_000) as usize;
         let l1 = L1Cache::with_options(
@@ -321,7 +335,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         start_coarse_clock();
         let clock = quanta::Clock::new();
         let start = clock.now();
-        Arc::new(Inner {
+        let inner = Arc::new(Inner {
             l1,
             usage,
             l2,
@@ -330,8 +344,12 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             start,
             refreshing: Markers::new(config.max_refreshes),
             generations: Generations::default(),
+            listening: tokio::sync::watch::Sender::new(l2_absent),
             config,
-        })
+        });
+        let observed: Arc<dyn crate::stats::Observed> = inner.clone();
+        crate::stats::observe(Arc::downgrade(&observed));
+        inner
     }
 
     /// Nanoseconds on the cache's monotonic clock, to about a millisecond
@@ -566,6 +584,16 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 inner.stats.l2_error(&e);
             }
         }
+    }
+
+    /// Resolves once this instance receives other instances' invalidations
+    /// (its Redis subscription is active) — at once for a cache without
+    /// L2. Entries read before it may miss an invalidation sent meanwhile;
+    /// await it where that matters (and in tests, instead of sleeping).
+    pub async fn invalidations_ready(&self) {
+        let mut rx = self.inner.listening.subscribe();
+        // The sender lives as long as the cache: this cannot fail.
+        let _ = rx.wait_for(|ready| *ready).await;
     }
 
     /// Counters since the cache was built.

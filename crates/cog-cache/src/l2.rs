@@ -558,8 +558,15 @@ mod imp {
             }
             let _manage = subscriber.manage_subscriptions();
             let mut connected_once = false;
-            if let Err(e) = subscriber.subscribe(channel.clone()).await {
-                tracing::warn!(target: "cog_cache", error = %e, "subscribing to invalidations failed");
+            match subscriber.subscribe(channel.clone()).await {
+                Ok(()) => {
+                    if let Some(inner) = inner.upgrade() {
+                        inner.listening.send_replace(true);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target: "cog_cache", error = %e, "subscribing to invalidations failed");
+                }
             }
             loop {
                 tokio::select! {

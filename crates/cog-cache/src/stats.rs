@@ -1,9 +1,10 @@
 //! Counters per tier, as OpenTelemetry metrics and as a snapshot.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use opentelemetry::KeyValue;
+use parking_lot::Mutex;
 
 use crate::l2::L2Error;
 
@@ -63,16 +64,16 @@ counters!(
 
 /// Counters live in plain atomics (one relaxed add on the hot path); the
 /// OpenTelemetry instruments are observable counters that read them when
-/// metrics are collected.
+/// metrics are collected (see [`observe`]).
 pub(crate) struct Stats {
-    counts: Arc<Counts>,
+    counts: Counts,
 }
 
 impl Stats {
     pub(crate) fn new() -> Self {
-        let counts = Arc::new(Counts::default());
-        register(&counts);
-        Stats { counts }
+        Stats {
+            counts: Counts::default(),
+        }
     }
 
     pub(crate) fn snapshot(&self, circuit_open: bool) -> StatsSnapshot {
@@ -125,84 +126,155 @@ impl Stats {
     }
 }
 
-/// Registers the observable instruments; they hold only a weak reference,
-/// so a dropped cache stops reporting.
-fn register(counts: &Arc<Counts>) {
-    let meter = opentelemetry::global::meter("cog-cache");
-    let weak = Arc::downgrade(counts);
+/// What the process-wide instruments read from one live cache.
+pub(crate) trait Observed: Send + Sync {
+    fn stats(&self) -> &Stats;
+    fn circuit_open(&self) -> bool;
+}
+
+/// Every live cache, for the process-wide instruments; dead ones are
+/// dropped at each collection and each registration, so this holds no
+/// more than the caches alive since the last of those.
+struct Registry {
+    caches: Mutex<Vec<Weak<dyn Observed>>>,
+    /// The meter providers the instruments are registered with (by
+    /// address): once each, not once per cache.
+    providers: Mutex<Vec<usize>>,
+}
+
+static REGISTRY: Registry = Registry {
+    caches: Mutex::new(Vec::new()),
+    providers: Mutex::new(Vec::new()),
+};
+
+/// Makes `cache` count in `cog.cache.*`: its counters are summed with every
+/// other live cache's, and `cog.cache.l2.circuit_open` is 1 while any
+/// cache's circuit is open. The instruments are registered once per meter
+/// provider (a provider installed after the first cache was built still
+/// gets them), never once per cache — building many caches costs no
+/// registrations.
+pub(crate) fn observe(cache: Weak<dyn Observed>) {
+    {
+        let mut caches = REGISTRY.caches.lock();
+        caches.retain(|c| c.strong_count() > 0);
+        caches.push(cache);
+    }
+    let provider = opentelemetry::global::meter_provider();
+    let id = Arc::as_ptr(&provider).cast::<()>() as usize;
+    let mut providers = REGISTRY.providers.lock();
+    if !providers.contains(&id) {
+        providers.push(id);
+        register(&provider.meter("cog-cache"));
+    }
+}
+
+/// The live caches (pruning the dead).
+fn live() -> Vec<Arc<dyn Observed>> {
+    let mut caches = REGISTRY.caches.lock();
+    caches.retain(|c| c.strong_count() > 0);
+    caches.iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Picks one counter of a cache's counts.
+type Pick = fn(&Counts) -> &AtomicU64;
+
+/// The sum over live caches of one counter.
+fn total(caches: &[Arc<dyn Observed>], counter: impl Fn(&Counts) -> &AtomicU64) -> u64 {
+    caches
+        .iter()
+        .map(|c| counter(&c.stats().counts).load(Ordering::Relaxed))
+        .sum()
+}
+
+fn register(meter: &opentelemetry::metrics::Meter) {
     let _requests = meter
         .u64_observable_counter("cog.cache.requests")
         .with_description("Cache lookups by tier and result")
-        .with_callback({
-            let weak = weak.clone();
-            move |obs| {
-                let Some(c) = weak.upgrade() else { return };
-                for (tier, result, n) in [
-                    ("l1", "hit", &c.l1_hits),
-                    ("l1", "miss", &c.l1_misses),
-                    ("l2", "hit", &c.l2_hits),
-                    ("l2", "miss", &c.l2_misses),
-                    ("any", "stale", &c.stale_served),
-                ] {
-                    obs.observe(
-                        n.load(Ordering::Relaxed),
-                        &[KeyValue::new("tier", tier), KeyValue::new("result", result)],
-                    );
-                }
+        .with_callback(|obs| {
+            let caches = live();
+            let points: [(&str, &str, Pick); 5] = [
+                ("l1", "hit", |c| &c.l1_hits),
+                ("l1", "miss", |c| &c.l1_misses),
+                ("l2", "hit", |c| &c.l2_hits),
+                ("l2", "miss", |c| &c.l2_misses),
+                ("any", "stale", |c| &c.stale_served),
+            ];
+            for (tier, result, counter) in points {
+                obs.observe(
+                    total(&caches, counter),
+                    &[KeyValue::new("tier", tier), KeyValue::new("result", result)],
+                );
             }
         })
         .build();
     let _loads = meter
         .u64_observable_counter("cog.cache.loads")
         .with_description("Loader runs by result")
-        .with_callback({
-            let weak = weak.clone();
-            move |obs| {
-                let Some(c) = weak.upgrade() else { return };
-                obs.observe(
-                    c.loads.load(Ordering::Relaxed),
-                    &[KeyValue::new("result", "ok")],
-                );
-                obs.observe(
-                    c.load_errors.load(Ordering::Relaxed),
-                    &[KeyValue::new("result", "error")],
-                );
-            }
+        .with_callback(|obs| {
+            let caches = live();
+            obs.observe(
+                total(&caches, |c| &c.loads),
+                &[KeyValue::new("result", "ok")],
+            );
+            obs.observe(
+                total(&caches, |c| &c.load_errors),
+                &[KeyValue::new("result", "error")],
+            );
         })
         .build();
     let _errors = meter
         .u64_observable_counter("cog.cache.l2.errors")
         .with_description("Failed, timed-out or circuit-skipped Redis calls, and unreadable values")
-        .with_callback(move |obs| {
-            let Some(c) = weak.upgrade() else { return };
+        .with_callback(|obs| {
+            let caches = live();
             obs.observe(
-                c.l2_errors.load(Ordering::Relaxed),
+                total(&caches, |c| &c.l2_errors),
                 &[KeyValue::new("kind", "call")],
             );
             obs.observe(
-                c.l2_corrupt.load(Ordering::Relaxed),
+                total(&caches, |c| &c.l2_corrupt),
                 &[KeyValue::new("kind", "corrupt")],
             );
         })
         .build();
-}
-
-/// Registers `cog.cache.l2.circuit_open` (1 while the L2 circuit is open).
-#[cfg(feature = "redis")]
-pub(crate) fn register_circuit<K, V>(inner: std::sync::Weak<crate::cache::Inner<K, V>>)
-where
-    K: Send + Sync + 'static,
-    V: Send + Sync + 'static,
-{
-    let _gauge = opentelemetry::global::meter("cog-cache")
+    let _circuit = meter
         .u64_observable_gauge("cog.cache.l2.circuit_open")
-        .with_description("1 while Redis is failing and L2 is skipped, else 0")
-        .with_callback(move |obs| {
-            if let Some(inner) = inner.upgrade()
-                && let Some(l2) = &inner.l2
-            {
-                obs.observe(u64::from(l2.circuit_open()), &[]);
-            }
+        .with_description("1 while Redis is failing and L2 is skipped (in any cache), else 0")
+        .with_callback(|obs| {
+            let open = live().iter().any(|c| c.circuit_open());
+            obs.observe(u64::from(open), &[]);
         })
         .build();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fake(Stats);
+
+    impl Observed for Fake {
+        fn stats(&self) -> &Stats {
+            &self.0
+        }
+        fn circuit_open(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn building_many_caches_registers_nothing_more_and_keeps_no_dead_ones() {
+        for _ in 0..10_000 {
+            let cache: Arc<dyn Observed> = Arc::new(Fake(Stats::new()));
+            observe(Arc::downgrade(&cache));
+        }
+        assert!(REGISTRY.providers.lock().len() <= 2);
+        assert!(REGISTRY.caches.lock().len() <= 2);
+        let kept: Arc<dyn Observed> = Arc::new(Fake(Stats::new()));
+        kept.stats().l1_hit();
+        kept.stats().l1_hit();
+        observe(Arc::downgrade(&kept));
+        assert!(live().iter().any(|c| Arc::ptr_eq(c, &kept)));
+        assert!(total(&live(), |c| &c.l1_hits) >= 2);
+    }
 }

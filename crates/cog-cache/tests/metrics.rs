@@ -32,4 +32,22 @@ async fn hits_misses_and_loads_are_exported() {
         metrics.counter("cog.cache.loads", &[("result", "error")]),
         1
     );
+
+    // A second cache adds to the same instruments (summed, not one
+    // cache's value standing for all).
+    let other: TieredCache<String, String> = TieredCache::builder().build().unwrap();
+    for _ in 0..3 {
+        other
+            .get_or_load(&k, || async { Ok::<_, ()>("w".to_owned()) })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        metrics.counter(requests, &[("tier", "l1"), ("result", "hit")]),
+        3 + 2
+    );
+    assert_eq!(metrics.counter("cog.cache.loads", &[("result", "ok")]), 2);
+    // A dropped cache stops counting, the others go on.
+    drop(other);
+    assert_eq!(metrics.counter("cog.cache.loads", &[("result", "ok")]), 1);
 }

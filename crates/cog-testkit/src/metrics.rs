@@ -26,62 +26,64 @@ impl MetricsCapture {
         MetricsCapture { provider, exporter }
     }
 
-    /// Collects now, and returns the latest value of the `u64` counter
-    /// `name` over the points whose attributes include every `(key,
-    /// value)` of `attrs` (0 if none).
+    /// Collects now, and returns the value of the `u64` counter `name`
+    /// summed over the points whose attributes include every `(key,
+    /// value)` of `attrs` (0 if none): `counter(n, &[("outcome", "ok")])`
+    /// counts every `ok`, whatever the point's other attributes.
     pub fn counter(&self, name: &str, attrs: &[(&str, &str)]) -> u64 {
-        let mut latest = 0;
+        let mut total = 0;
         self.visit(name, |data| {
             if let AggregatedMetrics::U64(MetricData::Sum(sum)) = data {
                 for p in sum.data_points() {
                     if matches(p.attributes(), attrs) {
-                        latest = latest.max(p.value());
+                        total += p.value();
                     }
                 }
             }
         });
-        latest
+        total
     }
 
-    /// Like [`counter`](Self::counter), for an `i64` up-down counter (the
-    /// latest value; 0 if none).
+    /// Like [`counter`](Self::counter), for an `i64` up-down counter.
     pub fn up_down(&self, name: &str, attrs: &[(&str, &str)]) -> i64 {
-        let mut latest = 0;
+        let mut total = 0;
         self.visit(name, |data| {
             if let AggregatedMetrics::I64(MetricData::Sum(sum)) = data {
                 for p in sum.data_points() {
                     if matches(p.attributes(), attrs) {
-                        latest = p.value();
+                        total += p.value();
                     }
                 }
             }
         });
-        latest
+        total
     }
 
     /// How many values an `f64` histogram recorded on matching points.
     pub fn histogram_count(&self, name: &str, attrs: &[(&str, &str)]) -> u64 {
-        let mut latest = 0;
+        let mut total = 0;
         self.visit(name, |data| {
             if let AggregatedMetrics::F64(MetricData::Histogram(h)) = data {
-                let n: u64 = h
+                total += h
                     .data_points()
                     .filter(|p| matches(p.attributes(), attrs))
                     .map(|p| p.count())
-                    .sum();
-                latest = latest.max(n);
+                    .sum::<u64>();
             }
         });
-        latest
+        total
     }
 
+    /// Collects now and visits `name` in that collection only: the
+    /// exporter keeps every earlier one too, whose (cumulative) values must
+    /// not be added again.
     fn visit(&self, name: &str, mut f: impl FnMut(&AggregatedMetrics)) {
         self.provider.force_flush().expect("metrics flush");
-        for rm in self
+        let finished = self
             .exporter
             .get_finished_metrics()
-            .expect("finished metrics")
-        {
+            .expect("finished metrics");
+        if let Some(rm) = finished.last() {
             for sm in rm.scope_metrics() {
                 for m in sm.metrics().filter(|m| m.name() == name) {
                     f(m.data());

@@ -105,19 +105,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok((client, _)) = listener.accept().await else {
             continue;
         };
+        // Subscribe first, then look: a cut sets `refusing` before it
+        // bumps the generation, so this connection either sees `refusing`
+        // now or the bump later — it cannot slip between the two.
+        let mut generation = shared.generation.subscribe();
         if shared.refusing.load(Ordering::SeqCst) {
             drop(client);
             continue;
         }
         let shared = shared.clone();
         tokio::spawn(async move {
-            let Ok(server) = TcpStream::connect(shared.upstream).await else {
-                return;
+            let server = tokio::select! {
+                server = TcpStream::connect(shared.upstream) => server,
+                _ = generation.changed() => return,
             };
+            let Ok(server) = server else { return };
             let _ = client.set_nodelay(true);
             let _ = server.set_nodelay(true);
-            let mut generation = shared.generation.subscribe();
-            generation.mark_unchanged();
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
             tokio::select! {

@@ -84,7 +84,17 @@ impl RedisServer {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             match self.command(&["PING"]) {
-                Ok(Reply::Status(s)) if s == "PONG" => return Ok(()),
+                // Our server, not another test's that took the port first
+                // (ours then exits with "address in use").
+                Ok(Reply::Status(s)) if s == "PONG" && self.answering_is_ours() => return Ok(()),
+                Ok(Reply::Status(s)) if s == "PONG" => {
+                    self.kill_child();
+                    return Err(Error::NotReady {
+                        what: format!("redis-server on port {}", self.port),
+                        secs: 0,
+                        detail: "the port is served by another process".to_owned(),
+                    });
+                }
                 // LOADING and friends: keep waiting.
                 Ok(_) | Err(_) if Instant::now() < deadline => {}
                 other => {
@@ -105,6 +115,19 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the server answering on our port is the process we started.
+    fn answering_is_ours(&self) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        let info = self
+            .command(&["INFO", "server"])
+            .ok()
+            .and_then(|r| r.as_text())
+            .unwrap_or_default();
+        info.lines()
+            .filter_map(|l| l.strip_prefix("process_id:"))
+            .any(|p| p.trim() == pid.to_string())
     }
 
     fn exited(&self) -> bool {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cog_cache::TieredCache;
 use cog_testkit::{RedisServer, Reply};
 
-use crate::support::{Cache, Counter, client, eventually};
+use crate::support::{Cache, Counter, client, eventually, failing};
 
 const HANG: Duration = Duration::from_secs(10);
 
@@ -72,8 +72,11 @@ async fn invalidation_reaches_another_instance() {
     let server = RedisServer::start().unwrap();
     let a = cache(&server.url(), false).await;
     let b = cache(&server.url(), false).await;
-    // Let both subscribers connect.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for c in [&a, &b] {
+        tokio::time::timeout(HANG, c.invalidations_ready())
+            .await
+            .expect("subscribed");
+    }
     let k = "user:1".to_owned();
     let counter = Counter::default();
     assert_eq!(
@@ -108,6 +111,11 @@ async fn invalidation_reaches_another_instance() {
     })
     .await;
     assert_eq!(b.tenant("other").get(&t).await.as_deref(), Some("y"));
+    // In L2 too, as a third instance (empty L1) sees it.
+    let c = cache(&server.url(), false).await;
+    assert_eq!(c.tenant("acme").get(&t).await, None);
+    assert_eq!(c.tenant("other").get(&t).await.as_deref(), Some("y"));
+    assert_eq!(c.stats().l2_hits, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +141,20 @@ async fn redis_killed_mid_load_then_restarted() {
         "v1"
     );
     tokio::time::sleep(Duration::from_millis(150)).await;
+
+    // An instance with nothing in L1 finds the stale value in L2 when its
+    // loader fails (stale-if-error through L2, not only L1).
+    let fresh_l1: Cache = TieredCache::builder()
+        .redis(client(&server.url()).await)
+        .schema("v1")
+        .redis_timeout(Duration::from_millis(300))
+        .ttl(Duration::from_millis(100))
+        .stale_if_error(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    assert_eq!(fresh_l1.get_or_load(&k, failing()).await.unwrap(), "v1");
+    assert_eq!(fresh_l1.stats().stale_served, 1);
+    assert_eq!(fresh_l1.stats().l1_hits, 0);
 
     // 50 callers of an expired key; the upstream is down too, and Redis is
     // killed while the (single) load runs.

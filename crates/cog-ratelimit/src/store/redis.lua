@@ -22,22 +22,27 @@ local function fresh(key)
   redis.call('DEL', key)
 end
 
+-- Times are microseconds since the epoch (~1.7e15): a double holds them
+-- to a quarter of a microsecond, so a sum like `now + c * T` is not exact.
+-- Differences are taken before adding (`tat - now`, small), and time
+-- comparisons allow half a microsecond — the resolution of Redis TIME.
+local US = 0.5
+
 local function gcra(key, T, tau, c)
   local ok, v = pcall(redis.call, 'GET', key)
   local tat = ok and tonumber(v) or nil
   if not ok or (v and not tat) then fresh(key) end
   if tat == nil or tat < now then tat = now end
-  local new_tat = tat + c * T
-  local diff = new_tat - now
-  if diff <= tau + EPS then
-    return 1, math.floor((tau - diff) / T + EPS), diff, 0, function()
-      redis.call('SET', key, string.format('%.17g', new_tat), 'PX', math.ceil(diff / 1000) + 1)
+  local used = tat - now
+  local diff = used + c * T
+  if diff <= tau + US then
+    return 1, math.floor((math.max(tau - diff, 0) + US) / T), diff, 0, function()
+      redis.call('SET', key, string.format('%.17g', now + diff), 'PX', math.ceil(diff / 1000) + 1)
     end
   end
-  local used = tat - now
   local retry = -1
-  if c * T <= tau + EPS then retry = diff - tau end
-  return 0, math.floor(math.max(tau - used, 0) / T + EPS), used, retry, nil
+  if c * T <= tau + US then retry = diff - tau end
+  return 0, math.floor((math.max(tau - used, 0) + US) / T), used, retry, nil
 end
 
 local function sliding(key, W, max, c)
