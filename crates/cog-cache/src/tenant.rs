@@ -78,7 +78,6 @@ impl TenantUsage {
 
 /// Weight counted against a tenant while this lives (see the module docs).
 /// Cloning gives an empty charge: only the copy inside L1 counts.
-#[derive(Default)]
 pub(crate) struct Charge(Option<Held>);
 
 struct Held {

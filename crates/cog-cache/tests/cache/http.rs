@@ -219,12 +219,18 @@ async fn no_store_private_and_set_cookie_are_never_stored() {
         assert_eq!(c.get(path, &[]).await.1, "cog; fwd=uri-miss", "{path}");
     }
     assert_eq!(c.calls(), 6);
-    // A client's own no-cache goes to the origin.
+    // A client's own no-cache goes to the origin (and its answer is
+    // stored); its no-store goes there and nothing is stored.
     c.get("/public", &[]).await;
     assert_eq!(
         c.get("/public", &[("cache-control", "no-cache")]).await.1,
+        "cog; fwd=request; stored"
+    );
+    assert_eq!(
+        c.get("/public", &[("cache-control", "no-store")]).await.1,
         "cog; fwd=request"
     );
+    assert!(c.get("/public", &[]).await.1.starts_with("cog; hit"));
 }
 
 #[tokio::test]

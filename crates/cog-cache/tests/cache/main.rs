@@ -3,4 +3,5 @@
 mod http;
 mod l1;
 mod redis;
+mod rfc9111;
 mod support;

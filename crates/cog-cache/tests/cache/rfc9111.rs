@@ -1,0 +1,362 @@
+//! The HTTP layer as a shared cache (RFC 9111), against a scripted origin
+//! that records what it was asked.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use cog_cache::TieredCache;
+use cog_cache::http::{CacheBody, HttpCacheLayer, StoredResponse};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt, service_fn};
+
+type Origin = BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+type Script = dyn Fn(&Request<Full<Bytes>>, usize) -> Response<Full<Bytes>> + Send + Sync;
+
+/// What the origin saw: method, path and headers of each request.
+#[derive(Default, Clone)]
+struct Seen(Arc<Mutex<Vec<(String, String, HeaderMap)>>>);
+
+impl Seen {
+    fn count(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    fn last_header(&self, name: &str) -> Option<String> {
+        let seen = self.0.lock();
+        let (_, _, h) = seen.last()?;
+        Some(h.get(name)?.to_str().ok()?.to_owned())
+    }
+}
+
+struct Cache {
+    svc: cog_cache::http::HttpCache<Origin>,
+    seen: Seen,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+impl Cache {
+    /// A cache in front of an origin answering `script(request, n)` for
+    /// its `n`-th request (from 1).
+    fn new(
+        script: impl Fn(&Request<Full<Bytes>>, usize) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> Self {
+        let seen = Seen::default();
+        let script: Arc<Script> = Arc::new(script);
+        let s = seen.clone();
+        let origin = BoxCloneSyncService::new(service_fn(move |req: Request<Full<Bytes>>| {
+            let n = {
+                let mut seen = s.0.lock();
+                seen.push((
+                    req.method().to_string(),
+                    req.uri().path().to_owned(),
+                    req.headers().clone(),
+                ));
+                seen.len()
+            };
+            let res = script(&req, n);
+            async move { Ok::<_, Infallible>(res) }
+        }));
+        let cache: TieredCache<String, StoredResponse> = TieredCache::builder().build().unwrap();
+        Cache {
+            svc: HttpCacheLayer::new(cache).layer(origin),
+            seen,
+        }
+    }
+
+    async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut b = Request::builder().method(method).uri(uri).header("host", "origin.test");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let res: Response<CacheBody<Full<Bytes>>> = self
+            .svc
+            .clone()
+            .oneshot(b.body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        let (parts, body) = res.into_parts();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap(),
+        }
+    }
+
+    async fn get(&self, uri: &str) -> Answer {
+        self.send("GET", uri, &[]).await
+    }
+}
+
+fn respond(status: u16, headers: &[(&str, String)], body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut b = Response::builder().status(status);
+    for (k, v) in headers {
+        b = b.header(*k, v.as_str());
+    }
+    b.body(Full::new(body.into())).unwrap()
+}
+
+fn date(offset_secs: i64) -> String {
+    let t = if offset_secs >= 0 {
+        SystemTime::now() + Duration::from_secs(offset_secs as u64)
+    } else {
+        SystemTime::now() - Duration::from_secs((-offset_secs) as u64)
+    };
+    httpdate::fmt_http_date(t)
+}
+
+#[tokio::test]
+async fn expires_and_date_give_freshness() {
+    let c = Cache::new(|req, n| match req.uri().path() {
+        "/future" => respond(200, &[("date", date(0)), ("expires", date(60))], format!("#{n}")),
+        "/past" => respond(200, &[("date", date(0)), ("expires", date(-60))], format!("#{n}")),
+        // Invalid Expires: already expired.
+        _ => respond(200, &[("expires", "0".into())], format!("#{n}")),
+    });
+    c.get("/future").await;
+    let a = c.get("/future").await;
+    assert!(a.header("cache-status").starts_with("cog; hit"), "{}", a.header("cache-status"));
+    assert_eq!(a.body, "#1");
+    c.get("/past").await;
+    assert_eq!(c.get("/past").await.body, "#3");
+    c.get("/zero").await;
+    assert_eq!(c.get("/zero").await.body, "#5");
+    assert_eq!(c.seen.count(), 5);
+}
+
+#[tokio::test]
+async fn heuristic_freshness_only_for_heuristically_cacheable_statuses() {
+    let c = Cache::new(|req, n| {
+        let lm = ("last-modified", date(-100_000));
+        match req.uri().path() {
+            "/ok" => respond(200, &[lm, ("date", date(0))], format!("#{n}")),
+            "/gone" => respond(410, &[lm, ("date", date(0))], format!("#{n}")),
+            // 302 and 201 are not heuristically cacheable.
+            "/moved" => respond(302, &[lm, ("date", date(0)), ("location", "/x".into())], format!("#{n}")),
+            _ => respond(201, &[lm, ("date", date(0))], format!("#{n}")),
+        }
+    });
+    for path in ["/ok", "/gone"] {
+        c.get(path).await;
+        assert!(c.get(path).await.header("cache-status").starts_with("cog; hit"), "{path}");
+    }
+    for path in ["/moved", "/created"] {
+        c.get(path).await;
+        assert!(!c.get(path).await.header("cache-status").starts_with("cog; hit"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn explicit_freshness_stores_other_statuses() {
+    let c = Cache::new(|_, n| respond(302, &[("cache-control", "max-age=60".into()), ("location", "/x".into())], format!("#{n}")));
+    c.get("/r").await;
+    let a = c.get("/r").await;
+    assert_eq!(a.status, StatusCode::FOUND);
+    assert_eq!(a.header("location"), "/x");
+    assert_eq!(c.seen.count(), 1);
+}
+
+/// `no-cache` (response): stored, but every use is revalidated; a 304
+/// updates the stored headers and the stored body answers.
+#[tokio::test]
+async fn no_cache_responses_are_revalidated_with_their_etag() {
+    let c = Cache::new(|req, n| {
+        let inm = req.headers().get("if-none-match").map(|v| v.to_str().unwrap().to_owned());
+        if inm.as_deref() == Some("\"v1\"") {
+            return respond(304, &[("etag", "\"v1\"".into()), ("x-revalidated", format!("{n}"))], "");
+        }
+        respond(200, &[("cache-control", "no-cache".into()), ("etag", "\"v1\"".into())], "body v1")
+    });
+    assert_eq!(c.get("/r").await.body, "body v1");
+    let a = c.get("/r").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, "body v1");
+    assert_eq!(c.seen.last_header("if-none-match").as_deref(), Some("\"v1\""));
+    assert!(
+        a.header("cache-status").starts_with("cog; fwd=stale; fwd-status=304"),
+        "{}",
+        a.header("cache-status")
+    );
+    assert_eq!(a.header("x-revalidated"), "2");
+    // Every use revalidates.
+    assert_eq!(c.get("/r").await.header("x-revalidated"), "3");
+    assert_eq!(c.seen.count(), 3);
+}
+
+/// A stale entry with `Last-Modified` is revalidated with
+/// `If-Modified-Since`, and the 304's freshness applies afterwards.
+#[tokio::test]
+async fn stale_entries_are_revalidated_and_refreshed_by_304() {
+    let lm = date(-3600);
+    let c = Cache::new(move |req, _| {
+        if req.headers().contains_key("if-modified-since") {
+            return respond(304, &[("cache-control", "max-age=60".into())], "");
+        }
+        respond(200, &[("cache-control", "max-age=0".into()), ("last-modified", lm.clone())], "v")
+    });
+    c.get("/r").await;
+    let a = c.get("/r").await;
+    assert_eq!(a.body, "v");
+    assert!(c.seen.last_header("if-modified-since").is_some());
+    // Fresh for 60 s now: no more trips.
+    let a = c.get("/r").await;
+    assert!(a.header("cache-status").starts_with("cog; hit"), "{}", a.header("cache-status"));
+    assert_eq!(c.seen.count(), 2);
+}
+
+/// `must-revalidate`: once stale it is never served without the origin's
+/// say-so — not in place of a 5xx, whatever `stale-if-error` says.
+#[tokio::test]
+async fn must_revalidate_forbids_stale_serving() {
+    let c = Cache::new(|req, n| {
+        let cc = match req.uri().path() {
+            "/must" => "max-age=0, must-revalidate, stale-if-error=60, stale-while-revalidate=60",
+            "/proxy" => "max-age=0, proxy-revalidate, stale-if-error=60",
+            "/shared" => "s-maxage=0, stale-if-error=60",
+            _ => "max-age=0, stale-if-error=60",
+        };
+        if n % 2 == 0 {
+            return respond(503, &[], "down");
+        }
+        respond(200, &[("cache-control", cc.into()), ("etag", format!("\"{n}\""))], "ok")
+    });
+    for path in ["/must", "/proxy", "/shared"] {
+        c.get(path).await;
+        assert_eq!(c.get(path).await.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    }
+    c.get("/lenient").await;
+    let a = c.get("/lenient").await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "ok"));
+}
+
+/// Unsafe methods that succeed drop the entries of their URI, `Location`
+/// and `Content-Location` on the same host (RFC 9111 §4.4).
+#[tokio::test]
+async fn unsafe_methods_invalidate() {
+    let c = Cache::new(|req, n| match (req.method().as_str(), req.uri().path()) {
+        ("POST", "/items") => respond(
+            201,
+            &[
+                ("location", "/items/7".into()),
+                ("content-location", "http://origin.test/items/latest".into()),
+            ],
+            "",
+        ),
+        ("DELETE", "/other") => respond(
+            204,
+            &[("location", "http://elsewhere.test/items/8".into())],
+            "",
+        ),
+        ("PUT", _) => respond(500, &[], ""),
+        _ => respond(200, &[("cache-control", "max-age=60".into())], format!("#{n}")),
+    });
+    for p in ["/items", "/items/7", "/items/latest", "/items/8"] {
+        c.get(p).await;
+    }
+    let hit = async |p: &str| c.get(p).await.header("cache-status").starts_with("cog; hit");
+    for p in ["/items", "/items/7", "/items/latest", "/items/8"] {
+        assert!(hit(p).await, "{p}");
+    }
+    // A failed unsafe request invalidates nothing.
+    assert_eq!(c.send("PUT", "/items", &[]).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(hit("/items").await);
+    assert_eq!(c.send("POST", "/items", &[]).await.header("cache-status"), "cog; fwd=method");
+    assert!(!hit("/items").await);
+    assert!(!hit("/items/7").await);
+    assert!(!hit("/items/latest").await);
+    // Another host's Location is left alone.
+    c.send("DELETE", "/other", &[]).await;
+    assert!(hit("/items/8").await);
+}
+
+/// Invalidating a URI whose responses vary retires every variant.
+#[tokio::test]
+async fn invalidation_retires_every_variant() {
+    let c = Cache::new(|req, n| {
+        if req.method() == "POST" {
+            return respond(200, &[], "");
+        }
+        let lang = req.headers().get("accept-language").map_or("-", |v| v.to_str().unwrap()).to_owned();
+        respond(200, &[("cache-control", "max-age=60".into()), ("vary", "accept-language".into())], format!("{lang} #{n}"))
+    });
+    let get = async |lang: &str| c.send("GET", "/v", &[("accept-language", lang)]).await.body;
+    assert_eq!(get("en").await, "en #1");
+    assert_eq!(get("fr").await, "fr #2");
+    assert_eq!(get("en").await, "en #1");
+    c.send("POST", "/v", &[]).await;
+    assert_eq!(get("fr").await, "fr #4");
+    assert_eq!(get("en").await, "en #5");
+}
+
+#[tokio::test]
+async fn vary_star_is_never_stored() {
+    let c = Cache::new(|_, n| respond(200, &[("cache-control", "max-age=60".into()), ("vary", "*".into())], format!("#{n}")));
+    c.get("/s").await;
+    assert_eq!(c.get("/s").await.body, "#2");
+}
+
+#[tokio::test]
+async fn request_directives() {
+    let c = Cache::new(|_, n| respond(200, &[("cache-control", "max-age=60".into()), ("etag", "\"e\"".into())], format!("#{n}")));
+    // only-if-cached on a miss: 504, the origin untouched.
+    let a = c.send("GET", "/r", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(c.seen.count(), 0);
+    c.get("/r").await;
+    let a = c.send("GET", "/r", &[("cache-control", "only-if-cached")]).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "#1"));
+    // max-age=0: too old for this client; min-fresh past what is left too.
+    assert_eq!(c.send("GET", "/r", &[("cache-control", "max-age=0")]).await.body, "#2");
+    assert_eq!(c.send("GET", "/r", &[("cache-control", "min-fresh=120")]).await.body, "#3");
+    // Pragma: no-cache without Cache-Control revalidates.
+    assert_eq!(c.send("GET", "/r", &[("pragma", "no-cache")]).await.body, "#4");
+    assert_eq!(c.seen.count(), 4);
+    // A conditional request that the fresh entry matches: 304, no body.
+    let a = c.send("GET", "/r", &[("if-none-match", "W/\"x\", \"e\"")]).await;
+    assert_eq!(a.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(a.header("etag"), "\"e\"");
+    assert!(a.body.is_empty());
+    let a = c.send("GET", "/r", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(c.seen.count(), 4);
+}
+
+/// `max-stale` lets a client take a stale answer the origin allowed.
+#[tokio::test]
+async fn max_stale() {
+    let c = Cache::new(|_, n| respond(200, &[("cache-control", "max-age=0".into()), ("etag", "\"e\"".into())], format!("#{n}")));
+    c.get("/r").await;
+    let a = c.send("GET", "/r", &[("cache-control", "max-stale=60")]).await;
+    assert_eq!(a.body, "#1");
+    assert!(a.header("cache-status").starts_with("cog; hit"), "{}", a.header("cache-status"));
+    // Without it, the stale entry is revalidated.
+    let a = c.get("/r").await;
+    assert!(a.header("cache-status").starts_with("cog; fwd=stale"), "{}", a.header("cache-status"));
+}
+
+/// `Age` on every answer from the cache includes the age on arrival.
+#[tokio::test]
+async fn age_counts_from_the_origin() {
+    let c = Cache::new(|_, _| respond(200, &[("cache-control", "max-age=600".into()), ("date", date(-100))], "x"));
+    c.get("/r").await;
+    let a = c.get("/r").await;
+    let age: u64 = a.header("age").parse().unwrap();
+    assert!((100..=102).contains(&age), "{age}");
+}
