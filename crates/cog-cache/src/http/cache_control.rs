@@ -238,10 +238,19 @@ mod tests {
     fn first_occurrence_wins_and_invalid_ages_are_stale() {
         assert_eq!(cc(&["max-age=10, max-age=20"]).max_age, Some(10));
         assert_eq!(cc(&["max-age=10", "max-age=20"]).max_age, Some(10));
-        for bad in ["max-age=-1", "max-age=1.5", "max-age=abc", "max-age", "max-age="] {
+        for bad in [
+            "max-age=-1",
+            "max-age=1.5",
+            "max-age=abc",
+            "max-age",
+            "max-age=",
+        ] {
             assert_eq!(cc(&[bad]).max_age, Some(0), "{bad}");
         }
-        assert_eq!(cc(&["max-age=99999999999999999999999"]).max_age, Some(MAX_DELTA));
+        assert_eq!(
+            cc(&["max-age=99999999999999999999999"]).max_age,
+            Some(MAX_DELTA)
+        );
         assert_eq!(cc(&["max-stale"]).max_stale, Some(MAX_DELTA));
         assert_eq!(cc(&["max-stale=5"]).max_stale, Some(5));
     }

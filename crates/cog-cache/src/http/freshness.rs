@@ -93,7 +93,8 @@ pub(crate) fn storable(status: StatusCode, headers: &HeaderMap, response_ms: u64
         None if cc.public || cc.no_cache => heuristic().unwrap_or(0),
         None => heuristic()?,
     };
-    let has_validator = headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let has_validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
     // Nothing to serve fresh and nothing to revalidate with: not worth it.
     if (lifetime_ms == 0 || cc.no_cache) && !has_validator {
         let stale_use = cc.stale_while_revalidate.is_some() || cc.stale_if_error.is_some();
@@ -101,7 +102,8 @@ pub(crate) fn storable(status: StatusCode, headers: &HeaderMap, response_ms: u64
             return None;
         }
     }
-    let must_revalidate = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache;
+    let must_revalidate =
+        cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache;
     Some(Reuse {
         lifetime_ms,
         swr_ms: cc.stale_while_revalidate.unwrap_or(0) * 1000,
@@ -186,7 +188,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -203,9 +208,17 @@ mod tests {
     fn explicit_freshness_in_order_of_precedence() {
         let d = date_str(NOW);
         let e = date_str(NOW + 100_000);
-        let h = [("cache-control", "max-age=10, s-maxage=20"), ("date", d.as_str()), ("expires", e.as_str())];
+        let h = [
+            ("cache-control", "max-age=10, s-maxage=20"),
+            ("date", d.as_str()),
+            ("expires", e.as_str()),
+        ];
         assert_eq!(reuse(200, &h).unwrap().lifetime_ms, 20_000);
-        let h = [("cache-control", "max-age=10"), ("date", d.as_str()), ("expires", e.as_str())];
+        let h = [
+            ("cache-control", "max-age=10"),
+            ("date", d.as_str()),
+            ("expires", e.as_str()),
+        ];
         assert_eq!(reuse(200, &h).unwrap().lifetime_ms, 10_000);
         let h = [("date", d.as_str()), ("expires", e.as_str())];
         assert_eq!(reuse(200, &h).unwrap().lifetime_ms, 100_000);
@@ -218,7 +231,11 @@ mod tests {
     #[test]
     fn invalid_or_repeated_expires_is_already_expired() {
         let e = date_str(NOW + 100_000);
-        for h in [vec![("expires", "0")], vec![("expires", "soon")], vec![("expires", &e), ("expires", &e)]] {
+        for h in [
+            vec![("expires", "0")],
+            vec![("expires", "soon")],
+            vec![("expires", &e), ("expires", &e)],
+        ] {
             // Stale, and nothing to revalidate with: not stored.
             assert_eq!(reuse(200, &h), None, "{h:?}");
             let mut with_etag = h.clone();
@@ -238,8 +255,18 @@ mod tests {
         assert_eq!(reuse(302, &h), None);
         assert_eq!(reuse(500, &h), None);
         // ...but are stored with explicit freshness.
-        assert_eq!(reuse(302, &[("cache-control", "max-age=5")]).unwrap().lifetime_ms, 5_000);
-        assert_eq!(reuse(500, &[("cache-control", "max-age=5")]).unwrap().lifetime_ms, 5_000);
+        assert_eq!(
+            reuse(302, &[("cache-control", "max-age=5")])
+                .unwrap()
+                .lifetime_ms,
+            5_000
+        );
+        assert_eq!(
+            reuse(500, &[("cache-control", "max-age=5")])
+                .unwrap()
+                .lifetime_ms,
+            5_000
+        );
         // Capped at a day.
         let old = date_str(NOW - 100 * 86_400_000);
         let h = [("date", d.as_str()), ("last-modified", old.as_str())];
@@ -253,8 +280,14 @@ mod tests {
         for (status, h) in [
             (200, vec![("cache-control", "no-store, max-age=60")]),
             (200, vec![("cache-control", "private, max-age=60")]),
-            (200, vec![("cache-control", "max-age=60"), ("set-cookie", "a=1")]),
-            (200, vec![("cache-control", "max-age=60"), ("vary", "accept, *")]),
+            (
+                200,
+                vec![("cache-control", "max-age=60"), ("set-cookie", "a=1")],
+            ),
+            (
+                200,
+                vec![("cache-control", "max-age=60"), ("vary", "accept, *")],
+            ),
             (206, vec![("cache-control", "max-age=60")]),
             (304, vec![("cache-control", "max-age=60")]),
             (100, vec![("cache-control", "max-age=60")]),
@@ -268,12 +301,30 @@ mod tests {
     fn revalidation_flags() {
         let r = reuse(200, &[("cache-control", "max-age=5, must-revalidate")]).unwrap();
         assert!(r.must_revalidate && !r.no_cache);
-        assert!(reuse(200, &[("cache-control", "max-age=5, proxy-revalidate")]).unwrap().must_revalidate);
-        assert!(reuse(200, &[("cache-control", "s-maxage=5")]).unwrap().must_revalidate);
+        assert!(
+            reuse(200, &[("cache-control", "max-age=5, proxy-revalidate")])
+                .unwrap()
+                .must_revalidate
+        );
+        assert!(
+            reuse(200, &[("cache-control", "s-maxage=5")])
+                .unwrap()
+                .must_revalidate
+        );
         let r = reuse(200, &[("cache-control", "no-cache"), ("etag", "\"x\"")]).unwrap();
         assert!(r.no_cache && r.must_revalidate);
-        let r = reuse(200, &[("cache-control", "max-age=5, stale-while-revalidate=7, stale-if-error=9")]).unwrap();
-        assert_eq!((r.swr_ms, r.sie_ms, r.must_revalidate), (7_000, 9_000, false));
+        let r = reuse(
+            200,
+            &[(
+                "cache-control",
+                "max-age=5, stale-while-revalidate=7, stale-if-error=9",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            (r.swr_ms, r.sie_ms, r.must_revalidate),
+            (7_000, 9_000, false)
+        );
     }
 
     #[test]
@@ -282,8 +333,14 @@ mod tests {
         let d = date_str(NOW - 30_000);
         assert_eq!(initial_age_ms(&headers(&[("date", &d)]), NOW, NOW), 30_000);
         // Age plus the request's time.
-        assert_eq!(initial_age_ms(&headers(&[("age", "50")]), NOW - 2_000, NOW), 52_000);
-        assert_eq!(initial_age_ms(&headers(&[("age", "50"), ("date", &d)]), NOW, NOW), 50_000);
+        assert_eq!(
+            initial_age_ms(&headers(&[("age", "50")]), NOW - 2_000, NOW),
+            52_000
+        );
+        assert_eq!(
+            initial_age_ms(&headers(&[("age", "50"), ("date", &d)]), NOW, NOW),
+            50_000
+        );
         // Junk Age is ignored; a huge one is capped.
         assert_eq!(initial_age_ms(&headers(&[("age", "x")]), NOW, NOW), 0);
         assert_eq!(
@@ -300,7 +357,10 @@ mod tests {
         assert_eq!(http_date(&h), Some(784_111_777_000));
         let h = HeaderValue::from_static("Sun Nov  6 08:49:37 1994");
         assert_eq!(http_date(&h), Some(784_111_777_000));
-        assert_eq!(http_date(&format_date(784_111_777_000)), Some(784_111_777_000));
+        assert_eq!(
+            http_date(&format_date(784_111_777_000)),
+            Some(784_111_777_000)
+        );
         assert_eq!(http_date(&HeaderValue::from_static("0")), None);
     }
 }

@@ -474,7 +474,9 @@ where
     };
     let sent_at = unix_ms();
     let result = inner.call(Request::from_parts(parts, body)).await;
-    let stand_in = |s: &Stored| s.may_serve_stale(&req_cc) && unix_ms() < s.fresh_until().saturating_add(s.sie_ms);
+    let stand_in = |s: &Stored| {
+        s.may_serve_stale(&req_cc) && unix_ms() < s.fresh_until().saturating_add(s.sie_ms)
+    };
     let res = match result {
         Ok(res) => res,
         Err(e) => {
@@ -502,7 +504,13 @@ where
         let updated = merge_not_modified(&cache, &sent, *stored, res.headers()).await;
         let now = unix_ms();
         let mut answer = answer(&updated, head, now, "fwd=stale");
-        set_status(answer.headers_mut(), &format!("cog; fwd=stale; fwd-status=304; stored; ttl={}", ttl(&updated, now)));
+        set_status(
+            answer.headers_mut(),
+            &format!(
+                "cog; fwd=stale; fwd-status=304; stored; ttl={}",
+                ttl(&updated, now)
+            ),
+        );
         return Ok(answer);
     }
     let status_prefix = format!("cog; fwd={fwd}");
@@ -629,14 +637,16 @@ async fn merge_not_modified(
 ) -> Stored {
     let now = unix_ms();
     stored.headers.retain(|(name, _)| {
-        HeaderName::from_bytes(name.as_bytes())
-            .map_or(true, |n| !(freshness::is_updated_by_304(&n) && not_modified.contains_key(&n)))
+        HeaderName::from_bytes(name.as_bytes()).map_or(true, |n| {
+            !(freshness::is_updated_by_304(&n) && not_modified.contains_key(&n))
+        })
     });
     for (name, value) in not_modified {
         if freshness::is_updated_by_304(name) {
-            stored
-                .headers
-                .push((name.as_str().to_owned(), Bytes::copy_from_slice(value.as_bytes())));
+            stored.headers.push((
+                name.as_str().to_owned(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            ));
         }
     }
     let headers = stored.header_map();
@@ -939,8 +949,14 @@ mod tests {
         let mut b = HeaderMap::new();
         b.insert("accept-language", "fr".parse().unwrap());
         let names = vec!["accept-language".to_owned()];
-        assert_ne!(variant_key("GET /", 1, &names, &a), variant_key("GET /", 1, &names, &b));
-        assert_ne!(variant_key("GET /", 1, &names, &a), variant_key("GET /", 2, &names, &a));
+        assert_ne!(
+            variant_key("GET /", 1, &names, &a),
+            variant_key("GET /", 1, &names, &b)
+        );
+        assert_ne!(
+            variant_key("GET /", 1, &names, &a),
+            variant_key("GET /", 2, &names, &a)
+        );
         assert_eq!(
             variant_key("GET /", 1, &names, &a),
             variant_key("GET /", 1, &names, &a.clone())
@@ -958,8 +974,14 @@ mod tests {
             same_origin_key(&v("http://A.example/x?y=1"), "http", "a.example").as_deref(),
             Some("GET http://a.example/x?y=1")
         );
-        assert_eq!(same_origin_key(&v("http://b.example/x"), "http", "a.example"), None);
-        assert_eq!(same_origin_key(&v("relative/path"), "http", "a.example"), None);
+        assert_eq!(
+            same_origin_key(&v("http://b.example/x"), "http", "a.example"),
+            None
+        );
+        assert_eq!(
+            same_origin_key(&v("relative/path"), "http", "a.example"),
+            None
+        );
         assert_eq!(same_origin_key(&v("::junk::"), "http", "a.example"), None);
     }
 }

@@ -46,9 +46,7 @@ struct Answer {
 
 impl Answer {
     fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map_or("", |v| v.to_str().unwrap())
+        self.headers.get(name).map_or("", |v| v.to_str().unwrap())
     }
 }
 
@@ -82,7 +80,10 @@ impl Cache {
     }
 
     async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut b = Request::builder().method(method).uri(uri).header("host", "origin.test");
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "origin.test");
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -105,7 +106,11 @@ impl Cache {
     }
 }
 
-fn respond(status: u16, headers: &[(&str, String)], body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn respond(
+    status: u16,
+    headers: &[(&str, String)],
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
     let mut b = Response::builder().status(status);
     for (k, v) in headers {
         b = b.header(*k, v.as_str());
@@ -125,14 +130,26 @@ fn date(offset_secs: i64) -> String {
 #[tokio::test]
 async fn expires_and_date_give_freshness() {
     let c = Cache::new(|req, n| match req.uri().path() {
-        "/future" => respond(200, &[("date", date(0)), ("expires", date(60))], format!("#{n}")),
-        "/past" => respond(200, &[("date", date(0)), ("expires", date(-60))], format!("#{n}")),
+        "/future" => respond(
+            200,
+            &[("date", date(0)), ("expires", date(60))],
+            format!("#{n}"),
+        ),
+        "/past" => respond(
+            200,
+            &[("date", date(0)), ("expires", date(-60))],
+            format!("#{n}"),
+        ),
         // Invalid Expires: already expired.
         _ => respond(200, &[("expires", "0".into())], format!("#{n}")),
     });
     c.get("/future").await;
     let a = c.get("/future").await;
-    assert!(a.header("cache-status").starts_with("cog; hit"), "{}", a.header("cache-status"));
+    assert!(
+        a.header("cache-status").starts_with("cog; hit"),
+        "{}",
+        a.header("cache-status")
+    );
     assert_eq!(a.body, "#1");
     c.get("/past").await;
     assert_eq!(c.get("/past").await.body, "#3");
@@ -149,23 +166,48 @@ async fn heuristic_freshness_only_for_heuristically_cacheable_statuses() {
             "/ok" => respond(200, &[lm, ("date", date(0))], format!("#{n}")),
             "/gone" => respond(410, &[lm, ("date", date(0))], format!("#{n}")),
             // 302 and 201 are not heuristically cacheable.
-            "/moved" => respond(302, &[lm, ("date", date(0)), ("location", "/x".into())], format!("#{n}")),
+            "/moved" => respond(
+                302,
+                &[lm, ("date", date(0)), ("location", "/x".into())],
+                format!("#{n}"),
+            ),
             _ => respond(201, &[lm, ("date", date(0))], format!("#{n}")),
         }
     });
     for path in ["/ok", "/gone"] {
         c.get(path).await;
-        assert!(c.get(path).await.header("cache-status").starts_with("cog; hit"), "{path}");
+        assert!(
+            c.get(path)
+                .await
+                .header("cache-status")
+                .starts_with("cog; hit"),
+            "{path}"
+        );
     }
     for path in ["/moved", "/created"] {
         c.get(path).await;
-        assert!(!c.get(path).await.header("cache-status").starts_with("cog; hit"), "{path}");
+        assert!(
+            !c.get(path)
+                .await
+                .header("cache-status")
+                .starts_with("cog; hit"),
+            "{path}"
+        );
     }
 }
 
 #[tokio::test]
 async fn explicit_freshness_stores_other_statuses() {
-    let c = Cache::new(|_, n| respond(302, &[("cache-control", "max-age=60".into()), ("location", "/x".into())], format!("#{n}")));
+    let c = Cache::new(|_, n| {
+        respond(
+            302,
+            &[
+                ("cache-control", "max-age=60".into()),
+                ("location", "/x".into()),
+            ],
+            format!("#{n}"),
+        )
+    });
     c.get("/r").await;
     let a = c.get("/r").await;
     assert_eq!(a.status, StatusCode::FOUND);
@@ -178,19 +220,37 @@ async fn explicit_freshness_stores_other_statuses() {
 #[tokio::test]
 async fn no_cache_responses_are_revalidated_with_their_etag() {
     let c = Cache::new(|req, n| {
-        let inm = req.headers().get("if-none-match").map(|v| v.to_str().unwrap().to_owned());
+        let inm = req
+            .headers()
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap().to_owned());
         if inm.as_deref() == Some("\"v1\"") {
-            return respond(304, &[("etag", "\"v1\"".into()), ("x-revalidated", format!("{n}"))], "");
+            return respond(
+                304,
+                &[("etag", "\"v1\"".into()), ("x-revalidated", format!("{n}"))],
+                "",
+            );
         }
-        respond(200, &[("cache-control", "no-cache".into()), ("etag", "\"v1\"".into())], "body v1")
+        respond(
+            200,
+            &[
+                ("cache-control", "no-cache".into()),
+                ("etag", "\"v1\"".into()),
+            ],
+            "body v1",
+        )
     });
     assert_eq!(c.get("/r").await.body, "body v1");
     let a = c.get("/r").await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, "body v1");
-    assert_eq!(c.seen.last_header("if-none-match").as_deref(), Some("\"v1\""));
+    assert_eq!(
+        c.seen.last_header("if-none-match").as_deref(),
+        Some("\"v1\"")
+    );
     assert!(
-        a.header("cache-status").starts_with("cog; fwd=stale; fwd-status=304"),
+        a.header("cache-status")
+            .starts_with("cog; fwd=stale; fwd-status=304"),
         "{}",
         a.header("cache-status")
     );
@@ -209,7 +269,14 @@ async fn stale_entries_are_revalidated_and_refreshed_by_304() {
         if req.headers().contains_key("if-modified-since") {
             return respond(304, &[("cache-control", "max-age=60".into())], "");
         }
-        respond(200, &[("cache-control", "max-age=0".into()), ("last-modified", lm.clone())], "v")
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=0".into()),
+                ("last-modified", lm.clone()),
+            ],
+            "v",
+        )
     });
     c.get("/r").await;
     let a = c.get("/r").await;
@@ -217,7 +284,11 @@ async fn stale_entries_are_revalidated_and_refreshed_by_304() {
     assert!(c.seen.last_header("if-modified-since").is_some());
     // Fresh for 60 s now: no more trips.
     let a = c.get("/r").await;
-    assert!(a.header("cache-status").starts_with("cog; hit"), "{}", a.header("cache-status"));
+    assert!(
+        a.header("cache-status").starts_with("cog; hit"),
+        "{}",
+        a.header("cache-status")
+    );
     assert_eq!(c.seen.count(), 2);
 }
 
@@ -235,11 +306,19 @@ async fn must_revalidate_forbids_stale_serving() {
         if n % 2 == 0 {
             return respond(503, &[], "down");
         }
-        respond(200, &[("cache-control", cc.into()), ("etag", format!("\"{n}\""))], "ok")
+        respond(
+            200,
+            &[("cache-control", cc.into()), ("etag", format!("\"{n}\""))],
+            "ok",
+        )
     });
     for path in ["/must", "/proxy", "/shared"] {
         c.get(path).await;
-        assert_eq!(c.get(path).await.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(
+            c.get(path).await.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{path}"
+        );
     }
     c.get("/lenient").await;
     let a = c.get("/lenient").await;
@@ -265,19 +344,34 @@ async fn unsafe_methods_invalidate() {
             "",
         ),
         ("PUT", _) => respond(500, &[], ""),
-        _ => respond(200, &[("cache-control", "max-age=60".into())], format!("#{n}")),
+        _ => respond(
+            200,
+            &[("cache-control", "max-age=60".into())],
+            format!("#{n}"),
+        ),
     });
     for p in ["/items", "/items/7", "/items/latest", "/items/8"] {
         c.get(p).await;
     }
-    let hit = async |p: &str| c.get(p).await.header("cache-status").starts_with("cog; hit");
+    let hit = async |p: &str| {
+        c.get(p)
+            .await
+            .header("cache-status")
+            .starts_with("cog; hit")
+    };
     for p in ["/items", "/items/7", "/items/latest", "/items/8"] {
         assert!(hit(p).await, "{p}");
     }
     // A failed unsafe request invalidates nothing.
-    assert_eq!(c.send("PUT", "/items", &[]).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        c.send("PUT", "/items", &[]).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     assert!(hit("/items").await);
-    assert_eq!(c.send("POST", "/items", &[]).await.header("cache-status"), "cog; fwd=method");
+    assert_eq!(
+        c.send("POST", "/items", &[]).await.header("cache-status"),
+        "cog; fwd=method"
+    );
     assert!(!hit("/items").await);
     assert!(!hit("/items/7").await);
     assert!(!hit("/items/latest").await);
@@ -293,8 +387,19 @@ async fn invalidation_retires_every_variant() {
         if req.method() == "POST" {
             return respond(200, &[], "");
         }
-        let lang = req.headers().get("accept-language").map_or("-", |v| v.to_str().unwrap()).to_owned();
-        respond(200, &[("cache-control", "max-age=60".into()), ("vary", "accept-language".into())], format!("{lang} #{n}"))
+        let lang = req
+            .headers()
+            .get("accept-language")
+            .map_or("-", |v| v.to_str().unwrap())
+            .to_owned();
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60".into()),
+                ("vary", "accept-language".into()),
+            ],
+            format!("{lang} #{n}"),
+        )
     });
     let get = async |lang: &str| c.send("GET", "/v", &[("accept-language", lang)]).await.body;
     assert_eq!(get("en").await, "en #1");
@@ -307,29 +412,63 @@ async fn invalidation_retires_every_variant() {
 
 #[tokio::test]
 async fn vary_star_is_never_stored() {
-    let c = Cache::new(|_, n| respond(200, &[("cache-control", "max-age=60".into()), ("vary", "*".into())], format!("#{n}")));
+    let c = Cache::new(|_, n| {
+        respond(
+            200,
+            &[("cache-control", "max-age=60".into()), ("vary", "*".into())],
+            format!("#{n}"),
+        )
+    });
     c.get("/s").await;
     assert_eq!(c.get("/s").await.body, "#2");
 }
 
 #[tokio::test]
 async fn request_directives() {
-    let c = Cache::new(|_, n| respond(200, &[("cache-control", "max-age=60".into()), ("etag", "\"e\"".into())], format!("#{n}")));
+    let c = Cache::new(|_, n| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60".into()),
+                ("etag", "\"e\"".into()),
+            ],
+            format!("#{n}"),
+        )
+    });
     // only-if-cached on a miss: 504, the origin untouched.
-    let a = c.send("GET", "/r", &[("cache-control", "only-if-cached")]).await;
+    let a = c
+        .send("GET", "/r", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(c.seen.count(), 0);
     c.get("/r").await;
-    let a = c.send("GET", "/r", &[("cache-control", "only-if-cached")]).await;
+    let a = c
+        .send("GET", "/r", &[("cache-control", "only-if-cached")])
+        .await;
     assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "#1"));
     // max-age=0: too old for this client; min-fresh past what is left too.
-    assert_eq!(c.send("GET", "/r", &[("cache-control", "max-age=0")]).await.body, "#2");
-    assert_eq!(c.send("GET", "/r", &[("cache-control", "min-fresh=120")]).await.body, "#3");
+    assert_eq!(
+        c.send("GET", "/r", &[("cache-control", "max-age=0")])
+            .await
+            .body,
+        "#2"
+    );
+    assert_eq!(
+        c.send("GET", "/r", &[("cache-control", "min-fresh=120")])
+            .await
+            .body,
+        "#3"
+    );
     // Pragma: no-cache without Cache-Control revalidates.
-    assert_eq!(c.send("GET", "/r", &[("pragma", "no-cache")]).await.body, "#4");
+    assert_eq!(
+        c.send("GET", "/r", &[("pragma", "no-cache")]).await.body,
+        "#4"
+    );
     assert_eq!(c.seen.count(), 4);
     // A conditional request that the fresh entry matches: 304, no body.
-    let a = c.send("GET", "/r", &[("if-none-match", "W/\"x\", \"e\"")]).await;
+    let a = c
+        .send("GET", "/r", &[("if-none-match", "W/\"x\", \"e\"")])
+        .await;
     assert_eq!(a.status, StatusCode::NOT_MODIFIED);
     assert_eq!(a.header("etag"), "\"e\"");
     assert!(a.body.is_empty());
@@ -341,20 +480,48 @@ async fn request_directives() {
 /// `max-stale` lets a client take a stale answer the origin allowed.
 #[tokio::test]
 async fn max_stale() {
-    let c = Cache::new(|_, n| respond(200, &[("cache-control", "max-age=0".into()), ("etag", "\"e\"".into())], format!("#{n}")));
+    let c = Cache::new(|_, n| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=0".into()),
+                ("etag", "\"e\"".into()),
+            ],
+            format!("#{n}"),
+        )
+    });
     c.get("/r").await;
-    let a = c.send("GET", "/r", &[("cache-control", "max-stale=60")]).await;
+    let a = c
+        .send("GET", "/r", &[("cache-control", "max-stale=60")])
+        .await;
     assert_eq!(a.body, "#1");
-    assert!(a.header("cache-status").starts_with("cog; hit"), "{}", a.header("cache-status"));
+    assert!(
+        a.header("cache-status").starts_with("cog; hit"),
+        "{}",
+        a.header("cache-status")
+    );
     // Without it, the stale entry is revalidated.
     let a = c.get("/r").await;
-    assert!(a.header("cache-status").starts_with("cog; fwd=stale"), "{}", a.header("cache-status"));
+    assert!(
+        a.header("cache-status").starts_with("cog; fwd=stale"),
+        "{}",
+        a.header("cache-status")
+    );
 }
 
 /// `Age` on every answer from the cache includes the age on arrival.
 #[tokio::test]
 async fn age_counts_from_the_origin() {
-    let c = Cache::new(|_, _| respond(200, &[("cache-control", "max-age=600".into()), ("date", date(-100))], "x"));
+    let c = Cache::new(|_, _| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=600".into()),
+                ("date", date(-100)),
+            ],
+            "x",
+        )
+    });
     c.get("/r").await;
     let a = c.get("/r").await;
     let age: u64 = a.header("age").parse().unwrap();

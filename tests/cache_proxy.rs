@@ -1,0 +1,213 @@
+//! The `cache-proxy` example in front of a real origin over real TCP: it
+//! forwards every method, header and body, caches what RFC 9111 lets a
+//! shared cache keep, revalidates, and invalidates on unsafe methods.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::body::Bytes as AxumBytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+#[path = "../examples/cache-proxy/proxy.rs"]
+mod proxy;
+
+/// The origin counts what it serves.
+#[derive(Clone, Default)]
+struct Origin {
+    items: Arc<AtomicUsize>,
+    revalidations: Arc<AtomicUsize>,
+}
+
+async fn item(State(o): State<Origin>) -> impl IntoResponse {
+    let n = o.items.fetch_add(1, Ordering::SeqCst) + 1;
+    (
+        [("cache-control", "max-age=60"), ("etag", "\"item\"")],
+        format!("item #{n}"),
+    )
+}
+
+async fn post_item(headers: HeaderMap, body: AxumBytes) -> impl IntoResponse {
+    let custom = headers
+        .get("x-custom")
+        .map_or("-", |v| v.to_str().unwrap())
+        .to_owned();
+    (
+        StatusCode::CREATED,
+        [("x-echo", custom)],
+        format!("posted {}", String::from_utf8_lossy(&body)),
+    )
+}
+
+async fn validated(State(o): State<Origin>, headers: HeaderMap) -> axum::response::Response {
+    if headers.get("if-none-match").is_some_and(|v| v == "\"v1\"") {
+        o.revalidations.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::NOT_MODIFIED, [("etag", "\"v1\"")]).into_response();
+    }
+    (
+        [("cache-control", "no-cache"), ("etag", "\"v1\"")],
+        "validated body",
+    )
+        .into_response()
+}
+
+async fn start_origin() -> (SocketAddr, Origin) {
+    let origin = Origin::default();
+    let app = Router::new()
+        .route(
+            "/item",
+            get(item)
+                .post(post_item)
+                .put(post_item)
+                .delete(post_item)
+                .patch(post_item),
+        )
+        .route("/validated", get(validated))
+        .with_state(origin.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, origin)
+}
+
+async fn start_proxy(upstream: SocketAddr) -> SocketAddr {
+    let app = proxy::router(proxy::Settings {
+        upstream: format!("http://{upstream}").parse().unwrap(),
+        redis: None,
+        max_body: 1 << 20,
+    })
+    .await
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn cache_status(&self) -> &str {
+        self.headers
+            .get("cache-status")
+            .map_or("", |v| v.to_str().unwrap())
+    }
+}
+
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    proxy: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{proxy}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = res.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_caches_a_real_origin() {
+    let (origin_addr, origin) = start_origin().await;
+    let proxy = start_proxy(origin_addr).await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+
+    // Stored, then answered from the cache.
+    let a = send(&client, proxy, Method::GET, "/item", &[], "").await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "item #1"));
+    assert_eq!(a.cache_status(), "cog; fwd=uri-miss; stored");
+    let a = send(&client, proxy, Method::GET, "/item", &[], "").await;
+    assert_eq!(a.body, "item #1");
+    assert!(
+        a.cache_status().starts_with("cog; hit"),
+        "{}",
+        a.cache_status()
+    );
+    assert_eq!(a.headers["age"], "0");
+    let a = send(&client, proxy, Method::HEAD, "/item", &[], "").await;
+    assert!(a.cache_status().starts_with("cog; hit") && a.body.is_empty());
+    assert_eq!(origin.items.load(Ordering::SeqCst), 1);
+
+    // Every unsafe method reaches the origin with its headers and body,
+    // and invalidates the URI.
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let a = send(
+            &client,
+            proxy,
+            method.clone(),
+            "/item",
+            &[("x-custom", "hi")],
+            "payload",
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{method}");
+        assert_eq!(a.body, "posted payload", "{method}");
+        assert_eq!(a.headers["x-echo"], "hi", "{method}");
+        let a = send(&client, proxy, Method::GET, "/item", &[], "").await;
+        assert_eq!(a.cache_status(), "cog; fwd=uri-miss; stored", "{method}");
+    }
+    assert_eq!(origin.items.load(Ordering::SeqCst), 5);
+
+    // no-cache: revalidated each time, the 304 answered with the stored body.
+    send(&client, proxy, Method::GET, "/validated", &[], "").await;
+    let a = send(&client, proxy, Method::GET, "/validated", &[], "").await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::OK, "validated body")
+    );
+    assert!(
+        a.cache_status()
+            .starts_with("cog; fwd=stale; fwd-status=304"),
+        "{}",
+        a.cache_status()
+    );
+    assert_eq!(origin.revalidations.load(Ordering::SeqCst), 1);
+
+    // Unknown paths go through (404 from the origin, not stored without
+    // freshness information).
+    let a = send(&client, proxy, Method::GET, "/nothing", &[], "").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502() {
+    // A port nobody listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(closed).await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let a = send(&client, proxy, Method::GET, "/x", &[], "").await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+}
