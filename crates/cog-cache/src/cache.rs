@@ -249,6 +249,8 @@ pub(crate) struct Inner<K, V> {
     start: quanta::Instant,
     refreshing: Arc<Markers<L1Key<K>>>,
     pub(crate) generations: Generations,
+    /// L2 writes of loads, for invalidations that arrive after them.
+    pub(crate) recent: crate::recent::RecentWrites<K>,
     /// Whether this instance receives other instances' invalidations (set
     /// once its subscription is active; always for a cache without L2).
     pub(crate) listening: tokio::sync::watch::Sender<bool>,
@@ -344,6 +346,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             start,
             refreshing: Markers::new(config.max_refreshes),
             generations: Generations::default(),
+            recent: Default::default(),
             listening: tokio::sync::watch::Sender::new(l2_absent),
             config,
         });
@@ -989,12 +992,18 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             return slot;
         }
         let encoded = inner.put_l2(self.tenant_str(), key, &slot).await;
-        if inner.generations.changed(seen)
-            && let Some(l2) = &inner.l2
+        if let (Some(_), Some(l2)) = (encoded, &inner.l2)
             && let Some(data_key) = l2.data_key(self.tenant_str(), key)
-            && let Err(e) = l2.del(&data_key).await
         {
-            inner.stats.l2_error(&e);
+            if inner.generations.changed(seen) {
+                if let Err(e) = l2.del(&data_key).await {
+                    inner.stats.l2_error(&e);
+                }
+            } else {
+                inner
+                    .recent
+                    .record(self.tenant_str(), key.clone(), &slot.tags, data_key);
+            }
         }
         match encoded {
             Some(len) if inner.config.weigher.is_none() => Slot {

@@ -585,7 +585,23 @@ mod imp {
                         let Some(bytes) = msg.value.as_bytes() else { continue };
                         match postcard::from_bytes::<(u64, Invalidation<K>)>(bytes) {
                             Ok((from, _)) if from == origin => {}
-                            Ok((_, inv)) => apply(&inner, &inv),
+                            Ok((_, inv)) => {
+                                apply(&inner, &inv);
+                                // Our own writes that raced this
+                                // invalidation: out of L2 again.
+                                let stale = inner.recent.named_by(&inv);
+                                if !stale.is_empty() {
+                                    tokio::spawn(async move {
+                                        if let Some(l2) = &inner.l2 {
+                                            for key in stale {
+                                                if let Err(e) = l2.del(&key).await {
+                                                    inner.stats.l2_error(&e);
+                                                }
+                                            }
+                                        }
+                                    });
+                                }
+                            }
                             Err(e) => tracing::debug!(target: "cog_cache", error = %e, "ignoring an unreadable invalidation"),
                         }
                     }

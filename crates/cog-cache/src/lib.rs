@@ -79,6 +79,7 @@ mod generation;
 pub mod http;
 mod l2;
 mod marker;
+mod recent;
 mod stats;
 mod tenant;
 

@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn building_many_caches_registers_nothing_more_and_keeps_no_dead_ones() {
-        for _ in 0..10_000 {
+        for _ in 0..1_000_000 {
             let cache: Arc<dyn Observed> = Arc::new(Fake(Stats::new()));
             observe(Arc::downgrade(&cache));
         }

@@ -556,3 +556,48 @@ async fn tag_sets_are_pruned_of_expired_members() {
     };
     assert!(ttl > 90_000, "{ttl}");
 }
+
+/// The last window of the load/invalidation race: another instance
+/// deletes a key and publishes its invalidation, this instance's load
+/// writes the key after that delete, and the message arrives after the
+/// write. The message then takes the write out of L2 again.
+#[tokio::test]
+async fn an_invalidation_arriving_after_a_racing_write_takes_it_out() {
+    let server = RedisServer::start().unwrap();
+    let a = cache(&server.url(), false).await;
+    tokio::time::timeout(HANG, a.invalidations_ready())
+        .await
+        .unwrap();
+    let k = "k".to_owned();
+    let counter = Counter::default();
+    a.get_or_load(&k, counter.loader("v1", Duration::ZERO))
+        .await
+        .unwrap();
+    let l2_key = a.l2_key(&k).unwrap();
+    assert_eq!(server.command(&["EXISTS", &l2_key]).unwrap(), Reply::Int(1));
+    // What another instance's `invalidate(&k)` publishes (postcard:
+    // origin, variant `Key`, tenant "", key "k"), its delete having missed
+    // our write.
+    let mut payload = Vec::new();
+    let mut origin: u64 = 0x1234_5678;
+    while origin >= 0x80 {
+        payload.push((origin as u8) | 0x80);
+        origin >>= 7;
+    }
+    payload.push(origin as u8);
+    payload.extend_from_slice(&[0, 0, 1, b'k']);
+    server
+        .command_bytes(&[b"PUBLISH", b"cog:cache:invalidate", &payload])
+        .unwrap();
+    eventually("the racing write is gone from L2", async || {
+        server.command(&["EXISTS", &l2_key]).unwrap() == Reply::Int(0)
+    })
+    .await;
+    assert_eq!(a.get_fresh(&k), None);
+    // A write that no invalidation names stays.
+    a.get_or_load(&"other".to_owned(), counter.loader("v", Duration::ZERO))
+        .await
+        .unwrap();
+    let other = a.l2_key(&"other".to_owned()).unwrap();
+    assert_eq!(server.command(&["EXISTS", &other]).unwrap(), Reply::Int(1));
+}
