@@ -331,6 +331,14 @@ where
 /// request URI (RFC 9110 §7.1): scheme (`http` unless the URI names one),
 /// host (from the URI, else `Host`; lower-cased), path and query.
 fn base_key(parts: &Parts) -> String {
+    let (scheme, host) = origin(parts);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    key_of(scheme, host, path)
+}
+
+/// The request's scheme (`http` unless the URI names one) and host (from
+/// the URI, else `Host`; as sent).
+fn origin(parts: &Parts) -> (&str, &str) {
     let scheme = parts.uri.scheme_str().unwrap_or("http");
     let host = parts
         .uri
@@ -338,8 +346,7 @@ fn base_key(parts: &Parts) -> String {
         .map(|a| a.as_str())
         .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
         .unwrap_or("");
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    key_of(scheme, host, path)
+    (scheme, host)
 }
 
 fn key_of(scheme: &str, host: &str, path: &str) -> String {
@@ -544,13 +551,8 @@ where
             vec![own, String::new()]
         }
     };
-    let scheme = parts.uri.scheme_str().unwrap_or("http").to_owned();
-    let host = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| Some(parts.headers.get(header::HOST)?.to_str().ok()?.to_owned()))
-        .unwrap_or_default();
+    let (scheme, host) = origin(&parts);
+    let (scheme, host) = (scheme.to_owned(), host.to_owned());
     let target = base_key(&parts);
     let mut res = inner.call(Request::from_parts(parts, body)).await?;
     let status = res.status();
