@@ -41,6 +41,14 @@ fn req(tenant: Option<&str>) -> Request<Body> {
     b.body(Body::default()).unwrap()
 }
 
+/// Waits for the inner service to be called; a call that never comes
+/// fails the test instead of hanging it.
+async fn called(started: &Notify) {
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .expect("the inner service was never called");
+}
+
 fn tenant() -> Header {
     Header(HeaderName::from_static("x-tenant"))
 }
@@ -171,7 +179,7 @@ async fn concurrency_slots_are_held_for_the_request_and_freed_after() {
     let svc = RateLimitLayer::new(MemoryStore::new(), Global, quota).layer(slow);
 
     let first = tokio::spawn(svc.clone().oneshot(req(None)));
-    started.notified().await;
+    called(&started).await;
     let r = svc.clone().oneshot(req(None)).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(
@@ -185,11 +193,11 @@ async fn concurrency_slots_are_held_for_the_request_and_freed_after() {
 
     // A request abandoned mid-flight (its future dropped) frees its slot.
     let abandoned = tokio::spawn(svc.clone().oneshot(req(None)));
-    started.notified().await;
+    called(&started).await;
     abandoned.abort();
     let _ = abandoned.await;
     let next = tokio::spawn(svc.clone().oneshot(req(None)));
-    started.notified().await;
+    called(&started).await;
     gate.notify_one();
     assert_eq!(next.await.unwrap().unwrap().status(), StatusCode::OK);
 }
