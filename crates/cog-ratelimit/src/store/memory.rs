@@ -648,7 +648,9 @@ mod tests {
         }
         let bound = 10_000 + store.inner.shards.len();
         assert!(store.len() <= bound, "{} > {bound}", store.len());
-        assert!(store.len() >= 5_000, "{}", store.len());
+        // A full shard forgets an eighth, not more: every shard keeps at
+        // least seven eighths of its share.
+        assert!(store.len() >= 8_500, "{}", store.len());
         assert!(!store.check_now("holder", &slots, 1).unwrap().is_allowed());
         drop(held.take_lease());
         assert!(store.check_now("holder", &slots, 1).unwrap().is_allowed());
