@@ -324,3 +324,34 @@ async fn reset_and_prefixes() {
     a.reset("k", &quota).await.unwrap();
     assert!(a.check("k", &quota, 1).await.unwrap().is_allowed());
 }
+
+/// Only an admitted, counted request of some cost holds concurrency
+/// slots: an inspection or a zero-cost check gets no lease.
+#[tokio::test]
+async fn only_counted_requests_get_a_lease() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url()).await;
+    let quota = Quota::single(Limit::concurrency(2)).unwrap();
+    assert!(
+        store
+            .inspect("k", &quota)
+            .await
+            .unwrap()
+            .take_lease()
+            .is_none()
+    );
+    let mut free = store.check("k", &quota, 0).await.unwrap();
+    assert!(free.is_allowed());
+    assert!(free.take_lease().is_none());
+    let mut counted = store.check("k", &quota, 1).await.unwrap();
+    assert!(counted.take_lease().is_some());
+    let other = Quota::single(Limit::per_day(5)).unwrap();
+    assert!(
+        store
+            .check("k", &other, 1)
+            .await
+            .unwrap()
+            .take_lease()
+            .is_none()
+    );
+}
