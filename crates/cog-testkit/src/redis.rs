@@ -33,6 +33,12 @@ impl RedisServer {
         Self::start_with(Vec::new(), false)
     }
 
+    /// Like [`start`](Self::start), with more `redis-server` arguments
+    /// (`["--dir", "/proc"]`, say); later arguments win over the defaults.
+    pub fn start_with_args(args: &[&str]) -> Result<Self, Error> {
+        Self::start_with(args.iter().map(|a| (*a).to_owned()).collect(), false)
+    }
+
     fn start_with(extra_args: Vec<String>, cluster_bus: bool) -> Result<Self, Error> {
         ensure_installed()?;
         let mut last = None;

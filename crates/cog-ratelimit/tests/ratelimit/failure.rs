@@ -236,6 +236,11 @@ enum CannotServe {
     Replica(RedisServer),
     /// A script that does not end: `BUSY …`.
     Busy(std::thread::JoinHandle<Result<cog_testkit::Reply, cog_testkit::Error>>),
+    /// Snapshots on, and the last one failed: `MISCONF …`.
+    CannotPersist,
+    /// A replica whose primary is gone, told not to serve stale data:
+    /// `MASTERDOWN …`.
+    PrimaryDown,
 }
 
 impl CannotServe {
@@ -277,8 +282,55 @@ impl CannotServe {
         CannotServe::Busy(spinner)
     }
 
+    /// Needs a server started in a directory it cannot write (see
+    /// [`server_for`]).
+    fn cannot_persist(server: &RedisServer) -> Self {
+        server
+            .command(&["CONFIG", "SET", "save", "3600 1"])
+            .unwrap();
+        assert!(matches!(
+            server.command(&["BGSAVE"]).unwrap(),
+            cog_testkit::Reply::Status(_)
+        ));
+        // The fork fails to write: wait for the failed status.
+        for _ in 0..100 {
+            let info = server
+                .command(&["INFO", "persistence"])
+                .unwrap()
+                .as_text()
+                .unwrap_or_default();
+            if info.contains("rdb_last_bgsave_status:err") {
+                return CannotServe::CannotPersist;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("BGSAVE did not fail");
+    }
+
+    fn primary_down(server: &RedisServer) -> Self {
+        server
+            .command(&["CONFIG", "SET", "replica-serve-stale-data", "no"])
+            .unwrap();
+        // A primary that is not there: the link never comes up.
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        server
+            .command(&["REPLICAOF", "127.0.0.1", &gone.to_string()])
+            .unwrap();
+        CannotServe::PrimaryDown
+    }
+
     fn end(self, server: &RedisServer) {
         match self {
+            CannotServe::CannotPersist => {
+                server.command(&["CONFIG", "SET", "save", ""]).unwrap();
+            }
+            CannotServe::PrimaryDown => {
+                server.command(&["REPLICAOF", "NO", "ONE"]).unwrap();
+            }
             CannotServe::OutOfMemory => {
                 server
                     .command(&["CONFIG", "SET", "maxmemory", "0"])
@@ -295,6 +347,15 @@ impl CannotServe {
     }
 }
 
+/// A server for putting into state `code`: MISCONF needs one whose
+/// snapshots cannot be written (its working directory is `/proc`).
+fn server_for(code: &str) -> RedisServer {
+    match code {
+        "MISCONF" => RedisServer::start_with_args(&["--dir", "/proc"]).unwrap(),
+        _ => RedisServer::start().unwrap(),
+    }
+}
+
 /// Error replies that mean "cannot serve now" go through the failure
 /// policy and open the breaker — never a protocol error (a 500), never a
 /// success for the breaker — under every policy, for every state a real
@@ -302,10 +363,12 @@ impl CannotServe {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cannot_serve_replies_follow_the_failure_policy() {
     type Enter = fn(&RedisServer) -> CannotServe;
-    let states: [(&str, Enter); 3] = [
+    let states: [(&str, Enter); 5] = [
         ("OOM", CannotServe::out_of_memory),
         ("READONLY", CannotServe::replica),
         ("BUSY", CannotServe::busy),
+        ("MISCONF", CannotServe::cannot_persist),
+        ("MASTERDOWN", CannotServe::primary_down),
     ];
     for (code, enter) in states {
         for policy in [
@@ -313,7 +376,7 @@ async fn cannot_serve_replies_follow_the_failure_policy() {
             FailurePolicy::FailClosed,
             FailurePolicy::Local { instances: 2 },
         ] {
-            let server = RedisServer::start().unwrap();
+            let server = server_for(code);
             let store = store(&server.url(), policy)
                 .await
                 .retry_interval(Duration::from_secs(60));
