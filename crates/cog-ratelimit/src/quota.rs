@@ -50,12 +50,13 @@ pub enum LimitKind {
         /// The window length.
         window: Duration,
     },
-    /// At most `max` units in flight at once. In Redis, a slot held longer
-    /// than `lease` is reclaimed, so a crashed instance cannot leak slots.
-    /// A [`MemoryStore`](crate::MemoryStore) frees a slot when its
-    /// [`Lease`](crate::Lease) is dropped — the layer drops it when the
-    /// response body ends — and ignores `lease`: its holders live in the
-    /// same process, and a crash takes the whole store with it.
+    /// At most `max` units in flight at once. A slot is given back when its
+    /// [`Lease`](crate::Lease) is released or dropped (the layer: when the
+    /// response body ends); one held longer than `lease` is reclaimed, so
+    /// a crashed instance (Redis) or a hung request or leaked lease (both
+    /// stores) cannot keep it. In a quota with several concurrency limits,
+    /// the memory store reclaims a request's slots at the longest of their
+    /// leases.
     Concurrency {
         /// Units in flight at once.
         max: u64,
@@ -126,8 +127,8 @@ impl Limit {
     }
 
     /// Sets the lease of a concurrency limit (no effect on other kinds): how
-    /// long a Redis-held slot survives an instance that never gives it back
-    /// (see [`LimitKind::Concurrency`]).
+    /// long a slot survives a holder that never gives it back (see
+    /// [`LimitKind::Concurrency`]).
     pub fn lease(mut self, lease: Duration) -> Self {
         if let LimitKind::Concurrency { lease: l, .. } = &mut self.kind {
             *l = lease;

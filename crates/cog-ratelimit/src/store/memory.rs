@@ -3,7 +3,7 @@
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -74,14 +74,66 @@ enum State {
     /// One GCRA limit: the theoretical arrival time.
     Gcra(AtomicU64),
     /// One concurrency limit: units in flight.
-    Concurrency(Arc<AtomicU64>),
+    Concurrency(Arc<Conc>),
     /// Several limits, decided together under the lock.
     Multi(Arc<Multi>),
+}
+
+struct Conc {
+    in_flight: AtomicU64,
+    /// Leases not known to be given back, for reclaim past their deadline.
+    held: Mutex<Vec<Arc<Held>>>,
 }
 
 struct Multi {
     quota: Quota,
     slots: Mutex<Box<[Slot]>>,
+    /// As in [`Conc`]; taken only with `slots` held.
+    held: Mutex<Vec<Arc<Held>>>,
+}
+
+/// The slots of one admitted request: given back once — by its holder, or
+/// by the store once its lease is over (a holder that never gives them
+/// back: a hung request, a leaked lease).
+struct Held {
+    cost: u64,
+    /// Store clock time after which the slots may be reclaimed.
+    deadline: u64,
+    done: AtomicBool,
+}
+
+impl Held {
+    /// Marks the slots given back; true for the one caller that does it.
+    fn give_back(&self) -> bool {
+        !self.done.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Remembers `held` in `list`, dropping entries already given back
+/// whenever the list reaches a power of two (amortized O(1)).
+fn remember(list: &mut Vec<Arc<Held>>, held: Arc<Held>) {
+    if list.len() >= 16 && list.len().is_power_of_two() {
+        list.retain(|h| !h.done.load(Ordering::Acquire));
+    }
+    list.push(held);
+}
+
+/// Gives back the slots of every lease in `list` past its deadline at
+/// `now`, calling `free(cost)` for each; whether any was.
+fn reclaim(list: &mut Vec<Arc<Held>>, now: u64, mut free: impl FnMut(u64)) -> bool {
+    let mut any = false;
+    list.retain(|h| {
+        if h.done.load(Ordering::Acquire) {
+            return false;
+        }
+        if h.deadline <= now && h.give_back() {
+            free(h.cost);
+            any = true;
+            return false;
+        }
+        true
+    });
+    any
 }
 
 #[derive(Clone, Copy)]
@@ -95,18 +147,18 @@ enum Slot {
 /// release or drop.
 pub(crate) struct MemoryLease {
     state: LeaseState,
-    cost: u64,
+    held: Arc<Held>,
 }
 
 enum LeaseState {
-    Concurrency(Arc<AtomicU64>),
+    Concurrency(Arc<Conc>),
     Multi(Arc<Multi>),
 }
 
 impl fmt::Debug for MemoryLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryLease")
-            .field("cost", &self.cost)
+            .field("cost", &self.held.cost)
             .finish_non_exhaustive()
     }
 }
@@ -114,16 +166,25 @@ impl fmt::Debug for MemoryLease {
 impl Drop for MemoryLease {
     fn drop(&mut self) {
         match &self.state {
-            LeaseState::Concurrency(n) => {
-                n.fetch_sub(self.cost, Ordering::AcqRel);
-            }
-            LeaseState::Multi(m) => {
-                for slot in m.slots.lock().iter_mut() {
-                    if let Slot::Concurrency(n) = slot {
-                        *n -= self.cost;
-                    }
+            LeaseState::Concurrency(c) => {
+                if self.held.give_back() {
+                    c.in_flight.fetch_sub(self.held.cost, Ordering::AcqRel);
                 }
             }
+            LeaseState::Multi(m) => {
+                let mut slots = m.slots.lock();
+                if self.held.give_back() {
+                    free_multi(&mut slots, self.held.cost);
+                }
+            }
+        }
+    }
+}
+
+fn free_multi(slots: &mut [Slot], cost: u64) {
+    for slot in slots {
+        if let Slot::Concurrency(n) = slot {
+            *n = n.saturating_sub(cost);
         }
     }
 }
@@ -332,7 +393,10 @@ impl Entry {
     fn new(subject: &str, quota: &Quota) -> Self {
         let state = match quota.params() {
             [Params::Gcra(_)] => State::Gcra(AtomicU64::new(0)),
-            [Params::Concurrency { .. }] => State::Concurrency(Arc::new(AtomicU64::new(0))),
+            [Params::Concurrency { .. }] => State::Concurrency(Arc::new(Conc {
+                in_flight: AtomicU64::new(0),
+                held: Mutex::new(Vec::new()),
+            })),
             params => State::Multi(Arc::new(Multi {
                 quota: quota.clone(),
                 slots: Mutex::new(
@@ -345,6 +409,7 @@ impl Entry {
                         })
                         .collect(),
                 ),
+                held: Mutex::new(Vec::new()),
             })),
         };
         let mut key = Vec::with_capacity(8 + subject.len());
@@ -368,7 +433,7 @@ impl Entry {
     fn at_rest(&self, now: u64) -> bool {
         match &self.state {
             State::Gcra(tat) => tat.load(Ordering::Acquire) <= now,
-            State::Concurrency(n) => n.load(Ordering::Acquire) == 0,
+            State::Concurrency(c) => c.in_flight.load(Ordering::Acquire) == 0,
             State::Multi(m) => m
                 .slots
                 .lock()
@@ -424,17 +489,31 @@ fn decide(entry: &Entry, quota: &Quota, now: u64, cost: u64, commit: bool) -> De
 fn decide_other(entry: &Entry, quota: &Quota, now: u64, cost: u64, commit: bool) -> Decision {
     let params = quota.params();
     match (&entry.state, params) {
-        (State::Concurrency(n), [Params::Concurrency { max, .. }]) => {
+        (State::Concurrency(c), [Params::Concurrency { max, lease: ttl }]) => {
+            let n = &c.in_flight;
             let mut cur = n.load(Ordering::Acquire);
+            let mut reclaimed = false;
             loop {
                 let step = concurrency_step(*max, cur, cost);
+                if !step.status.allowed && commit && !reclaimed {
+                    // Slots held past their lease go back, then try again.
+                    reclaimed = true;
+                    if reclaim(&mut c.held.lock(), now, |cost| {
+                        n.fetch_sub(cost, Ordering::AcqRel);
+                    }) {
+                        cur = n.load(Ordering::Acquire);
+                        continue;
+                    }
+                }
                 if !step.status.allowed || !commit || cost == 0 {
                     return one(step);
                 }
                 match n.compare_exchange_weak(cur, step.next, Ordering::AcqRel, Ordering::Acquire) {
                     Ok(_) => {
+                        let held = held(cost, now, *ttl);
+                        remember(&mut c.held.lock(), held.clone());
                         let mut d = one(step);
-                        d.lease = lease(LeaseState::Concurrency(n.clone()), cost);
+                        d.lease = lease(LeaseState::Concurrency(c.clone()), held);
                         return d;
                     }
                     Err(actual) => cur = actual,
@@ -443,6 +522,12 @@ fn decide_other(entry: &Entry, quota: &Quota, now: u64, cost: u64, commit: bool)
         }
         (State::Multi(shared), params) => {
             let mut slots = shared.slots.lock();
+            if commit {
+                // Slots held past their lease go back first.
+                reclaim(&mut shared.held.lock(), now, |cost| {
+                    free_multi(&mut slots, cost)
+                });
+            }
             let mut statuses = Statuses::new();
             let mut next: smallvec::SmallVec<[Slot; 4]> = smallvec::SmallVec::new();
             let mut allowed = true;
@@ -484,7 +569,19 @@ fn decide_other(entry: &Entry, quota: &Quota, now: u64, cost: u64, commit: bool)
             if allowed && commit {
                 slots.copy_from_slice(&next);
                 if has_concurrency && cost > 0 {
-                    d.lease = lease(LeaseState::Multi(shared.clone()), cost);
+                    // The longest lease of the quota's concurrency limits:
+                    // no slot goes back before its own lease is over.
+                    let ttl = params
+                        .iter()
+                        .filter_map(|p| match p {
+                            Params::Concurrency { lease, .. } => Some(*lease),
+                            _ => None,
+                        })
+                        .max()
+                        .unwrap_or_default();
+                    let held = held(cost, now, ttl);
+                    remember(&mut shared.held.lock(), held.clone());
+                    d.lease = lease(LeaseState::Multi(shared.clone()), held);
                 }
             }
             d
@@ -493,9 +590,17 @@ fn decide_other(entry: &Entry, quota: &Quota, now: u64, cost: u64, commit: bool)
     }
 }
 
-fn lease(state: LeaseState, cost: u64) -> Option<Lease> {
+fn held(cost: u64, now: u64, ttl: Duration) -> Arc<Held> {
+    Arc::new(Held {
+        cost,
+        deadline: now.saturating_add(ttl.as_nanos().min(u128::from(u64::MAX)) as u64),
+        done: AtomicBool::new(false),
+    })
+}
+
+fn lease(state: LeaseState, held: Arc<Held>) -> Option<Lease> {
     Some(Lease {
-        kind: LeaseKind::Memory(MemoryLease { state, cost }),
+        kind: LeaseKind::Memory(MemoryLease { state, held }),
     })
 }
 
@@ -654,6 +759,63 @@ mod tests {
         assert!(!store.check_now("holder", &slots, 1).unwrap().is_allowed());
         drop(held.take_lease());
         assert!(store.check_now("holder", &slots, 1).unwrap().is_allowed());
+    }
+
+    /// A slot held past its lease (a hung request, a leaked lease) goes
+    /// back; its holder giving it back later frees nothing twice.
+    #[test]
+    fn slots_held_past_their_lease_are_reclaimed_once() {
+        let (store, clock) = mock();
+        let single = Quota::single(Limit::concurrency(1).lease(Duration::from_secs(10))).unwrap();
+        let multi = Quota::new([
+            Limit::per_second(1000),
+            Limit::concurrency(1)
+                .lease(Duration::from_secs(5))
+                .named("a"),
+            Limit::concurrency(2)
+                .lease(Duration::from_secs(10))
+                .named("b"),
+        ])
+        .unwrap();
+        for (q, lease) in [(&single, 10), (&multi, 10)] {
+            let mut hung = store.check_now("k", q, 1).unwrap();
+            assert!(hung.is_allowed());
+            let hung = hung.take_lease().unwrap();
+            assert!(!store.check_now("k", q, 1).unwrap().is_allowed());
+            // Not before its (longest) lease is over...
+            clock.increment(Duration::from_secs(lease - 1));
+            assert!(!store.check_now("k", q, 1).unwrap().is_allowed());
+            // ...then it is.
+            clock.increment(Duration::from_secs(1));
+            let mut next = store.check_now("k", q, 1).unwrap();
+            assert!(next.is_allowed());
+            let next = next.take_lease().unwrap();
+            // The hung holder finishes: nothing is freed twice.
+            drop(hung);
+            assert!(!store.check_now("k", q, 1).unwrap().is_allowed());
+            drop(next);
+            let mut again = store.check_now("k", q, 1).unwrap();
+            assert!(again.is_allowed());
+            drop(again.take_lease());
+        }
+    }
+
+    #[test]
+    fn given_back_leases_are_not_kept() {
+        let (store, _clock) = mock();
+        let q = Quota::single(Limit::concurrency(1)).unwrap();
+        for _ in 0..10_000 {
+            let mut d = store.check_now("k", &q, 1).unwrap();
+            drop(d.take_lease());
+        }
+        let fp = q.fingerprint();
+        let hash = store.hash(fp, b"k");
+        let guard = store.shard(hash).read();
+        let entry = guard.table.find(hash, matcher(fp, "k")).unwrap();
+        let State::Concurrency(c) = &entry.state else {
+            panic!()
+        };
+        assert!(c.held.lock().len() <= 32, "{}", c.held.lock().len());
     }
 
     #[test]
