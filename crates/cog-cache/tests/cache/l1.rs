@@ -285,3 +285,32 @@ async fn a_load_racing_an_invalidation_writes_nothing_back() {
         assert_eq!(view.get_fresh(&k), None, "{invalidate}: written back");
     }
 }
+
+/// A million distinct tags (and keys, and tenants) leave nothing behind in
+/// process beyond what L1's capacity holds.
+#[tokio::test]
+async fn a_million_distinct_tags_keys_and_tenants_stay_within_l1() {
+    let cache: Cache = TieredCache::builder()
+        .l1_capacity_bytes(1 << 20)
+        .tenant_l1_cap(64 << 10)
+        .build()
+        .unwrap();
+    for i in 0..1_000_000u32 {
+        cache
+            .tenant(&format!("t{}", i % 50_000))
+            .tagged([format!("tag{i}")])
+            .insert(format!("k{i}"), "v".into())
+            .await;
+    }
+    let stats = format!("{cache:?}");
+    let entries: usize = stats
+        .split("l1_entries: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Each entry weighs ~90 bytes: at most ~12 000 fit in 1 MiB.
+    assert!(entries <= 12_000, "{entries}");
+    assert!(entries > 1_000, "{entries}");
+}
