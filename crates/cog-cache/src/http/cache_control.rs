@@ -224,6 +224,43 @@ mod tests {
     }
 
     #[test]
+    fn escapes_inside_quotes_and_lines_that_end_early() {
+        // An escaped quote does not close the string; the escaped
+        // character is kept.
+        let c = cc(&[r#"no-cache="a\"b, max-age=99", max-age=10"#]);
+        assert!(c.no_cache);
+        assert_eq!(c.max_age, Some(10));
+        let mut seen = Vec::new();
+        parse_line(br#"x="a\"b\\c", y"#, &mut |n, v| {
+            seen.push((n.to_vec(), v.map(<[u8]>::to_vec)));
+        });
+        assert_eq!(
+            seen,
+            [
+                (b"x".to_vec(), Some(br#"a"b\c"#.to_vec())),
+                (b"y".to_vec(), None)
+            ]
+        );
+        // Lines that stop mid-way: no panic, what came before counts.
+        for line in [
+            r#"max-age=5, private="abc\"#,
+            r#"max-age=5, private="abc"#,
+            "max-age=5, ",
+            "max-age=5,,, \t",
+            ", ,",
+            "max-age=5, s-maxage=",
+        ] {
+            let c = cc(&[line]);
+            assert_eq!(
+                c.max_age,
+                Some(5).filter(|_| !line.starts_with(',')),
+                "{line:?}"
+            );
+        }
+        assert!(cc(&[r#"max-age=5, private="abc\"#]).private);
+    }
+
+    #[test]
     fn case_whitespace_unknown_and_junk() {
         let c = cc(&["  MAX-AGE = 7 ,, Unknown=\"x\", foo, ;;;, No-Store"]);
         assert_eq!(c.max_age, Some(7));
