@@ -659,7 +659,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             let load = move || async move { loader().await.map(Some) };
             // `None` only comes from a negative entry that
             // `get_or_load_optional` wrote for the same key.
-            self.read_through(key, load)
+            self.traced_read_through(key, load)
                 .await?
                 .ok_or(CacheError::Absent)
         })
@@ -699,7 +699,29 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Send + 'static,
     {
-        Box::pin(self.read_through(key, loader))
+        Box::pin(self.traced_read_through(key, loader))
+    }
+
+    /// [`read_through`](Self::read_through) in a `cache.lookup` span (when
+    /// the request is sampled): an L1 miss, with the L2 calls and the
+    /// loader under it.
+    async fn traced_read_through<F, Fut, E>(
+        &self,
+        key: &K,
+        loader: F,
+    ) -> Result<Option<V>, CacheError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        let span = cog_core::telemetry::Child::internal("cog-cache", "cache.lookup");
+        span.set(|| opentelemetry::KeyValue::new("cog.tenant", self.tenant_str().to_string()));
+        let result = span.wrap(self.read_through(key, loader)).await;
+        if result.is_err() {
+            span.fail("load", || "no value: the loader failed".into());
+        }
+        result
     }
 
     /// A fresh L1 entry for `key`, found without allocating or awaiting.
@@ -958,10 +980,10 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         {
             return (Ok(slot), stale);
         }
-        let span = tracing::debug_span!("cache.load", tenant = %self.tenant_str());
         // A task of its own: a panicking loader is an error, not a panic
-        // of the caller (nor of a background refresh).
-        let result = tokio::spawn(tracing::Instrument::instrument(loader(), span)).await;
+        // of the caller (nor of a background refresh). Spans it opens stay
+        // in the caller's trace.
+        let result = tokio::spawn(cog_core::telemetry::carry(loader())).await;
         let loaded = match result {
             Ok(Ok(value)) => {
                 inner.stats.load();

@@ -147,7 +147,6 @@ mod imp {
     use fred::types::config::Options;
     use fred::types::{Expiration, SetOptions};
     use tokio::sync::broadcast::error::RecvError;
-    use tracing::Instrument;
 
     use super::*;
 
@@ -372,14 +371,11 @@ mod imp {
             if !self.breaker.allow().may_call() {
                 return Err(L2Error::CircuitOpen);
             }
-            let span = tracing::debug_span!(
-                "redis",
-                db.system.name = "redis",
-                db.operation.name = what,
-                otel.kind = "client"
-            );
+            let span = cog_core::telemetry::Child::redis("cog-cache", what, || {
+                cog_core::telemetry::redis_peer(&self.client)
+            });
             let started = std::time::Instant::now();
-            let result = match tokio::time::timeout(timeout, f.instrument(span)).await {
+            let result = match tokio::time::timeout(timeout, span.wrap(f)).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::Timeout => Err(L2Error::Timeout),
                 Ok(Err(e)) => Err(L2Error::Redis(e.to_string())),
@@ -398,6 +394,9 @@ mod imp {
                     ),
                 ],
             );
+            if let Err(e) = &result {
+                span.fail(e.kind(), || e.to_string());
+            }
             match &result {
                 Ok(_) => {
                     if self.breaker.success() {

@@ -9,11 +9,17 @@
 //! - [`ResponseFuture`]: the boxed response future of cog's tower layers.
 //! - [`redis::is_unavailable_reply`]: which Redis error replies mean "cannot
 //!   serve now" (an outage for failure policies), not a bug.
+//! - [`route::template`]: the route a router matched (`MatchedRoute`, or
+//!   axum's `MatchedPath`).
+//! - [`telemetry::Child`]: the OpenTelemetry spans cog opens inside a
+//!   sampled request — internal steps and Redis client calls.
 
 pub mod breaker;
 pub mod future;
 pub mod keys;
 pub mod redis;
+pub mod route;
+pub mod telemetry;
 
 pub use breaker::Breaker;
 pub use future::ResponseFuture;

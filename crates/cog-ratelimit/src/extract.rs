@@ -287,12 +287,9 @@ impl KeyExtractor for PeerIp {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Route;
 
-/// The route template a router matched for this request (e.g.
-/// `/v1/items/{id}`), as a request extension: [`Route`] keys on it. Insert
-/// it from routers other than axum (whose `MatchedPath` is read directly
-/// with the `axum` feature).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MatchedRoute(pub std::sync::Arc<str>);
+/// The route template a router matched for this request: [`Route`] keys
+/// on it (shared with cog-trace, which names spans by it).
+pub use cog_core::route::MatchedRoute;
 
 impl KeyExtractor for Route {
     fn extract(&self, parts: &Parts) -> Option<String> {
@@ -302,14 +299,7 @@ impl KeyExtractor for Route {
 }
 
 fn route_template(parts: &Parts) -> Option<&str> {
-    if let Some(m) = parts.extensions.get::<MatchedRoute>() {
-        return Some(&m.0);
-    }
-    #[cfg(feature = "axum")]
-    if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {
-        return Some(m.as_str());
-    }
-    None
+    cog_core::route::template(parts)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -15,6 +15,16 @@ pub enum Phase {
     Response,
 }
 
+impl Phase {
+    /// `request` or `response`, as in metrics and spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Request => "request",
+            Phase::Response => "response",
+        }
+    }
+}
+
 /// A plugin's answer in place of the service's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {

@@ -243,7 +243,10 @@ async fn run_hooks(
     phase: Phase,
     ex: Exchange,
 ) -> Result<Exchange, StatusCode> {
+    // Spans opened by the plugins join the request's trace.
+    let cx = cog_core::telemetry::sampled_context();
     let run = move || {
+        let _attached = cx.map(opentelemetry::Context::attach);
         let mut ex = ex;
         for plugin in plugins.iter() {
             if !plugin.hooks(phase) {

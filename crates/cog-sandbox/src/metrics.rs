@@ -20,10 +20,7 @@ fn calls() -> &'static Counter<u64> {
 }
 
 pub(crate) fn call(plugin: &str, phase: Phase, outcome: &'static str) {
-    let phase = match phase {
-        Phase::Request => "request",
-        Phase::Response => "response",
-    };
+    let phase = phase.as_str();
     calls().add(
         1,
         &[

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cog_core::keys::encode_segment;
+use cog_core::telemetry::{Child, redis_peer};
 use fred::clients::{Client, WithOptions};
 use fred::interfaces::{HashesInterface, LuaInterface};
 use fred::prelude::ClientLike as _;
@@ -109,19 +110,26 @@ impl RedisKv {
     /// timeout, from any thread.
     fn run<T: Send + 'static>(
         &self,
+        operation: &'static str,
         op: impl Future<Output = Result<T, fred::error::Error>> + Send + 'static,
     ) -> Result<T, KvError> {
+        let span = Child::redis("cog-sandbox", operation, || redis_peer(&self.inner.client));
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let timeout = self.inner.timeout;
+        let op = span.wrap(op);
         self.inner.handle.spawn(async move {
             let r = tokio::time::timeout(timeout, op).await;
             let _ = tx.send(r);
         });
-        match rx.recv_timeout(timeout + Duration::from_millis(50)) {
+        let result = match rx.recv_timeout(timeout + Duration::from_millis(50)) {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => Err(KvError::Unavailable(e.to_string())),
             Ok(Err(_)) | Err(_) => Err(KvError::Unavailable("timed out".into())),
+        };
+        if let Err(e) = &result {
+            span.fail("unavailable", || e.to_string());
         }
+        result
     }
 
     fn client(&self) -> WithOptions<Client> {
@@ -140,7 +148,7 @@ impl RedisKv {
 impl KvStore for RedisKv {
     fn get(&self, scope: &KvScope, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         let (client, hash, field) = (self.client(), self.key(scope), Key::from(key));
-        let v: Option<Bytes> = self.run(async move { client.hget(hash, field).await })?;
+        let v: Option<Bytes> = self.run("HGET", async move { client.hget(hash, field).await })?;
         Ok(v.map(|b| b.to_vec()))
     }
 
@@ -158,13 +166,15 @@ impl KvStore for RedisKv {
             Value::Bytes(Bytes::copy_from_slice(value)),
             Value::Integer(i64::try_from(max_entries).unwrap_or(i64::MAX)),
         ];
-        let r: i64 = self.run(async move { client.eval(SET_LUA, vec![hash], args).await })?;
+        let r: i64 = self.run("EVAL", async move {
+            client.eval(SET_LUA, vec![hash], args).await
+        })?;
         if r < 0 { Err(KvError::Full) } else { Ok(()) }
     }
 
     fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError> {
         let (client, hash, field) = (self.client(), self.key(scope), Key::from(key));
-        let n: i64 = self.run(async move { client.hdel(hash, field).await })?;
+        let n: i64 = self.run("HDEL", async move { client.hdel(hash, field).await })?;
         Ok(n > 0)
     }
 }

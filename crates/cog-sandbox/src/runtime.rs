@@ -499,21 +499,21 @@ impl Plugin {
             Phase::Request => REQUEST_HOOK,
             Phase::Response => RESPONSE_HOOK,
         };
-        let span = tracing::debug_span!(
-            target: "cog_sandbox",
-            "plugin.call",
-            plugin = &*self.name,
-            tenant = &*exchange.tenant,
-            ?phase,
-            outcome = tracing::field::Empty,
-        );
-        let _entered = span.enter();
-        let result = self.run(phase, exchange.clone(), hook);
+        let span = cog_core::telemetry::Child::internal("cog-sandbox", "plugin.call");
+        span.set(|| opentelemetry::KeyValue::new("cog.plugin.name", self.name.to_string()));
+        span.set(|| opentelemetry::KeyValue::new("cog.plugin.phase", phase.as_str()));
+        let result = {
+            // KV calls made by the plugin become the span's children.
+            let _attached = span.is_recording().then(|| span.context().attach());
+            self.run(phase, exchange.clone(), hook)
+        };
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
-        span.record("outcome", outcome);
+        if let Err(e) = &result {
+            span.fail(outcome, || e.to_string());
+        }
         crate::metrics::call(&self.name, phase, outcome);
         *exchange = result?.0;
         Ok(())

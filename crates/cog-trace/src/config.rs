@@ -30,9 +30,16 @@ pub enum InitError {
     /// The OTLP exporter could not be built.
     #[error("building the OTLP exporter: {0}")]
     Exporter(String),
-    /// Export needs a tokio runtime (batching runs on it).
+    /// Export needs a tokio runtime (batching runs on it). No longer
+    /// returned: export runs on a runtime of its own.
     #[error("tracing export must be set up inside a tokio runtime")]
     NoRuntime,
+    /// [`init`] already installed a pipeline in this process: a second one
+    /// would leave layers built earlier on the first one's sampler. Keep
+    /// the first guard, or build more pipelines with
+    /// [`TraceConfig::build`] and [`TraceLayer::from_guard`](crate::TraceLayer::from_guard).
+    #[error("cog_trace::init was already called in this process")]
+    AlreadyInitialized,
 }
 
 /// Where ended spans go.
@@ -375,14 +382,19 @@ impl TraceConfig {
 
     /// Builds the SDK for these settings, without touching any global.
     ///
+    /// Export (batching and the OTLP client) runs on a small runtime of
+    /// the guard's own — one thread — so it works from any thread, inside
+    /// a tokio runtime or not, and flushing never waits on the
+    /// application's runtime.
+    ///
     /// # Errors
-    /// When the exporter cannot be built, or export is configured outside a
-    /// tokio runtime.
+    /// When the exporter cannot be built.
     pub fn build(&self) -> Result<TraceGuard, InitError> {
         let propagator = self.propagator();
         if self.disabled {
             return Ok(TraceGuard {
                 provider: None,
+                export: None,
                 propagator,
                 w3c: self.w3c(),
                 sampler: self.sampler,
@@ -395,6 +407,20 @@ impl TraceConfig {
         let mut builder = SdkTracerProvider::builder()
             .with_sampler(self.sampler.build())
             .with_resource(resource);
+        let export = match &self.exporter {
+            Exporter::OtlpGrpc { .. } | Exporter::OtlpHttp { .. } => Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("cog-trace-export")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| InitError::Exporter(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        // The exporter's client and the batch task bind to the export
+        // runtime.
+        let _entered = export.as_ref().map(tokio::runtime::Runtime::enter);
         let span_exporter = match &self.exporter {
             Exporter::None => None,
             Exporter::Console => {
@@ -431,9 +457,6 @@ impl TraceConfig {
             ),
         };
         if let Some(exporter) = span_exporter {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(InitError::NoRuntime);
-            }
             let exporter = exporter.map_err(|e| InitError::Exporter(e.to_string()))?;
             builder = builder.with_span_processor(
                 BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build(),
@@ -441,6 +464,7 @@ impl TraceConfig {
         }
         Ok(TraceGuard {
             provider: Some(builder.build()),
+            export,
             propagator,
             w3c: self.w3c(),
             sampler: self.sampler,
@@ -450,8 +474,18 @@ impl TraceConfig {
 
 /// Owns the tracing pipeline; dropping it (or calling
 /// [`shutdown`](Self::shutdown)) flushes every ended span.
+///
+/// Flushing waits for the export (at most the export timeout) but never
+/// for the application's runtime: export runs on the guard's own thread,
+/// so `flush`, `shutdown` and drop are safe on a current-thread runtime
+/// and at the end of `#[tokio::main]`. On a multi-thread runtime the
+/// wait goes through `block_in_place`, so other tasks move on; from async
+/// code, [`shutdown_async`](Self::shutdown_async) waits without blocking
+/// at all.
 pub struct TraceGuard {
     provider: Option<SdkTracerProvider>,
+    /// The runtime export runs on (OTLP only).
+    export: Option<tokio::runtime::Runtime>,
     propagator: Arc<dyn TextMapPropagator + Send + Sync>,
     /// See [`TraceConfig::w3c`].
     w3c: Option<bool>,
@@ -495,7 +529,7 @@ impl TraceGuard {
     /// Exports every ended span now.
     pub fn flush(&self) {
         if let Some(p) = &self.provider
-            && let Err(e) = p.force_flush()
+            && let Err(e) = waiting(|| p.force_flush())
         {
             tracing::warn!(target: "cog_trace", error = %e, "flushing spans failed");
         }
@@ -506,12 +540,36 @@ impl TraceGuard {
         self.stop();
     }
 
+    /// Flushes and stops the pipeline without blocking the calling task:
+    /// the wait happens on a blocking thread.
+    pub async fn shutdown_async(self) {
+        let _ = tokio::task::spawn_blocking(move || self.shutdown()).await;
+    }
+
     fn stop(&mut self) {
         if let Some(p) = self.provider.take()
-            && let Err(e) = p.shutdown()
+            && let Err(e) = waiting(|| p.shutdown())
         {
             tracing::warn!(target: "cog_trace", error = %e, "shutting tracing down failed");
         }
+        if let Some(rt) = self.export.take() {
+            // Dropping a runtime blocks, which panics inside another
+            // runtime: its work is done, let its thread go.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs a blocking wait on the export: through `block_in_place` on a
+/// multi-thread runtime's worker (its other tasks move to other workers),
+/// directly elsewhere — the export runs on the guard's own runtime, so
+/// waiting cannot stall it.
+fn waiting<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 
@@ -527,11 +585,24 @@ impl Drop for TraceGuard {
 /// instrumentation use it.
 /// Keep the guard alive; dropping it flushes.
 ///
+/// Once per process: a second call returns
+/// [`InitError::AlreadyInitialized`] (after a call that failed, `init` may
+/// be called again).
+///
 /// # Errors
-/// See [`TraceConfig::from_env`] and [`TraceConfig::build`].
+/// See [`TraceConfig::from_env`] and [`TraceConfig::build`];
+/// [`InitError::AlreadyInitialized`].
 pub fn init() -> Result<TraceGuard, InitError> {
+    static CALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if CALLED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(InitError::AlreadyInitialized);
+    }
     let config = TraceConfig::from_env()?;
     let guard = config.build()?;
+    // Set once it worked: a bad variable can be fixed and `init` retried.
+    if CALLED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(InitError::AlreadyInitialized);
+    }
     if let Some(p) = guard.provider() {
         opentelemetry::global::set_tracer_provider(p.clone());
         let _ = INIT_SAMPLER.set(config.sampler);

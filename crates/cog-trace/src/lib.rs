@@ -34,15 +34,24 @@
 //!   [`TraceConfig`]), OTLP over gRPC or HTTP/protobuf; the returned
 //!   [`TraceGuard`] flushes every ended span when dropped.
 //!
+//! - Route: with axum, add the layer with `Router::layer` and spans are
+//!   named `{method} {route}` (`POST /v1/complete`) and metrics carry
+//!   `http.route`, from axum's `MatchedPath` (feature `axum`, default).
+//!   Other routers insert a [`MatchedRoute`] extension, or pass
+//!   [`TraceLayer::route_with`].
+//! - Inside a sampled request, cog's other crates add internal spans
+//!   (`ratelimit.decide`, `cache.lookup`, `plugin.call`) and a client span
+//!   per Redis call (`db.system.name = "redis"`), from the global tracer
+//!   provider that [`init`] installs.
+//!
 //! # Example
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let _guard = cog_trace::init()?; // OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, …
-//! let layer = cog_trace::TraceLayer::new()
-//!     .route_with(|parts| Some(parts.uri.path().to_owned()))
-//!     .filter(|parts| parts.uri.path() != "/healthz");
-//! // axum: Router::new().route(...).layer(layer)
+//! let layer = cog_trace::TraceLayer::new().filter(|parts| parts.uri.path() != "/healthz");
+//! // axum: Router::new().route("/items/{id}", get(item)).layer(layer)
+//! //   → spans named `GET /items/{id}`
 //! # let _ = layer; Ok(()) }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -54,5 +63,6 @@ mod propagation;
 mod server;
 
 pub use client::{ClientResponseFuture, ClientTrace, ClientTraceLayer};
+pub use cog_core::route::MatchedRoute;
 pub use config::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};
 pub use server::{ResponseBody, ResponseFuture, Trace, TraceLayer};

@@ -151,9 +151,16 @@ impl TraceLayer {
     }
 
     /// Finds the route template (`/items/{id}`) of a request, for the span
-    /// name and `http.route` (with axum: from `MatchedPath`). The closure
-    /// may return a `String` or, cheaper, a `&'static str` from a route
-    /// table.
+    /// name and `http.route`. The closure may return a `String` or,
+    /// cheaper, a `&'static str` from a route table.
+    ///
+    /// Without it, the layer uses what the router matched: axum's
+    /// `MatchedPath` (feature `axum`, on by default — add the layer with
+    /// `Router::layer`, which runs it after routing) or a
+    /// [`MatchedRoute`](cog_core::route::MatchedRoute) extension another
+    /// router inserted. With neither, spans are named by the method alone
+    /// and metrics carry no `http.route` (never the raw path: it would
+    /// make one series per URL).
     pub fn route_with<R>(self, route: impl Fn(&Parts) -> Option<R> + Send + Sync + 'static) -> Self
     where
         R: Into<Cow<'static, str>>,
@@ -397,7 +404,12 @@ where
                 traced: None,
             };
         }
-        let find_route = |parts: &Parts| shared.route.as_ref().and_then(|r| r(parts));
+        let find_route = |parts: &Parts| match &shared.route {
+            Some(r) => r(parts),
+            // What the router matched: axum's `MatchedPath` (when the
+            // layer is added with `Router::layer`) or a `MatchedRoute`.
+            None => cog_core::route::template(parts).map(|t| Cow::Owned(t.to_owned())),
+        };
         let incoming = shared.propagation.extract(&parts.headers);
         let (cx, route, is_grpc) = match unsampled_fast_path(shared, incoming) {
             // Nothing is recorded: the route only matters to the metrics

@@ -100,14 +100,24 @@ impl RedisStore {
         self
     }
 
+    /// One Redis call, bounded by the timeout, in a client span when the
+    /// caller's trace is sampled.
     async fn bounded<T>(
         &self,
+        operation: &'static str,
         f: impl std::future::Future<Output = Result<T, fred::error::Error>>,
     ) -> Result<T, ControlError> {
-        tokio::time::timeout(self.timeout, f)
+        let span = cog_core::telemetry::Child::redis("cog-control", operation, || {
+            cog_core::telemetry::redis_peer(&self.client)
+        });
+        let result = tokio::time::timeout(self.timeout, span.wrap(f))
             .await
-            .map_err(|_| ControlError::Redis(format!("no answer within {:?}", self.timeout)))?
-            .map_err(redis_error)
+            .map_err(|_| ControlError::Redis(format!("no answer within {:?}", self.timeout)))
+            .and_then(|r| r.map_err(redis_error));
+        if let Err(e) = &result {
+            span.fail("redis", || e.to_string());
+        }
+        result
     }
 
     fn blob_key(&self, digest: &str) -> Result<String, ControlError> {
@@ -172,7 +182,10 @@ impl RedisStore {
 impl Store for RedisStore {
     async fn load(&self) -> Result<State, ControlError> {
         let (rev, doc): (Option<u64>, Option<Bytes>) = self
-            .bounded(self.client.hmget(&self.state_key, vec!["rev", "doc"]))
+            .bounded(
+                "HMGET",
+                self.client.hmget(&self.state_key, vec!["rev", "doc"]),
+            )
             .await?;
         match (rev, doc) {
             (_, None) => Ok(State::default()),
@@ -187,15 +200,18 @@ impl Store for RedisStore {
     async fn commit(&self, state: &State) -> Result<u64, ControlError> {
         let doc = encode(state, state.revision + 1);
         let r: i64 = self
-            .bounded(self.client.eval(
-                COMMIT_LUA,
-                vec![self.state_key.clone()],
-                vec![
-                    state.revision.to_string().into_bytes(),
-                    doc,
-                    self.channel.clone().into_bytes(),
-                ],
-            ))
+            .bounded(
+                "EVAL",
+                self.client.eval(
+                    COMMIT_LUA,
+                    vec![self.state_key.clone()],
+                    vec![
+                        state.revision.to_string().into_bytes(),
+                        doc,
+                        self.channel.clone().into_bytes(),
+                    ],
+                ),
+            )
             .await?;
         if r < 0 {
             return Err(ControlError::Conflict {
@@ -208,7 +224,7 @@ impl Store for RedisStore {
 
     async fn revision(&self) -> Result<u64, ControlError> {
         let rev: Option<u64> = self
-            .bounded(self.client.hget(&self.state_key, "rev"))
+            .bounded("HGET", self.client.hget(&self.state_key, "rev"))
             .await?;
         Ok(rev.unwrap_or(0))
     }
@@ -216,20 +232,23 @@ impl Store for RedisStore {
     async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {
         let key = self.blob_key(digest)?;
         let _: Option<String> = self
-            .bounded(self.client.set(
-                key,
-                Bytes::copy_from_slice(bytes),
-                None::<Expiration>,
-                Some(SetOptions::NX),
-                false,
-            ))
+            .bounded(
+                "SET",
+                self.client.set(
+                    key,
+                    Bytes::copy_from_slice(bytes),
+                    None::<Expiration>,
+                    Some(SetOptions::NX),
+                    false,
+                ),
+            )
             .await?;
         Ok(())
     }
 
     async fn get_blob(&self, digest: &str) -> Result<Option<Bytes>, ControlError> {
         let key = self.blob_key(digest)?;
-        let bytes: Option<Bytes> = self.bounded(self.client.get(key)).await?;
+        let bytes: Option<Bytes> = self.bounded("GET", self.client.get(key)).await?;
         match bytes {
             Some(b) if crate::model::digest(&b) != digest => Err(ControlError::Parse {
                 what: "the Redis store".into(),

@@ -2,12 +2,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use cog_core::telemetry::Child;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::Counter;
 use tower_service::Service;
-use tracing::Instrument;
 
 use super::body::{RateLimitBody, Slots};
 use crate::decision::{Decision, DecisionSource};
@@ -184,15 +184,17 @@ where
         }
     };
     let cost = config.cost.as_ref().map_or(1, |f| f(&parts));
-    let span = tracing::debug_span!("ratelimit.decide", cost, allowed = tracing::field::Empty);
-    let checked = config
-        .store
-        .check(&subject, &quota, cost)
-        .instrument(span.clone())
-        .await;
-    if let Ok(d) = &checked {
-        span.record("allowed", d.is_allowed());
+    let span = Child::internal("cog-ratelimit", "ratelimit.decide");
+    span.set(|| KeyValue::new("cog.ratelimit.cost", cost as i64));
+    let checked = span.wrap(config.store.check(&subject, &quota, cost)).await;
+    match &checked {
+        Ok(d) => {
+            span.set(|| KeyValue::new("cog.ratelimit.allowed", d.is_allowed()));
+            span.set(|| KeyValue::new("cog.ratelimit.source", source_name(d.source())));
+        }
+        Err(e) => span.fail("store", || e.to_string()),
     }
+    span.end();
     let mut decision = match checked {
         Ok(d) => d,
         Err(e) => {

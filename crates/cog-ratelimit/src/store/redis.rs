@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cog_core::telemetry::{Child, redis_peer};
 use fred::clients::Client;
 use fred::interfaces::{KeysInterface, LuaInterface};
 use fred::prelude::{ClientLike, Error as FredError};
 use fred::types::config::Options;
-use tracing::Instrument;
 
 use super::memory::MemoryStore;
 use super::{Lease, LeaseKind, Store, StoreError, check_cost};
@@ -312,13 +312,9 @@ impl RedisStore {
                 other => other,
             }
         };
-        let span = tracing::debug_span!(
-            "redis EVALSHA",
-            db.system.name = "redis",
-            otel.kind = "client"
-        );
+        let span = Child::redis("cog-ratelimit", "EVALSHA", || redis_peer(&i.client));
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(i.timeout, call.instrument(span)).await {
+        let result = match tokio::time::timeout(i.timeout, span.wrap(call)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(fred_error(e, i.timeout)),
             Err(_) => Err(StoreError::Timeout(i.timeout)),
@@ -328,6 +324,9 @@ impl RedisStore {
             Err(StoreError::Timeout(_)) => "timeout",
             Err(_) => "error",
         };
+        if let Err(e) = &result {
+            span.fail(outcome, || e.to_string());
+        }
         i.duration.record(
             started.elapsed().as_secs_f64(),
             &[opentelemetry::KeyValue::new("outcome", outcome)],

@@ -242,3 +242,35 @@ async fn header_capture_is_an_allow_list_without_secrets() {
         "a secret header was captured: {attrs}"
     );
 }
+
+/// Without `route_with`, the layer names the span after the route the
+/// router matched (what axum's `MatchedPath` gives through `Router::layer`;
+/// here the router-neutral `MatchedRoute`), and never after the raw path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_matched_route_names_the_span_by_default() {
+    use http::{Request, Response};
+    use tower::{ServiceExt, service_fn};
+    type Body = http_body_util::Full<bytes::Bytes>;
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, false, &[]).build().unwrap();
+    let svc =
+        cog_trace::TraceLayer::from_guard(&guard).layer(service_fn(|_req: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::default()))
+        }));
+    let mut routed = Request::post("/v1/items/42").body(Body::default()).unwrap();
+    routed
+        .extensions_mut()
+        .insert(cog_trace::MatchedRoute("/v1/items/{id}".into()));
+    svc.clone().oneshot(routed).await.unwrap();
+    let unrouted = Request::post("/v1/items/43").body(Body::default()).unwrap();
+    svc.oneshot(unrouted).await.unwrap();
+
+    let spans = spans(&guard, &receiver, 2).await;
+    let mut names: Vec<_> = spans.iter().map(|s| s.name().to_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["POST", "POST /v1/items/{id}"]);
+    let routed = spans.iter().find(|s| s.name() != "POST").unwrap();
+    assert_eq!(routed.attr("http.route").as_deref(), Some("/v1/items/{id}"));
+    let unrouted = spans.iter().find(|s| s.name() == "POST").unwrap();
+    assert_eq!(unrouted.attr("http.route"), None);
+}

@@ -1,0 +1,236 @@
+//! `cog_trace::init()` as an application calls it: from the process
+//! environment, once per process. Each test runs its body in a child
+//! process of its own (this test binary, re-run with the variables set),
+//! so variables and the global pipeline never leak between tests; the
+//! parent holds the OTLP receiver and reads what arrived.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cog_testkit::{OtlpReceiver, ReceivedSpan};
+use opentelemetry::trace::{Tracer as _, TracerProvider as _};
+
+const CHILD: &str = "COG_TRACE_INIT_CHILD";
+const INCOMING_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const INCOMING_SPAN: &str = "b7ad6b7169203331";
+
+/// Whether this process is the child running `test`.
+fn is_child(test: &str) -> bool {
+    std::env::var(CHILD).is_ok_and(|t| t == test)
+}
+
+/// Runs `test` in a child process with `vars` and waits at most `bound`
+/// for it to exit (a child still running then is killed: it hung).
+fn run_child(test: &str, vars: &[(&str, String)], bound: Duration) {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, test)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    for k in std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| k.starts_with("OTEL_"))
+    {
+        cmd.env_remove(k);
+    }
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "child {test} failed: {status}");
+            return;
+        }
+        if started.elapsed() > bound {
+            let _ = child.kill();
+            panic!("child {test} did not exit within {bound:?}: it hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A request with an incoming W3C context through `TraceLayer::new()`
+/// (the global pipeline `init` installed).
+async fn request_with_traceparent() -> http::Response<()> {
+    use http_body_util::Empty;
+    use tower::{Layer, ServiceExt, service_fn};
+    type Body = Empty<bytes::Bytes>;
+    let svc = cog_trace::TraceLayer::new().layer(service_fn(|_req: http::Request<Body>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(Body::new()))
+    }));
+    let req = http::Request::builder()
+        .uri("/items/1")
+        .header(
+            "traceparent",
+            format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"),
+        )
+        .body(Body::new())
+        .unwrap();
+    svc.oneshot(req).await.unwrap().map(|_| ())
+}
+
+fn server_span(spans: &[ReceivedSpan]) -> &ReceivedSpan {
+    spans
+        .iter()
+        .find(|s| s.attr("url.path").as_deref() == Some("/items/1"))
+        .expect("the server span")
+}
+
+/// A runtime for the parent's receiver: multi-thread, so the receiver
+/// keeps serving while the test thread waits for the child.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+/// The child's body, on a runtime of its own.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
+fn endpoint(receiver: &OtlpReceiver) -> (&'static str, String) {
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_endpoint())
+}
+
+#[test]
+fn otel_propagators_from_the_environment_decide_what_is_read() {
+    if is_child("otel_propagators_from_the_environment_decide_what_is_read") {
+        block_on(async {
+            let guard = cog_trace::init().unwrap();
+            let res = request_with_traceparent().await;
+            assert!(res.headers().contains_key("traceparent"));
+            guard.shutdown_async().await;
+        });
+        return;
+    }
+    let rt = runtime();
+    for (propagators, joins) in [("tracecontext", true), ("none", false)] {
+        let receiver = rt.block_on(OtlpReceiver::start()).unwrap();
+        let vars = [
+            endpoint(&receiver),
+            ("OTEL_PROPAGATORS", propagators.to_owned()),
+        ];
+        run_child(
+            "otel_propagators_from_the_environment_decide_what_is_read",
+            &vars,
+            Duration::from_secs(30),
+        );
+        let spans = receiver.spans();
+        let span = server_span(&spans);
+        assert_eq!(span.trace_id() == INCOMING_TRACE, joins, "{propagators}");
+        assert_eq!(
+            span.parent_span_id() == INCOMING_SPAN,
+            joins,
+            "{propagators}"
+        );
+    }
+}
+
+#[test]
+fn otel_sdk_disabled_through_init_exports_nothing() {
+    if is_child("otel_sdk_disabled_through_init_exports_nothing") {
+        block_on(async {
+            let guard = cog_trace::init().unwrap();
+            assert!(guard.provider().is_none());
+            request_with_traceparent().await;
+            span("would-be-exported");
+            drop(guard);
+        });
+        return;
+    }
+    let rt = runtime();
+    let receiver = rt.block_on(OtlpReceiver::start()).unwrap();
+    let vars = [endpoint(&receiver), ("OTEL_SDK_DISABLED", "true".into())];
+    run_child(
+        "otel_sdk_disabled_through_init_exports_nothing",
+        &vars,
+        Duration::from_secs(30),
+    );
+    assert_eq!(receiver.requests(), 0, "{:?}", receiver.spans());
+}
+
+#[test]
+fn a_second_init_is_refused() {
+    if is_child("a_second_init_is_refused") {
+        // Outside any runtime: export has a runtime of its own.
+        let first = cog_trace::init().unwrap();
+        let second = cog_trace::init().unwrap_err();
+        assert!(
+            matches!(second, cog_trace::InitError::AlreadyInitialized),
+            "{second}"
+        );
+        drop(first);
+        return;
+    }
+    run_child(
+        "a_second_init_is_refused",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9".into()),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "200".into()),
+        ],
+        Duration::from_secs(30),
+    );
+}
+
+/// A span from the global tracer, ended now.
+fn span(name: &'static str) {
+    let tracer = opentelemetry::global::tracer_provider().tracer("t");
+    drop(tracer.start(name));
+}
+
+#[test]
+fn flush_and_drop_on_a_current_thread_runtime_do_not_hang() {
+    if is_child("flush_and_drop_on_a_current_thread_runtime_do_not_hang") {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let guard = cog_trace::init().unwrap();
+            span("flushed");
+            // On the runtime's only thread: the SDK's own batch task would
+            // need this thread to run.
+            guard.flush();
+            span("dropped");
+            drop(guard);
+        });
+        return;
+    }
+    let rt = runtime();
+    let receiver = rt.block_on(OtlpReceiver::start()).unwrap();
+    run_child(
+        "flush_and_drop_on_a_current_thread_runtime_do_not_hang",
+        &[endpoint(&receiver)],
+        Duration::from_secs(30),
+    );
+    let mut names: Vec<_> = receiver
+        .spans()
+        .iter()
+        .map(|s| s.name().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["dropped", "flushed"]);
+}
+
+#[test]
+fn a_guard_dropped_at_the_end_of_tokio_main_flushes() {
+    if is_child("a_guard_dropped_at_the_end_of_tokio_main_flushes") {
+        // What `#[tokio::main] async fn main() { let _g = init()?; … }` is.
+        block_on(async {
+            let _guard = cog_trace::init().unwrap();
+            span("last");
+        });
+        return;
+    }
+    let rt = runtime();
+    let receiver = rt.block_on(OtlpReceiver::start()).unwrap();
+    run_child(
+        "a_guard_dropped_at_the_end_of_tokio_main_flushes",
+        &[endpoint(&receiver)],
+        Duration::from_secs(30),
+    );
+    let spans = receiver.spans();
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert_eq!(spans[0].name(), "last");
+}
