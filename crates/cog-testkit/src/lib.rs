@@ -33,6 +33,7 @@
 
 mod client;
 mod metrics;
+pub mod openmetrics;
 mod otlp;
 mod proxy;
 mod redis;

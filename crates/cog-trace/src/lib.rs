@@ -59,6 +59,9 @@
 mod client;
 mod config;
 mod console;
+#[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+pub mod prometheus;
 mod propagation;
 mod server;
 

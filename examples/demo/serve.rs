@@ -1,0 +1,108 @@
+//! Runs the demo until SIGTERM or SIGINT, then stops like an orchestrator
+//! expects: stop accepting, drain the requests in flight, flush spans and
+//! metrics, exit.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::routing::get;
+
+use crate::{app, metrics};
+
+/// Builds the demo from the environment and serves it until a stop signal.
+pub async fn run() -> Result<(), app::Error> {
+    let listen: SocketAddr = std::env::var("COG_LISTEN")
+        .unwrap_or_else(|_| "127.0.0.1:8080".into())
+        .parse()?;
+    let config = app::Config::from_env();
+    let tracing = cog_trace::init()?;
+    let metrics = Arc::new(metrics::Metrics::install());
+    let demo = Arc::new(app::build(&config).await?);
+    metrics.observe(&demo.counters);
+
+    let scrape = {
+        let metrics = metrics.clone();
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                // Collecting blocks briefly: off the async workers.
+                let body = tokio::task::spawn_blocking(move || metrics.render())
+                    .await
+                    .unwrap_or_default();
+                ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body)
+            }
+        })
+    };
+    let router = demo.router.clone().route("/metrics", scrape);
+
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    announce(&config, &demo, addr);
+
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop_signal())
+    .await?;
+    // Every request has been answered: their spans have ended.
+    eprintln!("stopped: flushing spans and metrics");
+    tracing.shutdown_async().await;
+    let flushed = metrics.clone();
+    let _ = tokio::task::spawn_blocking(move || flushed.shutdown()).await;
+    Ok(())
+}
+
+/// SIGTERM (systemd, Docker, Kubernetes) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!("{name}: no new connections, draining requests in flight");
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        eprintln!("Ctrl-C: no new connections, draining requests in flight");
+    }
+}
+
+fn announce(config: &app::Config, demo: &app::Demo, addr: SocketAddr) {
+    match &config.redis_url {
+        Some(url) => eprintln!("cog demo on http://{addr} — shared state in Redis at {url}"),
+        None => eprintln!(
+            "cog demo on http://{addr} — in-memory backends, control plane in {} (set COG_REDIS_URL to share through Redis)",
+            config.store
+        ),
+    }
+    match &demo.demo_key {
+        Some(key) => {
+            eprintln!(
+                "created plans free and pro, and tenant `demo` on free; its API key (shown once):"
+            );
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{key}");
+            }
+            eprintln!(
+                "\ntry:\n  curl -si -H 'Authorization: Bearer {key}' http://{addr}/v1/items/42"
+            );
+        }
+        None => eprintln!(
+            "existing control plane: make a key with `cargo run -p cog-cli -- --store {} key create --tenant demo`",
+            config
+                .redis_url
+                .clone()
+                .unwrap_or_else(|| config.store.clone())
+        ),
+    }
+}

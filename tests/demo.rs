@@ -1,0 +1,308 @@
+//! The demo as an operator sees it: one request is one trace from the
+//! server span down to each Redis call, and a SIGTERM — what systemd,
+//! Docker and Kubernetes send — drains requests in flight and exports
+//! their spans before the process exits.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cog_testkit::{OtlpReceiver, ReceivedSpan, RedisServer};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[path = "../examples/demo/app.rs"]
+mod app;
+#[path = "../examples/demo/metrics.rs"]
+mod metrics;
+#[path = "../examples/demo/serve.rs"]
+mod serve;
+
+const CHILD: &str = "COG_DEMO_TEST_CHILD";
+
+async fn post(addr: SocketAddr, path: &str, key: &str, body: &str) -> (StatusCode, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (StatusCode, String, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(Full::default())
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let status = res.status();
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, ctype, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The demo process: started as an orchestrator starts it, then stopped
+/// with SIGTERM while a slow request is in flight.
+#[test]
+fn sigterm_drains_requests_in_flight_and_exports_their_spans() {
+    if std::env::var_os(CHILD).is_some() {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(serve::run())
+            .unwrap();
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let receiver = rt.block_on(OtlpReceiver::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "sigterm_drains_requests_in_flight_and_exports_their_spans",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .env("COG_LISTEN", addr.to_string())
+        .env("COG_STORE", dir.path().join("state.json"))
+        .env_remove("COG_REDIS_URL")
+        .env("COG_DEMO_UPSTREAM_MS", "500")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_endpoint())
+        .env("OTEL_SERVICE_NAME", "demo-under-test")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // The demo prints the new tenant's key on stdout.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let key = loop {
+        let mut line = String::new();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "no key printed");
+        if line.starts_with("cog_") {
+            break line.trim().to_owned();
+        }
+    };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (status, body) = rt.block_on(async {
+        let slow = tokio::spawn({
+            let key = key.clone();
+            async move { post(addr, "/v1/complete", &key, r#"{"prompt":"hi"}"#).await }
+        });
+        // `/metrics` as Prometheus scrapes it.
+        let (status, ctype, metrics) = get(addr, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ctype, metrics::CONTENT_TYPE);
+        let families =
+            cog_testkit::openmetrics::parse(&metrics).unwrap_or_else(|e| panic!("{e}\n{metrics}"));
+        assert!(
+            families.iter().any(|f| f.name == "demo_model_calls"),
+            "{metrics}"
+        );
+        // In flight (the model takes 500 ms) when the signal arrives.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        slow.await.unwrap()
+    });
+    assert_eq!(status, StatusCode::OK, "drained, not cut: {body}");
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the demo did not exit after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit}");
+    // Exported before the process ended: nothing is waited for now.
+    let spans = receiver.spans();
+    let span = spans
+        .iter()
+        .find(|s| s.name() == "POST /v1/complete")
+        .unwrap_or_else(|| {
+            panic!(
+                "no span for the drained request: {:?}",
+                spans.iter().map(|s| s.name()).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(span.attr("http.route").as_deref(), Some("/v1/complete"));
+    assert_eq!(
+        span.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+}
+
+fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
+    spans.iter().find(|s| s.name() == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name} in {:?}",
+            spans.iter().map(|s| s.name()).collect::<Vec<_>>()
+        )
+    })
+}
+
+fn children<'a>(spans: &'a [ReceivedSpan], parent: &ReceivedSpan) -> Vec<&'a ReceivedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id() == parent.span_id())
+        .collect()
+}
+
+/// A demo request against real Redis, exported over OTLP: the server
+/// span, under it the limiter decision, the cache lookup and the plugin
+/// call, and under those the Redis client spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demo_request_is_one_trace_down_to_redis() {
+    let server = RedisServer::start().unwrap();
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = cog_trace::TraceConfig::from_vars(|k| match k {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(receiver.http_endpoint()),
+        "OTEL_SERVICE_NAME" => Some("demo-under-test".into()),
+        _ => None,
+    })
+    .unwrap()
+    .build()
+    .unwrap();
+    opentelemetry::global::set_tracer_provider(guard.provider().unwrap().clone());
+    let metrics = metrics::Metrics::install();
+
+    let config = app::Config {
+        redis_url: Some(server.url()),
+        store: String::new(),
+        upstream: Duration::from_millis(5),
+        database: Duration::from_millis(1),
+        poll: Duration::from_millis(100),
+        redis_timeout: Duration::from_millis(500),
+    };
+    let demo = Arc::new(app::build(&config).await.unwrap());
+    metrics.observe(&demo.counters);
+    let key = demo.demo_key.clone().unwrap();
+    let noop = wat::parse_str(
+        r#"(module
+             (memory (export "memory") 1)
+             (func (export "cog_abi_version") (result i32) i32.const 1)
+             (func (export "cog_on_request") (result i32) i32.const 0))"#,
+    )
+    .unwrap();
+    demo.control
+        .install_plugin(
+            "noop",
+            &noop,
+            cog_control::PluginSpec {
+                digest: String::new(),
+                version: String::new(),
+                attach: cog_control::Attach {
+                    tenants: vec!["demo".into()],
+                    plans: vec![],
+                },
+                config: String::new(),
+                limits: None,
+                enabled: true,
+                file: None,
+            },
+        )
+        .await
+        .unwrap();
+    let revision = demo.control.state().await.unwrap().revision;
+    for _ in 0..100 {
+        if demo.directory.revision() >= revision {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = demo.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let (status, body) = post(addr, "/v1/complete", &key, r#"{"prompt":"trace me"}"#).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    guard.shutdown_async().await;
+
+    let spans = receiver.spans();
+    let root = named(&spans, "POST /v1/complete");
+    assert_eq!(root.span.kind, 2, "SPAN_KIND_SERVER");
+    assert!(
+        root.parent_span_id().is_empty(),
+        "the request starts the trace"
+    );
+    assert!(spans.iter().all(|s| s.trace_id() == root.trace_id()));
+
+    let decide = named(&spans, "ratelimit.decide");
+    let lookup = named(&spans, "cache.lookup");
+    let plugin = named(&spans, "plugin.call");
+    for step in [decide, lookup, plugin] {
+        assert_eq!(step.parent_span_id(), root.span_id(), "{}", step.name());
+        assert_eq!(step.span.kind, 1, "SPAN_KIND_INTERNAL");
+    }
+    assert_eq!(plugin.attr("cog.plugin.name").as_deref(), Some("noop"));
+
+    let port = server.port().to_string();
+    let redis_under = |parent: &ReceivedSpan| -> Vec<String> {
+        children(&spans, parent)
+            .into_iter()
+            .map(|s| {
+                assert_eq!(s.span.kind, 3, "SPAN_KIND_CLIENT: {}", s.name());
+                assert_eq!(s.attr("db.system.name").as_deref(), Some("redis"));
+                assert_eq!(s.attr("db.operation.name").as_deref(), Some(s.name()));
+                assert_eq!(s.attr("server.address").as_deref(), Some("127.0.0.1"));
+                assert_eq!(s.attr("server.port").as_deref(), Some(port.as_str()));
+                s.name().to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(redis_under(decide), ["EVALSHA"]);
+    let cache_calls = redis_under(lookup);
+    // A miss: read L2, take the lease, write the value, give the lease back.
+    assert!(cache_calls.contains(&"GET".to_owned()), "{cache_calls:?}");
+    assert!(cache_calls.contains(&"SET".to_owned()), "{cache_calls:?}");
+
+    // The same request is on /metrics, with its route.
+    let families = cog_testkit::openmetrics::parse(&metrics.render()).unwrap();
+    let duration = families
+        .iter()
+        .find(|f| f.name == "http_server_request_duration_seconds")
+        .unwrap();
+    assert!(
+        duration
+            .sample(
+                "http_server_request_duration_seconds_count",
+                &[
+                    ("http_route", "/v1/complete"),
+                    ("http_request_method", "POST")
+                ]
+            )
+            .is_some_and(|s| s.value == 1.0),
+        "{duration:#?}"
+    );
+    let model = families
+        .iter()
+        .find(|f| f.name == "demo_model_calls")
+        .unwrap();
+    assert_eq!(model.samples[0].value, 1.0);
+}
