@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example load -- [--duration 30] [--rate 2500 | --max]
 //!     [--concurrency 64] [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2]
-//!     [--svg docs/load.svg]
+//!     [--svg docs/load.svg] [--flush-redis]
 //! ```
 //!
 //! By default requests go out on a fixed schedule (`--rate`, 2 500/s), each
@@ -18,7 +18,9 @@
 //! The demo runs in this process (so its cache and model counters can be
 //! read) and is driven over real HTTP on a loopback port. With
 //! `COG_REDIS_URL` set, it shares everything through that Redis, as in
-//! production.
+//! production — an empty database, so the report is about this run: it
+//! refuses one that holds keys unless `--flush-redis` (which empties that
+//! database only, `FLUSHDB`). Memory stays fixed however long it runs.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,8 +34,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
-#[path = "demo/app.rs"]
+#[path = "../demo/app.rs"]
 mod app;
+mod support;
+
+use support::{InFlight, Latencies, Samples, micros, since};
 
 struct Options {
     duration: Duration,
@@ -45,6 +50,7 @@ struct Options {
     items: f64,
     upstream: Duration,
     svg: Option<String>,
+    flush_redis: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -58,6 +64,7 @@ fn options() -> Result<Options, String> {
         items: 0.2,
         upstream: Duration::from_millis(200),
         svg: None,
+        flush_redis: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -83,6 +90,7 @@ fn options() -> Result<Options, String> {
                     .collect::<Result<_, _>>()?
             }
             "--svg" => o.svg = Some(value()?),
+            "--flush-redis" => o.flush_redis = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -119,21 +127,19 @@ impl Zipf {
 
 #[derive(Default)]
 struct Tally {
-    latencies_us: Vec<u32>,
+    latencies: Latencies,
     statuses: BTreeMap<u16, u64>,
     completes: u64,
-    /// (seconds since start, latency µs) for the chart, sampled.
-    samples: Vec<(f32, u32)>,
+    /// (seconds since start, latency µs) for the chart, thinned.
+    samples: Samples,
 }
 
 impl Tally {
-    fn record(&mut self, started: Instant, at: Instant, status: u16, took: Duration, n: u64) {
-        let us = took.as_micros().min(u128::from(u32::MAX)) as u32;
-        self.latencies_us.push(us);
+    fn record(&mut self, started: Instant, at: Instant, status: u16, took: Duration) {
+        let us = micros(took);
+        self.latencies.record(us);
         *self.statuses.entry(status).or_default() += 1;
-        if n.is_multiple_of(16) {
-            self.samples.push(((at - started).as_secs_f32(), us));
-        }
+        self.samples.offer(since(started, at), us);
     }
 }
 
@@ -152,14 +158,6 @@ where
     }
 }
 
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    f64::from(sorted[i]) / 1000.0
-}
-
 #[tokio::main]
 async fn main() -> Result<(), app::Error> {
     let o = options()?;
@@ -175,14 +173,7 @@ async fn main() -> Result<(), app::Error> {
         redis_timeout: Duration::from_millis(100),
     };
     if let Some(url) = &config.redis_url {
-        // A clean slate, so the report is about this run.
-        let client = cog_ratelimit::connect(url).await?;
-        let _: () = fred::interfaces::ClientLike::custom(
-            &client,
-            fred::cmd!("FLUSHALL"),
-            Vec::<String>::new(),
-        )
-        .await?;
+        support::prepare_redis(url, o.flush_redis).await?;
     }
     let demo = Arc::new(app::build(&config).await?);
     // One tenant per mix entry: all on a plan the load fits in, except the
@@ -235,12 +226,12 @@ async fn main() -> Result<(), app::Error> {
                 let quota =
                     cog_ratelimit::Quota::single(cog_ratelimit::Limit::per_second(1_000_000))
                         .expect("a quota");
-                let mut lat = Vec::new();
+                let mut lat = Latencies::default();
                 let end = Instant::now() + duration;
                 while Instant::now() < end {
                     let t = Instant::now();
                     let _ = cog_ratelimit::Store::check(&store, "load-probe", &quota, 1).await;
-                    lat.push(t.elapsed().as_micros() as u32);
+                    lat.record(micros(t.elapsed()));
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 lat
@@ -286,8 +277,7 @@ async fn main() -> Result<(), app::Error> {
         workers.push(tokio::spawn(async move {
             let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_rng(&mut rand::rng());
             let mut tally = Tally::default();
-            let mut n = 0u64;
-            let mut in_flight = Vec::new();
+            let mut in_flight = InFlight::default();
             while Instant::now() < deadline {
                 let mut pick = rng.random::<f64>() * total_weight;
                 let mut tenant = 0;
@@ -322,40 +312,39 @@ async fn main() -> Result<(), app::Error> {
                         let at = due;
                         due += i;
                         let client = client.clone();
-                        in_flight.push(tokio::spawn(async move {
-                            let status = send(&client, req).await;
-                            (at, status, at.elapsed())
-                        }));
+                        in_flight.spawn(
+                            async move {
+                                let status = send(&client, req).await;
+                                (at, status, at.elapsed())
+                            },
+                            |(at, status, took)| tally.record(started, at, status, took),
+                        );
                     }
                     None => {
                         let t = Instant::now();
                         let status = send(&client, req).await;
-                        tally.record(started, t, status, t.elapsed(), n + w as u64);
+                        tally.record(started, t, status, t.elapsed());
                     }
                 }
-                n += 1;
             }
-            for (i, h) in in_flight.into_iter().enumerate() {
-                if let Ok((at, status, took)) = h.await {
-                    tally.record(started, at, status, took, i as u64 + w as u64);
-                }
-            }
+            in_flight
+                .finish(|(at, status, took)| tally.record(started, at, status, took))
+                .await;
             tally
         }));
     }
     let mut all = Tally::default();
     for w in workers {
         let t = w.await?;
-        all.latencies_us.extend(t.latencies_us);
+        all.latencies.merge(&t.latencies);
         for (s, c) in t.statuses {
             *all.statuses.entry(s).or_default() += c;
         }
         all.completes += t.completes;
-        all.samples.extend(t.samples);
+        all.samples.merge(t.samples);
     }
     let elapsed = started.elapsed();
-    all.latencies_us.sort_unstable();
-    let requests = all.latencies_us.len() as f64;
+    let requests = all.latencies.len() as f64;
     let stats = demo.completions.stats();
     let pages = demo.pages.stats();
     let model_calls = demo.counters.model_calls.load(Ordering::Relaxed);
@@ -379,10 +368,10 @@ async fn main() -> Result<(), app::Error> {
     ));
     report.push_str(&format!(
         "latency ms: p50 {:.2}, p95 {:.2}, p99 {:.2}, max {:.2}\n",
-        percentile(&all.latencies_us, 0.50),
-        percentile(&all.latencies_us, 0.95),
-        percentile(&all.latencies_us, 0.99),
-        percentile(&all.latencies_us, 1.0)
+        all.latencies.percentile_ms(0.50),
+        all.latencies.percentile_ms(0.95),
+        all.latencies.percentile_ms(0.99),
+        all.latencies.percentile_ms(1.0)
     ));
     report.push_str(&format!(
         "completions cache: L1 hit {:.1}%, L2 hit {:.1}% of L1 misses, overall hit {:.1}%; stale served {}\n",
@@ -401,12 +390,11 @@ async fn main() -> Result<(), app::Error> {
         pages.l1_hits, pages.l2_hits
     ));
     if let Some(probe) = probe {
-        let mut lat = probe.join().map_err(|_| "the probe thread panicked")?;
-        lat.sort_unstable();
+        let lat = probe.join().map_err(|_| "the probe thread panicked")?;
         report.push_str(&format!(
             "rate-limit decision (Redis round trip, beside the load): p50 {:.3} ms, p99 {:.3} ms over {} decisions\n",
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
+            lat.percentile_ms(0.5),
+            lat.percentile_ms(0.99),
             lat.len()
         ));
     }
@@ -415,7 +403,7 @@ async fn main() -> Result<(), app::Error> {
         print!("{report}");
     }
     if let Some(path) = &o.svg {
-        std::fs::write(path, svg(&all.samples, elapsed.as_secs_f32()))?;
+        std::fs::write(path, svg(all.samples.points(), elapsed.as_secs_f32()))?;
         eprintln!("latency chart written to {path}");
     }
     let _ = std::fs::remove_dir_all(&dir);
