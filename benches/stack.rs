@@ -1,9 +1,16 @@
 //! The whole stack, in process: `stack/bare` is the demo's item handler
 //! with no cog layers; `stack/cog` is the same request through every layer
 //! (trace, API-key authentication, plan rate limit, plugin resolution,
-//! HTTP cache — an L1 hit), in-memory backends.
+//! HTTP cache — an L1 hit), in-memory backends, with no tracer or meter
+//! provider installed; `stack/cog_sampled` is `stack/cog` as an operator
+//! runs it: a real SDK tracer provider sampling every request (its batch
+//! processor feeding an exporter that drops the spans) and the demo's
+//! real meter provider (`cog_trace::prometheus`).
 
 use std::time::Duration;
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
@@ -12,17 +19,25 @@ use tower::ServiceExt;
 #[path = "../examples/demo/app.rs"]
 mod app;
 
-fn stack(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+/// Takes every batch and drops it: the SDK does all its work, nothing is
+/// sent.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        drop(batch);
+        std::future::ready(Ok(()))
+    }
+}
+
+/// The demo on in-memory backends, warmed: its key's plan never limits,
+/// and `/v1/items/1` is in the HTTP cache.
+fn warm_demo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (app::Demo, String) {
     let (demo, key) = rt.block_on(async {
         let config = app::Config {
             redis_url: None,
-            store: format!("file:{}", dir.path().join("state.json").display()),
+            store: format!("file:{}", dir.join("state.json").display()),
             upstream: Duration::ZERO,
             database: Duration::ZERO,
             poll: Duration::from_secs(3600),
@@ -49,13 +64,6 @@ fn stack(c: &mut Criterion) {
         (demo, key)
     });
     let auth = format!("Bearer {key}");
-    let request = |auth: Option<&str>| {
-        let mut b = Request::get("/v1/items/1");
-        if let Some(a) = auth {
-            b = b.header("authorization", a);
-        }
-        b.body(axum::body::Body::empty()).unwrap()
-    };
     // Warm the HTTP cache.
     let res = rt
         .block_on(demo.router.clone().oneshot(request(Some(&auth))))
@@ -70,6 +78,40 @@ fn stack(c: &mut Criterion) {
             .unwrap()
             .contains("hit")
     );
+    (demo, auth)
+}
+
+fn request(auth: Option<&str>) -> Request<axum::body::Body> {
+    let mut b = Request::get("/v1/items/1");
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    b.body(axum::body::Body::empty()).unwrap()
+}
+
+fn stack(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Built before any provider is installed: layers bind to the globals
+    // as they are when built.
+    let (demo, auth) = warm_demo(&rt, dir.path());
+
+    let sampled_dir = tempfile::tempdir().unwrap();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(BatchSpanProcessor::builder(Discard).build())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let metrics = cog_trace::prometheus::Prometheus::new();
+    metrics.install_global();
+    let (sampled, sampled_auth) = warm_demo(&rt, sampled_dir.path());
+    let res = rt
+        .block_on(sampled.router.clone().oneshot(request(Some(&sampled_auth))))
+        .unwrap();
+    assert!(res.headers().contains_key("traceparent"), "sampled");
 
     let bare = app::bare();
     let mut g = c.benchmark_group("stack");
@@ -90,7 +132,25 @@ fn stack(c: &mut Criterion) {
             assert_eq!(res.status(), 200);
         })
     });
+    g.bench_function("cog_sampled", |b| {
+        b.to_async(&rt).iter(|| async {
+            let res = sampled
+                .router
+                .clone()
+                .oneshot(request(Some(&sampled_auth)))
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+        })
+    });
     g.finish();
+    // Something was measured: the histogram holds the sampled requests.
+    assert!(
+        metrics
+            .render()
+            .contains("http_server_request_duration_seconds")
+    );
+    let _ = provider.shutdown();
 }
 
 criterion_group!(benches, stack);

@@ -758,7 +758,16 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             return slot.value;
         }
         let seen = inner.generations.seen(self.l1_ref(key));
-        let (slot, fresh) = self.read_l2(key).await?;
+        // An L1 hit takes well under a microsecond, less than a span would
+        // cost: only a lookup that goes to Redis gets one.
+        let span = match inner.l2 {
+            Some(_) => cog_core::telemetry::Child::internal("cog-cache", "cache.lookup"),
+            None => cog_core::telemetry::Child::default(),
+        };
+        let found = span.wrap(self.read_l2(key)).await;
+        span.set(|| opentelemetry::KeyValue::new("cog.cache.found", found.is_some()));
+        span.end();
+        let (slot, fresh) = found?;
         if !fresh {
             return None;
         }

@@ -38,6 +38,7 @@ mod otlp;
 mod proxy;
 mod redis;
 mod resp;
+mod spans;
 
 pub use client::fred_client;
 pub use metrics::MetricsCapture;
@@ -45,6 +46,7 @@ pub use otlp::{OtlpReceiver, ReceivedSpan, Transport};
 pub use proxy::Proxy;
 pub use redis::{RedisCluster, RedisServer};
 pub use resp::Reply;
+pub use spans::{SpanCapture, attr as span_attr};
 
 /// What can go wrong starting or driving a test server.
 #[derive(Debug, thiserror::Error)]

@@ -41,8 +41,12 @@
 //!   [`TraceLayer::route_with`].
 //! - Inside a sampled request, cog's other crates add internal spans
 //!   (`ratelimit.decide`, `cache.lookup`, `plugin.call`) and a client span
-//!   per Redis call (`db.system.name = "redis"`), from the global tracer
-//!   provider that [`init`] installs.
+//!   per Redis call (`db.system.name = "redis"`, `db.operation.name`,
+//!   `server.address`, `server.port`), from the global tracer provider
+//!   that [`init`] installs. Steps that stay in process — an L1 cache
+//!   hit, an in-memory limiter decision — take under a microsecond and get
+//!   no span of their own (one would cost more than the step). Unsampled
+//!   requests open nothing.
 //!
 //! # Example
 //!

@@ -440,15 +440,12 @@ where
     // Look up: the URI, then its variant.
     let mut fwd = "uri-miss";
     let mut lookup_key = base.clone();
-    let span = cog_core::telemetry::Child::internal("cog-cache", "cache.lookup");
-    let mut entry = span.wrap(cache.get(&base)).await;
+    let mut entry = cache.get(&base).await;
     if let Some(StoredResponse(Entry::Variants { names, id })) = &entry {
         lookup_key = variant_key(&base, *id, names, &parts.headers);
-        entry = span.wrap(cache.get(&lookup_key)).await;
+        entry = cache.get(&lookup_key).await;
         fwd = "vary-miss";
     }
-    span.set(|| opentelemetry::KeyValue::new("cog.cache.found", entry.is_some()));
-    span.end();
     let mut stale = None;
     if let Some(StoredResponse(Entry::Response(stored))) = entry {
         let now = unix_ms();

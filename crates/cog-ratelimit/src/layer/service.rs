@@ -184,7 +184,11 @@ where
         }
     };
     let cost = config.cost.as_ref().map_or(1, |f| f(&parts));
-    let span = Child::internal("cog-ratelimit", "ratelimit.decide");
+    let span = if config.store.is_remote() {
+        Child::internal("cog-ratelimit", "ratelimit.decide")
+    } else {
+        Child::default()
+    };
     span.set(|| KeyValue::new("cog.ratelimit.cost", cost as i64));
     let checked = span.wrap(config.store.check(&subject, &quota, cost)).await;
     match &checked {

@@ -628,6 +628,10 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     fn release(&self, lease: Lease) {
         // Dropping a memory lease gives its slots back.
         drop(lease);

@@ -46,6 +46,14 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back the concurrency slots of an admitted request. Never
     /// blocks: a store that needs I/O does it in the background.
     fn release(&self, lease: Lease);
+
+    /// Whether a decision leaves the process (a network round trip): the
+    /// layer then records it as a `ratelimit.decide` span in a sampled
+    /// trace. An in-process decision takes well under a microsecond —
+    /// less than a span would cost — and gets none. Default: `true`.
+    fn is_remote(&self) -> bool {
+        true
+    }
 }
 
 impl<S: Store> Store for Arc<S> {
@@ -76,6 +84,10 @@ impl<S: Store> Store for Arc<S> {
 
     fn release(&self, lease: Lease) {
         (**self).release(lease)
+    }
+
+    fn is_remote(&self) -> bool {
+        (**self).is_remote()
     }
 }
 
