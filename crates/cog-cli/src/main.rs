@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use cog_control::document::{self, Format};
 use cog_control::{
-    Attach, Change, Control, ControlError, LimitSpec, Plan, PluginLimits, PluginSpec, Spec, Status,
-    Tenant, Window,
+    Attach, Change, Control, ControlError, KeyStatus, LimitSpec, Plan, PluginLimits, PluginSpec,
+    Spec, Status, Tenant, Window,
 };
 
 mod output;
@@ -412,6 +412,7 @@ impl From<ControlError> for Exit {
             | ControlError::Exists { .. }
             | ControlError::InUse { .. } => Exit::State(text),
             ControlError::Plugin(_) => Exit::Plugin(text),
+            // Corrupt, Io, Redis, Schema, Conflict: the store failed.
             _ => Exit::Store(text),
         }
     }
@@ -691,7 +692,7 @@ async fn tenant(cli: &Cli, cmd: &TenantCmd, c: &Control, out: &Out) -> Result {
                 let keys = state
                     .keys
                     .values()
-                    .filter(|k| &k.tenant == id && !k.revoked)
+                    .filter(|k| &k.tenant == id && k.status(now()) == KeyStatus::Active)
                     .count();
                 t.row(vec![
                     id.clone(),
@@ -700,7 +701,9 @@ async fn tenant(cli: &Cli, cmd: &TenantCmd, c: &Control, out: &Out) -> Result {
                     tenant.display_name.clone(),
                     keys.to_string(),
                 ]);
-                json.push(tenant_json(id, tenant));
+                let mut j = tenant_json(id, tenant);
+                j["keys"] = keys.into();
+                json.push(j);
             }
             out.list(t, json);
         }
@@ -784,6 +787,13 @@ async fn tenant(cli: &Cli, cmd: &TenantCmd, c: &Control, out: &Out) -> Result {
     Ok(())
 }
 
+/// Unix seconds now.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn time_text(unix: u64) -> String {
     // Seconds since the epoch, as UTC `YYYY-MM-DDTHH:MM:SSZ`.
     let days = unix / 86_400;
@@ -840,11 +850,12 @@ async fn key(cli: &Cli, cmd: &KeyCmd, c: &Control, out: &Out) -> Result {
                     k.tenant.clone(),
                     time_text(k.created),
                     k.expires.map(time_text).unwrap_or_else(|| "never".into()),
-                    if k.revoked { "revoked" } else { "active" }.into(),
+                    k.status(now()).as_str().into(),
                 ]);
                 json.push(serde_json::json!({
                     "id": id, "tenant": k.tenant, "created": k.created,
                     "expires": k.expires, "revoked": k.revoked,
+                    "status": k.status(now()).as_str(),
                 }));
             }
             out.list(t, json);
@@ -861,14 +872,12 @@ async fn key(cli: &Cli, cmd: &KeyCmd, c: &Control, out: &Out) -> Result {
                         "expires",
                         k.expires.map(time_text).unwrap_or_else(|| "never".into()),
                     ),
-                    (
-                        "status",
-                        if k.revoked { "revoked" } else { "active" }.into(),
-                    ),
+                    ("status", k.status(now()).as_str().into()),
                 ],
                 serde_json::json!({
                     "id": id, "tenant": k.tenant, "created": k.created,
                     "expires": k.expires, "revoked": k.revoked,
+                    "status": k.status(now()).as_str(),
                 }),
             );
         }

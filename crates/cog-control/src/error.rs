@@ -49,6 +49,16 @@ pub enum ControlError {
         /// The parser's message, with the path of the offending field.
         message: String,
     },
+    /// What the store holds cannot be read (a torn or hand-edited file,
+    /// foreign bytes in Redis, a blob that does not match its digest):
+    /// the store failed, not the caller's input.
+    #[error("the store is unreadable: {what}: {message}")]
+    Corrupt {
+        /// Which store, file or blob.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The named object does not exist.
     #[error("{kind} `{id}` not found")]
     NotFound {

@@ -467,6 +467,41 @@ pub struct ApiKey {
     pub revoked: bool,
 }
 
+/// Whether an API key authenticates now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyStatus {
+    /// It authenticates.
+    Active,
+    /// Past its expiry (unix seconds ≥ `expires`): refused.
+    Expired,
+    /// Revoked: refused.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// `active`, `expired`, `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+}
+
+impl ApiKey {
+    /// Its status at `now` (unix seconds), as authentication decides it.
+    pub fn status(&self, now: u64) -> KeyStatus {
+        if self.revoked {
+            KeyStatus::Revoked
+        } else if self.expires.is_some_and(|e| now >= e) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+}
+
 /// Everything a store holds (besides plugin bytes), at one revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {

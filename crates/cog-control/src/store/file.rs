@@ -202,7 +202,7 @@ impl Store for FileStore {
         blocking(move || match fs::read(&path) {
             // A blob is named by its digest: anything else is damage.
             Ok(b) if crate::model::digest(&b) == digest => Ok(Some(Bytes::from(b))),
-            Ok(_) => Err(ControlError::Parse {
+            Ok(_) => Err(ControlError::Corrupt {
                 what: path.display().to_string(),
                 message: "the bytes do not match their digest".into(),
             }),

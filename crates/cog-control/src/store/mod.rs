@@ -125,7 +125,11 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
         });
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let doc: Doc = serde_path_to_error::deserialize(de).map_err(|e| parse_error(what, &e))?;
+    let doc: Doc =
+        serde_path_to_error::deserialize(de).map_err(|e| match parse_error(what, &e) {
+            ControlError::Parse { what, message } => ControlError::Corrupt { what, message },
+            other => other,
+        })?;
     let state = State {
         revision: doc.revision,
         spec: Spec {
@@ -136,10 +140,12 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
         },
         keys: doc.keys,
     };
-    state.validate().map_err(|e: Invalid| ControlError::Parse {
-        what: what.to_owned(),
-        message: e.to_string(),
-    })?;
+    state
+        .validate()
+        .map_err(|e: Invalid| ControlError::Corrupt {
+            what: what.to_owned(),
+            message: e.to_string(),
+        })?;
     Ok(state)
 }
 

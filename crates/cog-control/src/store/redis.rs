@@ -250,7 +250,7 @@ impl Store for RedisStore {
         let key = self.blob_key(digest)?;
         let bytes: Option<Bytes> = self.bounded("GET", self.client.get(key)).await?;
         match bytes {
-            Some(b) if crate::model::digest(&b) != digest => Err(ControlError::Parse {
+            Some(b) if crate::model::digest(&b) != digest => Err(ControlError::Corrupt {
                 what: "the Redis store".into(),
                 message: format!("blob {digest}: the bytes do not match their digest"),
             }),

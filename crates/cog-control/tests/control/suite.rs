@@ -272,7 +272,7 @@ async fn garbage_in_the_file_is_a_typed_error() {
     let path = dir.path().join("state.json");
     let store = FileStore::new(&path);
     for (bytes, want) in [
-        (&b"\x00\xffnot json"[..], "cannot parse"),
+        (&b"\x00\xffnot json"[..], "unreadable"),
         (br#"{"schema":1,"plans":{"free":{"limits":[{"name":"rps","rate":1,"window":"1s","color":"red"}]}}}"#, "plans.free.limits[0]"),
         (br#"{"schema":7}"#, "schema version 7"),
         (br#"{"schema":1,"tenants":{"a":{"plan":"missing"}}}"#, "tenants.a.plan"),
@@ -298,7 +298,7 @@ async fn garbage_in_redis_is_a_typed_error() {
         ])
         .unwrap();
     let e = store.load().await.unwrap_err();
-    assert!(matches!(e, ControlError::Parse { .. }), "{e}");
+    assert!(matches!(e, ControlError::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("plans"), "{e}");
     // A blob that does not match its digest is refused, not handed out.
     let digest = cog_control::model::digest(EMPTY_WASM);
