@@ -57,4 +57,4 @@ pub use limits::Limits;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_kv::RedisKv;
-pub use runtime::{OnError, Plugin, Runtime};
+pub use runtime::{ArtifactStats, OnError, Plugin, Runtime};

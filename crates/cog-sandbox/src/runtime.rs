@@ -4,9 +4,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use wasmer::sys::{CompilerConfig, Cranelift, NativeEngineExt};
@@ -43,8 +45,16 @@ pub enum OnError {
 /// Each module gets its own engine (metering is per module, and the memory
 /// cap lives in the engine's tunables). Compiled modules are cached in
 /// memory by the wasm's SHA-256 and the limits that shape the compiled
-/// code, and — with [`artifact_dir`](Self::artifact_dir) — on disk, where
-/// each artifact is checked against its own SHA-256 before it is loaded.
+/// code — at most [`max_compiled`](Self::max_compiled) of them — and, with
+/// [`artifact_dir`](Self::artifact_dir), on disk.
+///
+/// An artifact on disk is native code: loading one is running it. Each is
+/// authenticated with an HMAC-SHA256 under the runtime's
+/// [`artifact_key`](Self::artifact_key), over the file's name (the module,
+/// the limits, this version) and its bytes: whoever can write the
+/// directory but does not hold the key can neither forge an artifact nor
+/// move a valid one under another module's name — such a file is refused
+/// and the module compiled from its wasm.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<RuntimeInner>,
@@ -52,8 +62,31 @@ pub struct Runtime {
 
 struct RuntimeInner {
     compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
+    max_compiled: usize,
     artifact_dir: Option<PathBuf>,
+    artifact_key: [u8; 32],
+    artifacts: Arc<ArtifactCounters>,
     kv: Arc<dyn KvStore>,
+}
+
+#[derive(Debug, Default)]
+struct ArtifactCounters {
+    loaded: AtomicU64,
+    refused: AtomicU64,
+    written: AtomicU64,
+}
+
+/// What the artifact directory did for a [`Runtime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ArtifactStats {
+    /// Artifacts that authenticated and were loaded instead of compiling.
+    pub loaded: u64,
+    /// Files that were there but failed authentication (tampered, forged,
+    /// written under another key, truncated): compiled instead.
+    pub refused: u64,
+    /// Artifacts written after compiling.
+    pub written: u64,
 }
 
 impl fmt::Debug for Runtime {
@@ -64,6 +97,9 @@ impl fmt::Debug for Runtime {
             .finish_non_exhaustive()
     }
 }
+
+/// Compiled modules kept by default.
+const MAX_COMPILED: usize = 256;
 
 impl Default for Runtime {
     fn default() -> Self {
@@ -85,7 +121,12 @@ impl Runtime {
         Runtime {
             inner: Arc::new(RuntimeInner {
                 compiled: Mutex::new(HashMap::new()),
+                max_compiled: MAX_COMPILED,
                 artifact_dir: None,
+                // Per runtime: artifacts from another process are refused
+                // unless a key is configured.
+                artifact_key: rand::random(),
+                artifacts: Arc::default(),
                 kv: Arc::new(MemoryKv::new()),
             }),
         }
@@ -96,7 +137,10 @@ impl Runtime {
             Ok(inner) => inner,
             Err(shared) => RuntimeInner {
                 compiled: Mutex::new(shared.compiled.lock().clone()),
+                max_compiled: shared.max_compiled,
                 artifact_dir: shared.artifact_dir.clone(),
+                artifact_key: shared.artifact_key,
+                artifacts: shared.artifacts.clone(),
                 kv: shared.kv.clone(),
             },
         };
@@ -111,11 +155,50 @@ impl Runtime {
         self.with(|i| i.kv = kv)
     }
 
-    /// Keeps compiled artifacts in `dir` (created if missing), so a restart
-    /// loads them instead of compiling.
+    /// Keeps compiled artifacts in `dir` (created if missing). With the
+    /// default key (random per runtime) only this runtime trusts them; set
+    /// [`artifact_key`](Self::artifact_key) so a restart loads them
+    /// instead of compiling.
     pub fn artifact_dir(self, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         self.with(|i| i.artifact_dir = Some(dir))
+    }
+
+    /// Authenticates artifacts with `key` (any length; use 32 random bytes
+    /// from a secret store, kept where writers of the artifact directory
+    /// cannot read it). Every process given the same key trusts the
+    /// artifacts the others wrote.
+    pub fn artifact_key(self, key: &[u8]) -> Self {
+        let key: [u8; 32] = Sha256::digest(key).into();
+        self.with(|i| i.artifact_key = key)
+    }
+
+    /// Keeps at most `n` compiled modules in memory (default 256): beyond
+    /// that, modules no loaded plugin uses are let go first, then the
+    /// others (their plugins keep them; a new load compiles again).
+    pub fn max_compiled(self, n: usize) -> Self {
+        self.with(|i| i.max_compiled = n.max(1))
+    }
+
+    /// Compiled modules held in memory now.
+    pub fn compiled_modules(&self) -> usize {
+        self.inner.compiled.lock().len()
+    }
+
+    /// What the artifact directory did so far.
+    pub fn artifact_stats(&self) -> ArtifactStats {
+        let a = &self.inner.artifacts;
+        ArtifactStats {
+            loaded: a.loaded.load(Ordering::Relaxed),
+            refused: a.refused.load(Ordering::Relaxed),
+            written: a.written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Idle plugin instances kept for reuse, across all threads of the
+    /// process (at most 256).
+    pub fn idle_instances() -> usize {
+        IDLE_TOTAL.load(Ordering::Relaxed)
     }
 
     /// Compiles (or finds in a cache) `wasm` and checks it: imports only
@@ -136,7 +219,18 @@ impl Runtime {
             Some(c) => c,
             None => {
                 let c = Arc::new(self.compile(&key, wasm, &limits)?);
-                self.inner.compiled.lock().insert(key, c.clone());
+                let mut compiled = self.inner.compiled.lock();
+                if compiled.len() >= self.inner.max_compiled {
+                    // Unused first (only the cache holds them), then any.
+                    compiled.retain(|_, c| Arc::strong_count(c) > 1);
+                    while compiled.len() >= self.inner.max_compiled {
+                        let Some(k) = compiled.keys().next().copied() else {
+                            break;
+                        };
+                        compiled.remove(&k);
+                    }
+                }
+                compiled.insert(key, c.clone());
                 c
             }
         };
@@ -192,23 +286,42 @@ impl Runtime {
         Some(dir.join(format!("{}.cogmod", hex(key))))
     }
 
-    /// A module deserialized from an artifact this runtime wrote, after its
-    /// checksum matched; `None` (compile instead) on any doubt.
+    /// The MAC of an artifact: the runtime's key over the cache key (which
+    /// names the module, limits and version) and the serialized module.
+    fn artifact_mac(&self, key: &[u8; 32]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.inner.artifact_key)
+            .expect("HMAC takes any key length");
+        mac.update(key);
+        mac
+    }
+
+    /// A module deserialized from an artifact that authenticated under
+    /// this runtime's key for exactly this cache key; `None` (compile
+    /// instead) on any doubt.
     fn load_artifact(&self, key: &[u8; 32], engine: &Engine) -> Option<Module> {
         let bytes = std::fs::read(self.artifact_path(key)?).ok()?;
-        let payload = bytes.strip_prefix(ARTIFACT_MAGIC)?;
-        let (sum, payload) = payload.split_at_checked(32)?;
-        if Sha256::digest(payload).as_slice() != sum {
-            tracing::warn!(target: "cog_sandbox", "artifact checksum mismatch; recompiling");
+        let counters = &self.inner.artifacts;
+        let authentic = bytes
+            .strip_prefix(ARTIFACT_MAGIC)
+            .and_then(|rest| rest.split_at_checked(32))
+            .filter(|(tag, payload)| {
+                let mut mac = self.artifact_mac(key);
+                mac.update(payload);
+                mac.verify_slice(tag).is_ok()
+            });
+        let Some((_, payload)) = authentic else {
+            counters.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "cog_sandbox", "artifact failed authentication; recompiling");
             return None;
-        }
-        // SAFETY: the bytes are an artifact this crate serialized (the file
-        // name is the hash of the wasm, the runtime version and the limits;
-        // the content matches the checksum written with it), so they are a
+        };
+        // SAFETY: the bytes authenticated under this runtime's key for
+        // this cache key: they are an artifact a runtime holding the key
+        // serialized for this module, limits and version, so they are a
         // valid artifact for this engine configuration.
         #[allow(unsafe_code)]
-        let module = unsafe { Module::deserialize(engine, payload) };
-        module.ok()
+        let module = unsafe { Module::deserialize(engine, payload) }.ok()?;
+        counters.loaded.fetch_add(1, Ordering::Relaxed);
+        Some(module)
     }
 
     fn store_artifact(&self, key: &[u8; 32], module: &Module) {
@@ -218,9 +331,11 @@ impl Runtime {
         let Ok(payload) = module.serialize() else {
             return;
         };
+        let mut mac = self.artifact_mac(key);
+        mac.update(&payload);
         let mut out = Vec::with_capacity(ARTIFACT_MAGIC.len() + 32 + payload.len());
         out.extend_from_slice(ARTIFACT_MAGIC);
-        out.extend_from_slice(&Sha256::digest(&payload));
+        out.extend_from_slice(&mac.finalize().into_bytes());
         out.extend_from_slice(&payload);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let written = path
@@ -228,14 +343,21 @@ impl Runtime {
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| std::fs::write(&tmp, &out))
             .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::warn!(target: "cog_sandbox", error = %e, "could not store a compiled plugin");
-            let _ = std::fs::remove_file(&tmp);
+        match written {
+            Ok(()) => {
+                self.inner.artifacts.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(target: "cog_sandbox", error = %e, "could not store a compiled plugin");
+                let _ = std::fs::remove_file(&tmp);
+            }
         }
     }
 }
 
-const ARTIFACT_MAGIC: &[u8] = b"COGMOD1\0";
+/// Version 2: authenticated (HMAC-SHA256); version 1 files (a plain
+/// checksum) are refused and rewritten.
+const ARTIFACT_MAGIC: &[u8] = b"COGMOD2\0";
 
 /// The cache key: the wasm, this runtime's version, and the limits that
 /// shape compiled code.
@@ -367,22 +489,43 @@ impl Default for Pool {
 
 type PoolKey = (u64, Arc<str>);
 
+/// Idle instances kept across all threads; beyond it, a finished
+/// instance is dropped instead of kept.
+const IDLE_GLOBAL_MAX: usize = 256;
+
+/// Idle instances held now, all threads together.
+static IDLE_TOTAL: AtomicUsize = AtomicUsize::new(0);
+
+/// One thread's idle instances; what it holds leaves the process-wide
+/// count when the thread ends.
+#[derive(Default)]
+struct Idle(HashMap<PoolKey, Vec<Instantiated>>);
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        let held: usize = self.0.values().map(Vec::len).sum();
+        IDLE_TOTAL.fetch_sub(held, Ordering::Relaxed);
+    }
+}
+
 thread_local! {
     /// Idle instances, by (plugin, tenant). wasmer stores stay on the
     /// thread that made them, so each (blocking) thread keeps its own.
-    static IDLE: std::cell::RefCell<HashMap<PoolKey, Vec<Instantiated>>> =
-        std::cell::RefCell::new(HashMap::new());
+    static IDLE: std::cell::RefCell<Idle> = std::cell::RefCell::new(Idle::default());
 }
 
 impl Pool {
     /// An idle instance that served this plugin and tenant on this thread.
     fn take(&self, tenant: &Arc<str>) -> Option<Instantiated> {
-        IDLE.with_borrow_mut(|idle| {
+        IDLE.with_borrow_mut(|Idle(idle)| {
             let key = (self.id, tenant.clone());
             let list = idle.get_mut(&key)?;
             let found = list.pop();
             if list.is_empty() {
                 idle.remove(&key);
+            }
+            if found.is_some() {
+                IDLE_TOTAL.fetch_sub(1, Ordering::Relaxed);
             }
             found
         })
@@ -390,9 +533,10 @@ impl Pool {
 
     /// Keeps `instance` for the next call of this plugin for `tenant` on
     /// this thread; when the thread's pool is full, another plugin's or
-    /// tenant's instances make room.
+    /// tenant's instances make room; when the process holds
+    /// `IDLE_GLOBAL_MAX` idle instances, it is dropped.
     fn give(&self, tenant: Arc<str>, instance: Instantiated) {
-        IDLE.with_borrow_mut(|idle| {
+        IDLE.with_borrow_mut(|Idle(idle)| {
             let total: usize = idle.values().map(Vec::len).sum();
             if total >= POOL_MAX {
                 let victim = idle
@@ -401,12 +545,21 @@ impl Pool {
                     .cloned();
                 match victim {
                     Some(k) => {
-                        idle.remove(&k);
+                        let freed = idle.remove(&k).map_or(0, |v| v.len());
+                        IDLE_TOTAL.fetch_sub(freed, Ordering::Relaxed);
                     }
                     None => return,
                 }
             }
-            idle.entry((self.id, tenant)).or_default().push(instance);
+            // Reserve a place in the process-wide count, or let it go.
+            let reserved = IDLE_TOTAL
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < IDLE_GLOBAL_MAX).then_some(n + 1)
+                })
+                .is_ok();
+            if reserved {
+                idle.entry((self.id, tenant)).or_default().push(instance);
+            }
         });
     }
 }

@@ -5,6 +5,10 @@ use cog_sandbox::{Limits, Phase, PluginError, Runtime};
 
 use crate::support::{IMPORTS, exchange};
 
+/// How far past its deadline a call may end: the watchdog's reaction on a
+/// loaded two-core machine, with room to spare.
+const CALL_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Modules to try; `COG_FUZZ_MODULES` overrides.
 const DEFAULT_MODULES: usize = 10_000;
 
@@ -73,6 +77,7 @@ fn generated_modules_never_crash_the_host() {
     // The generator must actually reach the runtime, or this test proves
     // nothing.
     assert!(ran > n / 10, "only {ran} of {n} modules ran");
+    assert!(called > 0, "no module loaded, so no hook was called");
 }
 
 /// Loads and calls the modules numbered `range`; (ran, loaded, calls).
@@ -105,7 +110,34 @@ fn run_range(rt: &Runtime, range: impl Iterator<Item = usize>) -> (usize, usize,
             Ok(plugin) => {
                 loaded += 1;
                 for phase in [Phase::Request, Phase::Response] {
-                    let _ = plugin.call(phase, &mut exchange("fuzz"));
+                    let started = std::time::Instant::now();
+                    let result = plugin.call(phase, &mut exchange("fuzz"));
+                    let took = started.elapsed();
+                    // Within the deadline, with a margin for a loaded
+                    // machine: never a hang.
+                    assert!(
+                        took <= limits.deadline + CALL_MARGIN,
+                        "module {i}: {phase:?} took {took:?}"
+                    );
+                    // A value, or an error a guest can cause at call time
+                    // (never one that loading should have caught).
+                    match result {
+                        Ok(())
+                        | Err(
+                            PluginError::Trap(_)
+                            | PluginError::FuelExhausted
+                            | PluginError::DeadlineExceeded
+                            | PluginError::MemoryLimit
+                            | PluginError::OutOfBounds { .. }
+                            | PluginError::OutputLimit
+                            | PluginError::LogLimit
+                            | PluginError::KvLimit(_)
+                            | PluginError::InputTooLarge
+                            | PluginError::BadReturn(_)
+                            | PluginError::Instantiate(_),
+                        ) => {}
+                        Err(other) => panic!("module {i}: {phase:?}: unexpected {other:?}"),
+                    }
                     called += 1;
                 }
             }

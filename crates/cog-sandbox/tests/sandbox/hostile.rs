@@ -35,8 +35,13 @@ fn infinite_loop_with_endless_fuel_hits_the_deadline() {
         &on_request("(loop $l (br $l))"),
         PluginError::DeadlineExceeded,
     );
-    // Bounded by the deadline, not by the fuel (which would take hours).
-    assert!(started.elapsed() < Duration::from_secs(30));
+    // Bounded by the deadline (30 ms, with a margin for a loaded machine),
+    // not by the fuel (which would take hours).
+    assert!(
+        started.elapsed() < Duration::from_millis(30) + Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// Deadlines that land anywhere — mid-loop, in the middle of a trap, just
@@ -45,14 +50,22 @@ fn infinite_loop_with_endless_fuel_hits_the_deadline() {
 /// could deadlock when it landed during a trap's unwinding.)
 #[test]
 fn deadlines_landing_during_traps_never_hang() {
-    // Counts down from 20 000, then traps.
+    // Counts down from 200 000, then traps.
     let traps = on_request(
-        "(local $n i32) (local.set $n (i32.const 20000))
+        "(local $n i32) (local.set $n (i32.const 200000))
          (loop $l (local.set $n (i32.sub (local.get $n) (i32.const 1)))
                   (br_if $l (local.get $n)))
          unreachable",
     );
     let rt = Runtime::new();
+    // How long the loop takes here, so deadlines land on both sides of
+    // its end: before it (the watchdog stops the call), around the trap,
+    // after it (the trap wins).
+    let unhurried = Limits::default().fuel(u64::MAX / 2);
+    let plugin = rt.load("test", &traps, unhurried).unwrap();
+    let timed = Instant::now();
+    assert!(matches!(run(&plugin).0, Err(PluginError::Trap(_))));
+    let loop_us = (timed.elapsed().as_micros() as u64).max(50);
     let threads: Vec<_> = (0..4u64)
         .map(|t| {
             let rt = rt.clone();
@@ -60,8 +73,9 @@ fn deadlines_landing_during_traps_never_hang() {
             std::thread::spawn(move || {
                 let (mut stopped, mut trapped) = (0, 0);
                 for i in 0..60u64 {
-                    // 20 µs .. 1.2 ms: around the time the loop takes.
-                    let deadline = Duration::from_micros(20 + (i * 7 + t * 13) % 60 * 20);
+                    // 5 % .. 300 % of the loop's time.
+                    let pct = 5 + (i * 7 + t * 13) % 60 * 5;
+                    let deadline = Duration::from_micros((loop_us * pct / 100).max(1));
                     let limits = Limits::default().fuel(u64::MAX / 2).deadline(deadline);
                     // Loading calls the version export under the same
                     // limits, so the deadline may land there already.
@@ -82,8 +96,11 @@ fn deadlines_landing_during_traps_never_hang() {
         stopped += s;
         trapped += tr;
     }
-    eprintln!("{stopped} stopped by the deadline, {trapped} trapped");
+    eprintln!("loop {loop_us} µs: {stopped} stopped by the deadline, {trapped} trapped");
     assert_eq!(stopped + trapped, 240);
+    // Both ends happened: the watchdog fired, and traps finished first.
+    assert!(stopped > 0, "the deadline never stopped a call");
+    assert!(trapped > 0, "no call trapped before its deadline");
     still_serving(&rt);
 }
 
@@ -159,19 +176,18 @@ fn a_module_declaring_4_gib_is_refused_at_load() {
         r#"(module (memory 65536) (memory (export "memory") 1)
              (func (export "cog_abi_version") (result i32) i32.const 1)
              (func (export "cog_on_request") (result i32) i32.const 0))"#,
+    )
+    .expect("the two-memory module parses");
+    let err = Runtime::new()
+        .load("hidden", &hidden, Limits::default())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PluginError::MemoryTooLarge { .. } | PluginError::InvalidModule(_)
+        ),
+        "{err}"
     );
-    if let Ok(hidden) = hidden {
-        let err = Runtime::new()
-            .load("hidden", &hidden, Limits::default())
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                PluginError::MemoryTooLarge { .. } | PluginError::InvalidModule(_)
-            ),
-            "{err}"
-        );
-    }
     still_serving(&Runtime::new());
 }
 
@@ -399,39 +415,86 @@ fn table_grow_bomb_is_refused() {
     still_serving(&rt);
 }
 
-/// Compiled artifacts on disk are used only when they are intact: a
-/// tampered or truncated file is recompiled, never deserialized.
+/// Compiled artifacts on disk are native code: one is used only when it
+/// authenticates under the runtime's key for exactly that module. A file
+/// from an attacker who can write the directory — another module's valid
+/// artifact moved under this name, a forged one with a correct plain
+/// checksum, one signed with another key, a flipped or truncated one — is
+/// refused, and the module compiled from its wasm.
 #[test]
-fn tampered_artifacts_are_recompiled_not_loaded() {
+fn forged_and_tampered_artifacts_are_refused_and_recompiled() {
+    use sha2::{Digest, Sha256};
+    const KEY: &[u8] = b"a secret only the services hold";
     let dir = tempfile::tempdir().unwrap();
-    let wasm = crate::support::good();
-    Runtime::new()
-        .artifact_dir(dir.path())
-        .load("good", &wasm, Limits::default())
-        .unwrap();
-    let files: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1, "one artifact written");
-    let artifact = &files[0];
-    let original = std::fs::read(artifact).unwrap();
+    let runtime = || Runtime::new().artifact_dir(dir.path()).artifact_key(KEY);
+    let artifacts = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        v.sort();
+        v
+    };
+    let good = crate::support::good();
+    let rt = runtime();
+    rt.load("good", &good, Limits::default()).unwrap();
+    let good_file = artifacts().pop().unwrap();
+    let original = std::fs::read(&good_file).unwrap();
+    // The attacker's code: traps where the good plugin sets a header.
+    let evil = on_request("unreachable");
+    rt.load("evil", &evil, Limits::default()).unwrap();
+    let evil_file = artifacts().into_iter().find(|p| *p != good_file).unwrap();
+    let evil_bytes = std::fs::read(&evil_file).unwrap();
+    assert_eq!(rt.artifact_stats().written, 2);
+
+    // Another process with the key trusts what this one wrote.
+    let again = runtime();
+    let (r, _) = run(&load(&again, &good, Limits::default()));
+    r.unwrap();
+    assert_eq!(again.artifact_stats().loaded, 1);
+    assert_eq!(again.artifact_stats().refused, 0);
+
+    let magic = &original[..8];
+    let evil_payload = &evil_bytes[8 + 32..];
+    let mut plain_checksum = magic.to_vec();
+    plain_checksum.extend_from_slice(&Sha256::digest(evil_payload));
+    plain_checksum.extend_from_slice(evil_payload);
+    let other_key = {
+        let mut other = Runtime::new()
+            .artifact_dir(dir.path())
+            .artifact_key(b"not the key");
+        other = other.max_compiled(4);
+        std::fs::remove_file(&good_file).unwrap();
+        other.load("good", &good, Limits::default()).unwrap();
+        std::fs::read(&good_file).unwrap()
+    };
     let mut flipped = original.clone();
     let at = flipped.len() / 2;
     flipped[at] ^= 0xff;
-    for bad in [
-        flipped,
-        original[..original.len() / 3].to_vec(),
-        b"garbage".to_vec(),
+    for (what, bad) in [
+        ("a valid artifact of other code", evil_bytes.clone()),
+        ("other code with a correct checksum", plain_checksum),
+        ("an artifact under another key", other_key),
+        ("a flipped byte", flipped),
+        ("a truncated file", original[..original.len() / 3].to_vec()),
+        ("garbage", b"garbage".to_vec()),
     ] {
-        std::fs::write(artifact, &bad).unwrap();
-        // A new runtime (no in-memory cache) finds the bad file, compiles
-        // instead, and the plugin works.
-        let rt = Runtime::new().artifact_dir(dir.path());
-        let (r, ex) = run(&load(&rt, &wasm, Limits::default()));
-        r.unwrap();
-        assert_eq!(ex.request_headers["x-plugin"], "ok");
-        // And the file is good again.
-        assert_eq!(std::fs::read(artifact).unwrap().len(), original.len());
+        std::fs::write(&good_file, &bad).unwrap();
+        // A fresh runtime (no in-memory cache) finds the file, refuses it
+        // and compiles the module from its wasm: the good plugin runs.
+        let rt = runtime();
+        let (r, ex) = run(&load(&rt, &good, Limits::default()));
+        r.unwrap_or_else(|e| panic!("{what}: the forged code ran: {e}"));
+        assert_eq!(ex.request_headers["x-plugin"], "ok", "{what}");
+        let stats = rt.artifact_stats();
+        assert_eq!(
+            (stats.refused, stats.loaded, stats.written),
+            (1, 0, 1),
+            "{what}"
+        );
+        // The file authenticates again.
+        let check = runtime();
+        load(&check, &good, Limits::default());
+        assert_eq!(check.artifact_stats().loaded, 1, "{what}: rewritten");
     }
 }
