@@ -224,6 +224,7 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
                 limits: None,
                 enabled: true,
                 file: None,
+                on_error: Default::default(),
             },
         )
         .await

@@ -302,6 +302,7 @@ async fn a_plugin_that_never_returns_affects_only_its_tenant() {
                 }),
                 enabled: true,
                 file: None,
+                on_error: Default::default(),
             },
         )
         .await

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use cog_control::document::{self, Format};
 use cog_control::{
-    Attach, Change, Control, ControlError, KeyStatus, LimitSpec, Plan, PluginLimits, PluginSpec,
-    Spec, Status, Tenant, Window,
+    Attach, Change, Control, ControlError, KeyStatus, LimitSpec, OnFailure, Plan, PluginLimits,
+    PluginSpec, Spec, Status, Tenant, Window,
 };
 
 mod output;
@@ -304,6 +304,10 @@ enum PluginCmd {
         /// Installed but not run until enabled.
         #[arg(long)]
         disabled: bool,
+        /// When it fails (or cannot be loaded): `skip` it, or `fail` the
+        /// request.
+        #[arg(long = "on-error", default_value = "skip", value_parser = parse_on_failure)]
+        on_error: OnFailure,
     },
     /// Lists plugins.
     List,
@@ -331,6 +335,9 @@ enum PluginCmd {
         /// No longer runs for this tenant or plan (`tenant:ID`, `plan:NAME`).
         #[arg(long = "detach")]
         detach: Vec<String>,
+        /// New failure policy: `skip` or `fail`.
+        #[arg(long = "on-error", value_parser = parse_on_failure)]
+        on_error: Option<OnFailure>,
     },
     /// Runs it again.
     Enable {
@@ -893,6 +900,14 @@ async fn key(cli: &Cli, cmd: &KeyCmd, c: &Control, out: &Out) -> Result {
     Ok(())
 }
 
+fn parse_on_failure(s: &str) -> std::result::Result<OnFailure, String> {
+    match s {
+        "skip" => Ok(OnFailure::Skip),
+        "fail" => Ok(OnFailure::Fail),
+        other => Err(format!("{other:?}: expected skip or fail")),
+    }
+}
+
 fn plugin_json(name: &str, p: &PluginSpec) -> serde_json::Value {
     let mut v = serde_json::to_value(p).expect("a plugin serializes");
     v["name"] = name.into();
@@ -919,6 +934,7 @@ async fn plugin(cli: &Cli, cmd: &PluginCmd, c: &Control, out: &Out) -> Result {
             version,
             config,
             disabled,
+            on_error,
         } => {
             let name = match name {
                 Some(n) => n.clone(),
@@ -960,6 +976,7 @@ async fn plugin(cli: &Cli, cmd: &PluginCmd, c: &Control, out: &Out) -> Result {
                 limits: None,
                 enabled: !disabled,
                 file: None,
+                on_error: *on_error,
             };
             run::validate(&name, &wasm, &plan_limits)?;
             let digest = c.install_plugin(&name, &wasm, spec.clone()).await?;
@@ -1020,6 +1037,7 @@ async fn plugin(cli: &Cli, cmd: &PluginCmd, c: &Control, out: &Out) -> Result {
             tenants,
             plans,
             detach,
+            on_error,
         } => {
             if let Some(bad) = detach
                 .iter()
@@ -1036,6 +1054,9 @@ async fn plugin(cli: &Cli, cmd: &PluginCmd, c: &Control, out: &Out) -> Result {
                     }
                     if let Some(v) = version {
                         p.version = v.clone();
+                    }
+                    if let Some(policy) = on_error {
+                        p.on_error = *policy;
                     }
                     for t in tenants {
                         if !p.attach.tenants.contains(t) {

@@ -54,8 +54,8 @@ pub use directory::{
 };
 pub use error::{ControlError, Invalid};
 pub use model::{
-    ApiKey, Attach, KeyStatus, LimitSpec, Plan, PluginLimits, PluginSpec, Spec, State, Status,
-    Tenant, Window,
+    ApiKey, Attach, KeyStatus, LimitSpec, OnFailure, Plan, PluginLimits, PluginSpec, Spec, State,
+    Status, Tenant, Window,
 };
 #[cfg(feature = "redis")]
 pub use store::RedisStore;

@@ -362,6 +362,28 @@ pub struct PluginSpec {
     /// Where `cog apply` reads the wasm from (relative to the file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
+    /// What a request does when the plugin fails — traps, hits a limit,
+    /// or could not be loaded at all.
+    #[serde(default, skip_serializing_if = "OnFailure::is_skip")]
+    pub on_error: OnFailure,
+}
+
+/// A plugin's failure policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Carry on without the plugin (its changes dropped); counted and
+    /// logged.
+    #[default]
+    Skip,
+    /// Refuse the request (500).
+    Fail,
+}
+
+impl OnFailure {
+    fn is_skip(&self) -> bool {
+        *self == OnFailure::Skip
+    }
 }
 
 fn yes() -> bool {

@@ -4,14 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cog_sandbox::{Limits, Plugin, Resolved, Runtime};
+use cog_sandbox::{Limits, OnError, Plugin, Resolved, Runtime};
 use parking_lot::Mutex;
 
-use crate::model::{PluginLimits, State};
+use crate::model::{OnFailure, PluginLimits, State};
 use crate::store::Store;
 
-/// Turns plugin records into loaded plugins, keeping the bytes it fetched
-/// (the runtime keeps the compiled modules).
+/// Turns plugin records into loaded plugins, keeping the bytes of the
+/// plugins the state names (the runtime keeps the compiled modules).
 pub(crate) struct Loader {
     runtime: Runtime,
     blobs: Mutex<HashMap<String, Bytes>>,
@@ -43,24 +43,25 @@ impl Loader {
         }
     }
 
-    async fn blob(&self, store: &dyn Store, digest: &str) -> Option<Bytes> {
+    /// The bytes of `digest`, or why there are none.
+    async fn blob(&self, store: &dyn Store, digest: &str) -> Result<Bytes, String> {
         if let Some(b) = self.blobs.lock().get(digest) {
-            return Some(b.clone());
+            return Ok(b.clone());
         }
         match store.get_blob(digest).await {
             Ok(Some(b)) => {
                 self.blobs.lock().insert(digest.to_owned(), b.clone());
-                Some(b)
+                Ok(b)
             }
-            Ok(None) => {
-                tracing::error!(target: "cog_control", %digest, "plugin bytes missing from the store");
-                None
-            }
-            Err(e) => {
-                tracing::error!(target: "cog_control", %digest, error = %e, "reading plugin bytes failed");
-                None
-            }
+            Ok(None) => Err(format!("bytes {digest} missing from the store")),
+            Err(e) => Err(format!("reading bytes {digest}: {e}")),
         }
+    }
+
+    /// Bytes held for plugins (only those the last state named).
+    #[cfg(test)]
+    pub(crate) fn blobs_held(&self) -> usize {
+        self.blobs.lock().len()
     }
 
     /// Every tenant's plugins.
@@ -86,28 +87,28 @@ impl Loader {
                 );
                 let slot = (name.clone(), format!("{limits:?}"));
                 if !loaded.contains_key(&slot) {
-                    let plugin = match self.blob(store, &p.digest).await {
-                        Some(bytes) => {
-                            let runtime = self.runtime.clone();
-                            let name = name.clone();
-                            let config = p.config.clone();
-                            tokio::task::spawn_blocking(move || {
-                                runtime
-                                    .load(name.as_str(), &bytes, limits)
-                                    .map(|pl| pl.with_config(config.into_bytes()))
-                            })
-                            .await
-                            .ok()
-                            .and_then(|r| {
-                                r.map_err(|e| {
-                                    tracing::error!(target: "cog_control", plugin = %slot.0, error = %e, "plugin failed to load; left out");
-                                })
-                                .ok()
-                            })
+                    let plugin = match self.load(store, name, p, limits).await {
+                        Ok(plugin) => plugin,
+                        Err(reason) => {
+                            // Never silently left out: it stands in the
+                            // chain, and its failure policy decides.
+                            tracing::error!(
+                                target: "cog_control",
+                                plugin = %name,
+                                policy = ?p.on_error,
+                                error = %reason,
+                                "plugin failed to load; its failure policy applies to its requests"
+                            );
+                            load_failures()
+                                .add(1, &[opentelemetry::KeyValue::new("plugin", name.clone())]);
+                            Plugin::unavailable(name.as_str(), reason)
                         }
-                        None => None,
                     };
-                    loaded.insert(slot.clone(), plugin);
+                    let policy = match p.on_error {
+                        OnFailure::Skip => OnError::Skip,
+                        OnFailure::Fail => OnError::Fail,
+                    };
+                    loaded.insert(slot.clone(), Some(plugin.on_error(policy)));
                 }
                 if let Some(Some(plugin)) = loaded.get(&slot) {
                     plugins.push(plugin.clone());
@@ -124,6 +125,98 @@ impl Loader {
                 );
             }
         }
+        // Keep only the bytes this state names: replaced and removed
+        // plugins' bytes go.
+        let named: std::collections::HashSet<&str> = state
+            .spec
+            .plugins
+            .values()
+            .map(|p| p.digest.as_str())
+            .collect();
+        self.blobs.lock().retain(|d, _| named.contains(d.as_str()));
         out
+    }
+
+    /// Fetches and loads one plugin.
+    async fn load(
+        &self,
+        store: &dyn Store,
+        name: &str,
+        p: &crate::model::PluginSpec,
+        limits: Limits,
+    ) -> Result<Plugin, String> {
+        let bytes = self.blob(store, &p.digest).await?;
+        let runtime = self.runtime.clone();
+        let (name, config) = (name.to_owned(), p.config.clone());
+        tokio::task::spawn_blocking(move || {
+            runtime
+                .load(name.as_str(), &bytes, limits)
+                .map(|pl| pl.with_config(config.into_bytes()))
+        })
+        .await
+        .map_err(|e| format!("loading panicked: {e}"))?
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// `cog.control.plugin_load_failures`: plugins that could not be loaded,
+/// by plugin.
+fn load_failures() -> &'static opentelemetry::metrics::Counter<u64> {
+    static FAILURES: std::sync::OnceLock<opentelemetry::metrics::Counter<u64>> =
+        std::sync::OnceLock::new();
+    FAILURES.get_or_init(|| {
+        opentelemetry::global::meter("cog-control")
+            .u64_counter("cog.control.plugin_load_failures")
+            .with_description("Plugins that could not be loaded (their failure policy applies)")
+            .with_unit("{plugin}")
+            .build()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::{Attach, Plan, PluginSpec, Tenant};
+    use crate::{Control, FileStore};
+
+    fn spec() -> PluginSpec {
+        PluginSpec {
+            digest: String::new(),
+            version: String::new(),
+            attach: Attach {
+                tenants: vec!["acme".into()],
+                plans: vec![],
+            },
+            config: String::new(),
+            limits: None,
+            enabled: true,
+            file: None,
+            on_error: OnFailure::Skip,
+        }
+    }
+
+    /// Bytes of replaced and removed plugins are not kept.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_bytes_the_state_names_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileStore::new(dir.path().join("s.json")));
+        let c = Control::new(store.clone());
+        c.create_plan("free", Plan::default()).await.unwrap();
+        c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+        let loader = Loader::new(Runtime::new());
+        for wasm in [
+            &include_bytes!("../../../examples/plugins/dist/headers.wasm")[..],
+            &include_bytes!("../../../examples/plugins/dist/redact.wasm")[..],
+        ] {
+            c.install_plugin("p", wasm, spec()).await.unwrap();
+            let resolved = loader.resolve_all(&*store, &c.state().await.unwrap()).await;
+            assert_eq!(resolved["acme"].plugins.len(), 1);
+            assert_eq!(loader.blobs_held(), 1, "the replaced plugin's bytes went");
+        }
+        c.delete_plugin("p").await.unwrap();
+        loader.resolve_all(&*store, &c.state().await.unwrap()).await;
+        assert_eq!(loader.blobs_held(), 0);
     }
 }

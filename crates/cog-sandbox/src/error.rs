@@ -68,6 +68,10 @@ pub enum PluginError {
     /// The hook returned something other than 0.
     #[error("hook returned {0}")]
     BadReturn(i32),
+    /// The plugin could not be loaded (see [`Plugin::unavailable`](crate::Plugin::unavailable)):
+    /// every request it applies to meets its failure policy.
+    #[error("the plugin could not be loaded: {0}")]
+    Unavailable(String),
 }
 
 impl PluginError {
@@ -90,6 +94,7 @@ impl PluginError {
             PluginError::KvLimit(_) => "kv_limit",
             PluginError::InputTooLarge => "input_too_large",
             PluginError::BadReturn(_) => "bad_return",
+            PluginError::Unavailable(_) => "unavailable",
         }
     }
 

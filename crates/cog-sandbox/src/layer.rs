@@ -167,8 +167,12 @@ where
             parts.headers = ex.request_headers.clone();
             let body = match (body, &ex.request_body) {
                 (Some(original), _) => original,
-                (None, Some(bytes)) => ReqBody::from(bytes.clone()),
-                (None, None) => ReqBody::from(Bytes::new()),
+                (None, read) => {
+                    // Read, and maybe rewritten: the length is the new one.
+                    let bytes = read.clone().unwrap_or_default();
+                    set_length(&mut parts.headers, bytes.len());
+                    ReqBody::from(bytes)
+                }
             };
             let res = inner.call(Request::from_parts(parts, body)).await?;
 
@@ -184,7 +188,21 @@ where
             let (res_body, read) = if wants_body {
                 match read_body(res_body, input_cap(&plugins)).await {
                     Ok(b) => (None, Some(b)),
-                    Err(status) => return Ok(plain(status, Bytes::new())),
+                    Err(status) => {
+                        // The service's answer is too large (or broken) for
+                        // the plugins to read: a server-side failure, not
+                        // the client's (never 413 for a request that was
+                        // fine).
+                        tracing::warn!(
+                            target: "cog_sandbox",
+                            tenant = %ex.tenant,
+                            cap = input_cap(&plugins),
+                            status = status.as_u16(),
+                            "response body unreadable for the plugins; answering 502"
+                        );
+                        crate::metrics::refused_response(status);
+                        return Ok(plain(StatusCode::BAD_GATEWAY, Bytes::new()));
+                    }
                 }
             } else {
                 (Some(res_body), None)
@@ -203,7 +221,7 @@ where
                 (Some(original), _) => original,
                 (None, Some(bytes)) => {
                     // The length may have changed.
-                    res_parts.headers.remove(http::header::CONTENT_LENGTH);
+                    set_length(&mut res_parts.headers, bytes.len());
                     ResBody::from(bytes)
                 }
                 (None, None) => ResBody::from(Bytes::new()),
@@ -211,6 +229,12 @@ where
             Ok(Response::from_parts(res_parts, body))
         })
     }
+}
+
+/// A body now sent whole: its exact length, and no chunked framing.
+fn set_length(headers: &mut http::HeaderMap, len: usize) {
+    headers.remove(http::header::TRANSFER_ENCODING);
+    headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
 }
 
 /// The smallest input limit among the plugins.
@@ -270,6 +294,11 @@ async fn run_hooks(
 }
 
 fn log_failure(plugin: &Plugin, phase: Phase, e: &PluginError) {
+    if matches!(e, PluginError::Unavailable(_)) {
+        // Logged as an error once, when loading failed; counted per call.
+        tracing::debug!(target: "cog_sandbox", plugin = plugin.name(), error = %e, "plugin unavailable");
+        return;
+    }
     tracing::warn!(
         target: "cog_sandbox",
         plugin = plugin.name(),

@@ -1,5 +1,7 @@
 //! `cog.sandbox.calls`: plugin hook calls by plugin, phase and outcome
-//! (`ok`, or the error's kind: `fuel`, `deadline`, `memory`, `trap`, …).
+//! (`ok`, or the error's kind: `fuel`, `deadline`, `memory`, `trap`,
+//! `unavailable`, …); `cog.sandbox.refused_responses`: responses the
+//! plugins could not read (over their input limit), answered 502.
 
 use std::sync::OnceLock;
 
@@ -29,4 +31,24 @@ pub(crate) fn call(plugin: &str, phase: Phase, outcome: &'static str) {
             KeyValue::new("outcome", outcome),
         ],
     );
+}
+
+fn refused() -> &'static Counter<u64> {
+    static REFUSED: OnceLock<Counter<u64>> = OnceLock::new();
+    REFUSED.get_or_init(|| {
+        opentelemetry::global::meter("cog-sandbox")
+            .u64_counter("cog.sandbox.refused_responses")
+            .with_description("Responses the plugins could not read, answered 502")
+            .with_unit("{response}")
+            .build()
+    })
+}
+
+pub(crate) fn refused_response(status: http::StatusCode) {
+    let reason = if status == http::StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "unreadable"
+    };
+    refused().add(1, &[KeyValue::new("reason", reason)]);
 }

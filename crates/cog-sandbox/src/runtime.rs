@@ -236,7 +236,7 @@ impl Runtime {
         };
         Ok(Plugin {
             name: name.into(),
-            compiled,
+            compiled: Ok(compiled),
             limits,
             config: Bytes::new(),
             kv: self.inner.kv.clone(),
@@ -268,7 +268,7 @@ impl Runtime {
         // cap and the ABI version are checked before any request.
         let probe = Plugin {
             name: "probe".into(),
-            compiled: Arc::new(compiled),
+            compiled: Ok(Arc::new(compiled)),
             limits: *limits,
             config: Bytes::new(),
             kv: Arc::new(MemoryKv::new()),
@@ -278,7 +278,10 @@ impl Runtime {
             pool: Arc::default(),
         };
         probe.abi_version()?;
-        Ok(Arc::try_unwrap(probe.compiled).unwrap_or_else(|_| unreachable!("one owner")))
+        let Ok(compiled) = probe.compiled else {
+            unreachable!("made above")
+        };
+        Ok(Arc::try_unwrap(compiled).unwrap_or_else(|_| unreachable!("one owner")))
     }
 
     fn artifact_path(&self, key: &[u8; 32]) -> Option<PathBuf> {
@@ -459,7 +462,8 @@ fn check(engine: Engine, module: Module, limits: &Limits) -> Result<Compiled, Pl
 #[derive(Clone)]
 pub struct Plugin {
     name: Arc<str>,
-    compiled: Arc<Compiled>,
+    /// The module, or why it could not be loaded.
+    compiled: Result<Arc<Compiled>, Arc<str>>,
     limits: Limits,
     config: Bytes,
     kv: Arc<dyn KvStore>,
@@ -630,11 +634,33 @@ impl Plugin {
         self.on_error
     }
 
-    /// Whether it has a hook for `phase`.
+    /// Whether it has a hook for `phase` (an unavailable plugin stands in
+    /// the request phase only).
     pub fn hooks(&self, phase: Phase) -> bool {
-        match phase {
-            Phase::Request => self.compiled.request_hook,
-            Phase::Response => self.compiled.response_hook,
+        match (&self.compiled, phase) {
+            (Ok(c), Phase::Request) => c.request_hook,
+            (Ok(c), Phase::Response) => c.response_hook,
+            (Err(_), phase) => phase == Phase::Request,
+        }
+    }
+
+    /// A plugin that could not be loaded (its bytes missing, refused by
+    /// the sandbox…), standing in for it so its failure policy applies:
+    /// each request it is attached to fails its call with
+    /// [`PluginError::Unavailable`] — skipped (and counted) under
+    /// [`OnError::Skip`], answered 500 under [`OnError::Fail`]. Never
+    /// silently left out.
+    pub fn unavailable(name: impl Into<Arc<str>>, reason: impl fmt::Display) -> Plugin {
+        Plugin {
+            name: name.into(),
+            compiled: Err(reason.to_string().into()),
+            limits: Limits::default(),
+            config: Bytes::new(),
+            kv: Arc::new(MemoryKv::new()),
+            on_error: OnError::default(),
+            request_body: false,
+            response_body: false,
+            pool: Arc::default(),
         }
     }
 
@@ -655,10 +681,13 @@ impl Plugin {
         let span = cog_core::telemetry::Child::internal("cog-sandbox", "plugin.call");
         span.set(|| opentelemetry::KeyValue::new("cog.plugin.name", self.name.to_string()));
         span.set(|| opentelemetry::KeyValue::new("cog.plugin.phase", phase.as_str()));
-        let result = {
-            // KV calls made by the plugin become the span's children.
-            let _attached = span.is_recording().then(|| span.context().attach());
-            self.run(phase, exchange.clone(), hook)
+        let result = match &self.compiled {
+            Err(reason) => Err(PluginError::Unavailable(reason.to_string())),
+            Ok(_) => {
+                // KV calls made by the plugin become the span's children.
+                let _attached = span.is_recording().then(|| span.context().attach());
+                self.run(phase, exchange.clone(), hook)
+            }
         };
         let outcome = match &result {
             Ok(_) => "ok",
@@ -686,10 +715,14 @@ impl Plugin {
 
     /// A new instance for `state`.
     fn instantiate(&self, state: HostState) -> Result<Instantiated, PluginError> {
-        let mut store = Store::new(self.compiled.engine.clone());
+        let compiled = match &self.compiled {
+            Ok(c) => c,
+            Err(reason) => return Err(PluginError::Unavailable(reason.to_string())),
+        };
+        let mut store = Store::new(compiled.engine.clone());
         let env = FunctionEnv::new(&mut store, state);
         let imports = host::imports(&mut store, &env);
-        let instance = Instance::new(&mut store, &self.compiled.module, &imports).map_err(|e| {
+        let instance = Instance::new(&mut store, &compiled.module, &imports).map_err(|e| {
             let text = e.to_string();
             if text.contains("pages over the cap") {
                 PluginError::MemoryTooLarge {

@@ -40,6 +40,7 @@ async fn plan_plugins_run_for_its_tenants_and_follow_the_store() {
             limits: None,
             enabled: true,
             file: None,
+            on_error: Default::default(),
         },
     )
     .await
@@ -89,4 +90,81 @@ async fn plan_plugins_run_for_its_tenants_and_follow_the_store() {
     }
     assert_eq!(d.revision(), revision, "the change was not seen within 5 s");
     assert_eq!(call(acme).await, None);
+}
+
+/// A plugin whose bytes cannot be loaded (here: missing from the store) is
+/// not silently left out — its failure policy applies to its tenants'
+/// requests: `fail` refuses them, `skip` lets them through without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_fails_to_load_meets_its_failure_policy() {
+    use cog_control::OnFailure;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let c = Control::new(Arc::new(FileStore::new(&path)));
+    c.create_plan("free", plan("rps=100/1s")).await.unwrap();
+    c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+    let acme = c.create_key("acme", None).await.unwrap().secret;
+    let digest = c
+        .install_plugin(
+            "headers",
+            HEADERS_WASM,
+            PluginSpec {
+                digest: String::new(),
+                version: "1".into(),
+                attach: Attach {
+                    tenants: vec!["acme".into()],
+                    plans: vec![],
+                },
+                config: "response add x-plugin: on".into(),
+                limits: None,
+                enabled: true,
+                file: None,
+                on_error: OnFailure::Fail,
+            },
+        )
+        .await
+        .unwrap();
+    // The bytes are lost.
+    let blob = dir.path().join(format!(
+        "s.json.blobs/{}.wasm",
+        digest.trim_start_matches("sha256:")
+    ));
+    std::fs::remove_file(&blob).unwrap();
+
+    let d = Directory::start_with_plugins(
+        Arc::new(FileStore::new(&path)),
+        Duration::from_millis(50),
+        Runtime::new(),
+    )
+    .await
+    .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(d.clone()))
+        .layer(PluginLayer::new(d.clone()))
+        .service(service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        }));
+    let call = || {
+        let svc = svc.clone();
+        let key = acme.clone();
+        async move {
+            let req = Request::get("/")
+                .header("authorization", format!("Bearer {key}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            svc.oneshot(req).await.unwrap().status()
+        }
+    };
+    assert_eq!(call().await, 500, "fail: refused, not run without it");
+
+    c.update_plugin("headers", |p| p.on_error = OnFailure::Skip)
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if call().await == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("skip: still refused");
 }

@@ -65,6 +65,7 @@ async fn round_trips((a, b): Pair) {
                 limits: None,
                 enabled: true,
                 file: None,
+                on_error: Default::default(),
             },
         )
         .await
@@ -171,6 +172,7 @@ async fn invalid_input_is_refused((a, _): Pair) {
         limits: None,
         enabled: true,
         file: None,
+        on_error: Default::default(),
     };
     let e = c
         .install_plugin("p", b"MZ\x90\0", spec.clone())

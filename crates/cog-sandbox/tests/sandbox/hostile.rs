@@ -498,3 +498,67 @@ fn forged_and_tampered_artifacts_are_refused_and_recompiled() {
         assert_eq!(check.artifact_stats().loaded, 1, "{what}: rewritten");
     }
 }
+
+/// A stream of distinct modules (a tenant uploading new code in a loop)
+/// does not grow the compiled-module cache past its bound; plugins still
+/// loaded keep working.
+#[test]
+fn compiled_modules_are_bounded() {
+    let rt = Runtime::new().max_compiled(8);
+    let mut live = Vec::new();
+    for i in 0..30 {
+        let wasm = on_request(&format!("(drop (i32.const {i}))"));
+        let plugin = load(&rt, &wasm, Limits::default());
+        if i < 3 {
+            live.push(plugin);
+        }
+        assert!(
+            rt.compiled_modules() <= 8,
+            "{} at {i}",
+            rt.compiled_modules()
+        );
+    }
+    for plugin in &live {
+        run(plugin).0.unwrap();
+    }
+}
+
+/// Idle instances are bounded for the whole process, not per thread:
+/// many blocking threads each serving many tenants keep at most 256.
+#[test]
+fn idle_instances_are_bounded_across_threads() {
+    let rt = Runtime::new();
+    // Forty threads on a small machine: time is not what is tested.
+    let limits = Limits::default().deadline(Duration::from_secs(10));
+    let plugin = load(&rt, &crate::support::good(), limits);
+    let (threads, tenants) = (40, 20);
+    let failed = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Barrier::new(threads + 1);
+    let checked = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (plugin, done, checked, failed) = (&plugin, &done, &checked, &failed);
+            s.spawn(move || {
+                for tenant in 0..tenants {
+                    let mut ex = crate::support::exchange(&format!("t{t}-{tenant}"));
+                    // Counted, not unwrapped: every thread must reach the
+                    // barriers.
+                    if plugin.call(cog_sandbox::Phase::Request, &mut ex).is_err() {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                // Held until the count is read: a thread's idle instances
+                // go when it ends.
+                done.wait();
+                checked.wait();
+            });
+        }
+        done.wait();
+        let idle = Runtime::idle_instances();
+        checked.wait();
+        assert_eq!(failed.load(std::sync::atomic::Ordering::Relaxed), 0);
+        // 800 without a process-wide bound (each thread keeps up to 64).
+        assert!(idle <= 256, "{idle} idle instances");
+        assert!(idle >= 100, "instances are still reused: {idle}");
+    });
+}

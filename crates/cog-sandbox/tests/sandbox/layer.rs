@@ -170,3 +170,86 @@ async fn bodies_over_the_input_limit_are_413() {
     let (status, _, _) = send(&layer(vec![reader]), "more than four bytes").await;
     assert_eq!(status, 413);
 }
+
+/// A request body a plugin rewrote reaches the service with its new
+/// length: a stale `Content-Length` would make a proxy behind it cut the
+/// body or wait for bytes that never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_request_body_carries_its_new_length() {
+    let rt = Runtime::new();
+    let rewrite = rt
+        .load(
+            "rewrite",
+            &module(
+                r#"(data (i32.const 0) "changed")
+                   (func (export "cog_on_request") (result i32)
+                     (drop (call $body_write (i32.const 0) (i32.const 7)))
+                     i32.const 0)"#,
+            ),
+            Limits::default(),
+        )
+        .unwrap()
+        .bodies(true, false);
+    let echo_length = service_fn(|req: Request<Body>| async move {
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let chunked = req.headers().contains_key(http::header::TRANSFER_ENCODING);
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        Ok::<_, Infallible>(Response::new(Body::from(format!(
+            "{declared} {} {chunked}",
+            body.len()
+        ))))
+    });
+    let req = Request::post("/items")
+        .header(http::header::CONTENT_LENGTH, "24")
+        .header(http::header::TRANSFER_ENCODING, "chunked")
+        .body(Body::from("a much longer original!!"))
+        .unwrap();
+    let res = layer(vec![rewrite])
+        .layer(echo_length)
+        .oneshot(req)
+        .await
+        .unwrap();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "7 7 false");
+}
+
+/// A response too large for the plugins to read is the server's failure:
+/// 502, never 413 (the client's request was fine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_plugin_input_limit_is_502_not_413() {
+    let rt = Runtime::new();
+    let reader = rt
+        .load(
+            "reader",
+            &module(r#"(func (export "cog_on_response") (result i32) i32.const 0)"#),
+            Limits::default().max_input_bytes(8),
+        )
+        .unwrap()
+        .bodies(false, true);
+    // The app echoes the request body: 20 bytes back.
+    let (status, _, _) = send(&layer(vec![reader]), "twenty bytes of body").await;
+    assert_eq!(status, 502);
+}
+
+/// A plugin that could not be loaded is never silently left out: its
+/// failure policy applies to each request it is attached to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_plugin_meets_its_failure_policy() {
+    let rt = Runtime::new();
+    let add = rt.load("add", &good(), Limits::default()).unwrap();
+    let broken = Plugin::unavailable("broken", "bytes missing from the store");
+    let (status, headers, _) = send(&layer(vec![broken.clone(), add.clone()]), "x").await;
+    assert_eq!(status, 200, "skip: the request goes on");
+    assert_eq!(headers["x-seen"], "ok");
+    let mut ex = crate::support::exchange("acme");
+    let err = broken
+        .call(cog_sandbox::Phase::Request, &mut ex)
+        .unwrap_err();
+    assert_eq!(err.kind(), "unavailable");
+    let (status, _, _) = send(&layer(vec![broken.on_error(OnError::Fail), add]), "x").await;
+    assert_eq!(status, 500, "fail: the request is refused");
+}
