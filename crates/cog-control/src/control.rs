@@ -78,16 +78,43 @@ impl Control {
         let mut backoff = Duration::from_millis(1);
         loop {
             let mut state = self.store.load().await?;
+            let before = plugin_digests(&state);
             let out = change(&mut state)?;
             state.validate()?;
             match self.store.commit(&state).await {
-                Ok(_) => return Ok(out),
+                Ok(_) => {
+                    let after = plugin_digests(&state);
+                    let dropped: Vec<String> = before.difference(&after).cloned().collect();
+                    if !dropped.is_empty() {
+                        self.delete_unreferenced(dropped).await;
+                    }
+                    return Ok(out);
+                }
                 Err(ControlError::Conflict { .. }) => {
                     let jitter = rand::random::<u64>() % (backoff.as_micros() as u64 + 1);
                     tokio::time::sleep(Duration::from_micros(jitter)).await;
                     backoff = (backoff * 2).min(Duration::from_millis(100));
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Deletes the stored bytes of `digests` that no plugin refers to any
+    /// more, checked against the store's latest state (a concurrent
+    /// install of the same bytes keeps them). Failures are logged: the
+    /// bytes stay, and the next change that drops them tries again.
+    async fn delete_unreferenced(&self, digests: Vec<String>) {
+        let latest = match self.store.load().await {
+            Ok(s) => plugin_digests(&s),
+            Err(e) => {
+                tracing::warn!(target: "cog_control", error = %e, "plugin bytes not collected");
+                return;
+            }
+        };
+        for digest in digests.iter().filter(|d| !latest.contains(*d)) {
+            if let Err(e) = self.store.delete_blob(digest).await {
+                tracing::warn!(target: "cog_control", %digest, error = %e, "plugin bytes not deleted");
             }
         }
     }
@@ -293,6 +320,10 @@ impl Control {
             Ok(())
         })
         .await?;
+        // Again (idempotent): a writer that dropped the last other
+        // reference to these bytes before this commit may have deleted
+        // them in between.
+        self.store.put_blob(&digest, wasm).await?;
         Ok(digest)
     }
 
@@ -317,7 +348,8 @@ impl Control {
         .await
     }
 
-    /// Removes plugin `name` (its bytes stay, addressed by digest).
+    /// Removes plugin `name` (its bytes too, unless another plugin uses
+    /// them).
     ///
     /// # Errors
     /// It does not exist.
@@ -501,4 +533,15 @@ pub fn diff(have: &Spec, want: &Spec, prune: bool) -> Vec<Change> {
         },
     );
     out
+}
+
+/// The digests of every plugin's bytes in `state`.
+fn plugin_digests(state: &State) -> std::collections::BTreeSet<String> {
+    state
+        .spec
+        .plugins
+        .values()
+        .map(|p| p.digest.clone())
+        .filter(|d| !d.is_empty())
+        .collect()
 }

@@ -196,6 +196,15 @@ impl Store for FileStore {
         .await
     }
 
+    async fn delete_blob(&self, digest: &str) -> Result<(), ControlError> {
+        let path = self.blob_path(digest)?;
+        blocking(move || match fs::remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(ControlError::io(&path, e)),
+            _ => Ok(()),
+        })
+        .await
+    }
+
     async fn get_blob(&self, digest: &str) -> Result<Option<Bytes>, ControlError> {
         let path = self.blob_path(digest)?;
         let digest = digest.to_owned();

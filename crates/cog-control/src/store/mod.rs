@@ -45,6 +45,14 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// The plugin bytes stored under `digest`.
     async fn get_blob(&self, digest: &str) -> Result<Option<Bytes>, ControlError>;
 
+    /// Deletes the plugin bytes stored under `digest` (nothing if there
+    /// are none). [`Control`](crate::Control) calls it once no plugin
+    /// refers to them. The default keeps them.
+    async fn delete_blob(&self, digest: &str) -> Result<(), ControlError> {
+        let _ = digest;
+        Ok(())
+    }
+
     /// A receiver told the new revision soon after any writer commits, if
     /// the store can push changes (Redis pub/sub). Watchers also poll
     /// [`revision`](Self::revision), so a lost message only delays.

@@ -246,6 +246,12 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn delete_blob(&self, digest: &str) -> Result<(), ControlError> {
+        let key = self.blob_key(digest)?;
+        let _: i64 = self.bounded("DEL", self.client.del(key)).await?;
+        Ok(())
+    }
+
     async fn get_blob(&self, digest: &str) -> Result<Option<Bytes>, ControlError> {
         let key = self.blob_key(digest)?;
         let bytes: Option<Bytes> = self.bounded("GET", self.client.get(key)).await?;

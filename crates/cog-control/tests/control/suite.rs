@@ -265,7 +265,8 @@ both_stores!(
     round_trips,
     concurrent_writers,
     invalid_input_is_refused,
-    apply_and_diff
+    apply_and_diff,
+    unreferenced_plugin_bytes_are_deleted
 );
 
 #[tokio::test]
@@ -327,4 +328,37 @@ async fn a_dead_redis_is_an_error_not_a_hang() {
         store.revision().await,
         Err(ControlError::Redis(_))
     ));
+}
+
+/// Plugin bytes go from the store once no plugin refers to them — and not
+/// before: bytes two plugins share stay while one of them is left.
+async fn unreferenced_plugin_bytes_are_deleted((store, _): Pair) {
+    let c = Control::new(store.clone());
+    let spec = || PluginSpec {
+        digest: String::new(),
+        version: String::new(),
+        attach: Attach::default(),
+        config: String::new(),
+        limits: None,
+        enabled: true,
+        file: None,
+        on_error: Default::default(),
+    };
+    let first = c.install_plugin("a", EMPTY_WASM, spec()).await.unwrap();
+    c.install_plugin("b", EMPTY_WASM, spec()).await.unwrap();
+    c.delete_plugin("a").await.unwrap();
+    assert!(
+        store.get_blob(&first).await.unwrap().is_some(),
+        "b still uses them"
+    );
+    // Replaced by other bytes: the old ones go.
+    let mut other = EMPTY_WASM.to_vec();
+    // A custom section: still a valid module, other bytes.
+    other.extend_from_slice(&[0, 2, 1, b'x']);
+    let second = c.install_plugin("b", &other, spec()).await.unwrap();
+    assert_ne!(first, second);
+    assert!(store.get_blob(&first).await.unwrap().is_none());
+    assert!(store.get_blob(&second).await.unwrap().is_some());
+    c.delete_plugin("b").await.unwrap();
+    assert!(store.get_blob(&second).await.unwrap().is_none());
 }
