@@ -3,9 +3,17 @@
 //! crates build and document anywhere.
 #![allow(unsafe_code)]
 
-/// A buffer's address as the host sees it (a wasm32 offset).
+/// A buffer's address as the host sees it (a wasm32 offset), for the
+/// host to read.
 pub(crate) fn ptr(bytes: &[u8]) -> i32 {
     bytes.as_ptr() as usize as i32
+}
+
+/// An out buffer's address, for the host to write into: taken from a
+/// mutable borrow, so the compiler knows the bytes may change (a pointer
+/// from a shared borrow would let it assume they do not).
+pub(crate) fn ptr_mut(bytes: &mut [u8]) -> i32 {
+    bytes.as_mut_ptr() as usize as i32
 }
 
 macro_rules! imports {

@@ -157,7 +157,8 @@ pub fn __finish(result: Result<(), Error>) -> i32 {
 fn fetch(call: impl Fn(i32, i32) -> i32) -> Result<Vec<u8>, Error> {
     let mut buf = vec![0u8; 256];
     loop {
-        let n = call(ffi::ptr(&buf), buf.len() as i32);
+        let len = buf.len() as i32;
+        let n = call(ffi::ptr_mut(&mut buf), len);
         if n < 0 {
             return Err(Error::from_code(n));
         }
