@@ -15,6 +15,36 @@ use crate::suite::plan;
 
 const HEADERS_WASM: &[u8] = include_bytes!("../../../../examples/plugins/dist/headers.wasm");
 
+type Svc = tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>;
+
+/// Authentication and the tenants' plugins from the store at `path`,
+/// around a service answering "ok"; and the directory behind them.
+async fn service(path: &std::path::Path) -> (Directory, Svc) {
+    let d = Directory::start_with_plugins(
+        Arc::new(FileStore::new(path)),
+        Duration::from_millis(50),
+        Runtime::new(),
+    )
+    .await
+    .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(d.clone()))
+        .layer(PluginLayer::new(d.clone()))
+        .service(service_fn(|_: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        }));
+    (d, tower::util::BoxCloneService::new(svc))
+}
+
+/// `GET /` with `key`.
+async fn get(svc: &Svc, key: &str) -> Response<Full<Bytes>> {
+    let req = Request::get("/")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    svc.clone().oneshot(req).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_plugins_run_for_its_tenants_and_follow_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -46,27 +76,11 @@ async fn plan_plugins_run_for_its_tenants_and_follow_the_store() {
     .await
     .unwrap();
 
-    let d = Directory::start_with_plugins(
-        Arc::new(FileStore::new(&path)),
-        Duration::from_millis(50),
-        Runtime::new(),
-    )
-    .await
-    .unwrap();
-    let svc = ServiceBuilder::new()
-        .layer(AuthenticateLayer::new(d.clone()))
-        .layer(PluginLayer::new(d.clone()))
-        .service(service_fn(|_: Request<Full<Bytes>>| async {
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-        }));
+    let (d, svc) = service(&path).await;
     let call = |key: String| {
         let svc = svc.clone();
         async move {
-            let req = Request::get("/")
-                .header("authorization", format!("Bearer {key}"))
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let res = svc.oneshot(req).await.unwrap();
+            let res = get(&svc, &key).await;
             assert_eq!(res.status(), 200);
             res.headers()
                 .get("x-plugin")
@@ -131,29 +145,11 @@ async fn a_plugin_that_fails_to_load_meets_its_failure_policy() {
     ));
     std::fs::remove_file(&blob).unwrap();
 
-    let d = Directory::start_with_plugins(
-        Arc::new(FileStore::new(&path)),
-        Duration::from_millis(50),
-        Runtime::new(),
-    )
-    .await
-    .unwrap();
-    let svc = ServiceBuilder::new()
-        .layer(AuthenticateLayer::new(d.clone()))
-        .layer(PluginLayer::new(d.clone()))
-        .service(service_fn(|_: Request<Full<Bytes>>| async {
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-        }));
+    let (_, svc) = service(&path).await;
     let call = || {
         let svc = svc.clone();
         let key = acme.clone();
-        async move {
-            let req = Request::get("/")
-                .header("authorization", format!("Bearer {key}"))
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            svc.oneshot(req).await.unwrap().status()
-        }
+        async move { get(&svc, &key).await.status() }
     };
     assert_eq!(call().await, 500, "fail: refused, not run without it");
 

@@ -40,6 +40,22 @@ fn app() -> impl tower::Service<
     })
 }
 
+/// Replaces the request body with "changed".
+fn rewrite_to_changed(rt: &Runtime) -> Plugin {
+    rt.load(
+        "rewrite",
+        &module(
+            r#"(data (i32.const 0) "changed")
+               (func (export "cog_on_request") (result i32)
+                 (drop (call $body_write (i32.const 0) (i32.const 7)))
+                 i32.const 0)"#,
+        ),
+        Limits::default(),
+    )
+    .unwrap()
+    .bodies(true, false)
+}
+
 fn layer(plugins: Vec<Plugin>) -> PluginLayer {
     let plugins: Arc<[Plugin]> = plugins.into();
     PluginLayer::new(move |parts: &http::request::Parts| Resolved {
@@ -81,20 +97,7 @@ async fn request_and_response_hooks_run_around_the_service() {
             Limits::default(),
         )
         .unwrap();
-    // Replaces the request body with "changed".
-    let rewrite = rt
-        .load(
-            "rewrite",
-            &module(
-                r#"(data (i32.const 0) "changed")
-                   (func (export "cog_on_request") (result i32)
-                     (drop (call $body_write (i32.const 0) (i32.const 7)))
-                     i32.const 0)"#,
-            ),
-            Limits::default(),
-        )
-        .unwrap()
-        .bodies(true, false);
+    let rewrite = rewrite_to_changed(&rt);
     let l = layer(vec![add, tag_response, rewrite]);
     let (status, headers, body) = send(&l, "original").await;
     assert_eq!(status, 200);
@@ -177,19 +180,7 @@ async fn bodies_over_the_input_limit_are_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewritten_request_body_carries_its_new_length() {
     let rt = Runtime::new();
-    let rewrite = rt
-        .load(
-            "rewrite",
-            &module(
-                r#"(data (i32.const 0) "changed")
-                   (func (export "cog_on_request") (result i32)
-                     (drop (call $body_write (i32.const 0) (i32.const 7)))
-                     i32.const 0)"#,
-            ),
-            Limits::default(),
-        )
-        .unwrap()
-        .bodies(true, false);
+    let rewrite = rewrite_to_changed(&rt);
     let echo_length = service_fn(|req: Request<Body>| async move {
         let declared = req
             .headers()
