@@ -135,3 +135,53 @@ async fn quotas_hold_in_redis_and_a_dead_redis_is_unavailable_not_a_hang() {
         started.elapsed()
     );
 }
+
+/// In a sampled trace, a plugin call is a `plugin.call` span and each of
+/// its KV round trips a Redis client span under it — also when the call
+/// runs on a blocking thread, as the layer runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_kv_calls_are_redis_spans_under_the_plugin_call() {
+    use opentelemetry::trace::{SpanKind, TraceContextExt as _};
+    let capture = cog_testkit::SpanCapture::install();
+    let server = RedisServer::start().unwrap();
+    let kv = RedisKv::new(client(&server.url()).await).timeout(Duration::from_millis(500));
+    let wasm = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/plugins/dist/blocklist.wasm"),
+    )
+    .unwrap();
+    let rt = Runtime::new().kv(Arc::new(kv));
+    let plugin = rt.load("blocklist", &wasm, Limits::default()).unwrap();
+    let root = capture.root("request");
+    let request_span = root.span().span_context().span_id();
+    {
+        let plugin = plugin.clone();
+        tokio::task::spawn_blocking(move || {
+            let _attached = root.attach();
+            let mut ex = exchange("acme");
+            ex.request_headers
+                .insert("x-user-id", "mallory".parse().unwrap());
+            plugin.call(Phase::Request, &mut ex).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+    let spans = capture.spans();
+    let call = spans
+        .iter()
+        .find(|s| s.name == "plugin.call")
+        .unwrap_or_else(|| panic!("{spans:?}"));
+    assert_eq!(call.parent_span_id, request_span);
+    let kv_calls: Vec<_> = spans
+        .iter()
+        .filter(|s| s.parent_span_id == call.span_context.span_id())
+        .collect();
+    assert!(!kv_calls.is_empty(), "no KV span under the call: {spans:?}");
+    for s in kv_calls {
+        assert_eq!(s.span_kind, SpanKind::Client);
+        assert_eq!(
+            cog_testkit::span_attr(s, "db.system.name").map(|v| v.to_string()),
+            Some("redis".into())
+        );
+    }
+}
