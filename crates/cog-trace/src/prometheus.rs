@@ -343,6 +343,21 @@ mod tests {
         assert_eq!((n.as_str(), u.is_none()), ("cog_cache_hits", true));
         let (n, _) = prometheus_name("9lives..x", "", MetricType::Gauge);
         assert_eq!(n, "_9lives_x");
+        let unit = |name, unit, kind| {
+            prometheus_name(name, unit, kind)
+                .1
+                .map(|u| u.as_str().to_owned())
+        };
+        assert_eq!(
+            unit("load", "1", MetricType::Gauge).as_deref(),
+            Some("ratios")
+        );
+        assert_eq!(unit("events", "1", MetricType::Counter), None);
+        assert_eq!(
+            unit("made", "widgets", MetricType::Counter).as_deref(),
+            Some("widgets")
+        );
+        assert_eq!(unit("odd", "_", MetricType::Counter), None);
         let (n, u) = prometheus_name("payload_bytes", "By", MetricType::Gauge);
         assert_eq!(
             (n.as_str(), u.map(|u| u.as_str().to_owned())),

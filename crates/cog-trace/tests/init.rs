@@ -234,3 +234,64 @@ fn a_guard_dropped_at_the_end_of_tokio_main_flushes() {
     assert_eq!(spans.len(), 1, "{spans:?}");
     assert_eq!(spans[0].name(), "last");
 }
+
+/// A pipeline exporting to a receiver that runs on the caller's own
+/// runtime: a wait that blocked that runtime would starve the receiver.
+fn pipeline(receiver: &OtlpReceiver) -> cog_trace::TraceGuard {
+    let endpoint = receiver.http_endpoint();
+    cog_trace::TraceConfig::from_vars(|k| match k {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some(endpoint.clone()),
+        // A starved receiver fails the export quickly.
+        "OTEL_EXPORTER_OTLP_TIMEOUT" => Some("1000".into()),
+        _ => None,
+    })
+    .unwrap()
+    .build()
+    .unwrap()
+}
+
+fn end_span(guard: &cog_trace::TraceGuard, name: &'static str) {
+    drop(guard.tracer("t").unwrap().start(name));
+}
+
+/// `flush` exports now (the batch processor alone would wait 5 s), from a
+/// current-thread runtime that also runs the receiver.
+#[tokio::test(flavor = "current_thread")]
+async fn flush_exports_now_on_a_current_thread_runtime() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = pipeline(&receiver);
+    end_span(&guard, "flushed");
+    guard.flush();
+    let spans = receiver.wait_for_spans(1, Duration::from_secs(2)).await;
+    assert_eq!(spans.len(), 1, "flushed before the guard is dropped");
+}
+
+/// On a multi-thread runtime's only worker, `flush` hands the worker's
+/// other tasks (the receiver) on while it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn flush_on_a_busy_worker_lets_its_other_tasks_run() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = pipeline(&receiver);
+    end_span(&guard, "flushed");
+    // On the worker thread (the test body runs on the main thread).
+    let guard = tokio::spawn(async move {
+        guard.flush();
+        guard
+    })
+    .await
+    .unwrap();
+    let spans = receiver.wait_for_spans(1, Duration::from_secs(2)).await;
+    assert_eq!(spans.len(), 1);
+    drop(guard);
+}
+
+/// `shutdown_async` waits off the runtime: the receiver, on the same
+/// current-thread runtime, gets the last span.
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_async_does_not_block_the_runtime() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = pipeline(&receiver);
+    end_span(&guard, "last");
+    guard.shutdown_async().await;
+    assert_eq!(receiver.spans().len(), 1);
+}

@@ -54,6 +54,23 @@ async fn the_scrape_body_is_openmetrics_with_prometheus_names() {
         .build()
         .record(42.0, &[]);
 
+    // The same instrument from two meters is one family; an instrument of
+    // another kind under the same name is left out, not mixed in.
+    for (scope, kind) in [("one", "a"), ("two", "b")] {
+        metrics
+            .meter_provider()
+            .meter(scope)
+            .u64_counter("cog.test.shared")
+            .build()
+            .add(1, &[KeyValue::new("from", kind)]);
+    }
+    metrics
+        .meter_provider()
+        .meter("three")
+        .f64_gauge("cog.test.shared")
+        .build()
+        .record(9.0, &[KeyValue::new("from", "gauge")]);
+
     let body = metrics.render();
     let families = openmetrics::parse(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
 
@@ -91,6 +108,24 @@ async fn the_scrape_body_is_openmetrics_with_prometheus_names() {
 
     let payload = family(&families, "cog_test_payload_bytes");
     assert_eq!(payload.unit, "bytes");
+
+    let shared = family(&families, "cog_test_shared");
+    assert_eq!(shared.kind, "counter");
+    let mut from: Vec<_> = shared
+        .samples
+        .iter()
+        .filter(|s| s.name == "cog_test_shared_total")
+        .map(|s| s.labels[0].1.as_str())
+        .collect();
+    from.sort_unstable();
+    assert_eq!(from, ["a", "b"], "{shared:#?}");
+    assert_eq!(
+        families
+            .iter()
+            .filter(|f| f.name == "cog_test_shared")
+            .count(),
+        1
+    );
 
     // Nothing piles up between scrapes: the same state renders the same.
     for _ in 0..5 {
