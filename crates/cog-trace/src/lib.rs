@@ -61,8 +61,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
-mod config;
 mod console;
+mod init;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
@@ -71,5 +71,5 @@ mod server;
 
 pub use client::{ClientResponseFuture, ClientTrace, ClientTraceLayer};
 pub use cog_core::route::MatchedRoute;
-pub use config::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};
+pub use init::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};
 pub use server::{ResponseBody, ResponseFuture, Trace, TraceLayer};

@@ -83,8 +83,8 @@ impl TraceLayer {
             shared: Arc::new(Shared {
                 metrics: Metrics::from_global(),
                 tracer: Some(Arc::new(opentelemetry::global::tracer("cog-trace"))),
-                sampler: crate::config::INIT_SAMPLER.get().copied(),
-                propagation: match crate::config::INIT_W3C.get() {
+                sampler: crate::init::INIT_SAMPLER.get().copied(),
+                propagation: match crate::init::INIT_W3C.get() {
                     Some(Some(baggage)) => Propagation::W3c { baggage: *baggage },
                     _ => Propagation::Other(Arc::new(GlobalPropagator)),
                 },
