@@ -12,8 +12,9 @@ use opentelemetry::{Context, KeyValue};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::attributes::{method_attr, redact_query};
+use crate::propagation::GlobalPropagator;
 use crate::propagation::HeaderInjector;
-use crate::server::{GlobalPropagator, method_attr, redact_query};
 
 /// Traces outgoing requests (hyper, reqwest-via-tower, any tower HTTP
 /// client): a client span per request, child of the current context, whose

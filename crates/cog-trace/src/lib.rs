@@ -60,6 +60,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod attributes;
 mod client;
 mod console;
 mod init;

@@ -314,6 +314,59 @@ fn hex_u64_bytewise(digits: &[u8]) -> Option<u64> {
     (bad & 0xf0 == 0).then_some(n)
 }
 
+/// A `Send + Sync` handle on whatever the global propagator is.
+#[derive(Debug)]
+pub(crate) struct GlobalPropagator;
+
+impl TextMapPropagator for GlobalPropagator {
+    fn inject_context(
+        &self,
+        cx: &Context,
+        injector: &mut dyn opentelemetry::propagation::Injector,
+    ) {
+        opentelemetry::global::get_text_map_propagator(|p| p.inject_context(cx, injector))
+    }
+
+    fn extract_with_context(
+        &self,
+        cx: &Context,
+        extractor: &dyn opentelemetry::propagation::Extractor,
+    ) -> Context {
+        opentelemetry::global::get_text_map_propagator(|p| p.extract_with_context(cx, extractor))
+    }
+
+    fn fields(&self) -> opentelemetry::propagation::text_map_propagator::FieldIter<'_> {
+        opentelemetry::propagation::text_map_propagator::FieldIter::new(&[])
+    }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, hex-encoded by hand (the formatter
+/// machinery costs more than the rest of the header).
+pub(crate) fn traceparent(trace: [u8; 16], span: [u8; 8], flags: u8) -> [u8; 55] {
+    /// Each byte's two lower-case hex digits.
+    const PAIRS: [[u8; 2]; 256] = {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut t = [[0u8; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            t[i] = [HEX[i >> 4], HEX[i & 15]];
+            i += 1;
+        }
+        t
+    };
+    let mut out = [b'-'; 55];
+    out[0] = b'0';
+    out[1] = b'0';
+    for (i, b) in trace.iter().enumerate() {
+        out[3 + 2 * i..5 + 2 * i].copy_from_slice(&PAIRS[usize::from(*b)]);
+    }
+    for (i, b) in span.iter().enumerate() {
+        out[36 + 2 * i..38 + 2 * i].copy_from_slice(&PAIRS[usize::from(*b)]);
+    }
+    out[53..55].copy_from_slice(&PAIRS[usize::from(flags)]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +498,38 @@ mod tests {
             "0-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
             assert!(!well_formed_traceparent(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn traceparent_matches_the_w3c_format() {
+        let tp = traceparent(
+            [0xab; 16],
+            [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
+            1,
+        );
+        assert_eq!(
+            std::str::from_utf8(&tp).unwrap(),
+            format!("00-{}-0123456789abcdef-01", "ab".repeat(16))
+        );
+        // Against the formatter, over many values.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let trace = (u128::from(x) << 64 | u128::from(x.rotate_left(17))).to_be_bytes();
+            let span = x.rotate_right(5).to_be_bytes();
+            let tp = traceparent(trace, span, (x >> 3) as u8);
+            assert_eq!(
+                std::str::from_utf8(&tp).unwrap(),
+                format!(
+                    "00-{:032x}-{:016x}-{:02x}",
+                    u128::from_be_bytes(trace),
+                    u64::from_be_bytes(span),
+                    (x >> 3) as u8
+                )
+            );
         }
     }
 }
