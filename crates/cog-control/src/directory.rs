@@ -3,18 +3,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::{Future, Ready, ready};
-use std::pin::Pin;
+use std::future::{Future, ready};
 use std::sync::{Arc, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cog_ratelimit::{BoxError, Quota, QuotaSource};
 use http::request::Parts;
-use http::{HeaderValue, Request, Response, StatusCode, header};
 use parking_lot::RwLock;
-use tower_layer::Layer;
-use tower_service::Service;
 
 use crate::error::ControlError;
 use crate::keys;
@@ -22,7 +17,7 @@ use crate::model::{LimitSpec, State, Status};
 use crate::store::Store;
 
 /// What the request path knows of a tenant, put into the request's
-/// extensions by [`Authenticate`].
+/// extensions by [`Authenticate`](crate::Authenticate).
 #[derive(Debug, Clone)]
 pub struct TenantContext {
     /// The tenant's id.
@@ -414,125 +409,6 @@ impl QuotaSource for Directory {
             _ => self.tenant(subject).and_then(|t| t.quota.clone()),
         };
         ready(Ok(quota))
-    }
-}
-
-/// Authenticates requests by API key ([`Directory::authenticate`]).
-///
-/// The key comes from `Authorization: Bearer <key>`. A missing or unknown
-/// key is answered `401` with `WWW-Authenticate: Bearer`; a suspended
-/// tenant `403`. Otherwise the request goes on with an
-/// `Arc<TenantContext>` in its extensions. The key is never logged.
-#[derive(Clone, Debug)]
-pub struct AuthenticateLayer {
-    directory: Directory,
-}
-
-impl AuthenticateLayer {
-    /// Authenticates against `directory`.
-    pub fn new(directory: Directory) -> Self {
-        AuthenticateLayer { directory }
-    }
-}
-
-impl<S> Layer<S> for AuthenticateLayer {
-    type Service = Authenticate<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Authenticate {
-            inner,
-            directory: self.directory.clone(),
-        }
-    }
-}
-
-/// The service of [`AuthenticateLayer`].
-#[derive(Clone, Debug)]
-pub struct Authenticate<S> {
-    inner: S,
-    directory: Directory,
-}
-
-fn bearer(value: &HeaderValue) -> Option<&str> {
-    let v = value.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-impl<S, B, ResB> Service<Request<B>> for Authenticate<S>
-where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    ResB: Default,
-{
-    type Response = Response<ResB>;
-    type Error = S::Error;
-    type Future = AuthFuture<S::Future, Response<ResB>, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let found = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(bearer)
-            .ok_or(Refusal::Unauthenticated)
-            .and_then(|key| self.directory.authenticate(key));
-        match found {
-            Ok(tenant) => {
-                req.extensions_mut().insert(tenant);
-                AuthFuture::Inner {
-                    fut: self.inner.call(req),
-                }
-            }
-            Err(refusal) => {
-                let mut res = Response::new(ResB::default());
-                match refusal {
-                    Refusal::Unauthenticated => {
-                        *res.status_mut() = StatusCode::UNAUTHORIZED;
-                        res.headers_mut()
-                            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    }
-                    Refusal::Suspended => *res.status_mut() = StatusCode::FORBIDDEN,
-                }
-                AuthFuture::Refused {
-                    fut: ready(Ok(res)),
-                }
-            }
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`Authenticate`].
-    #[project = AuthProj]
-    #[allow(missing_docs)]
-    pub enum AuthFuture<F, R, E> {
-        /// Authenticated: the inner service's future.
-        Inner { #[pin] fut: F },
-        /// Refused at once.
-        Refused { #[pin] fut: Ready<Result<R, E>> },
-    }
-}
-
-impl<F, R, E> Future for AuthFuture<F, R, E>
-where
-    F: Future<Output = Result<R, E>>,
-{
-    type Output = Result<R, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            AuthProj::Inner { fut } => fut.poll(cx),
-            AuthProj::Refused { fut } => fut.poll(cx),
-        }
-    }
-}
-
-impl<F, R, E> fmt::Debug for AuthFuture<F, R, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthFuture").finish_non_exhaustive()
     }
 }
 

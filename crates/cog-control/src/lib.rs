@@ -36,6 +36,7 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod auth;
 mod control;
 mod directory;
 pub mod document;
@@ -48,10 +49,9 @@ mod plugins;
 pub use plugins::sandbox_limits;
 pub mod store;
 
+pub use auth::{AuthFuture, Authenticate, AuthenticateLayer};
 pub use control::{Change, Control, diff};
-pub use directory::{
-    AuthFuture, Authenticate, AuthenticateLayer, Directory, Refusal, TenantContext,
-};
+pub use directory::{Directory, Refusal, TenantContext};
 pub use error::{ControlError, Invalid};
 pub use model::{
     ApiKey, Attach, KeyStatus, LimitSpec, OnFailure, Plan, PluginLimits, PluginSpec, Spec, State,

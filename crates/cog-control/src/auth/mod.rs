@@ -1,0 +1,8 @@
+//! API-key authentication on the request path: [`AuthenticateLayer`] and
+//! its service, against a [`Directory`](crate::Directory).
+
+mod layer;
+mod service;
+
+pub use layer::AuthenticateLayer;
+pub use service::{AuthFuture, Authenticate};

@@ -1,0 +1,124 @@
+//! [`Authenticate`], the service of
+//! [`AuthenticateLayer`](super::AuthenticateLayer), and its future.
+
+use std::fmt;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use tower_service::Service;
+
+use crate::{Directory, Refusal};
+
+/// The service of [`AuthenticateLayer`](super::AuthenticateLayer).
+#[derive(Clone, Debug)]
+pub struct Authenticate<S> {
+    inner: S,
+    directory: Directory,
+}
+
+impl<S> Authenticate<S> {
+    /// Authenticates requests to `inner` against `directory`.
+    pub fn new(inner: S, directory: Directory) -> Self {
+        Authenticate { inner, directory }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the middleware, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let v = value.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl<S, B, ResB> Service<Request<B>> for Authenticate<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    ResB: Default,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = AuthFuture<S::Future, Response<ResB>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let found = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(bearer)
+            .ok_or(Refusal::Unauthenticated)
+            .and_then(|key| self.directory.authenticate(key));
+        match found {
+            Ok(tenant) => {
+                req.extensions_mut().insert(tenant);
+                AuthFuture::Inner {
+                    fut: self.inner.call(req),
+                }
+            }
+            Err(refusal) => {
+                let mut res = Response::new(ResB::default());
+                match refusal {
+                    Refusal::Unauthenticated => {
+                        *res.status_mut() = StatusCode::UNAUTHORIZED;
+                        res.headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                    }
+                    Refusal::Suspended => *res.status_mut() = StatusCode::FORBIDDEN,
+                }
+                AuthFuture::Refused {
+                    fut: ready(Ok(res)),
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Authenticate`].
+    #[project = AuthProj]
+    #[allow(missing_docs)]
+    pub enum AuthFuture<F, R, E> {
+        /// Authenticated: the inner service's future.
+        Inner { #[pin] fut: F },
+        /// Refused at once.
+        Refused { #[pin] fut: Ready<Result<R, E>> },
+    }
+}
+
+impl<F, R, E> Future for AuthFuture<F, R, E>
+where
+    F: Future<Output = Result<R, E>>,
+{
+    type Output = Result<R, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            AuthProj::Inner { fut } => fut.poll(cx),
+            AuthProj::Refused { fut } => fut.poll(cx),
+        }
+    }
+}
+
+impl<F, R, E> fmt::Debug for AuthFuture<F, R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthFuture").finish_non_exhaustive()
+    }
+}
