@@ -11,6 +11,8 @@
 //!   serve now" (an outage for failure policies), not a bug.
 //! - [`route::template`]: the route a router matched (`MatchedRoute`, or
 //!   axum's `MatchedPath`).
+//! - [`inner_service!`]: `get_ref` / `get_mut` / `into_inner` for a
+//!   middleware, written once.
 //! - [`telemetry::Child`]: the OpenTelemetry spans cog opens inside a
 //!   sampled request — internal steps and Redis client calls.
 
@@ -19,6 +21,7 @@ pub mod future;
 pub mod keys;
 pub mod redis;
 pub mod route;
+pub mod service;
 pub mod telemetry;
 
 pub use breaker::Breaker;

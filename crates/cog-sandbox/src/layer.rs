@@ -99,6 +99,8 @@ pub struct Plugins<S> {
     resolver: Arc<dyn PluginResolver>,
 }
 
+cog_core::inner_service!(Plugins<S>);
+
 impl<S: fmt::Debug> fmt::Debug for Plugins<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plugins")

@@ -83,6 +83,8 @@ pub struct ClientTrace<S> {
     shared: Arc<ClientShared>,
 }
 
+cog_core::inner_service!(ClientTrace<S>);
+
 impl<S: fmt::Debug> fmt::Debug for ClientTrace<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientTrace")

@@ -283,22 +283,7 @@ impl<S: fmt::Debug> fmt::Debug for HttpCache<S> {
     }
 }
 
-impl<S> HttpCache<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the middleware, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+cog_core::inner_service!(HttpCache<S>);
 
 /// Response future of [`HttpCache`].
 pub type ResponseFuture<B, E> = cog_core::ResponseFuture<CacheBody<B>, E>;

@@ -23,22 +23,9 @@ impl<S> Authenticate<S> {
     pub fn new(inner: S, directory: Directory) -> Self {
         Authenticate { inner, directory }
     }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the middleware, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+cog_core::inner_service!(Authenticate<S>);
 
 fn bearer(value: &HeaderValue) -> Option<&str> {
     let v = value.to_str().ok()?;

@@ -73,22 +73,9 @@ impl<S, St, K, Q> RateLimit<S, St, K, Q> {
     pub(crate) fn from_config(inner: S, config: Arc<Config<St, K, Q>>) -> Self {
         RateLimit { inner, config }
     }
-
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the middleware, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
 }
+
+cog_core::inner_service!(RateLimit<S, St, K, Q>);
 
 impl<S: Clone, St, K, Q> Clone for RateLimit<S, St, K, Q> {
     fn clone(&self) -> Self {

@@ -37,22 +37,7 @@ impl<S: fmt::Debug> fmt::Debug for Trace<S> {
     }
 }
 
-impl<S> Trace<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes the middleware, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
+cog_core::inner_service!(Trace<S>);
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
 where
