@@ -245,10 +245,18 @@ fn plugins_install_validated_and_run_locally() {
         "1.2",
         "--config",
         "response add x-a: b",
+        "--on-error",
+        "fail",
     ]);
     let p = r.json();
     assert_eq!(p["name"], "headers");
     assert!(p["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(p["on_error"], "fail");
+    let r = env.run(&["plugin", "update", "headers", "--on-error", "sometimes"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    env.ok(&["plugin", "update", "headers", "--on-error", "skip"]);
+    let p = env.ok(&["-o", "json", "plugin", "show", "headers"]).json();
+    assert!(p.get("on_error").is_none(), "skip is the default: {p}");
     env.ok(&[
         "plugin",
         "update",
