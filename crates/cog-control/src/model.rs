@@ -695,3 +695,52 @@ mod tests {
         assert!(LimitSpec::parse("rps=10/1s,speed=3").is_err());
     }
 }
+
+#[cfg(test)]
+mod status_and_policy_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_active_until_it_expires_or_is_revoked() {
+        let key = |expires, revoked| ApiKey {
+            tenant: "t".into(),
+            hash: String::new(),
+            created: 100,
+            expires,
+            revoked,
+        };
+        assert_eq!(key(None, false).status(1_000), KeyStatus::Active);
+        assert_eq!(key(Some(200), false).status(199), KeyStatus::Active);
+        assert_eq!(key(Some(200), false).status(200), KeyStatus::Expired);
+        assert_eq!(key(Some(200), true).status(150), KeyStatus::Revoked);
+        let names: Vec<_> = [KeyStatus::Active, KeyStatus::Expired, KeyStatus::Revoked]
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(names, ["active", "expired", "revoked"]);
+    }
+
+    #[test]
+    fn the_default_failure_policy_is_left_out_of_documents() {
+        let spec = PluginSpec {
+            digest: String::new(),
+            version: String::new(),
+            attach: Attach::default(),
+            config: String::new(),
+            limits: None,
+            enabled: true,
+            file: None,
+            on_error: OnFailure::Skip,
+        };
+        let skip = serde_json::to_value(&spec).unwrap();
+        assert!(skip.get("on_error").is_none(), "{skip}");
+        let fail = serde_json::to_value(PluginSpec {
+            on_error: OnFailure::Fail,
+            ..spec
+        })
+        .unwrap();
+        assert_eq!(fail["on_error"], "fail");
+        let read: PluginSpec = serde_json::from_value(fail).unwrap();
+        assert_eq!(read.on_error, OnFailure::Fail);
+    }
+}
