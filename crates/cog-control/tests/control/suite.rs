@@ -362,3 +362,22 @@ async fn unreferenced_plugin_bytes_are_deleted((store, _): Pair) {
     c.delete_plugin("b").await.unwrap();
     assert!(store.get_blob(&second).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn deleting_plugin_bytes_from_the_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::new(dir.path().join("state.json"));
+    let digest = cog_control::model::digest(EMPTY_WASM);
+    // Nothing stored: nothing to do.
+    store.delete_blob(&digest).await.unwrap();
+    store.put_blob(&digest, EMPTY_WASM).await.unwrap();
+    store.delete_blob(&digest).await.unwrap();
+    assert!(store.get_blob(&digest).await.unwrap().is_none());
+    // A directory where the bytes should be: a failure, reported.
+    let path = dir.path().join(format!(
+        "state.json.blobs/{}.wasm",
+        digest.trim_start_matches("sha256:")
+    ));
+    std::fs::create_dir_all(&path).unwrap();
+    assert!(store.delete_blob(&digest).await.is_err());
+}
