@@ -371,13 +371,17 @@ async fn deleting_plugin_bytes_from_the_file_store() {
     // Nothing stored: nothing to do.
     store.delete_blob(&digest).await.unwrap();
     store.put_blob(&digest, EMPTY_WASM).await.unwrap();
-    store.delete_blob(&digest).await.unwrap();
-    assert!(store.get_blob(&digest).await.unwrap().is_none());
-    // A directory where the bytes should be: a failure, reported.
     let path = dir.path().join(format!(
         "state.json.blobs/{}.wasm",
         digest.trim_start_matches("sha256:")
     ));
+    // Bytes that do not match their digest are refused, not handed out.
+    std::fs::write(&path, b"tampered").unwrap();
+    let err = store.get_blob(&digest).await.unwrap_err();
+    assert!(matches!(err, ControlError::Corrupt { .. }), "{err}");
+    store.delete_blob(&digest).await.unwrap();
+    assert!(store.get_blob(&digest).await.unwrap().is_none());
+    // A directory where the bytes should be: a failure, reported.
     std::fs::create_dir_all(&path).unwrap();
     assert!(store.delete_blob(&digest).await.is_err());
 }
