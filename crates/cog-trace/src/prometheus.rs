@@ -201,7 +201,11 @@ impl Collector for Snapshot {
 
 fn convert(metrics: &ResourceMetrics) -> Vec<(String, Family)> {
     let mut out: BTreeMap<String, Family> = BTreeMap::new();
-    for scope in metrics.scope_metrics() {
+    // In scope-name order: when two instruments of different kinds share a
+    // name, the same one wins on every scrape.
+    let mut scopes: Vec<_> = metrics.scope_metrics().collect();
+    scopes.sort_by(|a, b| a.scope().name().cmp(b.scope().name()));
+    for scope in scopes {
         for m in scope.metrics() {
             let (kind, points) = match m.data() {
                 AggregatedMetrics::F64(d) => points(d, |v| v),

@@ -55,7 +55,8 @@ async fn the_scrape_body_is_openmetrics_with_prometheus_names() {
         .record(42.0, &[]);
 
     // The same instrument from two meters is one family; an instrument of
-    // another kind under the same name is left out, not mixed in.
+    // another kind under the same name is left out, not mixed in (the
+    // first by scope name wins: "one" before "three").
     for (scope, kind) in [("one", "a"), ("two", "b")] {
         metrics
             .meter_provider()
