@@ -513,11 +513,20 @@ fn forged_and_tampered_artifacts_are_refused_and_recompiled() {
 /// loaded keep working.
 #[test]
 fn compiled_modules_are_bounded() {
-    let rt = Runtime::new().max_compiled(8);
+    // With an artifact directory, a load the memory cache does not answer
+    // reads the disk: `artifact_stats().loaded` counts cache misses.
+    let dir = tempfile::tempdir().unwrap();
+    let rt = Runtime::new().max_compiled(8).artifact_dir(dir.path());
+    let module = |i: usize| on_request(&format!("(drop (i32.const {i}))"));
+    // Below the bound, unused modules stay cached.
+    drop(load(&rt, &module(100), Limits::default()));
+    drop(load(&rt, &module(101), Limits::default()));
+    assert_eq!(rt.compiled_modules(), 2);
+    drop(load(&rt, &module(100), Limits::default()));
+    assert_eq!(rt.artifact_stats().loaded, 0, "a hit in memory");
     let mut live = Vec::new();
     for i in 0..30 {
-        let wasm = on_request(&format!("(drop (i32.const {i}))"));
-        let plugin = load(&rt, &wasm, Limits::default());
+        let plugin = load(&rt, &module(i), Limits::default());
         if i < 3 {
             live.push(plugin);
         }
@@ -527,6 +536,11 @@ fn compiled_modules_are_bounded() {
             rt.compiled_modules()
         );
     }
+    // Past it, unused modules went first: the live ones are still cached.
+    for i in 0..3 {
+        drop(load(&rt, &module(i), Limits::default()));
+    }
+    assert_eq!(rt.artifact_stats().loaded, 0, "live modules were evicted");
     for plugin in &live {
         run(plugin).0.unwrap();
     }
@@ -570,5 +584,6 @@ fn idle_instances_are_bounded_across_threads() {
         // (Other tests of this binary hold idle instances too: the bound is
         // on them all. Reuse itself is `api::instances_are_reused_per_tenant_only`.)
         assert!(idle <= 256, "{idle} idle instances");
+        assert!(idle > 1, "this test's threads keep instances: {idle}");
     });
 }
