@@ -214,17 +214,11 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
             "noop",
             &noop,
             cog_control::PluginSpec {
-                digest: String::new(),
-                version: String::new(),
                 attach: cog_control::Attach {
                     tenants: vec!["demo".into()],
                     plans: vec![],
                 },
-                config: String::new(),
-                limits: None,
-                enabled: true,
-                file: None,
-                on_error: Default::default(),
+                ..Default::default()
             },
         )
         .await

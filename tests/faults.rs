@@ -288,21 +288,16 @@ async fn a_plugin_that_never_returns_affects_only_its_tenant() {
             "spin",
             &spin,
             cog_control::PluginSpec {
-                digest: String::new(),
-                version: String::new(),
                 attach: cog_control::Attach {
                     tenants: vec!["spinner".into()],
                     plans: vec![],
                 },
-                config: String::new(),
                 limits: Some(cog_control::PluginLimits {
                     fuel: Some(u64::MAX / 2),
                     memory_bytes: None,
                     deadline: Some(cog_control::Window(Duration::from_millis(30))),
                 }),
-                enabled: true,
-                file: None,
-                on_error: Default::default(),
+                ..Default::default()
             },
         )
         .await

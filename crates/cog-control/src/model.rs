@@ -368,6 +368,23 @@ pub struct PluginSpec {
     pub on_error: OnFailure,
 }
 
+impl Default for PluginSpec {
+    /// What a document that names nothing but the plugin means: enabled,
+    /// attached to nobody, no configuration, limits or file, policy `skip`.
+    fn default() -> Self {
+        PluginSpec {
+            digest: String::new(),
+            version: String::new(),
+            attach: Attach::default(),
+            config: String::new(),
+            limits: None,
+            enabled: true,
+            file: None,
+            on_error: OnFailure::Skip,
+        }
+    }
+}
+
 /// A plugin's failure policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -722,16 +739,9 @@ mod status_and_policy_tests {
 
     #[test]
     fn the_default_failure_policy_is_left_out_of_documents() {
-        let spec = PluginSpec {
-            digest: String::new(),
-            version: String::new(),
-            attach: Attach::default(),
-            config: String::new(),
-            limits: None,
-            enabled: true,
-            file: None,
-            on_error: OnFailure::Skip,
-        };
+        // The default is what an empty document means.
+        let spec = PluginSpec::default();
+        assert_eq!(serde_json::from_str::<PluginSpec>("{}").unwrap(), spec);
         let skip = serde_json::to_value(&spec).unwrap();
         assert!(skip.get("on_error").is_none(), "{skip}");
         let fail = serde_json::to_value(PluginSpec {

@@ -60,17 +60,13 @@ async fn plan_plugins_run_for_its_tenants_and_follow_the_store() {
         "headers",
         HEADERS_WASM,
         PluginSpec {
-            digest: String::new(),
             version: "1".into(),
             attach: Attach {
                 tenants: vec![],
                 plans: vec!["free".into()],
             },
             config: "response add x-plugin: on".into(),
-            limits: None,
-            enabled: true,
-            file: None,
-            on_error: Default::default(),
+            ..Default::default()
         },
     )
     .await
@@ -123,17 +119,14 @@ async fn a_plugin_that_fails_to_load_meets_its_failure_policy() {
             "headers",
             HEADERS_WASM,
             PluginSpec {
-                digest: String::new(),
                 version: "1".into(),
                 attach: Attach {
                     tenants: vec!["acme".into()],
                     plans: vec![],
                 },
                 config: "response add x-plugin: on".into(),
-                limits: None,
-                enabled: true,
-                file: None,
                 on_error: OnFailure::Fail,
+                ..Default::default()
             },
         )
         .await

@@ -55,17 +55,13 @@ async fn round_trips((a, b): Pair) {
             "headers",
             EMPTY_WASM,
             PluginSpec {
-                digest: String::new(),
                 version: "1.0.0".into(),
                 attach: Attach {
                     tenants: vec!["acme".into()],
                     plans: vec![],
                 },
                 config: "x=1".into(),
-                limits: None,
-                enabled: true,
-                file: None,
-                on_error: Default::default(),
+                ..Default::default()
             },
         )
         .await
@@ -165,14 +161,7 @@ async fn invalid_input_is_refused((a, _): Pair) {
     );
 
     let spec = PluginSpec {
-        digest: String::new(),
-        version: String::new(),
-        attach: Attach::default(),
-        config: String::new(),
-        limits: None,
-        enabled: true,
-        file: None,
-        on_error: Default::default(),
+        ..Default::default()
     };
     let e = c
         .install_plugin("p", b"MZ\x90\0", spec.clone())
@@ -335,14 +324,7 @@ async fn a_dead_redis_is_an_error_not_a_hang() {
 async fn unreferenced_plugin_bytes_are_deleted((store, _): Pair) {
     let c = Control::new(store.clone());
     let spec = || PluginSpec {
-        digest: String::new(),
-        version: String::new(),
-        attach: Attach::default(),
-        config: String::new(),
-        limits: None,
-        enabled: true,
-        file: None,
-        on_error: Default::default(),
+        ..Default::default()
     };
     let first = c.install_plugin("a", EMPTY_WASM, spec()).await.unwrap();
     c.install_plugin("b", EMPTY_WASM, spec()).await.unwrap();
