@@ -10,8 +10,8 @@ use cog_sandbox::{Exchange, Phase, Runtime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde::Deserialize;
 
+use crate::exit::{Exit, Result};
 use crate::output::{Out, Progress};
-use crate::{Exit, Result};
 
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
