@@ -5,8 +5,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{CacheKey, CacheValue, Config, Inner, TieredCache, Weigher};
+use crate::cache::TieredCache;
 use crate::envelope::schema_tag;
+use crate::inner::{Config, Inner, Weigher};
+use crate::traits::{CacheKey, CacheValue};
 
 /// Builds a [`TieredCache`]; from [`TieredCache::builder`].
 pub struct CacheBuilder<K, V> {
@@ -253,7 +255,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                 let l2 = crate::l2::L2::new(client.clone(), settings);
                 let origin = l2.origin;
                 let inner = Inner::new(self.config, self.capacity, Some(l2));
-                crate::l2::spawn_subscriber(&client, Arc::downgrade(&inner), origin, channel)
+                crate::subscriber::spawn(&client, Arc::downgrade(&inner), origin, channel)
                     .map_err(|e| BuildError::Subscriber(e.to_string()))?;
                 return Ok(TieredCache::from_inner(inner));
             }

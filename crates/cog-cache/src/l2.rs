@@ -1,10 +1,6 @@
 //! The Redis tier: values, leases and invalidation messages.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
-
-use crate::cache::{CacheKey, CacheValue, Inner, L1Key};
 
 /// A message telling every instance to drop L1 entries.
 #[derive(Debug, Serialize, Deserialize)]
@@ -15,31 +11,6 @@ pub(crate) enum Invalidation<K> {
     Tenant(String),
     /// Every key of one tenant carrying a tag.
     Tag { tenant: String, tag: String },
-}
-
-/// Applies an invalidation to this instance's L1.
-/// Loads in flight for the keys it names write nothing back.
-pub(crate) fn apply<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>, msg: &Invalidation<K>) {
-    match msg {
-        Invalidation::Key { tenant, key } => {
-            let k = L1Key {
-                tenant: Arc::from(tenant.as_str()),
-                key: key.clone(),
-            };
-            inner.generations.bump_key(&k);
-            inner.l1.remove(&k);
-        }
-        Invalidation::Tenant(tenant) => {
-            inner.generations.bump_all();
-            inner.l1.retain(|k, _| *k.tenant != **tenant);
-        }
-        Invalidation::Tag { tenant, tag } => {
-            inner.generations.bump_all();
-            inner
-                .l1
-                .retain(|k, s| !(*k.tenant == **tenant && s.has_tag(tag)));
-        }
-    }
 }
 
 /// Why an L2 call did not answer.
@@ -75,7 +46,7 @@ pub(crate) enum LeaseOutcome {
 }
 
 #[cfg(feature = "redis")]
-pub(crate) use imp::{L2, L2Settings, spawn_subscriber};
+pub(crate) use imp::{L2, L2Settings};
 
 #[cfg(not(feature = "redis"))]
 pub(crate) use disabled::L2;
@@ -135,18 +106,14 @@ mod disabled {
 
 #[cfg(feature = "redis")]
 mod imp {
-    use std::sync::Weak;
     use std::time::Duration;
 
     use cog_core::breaker::Breaker;
     use cog_core::keys::{encode_segment, encode_segment_bytes};
-    use fred::clients::{Client, SubscriberClient};
-    use fred::interfaces::{
-        ClientLike, EventInterface, KeysInterface, LuaInterface, PubsubInterface,
-    };
+    use fred::clients::Client;
+    use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, PubsubInterface};
     use fred::types::config::Options;
     use fred::types::{Expiration, SetOptions};
-    use tokio::sync::broadcast::error::RecvError;
 
     use super::*;
 
@@ -523,141 +490,5 @@ mod imp {
                 })
                 .await;
         }
-    }
-
-    /// Listens for invalidations on a dedicated subscriber connection and
-    /// applies them to `inner`'s L1. After every reconnect, L1 is flushed:
-    /// messages sent while the connection was down are lost. Ends when the
-    /// cache is dropped.
-    pub(crate) fn spawn_subscriber<K: CacheKey, V: CacheValue>(
-        client: &Client,
-        inner: Weak<Inner<K, V>>,
-        origin: u64,
-        channel: String,
-    ) -> Result<(), fred::error::Error> {
-        use fred::prelude::{Builder, ReconnectPolicy};
-        let subscriber: SubscriberClient = Builder::from_config(client.client_config())
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-            })
-            .set_policy(ReconnectPolicy::new_constant(0, 200))
-            .build_subscriber_client()?;
-        tokio::spawn(async move {
-            let mut messages = subscriber.message_rx();
-            let mut reconnects = subscriber.reconnect_rx();
-            // The first connection may fail while Redis is down: retry.
-            loop {
-                if inner.strong_count() == 0 {
-                    return;
-                }
-                if subscriber.init().await.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            let _manage = subscriber.manage_subscriptions();
-            let mut connected_once = false;
-            match subscriber.subscribe(channel.clone()).await {
-                Ok(()) => {
-                    if let Some(inner) = inner.upgrade() {
-                        inner.listening.send_replace(true);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(target: "cog_cache", error = %e, "subscribing to invalidations failed");
-                }
-            }
-            loop {
-                tokio::select! {
-                    msg = messages.recv() => {
-                        let msg = match msg {
-                            Ok(msg) => msg,
-                            Err(e) => match after(&e) {
-                                AfterRecvError::Flush => {
-                                    if let Some(inner) = inner.upgrade() { flush(&inner); }
-                                    continue;
-                                }
-                                AfterRecvError::Stop => break,
-                            },
-                        };
-                        let Some(inner) = inner.upgrade() else { break };
-                        let Some(bytes) = msg.value.as_bytes() else { continue };
-                        match postcard::from_bytes::<(u64, Invalidation<K>)>(bytes) {
-                            Ok((from, _)) if from == origin => {}
-                            Ok((_, inv)) => {
-                                apply(&inner, &inv);
-                                // Our own writes that raced this
-                                // invalidation: out of L2 again.
-                                let stale = inner.recent.named_by(&inv);
-                                if !stale.is_empty() {
-                                    tokio::spawn(async move {
-                                        if let Some(l2) = &inner.l2 {
-                                            for key in stale {
-                                                if let Err(e) = l2.del(&key).await {
-                                                    inner.stats.l2_error(&e);
-                                                }
-                                            }
-                                        }
-                                    });
-                                }
-                            }
-                            Err(e) => tracing::debug!(target: "cog_cache", error = %e, "ignoring an unreadable invalidation"),
-                        }
-                    }
-                    r = reconnects.recv() => {
-                        // The first event is the initial connection: nothing
-                        // was missed before it.
-                        if !connected_once {
-                            connected_once = true;
-                            continue;
-                        }
-                        let Some(inner) = inner.upgrade() else { break };
-                        if r.is_ok() {
-                            tracing::info!(target: "cog_cache", "invalidation channel reconnected: flushing L1");
-                        }
-                        flush(&inner);
-                    }
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {
-                        if inner.strong_count() == 0 { break; }
-                    }
-                }
-            }
-            let _ = subscriber.quit().await;
-        });
-        Ok(())
-    }
-
-    /// What the subscriber does when its message channel reports `e`.
-    #[derive(Debug, PartialEq, Eq)]
-    pub(super) enum AfterRecvError {
-        /// Messages were lost (the listener lagged): flush L1 to be safe.
-        Flush,
-        /// The client is gone: nothing more will come (looping would spin).
-        Stop,
-    }
-
-    pub(super) fn after(e: &RecvError) -> AfterRecvError {
-        match e {
-            RecvError::Lagged(_) => AfterRecvError::Flush,
-            RecvError::Closed => AfterRecvError::Stop,
-        }
-    }
-
-    fn flush<K: CacheKey, V: CacheValue>(inner: &Inner<K, V>) {
-        inner.generations.bump_all();
-        inner.l1.clear();
-    }
-}
-
-#[cfg(all(test, feature = "redis"))]
-mod tests {
-    use tokio::sync::broadcast::error::RecvError;
-
-    use super::imp::{AfterRecvError, after};
-
-    #[test]
-    fn a_closed_channel_stops_the_listener_and_a_lagged_one_flushes() {
-        assert_eq!(after(&RecvError::Closed), AfterRecvError::Stop);
-        assert_eq!(after(&RecvError::Lagged(3)), AfterRecvError::Flush);
     }
 }

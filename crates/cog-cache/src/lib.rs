@@ -73,16 +73,23 @@
 mod builder;
 mod cache;
 mod envelope;
+mod error;
 mod generation;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+mod inner;
 mod l2;
 mod marker;
 mod recent;
 mod stats;
+#[cfg(feature = "redis")]
+mod subscriber;
 mod tenant;
+mod traits;
 
 pub use builder::{BuildError, CacheBuilder};
-pub use cache::{CacheError, CacheKey, CacheValue, TenantCache, TieredCache};
+pub use cache::{TenantCache, TieredCache};
+pub use error::CacheError;
 pub use stats::StatsSnapshot;
+pub use traits::{CacheKey, CacheValue};

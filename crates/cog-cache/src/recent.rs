@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::cache::Tags;
+use crate::inner::Tags;
 use crate::l2::Invalidation;
 
 /// How long a write is remembered: far longer than a pub/sub message
@@ -67,6 +67,7 @@ impl<K: Eq> RecentWrites<K> {
 
     /// The L2 keys of remembered writes that `msg` invalidates (forgotten
     /// now).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn named_by(&self, msg: &Invalidation<K>) -> Vec<String> {
         let mut ring = self.ring.lock();
         let now = Instant::now();

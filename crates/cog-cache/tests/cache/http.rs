@@ -384,3 +384,25 @@ async fn a_panicking_revalidation_does_not_stop_later_ones() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_service_is_built_directly_or_through_its_layer() {
+    use cog_cache::http::HttpCache;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let direct = Client {
+        svc: HttpCache::new(origin(calls.clone()), l1()),
+        calls: calls.clone(),
+    };
+    let through_layer = Client {
+        svc: HttpCache::<Origin>::layer(l1()).layer(origin(calls.clone())),
+        calls,
+    };
+    for c in [&direct, &through_layer] {
+        c.get("/public", &[]).await;
+        let (_, cs) = c.get("/public", &[]).await;
+        assert!(cs.starts_with("cog; hit"), "{cs}");
+    }
+    assert_eq!(direct.calls(), 2, "one origin call per cache");
+    // `get_ref` reaches the inner service.
+    let _: &Origin = direct.svc.get_ref();
+}

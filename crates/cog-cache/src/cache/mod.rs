@@ -1,0 +1,339 @@
+//! The handles of a cache: [`TieredCache`] and its per-tenant view
+//! [`TenantCache`] — lookups, inserts, invalidation. The read-through
+//! engine behind `get_or_load` is in [`read_through`].
+
+mod read_through;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::envelope;
+use crate::inner::{Inner, L1Key, L1Ref, Slot, Tags, nanos, unix_ms};
+use crate::l2::Invalidation;
+use crate::stats::StatsSnapshot;
+use crate::traits::{CacheKey, CacheValue};
+
+/// A two-tier read-through cache: L1 in process (quick_cache, bounded by
+/// weight in bytes), optional L2 in Redis shared by every instance.
+///
+/// Cheap to clone; clones share everything. See the [crate docs](crate)
+/// for the behaviour in detail.
+pub struct TieredCache<K, V> {
+    pub(crate) inner: Arc<Inner<K, V>>,
+    default_tenant: Arc<str>,
+    tags: Tags,
+}
+
+impl<K, V> Clone for TieredCache<K, V> {
+    fn clone(&self) -> Self {
+        TieredCache {
+            inner: self.inner.clone(),
+            default_tenant: self.default_tenant.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> fmt::Debug for TieredCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("l1_entries", &self.inner.l1.len())
+            .field("l1_weight", &self.inner.l1.weight())
+            .field("l2", &self.inner.l2.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A view of a [`TieredCache`] whose keys live in one tenant's namespace:
+/// in L1, in Redis, and for invalidation. Cheap to create and clone.
+pub struct TenantCache<K, V> {
+    cache: TieredCache<K, V>,
+}
+
+impl<K, V> Clone for TenantCache<K, V> {
+    fn clone(&self) -> Self {
+        TenantCache {
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for TenantCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantCache")
+            .field("tenant", &self.cache.default_tenant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> std::ops::Deref for TenantCache<K, V> {
+    type Target = TieredCache<K, V>;
+    fn deref(&self) -> &TieredCache<K, V> {
+        &self.cache
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
+    pub(crate) fn from_inner(inner: Arc<Inner<K, V>>) -> Self {
+        TieredCache {
+            inner,
+            default_tenant: Arc::from(""),
+            tags: None,
+        }
+    }
+
+    /// A builder with the defaults: 64 MiB L1, 5 min TTL with 10 % jitter,
+    /// no stale serving, 30 s negative TTL, L1 only.
+    pub fn builder() -> crate::CacheBuilder<K, V> {
+        crate::CacheBuilder::new()
+    }
+
+    /// The view of this cache scoped to `tenant`.
+    pub fn tenant(&self, tenant: &str) -> TenantCache<K, V> {
+        TenantCache {
+            cache: TieredCache {
+                inner: self.inner.clone(),
+                default_tenant: Arc::from(tenant),
+                tags: self.tags.clone(),
+            },
+        }
+    }
+
+    /// This view, with every value it writes (loads and inserts) tagged
+    /// with `tags`, for [`invalidate_tag`](Self::invalidate_tag).
+    pub fn tagged<T: Into<Arc<str>>>(
+        &self,
+        tags: impl IntoIterator<Item = T>,
+    ) -> TieredCache<K, V> {
+        let tags: Box<[Arc<str>]> = tags.into_iter().map(Into::into).collect();
+        TieredCache {
+            inner: self.inner.clone(),
+            default_tenant: self.default_tenant.clone(),
+            tags: (!tags.is_empty()).then(|| Arc::new(tags)),
+        }
+    }
+
+    /// Removes every entry of this view's tenant tagged `tag`: here, in L2,
+    /// and — through Redis pub/sub — in every other instance's L1.
+    pub async fn invalidate_tag(&self, tag: &str) {
+        let inner = &self.inner;
+        let tenant = self.tenant_str().to_string();
+        let msg = Invalidation::<K>::Tag {
+            tenant: tenant.clone(),
+            tag: tag.to_owned(),
+        };
+        inner.apply(&msg);
+        if let Some(l2) = &inner.l2 {
+            if let Err(e) = l2.delete_tag(&tenant, tag).await {
+                inner.stats.l2_error(&e);
+            }
+            // Again: a load here may have read L2 before the delete.
+            inner.apply(&msg);
+            if let Err(e) = l2.publish(&msg).await {
+                inner.stats.l2_error(&e);
+            }
+        }
+    }
+
+    /// Resolves once this instance receives other instances' invalidations
+    /// (its Redis subscription is active) — at once for a cache without
+    /// L2. Entries read before it may miss an invalidation sent meanwhile;
+    /// await it where that matters (and in tests, instead of sleeping).
+    pub async fn invalidations_ready(&self) {
+        let mut rx = self.inner.listening.subscribe();
+        // The sender lives as long as the cache: this cannot fail.
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot(self.l2_circuit_open())
+    }
+
+    /// Whether the L2 circuit is open (Redis failing; L2 skipped).
+    pub fn l2_circuit_open(&self) -> bool {
+        self.inner.l2.as_ref().is_some_and(|l2| l2.circuit_open())
+    }
+
+    /// The Redis key holding `key` in L2 (for this view's tenant), if the
+    /// cache has an L2.
+    pub fn l2_key(&self, key: &K) -> Option<String> {
+        self.inner
+            .l2
+            .as_ref()
+            .and_then(|l2| l2.data_key(self.tenant_str(), key))
+    }
+
+    fn tenant_str(&self) -> &Arc<str> {
+        &self.default_tenant
+    }
+
+    /// A fresh L1 entry for `key`, found without allocating or awaiting.
+    #[inline]
+    fn l1_fresh(&self, key: &K) -> Option<Option<V>> {
+        let inner = &self.inner;
+        let slot = inner.l1.get(&L1Ref {
+            tenant: self.tenant_str(),
+            key,
+        })?;
+        if inner.now() < slot.fresh_until {
+            inner.stats.l1_hit();
+            Some(slot.value)
+        } else {
+            None
+        }
+    }
+
+    /// The value for `key` if it is fresh in L1 — synchronous, no L2, no
+    /// loading. `None` also for a cached absence.
+    pub fn get_fresh(&self, key: &K) -> Option<V> {
+        self.l1_fresh(key).flatten()
+    }
+
+    /// The cached value for `key` from L1, else L2, without loading.
+    pub async fn get(&self, key: &K) -> Option<V> {
+        let inner = &self.inner;
+        let tenant = self.tenant_str();
+        let now = inner.now();
+        if let Some(slot) = inner.l1.get(&L1Ref { tenant, key })
+            && now < slot.fresh_until
+        {
+            inner.stats.l1_hit();
+            return slot.value;
+        }
+        let seen = inner.generations.seen(self.l1_ref(key));
+        // An L1 hit takes well under a microsecond, less than a span would
+        // cost: only a lookup that goes to Redis gets one.
+        let span = match inner.l2 {
+            Some(_) => cog_core::telemetry::Child::internal("cog-cache", "cache.lookup"),
+            None => cog_core::telemetry::Child::default(),
+        };
+        let found = span.wrap(self.read_l2(key)).await;
+        span.set(|| opentelemetry::KeyValue::new("cog.cache.found", found.is_some()));
+        span.end();
+        let (slot, fresh) = found?;
+        if !fresh {
+            return None;
+        }
+        if !inner.generations.changed(seen) {
+            inner.put_l1(self.l1_key(key), slot.clone());
+        }
+        slot.value
+    }
+
+    /// Stores `value` under `key` in L1 and L2.
+    pub async fn insert(&self, key: K, value: V) {
+        let inner = &self.inner;
+        let slot = inner.fresh_slot(&key, Some(value), None, &self.tags);
+        let tenant = self.tenant_str().clone();
+        inner.put_l2(&tenant, &key, &slot).await;
+        inner.put_l1(L1Key { tenant, key }, slot);
+    }
+
+    /// Stores `value` under `key`, fresh for exactly `ttl` (no jitter).
+    pub async fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
+        let inner = &self.inner;
+        let expires = inner.now().saturating_add(nanos(ttl));
+        let slot = inner.slot_until(&key, Some(value), expires, None, self.tags.clone());
+        let tenant = self.tenant_str().clone();
+        inner.put_l2(&tenant, &key, &slot).await;
+        inner.put_l1(L1Key { tenant, key }, slot);
+    }
+
+    /// The tenant this view is scoped to (`""` for the shared namespace).
+    pub fn tenant_id(&self) -> &str {
+        &self.default_tenant
+    }
+
+    /// Removes `key` here, from L2, and — through Redis pub/sub — from
+    /// every other instance's L1.
+    pub async fn invalidate(&self, key: &K) {
+        let inner = &self.inner;
+        let msg = Invalidation::Key {
+            tenant: self.tenant_str().to_string(),
+            key: key.clone(),
+        };
+        inner.apply(&msg);
+        if let Some(l2) = &inner.l2 {
+            if let Some(data_key) = l2.data_key(self.tenant_str(), key)
+                && let Err(e) = l2.del(&data_key).await
+            {
+                inner.stats.l2_error(&e);
+            }
+            // Again: a load here may have read L2 before the delete.
+            inner.apply(&msg);
+            if let Err(e) = l2.publish(&msg).await {
+                inner.stats.l2_error(&e);
+            }
+        }
+    }
+
+    /// Removes every entry of this view's tenant: here, in L2 (a `SCAN`
+    /// of the tenant's keys, on every node of a cluster), and — through
+    /// Redis pub/sub — in every other instance's L1.
+    pub async fn invalidate_tenant(&self) {
+        let inner = &self.inner;
+        let tenant = self.tenant_str().to_string();
+        let msg = Invalidation::<K>::Tenant(tenant.clone());
+        inner.apply(&msg);
+        if let Some(l2) = &inner.l2 {
+            if let Err(e) = l2.delete_tenant(&tenant).await {
+                inner.stats.l2_error(&e);
+            }
+            // Again: a load here may have read L2 before the delete.
+            inner.apply(&msg);
+            if let Err(e) = l2.publish(&msg).await {
+                inner.stats.l2_error(&e);
+            }
+        }
+    }
+
+    fn l1_ref<'k>(&'k self, key: &'k K) -> L1Ref<'k, K> {
+        L1Ref {
+            tenant: self.tenant_str(),
+            key,
+        }
+    }
+
+    fn l1_key(&self, key: &K) -> L1Key<K> {
+        L1Key {
+            tenant: self.tenant_str().clone(),
+            key: key.clone(),
+        }
+    }
+
+    /// Reads `key` from L2 if it is healthy; corrupt or foreign bytes are a
+    /// miss (and counted). Returns the slot and whether it is fresh.
+    async fn read_l2(&self, key: &K) -> Option<(Slot<V>, bool)> {
+        let inner = &self.inner;
+        let l2 = inner.l2.as_ref()?;
+        let data_key = l2.data_key(self.tenant_str(), key)?;
+        let bytes = match l2.get(&data_key).await {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                inner.stats.l2_miss();
+                return None;
+            }
+            Err(e) => {
+                inner.stats.l2_error(&e);
+                return None;
+            }
+        };
+        match envelope::decode::<V>(&bytes, inner.config.schema) {
+            Ok(env) => {
+                let fresh = unix_ms() < env.fresh_until_ms;
+                let slot = inner.slot_read_l2(key, env, bytes.len());
+                if fresh {
+                    inner.stats.l2_hit();
+                }
+                Some((slot, fresh))
+            }
+            Err(e) => {
+                tracing::debug!(target: "cog_cache", error = %e, "unreadable value in L2, treated as a miss");
+                inner.stats.l2_corrupt();
+                None
+            }
+        }
+    }
+}

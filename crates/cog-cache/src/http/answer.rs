@@ -1,0 +1,108 @@
+//! Responses from stored entries: `200`s with `Age` and `Cache-Status`,
+//! and `304`s for the client's own conditionals.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use super::CacheBody;
+use super::freshness::{self};
+use super::stored::{Stored, set_status};
+
+/// Seconds of freshness left (negative: stale for that long).
+pub(super) fn ttl(stored: &Stored, now: u64) -> i64 {
+    (stored.fresh_until() as i64 - now as i64).div_euclid(1000)
+}
+
+/// A fresh entry's answer: `304` when the request's own validators match
+/// it (RFC 9110 §13.1.2, weak comparison), else the stored response.
+pub(super) fn answer_or_not_modified<B>(
+    stored: &Stored,
+    headers: &HeaderMap,
+    head: bool,
+    now: u64,
+) -> Response<CacheBody<B>> {
+    if !not_modified(stored, headers) {
+        return answer(stored, head, now, "hit");
+    }
+    let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+    *res.status_mut() = StatusCode::NOT_MODIFIED;
+    let out = res.headers_mut();
+    for name in [
+        header::CACHE_CONTROL,
+        header::CONTENT_LOCATION,
+        header::DATE,
+        header::ETAG,
+        header::EXPIRES,
+        header::VARY,
+        header::LAST_MODIFIED,
+    ] {
+        if let Some(v) = stored
+            .header(&name)
+            .and_then(|v| HeaderValue::from_maybe_shared(v.clone()).ok())
+        {
+            out.insert(name, v);
+        }
+    }
+    out.insert(header::AGE, HeaderValue::from(stored.age_ms(now) / 1000));
+    set_status(out, &format!("cog; hit; ttl={}", ttl(stored, now)));
+    res
+}
+
+/// Whether the request's `If-None-Match` (or, without it,
+/// `If-Modified-Since`) matches `stored`.
+pub(super) fn not_modified(stored: &Stored, headers: &HeaderMap) -> bool {
+    if stored.status != 200 {
+        return false;
+    }
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        let Some(etag) = stored.header(&header::ETAG) else {
+            return false;
+        };
+        let opaque = |t: &[u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
+        let ours = opaque(etag.as_ref());
+        return headers.get_all(header::IF_NONE_MATCH).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .any(|t| t == b"*" || opaque(t) == ours)
+        });
+    }
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(freshness::http_date);
+    let modified = stored
+        .header(&header::LAST_MODIFIED)
+        .and_then(|v| freshness::http_date(&HeaderValue::from_maybe_shared(v.clone()).ok()?));
+    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+}
+
+/// A response from a stored entry.
+pub(super) fn answer<B>(
+    stored: &Stored,
+    head: bool,
+    now: u64,
+    kind: &str,
+) -> Response<CacheBody<B>> {
+    let body = if head {
+        Bytes::new()
+    } else {
+        stored.body.clone()
+    };
+    let mut res = Response::new(Either::Left(Full::new(body)));
+    *res.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let headers = res.headers_mut();
+    headers.reserve(stored.headers.len() + 2);
+    for (name, value) in &stored.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value.clone()),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    headers.insert(header::AGE, HeaderValue::from(stored.age_ms(now) / 1000));
+    set_status(headers, &format!("cog; {kind}; ttl={}", ttl(stored, now)));
+    res
+}

@@ -1,0 +1,142 @@
+//! Cache keys: the effective request URI, variants, tenants' namespaces.
+
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Uri};
+
+use super::shared::Shared;
+
+/// The method (`HEAD` is answered from `GET`'s entries) and the effective
+/// request URI (RFC 9110 §7.1): scheme (`http` unless the URI names one),
+/// host (from the URI, else `Host`; lower-cased), path and query.
+pub(super) fn base_key(parts: &Parts) -> String {
+    let (scheme, host) = origin(parts);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    key_of(scheme, host, path)
+}
+
+/// The request's scheme (`http` unless the URI names one) and host (from
+/// the URI, else `Host`; as sent).
+pub(super) fn origin(parts: &Parts) -> (&str, &str) {
+    let scheme = parts.uri.scheme_str().unwrap_or("http");
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+        .unwrap_or("");
+    (scheme, host)
+}
+
+pub(super) fn key_of(scheme: &str, host: &str, path: &str) -> String {
+    let mut key = String::with_capacity(8 + scheme.len() + host.len() + path.len());
+    key.push_str("GET ");
+    key.push_str(scheme);
+    key.push_str("://");
+    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    key.push_str(path);
+    key
+}
+
+/// The key of a variant: the base key, the variants' id, and the values of
+/// the request headers they vary on.
+pub(super) fn variant_key(base: &str, id: u64, names: &[String], headers: &HeaderMap) -> String {
+    let mut key = String::with_capacity(base.len() + 20 + 32 * names.len());
+    key.push_str(base);
+    key.push_str("\n#");
+    key.push_str(&id.to_string());
+    for name in names {
+        key.push('\n');
+        key.push_str(name);
+        key.push('=');
+        for (i, v) in headers.get_all(name.as_str()).iter().enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            key.push_str(&String::from_utf8_lossy(v.as_bytes()));
+        }
+    }
+    key
+}
+
+/// The namespace of a request's entries: its tenant; without one, for a
+/// request with `Authorization` (allowed by `cache_authorized`), its own
+/// credential's; else the shared one.
+pub(super) fn namespace(shared: &Shared, parts: &Parts) -> String {
+    if let Some(tenant) = shared.tenant.as_ref().and_then(|f| f(parts)) {
+        return tenant;
+    }
+    match parts.headers.get(header::AUTHORIZATION) {
+        // A tenant would have to be this very string, digest included, to
+        // share these entries.
+        Some(auth) => format!("\u{1}auth:{}", cog_core::keys::sha256_hex(auth.as_bytes())),
+        None => String::new(),
+    }
+}
+
+/// The cache key a `Location` / `Content-Location` names, if it is on the
+/// request's own host (a relative reference always is).
+pub(super) fn same_origin_key(value: &HeaderValue, scheme: &str, host: &str) -> Option<String> {
+    let uri: Uri = value.to_str().ok()?.parse().ok()?;
+    match uri.authority() {
+        Some(authority) if authority.as_str().eq_ignore_ascii_case(host) => {
+            let scheme = uri.scheme_str().unwrap_or(scheme);
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            Some(key_of(scheme, host, path))
+        }
+        Some(_) => None,
+        // Relative: resolved against the request (absolute paths only).
+        None => {
+            let path = uri.path_and_query()?.as_str();
+            path.starts_with('/').then(|| key_of(scheme, host, path))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_keys_differ_by_header_value_and_by_id() {
+        let mut a = HeaderMap::new();
+        a.insert("accept-language", "en".parse().unwrap());
+        let mut b = HeaderMap::new();
+        b.insert("accept-language", "fr".parse().unwrap());
+        let names = vec!["accept-language".to_owned()];
+        assert_ne!(
+            variant_key("GET /", 1, &names, &a),
+            variant_key("GET /", 1, &names, &b)
+        );
+        assert_ne!(
+            variant_key("GET /", 1, &names, &a),
+            variant_key("GET /", 2, &names, &a)
+        );
+        assert_eq!(
+            variant_key("GET /", 1, &names, &a),
+            variant_key("GET /", 1, &names, &a.clone())
+        );
+    }
+
+    #[test]
+    fn locations_on_the_same_host_only() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(
+            same_origin_key(&v("/items/2"), "http", "a.example").as_deref(),
+            Some("GET http://a.example/items/2")
+        );
+        assert_eq!(
+            same_origin_key(&v("http://A.example/x?y=1"), "http", "a.example").as_deref(),
+            Some("GET http://a.example/x?y=1")
+        );
+        assert_eq!(
+            same_origin_key(&v("http://b.example/x"), "http", "a.example"),
+            None
+        );
+        assert_eq!(
+            same_origin_key(&v("relative/path"), "http", "a.example"),
+            None
+        );
+        assert_eq!(same_origin_key(&v("::junk::"), "http", "a.example"), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! [`HttpCacheLayer`] and its settings.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::request::Parts;
+use tower_layer::Layer;
+
+use super::service::HttpCache;
+use super::shared::{MAX_REVALIDATIONS, Shared};
+use super::stored::StoredResponse;
+use crate::cache::TieredCache;
+use crate::marker::Markers;
+
+/// Caches HTTP responses; see the [module docs](super).
+#[derive(Clone)]
+pub struct HttpCacheLayer {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for HttpCacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCacheLayer")
+            .field("max_body", &self.shared.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpCacheLayer {
+    /// Caches responses in `cache` (its TTL settings do not matter: each
+    /// entry lives as long as its response's freshness says).
+    pub fn new(cache: TieredCache<String, StoredResponse>) -> Self {
+        HttpCacheLayer {
+            shared: Arc::new(Shared {
+                cache,
+                tenant: None,
+                authorized: None,
+                max_body: 1 << 20,
+                revalidating: Markers::new(MAX_REVALIDATIONS),
+            }),
+        }
+    }
+
+    fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
+        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|s| Shared {
+            cache: s.cache.clone(),
+            tenant: s.tenant.clone(),
+            authorized: s.authorized.clone(),
+            max_body: s.max_body,
+            revalidating: Markers::new(MAX_REVALIDATIONS),
+        });
+        f(&mut shared);
+        HttpCacheLayer {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Namespaces entries by the tenant `tenant` finds in the request
+    /// (`None`: the shared namespace). Tenant A never sees tenant B's
+    /// responses.
+    pub fn tenant_with(
+        self,
+        tenant: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|s| s.tenant = Some(Arc::new(tenant)))
+    }
+
+    /// Allows caching for requests with `Authorization` when `allow` says so
+    /// (e.g. for some routes). Off by default.
+    pub fn cache_authorized(self, allow: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
+        self.with(|s| s.authorized = Some(Arc::new(allow)))
+    }
+
+    /// Largest body stored (default 1 MiB). Larger or unknown-length bodies
+    /// are passed through, not stored.
+    pub fn max_body(self, bytes: usize) -> Self {
+        self.with(|s| s.max_body = bytes)
+    }
+}
+
+impl<S> Layer<S> for HttpCacheLayer {
+    type Service = HttpCache<S>;
+
+    fn layer(&self, inner: S) -> HttpCache<S> {
+        HttpCache {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> HttpCache<S> {
+    /// `inner`, with its responses cached in `cache` with the default
+    /// settings (see [`HttpCacheLayer`] for the others).
+    pub fn new(inner: S, cache: TieredCache<String, StoredResponse>) -> Self {
+        HttpCacheLayer::new(cache).layer(inner)
+    }
+
+    /// A layer caching responses in `cache`: [`HttpCacheLayer::new`].
+    pub fn layer(cache: TieredCache<String, StoredResponse>) -> HttpCacheLayer {
+        HttpCacheLayer::new(cache)
+    }
+}

@@ -1,0 +1,312 @@
+//! [`HttpCache`]: lookup, forwarding, storing and background
+//! revalidation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use tower_service::Service;
+
+use super::CacheBody;
+use super::answer::{answer, answer_or_not_modified, ttl};
+use super::cache_control::CacheControl;
+use super::freshness::unix_ms;
+use super::key::{base_key, namespace, origin, same_origin_key, variant_key};
+use super::shared::Shared;
+use super::stored::{
+    Entry, Sent, Stored, StoredResponse, add_validators, merge_not_modified, set_status,
+    store_response,
+};
+use crate::cache::TieredCache;
+
+/// Middleware built by [`HttpCacheLayer`](super::HttpCacheLayer).
+#[derive(Clone)]
+pub struct HttpCache<S> {
+    pub(super) inner: S,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for HttpCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+cog_core::inner_service!(HttpCache<S>);
+
+/// Response future of [`HttpCache`].
+pub type ResponseFuture<B, E> = cog_core::ResponseFuture<CacheBody<B>, E>;
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpCache<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<CacheBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::new(run(self.shared.clone(), inner, req))
+    }
+}
+
+/// Whether the request carries conditionals of its own.
+pub(super) fn is_conditional(headers: &HeaderMap) -> bool {
+    [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ]
+    .iter()
+    .any(|h| headers.contains_key(h))
+}
+
+pub(super) async fn run<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    req: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return forward_other_method(&shared, inner, parts, body).await;
+    }
+    let authorized_bypass = parts.headers.contains_key(header::AUTHORIZATION)
+        && !shared.authorized.as_ref().is_some_and(|f| f(&parts));
+    let req_cc = CacheControl::of_request(&parts.headers);
+    if authorized_bypass || req_cc.no_store {
+        let mut res = inner.call(Request::from_parts(parts, body)).await?;
+        set_status(res.headers_mut(), "cog; fwd=request");
+        return Ok(res.map(Either::Right));
+    }
+    let cache = shared.cache.tenant(&namespace(&shared, &parts));
+    let base = base_key(&parts);
+    let head = parts.method == Method::HEAD;
+
+    // Look up: the URI, then its variant.
+    let mut fwd = "uri-miss";
+    let mut lookup_key = base.clone();
+    let mut entry = cache.get(&base).await;
+    if let Some(StoredResponse(Entry::Variants { names, id })) = &entry {
+        lookup_key = variant_key(&base, *id, names, &parts.headers);
+        entry = cache.get(&lookup_key).await;
+        fwd = "vary-miss";
+    }
+    let mut stale = None;
+    if let Some(StoredResponse(Entry::Response(stored))) = entry {
+        let now = unix_ms();
+        if stored.fresh_for(&req_cc, now) {
+            return Ok(answer_or_not_modified(&stored, &parts.headers, head, now));
+        }
+        let staleness = now.saturating_sub(stored.fresh_until());
+        if stored.may_serve_stale(&req_cc) {
+            if staleness < stored.swr_ms {
+                revalidate(&shared, &cache, inner, &parts, &stored, lookup_key);
+                return Ok(answer(&stored, head, now, "hit"));
+            }
+            if req_cc.max_stale.is_some_and(|s| staleness <= s * 1000) {
+                return Ok(answer(&stored, head, now, "hit"));
+            }
+        }
+        fwd = if req_cc.no_cache { "request" } else { "stale" };
+        stale = Some(stored);
+    }
+    if req_cc.only_if_cached {
+        let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+        *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        set_status(res.headers_mut(), "cog; fwd=miss");
+        return Ok(res);
+    }
+
+    // Forward, conditionally when there is a stale entry to revalidate.
+    let req_headers = parts.headers.clone();
+    let mut parts = parts;
+    let validating = match &stale {
+        Some(s) if !is_conditional(&parts.headers) => add_validators(&mut parts.headers, s),
+        _ => false,
+    };
+    let sent_at = unix_ms();
+    let result = inner.call(Request::from_parts(parts, body)).await;
+    let stand_in = |s: &Stored| {
+        s.may_serve_stale(&req_cc) && unix_ms() < s.fresh_until().saturating_add(s.sie_ms)
+    };
+    let res = match result {
+        Ok(res) => res,
+        Err(e) => {
+            if let Some(s) = stale.as_ref().filter(|s| stand_in(s)) {
+                return Ok(answer(s, head, unix_ms(), "hit"));
+            }
+            return Err(e);
+        }
+    };
+    if res.status().is_server_error()
+        && let Some(s) = stale.as_ref().filter(|s| stand_in(s))
+    {
+        return Ok(answer(s, head, unix_ms(), "hit"));
+    }
+    let sent = Sent {
+        base: &base,
+        key: &lookup_key,
+        headers: &req_headers,
+        at: sent_at,
+    };
+    if validating
+        && res.status() == StatusCode::NOT_MODIFIED
+        && let Some(stored) = stale
+    {
+        let updated = merge_not_modified(&cache, &sent, *stored, res.headers()).await;
+        let now = unix_ms();
+        let mut answer = answer(&updated, head, now, "fwd=stale");
+        set_status(
+            answer.headers_mut(),
+            &format!(
+                "cog; fwd=stale; fwd-status=304; stored; ttl={}",
+                ttl(&updated, now)
+            ),
+        );
+        return Ok(answer);
+    }
+    let status_prefix = format!("cog; fwd={fwd}");
+    if head || res.status() == StatusCode::NOT_MODIFIED {
+        let mut res = res;
+        set_status(res.headers_mut(), &status_prefix);
+        return Ok(res.map(Either::Right));
+    }
+    Ok(store_response(shared.max_body, &cache, &sent, res, &status_prefix).await)
+}
+
+/// A method other than `GET` and `HEAD`: forwarded; an unsafe one that
+/// succeeds invalidates what it names (RFC 9111 §4.4).
+pub(super) async fn forward_other_method<S, ReqBody, ResBody>(
+    shared: &Shared,
+    mut inner: S,
+    parts: Parts,
+    body: ReqBody,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let safe = matches!(parts.method, Method::OPTIONS | Method::TRACE);
+    let namespaces = if safe {
+        Vec::new()
+    } else {
+        let own = namespace(shared, &parts);
+        if own.is_empty() {
+            vec![own]
+        } else {
+            vec![own, String::new()]
+        }
+    };
+    let (scheme, host) = origin(&parts);
+    let (scheme, host) = (scheme.to_owned(), host.to_owned());
+    let target = base_key(&parts);
+    let mut res = inner.call(Request::from_parts(parts, body)).await?;
+    let status = res.status();
+    if !safe && (status.is_success() || status.is_redirection()) {
+        let mut keys = vec![target];
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            if let Some(key) = res
+                .headers()
+                .get(&name)
+                .and_then(|v| same_origin_key(v, &scheme, &host))
+            {
+                keys.push(key);
+            }
+        }
+        for ns in &namespaces {
+            let cache = shared.cache.tenant(ns);
+            for key in &keys {
+                cache.invalidate(key).await;
+            }
+        }
+    }
+    set_status(res.headers_mut(), "cog; fwd=method");
+    Ok(res.map(Either::Right))
+}
+
+/// Revalidates a stale entry in the background, once.
+pub(super) fn revalidate<S, ReqBody, ResBody>(
+    shared: &Arc<Shared>,
+    cache: &TieredCache<String, StoredResponse>,
+    mut inner: S,
+    parts: &Parts,
+    stored: &Stored,
+    key: String,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let base = base_key(parts);
+    // Released however the revalidation ends, panics included.
+    let Some(mark) = shared
+        .revalidating
+        .mark(format!("{}\u{0}{key}", cache.tenant_id()))
+    else {
+        return;
+    };
+    let mut req = Request::new(ReqBody::default());
+    *req.method_mut() = Method::GET;
+    *req.uri_mut() = parts.uri.clone();
+    *req.headers_mut() = parts.headers.clone();
+    let validating = !is_conditional(&parts.headers) && add_validators(req.headers_mut(), stored);
+    let req_headers = parts.headers.clone();
+    let stored = stored.clone();
+    let (shared, cache) = (shared.clone(), cache.clone());
+    tokio::spawn(async move {
+        let _mark = mark;
+        let at = unix_ms();
+        // Readiness: a clone of a ready service may need polling first.
+        let Ok(()) = std::future::poll_fn(|cx| inner.poll_ready(cx)).await else {
+            return;
+        };
+        let Ok(res) = inner.call(req).await else {
+            return;
+        };
+        if res.status().is_server_error() {
+            return;
+        }
+        let sent = Sent {
+            base: &base,
+            key: &key,
+            headers: &req_headers,
+            at,
+        };
+        if validating && res.status() == StatusCode::NOT_MODIFIED {
+            merge_not_modified(&cache, &sent, stored, res.headers()).await;
+        } else if res.status() != StatusCode::NOT_MODIFIED {
+            store_response(shared.max_body, &cache, &sent, res, "cog").await;
+        }
+    });
+}

@@ -1,0 +1,299 @@
+//! What the cache keeps for a URI, and how a response becomes it: storing,
+//! validators, merging a `304` (RFC 9111 §3, §4.3).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Either, Full};
+use serde::{Deserialize, Serialize};
+
+use super::CacheBody;
+use super::cache_control::CacheControl;
+use super::freshness::{self, Reuse, unix_ms};
+use super::key::variant_key;
+use crate::cache::TieredCache;
+
+/// What [`HttpCacheLayer`](super::HttpCacheLayer) keeps in its [`TieredCache`]: a stored response,
+/// or the list of request headers a URI's responses vary on. Opaque; name
+/// it as the cache's value type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredResponse(pub(super) Entry);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) enum Entry {
+    /// The URI's responses vary on these request headers (lower-case
+    /// names). Its variants live under keys carrying `id`, new for every
+    /// such entry: dropping this entry retires all of them at once.
+    Variants { names: Vec<String>, id: u64 },
+    /// A complete response.
+    Response(Box<Stored>),
+}
+
+/// A complete stored response.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Stored {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, Bytes)>,
+    pub(super) body: Bytes,
+    /// When its age was zero (unix ms): arrival minus its age on arrival.
+    pub(super) born_ms: u64,
+    pub(super) lifetime_ms: u64,
+    pub(super) swr_ms: u64,
+    pub(super) sie_ms: u64,
+    pub(super) must_revalidate: bool,
+    pub(super) no_cache: bool,
+}
+
+impl Stored {
+    pub(super) fn fresh_until(&self) -> u64 {
+        self.born_ms.saturating_add(self.lifetime_ms)
+    }
+
+    pub(super) fn age_ms(&self, now: u64) -> u64 {
+        now.saturating_sub(self.born_ms)
+    }
+
+    pub(super) fn header(&self, name: &HeaderName) -> Option<&Bytes> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name.as_str())
+            .map(|(_, v)| v)
+    }
+
+    pub(super) fn header_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.headers.len());
+        for (name, value) in &self.headers {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) {
+                map.append(n, v);
+            }
+        }
+        map
+    }
+
+    /// May answer `req` without contacting the origin at `now`.
+    pub(super) fn fresh_for(&self, req: &CacheControl, now: u64) -> bool {
+        if self.no_cache || req.no_cache {
+            return false;
+        }
+        let age = self.age_ms(now);
+        if age >= self.lifetime_ms {
+            return false;
+        }
+        // `max-age=0` from a client means "revalidate", as every cache
+        // reads it: an age of 0 s is not below 0 s.
+        let max_age_ok = req.max_age.is_none_or(|s| age < s * 1000);
+        let min_fresh_ok = req
+            .min_fresh
+            .is_none_or(|s| self.lifetime_ms - age >= s * 1000);
+        max_age_ok && min_fresh_ok
+    }
+
+    /// May be served stale: not forbidden by the response or the request.
+    pub(super) fn may_serve_stale(&self, req: &CacheControl) -> bool {
+        !self.must_revalidate && !req.no_cache
+    }
+}
+
+/// How long an entry with validators is kept past its freshness and stale
+/// windows, to be revalidated rather than fetched again.
+pub(super) const KEEP_FOR_REVALIDATION: u64 = 3_600_000;
+
+/// Adds `If-None-Match` / `If-Modified-Since` from `stored`'s validators;
+/// whether there were any.
+pub(super) fn add_validators(headers: &mut HeaderMap, stored: &Stored) -> bool {
+    let mut added = false;
+    if let Some(etag) = stored.header(&header::ETAG)
+        && let Ok(v) = HeaderValue::from_maybe_shared(etag.clone())
+    {
+        headers.insert(header::IF_NONE_MATCH, v);
+        added = true;
+    }
+    if let Some(lm) = stored.header(&header::LAST_MODIFIED)
+        && let Ok(v) = HeaderValue::from_maybe_shared(lm.clone())
+    {
+        headers.insert(header::IF_MODIFIED_SINCE, v);
+        added = true;
+    }
+    added
+}
+
+/// The forwarded request a response answers.
+pub(super) struct Sent<'a> {
+    /// Its cache key before `Vary`.
+    pub(super) base: &'a str,
+    /// The key its stored response was found under (the base key, or a
+    /// variant's).
+    pub(super) key: &'a str,
+    pub(super) headers: &'a HeaderMap,
+    /// When it was sent (unix ms).
+    pub(super) at: u64,
+}
+
+/// Updates `stored` with a `304`'s headers and freshness (RFC 9111
+/// §4.3.4), stores it again (or drops it, if it may no longer be stored),
+/// and returns it.
+pub(super) async fn merge_not_modified(
+    cache: &TieredCache<String, StoredResponse>,
+    sent: &Sent<'_>,
+    mut stored: Stored,
+    not_modified: &HeaderMap,
+) -> Stored {
+    let now = unix_ms();
+    stored.headers.retain(|(name, _)| {
+        HeaderName::from_bytes(name.as_bytes()).map_or(true, |n| {
+            !(freshness::is_updated_by_304(&n) && not_modified.contains_key(&n))
+        })
+    });
+    for (name, value) in not_modified {
+        if freshness::is_updated_by_304(name) {
+            stored.headers.push((
+                name.as_str().to_owned(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            ));
+        }
+    }
+    let headers = stored.header_map();
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    match freshness::storable(status, &headers, now) {
+        Some(reuse) => {
+            let age = freshness::initial_age_ms(not_modified, sent.at, now);
+            set_reuse(&mut stored, reuse, now.saturating_sub(age));
+            if let Some(ttl) = entry_ttl(&stored, now) {
+                cache
+                    .insert_with_ttl(
+                        sent.key.to_owned(),
+                        StoredResponse(Entry::Response(Box::new(stored.clone()))),
+                        ttl,
+                    )
+                    .await;
+            }
+        }
+        None => cache.invalidate(&sent.key.to_owned()).await,
+    }
+    stored
+}
+
+pub(super) fn set_reuse(stored: &mut Stored, reuse: Reuse, born_ms: u64) {
+    stored.born_ms = born_ms;
+    stored.lifetime_ms = reuse.lifetime_ms;
+    stored.swr_ms = reuse.swr_ms;
+    stored.sie_ms = reuse.sie_ms;
+    stored.must_revalidate = reuse.must_revalidate;
+    stored.no_cache = reuse.no_cache;
+}
+
+/// How long to keep `stored` in the cache from `now`: through its
+/// freshness and stale windows, and an hour more if it can be revalidated.
+/// `None`: not worth keeping.
+pub(super) fn entry_ttl(stored: &Stored, now: u64) -> Option<Duration> {
+    let mut until = stored
+        .fresh_until()
+        .saturating_add(stored.swr_ms.max(stored.sie_ms));
+    let validators =
+        stored.header(&header::ETAG).is_some() || stored.header(&header::LAST_MODIFIED).is_some();
+    if validators {
+        until = until.max(now).saturating_add(KEEP_FOR_REVALIDATION);
+    }
+    (until > now).then(|| Duration::from_millis(until - now).max(Duration::from_secs(1)))
+}
+
+/// Stores `res` if it is cacheable (and its body known to fit in
+/// `max_body` bytes) and answers with it.
+pub(super) async fn store_response<ResBody>(
+    max_body: usize,
+    cache: &TieredCache<String, StoredResponse>,
+    sent: &Sent<'_>,
+    res: Response<ResBody>,
+    status_prefix: &str,
+) -> Response<CacheBody<ResBody>>
+where
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let arrived = unix_ms();
+    let reuse = freshness::storable(res.status(), res.headers(), arrived);
+    // Only bodies known to fit are buffered.
+    let fits = res
+        .body()
+        .size_hint()
+        .upper()
+        .is_some_and(|n| n as usize <= max_body);
+    let (Some(reuse), true) = (reuse, fits) else {
+        let mut res = res;
+        set_status(res.headers_mut(), status_prefix);
+        return res.map(Either::Right);
+    };
+    let (mut head, body) = res.into_parts();
+    let bytes = match body.collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            // The body failed midway: answer with an empty 502, store
+            // nothing.
+            let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+            *res.status_mut() = StatusCode::BAD_GATEWAY;
+            set_status(res.headers_mut(), status_prefix);
+            return res;
+        }
+    };
+    let now = unix_ms();
+    let mut stored = Stored {
+        status: head.status.as_u16(),
+        headers: head
+            .headers
+            .iter()
+            .filter(|(k, _)| freshness::is_stored(k))
+            .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+            .collect(),
+        body: bytes.clone(),
+        born_ms: 0,
+        lifetime_ms: 0,
+        swr_ms: 0,
+        sie_ms: 0,
+        must_revalidate: false,
+        no_cache: false,
+    };
+    let age = freshness::initial_age_ms(&head.headers, sent.at, now);
+    set_reuse(&mut stored, reuse, now.saturating_sub(age));
+    let Some(ttl) = entry_ttl(&stored, now) else {
+        // Already stale past every window on arrival: nothing to serve.
+        set_status(&mut head.headers, status_prefix);
+        return Response::from_parts(head, Either::Left(Full::new(bytes)));
+    };
+    let names = freshness::vary_names(&head.headers).unwrap_or_default();
+    let key = if names.is_empty() {
+        sent.base.to_owned()
+    } else {
+        // Keep the variants' id while they vary on the same headers.
+        let id = match cache.get(&sent.base.to_owned()).await {
+            Some(StoredResponse(Entry::Variants { names: n, id })) if n == names => id,
+            _ => rand::random(),
+        };
+        let key = variant_key(sent.base, id, &names, sent.headers);
+        cache
+            .insert_with_ttl(
+                sent.base.to_owned(),
+                StoredResponse(Entry::Variants { names, id }),
+                ttl,
+            )
+            .await;
+        key
+    };
+    cache
+        .insert_with_ttl(key, StoredResponse(Entry::Response(Box::new(stored))), ttl)
+        .await;
+    set_status(&mut head.headers, &format!("{status_prefix}; stored"));
+    Response::from_parts(head, Either::Left(Full::new(bytes)))
+}
+
+/// Sets `Cache-Status` (RFC 9211) to `value`.
+pub(super) fn set_status(headers: &mut HeaderMap, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static("cache-status"), v);
+    }
+}
