@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use cog::ratelimit::{
-    ApiKey, FailurePolicy, KeyExtractor, Limit, MemoryStore, Quota, RateLimitLayer, RedisStore,
-    StaticQuotas, Store,
-};
+use cog::ratelimit::extract::{ApiKey, KeyExtractor};
+use cog::ratelimit::store::{FailurePolicy, MemoryStore, RedisStore, Store};
+use cog::ratelimit::{Limit, Quota, RateLimitLayer, StaticQuotas};
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -49,7 +48,7 @@ async fn main() -> Result<(), Error> {
     let app = Router::new().route("/hello", get(|| async { "hello\n" }));
     let app = match std::env::var("COG_REDIS_URL") {
         Ok(url) => {
-            let client = cog::ratelimit::connect(&url).await?;
+            let client = cog::ratelimit::store::connect(&url).await?;
             let store = RedisStore::new(client).on_failure(FailurePolicy::Local { instances: 1 });
             eprintln!("limits in Redis at {url}");
             router(app, store, quotas)

@@ -49,7 +49,7 @@ pub(crate) async fn router(settings: Settings) -> Result<Router, BoxError> {
     let mut cache = TieredCache::<String, StoredResponse>::builder().l1_capacity_bytes(256 << 20);
     if let Some(url) = &settings.redis {
         cache = cache
-            .redis(cog_ratelimit::connect(url).await?)
+            .redis(cog_ratelimit::store::connect(url).await?)
             .schema("cache-proxy-v1")
             .redis_timeout(Duration::from_millis(100));
     }

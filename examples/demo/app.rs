@@ -22,7 +22,8 @@ use cog_cache::http::{HttpCacheLayer, StoredResponse};
 use cog_control::{
     AuthenticateLayer, Control, Directory, LimitSpec, Plan, Store, Tenant, TenantContext,
 };
-use cog_ratelimit::{FailurePolicy, MemoryStore, RateLimitLayer};
+use cog_ratelimit::RateLimitLayer;
+use cog_ratelimit::store::{FailurePolicy, MemoryStore};
 use cog_sandbox::{KvStore, MemoryKv, PluginLayer, Runtime};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -133,7 +134,7 @@ fn tenant_of(parts: &http::request::Parts) -> Option<String> {
 /// Builds the whole stack.
 pub async fn build(config: &Config) -> Result<Demo, Error> {
     let redis = match &config.redis_url {
-        Some(url) => Some(cog_ratelimit::connect(url).await?),
+        Some(url) => Some(cog_ratelimit::store::connect(url).await?),
         None => None,
     };
     let store: Arc<dyn Store> = match &config.redis_url {
@@ -196,7 +197,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         .with_state(state);
     let api = match &redis {
         Some(client) => {
-            let limiter = cog_ratelimit::RedisStore::new(client.clone())
+            let limiter = cog_ratelimit::store::RedisStore::new(client.clone())
                 .timeout(config.redis_timeout)
                 .on_failure(FailurePolicy::Local { instances: 2 });
             with_layers(api, limiter, &directory)
@@ -220,7 +221,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
 
 fn with_layers<St>(api: Router, limiter: St, directory: &Directory) -> Router
 where
-    St: cog_ratelimit::Store + Clone,
+    St: cog_ratelimit::store::Store + Clone,
 {
     // `layer` wraps what is there: the last one added runs first.
     api.layer(PluginLayer::new(directory.clone()))

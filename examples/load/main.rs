@@ -221,8 +221,8 @@ async fn main() -> Result<(), app::Error> {
                 .build()
                 .expect("a runtime");
             rt.block_on(async move {
-                let client = cog_ratelimit::connect(&url).await.expect("redis");
-                let store = cog_ratelimit::RedisStore::new(client);
+                let client = cog_ratelimit::store::connect(&url).await.expect("redis");
+                let store = cog_ratelimit::store::RedisStore::new(client);
                 let quota =
                     cog_ratelimit::Quota::single(cog_ratelimit::Limit::per_second(1_000_000))
                         .expect("a quota");
@@ -230,7 +230,8 @@ async fn main() -> Result<(), app::Error> {
                 let end = Instant::now() + duration;
                 while Instant::now() < end {
                     let t = Instant::now();
-                    let _ = cog_ratelimit::Store::check(&store, "load-probe", &quota, 1).await;
+                    let _ =
+                        cog_ratelimit::store::Store::check(&store, "load-probe", &quota, 1).await;
                     lat.record(micros(t.elapsed()));
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }

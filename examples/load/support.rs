@@ -213,7 +213,7 @@ impl std::error::Error for NotEmpty {}
 /// refused unless `flush` (then `FLUSHDB` — never another database).
 pub async fn prepare_redis(url: &str, flush: bool) -> Result<(), NotEmpty> {
     use fred::interfaces::ClientLike;
-    let client = cog_ratelimit::connect(url)
+    let client = cog_ratelimit::store::connect(url)
         .await
         .map_err(|e| NotEmpty::Redis(e.to_string()))?;
     let keys: u64 = client

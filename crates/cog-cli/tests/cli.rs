@@ -545,7 +545,7 @@ async fn cli_changes_take_effect_in_a_running_service() {
     let svc = ServiceBuilder::new()
         .layer(AuthenticateLayer::new(d.clone()))
         .layer(cog_ratelimit::RateLimitLayer::new(
-            cog_ratelimit::MemoryStore::new(),
+            cog_ratelimit::store::MemoryStore::new(),
             Directory::tenant_key(),
             d.clone(),
         ))
@@ -646,8 +646,9 @@ async fn overrides_and_usage_reach_a_running_limiter() {
     let d = Directory::start_with(store, Duration::from_secs(3600))
         .await
         .unwrap();
-    let limiter =
-        cog_ratelimit::RedisStore::new(cog_ratelimit::connect(&server.url()).await.unwrap());
+    let limiter = cog_ratelimit::store::RedisStore::new(
+        cog_ratelimit::store::connect(&server.url()).await.unwrap(),
+    );
     let svc = ServiceBuilder::new()
         .layer(AuthenticateLayer::new(d.clone()))
         .layer(cog_ratelimit::RateLimitLayer::new(

@@ -308,9 +308,9 @@ impl Directory {
         Ok(tenant)
     }
 
-    /// A [`cog_ratelimit::KeyExtractor`] for the authenticated tenant's id
+    /// A [`cog_ratelimit::extract::KeyExtractor`] for the authenticated tenant's id
     /// (from [`TenantContext`] in the request's extensions).
-    pub fn tenant_key() -> impl cog_ratelimit::KeyExtractor + Clone {
+    pub fn tenant_key() -> impl cog_ratelimit::extract::KeyExtractor + Clone {
         |parts: &Parts| {
             parts
                 .extensions

@@ -13,7 +13,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cog_ratelimit::{Limit, MemoryStore, Quota, RedisStore, Store};
+use cog_ratelimit::store::{MemoryStore, RedisStore, Store};
+use cog_ratelimit::{Limit, Quota};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const RATE: u32 = 1_000_000_000;
@@ -91,7 +92,7 @@ fn redis(c: &mut Criterion) {
         .build()
         .unwrap();
     let store = rt.block_on(async {
-        let client = cog_ratelimit::connect(&server.url()).await.unwrap();
+        let client = cog_ratelimit::store::connect(&server.url()).await.unwrap();
         Arc::new(
             RedisStore::new(client)
                 .timeout(Duration::from_secs(5))

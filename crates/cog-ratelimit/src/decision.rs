@@ -82,7 +82,7 @@ impl Decision {
     }
 
     /// Takes the concurrency lease of an admitted request, to release with
-    /// [`Store::release`](crate::Store::release) when the work is done.
+    /// [`Store::release`](crate::store::Store::release) when the work is done.
     /// `None` when the quota has no concurrency limit.
     pub fn take_lease(&mut self) -> Option<Lease> {
         self.lease.take()

@@ -2,8 +2,8 @@
 //!
 //! cog-ratelimit decides whether a request may proceed against a
 //! [`Quota`] — one or more [`Limit`]s checked all-or-nothing — and keeps the
-//! state either in this process ([`MemoryStore`]) or in Redis
-//! ([`RedisStore`], feature `redis`), where every instance of a service
+//! state either in this process ([`MemoryStore`](store::MemoryStore)) or in Redis
+//! ([`RedisStore`](store::RedisStore), feature `redis`), where every instance of a service
 //! shares exact limits.
 //!
 //! - **Algorithms**: GCRA (`Limit::per_second(10).burst(20)`: exact, one
@@ -17,18 +17,19 @@
 //! - **Redis**: one Lua script per decision on Redis `TIME`, microsecond
 //!   precision, hash-tagged keys (Redis Cluster works), subjects escaped or
 //!   hashed. Every call is bounded by a timeout; when Redis is slow or gone
-//!   a [`FailurePolicy`] decides (fail open, fail closed, or a local limiter
+//!   a [`FailurePolicy`](store::FailurePolicy) decides (fail open, fail closed, or a local limiter
 //!   enforcing limit ÷ N), and it recovers on its own when Redis returns.
 //! - **Tower layer**: [`RateLimitLayer`] answers `429` with `Retry-After`
 //!   and the IETF `RateLimit-Policy` / `RateLimit` headers, or runs in
-//!   shadow mode. Subjects come from a [`KeyExtractor`] (header, API key,
+//!   shadow mode. Subjects come from a [`KeyExtractor`](extract::KeyExtractor) (header, API key,
 //!   peer IP with trusted proxies, route, closure) and quotas from a
 //!   [`QuotaSource`] (static, or a control plane).
 //!
 //! # Example
 //!
 //! ```
-//! use cog_ratelimit::{Limit, MemoryStore, Quota, Store};
+//! use cog_ratelimit::{Limit, Quota};
+//! use cog_ratelimit::store::{MemoryStore, Store};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -48,9 +49,11 @@
 //! ```no_run
 //! # #[cfg(feature = "redis")]
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use cog_ratelimit::{ApiKey, FailurePolicy, Limit, Quota, RateLimitLayer, RedisStore};
+//! use cog_ratelimit::{Limit, Quota, RateLimitLayer};
+//! use cog_ratelimit::extract::ApiKey;
+//! use cog_ratelimit::store::{FailurePolicy, RedisStore};
 //!
-//! let client = cog_ratelimit::connect("redis://127.0.0.1:6379").await?;
+//! let client = cog_ratelimit::store::connect("redis://127.0.0.1:6379").await?;
 //! let store = RedisStore::new(client).on_failure(FailurePolicy::Local { instances: 4 });
 //! let quota = Quota::new([Limit::per_second(10).burst(20), Limit::per_day(10_000)])?;
 //! let layer = RateLimitLayer::new(store, ApiKey::new(), quota);
@@ -60,37 +63,30 @@
 //!
 //! # Redis slow, gone and back
 //!
-//! See [`RedisStore`]: calls time out (50 ms by default), a breaker routes
-//! decisions to the [`FailurePolicy`] for a retry interval, then one probe
+//! See [`RedisStore`](store::RedisStore): calls time out (50 ms by default), a breaker routes
+//! decisions to the [`FailurePolicy`](store::FailurePolicy) for a retry interval, then one probe
 //! goes to Redis and a success restores shared limits. Denials are
 //! remembered locally until their retry time, so a subject known to be over
 //! its limit costs no round trip.
 //!
 //! # Feature flags
 //!
-//! - `redis`: [`RedisStore`], on `fred`.
-//! - `axum`: [`Route`] keys on axum's `MatchedPath` (the route template).
+//! - `redis`: [`RedisStore`](store::RedisStore), on `fred`.
+//! - `axum`: [`Route`](extract::Route) keys on axum's `MatchedPath` (the route template).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod algo;
 mod decision;
-mod extract;
+pub mod extract;
 mod headers;
-pub mod layer;
+mod layer;
 mod quota;
 mod source;
-mod store;
+pub mod store;
 
 pub use decision::{Decision, DecisionSource, LimitStatus};
-pub use extract::{
-    ApiKey, Global, Header, KeyExtractor, MatchedRoute, PeerAddr, PeerIp, Route, Subject,
-    UNKNOWN_CLIENT, UnknownClient,
+pub use layer::{
+    RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitBody, RateLimitLayer, ResponseFuture,
 };
-pub use layer::{RateLimit, RateLimitLayer};
 pub use quota::{InvalidQuota, Limit, LimitKind, MAX_COUNT, MAX_PERIOD, Quota};
 pub use source::{BoxError, QuotaSource, StaticQuotas};
-pub use store::memory::MemoryStore;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use store::redis::{FailurePolicy, RedisStore, connect};
-pub use store::{Lease, Store, StoreError};

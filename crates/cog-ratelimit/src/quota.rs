@@ -51,7 +51,7 @@ pub enum LimitKind {
         window: Duration,
     },
     /// At most `max` units in flight at once. A slot is given back when its
-    /// [`Lease`](crate::Lease) is released or dropped (the layer: when the
+    /// [`Lease`](crate::store::Lease) is released or dropped (the layer: when the
     /// response body ends); one held longer than `lease` is reclaimed, so
     /// a crashed instance (Redis) or a hung request or leaked lease (both
     /// stores) cannot keep it. In a quota with several concurrency limits,

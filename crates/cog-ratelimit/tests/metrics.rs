@@ -2,7 +2,9 @@
 
 use std::convert::Infallible;
 
-use cog_ratelimit::{Global, Limit, MemoryStore, Quota, RateLimitLayer};
+use cog_ratelimit::extract::Global;
+use cog_ratelimit::store::MemoryStore;
+use cog_ratelimit::{Limit, Quota, RateLimitLayer};
 use cog_testkit::MetricsCapture;
 use http::{Request, Response, StatusCode};
 use tower::{Layer, ServiceExt, service_fn};

@@ -4,7 +4,9 @@
 
 use std::convert::Infallible;
 
-use cog_ratelimit::{Global, Limit, MemoryStore, Quota, RateLimitLayer, RedisStore};
+use cog_ratelimit::extract::Global;
+use cog_ratelimit::store::{MemoryStore, RedisStore};
+use cog_ratelimit::{Limit, Quota, RateLimitLayer};
 use cog_testkit::{RedisServer, SpanCapture, span_attr};
 use http::{Request, Response};
 use opentelemetry::context::FutureExt as _;
@@ -21,7 +23,10 @@ fn cog_spans(capture: &SpanCapture) -> Vec<String> {
         .collect()
 }
 
-async fn one_request<St: cog_ratelimit::Store + Clone>(store: St, cx: opentelemetry::Context) {
+async fn one_request<St: cog_ratelimit::store::Store + Clone>(
+    store: St,
+    cx: opentelemetry::Context,
+) {
     let quota = Quota::single(Limit::per_second(100)).unwrap();
     let svc = RateLimitLayer::new(store, Global, quota).layer(service_fn(
         |_req: Request<String>| async { Ok::<_, Infallible>(Response::new(String::new())) },
@@ -44,7 +49,7 @@ async fn a_redis_decision_is_a_span_with_its_round_trip_under_it() {
     assert_eq!(cog_spans(&capture), Vec::<String>::new());
 
     let server = RedisServer::start().unwrap();
-    let client = cog_ratelimit::connect(&server.url()).await.unwrap();
+    let client = cog_ratelimit::store::connect(&server.url()).await.unwrap();
     let root = capture.root("request");
     one_request(RedisStore::new(client), root.clone()).await;
     let spans = capture.spans();
@@ -73,7 +78,7 @@ async fn a_redis_decision_is_a_span_with_its_round_trip_under_it() {
 
     // Unsampled: nothing at all.
     capture.clear();
-    let client = cog_ratelimit::connect(&server.url()).await.unwrap();
+    let client = cog_ratelimit::store::connect(&server.url()).await.unwrap();
     one_request(RedisStore::new(client), opentelemetry::Context::new()).await;
     assert_eq!(cog_spans(&capture), Vec::<String>::new());
 }

@@ -51,14 +51,14 @@ pub(crate) async fn exec(args: &UsageArgs, ctx: &Ctx<'_>) -> Result {
     let ctx = directory
         .tenant(tenant)
         .ok_or_else(|| missing("tenant", tenant))?;
-    let client = cog_ratelimit::connect(&url)
+    let client = cog_ratelimit::store::connect(&url)
         .await
         .map_err(|e| Exit::Store(format!("limiter {url}: {e}")))?;
-    let store = cog_ratelimit::RedisStore::new(client);
+    let store = cog_ratelimit::store::RedisStore::new(client);
     let mut t = Table::new(&["LIMIT", "POLICY", "REMAINING", "RESETS IN"]);
     let mut json = Vec::new();
     if let Some(quota) = &ctx.quota {
-        use cog_ratelimit::Store as _;
+        use cog_ratelimit::store::Store as _;
         let decision = store
             .inspect(tenant, quota)
             .await

@@ -91,7 +91,7 @@ async fn send<S>(svc: &S, req: Request<String>) -> Response<String>
 where
     S: Service<
             Request<String>,
-            Response = Response<cog_ratelimit::layer::RateLimitBody<String>>,
+            Response = Response<cog_ratelimit::RateLimitBody<String>>,
             Error = std::convert::Infallible,
         > + Clone,
 {
@@ -124,7 +124,7 @@ async fn changes_reach_a_running_authenticator_and_limiter() {
     let svc = ServiceBuilder::new()
         .layer(AuthenticateLayer::new(d.clone()))
         .layer(cog_ratelimit::RateLimitLayer::new(
-            cog_ratelimit::MemoryStore::new(),
+            cog_ratelimit::store::MemoryStore::new(),
             Directory::tenant_key(),
             d.clone(),
         ))

@@ -9,10 +9,36 @@ use crate::extract::KeyExtractor;
 use crate::source::QuotaSource;
 use crate::store::Store;
 
-/// Applies rate limits to requests; see the [module docs](crate::layer).
+/// Applies rate limits to requests.
+///
+/// [`RateLimitLayer`] extracts a subject from each request
+/// ([`KeyExtractor`](crate::extract::KeyExtractor)), resolves its quota
+/// ([`QuotaSource`](crate::QuotaSource)), and asks a [`Store`](crate::store::Store)
+/// for a decision:
+///
+/// - admitted: the request goes to the inner service; the response gets
+///   `RateLimit-Policy` and `RateLimit` headers;
+/// - denied: `429 Too Many Requests` with `Retry-After` and the same
+///   headers, and the inner service is not called;
+/// - store unavailable with a fail-closed policy, or quota lookup failed:
+///   `503 Service Unavailable` with `Retry-After: 1`;
+/// - no subject (the extractor returned `None`) or no quota: passed
+///   through, unlimited.
+///
+/// Concurrency slots are held until the response body ends — its last
+/// frame, an error, or the body dropped — so a streaming response counts as
+/// in flight until it is done; a request abandoned before its response
+/// gives them back at once. The response body is therefore
+/// [`RateLimitBody<B>`](crate::RateLimitBody), a pass-through wrapper of the inner body.
+///
+/// In [shadow mode](RateLimitLayer::shadow) every decision is made and
+/// recorded, but nothing is rejected and no header is added: a way to try a
+/// limit on production traffic before enforcing it.
 ///
 /// ```
-/// use cog_ratelimit::{Limit, MemoryStore, PeerIp, Quota, RateLimitLayer};
+/// use cog_ratelimit::{Limit, Quota, RateLimitLayer};
+/// use cog_ratelimit::extract::PeerIp;
+/// use cog_ratelimit::store::MemoryStore;
 ///
 /// let quota = Quota::new([Limit::per_second(10), Limit::per_day(10_000)]).unwrap();
 /// let layer = RateLimitLayer::new(MemoryStore::new(), PeerIp::new(), quota)

@@ -12,10 +12,15 @@ pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
+pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{FailurePolicy, RedisStore, connect};
+
 /// A place that keeps limiter state and makes decisions against it.
 ///
-/// Implemented by [`MemoryStore`](crate::MemoryStore) (one process) and
-/// [`RedisStore`](crate::RedisStore) (shared by every instance). A decision
+/// Implemented by [`MemoryStore`] (one process) and
+/// [`RedisStore`] (shared by every instance). A decision
 /// is atomic: all limits of the quota are checked and, if every one admits
 /// the request, counted — or none is.
 pub trait Store: Send + Sync + 'static {

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use cog_ratelimit::{Limit, MemoryStore, Quota, Store};
+use cog_ratelimit::store::{MemoryStore, Store};
+use cog_ratelimit::{Limit, Quota};
 use cog_testkit::RedisServer;
 use proptest::prelude::*;
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use cog_ratelimit::{DecisionSource, FailurePolicy, Limit, Quota, RedisStore, Store, StoreError};
+use cog_ratelimit::store::{FailurePolicy, RedisStore, Store, StoreError};
+use cog_ratelimit::{DecisionSource, Limit, Quota};
 use cog_testkit::{Proxy, RedisServer};
 
 use crate::support::client;

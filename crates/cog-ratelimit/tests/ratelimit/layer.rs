@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use cog_ratelimit::{
-    FailurePolicy, Global, Header, Limit, MemoryStore, Quota, RateLimitLayer, RedisStore,
-    StaticQuotas,
-};
+use cog_ratelimit::extract::{Global, Header};
+use cog_ratelimit::store::{FailurePolicy, MemoryStore, RedisStore};
+use cog_ratelimit::{Limit, Quota, RateLimitLayer, StaticQuotas};
 use cog_testkit::RedisServer;
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -157,7 +156,7 @@ async fn shadow_mode_never_rejects_and_adds_no_headers() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 5);
     // ...but it did decide: the subject's state was spent.
-    use cog_ratelimit::Store;
+    use cog_ratelimit::store::Store;
     let status = store.inspect("global", &quota).await.unwrap().statuses()[0];
     assert_eq!(status.remaining, 0);
 }
@@ -264,7 +263,7 @@ async fn fallback_headers_describe_the_share_applied() {
 /// by default — never unlimited — or refused with 400 when configured.
 #[tokio::test]
 async fn unknown_client_addresses_share_a_bucket_or_are_refused() {
-    use cog_ratelimit::{PeerIp, UnknownClient};
+    use cog_ratelimit::extract::{PeerIp, UnknownClient};
     let quota = Quota::single(Limit::per_day(2)).unwrap();
     let shared = RateLimitLayer::new(
         MemoryStore::new(),
@@ -369,7 +368,7 @@ async fn concurrency_slots_are_held_until_the_body_ends() {
 async fn route_keys_on_the_matched_template() {
     use axum::Router;
     use axum::routing::get;
-    use cog_ratelimit::Route;
+    use cog_ratelimit::extract::Route;
 
     let quota = Quota::single(Limit::per_day(2)).unwrap();
     let app = Router::new()

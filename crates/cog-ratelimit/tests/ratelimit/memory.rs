@@ -4,7 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cog_ratelimit::{Limit, MemoryStore, Quota};
+use cog_ratelimit::store::MemoryStore;
+use cog_ratelimit::{Limit, Quota};
 
 fn hammer(quota: Quota, threads: usize, attempts: usize) -> u64 {
     let store = Arc::new(MemoryStore::new());

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cog_ratelimit::{DecisionSource, Limit, Quota, RedisStore, Store};
+use cog_ratelimit::store::{RedisStore, Store};
+use cog_ratelimit::{DecisionSource, Limit, Quota};
 use cog_testkit::{RedisServer, Reply};
 
 use crate::support::{admitted, client, store};

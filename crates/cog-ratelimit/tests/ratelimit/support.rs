@@ -1,10 +1,10 @@
 use std::time::Duration;
 
-use cog_ratelimit::{RedisStore, Store};
+use cog_ratelimit::store::{RedisStore, Store};
 use fred::clients::Client;
 
 pub(crate) async fn client(url: &str) -> Client {
-    cog_ratelimit::connect(url)
+    cog_ratelimit::store::connect(url)
         .await
         .expect("connect to test redis")
 }
