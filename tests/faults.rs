@@ -315,7 +315,7 @@ async fn a_plugin_that_never_returns_affects_only_its_tenant() {
     parts
         .extensions
         .insert(a.demo.directory.tenant("spinner").unwrap());
-    let resolved = cog_sandbox::PluginResolver::resolve(&a.demo.directory, &parts);
+    let resolved = cog_sandbox::layer::PluginResolver::resolve(&a.demo.directory, &parts);
     assert_eq!(resolved.plugins.len(), 1);
     // … never returns on its own, and the deadline ends it: the request is
     // answered (the plugin's changes dropped, the default policy) instead

@@ -19,12 +19,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cog_cache::TieredCache;
 use cog_cache::http::{HttpCacheLayer, StoredResponse};
-use cog_control::{
-    AuthenticateLayer, Control, Directory, LimitSpec, Plan, Store, Tenant, TenantContext,
-};
+use cog_control::auth::AuthenticateLayer;
+use cog_control::store::Store;
+use cog_control::{Control, Directory, LimitSpec, Plan, Tenant, TenantContext};
 use cog_ratelimit::RateLimitLayer;
 use cog_ratelimit::store::{FailurePolicy, MemoryStore};
-use cog_sandbox::{KvStore, MemoryKv, PluginLayer, Runtime};
+use cog_sandbox::layer::PluginLayer;
+use cog_sandbox::{KvStore, MemoryKv, Runtime};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -139,7 +140,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
     };
     let store: Arc<dyn Store> = match &config.redis_url {
         Some(url) => Arc::new(
-            cog_control::RedisStore::connect(url)
+            cog_control::store::RedisStore::connect(url)
                 .await?
                 .timeout(config.redis_timeout.max(Duration::from_millis(500))),
         ),
@@ -207,7 +208,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(api)
-        .layer(cog_trace::TraceLayer::new().w3c(false));
+        .layer(cog_trace::server::TraceLayer::new().w3c(false));
     Ok(Demo {
         router,
         directory,

@@ -521,7 +521,9 @@ fn a_killed_writer_never_leaves_a_corrupt_file() {
 /// revoked key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_changes_take_effect_in_a_running_service() {
-    use cog_control::{AuthenticateLayer, Directory, RedisStore};
+    use cog_control::Directory;
+    use cog_control::auth::AuthenticateLayer;
+    use cog_control::store::RedisStore;
     use http::{Request, Response, StatusCode};
     use tower::{ServiceBuilder, ServiceExt};
 
@@ -620,7 +622,9 @@ async fn cli_changes_take_effect_in_a_running_service() {
 /// before and after the override, and after it is cleared.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overrides_and_usage_reach_a_running_limiter() {
-    use cog_control::{AuthenticateLayer, Directory, RedisStore};
+    use cog_control::Directory;
+    use cog_control::auth::AuthenticateLayer;
+    use cog_control::store::RedisStore;
     use http::{Request, Response, StatusCode};
     use tower::{ServiceBuilder, ServiceExt};
 

@@ -311,7 +311,7 @@ impl Control {
         mut spec: PluginSpec,
     ) -> Result<String, ControlError> {
         check_wasm(wasm)?;
-        let digest = crate::model::digest(wasm);
+        let digest = crate::digest(wasm);
         self.store.put_blob(&digest, wasm).await?;
         spec.digest = digest.clone();
         spec.file = None;

@@ -17,7 +17,7 @@ use crate::model::{LimitSpec, State, Status};
 use crate::store::Store;
 
 /// What the request path knows of a tenant, put into the request's
-/// extensions by [`Authenticate`](crate::Authenticate).
+/// extensions by [`Authenticate`](crate::auth::Authenticate).
 #[derive(Debug, Clone)]
 pub struct TenantContext {
     /// The tenant's id.
@@ -49,7 +49,7 @@ struct View {
     keys: HashMap<String, KeyEntry>,
     tenants: HashMap<Arc<str>, Arc<TenantContext>>,
     #[cfg(feature = "sandbox")]
-    plugins: HashMap<Arc<str>, cog_sandbox::Resolved>,
+    plugins: HashMap<Arc<str>, cog_sandbox::layer::Resolved>,
 }
 
 fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
@@ -219,7 +219,7 @@ impl Directory {
     }
 
     /// As [`start_with`](Self::start_with), and resolves each tenant's
-    /// plugins ([`cog_sandbox::PluginResolver`]), loaded in `runtime`:
+    /// plugins ([`cog_sandbox::layer::PluginResolver`]), loaded in `runtime`:
     /// those attached to the tenant or its plan, enabled, in name order,
     /// with the plan's plugin limits under the plugin's own. A plugin
     /// that fails to load is left out (and logged).
@@ -413,14 +413,14 @@ impl QuotaSource for Directory {
 }
 
 #[cfg(feature = "sandbox")]
-impl cog_sandbox::PluginResolver for Directory {
+impl cog_sandbox::layer::PluginResolver for Directory {
     /// The plugins of the authenticated tenant (from [`TenantContext`] in
     /// the request's extensions); none without one.
-    fn resolve(&self, parts: &Parts) -> cog_sandbox::Resolved {
+    fn resolve(&self, parts: &Parts) -> cog_sandbox::layer::Resolved {
         parts
             .extensions
             .get::<Arc<TenantContext>>()
             .and_then(|t| self.inner.view.read().plugins.get(&t.id).cloned())
-            .unwrap_or_else(cog_sandbox::Resolved::none)
+            .unwrap_or_else(cog_sandbox::layer::Resolved::none)
     }
 }

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use crate::Spec;
 use crate::error::ControlError;
-use crate::model::Spec;
 
 /// A document format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,18 +1,18 @@
 //! The control plane of a multi-tenant API: subscription plans, tenants,
 //! API keys and plugins, and the lookups cog's layers consume.
 //!
-//! - [`model`]: plain serde data — [`Plan`] (named rate limits, long-window
+//! - The model: plain serde data — [`Plan`] (named rate limits, long-window
 //!   quotas, cache budget, plugin limits), [`Tenant`] (plan, status,
 //!   metadata, per-tenant overrides), [`ApiKey`] (stored as a SHA-256
 //!   hash, never the key), [`PluginSpec`] (wasm bytes by digest).
-//! - [`Store`]: one document plus a revision, compare-and-swap writes —
-//!   [`FileStore`] (`file:PATH`, atomic replace) and `RedisStore`
+//! - [`Store`](store::Store): one document plus a revision, compare-and-swap writes —
+//!   [`FileStore`](store::FileStore) (`file:PATH`, atomic replace) and `RedisStore`
 //!   (`redis://…`, feature `redis`, shared by every instance).
 //! - [`Control`]: typed, validated changes, retried on concurrent writes;
 //!   `apply`/`diff` of a declarative [`Spec`] in YAML, TOML or JSON
 //!   ([`document`]).
 //! - [`Directory`]: a live, in-memory view of the store for the request
-//!   path — API key → tenant ([`Authenticate`]), tenant → quota
+//!   path — API key → tenant ([`Authenticate`](auth::Authenticate)), tenant → quota
 //!   ([`cog_ratelimit::QuotaSource`]) — refreshed as soon as a change is
 //!   announced, and by polling the revision as a backstop.
 //!
@@ -36,27 +36,23 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod auth;
+pub mod auth;
 mod control;
 mod directory;
 pub mod document;
 mod error;
 pub mod keys;
-pub mod model;
+mod model;
 #[cfg(feature = "sandbox")]
 mod plugins;
 #[cfg(feature = "sandbox")]
 pub use plugins::sandbox_limits;
 pub mod store;
 
-pub use auth::{AuthFuture, Authenticate, AuthenticateLayer};
 pub use control::{Change, Control, diff};
 pub use directory::{Directory, Refusal, TenantContext};
 pub use error::{ControlError, Invalid};
 pub use model::{
-    ApiKey, Attach, KeyStatus, LimitSpec, OnFailure, Plan, PluginLimits, PluginSpec, Spec, State,
-    Status, Tenant, Window,
+    ApiKey, Attach, KeyStatus, LimitSpec, MAX_COUNT, MAX_PLUGIN_BYTES, OnFailure, Plan,
+    PluginLimits, PluginSpec, SCHEMA_VERSION, Spec, State, Status, Tenant, Window, digest,
 };
-#[cfg(feature = "redis")]
-pub use store::RedisStore;
-pub use store::{FileStore, Store};

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cog_sandbox::{Limits, OnError, Plugin, Resolved, Runtime};
+use cog_sandbox::layer::Resolved;
+use cog_sandbox::{Limits, OnError, Plugin, Runtime};
 use parking_lot::Mutex;
 
 use crate::model::{OnFailure, PluginLimits, State};
@@ -142,7 +143,7 @@ impl Loader {
         &self,
         store: &dyn Store,
         name: &str,
-        p: &crate::model::PluginSpec,
+        p: &crate::PluginSpec,
         limits: Limits,
     ) -> Result<Plugin, String> {
         let bytes = self.blob(store, &p.digest).await?;
@@ -178,8 +179,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::Control;
     use crate::model::{Attach, Plan, PluginSpec, Tenant};
-    use crate::{Control, FileStore};
+    use crate::store::FileStore;
 
     fn spec() -> PluginSpec {
         PluginSpec {

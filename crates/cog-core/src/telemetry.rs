@@ -4,7 +4,7 @@
 //!
 //! A [`Child`] is only ever a child: it is opened when the current
 //! OpenTelemetry context holds a *sampled* span (the server span of
-//! `cog_trace::TraceLayer`, or any span an application made current) and is
+//! `cog_trace::server::TraceLayer`, or any span an application made current) and is
 //! nothing otherwise — no tracer call, no allocation, one thread-local
 //! read. Spans come from the global tracer provider, under the
 //! instrumentation scope of the crate that opens them.

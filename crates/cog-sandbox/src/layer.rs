@@ -316,3 +316,15 @@ fn plain<B: From<Bytes>>(status: StatusCode, body: Bytes) -> Response<B> {
     *res.status_mut() = status;
     res
 }
+
+impl<S> Plugins<S> {
+    /// `inner`, with the plugins `resolver` picks run around it.
+    pub fn new(inner: S, resolver: impl PluginResolver) -> Self {
+        PluginLayer::new(resolver).layer(inner)
+    }
+
+    /// The layer of this service: [`PluginLayer::new`].
+    pub fn layer(resolver: impl PluginResolver) -> PluginLayer {
+        PluginLayer::new(resolver)
+    }
+}

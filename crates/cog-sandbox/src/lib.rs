@@ -17,8 +17,8 @@
 //!   tenants, never after a failure), so a warm call costs ~2 µs.
 //! - [`KvStore`]: per-(tenant, plugin) data with its own quotas, in memory
 //!   ([`MemoryKv`]) or in Redis (`RedisKv`, feature `redis`).
-//! - [`PluginLayer`]: a tower layer that resolves each request's plugins
-//!   ([`PluginResolver`]), runs request hooks before the inner service and
+//! - [`PluginLayer`](layer::PluginLayer): a tower layer that resolves each request's plugins
+//!   ([`PluginResolver`](layer::PluginResolver)), runs request hooks before the inner service and
 //!   response hooks after it, on blocking threads, with a per-plugin
 //!   failure policy ([`OnError`]).
 //!
@@ -39,7 +39,7 @@ mod error;
 mod exchange;
 mod host;
 mod kv;
-mod layer;
+pub mod layer;
 mod limits;
 mod metrics;
 #[cfg(feature = "redis")]
@@ -52,7 +52,6 @@ pub use error::PluginError;
 pub use exchange::{Exchange, Phase, Rejection};
 pub use host::ABI_VERSION;
 pub use kv::{KvError, KvScope, KvStore, MemoryKv};
-pub use layer::{PluginLayer, PluginResolver, Plugins, Resolved, ResponseFuture};
 pub use limits::Limits;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -602,7 +602,7 @@ impl Plugin {
         self
     }
 
-    /// Has the [layer](crate::PluginLayer) read the request body (up to
+    /// Has the [layer](crate::layer::PluginLayer) read the request body (up to
     /// `max_input_bytes`) for this plugin, and the response body; without
     /// it, a hook can neither read nor replace that body.
     pub fn bodies(mut self, request: bool, response: bool) -> Self {

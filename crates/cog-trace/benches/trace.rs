@@ -21,7 +21,7 @@ use std::convert::Infallible;
 use std::hint::black_box;
 
 use bytes::Bytes;
-use cog_trace::TraceLayer;
+use cog_trace::server::TraceLayer;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::Full;

@@ -94,7 +94,7 @@ impl<S: fmt::Debug> fmt::Debug for ClientTrace<S> {
 }
 
 /// Response future of [`ClientTrace`].
-pub type ClientResponseFuture<B, E> = cog_core::ResponseFuture<B, E>;
+pub type ResponseFuture<B, E> = cog_core::ResponseFuture<B, E>;
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ClientTrace<S>
 where
@@ -106,7 +106,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ClientResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -114,7 +114,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let Some(tracer) = &self.shared.tracer else {
-            return ClientResponseFuture::new(self.inner.call(req));
+            return ResponseFuture::new(self.inner.call(req));
         };
         let (method, _) = method_attr(req.method());
         let parent = Context::current();
@@ -155,7 +155,7 @@ where
             .propagator
             .inject_context(&cx, &mut HeaderInjector(req.headers_mut()));
         let fut = self.inner.call(req);
-        ClientResponseFuture::new(async move {
+        ResponseFuture::new(async move {
             let result = fut.await;
             let span = cx.span();
             match &result {
@@ -182,5 +182,17 @@ where
             span.end();
             result
         })
+    }
+}
+
+impl<S> ClientTrace<S> {
+    /// `inner`, traced with the settings of [`ClientTraceLayer::new`].
+    pub fn new(inner: S) -> Self {
+        ClientTraceLayer::new().layer(inner)
+    }
+
+    /// The layer of this service: [`ClientTraceLayer::new`].
+    pub fn layer() -> ClientTraceLayer {
+        ClientTraceLayer::new()
     }
 }

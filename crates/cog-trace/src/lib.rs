@@ -1,6 +1,6 @@
 //! OpenTelemetry tracing for tower services.
 //!
-//! - [`TraceLayer`]: one server span per request, named `{method}
+//! - [`TraceLayer`](server::TraceLayer): one server span per request, named `{method}
 //!   {route}`, kind server, with the stable HTTP semantic-convention
 //!   attributes (`http.request.method`, `url.path`, `url.scheme`,
 //!   `url.query` with values redacted, `http.route`,
@@ -28,7 +28,7 @@
 //!   provider as it is when the layer is built. Install the provider
 //!   first; with none installed (the API's no-op provider), the layer
 //!   skips metrics entirely — no clock read, no attributes.
-//! - [`ClientTraceLayer`]: a client span per outgoing request, child of
+//! - [`ClientTraceLayer`](client::ClientTraceLayer): a client span per outgoing request, child of
 //!   the current context, whose context is injected into the request.
 //! - [`init`]: the SDK from the standard `OTEL_*` variables (see
 //!   [`TraceConfig`]), OTLP over gRPC or HTTP/protobuf; the returned
@@ -38,7 +38,7 @@
 //!   named `{method} {route}` (`POST /v1/complete`) and metrics carry
 //!   `http.route`, from axum's `MatchedPath` (feature `axum`, default).
 //!   Other routers insert a [`MatchedRoute`] extension, or pass
-//!   [`TraceLayer::route_with`].
+//!   [`TraceLayer::route_with`](server::TraceLayer::route_with).
 //! - Inside a sampled request, cog's other crates add internal spans
 //!   (`ratelimit.decide`, `cache.lookup`, `plugin.call`) and a client span
 //!   per Redis call (`db.system.name = "redis"`, `db.operation.name`,
@@ -53,7 +53,7 @@
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let _guard = cog_trace::init()?; // OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, …
-//! let layer = cog_trace::TraceLayer::new().filter(|parts| parts.uri.path() != "/healthz");
+//! let layer = cog_trace::server::TraceLayer::new().filter(|parts| parts.uri.path() != "/healthz");
 //! // axum: Router::new().route("/items/{id}", get(item)).layer(layer)
 //! //   → spans named `GET /items/{id}`
 //! # let _ = layer; Ok(()) }
@@ -61,16 +61,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attributes;
-mod client;
+pub mod client;
 mod console;
 mod init;
 #[cfg(feature = "prometheus")]
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub mod prometheus;
 mod propagation;
-mod server;
+pub mod server;
 
-pub use client::{ClientResponseFuture, ClientTrace, ClientTraceLayer};
 pub use cog_core::route::MatchedRoute;
 pub use init::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};
-pub use server::{ResponseBody, ResponseFuture, Trace, TraceLayer};

@@ -57,9 +57,10 @@ async fn request_with_traceparent() -> http::Response<()> {
     use http_body_util::Empty;
     use tower::{Layer, ServiceExt, service_fn};
     type Body = Empty<bytes::Bytes>;
-    let svc = cog_trace::TraceLayer::new().layer(service_fn(|_req: http::Request<Body>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(Body::new()))
-    }));
+    let svc =
+        cog_trace::server::TraceLayer::new().layer(service_fn(|_req: http::Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::new()))
+        }));
     let req = http::Request::builder()
         .uri("/items/1")
         .header(

@@ -4,7 +4,8 @@
 use std::convert::Infallible;
 
 use cog_testkit::MetricsCapture;
-use cog_trace::{TraceConfig, TraceLayer};
+use cog_trace::TraceConfig;
+use cog_trace::server::TraceLayer;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt, service_fn};

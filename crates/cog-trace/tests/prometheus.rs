@@ -5,7 +5,8 @@ use std::convert::Infallible;
 
 use cog_testkit::openmetrics::{self, Family};
 use cog_trace::prometheus::Prometheus;
-use cog_trace::{MatchedRoute, TraceConfig, TraceLayer};
+use cog_trace::server::TraceLayer;
+use cog_trace::{MatchedRoute, TraceConfig};
 use http::{Request, Response};
 use http_body_util::Full;
 use opentelemetry::KeyValue;

@@ -74,7 +74,7 @@ pub(crate) fn read_spec(
                 let wasm = std::fs::read(base.join(file)).map_err(|e| {
                     Exit::Usage(format!("{what}: plugins.{name}.file `{file}`: {e}"))
                 })?;
-                p.digest = cog_control::model::digest(&wasm);
+                p.digest = cog_control::digest(&wasm);
                 blobs.insert(p.digest.clone(), wasm);
             }
         }

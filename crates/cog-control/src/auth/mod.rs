@@ -5,4 +5,4 @@ mod layer;
 mod service;
 
 pub use layer::AuthenticateLayer;
-pub use service::{AuthFuture, Authenticate};
+pub use service::{Authenticate, ResponseFuture};

@@ -23,6 +23,11 @@ impl<S> Authenticate<S> {
     pub fn new(inner: S, directory: Directory) -> Self {
         Authenticate { inner, directory }
     }
+
+    /// The layer of this service: [`AuthenticateLayer::new`](super::AuthenticateLayer::new).
+    pub fn layer(directory: Directory) -> super::AuthenticateLayer {
+        super::AuthenticateLayer::new(directory)
+    }
 }
 
 cog_core::inner_service!(Authenticate<S>);
@@ -40,7 +45,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = AuthFuture<S::Future, Response<ResB>, S::Error>;
+    type Future = ResponseFuture<S::Future, Response<ResB>, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -56,7 +61,7 @@ where
         match found {
             Ok(tenant) => {
                 req.extensions_mut().insert(tenant);
-                AuthFuture::Inner {
+                ResponseFuture::Inner {
                     fut: self.inner.call(req),
                 }
             }
@@ -70,7 +75,7 @@ where
                     }
                     Refusal::Suspended => *res.status_mut() = StatusCode::FORBIDDEN,
                 }
-                AuthFuture::Refused {
+                ResponseFuture::Refused {
                     fut: ready(Ok(res)),
                 }
             }
@@ -82,7 +87,7 @@ pin_project_lite::pin_project! {
     /// The response future of [`Authenticate`].
     #[project = AuthProj]
     #[allow(missing_docs)]
-    pub enum AuthFuture<F, R, E> {
+    pub enum ResponseFuture<F, R, E> {
         /// Authenticated: the inner service's future.
         Inner { #[pin] fut: F },
         /// Refused at once.
@@ -90,7 +95,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, R, E> Future for AuthFuture<F, R, E>
+impl<F, R, E> Future for ResponseFuture<F, R, E>
 where
     F: Future<Output = Result<R, E>>,
 {
@@ -104,8 +109,8 @@ where
     }
 }
 
-impl<F, R, E> fmt::Debug for AuthFuture<F, R, E> {
+impl<F, R, E> fmt::Debug for ResponseFuture<F, R, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }

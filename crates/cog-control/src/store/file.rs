@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use super::{Store, decode, encode};
+use crate::State;
 use crate::error::ControlError;
-use crate::model::State;
 
 /// The control plane in a local file, for one machine (`file:PATH`).
 ///
@@ -210,7 +210,7 @@ impl Store for FileStore {
         let digest = digest.to_owned();
         blocking(move || match fs::read(&path) {
             // A blob is named by its digest: anything else is damage.
-            Ok(b) if crate::model::digest(&b) == digest => Ok(Some(Bytes::from(b))),
+            Ok(b) if crate::digest(&b) == digest => Ok(Some(Bytes::from(b))),
             Ok(_) => Err(ControlError::Corrupt {
                 what: path.display().to_string(),
                 message: "the bytes do not match their digest".into(),

@@ -14,8 +14,8 @@ use fred::types::{Expiration, SetOptions};
 use tokio::sync::watch;
 
 use super::{Store, decode, encode};
+use crate::State;
 use crate::error::ControlError;
-use crate::model::State;
 
 /// Writes the document if the revision is still the expected one, bumps
 /// it, and publishes the new revision. Returns the new revision, or
@@ -256,7 +256,7 @@ impl Store for RedisStore {
         let key = self.blob_key(digest)?;
         let bytes: Option<Bytes> = self.bounded("GET", self.client.get(key)).await?;
         match bytes {
-            Some(b) if crate::model::digest(&b) != digest => Err(ControlError::Corrupt {
+            Some(b) if crate::digest(&b) != digest => Err(ControlError::Corrupt {
                 what: "the Redis store".into(),
                 message: format!("blob {digest}: the bytes do not match their digest"),
             }),

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cog_control::{
-    AuthenticateLayer, Control, Directory, FileStore, RedisStore, Refusal, Status, Store, Tenant,
-    TenantContext,
-};
+use cog_control::auth::AuthenticateLayer;
+use cog_control::store::{FileStore, RedisStore, Store};
+use cog_control::{Control, Directory, Refusal, Status, Tenant, TenantContext};
 use cog_testkit::RedisServer;
 use http::{Request, Response, StatusCode};
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -242,4 +241,32 @@ async fn the_control_plane_works_on_redis_cluster() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(c.state().await.unwrap().spec.tenants.len(), 11);
+}
+
+#[tokio::test]
+async fn the_authenticator_is_built_directly_or_through_its_layer() {
+    use cog_control::auth::Authenticate;
+    use tower::Layer;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    let (_c, _, secret) = seeded(store.clone()).await;
+    let d = Directory::start(store).await.unwrap();
+    let direct = Authenticate::new(ok_service(), d.clone());
+    let layered = Authenticate::<()>::layer(d).layer(ok_service());
+    let ok = direct
+        .clone()
+        .oneshot(request(Some(&secret)))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_body(), "acme");
+    let refused = direct.oneshot(request(None)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let ok = layered
+        .clone()
+        .oneshot(request(Some(&secret)))
+        .await
+        .unwrap();
+    assert_eq!(ok.into_body(), "acme");
+    let refused = layered.oneshot(request(None)).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
 }

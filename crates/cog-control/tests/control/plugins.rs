@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cog_control::{Attach, AuthenticateLayer, Control, Directory, FileStore, PluginSpec, Tenant};
-use cog_sandbox::{PluginLayer, Runtime};
+use cog_control::auth::AuthenticateLayer;
+use cog_control::store::FileStore;
+use cog_control::{Attach, Control, Directory, PluginSpec, Tenant};
+use cog_sandbox::Runtime;
+use cog_sandbox::layer::PluginLayer;
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt, service_fn};

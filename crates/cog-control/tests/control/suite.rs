@@ -4,10 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cog_control::document::{self, Format};
-use cog_control::{
-    Attach, Control, ControlError, FileStore, LimitSpec, Plan, PluginSpec, RedisStore, Status,
-    Store, Tenant,
-};
+use cog_control::store::{FileStore, RedisStore, Store};
+use cog_control::{Attach, Control, ControlError, LimitSpec, Plan, PluginSpec, Status, Tenant};
 use cog_testkit::RedisServer;
 
 /// The smallest valid module.
@@ -169,7 +167,7 @@ async fn invalid_input_is_refused((a, _): Pair) {
         .unwrap_err();
     assert!(e.to_string().contains("not a WebAssembly module"), "{e}");
     let mut big = EMPTY_WASM.to_vec();
-    big.resize(cog_control::model::MAX_PLUGIN_BYTES + 1, 0);
+    big.resize(cog_control::MAX_PLUGIN_BYTES + 1, 0);
     let e = c.install_plugin("p", &big, spec.clone()).await.unwrap_err();
     assert!(e.to_string().contains("limit"), "{e}");
     let mut orphan = spec;
@@ -293,7 +291,7 @@ async fn garbage_in_redis_is_a_typed_error() {
     assert!(matches!(e, ControlError::Corrupt { .. }), "{e}");
     assert!(e.to_string().contains("plans"), "{e}");
     // A blob that does not match its digest is refused, not handed out.
-    let digest = cog_control::model::digest(EMPTY_WASM);
+    let digest = cog_control::digest(EMPTY_WASM);
     let key = format!(
         "cog:{{control}}:blob:{}",
         digest.trim_start_matches("sha256:")
@@ -349,7 +347,7 @@ async fn unreferenced_plugin_bytes_are_deleted((store, _): Pair) {
 async fn deleting_plugin_bytes_from_the_file_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::new(dir.path().join("state.json"));
-    let digest = cog_control::model::digest(EMPTY_WASM);
+    let digest = cog_control::digest(EMPTY_WASM);
     // Nothing stored: nothing to do.
     store.delete_blob(&digest).await.unwrap();
     store.put_blob(&digest, EMPTY_WASM).await.unwrap();

@@ -139,3 +139,20 @@ where
         )
     }
 }
+
+impl<S, St, K, Q> RateLimit<S, St, K, Q>
+where
+    St: Store + Clone,
+    K: KeyExtractor,
+    Q: QuotaSource,
+{
+    /// `inner`, limited as [`RateLimitLayer::new`] describes.
+    pub fn new(inner: S, store: St, key: K, quotas: Q) -> Self {
+        RateLimitLayer::new(store, key, quotas).layer(inner)
+    }
+
+    /// The layer of this service: [`RateLimitLayer::new`].
+    pub fn layer(store: St, key: K, quotas: Q) -> RateLimitLayer<St, K, Q> {
+        RateLimitLayer::new(store, key, quotas)
+    }
+}

@@ -391,3 +391,24 @@ async fn route_keys_on_the_matched_template() {
     // Another route has its own limit.
     assert_eq!(get("/v1/users/1").await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_service_is_built_directly_or_through_its_layer() {
+    use cog_ratelimit::RateLimit;
+    let quota = Quota::new([Limit::per_minute(1)]).unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let direct = RateLimit::new(
+        counting_service(calls.clone()),
+        MemoryStore::new(),
+        Global,
+        quota.clone(),
+    );
+    let layered = RateLimit::<Inner, _, _, _>::layer(MemoryStore::new(), Global, quota)
+        .layer(counting_service(calls.clone()));
+    for svc in [direct, layered] {
+        assert_eq!(svc.clone().oneshot(req(None)).await.unwrap().status(), 200);
+        let denied = svc.oneshot(req(None)).await.unwrap();
+        assert_eq!(denied.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -4,7 +4,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cog_sandbox::{Limits, OnError, Plugin, PluginLayer, Resolved, Runtime};
+use cog_sandbox::layer::{PluginLayer, Resolved};
+use cog_sandbox::{Limits, OnError, Plugin, Runtime};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt, service_fn};
@@ -243,4 +244,31 @@ async fn an_unavailable_plugin_meets_its_failure_policy() {
     assert_eq!(err.kind(), "unavailable");
     let (status, _, _) = send(&layer(vec![broken.on_error(OnError::Fail), add]), "x").await;
     assert_eq!(status, 500, "fail: the request is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_is_built_directly_or_through_its_layer() {
+    use cog_sandbox::layer::Plugins;
+    let rt = Runtime::new();
+    let plugins: Arc<[Plugin]> = vec![rewrite_to_changed(&rt)].into();
+    let resolver = move |_: &http::request::Parts| Resolved {
+        tenant: "acme".into(),
+        plugins: plugins.clone(),
+    };
+    let req = || {
+        Request::post("/items")
+            .body(Body::from("original"))
+            .unwrap()
+    };
+    let direct = Plugins::new(app(), resolver.clone());
+    let layered = Plugins::<()>::layer(resolver).layer(app());
+    for res in [
+        direct.oneshot(req()).await.unwrap(),
+        layered.oneshot(req()).await.unwrap(),
+    ] {
+        assert_eq!(
+            res.into_body().collect().await.unwrap().to_bytes(),
+            "changed"
+        );
+    }
 }

@@ -38,14 +38,14 @@ pub enum InitError {
     /// [`init`] already installed a pipeline in this process: a second one
     /// would leave layers built earlier on the first one's sampler. Keep
     /// the first guard, or build more pipelines with
-    /// [`TraceConfig::build`] and [`TraceLayer::from_guard`](crate::TraceLayer::from_guard).
+    /// [`TraceConfig::build`] and [`TraceLayer::from_guard`](crate::server::TraceLayer::from_guard).
     #[error("cog_trace::init was already called in this process")]
     AlreadyInitialized,
 }
 
 /// Sets tracing up from the `OTEL_*` variables and installs it globally:
 /// the global tracer provider and propagator, so
-/// [`TraceLayer::new`](crate::TraceLayer::new) and any OpenTelemetry
+/// [`TraceLayer::new`](crate::server::TraceLayer::new) and any OpenTelemetry
 /// instrumentation use it.
 /// Keep the guard alive; dropping it flushes.
 ///

@@ -27,11 +27,16 @@ const NEVER_CAPTURED: [&str; 4] = [
 /// Traces requests: one server span each, named `{method} {route}`, with
 /// the stable HTTP semantic-convention attributes. See the
 /// [crate docs](crate).
+///
+/// A builder with plain fields: each method sets one and returns the
+/// layer; every service it builds shares one copy of the settings.
 #[derive(Clone)]
 pub struct TraceLayer {
-    shared: Arc<Shared>,
+    shared: Shared,
 }
 
+/// The settings every [`Trace`] of one layer shares (behind an `Arc`).
+#[derive(Clone)]
 pub(super) struct Shared {
     /// `None` when no meter provider was installed: nothing to record.
     pub(super) metrics: Option<Metrics>,
@@ -70,7 +75,7 @@ impl TraceLayer {
     /// (the global propagator when `init` was not called).
     pub fn new() -> Self {
         TraceLayer {
-            shared: Arc::new(Shared {
+            shared: Shared {
                 metrics: Metrics::from_global(),
                 tracer: Some(Arc::new(opentelemetry::global::tracer("cog-trace"))),
                 sampler: crate::init::INIT_SAMPLER.get().copied(),
@@ -84,7 +89,7 @@ impl TraceLayer {
                 trusted_hops: 0,
                 public_endpoint: false,
                 keep_query: false,
-            }),
+            },
         }
     }
 
@@ -94,50 +99,28 @@ impl TraceLayer {
             .tracer("cog-trace")
             .map(|t| Arc::new(BoxedTracer::new(Box::new(t))));
         let sampler = guard.sampler();
-        TraceLayer::new().with(|s| {
-            s.tracer = tracer;
-            s.sampler = Some(sampler);
-            s.propagation = match guard.w3c() {
-                Some(baggage) => Propagation::W3c { baggage },
-                None => Propagation::Other(guard.propagator()),
-            };
-        })
+        let mut layer = TraceLayer::new();
+        layer.shared.tracer = tracer;
+        layer.shared.sampler = Some(sampler);
+        layer.shared.propagation = match guard.w3c() {
+            Some(baggage) => Propagation::W3c { baggage },
+            None => Propagation::Other(guard.propagator()),
+        };
+        layer
     }
 
     /// Uses `tracer` (from any SDK pipeline) instead of the global one.
-    pub fn tracer(self, tracer: opentelemetry_sdk::trace::SdkTracer) -> Self {
-        self.with(|s| {
-            s.tracer = Some(Arc::new(BoxedTracer::new(Box::new(tracer))));
-            // An SDK tracer from elsewhere: its sampler decides.
-            s.sampler = None;
-        })
+    pub fn tracer(mut self, tracer: opentelemetry_sdk::trace::SdkTracer) -> Self {
+        self.shared.tracer = Some(Arc::new(BoxedTracer::new(Box::new(tracer))));
+        // An SDK tracer from elsewhere: its sampler decides.
+        self.shared.sampler = None;
+        self
     }
 
     /// Uses `propagator` instead of the global one.
-    pub fn propagator(self, propagator: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
-        self.with(|s| s.propagation = Propagation::Other(propagator))
-    }
-
-    fn with(self, f: impl FnOnce(&mut Shared)) -> Self {
-        let mut s = match Arc::try_unwrap(self.shared) {
-            Ok(s) => s,
-            Err(shared) => Shared {
-                metrics: Metrics::from_global(),
-                tracer: shared.tracer.clone(),
-                sampler: shared.sampler,
-                propagation: shared.propagation.clone(),
-                route: shared.route.clone(),
-                filter: shared.filter.clone(),
-                capture: shared.capture.clone(),
-                trusted_hops: shared.trusted_hops,
-                public_endpoint: shared.public_endpoint,
-                keep_query: shared.keep_query,
-            },
-        };
-        f(&mut s);
-        TraceLayer {
-            shared: Arc::new(s),
-        }
+    pub fn propagator(mut self, propagator: Arc<dyn TextMapPropagator + Send + Sync>) -> Self {
+        self.shared.propagation = Propagation::Other(propagator);
+        self
     }
 
     /// Finds the route template (`/items/{id}`) of a request, for the span
@@ -151,55 +134,65 @@ impl TraceLayer {
     /// router inserted. With neither, spans are named by the method alone
     /// and metrics carry no `http.route` (never the raw path: it would
     /// make one series per URL).
-    pub fn route_with<R>(self, route: impl Fn(&Parts) -> Option<R> + Send + Sync + 'static) -> Self
+    pub fn route_with<R>(
+        mut self,
+        route: impl Fn(&Parts) -> Option<R> + Send + Sync + 'static,
+    ) -> Self
     where
         R: Into<Cow<'static, str>>,
     {
-        self.with(|s| s.route = Some(Arc::new(move |parts: &Parts| route(parts).map(Into::into))))
+        self.shared.route = Some(Arc::new(move |parts: &Parts| route(parts).map(Into::into)));
+        self
     }
 
     /// Traces only requests for which `filter` is true (e.g. skip
     /// `/healthz`).
-    pub fn filter(self, filter: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
-        self.with(|s| s.filter = Some(Arc::new(filter)))
+    pub fn filter(mut self, filter: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
+        self.shared.filter = Some(Arc::new(filter));
+        self
     }
 
     /// Records these request headers as `http.request.header.<name>`.
     /// `Authorization`, `Cookie`, `Set-Cookie` and `Proxy-Authorization`
     /// are never recorded.
     pub fn capture_request_headers(
-        self,
+        mut self,
         names: impl IntoIterator<Item = http::HeaderName>,
     ) -> Self {
         let names: Vec<_> = names
             .into_iter()
             .filter(|n| !NEVER_CAPTURED.contains(&n.as_str()))
             .collect();
-        self.with(|s| s.capture = names)
+        self.shared.capture = names;
+        self
     }
 
     /// Trusts `hops` proxies in front of the service for `client.address`
     /// (from `X-Forwarded-For`); by default only the peer address counts.
-    pub fn trusted_hops(self, hops: usize) -> Self {
-        self.with(|s| s.trusted_hops = hops)
+    pub fn trusted_hops(mut self, hops: usize) -> Self {
+        self.shared.trusted_hops = hops;
+        self
     }
 
     /// Treats the service as a public endpoint: an incoming context becomes
     /// a link of a new trace, never its parent.
-    pub fn public_endpoint(self, public: bool) -> Self {
-        self.with(|s| s.public_endpoint = public)
+    pub fn public_endpoint(mut self, public: bool) -> Self {
+        self.shared.public_endpoint = public;
+        self
     }
 
     /// Reads context as W3C trace context (and W3C baggage when `baggage`),
     /// decoded by the layer itself: what [`init`](crate::init) sets up by
     /// default, without the cost of the generic propagator API.
-    pub fn w3c(self, baggage: bool) -> Self {
-        self.with(|s| s.propagation = Propagation::W3c { baggage })
+    pub fn w3c(mut self, baggage: bool) -> Self {
+        self.shared.propagation = Propagation::W3c { baggage };
+        self
     }
 
     /// Records `url.query` as sent (default: values redacted).
-    pub fn keep_query(self, keep: bool) -> Self {
-        self.with(|s| s.keep_query = keep)
+    pub fn keep_query(mut self, keep: bool) -> Self {
+        self.shared.keep_query = keep;
+        self
     }
 }
 
@@ -209,7 +202,19 @@ impl<S> Layer<S> for TraceLayer {
     fn layer(&self, inner: S) -> Trace<S> {
         Trace {
             inner,
-            shared: self.shared.clone(),
+            shared: Arc::new(self.shared.clone()),
         }
+    }
+}
+
+impl<S> Trace<S> {
+    /// `inner`, traced with the settings of [`TraceLayer::new`].
+    pub fn new(inner: S) -> Self {
+        TraceLayer::new().layer(inner)
+    }
+
+    /// The layer of this service: [`TraceLayer::new`].
+    pub fn layer() -> TraceLayer {
+        TraceLayer::new()
     }
 }

@@ -12,6 +12,7 @@ use super::layer::Shared;
 use crate::attributes::{METHODS, method_index};
 
 /// `http.server.request.duration` (s) and `http.server.active_requests`.
+#[derive(Clone)]
 pub(super) struct Metrics {
     duration: opentelemetry::metrics::Histogram<f64>,
     active: opentelemetry::metrics::UpDownCounter<i64>,

@@ -1,7 +1,6 @@
-//! The server layer: one span per request. Split as tower-http's
-//! `trace/`: the builder ([`layer`]), the service and how a span starts
-//! ([`service`]), the response future ([`future`]) and body ([`body`]),
-//! request metrics ([`metrics`]) and gRPC status handling ([`grpc`]).
+//! The server middleware: one span (and the HTTP server metrics) per
+//! request. [`TraceLayer`] builds it; see the [crate docs](crate) for the
+//! attributes, propagation and metrics.
 
 mod body;
 mod future;
@@ -9,6 +8,10 @@ mod grpc;
 mod layer;
 mod metrics;
 mod service;
+
+// Split as tower-http's `trace/`: the builder (layer), the service and how
+// a span starts (service), the response future and body, request metrics
+// and gRPC status handling.
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use cog_testkit::OtlpReceiver;
-use cog_trace::TraceLayer;
+use cog_trace::server::TraceLayer;
 use http::{Request, Response};
 use tower::{Layer, ServiceExt, service_fn};
 use tracing::instrument::WithSubscriber;

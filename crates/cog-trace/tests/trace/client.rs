@@ -3,7 +3,8 @@
 use std::convert::Infallible;
 
 use cog_testkit::OtlpReceiver;
-use cog_trace::{ClientTraceLayer, TraceLayer};
+use cog_trace::client::ClientTraceLayer;
+use cog_trace::server::TraceLayer;
 use http::{Request, Response, StatusCode};
 use opentelemetry::trace::FutureExt as _;
 use tower::{Layer, ServiceExt, service_fn};

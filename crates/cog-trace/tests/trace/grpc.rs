@@ -2,7 +2,7 @@
 //! status read from the trailers or from a trailers-only answer.
 
 use cog_testkit::OtlpReceiver;
-use cog_trace::TraceLayer;
+use cog_trace::server::TraceLayer;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,

@@ -184,7 +184,7 @@ async fn shutdown_flushes_every_ended_span() {
 async fn public_endpoints_link_instead_of_parenting() {
     let receiver = OtlpReceiver::start().await.unwrap();
     let guard = config(&receiver, true, &[]).build().unwrap();
-    let svc = cog_trace::TraceLayer::from_guard(&guard)
+    let svc = cog_trace::server::TraceLayer::from_guard(&guard)
         .public_endpoint(true)
         .layer(crate::support::app(&guard).into_inner());
     send(
@@ -210,7 +210,7 @@ fn hex(s: &str) -> Vec<u8> {
 async fn header_capture_is_an_allow_list_without_secrets() {
     let receiver = OtlpReceiver::start().await.unwrap();
     let guard = config(&receiver, true, &[]).build().unwrap();
-    let svc = cog_trace::TraceLayer::from_guard(&guard)
+    let svc = cog_trace::server::TraceLayer::from_guard(&guard)
         .capture_request_headers([
             http::HeaderName::from_static("x-request-id"),
             http::header::AUTHORIZATION,
@@ -253,10 +253,11 @@ async fn the_matched_route_names_the_span_by_default() {
     type Body = http_body_util::Full<bytes::Bytes>;
     let receiver = OtlpReceiver::start().await.unwrap();
     let guard = config(&receiver, false, &[]).build().unwrap();
-    let svc =
-        cog_trace::TraceLayer::from_guard(&guard).layer(service_fn(|_req: Request<Body>| async {
+    let svc = cog_trace::server::TraceLayer::from_guard(&guard).layer(service_fn(
+        |_req: Request<Body>| async {
             Ok::<_, std::convert::Infallible>(Response::new(Body::default()))
-        }));
+        },
+    ));
     let mut routed = Request::post("/v1/items/42").body(Body::default()).unwrap();
     routed
         .extensions_mut()
@@ -273,4 +274,31 @@ async fn the_matched_route_names_the_span_by_default() {
     assert_eq!(routed.attr("http.route").as_deref(), Some("/v1/items/{id}"));
     let unrouted = spans.iter().find(|s| s.name() == "POST").unwrap();
     assert_eq!(unrouted.attr("http.route"), None);
+}
+
+#[tokio::test]
+async fn the_services_are_built_directly_or_through_their_layers() {
+    use cog_trace::client::ClientTrace;
+    use cog_trace::server::Trace;
+    use http::{Request, Response, StatusCode};
+    use tower::{ServiceExt, service_fn};
+    type Body = http_body_util::Full<bytes::Bytes>;
+    let teapot = || {
+        service_fn(|_req: Request<Body>| async {
+            let mut res = Response::new(Body::default());
+            *res.status_mut() = StatusCode::IM_A_TEAPOT;
+            Ok::<_, std::convert::Infallible>(res)
+        })
+    };
+    let req = || Request::get("/x").body(Body::default()).unwrap();
+    let direct = Trace::new(teapot());
+    let _ = direct.get_ref();
+    assert_eq!(direct.oneshot(req()).await.unwrap().status(), 418);
+    let layered = Trace::<()>::layer().layer(teapot());
+    assert_eq!(layered.oneshot(req()).await.unwrap().status(), 418);
+    let client = ClientTrace::new(teapot());
+    let _ = client.get_ref();
+    assert_eq!(client.oneshot(req()).await.unwrap().status(), 418);
+    let client = ClientTrace::<()>::layer().layer(teapot());
+    assert_eq!(client.oneshot(req()).await.unwrap().status(), 418);
 }

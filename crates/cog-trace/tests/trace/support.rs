@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cog_testkit::{OtlpReceiver, ReceivedSpan};
-use cog_trace::{Trace, TraceConfig, TraceGuard, TraceLayer};
+use cog_trace::server::{Trace, TraceLayer};
+use cog_trace::{TraceConfig, TraceGuard};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::util::BoxCloneSyncService;
@@ -70,7 +71,10 @@ pub(crate) fn request(path: &str, headers: &[(&str, &str)]) -> Request<Body> {
     req
 }
 
-pub(crate) async fn send(svc: &Svc, req: Request<Body>) -> Response<cog_trace::ResponseBody<Body>> {
+pub(crate) async fn send(
+    svc: &Svc,
+    req: Request<Body>,
+) -> Response<cog_trace::server::ResponseBody<Body>> {
     svc.clone().oneshot(req).await.unwrap()
 }
 
