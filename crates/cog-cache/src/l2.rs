@@ -21,8 +21,8 @@ pub(crate) enum L2Error {
     Timeout,
     #[error("L2 circuit open")]
     CircuitOpen,
-    #[error("redis: {0}")]
-    Redis(String),
+    #[error("redis call failed")]
+    Redis(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl L2Error {
@@ -345,7 +345,7 @@ mod imp {
             let result = match tokio::time::timeout(timeout, span.wrap(f)).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::Timeout => Err(L2Error::Timeout),
-                Ok(Err(e)) => Err(L2Error::Redis(e.to_string())),
+                Ok(Err(e)) => Err(L2Error::Redis(Box::new(e))),
                 Err(_) => Err(L2Error::Timeout),
             };
             self.duration.record(
@@ -372,7 +372,7 @@ mod imp {
                 }
                 Err(e) => {
                     if self.breaker.failure() {
-                        tracing::warn!(target: "cog_cache", error = %e, "L2 circuit open: serving from L1 and loaders");
+                        tracing::warn!(target: "cog_cache", error = e as &dyn std::error::Error, "L2 circuit open: serving from L1 and loaders");
                     }
                 }
             }
@@ -419,7 +419,7 @@ mod imp {
             msg: &Invalidation<K>,
         ) -> Result<(), L2Error> {
             let payload = postcard::to_stdvec(&(self.origin, msg))
-                .map_err(|e| L2Error::Redis(format!("encoding invalidation: {e}")))?;
+                .map_err(|e| L2Error::Redis(Box::new(e)))?;
             let c = self.client.with_options(&self.opts());
             let channel = self.channel.clone();
             self.call("PUBLISH", async move {

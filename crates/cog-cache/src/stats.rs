@@ -105,7 +105,7 @@ impl Stats {
     }
 
     pub(crate) fn l2_error(&self, e: &L2Error) {
-        tracing::debug!(target: "cog_cache", error = %e, kind = e.kind(), "L2 call failed");
+        tracing::debug!(target: "cog_cache", error = e as &dyn std::error::Error, kind = e.kind(), "L2 call failed");
         Self::bump(&self.counts.l2_errors);
     }
 

@@ -23,7 +23,7 @@ pub(crate) enum Exit {
 
 impl From<ControlError> for Exit {
     fn from(e: ControlError) -> Exit {
-        let text = e.to_string();
+        let text = chain(&e);
         match e {
             ControlError::Invalid(_) | ControlError::Parse { .. } | ControlError::BadUrl(_) => {
                 Exit::Usage(text)
@@ -39,3 +39,33 @@ impl From<ControlError> for Exit {
 }
 
 pub(crate) type Result<T = ()> = std::result::Result<T, Exit>;
+
+/// `e` and its sources, as `a: b: c` (an error's own message does not
+/// repeat its source's).
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_lists_every_source_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = cog_control::ControlError::Io {
+            path: "s.json".into(),
+            source: io,
+        };
+        let text = chain(&e);
+        assert!(text.ends_with(": disk on fire"), "{text}");
+        assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
+    }
+}

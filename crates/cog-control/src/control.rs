@@ -108,13 +108,13 @@ impl Control {
         let latest = match self.store.load().await {
             Ok(s) => plugin_digests(&s),
             Err(e) => {
-                tracing::warn!(target: "cog_control", error = %e, "plugin bytes not collected");
+                tracing::warn!(target: "cog_control", error = &e as &dyn std::error::Error, "plugin bytes not collected");
                 return;
             }
         };
         for digest in digests.iter().filter(|d| !latest.contains(*d)) {
             if let Err(e) = self.store.delete_blob(digest).await {
-                tracing::warn!(target: "cog_control", %digest, error = %e, "plugin bytes not deleted");
+                tracing::warn!(target: "cog_control", %digest, error = &e as &dyn std::error::Error, "plugin bytes not deleted");
             }
         }
     }

@@ -390,7 +390,7 @@ async fn watch(
         }
         let Some(inner) = inner.upgrade() else { return };
         if let Err(e) = refresh(&inner).await {
-            tracing::warn!(target: "cog_control", error = %e, "refreshing the control plane failed; serving the last view");
+            tracing::warn!(target: "cog_control", error = &e as &dyn std::error::Error, "refreshing the control plane failed; serving the last view");
         }
     }
 }

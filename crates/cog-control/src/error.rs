@@ -106,16 +106,21 @@ pub enum ControlError {
         supported: u32,
     },
     /// Reading or writing the file store failed.
-    #[error("{path}: {source}")]
+    #[error("file store {path}")]
     Io {
         /// The file.
         path: String,
         /// Why.
         source: std::io::Error,
     },
-    /// The Redis store failed (unreachable, timed out…).
-    #[error("redis: {0}")]
-    Redis(String),
+    /// The Redis store failed (unreachable, timed out…); the source says
+    /// how.
+    #[error("redis store failed")]
+    Redis {
+        /// The client's error, or the timeout.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A plugin's bytes are not a valid module.
     #[error("plugin rejected: {0}")]
     Plugin(String),

@@ -43,9 +43,10 @@ pub enum PluginError {
     /// Linear memory could not grow past the cap, and the plugin trapped.
     #[error("memory limit reached")]
     MemoryLimit,
-    /// The guest trapped (unreachable, division by zero, stack overflow…).
-    #[error("trap: {0}")]
-    Trap(String),
+    /// The guest trapped (unreachable, division by zero, stack overflow…);
+    /// the source is the engine's trap, with its message.
+    #[error("the plugin trapped")]
+    Trap(#[source] Cause),
     /// A pointer/length pair passed to a host function is outside the
     /// plugin's memory.
     #[error("{function}: pointer out of bounds")]
@@ -112,3 +113,41 @@ impl PluginError {
         )
     }
 }
+
+/// The underlying error of a [`PluginError`] (the engine's trap): reachable
+/// through [`source()`](std::error::Error::source), shared so the error
+/// stays cheap to clone, and compared by message.
+#[derive(Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    pub(crate) fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause(std::sync::Arc::new(e))
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}

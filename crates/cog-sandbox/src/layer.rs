@@ -306,7 +306,7 @@ fn log_failure(plugin: &Plugin, phase: Phase, e: &PluginError) {
         plugin = plugin.name(),
         ?phase,
         kind = e.kind(),
-        error = %e,
+        error = e as &dyn std::error::Error,
         "plugin failed"
     );
 }

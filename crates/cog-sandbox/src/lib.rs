@@ -48,7 +48,7 @@ mod runtime;
 mod tunables;
 mod watchdog;
 
-pub use error::PluginError;
+pub use error::{Cause, PluginError};
 pub use exchange::{Exchange, Phase, Rejection};
 pub use host::ABI_VERSION;
 pub use kv::{KvError, KvScope, KvStore, MemoryKv};

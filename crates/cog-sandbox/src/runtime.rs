@@ -845,6 +845,6 @@ impl Plugin {
             // The usual end of an allocation that `memory.grow` refused.
             return PluginError::MemoryLimit;
         }
-        PluginError::Trap(e.message())
+        PluginError::Trap(crate::error::Cause::new(e))
     }
 }

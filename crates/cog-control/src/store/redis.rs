@@ -56,8 +56,8 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-fn redis_error(e: impl std::fmt::Display) -> ControlError {
-    ControlError::Redis(e.to_string())
+fn redis_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ControlError {
+    ControlError::Redis { source: e.into() }
 }
 
 impl RedisStore {
@@ -77,7 +77,9 @@ impl RedisStore {
             .map_err(redis_error)?;
         tokio::time::timeout(Duration::from_secs(5), client.init())
             .await
-            .map_err(|_| ControlError::Redis(format!("{url}: no answer within 5 s")))?
+            .map_err(|_| ControlError::Redis {
+                source: format!("{url}: no answer within 5 s").into(),
+            })?
             .map_err(redis_error)?;
         Ok(Self::new(client, "cog:"))
     }
@@ -112,7 +114,9 @@ impl RedisStore {
         });
         let result = tokio::time::timeout(self.timeout, span.wrap(f))
             .await
-            .map_err(|_| ControlError::Redis(format!("no answer within {:?}", self.timeout)))
+            .map_err(|_| ControlError::Redis {
+                source: format!("no answer within {:?}", self.timeout).into(),
+            })
             .and_then(|r| r.map_err(redis_error));
         if let Err(e) = &result {
             span.fail("redis", || e.to_string());

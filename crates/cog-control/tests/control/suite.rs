@@ -308,12 +308,15 @@ async fn a_dead_redis_is_an_error_not_a_hang() {
         .unwrap()
         .timeout(std::time::Duration::from_millis(300));
     server.pause().unwrap();
-    assert!(matches!(store.load().await, Err(ControlError::Redis(_))));
+    assert!(matches!(
+        store.load().await,
+        Err(ControlError::Redis { .. })
+    ));
     server.resume().unwrap();
     server.kill().unwrap();
     assert!(matches!(
         store.revision().await,
-        Err(ControlError::Redis(_))
+        Err(ControlError::Redis { .. })
     ));
 }
 

@@ -194,12 +194,12 @@ where
                 return pass(inner, Request::from_parts(parts, body)).await;
             }
             return Ok(match e {
-                StoreError::Unavailable(_) | StoreError::Timeout(_) => {
-                    tracing::debug!(target: "cog_ratelimit", error = %e, "rate-limit store unavailable, refusing");
+                StoreError::Unavailable { .. } | StoreError::Timeout(_) => {
+                    tracing::debug!(target: "cog_ratelimit", error = &e as &dyn std::error::Error, "rate-limit store unavailable, refusing");
                     unavailable()
                 }
                 other => {
-                    tracing::error!(target: "cog_ratelimit", error = %other, "rate-limit decision failed");
+                    tracing::error!(target: "cog_ratelimit", error = &other as &dyn std::error::Error, "rate-limit decision failed");
                     status_only(StatusCode::INTERNAL_SERVER_ERROR)
                 }
             });

@@ -131,11 +131,25 @@ pub enum StoreError {
     #[error("rate-limit store timed out after {0:?}")]
     Timeout(std::time::Duration),
     /// The backend is unreachable and the failure policy is fail-closed.
-    #[error("rate-limit store unavailable: {0}")]
-    Unavailable(String),
+    /// `source` says why (the client's error, or the breaker's).
+    #[error("rate-limit store unavailable")]
+    Unavailable {
+        /// What failed.
+        #[source]
+        source: crate::BoxError,
+    },
     /// The backend answered with something we cannot read.
     #[error("rate-limit store returned an unexpected reply: {0}")]
     Protocol(String),
+}
+
+impl StoreError {
+    /// [`StoreError::Unavailable`], caused by `source`.
+    pub fn unavailable(source: impl Into<crate::BoxError>) -> Self {
+        StoreError::Unavailable {
+            source: source.into(),
+        }
+    }
 }
 
 pub(crate) fn check_cost(cost: u64) -> Result<(), StoreError> {

@@ -242,7 +242,7 @@ impl RedisStore {
 
     fn record_failure(&self, err: &StoreError) {
         if self.inner.breaker.failure() {
-            tracing::warn!(target: "cog_ratelimit", error = %err, policy = ?self.inner.policy,
+            tracing::warn!(target: "cog_ratelimit", error = err as &dyn std::error::Error, policy = ?self.inner.policy,
                 "redis unavailable, rate-limit breaker open");
         }
     }
@@ -256,7 +256,7 @@ impl RedisStore {
     ) -> Result<Decision, StoreError> {
         match self.inner.policy {
             FailurePolicy::FailOpen => Ok(Decision::fail_open()),
-            FailurePolicy::FailClosed => Err(StoreError::Unavailable(err.to_string())),
+            FailurePolicy::FailClosed => Err(StoreError::unavailable(err)),
             FailurePolicy::Local { instances } => {
                 let local = quota.divided(instances);
                 let mut d = self.inner.fallback.check_now(subject, &local, cost)?;
@@ -381,7 +381,7 @@ fn fred_error(e: FredError, timeout: Duration) -> StoreError {
     // Redis answered "cannot serve now" (out of memory, a replica, loading,
     // busy, failing over …), whatever kind fred gave it: an outage.
     if cog_core::redis::is_unavailable_reply(e.details()) {
-        return StoreError::Unavailable(e.to_string());
+        return StoreError::unavailable(e);
     }
     match e.kind() {
         ErrorKind::Timeout => StoreError::Timeout(timeout),
@@ -394,14 +394,12 @@ fn fred_error(e: FredError, timeout: Duration) -> StoreError {
         | ErrorKind::Cluster
         | ErrorKind::Sentinel
         | ErrorKind::Auth
-        | ErrorKind::Config => StoreError::Unavailable(e.to_string()),
+        | ErrorKind::Config => StoreError::unavailable(e),
         // fred reports both Redis error replies and some client-side
         // connection failures ("Failed to route command.", "Missing
         // expected connection.", seen when a server is killed mid-command)
         // as `Unknown`: only a reply from Redis is a protocol error.
-        ErrorKind::Unknown if !is_redis_reply(e.details()) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        ErrorKind::Unknown if !is_redis_reply(e.details()) => StoreError::unavailable(e),
         // Redis answered, but not with a decision (a script error, a reply
         // we cannot read): a bug to surface, not an outage to paper over.
         _ => StoreError::Protocol(e.to_string()),
@@ -547,7 +545,7 @@ impl Store for RedisStore {
             return Ok(d);
         }
         if !self.inner.breaker.allow().may_call() {
-            let err = StoreError::Unavailable("breaker open after a recent failure".into());
+            let err = StoreError::unavailable("breaker open after a recent failure");
             return self.on_failure_decision(subject, quota, cost, err);
         }
         match self.decide(subject, quota, cost, true).await {
@@ -711,7 +709,10 @@ mod tests {
             "TRYAGAIN Multiple keys request during rehashing of slot",
         ] {
             assert!(
-                matches!(kind(ErrorKind::Unknown, text), StoreError::Unavailable(_)),
+                matches!(
+                    kind(ErrorKind::Unknown, text),
+                    StoreError::Unavailable { .. }
+                ),
                 "{text}"
             );
         }
@@ -722,15 +723,24 @@ mod tests {
         // fred gives CLUSTERDOWN its own kind; it is still an outage.
         assert!(matches!(
             kind(ErrorKind::Cluster, "CLUSTERDOWN The cluster is down"),
-            StoreError::Unavailable(_)
+            StoreError::Unavailable { .. }
         ));
         assert!(matches!(
             kind(ErrorKind::IO, "Connection closed."),
-            StoreError::Unavailable(_)
+            StoreError::Unavailable { .. }
         ));
         assert!(matches!(
             kind(ErrorKind::Timeout, "t"),
             StoreError::Timeout(_)
         ));
+        // The cause stays reachable through `source()`, not flattened into
+        // a string.
+        let oom = kind(ErrorKind::Unknown, "OOM command not allowed");
+        let cause = std::error::Error::source(&oom).expect("a source");
+        assert!(
+            cause.to_string().contains("OOM command not allowed"),
+            "{cause}"
+        );
+        assert_eq!(oom.to_string(), "rate-limit store unavailable");
     }
 }

@@ -83,7 +83,7 @@ async fn fail_closed_when_killed_and_when_paused() {
     let started = std::time::Instant::now();
     let err = check(&store, &quota).await.unwrap_err();
     let waited = started.elapsed();
-    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
     assert!(waited >= Duration::from_millis(500), "{waited:?}");
     assert!(waited < Duration::from_millis(500 + 250), "{waited:?}");
     // While the breaker is open, no call waits on the frozen server.
@@ -91,7 +91,7 @@ async fn fail_closed_when_killed_and_when_paused() {
     for _ in 0..10 {
         assert!(matches!(
             check(&store, &quota).await,
-            Err(StoreError::Unavailable(_))
+            Err(StoreError::Unavailable { .. })
         ));
     }
     let waited = started.elapsed();
@@ -102,7 +102,7 @@ async fn fail_closed_when_killed_and_when_paused() {
     server.kill().unwrap();
     assert!(matches!(
         check(&store, &quota).await,
-        Err(StoreError::Unavailable(_))
+        Err(StoreError::Unavailable { .. })
     ));
     server.restart().unwrap();
     assert!(until_store_decides(&store, &quota).await.is_allowed());
@@ -396,8 +396,18 @@ async fn cannot_serve_replies_follow_the_failure_policy() {
                 }
                 FailurePolicy::FailClosed => {
                     let err = first.unwrap_err();
-                    assert!(matches!(err, StoreError::Unavailable(_)), "{code}: {err}");
-                    assert!(err.to_string().contains(code), "{code}: {err}");
+                    assert!(
+                        matches!(err, StoreError::Unavailable { .. }),
+                        "{code}: {err}"
+                    );
+                    // The reply is the cause, reachable through `source()`.
+                    let mut chain = err.to_string();
+                    let mut next = std::error::Error::source(&err);
+                    while let Some(cause) = next {
+                        chain.push_str(&format!(": {cause}"));
+                        next = cause.source();
+                    }
+                    assert!(chain.contains(code), "{code}: {chain}");
                 }
                 _ => {
                     let d = first.unwrap();

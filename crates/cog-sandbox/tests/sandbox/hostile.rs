@@ -209,7 +209,7 @@ fn deep_recursion_traps() {
     let rt = Runtime::new();
     let (r, _) = run(&load(&rt, &wasm, Limits::default().fuel(u64::MAX / 2)));
     match r {
-        Err(PluginError::Trap(msg)) => assert!(msg.contains("stack"), "{msg}"),
+        Err(PluginError::Trap(cause)) => assert!(cause.to_string().contains("stack"), "{cause}"),
         other => panic!("{other:?}"),
     }
     still_serving(&rt);

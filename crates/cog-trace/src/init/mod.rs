@@ -29,8 +29,12 @@ pub enum InitError {
         reason: &'static str,
     },
     /// The OTLP exporter could not be built.
-    #[error("building the OTLP exporter: {0}")]
-    Exporter(String),
+    #[error("building the OTLP exporter failed")]
+    Exporter {
+        /// Why (the exporter's own error).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Export needs a tokio runtime (batching runs on it). No longer
     /// returned: export runs on a runtime of its own.
     #[error("tracing export must be set up inside a tokio runtime")]

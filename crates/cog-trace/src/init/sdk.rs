@@ -89,7 +89,7 @@ impl TraceConfig {
                     .thread_name("cog-trace-export")
                     .enable_all()
                     .build()
-                    .map_err(|e| InitError::Exporter(e.to_string()))?,
+                    .map_err(|e| InitError::Exporter { source: e.into() })?,
             ),
             _ => None,
         };
@@ -132,7 +132,19 @@ impl TraceConfig {
             ),
         };
         if let Some(exporter) = span_exporter {
-            let exporter = exporter.map_err(|e| InitError::Exporter(e.to_string()))?;
+            let exporter = match exporter {
+                Ok(exporter) => exporter,
+                Err(e) => {
+                    drop(_entered);
+                    // Dropping a runtime blocks on its threads, which
+                    // panics inside an async context (where `build` is
+                    // usually called): let them go in the background.
+                    if let Some(rt) = export {
+                        rt.shutdown_background();
+                    }
+                    return Err(InitError::Exporter { source: e.into() });
+                }
+            };
             builder = builder.with_span_processor(
                 BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build(),
             );

@@ -91,3 +91,22 @@ async fn malformed_context_starts_a_fresh_trace() {
         .unwrap();
     assert_eq!(ok.parent_span_id(), P);
 }
+
+#[tokio::test]
+async fn an_exporter_that_cannot_be_built_keeps_its_cause() {
+    use std::error::Error as _;
+    let vars = |k: &str| match k {
+        "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://bad host:4318".to_owned()),
+        _ => None,
+    };
+    let err = cog_trace::TraceConfig::from_vars(vars)
+        .unwrap()
+        .build()
+        .err()
+        .expect("an endpoint with a space is not a URI");
+    assert!(
+        matches!(err, cog_trace::InitError::Exporter { .. }),
+        "{err:?}"
+    );
+    assert!(err.source().is_some(), "the exporter's error is the source");
+}

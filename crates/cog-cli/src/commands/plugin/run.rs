@@ -150,7 +150,7 @@ pub(crate) fn run(args: &RunArgs, out: &Out) -> Result {
     let body = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
     let json = serde_json::json!({
         "ok": result.is_ok(),
-        "error": result.as_ref().err().map(|e| e.to_string()),
+        "error": result.as_ref().err().map(|e| crate::exit::chain(e)),
         "rejected": ex.rejected.as_ref().map(|r| serde_json::json!({
             "status": r.status.as_u16(),
             "body": String::from_utf8_lossy(&r.body),
@@ -170,7 +170,7 @@ pub(crate) fn run(args: &RunArgs, out: &Out) -> Result {
     } else {
         let mut s = String::new();
         match (&result, &ex.rejected) {
-            (Err(e), _) => s.push_str(&format!("failed: {e}\n")),
+            (Err(e), _) => s.push_str(&format!("failed: {}\n", crate::exit::chain(e))),
             (Ok(()), Some(r)) => s.push_str(&format!(
                 "rejected: {} {}\n",
                 r.status.as_u16(),
