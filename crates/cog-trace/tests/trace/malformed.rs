@@ -102,8 +102,7 @@ async fn an_exporter_that_cannot_be_built_keeps_its_cause() {
     let err = cog_trace::TraceConfig::from_vars(vars)
         .unwrap()
         .build()
-        .err()
-        .expect("an endpoint with a space is not a URI");
+        .expect_err("an endpoint with a space is not a URI");
     assert!(
         matches!(err, cog_trace::InitError::Exporter { .. }),
         "{err:?}"
