@@ -167,6 +167,10 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
 
     /// Adds the Redis tier on an initialized `fred` client: key prefix
     /// `cog:cache:`, 50 ms timeout, 1 s circuit retry, no lease.
+    ///
+    /// Takes fred's `Client`: fred's major version is part of this crate's
+    /// API under the `redis` feature (why: `docs/architecture.md`, "The
+    /// Redis client is part of the API").
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, client: fred::clients::Client) -> Self {

@@ -114,7 +114,8 @@ impl PluginError {
     }
 }
 
-/// The underlying error of a [`PluginError`] (the engine's trap): reachable
+/// The underlying error of a [`PluginError`] (the engine's trap) or a
+/// [`KvError`](crate::KvError) (the Redis client's): reachable
 /// through [`source()`](std::error::Error::source), shared so the error
 /// stays cheap to clone, and compared by message.
 #[derive(Clone)]
@@ -123,6 +124,14 @@ pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
 impl Cause {
     pub(crate) fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Cause(std::sync::Arc::new(e))
+    }
+
+    /// A cause that is only a message.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn message(text: &'static str) -> Self {
+        Cause(std::sync::Arc::from(Box::<
+            dyn std::error::Error + Send + Sync,
+        >::from(text)))
     }
 }
 

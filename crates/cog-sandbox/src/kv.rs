@@ -23,9 +23,9 @@ pub enum KvError {
     /// The scope holds `max_kv_entries` already.
     #[error("the plugin's key-value scope is full")]
     Full,
-    /// The backend could not answer (in time).
-    #[error("key-value store unavailable: {0}")]
-    Unavailable(String),
+    /// The backend could not answer (in time); the source says why.
+    #[error("key-value store unavailable")]
+    Unavailable(#[source] crate::Cause),
 }
 
 /// A store for plugin KV data. Calls are synchronous: plugins run on

@@ -59,6 +59,10 @@ impl RedisKv {
     /// A store on `client`, with the `cog:` prefix. Call it inside a tokio
     /// runtime: operations run there.
     ///
+    /// Takes fred's `Client`: fred's major version is part of this crate's
+    /// API under the `redis` feature (why: `docs/architecture.md`, "The
+    /// Redis client is part of the API").
+    ///
     /// # Panics
     /// Outside a tokio runtime.
     pub fn new(client: Client) -> Self {
@@ -123,8 +127,8 @@ impl RedisKv {
         });
         let result = match rx.recv_timeout(timeout + Duration::from_millis(50)) {
             Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(KvError::Unavailable(e.to_string())),
-            Ok(Err(_)) | Err(_) => Err(KvError::Unavailable("timed out".into())),
+            Ok(Ok(Err(e))) => Err(KvError::Unavailable(crate::Cause::new(e))),
+            Ok(Err(_)) | Err(_) => Err(KvError::Unavailable(crate::Cause::message("timed out"))),
         };
         if let Err(e) = &result {
             span.fail("unavailable", || e.to_string());

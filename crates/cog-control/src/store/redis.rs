@@ -85,6 +85,10 @@ impl RedisStore {
     }
 
     /// A store on an initialized client, its keys under `prefix`.
+    ///
+    /// Takes fred's `Client`: fred's major version is part of this crate's
+    /// API under the `redis` feature (why: `docs/architecture.md`, "The
+    /// Redis client is part of the API").
     pub fn new(client: Client, prefix: &str) -> Self {
         RedisStore {
             client,

@@ -119,6 +119,10 @@ impl RedisStore {
     /// A store on an initialized `fred` client (standalone, Cluster or
     /// Sentinel), with the defaults described on the type and the
     /// [`FailurePolicy::FailOpen`] policy.
+    ///
+    /// Takes fred's `Client`: fred's major version is part of this crate's
+    /// API under the `redis` feature (why: `docs/architecture.md`, "The
+    /// Redis client is part of the API").
     pub fn new(client: Client) -> Self {
         Self::build(client, Settings::default())
     }
@@ -636,18 +640,20 @@ impl Store for RedisStore {
 /// `redis-cluster://host:port?node=host:port`, `redis-sentinel://…`.
 ///
 /// # Errors
-/// When the URL is invalid or the first connection fails.
-pub async fn connect(url: &str) -> Result<Client, FredError> {
+/// [`StoreError::Unavailable`] when the URL is invalid or the first
+/// connection fails; fred's error is its [`source`](std::error::Error::source).
+pub async fn connect(url: &str) -> Result<Client, StoreError> {
     use fred::prelude::{Builder, Config, ReconnectPolicy};
-    let config = Config::from_url(url)?;
+    let config = Config::from_url(url).map_err(StoreError::unavailable)?;
     let client = Builder::from_config(config)
         .with_connection_config(|c| {
             c.connection_timeout = Duration::from_secs(2);
             c.max_command_attempts = 1;
         })
         .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build()?;
-    client.init().await?;
+        .build()
+        .map_err(StoreError::unavailable)?;
+    client.init().await.map_err(StoreError::unavailable)?;
     Ok(client)
 }
 

@@ -419,3 +419,15 @@ async fn cannot_serve_replies_follow_the_failure_policy() {
         }
     }
 }
+
+#[tokio::test]
+async fn connecting_to_nothing_is_unavailable_with_the_clients_error_as_cause() {
+    for url in ["not a url", "redis://127.0.0.1:1"] {
+        let err = cog_ratelimit::store::connect(url).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }),
+            "{url}: {err:?}"
+        );
+        assert!(std::error::Error::source(&err).is_some(), "{url}");
+    }
+}

@@ -134,6 +134,20 @@ async fn quotas_hold_in_redis_and_a_dead_redis_is_unavailable_not_a_hang() {
         "{:?}",
         started.elapsed()
     );
+
+    // The host sees why: the client's error, as the source.
+    let err = tokio::task::spawn_blocking(move || {
+        use cog_sandbox::KvStore as _;
+        kv.get(&scope, b"k")
+    })
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert!(
+        matches!(err, cog_sandbox::KvError::Unavailable(_)),
+        "{err:?}"
+    );
+    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
 
 /// In a sampled trace, a plugin call is a `plugin.call` span and each of
