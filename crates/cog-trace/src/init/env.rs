@@ -136,23 +136,55 @@ impl TraceConfig {
     /// # Errors
     /// When a variable holds an unusable value.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, InitError> {
-        let get = |k: &str| {
-            var(k)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-        };
-        let disabled = get("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let vars = Vars(&var);
+        let (service_name, resource) = vars.resource()?;
+        Ok(TraceConfig {
+            disabled: vars
+                .get("OTEL_SDK_DISABLED")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            service_name,
+            resource,
+            sampler: vars.sampler()?,
+            propagators: vars.propagators()?,
+            exporter: vars.exporter()?,
+            timeout: vars.timeout()?,
+            headers: vars.headers()?,
+        })
+    }
+}
 
+fn invalid(var: &'static str, value: impl Into<String>, reason: &'static str) -> InitError {
+    InitError::InvalidVar {
+        var,
+        value: value.into(),
+        reason,
+    }
+}
+
+/// The `OTEL_*` variables, one reader per setting.
+struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Vars<'_> {
+    /// A variable, trimmed; unset and empty are the same.
+    fn get(&self, k: &str) -> Option<String> {
+        (self.0)(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// `service.name` (`OTEL_SERVICE_NAME` first) and the other resource
+    /// attributes.
+    fn resource(&self) -> Result<(String, Vec<KeyValue>), InitError> {
         let mut resource = Vec::new();
         let mut service_name = None;
-        if let Some(attrs) = get("OTEL_RESOURCE_ATTRIBUTES") {
+        if let Some(attrs) = self.get("OTEL_RESOURCE_ATTRIBUTES") {
             for pair in attrs.split(',').filter(|p| !p.trim().is_empty()) {
                 let Some((k, v)) = pair.split_once('=') else {
-                    return Err(InitError::InvalidVar {
-                        var: "OTEL_RESOURCE_ATTRIBUTES",
-                        value: attrs.clone(),
-                        reason: "expected key=value pairs separated by commas",
-                    });
+                    return Err(invalid(
+                        "OTEL_RESOURCE_ATTRIBUTES",
+                        attrs.clone(),
+                        "expected key=value pairs separated by commas",
+                    ));
                 };
                 let (k, v) = (k.trim().to_owned(), percent_decode(v.trim()));
                 if k == "service.name" {
@@ -162,40 +194,39 @@ impl TraceConfig {
                 }
             }
         }
-        let service_name = get("OTEL_SERVICE_NAME")
+        let service_name = self
+            .get("OTEL_SERVICE_NAME")
             .or(service_name)
             .unwrap_or_else(|| "unknown_service".to_owned());
+        Ok((service_name, resource))
+    }
 
-        let ratio = || -> Result<f64, InitError> {
-            match get("OTEL_TRACES_SAMPLER_ARG") {
-                None => Ok(1.0),
-                Some(v) => match v.parse::<f64>() {
-                    Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                    _ => Err(InitError::InvalidVar {
-                        var: "OTEL_TRACES_SAMPLER_ARG",
-                        value: v,
-                        reason: "expected a ratio between 0 and 1",
-                    }),
-                },
-            }
+    fn sampler(&self) -> Result<SamplerKind, InitError> {
+        let ratio = || match self.get("OTEL_TRACES_SAMPLER_ARG") {
+            None => Ok(1.0),
+            Some(v) => match v.parse::<f64>() {
+                Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+                _ => Err(invalid(
+                    "OTEL_TRACES_SAMPLER_ARG",
+                    v,
+                    "expected a ratio between 0 and 1",
+                )),
+            },
         };
-        let sampler = match get("OTEL_TRACES_SAMPLER").as_deref() {
+        Ok(match self.get("OTEL_TRACES_SAMPLER").as_deref() {
             None | Some("parentbased_always_on") => SamplerKind::ParentBasedAlwaysOn,
             Some("always_on") => SamplerKind::AlwaysOn,
             Some("always_off") => SamplerKind::AlwaysOff,
             Some("traceidratio") => SamplerKind::TraceIdRatio(ratio()?),
             Some("parentbased_always_off") => SamplerKind::ParentBasedAlwaysOff,
             Some("parentbased_traceidratio") => SamplerKind::ParentBasedTraceIdRatio(ratio()?),
-            Some(other) => {
-                return Err(InitError::InvalidVar {
-                    var: "OTEL_TRACES_SAMPLER",
-                    value: other.to_owned(),
-                    reason: "unknown sampler",
-                });
-            }
-        };
+            Some(other) => return Err(invalid("OTEL_TRACES_SAMPLER", other, "unknown sampler")),
+        })
+    }
 
-        let propagators = get("OTEL_PROPAGATORS")
+    fn propagators(&self) -> Result<Vec<String>, InitError> {
+        let propagators = self
+            .get("OTEL_PROPAGATORS")
             .unwrap_or_else(|| "tracecontext,baggage".to_owned())
             .split(',')
             .map(|p| p.trim().to_ascii_lowercase())
@@ -203,32 +234,38 @@ impl TraceConfig {
             .collect::<Vec<_>>();
         for p in &propagators {
             if !matches!(p.as_str(), "tracecontext" | "baggage" | "none") {
-                return Err(InitError::InvalidVar {
-                    var: "OTEL_PROPAGATORS",
-                    value: p.clone(),
-                    reason: "supported: tracecontext, baggage, none",
-                });
+                return Err(invalid(
+                    "OTEL_PROPAGATORS",
+                    p.clone(),
+                    "supported: tracecontext, baggage, none",
+                ));
             }
         }
+        Ok(propagators)
+    }
 
-        let protocol = get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .or_else(|| get("OTEL_EXPORTER_OTLP_PROTOCOL"))
+    /// The exporter, its protocol and endpoint (signal-specific variables
+    /// first).
+    fn exporter(&self) -> Result<Exporter, InitError> {
+        let protocol = self
+            .get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| self.get("OTEL_EXPORTER_OTLP_PROTOCOL"))
             .unwrap_or_else(|| "http/protobuf".to_owned());
         let grpc = match protocol.as_str() {
             "grpc" => true,
             "http/protobuf" => false,
             other => {
-                return Err(InitError::InvalidVar {
-                    var: "OTEL_EXPORTER_OTLP_PROTOCOL",
-                    value: other.to_owned(),
-                    reason: "supported: grpc, http/protobuf",
-                });
+                return Err(invalid(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    other,
+                    "supported: grpc, http/protobuf",
+                ));
             }
         };
-        let endpoint = match get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        let endpoint = match self.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
             Some(full) => full,
             None => {
-                let base = get("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| {
+                let base = self.get("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| {
                     if grpc {
                         "http://localhost:4317".to_owned()
                     } else {
@@ -242,35 +279,47 @@ impl TraceConfig {
                 }
             }
         };
-        let exporter = match get("OTEL_TRACES_EXPORTER").as_deref() {
+        Ok(match self.get("OTEL_TRACES_EXPORTER").as_deref() {
             None | Some("otlp") if grpc => Exporter::OtlpGrpc { endpoint },
             None | Some("otlp") => Exporter::OtlpHttp { endpoint },
             Some("none") => Exporter::None,
             Some("console") => Exporter::Console,
             Some(other) => {
-                return Err(InitError::InvalidVar {
-                    var: "OTEL_TRACES_EXPORTER",
-                    value: other.to_owned(),
-                    reason: "supported: otlp, console, none",
-                });
+                return Err(invalid(
+                    "OTEL_TRACES_EXPORTER",
+                    other,
+                    "supported: otlp, console, none",
+                ));
             }
-        };
-        let timeout = match get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-            .or_else(|| get("OTEL_EXPORTER_OTLP_TIMEOUT"))
+        })
+    }
+
+    fn timeout(&self) -> Result<Duration, InitError> {
+        match self
+            .get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+            .or_else(|| self.get("OTEL_EXPORTER_OTLP_TIMEOUT"))
         {
-            None => Duration::from_secs(10),
-            Some(v) => Duration::from_millis(v.parse().map_err(|_| InitError::InvalidVar {
-                var: "OTEL_EXPORTER_OTLP_TIMEOUT",
-                value: v.clone(),
-                reason: "expected milliseconds",
-            })?),
-        };
+            None => Ok(Duration::from_secs(10)),
+            Some(v) => match v.parse() {
+                Ok(ms) => Ok(Duration::from_millis(ms)),
+                Err(_) => Err(invalid(
+                    "OTEL_EXPORTER_OTLP_TIMEOUT",
+                    v,
+                    "expected milliseconds",
+                )),
+            },
+        }
+    }
+
+    /// Export headers: the general list, then the traces one (which wins
+    /// for a name in both).
+    fn headers(&self) -> Result<Vec<(String, String)>, InitError> {
         let mut headers: Vec<(String, String)> = Vec::new();
         for var in [
             "OTEL_EXPORTER_OTLP_HEADERS",
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
         ] {
-            let Some(list) = get(var) else { continue };
+            let Some(list) = self.get(var) else { continue };
             for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
                 let parsed = pair
                     .split_once('=')
@@ -281,26 +330,17 @@ impl TraceConfig {
                     });
                 let Some((k, v)) = parsed else {
                     // The value may be a secret: name the variable only.
-                    return Err(InitError::InvalidVar {
+                    return Err(invalid(
                         var,
-                        value: String::new(),
-                        reason: "expected name=value pairs of valid header names and values, separated by commas",
-                    });
+                        String::new(),
+                        "expected name=value pairs of valid header names and values, separated by commas",
+                    ));
                 };
                 headers.retain(|(old, _)| *old != k);
                 headers.push((k, v));
             }
         }
-        Ok(TraceConfig {
-            disabled,
-            service_name,
-            resource,
-            sampler,
-            propagators,
-            exporter,
-            timeout,
-            headers,
-        })
+        Ok(headers)
     }
 }
 
