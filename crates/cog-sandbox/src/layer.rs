@@ -15,7 +15,7 @@ use tower_service::Service;
 
 use crate::PluginError;
 use crate::exchange::{Exchange, Phase};
-use crate::runtime::{OnError, Plugin};
+use crate::plugin::{OnError, Plugin};
 
 /// The plugins one request runs, in order, and the tenant they run for.
 #[derive(Debug, Clone)]

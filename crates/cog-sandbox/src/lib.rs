@@ -42,6 +42,7 @@ mod kv;
 pub mod layer;
 mod limits;
 mod metrics;
+mod plugin;
 #[cfg(feature = "redis")]
 mod redis_kv;
 mod runtime;
@@ -53,7 +54,8 @@ pub use exchange::{Exchange, Phase, Rejection};
 pub use host::ABI_VERSION;
 pub use kv::{KvError, KvScope, KvStore, MemoryKv};
 pub use limits::Limits;
+pub use plugin::{OnError, Plugin};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_kv::RedisKv;
-pub use runtime::{ArtifactStats, OnError, Plugin, Runtime};
+pub use runtime::{ArtifactStats, Runtime};
