@@ -16,12 +16,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-#[path = "../examples/demo/app.rs"]
-mod app;
-#[path = "../examples/demo/metrics.rs"]
-mod metrics;
-#[path = "../examples/demo/serve.rs"]
-mod serve;
+use example_demo::{app, metrics, serve};
 
 const CHILD: &str = "COG_DEMO_TEST_CHILD";
 

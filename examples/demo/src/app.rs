@@ -1,5 +1,5 @@
 //! The demo's service, built once for `main.rs`, the whole-stack bench
-//! (`benches/stack.rs`) and the fault suite (`tests/`).
+//! (`benches/stack.rs`) and the fault suite (`tests/faults.rs`).
 //!
 //! Request path, outermost first: cog-trace (server span, `traceparent`
 //! on every response) → API-key authentication (cog-control) → rate
@@ -27,6 +27,7 @@ use cog_ratelimit::store::{FailurePolicy, MemoryStore};
 use cog_sandbox::layer::PluginLayer;
 use cog_sandbox::{KvStore, MemoryKv, Runtime};
 
+/// Any error of the demo.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// What the demo runs on.
@@ -83,12 +84,19 @@ pub struct Counters {
 }
 
 /// The built service and what tests and the load report look at.
+#[allow(missing_debug_implementations)]
 pub struct Demo {
+    /// Every route, every layer.
     pub router: Router,
+    /// The live view of the control plane (API keys, quotas, plugins).
     pub directory: Directory,
+    /// The control plane itself, for changes.
     pub control: Control,
+    /// The model-completion cache.
     pub completions: TieredCache<String, String>,
+    /// The HTTP response cache of the page routes.
     pub pages: TieredCache<String, StoredResponse>,
+    /// What the handlers counted.
     pub counters: Arc<Counters>,
     /// The demo tenant's key, when this run created it.
     pub demo_key: Option<String>,

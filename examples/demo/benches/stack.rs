@@ -16,8 +16,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use tower::ServiceExt;
 
-#[path = "../examples/demo/app.rs"]
-mod app;
+use example_demo::app;
 
 /// Takes every batch and drops it: the SDK does all its work, nothing is
 /// sent.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use cog_testkit::RedisServer;
 use fred::interfaces::{ClientLike, KeysInterface};
 
-#[path = "../examples/load/support.rs"]
+#[path = "../src/support.rs"]
 mod support;
 
 use support::{InFlight, Latencies, NotEmpty, Samples, prepare_redis};

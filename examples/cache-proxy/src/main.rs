@@ -2,8 +2,8 @@
 //! `HttpCacheLayer` (RFC 9111 shared-cache semantics) over a hyper client.
 //!
 //! ```sh
-//! cargo run --release --example cache-proxy -- --upstream http://127.0.0.1:8000 --listen 127.0.0.1:8080
-//! cargo run --release --example cache-proxy -- --upstream http://127.0.0.1:8000 --redis redis://127.0.0.1:6379
+//! cargo run --release -p example-cache-proxy -- --upstream http://127.0.0.1:8000 --listen 127.0.0.1:8080
+//! cargo run --release -p example-cache-proxy -- --upstream http://127.0.0.1:8000 --redis redis://127.0.0.1:6379
 //! ```
 //!
 //! Every answer carries `Cache-Status` (RFC 9211) saying whether the cache

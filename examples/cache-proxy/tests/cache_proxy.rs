@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-#[path = "../examples/cache-proxy/proxy.rs"]
+#[path = "../src/proxy.rs"]
 mod proxy;
 
 /// The origin counts what it serves.

@@ -13,6 +13,7 @@ use opentelemetry::metrics::MeterProvider as _;
 use crate::app::Counters;
 
 /// The meter provider the demo installs globally, read on each scrape.
+#[allow(missing_debug_implementations)]
 pub struct Metrics {
     prometheus: Prometheus,
 }

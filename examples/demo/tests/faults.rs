@@ -14,8 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-#[path = "../examples/demo/app.rs"]
-mod app;
+use example_demo::app;
 
 struct Instance {
     addr: SocketAddr,

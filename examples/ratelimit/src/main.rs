@@ -1,8 +1,8 @@
 //! A rate-limited HTTP service, and a client that shows it working.
 //!
 //! ```text
-//! cargo run --release --example ratelimit            # demo, then exit
-//! cargo run --release --example ratelimit -- --serve # keep serving
+//! cargo run --release -p example-ratelimit            # demo, then exit
+//! cargo run --release -p example-ratelimit -- --serve # keep serving
 //! ```
 //!
 //! Callers are identified by their API key (`Authorization: Bearer …`,

@@ -3,7 +3,7 @@
 //! upstream calls saved, 429s, and the rate-limit decision's own latency.
 //!
 //! ```text
-//! cargo run --release --example load -- [--duration 30] [--rate 2500 | --max]
+//! cargo run --release -p example-load -- [--duration 30] [--rate 2500 | --max]
 //!     [--concurrency 64] [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2]
 //!     [--svg docs/load.svg] [--flush-redis]
 //! ```
@@ -34,9 +34,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
-#[path = "../demo/app.rs"]
-mod app;
 mod support;
+
+use example_demo::app;
 
 use support::{InFlight, Latencies, Samples, micros, since};
 

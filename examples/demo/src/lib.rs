@@ -1,7 +1,7 @@
 //! The cog demo: every layer stacked on one axum service.
 //!
 //! ```text
-//! cargo run --release --example demo
+//! cargo run --release -p example-demo
 //! ```
 //!
 //! Listens on `COG_LISTEN` (default `127.0.0.1:8080`). Without
@@ -15,11 +15,10 @@
 //! stops it gracefully: requests in flight are answered and their spans
 //! exported before it exits.
 
-mod app;
-mod metrics;
-mod serve;
+//!
+//! The library is the demo's parts, for its tests and for the load
+//! generator (`example-load`), which runs it in process.
 
-#[tokio::main]
-async fn main() -> Result<(), app::Error> {
-    serve::run().await
-}
+pub mod app;
+pub mod metrics;
+pub mod serve;
