@@ -82,6 +82,7 @@ mod inner;
 mod l2;
 mod marker;
 mod recent;
+mod slot;
 mod stats;
 #[cfg(feature = "redis")]
 mod subscriber;

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::inner::Tags;
 use crate::l2::Invalidation;
+use crate::slot::Tags;
 
 /// How long a write is remembered: far longer than a pub/sub message
 /// takes to arrive.

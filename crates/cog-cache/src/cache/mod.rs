@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::envelope;
-use crate::inner::{Inner, L1Key, L1Ref, Slot, Tags, nanos, unix_ms};
+use crate::inner::{Inner, nanos, unix_ms};
 use crate::l2::Invalidation;
+use crate::slot::{L1Key, L1Ref, Slot, Tags};
 use crate::stats::StatsSnapshot;
 use crate::traits::{CacheKey, CacheValue};
 

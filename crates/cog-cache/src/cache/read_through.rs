@@ -8,8 +8,8 @@ use std::pin::Pin;
 use super::TieredCache;
 use crate::error::CacheError;
 use crate::generation::Seen;
-use crate::inner::{Guard, L1Ref, Slot};
 use crate::l2::LeaseOutcome;
+use crate::slot::{Guard, L1Ref, Slot};
 use crate::traits::{CacheKey, CacheValue};
 
 type BoxedLoad<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, CacheError<E>>> + Send + 'a>>;

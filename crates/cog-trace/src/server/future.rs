@@ -12,9 +12,9 @@ use http_body::Body;
 use opentelemetry::trace::{Status, TraceContextExt};
 use opentelemetry::{Context, KeyValue};
 
+use super::active::ActiveGuard;
 use super::body::ResponseBody;
 use super::grpc::{end_grpc, grpc_status};
-use super::metrics::ActiveGuard;
 use crate::propagation::traceparent;
 
 const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");

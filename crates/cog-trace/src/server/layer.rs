@@ -11,10 +11,8 @@ use tower_layer::Layer;
 
 use super::metrics::Metrics;
 use super::service::Trace;
+use super::shared::Shared;
 use crate::propagation::{GlobalPropagator, Propagation};
-
-pub(super) type RouteFn = Arc<dyn Fn(&Parts) -> Option<Cow<'static, str>> + Send + Sync>;
-pub(super) type FilterFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 /// Headers that are never captured, whatever the allow-list says.
 const NEVER_CAPTURED: [&str; 4] = [
@@ -33,24 +31,6 @@ const NEVER_CAPTURED: [&str; 4] = [
 #[derive(Clone)]
 pub struct TraceLayer {
     shared: Shared,
-}
-
-/// The settings every [`Trace`] of one layer shares (behind an `Arc`).
-#[derive(Clone)]
-pub(super) struct Shared {
-    /// `None` when no meter provider was installed: nothing to record.
-    pub(super) metrics: Option<Metrics>,
-    pub(super) tracer: Option<Arc<BoxedTracer>>,
-    /// The pipeline's sampler, when known: lets the layer skip the SDK
-    /// entirely for requests that will not be sampled.
-    pub(super) sampler: Option<crate::SamplerKind>,
-    pub(super) propagation: Propagation,
-    pub(super) route: Option<RouteFn>,
-    pub(super) filter: Option<FilterFn>,
-    pub(super) capture: Vec<http::HeaderName>,
-    pub(super) trusted_hops: usize,
-    pub(super) public_endpoint: bool,
-    pub(super) keep_query: bool,
 }
 
 impl fmt::Debug for TraceLayer {

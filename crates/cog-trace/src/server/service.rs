@@ -12,11 +12,11 @@ use opentelemetry::trace::{Link, Span as _, SpanKind, TraceContextExt, Tracer as
 use opentelemetry::{Context, KeyValue};
 use tower_service::Service;
 
+use super::active::ActiveGuard;
 use super::body::ResponseBody;
 use super::future::{InFlight, ResponseFuture};
 use super::grpc::grpc_call;
-use super::layer::Shared;
-use super::metrics::ActiveGuard;
+use super::shared::Shared;
 use crate::attributes::{
     client_address, content_length, method_attr, redact_query, server_address,
 };

@@ -4,20 +4,17 @@
 //! it; the tiers' own modules ([`crate::l2`], [`crate::tenant`],
 //! [`crate::generation`]) below.
 
-mod slot;
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use quick_cache::OptionsBuilder;
 use quick_cache::sync::{Cache as L1Cache, DefaultLifecycle};
 
-pub(crate) use slot::{Guard, L1Key, L1Ref, Slot, SlotWeighter, Tags};
-
 use crate::envelope;
 use crate::generation::Generations;
 use crate::l2::{Invalidation, L2};
 use crate::marker::Markers;
+use crate::slot::{L1Key, Slot, SlotWeighter, Tags};
 use crate::stats::Stats;
 use crate::tenant::{Charge, TenantUsage};
 use crate::traits::{CacheKey, CacheValue};
