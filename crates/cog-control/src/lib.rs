@@ -38,6 +38,7 @@
 
 pub mod auth;
 mod control;
+mod diff;
 mod directory;
 pub mod document;
 mod error;
@@ -49,7 +50,8 @@ mod plugins;
 pub use plugins::sandbox_limits;
 pub mod store;
 
-pub use control::{Change, Control, diff};
+pub use control::Control;
+pub use diff::{Change, diff};
 pub use directory::{Directory, Refusal, TenantContext};
 pub use error::{ControlError, Invalid};
 pub use model::{

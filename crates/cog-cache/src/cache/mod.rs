@@ -1,14 +1,19 @@
 //! The handles of a cache: [`TieredCache`] and its per-tenant view
-//! [`TenantCache`] — lookups, inserts, invalidation. The read-through
-//! engine behind `get_or_load` is in [`read_through`].
+//! [`TenantCache`] — lookups (the L1 hit path), inserts, invalidation. The
+//! read-through engine behind a miss is in `read_through`.
 
 mod read_through;
+
+use std::future::Future;
+use std::pin::Pin;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use self::read_through::BoxedLoad;
 use crate::envelope;
+use crate::error::CacheError;
 use crate::inner::{Inner, nanos, unix_ms};
 use crate::l2::Invalidation;
 use crate::slot::{L1Key, L1Ref, Slot, Tags};
@@ -335,6 +340,90 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 inner.stats.l2_corrupt();
                 None
             }
+        }
+    }
+}
+
+// The hit path — `get_or_load`, its future and `l1_fresh` — lives here, in
+// one module, and the miss path in `read_through`: rustc partitions
+// generic code into codegen units by module, and a hit split across units
+// measured ~40 % slower (`cache_l1_hit/cog`, 65 → 90 ns).
+impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
+    /// The value for `key`: from L1, else L2, else `loader` — which runs
+    /// once per instance however many callers miss at once (and once per
+    /// cluster with the Redis lease). See the crate docs for stale serving.
+    ///
+    /// # Errors
+    /// The loader's error, when no stale value may stand in for it.
+    pub fn get_or_load<'a, F, Fut, E>(
+        &'a self,
+        key: &'a K,
+        loader: F,
+    ) -> impl Future<Output = Result<V, CacheError<E>>> + Send + 'a
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        // A hit is answered here, synchronously; the future only hands it
+        // over. The miss path is built and boxed out of line, only when
+        // taken (its future is large).
+        match self.l1_fresh(key) {
+            Some(found) => GetOrLoad::Hit(Some(found.ok_or(CacheError::Absent))),
+            None => GetOrLoad::Miss(self.load_boxed(key, loader)),
+        }
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load), for a loader that may find
+    /// nothing: `Ok(None)` is cached too (negative caching, with its own
+    /// TTL).
+    ///
+    /// # Errors
+    /// The loader's error, when no stale value may stand in for it.
+    pub fn get_or_load_optional<'a, F, Fut, E>(
+        &'a self,
+        key: &'a K,
+        loader: F,
+    ) -> impl Future<Output = Result<Option<V>, CacheError<E>>> + Send + 'a
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Send + 'static,
+    {
+        match self.l1_fresh(key) {
+            Some(found) => GetOrLoad::Hit(Some(Ok(found))),
+            None => GetOrLoad::Miss(self.load_optional_boxed(key, loader)),
+        }
+    }
+}
+
+/// The future of [`TieredCache::get_or_load`] and
+/// [`TieredCache::get_or_load_optional`]: an L1 hit is answered before the
+/// first poll and only handed over; a miss is the boxed read-through.
+///
+/// A plain enum rather than an `async` block: the hit then costs a move of
+/// the value, not a generator's state machine (measured: ~25 % of a hit).
+enum GetOrLoad<'a, T, E> {
+    Hit(Option<Result<T, CacheError<E>>>),
+    Miss(BoxedLoad<'a, T, E>),
+}
+
+// Never pinned into: the value is moved out of `Hit`, and `Miss` is a box.
+impl<T, E> Unpin for GetOrLoad<'_, T, E> {}
+
+impl<T, E> Future for GetOrLoad<'_, T, E> {
+    type Output = Result<T, CacheError<E>>;
+
+    #[inline]
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match &mut *self {
+            GetOrLoad::Hit(found) => {
+                std::task::Poll::Ready(found.take().expect("polled after completion"))
+            }
+            GetOrLoad::Miss(load) => load.as_mut().poll(cx),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The read-through engine: L1, then L2, then the cluster lease, then the
-//! loader — once per key however many callers miss at once — with stale
-//! serving around it (while revalidating, and if the load fails).
+//! The read-through engine behind an L1 miss: L2, then the cluster lease,
+//! then the loader — once per key however many callers miss at once — with
+//! stale serving around it (while revalidating, and if the load fails).
+//! The hit path is in the parent module.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,68 +13,13 @@ use crate::l2::LeaseOutcome;
 use crate::slot::{Guard, L1Ref, Slot};
 use crate::traits::{CacheKey, CacheValue};
 
-type BoxedLoad<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, CacheError<E>>> + Send + 'a>>;
-
-/// The future of [`TieredCache::get_or_load`] and
-/// [`TieredCache::get_or_load_optional`]: an L1 hit is answered before the
-/// first poll and only handed over; a miss is the boxed read-through.
-///
-/// A plain enum rather than an `async` block: the hit then costs a move of
-/// the value, not a generator's state machine (measured: ~25 % of a hit).
-enum GetOrLoad<'a, T, E> {
-    Hit(Option<Result<T, CacheError<E>>>),
-    Miss(BoxedLoad<'a, T, E>),
-}
-
-// Never pinned into: the value is moved out of `Hit`, and `Miss` is a box.
-impl<T, E> Unpin for GetOrLoad<'_, T, E> {}
-
-impl<T, E> Future for GetOrLoad<'_, T, E> {
-    type Output = Result<T, CacheError<E>>;
-
-    #[inline]
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        match &mut *self {
-            GetOrLoad::Hit(found) => {
-                std::task::Poll::Ready(found.take().expect("polled after completion"))
-            }
-            GetOrLoad::Miss(load) => load.as_mut().poll(cx),
-        }
-    }
-}
+pub(super) type BoxedLoad<'a, T, E> =
+    Pin<Box<dyn Future<Output = Result<T, CacheError<E>>> + Send + 'a>>;
 
 impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
-    /// The value for `key`: from L1, else L2, else `loader` — which runs
-    /// once per instance however many callers miss at once (and once per
-    /// cluster with the Redis lease). See the crate docs for stale serving.
-    ///
-    /// # Errors
-    /// The loader's error, when no stale value may stand in for it.
-    pub fn get_or_load<'a, F, Fut, E>(
-        &'a self,
-        key: &'a K,
-        loader: F,
-    ) -> impl Future<Output = Result<V, CacheError<E>>> + Send + 'a
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
-        E: Send + 'static,
-    {
-        // A hit is answered here, synchronously; the future only hands it
-        // over. The miss path is built and boxed out of line, only when
-        // taken (its future is large).
-        match self.l1_fresh(key) {
-            Some(found) => GetOrLoad::Hit(Some(found.ok_or(CacheError::Absent))),
-            None => GetOrLoad::Miss(self.load_boxed(key, loader)),
-        }
-    }
-
     #[cold]
     #[inline(never)]
-    fn load_boxed<'a, F, Fut, E>(&'a self, key: &'a K, loader: F) -> BoxedLoad<'a, V, E>
+    pub(super) fn load_boxed<'a, F, Fut, E>(&'a self, key: &'a K, loader: F) -> BoxedLoad<'a, V, E>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -89,31 +35,9 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         })
     }
 
-    /// Like [`get_or_load`](Self::get_or_load), for a loader that may find
-    /// nothing: `Ok(None)` is cached too (negative caching, with its own
-    /// TTL).
-    ///
-    /// # Errors
-    /// The loader's error, when no stale value may stand in for it.
-    pub fn get_or_load_optional<'a, F, Fut, E>(
-        &'a self,
-        key: &'a K,
-        loader: F,
-    ) -> impl Future<Output = Result<Option<V>, CacheError<E>>> + Send + 'a
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
-        E: Send + 'static,
-    {
-        match self.l1_fresh(key) {
-            Some(found) => GetOrLoad::Hit(Some(Ok(found))),
-            None => GetOrLoad::Miss(self.load_optional_boxed(key, loader)),
-        }
-    }
-
     #[cold]
     #[inline(never)]
-    fn load_optional_boxed<'a, F, Fut, E>(
+    pub(super) fn load_optional_boxed<'a, F, Fut, E>(
         &'a self,
         key: &'a K,
         loader: F,
