@@ -160,3 +160,24 @@ impl PartialEq for Cause {
 }
 
 impl Eq for Cause {}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn causes_compare_by_message_and_keep_their_source() {
+        let io = || std::io::Error::other("trap: unreachable");
+        let a = PluginError::Trap(Cause::new(io()));
+        assert_eq!(a, PluginError::Trap(Cause::new(io())));
+        assert_eq!(a, a.clone());
+        assert_ne!(
+            a,
+            PluginError::Trap(Cause::new(std::io::Error::other("trap: stack overflow")))
+        );
+        assert_eq!(a.to_string(), "the plugin trapped");
+        assert_eq!(a.source().unwrap().to_string(), "trap: unreachable");
+    }
+}
