@@ -58,6 +58,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn control_errors_map_to_their_exit_codes() {
+        use cog_control::ControlError as E;
+        let exit = |e: E| Exit::from(e);
+        assert!(matches!(exit(E::BadUrl("x".into())), Exit::Usage(_)));
+        assert!(matches!(
+            exit(E::NotFound {
+                kind: "plan",
+                id: "p".into()
+            }),
+            Exit::State(_)
+        ));
+        assert!(matches!(exit(E::Plugin("bad".into())), Exit::Plugin(_)));
+        assert!(matches!(
+            exit(E::Redis {
+                source: "down".into()
+            }),
+            Exit::Store(_)
+        ));
+    }
+
+    #[test]
     fn a_chain_lists_every_source_once() {
         let io = std::io::Error::other("disk on fire");
         let e = cog_control::ControlError::Io {
