@@ -2,72 +2,25 @@
 //! Every pointer and length from the guest is checked against its memory;
 //! every size against the plugin's limits. See `docs/plugin-abi.md`.
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderName;
 use wasmer::{
     AsStoreRef, Function, FunctionEnv, FunctionEnvMut, FunctionType, Imports, Memory, Store, Type,
 };
 
-use crate::exchange::{Exchange, Phase, Rejection};
-use crate::kv::{KvError, KvScope, KvStore};
+use crate::ops::{self, Answer, HostResult};
 use crate::{Limits, PluginError};
+
+pub(crate) use crate::ops::HostState;
 
 /// The ABI version this host implements (`cog_abi_version` must return it).
 pub const ABI_VERSION: i32 = 1;
 
-/// Return codes of host functions (non-negative values are lengths).
-pub(crate) mod code {
-    /// Done.
-    pub(crate) const OK: i32 = 0;
-    /// Nothing there (header, KV key).
-    pub(crate) const ABSENT: i32 = -1;
-    /// Refused argument: bad header name or value (CR/LF…), bad status.
-    pub(crate) const INVALID: i32 = -2;
-    /// Not available in this phase, or a header plugins may not set.
-    pub(crate) const NOT_ALLOWED: i32 = -3;
-    /// The KV store could not answer.
-    pub(crate) const UNAVAILABLE: i32 = -4;
-}
-
-/// Headers a plugin may read but never set or remove: they decide how a
-/// message is framed or routed, and changing them invites smuggling.
-const PROTECTED: [&str; 8] = [
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "host",
-];
-
-/// Per-call state behind the host functions.
-pub(crate) struct HostState {
-    pub(crate) memory: Option<Memory>,
-    pub(crate) exchange: Exchange,
-    pub(crate) phase: Phase,
-    pub(crate) limits: Limits,
-    pub(crate) deadline: Instant,
-    pub(crate) config: Bytes,
-    pub(crate) kv: Arc<dyn KvStore>,
-    pub(crate) scope: KvScope,
-    pub(crate) log_used: usize,
-}
-
 type Ctx<'a> = FunctionEnvMut<'a, HostState>;
-type HostResult = Result<i32, PluginError>;
 
 /// Checks the deadline: every host call is a chance to stop a plugin that
 /// loops through the host.
 fn enter(ctx: &Ctx<'_>) -> Result<(), PluginError> {
-    if Instant::now() >= ctx.data().deadline {
-        return Err(PluginError::DeadlineExceeded);
-    }
-    Ok(())
+    ops::enter(ctx.data())
 }
 
 /// Guest bytes `[ptr, ptr + len)`, refused (`Ok(None)`) when longer than
@@ -115,42 +68,19 @@ fn write(ctx: &Ctx<'_>, function: &'static str, out: i32, cap: i32, data: &[u8])
     Ok(len)
 }
 
-fn headers(state: &HostState, which: i32) -> Option<&HeaderMap> {
-    match which {
-        0 => Some(&state.exchange.request_headers),
-        1 if state.phase == Phase::Response => Some(&state.exchange.response_headers),
-        _ => None,
-    }
-}
-
-fn headers_mut(state: &mut HostState, which: i32) -> Option<&mut HeaderMap> {
-    match (which, state.phase) {
-        (0, Phase::Request) => Some(&mut state.exchange.request_headers),
-        (1, Phase::Response) => Some(&mut state.exchange.response_headers),
-        _ => None,
+/// Writes an [`Answer`]: its data to the out buffer, or its code.
+fn answer(ctx: &Ctx<'_>, function: &'static str, out: i32, cap: i32, a: Answer) -> HostResult {
+    match a {
+        Answer::Code(c) => Ok(c),
+        Answer::Data(d) => write(ctx, function, out, cap, &d),
     }
 }
 
 fn log(mut ctx: Ctx<'_>, level: i32, ptr: i32, len: i32) -> HostResult {
     enter(&ctx)?;
-    let left = {
-        let s = ctx.data();
-        s.limits.max_log_bytes.saturating_sub(s.log_used)
-    };
-    let Some(bytes) = read(&ctx, "log", ptr, len, left)? else {
-        return Err(PluginError::LogLimit);
-    };
-    let state = ctx.data_mut();
-    state.log_used += bytes.len();
-    let text = String::from_utf8_lossy(&bytes);
-    let (plugin, tenant) = (&*state.scope.plugin, &*state.scope.tenant);
-    match level {
-        0 => tracing::error!(target: "cog_sandbox::plugin", plugin, tenant, "{text}"),
-        1 => tracing::warn!(target: "cog_sandbox::plugin", plugin, tenant, "{text}"),
-        2 => tracing::info!(target: "cog_sandbox::plugin", plugin, tenant, "{text}"),
-        _ => tracing::debug!(target: "cog_sandbox::plugin", plugin, tenant, "{text}"),
-    }
-    Ok(code::OK)
+    let room = ctx.data().log_room();
+    let bytes = read(&ctx, "log", ptr, len, room)?;
+    ops::log(ctx.data_mut(), level, bytes.as_deref())
 }
 
 fn header_name(
@@ -158,9 +88,8 @@ fn header_name(
     f: &'static str,
     ptr: i32,
     len: i32,
-) -> Result<Option<HeaderName>, PluginError> {
-    let max = ctx.data().limits.max_header_bytes;
-    Ok(read(ctx, f, ptr, len, max)?.and_then(|n| HeaderName::from_bytes(&n).ok()))
+) -> Result<Option<Vec<u8>>, PluginError> {
+    read(ctx, f, ptr, len, ctx.data().limits.max_header_bytes)
 }
 
 fn header_get(
@@ -172,17 +101,9 @@ fn header_get(
     cap: i32,
 ) -> HostResult {
     enter(&ctx)?;
-    let Some(name) = header_name(&ctx, "header_get", name_ptr, name_len)? else {
-        return Ok(code::INVALID);
-    };
-    let Some(map) = headers(ctx.data(), which) else {
-        return Ok(code::NOT_ALLOWED);
-    };
-    let Some(value) = map.get(&name) else {
-        return Ok(code::ABSENT);
-    };
-    let value = value.as_bytes().to_vec();
-    write(&ctx, "header_get", out, cap, &value)
+    let name = header_name(&ctx, "header_get", name_ptr, name_len)?;
+    let a = ops::header_get(ctx.data(), which, name.as_deref());
+    answer(&ctx, "header_get", out, cap, a)
 }
 
 fn header_set(
@@ -194,187 +115,106 @@ fn header_set(
     value_len: i32,
 ) -> HostResult {
     enter(&ctx)?;
-    let Some(name) = header_name(&ctx, "header_set", name_ptr, name_len)? else {
-        return Ok(code::INVALID);
-    };
-    let max = ctx.data().limits.max_header_bytes;
-    // CR, LF, NUL and other control bytes are refused here: a plugin can
-    // never split a header or inject one.
-    let Some(value) = read(&ctx, "header_set", value_ptr, value_len, max)?
-        .and_then(|v| HeaderValue::from_bytes(&v).ok())
-    else {
-        return Ok(code::INVALID);
-    };
-    if PROTECTED.contains(&name.as_str()) {
-        return Ok(code::NOT_ALLOWED);
+    let name = header_name(&ctx, "header_set", name_ptr, name_len)?;
+    if name.as_deref().is_none_or(|n| HeaderName::from_bytes(n).is_err()) {
+        return ops::header_set(ctx.data_mut(), which, None, None);
     }
-    let Some(map) = headers_mut(ctx.data_mut(), which) else {
-        return Ok(code::NOT_ALLOWED);
-    };
-    map.insert(name, value);
-    Ok(code::OK)
+    let max = ctx.data().limits.max_header_bytes;
+    let value = read(&ctx, "header_set", value_ptr, value_len, max)?;
+    ops::header_set(ctx.data_mut(), which, name.as_deref(), value.as_deref())
 }
 
 fn header_remove(mut ctx: Ctx<'_>, which: i32, name_ptr: i32, name_len: i32) -> HostResult {
     enter(&ctx)?;
-    let Some(name) = header_name(&ctx, "header_remove", name_ptr, name_len)? else {
-        return Ok(code::INVALID);
-    };
-    if PROTECTED.contains(&name.as_str()) {
-        return Ok(code::NOT_ALLOWED);
-    }
-    let Some(map) = headers_mut(ctx.data_mut(), which) else {
-        return Ok(code::NOT_ALLOWED);
-    };
-    Ok(if map.remove(&name).is_some() {
-        code::OK
-    } else {
-        code::ABSENT
-    })
+    let name = header_name(&ctx, "header_remove", name_ptr, name_len)?;
+    ops::header_remove(ctx.data_mut(), which, name.as_deref())
 }
 
 fn header_names(ctx: Ctx<'_>, which: i32, out: i32, cap: i32) -> HostResult {
     enter(&ctx)?;
-    let Some(map) = headers(ctx.data(), which) else {
-        return Ok(code::NOT_ALLOWED);
-    };
-    let mut names = Vec::new();
-    for name in map.keys() {
-        names.extend_from_slice(name.as_str().as_bytes());
-        names.push(b'\n');
-    }
-    write(&ctx, "header_names", out, cap, &names)
+    let a = ops::header_names(ctx.data(), which);
+    answer(&ctx, "header_names", out, cap, a)
 }
 
 fn request_method(ctx: Ctx<'_>, out: i32, cap: i32) -> HostResult {
     enter(&ctx)?;
-    let m = ctx.data().exchange.method.as_str().as_bytes().to_vec();
+    let m = ops::request_method(ctx.data());
     write(&ctx, "request_method", out, cap, &m)
 }
 
 fn request_uri(ctx: Ctx<'_>, out: i32, cap: i32) -> HostResult {
     enter(&ctx)?;
-    let uri = &ctx.data().exchange.uri;
-    let pq = uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .as_bytes()
-        .to_vec();
+    let pq = ops::request_uri(ctx.data());
     write(&ctx, "request_uri", out, cap, &pq)
 }
 
 fn tenant(ctx: Ctx<'_>, out: i32, cap: i32) -> HostResult {
     enter(&ctx)?;
-    let t = ctx.data().scope.tenant.as_bytes().to_vec();
+    let t = ops::tenant(ctx.data());
     write(&ctx, "tenant", out, cap, &t)
 }
 
 fn response_status(ctx: Ctx<'_>) -> HostResult {
     enter(&ctx)?;
-    let s = ctx.data();
-    Ok(match (s.phase, s.exchange.status) {
-        (Phase::Response, Some(st)) => i32::from(st.as_u16()),
-        _ => code::NOT_ALLOWED,
-    })
+    Ok(ops::response_status(ctx.data()))
 }
 
 fn body_read(ctx: Ctx<'_>, out: i32, cap: i32) -> HostResult {
     enter(&ctx)?;
-    let s = ctx.data();
-    let body = match s.phase {
-        Phase::Request => s.exchange.request_body.clone(),
-        Phase::Response => s.exchange.response_body.clone(),
-    };
-    match body {
-        Some(b) => write(&ctx, "body_read", out, cap, &b),
-        None => Ok(code::NOT_ALLOWED),
-    }
+    let a = ops::body_read(ctx.data());
+    answer(&ctx, "body_read", out, cap, a)
 }
 
 fn body_write(mut ctx: Ctx<'_>, ptr: i32, len: i32) -> HostResult {
     enter(&ctx)?;
     let max = ctx.data().limits.max_output_bytes;
-    let Some(bytes) = read(&ctx, "body_write", ptr, len, max)? else {
-        return Err(PluginError::OutputLimit);
-    };
-    let s = ctx.data_mut();
-    let slot = match s.phase {
-        Phase::Request => &mut s.exchange.request_body,
-        Phase::Response => &mut s.exchange.response_body,
-    };
-    if slot.is_none() {
-        // The body was not read for this plugin: it cannot be replaced.
-        return Ok(code::NOT_ALLOWED);
-    }
-    *slot = Some(Bytes::from(bytes));
-    Ok(code::OK)
+    let bytes = read(&ctx, "body_write", ptr, len, max)?;
+    ops::body_write(ctx.data_mut(), bytes.as_deref())
 }
 
 fn reject(mut ctx: Ctx<'_>, status: i32, ptr: i32, len: i32) -> HostResult {
     enter(&ctx)?;
     let max = ctx.data().limits.max_output_bytes;
-    let Some(body) = read(&ctx, "reject", ptr, len, max)? else {
-        return Err(PluginError::OutputLimit);
-    };
-    let Some(status) = u16::try_from(status)
-        .ok()
-        .filter(|s| (400..=599).contains(s))
-        .and_then(|s| http::StatusCode::from_u16(s).ok())
-    else {
-        return Ok(code::INVALID);
-    };
-    ctx.data_mut().exchange.rejected = Some(Rejection {
-        status,
-        body: Bytes::from(body),
-    });
-    Ok(code::OK)
+    let body = read(&ctx, "reject", ptr, len, max)?;
+    ops::reject(ctx.data_mut(), status, body.as_deref())
 }
 
 fn config(ctx: Ctx<'_>, out: i32, cap: i32) -> HostResult {
     enter(&ctx)?;
-    let c = ctx.data().config.clone();
+    let c = ops::config(ctx.data());
     write(&ctx, "config", out, cap, &c)
 }
 
-fn kv_key(ctx: &Ctx<'_>, f: &'static str, ptr: i32, len: i32) -> Result<Vec<u8>, PluginError> {
-    let max = ctx.data().limits.max_kv_key_bytes;
-    read(ctx, f, ptr, len, max)?.ok_or(PluginError::KvLimit("key too long"))
+fn kv_key(
+    ctx: &Ctx<'_>,
+    f: &'static str,
+    ptr: i32,
+    len: i32,
+) -> Result<Option<Vec<u8>>, PluginError> {
+    read(ctx, f, ptr, len, ctx.data().limits.max_kv_key_bytes)
 }
 
 fn kv_get(ctx: Ctx<'_>, key_ptr: i32, key_len: i32, out: i32, cap: i32) -> HostResult {
     enter(&ctx)?;
     let key = kv_key(&ctx, "kv_get", key_ptr, key_len)?;
-    let s = ctx.data();
-    match s.kv.get(&s.scope, &key) {
-        Ok(Some(v)) => write(&ctx, "kv_get", out, cap, &v),
-        Ok(None) => Ok(code::ABSENT),
-        Err(_) => Ok(code::UNAVAILABLE),
-    }
+    let a = ops::kv_get(ctx.data(), key.as_deref())?;
+    answer(&ctx, "kv_get", out, cap, a)
 }
 
 fn kv_set(ctx: Ctx<'_>, key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32) -> HostResult {
     enter(&ctx)?;
-    let key = kv_key(&ctx, "kv_set", key_ptr, key_len)?;
+    let Some(key) = kv_key(&ctx, "kv_set", key_ptr, key_len)? else {
+        return ops::kv_set(ctx.data(), None, None);
+    };
     let max = ctx.data().limits.max_kv_value_bytes;
-    let value = read(&ctx, "kv_set", value_ptr, value_len, max)?
-        .ok_or(PluginError::KvLimit("value too large"))?;
-    let s = ctx.data();
-    match s.kv.set(&s.scope, &key, &value, s.limits.max_kv_entries) {
-        Ok(()) => Ok(code::OK),
-        Err(KvError::Full) => Err(PluginError::KvLimit("scope full")),
-        Err(_) => Ok(code::UNAVAILABLE),
-    }
+    let value = read(&ctx, "kv_set", value_ptr, value_len, max)?;
+    ops::kv_set(ctx.data(), Some(&key), value.as_deref())
 }
 
 fn kv_delete(ctx: Ctx<'_>, key_ptr: i32, key_len: i32) -> HostResult {
     enter(&ctx)?;
     let key = kv_key(&ctx, "kv_delete", key_ptr, key_len)?;
-    let s = ctx.data();
-    match s.kv.delete(&s.scope, &key) {
-        Ok(true) => Ok(code::OK),
-        Ok(false) => Ok(code::ABSENT),
-        Err(_) => Ok(code::UNAVAILABLE),
-    }
+    ops::kv_delete(ctx.data(), key.as_deref())
 }
 
 /// `(name, parameter count)` of every host function; all parameters and

@@ -42,6 +42,7 @@ mod kv;
 pub mod layer;
 mod limits;
 mod metrics;
+mod ops;
 mod plugin;
 #[cfg(feature = "redis")]
 mod redis_kv;

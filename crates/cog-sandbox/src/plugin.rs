@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use wasmer::{Engine, FunctionEnv, Instance, Module, RuntimeError, Store, TypedFunction};
@@ -13,7 +12,7 @@ use wasmer_middlewares::metering::{MeteringPoints, get_remaining_points, set_rem
 
 use crate::exchange::{Exchange, Phase};
 use crate::host::{self, ABI_VERSION, HostState};
-use crate::kv::{KvScope, KvStore, MemoryKv};
+use crate::kv::{KvStore, MemoryKv};
 use crate::{Limits, PluginError};
 
 pub(crate) const REQUEST_HOOK: &str = "cog_on_request";
@@ -340,22 +339,15 @@ impl Plugin {
         exchange: Exchange,
         export: &str,
     ) -> Result<(Exchange, i32), PluginError> {
-        let deadline = Instant::now() + self.limits.deadline;
-        let tenant = exchange.tenant.clone();
-        let state = HostState {
-            memory: None,
+        let state = HostState::new(
+            self.name.clone(),
             exchange,
             phase,
-            limits: self.limits,
-            deadline,
-            config: self.config.clone(),
-            kv: self.kv.clone(),
-            scope: KvScope {
-                tenant: tenant.clone(),
-                plugin: self.name.clone(),
-            },
-            log_used: 0,
-        };
+            self.limits,
+            self.config.clone(),
+            self.kv.clone(),
+        );
+        let (deadline, tenant) = (state.deadline, state.scope.tenant.clone());
         let mut live = match self.pool.take(&tenant) {
             Some(mut live) => {
                 let memory = Some(live.memory.clone());
@@ -380,14 +372,7 @@ impl Plugin {
                 if export != VERSION_EXPORT && code != 0 {
                     return Err(PluginError::BadReturn(code));
                 }
-                let state = live.env.as_mut(&mut live.store);
-                let done = std::mem::replace(
-                    &mut state.exchange,
-                    Exchange::new(http::Method::GET, http::Uri::default(), ""),
-                );
-                // Nothing of this call's data stays reachable from the host
-                // state of an idle instance.
-                state.config = Bytes::new();
+                let done = live.env.as_mut(&mut live.store).finish();
                 self.pool.give(tenant, live);
                 Ok((done, code))
             }
