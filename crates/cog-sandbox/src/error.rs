@@ -69,6 +69,16 @@ pub enum PluginError {
     /// The hook returned something other than 0.
     #[error("hook returned {0}")]
     BadReturn(i32),
+    /// A Python plugin's source does not load: a syntax error, an
+    /// exception in module-level code, or no `on_request` /
+    /// `on_response`.
+    #[error("invalid Python plugin: {0}")]
+    InvalidScript(String),
+    /// A Python hook raised an exception it did not catch (or returned
+    /// something other than `None`, or exited the interpreter): the
+    /// exception's type and message, and where in `plugin.py`.
+    #[error("the plugin raised {0}")]
+    Exception(String),
     /// The plugin could not be loaded (see [`Plugin::unavailable`](crate::Plugin::unavailable)):
     /// every request it applies to meets its failure policy.
     #[error("the plugin could not be loaded: {0}")]
@@ -95,6 +105,8 @@ impl PluginError {
             PluginError::KvLimit(_) => "kv_limit",
             PluginError::InputTooLarge => "input_too_large",
             PluginError::BadReturn(_) => "bad_return",
+            PluginError::InvalidScript(_) => "invalid_script",
+            PluginError::Exception(_) => "exception",
             PluginError::Unavailable(_) => "unavailable",
         }
     }

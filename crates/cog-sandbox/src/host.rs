@@ -116,7 +116,10 @@ fn header_set(
 ) -> HostResult {
     enter(&ctx)?;
     let name = header_name(&ctx, "header_set", name_ptr, name_len)?;
-    if name.as_deref().is_none_or(|n| HeaderName::from_bytes(n).is_err()) {
+    if name
+        .as_deref()
+        .is_none_or(|n| HeaderName::from_bytes(n).is_err())
+    {
         return ops::header_set(ctx.data_mut(), which, None, None);
     }
     let max = ctx.data().limits.max_header_bytes;

@@ -44,6 +44,7 @@ mod limits;
 mod metrics;
 mod ops;
 mod plugin;
+mod python;
 #[cfg(feature = "redis")]
 mod redis_kv;
 mod runtime;
@@ -56,7 +57,8 @@ pub use host::ABI_VERSION;
 pub use kv::{KvError, KvScope, KvStore, MemoryKv};
 pub use limits::Limits;
 pub use plugin::{OnError, Plugin};
+pub use python::{Clock, Entropy, Python};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_kv::RedisKv;
-pub use runtime::{ArtifactStats, Runtime};
+pub use runtime::{ArtifactStats, PythonStats, Runtime};

@@ -53,6 +53,18 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Defaults for a Python plugin: an interpreter needs more room than a
+    /// wasm module — 200 M metering points, 64 MiB of linear memory,
+    /// 100 ms; the other limits as [`Limits::default`].
+    pub fn python() -> Self {
+        Limits {
+            fuel: 200_000_000,
+            memory_bytes: 64 << 20,
+            deadline: Duration::from_millis(100),
+            ..Limits::default()
+        }
+    }
+
     /// Sets [`fuel`](Self::fuel).
     pub fn fuel(mut self, fuel: u64) -> Self {
         self.fuel = fuel;

@@ -225,7 +225,11 @@ pub(crate) fn request_method(s: &HostState) -> Bytes {
 
 /// Path and query.
 pub(crate) fn request_uri(s: &HostState) -> Bytes {
-    let pq = s.exchange.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let pq = s
+        .exchange
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str());
     Bytes::copy_from_slice(pq.as_bytes())
 }
 

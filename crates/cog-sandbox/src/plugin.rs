@@ -27,6 +27,17 @@ pub(crate) struct Compiled {
     pub(crate) response_hook: bool,
 }
 
+/// What a plugin runs.
+#[derive(Clone)]
+pub(crate) enum Kind {
+    /// A wasm module built for the host API.
+    Wasm(Arc<Compiled>),
+    /// Python source, run by the runtime's interpreter.
+    Python(Arc<crate::python::Code>),
+    /// Why it could not be loaded.
+    Unavailable(Arc<str>),
+}
+
 /// What to do with a request when one of its plugins fails (traps or hits
 /// a limit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,8 +55,8 @@ pub enum OnError {
 #[derive(Clone)]
 pub struct Plugin {
     pub(crate) name: Arc<str>,
-    /// The module, or why it could not be loaded.
-    pub(crate) compiled: Result<Arc<Compiled>, Arc<str>>,
+    /// What runs, or why it could not be loaded.
+    pub(crate) code: Kind,
     pub(crate) limits: Limits,
     pub(crate) config: Bytes,
     pub(crate) kv: Arc<dyn KvStore>,
@@ -219,10 +230,12 @@ impl Plugin {
     /// Whether it has a hook for `phase` (an unavailable plugin stands in
     /// the request phase only).
     pub fn hooks(&self, phase: Phase) -> bool {
-        match (&self.compiled, phase) {
-            (Ok(c), Phase::Request) => c.request_hook,
-            (Ok(c), Phase::Response) => c.response_hook,
-            (Err(_), phase) => phase == Phase::Request,
+        match (&self.code, phase) {
+            (Kind::Wasm(c), Phase::Request) => c.request_hook,
+            (Kind::Wasm(c), Phase::Response) => c.response_hook,
+            (Kind::Python(c), Phase::Request) => c.hooks.0,
+            (Kind::Python(c), Phase::Response) => c.hooks.1,
+            (Kind::Unavailable(_), phase) => phase == Phase::Request,
         }
     }
 
@@ -235,7 +248,7 @@ impl Plugin {
     pub fn unavailable(name: impl Into<Arc<str>>, reason: impl fmt::Display) -> Plugin {
         Plugin {
             name: name.into(),
-            compiled: Err(reason.to_string().into()),
+            code: Kind::Unavailable(reason.to_string().into()),
             limits: Limits::default(),
             config: Bytes::new(),
             kv: Arc::new(MemoryKv::new()),
@@ -263,13 +276,14 @@ impl Plugin {
         let span = cog_core::telemetry::Child::internal("cog-sandbox", "plugin.call");
         span.set(|| opentelemetry::KeyValue::new("cog.plugin.name", self.name.to_string()));
         span.set(|| opentelemetry::KeyValue::new("cog.plugin.phase", phase.as_str()));
-        let result = match &self.compiled {
-            Err(reason) => Err(PluginError::Unavailable(reason.to_string())),
-            Ok(_) => {
+        let result = match &self.code {
+            Kind::Unavailable(reason) => Err(PluginError::Unavailable(reason.to_string())),
+            Kind::Wasm(_) => {
                 // KV calls made by the plugin become the span's children.
                 let _attached = span.is_recording().then(|| span.context().attach());
-                self.run(phase, exchange.clone(), hook)
+                self.run(phase, exchange.clone(), hook).map(|(ex, _)| ex)
             }
+            Kind::Python(code) => crate::python::call(code, self, phase, exchange.clone()),
         };
         let outcome = match &result {
             Ok(_) => "ok",
@@ -279,7 +293,7 @@ impl Plugin {
             span.fail(outcome, || e.to_string());
         }
         crate::metrics::call(&self.name, phase, outcome);
-        *exchange = result?.0;
+        *exchange = result?;
         Ok(())
     }
 
@@ -297,9 +311,10 @@ impl Plugin {
 
     /// A new instance for `state`.
     fn instantiate(&self, state: HostState) -> Result<Instantiated, PluginError> {
-        let compiled = match &self.compiled {
-            Ok(c) => c,
-            Err(reason) => return Err(PluginError::Unavailable(reason.to_string())),
+        let compiled = match &self.code {
+            Kind::Wasm(c) => c,
+            Kind::Unavailable(reason) => return Err(PluginError::Unavailable(reason.to_string())),
+            Kind::Python(_) => unreachable!("python plugins run in the interpreter pool"),
         };
         let mut store = Store::new(compiled.engine.clone());
         let env = FunctionEnv::new(&mut store, state);
@@ -386,33 +401,33 @@ impl Plugin {
                 if stopped {
                     return Err(PluginError::DeadlineExceeded);
                 }
-                Err(self.classify(e, &mut store, &instance, &memory))
+                Err(classify(e, &mut store, &instance, &memory, &self.limits))
             }
         }
     }
+}
 
-    /// Names why a call trapped.
-    fn classify(
-        &self,
-        e: RuntimeError,
-        store: &mut Store,
-        instance: &Instance,
-        memory: &wasmer::Memory,
-    ) -> PluginError {
-        let e = match e.downcast::<PluginError>() {
-            Ok(host) => return host,
-            Err(e) => e,
-        };
-        if let MeteringPoints::Exhausted = get_remaining_points(store, instance) {
-            return PluginError::FuelExhausted;
-        }
-        let trap = e.clone().to_trap();
-        if trap == Some(wasmer_types::TrapCode::UnreachableCodeReached)
-            && host::memory_at_cap(memory, store, &self.limits)
-        {
-            // The usual end of an allocation that `memory.grow` refused.
-            return PluginError::MemoryLimit;
-        }
-        PluginError::Trap(crate::error::Cause::new(e))
+/// Names why a call trapped.
+pub(crate) fn classify(
+    e: RuntimeError,
+    store: &mut Store,
+    instance: &Instance,
+    memory: &wasmer::Memory,
+    limits: &Limits,
+) -> PluginError {
+    let e = match e.downcast::<PluginError>() {
+        Ok(host) => return host,
+        Err(e) => e,
+    };
+    if let MeteringPoints::Exhausted = get_remaining_points(store, instance) {
+        return PluginError::FuelExhausted;
     }
+    let trap = e.clone().to_trap();
+    if trap == Some(wasmer_types::TrapCode::UnreachableCodeReached)
+        && host::memory_at_cap(memory, store, limits)
+    {
+        // The usual end of an allocation that `memory.grow` refused.
+        return PluginError::MemoryLimit;
+    }
+    PluginError::Trap(crate::error::Cause::new(e))
 }

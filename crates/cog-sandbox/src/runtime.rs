@@ -17,8 +17,9 @@ use wasmer::{Engine, ExternType, Module};
 use crate::host;
 use crate::kv::{KvStore, MemoryKv};
 use crate::plugin::{
-    Compiled, IDLE_TOTAL, OnError, Plugin, REQUEST_HOOK, RESPONSE_HOOK, VERSION_EXPORT,
+    Compiled, IDLE_TOTAL, Kind, OnError, Plugin, REQUEST_HOOK, RESPONSE_HOOK, VERSION_EXPORT,
 };
+use crate::python::{Interpreter, Python};
 use crate::tunables::CapTunables;
 use crate::{Limits, PluginError};
 
@@ -49,6 +50,7 @@ struct RuntimeInner {
     artifact_key: [u8; 32],
     artifacts: Arc<ArtifactCounters>,
     kv: Arc<dyn KvStore>,
+    python: Option<Arc<Interpreter>>,
 }
 
 #[derive(Debug, Default)]
@@ -80,6 +82,19 @@ impl fmt::Debug for Runtime {
     }
 }
 
+/// What a runtime's Python interpreters hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PythonStats {
+    /// Interpreters alive (idle or serving a call).
+    pub live: usize,
+    /// Idle interpreters kept for reuse.
+    pub idle: usize,
+    /// Linear memory of one interpreter right after start-up (before its
+    /// plugin is loaded), from the snapshot.
+    pub started_memory_bytes: u64,
+}
+
 /// Compiled modules kept by default.
 const MAX_COMPILED: usize = 256;
 
@@ -102,6 +117,7 @@ impl Runtime {
                 artifact_key: rand::random(),
                 artifacts: Arc::default(),
                 kv: Arc::new(MemoryKv::new()),
+                python: None,
             }),
         }
     }
@@ -116,6 +132,7 @@ impl Runtime {
                 artifact_key: shared.artifact_key,
                 artifacts: shared.artifacts.clone(),
                 kv: shared.kv.clone(),
+                python: shared.python.clone(),
             },
         };
         f(&mut inner);
@@ -152,6 +169,73 @@ impl Runtime {
     /// others (their plugins keep them; a new load compiles again).
     pub fn max_compiled(self, n: usize) -> Self {
         self.with(|i| i.max_compiled = n.max(1))
+    }
+
+    /// Runs Python plugins ([`load_python`](Self::load_python)) with
+    /// `python`. Its module is compiled at the first load (or loaded from
+    /// the [artifact directory](Self::artifact_dir): set one, the compile
+    /// takes seconds).
+    pub fn python(self, python: Python) -> Self {
+        let interpreter = Arc::new(Interpreter::new(python));
+        self.with(|i| i.python = Some(interpreter))
+    }
+
+    /// Loads a Python plugin: `source` is a file defining
+    /// `on_request(req)` and/or `on_response(resp)` (see the `cog` module
+    /// in `docs/plugin-abi.md`). It is run once in a fresh interpreter to
+    /// check it (module-level code included, under the interpreter's
+    /// start-up budget).
+    ///
+    /// # Errors
+    /// [`PluginError::InvalidScript`] for a syntax error, an exception at
+    /// import, or no hook; [`PluginError::Unavailable`] when the runtime
+    /// has no [`Python`]; a limit error when the check hits one.
+    pub fn load_python(
+        &self,
+        name: impl Into<Arc<str>>,
+        source: &[u8],
+        limits: Limits,
+    ) -> Result<Plugin, PluginError> {
+        let interpreter = self.inner.python.as_ref().ok_or_else(|| {
+            PluginError::Unavailable("this runtime has no Python interpreter".into())
+        })?;
+        let prepared = interpreter.prepared(|key, wasm, engine| self.module(key, wasm, engine))?;
+        let name = name.into();
+        let code = crate::python::load(
+            prepared,
+            name.clone(),
+            Bytes::copy_from_slice(source),
+            &limits,
+        )?;
+        Ok(Plugin {
+            name,
+            code: Kind::Python(Arc::new(code)),
+            limits,
+            config: Bytes::new(),
+            kv: self.inner.kv.clone(),
+            on_error: OnError::default(),
+            request_body: false,
+            response_body: false,
+            pool: Arc::default(),
+        })
+    }
+
+    /// Python interpreters alive now, idle ones (kept for reuse) among them,
+    /// and the linear memory of one started interpreter; zeros before the
+    /// first Python plugin.
+    pub fn python_interpreters(&self) -> PythonStats {
+        let prepared = self.inner.python.as_ref().and_then(|i| {
+            i.prepared(|_, _, _| Err(PluginError::Unavailable(String::new())))
+                .ok()
+        });
+        match prepared {
+            Some(p) => PythonStats {
+                live: p.pool.live(),
+                idle: p.pool.idle(),
+                started_memory_bytes: p.started_bytes().unwrap_or(0) as u64,
+            },
+            None => PythonStats::default(),
+        }
     }
 
     /// Compiled modules held in memory now.
@@ -210,7 +294,7 @@ impl Runtime {
         };
         Ok(Plugin {
             name: name.into(),
-            compiled: Ok(compiled),
+            code: Kind::Wasm(compiled),
             limits,
             config: Bytes::new(),
             kv: self.inner.kv.clone(),
@@ -228,21 +312,13 @@ impl Runtime {
         limits: &Limits,
     ) -> Result<Compiled, PluginError> {
         let engine = engine(limits);
-        let module = match self.load_artifact(key, &engine) {
-            Some(m) => m,
-            None => {
-                let m = Module::new(&engine, wasm)
-                    .map_err(|e| PluginError::InvalidModule(e.to_string()))?;
-                self.store_artifact(key, &m);
-                m
-            }
-        };
+        let module = self.module(key, wasm, &engine)?;
         let compiled = check(engine, module, limits)?;
         // One instantiation now: linking, the start function, the memory
         // cap and the ABI version are checked before any request.
         let probe = Plugin {
             name: "probe".into(),
-            compiled: Ok(Arc::new(compiled)),
+            code: Kind::Wasm(Arc::new(compiled)),
             limits: *limits,
             config: Bytes::new(),
             kv: Arc::new(MemoryKv::new()),
@@ -252,10 +328,21 @@ impl Runtime {
             pool: Arc::default(),
         };
         probe.abi_version()?;
-        let Ok(compiled) = probe.compiled else {
+        let Kind::Wasm(compiled) = probe.code else {
             unreachable!("made above")
         };
         Ok(Arc::try_unwrap(compiled).unwrap_or_else(|_| unreachable!("one owner")))
+    }
+
+    /// `wasm` compiled for `engine`: from an authentic artifact, or
+    /// compiled now (and stored as one).
+    fn module(&self, key: &[u8; 32], wasm: &[u8], engine: &Engine) -> Result<Module, PluginError> {
+        if let Some(m) = self.load_artifact(key, engine) {
+            return Ok(m);
+        }
+        let m = Module::new(engine, wasm).map_err(|e| PluginError::InvalidModule(e.to_string()))?;
+        self.store_artifact(key, &m);
+        Ok(m)
     }
 
     fn artifact_path(&self, key: &[u8; 32]) -> Option<PathBuf> {
@@ -338,7 +425,7 @@ const ARTIFACT_MAGIC: &[u8] = b"COGMOD2\0";
 
 /// The cache key: the wasm, this runtime's version, and the limits that
 /// shape compiled code.
-fn cache_key(wasm: &[u8], limits: &Limits) -> [u8; 32] {
+pub(crate) fn cache_key(wasm: &[u8], limits: &Limits) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"cog-sandbox/");
     h.update(env!("CARGO_PKG_VERSION"));
@@ -354,7 +441,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// An engine for one module: cranelift, metering, the memory cap.
-fn engine(limits: &Limits) -> Engine {
+pub(crate) fn engine(limits: &Limits) -> Engine {
     let mut compiler = Cranelift::default();
     compiler.push_middleware(Arc::new(wasmer_middlewares::Metering::new(
         limits.fuel,
