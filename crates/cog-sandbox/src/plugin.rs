@@ -283,7 +283,12 @@ impl Plugin {
                 let _attached = span.is_recording().then(|| span.context().attach());
                 self.run(phase, exchange.clone(), hook).map(|(ex, _)| ex)
             }
-            Kind::Python(code) => crate::python::call(code, self, phase, exchange.clone()),
+            Kind::Python(code) => {
+                // The call runs on the interpreter's thread: KV calls there
+                // become the span's children too.
+                let context = span.is_recording().then(|| span.context());
+                crate::python::call(code, self, phase, exchange.clone(), context)
+            }
         };
         let outcome = match &result {
             Ok(_) => "ok",

@@ -224,10 +224,7 @@ impl Runtime {
     /// and the linear memory of one started interpreter; zeros before the
     /// first Python plugin.
     pub fn python_interpreters(&self) -> PythonStats {
-        let prepared = self.inner.python.as_ref().and_then(|i| {
-            i.prepared(|_, _, _| Err(PluginError::Unavailable(String::new())))
-                .ok()
-        });
+        let prepared = self.inner.python.as_ref().and_then(|i| i.compiled());
         match prepared {
             Some(p) => PythonStats {
                 live: p.pool.live(),

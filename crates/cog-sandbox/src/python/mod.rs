@@ -240,6 +240,11 @@ impl Interpreter {
         }
     }
 
+    /// The compiled interpreter, if a load compiled it.
+    pub(crate) fn compiled(&self) -> Option<Arc<Prepared>> {
+        self.prepared.get()?.as_ref().ok().cloned()
+    }
+
     /// Compiles (or loads the artifact of) the interpreter once.
     pub(crate) fn prepared(
         &self,
@@ -314,10 +319,12 @@ pub(crate) fn call(
     plugin: &crate::Plugin,
     phase: Phase,
     exchange: Exchange,
+    context: Option<opentelemetry::Context>,
 ) -> Result<Exchange, PluginError> {
     let job = pool::Job {
         phase,
         exchange,
+        context,
         limits: plugin.limits,
         config: plugin.config.clone(),
         kv: plugin.kv.clone(),

@@ -29,6 +29,8 @@ pub(crate) struct Job {
     pub(crate) limits: Limits,
     pub(crate) config: Bytes,
     pub(crate) kv: Arc<dyn KvStore>,
+    /// The caller's trace context (the `plugin.call` span), when sampled.
+    pub(crate) context: Option<opentelemetry::Context>,
 }
 
 type Reply = Result<Exchange, PluginError>;
@@ -182,6 +184,7 @@ fn serve(
     let mut next = (job, reply);
     loop {
         let (job, reply) = next;
+        let _attached = job.context.map(opentelemetry::Context::attach);
         let result = interp.call(job.phase, job.exchange, &job.limits, job.config, job.kv);
         let failed = result.is_err();
         if reply.send(result).is_err() || failed {

@@ -1,0 +1,322 @@
+//! The `cog` module, call by call: the same answers as the wasm ABI.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use cog_sandbox::{KvScope, Limits, MemoryKv, Phase, PluginError, Runtime};
+
+use crate::support::{exchange, load, python, reported, root, run, run_for};
+
+#[test]
+fn headers_can_be_read_set_and_removed() {
+    let p = load(
+        "def on_request(req):
+    h = req.headers
+    assert h.get('user-agent') == 'test/1' and h['User-Agent'] == 'test/1'
+    assert h.get('x-missing') is None and h.get('x-missing', 'd') == 'd'
+    assert 'user-agent' in h and 'x-missing' not in h
+    try:
+        h['x-missing']
+        raise AssertionError('KeyError expected')
+    except KeyError:
+        pass
+    h['x-new'] = 'v1'
+    h['x-new'] = b'v2'
+    h['x-gone'] = '1'
+    assert h.remove('x-gone') is True and h.remove('x-gone') is False
+    del h['x-existing']
+    try:
+        del h['x-existing']
+        raise AssertionError('KeyError expected')
+    except KeyError:
+        pass
+    h['x-names'] = ','.join(sorted(h.keys()))
+",
+    );
+    let mut ex = exchange("acme");
+    ex.request_headers
+        .insert("x-existing", "1".parse().unwrap());
+    p.call(Phase::Request, &mut ex).unwrap();
+    assert_eq!(ex.request_headers["x-new"], "v2");
+    assert!(ex.request_headers.get("x-gone").is_none());
+    assert!(ex.request_headers.get("x-existing").is_none());
+    assert_eq!(ex.request_headers["x-names"], "user-agent,x-new");
+}
+
+#[test]
+fn cr_lf_and_protected_headers_are_refused() {
+    let r = reported(
+        "import cog
+def on_request(req):
+    out = []
+    for name, value in [('x-a', 'a\\r\\nx-injected: 1'), ('x-a', 'nul\\x00'), ('bad name', 'v'),
+                        ('content-length', '0'), ('host', 'evil'), ('transfer-encoding', 'chunked')]:
+        try:
+            req.headers[name] = value
+            out.append('set')
+        except cog.Invalid:
+            out.append('invalid')
+        except cog.NotAllowed:
+            out.append('not-allowed')
+    try:
+        req.headers.remove('host')
+    except cog.NotAllowed:
+        out.append('not-allowed')
+    req.headers['x-r'] = ' '.join(out)
+",
+    );
+    assert_eq!(
+        r,
+        "invalid invalid invalid not-allowed not-allowed not-allowed not-allowed"
+    );
+    // Uncaught, the refusal is the call's error, and nothing was set.
+    let p = load("def on_request(req):\n    req.headers['x-bad'] = 'a\\r\\nb'\n");
+    let (r, ex) = run(&p);
+    match r {
+        Err(PluginError::Exception(m)) => assert!(m.starts_with("Invalid: "), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(ex.request_headers.get("x-bad").is_none());
+}
+
+#[test]
+fn request_facts_and_config() {
+    let p = load(
+        "import cog
+def on_request(req):
+    req.headers['x-r'] = '|'.join([req.method, req.uri, req.tenant, cog.tenant(), cog.config().decode()])
+",
+    )
+    .with_config("mode=strict");
+    let (r, ex) = run_for(&p, "globex");
+    r.unwrap();
+    assert_eq!(
+        ex.request_headers["x-r"],
+        "POST|/v1/items?q=1|globex|globex|mode=strict"
+    );
+}
+
+#[test]
+fn bodies_are_read_and_replaced_and_requests_rejected() {
+    let source = "import cog
+def on_request(req):
+    body = req.body
+    req.headers['x-r'] = 'none' if body is None else body.decode()
+    if body is not None:
+        req.body = body.upper()
+    if req.headers.get('x-reject'):
+        req.reject(451, 'unavailable for legal reasons')
+def on_response(resp):
+    resp.body = b'[' + resp.body + b']'
+";
+    let p = load(source).bodies(true, true);
+    let (r, ex) = run(&p);
+    r.unwrap();
+    assert_eq!(ex.request_headers["x-r"], r#"{"a":1}"#);
+    assert_eq!(ex.request_body.as_deref(), Some(&br#"{"A":1}"#[..]));
+    assert!(ex.rejected.is_none());
+
+    let mut ex = exchange("acme");
+    ex.request_headers.insert("x-reject", "1".parse().unwrap());
+    p.call(Phase::Request, &mut ex).unwrap();
+    let rejected = ex.rejected.expect("rejected");
+    assert_eq!(rejected.status, 451);
+    assert_eq!(rejected.body, "unavailable for legal reasons");
+
+    let mut ex = exchange("acme");
+    ex.status = Some(http::StatusCode::OK);
+    ex.response_body = Some(Bytes::from_static(b"ok"));
+    p.call(Phase::Response, &mut ex).unwrap();
+    assert_eq!(ex.response_body.as_deref(), Some(&b"[ok]"[..]));
+
+    // A body the host did not read is None and cannot be replaced.
+    let p = load(
+        "import cog
+def on_request(req):
+    try:
+        req.body = b'x'
+        replaced = 'replaced'
+    except cog.NotAllowed:
+        replaced = 'not-allowed'
+    req.headers['x-r'] = f'{req.body} {replaced}'
+",
+    );
+    let mut ex = exchange("acme");
+    ex.request_body = None;
+    p.call(Phase::Request, &mut ex).unwrap();
+    assert_eq!(ex.request_headers["x-r"], "None not-allowed");
+
+    // Statuses outside 400-599 are refused.
+    let r = reported(
+        "import cog
+def on_request(req):
+    try:
+        req.reject(200, 'no')
+        req.headers['x-r'] = 'rejected'
+    except cog.Invalid:
+        req.headers['x-r'] = 'invalid'
+",
+    );
+    assert_eq!(r, "invalid");
+}
+
+#[test]
+fn output_over_the_limit_ends_the_call() {
+    let p = load("def on_request(req):\n    req.body = b'x' * 2_000_000\n").bodies(true, false);
+    let (r, ex) = run(&p);
+    assert_eq!(r, Err(PluginError::OutputLimit));
+    assert_eq!(
+        ex.request_body.as_deref(),
+        Some(&br#"{"a":1}"#[..]),
+        "untouched"
+    );
+    let p = load("def on_request(req):\n    req.reject(400, b'x' * 2_000_000)\n");
+    assert_eq!(run(&p).0, Err(PluginError::OutputLimit));
+}
+
+#[test]
+fn response_hook_sees_the_status_and_sets_response_headers() {
+    let p = load(
+        "import cog
+def on_response(resp):
+    resp.headers['x-status'] = str(resp.status)
+    resp.headers['x-ua'] = resp.request_headers['user-agent']
+    try:
+        resp.request_headers['x-late'] = '1'
+    except cog.NotAllowed:
+        resp.headers['x-late'] = 'not-allowed'
+",
+    );
+    assert!(!p.hooks(Phase::Request) && p.hooks(Phase::Response));
+    let mut ex = exchange("acme");
+    ex.status = Some(http::StatusCode::CREATED);
+    p.call(Phase::Response, &mut ex).unwrap();
+    assert_eq!(ex.response_headers["x-status"], "201");
+    assert_eq!(ex.response_headers["x-ua"], "test/1");
+    assert_eq!(ex.response_headers["x-late"], "not-allowed");
+    assert!(ex.request_headers.get("x-late").is_none());
+
+    // In the request hook, the response is not there.
+    let r = reported(
+        "import cog
+def on_request(req):
+    try:
+        cog.Response().status
+        req.headers['x-r'] = 'status'
+    except cog.NotAllowed:
+        req.headers['x-r'] = 'not-allowed'
+",
+    );
+    assert_eq!(r, "not-allowed");
+}
+
+#[test]
+fn kv_is_scoped_to_tenant_and_plugin_with_quotas() {
+    let kv = Arc::new(MemoryKv::new());
+    let rt = Runtime::new()
+        .artifact_dir(root().join("target/cog-artifacts"))
+        .artifact_key(b"cog-sandbox tests")
+        .kv(kv.clone())
+        .python(python());
+    let source = "import cog
+def on_request(req):
+    op = req.headers.get('x-op')
+    if op == 'set':
+        cog.kv.set('k', req.headers['x-value'])
+    elif op == 'delete':
+        req.headers['x-r'] = str(cog.kv.delete(b'k'))
+        return
+    elif op == 'big':
+        cog.kv.set('big', b'x' * 70_000)
+    elif op == 'many':
+        for i in range(10):
+            cog.kv.set(f'k{i}', 'v')
+    elif op == 'long-key':
+        cog.kv.get('k' * 300)
+    value = cog.kv.get('k')
+    req.headers['x-r'] = 'absent' if value is None else value.decode()
+";
+    let limits = Limits::python().max_kv_entries(5);
+    let p = rt
+        .load_python("counter", source.as_bytes(), limits)
+        .unwrap();
+    let other = rt.load_python("other", source.as_bytes(), limits).unwrap();
+    let call = |plugin: &cog_sandbox::Plugin, tenant: &str, op: &str, value: &str| {
+        let mut ex = exchange(tenant);
+        ex.request_headers.insert("x-op", op.parse().unwrap());
+        ex.request_headers.insert("x-value", value.parse().unwrap());
+        plugin
+            .call(Phase::Request, &mut ex)
+            .map(|()| ex.request_headers["x-r"].to_str().unwrap().to_owned())
+    };
+    assert_eq!(call(&p, "acme", "set", "one").unwrap(), "one");
+    assert_eq!(call(&p, "acme", "get", "").unwrap(), "one");
+    assert_eq!(
+        call(&p, "globex", "get", "").unwrap(),
+        "absent",
+        "another tenant"
+    );
+    assert_eq!(
+        call(&other, "acme", "get", "").unwrap(),
+        "absent",
+        "another plugin"
+    );
+    let scope = KvScope {
+        tenant: "acme".into(),
+        plugin: "counter".into(),
+    };
+    assert_eq!(kv.len(&scope), 1);
+    assert_eq!(
+        call(&p, "acme", "big", ""),
+        Err(PluginError::KvLimit("value too large"))
+    );
+    assert_eq!(
+        call(&p, "acme", "long-key", ""),
+        Err(PluginError::KvLimit("key too long"))
+    );
+    assert_eq!(
+        call(&p, "acme", "many", ""),
+        Err(PluginError::KvLimit("scope full"))
+    );
+    assert_eq!(kv.len(&scope), 5);
+    assert_eq!(call(&p, "acme", "delete", "").unwrap(), "True");
+    assert_eq!(call(&p, "acme", "delete", "").unwrap(), "False");
+}
+
+#[test]
+fn module_level_code_sees_no_request_and_no_tenant() {
+    let p = load(
+        "import cog
+try:
+    cog.tenant()
+    AT_IMPORT = 'tenant'
+except cog.NotAllowed:
+    AT_IMPORT = 'not-allowed'
+def on_request(req):
+    req.headers['x-r'] = AT_IMPORT
+",
+    );
+    let (r, ex) = run(&p);
+    r.unwrap();
+    assert_eq!(ex.request_headers["x-r"], "not-allowed");
+}
+
+#[test]
+fn print_and_log_count_against_the_log_limit() {
+    let p = load(
+        "import cog
+def on_request(req):
+    print('hello from print')
+    cog.log('a warning', 'warn')
+    req.headers['x-r'] = 'ok'
+",
+    );
+    assert_eq!(run(&p).0, Ok(()));
+    let p = load(
+        "import cog
+def on_request(req):
+    cog.log('x' * 20_000)
+",
+    );
+    assert_eq!(run(&p).0, Err(PluginError::LogLimit));
+}
