@@ -14,6 +14,18 @@ const HEADERS_WASM: &str = concat!(
     "/../../examples/plugins/dist/headers.wasm"
 );
 
+const HEADERS_PY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/plugins/python/headers.py"
+);
+
+/// The CPython for WASI `scripts/setup` fetched.
+fn python_wasi() -> PathBuf {
+    std::env::var_os("COG_PYTHON_WASI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/python-wasi"))
+}
+
 struct Run {
     code: i32,
     stdout: String,
@@ -32,6 +44,11 @@ fn cog_in(store: &str, dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
         .args(args)
         .current_dir(dir)
         .env("COG_STORE", store)
+        .env("COG_PYTHON_WASI", python_wasi())
+        .env(
+            "COG_CACHE_DIR",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cog-cli-cache"),
+        )
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -309,6 +326,117 @@ fn plugins_install_validated_and_run_locally() {
     let r = env.run(&["plugin", "run", HEADERS_WASM, "--request", "bad.json"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("colour"), "{}", r.stderr);
+}
+
+#[test]
+fn python_plugins_install_validated_and_run_locally() {
+    let env = Env::file();
+    seed(&env);
+    // By extension: a `.py` file is Python.
+    let p = env
+        .ok(&[
+            "-o", "json", "plugin", "install", HEADERS_PY, "--plan", "free",
+        ])
+        .json();
+    assert_eq!(p["name"], "headers");
+    assert_eq!(p["lang"], "python");
+    assert!(p["digest"].as_str().unwrap().starts_with("sha256:"));
+    let p = env.ok(&["-o", "json", "plugin", "show", "headers"]).json();
+    assert_eq!(p["lang"], "python", "{p}");
+
+    // Refused in the sandbox, exit 6, nothing stored: a syntax error, a
+    // module-level exception, no hook, bytes that are not text; and
+    // `--lang python` on a file of another name.
+    for (file, source) in [
+        ("broken.py", "def on_request(req:\n"),
+        (
+            "raises.py",
+            "raise ValueError('no')\ndef on_request(req): pass\n",
+        ),
+        ("nohook.py", "x = 1\n"),
+        ("binary.py", "\u{0}\u{1}"),
+    ] {
+        std::fs::write(env.path(file), source).unwrap();
+        let r = env.run(&["plugin", "install", file, "--plan", "free"]);
+        assert_eq!(r.code, 6, "{file}: {}", r.stderr);
+    }
+    std::fs::write(env.path("hook.txt"), "def on_request(req:\n").unwrap();
+    let r = env.run(&["plugin", "install", "hook.txt", "--lang", "python"]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    assert!(r.stderr.contains("SyntaxError"), "{}", r.stderr);
+    let names: Vec<Value> = env
+        .ok(&["-o", "json", "plugin", "list"])
+        .json()
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    // Run locally: what it changed; a hostile hook ends in exit 6.
+    std::fs::write(
+        env.path("req.json"),
+        r#"{"method": "GET", "uri": "/x", "headers": {"x-internal-a": "1", "accept": "*/*"}}"#,
+    )
+    .unwrap();
+    let out = env
+        .ok(&[
+            "-o",
+            "json",
+            "plugin",
+            "run",
+            HEADERS_PY,
+            "--request",
+            "req.json",
+            "--config",
+            "request add x-b: c\nrequest strip x-internal-",
+        ])
+        .json();
+    assert_eq!(out["ok"], true, "{out}");
+    assert_eq!(out["request"]["headers"]["x-b"], "c");
+    assert!(out["request"]["headers"].get("x-internal-a").is_none());
+    for (file, source, error) in [
+        (
+            "spin.py",
+            "def on_request(req):\n    while True: pass\n",
+            "fuel exhausted",
+        ),
+        (
+            "bomb.py",
+            "def on_request(req):\n    x = 'a' * 10**9\n",
+            "memory limit",
+        ),
+        (
+            "peek.py",
+            "def on_request(req):\n    open('/etc/passwd')\n",
+            "FileNotFoundError",
+        ),
+        (
+            "crlf.py",
+            "def on_request(req):\n    req.headers['x'] = 'a\\r\\nb'\n",
+            "Invalid",
+        ),
+    ] {
+        std::fs::write(env.path(file), source).unwrap();
+        let r = env.run(&["-o", "json", "plugin", "run", file, "--request", "req.json"]);
+        assert_eq!(r.code, 6, "{file}: {}", r.stderr);
+        let out = r.json();
+        assert_eq!(out["ok"], false);
+        assert!(
+            out["error"].as_str().unwrap().contains(error),
+            "{file}: {out}"
+        );
+    }
+
+    // No interpreter: a usage error that says where to get one.
+    let r = Command::new(env!("CARGO_BIN_EXE_cog"))
+        .args(["plugin", "run", HEADERS_PY, "--request", "req.json"])
+        .current_dir(env.dir.path())
+        .env("COG_STORE", &env.store)
+        .env("COG_PYTHON_WASI", env.path("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("COG_PYTHON_WASI"));
 }
 
 fn apply_diff_cycle(env: &Env) {

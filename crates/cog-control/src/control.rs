@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::diff::{Change, diff};
 use crate::error::{ControlError, Invalid};
 use crate::keys::{self, NewKey};
-use crate::model::{ApiKey, MAX_PLUGIN_BYTES, Plan, PluginSpec, Spec, State, Status, Tenant};
+use crate::model::{
+    ApiKey, MAX_PLUGIN_BYTES, Plan, PluginLang, PluginSpec, Spec, State, Status, Tenant,
+};
 use crate::store::Store;
 
 /// The control plane: typed operations over a [`Store`].
@@ -287,18 +289,19 @@ impl Control {
     }
 
     /// Stores plugin bytes and records plugin `name` (replacing an older
-    /// version of it). The caller validates the module first (the CLI runs
-    /// it through the sandbox).
+    /// version of it); `spec.lang` says what the bytes are. The caller
+    /// validates the plugin first (the CLI runs it through the sandbox).
     ///
     /// # Errors
-    /// Too large, not wasm, or references that do not exist.
+    /// Too large, not wasm (or for Python, not UTF-8 text), or references
+    /// that do not exist.
     pub async fn install_plugin(
         &self,
         name: &str,
         wasm: &[u8],
         mut spec: PluginSpec,
     ) -> Result<String, ControlError> {
-        check_wasm(wasm)?;
+        check_plugin(spec.lang, wasm)?;
         let digest = crate::digest(wasm);
         self.store.put_blob(&digest, wasm).await?;
         spec.digest = digest.clone();
@@ -375,7 +378,12 @@ impl Control {
     ) -> Result<Vec<Change>, ControlError> {
         desired.validate()?;
         for (digest, bytes) in blobs {
-            check_wasm(bytes)?;
+            let lang = desired
+                .plugins
+                .values()
+                .find(|p| p.digest == *digest)
+                .map_or(PluginLang::Wasm, |p| p.lang);
+            check_plugin(lang, bytes)?;
             self.store.put_blob(digest, bytes).await?;
         }
         for (name, p) in &desired.plugins {
@@ -421,13 +429,21 @@ impl Control {
     }
 }
 
-/// Refuses bytes that cannot be a wasm module or are too large.
-pub(crate) fn check_wasm(bytes: &[u8]) -> Result<(), ControlError> {
+/// Refuses bytes that cannot be a plugin in `lang` or are too large.
+pub(crate) fn check_plugin(lang: PluginLang, bytes: &[u8]) -> Result<(), ControlError> {
     if bytes.len() > MAX_PLUGIN_BYTES {
         return Err(ControlError::Plugin(format!(
             "{} bytes is over the {MAX_PLUGIN_BYTES}-byte limit",
             bytes.len()
         )));
+    }
+    if lang == PluginLang::Python {
+        if std::str::from_utf8(bytes).is_err() || bytes.contains(&0) {
+            return Err(ControlError::Plugin(
+                "not Python source (it must be UTF-8 text without NUL bytes)".into(),
+            ));
+        }
+        return Ok(());
     }
     if !bytes.starts_with(b"\0asm\x01\0\0\0") {
         return Err(ControlError::Plugin(

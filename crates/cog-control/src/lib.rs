@@ -47,7 +47,7 @@ mod model;
 #[cfg(feature = "sandbox")]
 mod plugins;
 #[cfg(feature = "sandbox")]
-pub use plugins::sandbox_limits;
+pub use plugins::{sandbox_limits, sandbox_limits_for};
 pub mod store;
 
 pub use control::Control;
@@ -55,6 +55,6 @@ pub use diff::{Change, diff};
 pub use directory::{Directory, Refusal, TenantContext};
 pub use error::{ControlError, Invalid};
 pub use model::{
-    ApiKey, Attach, KeyStatus, LimitSpec, MAX_COUNT, MAX_PLUGIN_BYTES, OnFailure, Plan,
+    ApiKey, Attach, KeyStatus, LimitSpec, MAX_COUNT, MAX_PLUGIN_BYTES, OnFailure, Plan, PluginLang,
     PluginLimits, PluginSpec, SCHEMA_VERSION, Spec, State, Status, Tenant, Window, digest,
 };

@@ -336,14 +336,52 @@ pub struct Attach {
     pub plans: Vec<String>,
 }
 
-/// An installed plugin: wasm bytes addressed by digest, plus how it runs.
+/// What a plugin's bytes are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginLang {
+    /// A WebAssembly module for the host API (`docs/plugin-abi.md`).
+    #[default]
+    Wasm,
+    /// Python source run by the sandbox's CPython for WASI.
+    Python,
+}
+
+impl PluginLang {
+    fn is_wasm(&self) -> bool {
+        *self == PluginLang::Wasm
+    }
+
+    /// What a file's extension says: `.py` is Python, anything else wasm.
+    pub fn of_path(path: &std::path::Path) -> PluginLang {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("py") => PluginLang::Python,
+            _ => PluginLang::Wasm,
+        }
+    }
+
+    /// `wasm` or `python`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginLang::Wasm => "wasm",
+            PluginLang::Python => "python",
+        }
+    }
+}
+
+/// An installed plugin: its bytes (a wasm module or Python source)
+/// addressed by digest, plus how it runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
-    /// `sha256:<hex>` of the wasm bytes (stored separately, by digest).
-    /// In a document, may be left out when `file` is given.
+    /// `sha256:<hex>` of the plugin's bytes (stored separately, by
+    /// digest). In a document, may be left out when `file` is given.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub digest: String,
+    /// What the bytes are (default `wasm`; a `file` ending in `.py` is
+    /// Python).
+    #[serde(default, skip_serializing_if = "PluginLang::is_wasm")]
+    pub lang: PluginLang,
     /// A version label for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
@@ -359,7 +397,7 @@ pub struct PluginSpec {
     /// Disabled plugins stay installed but do not run.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
-    /// Where `cog apply` reads the wasm from (relative to the file).
+    /// Where `cog apply` reads the plugin from (relative to the file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
     /// What a request does when the plugin fails — traps, hits a limit,
@@ -374,6 +412,7 @@ impl Default for PluginSpec {
     fn default() -> Self {
         PluginSpec {
             digest: String::new(),
+            lang: PluginLang::Wasm,
             version: String::new(),
             attach: Attach::default(),
             config: String::new(),

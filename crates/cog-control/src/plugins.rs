@@ -8,7 +8,7 @@ use cog_sandbox::layer::Resolved;
 use cog_sandbox::{Limits, OnError, Plugin, Runtime};
 use parking_lot::Mutex;
 
-use crate::model::{OnFailure, PluginLimits, State};
+use crate::model::{OnFailure, PluginLang, PluginLimits, State};
 use crate::store::Store;
 
 /// Turns plugin records into loaded plugins, keeping the bytes of the
@@ -21,7 +21,20 @@ pub(crate) struct Loader {
 /// The sandbox limits for a plugin: the defaults, under the plan's
 /// plugin limits, under the plugin's own.
 pub fn sandbox_limits(plan: Option<&PluginLimits>, own: Option<&PluginLimits>) -> Limits {
-    let mut limits = Limits::default();
+    sandbox_limits_for(PluginLang::Wasm, plan, own)
+}
+
+/// [`sandbox_limits`] for a plugin in `lang`: a Python plugin starts from
+/// [`Limits::python`] (an interpreter needs more room than a module).
+pub fn sandbox_limits_for(
+    lang: PluginLang,
+    plan: Option<&PluginLimits>,
+    own: Option<&PluginLimits>,
+) -> Limits {
+    let mut limits = match lang {
+        PluginLang::Wasm => Limits::default(),
+        PluginLang::Python => Limits::python(),
+    };
     for l in [plan, own].into_iter().flatten() {
         if let Some(f) = l.fuel {
             limits = limits.fuel(f);
@@ -82,7 +95,8 @@ impl Loader {
                 if !p.enabled || !attached {
                     continue;
                 }
-                let limits = sandbox_limits(
+                let limits = sandbox_limits_for(
+                    p.lang,
                     plan.and_then(|p| p.plugin_limits.as_ref()),
                     p.limits.as_ref(),
                 );
@@ -148,11 +162,13 @@ impl Loader {
     ) -> Result<Plugin, String> {
         let bytes = self.blob(store, &p.digest).await?;
         let runtime = self.runtime.clone();
-        let (name, config) = (name.to_owned(), p.config.clone());
+        let (name, config, lang) = (name.to_owned(), p.config.clone(), p.lang);
         tokio::task::spawn_blocking(move || {
-            runtime
-                .load(name.as_str(), &bytes, limits)
-                .map(|pl| pl.with_config(config.into_bytes()))
+            match lang {
+                PluginLang::Wasm => runtime.load(name.as_str(), &bytes, limits),
+                PluginLang::Python => runtime.load_python(name.as_str(), &bytes, limits),
+            }
+            .map(|pl| pl.with_config(config.into_bytes()))
         })
         .await
         .map_err(|e| format!("loading panicked: {e}"))?
@@ -186,6 +202,7 @@ mod tests {
     fn spec() -> PluginSpec {
         PluginSpec {
             digest: String::new(),
+            lang: PluginLang::Wasm,
             version: String::new(),
             attach: Attach {
                 tenants: vec!["acme".into()],

@@ -8,6 +8,17 @@
 //! - `plugin_cold/cog`: a new runtime loading the plugin from its compiled
 //!   artifact on disk (checksum, deserialize, ABI check) up to the end of
 //!   its first call.
+//! - `plugin_call/python`: the same hook in Python
+//!   (`req.headers['x-plugin'] = 'ok'`), warm: the tenant's interpreter is
+//!   kept, the call goes to its thread and back.
+//! - `plugin_cold/python`: a new tenant's first call of a loaded Python
+//!   plugin (the interpreter compiled, the snapshot taken): a thread, an
+//!   instance from the snapshot, the plugin's source run, the call.
+//! - `plugin_cold/python_no_snapshot`: the same with CPython started from
+//!   scratch every time.
+//!
+//! The Python benches need `target/python-wasi` (`scripts/setup`); they
+//! also report the memory one idle interpreter holds.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -134,5 +145,101 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn python_dist() -> Option<cog_sandbox::Python> {
+    let dir = std::env::var_os("COG_PYTHON_WASI")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/python-wasi")
+        });
+    match cog_sandbox::Python::open(&dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("skipping the Python benches: {e} (run scripts/setup)");
+            None
+        }
+    }
+}
+
+const PY_PLUGIN: &[u8] = b"def on_request(req):\n    req.headers['x-plugin'] = 'ok'\n";
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn bench_python(c: &mut Criterion) {
+    let Some(python) = python_dist() else { return };
+    let artifacts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/cog-artifacts");
+    let runtime = |python: cog_sandbox::Python| {
+        Runtime::new()
+            .artifact_dir(&artifacts)
+            .artifact_key(b"cog-sandbox benches")
+            .python(python)
+    };
+    let rt = runtime(python.clone().max_idle(64));
+    let plugin = rt
+        .load_python("bench", PY_PLUGIN, Limits::python())
+        .unwrap();
+    let mut g = c.benchmark_group("plugin_call");
+    g.bench_function("python", |b| {
+        b.iter(|| {
+            let mut ex = exchange();
+            plugin.call(Phase::Request, &mut ex).unwrap();
+            black_box(ex)
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("plugin_cold");
+    g.sample_size(20);
+    let tenant = std::sync::atomic::AtomicU64::new(0);
+    let first_call = |plugin: &cog_sandbox::Plugin| {
+        let n = tenant.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut ex = Exchange::new(
+            http::Method::GET,
+            "/items/1".parse().unwrap(),
+            format!("t{n}"),
+        );
+        plugin.call(Phase::Request, &mut ex).unwrap();
+        black_box(ex)
+    };
+    g.bench_function("python", |b| b.iter(|| first_call(&plugin)));
+    let scratch = runtime(python.clone().snapshots(false).max_idle(0));
+    let from_scratch = scratch
+        .load_python("bench", PY_PLUGIN, Limits::python())
+        .unwrap();
+    g.sample_size(10);
+    g.bench_function("python_no_snapshot", |b| {
+        b.iter(|| first_call(&from_scratch))
+    });
+    g.finish();
+
+    // The memory of idle interpreters: 16 more tenants, kept warm.
+    let idle = runtime(python.max_idle(64));
+    let p = idle
+        .load_python("bench", PY_PLUGIN, Limits::python())
+        .unwrap();
+    first_call(&p);
+    let before = rss();
+    for _ in 0..16 {
+        first_call(&p);
+    }
+    let after = rss();
+    let stats = idle.python_interpreters();
+    eprintln!(
+        "python: one idle interpreter holds {:.1} MiB resident ({:.1} MiB of linear memory at start-up); {} idle",
+        (after.saturating_sub(before)) as f64 / 16.0 / (1 << 20) as f64,
+        stats.started_memory_bytes as f64 / (1 << 20) as f64,
+        stats.idle,
+    );
+}
+
+criterion_group!(benches, bench, bench_python);
 criterion_main!(benches);

@@ -75,6 +75,11 @@ pub(crate) fn read_spec(
                     Exit::Usage(format!("{what}: plugins.{name}.file `{file}`: {e}"))
                 })?;
                 p.digest = cog_control::digest(&wasm);
+                if cog_control::PluginLang::of_path(Path::new(file))
+                    == cog_control::PluginLang::Python
+                {
+                    p.lang = cog_control::PluginLang::Python;
+                }
                 blobs.insert(p.digest.clone(), wasm);
             }
         }
@@ -164,7 +169,7 @@ pub(crate) async fn exec(args: &ApplyArgs, ctx: &Ctx<'_>) -> Result {
                 .map(|pl| spec.plans.get(pl).and_then(|pl| pl.plugin_limits.clone()))
                 .chain([None])
                 .collect();
-            super::plugin::run::validate(name, wasm, &limits)?;
+            super::plugin::run::validate(name, p.lang, wasm, &limits)?;
         }
     }
     progress.finish();

@@ -1,11 +1,11 @@
-//! `cog plugin`: WebAssembly plugins run for tenants.
+//! `cog plugin`: WebAssembly and Python plugins run for tenants.
 
 pub(crate) mod run;
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use cog_control::{Attach, OnFailure, PluginLimits, PluginSpec};
+use cog_control::{Attach, OnFailure, PluginLang, PluginLimits, PluginSpec};
 
 use super::{Ctx, missing};
 use crate::exit::{Exit, Result};
@@ -13,10 +13,13 @@ use crate::output::Table;
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum PluginCmd {
-    /// Validates a module in the sandbox and installs it.
+    /// Validates a plugin in the sandbox and installs it.
     Install {
-        /// The `.wasm` file.
+        /// The `.wasm` module or `.py` source.
         file: PathBuf,
+        /// What the file is (default: `python` for `.py`, else `wasm`).
+        #[arg(long, value_parser = parse_lang)]
+        lang: Option<PluginLang>,
         /// Runs for this tenant. Repeatable.
         #[arg(long = "tenant")]
         tenants: Vec<String>,
@@ -90,6 +93,14 @@ pub(crate) enum PluginCmd {
     Run(run::RunArgs),
 }
 
+pub(crate) fn parse_lang(s: &str) -> std::result::Result<PluginLang, String> {
+    match s {
+        "wasm" => Ok(PluginLang::Wasm),
+        "python" => Ok(PluginLang::Python),
+        other => Err(format!("{other:?}: expected wasm or python")),
+    }
+}
+
 pub(crate) fn parse_on_failure(s: &str) -> std::result::Result<OnFailure, String> {
     match s {
         "skip" => Ok(OnFailure::Skip),
@@ -119,6 +130,7 @@ pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
     match cmd {
         PluginCmd::Install {
             file,
+            lang,
             tenants,
             plans,
             name,
@@ -156,8 +168,10 @@ pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
             if plan_limits.is_empty() {
                 plan_limits.push(None);
             }
+            let lang = lang.unwrap_or_else(|| PluginLang::of_path(file));
             let spec = PluginSpec {
                 digest: String::new(),
+                lang,
                 version: version.clone(),
                 attach: Attach {
                     tenants: tenants.clone(),
@@ -169,7 +183,7 @@ pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
                 file: None,
                 on_error: *on_error,
             };
-            run::validate(&name, &wasm, &plan_limits)?;
+            run::validate(&name, lang, &wasm, &plan_limits)?;
             let digest = c.install_plugin(&name, &wasm, spec.clone()).await?;
             out.done(
                 &format!("plugin {name} installed ({digest})"),

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use clap::Args;
-use cog_control::PluginLimits;
-use cog_sandbox::{Exchange, Phase, Runtime};
+use cog_control::{PluginLang, PluginLimits};
+use cog_sandbox::{Exchange, Phase, Plugin, Python, Runtime};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde::Deserialize;
 
@@ -15,8 +15,11 @@ use crate::output::{Out, Progress};
 
 #[derive(Args, Debug)]
 pub(crate) struct RunArgs {
-    /// The `.wasm` file.
+    /// The `.wasm` module or `.py` source.
     file: PathBuf,
+    /// What the file is (default: `python` for `.py`, else `wasm`).
+    #[arg(long, value_parser = super::parse_lang)]
+    lang: Option<PluginLang>,
     /// The request, as JSON: `{"method", "uri", "headers": {..}, "body",
     /// "tenant"}`; for the response phase also `"status"`,
     /// `"response_headers"`, `"response_body"`.
@@ -91,16 +94,96 @@ fn headers_json(map: &HeaderMap) -> serde_json::Value {
     out.into()
 }
 
-/// Loads `wasm` under every set of limits it may run with: a module the
-/// sandbox refuses is never stored.
-pub(crate) fn validate(name: &str, wasm: &[u8], limits: &[Option<PluginLimits>]) -> Result {
+/// Where the CPython for WASI is: `COG_PYTHON_WASI`, else
+/// `target/python-wasi` (where `scripts/setup` puts it).
+fn python_dir() -> PathBuf {
+    std::env::var_os("COG_PYTHON_WASI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/python-wasi"))
+}
+
+/// Where compiled interpreters are cached: `COG_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/cog`, else `~/.cache/cog`.
+fn cache_dir() -> Option<PathBuf> {
+    let var = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("COG_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("cog")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache/cog")))
+}
+
+/// This user's key for cached artifacts (`artifact.key`, 32 random bytes,
+/// readable by the user only), made at first use.
+fn artifact_key(dir: &std::path::Path) -> Option<Vec<u8>> {
+    let path = dir.join("artifact.key");
+    if let Ok(key) = std::fs::read(&path) {
+        return (key.len() == 32).then_some(key);
+    }
+    std::fs::create_dir_all(dir).ok()?;
+    let key: [u8; 32] = rand::random();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).ok()?;
+    std::io::Write::write_all(&mut file, &key).ok()?;
+    Some(key.to_vec())
+}
+
+/// A sandbox for plugins in `lang` (for Python, with the interpreter,
+/// its compiled module cached for the next command).
+fn runtime(lang: PluginLang) -> Result<Runtime> {
+    let mut runtime = Runtime::new();
+    if lang == PluginLang::Wasm {
+        return Ok(runtime);
+    }
+    if let Some(dir) = cache_dir()
+        && let Some(key) = artifact_key(&dir)
+    {
+        runtime = runtime
+            .artifact_dir(dir.join("artifacts"))
+            .artifact_key(&key);
+    }
+    let dir = python_dir();
+    let python = Python::open(&dir).map_err(|e| {
+        Exit::Usage(format!(
+            "no CPython for WASI at {}: {e} (set COG_PYTHON_WASI; scripts/setup fetches one)",
+            dir.display()
+        ))
+    })?;
+    Ok(runtime.python(python))
+}
+
+fn load(
+    runtime: &Runtime,
+    name: &str,
+    lang: PluginLang,
+    bytes: &[u8],
+    limits: cog_sandbox::Limits,
+) -> Result<Plugin> {
+    match lang {
+        PluginLang::Wasm => runtime.load(name, bytes, limits),
+        PluginLang::Python => runtime.load_python(name, bytes, limits),
+    }
+    .map_err(|e| Exit::Plugin(format!("{name}: {e}")))
+}
+
+/// Loads the plugin under every set of limits it may run with: a plugin
+/// the sandbox refuses is never stored.
+pub(crate) fn validate(
+    name: &str,
+    lang: PluginLang,
+    bytes: &[u8],
+    limits: &[Option<PluginLimits>],
+) -> Result {
     let progress = Progress::start("checking the plugin in the sandbox");
-    let runtime = Runtime::new();
+    let runtime = runtime(lang)?;
     for l in limits {
-        let limits = cog_control::sandbox_limits(l.as_ref(), None);
-        runtime
-            .load(name, wasm, limits)
-            .map_err(|e| Exit::Plugin(format!("{name}: {e}")))?;
+        let limits = cog_control::sandbox_limits_for(lang, l.as_ref(), None);
+        load(&runtime, name, lang, bytes, limits)?;
     }
     progress.finish();
     Ok(())
@@ -136,10 +219,10 @@ pub(crate) fn run(args: &RunArgs, out: &Out) -> Result {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "plugin".into());
+    let lang = args.lang.unwrap_or_else(|| PluginLang::of_path(&args.file));
     let progress = Progress::start("compiling the plugin");
-    let plugin = Runtime::new()
-        .load(name.as_str(), &wasm, cog_sandbox::Limits::default())
-        .map_err(|e| Exit::Plugin(format!("{name}: {e}")))?
+    let limits = cog_control::sandbox_limits_for(lang, None, None);
+    let plugin = load(&runtime(lang)?, &name, lang, &wasm, limits)?
         .with_config(args.config.clone().into_bytes());
     progress.finish();
     let phase = match args.phase {
@@ -205,4 +288,29 @@ fn serde_path_to_error_free<'de, T: Deserialize<'de>>(
     what: &str,
 ) -> Result<T> {
     T::deserialize(de).map_err(|e| Exit::Usage(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_artifact_key_is_made_once_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = artifact_key(dir.path()).expect("made");
+        assert_eq!(key.len(), 32);
+        assert_eq!(artifact_key(dir.path()), Some(key), "the same key next time");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join("artifact.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A key file of the wrong size is not used.
+        std::fs::write(dir.path().join("artifact.key"), b"short").unwrap();
+        assert_eq!(artifact_key(dir.path()), None);
+    }
 }
