@@ -41,6 +41,7 @@ fn warm_demo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (app::Demo,
             database: Duration::ZERO,
             poll: Duration::from_secs(3600),
             redis_timeout: Duration::from_millis(100),
+            python: None,
         };
         let demo = app::build(&config).await.unwrap();
         let key = demo.demo_key.clone().unwrap();

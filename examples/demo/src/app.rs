@@ -45,10 +45,14 @@ pub struct Config {
     pub poll: Duration,
     /// Redis calls give up after this long.
     pub redis_timeout: Duration,
+    /// A CPython for WASI (`python3.11.wasm` and `lib/`) for Python
+    /// plugins; without one they stand in as unavailable (skipped).
+    pub python: Option<std::path::PathBuf>,
 }
 
 impl Config {
-    /// From `COG_REDIS_URL`, `COG_STORE`, `COG_DEMO_UPSTREAM_MS`.
+    /// From `COG_REDIS_URL`, `COG_STORE`, `COG_DEMO_UPSTREAM_MS`,
+    /// `COG_PYTHON_WASI` (default `target/python-wasi` when it is there).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Config {
@@ -70,6 +74,10 @@ impl Config {
             database: Duration::from_millis(5),
             poll: Duration::from_secs(1),
             redis_timeout: Duration::from_millis(100),
+            python: var("COG_PYTHON_WASI").map(Into::into).or_else(|| {
+                let default = std::path::PathBuf::from("target/python-wasi");
+                default.is_dir().then_some(default)
+            }),
         }
     }
 }
@@ -110,8 +118,12 @@ struct AppState {
     database: Duration,
 }
 
-/// Creates plans `free` and `pro` and the tenant `demo` on an empty store;
-/// returns the new key.
+/// The sample Python plugin the `pro` plan runs.
+const PRO_PLUGIN: &[u8] = include_bytes!("../../plugins/python/headers.py");
+
+/// Creates plans `free` and `pro`, the tenant `demo` on `free`, and the
+/// sample Python plugin `pro-headers` on `pro` (it marks responses
+/// `x-cog-plan: pro`) on an empty store; returns the new key.
 pub async fn seed(control: &Control) -> Result<Option<String>, Error> {
     let state = control.state().await?;
     if !state.spec.plans.is_empty() || !state.spec.tenants.is_empty() {
@@ -130,6 +142,21 @@ pub async fn seed(control: &Control) -> Result<Option<String>, Error> {
     let mut demo = Tenant::new("free");
     demo.display_name = "Demo tenant".into();
     control.create_tenant("demo", demo).await?;
+    control
+        .install_plugin(
+            "pro-headers",
+            PRO_PLUGIN,
+            cog_control::PluginSpec {
+                lang: cog_control::PluginLang::Python,
+                attach: cog_control::Attach {
+                    tenants: vec![],
+                    plans: vec!["pro".into()],
+                },
+                config: "response add x-cog-plan: pro".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
     Ok(Some(control.create_key("demo", None).await?.secret))
 }
 
@@ -161,7 +188,10 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         Some(client) => Arc::new(cog_sandbox::RedisKv::new(client.clone())),
         None => Arc::new(MemoryKv::new()),
     };
-    let runtime = Runtime::new().kv(kv);
+    let mut runtime = Runtime::new().kv(kv);
+    if let Some(dir) = &config.python {
+        runtime = runtime.python(cog_sandbox::Python::open(dir)?);
+    }
     let directory = Directory::start_with_plugins(store, config.poll, runtime).await?;
 
     let mut completions = TieredCache::<String, String>::builder()

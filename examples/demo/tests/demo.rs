@@ -193,6 +193,7 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
         database: Duration::from_millis(1),
         poll: Duration::from_millis(100),
         redis_timeout: Duration::from_millis(500),
+        python: None,
     };
     let demo = Arc::new(app::build(&config).await.unwrap());
     metrics.observe(&demo.counters);
@@ -295,4 +296,53 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
         .find(|f| f.name == "demo_model_calls")
         .unwrap();
     assert_eq!(model.samples[0].value, 1.0);
+}
+
+/// The `pro` plan runs the sample Python plugin on the request path: its
+/// tenants' responses carry the header it adds, `free` tenants' do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pro_plan_runs_the_sample_python_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let python = std::env::var_os("COG_PYTHON_WASI")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/python-wasi")
+        });
+    let config = app::Config {
+        redis_url: None,
+        store: format!("file:{}", dir.path().join("state.json").display()),
+        upstream: Duration::from_millis(5),
+        database: Duration::from_millis(1),
+        poll: Duration::from_millis(100),
+        redis_timeout: Duration::from_millis(500),
+        python: Some(python),
+    };
+    let demo = app::build(&config).await.unwrap();
+    let free_key = demo.demo_key.clone().unwrap();
+    demo.control
+        .create_tenant("bigco", cog_control::Tenant::new("pro"))
+        .await
+        .unwrap();
+    let pro_key = demo.control.create_key("bigco", None).await.unwrap().secret;
+    demo.directory.refresh().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = demo.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let plan_header = |key: String| async move {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let req = Request::get(format!("http://{addr}/v1/items/7"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::default())
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.headers()
+            .get("x-cog-plan")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(plan_header(pro_key.clone()).await.as_deref(), Some("pro"));
+    assert_eq!(plan_header(pro_key).await.as_deref(), Some("pro"), "warm");
+    assert_eq!(plan_header(free_key).await, None);
 }

@@ -29,6 +29,7 @@ async fn start(url: &str) -> Instance {
         database: Duration::from_millis(1),
         poll: Duration::from_millis(200),
         redis_timeout: Duration::from_millis(100),
+        python: None,
     };
     let demo = Arc::new(app::build(&config).await.expect("the demo builds"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -171,6 +171,7 @@ async fn main() -> Result<(), app::Error> {
         database: Duration::from_millis(5),
         poll: Duration::from_secs(1),
         redis_timeout: Duration::from_millis(100),
+        python: None,
     };
     if let Some(url) = &config.redis_url {
         support::prepare_redis(url, o.flush_redis).await?;

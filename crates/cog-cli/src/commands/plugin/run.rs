@@ -299,7 +299,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = artifact_key(dir.path()).expect("made");
         assert_eq!(key.len(), 32);
-        assert_eq!(artifact_key(dir.path()), Some(key), "the same key next time");
+        assert_eq!(
+            artifact_key(dir.path()),
+            Some(key),
+            "the same key next time"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
