@@ -1,9 +1,13 @@
-//! Untrusted WebAssembly plugins with hard CPU, memory and time limits.
+//! Untrusted plugins — WebAssembly modules or Python source — with hard
+//! CPU, memory and time limits.
 //!
 //! Plugins are wasm modules (built with `cog-pdk` or by hand) that export
 //! hooks run before and after the inner service. They import nothing but
 //! the host API of `docs/plugin-abi.md`: no WASI, no filesystem, no
-//! network, no clock, no environment.
+//! network, no clock, no environment. Python plugins
+//! ([`Runtime::load_python`]) run in CPython for WASI with a
+//! capability-free WASI and the same host API as the `cog` module; see
+//! [`Python`].
 //!
 //! - [`Runtime`] compiles and caches modules (in memory and, optionally,
 //!   as checksummed artifacts on disk), and refuses bad ones with a typed
@@ -12,6 +16,9 @@
 //!   engine: `memory.grow` fails at the cap), wall-clock deadline (a
 //!   watchdog stops a guest that spins by emptying its fuel counter),
 //!   input/output/log/KV sizes.
+//! - [`Python`]: a CPython for WASI (`scripts/setup` fetches one) and how
+//!   its interpreters run ([`Clock`], [`Entropy`], start-up budget,
+//!   snapshots, idle bound).
 //! - [`Plugin::call`] runs one hook on an [`Exchange`]. Instances are
 //!   reused for the same plugin and tenant after clean calls (never across
 //!   tenants, never after a failure), so a warm call costs ~2 µs.

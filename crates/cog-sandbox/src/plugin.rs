@@ -182,6 +182,22 @@ impl fmt::Debug for Plugin {
 }
 
 impl Plugin {
+    /// A plugin running `code` with the default policy, no configuration
+    /// and no bodies.
+    pub(crate) fn new(name: Arc<str>, code: Kind, limits: Limits, kv: Arc<dyn KvStore>) -> Self {
+        Plugin {
+            name,
+            code,
+            limits,
+            config: Bytes::new(),
+            kv,
+            on_error: OnError::default(),
+            request_body: false,
+            response_body: false,
+            pool: Arc::default(),
+        }
+    }
+
     /// Gives the plugin its configuration (read with the `config` host
     /// function).
     pub fn with_config(mut self, config: impl Into<Bytes>) -> Self {
@@ -246,17 +262,12 @@ impl Plugin {
     /// [`OnError::Skip`], answered 500 under [`OnError::Fail`]. Never
     /// silently left out.
     pub fn unavailable(name: impl Into<Arc<str>>, reason: impl fmt::Display) -> Plugin {
-        Plugin {
-            name: name.into(),
-            code: Kind::Unavailable(reason.to_string().into()),
-            limits: Limits::default(),
-            config: Bytes::new(),
-            kv: Arc::new(MemoryKv::new()),
-            on_error: OnError::default(),
-            request_body: false,
-            response_body: false,
-            pool: Arc::default(),
-        }
+        Plugin::new(
+            name.into(),
+            Kind::Unavailable(reason.to_string().into()),
+            Limits::default(),
+            Arc::new(MemoryKv::new()),
+        )
     }
 
     /// Runs the hook for `phase` on `exchange` (synchronously: call it from
@@ -324,17 +335,8 @@ impl Plugin {
         let mut store = Store::new(compiled.engine.clone());
         let env = FunctionEnv::new(&mut store, state);
         let imports = host::imports(&mut store, &env);
-        let instance = Instance::new(&mut store, &compiled.module, &imports).map_err(|e| {
-            let text = e.to_string();
-            if text.contains("pages over the cap") {
-                PluginError::MemoryTooLarge {
-                    declared_pages: 0,
-                    cap_pages: self.limits.memory_pages(),
-                }
-            } else {
-                PluginError::Instantiate(text)
-            }
-        })?;
+        let instance = Instance::new(&mut store, &compiled.module, &imports)
+            .map_err(|e| instantiation_error(&e, &self.limits))?;
         let memory = instance
             .exports
             .get_memory("memory")
@@ -409,6 +411,20 @@ impl Plugin {
                 Err(classify(e, &mut store, &instance, &memory, &self.limits))
             }
         }
+    }
+}
+
+/// Names why an instance could not be made: over the memory cap (the
+/// tunables refuse it), or another failure.
+pub(crate) fn instantiation_error(e: &wasmer::InstantiationError, limits: &Limits) -> PluginError {
+    let text = e.to_string();
+    if text.contains("pages over the cap") {
+        PluginError::MemoryTooLarge {
+            declared_pages: 0,
+            cap_pages: limits.memory_pages(),
+        }
+    } else {
+        PluginError::Instantiate(text)
     }
 }
 

@@ -17,7 +17,7 @@ use wasmer::{Engine, ExternType, Module};
 use crate::host;
 use crate::kv::{KvStore, MemoryKv};
 use crate::plugin::{
-    Compiled, IDLE_TOTAL, Kind, OnError, Plugin, REQUEST_HOOK, RESPONSE_HOOK, VERSION_EXPORT,
+    Compiled, IDLE_TOTAL, Kind, Plugin, REQUEST_HOOK, RESPONSE_HOOK, VERSION_EXPORT,
 };
 use crate::python::{Interpreter, Python};
 use crate::tunables::CapTunables;
@@ -207,17 +207,12 @@ impl Runtime {
             Bytes::copy_from_slice(source),
             &limits,
         )?;
-        Ok(Plugin {
+        Ok(Plugin::new(
             name,
-            code: Kind::Python(Arc::new(code)),
+            Kind::Python(Arc::new(code)),
             limits,
-            config: Bytes::new(),
-            kv: self.inner.kv.clone(),
-            on_error: OnError::default(),
-            request_body: false,
-            response_body: false,
-            pool: Arc::default(),
-        })
+            self.inner.kv.clone(),
+        ))
     }
 
     /// Python interpreters alive now, idle ones (kept for reuse) among them,
@@ -289,17 +284,12 @@ impl Runtime {
                 c
             }
         };
-        Ok(Plugin {
-            name: name.into(),
-            code: Kind::Wasm(compiled),
+        Ok(Plugin::new(
+            name.into(),
+            Kind::Wasm(compiled),
             limits,
-            config: Bytes::new(),
-            kv: self.inner.kv.clone(),
-            on_error: OnError::default(),
-            request_body: false,
-            response_body: false,
-            pool: Arc::default(),
-        })
+            self.inner.kv.clone(),
+        ))
     }
 
     fn compile(
@@ -313,17 +303,12 @@ impl Runtime {
         let compiled = check(engine, module, limits)?;
         // One instantiation now: linking, the start function, the memory
         // cap and the ABI version are checked before any request.
-        let probe = Plugin {
-            name: "probe".into(),
-            code: Kind::Wasm(Arc::new(compiled)),
-            limits: *limits,
-            config: Bytes::new(),
-            kv: Arc::new(MemoryKv::new()),
-            on_error: OnError::Skip,
-            request_body: false,
-            response_body: false,
-            pool: Arc::default(),
-        };
+        let probe = Plugin::new(
+            "probe".into(),
+            Kind::Wasm(Arc::new(compiled)),
+            *limits,
+            Arc::new(MemoryKv::new()),
+        );
         probe.abi_version()?;
         let Kind::Wasm(compiled) = probe.code else {
             unreachable!("made above")

@@ -57,8 +57,8 @@ const HOOKS: u8 = 23;
 const FAIL: u8 = 24;
 const MODULE: u8 = 25;
 
-/// How a call failed, as the guest reports it (`FAIL`).
-const FAIL_EXCEPTION: u8 = 0;
+/// How a call failed, as the guest reports it (`FAIL`): 0 (or anything
+/// else) an exception, 1 a script that does not load, 2 out of memory.
 const FAIL_SCRIPT: u8 = 1;
 const FAIL_MEMORY: u8 = 2;
 
@@ -306,7 +306,7 @@ fn handle(state: &mut PyState, message: &[u8]) -> Result<(), PluginError> {
             channel.failure = Some(match kind.first() {
                 Some(&FAIL_SCRIPT) => PluginError::InvalidScript(text),
                 Some(&FAIL_MEMORY) => PluginError::MemoryLimit,
-                Some(&FAIL_EXCEPTION) | _ => PluginError::Exception(text),
+                _ => PluginError::Exception(text),
             });
             channel.answer(code::OK, &[]);
         }

@@ -113,17 +113,8 @@ impl Interp {
         };
         let env = wasmer::FunctionEnv::new(&mut store, state);
         let imports = wasi::imports(&mut store, &env);
-        let instance = Instance::new(&mut store, &py.module, &imports).map_err(|e| {
-            let text = e.to_string();
-            if text.contains("pages over the cap") {
-                PluginError::MemoryTooLarge {
-                    declared_pages: 0,
-                    cap_pages: limits.memory_pages(),
-                }
-            } else {
-                PluginError::Instantiate(text)
-            }
-        })?;
+        let instance = Instance::new(&mut store, &py.module, &imports)
+            .map_err(|e| crate::plugin::instantiation_error(&e, limits))?;
         let memory = instance
             .exports
             .get_memory("memory")

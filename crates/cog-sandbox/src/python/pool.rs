@@ -144,23 +144,34 @@ impl Pool {
         first: (Job, mpsc::SyncSender<Reply>),
     ) -> Result<Sender, PluginError> {
         let (jobs, inbox) = mpsc::channel();
-        let live = self.live.clone();
-        live.fetch_add(1, Ordering::Relaxed);
-        let spawned = std::thread::Builder::new()
+        let live = Live::count(&self.live);
+        std::thread::Builder::new()
             .name("cog-python".into())
             .spawn(move || {
+                let _live = live;
                 serve(&prepared, source, tenant, first, &inbox);
-                live.fetch_sub(1, Ordering::Relaxed);
-            });
-        match spawned {
-            Ok(_) => Ok(jobs),
-            Err(e) => {
-                self.live.fetch_sub(1, Ordering::Relaxed);
-                Err(PluginError::Instantiate(format!(
-                    "could not start an interpreter thread: {e}"
-                )))
-            }
-        }
+            })
+            .map_err(|e| {
+                PluginError::Instantiate(format!("could not start an interpreter thread: {e}"))
+            })?;
+        Ok(jobs)
+    }
+}
+
+/// One interpreter in [`Pool::live`], until dropped (also when its thread
+/// unwinds, or never starts).
+struct Live(Arc<AtomicUsize>);
+
+impl Live {
+    fn count(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::Relaxed);
+        Live(live.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

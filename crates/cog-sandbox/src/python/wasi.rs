@@ -776,6 +776,16 @@ pub(crate) fn imports(store: &mut Store, env: &FunctionEnv<PyState>) -> Imports 
             add($name, Function::new_typed_with_env(store, env, $f))
         };
     }
+    // Functions that answer the same whatever their arguments (of these
+    // types) are, after the deadline check.
+    macro_rules! constant {
+        ($name:literal, $answer:ident $(, $t:ty)*) => {
+            add(
+                $name,
+                Function::new_typed_with_env(store, env, |c: Ctx<'_> $(, _: $t)*| $answer(&c)),
+            )
+        };
+    }
     typed!("args_get", args_get);
     typed!("args_sizes_get", args_sizes_get);
     typed!("environ_get", environ_get);
@@ -786,104 +796,56 @@ pub(crate) fn imports(store: &mut Store, env: &FunctionEnv<PyState>) -> Imports 
                          fd: i32,
                          _: i64,
                          _: i64,
-                         _: i32| fd_noop(
-        &c, fd
-    ));
+                         _: i32| {
+        fd_noop(&c, fd)
+    });
     typed!("fd_close", fd_close);
     typed!("fd_datasync", |c: Ctx<'_>, fd: i32| fd_noop(&c, fd));
     typed!("fd_fdstat_get", fd_fdstat_get);
-    typed!(
-        "fd_fdstat_set_flags",
-        |c: Ctx<'_>, fd: i32, _: i32| fd_noop(&c, fd)
-    );
+    typed!("fd_fdstat_set_flags", |c: Ctx<'_>, fd: i32, _: i32| {
+        fd_noop(&c, fd)
+    });
     typed!("fd_filestat_get", fd_filestat_get);
-    typed!("fd_filestat_set_size", |c: Ctx<'_>, _: i32, _: i64| refuse(
-        &c
-    ));
-    typed!(
-        "fd_filestat_set_times",
-        |c: Ctx<'_>, _: i32, _: i64, _: i64, _: i32| refuse(&c)
-    );
+    constant!("fd_filestat_set_size", refuse, i32, i64);
+    constant!("fd_filestat_set_times", refuse, i32, i64, i64, i32);
     typed!("fd_pread", fd_pread);
     typed!("fd_prestat_get", fd_prestat_get);
     typed!("fd_prestat_dir_name", fd_prestat_dir_name);
-    typed!("fd_pwrite", |c: Ctx<'_>,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i64,
-                         _: i32| refuse(&c));
+    constant!("fd_pwrite", refuse, i32, i32, i32, i64, i32);
     typed!("fd_read", fd_read);
     typed!("fd_readdir", fd_readdir);
     typed!("fd_seek", fd_seek);
     typed!("fd_sync", |c: Ctx<'_>, fd: i32| fd_noop(&c, fd));
     typed!("fd_tell", fd_tell);
     typed!("fd_write", fd_write);
-    typed!(
-        "path_create_directory",
-        |c: Ctx<'_>, _: i32, _: i32, _: i32| refuse(&c)
-    );
+    constant!("path_create_directory", refuse, i32, i32, i32);
     typed!("path_filestat_get", path_filestat_get);
-    typed!(
+    constant!(
         "path_filestat_set_times",
-        |c: Ctx<'_>, _: i32, _: i32, _: i32, _: i32, _: i64, _: i64, _: i32| refuse(&c)
+        refuse,
+        i32,
+        i32,
+        i32,
+        i32,
+        i64,
+        i64,
+        i32
     );
-    typed!("path_link", |c: Ctx<'_>,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32| refuse(&c));
+    constant!("path_link", refuse, i32, i32, i32, i32, i32, i32, i32);
     typed!("path_open", path_open);
     typed!("path_readlink", path_readlink);
-    typed!(
-        "path_remove_directory",
-        |c: Ctx<'_>, _: i32, _: i32, _: i32| refuse(&c)
-    );
-    typed!("path_rename", |c: Ctx<'_>,
-                           _: i32,
-                           _: i32,
-                           _: i32,
-                           _: i32,
-                           _: i32,
-                           _: i32| refuse(&c));
-    typed!("path_symlink", |c: Ctx<'_>,
-                            _: i32,
-                            _: i32,
-                            _: i32,
-                            _: i32,
-                            _: i32| refuse(
-        &c
-    ));
-    typed!("path_unlink_file", |c: Ctx<'_>, _: i32, _: i32, _: i32| {
-        refuse(&c)
-    });
+    constant!("path_remove_directory", refuse, i32, i32, i32);
+    constant!("path_rename", refuse, i32, i32, i32, i32, i32, i32);
+    constant!("path_symlink", refuse, i32, i32, i32, i32, i32);
+    constant!("path_unlink_file", refuse, i32, i32, i32);
     typed!("poll_oneoff", poll_oneoff);
     typed!("proc_exit", proc_exit);
-    typed!("sched_yield", |c: Ctx<'_>| -> Res {
-        enter(&c)?;
-        Ok(SUCCESS)
-    });
+    constant!("sched_yield", yield_now);
     typed!("random_get", random_get);
-    typed!("sock_accept", |c: Ctx<'_>, _: i32, _: i32, _: i32| {
-        no_sockets(&c)
-    });
-    typed!("sock_recv", |c: Ctx<'_>,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32| no_sockets(&c));
-    typed!("sock_send", |c: Ctx<'_>,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32,
-                         _: i32| no_sockets(&c));
-    typed!("sock_shutdown", |c: Ctx<'_>, _: i32, _: i32| no_sockets(&c));
+    constant!("sock_accept", no_sockets, i32, i32, i32);
+    constant!("sock_recv", no_sockets, i32, i32, i32, i32, i32, i32);
+    constant!("sock_send", no_sockets, i32, i32, i32, i32, i32);
+    constant!("sock_shutdown", no_sockets, i32, i32);
     imports
 }
 
@@ -891,6 +853,11 @@ pub(crate) fn imports(store: &mut Store, env: &FunctionEnv<PyState>) -> Imports 
 fn refuse(ctx: &Ctx<'_>) -> Res {
     enter(ctx)?;
     Ok(EROFS)
+}
+
+fn yield_now(ctx: &Ctx<'_>) -> Res {
+    enter(ctx)?;
+    Ok(SUCCESS)
 }
 
 fn no_sockets(ctx: &Ctx<'_>) -> Res {
