@@ -415,6 +415,36 @@ fn python_plugins_install_validated_and_run_locally() {
             "def on_request(req):\n    req.headers['x'] = 'a\\r\\nb'\n",
             "Invalid",
         ),
+        (
+            "sleep.py",
+            "import time\ndef on_request(req):\n    time.sleep(60)\n",
+            "deadline exceeded",
+        ),
+        (
+            "chatty.py",
+            "def on_request(req):\n    while True: print('x' * 100)\n",
+            "log limit",
+        ),
+        (
+            "native.py",
+            "def on_request(req):\n    import ctypes\n",
+            "ModuleNotFoundError",
+        ),
+        (
+            "thread.py",
+            "import threading\ndef on_request(req):\n    threading.Thread(target=print).start()\n",
+            "can't start new thread",
+        ),
+        (
+            "shell.py",
+            "import subprocess\ndef on_request(req):\n    subprocess.run(['sh'])\n",
+            "OSError",
+        ),
+        (
+            "wrong.py",
+            "def on_request(req):\n    return 'yes'\n",
+            "returned str",
+        ),
     ] {
         std::fs::write(env.path(file), source).unwrap();
         let r = env.run(&["-o", "json", "plugin", "run", file, "--request", "req.json"]);
