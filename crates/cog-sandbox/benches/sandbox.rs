@@ -125,9 +125,12 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let dir = tempfile::tempdir().unwrap();
-    // Compile once, leaving the artifact on disk.
+    // Compile once, leaving the artifact on disk (under a key every
+    // runtime below shares: with the default, random one, each would
+    // refuse the file and compile).
     Runtime::new()
         .artifact_dir(dir.path())
+        .artifact_key(b"bench")
         .load("bench", &wasm, Limits::default())
         .unwrap();
     let mut g = c.benchmark_group("plugin_cold");
@@ -135,6 +138,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let plugin = Runtime::new()
                 .artifact_dir(dir.path())
+                .artifact_key(b"bench")
                 .load("bench", &wasm, Limits::default())
                 .unwrap();
             let mut ex = exchange();
