@@ -457,6 +457,17 @@ fn python_plugins_install_validated_and_run_locally() {
         );
     }
 
+    // `cog apply` reads a `file: *.py` plugin as Python.
+    std::fs::copy(HEADERS_PY, env.path("twin.py")).unwrap();
+    std::fs::write(
+        env.path("plugins.yaml"),
+        "plugins:\n  twin:\n    file: twin.py\n",
+    )
+    .unwrap();
+    env.ok(&["apply", "-f", "plugins.yaml"]);
+    let p = env.ok(&["-o", "json", "plugin", "show", "twin"]).json();
+    assert_eq!(p["lang"], "python", "{p}");
+
     // No interpreter: a usage error that says where to get one.
     let r = Command::new(env!("CARGO_BIN_EXE_cog"))
         .args(["plugin", "run", HEADERS_PY, "--request", "req.json"])

@@ -792,4 +792,20 @@ mod status_and_policy_tests {
         let read: PluginSpec = serde_json::from_value(fail).unwrap();
         assert_eq!(read.on_error, OnFailure::Fail);
     }
+
+    #[test]
+    fn plugin_lang_is_left_out_for_wasm_and_read_by_name() {
+        let wasm = serde_json::to_value(PluginSpec::default()).unwrap();
+        assert!(wasm.get("lang").is_none(), "{wasm}");
+        let python: PluginSpec = serde_json::from_str(r#"{"lang": "python"}"#).unwrap();
+        assert_eq!(python.lang, PluginLang::Python);
+        assert_eq!(serde_json::to_value(&python).unwrap()["lang"], "python");
+        assert!(serde_json::from_str::<PluginSpec>(r#"{"lang": "ruby"}"#).is_err());
+        assert_eq!(PluginLang::of_path("hook.py".as_ref()), PluginLang::Python);
+        assert_eq!(PluginLang::of_path("HOOK.PY".as_ref()), PluginLang::Python);
+        assert_eq!(PluginLang::of_path("hook.wasm".as_ref()), PluginLang::Wasm);
+        assert_eq!(PluginLang::of_path("hook".as_ref()), PluginLang::Wasm);
+        assert_eq!(PluginLang::Python.as_str(), "python");
+        assert_eq!(PluginLang::Wasm.as_str(), "wasm");
+    }
 }

@@ -192,4 +192,15 @@ mod tests {
         assert_eq!(a.to_string(), "the plugin trapped");
         assert_eq!(a.source().unwrap().to_string(), "trap: unreachable");
     }
+
+    #[test]
+    fn python_errors_have_kinds_and_none_is_a_limit() {
+        let script = PluginError::InvalidScript("SyntaxError".into());
+        let exception = PluginError::Exception("ValueError: boom".into());
+        assert_eq!(script.kind(), "invalid_script");
+        assert_eq!(exception.kind(), "exception");
+        assert!(!script.is_limit() && !exception.is_limit());
+        assert_eq!(script.to_string(), "invalid Python plugin: SyntaxError");
+        assert_eq!(exception.to_string(), "the plugin raised ValueError: boom");
+    }
 }

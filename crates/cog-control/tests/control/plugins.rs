@@ -23,10 +23,14 @@ type Svc = tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Full<Byte
 /// Authentication and the tenants' plugins from the store at `path`,
 /// around a service answering "ok"; and the directory behind them.
 async fn service(path: &std::path::Path) -> (Directory, Svc) {
+    service_with(path, Runtime::new()).await
+}
+
+async fn service_with(path: &std::path::Path, runtime: Runtime) -> (Directory, Svc) {
     let d = Directory::start_with_plugins(
         Arc::new(FileStore::new(path)),
         Duration::from_millis(50),
-        Runtime::new(),
+        runtime,
     )
     .await
     .unwrap();
@@ -159,4 +163,64 @@ async fn a_plugin_that_fails_to_load_meets_its_failure_policy() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("skip: still refused");
+}
+
+const HEADERS_PY: &[u8] = include_bytes!("../../../../examples/plugins/python/headers.py");
+
+/// The CPython for WASI `scripts/setup` fetched.
+fn python() -> cog_sandbox::Python {
+    let dir = std::env::var_os("COG_PYTHON_WASI")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/python-wasi")
+        });
+    cog_sandbox::Python::open(&dir).unwrap_or_else(|e| panic!("{e} (scripts/setup fetches it)"))
+}
+
+/// A Python plugin from the store runs for its plan's tenants through the
+/// directory, like a wasm one; without an interpreter in the runtime it
+/// meets its failure policy. Python source that is not text is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_plugins_run_from_the_store() {
+    use cog_control::{OnFailure, PluginLang};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let c = Control::new(Arc::new(FileStore::new(&path)));
+    c.create_plan("pro", plan("rps=100/1s")).await.unwrap();
+    c.create_tenant("bigco", Tenant::new("pro")).await.unwrap();
+    let key = c.create_key("bigco", None).await.unwrap().secret;
+    let spec = PluginSpec {
+        lang: PluginLang::Python,
+        attach: Attach {
+            tenants: vec![],
+            plans: vec!["pro".into()],
+        },
+        config: "response add x-plugin: python".into(),
+        on_error: OnFailure::Fail,
+        ..Default::default()
+    };
+    let refused = c
+        .install_plugin(
+            "bad",
+            b"def on_request(req):\n    pass\n\xff\0",
+            spec.clone(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, cog_control::ControlError::Plugin(_)),
+        "{refused:?}"
+    );
+    c.install_plugin("headers", HEADERS_PY, spec).await.unwrap();
+    let stored = c.state().await.unwrap().spec.plugins["headers"].clone();
+    assert_eq!(stored.lang, PluginLang::Python);
+
+    let (_, svc) = service_with(&path, Runtime::new().python(python())).await;
+    let res = get(&svc, &key).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-plugin"], "python");
+
+    // A runtime without Python: the plugin cannot load; `fail` refuses.
+    let (_, svc) = service(&path).await;
+    assert_eq!(get(&svc, &key).await.status(), 500);
 }

@@ -196,18 +196,23 @@ def on_response(resp):
     assert_eq!(ex.response_headers["x-late"], "not-allowed");
     assert!(ex.request_headers.get("x-late").is_none());
 
-    // In the request hook, the response is not there.
+    // In the request hook, the response is not there: neither its status
+    // nor its headers.
     let r = reported(
         "import cog
 def on_request(req):
-    try:
-        cog.Response().status
-        req.headers['x-r'] = 'status'
-    except cog.NotAllowed:
-        req.headers['x-r'] = 'not-allowed'
+    out = []
+    for probe in (lambda: cog.Response().status, lambda: cog.Response().headers.get('x'),
+                  lambda: cog.Response().headers.keys()):
+        try:
+            probe()
+            out.append('answered')
+        except cog.NotAllowed:
+            out.append('not-allowed')
+    req.headers['x-r'] = ' '.join(out)
 ",
     );
-    assert_eq!(r, "not-allowed");
+    assert_eq!(r, "not-allowed not-allowed not-allowed");
 }
 
 #[test]
@@ -319,4 +324,36 @@ def on_request(req):
 ",
     );
     assert_eq!(run(&p).0, Err(PluginError::LogLimit));
+    // Many small lines add up to the limit too (16 KiB).
+    let p = load(
+        "import cog
+def on_request(req):
+    for _ in range(200):
+        cog.log('x' * 100, 'debug')
+",
+    );
+    assert_eq!(run(&p).0, Err(PluginError::LogLimit));
+    let p = load(
+        "import cog
+def on_request(req):
+    for _ in range(100):
+        cog.log('x' * 100, 'error')
+",
+    );
+    assert_eq!(run(&p).0, Ok(()), "10 KB fits");
+}
+
+#[test]
+fn python_limits_give_an_interpreter_room() {
+    // 40 MiB of data and 70 ms of sleep: over the wasm defaults (16 MiB,
+    // 50 ms), inside `Limits::python()` (64 MiB, 100 ms).
+    let r = reported(
+        "import time
+def on_request(req):
+    data = bytearray(40 << 20)
+    time.sleep(0.07)
+    req.headers['x-r'] = str(len(data))
+",
+    );
+    assert_eq!(r, (40 << 20).to_string());
 }
