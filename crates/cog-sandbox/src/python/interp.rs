@@ -334,17 +334,7 @@ impl Interp {
             .view(&fresh.store)
             .copy_to_vec()
             .map_err(missing)?;
-        let mut pages = Vec::new();
-        for (i, page) in now.chunks(super::PAGE).enumerate() {
-            let before = base.get(i * super::PAGE..(i + 1) * super::PAGE);
-            let changed = match before {
-                Some(b) => b != page,
-                None => page.iter().any(|&b| b != 0),
-            };
-            if changed {
-                pages.push((i as u32, Box::<[u8]>::from(page)));
-            }
-        }
+        let pages = changed_pages(&now, &base);
         Ok(Snapshot {
             pages: (now.len() / super::PAGE) as u32,
             diff: pages,
@@ -367,5 +357,45 @@ impl Interp {
         }
         self.dispatch = snapshot.dispatch as i32;
         Ok(())
+    }
+}
+
+/// The pages of `now` that differ from `base` (a new instance's memory):
+/// beyond `base`'s end, those that are not all zeros (a new page is).
+fn changed_pages(now: &[u8], base: &[u8]) -> Vec<(u32, Box<[u8]>)> {
+    let mut pages = Vec::new();
+    for (i, page) in now.chunks(super::PAGE).enumerate() {
+        let before = base.get(i * super::PAGE..(i + 1) * super::PAGE);
+        let changed = match before {
+            Some(b) => b != page,
+            None => page.iter().any(|&b| b != 0),
+        };
+        if changed {
+            pages.push((i as u32, Box::<[u8]>::from(page)));
+        }
+    }
+    pages
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_keeps_the_pages_that_changed_and_new_pages_that_are_not_zero() {
+        const P: usize = super::super::PAGE;
+        let base = vec![1u8; 3 * P];
+        let mut now = base.clone();
+        now[P + 7] = 9; // page 1 changed
+        now[2 * P..3 * P].fill(0); // page 2 zeroed: changed too
+        now.extend(vec![0u8; P]); // page 3: new, zero
+        let mut tail = vec![0u8; P];
+        tail[P - 1] = 5;
+        now.extend(tail); // page 4: new, not zero
+        let pages: Vec<u32> = changed_pages(&now, &base).iter().map(|(i, _)| *i).collect();
+        assert_eq!(pages, [1, 2, 4]);
+        let kept = changed_pages(&now, &base);
+        assert_eq!(kept[0].1[7], 9);
+        assert_eq!(kept[2].1.len(), P);
     }
 }

@@ -357,3 +357,89 @@ def on_request(req):
     );
     assert_eq!(r, (40 << 20).to_string());
 }
+
+#[test]
+fn the_file_system_answers_reads_seeks_and_stats() {
+    let r = reported(
+        "import os, stat
+def on_request(req):
+    path = '/lib/python3.11/os.pyc'
+    with open(path, 'rb') as f:
+        data = f.read()
+        f.seek(10)
+        part = f.read(5)
+        at = f.tell()
+        f.seek(-4, 2)
+        end = f.read()
+    st = os.stat(path)
+    lib = os.stat('/lib')
+    checks = [
+        part == data[10:15], at == 15, end == data[-4:], st.st_size == len(data) > 0,
+        stat.S_ISREG(st.st_mode), stat.S_ISDIR(lib.st_mode),
+        st.st_ino != lib.st_ino != os.stat('/').st_ino,
+        'os.pyc' in os.listdir('/lib/python3.11'),
+    ]
+    req.headers['x-r'] = ' '.join(str(c) for c in checks)
+",
+    );
+    assert_eq!(r, "True True True True True True True True");
+}
+
+#[test]
+fn open_files_are_bounded() {
+    let r = reported(
+        "def on_request(req):
+    held = []
+    try:
+        while len(held) < 1000:
+            held.append(open('/lib/python3.11/os.pyc', 'rb'))
+    except OSError as e:
+        req.headers['x-r'] = f'{len(held)} {e.errno}'
+",
+    );
+    // 128 descriptors, 5 of them standard streams, the root and the channel.
+    assert_eq!(r, "123 33");
+}
+
+#[test]
+fn a_hundred_printed_lines_fit_the_log() {
+    // 100 × 101 bytes (newlines counted) is under 16 KiB.
+    let r = reported(
+        "def on_request(req):
+    for _ in range(100):
+        print('x' * 100)
+    req.headers['x-r'] = 'ok'
+",
+    );
+    assert_eq!(r, "ok");
+}
+
+#[test]
+fn a_distribution_without_its_standard_library_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("lib/python3.11")).unwrap();
+    let wasm = std::env::var_os("COG_PYTHON_WASI")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("target/python-wasi"))
+        .join("python3.11.wasm");
+    std::fs::copy(wasm, dir.path().join("python3.11.wasm")).unwrap();
+    let python = cog_sandbox::Python::open(dir.path()).unwrap();
+    assert!(
+        format!("{python:?}").starts_with("Python { wasm_bytes: "),
+        "{python:?}"
+    );
+    let rt = crate::support::runtime_with(python);
+    match rt.load_python("p", b"def on_request(req): pass\n", Limits::python()) {
+        Err(PluginError::Instantiate(m)) => {
+            assert!(m.starts_with("CPython did not start: "), "{m}");
+            assert!(m.contains("encoding"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A missing directory: a typed error naming it.
+    let e = cog_sandbox::Python::open(dir.path().join("nowhere")).unwrap_err();
+    assert!(
+        matches!(e, PluginError::InvalidModule(ref m) if m.contains("nowhere")),
+        "{e:?}"
+    );
+}
