@@ -424,7 +424,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// An engine for one module: cranelift, metering, the memory cap.
 pub(crate) fn engine(limits: &Limits) -> Engine {
-    let mut compiler = Cranelift::default();
+    engine_with(limits, Cranelift::default())
+}
+
+/// [`engine`] from `compiler` (configured by the caller).
+pub(crate) fn engine_with(limits: &Limits, mut compiler: Cranelift) -> Engine {
     compiler.push_middleware(Arc::new(wasmer_middlewares::Metering::new(
         limits.fuel,
         |_: &Operator<'_>| 1,

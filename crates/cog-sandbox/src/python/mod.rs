@@ -253,8 +253,12 @@ impl Interpreter {
         self.prepared
             .get_or_init(|| {
                 let limits = compile_limits();
-                let engine = crate::runtime::engine(&limits);
-                let key = crate::runtime::cache_key(&self.python.wasm, &limits);
+                let mut compiler = wasmer::sys::Cranelift::default();
+                compiler.opt_level(wasmer::sys::CraneliftOptLevel::None);
+                let engine = crate::runtime::engine_with(&limits, compiler);
+                let mut keyed = self.python.wasm.to_vec();
+                keyed.extend_from_slice(b"cranelift-opt=none");
+                let key = crate::runtime::cache_key(&keyed, &limits);
                 let module = compile(&key, &self.python.wasm, &engine)?;
                 let p = &self.python;
                 Ok(Arc::new(Prepared {
