@@ -46,7 +46,7 @@ pub use otlp::{OtlpReceiver, ReceivedSpan, Transport};
 pub use proxy::Proxy;
 pub use redis::{RedisCluster, RedisServer};
 pub use resp::Reply;
-pub use spans::{SpanCapture, attr as span_attr};
+pub use spans::{SpanCapture, attr as span_attr, children as span_children, named as span_named};
 
 /// What can go wrong starting or driving a test server.
 #[derive(Debug, thiserror::Error)]

@@ -49,3 +49,19 @@ pub fn attr(span: &SpanData, key: &str) -> Option<Value> {
         .find(|kv| kv.key.as_str() == key)
         .map(|kv| kv.value.clone())
 }
+
+/// The first span named `name`; panics, listing every span, when none is.
+pub fn named<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no span named {name}: {spans:?}"))
+}
+
+/// The spans whose parent is `parent`.
+pub fn children<'a>(spans: &'a [SpanData], parent: &SpanData) -> Vec<&'a SpanData> {
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_context.span_id())
+        .collect()
+}

@@ -117,15 +117,9 @@ async fn python_kv_calls_are_redis_spans_under_the_plugin_call() {
         .unwrap();
     }
     let spans = capture.spans();
-    let call = spans
-        .iter()
-        .find(|s| s.name == "plugin.call")
-        .unwrap_or_else(|| panic!("{spans:?}"));
+    let call = cog_testkit::span_named(&spans, "plugin.call");
     assert_eq!(call.parent_span_id, request_span);
-    let kv_calls: Vec<_> = spans
-        .iter()
-        .filter(|s| s.parent_span_id == call.span_context.span_id())
-        .collect();
+    let kv_calls = cog_testkit::span_children(&spans, call);
     assert!(!kv_calls.is_empty(), "no KV span under the call: {spans:?}");
     for s in kv_calls {
         assert_eq!(s.span_kind, SpanKind::Client);
