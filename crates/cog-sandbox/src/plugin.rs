@@ -167,8 +167,8 @@ struct Instantiated {
     env: FunctionEnv<HostState>,
     instance: Instance,
     memory: wasmer::Memory,
-    /// Where the watchdog stops this instance (its fuel counter).
-    fuel: Option<crate::watchdog::Fuel>,
+    /// Where the watchdog stops this instance (its stop flag).
+    stop: Option<crate::watchdog::Stop>,
 }
 
 impl fmt::Debug for Plugin {
@@ -343,13 +343,13 @@ impl Plugin {
             .map_err(|e| PluginError::BadExport(e.to_string()))?
             .clone();
         env.as_mut(&mut store).memory = Some(memory.clone());
-        let fuel = crate::watchdog::Fuel::of(&mut store, &instance);
+        let stop = crate::watchdog::Stop::of(&mut store, &instance);
         Ok(Instantiated {
             store,
             env,
             instance,
             memory,
-            fuel,
+            stop,
         })
     }
 
@@ -385,7 +385,7 @@ impl Plugin {
             .map_err(|e| PluginError::BadExport(e.to_string()))?;
         set_remaining_points(&mut live.store, &live.instance, self.limits.fuel);
         let (result, stopped) = {
-            let armed = crate::watchdog::arm(deadline, live.fuel);
+            let armed = crate::watchdog::arm(deadline, live.stop);
             let result = func.call(&mut live.store);
             (result, armed.fired())
         };

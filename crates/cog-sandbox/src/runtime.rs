@@ -411,7 +411,7 @@ pub(crate) fn cache_key(wasm: &[u8], limits: &Limits) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"cog-sandbox/");
     h.update(env!("CARGO_PKG_VERSION"));
-    h.update(b"/wasmer-7.4/");
+    h.update(b"/wasmer-7.4/stop-flag/");
     h.update(limits.fuel.to_le_bytes());
     h.update(limits.memory_pages().to_le_bytes());
     h.update(Sha256::digest(wasm));
@@ -422,7 +422,8 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// An engine for one module: cranelift, metering, the memory cap.
+/// An engine for one module: cranelift, metering, the watchdog's stop
+/// flag, the memory cap.
 pub(crate) fn engine(limits: &Limits) -> Engine {
     engine_with(limits, Cranelift::default())
 }
@@ -433,6 +434,7 @@ pub(crate) fn engine_with(limits: &Limits, mut compiler: Cranelift) -> Engine {
         limits.fuel,
         |_: &Operator<'_>| 1,
     )));
+    compiler.push_middleware(Arc::new(crate::watchdog::Interrupt::default()));
     let mut engine: Engine = compiler.into();
     engine.set_tunables(CapTunables::new(limits.memory_pages()));
     engine

@@ -1,21 +1,26 @@
 //! Wall-clock deadlines for running plugins: one thread that stops any
-//! call still running past its deadline, through the fuel counter the
-//! metering middleware compiled into the module.
+//! call still running past its deadline, through a stop flag compiled into
+//! the module.
 //!
-//! Every basic block of a plugin checks its remaining fuel (a wasm global
-//! in the instance) before it runs and traps when too little is left. To
-//! stop a call, the watchdog writes zero into that global: the guest traps
-//! at its next block, in its own code, exactly as when fuel runs out — no
-//! signal, no second unwinding path. Host functions check the deadline
-//! themselves, so a guest looping through the host stops there.
+//! The [`Interrupt`] middleware gives every module a global of its own
+//! (`__cog_sandbox_stop`, 0 while the call may run) and makes the guest
+//! read it on entry to every function and at the head of every loop
+//! iteration: `if stop { unreachable }`. Every unbounded execution goes
+//! through one of those two (a loop's back edge or a call). To stop a call
+//! the watchdog writes 1 there: the guest traps at its next loop iteration
+//! or call, in its own code — no signal, no second unwinding path. Host
+//! functions check the deadline themselves, so a guest looping through the
+//! host stops there.
 //!
-//! An earlier version used wasmer's experimental host interrupt (a
-//! signal), which could deadlock when the signal landed while a trap was
-//! being unwound; the generated-module test found it.
-//!
-//! The guest reads the counter, subtracts and writes it back, so a zero
-//! written between its read and its write is overwritten; the watchdog
-//! writes again every [`RETRY`] until the call returns.
+//! The guest only ever reads the flag, so the watchdog's one write cannot
+//! be lost. An earlier version zeroed the metering fuel counter instead;
+//! the guest decrements that counter with a read-modify-write, and a tight
+//! loop read its own buffered store back every iteration, so the zero was
+//! overwritten again and again — a spinning plugin outlived a 30 ms
+//! deadline by up to 22 s (the demo's fault suite caught it on CI). An
+//! earlier one still used wasmer's experimental host interrupt (a signal),
+//! which could deadlock when the signal landed while a trap was being
+//! unwound; the generated-module test found it.
 //!
 //! Arming is cheap and allocation-free: each thread that runs plugins
 //! owns a slot, registered once, where a call writes its deadline and
@@ -27,26 +32,122 @@
 //! the call itself.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
-use wasmer::{AsStoreMut, Extern, Instance};
+use wasmer::sys::{FunctionMiddleware, MiddlewareError, MiddlewareReaderState, ModuleMiddleware};
+use wasmer::wasmparser::{BlockType, Operator};
+use wasmer::{
+    AsStoreMut, ExportIndex, Extern, GlobalInit, GlobalType, Instance, LocalFunctionIndex,
+    Mutability, Type,
+};
+use wasmer_types::{GlobalIndex, ModuleInfo};
 
-/// The fuel counter of one instance: the storage of the metering
-/// middleware's `wasmer_metering_remaining_points` global, inside the
-/// instance's context (valid as long as the instance).
+/// The export naming the stop flag.
+const STOP_EXPORT: &str = "__cog_sandbox_stop";
+
+/// The middleware that makes a module stoppable: a stop flag, read on
+/// entry to every function and at the head of every loop. One per module
+/// (it remembers the flag's index), like wasmer's metering.
+#[derive(Debug, Default)]
+pub(crate) struct Interrupt {
+    flag: std::sync::Mutex<Option<GlobalIndex>>,
+}
+
+impl ModuleMiddleware for Interrupt {
+    fn generate_function_middleware<'a>(
+        &self,
+        _: LocalFunctionIndex,
+    ) -> Box<dyn FunctionMiddleware<'a> + 'a> {
+        let flag = self
+            .flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .expect("transform_module_info runs before the functions are compiled");
+        Box::new(FunctionInterrupt {
+            flag: flag.as_u32(),
+            entered: false,
+        })
+    }
+
+    fn transform_module_info(&self, info: &mut ModuleInfo) -> Result<(), MiddlewareError> {
+        let mut flag = self
+            .flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if flag.is_some() {
+            return Err(MiddlewareError::new(
+                "cog-sandbox interrupt",
+                "one Interrupt middleware per module",
+            ));
+        }
+        let index = info
+            .globals
+            .push(GlobalType::new(Type::I32, Mutability::Var));
+        info.global_initializers.push(GlobalInit::I32Const(0));
+        info.exports
+            .insert(STOP_EXPORT.to_owned(), ExportIndex::Global(index));
+        *flag = Some(index);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct FunctionInterrupt {
+    flag: u32,
+    /// Whether the entry check is in already.
+    entered: bool,
+}
+
+impl FunctionInterrupt {
+    fn check(&self, state: &mut MiddlewareReaderState<'_>) {
+        state.extend(&[
+            Operator::GlobalGet {
+                global_index: self.flag,
+            },
+            Operator::If {
+                blockty: BlockType::Empty,
+            },
+            Operator::Unreachable,
+            Operator::End,
+        ]);
+    }
+}
+
+impl<'a> FunctionMiddleware<'a> for FunctionInterrupt {
+    fn feed(
+        &mut self,
+        operator: Operator<'a>,
+        state: &mut MiddlewareReaderState<'a>,
+    ) -> Result<(), MiddlewareError> {
+        if !self.entered {
+            self.entered = true;
+            self.check(state);
+        }
+        let is_loop = matches!(operator, Operator::Loop { .. });
+        state.push_operator(operator);
+        if is_loop {
+            // Inside the loop: every iteration (every branch back to its
+            // head) reads the flag.
+            self.check(state);
+        }
+        Ok(())
+    }
+}
+
+/// The stop flag of one instance: the storage of the
+/// [`Interrupt`] middleware's global inside the instance's context (valid
+/// as long as the instance).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Fuel(NonNull<u8>);
+pub(crate) struct Stop(NonNull<u8>);
 
-impl Fuel {
-    /// The counter of `instance`; `None` for a module compiled without
-    /// the metering middleware.
+impl Stop {
+    /// The flag of `instance`; `None` for a module compiled without the
+    /// [`Interrupt`] middleware.
     pub(crate) fn of(store: &mut impl AsStoreMut, instance: &Instance) -> Option<Self> {
-        let global = instance
-            .exports
-            .get_extern("wasmer_metering_remaining_points")?;
+        let global = instance.exports.get_extern(STOP_EXPORT)?;
         let Extern::Global(_) = global else {
             return None;
         };
@@ -57,12 +158,33 @@ impl Fuel {
         let objects = store.objects_mut().as_sys();
         Some(Self(handle.get(objects).vmglobal().cast::<u8>()))
     }
+
+    fn flag(&self) -> &AtomicU32 {
+        // SAFETY: the pointer is the instance's global storage (16-byte
+        // aligned, its first 4 bytes the i32), alive while the instance is
+        // (see `of`; the guard that lets the watchdog write is dropped
+        // before the instance). The guest reads it with plain loads, which
+        // an atomic store never tears.
+        #[allow(unsafe_code)]
+        unsafe {
+            AtomicU32::from_ptr(self.0.as_ptr().cast::<u32>())
+        }
+    }
+
+    /// Lets the next call run (the flag of a stopped call stays set).
+    pub(crate) fn clear(&self) {
+        self.flag().store(0, Ordering::SeqCst);
+    }
+
+    fn raise(&self) {
+        self.flag().store(1, Ordering::SeqCst);
+    }
 }
 
-/// The fuel counter and deadline of one running call.
+/// The stop flag and deadline of one running call.
 struct Target {
-    fuel: Fuel,
-    /// When to stop it (after the first write: when to write again).
+    stop: Stop,
+    /// When to stop it.
     at: Instant,
     /// Whether the watchdog has stopped the call.
     fired: bool,
@@ -117,20 +239,17 @@ impl Watchdog {
                 let Some(target) = slot.as_mut() else {
                     continue;
                 };
+                if target.fired {
+                    // Stopped: the guest never writes the flag back.
+                    continue;
+                }
                 if target.at <= now {
                     target.fired = true;
-                    // SAFETY: the slot is armed, so the instance holding
-                    // the global is alive (the guard, dropped before the
-                    // instance, empties the slot under this lock). The
-                    // global is 16-byte aligned storage whose first 8 bytes
-                    // hold the i64; the guest reads it with plain loads,
-                    // which an atomic store never tears.
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        AtomicU64::from_ptr(target.fuel.0.as_ptr().cast::<u64>())
-                            .store(0, Ordering::SeqCst);
-                    }
-                    target.at = now + RETRY;
+                    // The slot is armed, so the instance holding the flag
+                    // is alive (the guard, dropped before the instance,
+                    // empties the slot under this lock).
+                    target.stop.raise();
+                    continue;
                 }
                 next = Some(next.map_or(target.at, |n| n.min(target.at)));
             }
@@ -173,7 +292,7 @@ thread_local! {
 
 /// Disarms the deadline when dropped (the call returned).
 pub(crate) struct Guard {
-    /// `None`: nothing to stop (no fuel counter).
+    /// `None`: nothing to stop (no stop flag).
     slot: Option<Slot>,
     /// A slot of its own (a call made while another was armed on the same
     /// thread), unregistered on drop.
@@ -200,14 +319,11 @@ impl Drop for Guard {
     }
 }
 
-/// Between writes to a call that has not stopped yet.
-const RETRY: Duration = Duration::from_millis(5);
-
-/// Stops the call running on `fuel` at `deadline` unless the returned
-/// guard is dropped first. The guard must be dropped before the instance
-/// that `fuel` belongs to.
-pub(crate) fn arm(deadline: Instant, fuel: Option<Fuel>) -> Guard {
-    let Some(fuel) = fuel else {
+/// Stops the call running with `stop` at `deadline` unless the returned
+/// guard is dropped first; clears the flag first. The guard must be dropped
+/// before the instance that `stop` belongs to.
+pub(crate) fn arm(deadline: Instant, stop: Option<Stop>) -> Guard {
+    let Some(stop) = stop else {
         // Not a module compiled by this runtime: nothing to stop, the
         // host-side deadline checks still apply.
         return Guard {
@@ -215,8 +331,9 @@ pub(crate) fn arm(deadline: Instant, fuel: Option<Fuel>) -> Guard {
             own: false,
         };
     };
+    stop.clear();
     let target = Target {
-        fuel,
+        stop,
         at: deadline,
         fired: false,
     };
@@ -260,21 +377,33 @@ pub(crate) fn arm(deadline: Instant, fuel: Option<Fuel>) -> Guard {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    /// A stand-in for an instance's fuel global.
-    fn counter() -> Box<AtomicU64> {
-        Box::new(AtomicU64::new(1_000_000))
+    /// A stand-in for an instance's stop flag (16-byte storage, like a
+    /// wasm global's), set by an earlier stopped call.
+    fn counter() -> Box<[AtomicU32; 4]> {
+        Box::new([
+            AtomicU32::new(1),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+            AtomicU32::new(0),
+        ])
     }
 
-    fn fuel(counter: &AtomicU64) -> Fuel {
-        Fuel(NonNull::from(counter).cast())
+    fn stop(counter: &[AtomicU32; 4]) -> Stop {
+        Stop(NonNull::from(counter).cast())
     }
 
-    /// Waits (bounded) until the watchdog has emptied `counter`.
-    fn emptied(counter: &AtomicU64) -> bool {
+    fn raised(counter: &[AtomicU32; 4]) -> bool {
+        counter[0].load(Ordering::SeqCst) == 1
+    }
+
+    /// Waits (bounded) until the watchdog has raised `counter`.
+    fn stopped(counter: &[AtomicU32; 4]) -> bool {
         for _ in 0..500 {
-            if counter.load(Ordering::SeqCst) == 0 {
+            if raised(counter) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -283,21 +412,22 @@ mod tests {
     }
 
     #[test]
-    fn a_passed_deadline_empties_the_counter_and_a_disarmed_one_does_not() {
+    fn a_passed_deadline_raises_the_flag_and_a_disarmed_one_does_not() {
         let (late, early) = (counter(), counter());
         // Armed first, far away: the watchdog plans to look then; the
         // second call's earlier deadline must wake it.
         let far = arm(
             Instant::now() + Duration::from_secs(3600),
-            Some(fuel(&late)),
+            Some(stop(&late)),
         );
         // On the same thread while the first is armed: a slot of its own.
-        let due = arm(Instant::now(), Some(fuel(&early)));
+        let due = arm(Instant::now(), Some(stop(&early)));
         assert!(due.own && !far.own);
-        assert!(emptied(&early));
+        assert!(stopped(&early));
         assert!(due.fired());
         assert!(!far.fired());
-        assert_eq!(late.load(Ordering::SeqCst), 1_000_000);
+        // Arming cleared it, and nothing raised it since.
+        assert!(!raised(&late));
         drop(due);
         drop(far);
 
@@ -305,15 +435,15 @@ mod tests {
         let spared = counter();
         drop(arm(
             Instant::now() + Duration::from_millis(20),
-            Some(fuel(&spared)),
+            Some(stop(&spared)),
         ));
         let probe = counter();
         let after = arm(
             Instant::now() + Duration::from_millis(60),
-            Some(fuel(&probe)),
+            Some(stop(&probe)),
         );
-        assert!(emptied(&probe));
-        assert_eq!(spared.load(Ordering::SeqCst), 1_000_000);
+        assert!(stopped(&probe));
+        assert!(!raised(&spared));
         drop(after);
     }
 
@@ -321,10 +451,10 @@ mod tests {
     fn a_thread_slot_is_reused_and_unregistered_when_the_thread_ends() {
         let slot = std::thread::spawn(|| {
             let c = counter();
-            let first = arm(Instant::now() + Duration::from_secs(60), Some(fuel(&c)));
+            let first = arm(Instant::now() + Duration::from_secs(60), Some(stop(&c)));
             let slot = first.slot.clone().expect("armed");
             drop(first);
-            let second = arm(Instant::now() + Duration::from_secs(60), Some(fuel(&c)));
+            let second = arm(Instant::now() + Duration::from_secs(60), Some(stop(&c)));
             assert!(Arc::ptr_eq(second.slot.as_ref().expect("armed"), &slot));
             assert!(!second.own);
             slot
@@ -342,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn a_module_without_a_counter_arms_nothing() {
+    fn a_module_without_a_flag_arms_nothing() {
         let guard = arm(Instant::now(), None);
         assert!(guard.slot.is_none());
         assert!(!guard.fired());

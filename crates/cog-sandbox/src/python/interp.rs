@@ -16,7 +16,7 @@ use super::{Prepared, Snapshot};
 use crate::exchange::{Exchange, Phase};
 use crate::kv::KvStore;
 use crate::ops::HostState;
-use crate::watchdog::Fuel;
+use crate::watchdog::Stop;
 use crate::{Limits, PluginError};
 
 /// The bootstrap run in `__main__`: fetch the `cog` module's source from the
@@ -57,7 +57,7 @@ pub(crate) struct Interp {
     env: wasmer::FunctionEnv<PyState>,
     instance: Instance,
     memory: Memory,
-    fuel: Option<Fuel>,
+    stop: Option<Stop>,
     call: TypedFunction<i32, i32>,
     decref: TypedFunction<i32, ()>,
     dispatch: i32,
@@ -121,7 +121,7 @@ impl Interp {
             .map_err(missing)?
             .clone();
         env.as_mut(&mut store).host.memory = Some(memory.clone());
-        let fuel = Fuel::of(&mut store, &instance);
+        let stop = Stop::of(&mut store, &instance);
         let call = instance
             .exports
             .get_typed_function(&store, "cog_call")
@@ -135,7 +135,7 @@ impl Interp {
             env,
             instance,
             memory,
-            fuel,
+            stop,
             call,
             decref,
             dispatch: 0,
@@ -158,7 +158,7 @@ impl Interp {
         set_remaining_points(&mut self.store, &self.instance, fuel);
         self.state().host.deadline = deadline;
         let (result, stopped) = {
-            let armed = crate::watchdog::arm(deadline, self.fuel);
+            let armed = crate::watchdog::arm(deadline, self.stop);
             let result = f(self);
             (result, armed.fired())
         };
