@@ -30,7 +30,8 @@ impl From<ControlError> for Exit {
             }
             ControlError::NotFound { .. }
             | ControlError::Exists { .. }
-            | ControlError::InUse { .. } => Exit::State(text),
+            | ControlError::InUse { .. }
+            | ControlError::Stale { .. } => Exit::State(text),
             ControlError::Plugin(_) => Exit::Plugin(text),
             // Corrupt, Io, Redis, Schema, Conflict: the store failed.
             _ => Exit::Store(text),

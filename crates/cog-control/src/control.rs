@@ -8,7 +8,8 @@ use crate::diff::{Change, diff};
 use crate::error::{ControlError, Invalid};
 use crate::keys::{self, NewKey};
 use crate::model::{
-    ApiKey, MAX_PLUGIN_BYTES, Plan, PluginLang, PluginSpec, Spec, State, Status, Tenant,
+    AUDIT_KEEP, AdminToken, ApiKey, AuditEntry, MAX_PLUGIN_BYTES, Plan, PluginLang, PluginSpec,
+    Scope, Spec, State, Status, Tenant,
 };
 use crate::store::Store;
 
@@ -18,21 +19,62 @@ use crate::store::Store;
 /// another writer got there first, and validated as a whole before it is
 /// written: a change that would leave a tenant on a missing plan, or a
 /// plugin attached to a missing tenant, is refused.
+///
+/// Every write is recorded in the state's audit log ([`AuditEntry`]: who,
+/// what, when, the resulting revision), in the same commit as the change.
 #[derive(Clone, Debug)]
 pub struct Control {
     store: Arc<dyn Store>,
+    actor: Arc<str>,
+    if_revision: Option<u64>,
+    /// The revision the last write through this handle produced.
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn now() -> u64 {
+    now_ms() / 1000
+}
+
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Control {
     /// Over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Control { store }
+        Control {
+            store,
+            actor: "library".into(),
+            if_revision: None,
+            committed: Arc::default(),
+        }
+    }
+
+    /// Records writes made through this handle as `actor`'s in the audit
+    /// log (default `library`; the CLI says `cli`, the admin API
+    /// `token:<id>`).
+    #[must_use]
+    pub fn actor(mut self, actor: impl Into<Arc<str>>) -> Self {
+        self.actor = actor.into();
+        self.committed = Arc::default();
+        self
+    }
+
+    /// The revision the last write through this handle (or its clones
+    /// since [`actor`](Self::actor)) produced; 0 before any.
+    pub fn last_revision(&self) -> u64 {
+        self.committed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Writes through this handle only go through while the store is at
+    /// `revision` (an HTTP `If-Match`): otherwise they fail with
+    /// [`ControlError::Stale`] instead of being retried on the newer state.
+    #[must_use]
+    pub fn if_revision(mut self, revision: Option<u64>) -> Self {
+        self.if_revision = revision;
+        self
     }
 
     /// Opens the store `url` names (`file:PATH` or `redis://…`).
@@ -63,16 +105,51 @@ impl Control {
     /// What `change` returns, a state that does not validate, or the store.
     pub async fn update<T>(
         &self,
+        change: impl FnMut(&mut State) -> Result<T, ControlError>,
+    ) -> Result<T, ControlError> {
+        self.write("update", "", change).await
+    }
+
+    /// [`update`](Self::update), recorded in the audit log as `action` on
+    /// `target`.
+    ///
+    /// # Errors
+    /// As [`update`](Self::update); [`ControlError::Stale`] when
+    /// [`if_revision`](Self::if_revision) no longer holds.
+    pub async fn write<T>(
+        &self,
+        action: &str,
+        target: &str,
         mut change: impl FnMut(&mut State) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
         let mut backoff = Duration::from_millis(1);
         loop {
             let mut state = self.store.load().await?;
+            if let Some(expected) = self.if_revision
+                && state.revision != expected
+            {
+                return Err(ControlError::Stale {
+                    expected,
+                    found: state.revision,
+                });
+            }
             let before = plugin_digests(&state);
             let out = change(&mut state)?;
             state.validate()?;
+            // Stores bump the revision by one on every commit.
+            state.audit.push(AuditEntry {
+                at: now_ms(),
+                actor: self.actor.to_string(),
+                action: action.to_owned(),
+                target: target.to_owned(),
+                revision: state.revision + 1,
+            });
+            let excess = state.audit.len().saturating_sub(AUDIT_KEEP);
+            state.audit.drain(..excess);
             match self.store.commit(&state).await {
-                Ok(_) => {
+                Ok(revision) => {
+                    self.committed
+                        .store(revision, std::sync::atomic::Ordering::Release);
                     let after = plugin_digests(&state);
                     let dropped: Vec<String> = before.difference(&after).cloned().collect();
                     if !dropped.is_empty() {
@@ -114,7 +191,7 @@ impl Control {
     /// # Errors
     /// It exists, or the plan is invalid.
     pub async fn create_plan(&self, name: &str, plan: Plan) -> Result<(), ControlError> {
-        self.update(|s| {
+        self.write("plan.create", name, |s| {
             if s.spec.plans.contains_key(name) {
                 return Err(exists("plan", name));
             }
@@ -133,7 +210,7 @@ impl Control {
         name: &str,
         edit: impl Fn(&mut Plan),
     ) -> Result<Plan, ControlError> {
-        self.update(|s| {
+        self.write("plan.update", name, |s| {
             let plan = s
                 .spec
                 .plans
@@ -150,7 +227,7 @@ impl Control {
     /// # Errors
     /// It does not exist, or tenants are on it.
     pub async fn delete_plan(&self, name: &str) -> Result<(), ControlError> {
-        self.update(|s| {
+        self.write("plan.delete", name, |s| {
             let users: Vec<&str> = s
                 .spec
                 .tenants
@@ -182,7 +259,7 @@ impl Control {
     /// # Errors
     /// It exists, or its plan does not.
     pub async fn create_tenant(&self, id: &str, tenant: Tenant) -> Result<(), ControlError> {
-        self.update(|s| {
+        self.write("tenant.create", id, |s| {
             if s.spec.tenants.contains_key(id) {
                 return Err(exists("tenant", id));
             }
@@ -201,7 +278,7 @@ impl Control {
         id: &str,
         edit: impl Fn(&mut Tenant),
     ) -> Result<Tenant, ControlError> {
-        self.update(|s| {
+        self.write("tenant.update", id, |s| {
             let t = s
                 .spec
                 .tenants
@@ -218,7 +295,64 @@ impl Control {
     /// # Errors
     /// It does not exist.
     pub async fn set_status(&self, id: &str, status: Status) -> Result<Tenant, ControlError> {
-        self.update_tenant(id, |t| t.status = status).await
+        let action = match status {
+            Status::Active => "tenant.resume",
+            Status::Suspended => "tenant.suspend",
+        };
+        self.write(action, id, |s| {
+            let t = s
+                .spec
+                .tenants
+                .get_mut(id)
+                .ok_or_else(|| not_found("tenant", id))?;
+            t.status = status;
+            Ok(t.clone())
+        })
+        .await
+    }
+
+    /// Creates an admin API token with `scope`; `name` says what it is
+    /// for. The returned secret is the only copy (the store keeps its
+    /// hash).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub async fn create_token(&self, name: &str, scope: Scope) -> Result<NewKey, ControlError> {
+        self.write("token.create", name, |s| {
+            let token = loop {
+                let t = keys::generate_token();
+                if !s.tokens.contains_key(&t.id) {
+                    break t;
+                }
+            };
+            s.tokens.insert(
+                token.id.clone(),
+                AdminToken {
+                    name: name.to_owned(),
+                    hash: keys::hash(&token.secret),
+                    scope,
+                    created: now(),
+                    revoked: false,
+                },
+            );
+            Ok(token)
+        })
+        .await
+    }
+
+    /// Revokes admin token `id` (it stays listed, refused).
+    ///
+    /// # Errors
+    /// No such token.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ControlError> {
+        self.write("token.revoke", id, |s| {
+            s.tokens
+                .get_mut(id)
+                .ok_or_else(|| not_found("token", id))?
+                .revoked = true;
+            Ok(())
+        })
+        .await
     }
 
     /// Deletes tenant `id`, its keys and its plugin attachments.
@@ -226,7 +360,7 @@ impl Control {
     /// # Errors
     /// It does not exist.
     pub async fn delete_tenant(&self, id: &str) -> Result<(), ControlError> {
-        self.update(|s| {
+        self.write("tenant.delete", id, |s| {
             s.spec
                 .tenants
                 .remove(id)
@@ -247,7 +381,7 @@ impl Control {
         tenant: &str,
         ttl: Option<Duration>,
     ) -> Result<NewKey, ControlError> {
-        self.update(|s| {
+        self.write("key.create", tenant, |s| {
             if !s.spec.tenants.contains_key(tenant) {
                 return Err(not_found("tenant", tenant));
             }
@@ -278,7 +412,7 @@ impl Control {
     /// # Errors
     /// No such key.
     pub async fn revoke_key(&self, id: &str) -> Result<(), ControlError> {
-        self.update(|s| {
+        self.write("key.revoke", id, |s| {
             s.keys
                 .get_mut(id)
                 .ok_or_else(|| not_found("key", id))?
@@ -306,7 +440,7 @@ impl Control {
         self.store.put_blob(&digest, wasm).await?;
         spec.digest = digest.clone();
         spec.file = None;
-        self.update(|s| {
+        self.write("plugin.install", name, |s| {
             s.spec.plugins.insert(name.to_owned(), spec.clone());
             Ok(())
         })
@@ -327,7 +461,7 @@ impl Control {
         name: &str,
         edit: impl Fn(&mut PluginSpec),
     ) -> Result<PluginSpec, ControlError> {
-        self.update(|s| {
+        self.write("plugin.update", name, |s| {
             let p = s
                 .spec
                 .plugins
@@ -345,7 +479,7 @@ impl Control {
     /// # Errors
     /// It does not exist.
     pub async fn delete_plugin(&self, name: &str) -> Result<(), ControlError> {
-        self.update(|s| {
+        self.write("plugin.delete", name, |s| {
             s.spec
                 .plugins
                 .remove(name)
@@ -395,7 +529,7 @@ impl Control {
                 .into());
             }
         }
-        self.update(|s| {
+        self.write("apply", "", |s| {
             let changes = diff(&s.spec, desired, prune);
             let mut next = desired.clone();
             for p in next.plugins.values_mut() {

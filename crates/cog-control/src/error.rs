@@ -94,6 +94,16 @@ pub enum ControlError {
         /// The revision in the store.
         found: u64,
     },
+    /// A write made on condition of a revision ([`Control::if_revision`](crate::Control::if_revision),
+    /// an HTTP `If-Match`) found the store at another one: read again,
+    /// then decide.
+    #[error("the store is at revision {found}, not {expected}: read it again")]
+    Stale {
+        /// The revision the write was conditioned on.
+        expected: u64,
+        /// The store's revision.
+        found: u64,
+    },
     /// The store URL is not one this build understands.
     #[error("unsupported store `{0}` (use file:PATH or redis://HOST:PORT)")]
     BadUrl(String),

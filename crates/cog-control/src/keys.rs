@@ -36,14 +36,33 @@ fn random(n: usize) -> String {
 
 /// A fresh random key (8-character id, 32-character secret: ~187 bits).
 pub fn generate() -> NewKey {
+    generate_with("cog")
+}
+
+/// A fresh admin API token, `cogadm_<id>_<secret>` (the same strength as
+/// a key; a different prefix, so neither is taken for the other).
+pub fn generate_token() -> NewKey {
+    generate_with("cogadm")
+}
+
+fn generate_with(prefix: &str) -> NewKey {
     let id = random(8);
-    let secret = format!("cog_{id}_{}", random(32));
+    let secret = format!("{prefix}_{id}_{}", random(32));
     NewKey { id, secret }
 }
 
 /// The key's id, if `key` has the shape of one.
 pub fn id_of(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix("cog_")?;
+    id_with("cog_", key)
+}
+
+/// The admin token's id, if `token` has the shape of one.
+pub fn token_id_of(token: &str) -> Option<&str> {
+    id_with("cogadm_", token)
+}
+
+fn id_with<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
+    let rest = key.strip_prefix(prefix)?;
     let (id, secret) = rest.split_once('_')?;
     (id.len() == 8 && !secret.is_empty()).then_some(id)
 }

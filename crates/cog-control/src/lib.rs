@@ -36,6 +36,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod auth;
 mod control;
 mod diff;
@@ -55,6 +57,7 @@ pub use diff::{Change, diff};
 pub use directory::{Directory, Refusal, TenantContext};
 pub use error::{ControlError, Invalid};
 pub use model::{
-    ApiKey, Attach, KeyStatus, LimitSpec, MAX_COUNT, MAX_PLUGIN_BYTES, OnFailure, Plan, PluginLang,
-    PluginLimits, PluginSpec, SCHEMA_VERSION, Spec, State, Status, Tenant, Window, digest,
+    AUDIT_KEEP, AdminToken, ApiKey, Attach, AuditEntry, KeyStatus, LimitSpec, MAX_COUNT,
+    MAX_PLUGIN_BYTES, OnFailure, Plan, PluginLang, PluginLimits, PluginSpec, SCHEMA_VERSION, Scope,
+    Spec, State, Status, Tenant, Window, digest,
 };

@@ -70,6 +70,23 @@ impl fmt::Display for Window {
     }
 }
 
+/// In the OpenAPI description: a string such as `1s`, `10m`, `1h`, `30d`.
+#[cfg(feature = "admin")]
+impl utoipa::PartialSchema for Window {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "A duration: a whole number and a unit, `ms`, `s`, `m`, `h` or `d`.",
+            ))
+            .examples(["1s", "1m", "30d"])
+            .into()
+    }
+}
+
+#[cfg(feature = "admin")]
+impl utoipa::ToSchema for Window {}
+
 impl Serialize for Window {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -86,6 +103,7 @@ impl<'de> Deserialize<'de> for Window {
 /// One named limit: `rate` units per `window`, up to `burst` at once, each
 /// request costing `cost` units.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitSpec {
     /// Shown in the `RateLimit-Policy` header; unique within a plan.
@@ -188,6 +206,7 @@ impl LimitSpec {
 
 /// Limits for a plan's plugins (each unset one keeps the sandbox default).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PluginLimits {
     /// Metering points per call.
@@ -203,6 +222,7 @@ pub struct PluginLimits {
 
 /// A subscription plan: the limits its tenants get.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Plan {
     /// Short-window rate limits (GCRA), e.g. 10 per second, burst 20.
@@ -272,6 +292,7 @@ fn validate_limits(path: &str, limits: &[LimitSpec], quotas: &[LimitSpec]) -> Re
 
 /// Whether a tenant's requests are served.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Served.
@@ -289,6 +310,7 @@ impl Status {
 
 /// A customer of the API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// The plan (by name) that decides its limits.
@@ -326,6 +348,7 @@ impl Tenant {
 
 /// Who a plugin runs for.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Attach {
     /// These tenants.
@@ -338,6 +361,7 @@ pub struct Attach {
 
 /// What a plugin's bytes are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PluginLang {
     /// A WebAssembly module for the host API (`docs/plugin-abi.md`).
@@ -372,6 +396,7 @@ impl PluginLang {
 /// An installed plugin: its bytes (a wasm module or Python source)
 /// addressed by digest, plus how it runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PluginSpec {
     /// `sha256:<hex>` of the plugin's bytes (stored separately, by
@@ -426,6 +451,7 @@ impl Default for PluginSpec {
 
 /// A plugin's failure policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {
     /// Carry on without the plugin (its changes dropped); counted and
@@ -484,6 +510,7 @@ where
 
 /// The declarative part of the control plane: what a YAML/TOML file holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// Format version ([`SCHEMA_VERSION`]).
@@ -580,6 +607,72 @@ impl ApiKey {
     }
 }
 
+/// What an admin token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read everything (secrets excepted: they are never stored).
+    Read,
+    /// Read and change everything.
+    Write,
+}
+
+impl Scope {
+    /// `read`, `write`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+        }
+    }
+
+    /// Whether a token of this scope may do what `needed` allows.
+    pub fn allows(self, needed: Scope) -> bool {
+        self >= needed
+    }
+}
+
+/// A token of the admin API as stored: never the token, only its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// What it is for (shown in listings and the audit log).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// `sha256` of the whole token, hex.
+    pub hash: String,
+    /// What it may do.
+    pub scope: Scope,
+    /// Unix seconds.
+    pub created: u64,
+    /// Revoked tokens are refused (and kept, for audit).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
+}
+
+/// One write to the control plane, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AuditEntry {
+    /// Unix milliseconds.
+    pub at: u64,
+    /// Who: `token:<id>` (the admin API), `cli`, or what the embedding
+    /// program named itself ([`Control::actor`](crate::Control::actor)).
+    pub actor: String,
+    /// What: `plan.create`, `tenant.suspend`, `key.revoke`, `apply`, …
+    pub action: String,
+    /// On what: the plan, tenant, key or plugin (empty for `apply`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub target: String,
+    /// The store's revision this write produced.
+    pub revision: u64,
+}
+
+/// Audit entries a store keeps (the oldest go first).
+pub const AUDIT_KEEP: usize = 1000;
+
 /// Everything a store holds (besides plugin bytes), at one revision.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
@@ -589,6 +682,10 @@ pub struct State {
     pub spec: Spec,
     /// API keys by id (their visible prefix).
     pub keys: BTreeMap<String, ApiKey>,
+    /// Admin API tokens by id (their visible prefix).
+    pub tokens: BTreeMap<String, AdminToken>,
+    /// The last [`AUDIT_KEEP`] writes, oldest first.
+    pub audit: Vec<AuditEntry>,
 }
 
 /// Checks an id or a name: 1–64 of `a-z A-Z 0-9 _ - .`.

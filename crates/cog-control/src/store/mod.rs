@@ -13,7 +13,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ControlError, Invalid};
-use crate::model::{ApiKey, Plan, PluginSpec, SCHEMA_VERSION, Spec, State, Tenant};
+use crate::model::{
+    AdminToken, ApiKey, AuditEntry, Plan, PluginSpec, SCHEMA_VERSION, Spec, State, Tenant,
+};
 
 mod file;
 #[cfg(feature = "redis")]
@@ -99,6 +101,14 @@ pub(crate) struct Doc {
     plugins: std::collections::BTreeMap<String, PluginSpec>,
     #[serde(default, deserialize_with = "crate::model::unique")]
     keys: std::collections::BTreeMap<String, ApiKey>,
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        deserialize_with = "crate::model::unique"
+    )]
+    tokens: std::collections::BTreeMap<String, AdminToken>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    audit: Vec<AuditEntry>,
 }
 
 /// Serializes a state for storage, at `revision`.
@@ -110,6 +120,8 @@ pub(crate) fn encode(state: &State, revision: u64) -> Vec<u8> {
         tenants: state.spec.tenants.clone(),
         plugins: state.spec.plugins.clone(),
         keys: state.keys.clone(),
+        tokens: state.tokens.clone(),
+        audit: state.audit.clone(),
     };
     let mut out = serde_json::to_vec_pretty(&doc).expect("the state serializes");
     out.push(b'\n');
@@ -147,6 +159,8 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
             plugins: doc.plugins,
         },
         keys: doc.keys,
+        tokens: doc.tokens,
+        audit: doc.audit,
     };
     state
         .validate()

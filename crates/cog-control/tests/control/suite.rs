@@ -21,7 +21,7 @@ pub(crate) fn plan(spec: &str) -> Plan {
 /// Two independent handles on one store (as two processes would have).
 pub(crate) type Pair = (Arc<dyn Store>, Arc<dyn Store>);
 
-async fn file_pair(dir: &tempfile::TempDir) -> Pair {
+pub(crate) async fn file_pair(dir: &tempfile::TempDir) -> Pair {
     let path = dir.path().join("state.json");
     (
         Arc::new(FileStore::new(&path)),
@@ -29,7 +29,7 @@ async fn file_pair(dir: &tempfile::TempDir) -> Pair {
     )
 }
 
-async fn redis_pair(server: &RedisServer) -> Pair {
+pub(crate) async fn redis_pair(server: &RedisServer) -> Pair {
     (
         Arc::new(RedisStore::connect(&server.url()).await.unwrap()),
         Arc::new(RedisStore::connect(&server.url()).await.unwrap()),

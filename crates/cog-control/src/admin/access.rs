@@ -1,0 +1,122 @@
+//! Who calls: admin tokens from `Authorization: Bearer`, checked against
+//! the hashes in the store, and the state the reads answer from.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::{HeaderMap, header};
+use parking_lot::Mutex;
+
+use super::Admin;
+use super::problem::Problem;
+use crate::keys;
+use crate::model::{Scope, State};
+use crate::store::Store;
+use crate::{Control, ControlError};
+
+/// The last state read, reused while the store's revision is the same
+/// (one cheap revision read per request instead of the whole document).
+#[derive(Debug, Default)]
+pub(crate) struct Cached {
+    state: Mutex<Option<Arc<State>>>,
+}
+
+impl Cached {
+    /// The store's current state.
+    pub(crate) async fn get(&self, store: &dyn Store) -> Result<Arc<State>, ControlError> {
+        let revision = store.revision().await?;
+        if let Some(s) = self.state.lock().as_ref()
+            && s.revision == revision
+        {
+            return Ok(s.clone());
+        }
+        let fresh = Arc::new(store.load().await?);
+        let mut slot = self.state.lock();
+        if slot.as_ref().is_none_or(|s| s.revision < fresh.revision) {
+            *slot = Some(fresh.clone());
+        }
+        Ok(fresh)
+    }
+}
+
+/// The token of a request, checked: its id and scope, and the state read
+/// with it.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    pub(crate) id: String,
+    pub(crate) scope: Scope,
+    pub(crate) state: Arc<State>,
+}
+
+impl Caller {
+    /// The control plane, writing as this caller, on condition of the
+    /// request's `If-Match` revision if it has one.
+    pub(crate) fn control(&self, admin: &Admin, headers: &HeaderMap) -> Result<Control, Problem> {
+        if !self.scope.allows(Scope::Write) {
+            return Err(Problem::forbidden(
+                "this token is read-only; writes need a token of scope `write`",
+            ));
+        }
+        let revision = if_match(headers)?;
+        Ok(admin
+            .control
+            .clone()
+            .actor(format!("token:{}", self.id))
+            .if_revision(revision))
+    }
+}
+
+/// `If-Match: "17"` → `Some(17)`; `*` or none → `None`; anything else
+/// matches no revision (412).
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Problem::new(
+                http::StatusCode::PRECONDITION_FAILED,
+                "stale",
+                "The store changed since the revision in If-Match",
+                "If-Match names no revision of this store (send the ETag as given)",
+            )
+        })
+}
+
+impl FromRequestParts<Admin> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Problem> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, rest) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+            })
+            .ok_or_else(|| Problem::unauthorized("send Authorization: Bearer <admin token>"))?;
+        let id =
+            keys::token_id_of(token).ok_or_else(|| Problem::unauthorized("not an admin token"))?;
+        let state = admin.cached.get(admin.control.store().as_ref()).await?;
+        let stored = state
+            .tokens
+            .get(id)
+            .filter(|t| !t.revoked)
+            .filter(|t| keys::constant_time_eq(t.hash.as_bytes(), keys::hash(token).as_bytes()))
+            .ok_or_else(|| Problem::unauthorized("unknown or revoked admin token"))?;
+        Ok(Caller {
+            id: id.to_owned(),
+            scope: stored.scope,
+            state,
+        })
+    }
+}

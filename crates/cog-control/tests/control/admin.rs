@@ -1,0 +1,581 @@
+//! The admin HTTP API over both stores: the happy path, every failure it
+//! names, pagination, and the committed OpenAPI description.
+
+use std::sync::Arc;
+
+use axum::Router;
+use bytes::Bytes;
+use cog_control::admin::Admin;
+use cog_control::store::Store;
+use cog_control::{Control, Directory, Scope};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::suite::Pair;
+
+struct Api {
+    router: Router,
+    control: Control,
+    write: String,
+    read: String,
+}
+
+async fn api(store: Arc<dyn Store>) -> Api {
+    let control = Control::new(store).actor("test");
+    let write = control
+        .create_token("back office", Scope::Write)
+        .await
+        .unwrap();
+    let read = control
+        .create_token("dashboard", Scope::Read)
+        .await
+        .unwrap();
+    Api {
+        router: Admin::new(control.clone()).router(),
+        control,
+        write: write.secret,
+        read: read.secret,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    etag: Option<String>,
+    content_type: String,
+    body: Value,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body: Bytes = body.into();
+        if !body.is_empty()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let res = self
+            .router
+            .clone()
+            .oneshot(req.body(axum::body::Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let etag = res
+            .headers()
+            .get(header::ETAG)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let content_type = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{status}: not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Answer {
+            status,
+            etag,
+            content_type,
+            body,
+        }
+    }
+
+    async fn write(&self, method: Method, path: &str, body: Value) -> Answer {
+        let bytes = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
+        self.call(method, path, Some(&self.write), &[], bytes).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, Some(&self.read), &[], Bytes::new())
+            .await
+    }
+}
+
+/// A problem of `status` and `kind`, as RFC 9457 has it.
+fn problem(a: &Answer, status: StatusCode, kind: &str) {
+    assert_eq!(a.status, status, "{:?}", a.body);
+    assert_eq!(a.content_type, "application/problem+json");
+    assert_eq!(a.body["status"], status.as_u16());
+    assert_eq!(
+        a.body["type"],
+        format!("https://cog.dev/problems/{kind}"),
+        "{:?}",
+        a.body
+    );
+    assert!(a.body["title"].is_string());
+}
+
+fn revision(a: &Answer) -> u64 {
+    a.etag
+        .as_deref()
+        .expect("an ETag")
+        .trim_matches('"')
+        .parse()
+        .unwrap()
+}
+
+async fn plan_tenant_key_round_trip((store, other): Pair) {
+    let api = api(store).await;
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plans",
+            json!({"name": "free", "plan": {"limits": [{"name": "rps", "rate": 10, "window": "1s", "burst": 20}]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let after_plan = revision(&a);
+    let a = api.get("/v1/plans/free").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(revision(&a), after_plan);
+    assert_eq!(a.body["plan"]["limits"][0]["window"], "1s");
+
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/tenants",
+            json!({"id": "acme", "tenant": {"plan": "free", "display_name": "Acme"}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/tenants/acme/keys",
+            json!({"expires_in": "30d"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let secret = a.body["key"].as_str().unwrap().to_owned();
+    let key_id = a.body["id"].as_str().unwrap().to_owned();
+    // The key authenticates wherever the store is read (another handle,
+    // as another instance would).
+    let directory = Directory::start(other).await.unwrap();
+    assert_eq!(&*directory.authenticate(&secret).unwrap().id, "acme");
+    // Listed, never shown again.
+    let a = api.get("/v1/keys?tenant=acme").await;
+    assert_eq!(a.body["items"][0]["id"], key_id.as_str());
+    assert_eq!(a.body["items"][0]["status"], "active");
+    assert!(!a.body.to_string().contains(&secret));
+
+    // Suspend and resume.
+    let a = api
+        .write(Method::POST, "/v1/tenants/acme/suspend", Value::Null)
+        .await;
+    assert_eq!(a.body["tenant"]["status"], "suspended");
+    let a = api
+        .write(Method::POST, "/v1/tenants/acme/resume", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        a.body["tenant"].get("status").is_none(),
+        "active is the default"
+    );
+
+    // A replace on the revision just read goes through; its ETag is the
+    // revision it produced.
+    let read = api.get("/v1/tenants/acme").await;
+    let etag = read.etag.clone().unwrap();
+    let a = api
+        .call(
+            Method::PUT,
+            "/v1/tenants/acme",
+            Some(&api.write),
+            &[("if-match", &etag)],
+            json!({"plan": "free", "overrides": [{"name": "rps", "rate": 50, "window": "1s"}]})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(revision(&a), revision(&read) + 1);
+    assert_eq!(api.control.state().await.unwrap().revision, revision(&a));
+
+    let a = api
+        .write(Method::DELETE, &format!("/v1/keys/{key_id}"), Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = api.get("/v1/keys").await;
+    assert_eq!(a.body["items"][0]["status"], "revoked");
+    let a = api
+        .write(Method::DELETE, "/v1/tenants/acme", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = api
+        .write(Method::DELETE, "/v1/plans/free", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let last = revision(&a);
+
+    // Every write is in the audit log: who, what, on what, the revision
+    // it produced.
+    let a = api.get("/v1/audit").await;
+    let entries = a.body["items"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "token.create",
+            "token.create",
+            "plan.create",
+            "tenant.create",
+            "key.create",
+            "tenant.suspend",
+            "tenant.resume",
+            "tenant.update",
+            "key.revoke",
+            "tenant.delete",
+            "plan.delete"
+        ]
+    );
+    assert_eq!(entries[0]["actor"], "test");
+    let write_id = &api.write["cogadm_".len().."cogadm_".len() + 8];
+    assert_eq!(entries[2]["actor"], format!("token:{write_id}"));
+    assert_eq!(entries[2]["target"], "free");
+    assert_eq!(entries[2]["revision"], after_plan);
+    assert_eq!(entries.last().unwrap()["revision"], last);
+    let revisions: Vec<u64> = entries
+        .iter()
+        .map(|e| e["revision"].as_u64().unwrap())
+        .collect();
+    assert!(
+        revisions.windows(2).all(|w| w[1] == w[0] + 1),
+        "{revisions:?}"
+    );
+    // No secret in the log, nor in the store's document.
+    assert!(!a.body.to_string().contains(&secret));
+    assert!(!a.body.to_string().contains(&api.write));
+}
+
+async fn every_failure_is_a_problem((store, _): Pair) {
+    let api = api(store).await;
+    let plan = json!({"name": "free", "plan": {}});
+    // 401: no token, not a token, an unknown one, a revoked one.
+    let a = api
+        .call(Method::GET, "/v1/plans", None, &[], Bytes::new())
+        .await;
+    problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+    let a = api
+        .call(Method::GET, "/v1/plans", Some("hunter2"), &[], Bytes::new())
+        .await;
+    problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+    let forged = format!("{}x", &api.write[..api.write.len() - 1]);
+    let a = api
+        .call(Method::GET, "/v1/plans", Some(&forged), &[], Bytes::new())
+        .await;
+    problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+    let spare = api
+        .control
+        .create_token("spare", Scope::Write)
+        .await
+        .unwrap();
+    api.control.revoke_token(&spare.id).await.unwrap();
+    let a = api
+        .call(
+            Method::GET,
+            "/v1/plans",
+            Some(&spare.secret),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+    // 403: a read token writing; it still reads.
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/plans",
+            Some(&api.read),
+            &[],
+            plan.to_string(),
+        )
+        .await;
+    problem(&a, StatusCode::FORBIDDEN, "forbidden");
+    assert_eq!(api.get("/v1/plans").await.status, StatusCode::OK);
+    // 404: missing objects, ids that cannot exist, unknown endpoints.
+    problem(
+        &api.get("/v1/plans/nope").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    problem(
+        &api.get("/v1/tenants/..%2F..%2Fetc%2Fpasswd").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    problem(
+        &api.get("/v1/nothing").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    let a = api
+        .write(Method::POST, "/v1/tenants/nope/keys", json!({}))
+        .await;
+    problem(&a, StatusCode::NOT_FOUND, "not-found");
+    // 409: exists, in use.
+    assert_eq!(
+        api.write(Method::POST, "/v1/plans", plan.clone())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    problem(
+        &api.write(Method::POST, "/v1/plans", plan.clone()).await,
+        StatusCode::CONFLICT,
+        "exists",
+    );
+    let t = json!({"id": "acme", "tenant": {"plan": "free"}});
+    assert_eq!(
+        api.write(Method::POST, "/v1/tenants", t).await.status,
+        StatusCode::CREATED
+    );
+    problem(
+        &api.write(Method::DELETE, "/v1/plans/free", Value::Null)
+            .await,
+        StatusCode::CONFLICT,
+        "in-use",
+    );
+    // 412: a write on a revision the store has left, or a garbled one;
+    // nothing written.
+    let stale = api.get("/v1/plans/free").await.etag.unwrap();
+    api.control
+        .create_plan("other", Default::default())
+        .await
+        .unwrap();
+    let before = api.control.state().await.unwrap();
+    for tag in [stale.as_str(), "W/\"1\"", "garbage"] {
+        let a = api
+            .call(
+                Method::PUT,
+                "/v1/plans/free",
+                Some(&api.write),
+                &[("if-match", tag)],
+                "{}",
+            )
+            .await;
+        problem(&a, StatusCode::PRECONDITION_FAILED, "stale");
+    }
+    assert_eq!(api.control.state().await.unwrap(), before);
+    // 422: wrong types, unknown fields, broken rules, with the field.
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plans",
+            json!({"name": "x", "plan": {"limits": "lots"}}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(a.body["field"], "plan.limits");
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plans",
+            json!({"name": "x", "plan": {"colour": "red"}}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/tenants",
+            json!({"id": "ünïcødé/../x", "tenant": {"plan": "free"}}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/tenants",
+            json!({"id": "b", "tenant": {"plan": "missing"}}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(a.body["field"], "tenants.b.plan");
+    // 400: not JSON, a bad query; 415: not JSON at all; 413: too large.
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/plans",
+            Some(&api.write),
+            &[],
+            "{\"name\": ",
+        )
+        .await;
+    problem(&a, StatusCode::BAD_REQUEST, "malformed");
+    problem(
+        &api.get("/v1/plans?limit=lots").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    problem(
+        &api.get("/v1/audit?cursor=x").await,
+        StatusCode::BAD_REQUEST,
+        "malformed",
+    );
+    let a = api
+        .call(
+            Method::POST,
+            "/v1/plans",
+            Some(&api.write),
+            &[("content-type", "text/plain")],
+            plan.to_string(),
+        )
+        .await;
+    problem(
+        &a,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    );
+    let huge = format!(
+        "{{\"name\": \"{}\"}}",
+        "a".repeat(cog_control::admin::MAX_JSON_BYTES)
+    );
+    let a = api
+        .call(Method::POST, "/v1/plans", Some(&api.write), &[], huge)
+        .await;
+    problem(&a, StatusCode::PAYLOAD_TOO_LARGE, "too-large");
+    // 405.
+    let a = api
+        .call(
+            Method::PATCH,
+            "/v1/plans",
+            Some(&api.write),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    problem(&a, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
+}
+
+async fn lists_page_with_a_cursor((store, _): Pair) {
+    let api = api(store).await;
+    api.control
+        .update(|s| {
+            s.spec.plans.insert("p".into(), Default::default());
+            for i in 0..250 {
+                s.spec
+                    .tenants
+                    .insert(format!("t{i:03}"), cog_control::Tenant::new("p"));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/tenants?limit=100&cursor={c}"),
+            None => "/v1/tenants?limit=100".into(),
+        };
+        let a = api.get(&path).await;
+        pages += 1;
+        for t in a.body["items"].as_array().unwrap() {
+            seen.push(t["id"].as_str().unwrap().to_owned());
+        }
+        match a.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let all: Vec<String> = (0..250).map(|i| format!("t{i:03}")).collect();
+    assert_eq!(seen, all);
+    // A page of exactly the rest has no next cursor; the limit is capped.
+    let a = api.get("/v1/tenants?limit=250").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 250);
+    assert!(a.body.get("next_cursor").is_none());
+    let a = api.get("/v1/tenants?limit=0").await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 1);
+}
+
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$name(crate::suite::file_pair(&dir).await).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let server = cog_testkit::RedisServer::start().unwrap();
+                    super::$name(crate::suite::redis_pair(&server).await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_stores!(
+    plan_tenant_key_round_trip,
+    every_failure_is_a_problem,
+    lists_page_with_a_cursor
+);
+
+/// `docs/openapi.json` is what the code describes (`COG_UPDATE_OPENAPI=1`
+/// rewrites it).
+#[tokio::test]
+async fn the_committed_openapi_description_matches_the_code() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let code = Admin::openapi_json();
+    if std::env::var_os("COG_UPDATE_OPENAPI").is_some() {
+        std::fs::write(&path, &code).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == code,
+        "docs/openapi.json differs from the code: run COG_UPDATE_OPENAPI=1 cargo test -p cog-control --test control openapi"
+    );
+    let doc: Value = serde_json::from_str(&code).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    // And it is what the server serves.
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(Arc::new(cog_control::store::FileStore::new(
+        dir.path().join("s.json"),
+    )))
+    .await;
+    let a = api
+        .call(Method::GET, "/openapi.json", None, &[], Bytes::new())
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, doc);
+}
