@@ -76,6 +76,13 @@ enum Command {
     Diff(commands::diff::DiffArgs),
     /// Writes the store's plans, tenants and plugins as a declarative file.
     Export(commands::export::ExportArgs),
+    /// Admin API tokens (shown once, stored hashed).
+    #[command(subcommand)]
+    Token(commands::token::TokenCmd),
+    /// The writes the store recorded: who, what, when, which revision.
+    Audit(commands::audit::AuditArgs),
+    /// Runs the admin HTTP API over the store (OpenAPI at /openapi.json).
+    Serve(commands::serve::ServeArgs),
     /// Shell completion script.
     Completions {
         /// The shell.
@@ -137,9 +144,12 @@ async fn dispatch(cli: &Cli, out: &Out) -> Exit {
         Command::Apply(args) => StoreCommand::Apply(args),
         Command::Diff(args) => StoreCommand::Diff(args),
         Command::Export(args) => StoreCommand::Export(args),
+        Command::Token(cmd) => StoreCommand::Token(cmd),
+        Command::Audit(args) => StoreCommand::Audit(args),
+        Command::Serve(args) => StoreCommand::Serve(args),
     };
     let control = match Control::open(&cli.store).await {
-        Ok(control) => control,
+        Ok(control) => control.actor("cli"),
         Err(e) => return e.into(),
     };
     let ctx = Ctx {

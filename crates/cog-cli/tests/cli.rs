@@ -963,3 +963,118 @@ fn usage_shows_the_remaining_budget_from_redis() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--limiter"), "{}", r.stderr);
 }
+
+/// One HTTP/1.1 request over a fresh connection: the status and body.
+fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    (status, body)
+}
+
+#[test]
+fn tokens_serve_and_audit() {
+    let env = Env::file();
+    seed(&env);
+    let write = env
+        .ok(&[
+            "token", "create", "--name", "billing", "--scope", "write", "-o", "json",
+        ])
+        .json();
+    let secret = write["token"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("cogadm_"));
+    let read = env
+        .ok(&["token", "create", "--name", "dashboard", "-o", "json"])
+        .json();
+    assert_eq!(read["scope"], "read");
+    // Listed without the secret.
+    let list = env.ok(&["token", "list", "-o", "json"]);
+    assert!(!list.stdout.contains(&secret));
+    assert_eq!(list.json().as_array().unwrap().len(), 2);
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_cog"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(env.dir.path())
+        .env("COG_STORE", &env.store)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    let (status, body) = http(&addr, "GET", "/v1/tenants/acme", &secret, "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"plan\":\"free\""), "{body}");
+    let (status, _) = http(
+        &addr,
+        "POST",
+        "/v1/tenants/acme/suspend",
+        read["token"].as_str().unwrap(),
+        "",
+    );
+    assert_eq!(status, 403);
+    let (status, body) = http(&addr, "POST", "/v1/tenants/acme/suspend", &secret, "");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = http(&addr, "GET", "/v1/plans", "cogadm_nope", "");
+    assert_eq!(status, 401);
+    let (status, body) = http(&addr, "GET", "/openapi.json", "", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"openapi\":\"3.1.0\"") || body.contains("\"openapi\": \"3.1.0\""));
+    // Revoked: refused at once.
+    env.ok(&["--yes", "token", "revoke", write["id"].as_str().unwrap()]);
+    let (status, _) = http(&addr, "GET", "/v1/plans", &secret, "");
+    assert_eq!(status, 401);
+    let _ = server.kill();
+    let _ = server.wait();
+
+    // The CLI's and the API's writes, in order, with who made them.
+    let audit = env.ok(&["audit", "-o", "json"]).json();
+    let rows: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let token_actor = format!("token:{}", write["id"].as_str().unwrap());
+    assert_eq!(
+        rows[rows.len() - 4..],
+        [
+            ("cli".to_owned(), "token.create".to_owned()),
+            ("cli".to_owned(), "token.create".to_owned()),
+            (token_actor, "tenant.suspend".to_owned()),
+            ("cli".to_owned(), "token.revoke".to_owned()),
+        ]
+    );
+    let table = env.ok(&["audit", "--last", "1"]);
+    assert!(table.stdout.contains("token.revoke"), "{}", table.stdout);
+    assert!(!table.stdout.contains("tenant.suspend"), "{}", table.stdout);
+}

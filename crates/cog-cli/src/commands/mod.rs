@@ -2,12 +2,15 @@
 //! arguments and its `exec`; [`execute`] is the dispatch table.
 
 pub(crate) mod apply;
+pub(crate) mod audit;
 pub(crate) mod diff;
 pub(crate) mod export;
 pub(crate) mod key;
 pub(crate) mod plan;
 pub(crate) mod plugin;
+pub(crate) mod serve;
 pub(crate) mod tenant;
+pub(crate) mod token;
 pub(crate) mod usage;
 
 use std::io::{IsTerminal, Write};
@@ -62,6 +65,9 @@ pub(crate) enum StoreCommand<'a> {
     Apply(&'a apply::ApplyArgs),
     Diff(&'a diff::DiffArgs),
     Export(&'a export::ExportArgs),
+    Token(&'a token::TokenCmd),
+    Audit(&'a audit::AuditArgs),
+    Serve(&'a serve::ServeArgs),
 }
 
 /// Runs `command` against the opened store.
@@ -75,6 +81,9 @@ pub(crate) async fn execute(command: StoreCommand<'_>, ctx: &Ctx<'_>) -> Result 
         StoreCommand::Apply(args) => apply::exec(args, ctx).await,
         StoreCommand::Diff(args) => diff::exec(args, ctx).await,
         StoreCommand::Export(args) => export::exec(args, ctx).await,
+        StoreCommand::Token(cmd) => token::exec(cmd, ctx).await,
+        StoreCommand::Audit(args) => audit::exec(args, ctx).await,
+        StoreCommand::Serve(args) => serve::exec(args, ctx).await,
     }
 }
 
