@@ -17,19 +17,24 @@ use crate::{Control, ControlError};
 
 /// The last state read, reused while the store's revision is the same
 /// (one cheap revision read per request instead of the whole document).
+/// After a write, one request reloads it; the others wait for that load
+/// instead of each reading the whole document.
 #[derive(Debug, Default)]
 pub(crate) struct Cached {
     state: Mutex<Option<Arc<State>>>,
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl Cached {
     /// The store's current state.
     pub(crate) async fn get(&self, store: &dyn Store) -> Result<Arc<State>, ControlError> {
         let revision = store.revision().await?;
-        if let Some(s) = self.state.lock().as_ref()
-            && s.revision == revision
-        {
-            return Ok(s.clone());
+        if let Some(s) = self.current(revision) {
+            return Ok(s);
+        }
+        let _loading = self.loading.lock().await;
+        if let Some(s) = self.current(revision) {
+            return Ok(s);
         }
         let fresh = Arc::new(store.load().await?);
         let mut slot = self.state.lock();
@@ -37,6 +42,15 @@ impl Cached {
             *slot = Some(fresh.clone());
         }
         Ok(fresh)
+    }
+
+    /// The cached state if it is at `revision` or later.
+    fn current(&self, revision: u64) -> Option<Arc<State>> {
+        self.state
+            .lock()
+            .as_ref()
+            .filter(|s| s.revision >= revision)
+            .cloned()
     }
 }
 

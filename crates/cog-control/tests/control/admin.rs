@@ -579,3 +579,34 @@ async fn the_committed_openapi_description_matches_the_code() {
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body, doc);
 }
+
+/// The audit log keeps the last `AUDIT_KEEP` writes: the oldest go first.
+#[tokio::test]
+async fn the_audit_log_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let control = Control::new(Arc::new(cog_control::store::FileStore::new(
+        dir.path().join("s.json"),
+    )));
+    control
+        .update(|s| {
+            s.audit = (0..cog_control::AUDIT_KEEP as u64 + 50)
+                .map(|i| cog_control::AuditEntry {
+                    at: i,
+                    actor: "old".into(),
+                    action: "x".into(),
+                    target: String::new(),
+                    revision: i,
+                })
+                .collect();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    control.create_plan("p", Default::default()).await.unwrap();
+    let audit = control.state().await.unwrap().audit;
+    assert_eq!(audit.len(), cog_control::AUDIT_KEEP);
+    assert_eq!(audit.last().unwrap().action, "plan.create");
+    assert_eq!(audit[audit.len() - 2].action, "update");
+    // The oldest went: 52 written after the first 1050 entries.
+    assert_eq!(audit[0].revision, 52);
+}
