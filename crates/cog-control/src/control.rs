@@ -433,23 +433,52 @@ impl Control {
         &self,
         name: &str,
         wasm: &[u8],
-        mut spec: PluginSpec,
+        spec: PluginSpec,
     ) -> Result<String, ControlError> {
-        check_plugin(spec.lang, wasm)?;
-        let digest = crate::digest(wasm);
-        self.store.put_blob(&digest, wasm).await?;
-        spec.digest = digest.clone();
-        spec.file = None;
-        self.write("plugin.install", name, |s| {
-            s.spec.plugins.insert(name.to_owned(), spec.clone());
-            Ok(())
-        })
-        .await?;
+        let lang = spec.lang;
+        let (p, _) = self
+            .install_plugin_with(name, wasm, lang, |p| *p = spec.clone())
+            .await?;
+        Ok(p.digest)
+    }
+
+    /// Stores plugin bytes in `lang` and records them as plugin `name`:
+    /// `edit` sees the installed plugin (or, for a new one, the
+    /// [default](PluginSpec::default)) in the state being written, so what
+    /// it keeps of an older version is read in the same commit. Returns
+    /// the plugin and whether it is new.
+    ///
+    /// # Errors
+    /// As [`install_plugin`](Self::install_plugin).
+    pub async fn install_plugin_with(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        lang: PluginLang,
+        edit: impl Fn(&mut PluginSpec),
+    ) -> Result<(PluginSpec, bool), ControlError> {
+        crate::model::check_name(&format!("plugins.{name}"), name)?;
+        check_plugin(lang, bytes)?;
+        let digest = crate::digest(bytes);
+        self.store.put_blob(&digest, bytes).await?;
+        let out = self
+            .write("plugin.install", name, |s| {
+                let old = s.spec.plugins.get(name);
+                let created = old.is_none();
+                let mut spec = old.cloned().unwrap_or_default();
+                edit(&mut spec);
+                spec.lang = lang;
+                spec.digest = digest.clone();
+                spec.file = None;
+                s.spec.plugins.insert(name.to_owned(), spec.clone());
+                Ok((spec, created))
+            })
+            .await?;
         // Again (idempotent): a writer that dropped the last other
         // reference to these bytes before this commit may have deleted
         // them in between.
-        self.store.put_blob(&digest, wasm).await?;
-        Ok(digest)
+        self.store.put_blob(&digest, bytes).await?;
+        Ok(out)
     }
 
     /// Changes plugin `name` with `edit`.

@@ -9,6 +9,7 @@ use crate::model::{PluginSpec, Spec};
 
 /// One difference between a store and a declarative [`Spec`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 pub struct Change {
     /// `create`, `update` or `delete`.
     pub action: &'static str,

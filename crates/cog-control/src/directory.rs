@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 
 use crate::error::ControlError;
 use crate::keys;
-use crate::model::{LimitSpec, State, Status};
+use crate::model::{LimitSpec, Plan, State, Status, Tenant};
 use crate::store::Store;
 
 /// What the request path knows of a tenant, put into the request's
@@ -72,6 +72,46 @@ fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
     out
 }
 
+/// What the layers see of tenant `id` on `plan`: the plan's limits and
+/// quotas with the tenant's overrides. `None` (logged) when they do not
+/// make a quota, which validation rules out.
+pub(crate) fn context_of(id: &str, t: &Tenant, plan: &Plan) -> Option<TenantContext> {
+    let limits = merged(&plan.limits, &t.overrides);
+    let quotas = merged(&plan.quotas, &t.quota_overrides);
+    let all: Vec<cog_ratelimit::Limit> = limits
+        .iter()
+        .map(|l| l.to_limit(false))
+        .chain(quotas.iter().map(|l| l.to_limit(true)))
+        .collect();
+    let quota = if all.is_empty() {
+        None
+    } else {
+        match Quota::new(all) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                // Validation makes this unreachable; refuse to serve the
+                // tenant unlimited if it happens anyway.
+                tracing::error!(target: "cog_control", tenant = %id, error = %e, "invalid quota; tenant refused");
+                return None;
+            }
+        }
+    };
+    let cost = limits
+        .iter()
+        .chain(&quotas)
+        .filter_map(|l| l.cost)
+        .max()
+        .unwrap_or(1);
+    Some(TenantContext {
+        id: id.into(),
+        plan: t.plan.as_str().into(),
+        status: t.status,
+        quota,
+        cost,
+        cache_budget_bytes: plan.cache_budget_bytes,
+    })
+}
+
 impl View {
     fn build(state: &State) -> View {
         let mut tenants = HashMap::with_capacity(state.spec.tenants.len());
@@ -79,44 +119,10 @@ impl View {
             let Some(plan) = state.spec.plans.get(&t.plan) else {
                 continue;
             };
-            let limits = merged(&plan.limits, &t.overrides);
-            let quotas = merged(&plan.quotas, &t.quota_overrides);
-            let all: Vec<cog_ratelimit::Limit> = limits
-                .iter()
-                .map(|l| l.to_limit(false))
-                .chain(quotas.iter().map(|l| l.to_limit(true)))
-                .collect();
-            let quota = if all.is_empty() {
-                None
-            } else {
-                match Quota::new(all) {
-                    Ok(q) => Some(q),
-                    Err(e) => {
-                        // Validation makes this unreachable; refuse to
-                        // serve the tenant unlimited if it happens anyway.
-                        tracing::error!(target: "cog_control", tenant = %id, error = %e, "invalid quota; tenant refused");
-                        continue;
-                    }
-                }
+            let Some(ctx) = context_of(id, t, plan) else {
+                continue;
             };
-            let cost = limits
-                .iter()
-                .chain(&quotas)
-                .filter_map(|l| l.cost)
-                .max()
-                .unwrap_or(1);
-            let id: Arc<str> = id.as_str().into();
-            tenants.insert(
-                id.clone(),
-                Arc::new(TenantContext {
-                    id,
-                    plan: t.plan.as_str().into(),
-                    status: t.status,
-                    quota,
-                    cost,
-                    cache_budget_bytes: plan.cache_budget_bytes,
-                }),
-            );
+            tenants.insert(ctx.id.clone(), Arc::new(ctx));
         }
         let keys = state
             .keys

@@ -22,7 +22,7 @@ pub struct AuditQuery {
 }
 
 /// The audit log, oldest first (the store keeps the last 1000 writes).
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit", params(AuditQuery),
     responses((status = 200, body = Page<AuditEntry>), (status = 400, body = super::problem::Problem),
         (status = 401, body = super::problem::Problem)),
     security(("token" = [])))]

@@ -62,7 +62,7 @@ pub struct KeyQuery {
 }
 
 /// Issues a key for a tenant; the secret is in this answer only.
-#[utoipa::path(post, path = "/v1/tenants/{id}/keys", tag = "keys", request_body = NewKeyRequest,
+#[utoipa::path(post, path = "/v1/tenants/{id}/keys", operation_id = "create_key", tag = "keys", request_body = NewKeyRequest,
     params(("id" = String, Path, description = "The tenant's id")),
     responses((status = 201, body = IssuedKey), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
@@ -85,7 +85,7 @@ pub(crate) async fn create(
 }
 
 /// Lists keys by id (never the keys themselves).
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", params(KeyQuery),
+#[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "keys", params(KeyQuery),
     responses((status = 200, body = Page<KeyInfo>), (status = 401, body = Problem)),
     security(("token" = [])))]
 pub(crate) async fn list(caller: Caller, Query(q): Query<KeyQuery>) -> Response {
@@ -111,7 +111,7 @@ pub(crate) async fn list(caller: Caller, Query(q): Query<KeyQuery>) -> Response 
 }
 
 /// Revokes a key: it is refused from now on (and stays listed).
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "revoke_key", tag = "keys",
     params(("id" = String, Path, description = "The key's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),

@@ -1,9 +1,11 @@
 //! The admin HTTP API: the control plane over REST, for back offices,
 //! billing systems and onboarding scripts (feature `admin`).
 //!
-//! [`Admin::router`] is an axum [`Router`](axum::Router) an app mounts (or
+//! [`Admin::router`] is an axum [`Router`] an app mounts (or
 //! `cog serve` runs on its own). It serves plans, tenants (suspend and
-//! resume included), API keys and the audit log, and describes itself in
+//! resume included), API keys, plugins (uploaded by bytes, stored by
+//! digest), each tenant's usage, the declarative `diff` / `apply` and the
+//! audit log, and describes itself in
 //! OpenAPI 3.1 at `/openapi.json` ([`Admin::openapi`], committed as
 //! `docs/openapi.json`).
 //!
@@ -40,49 +42,93 @@
 //! ```
 
 mod access;
+mod apply;
 mod audit;
 mod body;
 mod keys;
 mod page;
 mod plans;
+mod plugins;
 mod problem;
 mod reply;
 mod tenants;
+mod usage;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
 use utoipa::OpenApi;
 
 use crate::Control;
 
+pub use apply::{ApplyQuery, Changes};
 pub use audit::AuditQuery;
 pub use body::{MAX_BLOB_BYTES, MAX_JSON_BYTES};
 pub use keys::{IssuedKey, KeyInfo, KeyQuery, NewKeyRequest};
 pub use page::{DEFAULT_LIMIT, MAX_LIMIT, Page, PageQuery};
 pub use plans::NamedPlan;
+pub use plugins::{NamedPlugin, PluginCheck, PluginPatch, UploadQuery};
 pub use problem::Problem;
 pub use tenants::{NamedTenant, TenantQuery};
+pub use usage::{LimitUsage, Usage};
 
 /// The admin API over a [`Control`]: build it once, mount
 /// [`router`](Self::router).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Admin {
     control: Control,
     cached: Arc<access::Cached>,
+    plugin_check: Option<PluginCheck>,
+    limiter: Option<usage::Inspect>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("control", &self.control)
+            .field("plugin_check", &self.plugin_check.is_some())
+            .field("limiter", &self.limiter.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Admin {
-    /// The API over `control`.
+    /// The API over `control`: plugin uploads checked only for what the
+    /// bytes are, and no usage (501) until
+    /// [`with_limiter`](Self::with_limiter).
     pub fn new(control: Control) -> Self {
         Admin {
             control,
             cached: Arc::default(),
+            plugin_check: None,
+            limiter: None,
         }
+    }
+
+    /// Checks every uploaded plugin with `check` before storing it — e.g.
+    /// by loading it in the sandbox under each plan's limits, as
+    /// `cog serve` does. Refusals answer 422 `plugin-refused`.
+    pub fn check_plugins(mut self, check: PluginCheck) -> Self {
+        self.plugin_check = Some(check);
+        self
+    }
+
+    /// Answers `GET /v1/tenants/{id}/usage` from `store`, the limiter the
+    /// services count requests in (a [`RedisStore`] for a fleet; the
+    /// [`MemoryStore`] of this same process otherwise).
+    ///
+    /// [`RedisStore`]: cog_ratelimit::store::RedisStore
+    /// [`MemoryStore`]: cog_ratelimit::store::MemoryStore
+    pub fn with_limiter<S>(mut self, store: S) -> Self
+    where
+        S: cog_ratelimit::store::Store + Clone,
+    {
+        self.limiter = Some(usage::inspect_with(store));
+        self
     }
 
     /// Every route, `/openapi.json` included; unknown paths answer 404 as
@@ -105,8 +151,23 @@ impl Admin {
             .route("/v1/tenants/{id}/suspend", post(tenants::suspend))
             .route("/v1/tenants/{id}/resume", post(tenants::resume))
             .route("/v1/tenants/{id}/keys", post(keys::create))
+            .route("/v1/tenants/{id}/usage", get(usage::get))
             .route("/v1/keys", get(keys::list))
-            .route("/v1/keys/{id}", delete(keys::revoke))
+            .route("/v1/keys/{id}", axum::routing::delete(keys::revoke))
+            .route("/v1/plugins", get(plugins::list))
+            .route(
+                "/v1/plugins/{name}",
+                get(plugins::get)
+                    .put(plugins::upload)
+                    .patch(plugins::patch)
+                    .delete(plugins::delete),
+            )
+            .route("/v1/plugins/{name}/attach", post(plugins::attach))
+            .route("/v1/plugins/{name}/detach", post(plugins::detach))
+            .route("/v1/plugins/{name}/enable", post(plugins::enable))
+            .route("/v1/plugins/{name}/disable", post(plugins::disable))
+            .route("/v1/diff", post(apply::diff_doc))
+            .route("/v1/apply", post(apply::apply))
             .route("/v1/audit", get(audit::list))
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
@@ -182,26 +243,101 @@ impl utoipa::Modify for Security {
     }
 }
 
+/// What generators need beyond what the handlers say: errors as
+/// `application/problem+json`, a description on every response, and each
+/// page's items by reference to their schema (utoipa inlines a generic's
+/// argument, so every SDK would get a second, anonymous copy of it).
+struct Answers;
+
+/// `Page_<Name>`'s `items` as an array of `$ref: <Name>`.
+fn page_items_by_ref(components: &mut utoipa::openapi::Components) {
+    use utoipa::openapi::schema::{ArrayItems, Schema};
+    use utoipa::openapi::{Ref, RefOr};
+    let names: Vec<String> = components.schemas.keys().cloned().collect();
+    for (name, schema) in &mut components.schemas {
+        let Some(item) = name.strip_prefix("Page_") else {
+            continue;
+        };
+        if !names.iter().any(|n| n == item) {
+            continue;
+        }
+        let RefOr::T(Schema::Object(page)) = schema else {
+            continue;
+        };
+        if let Some(RefOr::T(Schema::Array(items))) = page.properties.get_mut("items") {
+            items.items =
+                ArrayItems::RefOrSchema(Box::new(RefOr::Ref(Ref::from_schema_name(item))));
+        }
+    }
+}
+
+impl utoipa::Modify for Answers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        if let Some(components) = &mut openapi.components {
+            page_items_by_ref(components);
+        }
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (code, answer) in &mut op.responses.responses {
+                    let RefOr::T(answer) = answer else { continue };
+                    if answer.description.is_empty() {
+                        answer.description = code
+                            .parse::<u16>()
+                            .ok()
+                            .and_then(|c| StatusCode::from_u16(c).ok())
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("Answer")
+                            .to_owned();
+                    }
+                    let problem = answer.content.get("application/json").is_some_and(|c| {
+                        matches!(c, RefOr::T(c) if matches!(&c.schema,
+                            Some(RefOr::Ref(r)) if r.ref_location.ends_with("/Problem")))
+                    });
+                    if problem && let Some(c) = answer.content.shift_remove("application/json") {
+                        answer
+                            .content
+                            .insert("application/problem+json".to_owned(), c);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "cog admin API",
-        description = "The control plane of a cog deployment: plans, tenants, API keys and the audit log.",
+        description = "The control plane of a cog deployment: plans, tenants, API keys, plugins, usage, declarative documents and the audit log.",
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(
         plans::list, plans::get, plans::create, plans::replace, plans::delete,
         tenants::list, tenants::get, tenants::create, tenants::replace, tenants::suspend,
         tenants::resume, tenants::delete,
+        usage::get,
         keys::create, keys::list, keys::revoke,
+        plugins::list, plugins::get, plugins::upload, plugins::patch, plugins::attach,
+        plugins::detach, plugins::enable, plugins::disable, plugins::delete,
+        apply::diff_doc, apply::apply,
         audit::list,
     ),
     components(schemas(Problem)),
-    modifiers(&Security),
+    modifiers(&Security, &Answers),
     tags(
         (name = "plans", description = "Subscription plans: the limits their tenants get"),
         (name = "tenants", description = "Tenants: the API's customers"),
         (name = "keys", description = "API keys, shown once and stored hashed"),
+        (name = "plugins", description = "WebAssembly and Python plugins, stored by digest"),
+        (name = "apply", description = "Declarative documents: diff and apply"),
         (name = "audit", description = "Every write: who, what, when, the revision"),
     )
 )]

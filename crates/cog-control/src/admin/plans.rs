@@ -22,7 +22,7 @@ pub struct NamedPlan {
 }
 
 /// Lists plans by name.
-#[utoipa::path(get, path = "/v1/plans", tag = "plans", params(PageQuery),
+#[utoipa::path(get, path = "/v1/plans", operation_id = "list_plans", tag = "plans", params(PageQuery),
     responses((status = 200, body = Page<NamedPlan>), (status = 401, body = Problem)),
     security(("token" = [])))]
 pub(crate) async fn list(caller: Caller, Query(q): Query<PageQuery>) -> Response {
@@ -37,7 +37,7 @@ pub(crate) async fn list(caller: Caller, Query(q): Query<PageQuery>) -> Response
 }
 
 /// One plan.
-#[utoipa::path(get, path = "/v1/plans/{name}", tag = "plans",
+#[utoipa::path(get, path = "/v1/plans/{name}", operation_id = "get_plan", tag = "plans",
     params(("name" = String, Path, description = "The plan's name")),
     responses((status = 200, body = NamedPlan), (status = 401, body = Problem), (status = 404, body = Problem)),
     security(("token" = [])))]
@@ -59,7 +59,7 @@ pub(crate) async fn get(caller: Caller, Path(name): Path<String>) -> Result<Resp
 }
 
 /// Creates a plan.
-#[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = NamedPlan,
+#[utoipa::path(post, path = "/v1/plans", operation_id = "create_plan", tag = "plans", request_body = NamedPlan,
     responses((status = 201, body = NamedPlan), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("token" = [])))]
@@ -75,7 +75,7 @@ pub(crate) async fn create(
 }
 
 /// Replaces a plan (its tenants follow at once).
-#[utoipa::path(put, path = "/v1/plans/{name}", tag = "plans", request_body = Plan,
+#[utoipa::path(put, path = "/v1/plans/{name}", operation_id = "replace_plan", tag = "plans", request_body = Plan,
     params(("name" = String, Path, description = "The plan's name"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 200, body = NamedPlan), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -98,7 +98,7 @@ pub(crate) async fn replace(
 }
 
 /// Deletes a plan no tenant is on.
-#[utoipa::path(delete, path = "/v1/plans/{name}", tag = "plans",
+#[utoipa::path(delete, path = "/v1/plans/{name}", operation_id = "delete_plan", tag = "plans",
     params(("name" = String, Path, description = "The plan's name"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),

@@ -34,7 +34,7 @@ pub struct TenantQuery {
 }
 
 /// Lists tenants by id.
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(TenantQuery),
+#[utoipa::path(get, path = "/v1/tenants", operation_id = "list_tenants", tag = "tenants", params(TenantQuery),
     responses((status = 200, body = Page<NamedTenant>), (status = 401, body = Problem)),
     security(("token" = [])))]
 pub(crate) async fn list(caller: Caller, Query(q): Query<TenantQuery>) -> Response {
@@ -56,7 +56,7 @@ pub(crate) async fn list(caller: Caller, Query(q): Query<TenantQuery>) -> Respon
 }
 
 /// One tenant.
-#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants",
+#[utoipa::path(get, path = "/v1/tenants/{id}", operation_id = "get_tenant", tag = "tenants",
     params(("id" = String, Path, description = "The tenant's id")),
     responses((status = 200, body = NamedTenant), (status = 401, body = Problem), (status = 404, body = Problem)),
     security(("token" = [])))]
@@ -78,7 +78,7 @@ pub(crate) async fn get(caller: Caller, Path(id): Path<String>) -> Result<Respon
 }
 
 /// Creates a tenant on an existing plan.
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = NamedTenant,
+#[utoipa::path(post, path = "/v1/tenants", operation_id = "create_tenant", tag = "tenants", request_body = NamedTenant,
     responses((status = 201, body = NamedTenant), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
     security(("token" = [])))]
@@ -94,7 +94,7 @@ pub(crate) async fn create(
 }
 
 /// Replaces a tenant: its plan, status, metadata and per-tenant overrides.
-#[utoipa::path(put, path = "/v1/tenants/{id}", tag = "tenants", request_body = Tenant,
+#[utoipa::path(put, path = "/v1/tenants/{id}", operation_id = "replace_tenant", tag = "tenants", request_body = Tenant,
     params(("id" = String, Path, description = "The tenant's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 200, body = NamedTenant), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -134,7 +134,7 @@ async fn set_status(
 
 /// Suspends a tenant: its requests are refused (403) until resumed; its
 /// keys and data are kept.
-#[utoipa::path(post, path = "/v1/tenants/{id}/suspend", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants/{id}/suspend", operation_id = "suspend_tenant", tag = "tenants",
     params(("id" = String, Path, description = "The tenant's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 200, body = NamedTenant), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -150,7 +150,7 @@ pub(crate) async fn suspend(
 }
 
 /// Resumes a suspended tenant.
-#[utoipa::path(post, path = "/v1/tenants/{id}/resume", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants/{id}/resume", operation_id = "resume_tenant", tag = "tenants",
     params(("id" = String, Path, description = "The tenant's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 200, body = NamedTenant), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -166,7 +166,7 @@ pub(crate) async fn resume(
 }
 
 /// Deletes a tenant, its keys and its plugin attachments.
-#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants",
+#[utoipa::path(delete, path = "/v1/tenants/{id}", operation_id = "delete_tenant", tag = "tenants",
     params(("id" = String, Path, description = "The tenant's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),

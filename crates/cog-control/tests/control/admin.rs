@@ -15,14 +15,19 @@ use tower::ServiceExt;
 
 use crate::suite::Pair;
 
-struct Api {
-    router: Router,
-    control: Control,
-    write: String,
-    read: String,
+pub(crate) struct Api {
+    pub(crate) router: Router,
+    pub(crate) control: Control,
+    pub(crate) write: String,
+    pub(crate) read: String,
 }
 
-async fn api(store: Arc<dyn Store>) -> Api {
+pub(crate) async fn api(store: Arc<dyn Store>) -> Api {
+    api_with(store, |a| a).await
+}
+
+/// The API over `store`, built by `build`.
+pub(crate) async fn api_with(store: Arc<dyn Store>, build: impl FnOnce(Admin) -> Admin) -> Api {
     let control = Control::new(store).actor("test");
     let write = control
         .create_token("back office", Scope::Write)
@@ -33,22 +38,22 @@ async fn api(store: Arc<dyn Store>) -> Api {
         .await
         .unwrap();
     Api {
-        router: Admin::new(control.clone()).router(),
+        router: build(Admin::new(control.clone())).router(),
         control,
         write: write.secret,
         read: read.secret,
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    etag: Option<String>,
-    content_type: String,
-    body: Value,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) etag: Option<String>,
+    pub(crate) content_type: String,
+    pub(crate) body: Value,
 }
 
 impl Api {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -106,7 +111,7 @@ impl Api {
         }
     }
 
-    async fn write(&self, method: Method, path: &str, body: Value) -> Answer {
+    pub(crate) async fn write(&self, method: Method, path: &str, body: Value) -> Answer {
         let bytes = if body.is_null() {
             Bytes::new()
         } else {
@@ -115,14 +120,14 @@ impl Api {
         self.call(method, path, Some(&self.write), &[], bytes).await
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.call(Method::GET, path, Some(&self.read), &[], Bytes::new())
             .await
     }
 }
 
 /// A problem of `status` and `kind`, as RFC 9457 has it.
-fn problem(a: &Answer, status: StatusCode, kind: &str) {
+pub(crate) fn problem(a: &Answer, status: StatusCode, kind: &str) {
     assert_eq!(a.status, status, "{:?}", a.body);
     assert_eq!(a.content_type, "application/problem+json");
     assert_eq!(a.body["status"], status.as_u16());
@@ -135,7 +140,7 @@ fn problem(a: &Answer, status: StatusCode, kind: &str) {
     assert!(a.body["title"].is_string());
 }
 
-fn revision(a: &Answer) -> u64 {
+pub(crate) fn revision(a: &Answer) -> u64 {
     a.etag
         .as_deref()
         .expect("an ETag")
@@ -522,6 +527,8 @@ async fn lists_page_with_a_cursor((store, _): Pair) {
     assert_eq!(a.body["items"].as_array().unwrap().len(), 1);
 }
 
+/// Each test fn named, on the file store and on a real redis-server.
+#[macro_export]
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod file {
@@ -529,7 +536,7 @@ macro_rules! both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let dir = tempfile::tempdir().unwrap();
-                    super::$name(crate::suite::file_pair(&dir).await).await;
+                    super::$name($crate::suite::file_pair(&dir).await).await;
                 }
             )*
         }
@@ -538,7 +545,7 @@ macro_rules! both_stores {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let server = cog_testkit::RedisServer::start().unwrap();
-                    super::$name(crate::suite::redis_pair(&server).await).await;
+                    super::$name($crate::suite::redis_pair(&server).await).await;
                 }
             )*
         }

@@ -2,6 +2,7 @@
 //! on a real redis-server, then the live directory and its layers.
 
 mod admin;
+mod admin_ops;
 mod directory;
 mod plugins;
 mod suite;

@@ -180,12 +180,24 @@ pub(crate) fn validate(
     limits: &[Option<PluginLimits>],
 ) -> Result {
     let progress = Progress::start("checking the plugin in the sandbox");
+    check(name, lang, bytes, limits)?;
+    progress.finish();
+    Ok(())
+}
+
+/// [`validate`] without the progress line (`cog serve` checks uploads
+/// with it).
+pub(crate) fn check(
+    name: &str,
+    lang: PluginLang,
+    bytes: &[u8],
+    limits: &[Option<PluginLimits>],
+) -> Result {
     let runtime = runtime(lang)?;
     for l in limits {
         let limits = cog_control::sandbox_limits_for(lang, l.as_ref(), None);
         load(&runtime, name, lang, bytes, limits)?;
     }
-    progress.finish();
     Ok(())
 }
 
