@@ -249,6 +249,47 @@ impl utoipa::Modify for Security {
 /// argument, so every SDK would get a second, anonymous copy of it).
 struct Answers;
 
+/// The failures any operation can meet besides those its handler names:
+/// a request that cannot be read (400), a store that cannot serve (503),
+/// and for a body, one too large (413) or of the wrong type (415).
+fn add_common_failures(op: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let json_body = matches!(&op.request_body,
+        Some(RefOr::T(b)) if b.content.contains_key("application/json"));
+    let mut add = |status: StatusCode, why: &str| {
+        op.responses
+            .responses
+            .entry(status.as_str().to_owned())
+            .or_insert_with(|| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(why)
+                        .content(
+                            "application/problem+json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        )
+                        .build(),
+                )
+            });
+    };
+    add(StatusCode::BAD_REQUEST, "The request cannot be read");
+    add(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The control store cannot serve now",
+    );
+    if op.request_body.is_some() {
+        add(StatusCode::PAYLOAD_TOO_LARGE, "The body is too large");
+    }
+    if json_body {
+        add(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "The body is not `application/json`",
+        );
+    }
+}
+
 /// `Page_<Name>`'s `items` as an array of `$ref: <Name>`.
 fn page_items_by_ref(components: &mut utoipa::openapi::Components) {
     use utoipa::openapi::schema::{ArrayItems, Schema};
@@ -286,6 +327,7 @@ impl utoipa::Modify for Answers {
                 &mut item.patch,
             ];
             for op in ops.into_iter().flatten() {
+                add_common_failures(op);
                 for (code, answer) in &mut op.responses.responses {
                     let RefOr::T(answer) = answer else { continue };
                     if answer.description.is_empty() {
