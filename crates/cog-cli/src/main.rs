@@ -9,21 +9,29 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use cog_control::Control;
 
+mod backend;
 mod commands;
 mod exit;
 mod output;
+mod remote;
 mod time;
 
+use backend::Backend;
 use commands::{Ctx, StoreCommand};
 use exit::Exit;
 use output::Out;
+use remote::Remote;
 
 /// Manage a cog control plane: plans, tenants, API keys, plugins.
 ///
+/// Works on the store (`--store`) or through a running admin API
+/// (`--server`, token in `COG_TOKEN`), with the same verbs and output.
+///
 /// Exit codes: 0 success; 1 `diff` found changes; 2 bad usage or invalid
-/// input; 3 the object does not exist, already exists or is in use; 4 the
-/// store failed (unreachable, unreadable); 5 a destructive command was not
-/// confirmed; 6 a plugin was refused.
+/// input (a token the server refuses too); 3 the object does not exist,
+/// already exists or is in use; 4 the store (or the server) failed
+/// (unreachable, unreadable); 5 a destructive command was not confirmed;
+/// 6 a plugin was refused.
 #[derive(Parser, Debug)]
 #[command(name = "cog", version)]
 struct Cli {
@@ -35,6 +43,11 @@ struct Cli {
         global = true
     )]
     store: String,
+    /// A running admin API (`cog serve`) to work through instead of the
+    /// store, e.g. `http://127.0.0.1:8081`; the admin token comes from
+    /// `COG_TOKEN`. Takes precedence over `--store`.
+    #[arg(long, env = "COG_SERVER", global = true)]
+    server: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     output: OutputFormat,
@@ -148,12 +161,18 @@ async fn dispatch(cli: &Cli, out: &Out) -> Exit {
         Command::Audit(args) => StoreCommand::Audit(args),
         Command::Serve(args) => StoreCommand::Serve(args),
     };
-    let control = match Control::open(&cli.store).await {
-        Ok(control) => control.actor("cli"),
-        Err(e) => return e.into(),
+    let backend = match &cli.server {
+        Some(url) => match Remote::new(url, std::env::var("COG_TOKEN").ok()) {
+            Ok(remote) => Backend::Server(Box::new(remote)),
+            Err(e) => return e,
+        },
+        None => match Control::open(&cli.store).await {
+            Ok(control) => Backend::Store(control.actor("cli")),
+            Err(e) => return e.into(),
+        },
     };
     let ctx = Ctx {
-        control: &control,
+        backend: &backend,
         out,
         yes: cli.yes,
         store: &cli.store,

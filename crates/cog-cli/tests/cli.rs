@@ -40,7 +40,22 @@ impl Run {
 }
 
 fn cog_in(store: &str, dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cog"))
+    cog_via(store, None, dir, args, stdin)
+}
+
+/// `cog` over `store`, or through the admin API at `server` (URL, token).
+fn cog_via(
+    store: &str,
+    server: Option<&Served>,
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cog"));
+    if let Some(s) = server {
+        cmd.arg("--server").arg(&s.url).env("COG_TOKEN", &s.token);
+    }
+    let mut child = cmd
         .args(args)
         .current_dir(dir)
         .env("COG_STORE", store)
@@ -66,23 +81,94 @@ fn cog_in(store: &str, dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     }
 }
 
+/// A `cog serve` over an environment's store (killed on drop), or only
+/// its address and a token to reach it with.
+struct Served {
+    child: Option<std::process::Child>,
+    url: String,
+    token: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts `cog serve` over `store` (in `dir`) on a free port; the address
+/// from its first line on stderr.
+fn serve(store: &str, dir: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_cog"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(dir)
+        .env("COG_STORE", store)
+        .env("COG_PYTHON_WASI", python_wasi())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (server, addr)
+}
+
 struct Env {
     dir: tempfile::TempDir,
     store: String,
+    /// When set, every command goes through this admin API.
+    served: Option<Served>,
 }
 
 impl Env {
     fn file() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let store = format!("file:{}", dir.path().join("state.json").display());
-        Env { dir, store }
+        Env {
+            dir,
+            store,
+            served: None,
+        }
     }
 
     fn redis(server: &cog_testkit::RedisServer) -> Env {
         Env {
             dir: tempfile::tempdir().unwrap(),
             store: server.url(),
+            served: None,
         }
+    }
+
+    /// The same store, but every command through `cog serve --server`
+    /// with a write token.
+    fn served(mut self) -> Env {
+        let token = self
+            .ok(&[
+                "token", "create", "--name", "cli", "--scope", "write", "-o", "json",
+            ])
+            .json()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (child, addr) = serve(&self.store, self.dir.path(), &[]);
+        self.served = Some(Served {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            token,
+        });
+        self
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -90,7 +176,17 @@ impl Env {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        cog_in(&self.store, self.dir.path(), args, None)
+        self.run_with(args, None)
+    }
+
+    fn run_with(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        cog_via(
+            &self.store,
+            self.served.as_ref(),
+            self.dir.path(),
+            args,
+            stdin,
+        )
     }
 
     /// Runs and expects exit 0.
@@ -526,12 +622,7 @@ plugins:
 
     // Export round-trips through apply, from standard input too.
     let exported = env.ok(&["export"]).stdout;
-    let r = cog_in(
-        &env.store,
-        env.dir.path(),
-        &["diff", "-f", "-"],
-        Some(&exported),
-    );
+    let r = env.run_with(&["diff", "-f", "-"], Some(&exported));
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     let toml = env.ok(&["export", "--format", "toml"]).stdout;
     std::fs::write(env.path("cog.toml"), toml).unwrap();
@@ -575,6 +666,240 @@ fn apply_diff_edit_diff_apply_on_the_file_store() {
 fn apply_diff_edit_diff_apply_on_redis() {
     let server = cog_testkit::RedisServer::start().unwrap();
     apply_diff_cycle(&Env::redis(&server));
+}
+
+#[test]
+fn apply_diff_edit_diff_apply_through_the_admin_api() {
+    apply_diff_cycle(&Env::file().served());
+}
+
+/// `--server` is `--store` through the admin API: the same script of
+/// verbs gives the same output and exit codes either way.
+#[test]
+fn the_server_backend_answers_as_the_store_does() {
+    let direct = Env::file();
+    let remote = Env::file().served();
+    std::fs::copy(HEADERS_WASM, direct.path("headers.wasm")).unwrap();
+    std::fs::copy(HEADERS_WASM, remote.path("headers.wasm")).unwrap();
+    let script: &[&[&str]] = &[
+        &[
+            "plan",
+            "create",
+            "free",
+            "--limit",
+            "rps=10/1s,burst=20",
+            "--quota",
+            "daily=10000/1d",
+        ],
+        &[
+            "plan",
+            "create",
+            "pro",
+            "--limit",
+            "rps=200/1s,burst=400",
+            "--plugin-fuel",
+            "5000000",
+        ],
+        &[
+            "tenant",
+            "create",
+            "acme",
+            "--plan",
+            "free",
+            "--name",
+            "Acme Inc",
+            "--meta",
+            "region=eu",
+        ],
+        &["tenant", "create", "globex", "--plan", "pro"],
+        &[
+            "plan",
+            "update",
+            "free",
+            "--limit",
+            "rps=20/1s",
+            "--cache-budget",
+            "4096",
+        ],
+        &[
+            "tenant",
+            "update",
+            "acme",
+            "--override",
+            "rps=5/1s",
+            "--meta",
+            "tier=gold",
+        ],
+        &["tenant", "set-plan", "globex", "free"],
+        &["tenant", "suspend", "acme"],
+        &["tenant", "resume", "acme"],
+        &[
+            "plugin",
+            "install",
+            "headers.wasm",
+            "--plan",
+            "pro",
+            "--config",
+            "x=1",
+            "--version",
+            "1",
+        ],
+        &[
+            "plugin",
+            "update",
+            "headers",
+            "--tenant",
+            "acme",
+            "--version",
+            "2",
+            "--on-error",
+            "fail",
+        ],
+        &["plugin", "update", "headers", "--detach", "plan:pro"],
+        &["plugin", "disable", "headers"],
+        &["plugin", "enable", "headers"],
+        &["-o", "json", "plan", "list"],
+        &["plan", "show", "free"],
+        &["-o", "json", "tenant", "list"],
+        &["tenant", "show", "acme"],
+        &["-o", "json", "plugin", "list"],
+        &["plugin", "show", "headers"],
+        &["export"],
+        // Failures: the same exit codes.
+        &["plan", "show", "gold"],
+        &["tenant", "create", "acme", "--plan", "free"],
+        &["tenant", "create", "x", "--plan", "gold"],
+        &["--yes", "plan", "delete", "free"],
+        &["plan", "create", "bad", "--limit", "rps=0/1s"],
+        &["tenant", "update", "nobody", "--name", "N"],
+        &["key", "create", "--tenant", "nobody"],
+        &["--yes", "key", "revoke", "nokey"],
+        &["plugin", "enable", "nothing"],
+        &["plan", "delete", "pro"],
+        &["--yes", "plugin", "delete", "headers"],
+        &["--yes", "tenant", "delete", "globex"],
+        &["--yes", "plan", "delete", "pro"],
+        &["-o", "json", "plan", "list"],
+    ];
+    for args in script {
+        let (a, b) = (direct.run(args), remote.run(args));
+        assert_eq!(
+            (a.code, &a.stdout),
+            (b.code, &b.stdout),
+            "cog {args:?}\n--store: {}\n--server: {}",
+            a.stderr,
+            b.stderr
+        );
+        if a.code == 0 {
+            assert_eq!(a.stderr, b.stderr, "cog {args:?}");
+        }
+    }
+
+    // Keys: shown once, listed the same way.
+    for env in [&direct, &remote] {
+        let k = env
+            .ok(&[
+                "-o",
+                "json",
+                "key",
+                "create",
+                "--tenant",
+                "acme",
+                "--expires",
+                "30d",
+            ])
+            .json();
+        assert!(k["key"].as_str().unwrap().starts_with("cog_"));
+        let listed = env
+            .ok(&["-o", "json", "key", "list", "--tenant", "acme"])
+            .json();
+        assert_eq!(listed[0]["id"], k["id"]);
+        assert_eq!(listed[0]["status"], "active");
+        assert!(listed[0]["expires"].as_u64().is_some());
+        env.ok(&["--yes", "key", "revoke", k["id"].as_str().unwrap()]);
+        let shown = env
+            .ok(&["-o", "json", "key", "show", k["id"].as_str().unwrap()])
+            .json();
+        assert_eq!(shown["status"], "revoked");
+    }
+
+    // Writes through the API are audited as its token, not as `cli`.
+    let audit = remote.ok(&["-o", "json", "audit"]).json();
+    let actors: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(actors[0], "cli", "the token itself");
+    assert!(
+        actors[1..].iter().all(|a| a.starts_with("token:")),
+        "{actors:?}"
+    );
+
+    // What only the store can do, and what the server refuses.
+    let r = remote.run(&["token", "list"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--store"), "{}", r.stderr);
+    let served = remote.served.as_ref().unwrap();
+    let run_as = |token: &str, args: &[&str]| {
+        let s = Served {
+            child: None,
+            url: served.url.clone(),
+            token: token.to_owned(),
+        };
+        cog_via(&remote.store, Some(&s), remote.dir.path(), args, None)
+    };
+    let r = run_as("cogadm_not_a_token", &["plan", "list"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("COG_TOKEN"), "{}", r.stderr);
+    let read = cog_in(
+        &remote.store,
+        remote.dir.path(),
+        &["-o", "json", "token", "create", "--name", "ro"],
+        None,
+    )
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(run_as(&read, &["plan", "list"]).code, 0);
+    let r = run_as(&read, &["plan", "create", "x"]);
+    assert_eq!(r.code, 2, "a read token cannot write: {}", r.stderr);
+    let r = cog_via(
+        &remote.store,
+        None,
+        remote.dir.path(),
+        &["--server", "https://127.0.0.1:1", "plan", "list"],
+        None,
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = cog_via(
+        &remote.store,
+        None,
+        remote.dir.path(),
+        &["--server", &served.url, "plan", "list"],
+        None,
+    );
+    assert_eq!(r.code, 2, "no COG_TOKEN: {}", r.stderr);
+
+    // A server that is gone: the store failed, exit 4.
+    let gone = Served {
+        child: None,
+        url: served.url.clone(),
+        token: "cogadm_x".into(),
+    };
+    drop(remote);
+    let dir = tempfile::tempdir().unwrap();
+    let r = cog_via(
+        "file:unused.json",
+        Some(&gone),
+        dir.path(),
+        &["plan", "list"],
+        None,
+    );
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot be reached"), "{}", r.stderr);
 }
 
 #[test]
@@ -754,6 +1079,7 @@ async fn cli_changes_take_effect_in_a_running_service() {
     let env2 = Env {
         dir: tempfile::tempdir().unwrap(),
         store: env.store.clone(),
+        served: None,
     };
     let run = |args: &'static [&'static str]| {
         let store = env2.store.clone();
@@ -1007,25 +1333,7 @@ fn tokens_serve_and_audit() {
     assert!(!list.stdout.contains(&secret));
     assert_eq!(list.json().as_array().unwrap().len(), 2);
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_cog"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(env.dir.path())
-        .env("COG_STORE", &env.store)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stderr.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
+    let (mut server, addr) = serve(&env.store, env.dir.path(), &[]);
     let (status, body) = http(&addr, "GET", "/v1/tenants/acme", &secret, "");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"plan\":\"free\""), "{body}");

@@ -169,7 +169,7 @@ export interface paths {
         head?: never;
         /**
          * Changes a plugin's version label, configuration, failure policy,
-         *     limits, or whether it runs.
+         *     limits, who it runs for, or whether it runs.
          */
         patch: operations["update_plugin"];
         trace?: never;
@@ -466,6 +466,11 @@ export interface components {
             /** @description The limit's name. */
             name: string;
             /**
+             * @description The policy, for people: `10/1s burst 20`, `100/1d sliding`,
+             *     `5 in flight`.
+             */
+            policy: string;
+            /**
              * Format: int64
              * @description Units still available now.
              */
@@ -580,6 +585,7 @@ export interface components {
         };
         /** @description Fields of a plugin to change; those left out stay as they are. */
         PluginPatch: {
+            attach?: components["schemas"]["Attach"] | null;
             /** @description New bytes handed to the plugin (`cog_config`). */
             config?: string | null;
             /** @description Run it, or not. */

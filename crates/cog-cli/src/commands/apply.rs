@@ -141,7 +141,7 @@ pub(crate) fn changes_out(out: &Out, changes: &[Change], applied: bool) {
 }
 
 pub(crate) async fn exec(args: &ApplyArgs, ctx: &Ctx<'_>) -> Result {
-    let (c, out) = (ctx.control, ctx.out);
+    let (c, out) = (ctx.backend, ctx.out);
     let (spec, blobs) = read_spec(&args.file)?;
     let planned = c.diff(&spec, args.prune).await?;
     if args.dry_run || planned.is_empty() {

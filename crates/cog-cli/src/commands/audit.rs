@@ -16,11 +16,11 @@ pub(crate) struct AuditArgs {
 }
 
 pub(crate) async fn exec(args: &AuditArgs, ctx: &Ctx<'_>) -> Result {
-    let state = ctx.control.state().await?;
-    let skip = args.last.map_or(0, |n| state.audit.len().saturating_sub(n));
+    let audit = ctx.backend.audit().await?;
+    let skip = args.last.map_or(0, |n| audit.len().saturating_sub(n));
     let mut t = Table::new(&["REVISION", "AT", "ACTOR", "ACTION", "TARGET"]);
     let mut json = Vec::new();
-    for e in state.audit.iter().skip(skip) {
+    for e in audit.iter().skip(skip) {
         t.row(vec![
             e.revision.to_string(),
             time_text(e.at / 1000),

@@ -17,7 +17,7 @@ pub(crate) struct DiffArgs {
 }
 
 pub(crate) async fn exec(args: &DiffArgs, ctx: &Ctx<'_>) -> Result {
-    let (c, out) = (ctx.control, ctx.out);
+    let (c, out) = (ctx.backend, ctx.out);
     let (spec, _) = read_spec(&args.file)?;
     let changes = c.diff(&spec, args.prune).await?;
     changes_out(out, &changes, false);

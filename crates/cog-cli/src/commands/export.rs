@@ -32,7 +32,7 @@ impl From<DocFormat> for Format {
 }
 
 pub(crate) async fn exec(args: &ExportArgs, ctx: &Ctx<'_>) -> Result {
-    let state = ctx.control.state().await?;
+    let state = ctx.backend.state().await?;
     ctx.out
         .text(&document::render(&state.spec, args.format.into()));
     Ok(())

@@ -38,20 +38,18 @@ pub(crate) enum KeyCmd {
 }
 
 pub(crate) async fn exec(cmd: &KeyCmd, ctx: &Ctx<'_>) -> Result {
-    let (c, out) = (ctx.control, ctx.out);
+    let (c, out) = (ctx.backend, ctx.out);
     match cmd {
         KeyCmd::Create { tenant, expires } => {
-            let key = c.create_key(tenant, expires.map(|w| w.0)).await?;
+            let (id, key) = c.create_key(tenant, expires.map(|w| w.0)).await?;
             if out.json() {
-                out.json_value(
-                    &serde_json::json!({"id": key.id, "tenant": tenant, "key": key.secret}),
-                );
+                out.json_value(&serde_json::json!({"id": id, "tenant": tenant, "key": key}));
             } else {
                 eprintln!(
                     "key {} created for tenant {tenant}; it is shown once, store it now:",
-                    key.id
+                    id
                 );
-                out.text(&format!("{}\n", key.secret));
+                out.text(&format!("{key}\n"));
             }
         }
         KeyCmd::List { tenant } => {

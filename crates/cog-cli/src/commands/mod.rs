@@ -15,15 +15,17 @@ pub(crate) mod usage;
 
 use std::io::{IsTerminal, Write};
 
-use cog_control::{Control, ControlError};
+use cog_control::ControlError;
+
+use crate::backend::Backend;
 
 use crate::exit::{Exit, Result};
 use crate::output::Out;
 
-/// What every command runs with: the opened store, the output, and the
-/// global flags it needs.
+/// What every command runs with: the opened store (or the API in front
+/// of one), the output, and the global flags it needs.
 pub(crate) struct Ctx<'a> {
-    pub(crate) control: &'a Control,
+    pub(crate) backend: &'a Backend,
     pub(crate) out: &'a Out,
     /// `--yes`: destructive changes need no confirmation.
     pub(crate) yes: bool,

@@ -106,7 +106,7 @@ pub(crate) fn plan_json(name: &str, p: &Plan) -> serde_json::Value {
 }
 
 pub(crate) async fn exec(cmd: &PlanCmd, ctx: &Ctx<'_>) -> Result {
-    let (c, out) = (ctx.control, ctx.out);
+    let (c, out) = (ctx.backend, ctx.out);
     match cmd {
         PlanCmd::Create { name, args } => {
             let p = Plan {

@@ -46,6 +46,7 @@ fn sandbox_check() -> PluginCheck {
 }
 
 pub(crate) async fn exec(args: &ServeArgs, ctx: &Ctx<'_>) -> Result {
+    ctx.backend.control("serve")?;
     let url = args
         .limiter
         .clone()
@@ -68,12 +69,13 @@ async fn serve<St: Store + Clone>(args: &ServeArgs, ctx: &Ctx<'_>, limiter: St) 
     let addr = listener
         .local_addr()
         .map_err(|e| Exit::Usage(format!("cannot listen: {e}")))?;
-    let mut router = Admin::new(ctx.control.clone())
+    let control = ctx.backend.control("serve")?;
+    let mut router = Admin::new(control.clone())
         .check_plugins(sandbox_check())
         .with_limiter(limiter.clone())
         .router();
     if args.probe {
-        let directory = Directory::start(ctx.control.store().clone()).await?;
+        let directory = Directory::start(control.store().clone()).await?;
         router = router.merge(probe(limiter, &directory));
     }
     // The address on stderr, the one line a supervisor (or a test) reads.

@@ -97,7 +97,7 @@ pub(crate) fn tenant_json(id: &str, t: &Tenant) -> serde_json::Value {
 }
 
 pub(crate) async fn exec(cmd: &TenantCmd, ctx: &Ctx<'_>) -> Result {
-    let (c, out) = (ctx.control, ctx.out);
+    let (c, out) = (ctx.backend, ctx.out);
     match cmd {
         TenantCmd::Create {
             id,

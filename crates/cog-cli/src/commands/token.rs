@@ -38,7 +38,7 @@ pub(crate) enum TokenCmd {
 }
 
 pub(crate) async fn exec(cmd: &TokenCmd, ctx: &Ctx<'_>) -> Result {
-    let (c, out) = (ctx.control, ctx.out);
+    let (c, out) = (ctx.backend.control("token")?, ctx.out);
     match cmd {
         TokenCmd::Create { name, scope } => {
             let scope = match scope {

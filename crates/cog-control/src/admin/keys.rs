@@ -23,7 +23,7 @@ pub struct NewKeyRequest {
 }
 
 /// A key just issued: `key` is the only copy of the secret.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedKey {
     /// The key's id (its visible prefix).
     pub id: String,
@@ -34,7 +34,7 @@ pub struct IssuedKey {
 }
 
 /// A key as listed: never the key itself.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     /// The key's id.
     pub id: String,
@@ -43,7 +43,7 @@ pub struct KeyInfo {
     /// Unix seconds.
     pub created: u64,
     /// Unix seconds after which it is refused.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
     /// `active`, `expired` or `revoked`.
     pub status: String,

@@ -74,7 +74,7 @@ pub use plans::NamedPlan;
 pub use plugins::{NamedPlugin, PluginCheck, PluginPatch, UploadQuery};
 pub use problem::Problem;
 pub use tenants::{NamedTenant, TenantQuery};
-pub use usage::{LimitUsage, Usage};
+pub use usage::{LimitUsage, Usage, policy_text, standing};
 
 /// The admin API over a [`Control`]: build it once, mount
 /// [`router`](Self::router).

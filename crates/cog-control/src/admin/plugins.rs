@@ -76,6 +76,10 @@ pub struct PluginPatch {
     /// New limits over the plan's plugin limits.
     #[serde(default)]
     pub limits: Option<PluginLimits>,
+    /// Who it runs for, replacing the whole attachment (`attach` and
+    /// `detach` add and remove).
+    #[serde(default)]
+    pub attach: Option<Attach>,
 }
 
 /// Lists plugins by name.
@@ -226,7 +230,7 @@ async fn edit(
 }
 
 /// Changes a plugin's version label, configuration, failure policy,
-/// limits, or whether it runs.
+/// limits, who it runs for, or whether it runs.
 #[utoipa::path(patch, path = "/v1/plugins/{name}", operation_id = "update_plugin", tag = "plugins", request_body = PluginPatch,
     params(("name" = String, Path, description = "The plugin's name"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
@@ -255,6 +259,9 @@ pub(crate) async fn patch(
         }
         if let Some(l) = &p.limits {
             s.limits = Some(l.clone());
+        }
+        if let Some(a) = &p.attach {
+            s.attach = a.clone();
         }
     })
     .await

@@ -16,6 +16,7 @@ use super::access::Caller;
 use super::body::Path;
 use super::problem::Problem;
 use super::{Admin, reply};
+use crate::Window;
 
 type Inspected = Pin<Box<dyn Future<Output = Result<Decision, StoreError>> + Send>>;
 
@@ -51,12 +52,47 @@ pub struct Usage {
 pub struct LimitUsage {
     /// The limit's name.
     pub name: String,
+    /// The policy, for people: `10/1s burst 20`, `100/1d sliding`,
+    /// `5 in flight`.
+    pub policy: String,
     /// The most it admits in its window (its burst, for a rate limit).
     pub limit: u64,
     /// Units still available now.
     pub remaining: u64,
     /// Milliseconds until it is fully available again.
     pub reset_after_ms: u64,
+}
+
+/// A limit's policy as people read it: `10/1s burst 20` (GCRA),
+/// `100/1d sliding` (sliding window), `5 in flight` (concurrency).
+pub fn policy_text(kind: &LimitKind) -> String {
+    match *kind {
+        LimitKind::Gcra {
+            count,
+            period,
+            burst,
+        } => format!("{count}/{} burst {burst}", Window(period)),
+        LimitKind::SlidingWindow { max, window } => format!("{max}/{} sliding", Window(window)),
+        LimitKind::Concurrency { max, .. } => format!("{max} in flight"),
+        _ => "other".into(),
+    }
+}
+
+/// Where a subject stands against each limit of `quota`, from the
+/// limiter's answer (an [`inspect`](cog_ratelimit::store::Store::inspect)).
+pub fn standing(quota: &Quota, decision: &Decision) -> Vec<LimitUsage> {
+    quota
+        .limits()
+        .iter()
+        .zip(decision.statuses())
+        .map(|(limit, status)| LimitUsage {
+            name: limit.name().into_owned(),
+            policy: policy_text(limit.kind()),
+            limit: ceiling(limit.kind()),
+            remaining: status.remaining,
+            reset_after_ms: u64::try_from(status.reset_after.as_millis()).unwrap_or(u64::MAX),
+        })
+        .collect()
 }
 
 fn ceiling(kind: &LimitKind) -> u64 {
@@ -114,14 +150,7 @@ pub(crate) async fn get(
                     e.to_string(),
                 )
             })?;
-        for (limit, status) in quota.limits().iter().zip(decision.statuses()) {
-            limits.push(LimitUsage {
-                name: limit.name().into_owned(),
-                limit: ceiling(limit.kind()),
-                remaining: status.remaining,
-                reset_after_ms: u64::try_from(status.reset_after.as_millis()).unwrap_or(u64::MAX),
-            });
-        }
+        limits = standing(&quota, &decision);
     }
     Ok(reply::json(
         StatusCode::OK,

@@ -143,6 +143,25 @@ async fn plugins_upload_attach_and_delete((store, other): Pair) {
     assert!(a.body["plugin"]["attach"].get("tenants").is_none());
     assert_eq!(a.body["plugin"]["attach"]["plans"], json!(["pro"]));
 
+    // PATCH replaces the whole attachment when it names one.
+    let a = api
+        .write(
+            Method::PATCH,
+            "/v1/plugins/headers",
+            json!({"attach": {"tenants": ["acme"]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["plugin"]["attach"], json!({"tenants": ["acme"]}));
+    let a = api
+        .write(
+            Method::PATCH,
+            "/v1/plugins/headers",
+            json!({"attach": {"plans": ["pro"]}}),
+        )
+        .await;
+    assert_eq!(a.body["plugin"]["attach"], json!({"plans": ["pro"]}));
+
     let a = api.get("/v1/plugins").await;
     assert_eq!(a.body["items"][0]["name"], "headers");
     let a = api.get("/v1/plugins/headers").await;
@@ -222,6 +241,8 @@ async fn plugins_upload_attach_and_delete((store, other): Pair) {
             "plugin.update",
             "plugin.update",
             "plugin.update",
+            "plugin.update",
+            "plugin.update",
             "plugin.delete"
         ]
     );
@@ -291,6 +312,8 @@ async fn usage_reads_the_limiter((store, other): Pair) {
     assert_eq!(a.body["plan"], "pro");
     assert_eq!(a.body["limits"][0]["name"], "rpm");
     assert_eq!(a.body["limits"][0]["limit"], 5);
+    assert_eq!(a.body["limits"][0]["policy"], "5/1m burst 5");
+    assert_eq!(a.body["limits"][1]["policy"], "100/1d sliding");
     assert_eq!(a.body["limits"][0]["remaining"], 3);
     assert_eq!(a.body["limits"][1]["remaining"], 98);
     let reset = a.body["limits"][0]["reset_after_ms"].as_u64().unwrap();

@@ -16,12 +16,15 @@ class LimitUsage:
     Attributes:
         limit (int): The most it admits in its window (its burst, for a rate limit).
         name (str): The limit's name.
+        policy (str): The policy, for people: `10/1s burst 20`, `100/1d sliding`,
+            `5 in flight`.
         remaining (int): Units still available now.
         reset_after_ms (int): Milliseconds until it is fully available again.
     """
 
     limit: int
     name: str
+    policy: str
     remaining: int
     reset_after_ms: int
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
@@ -30,6 +33,8 @@ class LimitUsage:
         limit = self.limit
 
         name = self.name
+
+        policy = self.policy
 
         remaining = self.remaining
 
@@ -41,6 +46,7 @@ class LimitUsage:
             {
                 "limit": limit,
                 "name": name,
+                "policy": policy,
                 "remaining": remaining,
                 "reset_after_ms": reset_after_ms,
             }
@@ -55,6 +61,8 @@ class LimitUsage:
 
         name = d.pop("name")
 
+        policy = d.pop("policy")
+
         remaining = d.pop("remaining")
 
         reset_after_ms = d.pop("reset_after_ms")
@@ -62,6 +70,7 @@ class LimitUsage:
         limit_usage = cls(
             limit=limit,
             name=name,
+            policy=policy,
             remaining=remaining,
             reset_after_ms=reset_after_ms,
         )

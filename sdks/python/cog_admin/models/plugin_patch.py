@@ -9,6 +9,7 @@ from ..models.on_failure import OnFailure
 from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
+    from ..models.attach import Attach
     from ..models.plugin_limits import PluginLimits
 
 
@@ -20,6 +21,7 @@ class PluginPatch:
     """Fields of a plugin to change; those left out stay as they are.
 
     Attributes:
+        attach (Attach | None | Unset):
         config (None | str | Unset): New bytes handed to the plugin (`cog_config`).
         enabled (bool | None | Unset): Run it, or not.
         limits (None | PluginLimits | Unset):
@@ -27,6 +29,7 @@ class PluginPatch:
         version (None | str | Unset): A new version label.
     """
 
+    attach: Attach | None | Unset = UNSET
     config: None | str | Unset = UNSET
     enabled: bool | None | Unset = UNSET
     limits: None | PluginLimits | Unset = UNSET
@@ -34,7 +37,16 @@ class PluginPatch:
     version: None | str | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.attach import Attach  # noqa: PLC0415
         from ..models.plugin_limits import PluginLimits  # noqa: PLC0415
+
+        attach: dict[str, Any] | None | Unset
+        if isinstance(self.attach, Unset):
+            attach = UNSET
+        elif isinstance(self.attach, Attach):
+            attach = self.attach.to_dict()
+        else:
+            attach = self.attach
 
         config: None | str | Unset
         if isinstance(self.config, Unset):
@@ -73,6 +85,8 @@ class PluginPatch:
         field_dict: dict[str, Any] = {}
 
         field_dict.update({})
+        if attach is not UNSET:
+            field_dict["attach"] = attach
         if config is not UNSET:
             field_dict["config"] = config
         if enabled is not UNSET:
@@ -88,9 +102,27 @@ class PluginPatch:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.attach import Attach  # noqa: PLC0415
         from ..models.plugin_limits import PluginLimits  # noqa: PLC0415
 
         d = dict(src_dict)
+
+        def _parse_attach(data: object) -> Attach | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                attach_type_0 = Attach.from_dict(data)
+
+                return attach_type_0
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(Attach | None | Unset, data)
+
+        attach = _parse_attach(d.pop("attach", UNSET))
 
         def _parse_config(data: object) -> None | str | Unset:
             if data is None:
@@ -154,6 +186,7 @@ class PluginPatch:
         version = _parse_version(d.pop("version", UNSET))
 
         plugin_patch = cls(
+            attach=attach,
             config=config,
             enabled=enabled,
             limits=limits,

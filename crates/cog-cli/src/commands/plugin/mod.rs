@@ -126,7 +126,7 @@ pub(crate) fn attach_text(a: &Attach) -> String {
 }
 
 pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
-    let (c, out) = (ctx.control, ctx.out);
+    let (c, out) = (ctx.backend, ctx.out);
     match cmd {
         PluginCmd::Install {
             file,

@@ -113,7 +113,7 @@ def sync_detailed(
     if_match: None | str | Unset = UNSET,
 ) -> Response[NamedPlugin | Problem]:
     """Changes a plugin's version label, configuration, failure policy,
-    limits, or whether it runs.
+    limits, who it runs for, or whether it runs.
 
     Args:
         name (str):
@@ -149,7 +149,7 @@ def sync(
     if_match: None | str | Unset = UNSET,
 ) -> NamedPlugin | Problem | None:
     """Changes a plugin's version label, configuration, failure policy,
-    limits, or whether it runs.
+    limits, who it runs for, or whether it runs.
 
     Args:
         name (str):
@@ -180,7 +180,7 @@ async def asyncio_detailed(
     if_match: None | str | Unset = UNSET,
 ) -> Response[NamedPlugin | Problem]:
     """Changes a plugin's version label, configuration, failure policy,
-    limits, or whether it runs.
+    limits, who it runs for, or whether it runs.
 
     Args:
         name (str):
@@ -214,7 +214,7 @@ async def asyncio(
     if_match: None | str | Unset = UNSET,
 ) -> NamedPlugin | Problem | None:
     """Changes a plugin's version label, configuration, failure policy,
-    limits, or whether it runs.
+    limits, who it runs for, or whether it runs.
 
     Args:
         name (str):
