@@ -29,6 +29,13 @@ pub struct Control {
     if_revision: Option<u64>,
     /// The revision the last write through this handle produced.
     committed: Arc<std::sync::atomic::AtomicU64>,
+    /// The newest state committed through this handle or any clone of it
+    /// (kept across [`actor`](Self::actor)): readers that cache the state
+    /// need not reload what they wrote themselves.
+    newest: Arc<parking_lot::Mutex<Option<Arc<State>>>>,
+    /// A state already read, for the first attempt of the next write
+    /// (checked by the store's compare-and-swap like any other).
+    base: Option<Arc<State>>,
 }
 
 fn now() -> u64 {
@@ -49,6 +56,8 @@ impl Control {
             actor: "library".into(),
             if_revision: None,
             committed: Arc::default(),
+            newest: Arc::default(),
+            base: None,
         }
     }
 
@@ -66,6 +75,22 @@ impl Control {
     /// since [`actor`](Self::actor)) produced; 0 before any.
     pub fn last_revision(&self) -> u64 {
         self.committed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The newest state committed through this handle or any clone of it,
+    /// at the revision it was committed as; `None` before the first write.
+    pub fn newest_committed(&self) -> Option<Arc<State>> {
+        self.newest.lock().clone()
+    }
+
+    /// Writes through this handle start from `state` (one the caller has
+    /// just read) instead of reading the store again. The store's
+    /// compare-and-swap still decides: if it moved on, the write reads it
+    /// and runs again, as on any conflict.
+    #[must_use]
+    pub fn based_on(mut self, state: Arc<State>) -> Self {
+        self.base = Some(state);
+        self
     }
 
     /// Writes through this handle only go through while the store is at
@@ -123,8 +148,14 @@ impl Control {
         mut change: impl FnMut(&mut State) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
         let mut backoff = Duration::from_millis(1);
+        let mut base = self.base.clone();
         loop {
-            let mut state = self.store.load().await?;
+            // A base at another revision than If-Match names may be stale
+            // rather than the store: only the store can say Stale.
+            let (mut state, from_base) = match base.take() {
+                Some(b) if self.if_revision.is_none_or(|e| e == b.revision) => ((*b).clone(), true),
+                _ => (self.store.load().await?, false),
+            };
             if let Some(expected) = self.if_revision
                 && state.revision != expected
             {
@@ -134,8 +165,15 @@ impl Control {
                 });
             }
             let before = plugin_digests(&state);
-            let out = change(&mut state)?;
-            state.validate()?;
+            let checked = change(&mut state)
+                .and_then(|out| state.validate().map(|()| out).map_err(ControlError::from));
+            let out = match checked {
+                Ok(out) => out,
+                // The base may be behind the store: only the store's own
+                // state can refuse a change.
+                Err(_) if from_base => continue,
+                Err(e) => return Err(e),
+            };
             // Stores bump the revision by one on every commit.
             state.audit.push(AuditEntry {
                 at: now_ms(),
@@ -151,6 +189,13 @@ impl Control {
                     self.committed
                         .store(revision, std::sync::atomic::Ordering::Release);
                     let after = plugin_digests(&state);
+                    state.revision = revision;
+                    {
+                        let mut newest = self.newest.lock();
+                        if newest.as_ref().is_none_or(|n| n.revision < revision) {
+                            *newest = Some(Arc::new(state));
+                        }
+                    }
                     let dropped: Vec<String> = before.difference(&after).cloned().collect();
                     if !dropped.is_empty() {
                         self.delete_unreferenced(dropped).await;

@@ -12,13 +12,13 @@ use super::Admin;
 use super::problem::Problem;
 use crate::keys;
 use crate::model::{Scope, State};
-use crate::store::Store;
 use crate::{Control, ControlError};
 
 /// The last state read, reused while the store's revision is the same
 /// (one cheap revision read per request instead of the whole document).
-/// After a write, one request reloads it; the others wait for that load
-/// instead of each reading the whole document.
+/// A write through this API leaves the state it committed, so nothing is
+/// reloaded; after a write made elsewhere, one request reloads it and the
+/// others wait for that load instead of each reading the whole document.
 #[derive(Debug, Default)]
 pub(crate) struct Cached {
     state: Mutex<Option<Arc<State>>>,
@@ -27,9 +27,20 @@ pub(crate) struct Cached {
 
 impl Cached {
     /// The store's current state.
-    pub(crate) async fn get(&self, store: &dyn Store) -> Result<Arc<State>, ControlError> {
+    pub(crate) async fn get(&self, control: &Control) -> Result<Arc<State>, ControlError> {
+        let store = control.store().as_ref();
         let revision = store.revision().await?;
         if let Some(s) = self.current(revision) {
+            return Ok(s);
+        }
+        if let Some(s) = control
+            .newest_committed()
+            .filter(|s| s.revision >= revision)
+        {
+            let mut slot = self.state.lock();
+            if slot.as_ref().is_none_or(|c| c.revision < s.revision) {
+                *slot = Some(s.clone());
+            }
             return Ok(s);
         }
         let _loading = self.loading.lock().await;
@@ -77,7 +88,8 @@ impl Caller {
             .control
             .clone()
             .actor(format!("token:{}", self.id))
-            .if_revision(revision))
+            .if_revision(revision)
+            .based_on(self.state.clone()))
     }
 }
 
@@ -120,7 +132,7 @@ impl FromRequestParts<Admin> for Caller {
             .ok_or_else(|| Problem::unauthorized("send Authorization: Bearer <admin token>"))?;
         let id =
             keys::token_id_of(token).ok_or_else(|| Problem::unauthorized("not an admin token"))?;
-        let state = admin.cached.get(admin.control.store().as_ref()).await?;
+        let state = admin.cached.get(&admin.control).await?;
         let stored = state
             .tokens
             .get(id)

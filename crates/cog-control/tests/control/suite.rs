@@ -225,6 +225,72 @@ tenants:
     assert!(state.spec.tenants.is_empty());
 }
 
+/// A write that starts from a state read earlier (`based_on`) never
+/// overwrites what was written since: the store's compare-and-swap sends
+/// it back to read again. `If-Match` is judged against the store, not the
+/// base; and what a handle committed is there for its readers.
+async fn writes_from_a_read_state((a, b): Pair) {
+    let one = Control::new(a);
+    let two = Control::new(b);
+    one.create_plan("free", plan("rps=1/1s")).await.unwrap();
+    let seen = Arc::new(one.state().await.unwrap());
+    assert_eq!(seen.revision, 1);
+
+    // Written since by another process.
+    two.create_plan("pro", plan("rps=9/1s")).await.unwrap();
+    one.clone()
+        .based_on(seen.clone())
+        .create_plan("team", plan("rps=5/1s"))
+        .await
+        .unwrap();
+    let now = two.state().await.unwrap();
+    assert_eq!(now.revision, 3);
+    assert!(
+        now.spec.plans.contains_key("pro"),
+        "the other write survives"
+    );
+    assert!(now.spec.plans.contains_key("team"));
+
+    // The newest state this handle (or a clone, whatever its actor)
+    // committed, at its revision.
+    let newest = one.clone().actor("x").newest_committed().unwrap();
+    assert_eq!(newest.revision, 3);
+    assert_eq!(newest.spec, now.spec);
+    assert!(
+        Control::new(two.store().clone())
+            .newest_committed()
+            .is_none()
+    );
+
+    // If-Match names the store's revision: the stale base does not make
+    // it Stale …
+    one.clone()
+        .based_on(seen.clone())
+        .if_revision(Some(3))
+        .update_plan("free", |p| p.cache_budget_bytes = Some(7))
+        .await
+        .unwrap();
+    // … and the base's own revision, no longer the store's, is Stale.
+    let e = one
+        .clone()
+        .based_on(seen)
+        .if_revision(Some(1))
+        .delete_plan("team")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ControlError::Stale {
+                expected: 1,
+                found: 4
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(two.state().await.unwrap().spec.plans.contains_key("team"));
+}
+
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod file {
@@ -253,7 +319,8 @@ both_stores!(
     concurrent_writers,
     invalid_input_is_refused,
     apply_and_diff,
-    unreferenced_plugin_bytes_are_deleted
+    unreferenced_plugin_bytes_are_deleted,
+    writes_from_a_read_state
 );
 
 #[tokio::test]
