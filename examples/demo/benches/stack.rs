@@ -42,6 +42,8 @@ fn warm_demo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (app::Demo,
             poll: Duration::from_secs(3600),
             redis_timeout: Duration::from_millis(100),
             python: None,
+            control_url: None,
+            instances: 2,
         };
         let demo = app::build(&config).await.unwrap();
         let key = demo.demo_key.clone().unwrap();

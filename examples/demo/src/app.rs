@@ -48,10 +48,17 @@ pub struct Config {
     /// A CPython for WASI (`python3.11.wasm` and `lib/`) for Python
     /// plugins; without one they stand in as unavailable (skipped).
     pub python: Option<std::path::PathBuf>,
+    /// The control plane's Redis when it is not `redis_url` (e.g. a
+    /// durable one, while limits and cache live in a volatile one).
+    pub control_url: Option<String>,
+    /// Instances sharing the limits: while Redis is unreachable each
+    /// enforces its share (`FailurePolicy::Local`).
+    pub instances: u64,
 }
 
 impl Config {
-    /// From `COG_REDIS_URL`, `COG_STORE`, `COG_DEMO_UPSTREAM_MS`,
+    /// From `COG_REDIS_URL`, `COG_CONTROL_URL`, `COG_STORE`,
+    /// `COG_DEMO_UPSTREAM_MS`, `COG_DEMO_INSTANCES` (default 2),
     /// `COG_PYTHON_WASI` (default `target/python-wasi` when it is there).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -78,6 +85,11 @@ impl Config {
                 let default = std::path::PathBuf::from("target/python-wasi");
                 default.is_dir().then_some(default)
             }),
+            control_url: var("COG_CONTROL_URL"),
+            instances: var("COG_DEMO_INSTANCES")
+                .and_then(|v| v.parse().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(2),
         }
     }
 }
@@ -173,7 +185,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         Some(url) => Some(cog_ratelimit::store::connect(url).await?),
         None => None,
     };
-    let store: Arc<dyn Store> = match &config.redis_url {
+    let store: Arc<dyn Store> = match config.control_url.as_ref().or(config.redis_url.as_ref()) {
         Some(url) => Arc::new(
             cog_control::store::RedisStore::connect(url)
                 .await?
@@ -238,7 +250,9 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         Some(client) => {
             let limiter = cog_ratelimit::store::RedisStore::new(client.clone())
                 .timeout(config.redis_timeout)
-                .on_failure(FailurePolicy::Local { instances: 2 });
+                .on_failure(FailurePolicy::Local {
+                    instances: config.instances,
+                });
             with_layers(api, limiter, &directory)
         }
         None => with_layers(api, MemoryStore::new(), &directory),

@@ -194,6 +194,8 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
         poll: Duration::from_millis(100),
         redis_timeout: Duration::from_millis(500),
         python: None,
+        control_url: None,
+        instances: 2,
     };
     let demo = Arc::new(app::build(&config).await.unwrap());
     metrics.observe(&demo.counters);
@@ -316,6 +318,8 @@ async fn the_pro_plan_runs_the_sample_python_plugin() {
         poll: Duration::from_millis(100),
         redis_timeout: Duration::from_millis(500),
         python: Some(python),
+        control_url: None,
+        instances: 2,
     };
     let demo = app::build(&config).await.unwrap();
     let free_key = demo.demo_key.clone().unwrap();

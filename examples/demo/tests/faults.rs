@@ -30,6 +30,8 @@ async fn start(url: &str) -> Instance {
         poll: Duration::from_millis(200),
         redis_timeout: Duration::from_millis(100),
         python: None,
+        control_url: None,
+        instances: 2,
     };
     let demo = Arc::new(app::build(&config).await.expect("the demo builds"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

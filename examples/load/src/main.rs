@@ -172,6 +172,8 @@ async fn main() -> Result<(), app::Error> {
         poll: Duration::from_secs(1),
         redis_timeout: Duration::from_millis(100),
         python: None,
+        control_url: None,
+        instances: 2,
     };
     if let Some(url) = &config.redis_url {
         support::prepare_redis(url, o.flush_redis).await?;

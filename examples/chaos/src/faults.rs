@@ -1,0 +1,212 @@
+//! The faults, each done to the real thing and undone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cog_control::Control;
+use tokio::sync::Mutex;
+
+use crate::topology::Topology;
+
+/// One fault of the schedule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The data Redis killed (`SIGKILL`), restarted empty.
+    RedisKilled,
+    /// The data Redis frozen (`SIGSTOP`), then thawed.
+    RedisPaused,
+    /// 200 ms added on every instance's Redis link, then one instance cut
+    /// off from Redis (a partition) while the others keep it.
+    SlowThenPartition,
+    /// The data Redis out of memory (`maxmemory` + `noeviction`).
+    RedisOutOfMemory,
+    /// A demo instance killed (`SIGKILL`) and started again.
+    InstanceKilled,
+    /// A tenant's plugin that never returns, installed, then removed.
+    SpinningPlugin,
+}
+
+impl Fault {
+    /// Every fault, in schedule order.
+    pub(crate) const ALL: [Fault; 6] = [
+        Fault::RedisKilled,
+        Fault::RedisPaused,
+        Fault::SlowThenPartition,
+        Fault::RedisOutOfMemory,
+        Fault::InstanceKilled,
+        Fault::SpinningPlugin,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Fault::RedisKilled => "Redis killed, restarted empty",
+            Fault::RedisPaused => "Redis paused (SIGSTOP)",
+            Fault::SlowThenPartition => "+200 ms to Redis, then one instance partitioned",
+            Fault::RedisOutOfMemory => "Redis out of memory (noeviction)",
+            Fault::InstanceKilled => "an instance killed (SIGKILL), restarted",
+            Fault::SpinningPlugin => "a plugin that never returns",
+        }
+    }
+
+    /// How long the fault lasts at `scale` (1.0: the issue's figures).
+    pub(crate) fn length(self, scale: f64) -> Duration {
+        let s = match self {
+            Fault::RedisKilled => 5.0,
+            Fault::RedisPaused => 5.0,
+            Fault::SlowThenPartition => 10.0,
+            Fault::RedisOutOfMemory => 10.0,
+            Fault::InstanceKilled => 3.0,
+            Fault::SpinningPlugin => 10.0,
+        };
+        Duration::from_secs_f64(s * scale)
+    }
+
+    /// Seconds of this fault during which one instance of `n` is cut off
+    /// from Redis while the others keep it: the local fallback then admits
+    /// its share on top of what Redis admits.
+    pub(crate) fn partitioned(self, scale: f64) -> f64 {
+        match self {
+            Fault::SlowThenPartition => self.length(scale).as_secs_f64() / 2.0,
+            _ => 0.0,
+        }
+    }
+
+    /// How long every instance decides without Redis during this fault
+    /// (Redis gone, frozen, slower than the limiter's timeout, or refusing
+    /// writes), if it is a fleet-wide outage.
+    pub(crate) fn outage(self, scale: f64) -> Option<f64> {
+        match self {
+            Fault::RedisKilled | Fault::RedisPaused | Fault::RedisOutOfMemory => {
+                Some(self.length(scale).as_secs_f64())
+            }
+            Fault::SlowThenPartition => Some(self.length(scale).as_secs_f64() / 2.0),
+            Fault::InstanceKilled | Fault::SpinningPlugin => None,
+        }
+    }
+}
+
+/// A wasm plugin whose request hook loops forever.
+fn spinner() -> Vec<u8> {
+    wat::parse_str(
+        r#"(module
+             (memory (export "memory") 1)
+             (func (export "cog_abi_version") (result i32) i32.const 1)
+             (func (export "cog_on_request") (result i32) (loop $l (br $l)) i32.const 0))"#,
+    )
+    .expect("the spinner assembles")
+}
+
+/// `f` on a blocking thread (Redis restarts wait for the server).
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("a blocking step")
+}
+
+/// Does `fault` for `length`, then undoes it.
+pub(crate) async fn run(
+    fault: Fault,
+    length: Duration,
+    topology: &Arc<Mutex<Topology>>,
+    control: &Control,
+    victim: &str,
+) -> Result<(), String> {
+    match fault {
+        Fault::RedisKilled => {
+            let t = topology.clone();
+            blocking(move || t.blocking_lock().data.kill())
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(length).await;
+            let t = topology.clone();
+            blocking(move || t.blocking_lock().data.restart())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Fault::RedisPaused => {
+            topology
+                .lock()
+                .await
+                .data
+                .pause()
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(length).await;
+            topology
+                .lock()
+                .await
+                .data
+                .resume()
+                .map_err(|e| e.to_string())?;
+        }
+        Fault::SlowThenPartition => {
+            {
+                let t = topology.lock().await;
+                for p in &t.proxies {
+                    p.set_latency(Duration::from_millis(200));
+                }
+            }
+            tokio::time::sleep(length / 2).await;
+            {
+                let t = topology.lock().await;
+                for p in &t.proxies {
+                    p.set_latency(Duration::ZERO);
+                }
+                t.proxies[0].cut();
+            }
+            tokio::time::sleep(length / 2).await;
+            topology.lock().await.proxies[0].restore();
+        }
+        Fault::RedisOutOfMemory => {
+            let t = topology.clone();
+            blocking(move || {
+                let t = t.blocking_lock();
+                t.data
+                    .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])?;
+                t.data.command(&["CONFIG", "SET", "maxmemory", "1"])
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            tokio::time::sleep(length).await;
+            let t = topology.clone();
+            blocking(move || {
+                t.blocking_lock()
+                    .data
+                    .command(&["CONFIG", "SET", "maxmemory", "0"])
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        }
+        Fault::InstanceKilled => {
+            topology.lock().await.instances[1].kill();
+            tokio::time::sleep(length).await;
+            topology.lock().await.instances[1].restart().await?;
+        }
+        Fault::SpinningPlugin => {
+            control
+                .install_plugin(
+                    "spinner",
+                    &spinner(),
+                    cog_control::PluginSpec {
+                        attach: cog_control::Attach {
+                            tenants: vec![victim.to_owned()],
+                            plans: vec![],
+                        },
+                        limits: Some(cog_control::PluginLimits {
+                            fuel: Some(u64::MAX / 2),
+                            memory_bytes: None,
+                            deadline: Some(cog_control::Window(Duration::from_millis(30))),
+                        }),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::time::sleep(length).await;
+            control
+                .delete_plugin("spinner")
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
