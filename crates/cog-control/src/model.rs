@@ -706,6 +706,29 @@ pub(crate) fn check_name(path: &str, name: &str) -> Result<(), Invalid> {
 }
 
 impl Spec {
+    /// The plugin limits of every plan `attach` reaches — directly, or as
+    /// the plan of a tenant it names — once each; the defaults (`None`)
+    /// alone when it reaches none. A plugin is checked under each before
+    /// it is stored.
+    pub fn plugin_limits_of(&self, attach: &Attach) -> Vec<Option<PluginLimits>> {
+        let mut out: Vec<Option<PluginLimits>> = Vec::new();
+        let plans = attach.plans.iter().chain(
+            attach
+                .tenants
+                .iter()
+                .filter_map(|t| self.tenants.get(t).map(|t| &t.plan)),
+        );
+        for limits in plans.map(|p| self.plans.get(p).and_then(|p| p.plugin_limits.clone())) {
+            if !out.contains(&limits) {
+                out.push(limits);
+            }
+        }
+        if out.is_empty() {
+            out.push(None);
+        }
+        out
+    }
+
     /// Checks every rule the store enforces: names, numbers, references
     /// between plans, tenants and plugins.
     ///
@@ -904,5 +927,39 @@ mod status_and_policy_tests {
         assert_eq!(PluginLang::of_path("hook".as_ref()), PluginLang::Wasm);
         assert_eq!(PluginLang::Python.as_str(), "python");
         assert_eq!(PluginLang::Wasm.as_str(), "wasm");
+    }
+
+    #[test]
+    fn a_plugin_is_checked_under_each_plan_it_reaches_once() {
+        let limits = |fuel| PluginLimits {
+            fuel: Some(fuel),
+            memory_bytes: None,
+            deadline: None,
+        };
+        let mut spec = Spec::default();
+        for (name, fuel) in [("a", Some(1)), ("b", Some(2)), ("c", None)] {
+            spec.plans.insert(
+                name.into(),
+                Plan {
+                    plugin_limits: fuel.map(limits),
+                    ..Plan::default()
+                },
+            );
+        }
+        spec.tenants.insert("t".into(), Tenant::new("b"));
+        spec.tenants.insert("u".into(), Tenant::new("a"));
+        let attach = |tenants: &[&str], plans: &[&str]| Attach {
+            tenants: tenants.iter().map(|s| s.to_string()).collect(),
+            plans: plans.iter().map(|s| s.to_string()).collect(),
+        };
+        assert_eq!(spec.plugin_limits_of(&attach(&[], &[])), [None]);
+        assert_eq!(
+            spec.plugin_limits_of(&attach(&["t", "u", "nobody"], &["a", "c"])),
+            [Some(limits(1)), None, Some(limits(2))]
+        );
+        assert_eq!(
+            spec.plugin_limits_of(&attach(&["t"], &[])),
+            [Some(limits(2))]
+        );
     }
 }

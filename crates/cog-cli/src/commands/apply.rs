@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use cog_control::document::{self, Format};
-use cog_control::{Change, PluginLimits, Spec};
+use cog_control::{Change, Spec};
 
 use super::Ctx;
 use crate::exit::{Exit, Result};
@@ -156,19 +156,11 @@ pub(crate) async fn exec(args: &ApplyArgs, ctx: &Ctx<'_>) -> Result {
     let progress = crate::output::Progress::start("validating plugins in the sandbox");
     for (name, p) in &spec.plugins {
         if let Some(wasm) = blobs.get(&p.digest) {
-            let limits: Vec<Option<PluginLimits>> = p
-                .attach
-                .plans
-                .iter()
-                .chain(
-                    p.attach
-                        .tenants
-                        .iter()
-                        .filter_map(|t| spec.tenants.get(t).map(|t| &t.plan)),
-                )
-                .map(|pl| spec.plans.get(pl).and_then(|pl| pl.plugin_limits.clone()))
-                .chain([None])
-                .collect();
+            // Under every plan it runs for, and the defaults.
+            let mut limits = spec.plugin_limits_of(&p.attach);
+            if !limits.contains(&None) {
+                limits.push(None);
+            }
             super::plugin::run::validate(name, p.lang, wasm, &limits)?;
         }
     }

@@ -37,10 +37,7 @@ impl Cached {
             .newest_committed()
             .filter(|s| s.revision >= revision)
         {
-            let mut slot = self.state.lock();
-            if slot.as_ref().is_none_or(|c| c.revision < s.revision) {
-                *slot = Some(s.clone());
-            }
+            self.keep(&s);
             return Ok(s);
         }
         let _loading = self.loading.lock().await;
@@ -48,11 +45,24 @@ impl Cached {
             return Ok(s);
         }
         let fresh = Arc::new(store.load().await?);
-        let mut slot = self.state.lock();
-        if slot.as_ref().is_none_or(|s| s.revision < fresh.revision) {
-            *slot = Some(fresh.clone());
-        }
+        self.keep(&fresh);
         Ok(fresh)
+    }
+
+    /// Keeps `state` if it is newer than the one kept. The one it replaces
+    /// is dropped on a blocking thread: freeing a document of thousands of
+    /// tenants takes milliseconds no request should wait for.
+    fn keep(&self, state: &Arc<State>) {
+        let old = {
+            let mut slot = self.state.lock();
+            if slot.as_ref().is_some_and(|s| s.revision >= state.revision) {
+                return;
+            }
+            slot.replace(state.clone())
+        };
+        if let Some(old) = old {
+            tokio::task::spawn_blocking(move || drop(old));
+        }
     }
 
     /// The cached state if it is at `revision` or later.

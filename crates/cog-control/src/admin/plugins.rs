@@ -13,7 +13,6 @@ use super::body::{self, Json, MAX_BLOB_BYTES, Path, Query};
 use super::page::{Page, PageQuery, page};
 use super::problem::Problem;
 use super::{Admin, reply};
-use crate::model::State as StoreState;
 use crate::{Attach, ControlError, OnFailure, PluginLang, PluginLimits, PluginSpec};
 
 /// Checks a plugin before it is stored: its name, what the bytes are, the
@@ -119,34 +118,6 @@ pub(crate) async fn get(caller: Caller, Path(name): Path<String>) -> Result<Resp
     ))
 }
 
-/// The plugin limits of every plan `attach` reaches (directly or through
-/// its tenants); the defaults alone when it reaches none.
-fn plan_limits(state: &StoreState, attach: &Attach) -> Vec<Option<PluginLimits>> {
-    let mut out: Vec<Option<PluginLimits>> = attach
-        .plans
-        .iter()
-        .chain(
-            attach
-                .tenants
-                .iter()
-                .filter_map(|t| state.spec.tenants.get(t).map(|t| &t.plan)),
-        )
-        .map(|p| {
-            state
-                .spec
-                .plans
-                .get(p)
-                .and_then(|p| p.plugin_limits.clone())
-        })
-        .collect();
-    out.sort_by_key(|l| format!("{l:?}"));
-    out.dedup();
-    if out.is_empty() {
-        out.push(None);
-    }
-    out
-}
-
 /// Uploads a plugin's bytes (the `.wasm` module or the `.py` source, at
 /// most 16 MiB): a new plugin, or a new version of an installed one, whose
 /// attachments, configuration and limits are kept. The server checks it
@@ -181,7 +152,7 @@ pub(crate) async fn upload(
             .get(&name)
             .map(|p| p.attach.clone())
             .unwrap_or_default();
-        let limits = plan_limits(&caller.state, &attach);
+        let limits = caller.state.spec.plugin_limits_of(&attach);
         let (n, b) = (name.clone(), bytes.clone());
         tokio::task::spawn_blocking(move || check(&n, lang, &b, &limits))
             .await

@@ -5,7 +5,7 @@ pub(crate) mod run;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use cog_control::{Attach, OnFailure, PluginLang, PluginLimits, PluginSpec};
+use cog_control::{Attach, OnFailure, PluginLang, PluginSpec};
 
 use super::{Ctx, missing};
 use crate::exit::{Exit, Result};
@@ -150,24 +150,10 @@ pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
                 std::fs::read(file).map_err(|e| Exit::Usage(format!("{}: {e}", file.display())))?;
             // Checked against every plan it may run under.
             let state = c.state().await?;
-            let mut plan_limits: Vec<Option<PluginLimits>> = plans
-                .iter()
-                .chain(
-                    tenants
-                        .iter()
-                        .filter_map(|t| state.spec.tenants.get(t).map(|t| &t.plan)),
-                )
-                .map(|p| {
-                    state
-                        .spec
-                        .plans
-                        .get(p)
-                        .and_then(|p| p.plugin_limits.clone())
-                })
-                .collect();
-            if plan_limits.is_empty() {
-                plan_limits.push(None);
-            }
+            let plan_limits = state.spec.plugin_limits_of(&Attach {
+                tenants: tenants.clone(),
+                plans: plans.clone(),
+            });
             let lang = lang.unwrap_or_else(|| PluginLang::of_path(file));
             let spec = PluginSpec {
                 digest: String::new(),
