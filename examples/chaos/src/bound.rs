@@ -2,23 +2,28 @@
 //! one subject under a GCRA limit of `rate` per second and `burst`
 //! (docs/operations.md, "Over-admission while Redis is away").
 //!
-//! While the fleet decides without Redis, each instance enforces
-//! `ceil(rate / n)` per second with a burst of `ceil(burst / n)` in its own
-//! memory. Against the exact limit (`burst + rate × T`), an outage of `t`
-//! seconds can admit, at most:
+//! While an instance decides without Redis it enforces `ceil(rate / n)` per
+//! second with a burst of `ceil(burst / n)` in its own memory. Against the
+//! exact limit (`burst + rate × T`), an outage of `t` seconds that every
+//! instance sees can admit, at most:
 //! - the local bursts, `n × ceil(burst / n)`, spent at its start;
-//! - the rounding, `(n × ceil(rate / n) − rate) × (t + retry)`: the breaker
-//!   keeps deciding locally for up to `retry` (1 s) after Redis is back;
+//! - the rounding, `(n × ceil(rate / n) − rate) × t`;
 //! - the shared bucket, refilled meanwhile (Redis did not see the requests
-//!   admitted locally): up to `burst` once Redis answers again — the same
-//!   when Redis comes back empty.
+//!   admitted locally), or empty after a restart: `burst` once Redis
+//!   answers again;
+//! - the way back, which is not at once: each instance's breaker keeps
+//!   deciding locally until its next probe succeeds, up to `switch` (the
+//!   retry interval, 1 s, plus the probe's timeout) after Redis is back,
+//!   while the instances already back spend Redis's budget:
+//!   `(n − 1) × ceil(rate / n) × switch`.
 //!
 //! One instance of `n` cut off from Redis for `p` seconds, while the others
 //! keep it, admits its share on top of what Redis admits to the others:
-//! `ceil(burst / n) + ceil(rate / n) × (p + retry)`.
+//! `ceil(burst / n) + ceil(rate / n) × (p + switch)`.
 
-/// The breaker's retry interval (`RedisStore::retry_interval`, default).
-const RETRY: f64 = 1.0;
+/// The breaker's retry interval (`RedisStore::retry_interval`, 1 s) plus
+/// its probe's timeout (twice the demo's 100 ms call timeout).
+const SWITCH: f64 = 1.2;
 
 /// Admissions above the exact limit the bound allows, for fleet-wide
 /// outages of `outages` seconds each and `partitioned` seconds of one
@@ -26,10 +31,12 @@ const RETRY: f64 = 1.0;
 pub(crate) fn extra(rate: f64, burst: f64, n: f64, outages: &[f64], partitioned: f64) -> f64 {
     let local_rate = (rate / n).ceil();
     let local_burst = (burst / n).ceil();
-    let per_outage = |t: f64| n * local_burst + (n * local_rate - rate) * (t + RETRY) + burst;
+    let per_outage = |t: f64| {
+        n * local_burst + (n * local_rate - rate) * t + burst + (n - 1.0) * local_rate * SWITCH
+    };
     let fleet: f64 = outages.iter().map(|t| per_outage(*t)).sum();
     let cut = if partitioned > 0.0 {
-        local_burst + local_rate * (partitioned + RETRY)
+        local_burst + local_rate * (partitioned + SWITCH)
     } else {
         0.0
     };
@@ -41,12 +48,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bound_adds_bursts_rounding_and_the_partitioned_share() {
+    fn the_bound_adds_bursts_rounding_the_way_back_and_the_partitioned_share() {
         // 20/s, burst 20, 3 instances: local 7/s, burst 7 each.
-        // One 2 s outage: 21 + 1 × 3 + 20 = 44.
-        assert_eq!(extra(20.0, 20.0, 3.0, &[2.0], 0.0), 44.0);
-        // A 2 s partition of one instance: 7 + 7 × 3 = 28.
-        assert_eq!(extra(20.0, 20.0, 3.0, &[], 2.0), 28.0);
+        // One 2 s outage: 21 + 1 × 2 + 20 + 2 × 7 × 1.2 = 59.8.
+        assert!((extra(20.0, 20.0, 3.0, &[2.0], 0.0) - 59.8).abs() < 1e-9);
+        // A 2 s partition of one instance: 7 + 7 × 3.2 = 29.4.
+        assert!((extra(20.0, 20.0, 3.0, &[], 2.0) - 29.4).abs() < 1e-9);
         assert_eq!(extra(20.0, 20.0, 3.0, &[], 0.0), 0.0);
     }
 }
