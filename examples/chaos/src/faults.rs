@@ -1,7 +1,7 @@
 //! The faults, each done to the real thing and undone.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cog_control::Control;
 use tokio::sync::Mutex;
@@ -24,11 +24,14 @@ pub(crate) enum Fault {
     InstanceKilled,
     /// A tenant's plugin that never returns, installed, then removed.
     SpinningPlugin,
+    /// Under Redis Sentinel: the primary killed, its replica promoted; the
+    /// old primary started again (it rejoins as a replica).
+    Failover,
 }
 
 impl Fault {
-    /// Every fault, in schedule order.
-    pub(crate) const ALL: [Fault; 6] = [
+    /// Every fault of the single-Redis topology, in schedule order.
+    pub(crate) const SINGLE: [Fault; 6] = [
         Fault::RedisKilled,
         Fault::RedisPaused,
         Fault::SlowThenPartition,
@@ -45,6 +48,7 @@ impl Fault {
             Fault::RedisOutOfMemory => "Redis out of memory (noeviction)",
             Fault::InstanceKilled => "an instance killed (SIGKILL), restarted",
             Fault::SpinningPlugin => "a plugin that never returns",
+            Fault::Failover => "Sentinel failover: primary killed, replica promoted",
         }
     }
 
@@ -57,6 +61,8 @@ impl Fault {
             Fault::RedisOutOfMemory => 10.0,
             Fault::InstanceKilled => 3.0,
             Fault::SpinningPlugin => 10.0,
+            // How long the old primary stays down after the promotion.
+            Fault::Failover => 5.0,
         };
         Duration::from_secs_f64(s * scale)
     }
@@ -80,7 +86,8 @@ impl Fault {
                 Some(self.length(scale).as_secs_f64())
             }
             Fault::SlowThenPartition => Some(self.length(scale).as_secs_f64() / 2.0),
-            Fault::InstanceKilled | Fault::SpinningPlugin => None,
+            // Measured: from the kill to the promotion.
+            Fault::InstanceKilled | Fault::SpinningPlugin | Fault::Failover => None,
         }
     }
 }
@@ -96,6 +103,25 @@ fn spinner() -> Vec<u8> {
     .expect("the spinner assembles")
 }
 
+/// How many scripts (`EVALSHA`, `EVAL`) `server` has run.
+fn script_calls(server: &cog_testkit::RedisServer) -> u64 {
+    let Ok(reply) = server.command(&["INFO", "commandstats"]) else {
+        return 0;
+    };
+    let text = reply.as_text().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
 /// `f` on a blocking thread (Redis restarts wait for the server).
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
@@ -103,15 +129,74 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("a blocking step")
 }
 
-/// Does `fault` for `length`, then undoes it.
+/// Does `fault` for `length`, then undoes it. For a failover, how long
+/// the fleet was without a primary (from the kill to the promotion).
 pub(crate) async fn run(
     fault: Fault,
     length: Duration,
     topology: &Arc<Mutex<Topology>>,
     control: &Control,
     victim: &str,
-) -> Result<(), String> {
+) -> Result<Option<f64>, String> {
     match fault {
+        Fault::Failover => {
+            let t = topology.clone();
+            let (old, took) = blocking(move || -> Result<(u16, f64), String> {
+                let t = t.blocking_lock();
+                let s = t.sentinel.as_ref().ok_or("no sentinel in this topology")?;
+                let old = s.primary().ok_or("the sentinel names no primary")?;
+                let primary = s
+                    .servers
+                    .iter()
+                    .find(|r| r.port() == old)
+                    .ok_or("the sentinel names a primary this run did not start")?;
+                let killed = Instant::now();
+                primary.kill().map_err(|e| e.to_string())?;
+                while s.primary().is_none_or(|p| p == old) {
+                    if killed.elapsed() > Duration::from_secs(30) {
+                        return Err("no replica promoted within 30 s".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok((old, killed.elapsed().as_secs_f64()))
+            })
+            .await?;
+            tokio::time::sleep(length).await;
+            let t = topology.clone();
+            blocking(move || -> Result<(), String> {
+                let t = t.blocking_lock();
+                let s = t.sentinel.as_ref().ok_or("no sentinel in this topology")?;
+                let server = s.servers.iter().find(|r| r.port() == old).ok_or("gone")?;
+                server.restart().map_err(|e| e.to_string())?;
+                // Back as a replica before the next failover needs one.
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while s.replicas() < 1 {
+                    if Instant::now() > deadline {
+                        return Err("the old primary never rejoined as a replica".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                // The instances decide on the new primary again (not only
+                // in their local fallback): its script calls go up.
+                let now = s.primary().ok_or("the sentinel names no primary")?;
+                let primary = s
+                    .servers
+                    .iter()
+                    .find(|r| r.port() == now)
+                    .ok_or("the sentinel names a primary this run did not start")?;
+                let before = script_calls(primary);
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while script_calls(primary) <= before {
+                    if Instant::now() > deadline {
+                        return Err("the instances did not follow the new primary".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Ok(())
+            })
+            .await?;
+            return Ok(Some(took));
+        }
         Fault::RedisKilled => {
             let t = topology.clone();
             blocking(move || t.blocking_lock().data.kill())
@@ -208,5 +293,5 @@ pub(crate) async fn run(
                 .map_err(|e| e.to_string())?;
         }
     }
-    Ok(())
+    Ok(None)
 }

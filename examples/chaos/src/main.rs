@@ -7,8 +7,14 @@
 //! ```text
 //! cargo run --release -p example-chaos -- [--duration 600] [--connections 1000]
 //!     [--rate 1000] [--scale 1.0] [--report docs/chaos.md] [--svg docs/chaos.svg]
-//!     [--min-availability 0.999]
+//!     [--min-availability 0.999] [--topology single|sentinel]
 //! ```
+//!
+//! `--topology sentinel` puts the data in a primary and a replica under
+//! Redis Sentinel (the instances find the primary through it, no proxies)
+//! and does one fault: the primary killed, the replica promoted, the old
+//! primary started again as a replica — and checks that the instances
+//! decide on the new primary afterwards.
 //!
 //! Scenarios, in order, repeated until `--duration` is spent (one round
 //! when it is 0): Redis killed and restarted empty; Redis paused 5 s; 200 ms
@@ -61,6 +67,7 @@ struct Options {
     report: Option<String>,
     svg: Option<String>,
     min_availability: Option<f64>,
+    topology: topology::Shape,
 }
 
 fn options() -> Result<Options, String> {
@@ -72,6 +79,7 @@ fn options() -> Result<Options, String> {
         report: None,
         svg: None,
         min_availability: None,
+        topology: topology::Shape::Single,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -86,6 +94,13 @@ fn options() -> Result<Options, String> {
             "--scale" => o.scale = value()?.parse().map_err(|e| bad(&e))?,
             "--report" => o.report = Some(value()?),
             "--svg" => o.svg = Some(value()?),
+            "--topology" => {
+                o.topology = match value()?.as_str() {
+                    "single" => topology::Shape::Single,
+                    "sentinel" => topology::Shape::Sentinel,
+                    other => return Err(format!("--topology {other}: single or sentinel")),
+                };
+            }
             "--min-availability" => {
                 o.min_availability = Some(value()?.parse().map_err(|e| bad(&e))?);
             }
@@ -187,8 +202,15 @@ async fn writer(
 }
 
 async fn run(o: Options) -> Result<bool, String> {
-    eprintln!("starting Redis (data, control), {INSTANCES} proxies and {INSTANCES} demo instances");
-    let topology = Topology::start(INSTANCES, None).await?;
+    eprintln!(
+        "starting Redis ({:?} data, control) and {INSTANCES} demo instances",
+        o.topology
+    );
+    let topology = Topology::start(INSTANCES, o.topology).await?;
+    let schedule: &[Fault] = match o.topology {
+        topology::Shape::Single => &Fault::SINGLE,
+        topology::Shape::Sentinel => &[Fault::Failover],
+    };
     let control = Control::open(&topology.control.url())
         .await
         .map_err(|e| e.to_string())?
@@ -221,7 +243,7 @@ async fn run(o: Options) -> Result<bool, String> {
     // The schedule.
     let warmup = Duration::from_secs_f64(5.0 * o.scale.max(0.4));
     let gap = Duration::from_secs_f64(8.0 * o.scale);
-    let round: Duration = Fault::ALL.iter().map(|f| f.length(o.scale) + gap).sum();
+    let round: Duration = schedule.iter().map(|f| f.length(o.scale) + gap).sum();
     let rounds = if o.duration.is_zero() {
         1
     } else {
@@ -232,7 +254,7 @@ async fn run(o: Options) -> Result<bool, String> {
     let total = warmup + round * rounds as u32;
     eprintln!(
         "{rounds} round(s) of {} faults, {:.0} s in all, {} connections, {} requests/s",
-        Fault::ALL.len(),
+        schedule.len(),
         total.as_secs_f64(),
         o.connections,
         o.rate
@@ -267,10 +289,10 @@ async fn run(o: Options) -> Result<bool, String> {
     let mut partitioned = 0.0;
     let mut outages = Vec::new();
     for _ in 0..rounds {
-        for fault in Fault::ALL {
+        for &fault in schedule {
             let begun = start.elapsed().as_millis() as u32;
             eprintln!("{:>6.1} s  {}", f64::from(begun) / 1000.0, fault.name());
-            faults::run(
+            let measured = faults::run(
                 fault,
                 fault.length(o.scale),
                 &topology,
@@ -281,7 +303,10 @@ async fn run(o: Options) -> Result<bool, String> {
             .map_err(|e| format!("{}: {e}", fault.name()))?;
             let ended = start.elapsed().as_millis() as u32;
             partitioned += fault.partitioned(o.scale);
-            if let Some(t) = fault.outage(o.scale) {
+            if let Some(t) = measured {
+                eprintln!("          the replica was promoted {t:.1} s after the kill");
+            }
+            if let Some(t) = measured.or(fault.outage(o.scale)) {
                 outages.push(t);
             }
             tokio::time::sleep(gap).await;

@@ -1,7 +1,9 @@
-//! The short chaos run (every scenario, ~40 s): the runner's invariants
-//! hold — over-admission within the documented bound, no acknowledged
-//! control-plane write lost, memory and file descriptors bounded — and
-//! the report names every scenario with its figures.
+//! The short chaos runs (every scenario of the single-Redis topology,
+//! ~40 s; one Sentinel failover, ~15 s): the runner's invariants hold —
+//! over-admission within the documented bound, no acknowledged
+//! control-plane write lost, memory and file descriptors bounded, the
+//! instances deciding on the promoted primary — and the report names every
+//! scenario with its figures.
 
 use std::process::Command;
 
@@ -41,4 +43,30 @@ fn every_scenario_once_with_the_invariants_checked() {
     assert!(report.contains("— bounded"), "{report}");
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{svg}");
+}
+
+#[test]
+fn a_sentinel_failover_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chaos"))
+        .args(["--topology", "sentinel", "--scale", "0.4"])
+        .args(["--connections", "1000", "--rate", "400"])
+        .args(["--min-availability", "0.99"])
+        .current_dir(dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    // The runner fails the run (exit 2) when the instances do not decide
+    // on the promoted primary afterwards.
+    assert!(out.status.success(), "{report}\n{log}");
+    assert!(
+        report.contains("| Sentinel failover: primary killed, replica promoted |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("— holds") && report.contains("0 lost"),
+        "{report}"
+    );
 }
