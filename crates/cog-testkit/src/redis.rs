@@ -283,8 +283,16 @@ impl RedisCluster {
 
     /// Starts a cluster of `masters` nodes, the 16 384 slots spread evenly.
     pub fn start_with_masters(masters: usize) -> Result<Self, Error> {
+        Self::start_with_replicas(masters, 0)
+    }
+
+    /// Starts a cluster of `masters` nodes, the slots spread evenly, each
+    /// with `replicas` replicas (nodes `masters..`, replica `j` of master
+    /// `i` at `masters + i * replicas + j`). A master that fails is
+    /// replaced by one of its replicas after the node timeout (2 s).
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> Result<Self, Error> {
         assert!(masters > 0, "a cluster needs at least one master");
-        let nodes = (0..masters)
+        let nodes = (0..masters * (1 + replicas))
             .map(|_| {
                 RedisServer::start_with(
                     [
@@ -294,6 +302,9 @@ impl RedisCluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "2000",
+                        // Replicas sync at once, not after 5 s.
+                        "--repl-diskless-sync-delay",
+                        "0",
                     ]
                     .map(String::from)
                     .to_vec(),
@@ -302,14 +313,113 @@ impl RedisCluster {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let cluster = RedisCluster { nodes };
-        cluster.assign_slots()?;
+        cluster.assign_slots(masters)?;
         cluster.wait_ok()?;
+        cluster.attach_replicas(masters, replicas)?;
         Ok(cluster)
     }
 
-    fn assign_slots(&self) -> Result<(), Error> {
-        let n = self.nodes.len();
-        for (i, node) in self.nodes.iter().enumerate() {
+    /// Makes the replica nodes replicate their masters, and waits until
+    /// every master has its replicas in its view.
+    fn attach_replicas(&self, masters: usize, replicas: usize) -> Result<(), Error> {
+        for i in 0..masters {
+            let id = self.nodes[i]
+                .command(&["CLUSTER", "MYID"])?
+                .as_text()
+                .unwrap_or_default();
+            for j in 0..replicas {
+                let replica = &self.nodes[masters + i * replicas + j];
+                let deadline = Instant::now() + Duration::from_secs(30);
+                // The replica must have learnt of the master first.
+                loop {
+                    match replica.command(&["CLUSTER", "REPLICATE", &id])? {
+                        Reply::Status(_) => break,
+                        other if Instant::now() > deadline => {
+                            return Err(Error::NotReady {
+                                what: "redis cluster replica".into(),
+                                secs: 30,
+                                detail: format!("{other:?}"),
+                            });
+                        }
+                        _ => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Seen as replicas, and synced: a replica that never had its
+        // master's data cannot take over from it.
+        let synced = |n: &RedisServer| {
+            n.command(&["INFO", "replication"])
+                .ok()
+                .and_then(|r| r.as_text())
+                .is_some_and(|t| t.contains("master_link_status:up"))
+        };
+        while self.replicas_up() < masters * replicas || !self.nodes[masters..].iter().all(synced) {
+            if Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    what: "redis cluster replicas".into(),
+                    secs: 30,
+                    detail: format!("{} of {} up", self.replicas_up(), masters * replicas),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// `CLUSTER NODES` as one live node sees it: (port, is a master, is
+    /// failed) per node.
+    fn view(&self) -> Vec<(u16, bool, bool)> {
+        for node in &self.nodes {
+            let Some(text) = node
+                .command(&["CLUSTER", "NODES"])
+                .ok()
+                .and_then(|r| r.as_text())
+            else {
+                continue;
+            };
+            return text
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split(' ');
+                    let addr = f.nth(1)?;
+                    let flags = f.next()?;
+                    let port = addr.split('@').next()?.rsplit(':').next()?.parse().ok()?;
+                    Some((port, flags.contains("master"), flags.contains("fail")))
+                })
+                .collect();
+        }
+        Vec::new()
+    }
+
+    /// Replicas the cluster sees up and connected to a master.
+    fn replicas_up(&self) -> usize {
+        self.view().iter().filter(|(_, m, f)| !m && !f).count()
+    }
+
+    /// The ports of the masters the cluster sees up.
+    pub fn masters(&self) -> Vec<u16> {
+        self.view()
+            .into_iter()
+            .filter(|(_, m, f)| *m && !f)
+            .map(|(p, _, _)| p)
+            .collect()
+    }
+
+    /// Whether every live node reports `cluster_state:ok`.
+    pub fn is_ok(&self) -> bool {
+        self.nodes.iter().all(|n| {
+            n.command(&["CLUSTER", "INFO"])
+                .ok()
+                .and_then(|r| r.as_text())
+                .is_none_or(|t| t.contains("cluster_state:ok"))
+        })
+    }
+
+    fn assign_slots(&self, masters: usize) -> Result<(), Error> {
+        let n = masters;
+        for (i, node) in self.nodes[..masters].iter().enumerate() {
             let start = (16384 * i / n).to_string();
             let end = (16384 * (i + 1) / n - 1).to_string();
             expect_ok(node.command(&["CLUSTER", "ADDSLOTSRANGE", &start, &end])?)?;

@@ -27,6 +27,9 @@ pub(crate) enum Fault {
     /// Under Redis Sentinel: the primary killed, its replica promoted; the
     /// old primary started again (it rejoins as a replica).
     Failover,
+    /// In Redis Cluster: a master killed, its replica taking its slots;
+    /// the old master started again (it rejoins as a replica).
+    ClusterFailover,
 }
 
 impl Fault {
@@ -49,6 +52,9 @@ impl Fault {
             Fault::InstanceKilled => "an instance killed (SIGKILL), restarted",
             Fault::SpinningPlugin => "a plugin that never returns",
             Fault::Failover => "Sentinel failover: primary killed, replica promoted",
+            Fault::ClusterFailover => {
+                "Cluster failover: a master killed, its replica takes the slots"
+            }
         }
     }
 
@@ -62,7 +68,7 @@ impl Fault {
             Fault::InstanceKilled => 3.0,
             Fault::SpinningPlugin => 10.0,
             // How long the old primary stays down after the promotion.
-            Fault::Failover => 5.0,
+            Fault::Failover | Fault::ClusterFailover => 5.0,
         };
         Duration::from_secs_f64(s * scale)
     }
@@ -87,7 +93,10 @@ impl Fault {
             }
             Fault::SlowThenPartition => Some(self.length(scale).as_secs_f64() / 2.0),
             // Measured: from the kill to the promotion.
-            Fault::InstanceKilled | Fault::SpinningPlugin | Fault::Failover => None,
+            Fault::InstanceKilled
+            | Fault::SpinningPlugin
+            | Fault::Failover
+            | Fault::ClusterFailover => None,
         }
     }
 }
@@ -139,6 +148,71 @@ pub(crate) async fn run(
     victim: &str,
 ) -> Result<Option<f64>, String> {
     match fault {
+        Fault::ClusterFailover => {
+            let t = topology.clone();
+            let (old, took) = blocking(move || -> Result<(u16, f64), String> {
+                let t = t.blocking_lock();
+                let c = t.cluster.as_ref().ok_or("no cluster in this topology")?;
+                let masters = c.masters();
+                let old = *masters.first().ok_or("the cluster has no master up")?;
+                let node = c
+                    .nodes()
+                    .iter()
+                    .find(|n| n.port() == old)
+                    .ok_or("a master this run did not start")?;
+                let killed = Instant::now();
+                node.kill().map_err(|e| e.to_string())?;
+                // Its replica has taken the slots when three masters are
+                // up again and the cluster says ok.
+                while c.masters().len() < masters.len() || c.masters().contains(&old) || !c.is_ok()
+                {
+                    if killed.elapsed() > Duration::from_secs(30) {
+                        return Err(format!(
+                            "no replica took the slots within 30 s (masters up {:?}, killed {old}, ok {})",
+                            c.masters(),
+                            c.is_ok()
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok((old, killed.elapsed().as_secs_f64()))
+            })
+            .await?;
+            tokio::time::sleep(length).await;
+            let t = topology.clone();
+            blocking(move || -> Result<(), String> {
+                let t = t.blocking_lock();
+                let c = t.cluster.as_ref().ok_or("no cluster in this topology")?;
+                let node = c.nodes().iter().find(|n| n.port() == old).ok_or("gone")?;
+                node.restart().map_err(|e| e.to_string())?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !c.is_ok() {
+                    if Instant::now() > deadline {
+                        return Err(
+                            "the cluster did not settle after the old master came back".into()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                // The instances decide on the new master again.
+                let fresh: Vec<&cog_testkit::RedisServer> = c
+                    .nodes()
+                    .iter()
+                    .filter(|n| c.masters().contains(&n.port()))
+                    .collect();
+                let before: u64 = fresh.iter().map(|n| script_calls(n)).sum();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while fresh.iter().map(|n| script_calls(n)).sum::<u64>() <= before {
+                    if Instant::now() > deadline {
+                        return Err("the instances did not follow the new master".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Ok(())
+            })
+            .await?;
+            return Ok(Some(took));
+        }
         Fault::Failover => {
             let t = topology.clone();
             let (old, took) = blocking(move || -> Result<(u16, f64), String> {

@@ -7,14 +7,16 @@
 //! ```text
 //! cargo run --release -p example-chaos -- [--duration 600] [--connections 1000]
 //!     [--rate 1000] [--scale 1.0] [--report docs/chaos.md] [--svg docs/chaos.svg]
-//!     [--min-availability 0.999] [--topology single|sentinel]
+//!     [--min-availability 0.999] [--topology single|sentinel|cluster]
 //! ```
 //!
 //! `--topology sentinel` puts the data in a primary and a replica under
 //! Redis Sentinel (the instances find the primary through it, no proxies)
 //! and does one fault: the primary killed, the replica promoted, the old
 //! primary started again as a replica — and checks that the instances
-//! decide on the new primary afterwards.
+//! decide on the new primary afterwards. `--topology cluster` does the same
+//! in a Redis Cluster of three masters with a replica each: a master
+//! killed, its replica taking its slots.
 //!
 //! Scenarios, in order, repeated until `--duration` is spent (one round
 //! when it is 0): Redis killed and restarted empty; Redis paused 5 s; 200 ms
@@ -98,7 +100,10 @@ fn options() -> Result<Options, String> {
                 o.topology = match value()?.as_str() {
                     "single" => topology::Shape::Single,
                     "sentinel" => topology::Shape::Sentinel,
-                    other => return Err(format!("--topology {other}: single or sentinel")),
+                    "cluster" => topology::Shape::Cluster,
+                    other => {
+                        return Err(format!("--topology {other}: single, sentinel or cluster"));
+                    }
                 };
             }
             "--min-availability" => {
@@ -210,6 +215,7 @@ async fn run(o: Options) -> Result<bool, String> {
     let schedule: &[Fault] = match o.topology {
         topology::Shape::Single => &Fault::SINGLE,
         topology::Shape::Sentinel => &[Fault::Failover],
+        topology::Shape::Cluster => &[Fault::ClusterFailover],
     };
     let control = Control::open(&topology.control.url())
         .await

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cog_testkit::{Proxy, RedisServer};
+use cog_testkit::{Proxy, RedisCluster, RedisServer};
 
 /// A demo instance: this binary run with `--instance`.
 #[derive(Debug)]
@@ -206,6 +206,8 @@ pub(crate) enum Shape {
     Single,
     /// A primary and a replica under Redis Sentinel.
     Sentinel,
+    /// A Redis Cluster of three masters, each with a replica.
+    Cluster,
 }
 
 /// Everything the run drives.
@@ -215,6 +217,8 @@ pub(crate) struct Topology {
     pub(crate) data: RedisServer,
     /// The primary, its replica and their sentinel (`Sentinel`).
     pub(crate) sentinel: Option<Sentinel>,
+    /// Three masters and their replicas (`Cluster`).
+    pub(crate) cluster: Option<RedisCluster>,
     pub(crate) control: RedisServer,
     pub(crate) proxies: Vec<Proxy>,
     pub(crate) instances: Vec<Instance>,
@@ -224,8 +228,17 @@ impl Topology {
     /// Redis as `shape` says, and `n` instances, each answering.
     pub(crate) async fn start(n: usize, shape: Shape) -> Result<Topology, String> {
         let data = RedisServer::start().map_err(|e| format!("data Redis: {e}"))?;
+        let cluster = match shape {
+            Shape::Cluster => Some(
+                tokio::task::spawn_blocking(|| RedisCluster::start_with_replicas(3, 1))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cluster: {e}"))?,
+            ),
+            _ => None,
+        };
         let sentinel = match shape {
-            Shape::Single => None,
+            Shape::Single | Shape::Cluster => None,
             Shape::Sentinel => Some(
                 tokio::task::spawn_blocking(Sentinel::start)
                     .await
@@ -238,9 +251,10 @@ impl Topology {
         let mut proxies = Vec::new();
         let mut instances = Vec::new();
         for _ in 0..n {
-            let url = match &sentinel {
-                Some(s) => s.url(),
-                None => {
+            let url = match (&sentinel, &cluster) {
+                (Some(s), _) => s.url(),
+                (_, Some(c)) => c.url(),
+                (None, None) => {
                     let proxy = Proxy::start(&data.addr())
                         .await
                         .map_err(|e| format!("proxy: {e}"))?;
@@ -269,6 +283,7 @@ impl Topology {
         let mut t = Topology {
             data,
             sentinel,
+            cluster,
             control,
             proxies,
             instances,

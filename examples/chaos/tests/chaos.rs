@@ -1,5 +1,6 @@
 //! The short chaos runs (every scenario of the single-Redis topology,
-//! ~40 s; one Sentinel failover, ~15 s): the runner's invariants hold —
+//! ~40 s; one Sentinel failover and one Cluster failover, ~15 s each):
+//! the runner's invariants hold —
 //! over-admission within the documented bound, no acknowledged
 //! control-plane write lost, memory and file descriptors bounded, the
 //! instances deciding on the promoted primary — and the report names every
@@ -63,6 +64,32 @@ fn a_sentinel_failover_is_followed() {
     assert!(out.status.success(), "{report}\n{log}");
     assert!(
         report.contains("| Sentinel failover: primary killed, replica promoted |"),
+        "{report}"
+    );
+    assert!(
+        report.contains("— holds") && report.contains("0 lost"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_cluster_failover_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chaos"))
+        .args(["--topology", "cluster", "--scale", "0.4"])
+        .args(["--connections", "1000", "--rate", "400"])
+        .args(["--min-availability", "0.99"])
+        .current_dir(dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    // Exit 2 when no replica takes the slots, or the instances do not
+    // decide on the new master afterwards.
+    assert!(out.status.success(), "{report}\n{log}");
+    assert!(
+        report.contains("| Cluster failover: a master killed, its replica takes the slots |"),
         "{report}"
     );
     assert!(
