@@ -555,10 +555,41 @@ macro_rules! both_stores {
     };
 }
 
+/// The state the API's own writes left behind is used only while no one
+/// else has written since: a token revoked by another process is refused
+/// at once, though this API's last write was before it.
+async fn another_processs_write_is_seen_at_once((store, other): Pair) {
+    let api = api(store).await;
+    // A write through the API, then a read: both on its own state.
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plans",
+            json!({"name": "free", "plan": {}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    assert_eq!(api.get("/v1/plans").await.status, StatusCode::OK);
+    // Another process revokes the write token.
+    let id = api.write.split('_').nth(1).unwrap().to_owned();
+    Control::new(other).revoke_token(&id).await.unwrap();
+    let a = api
+        .call(
+            Method::GET,
+            "/v1/plans",
+            Some(&api.write),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    problem(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
 both_stores!(
     plan_tenant_key_round_trip,
     every_failure_is_a_problem,
-    lists_page_with_a_cursor
+    lists_page_with_a_cursor,
+    another_processs_write_is_seen_at_once
 );
 
 /// `docs/openapi.json` is what the code describes (`COG_UPDATE_OPENAPI=1`
