@@ -54,26 +54,45 @@ impl Gcra {
         let diff = new_tat - now;
         if diff <= self.tau {
             Step {
-                status: LimitStatus {
-                    remaining: self.units(self.tau - diff),
-                    reset_after: Duration::from_nanos(diff),
-                    allowed: true,
-                },
+                status: self.admitted(diff),
                 next: new_tat,
                 retry: Some(0),
             }
         } else {
-            let used = tat - now;
+            let (status, retry) = self.refused(tat - now, cost);
             Step {
-                status: LimitStatus {
-                    remaining: self.units(self.tau.saturating_sub(used)),
-                    reset_after: Duration::from_nanos(used),
-                    allowed: false,
-                },
+                status,
                 next: tat,
-                retry: (cost.saturating_mul(self.t) <= self.tau).then(|| diff - self.tau),
+                retry,
             }
         }
+    }
+
+    /// The status after an admitted request that left the state `diff` ns
+    /// ahead of now. Shared with the Redis store, whose single-limit script
+    /// answers with `diff` alone.
+    #[inline]
+    pub(crate) fn admitted(&self, diff: u64) -> LimitStatus {
+        LimitStatus {
+            remaining: self.units(self.tau.saturating_sub(diff)),
+            reset_after: Duration::from_nanos(diff),
+            allowed: true,
+        }
+    }
+
+    /// The status of a refused request of `cost` units, the state standing
+    /// `used` ns ahead of now, and the wait before it could pass (`None`:
+    /// never, the cost is larger than the burst).
+    #[inline]
+    pub(crate) fn refused(&self, used: u64, cost: u64) -> (LimitStatus, Option<u64>) {
+        let status = LimitStatus {
+            remaining: self.units(self.tau.saturating_sub(used)),
+            reset_after: Duration::from_nanos(used),
+            allowed: false,
+        };
+        let need = cost.saturating_mul(self.t);
+        let retry = (need <= self.tau).then(|| used.saturating_add(need).saturating_sub(self.tau));
+        (status, retry)
     }
 }
 

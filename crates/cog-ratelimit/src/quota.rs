@@ -310,6 +310,9 @@ pub struct Quota {
 struct QuotaInner {
     limits: Box<[Limit]>,
     params: Box<[Params]>,
+    /// The limits as the Redis scripts take them, built once.
+    #[cfg(feature = "redis")]
+    redis_args: crate::store::redis::LimitArgs,
     fingerprint: u64,
     state_ids: Box<[String]>,
 }
@@ -343,9 +346,11 @@ impl Quota {
         let state_ids: Box<[String]> = limits.iter().map(Limit::state_id).collect();
         let fingerprint =
             foldhash::quality::FixedState::with_seed(0x0063_6f67).hash_one(&state_ids);
-        let params = limits.iter().map(Params::of).collect();
+        let params: Box<[Params]> = limits.iter().map(Params::of).collect();
         Ok(Quota {
             inner: Arc::new(QuotaInner {
+                #[cfg(feature = "redis")]
+                redis_args: crate::store::redis::LimitArgs::of(&params),
                 params,
                 fingerprint,
                 limits,
@@ -379,6 +384,11 @@ impl Quota {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn state_ids(&self) -> &[String] {
         &self.inner.state_ids
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis_args(&self) -> &crate::store::redis::LimitArgs {
+        &self.inner.redis_args
     }
 
     /// This quota for one of `n` instances sharing it: every count, burst

@@ -9,15 +9,18 @@ use fred::clients::Client;
 use fred::interfaces::{KeysInterface, LuaInterface};
 use fred::prelude::{ClientLike, Error as FredError};
 use fred::types::config::Options;
+use fred::types::{FromValue, Key, Value};
 
 use super::memory::MemoryStore;
 use super::{Lease, LeaseKind, Store, StoreError, check_cost};
+use crate::algo::Gcra;
 use crate::decision::{Decision, DecisionSource, LimitStatus, Statuses};
 use crate::quota::{Params, Quota};
 use cog_core::breaker::Breaker;
 use cog_core::keys::encode_segment;
 
 const DECIDE_LUA: &str = include_str!("redis.lua");
+const GCRA_LUA: &str = include_str!("redis_gcra.lua");
 const RELEASE_LUA: &str =
     "for _, k in ipairs(KEYS) do redis.call('ZREM', k, ARGV[1]) end return #KEYS";
 
@@ -89,6 +92,7 @@ struct Inner {
     start: u64,
     breaker: Breaker,
     decide_sha: String,
+    gcra_sha: String,
     release_sha: String,
     /// `cog.ratelimit.redis.duration{outcome}`, seconds.
     duration: opentelemetry::metrics::Histogram<f64>,
@@ -152,6 +156,7 @@ impl RedisStore {
                     .with_unit("s")
                     .build(),
                 decide_sha: fred::util::sha1_hash(DECIDE_LUA),
+                gcra_sha: fred::util::sha1_hash(GCRA_LUA),
                 release_sha: fred::util::sha1_hash(RELEASE_LUA),
             }),
         }
@@ -229,8 +234,20 @@ impl RedisStore {
         quota
             .state_ids()
             .iter()
-            .map(|id| format!("{}{{{tag}}}:{id}", self.inner.prefix))
+            .map(|id| self.key(&tag, id))
             .collect()
+    }
+
+    /// `{prefix}{<tag>}:<id>`, allocated once.
+    fn key(&self, tag: &str, id: &str) -> String {
+        let prefix = &self.inner.prefix;
+        let mut key = String::with_capacity(prefix.len() + tag.len() + id.len() + 3);
+        key.push_str(prefix);
+        key.push('{');
+        key.push_str(tag);
+        key.push_str("}:");
+        key.push_str(id);
+        key
     }
 
     fn now(&self) -> u64 {
@@ -271,47 +288,39 @@ impl RedisStore {
         }
     }
 
-    fn args(quota: &Quota, cost: u64, commit: bool, member: &str) -> Vec<String> {
-        let mut args = Vec::with_capacity(3 + 4 * quota.params().len());
-        args.push(cost.to_string());
-        args.push(if commit { "1" } else { "0" }.to_owned());
-        args.push(member.to_owned());
-        for p in quota.params() {
-            let (kind, a, b) = match p {
-                Params::Gcra(g) => ("g", micros(g.t), micros(g.tau)),
-                Params::Sliding(s) => ("s", micros(s.w), s.max.to_string()),
-                Params::Concurrency { max, lease } => {
-                    ("c", max.to_string(), lease.as_micros().to_string())
-                }
-            };
-            args.extend([kind.to_owned(), a, b, String::new()]);
-        }
+    fn args(quota: &Quota, cost: u64, commit: bool, member: &str) -> Vec<Value> {
+        let limits = &quota.redis_args().generic;
+        let mut args = Vec::with_capacity(3 + limits.len());
+        args.push(Value::Integer(cost as i64));
+        args.push(Value::from_static_str(if commit { "1" } else { "0" }));
+        args.push(Value::from(member));
+        args.extend(limits.iter().cloned());
         args
     }
 
     /// Runs a script by hash, loading it on `NOSCRIPT`, within the timeout.
-    async fn eval(
+    /// `call` builds the keys and arguments (twice on `NOSCRIPT`: fred
+    /// takes them by value, and building beats cloning every time).
+    async fn eval<R: FromValue>(
         &self,
         sha: &str,
         lua: &str,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> Result<Vec<i64>, StoreError> {
+        call: impl Fn() -> (Vec<Key>, Vec<Value>),
+    ) -> Result<R, StoreError> {
         let i = &self.inner;
+        // No client-side timeout here: the one below bounds both calls.
         let opts = Options {
-            timeout: Some(i.timeout),
             fail_fast: true,
             max_attempts: Some(1),
             ..Default::default()
         };
         let client = i.client.with_options(&opts);
         let call = async {
-            match client
-                .evalsha::<Vec<i64>, _, _, _>(sha, keys.clone(), args.clone())
-                .await
-            {
+            let (keys, args) = call();
+            match client.evalsha::<R, _, _, _>(sha, keys, args).await {
                 Err(e) if e.details().starts_with("NOSCRIPT") => {
-                    client.eval::<Vec<i64>, _, _, _>(lua, keys, args).await
+                    let (keys, args) = call();
+                    client.eval::<R, _, _, _>(lua, keys, args).await
                 }
                 other => other,
             }
@@ -345,6 +354,18 @@ impl RedisStore {
         cost: u64,
         commit: bool,
     ) -> Result<Decision, StoreError> {
+        let i = &self.inner;
+        if commit && let Some((gcra, t, tau)) = &quota.redis_args().gcra {
+            // The common quota, one GCRA limit: the lean script.
+            let key = Key::from(self.key(&encode_segment(subject), &quota.state_ids()[0]));
+            let reply: i64 = self
+                .eval(&i.gcra_sha, GCRA_LUA, || {
+                    let args = vec![Value::Integer(cost as i64), t.clone(), tau.clone()];
+                    (vec![key.clone()], args)
+                })
+                .await?;
+            return Ok(gcra_decision(gcra, reply, cost));
+        }
         let has_concurrency = commit && cost > 0 && quota.has_concurrency();
         let member = if has_concurrency {
             format!("{:016x}", rand::random::<u64>())
@@ -352,10 +373,11 @@ impl RedisStore {
             String::new()
         };
         let keys = self.keys(subject, quota);
-        let args = Self::args(quota, cost, commit, &member);
-        let i = &self.inner;
-        let reply = self
-            .eval(&i.decide_sha, DECIDE_LUA, keys.clone(), args)
+        let reply: Vec<i64> = self
+            .eval(&i.decide_sha, DECIDE_LUA, || {
+                let keys = keys.iter().map(|k| Key::from(k.as_str())).collect();
+                (keys, Self::args(quota, cost, commit, &member))
+            })
             .await?;
         let mut d = parse_decision(&reply, quota.params().len())?;
         if d.allowed && has_concurrency {
@@ -372,6 +394,65 @@ impl RedisStore {
             });
         }
         Ok(d)
+    }
+}
+
+/// A quota's limits as the decision scripts take them, formatted once per
+/// quota and shared by every call.
+pub(crate) struct LimitArgs {
+    /// Four per limit, for the generic script (`redis.lua`).
+    generic: Box<[Value]>,
+    /// For a quota of one GCRA limit: its parameters, and T and tau for
+    /// the single-limit script (`redis_gcra.lua`).
+    gcra: Option<(Gcra, Value, Value)>,
+}
+
+impl LimitArgs {
+    pub(crate) fn of(params: &[Params]) -> Self {
+        let mut generic = Vec::with_capacity(4 * params.len());
+        for p in params {
+            let (kind, a, b) = match p {
+                Params::Gcra(g) => ("g", micros(g.t), micros(g.tau)),
+                Params::Sliding(s) => ("s", micros(s.w), s.max.to_string()),
+                Params::Concurrency { max, lease } => {
+                    ("c", max.to_string(), lease.as_micros().to_string())
+                }
+            };
+            generic.extend([
+                Value::from_static_str(kind),
+                Value::from(a),
+                Value::from(b),
+                Value::from_static_str(""),
+            ]);
+        }
+        let gcra = match params {
+            [Params::Gcra(g)] => Some((*g, generic[1].clone(), generic[2].clone())),
+            _ => None,
+        };
+        LimitArgs {
+            generic: generic.into(),
+            gcra,
+        }
+    }
+}
+
+/// The decision the single-limit script's reply stands for (see
+/// `redis_gcra.lua`).
+fn gcra_decision(gcra: &Gcra, reply: i64, cost: u64) -> Decision {
+    let (allowed, status, retry) = if reply >= 0 {
+        (true, gcra.admitted(reply as u64), None)
+    } else {
+        // -1 - used, so `used` is at most i64::MAX: no overflow.
+        let (status, retry) = gcra.refused((-1 - reply) as u64, cost);
+        (false, status, retry)
+    };
+    Decision {
+        allowed,
+        retry_after: retry.map(Duration::from_nanos),
+        statuses: smallvec::smallvec![status],
+        source: DecisionSource::Store,
+        lease: None,
+        applied: None,
     }
 }
 
@@ -621,10 +702,11 @@ impl Store for RedisStore {
         let store = self.clone();
         handle.spawn(async move {
             let i = &store.inner;
-            if let Err(e) = store
-                .eval(&i.release_sha, RELEASE_LUA, lease.keys, vec![lease.member])
-                .await
-            {
+            let call = || {
+                let keys = lease.keys.iter().map(|k| Key::from(k.as_str())).collect();
+                (keys, vec![Value::from(lease.member.as_str())])
+            };
+            if let Err(e) = store.eval::<i64>(&i.release_sha, RELEASE_LUA, call).await {
                 tracing::debug!(target: "cog_ratelimit", error = %e,
                     "releasing a concurrency lease failed; it expires on its own");
             }
