@@ -291,7 +291,7 @@ impl RedisStore {
     fn args(quota: &Quota, cost: u64, commit: bool, member: &str) -> Vec<Value> {
         let limits = &quota.redis_args().generic;
         let mut args = Vec::with_capacity(3 + limits.len());
-        args.push(Value::Integer(cost as i64));
+        args.push(cost_arg(cost));
         args.push(Value::from_static_str(if commit { "1" } else { "0" }));
         args.push(Value::from(member));
         args.extend(limits.iter().cloned());
@@ -360,7 +360,7 @@ impl RedisStore {
             let key = Key::from(self.key(&encode_segment(subject), &quota.state_ids()[0]));
             let reply: i64 = self
                 .eval(&i.gcra_sha, GCRA_LUA, || {
-                    let args = vec![Value::Integer(cost as i64), t.clone(), tau.clone()];
+                    let args = vec![cost_arg(cost), t.clone(), tau.clone()];
                     (vec![key.clone()], args)
                 })
                 .await?;
@@ -433,6 +433,16 @@ impl LimitArgs {
             generic: generic.into(),
             gcra,
         }
+    }
+}
+
+/// A cost as a script argument: the usual ones as static strings (the
+/// client formats nothing for them).
+fn cost_arg(cost: u64) -> Value {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(cost as usize) {
+        Some(s) => Value::from_static_str(s),
+        None => Value::Integer(cost as i64),
     }
 }
 
