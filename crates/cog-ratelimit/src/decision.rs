@@ -44,6 +44,10 @@ pub enum DecisionSource {
     /// A denial remembered locally: the subject was over its limit and its
     /// reset time had not come yet, so no round trip was made.
     LocalDeny,
+    /// A lease this instance holds: units of the subject's budget taken
+    /// from Redis earlier and spent here without a round trip (see
+    /// [`Leasing`](crate::store::Leasing)).
+    Lease,
     /// The store was unreachable; the local fallback limiter decided.
     Fallback,
     /// The store was unreachable; the request was admitted by policy.

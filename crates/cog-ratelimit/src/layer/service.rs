@@ -244,6 +244,7 @@ fn source_name(s: DecisionSource) -> &'static str {
     match s {
         DecisionSource::Store => "store",
         DecisionSource::LocalDeny => "local_deny",
+        DecisionSource::Lease => "lease",
         DecisionSource::Fallback => "fallback",
         DecisionSource::FailOpen => "fail_open",
     }

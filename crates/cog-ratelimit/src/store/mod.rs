@@ -8,10 +8,15 @@ use crate::quota::Quota;
 
 #[cfg(test)]
 mod differential;
+#[cfg(feature = "redis")]
+pub(crate) mod lease;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use lease::Leasing;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

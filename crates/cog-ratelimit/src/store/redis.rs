@@ -11,6 +11,7 @@ use fred::prelude::{ClientLike, Error as FredError};
 use fred::types::config::Options;
 use fred::types::{FromValue, Key, Value};
 
+use super::lease::{Leases, Leasing};
 use super::memory::MemoryStore;
 use super::{Lease, LeaseKind, Store, StoreError, check_cost};
 use crate::algo::Gcra;
@@ -21,6 +22,7 @@ use cog_core::keys::encode_segment;
 
 const DECIDE_LUA: &str = include_str!("redis.lua");
 const GCRA_LUA: &str = include_str!("redis_gcra.lua");
+const LEASE_LUA: &str = include_str!("redis_lease.lua");
 const RELEASE_LUA: &str =
     "for _, k in ipairs(KEYS) do redis.call('ZREM', k, ARGV[1]) end return #KEYS";
 
@@ -93,7 +95,10 @@ struct Inner {
     breaker: Breaker,
     decide_sha: String,
     gcra_sha: String,
+    lease_sha: String,
     release_sha: String,
+    /// The leased mode's leases, when it is on.
+    leases: Option<Leases>,
     /// `cog.ratelimit.redis.duration{outcome}`, seconds.
     duration: opentelemetry::metrics::Histogram<f64>,
 }
@@ -157,6 +162,8 @@ impl RedisStore {
                     .build(),
                 decide_sha: fred::util::sha1_hash(DECIDE_LUA),
                 gcra_sha: fred::util::sha1_hash(GCRA_LUA),
+                lease_sha: fred::util::sha1_hash(LEASE_LUA),
+                leases: s.leasing.map(Leases::new),
                 release_sha: fred::util::sha1_hash(RELEASE_LUA),
             }),
         }
@@ -171,6 +178,7 @@ impl RedisStore {
             policy: i.policy,
             local_deny: i.local_deny,
             deny_capacity: i.deny_capacity,
+            leasing: i.leases.as_ref().map(|l| l.config),
         }
     }
 
@@ -215,6 +223,21 @@ impl RedisStore {
     /// flat however many subjects are denied.
     pub fn local_deny_capacity(self, entries: usize) -> Self {
         self.with(|s| s.deny_capacity = entries)
+    }
+
+    /// Turns on the leased mode (default off): quotas of one GCRA limit
+    /// are spent from leases of their budget, most decisions without a
+    /// round trip, within the over-admission bound stated on [`Leasing`].
+    /// Failure policies apply when a lease runs out and Redis cannot be
+    /// reached; a live lease is spent whatever Redis's state (its units are
+    /// counted there already).
+    pub fn leased(self, leasing: Leasing) -> Self {
+        self.with(|s| s.leasing = Some(leasing))
+    }
+
+    /// The leased mode's settings, when it is on.
+    pub fn leasing(&self) -> Option<Leasing> {
+        self.inner.leases.as_ref().map(|l| l.config)
     }
 
     /// The `fred` client this store uses.
@@ -397,6 +420,105 @@ impl RedisStore {
     }
 }
 
+/// Where the leased mode keeps its ledger for a limit's state key.
+fn ledger_key(key: &str) -> String {
+    format!("{key}:lease")
+}
+
+impl RedisStore {
+    /// One call of the lease script: decides the request exactly and, when
+    /// this caller renews the subject's lease, gives the old one back and
+    /// takes a new one (see `redis_lease.lua`).
+    async fn decide_leased(
+        &self,
+        leases: &Leases,
+        (gcra, t, tau): &(Gcra, Value, Value),
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+    ) -> Result<Decision, StoreError> {
+        let i = &self.inner;
+        let fp = quota.fingerprint();
+        let (slot, renewal) = leases.begin(fp, subject, cost, self.now());
+        let (want, back_size, back_unused) = renewal
+            .as_ref()
+            .map_or((0, 0, 0), |r| (r.want, r.back_size, r.back_unused));
+        let key = self.key(&encode_segment(subject), &quota.state_ids()[0]);
+        let ledger = ledger_key(&key);
+        let lease_ns = leases.config.time().as_nanos().min(u128::from(u64::MAX)) as u64;
+        // The ledger outlives leases (4 lease times, at least 1 s): one that
+        // expires early only lets fewer refused requests through.
+        let ledger_ms = (lease_ns / 1_000_000).saturating_mul(4).max(1_000);
+        let int = |v: u64| Value::Integer(v.min(i64::MAX as u64) as i64);
+        let reply: Result<Vec<i64>, StoreError> = self
+            .eval(&i.lease_sha, LEASE_LUA, || {
+                let keys = vec![Key::from(key.as_str()), Key::from(ledger.as_str())];
+                let args = vec![
+                    cost_arg(cost),
+                    t.clone(),
+                    tau.clone(),
+                    int(want),
+                    int(back_size),
+                    int(back_unused),
+                    int(ledger_ms),
+                ];
+                (keys, args)
+            })
+            .await;
+        let parsed = reply.and_then(|r| match r[..] {
+            [code @ 0..=2, ns, granted] if ns >= 0 && granted >= 0 => {
+                Ok((code, ns as u64, granted as u64))
+            }
+            _ => Err(StoreError::Protocol(format!("lease reply {r:?}"))),
+        });
+        let (code, ns, granted) = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                if renewal.is_some() {
+                    Leases::finish(&slot, None, lease_ns, self.now());
+                }
+                return Err(e);
+            }
+        };
+        let d = match code {
+            1 => {
+                let mut status = gcra.admitted(ns);
+                if renewal.is_some() {
+                    Leases::finish(
+                        &slot,
+                        Some((granted, ns, status.remaining)),
+                        lease_ns,
+                        self.now(),
+                    );
+                }
+                status.remaining = status.remaining.saturating_add(granted);
+                gcra_decision_of(true, status, None)
+            }
+            2 => gcra_decision_of(
+                true,
+                LimitStatus {
+                    remaining: 0,
+                    reset_after: Duration::from_nanos(ns),
+                    allowed: true,
+                },
+                None,
+            ),
+            _ => {
+                let (status, retry) = gcra.refused(ns, cost);
+                gcra_decision_of(false, status, retry)
+            }
+        };
+        if code != 1 && renewal.is_some() {
+            // The old lease went back; nothing new was granted.
+            Leases::finish(&slot, Some((0, 0, 0)), lease_ns, self.now());
+        }
+        if d.allowed {
+            Leases::count(&slot, cost);
+        }
+        Ok(d)
+    }
+}
+
 /// A quota's limits as the decision scripts take them, formatted once per
 /// quota and shared by every call.
 pub(crate) struct LimitArgs {
@@ -449,13 +571,16 @@ fn cost_arg(cost: u64) -> Value {
 /// The decision the single-limit script's reply stands for (see
 /// `redis_gcra.lua`).
 fn gcra_decision(gcra: &Gcra, reply: i64, cost: u64) -> Decision {
-    let (allowed, status, retry) = if reply >= 0 {
-        (true, gcra.admitted(reply as u64), None)
+    if reply >= 0 {
+        gcra_decision_of(true, gcra.admitted(reply as u64), None)
     } else {
         // -1 - used, so `used` is at most i64::MAX: no overflow.
         let (status, retry) = gcra.refused((-1 - reply) as u64, cost);
-        (false, status, retry)
-    };
+        gcra_decision_of(false, status, retry)
+    }
+}
+
+fn gcra_decision_of(allowed: bool, status: LimitStatus, retry: Option<u64>) -> Decision {
     Decision {
         allowed,
         retry_after: retry.map(Duration::from_nanos),
@@ -543,6 +668,7 @@ struct Settings {
     policy: FailurePolicy,
     local_deny: bool,
     deny_capacity: usize,
+    leasing: Option<Leasing>,
 }
 
 impl Default for Settings {
@@ -554,6 +680,7 @@ impl Default for Settings {
             policy: FailurePolicy::FailOpen,
             local_deny: true,
             deny_capacity: 65_536,
+            leasing: None,
         }
     }
 }
@@ -634,6 +761,16 @@ impl Store for RedisStore {
     async fn check(&self, subject: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
         check_cost(cost)?;
         let fp = quota.fingerprint();
+        let leased = self
+            .inner
+            .leases
+            .as_ref()
+            .zip(quota.redis_args().gcra.as_ref());
+        if let Some((leases, _)) = leased
+            && let Some(d) = leases.spend(fp, subject, cost, self.now())
+        {
+            return Ok(d);
+        }
         if self.inner.local_deny
             && let Some(d) = self.inner.denied.get(fp, subject, cost, self.now())
         {
@@ -643,7 +780,11 @@ impl Store for RedisStore {
             let err = StoreError::unavailable("breaker open after a recent failure");
             return self.on_failure_decision(subject, quota, cost, err);
         }
-        match self.decide(subject, quota, cost, true).await {
+        let decided = match leased {
+            Some((leases, gcra)) => self.decide_leased(leases, gcra, subject, quota, cost).await,
+            None => self.decide(subject, quota, cost, true).await,
+        };
+        match decided {
             Ok(d) => {
                 self.record_success();
                 if self.inner.local_deny
@@ -685,7 +826,12 @@ impl Store for RedisStore {
 
     async fn reset(&self, subject: &str, quota: &Quota) -> Result<(), StoreError> {
         self.inner.denied.remove(quota.fingerprint(), subject);
-        let keys = self.keys(subject, quota);
+        let mut keys = self.keys(subject, quota);
+        if let Some(leases) = &self.inner.leases {
+            leases.remove(quota.fingerprint(), subject);
+            let ledgers: Vec<String> = keys.iter().map(|k| ledger_key(k)).collect();
+            keys.extend(ledgers);
+        }
         let opts = Options {
             timeout: Some(self.inner.timeout),
             fail_fast: true,
