@@ -5,6 +5,7 @@ mod cluster;
 mod differential;
 mod failure;
 mod layer;
+mod leased;
 mod memory;
 mod redis;
 mod support;
