@@ -8,15 +8,20 @@
 //! - `ratelimit_redis/cog_32_tasks`: decisions from 32 concurrent tasks on
 //!   one client; the throughput to compare with the server's own limit
 //!   (`scripts/bench-redis-decisions` runs it next to redis-benchmark).
+//! - `ratelimit_redis_leased/cog`: one hot key under its limit through the
+//!   leased mode (`RedisStore::leased`), leases of up to 4 096 units: most
+//!   decisions spend a local lease, one in 4 097 is a Redis round trip that
+//!   renews it. `ratelimit_redis_leased/cog_256`: the default 256 units.
 //! - `ratelimit_redis/fred_32_tasks`: the same, calling fred directly with
 //!   the same script and arguments: the floor cog's client side sits on.
 
+use std::future::Future;
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cog_ratelimit::store::{MemoryStore, RedisStore, Store};
+use cog_ratelimit::store::{Leasing, MemoryStore, RedisStore, Store};
 use cog_ratelimit::{Limit, Quota};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
@@ -189,5 +194,48 @@ fn redis(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, memory, memory_many_keys, redis);
+fn redis_leased(c: &mut Criterion) {
+    let server = match cog_testkit::RedisServer::start() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skipping ratelimit_redis_leased: {e}");
+            return;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(async {
+        let client = cog_ratelimit::store::connect(&server.url()).await.unwrap();
+        RedisStore::new(client).timeout(Duration::from_secs(5))
+    });
+    let quota = Quota::single(Limit::per_second(RATE as u64)).unwrap();
+    let mut g = c.benchmark_group("ratelimit_redis_leased");
+    g.throughput(Throughput::Elements(1));
+    // `cog`: leases of up to 4 096 units (a hot key's: one round trip per
+    // 4 097 decisions); `cog_256`: the default 256 (one per 257).
+    for (id, units) in [("cog", 4_096), ("cog_256", 256)] {
+        let store = store.clone().leased(Leasing::new().max_units(units));
+        // Every call through the store's API. The future is polled once in
+        // place (a leased decision is ready then); a renewal goes on to the
+        // runtime.
+        g.bench_function(id, |b| {
+            let _guard = rt.enter();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            b.iter(|| {
+                let mut f = std::pin::pin!(store.check(black_box("tenant-42"), &quota, 1));
+                let d = match f.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(d) => d,
+                    std::task::Poll::Pending => rt.block_on(f),
+                };
+                black_box(d.unwrap().is_allowed())
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, memory, memory_many_keys, redis, redis_leased);
 criterion_main!(benches);

@@ -420,6 +420,20 @@ impl RedisStore {
     }
 }
 
+/// Ends a lease renewal with nothing granted unless it is forgotten: on an
+/// error, and when the caller drops the call half-way.
+struct RenewGuard<'a> {
+    slot: &'a parking_lot::Mutex<super::lease::Slot>,
+    lease_ns: u64,
+    store: &'a RedisStore,
+}
+
+impl Drop for RenewGuard<'_> {
+    fn drop(&mut self) {
+        Leases::finish(self.slot, None, self.lease_ns, self.store.now());
+    }
+}
+
 /// Where the leased mode keeps its ledger for a limit's state key.
 fn ledger_key(key: &str) -> String {
     format!("{key}:lease")
@@ -440,12 +454,19 @@ impl RedisStore {
         let i = &self.inner;
         let fp = quota.fingerprint();
         let (slot, renewal) = leases.begin(fp, subject, cost, self.now());
+        let lease_ns = leases.config.time().as_nanos().min(u128::from(u64::MAX)) as u64;
+        // A caller that drops this future mid-call must not leave the
+        // renewal in flight forever.
+        let mut guard = renewal.is_some().then(|| RenewGuard {
+            slot: &slot,
+            lease_ns,
+            store: self,
+        });
         let (want, back_size, back_unused) = renewal
             .as_ref()
             .map_or((0, 0, 0), |r| (r.want, r.back_size, r.back_unused));
         let key = self.key(&encode_segment(subject), &quota.state_ids()[0]);
         let ledger = ledger_key(&key);
-        let lease_ns = leases.config.time().as_nanos().min(u128::from(u64::MAX)) as u64;
         // The ledger outlives leases (4 lease times, at least 1 s): one that
         // expires early only lets fewer refused requests through.
         let ledger_ms = (lease_ns / 1_000_000).saturating_mul(4).max(1_000);
@@ -473,13 +494,12 @@ impl RedisStore {
         });
         let (code, ns, granted) = match parsed {
             Ok(p) => p,
-            Err(e) => {
-                if renewal.is_some() {
-                    Leases::finish(&slot, None, lease_ns, self.now());
-                }
-                return Err(e);
-            }
+            // The guard ends the renewal with nothing granted.
+            Err(e) => return Err(e),
         };
+        if let Some(g) = guard.take() {
+            std::mem::forget(g);
+        }
         let d = match code {
             1 => {
                 let mut status = gcra.admitted(ns);

@@ -379,3 +379,21 @@ async fn leased_mode_on_a_cluster() {
         assert!((299..=300 + bound).contains(&ok), "{s}: {ok}");
     }
 }
+
+#[tokio::test]
+async fn a_call_dropped_half_way_does_not_stop_leasing() {
+    let server = RedisServer::start().unwrap();
+    let store = leased(&server.url(), Leasing::new()).await;
+    let quota = Quota::single(Limit::per_second(1_000_000)).unwrap();
+    // Each is polled once (the renewal starts) and dropped.
+    for _ in 0..5 {
+        assert!(futures_util::FutureExt::now_or_never(store.check("s", &quota, 1)).is_none());
+    }
+    let mut local = 0;
+    for _ in 0..2_000 {
+        if store.check("s", &quota, 1).await.unwrap().source() == DecisionSource::Lease {
+            local += 1;
+        }
+    }
+    assert!(local >= 1_900, "{local} of 2 000 local");
+}
