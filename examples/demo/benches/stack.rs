@@ -44,6 +44,7 @@ fn warm_demo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (app::Demo,
             python: None,
             control_url: None,
             instances: 2,
+            lease: None,
         };
         let demo = app::build(&config).await.unwrap();
         let key = demo.demo_key.clone().unwrap();

@@ -54,11 +54,15 @@ pub struct Config {
     /// Instances sharing the limits: while Redis is unreachable each
     /// enforces its share (`FailurePolicy::Local`).
     pub instances: u64,
+    /// Rate limits from leases of this lease time (the leased mode of
+    /// `RedisStore`), or exact per-request decisions (`None`).
+    pub lease: Option<Duration>,
 }
 
 impl Config {
     /// From `COG_REDIS_URL`, `COG_CONTROL_URL`, `COG_STORE`,
     /// `COG_DEMO_UPSTREAM_MS`, `COG_DEMO_INSTANCES` (default 2),
+    /// `COG_RATELIMIT_LEASE_MS` (leased rate limits; default exact),
     /// `COG_PYTHON_WASI` (default `target/python-wasi` when it is there).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -90,6 +94,9 @@ impl Config {
                 .and_then(|v| v.parse().ok())
                 .filter(|n| *n > 0)
                 .unwrap_or(2),
+            lease: var("COG_RATELIMIT_LEASE_MS")
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis),
         }
     }
 }
@@ -248,11 +255,14 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         .with_state(state);
     let api = match &redis {
         Some(client) => {
-            let limiter = cog_ratelimit::store::RedisStore::new(client.clone())
+            let mut limiter = cog_ratelimit::store::RedisStore::new(client.clone())
                 .timeout(config.redis_timeout)
                 .on_failure(FailurePolicy::Local {
                     instances: config.instances,
                 });
+            if let Some(time) = config.lease {
+                limiter = limiter.leased(cog_ratelimit::store::Leasing::new().lease_time(time));
+            }
             with_layers(api, limiter, &directory)
         }
         None => with_layers(api, MemoryStore::new(), &directory),

@@ -196,6 +196,7 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
         python: None,
         control_url: None,
         instances: 2,
+        lease: None,
     };
     let demo = Arc::new(app::build(&config).await.unwrap());
     metrics.observe(&demo.counters);
@@ -320,6 +321,7 @@ async fn the_pro_plan_runs_the_sample_python_plugin() {
         python: Some(python),
         control_url: None,
         instances: 2,
+        lease: None,
     };
     let demo = app::build(&config).await.unwrap();
     let free_key = demo.demo_key.clone().unwrap();

@@ -32,6 +32,7 @@ async fn start(url: &str) -> Instance {
         python: None,
         control_url: None,
         instances: 2,
+        lease: None,
     };
     let demo = Arc::new(app::build(&config).await.expect("the demo builds"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -5,8 +5,14 @@
 //! ```text
 //! cargo run --release -p example-load -- [--duration 30] [--rate 2500 | --max]
 //!     [--concurrency 64] [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2]
-//!     [--svg docs/load.svg] [--flush-redis]
+//!     [--svg docs/load.svg] [--flush-redis] [--instances 1] [--leased-ms 100]
 //! ```
+//!
+//! `--instances N` runs N demo instances in this process, sharing Redis and
+//! the control file, and spreads the connections over them;
+//! `--leased-ms` turns on the leased rate-limit mode with that lease time.
+//! With Redis, the report counts the rate limiter's Redis calls per request
+//! and what the noisy tenant was admitted against what its limit allows.
 //!
 //! By default requests go out on a fixed schedule (`--rate`, 2 500/s), each
 //! on its own task, and each latency is measured from when the request was
@@ -51,6 +57,8 @@ struct Options {
     upstream: Duration,
     svg: Option<String>,
     flush_redis: bool,
+    instances: usize,
+    lease: Option<Duration>,
 }
 
 fn options() -> Result<Options, String> {
@@ -65,6 +73,8 @@ fn options() -> Result<Options, String> {
         upstream: Duration::from_millis(200),
         svg: None,
         flush_redis: false,
+        instances: 1,
+        lease: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -91,10 +101,16 @@ fn options() -> Result<Options, String> {
             }
             "--svg" => o.svg = Some(value()?),
             "--flush-redis" => o.flush_redis = true,
+            "--instances" => o.instances = value()?.parse().map_err(|e| bad(&e))?,
+            "--leased-ms" => {
+                o.lease = Some(Duration::from_millis(
+                    value()?.parse().map_err(|e| bad(&e))?,
+                ))
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if o.mix.is_empty() || o.keys == 0 || o.concurrency == 0 {
+    if o.mix.is_empty() || o.keys == 0 || o.concurrency == 0 || o.instances == 0 {
         return Err("--mix, --keys and --concurrency must not be empty or zero".into());
     }
     Ok(o)
@@ -130,6 +146,9 @@ struct Tally {
     latencies: Latencies,
     statuses: BTreeMap<u16, u64>,
     completes: u64,
+    /// The noisy tenant's requests, and how many were admitted.
+    noisy_sent: u64,
+    noisy_ok: u64,
     /// (seconds since start, latency µs) for the chart, thinned.
     samples: Samples,
 }
@@ -173,7 +192,8 @@ async fn main() -> Result<(), app::Error> {
         redis_timeout: Duration::from_millis(100),
         python: None,
         control_url: None,
-        instances: 2,
+        instances: o.instances.max(2) as u64,
+        lease: o.lease,
     };
     if let Some(url) = &config.redis_url {
         support::prepare_redis(url, o.flush_redis).await?;
@@ -208,10 +228,25 @@ async fn main() -> Result<(), app::Error> {
     }
     demo.directory.refresh().await?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let router = demo.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    // The other instances read the tenants from the shared control file.
+    let mut routers = vec![demo.router.clone()];
+    for _ in 1..o.instances {
+        let other = app::build(&config).await?;
+        other.directory.refresh().await?;
+        routers.push(other.router.clone());
+    }
+    let mut addrs = Vec::new();
+    for router in routers {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        addrs.push(listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+    }
+    let addr = addrs[0];
+    let noisy = (o.mix.len() > 1).then(|| o.mix.len() - 1);
+    let scripts_before = match &config.redis_url {
+        Some(url) => Some(support::script_calls(url).await?),
+        None => None,
+    };
 
     // The rate-limit decision's own latency (one `EVALSHA` round trip),
     // measured beside the load on a thread and runtime of its own, so it
@@ -270,6 +305,7 @@ async fn main() -> Result<(), app::Error> {
     for w in 0..o.concurrency {
         let (client, zipf, keys, mix) = (client.clone(), zipf.clone(), keys.clone(), o.mix.clone());
         let items = o.items;
+        let addr = addrs[w % addrs.len()];
         // Open loop: this connection's share of the rate, staggered.
         let interval = o
             .rate
@@ -290,6 +326,8 @@ async fn main() -> Result<(), app::Error> {
                     tenant += 1;
                 }
                 let k = zipf.sample(&mut rng);
+                let is_noisy = Some(tenant) == noisy;
+                tally.noisy_sent += u64::from(is_noisy);
                 let req = if rng.random::<f64>() < items {
                     Request::builder()
                         .method(Method::GET)
@@ -319,20 +357,27 @@ async fn main() -> Result<(), app::Error> {
                         in_flight.spawn(
                             async move {
                                 let status = send(&client, req).await;
-                                (at, status, at.elapsed())
+                                (at, status, at.elapsed(), is_noisy)
                             },
-                            |(at, status, took)| tally.record(started, at, status, took),
+                            |(at, status, took, noisy)| {
+                                tally.noisy_ok += u64::from(noisy && status == 200);
+                                tally.record(started, at, status, took)
+                            },
                         );
                     }
                     None => {
                         let t = Instant::now();
                         let status = send(&client, req).await;
+                        tally.noisy_ok += u64::from(is_noisy && status == 200);
                         tally.record(started, t, status, t.elapsed());
                     }
                 }
             }
             in_flight
-                .finish(|(at, status, took)| tally.record(started, at, status, took))
+                .finish(|(at, status, took, noisy)| {
+                    tally.noisy_ok += u64::from(noisy && status == 200);
+                    tally.record(started, at, status, took)
+                })
                 .await;
             tally
         }));
@@ -345,6 +390,8 @@ async fn main() -> Result<(), app::Error> {
             *all.statuses.entry(s).or_default() += c;
         }
         all.completes += t.completes;
+        all.noisy_sent += t.noisy_sent;
+        all.noisy_ok += t.noisy_ok;
         all.samples.merge(t.samples);
     }
     let elapsed = started.elapsed();
@@ -400,6 +447,33 @@ async fn main() -> Result<(), app::Error> {
             lat.percentile_ms(0.5),
             lat.percentile_ms(0.99),
             lat.len()
+        ));
+        if let (Some(url), Some(before)) = (&config.redis_url, scripts_before) {
+            // The limiter's calls are the EVALSHAs (the cache runs none),
+            // less the probe's one per decision.
+            let calls = support::script_calls(url)
+                .await?
+                .saturating_sub(before + lat.len() as u64);
+            report.push_str(&format!(
+                "rate-limit Redis calls ({} instance(s), {}): {calls} = {:.4} per request\n",
+                addrs.len(),
+                match o.lease {
+                    Some(t) => format!("leased, lease time {} ms", t.as_millis()),
+                    None => "exact".to_owned(),
+                },
+                calls as f64 / requests.max(1.0)
+            ));
+        }
+    }
+    if noisy.is_some() {
+        // `free`: 10/s, burst 20.
+        let allowed = 20.0 + 10.0 * elapsed.as_secs_f64();
+        report.push_str(&format!(
+            "noisy tenant (free, 10/s, burst 20): {} admitted of {} sent; its limit allows {:.0} in {:.1} s\n",
+            all.noisy_ok,
+            all.noisy_sent,
+            allowed,
+            elapsed.as_secs_f64()
         ));
     }
     #[allow(clippy::print_stdout)]

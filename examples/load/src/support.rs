@@ -233,6 +233,27 @@ pub async fn prepare_redis(url: &str, flush: bool) -> Result<(), NotEmpty> {
     Ok(())
 }
 
+/// `EVALSHA` calls Redis has run that found their script.
+pub async fn script_calls(url: &str) -> Result<u64, NotEmpty> {
+    use fred::interfaces::ClientLike;
+    let client = cog_ratelimit::store::connect(url)
+        .await
+        .map_err(|e| NotEmpty::Redis(e.to_string()))?;
+    let info: String = client
+        .custom(fred::cmd!("INFO"), vec!["commandstats"])
+        .await
+        .map_err(|e| NotEmpty::Redis(e.to_string()))?;
+    let _ = client.quit().await;
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+            .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix(name)))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok(field("calls=").saturating_sub(field("failed_calls=")))
+}
+
 /// Seconds since `started`, for chart points.
 pub fn since(started: Instant, at: Instant) -> f32 {
     at.saturating_duration_since(started).as_secs_f32()
