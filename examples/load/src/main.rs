@@ -453,7 +453,7 @@ async fn main() -> Result<(), app::Error> {
             // less the probe's one per decision.
             let calls = support::script_calls(url)
                 .await?
-                .saturating_sub(before + lat.len() as u64);
+                .saturating_sub(before + lat.len());
             report.push_str(&format!(
                 "rate-limit Redis calls ({} instance(s), {}): {calls} = {:.4} per request\n",
                 addrs.len(),
