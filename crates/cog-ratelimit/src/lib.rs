@@ -81,6 +81,9 @@ pub mod extract;
 mod headers;
 mod layer;
 mod quota;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod region;
 mod source;
 pub mod store;
 

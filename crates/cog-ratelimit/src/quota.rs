@@ -391,6 +391,37 @@ impl Quota {
         &self.inner.redis_args
     }
 
+    /// This quota with every count, burst and max multiplied by `m`;
+    /// concurrency limits unchanged. The global store keeps regional state
+    /// in these finer units. `Err` when a scaled limit is out of range.
+    #[cfg(feature = "redis")]
+    pub(crate) fn scaled(&self, m: u64) -> Result<Quota, InvalidQuota> {
+        let mul = |v: u64| v.saturating_mul(m);
+        let limits = self.limits().iter().map(|l| {
+            let kind = match l.kind {
+                LimitKind::Gcra {
+                    count,
+                    period,
+                    burst,
+                } => LimitKind::Gcra {
+                    count: mul(count),
+                    period,
+                    burst: mul(burst),
+                },
+                LimitKind::SlidingWindow { max, window } => LimitKind::SlidingWindow {
+                    max: mul(max),
+                    window,
+                },
+                other => other,
+            };
+            Limit {
+                name: Some(Cow::Owned(l.name().into_owned())),
+                kind,
+            }
+        });
+        Quota::new(limits)
+    }
+
     /// This quota for one of `n` instances sharing it: every count, burst
     /// and max divided by `n`, rounded up, at least 1. Used by the local
     /// fallback when Redis is unreachable. Limits keep their names (derived

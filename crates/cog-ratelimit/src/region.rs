@@ -1,0 +1,666 @@
+//! Global limits across regions: one limit per subject, enforced by every
+//! region on its own Redis, with no cross-region call on the request path.
+//!
+//! # Protocol
+//!
+//! Each region enforces the global quota at a **share** `wᵢ` of it: its
+//! local state keeps the global limit in finer units (× `M`), and a request
+//! of cost `c` is charged `c·M / wᵢ` of them — so region `i` admits `wᵢ` of
+//! the global rate and burst, and a share change never resets state.
+//!
+//! Shares follow demand. Every instance counts the units asked for per
+//! subject; every [`sync_interval`](RegionSet::sync_interval) (a *round*,
+//! numbered from the Unix epoch) it adds them to its region's counter in
+//! the local Redis, *seals* the region's entry for the round that just
+//! ended — `(round, cumulative units, cumulative units a round earlier)` —
+//! and pushes that entry to every other region's Redis. Half a round later
+//! it reads the entries its local Redis holds and computes the shares: a
+//! region's demand is the units asked for in the last round (0 when its
+//! entry is older: idle, or cut off); every region gets at least a floor
+//! (a quarter of an equal split), the rest is split by demand.
+//!
+//! Entries are per region and ordered by `(round, units)`: merging keeps
+//! the larger, which is commutative, associative and idempotent (a
+//! G-counter per region), so pushes may repeat, cross and arrive late.
+//!
+//! # Bounds
+//!
+//! - **Links up** (latency under half a round): every region computes the
+//!   same shares from the same entries, they sum to at most 1, and the
+//!   fleet admits at most `(r·t + b) · Σᵢ maxᵢ` in any window of length
+//!   `t`, where `maxᵢ` is region `i`'s largest share during it — `r·t + b`
+//!   while shares are steady — plus what each region's own store adds (the
+//!   leased mode's `2·N·S`).
+//! - **Partition**: each side keeps computing shares from what it sees;
+//!   regions it cannot see count as idle, so each side admits at most its
+//!   own shares of the limit, and the total is at most limit × regions.
+//! - **Healing**: the first round after the links are back exchanges the
+//!   entries; shares agree again within two rounds.
+//!
+//! Quotas with a concurrency limit are not global: they are decided by the
+//! local region's store as given.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cog_core::keys::encode_segment;
+use fred::clients::Client;
+use fred::interfaces::LuaInterface;
+
+use crate::decision::{Decision, LimitStatus};
+use crate::quota::Quota;
+use crate::store::{Lease, RedisStore, Store, StoreError};
+
+const SEAL_LUA: &str = r#"
+-- KEYS[1] ledger; ARGV[1] region, ARGV[2] units to add, ARGV[3] round to
+-- seal, ARGV[4] lifetime (ms). Returns the region's sealed entry.
+local ok, cum = pcall(redis.call, 'HINCRBY', KEYS[1], 'c:' .. ARGV[1], ARGV[2])
+if not ok then
+  redis.call('DEL', KEYS[1])
+  cum = redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[1], ARGV[2])
+end
+local r = tonumber(ARGV[3])
+local e = redis.call('HGET', KEYS[1], ARGV[1])
+local er, ecum = -1, 0
+if e then
+  local a, b = string.match(e, '^(%d+):(%d+):%d+$')
+  er, ecum = tonumber(a) or -1, tonumber(b) or 0
+end
+if er < r then
+  e = r .. ':' .. cum .. ':' .. ecum
+  redis.call('HSET', KEYS[1], ARGV[1], e)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return e
+"#;
+
+const MERGE_LUA: &str = r#"
+-- KEYS[1] ledger; ARGV[1] region, ARGV[2] entry 'round:units:before',
+-- ARGV[3] lifetime (ms). Keeps the larger entry by (round, units, before).
+local function parse(e)
+  local a, b, c = string.match(e or '', '^(%d+):(%d+):(%d+)$')
+  return tonumber(a), tonumber(b), tonumber(c)
+end
+local nr, nc, np = parse(ARGV[2])
+if not nr then return 0 end
+local ok, cur = pcall(redis.call, 'HGET', KEYS[1], ARGV[1])
+if not ok then redis.call('DEL', KEYS[1]); cur = nil end
+local cr, cc, cp = parse(cur)
+if (not cr) or nr > cr or (nr == cr and (nc > cc or (nc == cc and np > cp))) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+const READ_LUA: &str = r#"
+local ok, v = pcall(redis.call, 'HGETALL', KEYS[1])
+if ok then return v end
+return {}
+"#;
+
+/// Finer units of the regional state: up to a thousandth of a unit.
+const SCALES: [u64; 4] = [1_000, 100, 10, 1];
+/// Shares are in millionths.
+const WHOLE: u64 = 1_000_000;
+
+/// The Redis deployments of every region, the local one first.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use cog_ratelimit::region::{GlobalStore, RegionSet};
+/// use cog_ratelimit::store::{connect, Leasing, RedisStore};
+///
+/// let eu = connect("redis://redis.eu:6379").await?;
+/// let regions = RegionSet::new("eu", eu.clone())
+///     .region("us", connect("redis://redis.us:6379").await?)
+///     .region("ap", connect("redis://redis.ap:6379").await?)
+///     .sync_interval(Duration::from_secs(1));
+/// let store = GlobalStore::new(regions, RedisStore::new(eu).leased(Leasing::new()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RegionSet {
+    regions: Vec<(String, Client)>,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for RegionSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionSet")
+            .field("local", &self.regions[0].0)
+            .field("regions", &self.names())
+            .field("interval", &self.interval)
+            .finish()
+    }
+}
+
+impl RegionSet {
+    /// The local region, `name`, on `client` (the same deployment the local
+    /// store uses).
+    pub fn new(name: impl Into<String>, client: Client) -> Self {
+        RegionSet {
+            regions: vec![(name.into(), client)],
+            interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Adds a remote region (a name already in the set is ignored). Every
+    /// region must know the same set.
+    pub fn region(mut self, name: impl Into<String>, client: Client) -> Self {
+        let name = name.into();
+        // A name already there (the local one included) is not added twice.
+        if !self.regions.iter().any(|(n, _)| *n == name) {
+            self.regions.push((name, client));
+        }
+        self
+    }
+
+    /// How often regions exchange demand and recompute shares (default 1 s,
+    /// at least 10 ms). Cross-region latency must stay under half of it.
+    pub fn sync_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Region names, the local one first.
+    pub fn names(&self) -> Vec<&str> {
+        self.regions.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn local(&self) -> &str {
+        &self.regions[0].0
+    }
+}
+
+/// One region's entry in a subject's ledger: at the end of `round`, the
+/// region had been asked for `units` in all, and `before` a round earlier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Entry {
+    pub(crate) round: u64,
+    pub(crate) units: u64,
+    pub(crate) before: u64,
+}
+
+impl Entry {
+    fn parse(s: &str) -> Option<Entry> {
+        let mut it = s.split(':').map(|p| p.parse::<u64>().ok());
+        let e = Entry {
+            round: it.next()??,
+            units: it.next()??,
+            before: it.next()??,
+        };
+        it.next().is_none().then_some(e)
+    }
+
+    #[cfg(test)]
+    fn render(&self) -> String {
+        format!("{}:{}:{}", self.round, self.units, self.before)
+    }
+}
+
+/// Entries by region.
+pub(crate) type Entries = BTreeMap<String, Entry>;
+
+/// Merges two views of a ledger: per region, the larger entry. The
+/// specification of `MERGE_LUA`, which a test holds it to.
+#[cfg(test)]
+pub(crate) fn merge(a: &Entries, b: &Entries) -> Entries {
+    let mut out = a.clone();
+    for (region, e) in b {
+        out.entry(region.clone())
+            .and_modify(|mine| *mine = (*mine).max(*e))
+            .or_insert(*e);
+    }
+    out
+}
+
+/// Shares (millionths) of `regions` after `round`, from the entries seen:
+/// a region's demand is what it was asked for during `round` (0 if its
+/// entry is for an earlier round); each gets at least a quarter of an equal
+/// split, the rest goes by demand. Never sums to more than a whole.
+pub(crate) fn shares(entries: &Entries, regions: &[&str], round: u64) -> Vec<u64> {
+    let k = regions.len().max(1) as u64;
+    let floor = WHOLE / (4 * k);
+    let demand: Vec<u64> = regions
+        .iter()
+        .map(|r| match entries.get(*r) {
+            Some(e) if e.round == round => e.units.saturating_sub(e.before),
+            _ => 0,
+        })
+        .collect();
+    let total: u128 = demand.iter().map(|&d| u128::from(d)).sum();
+    let rest = WHOLE - floor * k;
+    demand
+        .iter()
+        .map(|&d| {
+            if total == 0 {
+                WHOLE / k
+            } else {
+                floor + (u128::from(rest) * u128::from(d) / total) as u64
+            }
+        })
+        .collect()
+}
+
+/// A subject this instance has seen.
+struct Subject {
+    ledger: String,
+    /// This region's share, millionths.
+    share: AtomicU64,
+    /// Units asked for here and not yet added to the region's counter.
+    pending: AtomicU64,
+    /// The last round it was asked for.
+    active: AtomicU64,
+}
+
+struct Inner {
+    regions: RegionSet,
+    local: RedisStore,
+    prefix: String,
+    subjects: quick_cache::sync::Cache<(u64, Box<str>), Arc<Subject>>,
+    /// Scaled quotas by fingerprint, with their scale.
+    scaled: quick_cache::sync::Cache<u64, (Quota, u64)>,
+    /// Rounds completed by the sync task (for tests and metrics).
+    rounds: AtomicU32,
+}
+
+/// A [`Store`] enforcing each quota globally across a [`RegionSet`],
+/// deciding on the local region's store (exact or
+/// [leased](crate::store::Leasing)) with no cross-region call on the
+/// request path. The protocol and its bounds are in the
+/// [module docs](self).
+///
+/// Creating one spawns its sync task on the current Tokio runtime; it ends
+/// when the last clone of the store is dropped.
+#[derive(Clone)]
+pub struct GlobalStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GlobalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalStore")
+            .field("regions", &self.inner.regions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GlobalStore {
+    /// Global limits over `regions`, decided on `local` (a store on the
+    /// local region's deployment). Keeps up to 65 536 subjects' shares.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn new(regions: RegionSet, local: RedisStore) -> Self {
+        let inner = Arc::new(Inner {
+            regions,
+            local,
+            prefix: "cog:rg:".to_owned(),
+            subjects: quick_cache::sync::Cache::new(65_536),
+            scaled: quick_cache::sync::Cache::new(1_024),
+            rounds: AtomicU32::new(0),
+        });
+        tokio::spawn(sync(Arc::downgrade(&inner)));
+        GlobalStore { inner }
+    }
+
+    /// This region's current share of `quota` for `subject` (0 to 1).
+    pub fn share(&self, subject: &str, quota: &Quota) -> f64 {
+        let k = self.inner.regions.regions.len() as f64;
+        self.inner
+            .subjects
+            .get(&(quota.fingerprint(), subject.into()))
+            .map_or(1.0 / k, |s| {
+                s.share.load(Ordering::Relaxed) as f64 / WHOLE as f64
+            })
+    }
+
+    /// Sync rounds completed by this instance.
+    pub fn rounds(&self) -> u32 {
+        self.inner.rounds.load(Ordering::Relaxed)
+    }
+
+    fn subject(&self, subject: &str, quota: &Quota) -> Arc<Subject> {
+        let key = (quota.fingerprint(), Box::<str>::from(subject));
+        if let Some(s) = self.inner.subjects.get(&key) {
+            return s;
+        }
+        let k = self.inner.regions.regions.len() as u64;
+        let ledger = format!(
+            "{}{{{}}}:{}",
+            self.inner.prefix,
+            encode_segment(subject),
+            quota.state_ids().join(",")
+        );
+        let s = Arc::new(Subject {
+            ledger,
+            share: AtomicU64::new(WHOLE / k),
+            pending: AtomicU64::new(0),
+            active: AtomicU64::new(round_now(self.inner.regions.interval)),
+        });
+        self.inner.subjects.insert(key, s.clone());
+        s
+    }
+
+    fn scaled(&self, quota: &Quota) -> Result<(Quota, u64), StoreError> {
+        if let Some(q) = self.inner.scaled.get(&quota.fingerprint()) {
+            return Ok(q);
+        }
+        let q = SCALES
+            .iter()
+            .find_map(|&m| quota.scaled(m).ok().map(|q| (q, m)))
+            .ok_or_else(|| StoreError::Protocol("quota cannot be scaled".into()))?;
+        self.inner.scaled.insert(quota.fingerprint(), q.clone());
+        Ok(q)
+    }
+
+    /// Statuses in the regional units back in the quota's, as this region
+    /// sees them (what its share leaves).
+    fn unscale(d: &mut Decision, m: u64, share: u64) {
+        for s in d.statuses.iter_mut() {
+            let units =
+                u128::from(s.remaining) * u128::from(share) / u128::from(WHOLE) / u128::from(m);
+            *s = LimitStatus {
+                remaining: units as u64,
+                ..*s
+            };
+        }
+    }
+}
+
+/// Whether a quota is enforced globally (no concurrency limit).
+fn global(quota: &Quota) -> bool {
+    !quota.has_concurrency()
+}
+
+impl Store for GlobalStore {
+    async fn check(&self, subject: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
+        crate::store::check_cost(cost)?;
+        if !global(quota) {
+            return self.inner.local.check(subject, quota, cost).await;
+        }
+        let s = self.subject(subject, quota);
+        s.pending.fetch_add(cost, Ordering::Relaxed);
+        s.active
+            .store(round_now(self.inner.regions.interval), Ordering::Relaxed);
+        let share = s.share.load(Ordering::Relaxed).max(1);
+        let (scaled, m) = self.scaled(quota)?;
+        let charged = u128::from(cost) * u128::from(m) * u128::from(WHOLE) / u128::from(share);
+        let charged = u64::try_from(charged)
+            .ok()
+            .filter(|c| *c <= crate::MAX_COUNT)
+            .ok_or(StoreError::InvalidCost { cost })?;
+        let mut d = self.inner.local.check(subject, &scaled, charged).await?;
+        Self::unscale(&mut d, m, share);
+        Ok(d)
+    }
+
+    async fn inspect(&self, subject: &str, quota: &Quota) -> Result<Decision, StoreError> {
+        if !global(quota) {
+            return self.inner.local.inspect(subject, quota).await;
+        }
+        let share = (self.share(subject, quota) * WHOLE as f64) as u64;
+        let (scaled, m) = self.scaled(quota)?;
+        let mut d = self.inner.local.inspect(subject, &scaled).await?;
+        Self::unscale(&mut d, m, share.max(1));
+        Ok(d)
+    }
+
+    async fn reset(&self, subject: &str, quota: &Quota) -> Result<(), StoreError> {
+        if !global(quota) {
+            return self.inner.local.reset(subject, quota).await;
+        }
+        let (scaled, _) = self.scaled(quota)?;
+        self.inner.local.reset(subject, &scaled).await
+    }
+
+    fn release(&self, lease: Lease) {
+        self.inner.local.release(lease)
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn round_now(interval: Duration) -> u64 {
+    unix_ms() / (interval.as_millis() as u64).max(1)
+}
+
+/// The sync task: at each round boundary seal and push this region's
+/// entries; half a round later read the local ledgers and set the shares.
+async fn sync(inner: Weak<Inner>) {
+    let Some(interval) = inner.upgrade().map(|i| i.regions.interval) else {
+        return;
+    };
+    let ms = interval.as_millis() as u64;
+    let ledger_ms = (ms * 10).max(10_000).to_string();
+    loop {
+        // Sleep to the next boundary.
+        let now = unix_ms();
+        let next = (now / ms + 1) * ms;
+        tokio::time::sleep(Duration::from_millis(next - now)).await;
+        let round = next / ms;
+        let Some(i) = inner.upgrade() else { return };
+        let active: Vec<Arc<Subject>> = i
+            .subjects
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| s.active.load(Ordering::Relaxed) + 3 >= round)
+            .collect();
+        let timeout = interval / 2;
+        let local = i.regions.regions[0].1.clone();
+        let region = i.regions.local().to_owned();
+        for s in &active {
+            let units = s.pending.swap(0, Ordering::Relaxed);
+            let sealed = tokio::time::timeout(
+                timeout,
+                local.eval::<Option<String>, _, _, _>(
+                    SEAL_LUA,
+                    vec![s.ledger.clone()],
+                    vec![
+                        region.clone(),
+                        units.to_string(),
+                        (round - 1).to_string(),
+                        ledger_ms.clone(),
+                    ],
+                ),
+            )
+            .await;
+            let entry = match sealed {
+                Ok(Ok(Some(e))) => e,
+                _ => {
+                    // Not counted: try again next round.
+                    s.pending.fetch_add(units, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            for (_, client) in &i.regions.regions[1..] {
+                let (client, ledger, region, entry, ttl) = (
+                    client.clone(),
+                    s.ledger.clone(),
+                    region.clone(),
+                    entry.clone(),
+                    ledger_ms.clone(),
+                );
+                // Each push on its own: a slow or cut link delays nothing.
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        timeout,
+                        client.eval::<i64, _, _, _>(
+                            MERGE_LUA,
+                            vec![ledger],
+                            vec![region, entry, ttl],
+                        ),
+                    )
+                    .await;
+                });
+            }
+        }
+        drop(i);
+        tokio::time::sleep(interval / 2).await;
+        let Some(i) = inner.upgrade() else { return };
+        let names = i.regions.names();
+        for s in &active {
+            let read = tokio::time::timeout(
+                timeout,
+                local.eval::<Vec<String>, _, _, _>(
+                    READ_LUA,
+                    vec![s.ledger.clone()],
+                    Vec::<String>::new(),
+                ),
+            )
+            .await;
+            let Ok(Ok(flat)) = read else { continue };
+            let entries: Entries = flat
+                .chunks_exact(2)
+                .filter_map(|kv| Some((kv[0].clone(), Entry::parse(&kv[1])?)))
+                .collect();
+            let w = shares(&entries, &names, round - 1);
+            s.share.store(w[0], Ordering::Relaxed);
+        }
+        i.rounds.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn entries() -> impl Strategy<Value = Entries> {
+        proptest::collection::btree_map(
+            prop_oneof![Just("eu"), Just("us"), Just("ap")].prop_map(str::to_owned),
+            (0u64..5, 0u64..50, 0u64..50).prop_map(|(round, units, before)| Entry {
+                round,
+                units,
+                before,
+            }),
+            0..3,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_commutative_associative_and_idempotent(
+            a in entries(), b in entries(), c in entries()
+        ) {
+            prop_assert_eq!(merge(&a, &b), merge(&b, &a));
+            prop_assert_eq!(merge(&merge(&a, &b), &c), merge(&a, &merge(&b, &c)));
+            prop_assert_eq!(merge(&a, &a), a.clone());
+            // And a merge never loses what either side knew.
+            let m = merge(&a, &b);
+            for (r, e) in a.iter().chain(b.iter()) {
+                prop_assert!(m[r] >= *e);
+            }
+        }
+
+        #[test]
+        fn shares_never_sum_past_a_whole(e in entries(), round in 0u64..5) {
+            let w = shares(&e, &["eu", "us", "ap"], round);
+            prop_assert!(w.iter().sum::<u64>() <= WHOLE);
+            prop_assert!(w.iter().all(|&s| s >= WHOLE / 12));
+        }
+    }
+
+    #[test]
+    fn shares_follow_last_rounds_demand() {
+        let e: Entries = [
+            (
+                "eu".to_owned(),
+                Entry {
+                    round: 7,
+                    units: 900,
+                    before: 300,
+                },
+            ),
+            (
+                "us".to_owned(),
+                Entry {
+                    round: 7,
+                    units: 250,
+                    before: 50,
+                },
+            ),
+            // An older round: idle or cut off.
+            (
+                "ap".to_owned(),
+                Entry {
+                    round: 6,
+                    units: 500,
+                    before: 0,
+                },
+            ),
+        ]
+        .into();
+        let w = shares(&e, &["eu", "us", "ap"], 7);
+        let floor = WHOLE / 12;
+        let rest = WHOLE - 3 * floor;
+        assert_eq!(
+            w,
+            vec![floor + rest * 600 / 800, floor + rest * 200 / 800, floor]
+        );
+        // Nobody asked: an equal split.
+        assert_eq!(shares(&e, &["eu", "us", "ap"], 9), vec![WHOLE / 3; 3]);
+    }
+
+    /// The Lua merge, run by a real Redis on random pushes, ends where the
+    /// Rust merge does, in any order.
+    #[test]
+    fn redis_merges_as_the_specification_does() {
+        let server = cog_testkit::RedisServer::start().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(crate::store::connect(&server.url())).unwrap();
+        let n = std::sync::atomic::AtomicU64::new(0);
+        proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64))
+            .run(&proptest::collection::vec(entries(), 1..5), |views| {
+                let ledger = format!("l{}", n.fetch_add(1, Ordering::Relaxed));
+                let mut expected = Entries::new();
+                for v in &views {
+                    expected = merge(&expected, v);
+                    for (region, e) in v {
+                        let _: i64 = rt
+                            .block_on(client.eval(
+                                MERGE_LUA,
+                                vec![ledger.clone()],
+                                vec![region.clone(), e.render(), "60000".into()],
+                            ))
+                            .unwrap();
+                    }
+                }
+                let flat: Vec<String> = rt
+                    .block_on(client.eval(READ_LUA, vec![ledger], Vec::<String>::new()))
+                    .unwrap();
+                let got: Entries = flat
+                    .chunks_exact(2)
+                    .map(|kv| (kv[0].clone(), Entry::parse(&kv[1]).unwrap()))
+                    .collect();
+                prop_assert_eq!(got, expected);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn entries_parse_and_render() {
+        let e = Entry {
+            round: 1,
+            units: 2,
+            before: 3,
+        };
+        assert_eq!(Entry::parse(&e.render()), Some(e));
+        for bad in ["", "1:2", "1:2:3:4", "a:b:c", "-1:2:3"] {
+            assert_eq!(Entry::parse(bad), None, "{bad}");
+        }
+    }
+}
