@@ -142,7 +142,8 @@ pub(crate) struct Renewal {
 
 type Key = (u64, Box<str>);
 
-/// Looks up a `(u64, Box<str>)` key without allocating one; hashes like it.
+/// Looks up a `(quota fingerprint, subject)` key without allocating one;
+/// hashes like it. Shared with the deny cache.
 #[derive(Hash)]
 pub(crate) struct KeyRef<'a>(pub(crate) u64, pub(crate) &'a str);
 
@@ -350,6 +351,20 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_is_spent_only_by_its_subject_and_quota() {
+        let leases = Leases::new(Leasing::new());
+        let (slot, _) = leases.begin(1, "a", 1, 1);
+        Leases::finish(&slot, Some((10, 0, 0)), 1_000, 1);
+        assert!(leases.spend(1, "b", 1, 2).is_none());
+        assert!(leases.spend(2, "a", 1, 2).is_none());
+        assert!(leases.spend(1, "a", 1, 2).is_some());
+        assert!(!quick_cache::Equivalent::equivalent(
+            &KeyRef(1, "a"),
+            &(1, Box::<str>::from("b"))
+        ));
+    }
+
+    #[test]
     fn an_expired_lease_is_not_spent() {
         let leases = Leases::new(Leasing::new());
         let (slot, _) = leases.begin(1, "s", 1, 1);
@@ -365,6 +380,21 @@ mod tests {
             let _ = leases.begin(1, &format!("subject-{i}"), 1, 1);
             assert!(leases.len() <= 1_000 + 64);
         }
+    }
+
+    #[test]
+    fn settings_are_kept_and_floored() {
+        let l = Leasing::new()
+            .lease_time(Duration::from_millis(5))
+            .max_units(0)
+            .capacity(0);
+        assert_eq!(l.time(), Duration::from_millis(5));
+        assert_eq!(l.bound(1, 1_000), 2);
+        assert_eq!(
+            Leasing::new().lease_time(Duration::ZERO).time(),
+            Duration::from_millis(1)
+        );
+        assert_eq!(Leasing::new().time(), Duration::from_millis(100));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use fred::prelude::{ClientLike, Error as FredError};
 use fred::types::config::Options;
 use fred::types::{FromValue, Key, Value};
 
-use super::lease::{Leases, Leasing};
+use super::lease::{KeyRef, Leases, Leasing};
 use super::memory::MemoryStore;
 use super::{Lease, LeaseKind, Store, StoreError, check_cost};
 use crate::algo::Gcra;
@@ -712,16 +712,6 @@ struct DenyCache {
     map: quick_cache::sync::Cache<(u64, Box<str>), Denied>,
 }
 
-/// Looks up a `(u64, Box<str>)` key without allocating one; hashes like it.
-#[derive(Hash)]
-struct DenyKey<'a>(u64, &'a str);
-
-impl quick_cache::Equivalent<(u64, Box<str>)> for DenyKey<'_> {
-    fn equivalent(&self, key: &(u64, Box<str>)) -> bool {
-        self.0 == key.0 && self.1 == &*key.1
-    }
-}
-
 #[derive(Clone)]
 struct Denied {
     until: u64,
@@ -741,7 +731,7 @@ impl DenyCache {
         if self.map.is_empty() {
             return None;
         }
-        let d = self.map.get(&DenyKey(fp, subject))?;
+        let d = self.map.get(&KeyRef(fp, subject))?;
         if now >= d.until || cost < d.cost {
             return None;
         }
@@ -768,7 +758,7 @@ impl DenyCache {
     }
 
     fn remove(&self, fp: u64, subject: &str) {
-        self.map.remove(&DenyKey(fp, subject));
+        self.map.remove(&KeyRef(fp, subject));
     }
 
     #[cfg(test)]

@@ -397,3 +397,26 @@ async fn a_call_dropped_half_way_does_not_stop_leasing() {
     }
     assert!(local >= 1_900, "{local} of 2 000 local");
 }
+
+#[tokio::test]
+async fn a_lease_is_not_spent_past_its_lease_time() {
+    let server = RedisServer::start().unwrap();
+    let store = leased(
+        &server.url(),
+        Leasing::new().lease_time(Duration::from_millis(50)),
+    )
+    .await;
+    let quota = Quota::single(Limit::per_second(1_000_000)).unwrap();
+    for _ in 0..50 {
+        store.check("s", &quota, 1).await.unwrap();
+    }
+    assert_eq!(
+        store.check("s", &quota, 1).await.unwrap().source(),
+        DecisionSource::Lease
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        store.check("s", &quota, 1).await.unwrap().source(),
+        DecisionSource::Store
+    );
+}

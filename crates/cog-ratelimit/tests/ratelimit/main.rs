@@ -8,4 +8,5 @@ mod layer;
 mod leased;
 mod memory;
 mod redis;
+mod region;
 mod support;

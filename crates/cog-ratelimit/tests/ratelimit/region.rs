@@ -1,0 +1,203 @@
+//! Global limits across three regions: three real redis-servers, the
+//! links between regions through proxies adding 1 / 40 / 80 ms and cut
+//! for partitions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cog_ratelimit::region::{GlobalStore, RegionSet};
+use cog_ratelimit::store::{RedisStore, Store};
+use cog_ratelimit::{Limit, Quota};
+use cog_testkit::{Proxy, RedisServer};
+
+use crate::support::client;
+
+const NAMES: [&str; 3] = ["eu", "us", "ap"];
+const ROUND: Duration = Duration::from_millis(250);
+
+struct World {
+    _servers: Vec<RedisServer>,
+    /// proxies[i][j]: region i's link to region j's Redis.
+    proxies: Vec<Vec<Option<Proxy>>>,
+    stores: Vec<GlobalStore>,
+}
+
+fn latency(i: usize, j: usize) -> Duration {
+    match (i.min(j), i.max(j)) {
+        (0, 1) => Duration::from_millis(1),
+        (0, 2) => Duration::from_millis(40),
+        _ => Duration::from_millis(80),
+    }
+}
+
+async fn world() -> World {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start().unwrap()).collect();
+    let mut proxies = Vec::new();
+    let mut stores = Vec::new();
+    for i in 0..3 {
+        let mut row = Vec::new();
+        let local = client(&servers[i].url()).await;
+        let mut set = RegionSet::new(NAMES[i], local.clone()).sync_interval(ROUND);
+        for j in 0..3 {
+            if i == j {
+                row.push(None);
+                continue;
+            }
+            let addr = servers[j].url().trim_start_matches("redis://").to_owned();
+            let proxy = Proxy::start(&addr).await.unwrap();
+            proxy.set_latency(latency(i, j));
+            set = set.region(NAMES[j], client(&proxy.redis_url()).await);
+            row.push(Some(proxy));
+        }
+        proxies.push(row);
+        let local_store = RedisStore::new(local)
+            .timeout(Duration::from_millis(200))
+            .local_deny(false);
+        stores.push(GlobalStore::new(set, local_store));
+    }
+    World {
+        _servers: servers,
+        proxies,
+        stores,
+    }
+}
+
+impl World {
+    /// Cuts (or restores) every link between `region` and the others.
+    fn isolate(&self, region: usize, cut: bool) {
+        for (i, row) in self.proxies.iter().enumerate() {
+            for (j, p) in row.iter().enumerate() {
+                if let Some(p) = p
+                    && (i == region || j == region)
+                {
+                    if cut { p.cut() } else { p.restore() }
+                }
+            }
+        }
+    }
+}
+
+/// Sends requests from region `r` at `rate` per second until `until`,
+/// counting admissions.
+fn drive(
+    store: GlobalStore,
+    quota: Quota,
+    rate: f64,
+    until: Instant,
+    admitted: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let gap = Duration::from_secs_f64(1.0 / rate);
+        let mut due = Instant::now();
+        while Instant::now() < until {
+            if store.check("tenant", &quota, 1).await.unwrap().is_allowed() {
+                admitted.fetch_add(1, Ordering::Relaxed);
+            }
+            due += gap;
+            tokio::time::sleep_until(due.into()).await;
+        }
+    })
+}
+
+fn counters() -> Vec<Arc<AtomicU64>> {
+    (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect()
+}
+
+fn take(c: &[Arc<AtomicU64>]) -> Vec<u64> {
+    c.iter().map(|a| a.swap(0, Ordering::Relaxed)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_global_limit_with_shares_by_demand_then_a_partition_then_healing() {
+    let w = world().await;
+    // 300/s, burst 30, for the whole fleet.
+    let quota = Quota::single(Limit::per_second(300).burst(30)).unwrap();
+    let admitted = counters();
+    let start = Instant::now();
+    let end = start + Duration::from_secs(11);
+    // Demand: eu 400/s, us 200/s, ap 100/s (700/s against a limit of 300).
+    let tasks: Vec<_> = [400.0, 200.0, 100.0]
+        .iter()
+        .enumerate()
+        .map(|(i, &rate)| {
+            drive(
+                w.stores[i].clone(),
+                quota.clone(),
+                rate,
+                end,
+                admitted[i].clone(),
+            )
+        })
+        .collect();
+
+    // Links up: after two rounds the shares follow demand and sum to a
+    // whole; the fleet admits the limit's rate, not more.
+    tokio::time::sleep(ROUND * 4).await;
+    let shares: Vec<f64> = w.stores.iter().map(|s| s.share("tenant", &quota)).collect();
+    assert!(shares.iter().sum::<f64>() <= 1.0 + 1e-6, "{shares:?}");
+    assert!(shares[0] > shares[1] && shares[1] > shares[2], "{shares:?}");
+    take(&admitted);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = take(&admitted);
+    let secs = t.elapsed().as_secs_f64();
+    let total: u64 = got.iter().sum();
+    // At most the rate plus a burst; the floor of ap's share it does not
+    // use in full is the only slack below it.
+    assert!(
+        total as f64 <= 300.0 * secs + 30.0,
+        "{got:?} in {secs:.2} s"
+    );
+    assert!(total as f64 >= 0.7 * 300.0 * secs, "{got:?} in {secs:.2} s");
+
+    // ap cut off: each side admits at most its own shares of the limit.
+    w.isolate(2, true);
+    tokio::time::sleep(ROUND * 4).await;
+    let cut: Vec<f64> = w.stores.iter().map(|s| s.share("tenant", &quota)).collect();
+    // eu and us count ap as idle, ap counts them as idle.
+    assert!(cut[2] > 0.8, "{cut:?}");
+    assert!(cut[0] + cut[1] > 0.9, "{cut:?}");
+    take(&admitted);
+    let t = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = take(&admitted);
+    let secs = t.elapsed().as_secs_f64();
+    let side = |share: f64| share * 300.0 * secs + 30.0;
+    assert!(
+        (got[0] + got[1]) as f64 <= side(cut[0] + cut[1]),
+        "{got:?} {cut:?}"
+    );
+    assert!(got[2] as f64 <= side(cut[2]), "{got:?} {cut:?}");
+    assert!(
+        (got.iter().sum::<u64>() as f64) <= 3.0 * 300.0 * secs + 90.0,
+        "{got:?}"
+    );
+
+    // Healed: the regions agree again (their shares, each computed apart,
+    // add up to a whole) within a few rounds — the clients' reconnection
+    // to the restored links included.
+    w.isolate(2, false);
+    let healed_at = Instant::now();
+    let mut rounds = 0;
+    loop {
+        tokio::time::sleep(ROUND).await;
+        rounds += 1;
+        let healed: Vec<f64> = w.stores.iter().map(|s| s.share("tenant", &quota)).collect();
+        let sum: f64 = healed.iter().sum();
+        if (sum - 1.0).abs() < 0.01 && healed[2] < 0.5 {
+            break;
+        }
+        assert!(
+            rounds < 8,
+            "not converged after {rounds} rounds: {healed:?}"
+        );
+    }
+    eprintln!(
+        "converged {:?} ({rounds} rounds) after the links came back",
+        healed_at.elapsed()
+    );
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
