@@ -18,6 +18,8 @@ pub struct CacheBuilder<K, V> {
     schema: Option<u64>,
     #[cfg(feature = "redis")]
     redis: Option<(fred::clients::Client, crate::l2::L2Settings)>,
+    #[cfg(feature = "redis")]
+    regions: Vec<fred::clients::Client>,
     _types: PhantomData<fn(K) -> V>,
 }
 
@@ -70,6 +72,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
             schema: None,
             #[cfg(feature = "redis")]
             redis: None,
+            #[cfg(feature = "redis")]
+            regions: Vec::new(),
             _types: PhantomData,
         }
     }
@@ -186,6 +190,21 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
+    /// Adds another region's Redis (its own L2, on `client`): every
+    /// invalidation made here — key, tag or tenant — is also applied to
+    /// that region's L2 and published there, so its instances drop their L1
+    /// entries. Sent off the caller's path, in order, retried every
+    /// `redis_retry_interval` while the region is unreachable; at most
+    /// 10 000 wait per region (past that the oldest are dropped, and those
+    /// entries live there until their TTL). Reads and writes stay on the
+    /// local L2. Needs [`redis`](Self::redis).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn region(mut self, client: fred::clients::Client) -> Self {
+        self.regions.push(client);
+        self
+    }
+
     #[cfg(feature = "redis")]
     fn l2_settings(&mut self) -> Option<&mut crate::l2::L2Settings> {
         self.redis.as_mut().map(|(_, s)| s)
@@ -256,9 +275,24 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     return Err(BuildError::NoRuntime);
                 }
                 let channel = format!("{}invalidate", settings.prefix);
+                let retry = settings.retry_interval;
+                let remotes: Vec<_> = self
+                    .regions
+                    .drain(..)
+                    .map(|c| {
+                        Arc::new(crate::regions::Remote::new(crate::l2::L2::new(
+                            c,
+                            settings.clone(),
+                        )))
+                    })
+                    .collect();
                 let l2 = crate::l2::L2::new(client.clone(), settings);
                 let origin = l2.origin;
-                let inner = Inner::new(self.config, self.capacity, Some(l2));
+                let inner =
+                    Inner::with_remotes(self.config, self.capacity, Some(l2), remotes.clone());
+                for r in remotes {
+                    crate::regions::spawn(Arc::downgrade(&inner), r, retry);
+                }
                 crate::subscriber::spawn(&client, Arc::downgrade(&inner), origin, channel)
                     .map_err(|e| BuildError::Subscriber(e.to_string()))?;
                 return Ok(TieredCache::from_inner(inner));

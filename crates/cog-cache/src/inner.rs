@@ -75,6 +75,9 @@ pub(crate) struct Inner<K, V> {
     /// Whether this instance receives other instances' invalidations (set
     /// once its subscription is active; always for a cache without L2).
     pub(crate) listening: tokio::sync::watch::Sender<bool>,
+    /// Other regions' L2s, which every invalidation also reaches.
+    #[cfg(feature = "redis")]
+    pub(crate) remotes: Vec<Arc<crate::regions::Remote<K>>>,
 }
 
 /// Starts quanta's upkeep thread once per process: it refreshes a coarse
@@ -92,7 +95,43 @@ pub(crate) fn unix_ms() -> u64 {
 }
 
 impl<K: CacheKey, V: CacheValue> Inner<K, V> {
+    /// Invalidations still to reach other regions.
+    #[cfg(feature = "redis")]
+    pub(crate) fn regions_pending(&self) -> usize {
+        self.remotes.iter().map(|r| r.pending()).sum()
+    }
+
+    #[cfg(not(feature = "redis"))]
+    pub(crate) fn regions_pending(&self) -> usize {
+        0
+    }
+
+    /// Queues `msg` for every other region (no-op with none).
+    pub(crate) fn fan_out(&self, msg: &crate::l2::Invalidation<K>) {
+        #[cfg(feature = "redis")]
+        for r in &self.remotes {
+            r.send(msg);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = msg;
+    }
+
     pub(crate) fn new(config: Config<K, V>, capacity_bytes: u64, l2: Option<L2>) -> Arc<Self> {
+        Self::with_remotes(
+            config,
+            capacity_bytes,
+            l2,
+            #[cfg(feature = "redis")]
+            Vec::new(),
+        )
+    }
+
+    pub(crate) fn with_remotes(
+        config: Config<K, V>,
+        capacity_bytes: u64,
+        l2: Option<L2>,
+        #[cfg(feature = "redis")] remotes: Vec<Arc<crate::regions::Remote<K>>>,
+    ) -> Arc<Self> {
         let l2_absent = l2.is_none();
         let usage = Arc::new(TenantUsage::default());
         let estimated_items = (capacity_bytes / 512).clamp(16, 10_000_000) as usize;
@@ -120,6 +159,8 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             generations: Generations::default(),
             recent: Default::default(),
             listening: tokio::sync::watch::Sender::new(l2_absent),
+            #[cfg(feature = "redis")]
+            remotes,
             config,
         });
         let observed: Arc<dyn crate::stats::Observed> = inner.clone();

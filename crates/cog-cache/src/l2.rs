@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A message telling every instance to drop L1 entries.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Invalidation<K> {
     /// One key of one tenant.
     Key { tenant: String, key: K },

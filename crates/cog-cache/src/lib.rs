@@ -82,6 +82,8 @@ mod inner;
 mod l2;
 mod marker;
 mod recent;
+#[cfg(feature = "redis")]
+mod regions;
 mod slot;
 mod stats;
 #[cfg(feature = "redis")]

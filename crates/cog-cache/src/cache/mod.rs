@@ -140,6 +140,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 inner.stats.l2_error(&e);
             }
         }
+        inner.fan_out(&msg);
     }
 
     /// Resolves once this instance receives other instances' invalidations
@@ -150,6 +151,12 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         let mut rx = self.inner.listening.subscribe();
         // The sender lives as long as the cache: this cannot fail.
         let _ = rx.wait_for(|ready| *ready).await;
+    }
+
+    /// Invalidations still to reach other regions (see
+    /// [`CacheBuilder::region`](crate::CacheBuilder::region)).
+    pub fn regions_pending(&self) -> usize {
+        self.inner.regions_pending()
     }
 
     /// Counters since the cache was built.
@@ -273,6 +280,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 inner.stats.l2_error(&e);
             }
         }
+        inner.fan_out(&msg);
     }
 
     /// Removes every entry of this view's tenant: here, in L2 (a `SCAN`
@@ -293,6 +301,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 inner.stats.l2_error(&e);
             }
         }
+        inner.fan_out(&msg);
     }
 
     fn l1_ref<'k>(&'k self, key: &'k K) -> L1Ref<'k, K> {

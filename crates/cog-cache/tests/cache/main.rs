@@ -3,5 +3,6 @@
 mod http;
 mod l1;
 mod redis;
+mod regions;
 mod rfc9111;
 mod support;

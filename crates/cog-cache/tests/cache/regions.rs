@@ -1,0 +1,152 @@
+//! Invalidations across three regions: three real redis-servers, each
+//! region's instance on its own as L2, the links between regions through
+//! proxies adding 1 / 40 / 80 ms and cut for a partition.
+
+use std::time::{Duration, Instant};
+
+use cog_cache::TieredCache;
+use cog_testkit::{Proxy, RedisServer};
+
+use crate::support::{Cache, client};
+
+struct World {
+    _servers: Vec<RedisServer>,
+    /// links[i]: region i's proxies to the other regions.
+    links: Vec<Vec<Proxy>>,
+    caches: Vec<Cache>,
+}
+
+fn latency(i: usize, j: usize) -> Duration {
+    match (i.min(j), i.max(j)) {
+        (0, 1) => Duration::from_millis(1),
+        (0, 2) => Duration::from_millis(40),
+        _ => Duration::from_millis(80),
+    }
+}
+
+async fn world() -> World {
+    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start().unwrap()).collect();
+    let mut links = Vec::new();
+    let mut caches = Vec::new();
+    for i in 0..3 {
+        let mut b = TieredCache::builder()
+            .redis(client(&servers[i].url()).await)
+            .schema("v1")
+            .redis_timeout(Duration::from_millis(300))
+            .redis_retry_interval(Duration::from_millis(100));
+        let mut row = Vec::new();
+        for j in (0..3).filter(|&j| j != i) {
+            let addr = servers[j].url().trim_start_matches("redis://").to_owned();
+            let p = Proxy::start(&addr).await.unwrap();
+            p.set_latency(latency(i, j));
+            b = b.region(client(&p.redis_url()).await);
+            row.push(p);
+        }
+        links.push(row);
+        let cache: Cache = b.build().unwrap();
+        cache.invalidations_ready().await;
+        caches.push(cache);
+    }
+    World {
+        _servers: servers,
+        links,
+        caches,
+    }
+}
+
+/// Every region holds its own copy of `key` (in L1 and its L2).
+async fn fill(w: &World, key: &str) {
+    for (i, c) in w.caches.iter().enumerate() {
+        c.insert(key.to_owned(), format!("v{i}")).await;
+        assert!(c.get(&key.to_owned()).await.is_some());
+    }
+}
+
+/// How long until no region has `key` any more (L1 or L2).
+async fn gone_everywhere(w: &World, key: &str, started: Instant) -> Duration {
+    let key = key.to_owned();
+    loop {
+        let mut any = false;
+        for c in &w.caches {
+            any |= c.get(&key).await.is_some();
+        }
+        if !any {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still cached");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_reach_every_region_and_wait_out_a_partition() {
+    let w = world().await;
+
+    // A key, a tag and a tenant, each invalidated in eu (region 0).
+    fill(&w, "k").await;
+    let t = Instant::now();
+    w.caches[0].invalidate(&"k".to_owned()).await;
+    let key_window = gone_everywhere(&w, "k", t).await;
+
+    for (i, c) in w.caches.iter().enumerate() {
+        c.tagged(["t"])
+            .insert("tagged".into(), format!("v{i}"))
+            .await;
+    }
+    let t = Instant::now();
+    w.caches[0].invalidate_tag("t").await;
+    let tag_window = gone_everywhere(&w, "tagged", t).await;
+
+    let tenant: Vec<_> = w.caches.iter().map(|c| c.tenant("acme")).collect();
+    for (i, c) in tenant.iter().enumerate() {
+        c.insert("x".into(), format!("v{i}")).await;
+    }
+    let t = Instant::now();
+    tenant[0].invalidate_tenant().await;
+    loop {
+        let mut any = false;
+        for c in &tenant {
+            any |= c.get(&"x".to_owned()).await.is_some();
+        }
+        if !any {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "tenant still cached");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let tenant_window = t.elapsed();
+    eprintln!(
+        "invalidation windows: key {key_window:?}, tag {tag_window:?}, tenant {tenant_window:?}"
+    );
+    // The farthest region is 80 ms away (a round trip per Redis call, two
+    // or three calls): well under half a second.
+    for d in [key_window, tag_window, tenant_window] {
+        assert!(d < Duration::from_millis(500), "{d:?}");
+    }
+
+    // ap (region 2) cut off from eu: an invalidation in eu waits for it,
+    // and lands once the link is back. (First, every earlier one has been
+    // acknowledged: the last answers are still on their way back.)
+    crate::support::eventually("the outboxes are empty", async || {
+        w.caches[0].regions_pending() == 0
+    })
+    .await;
+    fill(&w, "p").await;
+    w.links[0][1].cut();
+    w.caches[0].invalidate(&"p".to_owned()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(w.caches[1].get(&"p".to_owned()).await.is_none());
+    assert!(
+        w.caches[2].get(&"p".to_owned()).await.is_some(),
+        "ap is cut off: it still has its copy"
+    );
+    assert_eq!(w.caches[0].regions_pending(), 1);
+    let t = Instant::now();
+    w.links[0][1].restore();
+    let healed = gone_everywhere(&w, "p", t).await;
+    eprintln!("after the link came back: {healed:?}");
+    crate::support::eventually("the outbox is empty", async || {
+        w.caches[0].regions_pending() == 0
+    })
+    .await;
+}
