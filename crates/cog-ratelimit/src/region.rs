@@ -237,13 +237,13 @@ pub(crate) fn shares(entries: &Entries, regions: &[&str], round: u64) -> Vec<u64
     let rest = WHOLE - floor * k;
     demand
         .iter()
-        .map(|&d| {
-            if total == 0 {
-                WHOLE / k
-            } else {
-                floor + (u128::from(rest) * u128::from(d) / total) as u64
-            }
-        })
+        .map(
+            |&d| match (u128::from(rest) * u128::from(d)).checked_div(total) {
+                Some(by_demand) => floor + by_demand as u64,
+                // Nobody asked: an equal split.
+                None => WHOLE / k,
+            },
+        )
         .collect()
 }
 
