@@ -365,6 +365,28 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_decision_counts_down_redis_reset_time() {
+        let leases = Leases::new(Leasing::new());
+        let (slot, _) = leases.begin(1, "s", 1, 1);
+        Leases::finish(&slot, Some((10, 5_000, 90)), 100_000, 1);
+        let d = leases.spend(1, "s", 1, 1_001).unwrap();
+        assert_eq!(d.statuses()[0].reset_after, Duration::from_nanos(4_000));
+        let d = leases.spend(1, "s", 1, 9_001).unwrap();
+        assert_eq!(d.statuses()[0].reset_after, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_asking_request_counts_toward_the_rate() {
+        let leases = Leases::new(Leasing::new().lease_time(Duration::from_millis(100)));
+        let (slot, _) = leases.begin(1, "s", 1, 1);
+        Leases::finish(&slot, Some((0, 0, 0)), 100_000_000, 1);
+        slot.lock().want = 100;
+        // Nothing spent since, a request of 5 one lease time later: 5.
+        let (_, r) = leases.begin(1, "s", 5, 100_000_001);
+        assert_eq!(r.unwrap().want, 5);
+    }
+
+    #[test]
     fn an_expired_lease_is_not_spent() {
         let leases = Leases::new(Leasing::new());
         let (slot, _) = leases.begin(1, "s", 1, 1);
