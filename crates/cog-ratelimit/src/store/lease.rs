@@ -22,9 +22,10 @@ use crate::decision::{Decision, DecisionSource, LimitStatus};
 ///
 /// - **Lease sizes adapt**: to this instance's recent rate for the subject
 ///   (about one lease time's worth of requests, growing at most fourfold
-///   per lease, at most [`max_units`](Self::max_units)), and to what is
-///   left of the budget: never more than a quarter of it, so leases shrink
-///   to exact per-request decisions as the subject nears its limit.
+///   per lease, at most [`max_units`](Self::max_units) requests of the
+///   asking request's cost), and to what is left of the budget: never more
+///   than a quarter of it, so leases shrink to exact per-request decisions
+///   as the subject nears its limit.
 /// - **No refusal for a budget parked elsewhere**: Redis keeps a ledger of
 ///   the units leased out. A request that finds the budget spent is still
 ///   admitted if other instances hold that many units unspent; the holder
@@ -33,8 +34,9 @@ use crate::decision::{Decision, DecisionSource, LimitStatus};
 ///   units, the fleet admits at most `2·N·S` units more than the limit
 ///   allows in any window: `N·S` units leased before the window and spent
 ///   in it, and `N·S` admitted against leased units their holders then
-///   spend too. `S` is at most `max_units` and at most a quarter of the
-///   limit's burst. [`bound`](Self::bound) computes it.
+///   spend too. `S` is at most `max_units` requests and at most a quarter
+///   of the limit's burst. [`bound`](Self::bound) computes it for unit
+///   costs.
 /// - **Headers** show what this instance knows: its unspent units plus what
 ///   Redis had left when the lease was granted.
 ///
@@ -82,7 +84,8 @@ impl Leasing {
         self
     }
 
-    /// The most units one lease holds (default 256; at least 1).
+    /// The most requests one lease holds, of the cost of the request that
+    /// asks for it (default 256; at least 1): with unit costs, units.
     pub fn max_units(mut self, units: u64) -> Self {
         self.max_units = units.max(1);
         self
@@ -103,8 +106,9 @@ impl Leasing {
     }
 
     /// The most units the fleet admits beyond a limit of burst `burst`, in
-    /// any window, with `instances` instances sharing it: `2·N·S`, where
-    /// `S` is the largest lease, `min(max_units, burst / 4)`.
+    /// any window, with `instances` instances sharing it and requests of
+    /// one unit: `2·N·S`, where `S` is the largest lease,
+    /// `min(max_units, burst / 4)`.
     pub fn bound(&self, instances: u64, burst: u64) -> u64 {
         2 * instances * self.max_units.min(burst / 4)
     }
@@ -232,9 +236,13 @@ impl Leases {
             (u128::from(seen) * u128::from(lease) / u128::from(elapsed)).min(u128::from(u64::MAX))
                 as u64
         };
+        // Sizes count requests of this one's cost: a store charging more
+        // than a unit per request (the global store's finer units) leases
+        // as many requests as any other.
+        let per = cost.max(1);
         let want = rate_want
-            .min(s.want.saturating_mul(4).saturating_add(4))
-            .min(self.config.max_units);
+            .min(s.want.saturating_mul(4).saturating_add(4 * per))
+            .min(self.config.max_units.saturating_mul(per));
         let renewal = Renewal {
             back_size: s.size,
             back_unused: s.units,
