@@ -378,7 +378,9 @@ async fn main() -> Result<(), Error> {
         percentile(&mut multi, 0.99),
         percentile(&mut multi, 0.999)
     ));
-    r.push_str("| phase | admitted | exact allowance (limit·t + burst) | over |\n|---|---|---|---|\n");
+    r.push_str(
+        "| phase | admitted | exact allowance (limit·t + burst) | over |\n|---|---|---|---|\n",
+    );
     let row = |name: &str, got: u64, allow: f64| {
         format!(
             "| {name} | {got} | {allow:.0} | {:+.1} % |\n",
@@ -391,11 +393,7 @@ async fn main() -> Result<(), Error> {
         steady(0, &all3),
         allowance(steady_secs),
     ));
-    r.push_str(&row(
-        "partition: eu + us",
-        cut_ab,
-        allowance(secs),
-    ));
+    r.push_str(&row("partition: eu + us", cut_ab, allowance(secs)));
     r.push_str(&row("partition: ap alone", cut_c, allowance(secs)));
     r.push_str(&row(
         "partition: both sides",
@@ -417,7 +415,11 @@ async fn main() -> Result<(), Error> {
     ));
     r.push_str(&format!(
         "invalidations queued for a cut-off region delivered after healing: {}\n",
-        if drained { "yes" } else { "not yet at the end of the run" }
+        if drained {
+            "yes"
+        } else {
+            "not yet at the end of the run"
+        }
     ));
     r.push_str(&format!(
         "shares agreeing again after healing: {}\n",
