@@ -420,6 +420,16 @@ impl RedisStore {
     }
 }
 
+/// The lease script's reply: `(code, ns, granted)`, all in range.
+fn parse_lease(r: &[i64]) -> Result<(i64, u64, u64), StoreError> {
+    match *r {
+        [code @ 0..=2, ns, granted] if ns >= 0 && granted >= 0 => {
+            Ok((code, ns as u64, granted as u64))
+        }
+        _ => Err(StoreError::Protocol(format!("lease reply {r:?}"))),
+    }
+}
+
 /// Ends a lease renewal with nothing granted unless it is forgotten: on an
 /// error, and when the caller drops the call half-way.
 struct RenewGuard<'a> {
@@ -486,12 +496,7 @@ impl RedisStore {
                 (keys, args)
             })
             .await;
-        let parsed = reply.and_then(|r| match r[..] {
-            [code @ 0..=2, ns, granted] if ns >= 0 && granted >= 0 => {
-                Ok((code, ns as u64, granted as u64))
-            }
-            _ => Err(StoreError::Protocol(format!("lease reply {r:?}"))),
-        });
+        let parsed = reply.and_then(|r| parse_lease(&r));
         let (code, ns, granted) = match parsed {
             Ok(p) => p,
             // The guard ends the renewal with nothing granted.
@@ -916,6 +921,24 @@ mod tests {
             at: 1,
             cost,
             statuses: Statuses::new(),
+        }
+    }
+
+    #[test]
+    fn lease_replies_out_of_range_are_protocol_errors() {
+        assert_eq!(parse_lease(&[1, 5, 3]).unwrap(), (1, 5, 3));
+        for bad in [
+            &[3, 5, 3][..],
+            &[-1, 5, 3],
+            &[1, -5, 3],
+            &[1, 5, -3],
+            &[1, 5],
+            &[1, 5, 3, 4],
+        ] {
+            assert!(
+                matches!(parse_lease(bad), Err(StoreError::Protocol(_))),
+                "{bad:?}"
+            );
         }
     }
 

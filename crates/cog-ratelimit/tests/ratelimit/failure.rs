@@ -431,3 +431,37 @@ async fn connecting_to_nothing_is_unavailable_with_the_clients_error_as_cause() 
         assert!(std::error::Error::source(&err).is_some(), "{url}");
     }
 }
+
+/// Scripts the server has run by `EVAL` (the store's fallback when Redis
+/// does not know a script).
+fn evals(server: &RedisServer) -> u64 {
+    let Ok(cog_testkit::Reply::Bulk(Some(info))) = server.command(&["INFO", "commandstats"]) else {
+        panic!("INFO commandstats");
+    };
+    String::from_utf8_lossy(&info)
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_eval:calls="))
+        .and_then(|l| l.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// A decision is never silently repeated: an error reply other than
+/// `NOSCRIPT` is not answered by sending the script again.
+#[tokio::test]
+async fn an_error_reply_does_not_send_the_script_again() {
+    for quota in [
+        Quota::single(Limit::per_day(4)).unwrap(),
+        Quota::new([Limit::per_day(4), Limit::per_minute(3)]).unwrap(),
+    ] {
+        let server = RedisServer::start().unwrap();
+        let store = store(&server.url(), FailurePolicy::FailClosed).await;
+        // The first decision loads the script (one EVAL after NOSCRIPT).
+        check(&store, &quota).await.unwrap();
+        // (Filling the memory runs an EVAL of its own.)
+        let state = CannotServe::out_of_memory(&server);
+        let before = evals(&server);
+        assert!(check(&store, &quota).await.is_err());
+        assert_eq!(evals(&server), before);
+        state.end(&server);
+    }
+}

@@ -420,3 +420,25 @@ async fn a_lease_is_not_spent_past_its_lease_time() {
         DecisionSource::Store
     );
 }
+
+#[tokio::test]
+async fn the_ledger_lives_four_lease_times_at_least_a_second() {
+    let server = RedisServer::start().unwrap();
+    for (lease, most) in [(2_000u64, 8_000i64), (10, 1_000)] {
+        let store = leased(
+            &server.url(),
+            Leasing::new().lease_time(Duration::from_millis(lease)),
+        )
+        .await;
+        let quota = Quota::single(Limit::per_second(1_000_000)).unwrap();
+        let subject = format!("s{lease}");
+        // Until a lease is granted (the ledger is written then).
+        for _ in 0..10 {
+            store.check(&subject, &quota, 1).await.unwrap();
+        }
+        let ledger = format!("{}:lease", store.keys(&subject, &quota)[0]);
+        let ttl = command(&server, &["PTTL", &ledger]).await;
+        let ttl = ttl.as_i64().unwrap();
+        assert!(ttl > most / 2 && ttl <= most, "{lease} ms: {ttl}");
+    }
+}
