@@ -86,12 +86,20 @@ fn memory_many_keys(c: &mut Criterion) {
     g.finish();
 }
 
-fn redis(c: &mut Criterion) {
+/// A local redis-server, a runtime and a store on it; `None` (the group
+/// skipped) without redis-server.
+fn redis_setup(
+    group: &str,
+) -> Option<(
+    cog_testkit::RedisServer,
+    tokio::runtime::Runtime,
+    RedisStore,
+)> {
     let server = match cog_testkit::RedisServer::start() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("skipping ratelimit_redis: {e}");
-            return;
+            eprintln!("skipping {group}: {e}");
+            return None;
         }
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -105,12 +113,16 @@ fn redis(c: &mut Criterion) {
         .unwrap();
     let store = rt.block_on(async {
         let client = cog_ratelimit::store::connect(&server.url()).await.unwrap();
-        Arc::new(
-            RedisStore::new(client)
-                .timeout(Duration::from_secs(5))
-                .local_deny(false),
-        )
+        RedisStore::new(client).timeout(Duration::from_secs(5))
     });
+    Some((server, rt, store))
+}
+
+fn redis(c: &mut Criterion) {
+    let Some((_server, rt, store)) = redis_setup("ratelimit_redis") else {
+        return;
+    };
+    let store = Arc::new(store.local_deny(false));
     let quota = Quota::new([Limit::per_second(RATE as u64)]).unwrap();
     let mut g = c.benchmark_group("ratelimit_redis");
     g.throughput(Throughput::Elements(1));
@@ -195,22 +207,9 @@ fn redis(c: &mut Criterion) {
 }
 
 fn redis_leased(c: &mut Criterion) {
-    let server = match cog_testkit::RedisServer::start() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("skipping ratelimit_redis_leased: {e}");
-            return;
-        }
+    let Some((_server, rt, store)) = redis_setup("ratelimit_redis_leased") else {
+        return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = rt.block_on(async {
-        let client = cog_ratelimit::store::connect(&server.url()).await.unwrap();
-        RedisStore::new(client).timeout(Duration::from_secs(5))
-    });
     let quota = Quota::single(Limit::per_second(RATE as u64)).unwrap();
     let mut g = c.benchmark_group("ratelimit_redis_leased");
     g.throughput(Throughput::Elements(1));

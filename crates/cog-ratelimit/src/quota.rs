@@ -396,30 +396,7 @@ impl Quota {
     /// in these finer units. `Err` when a scaled limit is out of range.
     #[cfg(feature = "redis")]
     pub(crate) fn scaled(&self, m: u64) -> Result<Quota, InvalidQuota> {
-        let mul = |v: u64| v.saturating_mul(m);
-        let limits = self.limits().iter().map(|l| {
-            let kind = match l.kind {
-                LimitKind::Gcra {
-                    count,
-                    period,
-                    burst,
-                } => LimitKind::Gcra {
-                    count: mul(count),
-                    period,
-                    burst: mul(burst),
-                },
-                LimitKind::SlidingWindow { max, window } => LimitKind::SlidingWindow {
-                    max: mul(max),
-                    window,
-                },
-                other => other,
-            };
-            Limit {
-                name: Some(Cow::Owned(l.name().into_owned())),
-                kind,
-            }
-        });
-        Quota::new(limits)
+        self.with_counts(|v| v.saturating_mul(m), false)
     }
 
     /// This quota for one of `n` instances sharing it: every count, burst
@@ -429,7 +406,18 @@ impl Quota {
     /// quotas.
     pub fn divided(&self, n: u64) -> Quota {
         let n = n.max(1);
-        let div = |v: u64| v.div_ceil(n).max(1);
+        self.with_counts(|v| v.div_ceil(n).max(1), true)
+            .expect("dividing a valid quota keeps it valid")
+    }
+
+    /// This quota with `f` applied to every count, burst and max (to
+    /// concurrency limits' too when `concurrency`). Limits keep their
+    /// names, derived ones included.
+    fn with_counts(
+        &self,
+        f: impl Fn(u64) -> u64,
+        concurrency: bool,
+    ) -> Result<Quota, InvalidQuota> {
         let limits = self.limits().iter().map(|l| {
             let kind = match l.kind {
                 LimitKind::Gcra {
@@ -437,25 +425,25 @@ impl Quota {
                     period,
                     burst,
                 } => LimitKind::Gcra {
-                    count: div(count),
+                    count: f(count),
                     period,
-                    burst: div(burst),
+                    burst: f(burst),
                 },
                 LimitKind::SlidingWindow { max, window } => LimitKind::SlidingWindow {
-                    max: div(max),
+                    max: f(max),
                     window,
                 },
-                LimitKind::Concurrency { max, lease } => LimitKind::Concurrency {
-                    max: div(max),
-                    lease,
-                },
+                LimitKind::Concurrency { max, lease } if concurrency => {
+                    LimitKind::Concurrency { max: f(max), lease }
+                }
+                other => other,
             };
             Limit {
                 name: Some(Cow::Owned(l.name().into_owned())),
                 kind,
             }
         });
-        Quota::new(limits).expect("dividing a valid quota keeps it valid")
+        Quota::new(limits)
     }
 }
 

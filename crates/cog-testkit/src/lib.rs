@@ -37,6 +37,7 @@ pub mod openmetrics;
 mod otlp;
 mod proxy;
 mod redis;
+mod regions;
 mod resp;
 mod spans;
 
@@ -45,6 +46,7 @@ pub use metrics::MetricsCapture;
 pub use otlp::{OtlpReceiver, ReceivedSpan, Transport};
 pub use proxy::Proxy;
 pub use redis::{RedisCluster, RedisServer};
+pub use regions::Regions;
 pub use resp::Reply;
 pub use spans::{SpanCapture, attr as span_attr, children as span_children, named as span_named};
 

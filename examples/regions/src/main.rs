@@ -26,7 +26,7 @@ use cog_cache::TieredCache;
 use cog_ratelimit::region::{GlobalStore, RegionSet};
 use cog_ratelimit::store::{Leasing, RedisStore, Store, connect};
 use cog_ratelimit::{Limit, Quota};
-use cog_testkit::{Proxy, RedisServer};
+use cog_testkit::Regions;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Cache = TieredCache<String, String>;
@@ -74,14 +74,6 @@ fn options() -> Result<Options, Error> {
     Ok(o)
 }
 
-fn latency(i: usize, j: usize) -> Duration {
-    match (i.min(j), i.max(j)) {
-        (0, 1) => Duration::from_millis(1),
-        (0, 2) => Duration::from_millis(40),
-        _ => Duration::from_millis(80),
-    }
-}
-
 struct Instance {
     region: usize,
     store: GlobalStore,
@@ -108,24 +100,7 @@ fn percentile(v: &mut [u32], p: f64) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Error> {
     let o = options()?;
-    let servers: Vec<RedisServer> = (0..3)
-        .map(|_| RedisServer::start())
-        .collect::<Result<_, _>>()?;
-    // links[i][j]: region i's proxy to region j's Redis.
-    let mut links: Vec<Vec<Option<Proxy>>> = Vec::new();
-    for i in 0..3 {
-        let mut row = Vec::new();
-        for (j, server) in servers.iter().enumerate() {
-            if i == j {
-                row.push(None);
-                continue;
-            }
-            let p = Proxy::start(server.url().trim_start_matches("redis://")).await?;
-            p.set_latency(latency(i, j));
-            row.push(Some(p));
-        }
-        links.push(row);
-    }
+    let regions = Regions::start(3, Regions::one_forty_eighty).await?;
     let leasing = Leasing::new().lease_time(Duration::from_millis(100));
     let quota = Quota::single(Limit::per_second(o.limit).burst(o.limit / 10))?;
     let burst = o.limit / 10;
@@ -139,7 +114,7 @@ async fn main() -> Result<(), Error> {
         let mut tasks = Vec::new();
         for region in 0..3 {
             for _ in 0..o.instances {
-                let store = RedisStore::new(connect(&servers[0].url()).await?)
+                let store = RedisStore::new(connect(&regions.url(0)).await?)
                     .timeout(Duration::from_millis(100))
                     .leased(leasing);
                 let q = quota.clone();
@@ -165,20 +140,18 @@ async fn main() -> Result<(), Error> {
         lat
     };
     let mut instances = Vec::new();
-    for (i, server) in servers.iter().enumerate() {
+    for (i, name) in NAMES.iter().enumerate() {
         for _ in 0..o.instances {
-            let local = connect(&server.url()).await?;
-            let mut set = RegionSet::new(NAMES[i], local.clone()).sync_interval(ROUND);
+            let local = connect(&regions.url(i)).await?;
+            let mut set = RegionSet::new(*name, local.clone()).sync_interval(ROUND);
             let mut cache = TieredCache::builder()
                 .redis(local.clone())
                 .schema("v1")
                 .redis_timeout(Duration::from_millis(300))
                 .redis_retry_interval(Duration::from_millis(100));
-            for (j, link) in links[i].iter().enumerate() {
-                if let Some(link) = link {
-                    set = set.region(NAMES[j], connect(&link.redis_url()).await?);
-                    cache = cache.region(connect(&link.redis_url()).await?);
-                }
+            for j in (0..3).filter(|&j| j != i) {
+                set = set.region(NAMES[j], connect(&regions.link_url(i, j)).await?);
+                cache = cache.region(connect(&regions.link_url(i, j)).await?);
             }
             let store = GlobalStore::new(
                 set,
@@ -288,10 +261,10 @@ async fn main() -> Result<(), Error> {
     tokio::time::sleep_until((start + o.phase).into()).await;
     // Phase 2: ap cut off from eu and us, both ways.
     probe.1.store(true, Ordering::Relaxed);
-    set_cut(&links, 2, true);
+    regions.isolate(2, true);
     tokio::time::sleep_until((start + 2 * o.phase).into()).await;
     // Phase 3: healed; time until the regions' shares agree again.
-    set_cut(&links, 2, false);
+    regions.isolate(2, false);
     let healed = Instant::now();
     let mut converged = None;
     while healed.elapsed() < o.phase {
@@ -437,22 +410,6 @@ async fn main() -> Result<(), Error> {
         eprintln!("chart written to {path}");
     }
     Ok(())
-}
-
-fn set_cut(links: &[Vec<Option<Proxy>>], region: usize, cut: bool) {
-    for (i, row) in links.iter().enumerate() {
-        for (j, p) in row.iter().enumerate() {
-            if let Some(p) = p
-                && (i == region || j == region)
-            {
-                if cut {
-                    p.cut();
-                } else {
-                    p.restore();
-                }
-            }
-        }
-    }
 }
 
 /// Admitted per second per region (stacked), the limit, the partition.

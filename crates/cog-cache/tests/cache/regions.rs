@@ -5,53 +5,32 @@
 use std::time::{Duration, Instant};
 
 use cog_cache::TieredCache;
-use cog_testkit::{Proxy, RedisServer};
+use cog_testkit::Regions;
 
 use crate::support::{Cache, client};
 
 struct World {
-    _servers: Vec<RedisServer>,
-    /// links[i]: region i's proxies to the other regions.
-    links: Vec<Vec<Proxy>>,
+    regions: Regions,
     caches: Vec<Cache>,
 }
 
-fn latency(i: usize, j: usize) -> Duration {
-    match (i.min(j), i.max(j)) {
-        (0, 1) => Duration::from_millis(1),
-        (0, 2) => Duration::from_millis(40),
-        _ => Duration::from_millis(80),
-    }
-}
-
 async fn world() -> World {
-    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start().unwrap()).collect();
-    let mut links = Vec::new();
+    let regions = Regions::start(3, Regions::one_forty_eighty).await.unwrap();
     let mut caches = Vec::new();
     for i in 0..3 {
         let mut b = TieredCache::builder()
-            .redis(client(&servers[i].url()).await)
+            .redis(client(&regions.url(i)).await)
             .schema("v1")
             .redis_timeout(Duration::from_millis(300))
             .redis_retry_interval(Duration::from_millis(100));
-        let mut row = Vec::new();
         for j in (0..3).filter(|&j| j != i) {
-            let addr = servers[j].url().trim_start_matches("redis://").to_owned();
-            let p = Proxy::start(&addr).await.unwrap();
-            p.set_latency(latency(i, j));
-            b = b.region(client(&p.redis_url()).await);
-            row.push(p);
+            b = b.region(client(&regions.link_url(i, j)).await);
         }
-        links.push(row);
         let cache: Cache = b.build().unwrap();
         cache.invalidations_ready().await;
         caches.push(cache);
     }
-    World {
-        _servers: servers,
-        links,
-        caches,
-    }
+    World { regions, caches }
 }
 
 /// Every region holds its own copy of `key` (in L1 and its L2).
@@ -132,7 +111,7 @@ async fn invalidations_reach_every_region_and_wait_out_a_partition() {
     })
     .await;
     fill(&w, "p").await;
-    w.links[0][1].cut();
+    w.regions.link(0, 2).cut();
     w.caches[0].invalidate(&"p".to_owned()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(w.caches[1].get(&"p".to_owned()).await.is_none());
@@ -142,7 +121,7 @@ async fn invalidations_reach_every_region_and_wait_out_a_partition() {
     );
     assert_eq!(w.caches[0].regions_pending(), 1);
     let t = Instant::now();
-    w.links[0][1].restore();
+    w.regions.link(0, 2).restore();
     let healed = gone_everywhere(&w, "p", t).await;
     eprintln!("after the link came back: {healed:?}");
     crate::support::eventually("the outbox is empty", async || {

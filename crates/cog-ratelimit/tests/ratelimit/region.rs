@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cog_ratelimit::region::{GlobalStore, RegionSet};
 use cog_ratelimit::store::{RedisStore, Store};
 use cog_ratelimit::{Limit, Quota};
-use cog_testkit::{Proxy, RedisServer};
+use cog_testkit::Regions;
 
 use crate::support::client;
 
@@ -17,65 +17,25 @@ const NAMES: [&str; 3] = ["eu", "us", "ap"];
 const ROUND: Duration = Duration::from_millis(250);
 
 struct World {
-    _servers: Vec<RedisServer>,
-    /// proxies[i][j]: region i's link to region j's Redis.
-    proxies: Vec<Vec<Option<Proxy>>>,
+    regions: Regions,
     stores: Vec<GlobalStore>,
 }
 
-fn latency(i: usize, j: usize) -> Duration {
-    match (i.min(j), i.max(j)) {
-        (0, 1) => Duration::from_millis(1),
-        (0, 2) => Duration::from_millis(40),
-        _ => Duration::from_millis(80),
-    }
-}
-
 async fn world() -> World {
-    let servers: Vec<RedisServer> = (0..3).map(|_| RedisServer::start().unwrap()).collect();
-    let mut proxies = Vec::new();
+    let regions = Regions::start(3, Regions::one_forty_eighty).await.unwrap();
     let mut stores = Vec::new();
-    for i in 0..3 {
-        let mut row = Vec::new();
-        let local = client(&servers[i].url()).await;
-        let mut set = RegionSet::new(NAMES[i], local.clone()).sync_interval(ROUND);
-        for j in 0..3 {
-            if i == j {
-                row.push(None);
-                continue;
-            }
-            let addr = servers[j].url().trim_start_matches("redis://").to_owned();
-            let proxy = Proxy::start(&addr).await.unwrap();
-            proxy.set_latency(latency(i, j));
-            set = set.region(NAMES[j], client(&proxy.redis_url()).await);
-            row.push(Some(proxy));
+    for (i, name) in NAMES.iter().enumerate() {
+        let local = client(&regions.url(i)).await;
+        let mut set = RegionSet::new(*name, local.clone()).sync_interval(ROUND);
+        for j in (0..3).filter(|&j| j != i) {
+            set = set.region(NAMES[j], client(&regions.link_url(i, j)).await);
         }
-        proxies.push(row);
         let local_store = RedisStore::new(local)
             .timeout(Duration::from_millis(200))
             .local_deny(false);
         stores.push(GlobalStore::new(set, local_store));
     }
-    World {
-        _servers: servers,
-        proxies,
-        stores,
-    }
-}
-
-impl World {
-    /// Cuts (or restores) every link between `region` and the others.
-    fn isolate(&self, region: usize, cut: bool) {
-        for (i, row) in self.proxies.iter().enumerate() {
-            for (j, p) in row.iter().enumerate() {
-                if let Some(p) = p
-                    && (i == region || j == region)
-                {
-                    if cut { p.cut() } else { p.restore() }
-                }
-            }
-        }
-    }
+    World { regions, stores }
 }
 
 /// Sends requests from region `r` at `rate` per second until `until`,
@@ -152,7 +112,7 @@ async fn one_global_limit_with_shares_by_demand_then_a_partition_then_healing() 
     assert!(total as f64 >= 0.7 * 300.0 * secs, "{got:?} in {secs:.2} s");
 
     // ap cut off: each side admits at most its own shares of the limit.
-    w.isolate(2, true);
+    w.regions.isolate(2, true);
     tokio::time::sleep(ROUND * 4).await;
     let cut: Vec<f64> = w.stores.iter().map(|s| s.share("tenant", &quota)).collect();
     // eu and us count ap as idle, ap counts them as idle.
@@ -177,7 +137,7 @@ async fn one_global_limit_with_shares_by_demand_then_a_partition_then_healing() 
     // Healed: the regions agree again (their shares, each computed apart,
     // add up to a whole) within a few rounds — the clients' reconnection
     // to the restored links included.
-    w.isolate(2, false);
+    w.regions.isolate(2, false);
     let healed_at = Instant::now();
     let mut rounds = 0;
     loop {
