@@ -395,6 +395,20 @@ mod tests {
     }
 
     #[test]
+    fn exact_decisions_count_toward_the_rate() {
+        let leases = Leases::new(Leasing::new().lease_time(Duration::from_millis(100)));
+        let (slot, _) = leases.begin(1, "s", 1, 1);
+        Leases::finish(&slot, Some((0, 0, 0)), 100_000_000, 1);
+        slot.lock().want = 100;
+        for _ in 0..9 {
+            Leases::count(&slot, 2);
+        }
+        // 18 units admitted exactly, and the asking one, in a lease time.
+        let (_, r) = leases.begin(1, "s", 1, 100_000_001);
+        assert_eq!(r.unwrap().want, 19);
+    }
+
+    #[test]
     fn an_expired_lease_is_not_spent() {
         let leases = Leases::new(Leasing::new());
         let (slot, _) = leases.begin(1, "s", 1, 1);

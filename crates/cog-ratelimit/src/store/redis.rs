@@ -925,6 +925,24 @@ mod tests {
     }
 
     #[test]
+    fn the_single_limit_reply_reads_to_the_nanosecond() {
+        let gcra = Gcra::new(1_000, Duration::from_secs(1), 1_000);
+        let d = gcra_decision(&gcra, 5_000_000, 1);
+        assert!(d.is_allowed());
+        assert_eq!(d.statuses()[0].reset_after, Duration::from_nanos(5_000_000));
+        assert_eq!(d.statuses()[0].remaining, 995);
+        // Refused: -1 - used.
+        let d = gcra_decision(&gcra, -1 - 999_500_000, 1);
+        assert!(!d.is_allowed());
+        assert_eq!(
+            d.statuses()[0].reset_after,
+            Duration::from_nanos(999_500_000)
+        );
+        assert_eq!(d.retry_after(), Some(Duration::from_nanos(500_000)));
+        assert_eq!(d.statuses()[0].remaining, 0);
+    }
+
+    #[test]
     fn lease_replies_out_of_range_are_protocol_errors() {
         assert_eq!(parse_lease(&[1, 5, 3]).unwrap(), (1, 5, 3));
         for bad in [

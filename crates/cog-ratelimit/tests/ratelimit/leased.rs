@@ -337,8 +337,12 @@ async fn a_live_lease_is_spent_while_redis_is_away_then_the_policy_applies() {
 #[tokio::test]
 async fn reset_forgets_leases_here_and_in_redis() {
     let server = RedisServer::start().unwrap();
-    let store = leased(&server.url(), Leasing::new()).await;
+    let leasing = Leasing::new().lease_time(Duration::from_secs(60));
+    let store = leased(&server.url(), leasing).await;
+    assert_eq!(store.leasing(), Some(leasing));
+    assert_eq!(RedisStore::new(client(&server.url()).await).leasing(), None);
     let quota = Quota::single(Limit::per_day(50)).unwrap();
+    // Spent to the end; then, after a reset, a lease with units left.
     while store.check("s", &quota, 1).await.unwrap().is_allowed() {}
     store.reset("s", &quota).await.unwrap();
     let keys = command(&server, &["KEYS", "*"]).await;
@@ -346,6 +350,30 @@ async fn reset_forgets_leases_here_and_in_redis() {
     let d = store.check("s", &quota, 1).await.unwrap();
     assert!(d.is_allowed());
     assert_eq!(d.source(), DecisionSource::Store);
+    while store.check("s", &quota, 1).await.unwrap().source() != DecisionSource::Lease {}
+    // The lease held here is forgotten with the reset.
+    store.reset("s", &quota).await.unwrap();
+    let d = store.check("s", &quota, 1).await.unwrap();
+    assert_eq!(d.source(), DecisionSource::Store);
+    assert_eq!(d.statuses()[0].remaining, 49);
+}
+
+/// A dead Redis fails a call at once (the client does not queue it until
+/// a reconnection): well inside the configured timeout.
+#[tokio::test]
+async fn a_dead_redis_fails_a_lease_call_at_once() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::new(client(&server.url()).await)
+        .timeout(Duration::from_secs(2))
+        .on_failure(FailurePolicy::FailClosed)
+        .leased(Leasing::new());
+    let quota = Quota::single(Limit::per_second(10)).unwrap();
+    store.check("s", &quota, 1).await.unwrap();
+    server.kill().unwrap();
+    let t = std::time::Instant::now();
+    let err = store.check("s", &quota, 5).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
