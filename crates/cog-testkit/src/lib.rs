@@ -11,6 +11,8 @@
 //!   spread evenly, ready once `cluster_state:ok`.
 //! - [`Proxy`]: a TCP proxy between a client and a server that can add
 //!   latency, or cut every connection (and refuse new ones) until restored.
+//! - [`Regions`]: several redis-servers as regions, every link between two
+//!   of them through a `Proxy` (latency, cuts) — partitions on one machine.
 //! - [`MetricsCapture`]: a real OpenTelemetry SDK meter provider whose
 //!   metrics a test can read back.
 //! - [`OtlpReceiver`]: a real OTLP trace receiver (gRPC and HTTP/protobuf,
