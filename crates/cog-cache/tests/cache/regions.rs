@@ -97,10 +97,11 @@ async fn invalidations_reach_every_region_and_wait_out_a_partition() {
     eprintln!(
         "invalidation windows: key {key_window:?}, tag {tag_window:?}, tenant {tenant_window:?}"
     );
-    // The farthest region is 80 ms away (a round trip per Redis call, two
-    // or three calls): well under half a second.
+    // eu reaches ap through 40 ms each way: a delete and a publish (a tag:
+    // a read, a delete, a publish) are 160–240 ms of links. Under a second
+    // even on a loaded machine; docs/regions.md has the measured figures.
     for d in [key_window, tag_window, tenant_window] {
-        assert!(d < Duration::from_millis(500), "{d:?}");
+        assert!(d < Duration::from_secs(1), "{d:?}");
     }
 
     // ap (region 2) cut off from eu: an invalidation in eu waits for it,
