@@ -19,6 +19,7 @@
 pub mod breaker;
 pub mod future;
 pub mod keys;
+pub mod placement;
 pub mod redis;
 pub mod route;
 pub mod service;
