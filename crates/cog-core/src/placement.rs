@@ -69,11 +69,12 @@ impl Placement {
         for (i, d) in deployments.iter().enumerate() {
             let valid = !d.is_empty()
                 && d.len() <= 64
-                && d
-                    .bytes()
+                && d.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
             if !valid {
-                return Err(PlacementError::Deployments(format!("`{d}` is not a valid name")));
+                return Err(PlacementError::Deployments(format!(
+                    "`{d}` is not a valid name"
+                )));
             }
             if deployments[..i].contains(d) {
                 return Err(PlacementError::Deployments(format!("`{d}` twice")));

@@ -12,12 +12,17 @@ mod differential;
 pub(crate) mod lease;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
+pub(crate) mod placed;
+#[cfg(feature = "redis")]
 pub(crate) mod redis;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use lease::Leasing;
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use placed::PlacedStore;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{FailurePolicy, RedisStore, connect};
@@ -98,6 +103,20 @@ impl<S: Store> Store for Arc<S> {
 
     fn is_remote(&self) -> bool {
         (**self).is_remote()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Lease {
+    /// A copy of a Redis lease (the same keys and member), to release it on
+    /// several deployments; `None` for a memory lease.
+    pub(crate) fn duplicate(&self) -> Option<Lease> {
+        match &self.kind {
+            LeaseKind::Redis(l) => Some(Lease {
+                kind: LeaseKind::Redis(l.clone()),
+            }),
+            LeaseKind::Memory(_) => None,
+        }
     }
 }
 

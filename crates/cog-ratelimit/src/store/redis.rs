@@ -104,7 +104,7 @@ struct Inner {
 }
 
 /// Concurrency slots held in Redis.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RedisLease {
     keys: Vec<String>,
     member: String,

@@ -7,6 +7,7 @@ mod failure;
 mod layer;
 mod leased;
 mod memory;
+mod placed;
 mod redis;
 mod region;
 mod support;

@@ -1,0 +1,134 @@
+//! Tenants placed on two real Redis deployments by partition, and a
+//! partition moved under load.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use cog_core::placement::{Placement, partition};
+use cog_ratelimit::store::{PlacedStore, RedisStore, Store};
+use cog_ratelimit::{Limit, Quota};
+use cog_testkit::RedisServer;
+
+use crate::support::client;
+
+async fn placed(main: &RedisServer, big: &RedisServer, placement: Placement) -> PlacedStore {
+    let store = |url: String| async move {
+        RedisStore::new(client(&url).await)
+            .timeout(Duration::from_millis(500))
+            .local_deny(false)
+    };
+    PlacedStore::new(
+        placement,
+        [
+            ("main", store(main.url()).await),
+            ("big", store(big.url()).await),
+        ],
+    )
+    .unwrap()
+}
+
+async fn keys(server: &RedisServer) -> usize {
+    use fred::interfaces::ClientLike;
+    let c = client(&server.url()).await;
+    let n: u64 = c
+        .custom(fred::cmd!("DBSIZE"), Vec::<String>::new())
+        .await
+        .unwrap();
+    n as usize
+}
+
+#[tokio::test]
+async fn each_tenant_is_decided_on_its_partitions_deployment() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let placement = Placement::new(["main", "big"])
+        .unwrap()
+        .moved(partition("acme"), "big")
+        .unwrap();
+    let store = placed(&main, &big, placement).await;
+    let quota = Quota::single(Limit::per_day(10)).unwrap();
+    store.check("acme", &quota, 1).await.unwrap();
+    assert_eq!((keys(&main).await, keys(&big).await), (0, 1));
+    // Another tenant, in another partition.
+    let other = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| partition(t) != partition("acme"))
+        .unwrap();
+    store.check(&other, &quota, 1).await.unwrap();
+    assert_eq!((keys(&main).await, keys(&big).await), (1, 1));
+    // Unknown deployments are refused, stale placements ignored.
+    let p = store.placement();
+    assert!(
+        store
+            .set_placement(Placement::new(["main", "elsewhere"]).unwrap())
+            .is_err()
+    );
+    store
+        .set_placement(Placement::new(["main", "big"]).unwrap())
+        .unwrap();
+    assert_eq!(store.placement(), p);
+}
+
+/// Three instances on one tenant (400 a day); its partition moves from
+/// `main` to `big` half-way, the instances learning it 30 ms apart. The
+/// state follows: the fleet admits the limit plus at most what the
+/// instances still on the old placement admitted after the first one
+/// moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_moved_under_load_keeps_its_limiter_state() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let before = Placement::new(["main", "big"]).unwrap();
+    let after = before.moved(partition("acme"), "big").unwrap();
+    let quota = Quota::single(Limit::per_day(400)).unwrap();
+    let admitted = Arc::new(AtomicU64::new(0));
+    // Admissions by instances not yet moved while another has.
+    let lagging = Arc::new(AtomicU64::new(0));
+    let first_moved = Arc::new(AtomicBool::new(false));
+    let mut stores = Vec::new();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let store = placed(&main, &big, before.clone()).await;
+        stores.push(store.clone());
+        let (quota, admitted, lagging, first_moved) = (
+            quota.clone(),
+            admitted.clone(),
+            lagging.clone(),
+            first_moved.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                let on_old = store.placement().revision() == 1;
+                if store.check("acme", &quota, 1).await.unwrap().is_allowed() {
+                    admitted.fetch_add(1, Ordering::Relaxed);
+                    if on_old && first_moved.load(Ordering::Relaxed) {
+                        lagging.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        }));
+    }
+    // Half-way through the budget, move, one instance at a time.
+    while admitted.load(Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for s in &stores {
+        s.set_placement(after.clone()).unwrap();
+        first_moved.store(true, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (admitted, lagging) = (
+        admitted.load(Ordering::Relaxed),
+        lagging.load(Ordering::Relaxed),
+    );
+    // Without the copy, `big` would start afresh: up to 400 more.
+    assert!(
+        admitted <= 400 + lagging,
+        "{admitted} admitted, {lagging} lagging"
+    );
+    assert!(admitted >= 400, "{admitted}");
+    assert!(keys(&big).await >= 1);
+}
