@@ -117,3 +117,50 @@ pub(crate) fn spawn<K: CacheKey, V: CacheValue>(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote() -> Remote<String> {
+        // Never connected: only the outbox is exercised.
+        let config = fred::prelude::Config::from_url("redis://127.0.0.1:1").unwrap();
+        let client = fred::prelude::Builder::from_config(config).build().unwrap();
+        Remote::new(L2::new(
+            client,
+            crate::l2::L2Settings {
+                prefix: "cog:cache:".into(),
+                timeout: Duration::from_millis(50),
+                retry_interval: Duration::from_secs(1),
+                lease: None,
+            },
+        ))
+    }
+
+    fn key(i: usize) -> Invalidation<String> {
+        Invalidation::Key {
+            tenant: String::new(),
+            key: format!("k{i}"),
+        }
+    }
+
+    #[test]
+    fn the_outbox_keeps_order_and_drops_the_oldest_past_its_bound() {
+        let r = remote();
+        for i in 0..3 {
+            r.send(&key(i));
+        }
+        assert_eq!(r.pending(), 3);
+        assert_eq!(r.dropped.load(Ordering::Relaxed), 0);
+        for i in 3..OUTBOX + 2 {
+            r.send(&key(i));
+        }
+        assert_eq!(r.pending(), OUTBOX);
+        assert_eq!(r.dropped.load(Ordering::Relaxed), 2);
+        // The oldest went: the first waiting is k2, numbered 2.
+        let q = r.outbox.lock();
+        let (seq, first) = q.front().unwrap();
+        assert_eq!(*seq, 2);
+        assert!(matches!(first, Invalidation::Key { key, .. } if key == "k2"));
+    }
+}
