@@ -91,9 +91,13 @@ async fn one_global_limit_with_shares_by_demand_then_a_partition_then_healing() 
         })
         .collect();
 
+    // Before any demand: an equal split.
+    assert!((w.stores[0].share("nobody", &quota) - 1.0 / 3.0).abs() < 1e-9);
+
     // Links up: after two rounds the shares follow demand and sum to a
     // whole; the fleet admits the limit's rate, not more.
     tokio::time::sleep(ROUND * 4).await;
+    assert!(w.stores.iter().all(|s| s.rounds() >= 2), "sync rounds ran");
     let shares: Vec<f64> = w.stores.iter().map(|s| s.share("tenant", &quota)).collect();
     assert!(shares.iter().sum::<f64>() <= 1.0 + 1e-6, "{shares:?}");
     assert!(shares[0] > shares[1] && shares[1] > shares[2], "{shares:?}");
