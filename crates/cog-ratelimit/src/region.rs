@@ -104,8 +104,9 @@ return {}
 
 /// Finer units of the regional state: up to a thousandth of a unit.
 const SCALES: [u64; 4] = [1_000, 100, 10, 1];
-/// Shares are in millionths.
-const WHOLE: u64 = 1_000_000;
+/// The whole a share is a part of: divisible by every region count up to
+/// 16 (and by four times it), so equal splits and floors are exact.
+const WHOLE: u64 = 720_720;
 
 /// The Redis deployments of every region, the local one first.
 ///
@@ -311,13 +312,18 @@ impl GlobalStore {
 
     /// This region's current share of `quota` for `subject` (0 to 1).
     pub fn share(&self, subject: &str, quota: &Quota) -> f64 {
-        let k = self.inner.regions.regions.len() as f64;
+        self.share_of(subject, quota) as f64 / WHOLE as f64
+    }
+
+    /// The share in parts of [`WHOLE`]: an equal split for a subject not
+    /// seen yet.
+    fn share_of(&self, subject: &str, quota: &Quota) -> u64 {
+        let k = self.inner.regions.regions.len() as u64;
         self.inner
             .subjects
             .get(&(quota.fingerprint(), subject.into()))
-            .map_or(1.0 / k, |s| {
-                s.share.load(Ordering::Relaxed) as f64 / WHOLE as f64
-            })
+            .map_or(WHOLE / k, |s| s.share.load(Ordering::Relaxed))
+            .max(1)
     }
 
     /// Sync rounds completed by this instance.
@@ -361,16 +367,22 @@ impl GlobalStore {
 
     /// Statuses in the regional units back in the quota's, as this region
     /// sees them (what its share leaves).
-    fn unscale(d: &mut Decision, m: u64, share: u64) {
+    fn unscale(d: &mut Decision, per_unit: u64) {
         for s in d.statuses.iter_mut() {
-            let units =
-                u128::from(s.remaining) * u128::from(share) / u128::from(WHOLE) / u128::from(m);
             *s = LimitStatus {
-                remaining: units as u64,
+                remaining: s.remaining / per_unit.max(1),
                 ..*s
             };
         }
     }
+}
+
+/// What one unit costs in the regional state at `share` (scale `m`):
+/// `m / share`, rounded up — never less than the share allows.
+fn per_unit(m: u64, share: u64) -> u64 {
+    (u128::from(m) * u128::from(WHOLE))
+        .div_ceil(u128::from(share.max(1)))
+        .min(u128::from(u64::MAX)) as u64
 }
 
 /// Whether a quota is enforced globally (no concurrency limit).
@@ -390,13 +402,13 @@ impl Store for GlobalStore {
             .store(round_now(self.inner.regions.interval), Ordering::Relaxed);
         let share = s.share.load(Ordering::Relaxed).max(1);
         let (scaled, m) = self.scaled(quota)?;
-        let charged = u128::from(cost) * u128::from(m) * u128::from(WHOLE) / u128::from(share);
-        let charged = u64::try_from(charged)
-            .ok()
+        let per = per_unit(m, share);
+        let charged = cost
+            .checked_mul(per)
             .filter(|c| *c <= crate::MAX_COUNT)
             .ok_or(StoreError::InvalidCost { cost })?;
         let mut d = self.inner.local.check(subject, &scaled, charged).await?;
-        Self::unscale(&mut d, m, share);
+        Self::unscale(&mut d, per);
         Ok(d)
     }
 
@@ -404,10 +416,10 @@ impl Store for GlobalStore {
         if !global(quota) {
             return self.inner.local.inspect(subject, quota).await;
         }
-        let share = (self.share(subject, quota) * WHOLE as f64) as u64;
+        let share = self.share_of(subject, quota);
         let (scaled, m) = self.scaled(quota)?;
         let mut d = self.inner.local.inspect(subject, &scaled).await?;
-        Self::unscale(&mut d, m, share.max(1));
+        Self::unscale(&mut d, per_unit(m, share));
         Ok(d)
     }
 

@@ -165,3 +165,65 @@ async fn one_global_limit_with_shares_by_demand_then_a_partition_then_healing() 
         t.await.unwrap();
     }
 }
+
+/// One region's view before any sync: an equal share of each limit,
+/// remaining counts in the quota's units, inspect and reset on the local
+/// deployment, concurrency limits regional (not shared out), leases
+/// released.
+#[tokio::test]
+async fn a_region_decides_its_share_in_the_quotas_units() {
+    let regions = Regions::start(3, |_, _| Duration::ZERO).await.unwrap();
+    let local = client(&regions.url(0)).await;
+    let set = RegionSet::new("eu", local.clone())
+        .region("us", client(&regions.link_url(0, 1)).await)
+        .region("ap", client(&regions.link_url(0, 2)).await)
+        .sync_interval(Duration::from_secs(3600));
+    let store = GlobalStore::new(set, RedisStore::new(local).local_deny(false));
+
+    // 300 a day for the fleet: a third here, 100.
+    let quota = Quota::single(Limit::per_day(300)).unwrap();
+    let d = store.check("acme", &quota, 1).await.unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(d.statuses()[0].remaining, 99);
+    let d = store.check("acme", &quota, 9).await.unwrap();
+    assert_eq!(d.statuses()[0].remaining, 90);
+    assert_eq!(
+        store.inspect("acme", &quota).await.unwrap().statuses()[0].remaining,
+        90
+    );
+    assert_eq!(
+        store.inspect("acme", &quota).await.unwrap().statuses()[0].remaining,
+        90
+    );
+    // The share's end: 90 more, then refused.
+    assert!(store.check("acme", &quota, 90).await.unwrap().is_allowed());
+    assert!(!store.check("acme", &quota, 1).await.unwrap().is_allowed());
+    store.reset("acme", &quota).await.unwrap();
+    assert_eq!(
+        store.inspect("acme", &quota).await.unwrap().statuses()[0].remaining,
+        100
+    );
+
+    // Concurrency is per region, as given.
+    let slots = Quota::single(Limit::concurrency(2)).unwrap();
+    let mut a = store.check("acme", &slots, 1).await.unwrap();
+    let _b = store.check("acme", &slots, 1).await.unwrap();
+    assert!(a.is_allowed() && _b.is_allowed());
+    assert!(!store.check("acme", &slots, 1).await.unwrap().is_allowed());
+    assert_eq!(
+        store.inspect("acme", &slots).await.unwrap().statuses()[0].remaining,
+        0
+    );
+    store.release(a.take_lease().unwrap());
+    let mut freed = false;
+    for _ in 0..100 {
+        if store.check("acme", &slots, 1).await.unwrap().is_allowed() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "the released slot is free again");
+    store.reset("acme", &slots).await.unwrap();
+    assert!(store.check("acme", &slots, 1).await.unwrap().is_allowed());
+}
