@@ -51,6 +51,7 @@ use fred::interfaces::LuaInterface;
 
 use crate::decision::{Decision, LimitStatus};
 use crate::quota::Quota;
+use crate::store::lease::KeyRef;
 use crate::store::{Lease, RedisStore, Store, StoreError};
 
 const SEAL_LUA: &str = r#"
@@ -321,7 +322,7 @@ impl GlobalStore {
         let k = self.inner.regions.regions.len() as u64;
         self.inner
             .subjects
-            .get(&(quota.fingerprint(), subject.into()))
+            .get(&KeyRef(quota.fingerprint(), subject))
             .map_or(WHOLE / k, |s| s.share.load(Ordering::Relaxed))
             .max(1)
     }
@@ -332,8 +333,11 @@ impl GlobalStore {
     }
 
     fn subject(&self, subject: &str, quota: &Quota) -> Arc<Subject> {
-        let key = (quota.fingerprint(), Box::<str>::from(subject));
-        if let Some(s) = self.inner.subjects.get(&key) {
+        if let Some(s) = self
+            .inner
+            .subjects
+            .get(&KeyRef(quota.fingerprint(), subject))
+        {
             return s;
         }
         let k = self.inner.regions.regions.len() as u64;
@@ -349,7 +353,9 @@ impl GlobalStore {
             pending: AtomicU64::new(0),
             active: AtomicU64::new(round_now(self.inner.regions.interval)),
         });
-        self.inner.subjects.insert(key, s.clone());
+        self.inner
+            .subjects
+            .insert((quota.fingerprint(), subject.into()), s.clone());
         s
     }
 

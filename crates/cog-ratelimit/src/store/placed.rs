@@ -9,6 +9,7 @@ use fred::interfaces::ClientLike;
 use fred::types::{CustomCommand, Value};
 use parking_lot::RwLock;
 
+use super::lease::KeyRef;
 use super::{Lease, RedisStore, Store, StoreError};
 use crate::decision::Decision;
 use crate::quota::Quota;
@@ -144,14 +145,13 @@ impl PlacedStore {
         Ok(())
     }
 
-    fn store(&self, deployment: &str) -> &RedisStore {
-        &self
-            .inner
+    /// The position of `deployment`'s store.
+    fn index(&self, deployment: &str) -> usize {
+        self.inner
             .stores
             .iter()
-            .find(|(n, _)| &**n == deployment)
+            .position(|(n, _)| &**n == deployment)
             .expect("placements are checked against the stores")
-            .1
     }
 
     /// The store deciding for `subject` now, copying its state there first
@@ -160,22 +160,32 @@ impl PlacedStore {
         let p = partition((self.inner.tenant_of)(subject));
         let (to, from) = {
             let placed = self.inner.placed.read();
-            let to = placed.current.deployment_of(p).to_owned();
+            let to = self.index(placed.current.deployment_of(p));
             let from = placed
                 .previous
                 .as_ref()
                 .filter(|_| placed.moved_at.elapsed() < self.inner.window)
-                .map(|prev| prev.deployment_of(p).to_owned())
+                .map(|prev| self.index(prev.deployment_of(p)))
                 .filter(|from| *from != to);
             (to, from)
         };
-        let store = self.store(&to);
-        if let Some(from) = from {
-            let key = (quota.fingerprint(), Box::<str>::from(subject));
-            if self.inner.copied.get(&key).is_none() {
-                self.inner.copied.insert(key, ());
-                copy(self.store(&from), store, &store.keys(subject, quota)).await;
-            }
+        let store = &self.inner.stores[to].1;
+        if let Some(from) = from
+            && self
+                .inner
+                .copied
+                .get(&KeyRef(quota.fingerprint(), subject))
+                .is_none()
+        {
+            self.inner
+                .copied
+                .insert((quota.fingerprint(), subject.into()), ());
+            copy(
+                &self.inner.stores[from].1,
+                store,
+                &store.keys(subject, quota),
+            )
+            .await;
         }
         store
     }
