@@ -178,15 +178,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, client: fred::clients::Client) -> Self {
-        self.redis = Some((
-            client,
-            crate::l2::L2Settings {
-                prefix: "cog:cache:".into(),
-                timeout: Duration::from_millis(50),
-                retry_interval: Duration::from_secs(1),
-                lease: None,
-            },
-        ));
+        self.redis = Some((client, crate::l2::L2Settings::default()));
         self
     }
 

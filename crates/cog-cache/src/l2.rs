@@ -143,6 +143,19 @@ mod imp {
         pub(crate) lease: Option<Duration>,
     }
 
+    impl Default for L2Settings {
+        /// The builder's defaults: prefix `cog:cache:`, 50 ms timeout,
+        /// 1 s circuit retry, no lease.
+        fn default() -> Self {
+            L2Settings {
+                prefix: "cog:cache:".into(),
+                timeout: Duration::from_millis(50),
+                retry_interval: Duration::from_secs(1),
+                lease: None,
+            }
+        }
+    }
+
     pub(crate) struct L2 {
         client: Client,
         settings: L2Settings,

@@ -126,15 +126,7 @@ mod tests {
         // Never connected: only the outbox is exercised.
         let config = fred::prelude::Config::from_url("redis://127.0.0.1:1").unwrap();
         let client = fred::prelude::Builder::from_config(config).build().unwrap();
-        Remote::new(L2::new(
-            client,
-            crate::l2::L2Settings {
-                prefix: "cog:cache:".into(),
-                timeout: Duration::from_millis(50),
-                retry_interval: Duration::from_secs(1),
-                lease: None,
-            },
-        ))
+        Remote::new(L2::new(client, crate::l2::L2Settings::default()))
     }
 
     fn key(i: usize) -> Invalidation<String> {
