@@ -182,7 +182,10 @@ impl Leases {
         s.spent += cost;
         let status = LimitStatus {
             remaining: s.remaining.saturating_add(s.units),
-            reset_after: Duration::from_nanos(s.lead.saturating_sub(now - s.granted_at)),
+            // `now` may predate a renewal another task just installed.
+            reset_after: Duration::from_nanos(
+                s.lead.saturating_sub(now.saturating_sub(s.granted_at)),
+            ),
             allowed: true,
         };
         Some(Decision {
@@ -406,6 +409,16 @@ mod tests {
         // 18 units admitted exactly, and the asking one, in a lease time.
         let (_, r) = leases.begin(1, "s", 1, 100_000_001);
         assert_eq!(r.unwrap().want, 19);
+    }
+
+    #[test]
+    fn a_clock_read_before_a_renewal_spends_without_underflow() {
+        let leases = Leases::new(Leasing::new());
+        let (slot, _) = leases.begin(1, "s", 1, 1);
+        // Installed at 5 000 by one task; another read the clock at 4 000.
+        Leases::finish(&slot, Some((10, 3_000, 0)), 100_000, 5_000);
+        let d = leases.spend(1, "s", 1, 4_000).unwrap();
+        assert_eq!(d.statuses()[0].reset_after, Duration::from_nanos(3_000));
     }
 
     #[test]

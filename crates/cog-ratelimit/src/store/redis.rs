@@ -740,7 +740,8 @@ impl DenyCache {
         if now >= d.until || cost < d.cost {
             return None;
         }
-        let elapsed = Duration::from_nanos(now - d.at);
+        // `now` may predate a denial another task just recorded.
+        let elapsed = Duration::from_nanos(now.saturating_sub(d.at));
         Some(Decision {
             allowed: false,
             retry_after: Some(Duration::from_nanos(d.until - now)),
@@ -986,6 +987,9 @@ mod tests {
         assert!(cache.get(7, "t", 2, 400).is_none());
         cache.remove(7, "s");
         assert!(cache.get(7, "s", 2, 400).is_none());
+        // A clock read before another task recorded the denial.
+        cache.put(7, "u", denied(1_000, 1));
+        assert!(cache.get(7, "u", 1, 0).is_some());
     }
 
     #[test]
