@@ -6,7 +6,8 @@
 //! stable across versions, platforms and languages, and spread evenly.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -126,6 +127,54 @@ impl Placement {
         Ok(next)
     }
 
+    /// A placement read back from its parts: `revision`, the deployments,
+    /// and the partitions not on the first deployment (the rest are).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new), and [`PlacementError::UnknownDeployment`]
+    /// for a partition placed on a deployment not in the list.
+    pub fn from_parts<S: Into<Arc<str>>>(
+        revision: u64,
+        deployments: impl IntoIterator<Item = S>,
+        moved: impl IntoIterator<Item = (u8, impl AsRef<str>)>,
+    ) -> Result<Self, PlacementError> {
+        let mut placement = Placement::new(deployments)?;
+        let table = Arc::make_mut(&mut placement.table);
+        for (partition, deployment) in moved {
+            let deployment = deployment.as_ref();
+            let i = placement
+                .deployments
+                .iter()
+                .position(|d| &**d == deployment)
+                .ok_or_else(|| PlacementError::UnknownDeployment(deployment.to_owned()))?;
+            table[usize::from(partition)] = i as u16;
+        }
+        placement.revision = revision;
+        Ok(placement)
+    }
+
+    /// This placement with one more deployment, holding no partition yet,
+    /// one revision on.
+    ///
+    /// # Errors
+    /// [`PlacementError::Deployments`] for an invalid or a known name.
+    pub fn with_deployment(&self, deployment: &str) -> Result<Placement, PlacementError> {
+        let names = self
+            .deployments
+            .iter()
+            .map(|d| d.clone())
+            .chain([deployment.into()]);
+        let mut next = Placement::new(names)?;
+        next.table = self.table.clone();
+        next.revision = self.revision + 1;
+        Ok(next)
+    }
+
+    /// Every partition with its deployment, in partition order.
+    pub fn partitions(&self) -> impl Iterator<Item = (u8, &str)> + '_ {
+        (0..=u8::MAX).map(|p| (p, self.deployment_of(p)))
+    }
+
     /// Partitions whose deployment differs between `self` and `newer`.
     pub fn changed(&self, newer: &Placement) -> Vec<u8> {
         (0..=u8::MAX)
@@ -141,6 +190,200 @@ impl Placement {
         }
         counts
     }
+}
+
+/// Where a tenant's data is now, and where it was before the last switch
+/// (see [`Router::route`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The position of the deployment holding the partition, in
+    /// [`Router::deployments`].
+    pub to: usize,
+    /// The position of the deployment that held it before the last switch,
+    /// when that differs from `to`: data not yet on `to` may be there.
+    pub from: Option<usize>,
+    /// How long ago the partition moved to `to` (since the router started
+    /// if it never moved).
+    pub since: Duration,
+    /// The revision of the placement in force.
+    pub revision: u64,
+}
+
+/// Routes tenants to deployments by a [`Placement`] that can change while
+/// in use — one per process, shared by every placed store (limiter, cache,
+/// plugin KV), so [`set_placement`](Self::set_placement) moves them all at
+/// once.
+///
+/// It knows the deployments this process has a connection to; a placement
+/// may name more (a deployment added to the control plane before the
+/// instances are configured for it) as long as no partition is placed on
+/// one it does not know.
+pub struct Router {
+    names: Arc<[Arc<str>]>,
+    state: RwLock<Routed>,
+}
+
+struct Routed {
+    current: Placement,
+    /// Per partition: the position of its deployment now, before its last
+    /// move ([`NONE`] if it never moved or moved back), and when it moved.
+    to: [u16; PARTITIONS],
+    from: [u16; PARTITIONS],
+    moved: [Instant; PARTITIONS],
+}
+
+const NONE: u16 = u16::MAX;
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Router")
+            .field("deployments", &self.names)
+            .field("revision", &self.read().current.revision)
+            .finish()
+    }
+}
+
+impl Router {
+    /// A router over `deployments` (the ones this process can reach),
+    /// starting at `placement`.
+    ///
+    /// # Errors
+    /// [`PlacementError::UnknownDeployment`] when `placement` puts a
+    /// partition on a deployment not in `deployments`;
+    /// [`PlacementError::Deployments`] for an invalid list.
+    pub fn new<S: Into<Arc<str>>>(
+        deployments: impl IntoIterator<Item = S>,
+        placement: Placement,
+    ) -> Result<Self, PlacementError> {
+        let names = Placement::new(deployments)?.deployments;
+        let to = positions(&names, &placement)?;
+        Ok(Router {
+            names,
+            state: RwLock::new(Routed {
+                current: placement,
+                to,
+                from: [NONE; PARTITIONS],
+                moved: [Instant::now(); PARTITIONS],
+            }),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Routed> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The deployments this router routes to, in the order of
+    /// [`Route::to`].
+    pub fn deployments(&self) -> &[Arc<str>] {
+        &self.names
+    }
+
+    /// The position of `deployment` in [`deployments`](Self::deployments).
+    pub fn position(&self, deployment: &str) -> Option<usize> {
+        self.names.iter().position(|d| &**d == deployment)
+    }
+
+    /// `stores`, named by deployment, in the order of
+    /// [`deployments`](Self::deployments) (names the router does not know
+    /// are left out) — how a placed store lines up its connections.
+    ///
+    /// # Errors
+    /// [`PlacementError::UnknownDeployment`] naming a deployment of the
+    /// router that `stores` lacks.
+    pub fn arrange<S>(
+        &self,
+        stores: impl IntoIterator<Item = (impl AsRef<str>, S)>,
+    ) -> Result<Vec<S>, PlacementError> {
+        let mut slots: Vec<Option<S>> = self.names.iter().map(|_| None).collect();
+        for (name, store) in stores {
+            if let Some(i) = self.position(name.as_ref()) {
+                slots[i] = Some(store);
+            }
+        }
+        slots
+            .into_iter()
+            .zip(self.names.iter())
+            .map(|(s, name)| s.ok_or_else(|| PlacementError::UnknownDeployment(name.to_string())))
+            .collect()
+    }
+
+    /// The placement in force.
+    pub fn placement(&self) -> Placement {
+        self.read().current.clone()
+    }
+
+    /// Switches to `placement` if its revision is newer than the one in
+    /// force; whether it did (placements may arrive late or twice).
+    ///
+    /// # Errors
+    /// [`PlacementError::UnknownDeployment`] when it puts a partition on a
+    /// deployment this router does not know; nothing changes then.
+    pub fn set_placement(&self, placement: Placement) -> Result<bool, PlacementError> {
+        let to = positions(&self.names, &placement)?;
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if placement.revision <= state.current.revision {
+            return Ok(false);
+        }
+        // A partition that moves again before its data followed keeps
+        // only its latest previous home: data still on the one before is
+        // lost to it (the store's copy window says how long it follows).
+        let now = Instant::now();
+        for p in 0..PARTITIONS {
+            if state.to[p] != to[p] {
+                state.from[p] = if state.from[p] == to[p] {
+                    NONE
+                } else {
+                    state.to[p]
+                };
+                state.to[p] = to[p];
+                state.moved[p] = now;
+            }
+        }
+        state.current = placement;
+        Ok(true)
+    }
+
+    /// Where `tenant`'s data is.
+    pub fn route(&self, tenant: &str) -> Route {
+        self.route_partition(partition(tenant))
+    }
+
+    /// Where `partition`'s data is.
+    pub fn route_partition(&self, partition: u8) -> Route {
+        let state = self.read();
+        let p = usize::from(partition);
+        Route {
+            to: usize::from(state.to[p]),
+            from: (state.from[p] != NONE).then(|| usize::from(state.from[p])),
+            since: state.moved[p].elapsed(),
+            revision: state.current.revision,
+        }
+    }
+}
+
+/// Per partition, the position in `names` of its deployment.
+fn positions(
+    names: &[Arc<str>],
+    placement: &Placement,
+) -> Result<[u16; PARTITIONS], PlacementError> {
+    let mut map = vec![None; placement.deployments.len()];
+    let mut to = [0; PARTITIONS];
+    for (p, &d) in placement.table.iter().enumerate() {
+        let pos = match map[usize::from(d)] {
+            Some(pos) => pos,
+            None => {
+                let name = &placement.deployments[usize::from(d)];
+                let pos = names
+                    .iter()
+                    .position(|n| n == name)
+                    .ok_or_else(|| PlacementError::UnknownDeployment(name.to_string()))?;
+                map[usize::from(d)] = Some(pos);
+                pos
+            }
+        };
+        to[p] = pos as u16;
+    }
+    Ok(to)
 }
 
 #[cfg(test)]
@@ -191,5 +434,87 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn placements_round_trip_through_their_parts() {
+        let p = Placement::new(["main", "big"])
+            .unwrap()
+            .moved(7, "big")
+            .unwrap()
+            .moved(200, "big")
+            .unwrap();
+        let moved: Vec<(u8, &str)> = p.partitions().filter(|(_, d)| *d != "main").collect();
+        assert_eq!(moved, [(7, "big"), (200, "big")]);
+        let back = Placement::from_parts(p.revision(), ["main", "big"], moved).unwrap();
+        assert_eq!(back, p);
+        assert_eq!(
+            Placement::from_parts(3, ["main"], [(1, "big")]),
+            Err(PlacementError::UnknownDeployment("big".into()))
+        );
+        let more = p.with_deployment("eu").unwrap();
+        assert_eq!(more.revision(), p.revision() + 1);
+        assert_eq!(more.counts(), vec![254, 2, 0]);
+        assert!(matches!(
+            more.with_deployment("big"),
+            Err(PlacementError::Deployments(_))
+        ));
+    }
+
+    #[test]
+    fn a_router_switches_to_newer_placements_and_remembers_the_last_home() {
+        let p = Placement::new(["a", "b"]).unwrap();
+        // The router knows more deployments than the placement, in another order.
+        let router = Router::new(["b", "c", "a"], p.clone()).unwrap();
+        let acme = partition("acme");
+        assert_eq!(router.route("acme").to, 2);
+        assert_eq!(router.route("acme").from, None);
+        assert_eq!(router.route("acme").revision, 1);
+
+        let q = p.moved(acme, "b").unwrap();
+        assert!(router.set_placement(q.clone()).unwrap());
+        let r = router.route("acme");
+        assert_eq!((r.to, r.from, r.revision), (0, Some(2), 2));
+        assert!(r.since < Duration::from_secs(1));
+        // Other partitions did not move.
+        let other = (0..=u8::MAX).find(|&x| x != acme).unwrap();
+        assert_eq!(router.route_partition(other).from, None);
+        // Older or equal revisions are ignored.
+        assert!(!router.set_placement(p).unwrap());
+        assert!(!router.set_placement(q.clone()).unwrap());
+        assert_eq!(router.placement(), q);
+
+        // A placement on a deployment the router lacks changes nothing.
+        let far = q.with_deployment("z").unwrap();
+        assert!(router.set_placement(far.clone()).unwrap()); // no partition on z yet
+        let err = router.set_placement(far.moved(acme, "z").unwrap());
+        assert_eq!(err, Err(PlacementError::UnknownDeployment("z".into())));
+        assert_eq!(router.route("acme").to, 0);
+        // The switch to `far` moved nothing: acme's previous home stays.
+        assert_eq!(router.route("acme").from, Some(2));
+        // Moving another partition keeps acme's previous home too; moving
+        // acme back home forgets it.
+        router
+            .set_placement(far.moved(other, "b").unwrap())
+            .unwrap();
+        assert_eq!(router.route("acme").from, Some(2));
+        assert_eq!(router.route_partition(other).from, Some(2));
+        let back = router.placement().moved(acme, "a").unwrap();
+        router.set_placement(back).unwrap();
+        assert_eq!(
+            (router.route("acme").to, router.route("acme").from),
+            (2, None)
+        );
+        assert_eq!(router.position("a"), Some(2));
+        assert_eq!(router.deployments().len(), 3);
+        assert!(Router::new(["b"], q.moved(acme, "a").unwrap()).is_err());
+        assert_eq!(
+            router.arrange([("a", 1), ("x", 9), ("c", 3), ("b", 2)]),
+            Ok(vec![2, 3, 1])
+        );
+        assert_eq!(
+            router.arrange([("a", 1), ("b", 2)]),
+            Err(PlacementError::UnknownDeployment("c".into()))
+        );
     }
 }

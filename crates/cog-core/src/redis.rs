@@ -36,6 +36,52 @@ pub fn is_unavailable_reply(details: &str) -> bool {
             .any(|rest| is_code(rest.split_whitespace().next().unwrap_or("")))
 }
 
+/// Copies `keys` from one Redis to another (`DUMP`, `PTTL`, `RESTORE`
+/// without `REPLACE`: a key `to` has already wins) — how placed stores
+/// carry a tenant's data to the deployment its partition moved to. Keys
+/// `from` lacks are skipped; how many were copied.
+///
+/// # Errors
+/// The first failed call (`to` answering `BUSYKEY` is not a failure).
+#[cfg(feature = "fred")]
+pub async fn copy_keys(
+    from: &fred::clients::Client,
+    to: &fred::clients::Client,
+    keys: &[String],
+) -> Result<usize, fred::error::Error> {
+    use fred::interfaces::ClientLike;
+    use fred::types::{CustomCommand, Value};
+    let cmd = |name: &'static str| CustomCommand::new_static(name, None, false);
+    let mut copied = 0;
+    for key in keys {
+        let bytes = match from.custom(cmd("DUMP"), vec![key.clone()]).await? {
+            Value::Bytes(b) => b,
+            Value::String(s) => s.into_inner(),
+            _ => continue, // nothing there
+        };
+        let ttl: i64 = from.custom(cmd("PTTL"), vec![key.clone()]).await?;
+        if ttl == -2 {
+            continue; // expired in between
+        }
+        let restored: Result<Value, _> = to
+            .custom(
+                cmd("RESTORE"),
+                vec![
+                    Value::from(key.as_str()),
+                    Value::Integer(ttl.max(0)),
+                    Value::Bytes(bytes),
+                ],
+            )
+            .await;
+        match restored {
+            Ok(_) => copied += 1,
+            Err(e) if e.details().starts_with("BUSYKEY") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(copied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

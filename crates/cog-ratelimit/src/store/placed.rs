@@ -2,12 +2,11 @@
 //! its partition is placed on (see [`cog_core::placement`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use cog_core::placement::{Placement, PlacementError, partition};
-use fred::interfaces::ClientLike;
-use fred::types::{CustomCommand, Value};
-use parking_lot::RwLock;
+use cog_core::placement::{Placement, PlacementError, Router};
+use cog_core::redis::copy_keys;
 
 use super::lease::KeyRef;
 use super::{Lease, RedisStore, Store, StoreError};
@@ -42,25 +41,20 @@ pub struct PlacedStore {
 }
 
 struct Inner {
-    stores: Vec<(Arc<str>, RedisStore)>,
-    placed: RwLock<Placed>,
+    router: Arc<Router>,
+    /// One store per deployment, in the router's order.
+    stores: Vec<RedisStore>,
     tenant_of: Box<TenantOf>,
     window: Duration,
-    /// Subjects copied since the last move.
+    /// Subjects copied since the placement's revision `seen`.
     copied: quick_cache::sync::Cache<(u64, Box<str>), ()>,
-}
-
-#[derive(Clone)]
-struct Placed {
-    current: Placement,
-    previous: Option<Placement>,
-    moved_at: Instant,
+    seen: AtomicU64,
 }
 
 impl std::fmt::Debug for PlacedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlacedStore")
-            .field("placement", &self.inner.placed.read().current)
+            .field("router", &self.inner.router)
             .finish_non_exhaustive()
     }
 }
@@ -71,23 +65,35 @@ impl PlacedStore {
     /// [`tenant_of`](Self::tenant_of) otherwise.
     ///
     /// # Errors
-    /// [`PlacementError::UnknownDeployment`] when the placement names a
-    /// deployment without a store.
+    /// [`PlacementError::UnknownDeployment`] when the placement puts a
+    /// partition on a deployment without a store.
     pub fn new(
         placement: Placement,
         stores: impl IntoIterator<Item = (impl Into<Arc<str>>, RedisStore)>,
     ) -> Result<Self, PlacementError> {
         let stores: Vec<(Arc<str>, RedisStore)> =
             stores.into_iter().map(|(n, s)| (n.into(), s)).collect();
-        check(&placement, &stores)?;
+        let router = Router::new(stores.iter().map(|(n, _)| n.clone()), placement)?;
+        Self::routed(Arc::new(router), stores)
+    }
+
+    /// A store deciding by a shared `router` (one per process: the cache
+    /// and the plugin KV can follow the same one), with a store for each
+    /// of the router's deployments.
+    ///
+    /// # Errors
+    /// [`PlacementError::UnknownDeployment`] naming a deployment of the
+    /// router without a store.
+    pub fn routed(
+        router: Arc<Router>,
+        stores: impl IntoIterator<Item = (impl Into<Arc<str>>, RedisStore)>,
+    ) -> Result<Self, PlacementError> {
+        let stores = router.arrange(stores.into_iter().map(|(n, s)| (n.into(), s)))?;
         Ok(PlacedStore {
             inner: Arc::new(Inner {
+                seen: AtomicU64::new(router.placement().revision()),
+                router,
                 stores,
-                placed: RwLock::new(Placed {
-                    current: placement,
-                    previous: None,
-                    moved_at: Instant::now(),
-                }),
                 tenant_of: Box::new(|s| s),
                 window: Duration::from_secs(24 * 3600),
                 copied: quick_cache::sync::Cache::new(65_536),
@@ -97,11 +103,12 @@ impl PlacedStore {
 
     fn with(self, f: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            router: shared.router.clone(),
             stores: shared.stores.clone(),
-            placed: RwLock::new(shared.placed.read().clone()),
             tenant_of: Box::new(|s| s),
             window: shared.window,
             copied: quick_cache::sync::Cache::new(65_536),
+            seen: AtomicU64::new(shared.seen.load(Ordering::Relaxed)),
         });
         f(&mut inner);
         PlacedStore {
@@ -121,123 +128,58 @@ impl PlacedStore {
         self.with(|i| i.window = window)
     }
 
+    /// The router this store follows.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.inner.router
+    }
+
     /// The placement in force.
     pub fn placement(&self) -> Placement {
-        self.inner.placed.read().current.clone()
+        self.inner.router.placement()
     }
 
     /// Switches to `placement` if it is newer than the one in force (an
     /// older or equal revision is ignored: placements may arrive out of
-    /// order).
+    /// order). With a shared router, every store following it switches.
     ///
     /// # Errors
-    /// [`PlacementError::UnknownDeployment`] when it names a deployment
-    /// without a store.
+    /// [`PlacementError::UnknownDeployment`] when it puts a partition on a
+    /// deployment without a store.
     pub fn set_placement(&self, placement: Placement) -> Result<(), PlacementError> {
-        check(&placement, &self.inner.stores)?;
-        let mut placed = self.inner.placed.write();
-        if placement.revision() > placed.current.revision() {
-            let old = std::mem::replace(&mut placed.current, placement);
-            placed.previous = Some(old);
-            placed.moved_at = Instant::now();
-            self.inner.copied.clear();
-        }
-        Ok(())
-    }
-
-    /// The position of `deployment`'s store.
-    fn index(&self, deployment: &str) -> usize {
-        self.inner
-            .stores
-            .iter()
-            .position(|(n, _)| &**n == deployment)
-            .expect("placements are checked against the stores")
+        self.inner.router.set_placement(placement).map(drop)
     }
 
     /// The store deciding for `subject` now, copying its state there first
     /// if its partition moved recently and this is its first decision since.
     async fn route(&self, subject: &str, quota: &Quota) -> &RedisStore {
-        let p = partition((self.inner.tenant_of)(subject));
-        let (to, from) = {
-            let placed = self.inner.placed.read();
-            let to = self.index(placed.current.deployment_of(p));
-            let from = placed
-                .previous
-                .as_ref()
-                .filter(|_| placed.moved_at.elapsed() < self.inner.window)
-                .map(|prev| self.index(prev.deployment_of(p)))
-                .filter(|from| *from != to);
-            (to, from)
+        let inner = &*self.inner;
+        let route = inner.router.route((inner.tenant_of)(subject));
+        let store = &inner.stores[route.to];
+        let Some(from) = route.from.filter(|_| route.since < inner.window) else {
+            return store;
         };
-        let store = &self.inner.stores[to].1;
-        if let Some(from) = from
-            && self
-                .inner
-                .copied
-                .get(&KeyRef(quota.fingerprint(), subject))
-                .is_none()
+        if inner.seen.swap(route.revision, Ordering::Relaxed) != route.revision {
+            inner.copied.clear();
+        }
+        if inner
+            .copied
+            .get(&KeyRef(quota.fingerprint(), subject))
+            .is_none()
         {
-            self.inner
+            inner
                 .copied
                 .insert((quota.fingerprint(), subject.into()), ());
-            copy(
-                &self.inner.stores[from].1,
-                store,
+            if let Err(e) = copy_keys(
+                inner.stores[from].client(),
+                store.client(),
                 &store.keys(subject, quota),
             )
-            .await;
+            .await
+            {
+                tracing::warn!(target: "cog_ratelimit", error = %e, "copying limiter state after a move failed");
+            }
         }
         store
-    }
-}
-
-fn check(placement: &Placement, stores: &[(Arc<str>, RedisStore)]) -> Result<(), PlacementError> {
-    for d in placement.deployments() {
-        if !stores.iter().any(|(n, _)| n == d) {
-            return Err(PlacementError::UnknownDeployment(d.to_string()));
-        }
-    }
-    Ok(())
-}
-
-/// Copies `keys` from `from` to `to` (`DUMP`, `PTTL`, `RESTORE` without
-/// `REPLACE`: state `to` has already wins). Failures are logged: the
-/// subject then starts fresh on `to`.
-async fn copy(from: &RedisStore, to: &RedisStore, keys: &[String]) {
-    let cmd = |name: &'static str| CustomCommand::new_static(name, None, false);
-    for key in keys {
-        let dumped: Result<Value, _> = from.client().custom(cmd("DUMP"), vec![key.clone()]).await;
-        let bytes = match dumped {
-            Ok(Value::Bytes(b)) => b,
-            Ok(Value::String(s)) => s.into_inner(),
-            Ok(_) => continue, // nothing there
-            Err(e) => {
-                tracing::warn!(target: "cog_ratelimit", error = %e, "copying limiter state after a move failed");
-                continue;
-            }
-        };
-        let ttl: i64 = from
-            .client()
-            .custom(cmd("PTTL"), vec![key.clone()])
-            .await
-            .unwrap_or(-1);
-        let ttl = ttl.max(0);
-        let restored: Result<Value, _> = to
-            .client()
-            .custom(
-                cmd("RESTORE"),
-                vec![
-                    Value::from(key.as_str()),
-                    Value::Integer(ttl),
-                    Value::Bytes(bytes),
-                ],
-            )
-            .await;
-        if let Err(e) = restored
-            && !e.details().starts_with("BUSYKEY")
-        {
-            tracing::warn!(target: "cog_ratelimit", error = %e, "restoring limiter state after a move failed");
-        }
     }
 }
 
@@ -258,7 +200,7 @@ impl Store for PlacedStore {
 
     async fn reset(&self, subject: &str, quota: &Quota) -> Result<(), StoreError> {
         // Every deployment: a reset must not come back from an old one.
-        for (_, store) in &self.inner.stores {
+        for store in &self.inner.stores {
             store.reset(subject, quota).await?;
         }
         Ok(())
@@ -268,10 +210,10 @@ impl Store for PlacedStore {
         // The slots are on the deployment that decided, which may have
         // changed since: release on every one (removing a member another
         // does not hold is a no-op).
-        let Some(((_, last), rest)) = self.inner.stores.split_last() else {
+        let Some((last, rest)) = self.inner.stores.split_last() else {
             return;
         };
-        for (_, store) in rest {
+        for store in rest {
             if let Some(copy) = lease.duplicate() {
                 store.release(copy);
             }

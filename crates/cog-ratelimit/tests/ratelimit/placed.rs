@@ -56,13 +56,13 @@ async fn each_tenant_is_decided_on_its_partitions_deployment() {
         .unwrap();
     store.check(&other, &quota, 1).await.unwrap();
     assert_eq!((keys(&main).await, keys(&big).await), (1, 1));
-    // Unknown deployments are refused, stale placements ignored.
+    // A partition on a deployment without a store is refused; stale
+    // placements are ignored.
     let p = store.placement();
-    assert!(
-        store
-            .set_placement(Placement::new(["main", "elsewhere"]).unwrap())
-            .is_err()
-    );
+    let elsewhere =
+        Placement::from_parts(9, ["main", "elsewhere"], [(partition("acme"), "elsewhere")]);
+    assert!(store.set_placement(elsewhere.unwrap()).is_err());
+    assert_eq!(store.placement(), p);
     store
         .set_placement(Placement::new(["main", "big"]).unwrap())
         .unwrap();
