@@ -159,11 +159,7 @@ impl Placement {
     /// # Errors
     /// [`PlacementError::Deployments`] for an invalid or a known name.
     pub fn with_deployment(&self, deployment: &str) -> Result<Placement, PlacementError> {
-        let names = self
-            .deployments
-            .iter()
-            .map(|d| d.clone())
-            .chain([deployment.into()]);
+        let names = self.deployments.iter().cloned().chain([deployment.into()]);
         let mut next = Placement::new(names)?;
         next.table = self.table.clone();
         next.revision = self.revision + 1;
@@ -328,8 +324,8 @@ impl Router {
         // only its latest previous home: data still on the one before is
         // lost to it (the store's copy window says how long it follows).
         let now = Instant::now();
-        for p in 0..PARTITIONS {
-            if state.to[p] != to[p] {
+        for (p, &to) in to.iter().enumerate() {
+            if state.to[p] != to {
                 state.from[p] = if state.from[p] == to[p] {
                     NONE
                 } else {
