@@ -326,12 +326,12 @@ impl Router {
         let now = Instant::now();
         for (p, &to) in to.iter().enumerate() {
             if state.to[p] != to {
-                state.from[p] = if state.from[p] == to[p] {
+                state.from[p] = if state.from[p] == to {
                     NONE
                 } else {
                     state.to[p]
                 };
-                state.to[p] = to[p];
+                state.to[p] = to;
                 state.moved[p] = now;
             }
         }
