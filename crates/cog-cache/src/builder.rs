@@ -20,7 +20,17 @@ pub struct CacheBuilder<K, V> {
     redis: Option<(fred::clients::Client, crate::l2::L2Settings)>,
     #[cfg(feature = "redis")]
     regions: Vec<fred::clients::Client>,
+    #[cfg(feature = "redis")]
+    placed: Option<Placed>,
     _types: PhantomData<fn(K) -> V>,
+}
+
+/// What [`CacheBuilder::placed`] was given.
+#[cfg(feature = "redis")]
+struct Placed {
+    router: Arc<cog_core::placement::Router>,
+    clients: Result<Vec<fred::clients::Client>, cog_core::placement::PlacementError>,
+    window: Duration,
 }
 
 impl<K, V> fmt::Debug for CacheBuilder<K, V> {
@@ -45,6 +55,11 @@ pub enum BuildError {
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Invalid(&'static str),
+    /// [`placed`](CacheBuilder::placed) without a client for one of the
+    /// router's deployments, or without [`redis`](CacheBuilder::redis).
+    #[cfg(feature = "redis")]
+    #[error("placement: {0}")]
+    Placement(String),
     /// A Redis-backed cache was built without
     /// [`schema`](CacheBuilder::schema).
     #[error("a Redis-backed cache needs a value schema: call .schema(\"name-v1\") on the builder")]
@@ -74,6 +89,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
             redis: None,
             #[cfg(feature = "redis")]
             regions: Vec::new(),
+            #[cfg(feature = "redis")]
+            placed: None,
             _types: PhantomData,
         }
     }
@@ -197,6 +214,51 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
+    /// Keeps each tenant's L2 entries, tag sets and leases on the Redis
+    /// deployment its partition is placed on (see
+    /// [`cog_core::placement`]): `deployments` names a client for each of
+    /// `router`'s deployments. Share the router with the other placed
+    /// stores of the process (the limiter's `PlacedStore`, the plugin KV):
+    /// one [`Router::set_placement`](cog_core::placement::Router::set_placement)
+    /// moves them all.
+    ///
+    /// Invalidation messages between instances stay on
+    /// [`redis`](Self::redis), which is needed too. For `window` after a
+    /// partition moves (24 h with [`placed`](Self::placed); see
+    /// [`placed_window`](Self::placed_window)), a miss on the new deployment
+    /// reads the old one and copies what it finds (hot entries follow the
+    /// move on their first read, with their remaining lifetime), and
+    /// invalidations delete on both. Entries not read in that window stay
+    /// behind until their TTL: keep it at least your longest TTL (plus
+    /// stale windows), so a partition moved back cannot find one that
+    /// missed an invalidation.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn placed(
+        mut self,
+        router: Arc<cog_core::placement::Router>,
+        deployments: impl IntoIterator<Item = (impl AsRef<str>, fred::clients::Client)>,
+    ) -> Self {
+        let clients = router.arrange(deployments);
+        self.placed = Some(Placed {
+            router,
+            clients,
+            window: Duration::from_secs(24 * 3600),
+        });
+        self
+    }
+
+    /// How long after a move the previous deployment is read and cleared
+    /// (default 24 h; see [`placed`](Self::placed)).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn placed_window(mut self, window: Duration) -> Self {
+        if let Some(p) = &mut self.placed {
+            p.window = window;
+        }
+        self
+    }
+
     #[cfg(feature = "redis")]
     fn l2_settings(&mut self) -> Option<&mut crate::l2::L2Settings> {
         self.redis.as_mut().map(|(_, s)| s)
@@ -278,10 +340,28 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                         )))
                     })
                     .collect();
+                let placed = match self.placed.take() {
+                    Some(p) => Some(crate::inner::PlacedL2 {
+                        l2s: p
+                            .clients
+                            .map_err(|e| BuildError::Placement(e.to_string()))?
+                            .into_iter()
+                            .map(|c| crate::l2::L2::new(c, settings.clone()))
+                            .collect(),
+                        router: p.router,
+                        window: p.window,
+                    }),
+                    None => None,
+                };
                 let l2 = crate::l2::L2::new(client.clone(), settings);
                 let origin = l2.origin;
-                let inner =
-                    Inner::with_remotes(self.config, self.capacity, Some(l2), remotes.clone());
+                let inner = Inner::with_remotes(
+                    self.config,
+                    self.capacity,
+                    Some(l2),
+                    remotes.clone(),
+                    placed,
+                );
                 for r in remotes {
                     crate::regions::spawn(Arc::downgrade(&inner), r, retry);
                 }
@@ -289,6 +369,12 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     .map_err(|e| BuildError::Subscriber(e.to_string()))?;
                 return Ok(TieredCache::from_inner(inner));
             }
+        }
+        #[cfg(feature = "redis")]
+        if self.placed.is_some() {
+            return Err(BuildError::Placement(
+                "a placed cache needs .redis(client) for its invalidation messages".into(),
+            ));
         }
         Ok(TieredCache::from_inner(Inner::new(
             self.config,

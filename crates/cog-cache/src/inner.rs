@@ -59,6 +59,17 @@ impl<K: CacheKey, V: CacheValue> crate::stats::Observed for Inner<K, V> {
     }
 }
 
+/// The L2s of the deployments tenants are placed on (see
+/// [`CacheBuilder::placed`](crate::CacheBuilder::placed)).
+#[cfg(feature = "redis")]
+pub(crate) struct PlacedL2 {
+    pub(crate) router: Arc<cog_core::placement::Router>,
+    /// In the router's order.
+    pub(crate) l2s: Vec<L2>,
+    /// How long after a move the previous deployment is still read.
+    pub(crate) window: Duration,
+}
+
 pub(crate) struct Inner<K, V> {
     pub(crate) l1: L1<K, V>,
     pub(crate) config: Config<K, V>,
@@ -78,6 +89,9 @@ pub(crate) struct Inner<K, V> {
     /// Other regions' L2s, which every invalidation also reaches.
     #[cfg(feature = "redis")]
     pub(crate) remotes: Vec<Arc<crate::regions::Remote<K>>>,
+    /// Tenants' data on the deployments their partitions are placed on.
+    #[cfg(feature = "redis")]
+    pub(crate) placed: Option<PlacedL2>,
 }
 
 /// Starts quanta's upkeep thread once per process: it refreshes a coarse
@@ -106,6 +120,39 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         0
     }
 
+    /// The L2 holding `tenant`'s entries: its partition's deployment when
+    /// tenants are placed, the one L2 otherwise.
+    pub(crate) fn l2_of(&self, tenant: &str) -> Option<&L2> {
+        #[cfg(feature = "redis")]
+        if let Some(placed) = &self.placed {
+            return Some(&placed.l2s[placed.router.route(tenant).to]);
+        }
+        let _ = tenant;
+        self.l2.as_ref()
+    }
+
+    /// The L2 that held `tenant`'s entries before its partition moved, for
+    /// the placement's window after the move.
+    pub(crate) fn l2_before(&self, tenant: &str) -> Option<&L2> {
+        #[cfg(feature = "redis")]
+        if let Some(placed) = &self.placed {
+            let route = placed.router.route(tenant);
+            return route
+                .from
+                .filter(|_| route.since < placed.window)
+                .map(|i| &placed.l2s[i]);
+        }
+        let _ = tenant;
+        None
+    }
+
+    /// Every L2 that may hold `tenant`'s entries: where they are, and
+    /// shortly after a move where they were (an invalidation clears both,
+    /// or the old copy could follow the tenant back).
+    pub(crate) fn l2s_of(&self, tenant: &str) -> impl Iterator<Item = &L2> {
+        self.l2_of(tenant).into_iter().chain(self.l2_before(tenant))
+    }
+
     /// Queues `msg` for every other region (no-op with none).
     pub(crate) fn fan_out(&self, msg: &crate::l2::Invalidation<K>) {
         #[cfg(feature = "redis")]
@@ -123,6 +170,8 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             l2,
             #[cfg(feature = "redis")]
             Vec::new(),
+            #[cfg(feature = "redis")]
+            None,
         )
     }
 
@@ -131,6 +180,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         capacity_bytes: u64,
         l2: Option<L2>,
         #[cfg(feature = "redis")] remotes: Vec<Arc<crate::regions::Remote<K>>>,
+        #[cfg(feature = "redis")] placed: Option<PlacedL2>,
     ) -> Arc<Self> {
         let l2_absent = l2.is_none();
         let usage = Arc::new(TenantUsage::default());
@@ -161,6 +211,8 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             listening: tokio::sync::watch::Sender::new(l2_absent),
             #[cfg(feature = "redis")]
             remotes,
+            #[cfg(feature = "redis")]
+            placed,
             config,
         });
         let observed: Arc<dyn crate::stats::Observed> = inner.clone();
@@ -306,7 +358,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
 
     /// Writes a slot to L2 (best effort: failures only feed the breaker).
     pub(crate) async fn put_l2(&self, tenant: &str, key: &K, slot: &Slot<V>) -> Option<usize> {
-        let l2 = self.l2.as_ref()?;
+        let l2 = self.l2_of(tenant)?;
         let now = self.now();
         let now_ms = unix_ms();
         let ms = |until: u64| now_ms.saturating_add(until.saturating_sub(now) / 1_000_000);

@@ -13,6 +13,18 @@ pub(crate) enum Invalidation<K> {
     Tag { tenant: String, tag: String },
 }
 
+impl<K> Invalidation<K> {
+    /// The tenant whose entries it names.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn tenant(&self) -> &str {
+        match self {
+            Invalidation::Key { tenant, .. }
+            | Invalidation::Tenant(tenant)
+            | Invalidation::Tag { tenant, .. } => tenant,
+        }
+    }
+}
+
 /// Why an L2 call did not answer.
 #[derive(Debug, thiserror::Error)]
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]

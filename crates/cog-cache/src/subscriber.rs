@@ -78,7 +78,7 @@ pub(crate) fn spawn<K: CacheKey, V: CacheValue>(
                             let stale = inner.recent.named_by(&inv);
                             if !stale.is_empty() {
                                 tokio::spawn(async move {
-                                    if let Some(l2) = &inner.l2 {
+                                    if let Some(l2) = inner.l2_of(inv.tenant()) {
                                         for key in stale {
                                             if let Err(e) = l2.del(&key).await {
                                                 inner.stats.l2_error(&e);

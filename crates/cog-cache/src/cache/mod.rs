@@ -130,17 +130,12 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             tag: tag.to_owned(),
         };
         inner.apply(&msg);
-        if let Some(l2) = &inner.l2 {
+        for l2 in inner.l2s_of(&tenant) {
             if let Err(e) = l2.delete_tag(&tenant, tag).await {
                 inner.stats.l2_error(&e);
             }
-            // Again: a load here may have read L2 before the delete.
-            inner.apply(&msg);
-            if let Err(e) = l2.publish(&msg).await {
-                inner.stats.l2_error(&e);
-            }
         }
-        inner.fan_out(&msg);
+        self.publish(&msg).await;
     }
 
     /// Resolves once this instance receives other instances' invalidations
@@ -173,8 +168,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// cache has an L2.
     pub fn l2_key(&self, key: &K) -> Option<String> {
         self.inner
-            .l2
-            .as_ref()
+            .l2_of(self.tenant_str())
             .and_then(|l2| l2.data_key(self.tenant_str(), key))
     }
 
@@ -268,19 +262,14 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             key: key.clone(),
         };
         inner.apply(&msg);
-        if let Some(l2) = &inner.l2 {
+        for l2 in inner.l2s_of(self.tenant_str()) {
             if let Some(data_key) = l2.data_key(self.tenant_str(), key)
                 && let Err(e) = l2.del(&data_key).await
             {
                 inner.stats.l2_error(&e);
             }
-            // Again: a load here may have read L2 before the delete.
-            inner.apply(&msg);
-            if let Err(e) = l2.publish(&msg).await {
-                inner.stats.l2_error(&e);
-            }
         }
-        inner.fan_out(&msg);
+        self.publish(&msg).await;
     }
 
     /// Removes every entry of this view's tenant: here, in L2 (a `SCAN`
@@ -291,17 +280,46 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         let tenant = self.tenant_str().to_string();
         let msg = Invalidation::<K>::Tenant(tenant.clone());
         inner.apply(&msg);
-        if let Some(l2) = &inner.l2 {
+        for l2 in inner.l2s_of(&tenant) {
             if let Err(e) = l2.delete_tenant(&tenant).await {
                 inner.stats.l2_error(&e);
             }
-            // Again: a load here may have read L2 before the delete.
-            inner.apply(&msg);
-            if let Err(e) = l2.publish(&msg).await {
+        }
+        self.publish(&msg).await;
+    }
+
+    /// After an invalidation's L2 deletes: applies it here again (a load
+    /// here may have read L2 before the delete), tells the other instances
+    /// and the other regions.
+    async fn publish(&self, msg: &Invalidation<K>) {
+        let inner = &self.inner;
+        if let Some(l2) = &inner.l2 {
+            inner.apply(msg);
+            if let Err(e) = l2.publish(msg).await {
                 inner.stats.l2_error(&e);
             }
         }
-        inner.fan_out(&msg);
+        inner.fan_out(msg);
+    }
+
+    /// After a miss on the tenant's deployment shortly after its
+    /// partition moved: the entry from the deployment it moved from, with
+    /// the generation seen before reading it.
+    async fn read_before_move(
+        &self,
+        key: &K,
+        data_key: &str,
+    ) -> Option<(Vec<u8>, crate::generation::Seen)> {
+        let inner = &self.inner;
+        let before = inner.l2_before(self.tenant_str())?;
+        let seen = inner.generations.seen(self.l1_ref(key));
+        match before.get(data_key).await {
+            Ok(b) => b.map(|b| (b, seen)),
+            Err(e) => {
+                inner.stats.l2_error(&e);
+                None
+            }
+        }
     }
 
     fn l1_ref<'k>(&'k self, key: &'k K) -> L1Ref<'k, K> {
@@ -322,14 +340,22 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// miss (and counted). Returns the slot and whether it is fresh.
     async fn read_l2(&self, key: &K) -> Option<(Slot<V>, bool)> {
         let inner = &self.inner;
-        let l2 = inner.l2.as_ref()?;
-        let data_key = l2.data_key(self.tenant_str(), key)?;
+        let tenant = self.tenant_str();
+        let l2 = inner.l2_of(tenant)?;
+        let data_key = l2.data_key(tenant, key)?;
+        let mut adopted = None;
         let bytes = match l2.get(&data_key).await {
             Ok(Some(b)) => b,
-            Ok(None) => {
-                inner.stats.l2_miss();
-                return None;
-            }
+            Ok(None) => match self.read_before_move(key, &data_key).await {
+                Some((b, seen)) => {
+                    adopted = Some(seen);
+                    b
+                }
+                None => {
+                    inner.stats.l2_miss();
+                    return None;
+                }
+            },
             Err(e) => {
                 inner.stats.l2_error(&e);
                 return None;
@@ -338,7 +364,11 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         match envelope::decode::<V>(&bytes, inner.config.schema) {
             Ok(env) => {
                 let fresh = unix_ms() < env.fresh_until_ms;
-                let slot = inner.slot_read_l2(key, env, bytes.len());
+                let mut slot = inner.slot_read_l2(key, env, bytes.len());
+                if let Some(seen) = adopted {
+                    // The entry follows its tenant to the new deployment.
+                    slot = self.put_l2_unless_invalidated(key, slot, seen).await;
+                }
                 if fresh {
                     inner.stats.l2_hit();
                 }

@@ -160,7 +160,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         };
         // Once per cluster: whoever holds the lease loads; the others wait
         // for its value to appear in L2.
-        let lease = match &inner.l2 {
+        let lease = match inner.l2_of(&tenant) {
             Some(l2) => l2.lease(&tenant, key).await,
             None => None,
         };
@@ -188,7 +188,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
                 Err(CacheError::LoaderAborted)
             }
         };
-        if let (Some(LeaseOutcome::Held(token)), Some(l2)) = (lease, &inner.l2) {
+        if let (Some(LeaseOutcome::Held(token)), Some(l2)) = (lease, inner.l2_of(&tenant)) {
             l2.release(&tenant, key, token).await;
         }
         (loaded, stale)
@@ -197,13 +197,18 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// Writes a just-loaded slot to L2 unless `key` was invalidated since
     /// `seen` (and takes it out again if that happened during the write);
     /// returns it weighed by its encoded size.
-    async fn put_l2_unless_invalidated(&self, key: &K, slot: Slot<V>, seen: Seen) -> Slot<V> {
+    pub(super) async fn put_l2_unless_invalidated(
+        &self,
+        key: &K,
+        slot: Slot<V>,
+        seen: Seen,
+    ) -> Slot<V> {
         let inner = &self.inner;
         if inner.generations.changed(seen) {
             return slot;
         }
         let encoded = inner.put_l2(self.tenant_str(), key, &slot).await;
-        if let (Some(_), Some(l2)) = (encoded, &inner.l2)
+        if let (Some(_), Some(l2)) = (encoded, inner.l2_of(self.tenant_str()))
             && let Some(data_key) = l2.data_key(self.tenant_str(), key)
         {
             if inner.generations.changed(seen) {

@@ -2,6 +2,7 @@
 
 mod http;
 mod l1;
+mod placed;
 mod redis;
 mod regions;
 mod rfc9111;

@@ -1,0 +1,163 @@
+//! Tenants' L2 entries on the Redis deployment their partition is placed
+//! on, following a move: two real redis-servers, two instances each with
+//! its own router (as two processes).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cog_cache::{BuildError, TieredCache};
+use cog_core::placement::{Placement, Router, partition};
+use cog_testkit::RedisServer;
+use cog_testkit::Reply;
+
+use crate::support::{Cache, client};
+
+async fn instance(main: &RedisServer, big: &RedisServer, window: Duration) -> (Cache, Arc<Router>) {
+    let placement = Placement::new(["main", "big"]).unwrap();
+    let router = Arc::new(Router::new(["main", "big"], placement).unwrap());
+    let cache: Cache = TieredCache::builder()
+        .redis(client(&main.url()).await)
+        .schema("v1")
+        .ttl(Duration::from_secs(60))
+        .placed(
+            router.clone(),
+            [
+                ("main", client(&main.url()).await),
+                ("big", client(&big.url()).await),
+            ],
+        )
+        .placed_window(window)
+        .build()
+        .unwrap();
+    cache.invalidations_ready().await;
+    (cache, router)
+}
+
+fn has(server: &RedisServer, key: &str) -> bool {
+    server.command(&["EXISTS", key]).unwrap() == Reply::Int(1)
+}
+
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    match server.command(&["PTTL", key]).unwrap() {
+        Reply::Int(ms) => ms,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A tenant in another partition than `acme`.
+fn other_tenant() -> String {
+    (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| partition(t) != partition("acme"))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_live_on_their_partitions_deployment_and_follow_a_move() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let (a, router_a) = instance(&main, &big, Duration::from_secs(3600)).await;
+    let (b, router_b) = instance(&main, &big, Duration::from_secs(3600)).await;
+    let (acme_a, acme_b) = (a.tenant("acme"), b.tenant("acme"));
+    let other = other_tenant();
+
+    // Before the move: everything on main.
+    for k in ["hot", "dropped", "tagged"] {
+        let view = if k == "tagged" {
+            acme_a.tagged(["t"])
+        } else {
+            (*acme_a).clone()
+        };
+        view.insert(k.into(), format!("{k}-v")).await;
+    }
+    a.tenant(&other).insert("x".into(), "y".into()).await;
+    let hot = acme_a.l2_key(&"hot".into()).unwrap();
+    assert!(has(&main, &hot) && !has(&big, &hot));
+    let ttl_before = pttl(&main, &hot);
+
+    // acme's partition moves to big; both instances learn it.
+    let moved = router_a
+        .placement()
+        .moved(partition("acme"), "big")
+        .unwrap();
+    router_a.set_placement(moved.clone()).unwrap();
+    router_b.set_placement(moved).unwrap();
+
+    // An invalidation right after the move clears both deployments: the
+    // old copy cannot follow the tenant.
+    acme_a.invalidate(&"dropped".into()).await;
+    let dropped = acme_a.l2_key(&"dropped".into()).unwrap();
+    assert!(!has(&main, &dropped) && !has(&big, &dropped));
+    assert_eq!(acme_b.get(&"dropped".into()).await, None);
+
+    // A hot entry follows on its first read (b has nothing in L1), with
+    // what was left of its lifetime.
+    assert_eq!(acme_b.get(&"hot".into()).await.as_deref(), Some("hot-v"));
+    assert!(has(&big, &hot));
+    let ttl_after = pttl(&big, &hot);
+    assert!(
+        ttl_after > 0 && ttl_after <= ttl_before,
+        "{ttl_after} vs {ttl_before}"
+    );
+    // New writes go to big only.
+    acme_a.insert("new".into(), "n".into()).await;
+    let new = acme_a.l2_key(&"new".into()).unwrap();
+    assert!(has(&big, &new) && !has(&main, &new));
+
+    // A tagged entry keeps its tag on the new deployment.
+    assert_eq!(
+        acme_b.get(&"tagged".into()).await.as_deref(),
+        Some("tagged-v")
+    );
+    acme_b.invalidate_tag("t").await;
+    let tagged = acme_a.l2_key(&"tagged".into()).unwrap();
+    assert!(!has(&big, &tagged) && !has(&main, &tagged));
+
+    // The other tenant did not move.
+    let x = a.tenant(&other).l2_key(&"x".into()).unwrap();
+    assert!(has(&main, &x) && !has(&big, &x));
+
+    // A tenant invalidation clears both deployments.
+    acme_a.insert("again".into(), "v".into()).await;
+    acme_a.invalidate_tenant().await;
+    assert!(!has(&big, &hot) && !has(&main, &hot));
+    assert_eq!(acme_b.get(&"hot".into()).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_window_the_old_deployment_is_not_read() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let (a, router_a) = instance(&main, &big, Duration::from_millis(200)).await;
+    let (b, router_b) = instance(&main, &big, Duration::from_millis(200)).await;
+    a.tenant("acme").insert("k".into(), "v".into()).await;
+    let moved = router_a
+        .placement()
+        .moved(partition("acme"), "big")
+        .unwrap();
+    router_a.set_placement(moved.clone()).unwrap();
+    router_b.set_placement(moved).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(b.tenant("acme").get(&"k".into()).await, None);
+    let key = a.tenant("acme").l2_key(&"k".into()).unwrap();
+    assert!(!has(&big, &key));
+}
+
+#[tokio::test]
+async fn a_placed_cache_needs_every_deployment_and_a_home() {
+    let main = RedisServer::start().unwrap();
+    let placement = Placement::new(["main", "big"]).unwrap();
+    let router = Arc::new(Router::new(["main", "big"], placement).unwrap());
+    let missing = TieredCache::<String, String>::builder()
+        .redis(client(&main.url()).await)
+        .schema("v1")
+        .placed(router.clone(), [("main", client(&main.url()).await)])
+        .build();
+    assert!(
+        matches!(&missing, Err(BuildError::Placement(m)) if m.contains("big")),
+        "{missing:?}"
+    );
+    let homeless = TieredCache::<String, String>::builder()
+        .schema("v1")
+        .placed(router, [("main", client(&main.url()).await)])
+        .build();
+    assert!(matches!(homeless, Err(BuildError::Placement(_))));
+}
