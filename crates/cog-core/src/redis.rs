@@ -45,11 +45,10 @@ pub fn is_unavailable_reply(details: &str) -> bool {
 /// The first failed call (`to` answering `BUSYKEY` is not a failure).
 #[cfg(feature = "fred")]
 pub async fn copy_keys(
-    from: &fred::clients::Client,
-    to: &fred::clients::Client,
+    from: &impl fred::interfaces::ClientLike,
+    to: &impl fred::interfaces::ClientLike,
     keys: &[String],
 ) -> Result<usize, fred::error::Error> {
-    use fred::interfaces::ClientLike;
     use fred::types::{CustomCommand, Value};
     let cmd = |name: &'static str| CustomCommand::new_static(name, None, false);
     let mut copied = 0;

@@ -23,7 +23,8 @@
 //!   reused for the same plugin and tenant after clean calls (never across
 //!   tenants, never after a failure), so a warm call costs ~2 µs.
 //! - [`KvStore`]: per-(tenant, plugin) data with its own quotas, in memory
-//!   ([`MemoryKv`]) or in Redis (`RedisKv`, feature `redis`).
+//!   ([`MemoryKv`]) or in Redis (`RedisKv`, feature `redis`; `PlacedKv`
+//!   over several deployments by tenant placement).
 //! - [`PluginLayer`](layer::PluginLayer): a tower layer that resolves each request's plugins
 //!   ([`PluginResolver`](layer::PluginResolver)), runs request hooks before the inner service and
 //!   response hooks after it, on blocking threads, with a per-plugin
@@ -67,5 +68,5 @@ pub use plugin::{OnError, Plugin};
 pub use python::{Clock, Entropy, Python};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis_kv::RedisKv;
+pub use redis_kv::{PlacedKv, RedisKv};
 pub use runtime::{ArtifactStats, PythonStats, Runtime};

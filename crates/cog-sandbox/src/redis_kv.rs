@@ -1,10 +1,13 @@
 //! Plugin KV data in Redis: one hash per (tenant, plugin) scope.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use cog_core::keys::encode_segment;
+use cog_core::placement::{PlacementError, Router};
+use cog_core::redis::copy_keys;
 use cog_core::telemetry::{Child, redis_peer};
 use fred::clients::{Client, WithOptions};
 use fred::interfaces::{HashesInterface, LuaInterface};
@@ -136,6 +139,14 @@ impl RedisKv {
         result
     }
 
+    /// Copies `scope`'s hash from `from` unless this store has it already.
+    fn adopt(&self, from: &RedisKv, scope: &KvScope) -> Result<(), KvError> {
+        let (src, dst, key) = (from.client(), self.client(), [self.key(scope)]);
+        self.run("RESTORE", async move {
+            copy_keys(&src, &dst, &key).await.map(drop)
+        })
+    }
+
     fn client(&self) -> WithOptions<Client> {
         // One attempt, no queueing while disconnected: a plugin's call
         // must not wait for a reconnection.
@@ -180,5 +191,121 @@ impl KvStore for RedisKv {
         let (client, hash, field) = (self.client(), self.key(scope), Key::from(key));
         let n: i64 = self.run("HDEL", async move { client.hdel(hash, field).await })?;
         Ok(n > 0)
+    }
+}
+
+/// Plugin KV data over several Redis deployments: each tenant's scopes on
+/// the deployment its partition is placed on (see
+/// [`cog_core::placement`]), following the [`Router`] shared with the
+/// process's other placed stores.
+///
+/// After a partition moves, the first operation on one of its scopes
+/// copies the scope's hash from the old deployment (`DUMP`/`RESTORE`,
+/// never over data the new one has), for `window` after the move (default
+/// 24 h). Should that copy fail — the old deployment unreachable — the
+/// operation answers [`KvError::Unavailable`] and the next one tries again:
+/// plugin data is not lost to a move, it waits.
+#[derive(Clone)]
+pub struct PlacedKv {
+    inner: Arc<PlacedInner>,
+}
+
+struct PlacedInner {
+    router: Arc<Router>,
+    stores: Vec<RedisKv>,
+    window: Duration,
+    /// Scopes copied, with the placement revision they were copied at;
+    /// bounded (cleared when full: a scope copied again finds its hash
+    /// there and keeps it).
+    copied: parking_lot::Mutex<HashSet<(u64, KvScope)>>,
+}
+
+/// How many copied scopes a [`PlacedKv`] remembers.
+const COPIED_CAP: usize = 65_536;
+
+impl std::fmt::Debug for PlacedKv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlacedKv")
+            .field("router", &self.inner.router)
+            .field("window", &self.inner.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlacedKv {
+    /// A store following `router`, with a [`RedisKv`] for each of its
+    /// deployments (the same prefix on each).
+    ///
+    /// # Errors
+    /// [`PlacementError::UnknownDeployment`] naming a deployment of the
+    /// router without a store.
+    pub fn new(
+        router: Arc<Router>,
+        stores: impl IntoIterator<Item = (impl AsRef<str>, RedisKv)>,
+    ) -> Result<Self, PlacementError> {
+        let stores = router.arrange(stores)?;
+        Ok(PlacedKv {
+            inner: Arc::new(PlacedInner {
+                router,
+                stores,
+                window: Duration::from_secs(24 * 3600),
+                copied: parking_lot::Mutex::new(HashSet::new()),
+            }),
+        })
+    }
+
+    /// How long after a move scopes are copied on first use (default 24 h).
+    /// Set it before cloning the store.
+    pub fn window(self, window: Duration) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| PlacedInner {
+            router: shared.router.clone(),
+            stores: shared.stores.clone(),
+            window: shared.window,
+            copied: parking_lot::Mutex::new(HashSet::new()),
+        });
+        PlacedKv {
+            inner: Arc::new(PlacedInner { window, ..inner }),
+        }
+    }
+
+    /// The store holding `scope`, its data copied there first after a move.
+    fn store(&self, scope: &KvScope) -> Result<&RedisKv, KvError> {
+        let inner = &*self.inner;
+        let route = inner.router.route(&scope.tenant);
+        let store = &inner.stores[route.to];
+        let Some(from) = route.from.filter(|_| route.since < inner.window) else {
+            return Ok(store);
+        };
+        let key = (route.revision, scope.clone());
+        if inner.copied.lock().contains(&key) {
+            return Ok(store);
+        }
+        store.adopt(&inner.stores[from], scope)?;
+        let mut copied = inner.copied.lock();
+        if copied.len() >= COPIED_CAP {
+            copied.clear();
+        }
+        copied.insert(key);
+        Ok(store)
+    }
+}
+
+impl KvStore for PlacedKv {
+    fn get(&self, scope: &KvScope, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
+        self.store(scope)?.get(scope, key)
+    }
+
+    fn set(
+        &self,
+        scope: &KvScope,
+        key: &[u8],
+        value: &[u8],
+        max_entries: usize,
+    ) -> Result<(), KvError> {
+        self.store(scope)?.set(scope, key, value, max_entries)
+    }
+
+    fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError> {
+        self.store(scope)?.delete(scope, key)
     }
 }

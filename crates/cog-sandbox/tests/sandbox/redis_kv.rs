@@ -193,3 +193,115 @@ async fn plugin_kv_calls_are_redis_spans_under_the_plugin_call() {
         );
     }
 }
+
+/// Two instances (each its own router), two deployments: a tenant's KV
+/// scopes live on its partition's deployment and follow it when it moves —
+/// every entry written before the move is there after it; an unreachable
+/// old deployment makes the scope unavailable (and retried), never empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_data_follows_its_tenants_partition() {
+    use cog_core::placement::{Placement, Router, partition};
+    use cog_sandbox::{KvError, PlacedKv};
+
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let kv_on = async |s: &RedisServer| {
+        RedisKv::new(client(&s.url()).await).timeout(Duration::from_millis(500))
+    };
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let placement = Placement::new(["main", "big"]).unwrap();
+        let router = Arc::new(Router::new(["main", "big"], placement).unwrap());
+        let kv = PlacedKv::new(
+            router.clone(),
+            [("main", kv_on(&main).await), ("big", kv_on(&big).await)],
+        )
+        .unwrap();
+        instances.push((kv, router));
+    }
+    let hash = RedisKv::new(client(&main.url()).await).key(&scope("acme"));
+    let hlen = |s: &RedisServer| match s.command(&["HLEN", &hash]).unwrap() {
+        cog_testkit::Reply::Int(n) => n,
+        other => panic!("{other:?}"),
+    };
+    let blocking = |f: Box<dyn FnOnce() + Send>| tokio::task::spawn_blocking(f);
+
+    let (a, b) = (instances[0].0.clone(), instances[1].0.clone());
+    blocking(Box::new(move || {
+        for i in 0..10 {
+            a.set(&scope("acme"), format!("k{i}").as_bytes(), b"v", 100)
+                .unwrap();
+        }
+    }))
+    .await
+    .unwrap();
+    assert_eq!((hlen(&main), hlen(&big)), (10, 0));
+
+    let moved = instances[0]
+        .1
+        .placement()
+        .moved(partition("acme"), "big")
+        .unwrap();
+    for (_, router) in &instances {
+        router.set_placement(moved.clone()).unwrap();
+    }
+    // The first touch copies the scope; the second instance finds it there
+    // and its own write lands next to the others.
+    blocking(Box::new(move || {
+        assert_eq!(
+            b.get(&scope("acme"), b"k3").unwrap().as_deref(),
+            Some(&b"v"[..])
+        );
+        b.set(&scope("acme"), b"after", b"w", 100).unwrap();
+    }))
+    .await
+    .unwrap();
+    assert_eq!(hlen(&big), 11);
+    let a = instances[0].0.clone();
+    blocking(Box::new(move || {
+        assert!(a.delete(&scope("acme"), b"k0").unwrap());
+        assert_eq!(
+            a.get(&scope("acme"), b"after").unwrap().as_deref(),
+            Some(&b"w"[..])
+        );
+    }))
+    .await
+    .unwrap();
+    assert_eq!(hlen(&big), 10);
+
+    // Another tenant moves while main is away: unavailable, then copied
+    // once main is back.
+    let other = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| partition(t) != partition("acme"))
+        .unwrap();
+    let a = instances[0].0.clone();
+    let o = other.clone();
+    blocking(Box::new(move || {
+        a.set(&scope(&o), b"x", b"1", 100).unwrap()
+    }))
+    .await
+    .unwrap();
+    let moved = moved.moved(partition(&other), "big").unwrap();
+    instances[0].1.set_placement(moved).unwrap();
+    main.pause().unwrap();
+    let a = instances[0].0.clone();
+    let o = other.clone();
+    let r = blocking(Box::new(move || {
+        assert!(matches!(
+            a.get(&scope(&o), b"x"),
+            Err(KvError::Unavailable(_))
+        ));
+    }))
+    .await;
+    main.resume().unwrap();
+    r.unwrap();
+    let a = instances[0].0.clone();
+    blocking(Box::new(move || {
+        assert_eq!(
+            a.get(&scope(&other), b"x").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+    }))
+    .await
+    .unwrap();
+}
