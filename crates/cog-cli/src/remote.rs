@@ -313,6 +313,7 @@ impl Remote {
             keys,
             tokens: BTreeMap::new(),
             audit: Vec::new(),
+            placement: None,
         })
     }
 

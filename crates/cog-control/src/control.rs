@@ -8,10 +8,11 @@ use crate::diff::{Change, diff};
 use crate::error::{ControlError, Invalid};
 use crate::keys::{self, NewKey};
 use crate::model::{
-    AUDIT_KEEP, AdminToken, ApiKey, AuditEntry, MAX_PLUGIN_BYTES, Plan, PluginLang, PluginSpec,
-    Scope, Spec, State, Status, Tenant,
+    AUDIT_KEEP, AdminToken, ApiKey, AuditEntry, MAX_PLUGIN_BYTES, PlacementTable, Plan, PluginLang,
+    PluginSpec, Scope, Spec, State, Status, Tenant,
 };
 use crate::store::Store;
+use cog_core::placement::Placement;
 
 /// The control plane: typed operations over a [`Store`].
 ///
@@ -229,6 +230,71 @@ impl Control {
                 tracing::warn!(target: "cog_control", %digest, error = &e as &dyn std::error::Error, "plugin bytes not deleted");
             }
         }
+    }
+
+    /// Where tenants' data lives: the placement table, if deployments were
+    /// added.
+    ///
+    /// # Errors
+    /// The store failed or holds garbage.
+    pub async fn placement(&self) -> Result<Option<PlacementTable>, ControlError> {
+        Ok(self.state().await?.placement)
+    }
+
+    /// Adds Redis deployment `name` to the placement table: the first one
+    /// creates the table with every partition on it (revision 1); later
+    /// ones hold no partition until one is moved there. Configure the
+    /// instances with a connection to it before moving anything.
+    ///
+    /// # Errors
+    /// An invalid name, or one the table has already.
+    pub async fn add_deployment(&self, name: &str) -> Result<PlacementTable, ControlError> {
+        self.write("placement.add", name, |s| {
+            let next = match &s.placement {
+                None => Placement::new([name]),
+                Some(table) => {
+                    if table.deployments.iter().any(|d| d == name) {
+                        return Err(exists("deployment", name));
+                    }
+                    table.to_placement()?.with_deployment(name)
+                }
+            }
+            .map_err(|e| Invalid::new("placement.deployments", e.to_string()))?;
+            let table = PlacementTable::of(&next);
+            s.placement = Some(table.clone());
+            Ok(table)
+        })
+        .await
+    }
+
+    /// Moves `partition` to deployment `to`, one placement revision on (no
+    /// change, and no new revision, when it is there already). One
+    /// compare-and-swap write: concurrent moves never lose each other.
+    ///
+    /// # Errors
+    /// No placement table, or no deployment `to` in it.
+    pub async fn move_partition(
+        &self,
+        partition: u8,
+        to: &str,
+    ) -> Result<PlacementTable, ControlError> {
+        self.write("placement.move", &format!("{partition}"), |s| {
+            let table = s
+                .placement
+                .as_ref()
+                .ok_or_else(|| not_found("placement", "table"))?;
+            if !table.deployments.iter().any(|d| d == to) {
+                return Err(not_found("deployment", to));
+            }
+            let next = table
+                .to_placement()?
+                .moved(partition, to)
+                .map_err(|e| Invalid::new("placement", e.to_string()))?;
+            let table = PlacementTable::of(&next);
+            s.placement = Some(table.clone());
+            Ok(table)
+        })
+        .await
     }
 
     /// Creates plan `name`.

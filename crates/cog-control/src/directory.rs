@@ -15,6 +15,7 @@ use crate::error::ControlError;
 use crate::keys;
 use crate::model::{LimitSpec, Plan, State, Status, Tenant};
 use crate::store::Store;
+use cog_core::placement::{Placement, PlacementError, Router};
 
 /// What the request path knows of a tenant, put into the request's
 /// extensions by [`Authenticate`](crate::auth::Authenticate).
@@ -50,6 +51,7 @@ struct View {
     tenants: HashMap<Arc<str>, Arc<TenantContext>>,
     #[cfg(feature = "sandbox")]
     plugins: HashMap<Arc<str>, cog_sandbox::layer::Resolved>,
+    placement: Option<Placement>,
 }
 
 fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
@@ -145,6 +147,8 @@ impl View {
             revision: state.revision,
             keys,
             tenants,
+            // Validated on load: a table that does not convert is not stored.
+            placement: state.placement.as_ref().and_then(|t| t.to_placement().ok()),
             #[cfg(feature = "sandbox")]
             plugins: HashMap::new(),
         }
@@ -156,6 +160,8 @@ struct Inner {
     view: RwLock<Arc<View>>,
     /// Whether the store was found emptied (and that was logged).
     emptied: parking_lot::Mutex<bool>,
+    /// Routers handed every new placement ([`Directory::follow`]).
+    routers: parking_lot::Mutex<Vec<Weak<Router>>>,
     #[cfg(feature = "sandbox")]
     sandbox: Option<crate::plugins::Loader>,
 }
@@ -216,6 +222,7 @@ impl Directory {
                 store,
                 view: RwLock::default(),
                 emptied: parking_lot::Mutex::default(),
+                routers: parking_lot::Mutex::default(),
                 #[cfg(feature = "sandbox")]
                 sandbox: None,
             },
@@ -243,6 +250,7 @@ impl Directory {
                 store,
                 view: RwLock::default(),
                 emptied: parking_lot::Mutex::default(),
+                routers: parking_lot::Mutex::default(),
                 sandbox: Some(crate::plugins::Loader::new(runtime)),
             },
             poll,
@@ -274,6 +282,28 @@ impl Directory {
     /// The revision the view was built from.
     pub fn revision(&self) -> u64 {
         self.inner.view.read().revision
+    }
+
+    /// The placement table in force (where tenants' data lives), if the
+    /// store has one.
+    pub fn placement(&self) -> Option<Placement> {
+        self.inner.view.read().placement.clone()
+    }
+
+    /// Hands `router` the store's placement now and every newer one as it
+    /// arrives, for as long as the router lives — how an instance's placed
+    /// stores (limiter, cache, plugin KV) follow `cog placement move`.
+    ///
+    /// # Errors
+    /// The placement now puts a partition on a deployment `router` has no
+    /// connection to (the router keeps its placement; later ones that do
+    /// are taken, later ones that do not are logged).
+    pub fn follow(&self, router: &Arc<Router>) -> Result<(), PlacementError> {
+        self.inner.routers.lock().push(Arc::downgrade(router));
+        match self.placement() {
+            Some(p) => router.set_placement(p).map(drop),
+            None => Ok(()),
+        }
     }
 
     /// The tenant `id`, if it exists.
@@ -369,9 +399,32 @@ async fn refresh(inner: &Inner) -> Result<(), ControlError> {
     // A slower refresh must not replace a newer view — unless the store
     // itself went back (restored, or a failover to an older replica).
     if view.revision >= slot.revision || lower {
-        *slot = view;
+        *slot = view.clone();
+    }
+    drop(slot);
+    if let Some(placement) = &view.placement {
+        hand_out(inner, placement);
     }
     Ok(())
+}
+
+/// Gives `placement` to every router following the directory (each takes
+/// it only if it is newer than its own).
+fn hand_out(inner: &Inner, placement: &Placement) {
+    inner.routers.lock().retain(|r| {
+        let Some(router) = r.upgrade() else {
+            return false;
+        };
+        if let Err(e) = router.set_placement(placement.clone()) {
+            tracing::error!(
+                target: "cog_control",
+                error = %e,
+                revision = placement.revision(),
+                "placement not followed: this instance has no connection to a deployment it names"
+            );
+        }
+        true
+    });
 }
 
 async fn watch(

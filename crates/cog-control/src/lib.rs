@@ -58,6 +58,6 @@ pub use directory::{Directory, Refusal, TenantContext};
 pub use error::{ControlError, Invalid};
 pub use model::{
     AUDIT_KEEP, AdminToken, ApiKey, Attach, AuditEntry, KeyStatus, LimitSpec, MAX_COUNT,
-    MAX_PLUGIN_BYTES, OnFailure, Plan, PluginLang, PluginLimits, PluginSpec, SCHEMA_VERSION, Scope,
-    Spec, State, Status, Tenant, Window, digest,
+    MAX_PLUGIN_BYTES, OnFailure, PlacementTable, Plan, PluginLang, PluginLimits, PluginSpec,
+    SCHEMA_VERSION, Scope, Spec, State, Status, Tenant, Window, digest,
 };

@@ -670,6 +670,61 @@ pub struct AuditEntry {
     pub revision: u64,
 }
 
+/// Which Redis deployment holds each of the 256 tenant partitions (see
+/// [`cog_core::placement`]), at a revision every change bumps. Kept in the
+/// store next to the spec, changed with
+/// [`Control::add_deployment`](crate::Control::add_deployment) and
+/// [`Control::move_partition`](crate::Control::move_partition), handed to
+/// the placed stores by [`Directory::placement`](crate::Directory::placement).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PlacementTable {
+    /// Bumped by every change: stores only ever take a newer table.
+    pub revision: u64,
+    /// The deployments, in the order they were added.
+    pub deployments: Vec<String>,
+    /// Partitions (0–255) not on the first deployment, with theirs; every
+    /// other partition is on the first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<u8, String>,
+}
+
+impl PlacementTable {
+    /// The table as a [`cog_core::placement::Placement`].
+    ///
+    /// # Errors
+    /// A deployment name that is invalid or repeated, or a partition on a
+    /// deployment not in the list.
+    pub fn to_placement(&self) -> Result<cog_core::placement::Placement, Invalid> {
+        cog_core::placement::Placement::from_parts(
+            self.revision,
+            self.deployments.iter().map(String::as_str),
+            self.partitions.iter().map(|(p, d)| (*p, d.as_str())),
+        )
+        .map_err(|e| Invalid::new("placement", e.to_string()))
+    }
+
+    /// A placement as a table (only the partitions off the first
+    /// deployment listed).
+    pub fn of(placement: &cog_core::placement::Placement) -> Self {
+        let first = placement.deployments()[0].clone();
+        PlacementTable {
+            revision: placement.revision(),
+            deployments: placement
+                .deployments()
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
+            partitions: placement
+                .partitions()
+                .filter(|(_, d)| **d != *first)
+                .map(|(p, d)| (p, d.to_owned()))
+                .collect(),
+        }
+    }
+}
+
 /// Audit entries a store keeps (the oldest go first).
 pub const AUDIT_KEEP: usize = 1000;
 
@@ -686,6 +741,9 @@ pub struct State {
     pub tokens: BTreeMap<String, AdminToken>,
     /// The last [`AUDIT_KEEP`] writes, oldest first.
     pub audit: Vec<AuditEntry>,
+    /// Where tenants' data lives, when it is spread over several Redis
+    /// deployments.
+    pub placement: Option<PlacementTable>,
 }
 
 /// Checks an id or a name: 1–64 of `a-z A-Z 0-9 _ - .`.
@@ -802,6 +860,9 @@ impl State {
     /// The first problem found, with the path of the offending field.
     pub fn validate(&self) -> Result<(), Invalid> {
         self.spec.validate()?;
+        if let Some(table) = &self.placement {
+            table.to_placement()?;
+        }
         for (id, key) in &self.keys {
             if !self.spec.tenants.contains_key(&key.tenant) {
                 return Err(Invalid::new(

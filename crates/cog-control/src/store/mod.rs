@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ControlError, Invalid};
 use crate::model::{
-    AdminToken, ApiKey, AuditEntry, Plan, PluginSpec, SCHEMA_VERSION, Spec, State, Tenant,
+    AdminToken, ApiKey, AuditEntry, PlacementTable, Plan, PluginSpec, SCHEMA_VERSION, Spec, State,
+    Tenant,
 };
 
 mod file;
@@ -109,6 +110,8 @@ pub(crate) struct Doc {
     tokens: std::collections::BTreeMap<String, AdminToken>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     audit: Vec<AuditEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    placement: Option<PlacementTable>,
 }
 
 /// Serializes a state for storage, at `revision`.
@@ -122,6 +125,7 @@ pub(crate) fn encode(state: &State, revision: u64) -> Vec<u8> {
         keys: state.keys.clone(),
         tokens: state.tokens.clone(),
         audit: state.audit.clone(),
+        placement: state.placement.clone(),
     };
     let mut out = serde_json::to_vec_pretty(&doc).expect("the state serializes");
     out.push(b'\n');
@@ -161,6 +165,7 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
         keys: doc.keys,
         tokens: doc.tokens,
         audit: doc.audit,
+        placement: doc.placement,
     };
     state
         .validate()

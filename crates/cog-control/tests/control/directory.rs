@@ -322,3 +322,57 @@ async fn a_far_region_follows_the_control_plane_and_rides_out_a_partition() {
     })
     .await;
 }
+
+/// `cog placement move` reaches the routers of a running instance: a
+/// directory hands each newer placement to the routers following it; one
+/// that names a deployment the instance cannot reach is refused and the
+/// router keeps routing by the last it could follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_follow_the_placement_in_the_store() {
+    use cog_core::placement::{Placement, Router, partition};
+
+    let server = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let (c, _, _) = seeded(store.clone()).await;
+    let d = Directory::start_with(store, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let router = Arc::new(Router::new(["main", "big"], Placement::new(["main"]).unwrap()).unwrap());
+    // No table yet: nothing to follow.
+    d.follow(&router).unwrap();
+    assert_eq!(d.placement(), None);
+
+    c.add_deployment("main").await.unwrap();
+    c.add_deployment("big").await.unwrap();
+    c.move_partition(partition("acme"), "big").await.unwrap();
+    let r = router.clone();
+    eventually("the move, announced", || r.route("acme").to == 1).await;
+    assert_eq!(router.placement().revision(), 3);
+    assert_eq!(d.placement().unwrap(), router.placement());
+
+    // A deployment this instance has no connection to: not followed.
+    c.add_deployment("eu").await.unwrap();
+    let other = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| partition(t) != partition("acme"))
+        .unwrap();
+    c.move_partition(partition(&other), "eu").await.unwrap();
+    let d2 = d.clone();
+    eventually("the directory's view", || {
+        d2.placement().is_some_and(|p| p.revision() == 5)
+    })
+    .await;
+    assert_eq!(router.placement().revision(), 4);
+    assert_eq!(router.route(&other).to, 0);
+    // Another router, built with a connection to eu, follows it at once.
+    let full =
+        Arc::new(Router::new(["main", "big", "eu"], Placement::new(["main"]).unwrap()).unwrap());
+    d.follow(&full).unwrap();
+    assert_eq!(full.route(&other).to, 2);
+    assert!(
+        d.follow(&Arc::new(
+            Router::new(["main"], Placement::new(["main"]).unwrap()).unwrap()
+        ))
+        .is_err()
+    );
+}

@@ -291,6 +291,83 @@ async fn writes_from_a_read_state((a, b): Pair) {
     assert!(two.state().await.unwrap().spec.plans.contains_key("team"));
 }
 
+/// The placement table: created by the first deployment, moves one
+/// revision each, concurrent moves from two writers all kept, refusals
+/// typed, every change audited, and a move never disturbs the spec.
+async fn placement_moves((a, b): Pair) {
+    let one = Control::new(a);
+    let two = Control::new(b);
+    assert_eq!(one.placement().await.unwrap(), None);
+    let e = one.move_partition(3, "main").await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ControlError::NotFound {
+                kind: "placement",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    one.create_plan("free", plan("rps=1/1s")).await.unwrap();
+    let t = one.add_deployment("main").await.unwrap();
+    assert_eq!(
+        (t.revision, t.deployments.len(), t.partitions.len()),
+        (1, 1, 0)
+    );
+    let t = two.add_deployment("big").await.unwrap();
+    assert_eq!(t.revision, 2);
+    assert!(matches!(
+        one.add_deployment("big").await.unwrap_err(),
+        ControlError::Exists {
+            kind: "deployment",
+            ..
+        }
+    ));
+    assert!(matches!(
+        one.add_deployment("no spaces").await.unwrap_err(),
+        ControlError::Invalid(_)
+    ));
+    assert!(matches!(
+        one.move_partition(3, "elsewhere").await.unwrap_err(),
+        ControlError::NotFound {
+            kind: "deployment",
+            ..
+        }
+    ));
+
+    // 16 moves from two writers at once: none lost, one revision each.
+    let mut tasks = Vec::new();
+    for p in 0..16u8 {
+        let c = if p % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move {
+            c.move_partition(p * 16, "big").await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let table = two.placement().await.unwrap().unwrap();
+    assert_eq!(table.revision, 2 + 16);
+    let placement = table.to_placement().unwrap();
+    assert_eq!(placement.counts(), [240, 16]);
+    assert!((0..16u8).all(|p| placement.deployment_of(p * 16) == "big"));
+    // Already there: no new revision. Back home: listed no more.
+    assert_eq!(one.move_partition(0, "big").await.unwrap().revision, 18);
+    let back = one.move_partition(0, "main").await.unwrap();
+    assert_eq!((back.revision, back.partitions.len()), (19, 15));
+    assert!(!back.partitions.contains_key(&0));
+
+    let state = one.state().await.unwrap();
+    assert!(state.spec.plans.contains_key("free"));
+    let moves = state
+        .audit
+        .iter()
+        .filter(|e| e.action == "placement.move")
+        .count();
+    assert_eq!(moves, 18);
+}
+
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod file {
@@ -320,7 +397,8 @@ both_stores!(
     invalid_input_is_refused,
     apply_and_diff,
     unreferenced_plugin_bytes_are_deleted,
-    writes_from_a_read_state
+    writes_from_a_read_state,
+    placement_moves
 );
 
 #[tokio::test]
