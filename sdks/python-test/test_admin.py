@@ -14,6 +14,7 @@ from cog_admin import AuthenticatedClient
 from cog_admin.api.apply import apply, diff
 from cog_admin.api.audit import list_audit
 from cog_admin.api.keys import create_key, list_keys, revoke_key
+from cog_admin.api.placement import add_deployment, get_placement, move_partition
 from cog_admin.api.plans import create_plan, delete_plan, get_plan, list_plans, replace_plan
 from cog_admin.api.tenants import (
     create_tenant,
@@ -29,7 +30,10 @@ from cog_admin.models import (
     LimitSpec,
     NamedPlan,
     NamedTenant,
+    NewDeployment,
     NewKeyRequest,
+    PartitionMove,
+    PlacementTable,
     Plan,
     Problem,
     Spec,
@@ -191,6 +195,25 @@ def test_a_document_diffed_applied_and_pruned_of_nothing(admin: AuthenticatedCli
     assert p.field
     assert delete_tenant.sync_detailed(tenant, client=admin).status_code == 204
     assert delete_plan.sync_detailed(plan, client=admin).status_code == 204
+
+
+def test_a_partition_moved_to_a_new_deployment(admin: AuthenticatedClient, uid: str):
+    main, big = f"main-{uid}", f"big-{uid}"
+    for name in (main, big):
+        a = add_deployment.sync_detailed(client=admin, body=NewDeployment(name=name))
+        assert a.status_code == 200, a.content
+    problem(add_deployment.sync_detailed(client=admin, body=NewDeployment(name=big)), 409, "exists")
+    table = get_placement.sync_detailed(client=admin).parsed
+    assert isinstance(table, PlacementTable), table
+    assert big in table.deployments
+    before = table.revision
+
+    a = move_partition.sync_detailed(130, client=admin, body=PartitionMove(deployment=big))
+    assert isinstance(a.parsed, PlacementTable), a.content
+    assert a.parsed.revision == before + 1
+    assert a.parsed.partitions["130"] == big
+    nowhere = PartitionMove(deployment=f"nowhere-{uid}")
+    problem(move_partition.sync_detailed(1, client=admin, body=nowhere), 404, "not-found")
 
 
 def test_failures_are_problems(

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cog_control::{AuditEntry, Change, Control, Plan, PluginSpec, Spec, State, Status, Tenant};
+use cog_control::{
+    AuditEntry, Change, Control, PlacementTable, Plan, PluginSpec, Spec, State, Status, Tenant,
+};
 
 use crate::exit::{Exit, Result};
 use crate::remote::Remote;
@@ -44,6 +46,27 @@ impl Backend {
         match self {
             Backend::Store(c) => Ok(c.state().await?.audit),
             Backend::Server(r) => r.audit().await,
+        }
+    }
+
+    pub(crate) async fn placement(&self) -> Result<Option<PlacementTable>> {
+        match self {
+            Backend::Store(c) => Ok(c.placement().await?),
+            Backend::Server(r) => r.placement().await,
+        }
+    }
+
+    pub(crate) async fn add_deployment(&self, name: &str) -> Result<PlacementTable> {
+        match self {
+            Backend::Store(c) => Ok(c.add_deployment(name).await?),
+            Backend::Server(r) => r.add_deployment(name).await,
+        }
+    }
+
+    pub(crate) async fn move_partition(&self, partition: u8, to: &str) -> Result<PlacementTable> {
+        match self {
+            Backend::Store(c) => Ok(c.move_partition(partition, to).await?),
+            Backend::Server(r) => r.move_partition(partition, to).await,
         }
     }
 

@@ -94,6 +94,9 @@ enum Command {
     Token(commands::token::TokenCmd),
     /// The writes the store recorded: who, what, when, which revision.
     Audit(commands::audit::AuditArgs),
+    /// Which Redis deployment holds each of the 256 tenant partitions.
+    #[command(subcommand)]
+    Placement(commands::placement::PlacementCmd),
     /// Runs the admin HTTP API over the store (OpenAPI at /openapi.json).
     Serve(commands::serve::ServeArgs),
     /// Shell completion script.
@@ -159,6 +162,7 @@ async fn dispatch(cli: &Cli, out: &Out) -> Exit {
         Command::Export(args) => StoreCommand::Export(args),
         Command::Token(cmd) => StoreCommand::Token(cmd),
         Command::Audit(args) => StoreCommand::Audit(args),
+        Command::Placement(cmd) => StoreCommand::Placement(cmd),
         Command::Serve(args) => StoreCommand::Serve(args),
     };
     let backend = match &cli.server {

@@ -17,8 +17,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cog_control::admin::{IssuedKey, KeyInfo, NamedPlan, NamedPlugin, NamedTenant, Page, Usage};
 use cog_control::{
-    ApiKey, AuditEntry, Change, KeyStatus, Plan, PluginLang, PluginSpec, Spec, State, Status,
-    Tenant, Window,
+    ApiKey, AuditEntry, Change, KeyStatus, PlacementTable, Plan, PluginLang, PluginSpec, Spec,
+    State, Status, Tenant, Window,
 };
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -351,6 +351,35 @@ impl Remote {
         Err(Exit::State(format!(
             "{path}: changed by other writers {ATTEMPTS} times in a row; try again"
         )))
+    }
+
+    /// The placement table; `None` when the store has none (404).
+    pub(crate) async fn placement(&self) -> Result<Option<PlacementTable>> {
+        let a = self
+            .call(Method::GET, "/v1/placement", None, "", Bytes::new())
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Self::parse(&a).map(Some)
+    }
+
+    pub(crate) async fn add_deployment(&self, name: &str) -> Result<PlacementTable> {
+        self.write(
+            Method::POST,
+            "/v1/placement/deployments",
+            &serde_json::json!({ "name": name }),
+        )
+        .await
+    }
+
+    pub(crate) async fn move_partition(&self, partition: u8, to: &str) -> Result<PlacementTable> {
+        self.write(
+            Method::PUT,
+            &format!("/v1/placement/partitions/{partition}"),
+            &serde_json::json!({ "deployment": to }),
+        )
+        .await
     }
 
     pub(crate) async fn create_plan(&self, name: &str, plan: &Plan) -> Result {

@@ -765,6 +765,20 @@ fn the_server_backend_answers_as_the_store_does() {
         &["-o", "json", "plugin", "list"],
         &["plugin", "show", "headers"],
         &["export"],
+        // Placement: no table yet, then two deployments and two moves.
+        &["placement", "show"],
+        &["placement", "move", "3", "main"],
+        &["placement", "add", "main"],
+        &["placement", "add", "big"],
+        &["placement", "add", "big"],
+        &["placement", "add", "not a name"],
+        &["placement", "move", "130", "big"],
+        &["placement", "move", "131", "big"],
+        &["placement", "move", "1", "nowhere"],
+        &["placement", "move", "256", "big"],
+        &["placement", "show"],
+        &["-o", "json", "placement", "show"],
+        &["placement", "show", "--tenant", "acme"],
         // Failures: the same exit codes.
         &["plan", "show", "gold"],
         &["tenant", "create", "acme", "--plan", "free"],
@@ -794,6 +808,25 @@ fn the_server_backend_answers_as_the_store_does() {
             // Progress lines say how long a step took: that may differ.
             assert_eq!(untimed(&a.stderr), untimed(&b.stderr), "cog {args:?}");
         }
+    }
+
+    let shown = direct.ok(&["placement", "show"]).stdout;
+    assert!(shown.starts_with("placement revision 4\n"), "{shown}");
+    assert!(shown.contains("main        254    0-129, 132-255"), "{shown}");
+    assert!(shown.contains("big         2      130-131"), "{shown}");
+    let acme = direct
+        .ok(&["-o", "json", "placement", "show", "--tenant", "acme"])
+        .json();
+    assert_eq!(acme["partition"], 0x82); // 130: moved above
+    assert_eq!(acme["deployment"], "big");
+    for (args, code) in [
+        (&["placement", "show"][..], 0),
+        (&["placement", "add", "big"], 3),
+        (&["placement", "move", "1", "nowhere"], 3),
+        (&["placement", "add", "not a name"], 2),
+        (&["placement", "move", "256", "big"], 2),
+    ] {
+        assert_eq!(direct.run(args).code, code, "cog {args:?}");
     }
 
     // Keys: shown once, listed the same way.

@@ -670,12 +670,13 @@ pub struct AuditEntry {
     pub revision: u64,
 }
 
-/// Which Redis deployment holds each of the 256 tenant partitions (see
-/// [`cog_core::placement`]), at a revision every change bumps. Kept in the
-/// store next to the spec, changed with
-/// [`Control::add_deployment`](crate::Control::add_deployment) and
-/// [`Control::move_partition`](crate::Control::move_partition), handed to
-/// the placed stores by [`Directory::placement`](crate::Directory::placement).
+// Kept in the store next to the spec, changed with
+// `Control::add_deployment` and `Control::move_partition`, handed to the
+// instances' routers by `Directory::follow` (see `cog_core::placement`).
+// The doc comment is the OpenAPI description: no rustdoc links in it.
+/// Which Redis deployment holds each of the 256 tenant partitions (a
+/// tenant's partition: the first byte of the SHA-256 of its id), at a
+/// revision every change bumps.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -684,9 +685,10 @@ pub struct PlacementTable {
     pub revision: u64,
     /// The deployments, in the order they were added.
     pub deployments: Vec<String>,
-    /// Partitions (0–255) not on the first deployment, with theirs; every
-    /// other partition is on the first.
+    /// Partitions not on the first deployment (keys: `"0"`–`"255"`), with
+    /// theirs; every other partition is on the first.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "admin", schema(value_type = BTreeMap<String, String>))]
     pub partitions: BTreeMap<u8, String>,
 }
 

@@ -177,6 +177,33 @@ test("a document diffed and applied", async () => {
   await admin.DELETE("/v1/plans/{name}", { params: { path: { name: plan } } });
 });
 
+test("a partition moved to a new deployment", async () => {
+  const main = `main-${uid()}`;
+  const big = `big-${uid()}`;
+  for (const name of [main, big]) {
+    const a = await admin.POST("/v1/placement/deployments", { body: { name } });
+    assert.equal(a.response.status, 200, JSON.stringify(a.error));
+  }
+  problem(await admin.POST("/v1/placement/deployments", { body: { name: big } }), 409, "exists");
+  const table = await reader.GET("/v1/placement");
+  assert.ok(table.data!.deployments.includes(big));
+  const m = await admin.PUT("/v1/placement/partitions/{partition}", {
+    params: { path: { partition: 130 } },
+    body: { deployment: big },
+  });
+  assert.equal(m.response.status, 200, JSON.stringify(m.error));
+  assert.equal(m.data!.revision, table.data!.revision + 1);
+  assert.equal(m.data!.partitions?.["130"], big);
+  problem(
+    await admin.PUT("/v1/placement/partitions/{partition}", {
+      params: { path: { partition: 1 } },
+      body: { deployment: `nowhere-${uid()}` },
+    }),
+    404,
+    "not-found",
+  );
+});
+
 test("failures are problems", async () => {
   const plan = `fail-${uid()}`;
   const tenant = `initech-${uid()}`;

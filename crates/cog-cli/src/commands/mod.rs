@@ -6,6 +6,7 @@ pub(crate) mod audit;
 pub(crate) mod diff;
 pub(crate) mod export;
 pub(crate) mod key;
+pub(crate) mod placement;
 pub(crate) mod plan;
 pub(crate) mod plugin;
 pub(crate) mod serve;
@@ -69,6 +70,7 @@ pub(crate) enum StoreCommand<'a> {
     Export(&'a export::ExportArgs),
     Token(&'a token::TokenCmd),
     Audit(&'a audit::AuditArgs),
+    Placement(&'a placement::PlacementCmd),
     Serve(&'a serve::ServeArgs),
 }
 
@@ -85,6 +87,7 @@ pub(crate) async fn execute(command: StoreCommand<'_>, ctx: &Ctx<'_>) -> Result 
         StoreCommand::Export(args) => export::exec(args, ctx).await,
         StoreCommand::Token(cmd) => token::exec(cmd, ctx).await,
         StoreCommand::Audit(args) => audit::exec(args, ctx).await,
+        StoreCommand::Placement(cmd) => placement::exec(cmd, ctx).await,
         StoreCommand::Serve(args) => serve::exec(args, ctx).await,
     }
 }

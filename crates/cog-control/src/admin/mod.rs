@@ -4,8 +4,8 @@
 //! [`Admin::router`] is an axum [`Router`] an app mounts (or
 //! `cog serve` runs on its own). It serves plans, tenants (suspend and
 //! resume included), API keys, plugins (uploaded by bytes, stored by
-//! digest), each tenant's usage, the declarative `diff` / `apply` and the
-//! audit log, and describes itself in
+//! digest), each tenant's usage, the declarative `diff` / `apply`, the
+//! audit log and the tenant placement table, and describes itself in
 //! OpenAPI 3.1 at `/openapi.json` ([`Admin::openapi`], committed as
 //! `docs/openapi.json`).
 //!
@@ -47,6 +47,7 @@ mod audit;
 mod body;
 mod keys;
 mod page;
+mod placement;
 mod plans;
 mod plugins;
 mod problem;
@@ -70,6 +71,7 @@ pub use audit::AuditQuery;
 pub use body::{MAX_BLOB_BYTES, MAX_JSON_BYTES};
 pub use keys::{IssuedKey, KeyInfo, KeyQuery, NewKeyRequest};
 pub use page::{DEFAULT_LIMIT, MAX_LIMIT, Page, PageQuery};
+pub use placement::{NewDeployment, PartitionMove};
 pub use plans::NamedPlan;
 pub use plugins::{NamedPlugin, PluginCheck, PluginPatch, UploadQuery};
 pub use problem::Problem;
@@ -169,6 +171,12 @@ impl Admin {
             .route("/v1/diff", post(apply::diff_doc))
             .route("/v1/apply", post(apply::apply))
             .route("/v1/audit", get(audit::list))
+            .route("/v1/placement", get(placement::get))
+            .route("/v1/placement/deployments", post(placement::add_deployment))
+            .route(
+                "/v1/placement/partitions/{partition}",
+                axum::routing::put(placement::move_partition),
+            )
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
             .with_state(self.clone())
@@ -358,7 +366,7 @@ impl utoipa::Modify for Answers {
 #[openapi(
     info(
         title = "cog admin API",
-        description = "The control plane of a cog deployment: plans, tenants, API keys, plugins, usage, declarative documents and the audit log.",
+        description = "The control plane of a cog deployment: plans, tenants, API keys, plugins, usage, declarative documents, the audit log and tenant placement.",
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(
@@ -371,6 +379,7 @@ impl utoipa::Modify for Answers {
         plugins::detach, plugins::enable, plugins::disable, plugins::delete,
         apply::diff_doc, apply::apply,
         audit::list,
+        placement::get, placement::add_deployment, placement::move_partition,
     ),
     components(schemas(Problem)),
     modifiers(&Security, &Answers),
@@ -381,6 +390,7 @@ impl utoipa::Modify for Answers {
         (name = "plugins", description = "WebAssembly and Python plugins, stored by digest"),
         (name = "apply", description = "Declarative documents: diff and apply"),
         (name = "audit", description = "Every write: who, what, when, the revision"),
+        (name = "placement", description = "Which Redis deployment holds each of the 256 tenant partitions"),
     )
 )]
 struct Doc;

@@ -455,9 +455,125 @@ async fn documents_diff_and_apply((store, _): Pair) {
     assert_eq!(api.control.state().await.unwrap().revision, at);
 }
 
+/// `/v1/placement`: 404 before the first deployment, deployments added,
+/// a partition moved (If-Match honoured), refusals as problems, a read
+/// token refused, every write in the audit log.
+async fn placement_over_http((store, _): Pair) {
+    let api = api(store.clone()).await;
+    problem(
+        &api.get("/v1/placement").await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    let a = api
+        .write(
+            Method::PUT,
+            "/v1/placement/partitions/7",
+            json!({"deployment": "main"}),
+        )
+        .await;
+    problem(&a, StatusCode::NOT_FOUND, "not-found");
+    for name in ["main", "big"] {
+        let a = api
+            .write(
+                Method::POST,
+                "/v1/placement/deployments",
+                json!({"name": name}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    }
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/placement/deployments",
+            json!({"name": "big"}),
+        )
+        .await;
+    problem(&a, StatusCode::CONFLICT, "exists");
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/placement/deployments",
+            json!({"name": "a b"}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+
+    let at = revision(&api.get("/v1/placement").await);
+    let a = api
+        .call(
+            Method::PUT,
+            "/v1/placement/partitions/130",
+            Some(&api.write),
+            &[("if-match", &format!("\"{at}\""))],
+            json!({"deployment": "big"}).to_string(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(a.body["revision"], 3);
+    assert_eq!(a.body["deployments"], json!(["main", "big"]));
+    assert_eq!(a.body["partitions"], json!({"130": "big"}));
+    // The same If-Match again: the store has moved on.
+    let a = api
+        .call(
+            Method::PUT,
+            "/v1/placement/partitions/131",
+            Some(&api.write),
+            &[("if-match", &format!("\"{at}\""))],
+            json!({"deployment": "big"}).to_string(),
+        )
+        .await;
+    problem(&a, StatusCode::PRECONDITION_FAILED, "stale");
+    for bad in ["256", "-1", "x"] {
+        let a = api
+            .write(
+                Method::PUT,
+                &format!("/v1/placement/partitions/{bad}"),
+                json!({"deployment": "big"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", a.body);
+    }
+    let a = api
+        .write(
+            Method::PUT,
+            "/v1/placement/partitions/1",
+            json!({"deployment": "nowhere"}),
+        )
+        .await;
+    problem(&a, StatusCode::NOT_FOUND, "not-found");
+    let a = api
+        .call(
+            Method::PUT,
+            "/v1/placement/partitions/1",
+            Some(&api.read),
+            &[],
+            json!({"deployment": "big"}).to_string(),
+        )
+        .await;
+    problem(&a, StatusCode::FORBIDDEN, "forbidden");
+
+    let table = api.get("/v1/placement").await;
+    assert_eq!(table.body["partitions"], json!({"130": "big"}));
+    let audit = api.get("/v1/audit").await;
+    let actions: Vec<&str> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| a.starts_with("placement."))
+        .collect();
+    assert_eq!(
+        actions,
+        ["placement.add", "placement.add", "placement.move"]
+    );
+}
+
 crate::both_stores!(
     plugins_upload_attach_and_delete,
     uploads_pass_the_servers_check,
     usage_reads_the_limiter,
-    documents_diff_and_apply
+    documents_diff_and_apply,
+    placement_over_http
 );

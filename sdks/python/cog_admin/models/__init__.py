@@ -11,6 +11,7 @@ from .limit_usage import LimitUsage
 from .named_plan import NamedPlan
 from .named_plugin import NamedPlugin
 from .named_tenant import NamedTenant
+from .new_deployment import NewDeployment
 from .new_key_request import NewKeyRequest
 from .on_failure import OnFailure
 from .page_audit_entry import PageAuditEntry
@@ -18,6 +19,9 @@ from .page_key_info import PageKeyInfo
 from .page_named_plan import PageNamedPlan
 from .page_named_plugin import PageNamedPlugin
 from .page_named_tenant import PageNamedTenant
+from .partition_move import PartitionMove
+from .placement_table import PlacementTable
+from .placement_table_partitions import PlacementTablePartitions
 from .plan import Plan
 from .plugin_lang import PluginLang
 from .plugin_limits import PluginLimits
@@ -45,6 +49,7 @@ __all__ = (
     "NamedPlan",
     "NamedPlugin",
     "NamedTenant",
+    "NewDeployment",
     "NewKeyRequest",
     "OnFailure",
     "PageAuditEntry",
@@ -52,6 +57,9 @@ __all__ = (
     "PageNamedPlan",
     "PageNamedPlugin",
     "PageNamedTenant",
+    "PartitionMove",
+    "PlacementTable",
+    "PlacementTablePartitions",
     "Plan",
     "PluginLang",
     "PluginLimits",
