@@ -812,7 +812,10 @@ fn the_server_backend_answers_as_the_store_does() {
 
     let shown = direct.ok(&["placement", "show"]).stdout;
     assert!(shown.starts_with("placement revision 4\n"), "{shown}");
-    assert!(shown.contains("main        254    0-129, 132-255"), "{shown}");
+    assert!(
+        shown.contains("main        254    0-129, 132-255"),
+        "{shown}"
+    );
     assert!(shown.contains("big         2      130-131"), "{shown}");
     let acme = direct
         .ok(&["-o", "json", "placement", "show", "--tenant", "acme"])

@@ -45,6 +45,7 @@ fn warm_demo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (app::Demo,
             control_url: None,
             instances: 2,
             lease: None,
+            ..app::Config::default()
         };
         let demo = app::build(&config).await.unwrap();
         let key = demo.demo_key.clone().unwrap();

@@ -22,10 +22,12 @@ use cog_cache::http::{HttpCacheLayer, StoredResponse};
 use cog_control::auth::AuthenticateLayer;
 use cog_control::store::Store;
 use cog_control::{Control, Directory, LimitSpec, Plan, Tenant, TenantContext};
+use cog_core::placement::{Placement, Router as PlacementRouter};
 use cog_ratelimit::RateLimitLayer;
-use cog_ratelimit::store::{FailurePolicy, MemoryStore};
+use cog_ratelimit::region::{GlobalStore, RegionSet};
+use cog_ratelimit::store::{FailurePolicy, Leasing, MemoryStore, PlacedStore};
 use cog_sandbox::layer::PluginLayer;
-use cog_sandbox::{KvStore, MemoryKv, Runtime};
+use cog_sandbox::{KvStore, MemoryKv, PlacedKv, Runtime};
 
 /// Any error of the demo.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -57,12 +59,64 @@ pub struct Config {
     /// Rate limits from leases of this lease time (the leased mode of
     /// `RedisStore`), or exact per-request decisions (`None`).
     pub lease: Option<Duration>,
+    /// This instance's region, one of `regions` (`COG_REGION`): limits
+    /// are global across the regions (each decides locally at its share),
+    /// cache invalidations reach every region's L2.
+    pub region: Option<String>,
+    /// Every region's Redis as this instance reaches it, this one's
+    /// included (`COG_REGIONS=eu=redis://…,us=redis://…`).
+    pub regions: Vec<(String, String)>,
+    /// How often regions exchange demand (`COG_REGION_SYNC_MS`, default
+    /// 1 s).
+    pub region_sync: Duration,
+    /// Redis deployments tenants are placed on by the control plane's
+    /// placement table (`COG_DEPLOYMENTS=main=redis://…,big=redis://…`):
+    /// limiter state, cache entries and plugin data of a tenant live on its
+    /// partition's deployment and follow `cog placement move`.
+    pub deployments: Vec<(String, String)>,
+}
+
+impl Default for Config {
+    /// In memory, the file store `./cog-state.json`, a 200 ms model, a
+    /// 5 ms database, one region, no placement.
+    fn default() -> Self {
+        Config {
+            redis_url: None,
+            store: "file:./cog-state.json".into(),
+            upstream: Duration::from_millis(200),
+            database: Duration::from_millis(5),
+            poll: Duration::from_secs(1),
+            redis_timeout: Duration::from_millis(100),
+            python: None,
+            control_url: None,
+            instances: 2,
+            lease: None,
+            region: None,
+            regions: Vec::new(),
+            region_sync: Duration::from_secs(1),
+            deployments: Vec::new(),
+        }
+    }
+}
+
+/// `name=url,name=url`.
+fn named_urls(value: Option<String>) -> Vec<(String, String)> {
+    value
+        .iter()
+        .flat_map(|v| v.split(','))
+        .filter_map(|pair| {
+            let (name, url) = pair.split_once('=')?;
+            Some((name.trim().to_owned(), url.trim().to_owned()))
+        })
+        .collect()
 }
 
 impl Config {
     /// From `COG_REDIS_URL`, `COG_CONTROL_URL`, `COG_STORE`,
     /// `COG_DEMO_UPSTREAM_MS`, `COG_DEMO_INSTANCES` (default 2),
     /// `COG_RATELIMIT_LEASE_MS` (leased rate limits; default exact),
+    /// `COG_REGION` + `COG_REGIONS` (+ `COG_REGION_SYNC_MS`) across
+    /// regions, `COG_DEPLOYMENTS` for tenant placement,
     /// `COG_PYTHON_WASI` (default `target/python-wasi` when it is there).
     pub fn from_env() -> Self {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
@@ -97,6 +151,14 @@ impl Config {
             lease: var("COG_RATELIMIT_LEASE_MS")
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis),
+            region: var("COG_REGION"),
+            regions: named_urls(var("COG_REGIONS")),
+            region_sync: Duration::from_millis(
+                var("COG_REGION_SYNC_MS")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000),
+            ),
+            deployments: named_urls(var("COG_DEPLOYMENTS")),
         }
     }
 }
@@ -203,15 +265,20 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
     let control = Control::new(store.clone());
     let demo_key = seed(&control).await?;
 
-    let kv: Arc<dyn KvStore> = match &redis {
-        Some(client) => Arc::new(cog_sandbox::RedisKv::new(client.clone())),
-        None => Arc::new(MemoryKv::new()),
+    let spread = Spread::connect(config, &control).await?;
+    let kv: Arc<dyn KvStore> = match (&redis, &spread.placed) {
+        (Some(_), Some(placed)) => Arc::new(placed.kv()?),
+        (Some(client), None) => Arc::new(cog_sandbox::RedisKv::new(client.clone())),
+        (None, _) => Arc::new(MemoryKv::new()),
     };
     let mut runtime = Runtime::new().kv(kv);
     if let Some(dir) = &config.python {
         runtime = runtime.python(cog_sandbox::Python::open(dir)?);
     }
     let directory = Directory::start_with_plugins(store, config.poll, runtime).await?;
+    if let Some(placed) = &spread.placed {
+        directory.follow(&placed.router)?;
+    }
 
     let mut completions = TieredCache::<String, String>::builder()
         .l1_capacity_bytes(64 << 20)
@@ -230,6 +297,14 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
             .redis(client.clone())
             .schema("demo-page-v1")
             .redis_timeout(config.redis_timeout);
+        for (_, remote) in &spread.remotes {
+            completions = completions.region(remote.clone());
+            pages = pages.region(remote.clone());
+        }
+        if let Some(placed) = &spread.placed {
+            completions = completions.placed(placed.router.clone(), placed.clients.clone());
+            pages = pages.placed(placed.router.clone(), placed.clients.clone());
+        }
     }
     let completions = completions.build()?;
     let pages = pages.build()?;
@@ -255,15 +330,41 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         .with_state(state);
     let api = match &redis {
         Some(client) => {
-            let mut limiter = cog_ratelimit::store::RedisStore::new(client.clone())
-                .timeout(config.redis_timeout)
-                .on_failure(FailurePolicy::Local {
-                    instances: config.instances,
-                });
-            if let Some(time) = config.lease {
-                limiter = limiter.leased(cog_ratelimit::store::Leasing::new().lease_time(time));
+            let limiter = |client: &fred::clients::Client, lease: Option<Duration>| {
+                let store = cog_ratelimit::store::RedisStore::new(client.clone())
+                    .timeout(config.redis_timeout)
+                    .on_failure(FailurePolicy::Local {
+                        instances: config.instances,
+                    });
+                match lease {
+                    Some(time) => store.leased(Leasing::new().lease_time(time)),
+                    None => store,
+                }
+            };
+            if let Some(placed) = &spread.placed {
+                let stores = placed
+                    .clients
+                    .iter()
+                    .map(|(name, c)| (name.as_str(), limiter(c, config.lease)));
+                let store = PlacedStore::routed(placed.router.clone(), stores)?;
+                with_layers(api, store, &directory)
+            } else if let Some(region) = &config.region {
+                // Each region decides on its own Redis from leases: a
+                // region's share is spent locally, never across a link.
+                let lease = config.lease.or(Some(Duration::from_millis(100)));
+                let mut set = RegionSet::new(region.clone(), client.clone())
+                    .sync_interval(config.region_sync);
+                for (name, remote) in &spread.remotes {
+                    set = set.region(name.clone(), remote.clone());
+                }
+                with_layers(
+                    api,
+                    GlobalStore::new(set, limiter(client, lease)),
+                    &directory,
+                )
+            } else {
+                with_layers(api, limiter(client, config.lease), &directory)
             }
-            with_layers(api, limiter, &directory)
         }
         None => with_layers(api, MemoryStore::new(), &directory),
     };
@@ -280,6 +381,66 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         counters,
         demo_key,
     })
+}
+
+/// The other regions' and the placement deployments' connections.
+struct Spread {
+    /// Other regions, by name.
+    remotes: Vec<(String, fred::clients::Client)>,
+    placed: Option<Placed>,
+}
+
+struct Placed {
+    router: Arc<PlacementRouter>,
+    clients: Vec<(String, fred::clients::Client)>,
+}
+
+impl Placed {
+    fn kv(&self) -> Result<PlacedKv, Error> {
+        let stores = self
+            .clients
+            .iter()
+            .map(|(n, c)| (n.as_str(), cog_sandbox::RedisKv::new(c.clone())));
+        Ok(PlacedKv::new(self.router.clone(), stores)?)
+    }
+}
+
+impl Spread {
+    async fn connect(config: &Config, control: &Control) -> Result<Self, Error> {
+        if config.region.is_some() && !config.deployments.is_empty() {
+            return Err("COG_REGION and COG_DEPLOYMENTS together: not supported yet".into());
+        }
+        let mut remotes = Vec::new();
+        if let Some(region) = &config.region {
+            if !config.regions.iter().any(|(n, _)| n == region) {
+                return Err(format!("COG_REGION={region} is not one of COG_REGIONS").into());
+            }
+            for (name, url) in config.regions.iter().filter(|(n, _)| n != region) {
+                remotes.push((name.clone(), cog_ratelimit::store::connect(url).await?));
+            }
+        }
+        let placed = match config.deployments.first() {
+            None => None,
+            Some((first, _)) => {
+                let mut clients = Vec::new();
+                for (name, url) in &config.deployments {
+                    clients.push((name.clone(), cog_ratelimit::store::connect(url).await?));
+                }
+                // Revision 0: the control plane's table, whatever it says,
+                // is newer.
+                let start = match control.placement().await? {
+                    Some(table) => table.to_placement()?,
+                    None => Placement::from_parts(0, [first.as_str()], [(0, first.as_str())])?,
+                };
+                let names = config.deployments.iter().map(|(n, _)| n.as_str());
+                Some(Placed {
+                    router: Arc::new(PlacementRouter::new(names, start)?),
+                    clients,
+                })
+            }
+        };
+        Ok(Spread { remotes, placed })
+    }
 }
 
 fn with_layers<St>(api: Router, limiter: St, directory: &Directory) -> Router

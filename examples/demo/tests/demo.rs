@@ -197,6 +197,7 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
         control_url: None,
         instances: 2,
         lease: None,
+        ..app::Config::default()
     };
     let demo = Arc::new(app::build(&config).await.unwrap());
     metrics.observe(&demo.counters);
@@ -322,6 +323,7 @@ async fn the_pro_plan_runs_the_sample_python_plugin() {
         control_url: None,
         instances: 2,
         lease: None,
+        ..app::Config::default()
     };
     let demo = app::build(&config).await.unwrap();
     let free_key = demo.demo_key.clone().unwrap();

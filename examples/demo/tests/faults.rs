@@ -33,6 +33,7 @@ async fn start(url: &str) -> Instance {
         control_url: None,
         instances: 2,
         lease: None,
+        ..app::Config::default()
     };
     let demo = Arc::new(app::build(&config).await.expect("the demo builds"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

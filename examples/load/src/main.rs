@@ -6,11 +6,22 @@
 //! cargo run --release -p example-load -- [--duration 30] [--rate 2500 | --max]
 //!     [--concurrency 64] [--keys 2000] [--zipf 1.1] [--mix 50,30,20] [--items 0.2]
 //!     [--svg docs/load.svg] [--flush-redis] [--instances 1] [--leased-ms 100]
+//!     [--regions [--partition 10:20]] [--deployments [--move-at 10]]
 //! ```
 //!
 //! `--instances N` runs N demo instances in this process, sharing Redis and
 //! the control file, and spreads the connections over them;
 //! `--leased-ms` turns on the leased rate-limit mode with that lease time.
+//!
+//! `--regions` starts three redis-servers as three regions (eu, us, ap)
+//! behind the testkit's proxies (1 / 40 / 80 ms between them), runs
+//! `--instances` demo instances per region — each deciding global limits
+//! on its own region's Redis (`COG_REGION`), the control plane in eu — and
+//! reports latency per region and what the noisy tenant's global limit
+//! admitted; `--partition FROM:TO` cuts ap off from second FROM to TO.
+//! `--deployments` starts two redis-servers tenants are placed on by the
+//! control plane (`COG_DEPLOYMENTS`); `--move-at S` moves the noisy
+//! tenant's partition to the other one at second S, under the load.
 //! With Redis, the report counts the rate limiter's Redis calls per request
 //! and what the noisy tenant was admitted against what its limit allows.
 //!
@@ -41,6 +52,7 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
 mod support;
+mod topology;
 
 use example_demo::app;
 
@@ -59,6 +71,10 @@ struct Options {
     flush_redis: bool,
     instances: usize,
     lease: Option<Duration>,
+    regions: bool,
+    partition: Option<(f64, f64)>,
+    deployments: bool,
+    move_at: Option<f64>,
 }
 
 fn options() -> Result<Options, String> {
@@ -75,6 +91,10 @@ fn options() -> Result<Options, String> {
         flush_redis: false,
         instances: 1,
         lease: None,
+        regions: false,
+        partition: None,
+        deployments: false,
+        move_at: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -107,11 +127,28 @@ fn options() -> Result<Options, String> {
                     value()?.parse().map_err(|e| bad(&e))?,
                 ))
             }
+            "--regions" => o.regions = true,
+            "--deployments" => o.deployments = true,
+            "--partition" => {
+                let v = value()?;
+                let (from, to) = v.split_once(':').ok_or_else(|| bad(&"expected FROM:TO"))?;
+                o.partition = Some((
+                    from.parse().map_err(|e| bad(&e))?,
+                    to.parse().map_err(|e| bad(&e))?,
+                ));
+            }
+            "--move-at" => o.move_at = Some(value()?.parse().map_err(|e| bad(&e))?),
             other => return Err(format!("unknown option {other}")),
         }
     }
     if o.mix.is_empty() || o.keys == 0 || o.concurrency == 0 || o.instances == 0 {
         return Err("--mix, --keys and --concurrency must not be empty or zero".into());
+    }
+    if o.regions && o.deployments {
+        return Err("--regions and --deployments: one at a time".into());
+    }
+    if o.partition.is_some() && !o.regions || o.move_at.is_some() && !o.deployments {
+        return Err("--partition needs --regions, --move-at needs --deployments".into());
     }
     Ok(o)
 }
@@ -149,11 +186,26 @@ struct Tally {
     /// The noisy tenant's requests, and how many were admitted.
     noisy_sent: u64,
     noisy_ok: u64,
+    /// The noisy tenant's admissions per second of the run.
+    noisy_per_s: Vec<u64>,
     /// (seconds since start, latency µs) for the chart, thinned.
     samples: Samples,
 }
 
 impl Tally {
+    /// Counts a noisy tenant's admission, by second of the run.
+    fn noisy(&mut self, started: Instant, at: Instant, admitted: bool) {
+        if !admitted {
+            return;
+        }
+        self.noisy_ok += 1;
+        let second = at.saturating_duration_since(started).as_secs() as usize;
+        if self.noisy_per_s.len() <= second {
+            self.noisy_per_s.resize(second + 1, 0);
+        }
+        self.noisy_per_s[second] += 1;
+    }
+
     fn record(&mut self, started: Instant, at: Instant, status: u16, took: Duration) {
         let us = micros(took);
         self.latencies.record(us);
@@ -194,11 +246,13 @@ async fn main() -> Result<(), app::Error> {
         control_url: None,
         instances: o.instances.max(2) as u64,
         lease: o.lease,
+        ..app::Config::default()
     };
-    if let Some(url) = &config.redis_url {
+    let topology = topology::Topology::start(o.regions, o.deployments).await?;
+    if let (topology::Topology::Single, Some(url)) = (&topology, &config.redis_url) {
         support::prepare_redis(url, o.flush_redis).await?;
     }
-    let demo = Arc::new(app::build(&config).await?);
+    let demo = Arc::new(app::build(&topology.config(&config, 0)).await?);
     // One tenant per mix entry: all on a plan the load fits in, except the
     // last (when there are several), a noisy tenant on `free` (10/s) —
     // that is where the 429s come from.
@@ -226,14 +280,29 @@ async fn main() -> Result<(), app::Error> {
             .await?;
         keys.push(demo.control.create_key(&id, None).await?.secret);
     }
+    if let topology::Topology::Deployments(_) = &topology {
+        for name in topology::DEPLOYMENTS {
+            demo.control.add_deployment(name).await?;
+        }
+    }
     demo.directory.refresh().await?;
 
-    // The other instances read the tenants from the shared control file.
-    let mut routers = vec![demo.router.clone()];
-    for _ in 1..o.instances {
-        let other = app::build(&config).await?;
-        other.directory.refresh().await?;
-        routers.push(other.router.clone());
+    // The other instances read the tenants from the shared control store;
+    // with regions, `--instances` in each.
+    let mut routers = Vec::new();
+    let mut groups = Vec::new();
+    for group in 0..topology.groups() {
+        for i in 0..o.instances {
+            let router = if group == 0 && i == 0 {
+                demo.router.clone()
+            } else {
+                let other = app::build(&topology.config(&config, group)).await?;
+                other.directory.refresh().await?;
+                other.router.clone()
+            };
+            routers.push(router);
+            groups.push(group);
+        }
     }
     let mut addrs = Vec::new();
     for router in routers {
@@ -243,7 +312,12 @@ async fn main() -> Result<(), app::Error> {
     }
     let addr = addrs[0];
     let noisy = (o.mix.len() > 1).then(|| o.mix.len() - 1);
-    let scripts_before = match &config.redis_url {
+    // Redis calls and the probe: for one Redis only.
+    let single_redis = match topology {
+        topology::Topology::Single => config.redis_url.clone(),
+        _ => None,
+    };
+    let scripts_before = match &single_redis {
         Some(url) => Some(support::script_calls(url).await?),
         None => None,
     };
@@ -252,7 +326,7 @@ async fn main() -> Result<(), app::Error> {
     // measured beside the load on a thread and runtime of its own, so it
     // does not queue behind the load's tasks.
     let duration = o.duration;
-    let probe = config.redis_url.clone().map(|url| {
+    let probe = single_redis.clone().map(|url| {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -295,12 +369,43 @@ async fn main() -> Result<(), app::Error> {
         o.keys,
         o.zipf,
         (o.items * 100.0) as u32,
-        if config.redis_url.is_some() {
-            "Redis"
-        } else {
-            "in memory"
-        }
+        topology.describe(&config)
     );
+    // The faults and moves the run asks for, on time.
+    let events = {
+        let (partition, move_at) = (o.partition, o.move_at);
+        let control = demo.control.clone();
+        let noisy_tenant = format!("load{}", o.mix.len() - 1);
+        let regions = match &topology {
+            topology::Topology::Regions(r) => Some(r),
+            _ => None,
+        };
+        let at =
+            move |s: f64| tokio::time::sleep_until((started + Duration::from_secs_f64(s)).into());
+        async move {
+            if let (Some((from, to)), Some(r)) = (partition, regions) {
+                at(from).await;
+                r.isolate(2, true);
+                eprintln!("{from} s: ap cut off");
+                at(to).await;
+                r.isolate(2, false);
+                eprintln!("{to} s: ap back");
+            }
+            if let Some(s) = move_at {
+                at(s).await;
+                let p = cog_core::placement::partition(&noisy_tenant);
+                match control.move_partition(p, topology::DEPLOYMENTS[1]).await {
+                    Ok(t) => eprintln!(
+                        "{s} s: partition {p} ({noisy_tenant}) moved to {} (placement revision {})",
+                        topology::DEPLOYMENTS[1],
+                        t.revision
+                    ),
+                    Err(e) => eprintln!("{s} s: the move failed: {e}"),
+                }
+            }
+        }
+    };
+
     let mut workers = Vec::new();
     for w in 0..o.concurrency {
         let (client, zipf, keys, mix) = (client.clone(), zipf.clone(), keys.clone(), o.mix.clone());
@@ -360,7 +465,7 @@ async fn main() -> Result<(), app::Error> {
                                 (at, status, at.elapsed(), is_noisy)
                             },
                             |(at, status, took, noisy)| {
-                                tally.noisy_ok += u64::from(noisy && status == 200);
+                                tally.noisy(started, at, noisy && status == 200);
                                 tally.record(started, at, status, took)
                             },
                         );
@@ -368,23 +473,32 @@ async fn main() -> Result<(), app::Error> {
                     None => {
                         let t = Instant::now();
                         let status = send(&client, req).await;
-                        tally.noisy_ok += u64::from(is_noisy && status == 200);
+                        tally.noisy(started, t, is_noisy && status == 200);
                         tally.record(started, t, status, t.elapsed());
                     }
                 }
             }
             in_flight
                 .finish(|(at, status, took, noisy)| {
-                    tally.noisy_ok += u64::from(noisy && status == 200);
+                    tally.noisy(started, at, noisy && status == 200);
                     tally.record(started, at, status, took)
                 })
                 .await;
             tally
         }));
     }
+    events.await;
     let mut all = Tally::default();
-    for w in workers {
-        let t = w.await?;
+    let mut by_group: Vec<Latencies> = vec![Latencies::default(); topology.groups()];
+    for (w, worker) in workers.into_iter().enumerate() {
+        let t = worker.await?;
+        by_group[groups[w % groups.len()]].merge(&t.latencies);
+        if all.noisy_per_s.len() < t.noisy_per_s.len() {
+            all.noisy_per_s.resize(t.noisy_per_s.len(), 0);
+        }
+        for (a, b) in all.noisy_per_s.iter_mut().zip(&t.noisy_per_s) {
+            *a += b;
+        }
         all.latencies.merge(&t.latencies);
         for (s, c) in t.statuses {
             *all.statuses.entry(s).or_default() += c;
@@ -448,7 +562,7 @@ async fn main() -> Result<(), app::Error> {
             lat.percentile_ms(0.99),
             lat.len()
         ));
-        if let (Some(url), Some(before)) = (&config.redis_url, scripts_before) {
+        if let (Some(url), Some(before)) = (&single_redis, scripts_before) {
             // The limiter's calls are the EVALSHAs (the cache runs none),
             // less the probe's one per decision.
             let calls = support::script_calls(url)
@@ -476,10 +590,25 @@ async fn main() -> Result<(), app::Error> {
             elapsed.as_secs_f64()
         ));
     }
+    if let topology::Topology::Regions(_) = &topology {
+        for (g, lat) in by_group.iter().enumerate() {
+            report.push_str(&format!(
+                "{}: {} requests, latency ms p50 {:.2}, p99 {:.2}\n",
+                topology::REGIONS[g],
+                lat.len(),
+                lat.percentile_ms(0.5),
+                lat.percentile_ms(0.99)
+            ));
+        }
+    }
+    if noisy.is_some() && (o.partition.is_some() || o.move_at.is_some()) {
+        report.push_str(&phases(&all.noisy_per_s, o.partition, o.move_at, elapsed));
+    }
     #[allow(clippy::print_stdout)]
     {
         print!("{report}");
     }
+
     if let Some(path) = &o.svg {
         std::fs::write(path, svg(all.samples.points(), elapsed.as_secs_f32()))?;
         eprintln!("latency chart written to {path}");
@@ -488,7 +617,45 @@ async fn main() -> Result<(), app::Error> {
     Ok(())
 }
 
+/// The noisy tenant's admissions (free: 10/s, burst 20) per phase of the
+/// run, against what one exact global count allows in it.
+fn phases(
+    per_s: &[u64],
+    partition: Option<(f64, f64)>,
+    move_at: Option<f64>,
+    elapsed: Duration,
+) -> String {
+    let end = elapsed.as_secs_f64();
+    let mut cuts: Vec<(f64, &str)> = vec![(0.0, "start")];
+    if let Some((from, to)) = partition {
+        cuts.push((from, "ap cut off"));
+        cuts.push((to, "healed"));
+    }
+    if let Some(at) = move_at {
+        cuts.push((at, "moved"));
+    }
+    cuts.push((end, "end"));
+    let mut out = String::from("noisy tenant by phase (admitted / an exact count's allowance):\n");
+    for pair in cuts.windows(2) {
+        let ((from, name), (to, _)) = (pair[0], pair[1]);
+        let admitted: u64 = per_s
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| (*s as f64) >= from.floor() && (*s as f64) < to.floor())
+            .map(|(_, n)| n)
+            .sum();
+        let seconds = to.floor() - from.floor();
+        let burst = if from == 0.0 { 20.0 } else { 0.0 };
+        out.push_str(&format!(
+            "  {from:>5.1}–{to:<5.1} s from {name}: {admitted} / {:.0}\n",
+            burst + 10.0 * seconds
+        ));
+    }
+    out
+}
+
 /// A scatter of latency over time (log scale), as a small SVG.
+
 fn svg(samples: &[(f32, u32)], seconds: f32) -> String {
     let (w, h, pad) = (800.0f32, 320.0f32, 40.0f32);
     let max_ms = samples.iter().map(|s| s.1).max().unwrap_or(1).max(1000) as f32 / 1000.0;
