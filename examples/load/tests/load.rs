@@ -108,3 +108,33 @@ async fn finished_requests_are_reaped_as_new_ones_go_out() {
     in_flight.finish(|_| done += 1).await;
     assert_eq!(done, 5_000);
 }
+
+/// The simulation modes run end to end (debug build, briefly): three
+/// regions with ap cut off half-way, and two deployments with the noisy
+/// tenant's partition moved under the load — each reporting what it
+/// measured, with no request failing.
+#[test]
+fn regions_and_deployments_runs_report_per_phase() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_load"))
+            .args(["--duration", "4", "--rate", "150", "--concurrency", "8"])
+            .args(args)
+            .env_remove("COG_REDIS_URL")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(", 5xx or failed: 0\n"), "{text}");
+        text
+    };
+    let regions = run(&["--regions", "--partition", "1:3"]);
+    for line in ["eu: ", "us: ", "ap: ", "from ap cut off: ", "from healed: "] {
+        assert!(regions.contains(line), "{line}: {regions}");
+    }
+    let moved = run(&["--deployments", "--instances", "2", "--move-at", "2"]);
+    assert!(moved.contains("from moved: "), "{moved}");
+}
