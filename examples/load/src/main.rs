@@ -655,7 +655,6 @@ fn phases(
 }
 
 /// A scatter of latency over time (log scale), as a small SVG.
-
 fn svg(samples: &[(f32, u32)], seconds: f32) -> String {
     let (w, h, pad) = (800.0f32, 320.0f32, 40.0f32);
     let max_ms = samples.iter().map(|s| s.1).max().unwrap_or(1).max(1000) as f32 / 1000.0;
