@@ -16,13 +16,18 @@
 //!   alike. Its "time" is the difference.
 //!
 //! Every request carries a sampled `traceparent`.
+//!
+//! For instruction counts (callgrind), `COG_TRACE_COUNT=<function>:<n>`
+//! runs `n` requests through `none`, `cog_unsampled` or `cog_sampled` and
+//! exits instead of benchmarking: `scripts/callgrind-trace` runs it under
+//! valgrind at two `n` and reports the instructions per request.
 
 use std::convert::Infallible;
 use std::hint::black_box;
 
 use bytes::Bytes;
 use cog_trace::server::TraceLayer;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::{Request, Response};
 use http_body_util::Full;
 use opentelemetry::propagation::TextMapPropagator as _;
@@ -109,6 +114,55 @@ where
     })
 }
 
+/// A route table: templates are static strings.
+fn route(p: &http::request::Parts) -> Option<&'static str> {
+    p.uri.path().starts_with("/items/").then_some("/items/{id}")
+}
+
+/// As `init()` sets it up with OTEL_TRACES_SAMPLER=always_off.
+fn always_off() -> cog_trace::TraceGuard {
+    cog_trace::TraceConfig::from_vars(|k| match k {
+        "OTEL_TRACES_SAMPLER" => Some("always_off".into()),
+        "OTEL_TRACES_EXPORTER" => Some("none".into()),
+        _ => None,
+    })
+    .unwrap()
+    .build()
+    .unwrap()
+}
+
+/// `COG_TRACE_COUNT=<function>:<n>`: `n` requests, no criterion.
+fn count(spec: &str) {
+    let (function, n) = spec
+        .split_once(':')
+        .expect("COG_TRACE_COUNT=<function>:<n>");
+    let n: u64 = n.parse().expect("a request count");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match function {
+        "none" => drop(time_loop(&rt, &handler(), n)),
+        "cog_unsampled" => {
+            let off = always_off();
+            let svc = TraceLayer::from_guard(&off)
+                .route_with(route)
+                .layer(handler());
+            drop(time_loop(&rt, &svc, n));
+        }
+        "cog_sampled" => {
+            let on = provider(Sampler::AlwaysOn);
+            let svc = TraceLayer::new()
+                .tracer(on.tracer("bench"))
+                .w3c(false)
+                .route_with(route)
+                .layer(handler());
+            drop(time_loop(&rt, &svc, n));
+        }
+        other => panic!("no function {other}: none, cog_unsampled or cog_sampled"),
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -122,19 +176,7 @@ fn bench(c: &mut Criterion) {
             .iter(|| async { black_box(none.clone().oneshot(request()).await.unwrap()) })
     });
 
-    // A route table: templates are static strings.
-    let route =
-        |p: &http::request::Parts| p.uri.path().starts_with("/items/").then_some("/items/{id}");
-
-    // As `init()` sets it up with OTEL_TRACES_SAMPLER=always_off.
-    let off = cog_trace::TraceConfig::from_vars(|k| match k {
-        "OTEL_TRACES_SAMPLER" => Some("always_off".into()),
-        "OTEL_TRACES_EXPORTER" => Some("none".into()),
-        _ => None,
-    })
-    .unwrap()
-    .build()
-    .unwrap();
+    let off = always_off();
     let unsampled = TraceLayer::from_guard(&off)
         .route_with(route)
         .layer(handler());
@@ -206,4 +248,12 @@ fn bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("COG_TRACE_COUNT") {
+        count(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
