@@ -305,3 +305,34 @@ async fn plugin_data_follows_its_tenants_partition() {
     .await
     .unwrap();
 }
+
+/// Past its window a placed KV no longer copies: the moved tenant starts
+/// empty on the new deployment (what a window of zero means).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_window_a_move_copies_nothing() {
+    use cog_core::placement::{Placement, Router, partition};
+    use cog_sandbox::PlacedKv;
+
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let router =
+        Arc::new(Router::new(["main", "big"], Placement::new(["main", "big"]).unwrap()).unwrap());
+    let kv = PlacedKv::new(
+        router.clone(),
+        [
+            ("main", RedisKv::new(client(&main.url()).await)),
+            ("big", RedisKv::new(client(&big.url()).await)),
+        ],
+    )
+    .unwrap()
+    .window(Duration::ZERO);
+    let k = kv.clone();
+    tokio::task::spawn_blocking(move || k.set(&scope("acme"), b"x", b"1", 10).unwrap())
+        .await
+        .unwrap();
+    let moved = router.placement().moved(partition("acme"), "big").unwrap();
+    router.set_placement(moved).unwrap();
+    let got = tokio::task::spawn_blocking(move || kv.get(&scope("acme"), b"x").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(got, None);
+}
