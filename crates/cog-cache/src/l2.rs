@@ -146,6 +146,9 @@ mod imp {
     /// settles at about twice its live members however many expire.
     const TAG_PRUNE_SAMPLE: usize = 32;
 
+    /// A Redis call of the L2, boxed (see `L2::call_within`).
+    type L2Call<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, L2Error>> + Send + 'a>>;
+
     /// L2 settings, from the builder.
     #[derive(Debug, Clone)]
     pub(crate) struct L2Settings {
@@ -342,16 +345,36 @@ mod imp {
         }
 
         /// Runs one Redis call under the breaker and the timeout.
-        async fn call<T, F>(&self, what: &'static str, f: F) -> Result<T, L2Error>
+        fn call<'a, T, F>(&'a self, what: &'static str, f: F) -> L2Call<'a, T>
         where
-            F: Future<Output = Result<T, fred::error::Error>>,
+            F: Future<Output = Result<T, fred::error::Error>> + Send + 'a,
+            T: Send + 'a,
         {
-            self.call_within(what, self.settings.timeout, f).await
+            self.call_within(what, self.settings.timeout, f)
         }
 
         /// Runs Redis work under the breaker (refused at once while it is
         /// open) and the bound `timeout`.
-        async fn call_within<T, F>(
+        ///
+        /// Boxed: fred's command futures are kilobytes each, and every
+        /// future awaiting one — a cache lookup, the HTTP layer's request
+        /// — would carry that much state (and copy it when moved) on the
+        /// hit path too, where no Redis call is made. One allocation per
+        /// Redis round trip instead.
+        fn call_within<'a, T, F>(
+            &'a self,
+            what: &'static str,
+            timeout: Duration,
+            f: F,
+        ) -> L2Call<'a, T>
+        where
+            F: Future<Output = Result<T, fred::error::Error>> + Send + 'a,
+            T: Send + 'a,
+        {
+            Box::pin(self.run_call(what, timeout, f))
+        }
+
+        async fn run_call<T, F>(
             &self,
             what: &'static str,
             timeout: Duration,

@@ -6,13 +6,18 @@
 //! runs it: a real SDK tracer provider sampling every request (its batch
 //! processor feeding an exporter that drops the spans) and the demo's
 //! real meter provider (`cog_trace::prometheus`).
+//!
+//! For instruction counts (callgrind), `COG_STACK_COUNT=<what>:<n>` runs
+//! `n` requests and exits instead of benchmarking: `bare`, `cog`
+//! (`/v1/items/1` through every layer) or `healthz` (the demo's `/healthz`,
+//! the trace layer only — the bare route of `scripts/bench-stack`).
 
 use std::time::Duration;
 
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::Request;
 use tower::ServiceExt;
 
@@ -93,6 +98,35 @@ fn request(auth: Option<&str>) -> Request<axum::body::Body> {
     b.body(axum::body::Body::empty()).unwrap()
 }
 
+/// `COG_STACK_COUNT=<what>:<n>`: `n` requests, no criterion.
+fn count(spec: &str) {
+    let (what, n) = spec.split_once(':').expect("COG_STACK_COUNT=<what>:<n>");
+    let n: u64 = n.parse().expect("a request count");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (demo, auth) = warm_demo(&rt, dir.path());
+    let bare = app::bare();
+    rt.block_on(async {
+        for _ in 0..n {
+            let res = match what {
+                "bare" => bare.clone().oneshot(request(None)).await,
+                "cog" => demo.router.clone().oneshot(request(Some(&auth))).await,
+                "healthz" => {
+                    let req = Request::get("/healthz")
+                        .body(axum::body::Body::empty())
+                        .unwrap();
+                    demo.router.clone().oneshot(req).await
+                }
+                other => panic!("no {other}: bare, cog or healthz"),
+            };
+            assert_eq!(res.unwrap().status(), 200);
+        }
+    });
+}
+
 fn stack(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -158,4 +192,12 @@ fn stack(c: &mut Criterion) {
 }
 
 criterion_group!(benches, stack);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("COG_STACK_COUNT") {
+        count(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
