@@ -1,7 +1,9 @@
 //! [`Directory`]: the control plane as the request path sees it — an
 //! in-memory view, kept current — and the [`Authenticate`] layer.
 
-use std::collections::HashMap;
+/// The view's maps: foldhash, seeded per process (their keys come from the
+/// store; requests only look up).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::fmt;
 use std::future::{Future, ready};
 use std::sync::{Arc, Weak};
@@ -38,7 +40,8 @@ pub struct TenantContext {
 }
 
 struct KeyEntry {
-    hash: [u8; 64],
+    /// SHA-256 of the key.
+    hash: [u8; 32],
     tenant: Arc<str>,
     expires: Option<u64>,
     revoked: bool,
@@ -116,7 +119,8 @@ pub(crate) fn context_of(id: &str, t: &Tenant, plan: &Plan) -> Option<TenantCont
 
 impl View {
     fn build(state: &State) -> View {
-        let mut tenants = HashMap::with_capacity(state.spec.tenants.len());
+        let mut tenants =
+            HashMap::with_capacity_and_hasher(state.spec.tenants.len(), Default::default());
         for (id, t) in &state.spec.tenants {
             let Some(plan) = state.spec.plans.get(&t.plan) else {
                 continue;
@@ -130,7 +134,7 @@ impl View {
             .keys
             .iter()
             .filter_map(|(id, k)| {
-                let hash: [u8; 64] = k.hash.as_bytes().try_into().ok()?;
+                let hash = keys::unhex32(&k.hash)?;
                 let tenant = tenants.get_key_value(k.tenant.as_str())?.0.clone();
                 Some((
                     id.clone(),
@@ -150,7 +154,7 @@ impl View {
             // Validated on load: a table that does not convert is not stored.
             placement: state.placement.as_ref().and_then(|t| t.to_placement().ok()),
             #[cfg(feature = "sandbox")]
-            plugins: HashMap::new(),
+            plugins: HashMap::default(),
         }
     }
 }
@@ -319,10 +323,10 @@ impl Directory {
     /// Why the key is refused.
     pub fn authenticate(&self, key: &str) -> Result<Arc<TenantContext>, Refusal> {
         let id = keys::id_of(key).ok_or(Refusal::Unauthenticated)?;
-        let hash = keys::hash(key);
+        let hash = keys::digest(key);
         let view = self.inner.view.read();
         let entry = view.keys.get(id).ok_or(Refusal::Unauthenticated)?;
-        if !keys::constant_time_eq(hash.as_bytes(), &entry.hash) || entry.revoked {
+        if !keys::constant_time_eq(&hash, &entry.hash) || entry.revoked {
             return Err(Refusal::Unauthenticated);
         }
         if let Some(expires) = entry.expires {
@@ -361,7 +365,11 @@ async fn build(inner: &Inner, state: &State) -> View {
     let mut view = View::build(state);
     #[cfg(feature = "sandbox")]
     if let Some(loader) = &inner.sandbox {
-        view.plugins = loader.resolve_all(&*inner.store, state).await;
+        view.plugins = loader
+            .resolve_all(&*inner.store, state)
+            .await
+            .into_iter()
+            .collect();
     }
     #[cfg(not(feature = "sandbox"))]
     let _ = inner;

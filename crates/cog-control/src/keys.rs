@@ -72,6 +72,29 @@ pub fn hash(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
+/// SHA-256 of the key, as bytes: what [`hash`] writes in hex.
+pub(crate) fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The bytes of a lowercase-hex SHA-256 ([`hash`]'s form).
+pub(crate) fn unhex32(hex: &str) -> Option<[u8; 32]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
 /// Compares two byte strings in time that depends only on their lengths.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -105,6 +128,16 @@ mod tests {
         assert!(!format!("{k:?}").contains(&k.secret));
         assert_eq!(id_of("Bearer x"), None);
         assert_eq!(id_of("cog_short_x"), None);
+    }
+
+    #[test]
+    fn digests_read_back_from_their_hex() {
+        let k = generate();
+        assert_eq!(unhex32(&hash(&k.secret)), Some(digest(&k.secret)));
+        assert_eq!(unhex32("00"), None);
+        assert_eq!(unhex32(&"G".repeat(64)), None);
+        assert_eq!(unhex32(&"A".repeat(64)), None, "lowercase only");
+        assert_eq!(unhex32(&"f".repeat(64)), Some([0xff; 32]));
     }
 
     #[test]

@@ -15,9 +15,15 @@ use crate::decision::Decision;
 use crate::quota::{LimitKind, Quota};
 
 /// `RateLimit-Policy`: one item per limit, `q` units per `w` seconds.
+/// Built once per quota ([`Quota::policy_header`]).
 pub(crate) fn policy(quota: &Quota) -> HeaderValue {
-    let mut out = String::with_capacity(48 * quota.limits().len());
-    for (i, limit) in quota.limits().iter().enumerate() {
+    quota.policy_header().clone()
+}
+
+/// What [`policy`] answers, built when the quota is.
+pub(crate) fn policy_of(limits: &[crate::Limit]) -> HeaderValue {
+    let mut out = String::with_capacity(48 * limits.len());
+    for (i, limit) in limits.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
@@ -31,22 +37,47 @@ pub(crate) fn policy(quota: &Quota) -> HeaderValue {
     to_value(out)
 }
 
+/// A limit's name as a structured-field string (quoted, escaped), built
+/// when the quota is.
+pub(crate) fn quoted_name(limit: &crate::Limit) -> Box<str> {
+    let mut out = String::new();
+    sf_string(&mut out, &limit.name());
+    out.into_boxed_str()
+}
+
 /// `RateLimit`: one item per limit, `r` remaining, `t` seconds to reset.
+/// On every response: the names come quoted from the quota, the numbers
+/// are written without the formatting machinery.
 pub(crate) fn current(quota: &Quota, decision: &Decision) -> HeaderValue {
-    let mut out = String::with_capacity(32 * quota.limits().len());
-    for (i, (limit, status)) in quota.limits().iter().zip(decision.statuses()).enumerate() {
+    let names = quota.quoted_names();
+    let mut out = String::with_capacity(names.iter().map(|n| n.len() + 32).sum());
+    for (i, (name, status)) in names.iter().zip(decision.statuses()).enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
-        sf_string(&mut out, &limit.name());
-        let _ = write!(
-            out,
-            ";r={};t={}",
-            status.remaining,
-            ceil_secs(status.reset_after)
-        );
+        out.push_str(name);
+        out.push_str(";r=");
+        push_u64(&mut out, status.remaining);
+        out.push_str(";t=");
+        push_u64(&mut out, ceil_secs(status.reset_after));
     }
     to_value(out)
+}
+
+/// Appends `n` in decimal.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // ASCII digits.
+    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
@@ -91,6 +122,15 @@ mod tests {
             policy(&q),
             "\"10-per-1s\";q=10;w=1, \"daily \\\"quota\\\"\";q=10000;w=86400, \"concurrency-4\";q=4;w=60;qu=\"concurrent-requests\""
         );
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut s = String::from("x");
+            push_u64(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
     }
 
     #[test]

@@ -315,6 +315,10 @@ struct QuotaInner {
     redis_args: crate::store::redis::LimitArgs,
     fingerprint: u64,
     state_ids: Box<[String]>,
+    /// `RateLimit-Policy`, and each limit's name as the `RateLimit` field
+    /// writes it: the same for every response.
+    policy_header: http::HeaderValue,
+    quoted_names: Box<[Box<str>]>,
 }
 
 impl Quota {
@@ -349,6 +353,8 @@ impl Quota {
         let params: Box<[Params]> = limits.iter().map(Params::of).collect();
         Ok(Quota {
             inner: Arc::new(QuotaInner {
+                policy_header: crate::headers::policy_of(&limits),
+                quoted_names: limits.iter().map(crate::headers::quoted_name).collect(),
                 #[cfg(feature = "redis")]
                 redis_args: crate::store::redis::LimitArgs::of(&params),
                 params,
@@ -362,6 +368,14 @@ impl Quota {
     /// The limits, in the order given.
     pub fn limits(&self) -> &[Limit] {
         &self.inner.limits
+    }
+
+    pub(crate) fn policy_header(&self) -> &http::HeaderValue {
+        &self.inner.policy_header
+    }
+
+    pub(crate) fn quoted_names(&self) -> &[Box<str>] {
+        &self.inner.quoted_names
     }
 
     /// A hash of the limits' algorithms and parameters.
