@@ -447,14 +447,19 @@ fn with_layers<St>(api: Router, limiter: St, directory: &Directory) -> Router
 where
     St: cog_ratelimit::store::Store + Clone,
 {
-    // `layer` wraps what is there: the last one added runs first.
-    api.layer(PluginLayer::new(directory.clone()))
-        .layer(RateLimitLayer::new(
-            limiter,
-            Directory::tenant_key(),
-            directory.clone(),
-        ))
-        .layer(AuthenticateLayer::new(directory.clone()))
+    // One `Router::layer` for the three: each call boxes every route once
+    // more, and every request clones each box (an allocation apiece).
+    // Outermost first: authentication, the limit, the plugins.
+    api.layer(
+        tower::ServiceBuilder::new()
+            .layer(AuthenticateLayer::new(directory.clone()))
+            .layer(RateLimitLayer::new(
+                limiter,
+                Directory::tenant_key(),
+                directory.clone(),
+            ))
+            .layer(PluginLayer::new(directory.clone())),
+    )
 }
 
 #[derive(serde::Deserialize)]

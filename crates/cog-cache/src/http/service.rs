@@ -63,10 +63,54 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        if let Some(hit) = fresh_hit(&self.shared, &parts) {
+            // Answered from L1 without the lookup's async machinery: a
+            // small ready future instead of the whole request's state.
+            return ResponseFuture::new(std::future::ready(Ok(hit)));
+        }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(run(self.shared.clone(), inner, req))
+        ResponseFuture::new(run(
+            self.shared.clone(),
+            inner,
+            Request::from_parts(parts, body),
+        ))
     }
+}
+
+/// The answer to a `GET`/`HEAD` whose entry is fresh in L1 — the hit path,
+/// synchronous. `None` sends the request through [`run`], which decides
+/// everything else (and looks again, in L2 too).
+fn fresh_hit<B>(shared: &Shared, parts: &Parts) -> Option<Response<CacheBody<B>>> {
+    let head = parts.method == Method::HEAD;
+    if parts.method != Method::GET && !head {
+        return None;
+    }
+    if parts.headers.contains_key(header::AUTHORIZATION)
+        && !shared.authorized.as_ref().is_some_and(|f| f(parts))
+    {
+        return None;
+    }
+    let req_cc = CacheControl::of_request(&parts.headers);
+    if req_cc.no_store {
+        return None;
+    }
+    let cache = shared.cache.tenant(&namespace(shared, parts));
+    let base = base_key(parts);
+    let stored = match cache.get_fresh(&base)? {
+        StoredResponse(Entry::Response(stored)) => stored,
+        StoredResponse(Entry::Variants { names, id }) => {
+            match cache.get_fresh(&variant_key(&base, id, &names, &parts.headers))? {
+                StoredResponse(Entry::Response(stored)) => stored,
+                StoredResponse(Entry::Variants { .. }) => return None,
+            }
+        }
+    };
+    let now = unix_ms();
+    stored
+        .fresh_for(&req_cc, now)
+        .then(|| answer_or_not_modified(&stored, &parts.headers, head, now))
 }
 
 /// Whether the request carries conditionals of its own.
