@@ -466,6 +466,13 @@ impl QuotaSource for Directory {
     /// The authenticated tenant's quota (from the request's
     /// [`TenantContext`], else looked up by `subject`); unknown subjects
     /// are unlimited — refusing them is authentication's job.
+    fn quota_now(&self, subject: &str, parts: &Parts) -> Option<Result<Option<Quota>, BoxError>> {
+        Some(Ok(match parts.extensions.get::<Arc<TenantContext>>() {
+            Some(t) if &*t.id == subject => t.quota.clone(),
+            _ => self.tenant(subject).and_then(|t| t.quota.clone()),
+        }))
+    }
+
     fn quota(
         &self,
         subject: &str,

@@ -23,6 +23,15 @@ pub trait QuotaSource: Send + Sync + 'static {
         subject: &str,
         parts: &Parts,
     ) -> impl Future<Output = Result<Option<Quota>, BoxError>> + Send;
+
+    /// What [`quota`](Self::quota) answers, now, when it is known without
+    /// waiting (an in-memory source); `None` otherwise. The layer decides
+    /// without its asynchronous machinery when both this and the store
+    /// answer at once. Default: `None`.
+    fn quota_now(&self, subject: &str, parts: &Parts) -> Option<Result<Option<Quota>, BoxError>> {
+        let _ = (subject, parts);
+        None
+    }
 }
 
 impl QuotaSource for Quota {
@@ -32,6 +41,10 @@ impl QuotaSource for Quota {
         _: &Parts,
     ) -> impl Future<Output = Result<Option<Quota>, BoxError>> + Send {
         ready(Ok(Some(self.clone())))
+    }
+
+    fn quota_now(&self, _: &str, _: &Parts) -> Option<Result<Option<Quota>, BoxError>> {
+        Some(Ok(Some(self.clone())))
     }
 }
 
@@ -83,6 +96,10 @@ impl QuotaSource for StaticQuotas {
         _: &Parts,
     ) -> impl Future<Output = Result<Option<Quota>, BoxError>> + Send {
         ready(Ok(self.lookup(subject)))
+    }
+
+    fn quota_now(&self, subject: &str, _: &Parts) -> Option<Result<Option<Quota>, BoxError>> {
+        Some(Ok(self.lookup(subject)))
     }
 }
 

@@ -27,12 +27,15 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// No plugins.
+    /// No plugins. Shared: asked for on every request of a tenant
+    /// without plugins, it allocates nothing.
     pub fn none() -> Self {
-        Resolved {
+        static NONE: std::sync::OnceLock<Resolved> = std::sync::OnceLock::new();
+        NONE.get_or_init(|| Resolved {
             tenant: "".into(),
             plugins: Arc::new([]),
-        }
+        })
+        .clone()
     }
 }
 

@@ -116,11 +116,97 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = req.into_parts();
+        // Decided without waiting (an in-memory source and store, a live
+        // lease, a cached denial): the inner service — the one made ready
+        // — is called at once, with no clone of it and no asynchronous
+        // decision to carry.
+        match decide_now(&self.config, &parts) {
+            Some(Now::Refused(res)) => return ResponseFuture::new(std::future::ready(Ok(res))),
+            Some(Now::Allowed {
+                quota,
+                mut decision,
+            }) => {
+                let slots = Slots::of(&self.config.store, decision.take_lease());
+                let shadow = self.config.shadow;
+                let fut = self.inner.call(Request::from_parts(parts, body));
+                return ResponseFuture::new(async move {
+                    let response = fut.await?;
+                    let mut response = response.map(|b| RateLimitBody::holding(b, slots));
+                    if !shadow {
+                        add_headers(response.headers_mut(), &quota, &decision);
+                    }
+                    Ok(response)
+                });
+            }
+            None => {}
+        }
         // The clone is the one that is ready; keep it for this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(run(self.config.clone(), inner, req))
+        ResponseFuture::new(run(
+            self.config.clone(),
+            inner,
+            Request::from_parts(parts, body),
+        ))
     }
+}
+
+/// What [`decide_now`] settled.
+enum Now<B> {
+    /// Refused: the answer.
+    Refused(Response<RateLimitBody<B>>),
+    /// Admitted (or refused in shadow mode): call the inner service.
+    Allowed { quota: Quota, decision: Decision },
+}
+
+/// The decision, when the key, the quota and the store all answer without
+/// waiting; `None` leaves everything to [`run`] (nothing was counted).
+fn decide_now<St, K, Q, B>(config: &Config<St, K, Q>, parts: &Parts) -> Option<Now<B>>
+where
+    St: Store,
+    K: KeyExtractor,
+    Q: QuotaSource,
+    B: Default,
+{
+    let Subject::Key(subject) = config.key.subject(parts) else {
+        return None;
+    };
+    let Ok(Some(quota)) = config.quotas.quota_now(&subject, parts)? else {
+        return None;
+    };
+    let cost = config.cost.as_ref().map_or(1, |f| f(parts));
+    let Ok(decision) = config.store.try_check_now(&subject, &quota, cost)? else {
+        return None;
+    };
+    Some(match refusal(config, &subject, &quota, &decision) {
+        Some(res) => Now::Refused(res),
+        None => Now::Allowed { quota, decision },
+    })
+}
+
+/// Records a decision's outcome; the answer when it refuses the request.
+fn refusal<St, K, Q, B: Default>(
+    config: &Config<St, K, Q>,
+    subject: &str,
+    quota: &Quota,
+    decision: &Decision,
+) -> Option<Response<RateLimitBody<B>>> {
+    config.metrics.record(
+        outcome(decision, config.shadow),
+        source_name(decision.source()),
+    );
+    if decision.is_allowed() {
+        return None;
+    }
+    tracing::debug!(
+        target: "cog_ratelimit",
+        subject = %subject,
+        shadow = config.shadow,
+        retry_after_ms = decision.retry_after().map(|d| d.as_millis() as u64),
+        "rate limit exceeded"
+    );
+    (!config.shadow).then(|| too_many(quota, decision))
 }
 
 /// The inner service's answer, with no slots to hold.
@@ -205,21 +291,8 @@ where
             });
         }
     };
-    config.metrics.record(
-        outcome(&decision, config.shadow),
-        source_name(decision.source()),
-    );
-    if !decision.is_allowed() {
-        tracing::debug!(
-            target: "cog_ratelimit",
-            subject = %subject,
-            shadow = config.shadow,
-            retry_after_ms = decision.retry_after().map(|d| d.as_millis() as u64),
-            "rate limit exceeded"
-        );
-        if !config.shadow {
-            return Ok(too_many(&quota, &decision));
-        }
+    if let Some(refused) = refusal(&config, &subject, &quota, &decision) {
+        return Ok(refused);
     }
     // Given back when the response body ends — or now, if the request is
     // abandoned or the inner service fails.

@@ -619,6 +619,15 @@ impl Store for MemoryStore {
         self.check_now(subject, quota, cost)
     }
 
+    fn try_check_now(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+    ) -> Option<Result<Decision, StoreError>> {
+        Some(self.check_now(subject, quota, cost))
+    }
+
     async fn inspect(&self, subject: &str, quota: &Quota) -> Result<Decision, StoreError> {
         Ok(self.peek(subject, quota))
     }

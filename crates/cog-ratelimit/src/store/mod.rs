@@ -69,6 +69,22 @@ pub trait Store: Send + Sync + 'static {
     fn is_remote(&self) -> bool {
         true
     }
+
+    /// The decision [`check`](Self::check) would make, made now without
+    /// waiting — when the store can (in process; a leased store spending a
+    /// live lease; a cached denial) — and counted exactly as `check` counts
+    /// it; `None` when it needs I/O (then call `check`). The layer uses it
+    /// to call the inner service at once, without the asynchronous
+    /// decision's machinery. Default: `None`.
+    fn try_check_now(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+    ) -> Option<Result<Decision, StoreError>> {
+        let _ = (subject, quota, cost);
+        None
+    }
 }
 
 impl<S: Store> Store for Arc<S> {
@@ -99,6 +115,15 @@ impl<S: Store> Store for Arc<S> {
 
     fn release(&self, lease: Lease) {
         (**self).release(lease)
+    }
+
+    fn try_check_now(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+    ) -> Option<Result<Decision, StoreError>> {
+        (**self).try_check_now(subject, quota, cost)
     }
 
     fn is_remote(&self) -> bool {

@@ -774,6 +774,31 @@ impl DenyCache {
 }
 
 impl Store for RedisStore {
+    /// A live lease's units, or a cached denial: decided without I/O.
+    fn try_check_now(
+        &self,
+        subject: &str,
+        quota: &Quota,
+        cost: u64,
+    ) -> Option<Result<Decision, StoreError>> {
+        if let Err(e) = check_cost(cost) {
+            return Some(Err(e));
+        }
+        let fp = quota.fingerprint();
+        if let Some(leases) = &self.inner.leases
+            && quota.redis_args().gcra.is_some()
+            && let Some(d) = leases.spend(fp, subject, cost, self.now())
+        {
+            return Some(Ok(d));
+        }
+        if self.inner.local_deny
+            && let Some(d) = self.inner.denied.get(fp, subject, cost, self.now())
+        {
+            return Some(Ok(d));
+        }
+        None
+    }
+
     async fn check(&self, subject: &str, quota: &Quota, cost: u64) -> Result<Decision, StoreError> {
         check_cost(cost)?;
         let fp = quota.fingerprint();

@@ -412,3 +412,87 @@ async fn the_service_is_built_directly_or_through_its_layer() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
+
+/// A quota source that only answers asynchronously: the layer takes its
+/// general path (no `quota_now`).
+#[derive(Clone)]
+struct AsyncOnly(Quota);
+
+impl cog_ratelimit::QuotaSource for AsyncOnly {
+    fn quota(
+        &self,
+        _: &str,
+        _: &http::request::Parts,
+    ) -> impl Future<Output = Result<Option<Quota>, cog_ratelimit::BoxError>> + Send {
+        let q = self.0.clone();
+        async move {
+            tokio::task::yield_now().await;
+            Ok(Some(q))
+        }
+    }
+}
+
+type Seen = (StatusCode, Option<String>, Option<String>, Option<String>);
+
+/// Six requests of two subjects through `svc`: what each got.
+async fn script<S, B>(svc: S) -> Vec<Seen>
+where
+    S: tower::Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone,
+{
+    let mut seen = Vec::new();
+    for t in ["a", "a", "b", "a", "a", "b"] {
+        let r = svc.clone().oneshot(req(Some(t))).await.unwrap();
+        let h = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+        seen.push((
+            r.status(),
+            h("ratelimit-policy"),
+            h("ratelimit"),
+            h("retry-after"),
+        ));
+    }
+    seen
+}
+
+/// The decision made without waiting (an in-memory source and store) and
+/// the general asynchronous path answer the same requests the same way:
+/// statuses, both headers, `Retry-After`, calls of the inner service, and
+/// concurrency slots given back.
+#[tokio::test]
+async fn the_immediate_path_answers_as_the_general_one() {
+    let quota = Quota::new([
+        Limit::per_minute(3),
+        Limit::per_day(100).named("daily"),
+        Limit::concurrency(10),
+    ])
+    .unwrap();
+    let mut answers = Vec::new();
+    for immediate in [true, false] {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let store = MemoryStore::new();
+        let inner = counting_service(calls.clone());
+        let seen = if immediate {
+            script(RateLimitLayer::new(store.clone(), tenant(), quota.clone()).layer(inner)).await
+        } else {
+            script(
+                RateLimitLayer::new(store.clone(), tenant(), AsyncOnly(quota.clone())).layer(inner),
+            )
+            .await
+        };
+        let inspect = cog_ratelimit::store::Store::inspect(&store, "a", &quota)
+            .await
+            .unwrap();
+        answers.push((
+            seen,
+            calls.load(Ordering::SeqCst),
+            inspect
+                .statuses()
+                .iter()
+                .map(|s| (s.remaining, s.allowed))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    assert_eq!(answers[0].0, answers[1].0);
+    assert_eq!(answers[0].1, 5, "a: 3 of 4 admitted, b: 2");
+    assert_eq!(answers[0].1, answers[1].1);
+    assert_eq!(answers[0].2, answers[1].2, "slots given back alike");
+}
