@@ -93,7 +93,9 @@ pub(super) fn answer<B>(
     let mut res = Response::new(Either::Left(Full::new(body)));
     *res.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let headers = res.headers_mut();
-    headers.reserve(stored.headers.len() + 2);
+    // Room for the layers outside too (rate-limit fields, `traceparent`,
+    // `content-length`…): a map that grows copies itself.
+    headers.reserve(stored.headers.len() + 8);
     for (name, value) in &stored.headers {
         if let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(name.as_bytes()),

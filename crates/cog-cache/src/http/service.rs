@@ -226,7 +226,8 @@ where
         && res.status() == StatusCode::NOT_MODIFIED
         && let Some(stored) = stale
     {
-        let updated = merge_not_modified(&cache, &sent, *stored, res.headers()).await;
+        let updated =
+            merge_not_modified(&cache, &sent, Arc::unwrap_or_clone(stored), res.headers()).await;
         let now = unix_ms();
         let mut answer = answer(&updated, head, now, "fwd=stale");
         set_status(

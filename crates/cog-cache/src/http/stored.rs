@@ -28,8 +28,10 @@ pub(super) enum Entry {
     /// names). Its variants live under keys carrying `id`, new for every
     /// such entry: dropping this entry retires all of them at once.
     Variants { names: Vec<String>, id: u64 },
-    /// A complete response.
-    Response(Box<Stored>),
+    /// A complete response. Shared: every L1 hit clones the entry, and a
+    /// deep copy of its headers cost an allocation per header. Serialized
+    /// as the response itself (as the `Box` it was: the same bytes in L2).
+    Response(std::sync::Arc<Stored>),
 }
 
 /// A complete stored response.
@@ -168,7 +170,7 @@ pub(super) async fn merge_not_modified(
                 cache
                     .insert_with_ttl(
                         sent.key.to_owned(),
-                        StoredResponse(Entry::Response(Box::new(stored.clone()))),
+                        StoredResponse(Entry::Response(std::sync::Arc::new(stored.clone()))),
                         ttl,
                     )
                     .await;
@@ -285,7 +287,11 @@ where
         key
     };
     cache
-        .insert_with_ttl(key, StoredResponse(Entry::Response(Box::new(stored))), ttl)
+        .insert_with_ttl(
+            key,
+            StoredResponse(Entry::Response(std::sync::Arc::new(stored))),
+            ttl,
+        )
         .await;
     set_status(&mut head.headers, &format!("{status_prefix}; stored"));
     Response::from_parts(head, Either::Left(Full::new(bytes)))
