@@ -24,6 +24,7 @@ pub mod redis;
 pub mod route;
 pub mod service;
 pub mod telemetry;
+pub mod text;
 
 pub use breaker::Breaker;
 pub use future::ResponseFuture;

@@ -57,27 +57,11 @@ pub(crate) fn current(quota: &Quota, decision: &Decision) -> HeaderValue {
         }
         out.push_str(name);
         out.push_str(";r=");
-        push_u64(&mut out, status.remaining);
+        cog_core::text::push_u64(&mut out, status.remaining);
         out.push_str(";t=");
-        push_u64(&mut out, ceil_secs(status.reset_after));
+        cog_core::text::push_u64(&mut out, ceil_secs(status.reset_after));
     }
     to_value(out)
-}
-
-/// Appends `n` in decimal.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits.
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
@@ -122,15 +106,6 @@ mod tests {
             policy(&q),
             "\"10-per-1s\";q=10;w=1, \"daily \\\"quota\\\"\";q=10000;w=86400, \"concurrency-4\";q=4;w=60;qu=\"concurrent-requests\""
         );
-    }
-
-    #[test]
-    fn numbers_are_written_in_decimal() {
-        for n in [0, 7, 10, 99, 1_000_000, u64::MAX] {
-            let mut s = String::from("x");
-            push_u64(&mut s, n);
-            assert_eq!(s, format!("x{n}"));
-        }
     }
 
     #[test]

@@ -105,6 +105,13 @@ pub(super) fn answer<B>(
         }
     }
     headers.insert(header::AGE, HeaderValue::from(stored.age_ms(now) / 1000));
-    set_status(headers, &format!("cog; {kind}; ttl={}", ttl(stored, now)));
+    // `cog; <kind>; ttl=<n>`, written without the formatting machinery
+    // (this runs on every hit).
+    let mut status = String::with_capacity(24 + kind.len());
+    status.push_str("cog; ");
+    status.push_str(kind);
+    status.push_str("; ttl=");
+    cog_core::text::push_i64(&mut status, ttl(stored, now));
+    set_status(headers, &status);
     res
 }
