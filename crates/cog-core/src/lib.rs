@@ -11,6 +11,8 @@
 //!   serve now" (an outage for failure policies), not a bug.
 //! - [`route::template`]: the route a router matched (`MatchedRoute`, or
 //!   axum's `MatchedPath`).
+//! - [`text::push_u64`]: decimal numbers into header values without
+//!   `write!` (on every response).
 //! - [`inner_service!`]: `get_ref` / `get_mut` / `into_inner` for a
 //!   middleware, written once.
 //! - [`telemetry::Child`]: the OpenTelemetry spans cog opens inside a
