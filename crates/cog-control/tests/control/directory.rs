@@ -352,6 +352,9 @@ async fn routers_follow_the_placement_in_the_store() {
 
     // A deployment this instance has no connection to: not followed.
     c.add_deployment("eu").await.unwrap();
+    // A table naming eu without a partition on it is followed.
+    let r = router.clone();
+    eventually("the table naming eu", || r.placement().revision() == 4).await;
     let other = (0..)
         .map(|i| format!("t{i}"))
         .find(|t| partition(t) != partition("acme"))
