@@ -31,4 +31,8 @@ async fn decisions_are_counted_by_outcome() {
     let decisions = "cog.ratelimit.decisions";
     assert_eq!(metrics.counter(decisions, &[("outcome", "allowed")]), 2);
     assert_eq!(metrics.counter(decisions, &[("outcome", "denied")]), 3);
+    // Who decided: the store, every time.
+    let by_store = [("outcome", "allowed"), ("source", "store")];
+    assert_eq!(metrics.counter(decisions, &by_store), 2);
+    assert_eq!(metrics.counter(decisions, &[("source", "lease")]), 0);
 }

@@ -496,3 +496,65 @@ async fn the_immediate_path_answers_as_the_general_one() {
     assert_eq!(answers[0].1, answers[1].1);
     assert_eq!(answers[0].2, answers[1].2, "slots given back alike");
 }
+
+/// An inner service that counts its clones.
+#[derive(Default)]
+struct CountsClones(Arc<AtomicUsize>);
+
+impl Clone for CountsClones {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        CountsClones(self.0.clone())
+    }
+}
+
+impl tower::Service<Request<Body>> for CountsClones {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Body>) -> Self::Future {
+        std::future::ready(Ok(Response::new(Body::from("ok"))))
+    }
+}
+
+/// With an in-memory source and store the decision is made in `call`: the
+/// inner service made ready is called at once, never cloned; a source that
+/// only answers asynchronously takes the general path, which clones it.
+#[tokio::test]
+async fn an_immediate_decision_calls_the_ready_service_without_cloning_it() {
+    use tower::Service as _;
+    let quota = Quota::single(Limit::per_minute(100)).unwrap();
+    for (immediate, clones_per_call) in [(true, 0), (false, 1)] {
+        let clones = Arc::new(AtomicUsize::new(0));
+        let inner = CountsClones(clones.clone());
+        let mut svc = if immediate {
+            tower::util::Either::Left(
+                RateLimitLayer::new(MemoryStore::new(), tenant(), quota.clone()).layer(inner),
+            )
+        } else {
+            tower::util::Either::Right(
+                RateLimitLayer::new(MemoryStore::new(), tenant(), AsyncOnly(quota.clone()))
+                    .layer(inner),
+            )
+        };
+        for _ in 0..3 {
+            std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+            let before = clones.load(Ordering::SeqCst);
+            let res = svc.call(req(Some("a"))).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            assert_eq!(
+                clones.load(Ordering::SeqCst) - before,
+                clones_per_call,
+                "immediate: {immediate}"
+            );
+        }
+    }
+}
