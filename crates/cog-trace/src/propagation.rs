@@ -151,6 +151,10 @@ impl Propagation {
     }
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
 /// The W3C fields of a request, found in one pass over its headers (cheaper
 /// than three hashed lookups, two of which usually miss).
 #[derive(Default)]
@@ -165,17 +169,15 @@ struct W3cFields<'h> {
 impl<'h> W3cFields<'h> {
     fn scan(headers: &'h HeaderMap) -> Self {
         let mut f = W3cFields::default();
+        // Names compared as names: a standard header (most of any request)
+        // differs from all three in its kind alone, without its text.
         for (name, value) in headers {
-            let n = name.as_str();
-            match n.len() {
-                11 if n == "traceparent" => {
-                    f.repeated_traceparent |= f.traceparent.replace(value).is_some();
-                }
-                10 if n == "tracestate" => {
-                    f.repeated_tracestate |= f.tracestate.replace(value).is_some();
-                }
-                7 if n == "baggage" => f.baggage = true,
-                _ => {}
+            if *name == TRACEPARENT {
+                f.repeated_traceparent |= f.traceparent.replace(value).is_some();
+            } else if *name == TRACESTATE {
+                f.repeated_tracestate |= f.tracestate.replace(value).is_some();
+            } else if *name == BAGGAGE {
+                f.baggage = true;
             }
         }
         f
@@ -208,8 +210,8 @@ fn w3c_parent(fields: &W3cFields<'_>) -> Option<SpanContext> {
         }
         _ => {}
     }
-    let trace = hex_u128(&tp[3..35])?;
-    let span = hex_u128(&tp[36..52])? as u64;
+    let trace = hex32(tp[3..35].try_into().ok()?)?;
+    let span = hex16(tp[36..52].try_into().ok()?)?;
     let flags = hex2(&tp[53..55])?;
     if trace == 0 || span == 0 {
         return None;
@@ -253,65 +255,59 @@ fn hex2(d: &[u8]) -> Option<u8> {
     ((hi | lo) & 0xf0 == 0).then_some(hi << 4 | lo)
 }
 
-/// Lower-case hex (at most 32 digits) to a number; anything else is `None`.
-/// Two independent halves, so the CPU works on both at once.
-fn hex_u128(digits: &[u8]) -> Option<u128> {
-    let (hi, lo) = digits.split_at(digits.len().saturating_sub(16));
-    Some(u128::from(hex_u64(hi)?) << 64 | u128::from(hex_u64(lo)?))
+/// Thirty-two digits (a trace id): four runs of eight, one validity test.
+#[inline]
+fn hex32(d: &[u8; 32]) -> Option<u128> {
+    let (a, b) = (hex8(be64(d, 0)), hex8(be64(d, 8)));
+    let (c, e) = (hex8(be64(d, 16)), hex8(be64(d, 24)));
+    let hi = u64::from(a.0) << 32 | u64::from(b.0);
+    let lo = u64::from(c.0) << 32 | u64::from(e.0);
+    (a.1 | b.1 | c.1 | e.1 == 0).then_some(u128::from(hi) << 64 | u128::from(lo))
 }
 
-fn hex_u64(digits: &[u8]) -> Option<u64> {
-    match <&[u8; 16]>::try_from(digits) {
-        Ok(sixteen) => hex16(sixteen),
-        Err(_) => hex_u64_bytewise(digits),
-    }
-}
-
-/// Sixteen digits, eight at a time in one register (SWAR): the W3C ids
-/// are 16 and 32 digits, and a byte-at-a-time loop costs three times the
-/// instructions.
+/// Sixteen digits (a span id), eight at a time in one register (SWAR): a
+/// byte-at-a-time loop costs several times the instructions.
+#[inline]
 fn hex16(d: &[u8; 16]) -> Option<u64> {
-    let (hi, lo) = d.split_at(8);
-    let hi = hex8(u64::from_be_bytes(hi.try_into().ok()?))?;
-    let lo = hex8(u64::from_be_bytes(lo.try_into().ok()?))?;
-    Some(u64::from(hi) << 32 | u64::from(lo))
+    let (hi, lo) = (hex8(be64(d, 0)), hex8(be64(d, 8)));
+    (hi.1 | lo.1 == 0).then_some(u64::from(hi.0) << 32 | u64::from(lo.0))
 }
 
-/// Eight ASCII digits, the first in the top byte, to their value.
-fn hex8(x: u64) -> Option<u32> {
+/// The eight bytes from `at`, the first in the top byte (one load).
+#[inline(always)]
+fn be64(d: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes([
+        d[at],
+        d[at + 1],
+        d[at + 2],
+        d[at + 3],
+        d[at + 4],
+        d[at + 5],
+        d[at + 6],
+        d[at + 7],
+    ])
+}
+
+/// Eight ASCII digits, the first in the top byte, to their value, and a
+/// mask that is zero exactly when all eight are lower-case hex digits.
+///
+/// Each byte is decoded as if it were a digit (low nibble, plus 9 when bit
+/// 6 is set, as in `a`..`f`), then encoded back: only a lower-case hex
+/// digit survives the round trip with a value below 16. No byte's sum
+/// reaches 0x100, so nothing carries between bytes.
+#[inline]
+fn hex8(x: u64) -> (u32, u64) {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Below 0x80 in every byte, adding up to 0x7f never carries across
-    // bytes: each test below is "the byte crossed 0x80 or not".
-    if x & HIGH != 0 {
-        return None;
-    }
-    let at_least = |c: u8| (x + ONES * u64::from(0x80 - c)) & HIGH;
-    let below = |c: u8| !(x + ONES * u64::from(0x80 - c)) & HIGH;
-    let digit = at_least(b'0') & below(b'9' + 1);
-    let letter = at_least(b'a') & below(b'f' + 1);
-    if digit | letter != HIGH {
-        return None;
-    }
-    // '0'..'9' → 0..9; 'a'..'f' (low nibble 1..6) → 10..15.
-    let v = (x & (ONES * 0x0f)) + (letter >> 7) * 9;
+    let v = (x & (ONES * 0x0f)) + ((x >> 6) & ONES) * 9;
+    // 1 in each byte whose value is 10 or more (v + 0x76 crosses 0x80).
+    let letter = ((v + ONES * 0x76) >> 7) & ONES;
+    let back = v + ONES * u64::from(b'0') + letter * u64::from(b'a' - b'0' - 10);
+    let bad = (back ^ x) | (v & (ONES * 0xf0));
     // Gather the nibbles: byte pairs, then 16-bit pairs, then halves.
     let v = (v | v >> 4) & 0x00ff_00ff_00ff_00ff;
     let v = (v | v >> 8) & 0x0000_ffff_0000_ffff;
     let v = (v | v >> 16) & 0x0000_0000_ffff_ffff;
-    Some(v as u32)
-}
-
-fn hex_u64_bytewise(digits: &[u8]) -> Option<u64> {
-    let mut n: u64 = 0;
-    let mut bad = 0u8;
-    for &c in digits {
-        let d = HEX[usize::from(c)];
-        bad |= d;
-        n = n << 4 | u64::from(d & 15);
-    }
-    // Every valid digit is below 16: one test for the whole run.
-    (bad & 0xf0 == 0).then_some(n)
+    (v as u32, bad)
 }
 
 /// A `Send + Sync` handle on whatever the global propagator is.
@@ -384,12 +380,17 @@ mod tests {
             b"ffffffffffffffffffffffffffffffff".to_vec(),
             b"0123456789abcdef".to_vec(),
         ];
-        // Every byte value in every position of a 16-digit run.
-        for pos in 0..16 {
-            for b in 0..=255u8 {
-                let mut s = b"0123456789abcdef".to_vec();
-                s[pos] = b;
-                cases.push(s);
+        // Every byte value in every position of a 16- and a 32-digit run.
+        for run in [
+            &b"0123456789abcdef"[..],
+            b"fedcba98765432100123456789abcdef",
+        ] {
+            for pos in 0..run.len() {
+                for b in 0..=255u8 {
+                    let mut s = run.to_vec();
+                    s[pos] = b;
+                    cases.push(s);
+                }
             }
         }
         // Every byte value everywhere at once, and next to its neighbours
@@ -406,7 +407,11 @@ mod tests {
             }
         }
         for s in cases {
-            let got = hex_u128(&s);
+            let got = match s.len() {
+                16 => hex16(s[..].try_into().unwrap()).map(u128::from),
+                32 => hex32(s[..].try_into().unwrap()),
+                n => panic!("no decoder for {n} digits"),
+            };
             let want = std::str::from_utf8(&s).ok().and_then(|_| obvious(&s));
             assert_eq!(got, want, "{s:?}");
         }

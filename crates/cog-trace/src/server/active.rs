@@ -5,7 +5,6 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use http::Method;
 use http::request::Parts;
 use opentelemetry::KeyValue;
 
@@ -13,21 +12,23 @@ use super::shared::Shared;
 use crate::attributes::{METHODS, method_index};
 
 impl ActiveGuard {
-    /// Counts a request as active until finished or dropped.
-    /// The layer must have metrics.
-    pub(super) fn start(shared: Arc<Shared>, method: &Method, parts: &Parts) -> ActiveGuard {
+    /// Counts a request as active until finished or dropped; `route`
+    /// goes on its duration. The layer must have metrics.
+    pub(super) fn start(
+        shared: Arc<Shared>,
+        parts: &Parts,
+        route: Option<Cow<'static, str>>,
+    ) -> ActiveGuard {
         let https = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let method = method_index(method);
-        let attrs = &ACTIVE_ATTRS[method * 2 + usize::from(https)];
+        let at = method_index(&parts.method) * 2 + usize::from(https);
         if let Some(m) = &shared.metrics {
-            m.active.add(1, attrs);
+            m.active.add(1, &ACTIVE_ATTRS[at]);
         }
         ActiveGuard {
             shared,
             started: quanta::Instant::now(),
-            attrs,
-            method: METHODS[method],
-            scheme: if https { "https" } else { "http" },
+            route,
+            at: at as u8,
             done: false,
         }
     }
@@ -52,30 +53,32 @@ static ACTIVE_ATTRS: std::sync::LazyLock<Vec<[KeyValue; 2]>> = std::sync::LazyLo
 });
 
 /// One request in flight; holds the layer's shared state for the response
-/// half.
+/// half. Small on purpose: it rides in every response future.
 pub(super) struct ActiveGuard {
     shared: Arc<Shared>,
     started: quanta::Instant,
-    attrs: &'static [KeyValue; 2],
-    method: &'static str,
-    scheme: &'static str,
+    route: Option<Cow<'static, str>>,
+    /// Method and scheme: an index into [`ACTIVE_ATTRS`] (method × 2 +
+    /// HTTPS).
+    at: u8,
     done: bool,
 }
 
 impl ActiveGuard {
-    pub(super) fn finish(mut self, route: Option<Cow<'static, str>>, status: Option<u16>) {
+    pub(super) fn finish(mut self, status: Option<u16>) {
         self.done = true;
         let Some(metrics) = &self.shared.metrics else {
             return;
         };
-        metrics.active.add(-1, self.attrs);
+        let at = usize::from(self.at);
+        metrics.active.add(-1, &ACTIVE_ATTRS[at]);
         // Built, not cloned from the table: a clone costs more than a new
         // pair of `&'static str`s.
         let mut attrs: smallvec::SmallVec<[KeyValue; 5]> = smallvec::smallvec![
-            KeyValue::new("http.request.method", self.method),
-            KeyValue::new("url.scheme", self.scheme),
+            KeyValue::new("http.request.method", METHODS[at / 2]),
+            KeyValue::new("url.scheme", if at % 2 == 1 { "https" } else { "http" }),
         ];
-        if let Some(r) = route {
+        if let Some(r) = self.route.take() {
             attrs.push(KeyValue::new("http.route", r));
         }
         match status {
@@ -98,7 +101,7 @@ impl Drop for ActiveGuard {
         if !self.done {
             // Abandoned (the client went away): no longer active.
             if let Some(m) = &self.shared.metrics {
-                m.active.add(-1, self.attrs);
+                m.active.add(-1, &ACTIVE_ATTRS[usize::from(self.at)]);
             }
         }
     }

@@ -1,7 +1,6 @@
 //! [`ResponseFuture`]: the inner future in the request's context, then
 //! the span and metrics finished.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,11 +36,12 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
-/// What a traced request carries until its response.
+/// What a traced request carries until its response (small: it is moved
+/// with the future).
 pub(super) struct InFlight {
     pub(super) cx: Context,
+    /// The metrics' part, with the route.
     pub(super) active: Option<ActiveGuard>,
-    pub(super) route: Option<Cow<'static, str>>,
     /// A gRPC call: its status is in the response, not the HTTP status.
     pub(super) grpc: bool,
 }
@@ -64,15 +64,10 @@ where
             let _attached = traced.cx.clone().attach();
             std::task::ready!(this.inner.poll(task))
         };
-        let InFlight {
-            cx,
-            active,
-            route,
-            grpc,
-        } = this.traced.take().expect("checked above");
+        let InFlight { cx, active, grpc } = this.traced.take().expect("checked above");
         if let Some(active) = active {
             let status = result.as_ref().ok().map(|r| r.status().as_u16());
-            active.finish(route, status);
+            active.finish(status);
         }
         Poll::Ready(finish(cx, grpc, result))
     }

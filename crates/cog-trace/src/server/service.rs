@@ -55,55 +55,93 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let shared = &self.shared;
+        let shared = &*self.shared;
+        if shared.tracer.is_none() {
+            return ResponseFuture {
+                inner: self.inner.call(req),
+                traced: None,
+            };
+        }
+        if shared.filter.is_none() && shared.metrics.is_none() {
+            // Only the headers are read: an unsampled request goes on as
+            // it came, without taking it apart.
+            let incoming = shared.propagation.extract(req.headers());
+            return match unsampled_fast_path(shared, incoming) {
+                Ok(cx) => enter(&mut self.inner, req, cx, None, false),
+                Err(incoming) => {
+                    let (parts, body) = req.into_parts();
+                    let (cx, _, grpc) = start_span(shared, &parts, &body, incoming);
+                    enter(
+                        &mut self.inner,
+                        Request::from_parts(parts, body),
+                        cx,
+                        None,
+                        grpc,
+                    )
+                }
+            };
+        }
         let (parts, body) = req.into_parts();
-        let traced = shared.tracer.is_some() && shared.filter.as_ref().is_none_or(|f| f(&parts));
-        if !traced {
+        if !shared.filter.as_ref().is_none_or(|f| f(&parts)) {
             return ResponseFuture {
                 inner: self.inner.call(Request::from_parts(parts, body)),
                 traced: None,
             };
         }
-        let find_route = |parts: &Parts| match &shared.route {
-            Some(r) => r(parts),
-            // What the router matched: axum's `MatchedPath` (when the
-            // layer is added with `Router::layer`) or a `MatchedRoute`.
-            None => cog_core::route::template(parts).map(|t| Cow::Owned(t.to_owned())),
-        };
         let incoming = shared.propagation.extract(&parts.headers);
-        let (cx, route, is_grpc) = match unsampled_fast_path(shared, incoming) {
+        let (cx, route, grpc) = match unsampled_fast_path(shared, incoming) {
             // Nothing is recorded: the route only matters to the metrics
             // (a route closure may allocate), gRPC status to nothing.
-            Ok(cx) => {
-                let route = shared.metrics.as_ref().and_then(|_| find_route(&parts));
-                (cx, route, false)
-            }
-            Err(incoming) => {
-                let route = find_route(&parts);
-                let grpc = grpc_call(&parts);
-                let request_size = body.size_hint().exact();
-                let cx = start_span(shared, &parts, route.as_ref(), grpc, request_size, incoming);
-                (cx, route, grpc.is_some())
-            }
+            Ok(cx) => (
+                cx,
+                shared.metrics.as_ref().and_then(|_| route(shared, &parts)),
+                false,
+            ),
+            Err(incoming) => start_span(shared, &parts, &body, incoming),
         };
         let active = shared
             .metrics
             .is_some()
-            .then(|| ActiveGuard::start(shared.clone(), &parts.method, &parts));
-        let inner = {
-            // The inner service's `call` runs in the request's context too.
-            let _attached = cx.clone().attach();
-            self.inner.call(Request::from_parts(parts, body))
-        };
-        ResponseFuture {
-            inner,
-            traced: Some(InFlight {
-                cx,
-                active,
-                route,
-                grpc: is_grpc,
-            }),
-        }
+            .then(|| ActiveGuard::start(self.shared.clone(), &parts, route));
+        enter(
+            &mut self.inner,
+            Request::from_parts(parts, body),
+            cx,
+            active,
+            grpc,
+        )
+    }
+}
+
+/// Calls the inner service in the request's context (its `call` runs
+/// there too), and carries the context to the response.
+fn enter<S, ReqBody, ResBody>(
+    inner: &mut S,
+    req: Request<ReqBody>,
+    cx: Context,
+    active: Option<ActiveGuard>,
+    grpc: bool,
+) -> ResponseFuture<S::Future>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    let inner = {
+        let _attached = cx.clone().attach();
+        inner.call(req)
+    };
+    ResponseFuture {
+        inner,
+        traced: Some(InFlight { cx, active, grpc }),
+    }
+}
+
+/// The request's route template: the layer's route function, or what the
+/// router matched (axum's `MatchedPath` when the layer is added with
+/// `Router::layer`, or a `MatchedRoute`).
+fn route(shared: &Shared, parts: &Parts) -> Option<Cow<'static, str>> {
+    match &shared.route {
+        Some(r) => r(parts),
+        None => cog_core::route::template(parts).map(|t| Cow::Owned(t.to_owned())),
     }
 }
 
@@ -161,17 +199,19 @@ const GRPC_ATTRIBUTES: usize = 4;
 /// Sampling happens first, on the name, kind and the two attributes
 /// samplers commonly look at; everything else is only built for a span
 /// that records.
-fn start_span(
+/// Returns the request's context, its route and whether it is a gRPC call.
+fn start_span<B: Body>(
     shared: &Shared,
     parts: &Parts,
-    route: Option<&Cow<'static, str>>,
-    grpc: Option<(&str, &str)>,
-    request_size: Option<u64>,
+    body: &B,
     incoming: Incoming,
-) -> Context {
+) -> (Context, Option<Cow<'static, str>>, bool) {
     let tracer = shared.tracer.as_ref().expect("checked by the caller");
+    let route = route(shared, parts);
+    let grpc = grpc_call(parts);
+    let request_size = body.size_hint().exact();
     let (method, known) = method_attr(&parts.method);
-    let name: std::borrow::Cow<'static, str> = match (grpc, route) {
+    let name: std::borrow::Cow<'static, str> = match (grpc, &route) {
         // `{rpc.service}/{rpc.method}`: the path without its slash.
         (Some(_), _) => parts.uri.path()[1..].to_owned().into(),
         (None, Some(r)) => {
@@ -190,7 +230,7 @@ fn start_span(
     let grpc_room = if grpc.is_some() { GRPC_ATTRIBUTES } else { 0 };
     let mut attrs = Vec::with_capacity(HTTP_ATTRIBUTES + grpc_room + shared.capture.len());
     attrs.push(KeyValue::new("http.request.method", method));
-    if let Some(r) = route {
+    if let Some(r) = &route {
         // A `&'static str` route stays one: no allocation.
         attrs.push(KeyValue::new("http.route", r.clone()));
     }
@@ -218,7 +258,7 @@ fn start_span(
     }
     // The context owns the span from here: handler code sees it as the
     // current span, and the layer ends it through the context.
-    parent.with_span(span)
+    (parent.with_span(span), route, grpc.is_some())
 }
 
 fn request_attributes(
