@@ -1,5 +1,7 @@
 //! Small text helpers for header values written on every request.
 
+use http::HeaderValue;
+
 /// Appends `n` in decimal, without the formatting machinery (`write!`
 /// costs several times more on a hot path).
 pub fn push_u64(out: &mut String, mut n: u64) {
@@ -25,6 +27,135 @@ pub fn push_i64(out: &mut String, n: i64) {
     push_u64(out, n.unsigned_abs());
 }
 
+/// A header value written on the stack, then copied once into its
+/// [`HeaderValue`]. (A `String` made a `HeaderValue` costs two
+/// allocations: the string, and the shared buffer `bytes` wraps around a
+/// vector with room to spare.) Longer values spill to the heap.
+#[derive(Debug)]
+pub struct HeaderText {
+    buf: [u8; 128],
+    len: usize,
+    /// Everything, once it no longer fits in `buf`.
+    spill: Vec<u8>,
+}
+
+impl Default for HeaderText {
+    fn default() -> Self {
+        HeaderText {
+            buf: [0; 128],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+}
+
+impl HeaderText {
+    /// An empty value.
+    pub fn new() -> Self {
+        HeaderText::default()
+    }
+
+    fn push_bytes(&mut self, b: &[u8]) {
+        if self.spill.is_empty() {
+            if let Some(room) = self.buf.get_mut(self.len..self.len + b.len()) {
+                room.copy_from_slice(b);
+                self.len += b.len();
+                return;
+            }
+            self.spill.extend_from_slice(&self.buf[..self.len]);
+        }
+        self.spill.extend_from_slice(b);
+    }
+
+    /// Appends `s`.
+    pub fn push_str(&mut self, s: &str) {
+        self.push_bytes(s.as_bytes());
+    }
+
+    /// Appends `n` in decimal.
+    pub fn push_u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push_bytes(&digits[i..]);
+    }
+
+    /// Appends `n` in decimal, with a `-` when negative.
+    pub fn push_i64(&mut self, n: i64) {
+        if n < 0 {
+            self.push_bytes(b"-");
+        }
+        self.push_u64(n.unsigned_abs());
+    }
+
+    /// The header value (one allocation); `None` if the text holds bytes
+    /// a header value cannot (control characters).
+    pub fn to_value(&self) -> Option<HeaderValue> {
+        let text = if self.spill.is_empty() {
+            &self.buf[..self.len]
+        } else {
+            &self.spill[..]
+        };
+        HeaderValue::from_bytes(text).ok()
+    }
+}
+
+/// Every decimal number below [`SMALL`], written out one after the other,
+/// and where each starts: header values for them point into this table.
+const SMALL: usize = 1024;
+const SMALL_DIGITS: usize = 10 + 90 * 2 + 900 * 3 + (SMALL - 1000) * 4;
+static SMALL_TEXT: ([u8; SMALL_DIGITS], [u16; SMALL + 1]) = {
+    let mut text = [0u8; SMALL_DIGITS];
+    let mut starts = [0u16; SMALL + 1];
+    let mut at = 0;
+    let mut n = 0;
+    while n < SMALL {
+        starts[n] = at as u16;
+        let width = if n < 10 {
+            1
+        } else if n < 100 {
+            2
+        } else if n < 1000 {
+            3
+        } else {
+            4
+        };
+        let mut rest = n;
+        let mut i = width;
+        while i > 0 {
+            i -= 1;
+            text[at + i] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        at += width;
+        n += 1;
+    }
+    starts[SMALL] = at as u16;
+    (text, starts)
+};
+
+/// `n` in decimal as a header value — with no allocation below 1024
+/// (`Age`, `Retry-After`, `Content-Length` of small bodies), where
+/// `HeaderValue::from(u64)` allocates twice.
+pub fn number_value(n: u64) -> HeaderValue {
+    match usize::try_from(n) {
+        Ok(i) if i < SMALL => {
+            let (text, starts) = &SMALL_TEXT;
+            let digits = &text[usize::from(starts[i])..usize::from(starts[i + 1])];
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_static(digits))
+                .unwrap_or_else(|_| HeaderValue::from(n))
+        }
+        _ => HeaderValue::from(n),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +171,38 @@ mod tests {
             let mut s = String::new();
             push_i64(&mut s, n);
             assert_eq!(s, n.to_string());
+        }
+    }
+
+    #[test]
+    fn header_text_is_the_string_it_was_written_as() {
+        let mut t = HeaderText::new();
+        t.push_str("cog; hit; ttl=");
+        t.push_i64(-12);
+        t.push_str(", r=");
+        t.push_u64(u64::MAX);
+        assert_eq!(
+            t.to_value().unwrap(),
+            format!("cog; hit; ttl=-12, r={}", u64::MAX)
+        );
+        // Past the inline room: spilled, not cut.
+        let mut long = HeaderText::new();
+        let text: String = (0..300)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        for part in [&text[..100], &text[100..200], &text[200..]] {
+            long.push_str(part);
+        }
+        assert_eq!(long.to_value().unwrap(), text.as_str());
+        let mut bad = HeaderText::new();
+        bad.push_str("a\nb");
+        assert!(bad.to_value().is_none());
+    }
+
+    #[test]
+    fn number_values_match_their_decimal_form() {
+        for n in (0..1100).chain([9_999, 65_535, u64::MAX]) {
+            assert_eq!(number_value(n), n.to_string().as_str(), "{n}");
         }
     }
 }

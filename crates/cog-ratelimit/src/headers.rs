@@ -9,6 +9,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use cog_core::text::{HeaderText, number_value};
 use http::HeaderValue;
 
 use crate::decision::Decision;
@@ -50,23 +51,25 @@ pub(crate) fn quoted_name(limit: &crate::Limit) -> Box<str> {
 /// are written without the formatting machinery.
 pub(crate) fn current(quota: &Quota, decision: &Decision) -> HeaderValue {
     let names = quota.quoted_names();
-    let mut out = String::with_capacity(names.iter().map(|n| n.len() + 32).sum());
+    let mut out = HeaderText::new();
     for (i, (name, status)) in names.iter().zip(decision.statuses()).enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
         out.push_str(name);
         out.push_str(";r=");
-        cog_core::text::push_u64(&mut out, status.remaining);
+        out.push_u64(status.remaining);
         out.push_str(";t=");
-        cog_core::text::push_u64(&mut out, ceil_secs(status.reset_after));
+        out.push_u64(ceil_secs(status.reset_after));
     }
-    to_value(out)
+    // Names are validated printable ASCII; numbers are digits.
+    out.to_value()
+        .unwrap_or_else(|| HeaderValue::from_static(""))
 }
 
 /// `Retry-After` in whole seconds, rounded up, at least 1.
 pub(crate) fn retry_after(d: Duration) -> HeaderValue {
-    HeaderValue::from(ceil_secs(d).max(1))
+    number_value(ceil_secs(d).max(1))
 }
 
 fn ceil_secs(d: Duration) -> u64 {

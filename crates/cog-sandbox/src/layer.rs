@@ -114,8 +114,42 @@ impl<S: fmt::Debug> fmt::Debug for Plugins<S> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Response future of [`Plugins`].
-pub type ResponseFuture<B, E> = cog_core::ResponseFuture<B, E>;
+pin_project_lite::pin_project! {
+    /// Response future of [`Plugins`]: the inner service's own future when
+    /// the request runs no plugin (nothing to box), the hooks and the inner
+    /// call boxed together otherwise.
+    #[project = Proj]
+    #[allow(missing_docs)]
+    pub enum ResponseFuture<F, B, E> {
+        /// No plugins: the inner future as it is.
+        Direct { #[pin] fut: F },
+        /// The plugins' hooks around the inner call.
+        Hooked { #[pin] fut: cog_core::ResponseFuture<B, E> },
+    }
+}
+
+impl<F, B, E> std::future::Future for ResponseFuture<F, B, E>
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Proj::Direct { fut } => fut.poll(cx),
+            Proj::Hooked { fut } => fut.poll(cx),
+        }
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plugins = matches!(self, ResponseFuture::Hooked { .. });
+        f.debug_struct("ResponseFuture")
+            .field("plugins", &plugins)
+            .finish_non_exhaustive()
+    }
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Plugins<S>
 where
@@ -131,7 +165,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -141,12 +175,14 @@ where
         let (parts, body) = req.into_parts();
         let resolved = self.resolver.resolve(&parts);
         if resolved.plugins.is_empty() {
-            return ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)));
+            return ResponseFuture::Direct {
+                fut: self.inner.call(Request::from_parts(parts, body)),
+            };
         }
         // The service that was made ready goes with this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(async move {
+        let fut = cog_core::ResponseFuture::new(async move {
             let plugins = resolved.plugins.clone();
             // Request phase.
             let mut ex = Exchange::new(parts.method.clone(), parts.uri.clone(), resolved.tenant);
@@ -232,7 +268,8 @@ where
                 (None, None) => ResBody::from(Bytes::new()),
             };
             Ok(Response::from_parts(res_parts, body))
-        })
+        });
+        ResponseFuture::Hooked { fut }
     }
 }
 

@@ -8,7 +8,9 @@ use http_body_util::{Either, Full};
 
 use super::CacheBody;
 use super::freshness::{self};
-use super::stored::{Stored, set_status};
+use cog_core::text::{HeaderText, number_value};
+
+use super::stored::Stored;
 
 /// Seconds of freshness left (negative: stale for that long).
 pub(super) fn ttl(stored: &Stored, now: u64) -> i64 {
@@ -45,9 +47,24 @@ pub(super) fn answer_or_not_modified<B>(
             out.insert(name, v);
         }
     }
-    out.insert(header::AGE, HeaderValue::from(stored.age_ms(now) / 1000));
-    set_status(out, &format!("cog; hit; ttl={}", ttl(stored, now)));
+    out.insert(header::AGE, number_value(stored.age_ms(now) / 1000));
+    if let Some(v) = cache_status("hit", ttl(stored, now)) {
+        out.insert(CACHE_STATUS, v);
+    }
     res
+}
+
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// `cog; <kind>; ttl=<n>`, written without the formatting machinery and
+/// with one allocation (this runs on every hit).
+fn cache_status(kind: &str, ttl: i64) -> Option<HeaderValue> {
+    let mut status = HeaderText::new();
+    status.push_str("cog; ");
+    status.push_str(kind);
+    status.push_str("; ttl=");
+    status.push_i64(ttl);
+    status.to_value()
 }
 
 /// Whether the request's `If-None-Match` (or, without it,
@@ -95,23 +112,14 @@ pub(super) fn answer<B>(
     let headers = res.headers_mut();
     // Room for the layers outside too (rate-limit fields, `traceparent`,
     // `content-length`…): a map that grows copies itself.
-    headers.reserve(stored.headers.len() + 8);
-    for (name, value) in &stored.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_maybe_shared(value.clone()),
-        ) {
-            headers.append(n, v);
-        }
+    let parsed = stored.parsed_headers();
+    headers.reserve(parsed.len() + 8);
+    for (name, value) in parsed {
+        headers.append(name.clone(), value.clone());
     }
-    headers.insert(header::AGE, HeaderValue::from(stored.age_ms(now) / 1000));
-    // `cog; <kind>; ttl=<n>`, written without the formatting machinery
-    // (this runs on every hit).
-    let mut status = String::with_capacity(24 + kind.len());
-    status.push_str("cog; ");
-    status.push_str(kind);
-    status.push_str("; ttl=");
-    cog_core::text::push_i64(&mut status, ttl(stored, now));
-    set_status(headers, &status);
+    headers.insert(header::AGE, number_value(stored.age_ms(now) / 1000));
+    if let Some(v) = cache_status(kind, ttl(stored, now)) {
+        headers.insert(CACHE_STATUS, v);
+    }
     res
 }

@@ -42,8 +42,42 @@ impl<S: fmt::Debug> fmt::Debug for HttpCache<S> {
 
 cog_core::inner_service!(HttpCache<S>);
 
-/// Response future of [`HttpCache`].
-pub type ResponseFuture<B, E> = cog_core::ResponseFuture<CacheBody<B>, E>;
+/// Response future of [`HttpCache`]: a fresh L1 hit is the answer itself
+/// (nothing to box); anything else — lookups in L2, forwarding, storing —
+/// is boxed with the inner call.
+pub struct ResponseFuture<B, E> {
+    state: Pending<B, E>,
+}
+
+enum Pending<B, E> {
+    Hit(Option<Response<CacheBody<B>>>),
+    Run(cog_core::ResponseFuture<CacheBody<B>, E>),
+}
+
+// Neither variant is structurally pinned: the answer is moved out, and
+// the boxed future is pinned in its box.
+impl<B, E> Unpin for ResponseFuture<B, E> {}
+
+impl<B, E> std::future::Future for ResponseFuture<B, E> {
+    type Output = Result<Response<CacheBody<B>>, E>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            Pending::Hit(answer) => {
+                Poll::Ready(Ok(answer.take().expect("polled after completion")))
+            }
+            Pending::Run(fut) => std::pin::Pin::new(fut).poll(cx),
+        }
+    }
+}
+
+impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("hit", &matches!(self.state, Pending::Hit(_)))
+            .finish_non_exhaustive()
+    }
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpCache<S>
 where
@@ -65,17 +99,21 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (parts, body) = req.into_parts();
         if let Some(hit) = fresh_hit(&self.shared, &parts) {
-            // Answered from L1 without the lookup's async machinery: a
-            // small ready future instead of the whole request's state.
-            return ResponseFuture::new(std::future::ready(Ok(hit)));
+            // Answered from L1 without the lookup's async machinery: the
+            // answer is the future.
+            return ResponseFuture {
+                state: Pending::Hit(Some(hit)),
+            };
         }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(run(
-            self.shared.clone(),
-            inner,
-            Request::from_parts(parts, body),
-        ))
+        ResponseFuture {
+            state: Pending::Run(cog_core::ResponseFuture::new(run(
+                self.shared.clone(),
+                inner,
+                Request::from_parts(parts, body),
+            ))),
+        }
     }
 }
 

@@ -47,6 +47,11 @@ pub(super) struct Stored {
     pub(super) sie_ms: u64,
     pub(super) must_revalidate: bool,
     pub(super) no_cache: bool,
+    /// `headers` as names and values, checked once when an answer first
+    /// needs them: every later hit on the shared entry clones them (no
+    /// parsing, no copy). Emptied whenever `headers` change.
+    #[serde(skip)]
+    pub(super) parsed: std::sync::OnceLock<Box<[(HeaderName, HeaderValue)]>>,
 }
 
 impl Stored {
@@ -65,15 +70,27 @@ impl Stored {
             .map(|(_, v)| v)
     }
 
+    /// The stored headers that are valid names and values, parsed on the
+    /// first call.
+    pub(super) fn parsed_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        self.parsed.get_or_init(|| {
+            self.headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        HeaderValue::from_maybe_shared(value.clone()).ok()?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
     pub(super) fn header_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.headers.len());
-        for (name, value) in &self.headers {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_maybe_shared(value.clone()),
-            ) {
-                map.append(n, v);
-            }
+        let parsed = self.parsed_headers();
+        let mut map = HeaderMap::with_capacity(parsed.len());
+        for (name, value) in parsed {
+            map.append(name.clone(), value.clone());
         }
         map
     }
@@ -160,6 +177,7 @@ pub(super) async fn merge_not_modified(
             ));
         }
     }
+    stored.parsed = std::sync::OnceLock::new();
     let headers = stored.header_map();
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     match freshness::storable(status, &headers, now) {
@@ -259,6 +277,7 @@ where
         sie_ms: 0,
         must_revalidate: false,
         no_cache: false,
+        parsed: std::sync::OnceLock::new(),
     };
     let age = freshness::initial_age_ms(&head.headers, sent.at, now);
     set_reuse(&mut stored, reuse, now.saturating_sub(age));

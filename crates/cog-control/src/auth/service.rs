@@ -32,10 +32,23 @@ impl<S> Authenticate<S> {
 
 cog_core::inner_service!(Authenticate<S>);
 
+/// The token of `Bearer <token>` (scheme in any case), spaces around it
+/// trimmed; `None` for another scheme, or a value that is not visible
+/// ASCII (tabs allowed). Byte by byte: this runs on every request.
 fn bearer(value: &HeaderValue) -> Option<&str> {
-    let v = value.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let (scheme, rest) = value.as_bytes().split_at_checked(6)?;
+    let token = rest.strip_prefix(b" ")?;
+    let visible = |b: &u8| (b' '..=b'~').contains(b) || *b == b'\t';
+    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.iter().all(visible) {
+        return None;
+    }
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = token.iter().position(|b| !blank(b)).unwrap_or(token.len());
+    let end = token
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    std::str::from_utf8(&token[start..end]).ok()
 }
 
 impl<S, B, ResB> Service<Request<B>> for Authenticate<S>
@@ -112,5 +125,54 @@ where
 impl<F, R, E> fmt::Debug for ResponseFuture<F, R, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The obvious parse, on the header's text.
+    fn by_text(value: &HeaderValue) -> Option<&str> {
+        let v = value.to_str().ok()?;
+        let (scheme, token) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+
+    #[test]
+    fn bearer_reads_what_the_text_parse_reads() {
+        let mut cases: Vec<Vec<u8>> = [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER  abc  ",
+            "Bearer\tabc",
+            "Bearer abc\t",
+            "Bearer \tabc def",
+            "Bearer",
+            "Bearer ",
+            "Bearerx abc",
+            "Basic abc",
+            "Bear abc",
+            "",
+            " Bearer abc",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        // Every byte a header value may hold, in the scheme and the token.
+        for b in (0x20..=0xffu8).chain([b'\t']) {
+            if b == 0x7f {
+                continue;
+            }
+            cases.push([&b"Bearer k"[..], &[b], b"y"].concat());
+            cases.push([&b"Beare"[..], &[b], b" key"].concat());
+            cases.push([&b"Bearer "[..], &[b]].concat());
+        }
+        for bytes in cases {
+            let Ok(v) = HeaderValue::from_bytes(&bytes) else {
+                continue;
+            };
+            assert_eq!(bearer(&v), by_text(&v), "{bytes:?}");
+        }
     }
 }

@@ -9,13 +9,13 @@ use opentelemetry::KeyValue;
 use tower_service::Service;
 
 use super::body::{RateLimitBody, Slots};
+use super::future::{Admitted, ResponseFuture};
 use crate::decision::{Decision, DecisionSource};
 use crate::extract::{KeyExtractor, Subject};
 use crate::headers;
 use crate::quota::Quota;
 use crate::source::QuotaSource;
 use crate::store::{Store, StoreError};
-use cog_core::ResponseFuture;
 
 pub(crate) type CostFn = Arc<dyn Fn(&Parts) -> u64 + Send + Sync>;
 
@@ -142,7 +142,7 @@ where
 {
     type Response = Response<RateLimitBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<RateLimitBody<ResBody>, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -155,33 +155,31 @@ where
         // — is called at once, with no clone of it and no asynchronous
         // decision to carry.
         match decide_now(&self.config, &parts) {
-            Some(Now::Refused(res)) => return ResponseFuture::new(std::future::ready(Ok(res))),
+            Some(Now::Refused(res)) => return ResponseFuture::answered(res),
             Some(Now::Allowed {
                 quota,
                 mut decision,
             }) => {
                 let slots = Slots::of(&self.config.store, decision.take_lease());
-                let shadow = self.config.shadow;
+                let admitted = Admitted {
+                    quota,
+                    decision,
+                    slots,
+                    shadow: self.config.shadow,
+                };
                 let fut = self.inner.call(Request::from_parts(parts, body));
-                return ResponseFuture::new(async move {
-                    let response = fut.await?;
-                    let mut response = response.map(|b| RateLimitBody::holding(b, slots));
-                    if !shadow {
-                        add_headers(response.headers_mut(), &quota, &decision);
-                    }
-                    Ok(response)
-                });
+                return ResponseFuture::admitted(fut, admitted);
             }
             None => {}
         }
         // The clone is the one that is ready; keep it for this call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(run(
+        ResponseFuture::deciding(cog_core::ResponseFuture::new(run(
             self.config.clone(),
             inner,
             Request::from_parts(parts, body),
-        ))
+        )))
     }
 }
 
@@ -356,7 +354,7 @@ fn source_name(s: DecisionSource) -> &'static str {
     }
 }
 
-fn add_headers(h: &mut http::HeaderMap, quota: &Quota, d: &Decision) {
+pub(super) fn add_headers(h: &mut http::HeaderMap, quota: &Quota, d: &Decision) {
     // A fail-open decision knows nothing about the limits' state.
     if d.statuses().is_empty() {
         return;
