@@ -18,7 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cog_cache::TieredCache;
-use cog_cache::http::{CacheBody, HttpCacheLayer, StoredResponse};
+use cog_cache::http::{HttpCacheLayer, StoredResponse};
 use cog_control::auth::AuthenticateLayer;
 use cog_control::store::Store;
 use cog_control::{Control, Directory, LimitSpec, Plan, Tenant, TenantContext};
@@ -317,17 +317,16 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         database: config.database,
     };
 
-    // Over every API route (one `Router::layer` with the others, below):
-    // it stores only what RFC 9111 lets it — the items' GETs; the model's
-    // POSTs go through.
-    let cache = HttpCacheLayer::new(pages.clone())
-        .tenant_with(tenant_of)
-        // Keys authenticate tenants, and entries are per tenant: a
-        // cached answer never crosses tenants.
-        .cache_authorized(|_| true);
+    let items = Router::new().route("/v1/items/{id}", get(item)).layer(
+        HttpCacheLayer::new(pages.clone())
+            .tenant_with(tenant_of)
+            // Keys authenticate tenants, and entries are per tenant: a
+            // cached answer never crosses tenants.
+            .cache_authorized(|_| true),
+    );
     let api = Router::new()
         .route("/v1/complete", post(complete))
-        .route("/v1/items/{id}", get(item))
+        .merge(items)
         .with_state(state);
     let api = match &redis {
         Some(client) => {
@@ -348,7 +347,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
                     .iter()
                     .map(|(name, c)| (name.as_str(), limiter(c, config.lease)));
                 let store = PlacedStore::routed(placed.router.clone(), stores)?;
-                with_layers(api, store, &directory, cache)
+                with_layers(api, store, &directory)
             } else if let Some(region) = &config.region {
                 // Each region decides on its own Redis from leases: a
                 // region's share is spent locally, never across a link.
@@ -362,13 +361,12 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
                     api,
                     GlobalStore::new(set, limiter(client, lease)),
                     &directory,
-                    cache,
                 )
             } else {
-                with_layers(api, limiter(client, config.lease), &directory, cache)
+                with_layers(api, limiter(client, config.lease), &directory)
             }
         }
-        None => with_layers(api, MemoryStore::new(), &directory, cache),
+        None => with_layers(api, MemoryStore::new(), &directory),
     };
     let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -447,14 +445,15 @@ impl Spread {
     }
 }
 
-fn with_layers<St>(api: Router, limiter: St, directory: &Directory, cache: HttpCacheLayer) -> Router
+fn with_layers<St>(api: Router, limiter: St, directory: &Directory) -> Router
 where
     St: cog_ratelimit::store::Store + Clone,
 {
-    // One `Router::layer` for the four: each call boxes every route once
+    // One `Router::layer` for the three: each call boxes every route once
     // more, and every request clones each box (an allocation apiece).
-    // Outermost first: authentication, the limit, the plugins, the HTTP
-    // cache.
+    // Outermost first: authentication, the limit, the plugins. (The HTTP
+    // cache stays on the items: over `/v1/complete` it would write its own
+    // `Cache-Status` over the completion cache's.)
     api.layer(
         tower::ServiceBuilder::new()
             .layer(AuthenticateLayer::new(directory.clone()))
@@ -463,12 +462,7 @@ where
                 Directory::tenant_key(),
                 directory.clone(),
             ))
-            .layer(PluginLayer::new(directory.clone()))
-            // The plugins rewrite bodies they can build from bytes.
-            .map_response(|res: Response<CacheBody<axum::body::Body>>| {
-                res.map(axum::body::Body::new)
-            })
-            .layer(cache),
+            .layer(PluginLayer::new(directory.clone())),
     )
 }
 

@@ -292,6 +292,42 @@ async fn stale_entries_are_revalidated_and_refreshed_by_304() {
     assert_eq!(c.seen.count(), 2);
 }
 
+/// A 304's fields replace the stored ones in every later answer — also
+/// when the entry had already answered hits (which parse its fields once
+/// and keep them with the entry).
+#[tokio::test]
+async fn fields_from_a_304_reach_later_hits() {
+    let c = Cache::new(move |req, _| {
+        if req.headers().contains_key("if-none-match") {
+            return respond(304, &[("cache-control", "max-age=60".into())], "");
+        }
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=1".into()),
+                ("etag", "\"a\"".into()),
+            ],
+            "v",
+        )
+    });
+    c.get("/r").await;
+    let hit = c.get("/r").await;
+    assert!(hit.header("cache-status").starts_with("cog; hit"));
+    assert_eq!(hit.header("cache-control"), "max-age=1");
+    // Stale after a second: revalidated, refreshed by the 304.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    c.get("/r").await;
+    assert_eq!(c.seen.count(), 2);
+    let hit = c.get("/r").await;
+    assert!(
+        hit.header("cache-status").starts_with("cog; hit"),
+        "{}",
+        hit.header("cache-status")
+    );
+    assert_eq!(hit.header("cache-control"), "max-age=60");
+    assert_eq!(c.seen.count(), 2);
+}
+
 /// `must-revalidate`: once stale it is never served without the origin's
 /// say-so — not in place of a 5xx, whatever `stale-if-error` says.
 #[tokio::test]
