@@ -4,19 +4,24 @@ use http::HeaderValue;
 
 /// Appends `n` in decimal, without the formatting machinery (`write!`
 /// costs several times more on a hot path).
-pub fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
+pub fn push_u64(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    // ASCII digits: always UTF-8.
+    out.push_str(std::str::from_utf8(digits(n, &mut buf)).unwrap_or("0"));
+}
+
+/// `n`'s decimal digits, written into the end of `buf`.
+fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    // ASCII digits: always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("0"));
+    &buf[i..]
 }
 
 /// Appends `n` in decimal, with a `-` when negative.
@@ -73,18 +78,9 @@ impl HeaderText {
     }
 
     /// Appends `n` in decimal.
-    pub fn push_u64(&mut self, mut n: u64) {
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        self.push_bytes(&digits[i..]);
+    pub fn push_u64(&mut self, n: u64) {
+        let mut buf = [0u8; 20];
+        self.push_bytes(digits(n, &mut buf));
     }
 
     /// Appends `n` in decimal, with a `-` when negative.
