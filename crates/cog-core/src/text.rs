@@ -134,6 +134,8 @@ static SMALL_TEXT: ([u8; SMALL_DIGITS], [u16; SMALL + 1]) = {
         n += 1;
     }
     starts[SMALL] = at as u16;
+    // Exactly filled: the size above is the digits' count.
+    assert!(at == SMALL_DIGITS);
     (text, starts)
 };
 
@@ -174,12 +176,13 @@ mod tests {
     fn header_text_is_the_string_it_was_written_as() {
         let mut t = HeaderText::new();
         t.push_str("cog; hit; ttl=");
+        t.push_i64(0);
         t.push_i64(-12);
         t.push_str(", r=");
         t.push_u64(u64::MAX);
         assert_eq!(
             t.to_value().unwrap(),
-            format!("cog; hit; ttl=-12, r={}", u64::MAX)
+            format!("cog; hit; ttl=0-12, r={}", u64::MAX)
         );
         // Past the inline room: spilled, not cut.
         let mut long = HeaderText::new();
@@ -199,6 +202,18 @@ mod tests {
     fn number_values_match_their_decimal_form() {
         for n in (0..1100).chain([9_999, 65_535, u64::MAX]) {
             assert_eq!(number_value(n), n.to_string().as_str(), "{n}");
+        }
+        // Below 1024 they point into the static table (no allocation),
+        // which holds every number's digits.
+        let table = SMALL_TEXT.0.as_ptr_range();
+        for n in 0..SMALL as u64 {
+            let v = number_value(n);
+            assert!(table.contains(&v.as_bytes().as_ptr()), "{n}");
+        }
+        let (text, starts) = &SMALL_TEXT;
+        for n in 0..SMALL {
+            let digits = &text[usize::from(starts[n])..usize::from(starts[n + 1])];
+            assert_eq!(digits, n.to_string().as_bytes(), "{n}");
         }
     }
 }
