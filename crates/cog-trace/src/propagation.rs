@@ -393,6 +393,19 @@ mod tests {
                 }
             }
         }
+        // The same byte at the same place in two runs of eight (a check
+        // that merged the runs' results with XOR would let them cancel).
+        let base = b"fedcba98765432100123456789abcdef";
+        for b in 0..=255u8 {
+            for p in 0..8 {
+                for (i, j) in [(0, 8), (8, 16), (16, 24), (0, 24)] {
+                    let mut s = base.to_vec();
+                    s[p + i] = b;
+                    s[p + j] = b;
+                    cases.push(s);
+                }
+            }
+        }
         // Every byte value everywhere at once, and next to its neighbours
         // (the eight-at-a-time decoder must not carry between bytes).
         for b in 0..=255u8 {
@@ -440,6 +453,23 @@ mod tests {
                 "{tp}"
             );
         }
+    }
+
+    /// A repeated `tracestate` is ignored (the parent stays), as is one
+    /// of a repeated `traceparent`'s.
+    #[test]
+    fn repeated_fields_are_ignored() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", tp.parse().unwrap());
+        h.append("tracestate", "a=1".parse().unwrap());
+        let once = w3c_parent(&W3cFields::scan(&h)).unwrap();
+        assert_eq!(once.trace_state().get("a"), Some("1"));
+        h.append("tracestate", "b=2".parse().unwrap());
+        let twice = w3c_parent(&W3cFields::scan(&h)).unwrap();
+        assert_eq!(twice.trace_state().header(), "");
+        h.append("traceparent", tp.parse().unwrap());
+        assert!(w3c_parent(&W3cFields::scan(&h)).is_none());
     }
 
     /// The layer's own decoder agrees with the SDK's W3C propagator.

@@ -54,6 +54,29 @@ async fn request_duration_and_active_requests() {
         ),
         0
     );
+    // Method and scheme go on both instruments as they were.
+    svc.clone()
+        .oneshot(
+            Request::post("https://api.example.com/a")
+                .body(Body::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        metrics.histogram_count(
+            duration,
+            &[("http.request.method", "POST"), ("url.scheme", "https")]
+        ),
+        1
+    );
+    assert_eq!(
+        metrics.up_down(
+            "http.server.active_requests",
+            &[("http.request.method", "POST"), ("url.scheme", "https")]
+        ),
+        0
+    );
 
     // An abandoned request stops counting as active.
     let gate = std::sync::Arc::new(tokio::sync::Notify::new());
