@@ -513,6 +513,28 @@ async fn request_directives() {
     assert_eq!(c.seen.count(), 4);
 }
 
+/// A `304` answered from the cache carries the entry's `Age` in seconds,
+/// counting the age it arrived with.
+#[tokio::test]
+async fn not_modified_answers_carry_the_entrys_age() {
+    let c = Cache::new(|_, _| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=600".into()),
+                ("etag", "\"e\"".into()),
+                ("age", "30".into()),
+            ],
+            "v",
+        )
+    });
+    c.get("/r").await;
+    let a = c.send("GET", "/r", &[("if-none-match", "\"e\"")]).await;
+    assert_eq!(a.status, StatusCode::NOT_MODIFIED);
+    let age: u64 = a.header("age").parse().unwrap();
+    assert!((30..=31).contains(&age), "{age}");
+}
+
 /// `max-stale` lets a client take a stale answer the origin allowed.
 #[tokio::test]
 async fn max_stale() {
