@@ -191,7 +191,9 @@ pub struct Demo {
     pub demo_key: Option<String>,
 }
 
-#[derive(Clone)]
+/// What the handlers share — behind an `Arc` (`State<Arc<AppState>>`):
+/// the router clones its handlers' state on every request, and one counter
+/// is cheaper to clone and drop than the cache's handles.
 struct AppState {
     completions: TieredCache<String, String>,
     counters: Arc<Counters>,
@@ -310,12 +312,12 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
     let pages = pages.build()?;
 
     let counters = Arc::new(Counters::default());
-    let state = AppState {
+    let state = Arc::new(AppState {
         completions: completions.clone(),
         counters: counters.clone(),
         upstream: config.upstream,
         database: config.database,
-    };
+    });
 
     let items = Router::new().route("/v1/items/{id}", get(item)).layer(
         HttpCacheLayer::new(pages.clone())
@@ -473,7 +475,7 @@ struct CompleteRequest {
 
 /// Read-through over the slow model, cached per tenant.
 async fn complete(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     Extension(tenant): Extension<Arc<TenantContext>>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -514,7 +516,7 @@ async fn complete(
 }
 
 /// A simulated database read; cacheable for 30 s.
-async fn item(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+async fn item(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     state
         .counters
         .database_reads
@@ -533,14 +535,14 @@ async fn item(State(state): State<AppState>, Path(id): Path<String>) -> Response
 
 /// The same item handler with no layers at all (`stack/bare`).
 pub fn bare() -> Router {
-    let state = AppState {
+    let state = Arc::new(AppState {
         completions: TieredCache::<String, String>::builder()
             .build()
             .expect("an L1-only cache"),
         counters: Arc::default(),
         upstream: Duration::ZERO,
         database: Duration::ZERO,
-    };
+    });
     Router::new()
         .route("/v1/items/{id}", get(item))
         .with_state(state)
