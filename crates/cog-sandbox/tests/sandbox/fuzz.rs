@@ -1,16 +1,86 @@
 //! Generated modules (wasm-smith): whatever they are, loading and calling
 //! them ends in a value or a typed error — never a host crash or hang.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use cog_sandbox::{Limits, Phase, PluginError, Runtime};
 
 use crate::support::{IMPORTS, exchange};
 
 /// How far past its deadline a call may end: the watchdog's reaction on a
 /// loaded two-core machine, with room to spare.
-const CALL_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+const CALL_MARGIN: Duration = Duration::from_millis(250);
 
 /// Modules to try; `COG_FUZZ_MODULES` overrides.
 const DEFAULT_MODULES: usize = 10_000;
+
+/// Longest one module may take — compiling, loading, both calls — before
+/// the test stops the process, saying which module and where each thread
+/// waits: a hang must fail here, naming its module, rather than run into
+/// CI's time limit. `COG_FUZZ_STALL_SECS` overrides.
+const DEFAULT_STALL: Duration = Duration::from_secs(120);
+
+/// What one worker is doing: the module (+1; 0 between modules), the step
+/// (0 load, 1 request hook, 2 response hook) and since when (ms from the
+/// test's start).
+#[derive(Default)]
+struct Progress {
+    module: AtomicU64,
+    step: AtomicU64,
+    since_ms: AtomicU64,
+}
+
+impl Progress {
+    fn at(&self, start: Instant, module: usize, step: u64) {
+        self.since_ms
+            .store(start.elapsed().as_millis() as u64, Ordering::SeqCst);
+        self.step.store(step, Ordering::SeqCst);
+        self.module.store(module as u64 + 1, Ordering::SeqCst);
+    }
+}
+
+/// Watches the workers until `done`; a worker on one module for longer
+/// than `stall` aborts the process after writing what it knows to stderr
+/// (straight to the stream: the test harness's capture would drop it).
+fn watch(workers: &[Progress], start: Instant, stall: Duration, done: &AtomicBool) {
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = start.elapsed().as_millis() as u64;
+        for (w, p) in workers.iter().enumerate() {
+            let module = p.module.load(Ordering::SeqCst);
+            let since = p.since_ms.load(Ordering::SeqCst);
+            if module == 0 || now.saturating_sub(since) <= stall.as_millis() as u64 {
+                continue;
+            }
+            let step = [
+                "loading",
+                "calling the request hook",
+                "calling the response hook",
+            ][p.step.load(Ordering::SeqCst).min(2) as usize];
+            let mut report = format!(
+                "fuzz: worker {w} stuck for {stall:?} on module {} ({step}); threads:\n",
+                module - 1
+            );
+            if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+                for task in tasks.flatten() {
+                    let read =
+                        |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+                    report.push_str(&format!(
+                        "  {} {} wchan={} {}\n",
+                        task.file_name().to_string_lossy(),
+                        read("comm").trim(),
+                        read("wchan").trim(),
+                        read("stat").split(' ').nth(2).unwrap_or("?"),
+                    ));
+                }
+            }
+            let _ = std::io::stderr().write_all(report.as_bytes());
+            std::process::abort();
+        }
+    }
+}
 
 /// Odd modules are free-form; even ones are shaped like plugins: they may
 /// import any host function and export the ABI (with random bodies), so
@@ -56,19 +126,29 @@ fn generated_modules_never_crash_the_host() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_MODULES);
+    let stall = std::env::var("COG_FUZZ_STALL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(DEFAULT_STALL, Duration::from_secs);
     let rt = Runtime::new();
     let threads = std::thread::available_parallelism().map_or(2, |p| p.get().min(4));
+    let progress: Vec<Progress> = (0..threads).map(|_| Progress::default()).collect();
+    let (start, done) = (Instant::now(), AtomicBool::new(false));
     let totals = std::thread::scope(|s| {
+        let (progress, done) = (&progress, &done);
+        s.spawn(move || watch(progress, start, stall, done));
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let rt = rt.clone();
-                s.spawn(move || run_range(&rt, (t..n).step_by(threads)))
+                s.spawn(move || run_range(&rt, (t..n).step_by(threads), &progress[t], start))
             })
             .collect();
-        workers
+        let totals = workers
             .into_iter()
             .map(|w| w.join().expect("a fuzz worker panicked"))
-            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2))
+            .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+        done.store(true, Ordering::SeqCst);
+        totals
     });
     let (ran, loaded, called) = totals;
     eprintln!(
@@ -96,16 +176,22 @@ fn ran_under_limits(e: &PluginError) -> bool {
 }
 
 /// Loads and calls the modules numbered `range`; (ran, loaded, calls).
-fn run_range(rt: &Runtime, range: impl Iterator<Item = usize>) -> (usize, usize, usize) {
+fn run_range(
+    rt: &Runtime,
+    range: impl Iterator<Item = usize>,
+    progress: &Progress,
+    start: Instant,
+) -> (usize, usize, usize) {
     // Fuel bounds most calls; a short deadline stops the rest, wherever
     // the guest is then (deadlines are stopped through the fuel counter,
     // so one landing in a trap is harmless).
     let limits = Limits::default()
         .fuel(1_000_000)
         .memory_bytes(1 << 22)
-        .deadline(std::time::Duration::from_millis(2));
+        .deadline(Duration::from_millis(2));
     let (mut loaded, mut ran, mut called) = (0, 0, 0);
     for i in range {
+        progress.at(start, i, 0);
         // A deterministic byte stream per module number.
         let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let bytes: Vec<u8> = (0..4096)
@@ -124,8 +210,9 @@ fn run_range(rt: &Runtime, range: impl Iterator<Item = usize>) -> (usize, usize,
         match rt.load(format!("fuzz-{i}"), &wasm, limits) {
             Ok(plugin) => {
                 loaded += 1;
-                for phase in [Phase::Request, Phase::Response] {
-                    let started = std::time::Instant::now();
+                for (step, phase) in [(1, Phase::Request), (2, Phase::Response)] {
+                    progress.at(start, i, step);
+                    let started = Instant::now();
                     let result = plugin.call(phase, &mut exchange("fuzz"));
                     let took = started.elapsed();
                     // Within the deadline, with a margin for a loaded
@@ -162,5 +249,7 @@ fn run_range(rt: &Runtime, range: impl Iterator<Item = usize>) -> (usize, usize,
             }
         }
     }
+    // Done: nothing for the watcher to time.
+    progress.module.store(0, Ordering::SeqCst);
     (ran, loaded, called)
 }
