@@ -18,7 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cog_cache::TieredCache;
-use cog_cache::http::{HttpCacheLayer, StoredResponse};
+use cog_cache::http::{CacheBody, HttpCacheLayer, StoredResponse};
 use cog_control::auth::AuthenticateLayer;
 use cog_control::store::Store;
 use cog_control::{Control, Directory, LimitSpec, Plan, Tenant, TenantContext};
@@ -319,17 +319,16 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         database: config.database,
     });
 
-    let items = Router::new().route("/v1/items/{id}", get(item)).layer(
-        HttpCacheLayer::new(pages.clone())
+    let api = Api {
+        complete: Router::new().route("/v1/complete", post(complete)),
+        items: Router::new().route("/v1/items/{id}", get(item)),
+        pages: HttpCacheLayer::new(pages.clone())
             .tenant_with(tenant_of)
             // Keys authenticate tenants, and entries are per tenant: a
             // cached answer never crosses tenants.
             .cache_authorized(|_| true),
-    );
-    let api = Router::new()
-        .route("/v1/complete", post(complete))
-        .merge(items)
-        .with_state(state);
+        state,
+    };
     let api = match &redis {
         Some(client) => {
             let limiter = |client: &fred::clients::Client, lease: Option<Duration>| {
@@ -447,25 +446,45 @@ impl Spread {
     }
 }
 
-fn with_layers<St>(api: Router, limiter: St, directory: &Directory) -> Router
+/// The API's routes before their layers: the items get the HTTP cache too.
+struct Api {
+    complete: Router<Arc<AppState>>,
+    items: Router<Arc<AppState>>,
+    pages: HttpCacheLayer,
+    state: Arc<AppState>,
+}
+
+fn with_layers<St>(api: Api, limiter: St, directory: &Directory) -> Router
 where
     St: cog_ratelimit::store::Store + Clone,
 {
-    // One `Router::layer` for the three: each call boxes every route once
-    // more, and every request clones each box (an allocation apiece).
-    // Outermost first: authentication, the limit, the plugins. (The HTTP
-    // cache stays on the items: over `/v1/complete` it would write its own
-    // `Cache-Status` over the completion cache's.)
-    api.layer(
-        tower::ServiceBuilder::new()
-            .layer(AuthenticateLayer::new(directory.clone()))
-            .layer(RateLimitLayer::new(
-                limiter,
-                Directory::tenant_key(),
-                directory.clone(),
-            ))
-            .layer(PluginLayer::new(directory.clone())),
-    )
+    // One `Router::layer` per route, with every layer it needs: each call
+    // boxes the routes once more, and every request clones each box on its
+    // way (an allocation apiece). Outermost first: authentication, the
+    // limit, the plugins, then (items only) the HTTP cache — over
+    // `/v1/complete` it would add its own `Cache-Status` to the completion
+    // cache's. The two stacks share their state (directory, limiter store).
+    let stack = tower::ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(directory.clone()))
+        .layer(RateLimitLayer::new(
+            limiter,
+            Directory::tenant_key(),
+            directory.clone(),
+        ))
+        .layer(PluginLayer::new(directory.clone()));
+    api.complete
+        .layer(stack.clone())
+        .merge(
+            api.items.layer(
+                stack
+                    // The plugins rewrite bodies they can build from bytes.
+                    .map_response(|res: Response<CacheBody<axum::body::Body>>| {
+                        res.map(axum::body::Body::new)
+                    })
+                    .layer(api.pages),
+            ),
+        )
+        .with_state(api.state)
 }
 
 #[derive(serde::Deserialize)]

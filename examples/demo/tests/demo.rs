@@ -346,11 +346,22 @@ async fn the_pro_plan_runs_the_sample_python_plugin() {
             .unwrap();
         let res = client.request(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        res.headers()
-            .get("x-cog-plan")
-            .map(|v| v.to_str().unwrap().to_owned())
+        let header = |name: &str| {
+            res.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        (
+            header("x-cog-plan"),
+            header("cache-status").unwrap_or_default(),
+        )
     };
-    assert_eq!(plan_header(pro_key.clone()).await.as_deref(), Some("pro"));
-    assert_eq!(plan_header(pro_key).await.as_deref(), Some("pro"), "warm");
-    assert_eq!(plan_header(free_key).await, None);
+    let (plan, cache) = plan_header(pro_key.clone()).await;
+    assert_eq!(plan.as_deref(), Some("pro"));
+    assert_eq!(cache, "cog; fwd=uri-miss; stored");
+    // Answered by the HTTP cache, inside the plugins: they still run.
+    let (plan, cache) = plan_header(pro_key).await;
+    assert_eq!(plan.as_deref(), Some("pro"), "warm");
+    assert!(cache.starts_with("cog; hit; ttl="), "{cache}");
+    assert_eq!(plan_header(free_key).await.0, None);
 }
