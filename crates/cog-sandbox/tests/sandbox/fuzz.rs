@@ -77,6 +77,13 @@ fn watch(workers: &[Progress], start: Instant, stall: Duration, done: &AtomicBoo
                 }
             }
             let _ = std::io::stderr().write_all(report.as_bytes());
+            // Every thread's stack, where gdb is installed (bounded: it
+            // must not become the hang).
+            let _ = std::process::Command::new("timeout")
+                .args(["60", "gdb", "-p", &std::process::id().to_string(), "-batch"])
+                .args(["-ex", "thread apply all bt 40"])
+                .stdin(std::process::Stdio::null())
+                .status();
             std::process::abort();
         }
     }
