@@ -9,9 +9,9 @@ use std::future::{Future, ready};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use cog_ratelimit::{BoxError, Quota, QuotaSource};
 use http::request::Parts;
-use parking_lot::RwLock;
 
 use crate::error::ControlError;
 use crate::keys;
@@ -161,7 +161,13 @@ impl View {
 
 struct Inner {
     store: Arc<dyn Store>,
-    view: RwLock<Arc<View>>,
+    /// Read on every request without a lock: a read leaves the shared
+    /// cache lines alone (a reader-writer lock's count bounces between
+    /// the cores serving requests).
+    view: ArcSwap<View>,
+    /// Serializes replacing the view (a slower refresh must not replace a
+    /// newer one).
+    replacing: parking_lot::Mutex<()>,
     /// Whether the store was found emptied (and that was logged).
     emptied: parking_lot::Mutex<bool>,
     /// Routers handed every new placement ([`Directory::follow`]).
@@ -188,7 +194,7 @@ pub struct Directory {
 
 impl fmt::Debug for Directory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let view = self.inner.view.read();
+        let view = self.inner.view.load();
         f.debug_struct("Directory")
             .field("revision", &view.revision)
             .field("tenants", &view.tenants.len())
@@ -224,7 +230,8 @@ impl Directory {
         Self::launch(
             Inner {
                 store,
-                view: RwLock::default(),
+                view: ArcSwap::default(),
+                replacing: parking_lot::Mutex::default(),
                 emptied: parking_lot::Mutex::default(),
                 routers: parking_lot::Mutex::default(),
                 #[cfg(feature = "sandbox")]
@@ -252,7 +259,8 @@ impl Directory {
         Self::launch(
             Inner {
                 store,
-                view: RwLock::default(),
+                view: ArcSwap::default(),
+                replacing: parking_lot::Mutex::default(),
                 emptied: parking_lot::Mutex::default(),
                 routers: parking_lot::Mutex::default(),
                 sandbox: Some(crate::plugins::Loader::new(runtime)),
@@ -265,7 +273,7 @@ impl Directory {
     async fn launch(inner: Inner, poll: Duration) -> Result<Self, ControlError> {
         let state = inner.store.load().await?;
         let view = build(&inner, &state).await;
-        *inner.view.write() = Arc::new(view);
+        inner.view.store(Arc::new(view));
         let dir = Directory {
             inner: Arc::new(inner),
         };
@@ -285,13 +293,13 @@ impl Directory {
 
     /// The revision the view was built from.
     pub fn revision(&self) -> u64 {
-        self.inner.view.read().revision
+        self.inner.view.load().revision
     }
 
     /// The placement table in force (where tenants' data lives), if the
     /// store has one.
     pub fn placement(&self) -> Option<Placement> {
-        self.inner.view.read().placement.clone()
+        self.inner.view.load().placement.clone()
     }
 
     /// Hands `router` the store's placement now and every newer one as it
@@ -312,7 +320,7 @@ impl Directory {
 
     /// The tenant `id`, if it exists.
     pub fn tenant(&self, id: &str) -> Option<Arc<TenantContext>> {
-        self.inner.view.read().tenants.get(id).cloned()
+        self.inner.view.load().tenants.get(id).cloned()
     }
 
     /// The tenant an API key authenticates: looked up by the key's public
@@ -324,7 +332,7 @@ impl Directory {
     pub fn authenticate(&self, key: &str) -> Result<Arc<TenantContext>, Refusal> {
         let id = keys::id_of(key).ok_or(Refusal::Unauthenticated)?;
         let hash = keys::digest(key);
-        let view = self.inner.view.read();
+        let view = self.inner.view.load();
         let entry = view.keys.get(id).ok_or(Refusal::Unauthenticated)?;
         if !keys::constant_time_eq(&hash, &entry.hash) || entry.revoked {
             return Err(Refusal::Unauthenticated);
@@ -377,7 +385,7 @@ async fn build(inner: &Inner, state: &State) -> View {
 }
 
 async fn refresh(inner: &Inner) -> Result<(), ControlError> {
-    let known = inner.view.read().revision;
+    let known = inner.view.load().revision;
     let revision = inner.store.revision().await?;
     if revision == known {
         return Ok(());
@@ -403,13 +411,13 @@ async fn refresh(inner: &Inner) -> Result<(), ControlError> {
     let lower = revision < known;
     let state = inner.store.load().await?;
     let view = Arc::new(build(inner, &state).await);
-    let mut slot = inner.view.write();
+    let replacing = inner.replacing.lock();
     // A slower refresh must not replace a newer view — unless the store
     // itself went back (restored, or a failover to an older replica).
-    if view.revision >= slot.revision || lower {
-        *slot = view.clone();
+    if view.revision >= inner.view.load().revision || lower {
+        inner.view.store(view.clone());
     }
-    drop(slot);
+    drop(replacing);
     if let Some(placement) = &view.placement {
         hand_out(inner, placement);
     }
@@ -491,10 +499,20 @@ impl cog_sandbox::layer::PluginResolver for Directory {
     /// The plugins of the authenticated tenant (from [`TenantContext`] in
     /// the request's extensions); none without one.
     fn resolve(&self, parts: &Parts) -> cog_sandbox::layer::Resolved {
-        parts
-            .extensions
-            .get::<Arc<TenantContext>>()
-            .and_then(|t| self.inner.view.read().plugins.get(&t.id).cloned())
+        self.resolve_any(parts)
             .unwrap_or_else(cog_sandbox::layer::Resolved::none)
+    }
+
+    /// As `resolve`, without touching a shared count when the tenant has
+    /// no plugins.
+    fn resolve_any(&self, parts: &Parts) -> Option<cog_sandbox::layer::Resolved> {
+        let tenant = parts.extensions.get::<Arc<TenantContext>>()?;
+        self.inner
+            .view
+            .load()
+            .plugins
+            .get(&tenant.id)
+            .filter(|r| !r.plugins.is_empty())
+            .cloned()
     }
 }

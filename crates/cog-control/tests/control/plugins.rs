@@ -9,7 +9,7 @@ use cog_control::auth::AuthenticateLayer;
 use cog_control::store::FileStore;
 use cog_control::{Attach, Control, Directory, PluginSpec, Tenant};
 use cog_sandbox::Runtime;
-use cog_sandbox::layer::PluginLayer;
+use cog_sandbox::layer::{PluginLayer, PluginResolver};
 use http::{Request, Response};
 use http_body_util::Full;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -93,6 +93,24 @@ async fn plan_plugins_run_for_its_tenants_and_follow_the_store() {
     assert_eq!(call(acme.clone()).await.as_deref(), Some("on"));
     // Another plan: not attached.
     assert_eq!(call(bigco.clone()).await, None);
+    // What the layer asks: `None` for no plugins (no tenant, or a tenant
+    // without), the same plugins `resolve` gives otherwise.
+    let parts_of = |key: Option<&str>| {
+        let mut parts = Request::get("/").body(()).unwrap().into_parts().0;
+        if let Some(key) = key {
+            parts.extensions.insert(d.authenticate(key).unwrap());
+        }
+        parts
+    };
+    let with = parts_of(Some(&acme));
+    let some = PluginResolver::resolve_any(&d, &with).expect("acme's plan has a plugin");
+    assert_eq!(some.plugins.len(), 1);
+    assert_eq!(&*some.tenant, "acme");
+    assert_eq!(PluginResolver::resolve(&d, &with).plugins.len(), 1);
+    for parts in [parts_of(Some(&bigco)), parts_of(None)] {
+        assert!(PluginResolver::resolve_any(&d, &parts).is_none());
+        assert!(PluginResolver::resolve(&d, &parts).plugins.is_empty());
+    }
 
     // Disabled in the store: gone from the running layer.
     c.update_plugin("headers", |p| p.enabled = false)
