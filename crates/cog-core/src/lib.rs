@@ -15,6 +15,8 @@
 //!   `write!` (on every response).
 //! - [`inner_service!`]: `get_ref` / `get_mut` / `into_inner` for a
 //!   middleware, written once.
+//! - [`striped::Striped`]: counters bumped on every request, one copy per
+//!   thread's stripe — no cache line fought over between cores.
 //! - [`telemetry::Child`]: the OpenTelemetry spans cog opens inside a
 //!   sampled request — internal steps and Redis client calls.
 
@@ -25,6 +27,7 @@ pub mod placement;
 pub mod redis;
 pub mod route;
 pub mod service;
+pub mod striped;
 pub mod telemetry;
 pub mod text;
 

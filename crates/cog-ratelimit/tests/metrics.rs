@@ -35,4 +35,21 @@ async fn decisions_are_counted_by_outcome() {
     let by_store = [("outcome", "allowed"), ("source", "store")];
     assert_eq!(metrics.counter(decisions, &by_store), 2);
     assert_eq!(metrics.counter(decisions, &[("source", "lease")]), 0);
+
+    // Decided on other threads (each counts in its own stripe): all of
+    // them in the total.
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let svc = svc.clone();
+            s.spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let res = rt.block_on(svc.oneshot(Request::new(String::new())));
+                assert_eq!(res.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+            });
+        }
+    });
+    assert_eq!(metrics.counter(decisions, &[("outcome", "denied")]), 6);
 }

@@ -35,7 +35,8 @@ pub(crate) struct Config<St, K, Q> {
 
 /// Decision counter: `cog.ratelimit.decisions{outcome, source}`.
 ///
-/// Counted in process-wide atomics (one relaxed add per decision) and
+/// Counted in process-wide atomics (one relaxed add per decision, to the
+/// calling thread's stripe) and
 /// reported through an observable counter, registered once per meter
 /// provider: an SDK counter's `add` hashes its attribute set on every
 /// call, which a profile of the whole stack at full load showed.
@@ -51,8 +52,21 @@ const SOURCES: [&str; 7] = [
     "key",
     "quota_source",
 ];
-static DECISIONS: [std::sync::atomic::AtomicU64; OUTCOMES.len() * SOURCES.len()] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; OUTCOMES.len() * SOURCES.len()];
+/// The counts, by outcome and source; one row per thread's stripe (each
+/// request thread adds to its own cache line).
+static DECISIONS: std::sync::LazyLock<cog_core::striped::Striped<Row>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// One stripe's counts, by outcome and source.
+struct Row([std::sync::atomic::AtomicU64; OUTCOMES.len() * SOURCES.len()]);
+
+impl Default for Row {
+    fn default() -> Self {
+        Row(std::array::from_fn(|_| {
+            std::sync::atomic::AtomicU64::new(0)
+        }))
+    }
+}
 /// Meter providers the counter is registered with (by address).
 static PROVIDERS: parking_lot::Mutex<Vec<usize>> = parking_lot::Mutex::new(Vec::new());
 
@@ -69,8 +83,11 @@ impl Metrics {
                 .with_description("Rate-limit decisions by outcome and by who decided")
                 .with_unit("{decision}")
                 .with_callback(|obs| {
-                    for (i, count) in DECISIONS.iter().enumerate() {
-                        let n = count.load(std::sync::atomic::Ordering::Relaxed);
+                    for i in 0..OUTCOMES.len() * SOURCES.len() {
+                        let n: u64 = DECISIONS
+                            .iter()
+                            .map(|row| row.0[i].load(std::sync::atomic::Ordering::Relaxed))
+                            .sum();
                         if n > 0 {
                             obs.observe(
                                 n,
@@ -91,7 +108,8 @@ impl Metrics {
         debug_assert!(OUTCOMES.contains(&outcome) && SOURCES.contains(&source));
         let o = OUTCOMES.iter().position(|x| *x == outcome).unwrap_or(0);
         let s = SOURCES.iter().position(|x| *x == source).unwrap_or(0);
-        DECISIONS[o * SOURCES.len() + s].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        DECISIONS.local().0[o * SOURCES.len() + s]
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
