@@ -1,8 +1,7 @@
 //! cog-sandbox against real wasm: the host API, every limit, hostile
-//! modules, generated modules.
+//! modules (generated ones: `tests/fuzz.rs`).
 
 mod api;
-mod fuzz;
 mod hostile;
 mod layer;
 mod redis_kv;
