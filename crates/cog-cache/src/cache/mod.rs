@@ -195,7 +195,11 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// The value for `key` if it is fresh in L1 — synchronous, no L2, no
     /// loading. `None` also for a cached absence.
     pub fn get_fresh(&self, key: &K) -> Option<V> {
-        self.l1_fresh(key).flatten()
+        let found = self.l1_fresh(key);
+        if found.is_none() {
+            self.inner.stats.l1_miss();
+        }
+        found.flatten()
     }
 
     /// The cached value for `key` from L1, else L2, without loading.
@@ -209,6 +213,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             inner.stats.l1_hit();
             return slot.value;
         }
+        inner.stats.l1_miss();
         let seen = inner.generations.seen(self.l1_ref(key));
         // An L1 hit takes well under a microsecond, less than a span would
         // cost: only a lookup that goes to Redis gets one.

@@ -88,6 +88,14 @@ async fn invalidation_reaches_another_instance() {
     // B reads it from L2 into its own L1.
     assert_eq!(b.get(&k).await.as_deref(), Some("v1"));
     assert_eq!(b.stats().l2_hits, 1);
+    // A key neither tier has: a miss in each.
+    let before = b.stats();
+    assert_eq!(b.get(&"user:none".to_owned()).await, None);
+    let after = b.stats();
+    assert_eq!(after.l1_misses, before.l1_misses + 1);
+    assert_eq!(after.l2_misses, before.l2_misses + 1);
+    assert_eq!(b.get_fresh(&"user:none".to_owned()), None);
+    assert_eq!(b.stats().l1_misses, after.l1_misses + 1);
 
     a.invalidate(&k).await;
     // B's L1 copy is gone (not merely shadowed: L2 is gone too).
