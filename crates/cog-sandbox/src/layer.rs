@@ -73,6 +73,15 @@ where
 /// the same way. A plugin that fails is skipped (its changes dropped) or
 /// fails the request with 500, as its [`OnError`] says. A body over the
 /// plugins' `max_input_bytes` is answered 413.
+///
+/// The layer waits for a phase's hooks at most the sum of their plugins'
+/// deadlines (for Python plugins, plus what starting an interpreter may
+/// take) and [`STRANDED_GRACE`]: a hook whose thread never comes back
+/// (stuck in a host call — a [`KvStore`](crate::KvStore) that does not
+/// return) counts as a failed plugin, so the request is answered by the
+/// policies (500 if one of them is [`OnError::Fail`], else the phase's
+/// changes are dropped and the request goes on); that thread is left to
+/// finish on its own. This uses tokio's timer: the runtime needs it enabled.
 #[derive(Clone)]
 pub struct PluginLayer {
     resolver: Arc<dyn PluginResolver>,
@@ -309,14 +318,31 @@ where
     }
 }
 
+/// How much longer than the sum of its plugins' deadlines the layer waits
+/// for a phase's hooks before it stops waiting for their thread.
+pub const STRANDED_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs every plugin's hook for `phase` on a blocking thread. A failing
 /// plugin is skipped or ends the request (500), by its policy; a rejection
-/// stops the chain.
+/// stops the chain. A thread that does not come back within the plugins'
+/// deadlines plus [`STRANDED_GRACE`] is a failure of the chain.
 async fn run_hooks(
     plugins: Arc<[Plugin]>,
     phase: Phase,
     ex: Exchange,
 ) -> Result<Exchange, StatusCode> {
+    let running = plugins.iter().filter(|p| p.hooks(phase));
+    let bound = running
+        .clone()
+        .map(Plugin::longest_call)
+        .sum::<std::time::Duration>()
+        + STRANDED_GRACE;
+    // What the request goes on with if the thread is lost and every
+    // plugin would be skipped.
+    let fallback = running
+        .clone()
+        .all(|p| p.failure_policy() == OnError::Skip)
+        .then(|| ex.clone());
     // Spans opened by the plugins join the request's trace.
     let cx = cog_core::telemetry::sampled_context();
     let run = move || {
@@ -338,9 +364,18 @@ async fn run_hooks(
         }
         Ok(ex)
     };
-    tokio::task::spawn_blocking(run)
-        .await
-        .unwrap_or(Err(StatusCode::INTERNAL_SERVER_ERROR))
+    match tokio::time::timeout(bound, tokio::task::spawn_blocking(run)).await {
+        Ok(joined) => joined.unwrap_or(Err(StatusCode::INTERNAL_SERVER_ERROR)),
+        Err(_) => {
+            tracing::error!(
+                target: "cog_sandbox",
+                ?phase,
+                waited_ms = bound.as_millis() as u64,
+                "plugin thread did not return in time; answering by the plugins' policies"
+            );
+            fallback.ok_or(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
 }
 
 fn log_failure(plugin: &Plugin, phase: Phase, e: &PluginError) {

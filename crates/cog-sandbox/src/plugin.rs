@@ -313,6 +313,15 @@ impl Plugin {
         Ok(())
     }
 
+    /// The longest one hook call may take, everything it may wait for
+    /// under a limit: its deadline, and for Python an interpreter's start.
+    pub(crate) fn longest_call(&self) -> std::time::Duration {
+        match &self.code {
+            Kind::Python(code) => self.limits.deadline + code.longest_start(),
+            Kind::Wasm(_) | Kind::Unavailable(_) => self.limits.deadline,
+        }
+    }
+
     pub(crate) fn abi_version(&self) -> Result<(), PluginError> {
         let placeholder = Exchange::new(http::Method::GET, http::Uri::default(), "");
         let (_, found) = self.run(Phase::Request, placeholder, VERSION_EXPORT)?;

@@ -287,6 +287,15 @@ pub(crate) struct Code {
     id: u64,
 }
 
+impl Code {
+    /// The longest an interpreter for this code may take to be ready:
+    /// started (from the snapshot or not) and the plugin loaded, each under
+    /// the start-up deadline.
+    pub(crate) fn longest_start(&self) -> Duration {
+        self.prepared.startup_deadline * 2
+    }
+}
+
 impl Drop for Code {
     fn drop(&mut self) {
         self.prepared.pool.forget(self.id);

@@ -164,6 +164,74 @@ async fn failing_plugins_are_skipped_or_fail_the_request() {
     assert_eq!(status, 200);
 }
 
+/// A KV store whose every call takes `STUCK`: a host call that does not
+/// come back within any deadline.
+struct Stuck;
+
+const STUCK: std::time::Duration = std::time::Duration::from_secs(4);
+
+impl cog_sandbox::KvStore for Stuck {
+    fn get(
+        &self,
+        _: &cog_sandbox::KvScope,
+        _: &[u8],
+    ) -> Result<Option<Vec<u8>>, cog_sandbox::KvError> {
+        std::thread::sleep(STUCK);
+        Ok(None)
+    }
+    fn set(
+        &self,
+        _: &cog_sandbox::KvScope,
+        _: &[u8],
+        _: &[u8],
+        _: usize,
+    ) -> Result<(), cog_sandbox::KvError> {
+        std::thread::sleep(STUCK);
+        Ok(())
+    }
+    fn delete(&self, _: &cog_sandbox::KvScope, _: &[u8]) -> Result<bool, cog_sandbox::KvError> {
+        std::thread::sleep(STUCK);
+        Ok(false)
+    }
+}
+
+/// A plugin whose thread does not come back: the request is answered once
+/// the plugins' deadlines and the grace have passed, by their policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_thread_that_does_not_return_is_a_failed_plugin() {
+    use cog_sandbox::layer::STRANDED_GRACE;
+    let rt = Runtime::new().kv(Arc::new(Stuck));
+    let deadline = std::time::Duration::from_millis(100);
+    let stuck = rt
+        .load(
+            "stuck",
+            &on_request(
+                "(drop (call $kv_get (i32.const 0) (i32.const 1) (i32.const 16) (i32.const 16)))",
+            ),
+            Limits::default().deadline(deadline),
+        )
+        .unwrap();
+    let add = rt.load("add", &good(), Limits::default()).unwrap();
+    // The chain's deadlines: 100 ms and the default's.
+    let bound = deadline + add.limits().deadline + STRANDED_GRACE;
+    for (policy, want) in [(OnError::Skip, 200), (OnError::Fail, 500)] {
+        let l = layer(vec![stuck.clone().on_error(policy), add.clone()]);
+        let started = std::time::Instant::now();
+        let (status, headers, _) = send(&l, "x").await;
+        let took = started.elapsed();
+        assert_eq!(status, want, "{policy:?}");
+        assert!(
+            took >= bound && took < bound + std::time::Duration::from_millis(900),
+            "{policy:?}: answered after {took:?}, bound {bound:?}"
+        );
+        if want == 200 {
+            // The lost phase's changes are dropped: not even the good
+            // plugin's header, which ran on the lost thread.
+            assert_eq!(headers["x-seen"], "");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_input_limit_are_413() {
     let rt = Runtime::new();
