@@ -313,9 +313,13 @@ impl Plugin {
         Ok(())
     }
 
-    /// The longest one hook call may take, everything it may wait for
-    /// under a limit: its deadline, and for Python an interpreter's start.
-    pub(crate) fn longest_call(&self) -> std::time::Duration {
+    /// The longest one hook call may take, counting everything it may wait
+    /// for under a limit: its deadline, and for a Python plugin an
+    /// interpreter's start (twice the start-up deadline: started, then the
+    /// plugin loaded). [`PluginLayer`](crate::layer::PluginLayer) waits
+    /// for a phase's hooks the sum of these and
+    /// [`STRANDED_GRACE`](crate::layer::STRANDED_GRACE).
+    pub fn longest_call(&self) -> std::time::Duration {
         match &self.code {
             Kind::Python(code) => self.limits.deadline + code.longest_start(),
             Kind::Wasm(_) | Kind::Unavailable(_) => self.limits.deadline,

@@ -171,3 +171,29 @@ def on_request(req):
         .as_secs_f64();
     assert!((host - t).abs() < 60.0, "{t} vs {host}");
 }
+
+/// How long the plugin layer may wait for one call: the deadline, and for
+/// Python an interpreter's start (started, then the plugin loaded).
+#[test]
+fn a_python_call_may_take_its_deadline_and_an_interpreters_start() {
+    let deadline = Duration::from_millis(250);
+    let p = crate::support::load_with(
+        "def on_request(req):\n    pass\n",
+        cog_sandbox::Limits::python().deadline(deadline),
+    );
+    // The suite's interpreters start under a 60 s start-up deadline.
+    assert_eq!(p.longest_call(), deadline + Duration::from_secs(120));
+    let wasm = cog_sandbox::Runtime::new()
+        .load(
+            "w",
+            &wat::parse_str(
+                r#"(module (memory (export "memory") 1)
+                     (func (export "cog_abi_version") (result i32) i32.const 1)
+                     (func (export "cog_on_request") (result i32) i32.const 0))"#,
+            )
+            .unwrap(),
+            cog_sandbox::Limits::default().deadline(deadline),
+        )
+        .unwrap();
+    assert_eq!(wasm.longest_call(), deadline);
+}
