@@ -363,7 +363,7 @@ impl Directory {
             parts
                 .extensions
                 .get::<Arc<TenantContext>>()
-                .map(|t| t.id.to_string())
+                .map(|t| String::from(&*t.id))
         }
     }
 }

@@ -247,7 +247,7 @@ fn tenant_of(parts: &http::request::Parts) -> Option<String> {
     parts
         .extensions
         .get::<Arc<TenantContext>>()
-        .map(|t| t.id.to_string())
+        .map(|t| String::from(&*t.id))
 }
 
 /// Builds the whole stack.

@@ -34,21 +34,24 @@ cog_core::inner_service!(Authenticate<S>);
 
 /// The token of `Bearer <token>` (scheme in any case), spaces around it
 /// trimmed; `None` for another scheme, or a value that is not visible
-/// ASCII (tabs allowed). Byte by byte: this runs on every request.
+/// ASCII (tabs allowed). Byte by byte: this runs on every request — one
+/// pass checks the whole value (`to_str`), the rest are byte positions.
 fn bearer(value: &HeaderValue) -> Option<&str> {
-    let (scheme, rest) = value.as_bytes().split_at_checked(6)?;
-    let token = rest.strip_prefix(b" ")?;
-    let visible = |b: &u8| (b' '..=b'~').contains(b) || *b == b'\t';
-    if !scheme.eq_ignore_ascii_case(b"bearer") || !rest.iter().all(visible) {
+    let text = value.to_str().ok()?;
+    let (scheme, rest) = text.split_at_checked(6)?;
+    let token = rest.strip_prefix(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
     let blank = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = token.iter().position(|b| !blank(b)).unwrap_or(token.len());
-    let end = token
+    let bytes = token.as_bytes();
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes
         .iter()
         .rposition(|b| !blank(b))
         .map_or(start, |i| i + 1);
-    std::str::from_utf8(&token[start..end]).ok()
+    // Visible ASCII: every position is a character boundary.
+    token.get(start..end)
 }
 
 impl<S, B, ResB> Service<Request<B>> for Authenticate<S>
