@@ -176,14 +176,12 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         &self.default_tenant
     }
 
-    /// A fresh L1 entry for `key`, found without allocating or awaiting.
+    /// A fresh L1 entry for `key` of `tenant`, found without allocating or
+    /// awaiting.
     #[inline]
-    fn l1_fresh(&self, key: &K) -> Option<Option<V>> {
+    fn l1_fresh(&self, tenant: &str, key: &K) -> Option<Option<V>> {
         let inner = &self.inner;
-        let slot = inner.l1.get(&L1Ref {
-            tenant: self.tenant_str(),
-            key,
-        })?;
+        let slot = inner.l1.get(&L1Ref { tenant, key })?;
         if inner.now() < slot.fresh_until {
             inner.stats.l1_hit();
             Some(slot.value)
@@ -195,7 +193,14 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// The value for `key` if it is fresh in L1 — synchronous, no L2, no
     /// loading. `None` also for a cached absence.
     pub fn get_fresh(&self, key: &K) -> Option<V> {
-        let found = self.l1_fresh(key);
+        self.get_fresh_in(self.tenant_str(), key)
+    }
+
+    /// As `self.tenant(tenant).get_fresh(key)`, without making the view
+    /// (a shared count and an allocation): for a hit path that only
+    /// needs a view when it misses.
+    pub(crate) fn get_fresh_in(&self, tenant: &str, key: &K) -> Option<V> {
+        let found = self.l1_fresh(tenant, key);
         if found.is_none() {
             self.inner.stats.l1_miss();
         }
@@ -412,7 +417,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         // A hit is answered here, synchronously; the future only hands it
         // over. The miss path is built and boxed out of line, only when
         // taken (its future is large).
-        match self.l1_fresh(key) {
+        match self.l1_fresh(self.tenant_str(), key) {
             Some(found) => GetOrLoad::Hit(Some(found.ok_or(CacheError::Absent))),
             None => GetOrLoad::Miss(self.load_boxed(key, loader)),
         }
@@ -434,7 +439,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Send + 'static,
     {
-        match self.l1_fresh(key) {
+        match self.l1_fresh(self.tenant_str(), key) {
             Some(found) => GetOrLoad::Hit(Some(Ok(found))),
             None => GetOrLoad::Miss(self.load_optional_boxed(key, loader)),
         }

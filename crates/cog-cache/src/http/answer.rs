@@ -1,6 +1,8 @@
 //! Responses from stored entries: `200`s with `Age` and `Cache-Status`,
 //! and `304`s for the client's own conditionals.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
@@ -19,13 +21,17 @@ pub(super) fn ttl(stored: &Stored, now: u64) -> i64 {
 
 /// A fresh entry's answer: `304` when the request's own validators match
 /// it (RFC 9110 §13.1.2, weak comparison), else the stored response.
+/// `conditional`: the request has `If-None-Match` or `If-Modified-Since`
+/// (see [`Asked`](super::cache_control::Asked)); without, the validators
+/// are not looked for.
 pub(super) fn answer_or_not_modified<B>(
     stored: &Stored,
     headers: &HeaderMap,
+    conditional: bool,
     head: bool,
     now: u64,
 ) -> Response<CacheBody<B>> {
-    if !not_modified(stored, headers) {
+    if !(conditional && not_modified(stored, headers)) {
         return answer(stored, head, now, "hit");
     }
     let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
@@ -56,15 +62,33 @@ pub(super) fn answer_or_not_modified<B>(
 
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// `cog; <kind>; ttl=<n>`, written without the formatting machinery and
-/// with one allocation (this runs on every hit).
-fn cache_status(kind: &str, ttl: i64) -> Option<HeaderValue> {
-    let mut status = HeaderText::new();
-    status.push_str("cog; ");
-    status.push_str(kind);
-    status.push_str("; ttl=");
-    status.push_i64(ttl);
-    status.to_value()
+/// `cog; <kind>; ttl=<n>`. This runs on every hit, and a hot entry's hits
+/// within one second write the same text: each thread keeps the last value
+/// it wrote and shares it (a count on the thread's own value) while kind
+/// and `ttl` stay the same; otherwise it is written without the formatting
+/// machinery, with one allocation.
+fn cache_status(kind: &'static str, ttl: i64) -> Option<HeaderValue> {
+    thread_local! {
+        static LAST: RefCell<Option<(&'static str, i64, HeaderValue)>> =
+            const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((k, t, v)) = &*last
+            && *k == kind
+            && *t == ttl
+        {
+            return Some(v.clone());
+        }
+        let mut status = HeaderText::new();
+        status.push_str("cog; ");
+        status.push_str(kind);
+        status.push_str("; ttl=");
+        status.push_i64(ttl);
+        let value = status.to_value()?;
+        *last = Some((kind, ttl, value.clone()));
+        Some(value)
+    })
 }
 
 /// Whether the request's `If-None-Match` (or, without it,
@@ -100,7 +124,7 @@ pub(super) fn answer<B>(
     stored: &Stored,
     head: bool,
     now: u64,
-    kind: &str,
+    kind: &'static str,
 ) -> Response<CacheBody<B>> {
     let body = if head {
         Bytes::new()
@@ -122,4 +146,32 @@ pub(super) fn answer<B>(
         headers.insert(CACHE_STATUS, v);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_status_is_written_anew_when_kind_or_ttl_change() {
+        let text = |kind, ttl| {
+            cache_status(kind, ttl)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(text("hit", 5), "cog; hit; ttl=5");
+        // The kept value, then every change of either part.
+        assert_eq!(text("hit", 5), "cog; hit; ttl=5");
+        assert_eq!(text("hit", 6), "cog; hit; ttl=6");
+        assert_eq!(text("fwd=stale", 6), "cog; fwd=stale; ttl=6");
+        assert_eq!(text("hit", 6), "cog; hit; ttl=6");
+        assert_eq!(text("hit", -3), "cog; hit; ttl=-3");
+        // Each thread keeps its own.
+        std::thread::spawn(move || assert_eq!(text("hit", 7), "cog; hit; ttl=7"))
+            .join()
+            .unwrap();
+        assert_eq!(text("hit", -3), "cog; hit; ttl=-3");
+    }
 }

@@ -4,7 +4,9 @@
 //! unknown directives and junk skipped.
 
 use http::HeaderMap;
-use http::header::{CACHE_CONTROL, PRAGMA};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, HOST, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, PRAGMA,
+};
 
 /// The largest delta-seconds value honoured; larger ones count as this
 /// (RFC 9111 §1.2.2).
@@ -45,22 +47,6 @@ impl CacheControl {
         cc
     }
 
-    /// Request directives, with `Pragma: no-cache` counting as `no-cache`
-    /// when there is no `Cache-Control` (RFC 9111 §5.4).
-    pub(crate) fn of_request(headers: &HeaderMap) -> Self {
-        let mut cc = Self::of(headers);
-        if !headers.contains_key(CACHE_CONTROL) {
-            cc.no_cache |= headers.get_all(PRAGMA).iter().any(|v| {
-                let mut found = false;
-                parse_line(v.as_bytes(), &mut |name, _| {
-                    found |= name.eq_ignore_ascii_case(b"no-cache");
-                });
-                found
-            });
-        }
-        cc
-    }
-
     fn apply(&mut self, name: &[u8], value: Option<&[u8]>) {
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
         let secs = || value.and_then(delta_seconds_bytes);
@@ -97,6 +83,53 @@ impl CacheControl {
             };
             self.max_stale = self.max_stale.or(v);
         }
+    }
+}
+
+/// What the cache reads of a request's fields, found in one pass over
+/// them: a request carries a handful of fields, and a hashed lookup for
+/// each of the six below (most of which miss) costs more than comparing
+/// every field's name — standard names compare by their kind alone.
+#[derive(Debug, Default)]
+pub(crate) struct Asked<'h> {
+    /// Request directives, with `Pragma: no-cache` counting as `no-cache`
+    /// when there is no `Cache-Control` (RFC 9111 §5.4).
+    pub(crate) cache_control: CacheControl,
+    /// An `Authorization` field is present.
+    pub(crate) authorization: bool,
+    /// The first `Host` field.
+    pub(crate) host: Option<&'h HeaderValue>,
+    /// `If-None-Match` or `If-Modified-Since` is present: the answer may
+    /// be a `304`.
+    pub(crate) conditional: bool,
+}
+
+impl<'h> Asked<'h> {
+    pub(crate) fn of(headers: &'h HeaderMap) -> Self {
+        let mut asked = Asked::default();
+        let (mut any_cache_control, mut pragma_no_cache) = (false, false);
+        // In the map's order: the lines of one field in the order sent.
+        for (name, value) in headers {
+            if *name == CACHE_CONTROL {
+                any_cache_control = true;
+                let cc = &mut asked.cache_control;
+                parse_line(value.as_bytes(), &mut |name, value| cc.apply(name, value));
+            } else if *name == PRAGMA {
+                parse_line(value.as_bytes(), &mut |name, _| {
+                    pragma_no_cache |= name.eq_ignore_ascii_case(b"no-cache");
+                });
+            } else if *name == AUTHORIZATION {
+                asked.authorization = true;
+            } else if *name == HOST {
+                asked.host.get_or_insert(value);
+            } else if *name == IF_NONE_MATCH || *name == IF_MODIFIED_SINCE {
+                asked.conditional = true;
+            }
+        }
+        if !any_cache_control {
+            asked.cache_control.no_cache |= pragma_no_cache;
+        }
+        asked
     }
 }
 
@@ -296,9 +329,54 @@ mod tests {
     fn pragma_no_cache_only_without_cache_control() {
         let mut h = HeaderMap::new();
         h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-        assert!(CacheControl::of_request(&h).no_cache);
+        assert!(Asked::of(&h).cache_control.no_cache);
         h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
-        assert!(!CacheControl::of_request(&h).no_cache);
+        assert!(!Asked::of(&h).cache_control.no_cache);
+        // A Pragma of other directives, or after them, the same.
+        h.remove(CACHE_CONTROL);
+        h.insert(PRAGMA, HeaderValue::from_static("x=1, No-Cache"));
+        assert!(Asked::of(&h).cache_control.no_cache);
+        h.insert(PRAGMA, HeaderValue::from_static("x=no-cache"));
+        assert!(!Asked::of(&h).cache_control.no_cache);
+    }
+
+    #[test]
+    fn one_pass_reads_what_lookups_read() {
+        let empty = HeaderMap::new();
+        let a = Asked::of(&empty);
+        assert_eq!(a.cache_control, CacheControl::default());
+        assert!(!a.authorization && !a.conditional && a.host.is_none());
+
+        let mut h = HeaderMap::new();
+        h.append(HOST, HeaderValue::from_static("a.example"));
+        h.append("x-other", HeaderValue::from_static("max-age=1"));
+        h.append(CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
+        h.append(HOST, HeaderValue::from_static("b.example"));
+        h.append(
+            CACHE_CONTROL,
+            HeaderValue::from_static("max-age=9, no-store"),
+        );
+        let a = Asked::of(&h);
+        // As `get`: the first Host; as `get_all`: every Cache-Control
+        // line, the first max-age counting.
+        assert_eq!(a.host, h.get(HOST));
+        assert_eq!(a.cache_control, CacheControl::of(&h));
+        assert_eq!(a.cache_control.max_age, Some(5));
+        assert!(a.cache_control.no_store);
+        assert!(!a.authorization && !a.conditional);
+
+        for (name, conditional) in [
+            (AUTHORIZATION, false),
+            (IF_NONE_MATCH, true),
+            (IF_MODIFIED_SINCE, true),
+            (http::header::IF_MATCH, false),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            let a = Asked::of(&h);
+            assert_eq!(a.conditional, conditional, "{name}");
+            assert_eq!(a.authorization, name == AUTHORIZATION, "{name}");
+        }
     }
 
     #[test]

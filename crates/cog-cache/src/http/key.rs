@@ -11,19 +11,36 @@ use super::shared::Shared;
 /// host (from the URI, else `Host`; lower-cased), path and query.
 pub(super) fn base_key(parts: &Parts) -> String {
     let (scheme, host) = origin(parts);
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    key_of(scheme, host, path)
+    key_of(scheme, host, path_of(parts))
+}
+
+/// As [`base_key`], with the request's first `Host` field already found
+/// (by [`Asked`](super::cache_control::Asked)).
+pub(super) fn base_key_with(parts: &Parts, host_field: Option<&HeaderValue>) -> String {
+    let (scheme, host) = origin_from(parts, || host_field);
+    key_of(scheme, host, path_of(parts))
+}
+
+fn path_of(parts: &Parts) -> &str {
+    parts.uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// The request's scheme (`http` unless the URI names one) and host (from
 /// the URI, else `Host`; as sent).
 pub(super) fn origin(parts: &Parts) -> (&str, &str) {
+    origin_from(parts, || parts.headers.get(header::HOST))
+}
+
+fn origin_from<'a>(
+    parts: &'a Parts,
+    host_field: impl FnOnce() -> Option<&'a HeaderValue>,
+) -> (&'a str, &'a str) {
     let scheme = parts.uri.scheme_str().unwrap_or("http");
     let host = parts
         .uri
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| parts.headers.get(header::HOST)?.to_str().ok())
+        .or_else(|| host_field()?.to_str().ok())
         .unwrap_or("");
     (scheme, host)
 }

@@ -15,9 +15,9 @@ use tower_service::Service;
 
 use super::CacheBody;
 use super::answer::{answer, answer_or_not_modified, ttl};
-use super::cache_control::CacheControl;
+use super::cache_control::Asked;
 use super::freshness::unix_ms;
-use super::key::{base_key, namespace, origin, same_origin_key, variant_key};
+use super::key::{base_key, base_key_with, namespace, origin, same_origin_key, variant_key};
 use super::shared::Shared;
 use super::stored::{
     Entry, Sent, Stored, StoredResponse, add_validators, merge_not_modified, set_status,
@@ -125,21 +125,22 @@ fn fresh_hit<B>(shared: &Shared, parts: &Parts) -> Option<Response<CacheBody<B>>
     if parts.method != Method::GET && !head {
         return None;
     }
-    if parts.headers.contains_key(header::AUTHORIZATION)
-        && !shared.authorized.as_ref().is_some_and(|f| f(parts))
-    {
+    let asked = Asked::of(&parts.headers);
+    if asked.authorization && !shared.authorized.as_ref().is_some_and(|f| f(parts)) {
         return None;
     }
-    let req_cc = CacheControl::of_request(&parts.headers);
+    let req_cc = &asked.cache_control;
     if req_cc.no_store {
         return None;
     }
-    let cache = shared.cache.tenant(&namespace(shared, parts));
-    let base = base_key(parts);
-    let stored = match cache.get_fresh(&base)? {
+    // No tenant view (it costs a shared count and an allocation): the
+    // namespace is enough to look up.
+    let (cache, tenant) = (&shared.cache, namespace(shared, parts));
+    let base = base_key_with(parts, asked.host);
+    let stored = match cache.get_fresh_in(&tenant, &base)? {
         StoredResponse(Entry::Response(stored)) => stored,
         StoredResponse(Entry::Variants { names, id }) => {
-            match cache.get_fresh(&variant_key(&base, id, &names, &parts.headers))? {
+            match cache.get_fresh_in(&tenant, &variant_key(&base, id, &names, &parts.headers))? {
                 StoredResponse(Entry::Response(stored)) => stored,
                 StoredResponse(Entry::Variants { .. }) => return None,
             }
@@ -147,8 +148,8 @@ fn fresh_hit<B>(shared: &Shared, parts: &Parts) -> Option<Response<CacheBody<B>>
     };
     let now = unix_ms();
     stored
-        .fresh_for(&req_cc, now)
-        .then(|| answer_or_not_modified(&stored, &parts.headers, head, now))
+        .fresh_for(req_cc, now)
+        .then(|| answer_or_not_modified(&stored, &parts.headers, asked.conditional, head, now))
 }
 
 /// Whether the request carries conditionals of its own.
@@ -181,9 +182,10 @@ where
     if parts.method != Method::GET && parts.method != Method::HEAD {
         return forward_other_method(&shared, inner, parts, body).await;
     }
-    let authorized_bypass = parts.headers.contains_key(header::AUTHORIZATION)
-        && !shared.authorized.as_ref().is_some_and(|f| f(&parts));
-    let req_cc = CacheControl::of_request(&parts.headers);
+    let asked = Asked::of(&parts.headers);
+    let authorized_bypass =
+        asked.authorization && !shared.authorized.as_ref().is_some_and(|f| f(&parts));
+    let (req_cc, conditional) = (asked.cache_control, asked.conditional);
     if authorized_bypass || req_cc.no_store {
         let mut res = inner.call(Request::from_parts(parts, body)).await?;
         set_status(res.headers_mut(), "cog; fwd=request");
@@ -206,7 +208,13 @@ where
     if let Some(StoredResponse(Entry::Response(stored))) = entry {
         let now = unix_ms();
         if stored.fresh_for(&req_cc, now) {
-            return Ok(answer_or_not_modified(&stored, &parts.headers, head, now));
+            return Ok(answer_or_not_modified(
+                &stored,
+                &parts.headers,
+                conditional,
+                head,
+                now,
+            ));
         }
         let staleness = now.saturating_sub(stored.fresh_until());
         if stored.may_serve_stale(&req_cc) {
