@@ -61,10 +61,16 @@ pub fn token_id_of(token: &str) -> Option<&str> {
     id_with("cogadm_", token)
 }
 
+/// `<prefix><8-byte id>_<secret>`: the id, when its first `_` ends it and
+/// a secret follows. By byte positions (this runs on every request; a
+/// character search costs several times more).
 fn id_with<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
+    const ID: usize = 8;
     let rest = key.strip_prefix(prefix)?;
-    let (id, secret) = rest.split_once('_')?;
-    (id.len() == 8 && !secret.is_empty()).then_some(id)
+    let bytes = rest.as_bytes();
+    let shaped = bytes.len() > ID + 1 && bytes[ID] == b'_' && !bytes[..ID].contains(&b'_');
+    // `_` is ASCII: the id ends on a character boundary.
+    shaped.then(|| rest.get(..ID)).flatten()
 }
 
 /// SHA-256 of the key, lowercase hex: what the store keeps.
@@ -128,6 +134,46 @@ mod tests {
         assert!(!format!("{k:?}").contains(&k.secret));
         assert_eq!(id_of("Bearer x"), None);
         assert_eq!(id_of("cog_short_x"), None);
+    }
+
+    #[test]
+    fn ids_read_as_the_first_underscore_splits_them() {
+        let by_split = |prefix: &str, key: &str| -> Option<String> {
+            let (id, secret) = key.strip_prefix(prefix)?.split_once('_')?;
+            (id.len() == 8 && !secret.is_empty()).then(|| id.to_owned())
+        };
+        let mut cases = vec![
+            "cog_abcdefgh_s".to_owned(),
+            "cog_abcdefgh_".to_owned(),
+            "cog_abcdefgh".to_owned(),
+            "cog_abcdefg_hs".to_owned(),
+            "cog_abc_efgh_s".to_owned(),
+            "cog_abcdefghi_s".to_owned(),
+            "cog_abcdefgh__".to_owned(),
+            "cog_abcdéfg_s".to_owned(),
+            "cog_abcdé_fg_s".to_owned(),
+            "cogadm_abcdefgh_s".to_owned(),
+            "cog__bcdefgh_s".to_owned(),
+            String::new(),
+        ];
+        // Every byte value in the id, at its end and in the secret.
+        for c in (1..=0x7fu8).map(char::from).chain(['é', '€']) {
+            cases.push(format!("cog_abcdefg{c}_s"));
+            cases.push(format!("cog_abcdefgh{c}s"));
+            cases.push(format!("cog_abcdefgh_{c}"));
+        }
+        for key in &cases {
+            assert_eq!(
+                id_of(key).map(str::to_owned),
+                by_split("cog_", key),
+                "{key:?}"
+            );
+            assert_eq!(
+                token_id_of(key).map(str::to_owned),
+                by_split("cogadm_", key),
+                "{key:?}"
+            );
+        }
     }
 
     #[test]
