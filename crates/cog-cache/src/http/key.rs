@@ -1,5 +1,7 @@
 //! Cache keys: the effective request URI, variants, tenants' namespaces.
 
+use std::cell::RefCell;
+
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Uri};
@@ -45,8 +47,46 @@ fn origin_from<'a>(
     (scheme, host)
 }
 
+/// Runs `f` with the request's [`base_key`] (its first `Host` field
+/// already found) written into a buffer this thread reuses: the hit path
+/// only looks the key up, and a `String` per request is an allocation and
+/// a free. The buffer keeps at most [`KEPT_KEY`] bytes between requests.
+pub(super) fn with_base_key<R>(
+    parts: &Parts,
+    host_field: Option<&HeaderValue>,
+    f: impl FnOnce(&String) -> R,
+) -> R {
+    KEY.with(|key| {
+        // In use further up this thread's stack: a key of its own.
+        let Ok(mut key) = key.try_borrow_mut() else {
+            return f(&base_key_with(parts, host_field));
+        };
+        key.clear();
+        let (scheme, host) = origin_from(parts, || host_field);
+        push_key(&mut key, scheme, host, path_of(parts));
+        let out = f(&key);
+        if key.capacity() > KEPT_KEY {
+            *key = String::new();
+        }
+        out
+    })
+}
+
+/// The most a thread's reused key buffer keeps between requests.
+const KEPT_KEY: usize = 4096;
+
+thread_local! {
+    /// [`with_base_key`]'s buffer.
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
 pub(super) fn key_of(scheme: &str, host: &str, path: &str) -> String {
     let mut key = String::with_capacity(8 + scheme.len() + host.len() + path.len());
+    push_key(&mut key, scheme, host, path);
+    key
+}
+
+fn push_key(key: &mut String, scheme: &str, host: &str, path: &str) {
     key.push_str("GET ");
     key.push_str(scheme);
     key.push_str("://");
@@ -55,7 +95,6 @@ pub(super) fn key_of(scheme: &str, host: &str, path: &str) -> String {
     // In place, not char by char: this runs on every request.
     key[at..].make_ascii_lowercase();
     key.push_str(path);
-    key
 }
 
 /// The key of a variant: the base key, the variants' id, and the values of
@@ -116,6 +155,44 @@ pub(super) fn same_origin_key(value: &HeaderValue, scheme: &str, host: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parts(uri: &str, host: Option<&str>) -> Parts {
+        let mut req = http::Request::get(uri);
+        if let Some(h) = host {
+            req = req.header(header::HOST, h);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_reused_key_is_each_request_s_base_key() {
+        let requests = [
+            parts("/a?q=1", Some("Api.Example")),
+            parts("/b", None),
+            parts("https://Other.example:8443/c", Some("ignored.example")),
+            parts("/a?q=1", Some("api.example")),
+        ];
+        for p in &requests {
+            let host = p.headers.get(header::HOST);
+            assert_eq!(with_base_key(p, host, String::clone), base_key(p));
+            // Used again from inside: a key of its own, the same text.
+            let nested = with_base_key(p, host, |outer| {
+                (outer.clone(), with_base_key(&requests[1], None, String::clone))
+            });
+            assert_eq!(nested, (base_key(p), base_key(&requests[1])));
+        }
+        assert_eq!(base_key(&requests[0]), "GET http://api.example/a?q=1");
+        assert_eq!(base_key(&requests[2]), "GET https://other.example:8443/c");
+        // As much as a long key needs, then given back.
+        let capacity = || KEY.with(|k| k.borrow().capacity());
+        let long = parts(&format!("/{}", "x".repeat(KEPT_KEY)), Some("h"));
+        let key = with_base_key(&long, long.headers.get(header::HOST), String::clone);
+        assert_eq!(key, base_key(&long));
+        assert_eq!(capacity(), 0);
+        let short = parts(&format!("/{}", "x".repeat(KEPT_KEY - 20)), Some("h"));
+        with_base_key(&short, short.headers.get(header::HOST), |_| ());
+        assert!(capacity() >= KEPT_KEY - 20, "kept under the limit");
+    }
 
     #[test]
     fn variant_keys_differ_by_header_value_and_by_id() {

@@ -17,7 +17,7 @@ use super::CacheBody;
 use super::answer::{answer, answer_or_not_modified, ttl};
 use super::cache_control::Asked;
 use super::freshness::unix_ms;
-use super::key::{base_key, base_key_with, namespace, origin, same_origin_key, variant_key};
+use super::key::{base_key, namespace, origin, same_origin_key, variant_key, with_base_key};
 use super::shared::Shared;
 use super::stored::{
     Entry, Sent, Stored, StoredResponse, add_validators, merge_not_modified, set_status,
@@ -136,16 +136,17 @@ fn fresh_hit<B>(shared: &Shared, parts: &Parts) -> Option<Response<CacheBody<B>>
     // No tenant view (it costs a shared count and an allocation): the
     // namespace is enough to look up.
     let (cache, tenant) = (&shared.cache, namespace(shared, parts));
-    let base = base_key_with(parts, asked.host);
-    let stored = match cache.get_fresh_in(&tenant, &base)? {
-        StoredResponse(Entry::Response(stored)) => stored,
-        StoredResponse(Entry::Variants { names, id }) => {
-            match cache.get_fresh_in(&tenant, &variant_key(&base, id, &names, &parts.headers))? {
-                StoredResponse(Entry::Response(stored)) => stored,
-                StoredResponse(Entry::Variants { .. }) => return None,
+    let stored = with_base_key(parts, asked.host, |base| {
+        match cache.get_fresh_in(&tenant, base)? {
+            StoredResponse(Entry::Response(stored)) => Some(stored),
+            StoredResponse(Entry::Variants { names, id }) => {
+                match cache.get_fresh_in(&tenant, &variant_key(base, id, &names, &parts.headers))? {
+                    StoredResponse(Entry::Response(stored)) => Some(stored),
+                    StoredResponse(Entry::Variants { .. }) => None,
+                }
             }
         }
-    };
+    })?;
     let now = unix_ms();
     stored
         .fresh_for(req_cc, now)
