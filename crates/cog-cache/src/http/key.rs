@@ -189,9 +189,13 @@ mod tests {
         let key = with_base_key(&long, long.headers.get(header::HOST), String::clone);
         assert_eq!(key, base_key(&long));
         assert_eq!(capacity(), 0);
-        let short = parts(&format!("/{}", "x".repeat(KEPT_KEY - 20)), Some("h"));
-        with_base_key(&short, short.headers.get(header::HOST), |_| ());
-        assert!(capacity() >= KEPT_KEY - 20, "kept under the limit");
+        // "GET http://h" and a path: exactly the limit, which is kept.
+        let at_limit = parts(&format!("/{}", "x".repeat(KEPT_KEY - 13)), Some("h"));
+        let key = with_base_key(&at_limit, at_limit.headers.get(header::HOST), |k| {
+            (k.len(), k.capacity())
+        });
+        assert_eq!(key, (KEPT_KEY, KEPT_KEY));
+        assert_eq!(capacity(), KEPT_KEY, "kept at the limit");
     }
 
     #[test]

@@ -249,6 +249,15 @@ async fn authorization_bypasses_unless_allowed() {
     allowed.get("/ok", &auth_t).await;
     assert!(allowed.get("/ok", &auth_t).await.1.starts_with("cog; hit"));
     assert_eq!(allowed.get("/no", &auth_t).await.1, "cog; fwd=request");
+    // An entry the tenant's anonymous callers stored is not served to an
+    // authorized request the predicate refuses, fresh in L1 or not.
+    let anon_t = [("x-tenant", "t1")];
+    assert_eq!(
+        allowed.get("/no", &anon_t).await.1,
+        "cog; fwd=uri-miss; stored"
+    );
+    assert!(allowed.get("/no", &anon_t).await.1.starts_with("cog; hit"));
+    assert_eq!(allowed.get("/no", &auth_t).await.1, "cog; fwd=request");
 }
 
 #[tokio::test]
