@@ -177,7 +177,10 @@ mod tests {
             assert_eq!(with_base_key(p, host, String::clone), base_key(p));
             // Used again from inside: a key of its own, the same text.
             let nested = with_base_key(p, host, |outer| {
-                (outer.clone(), with_base_key(&requests[1], None, String::clone))
+                (
+                    outer.clone(),
+                    with_base_key(&requests[1], None, String::clone),
+                )
             });
             assert_eq!(nested, (base_key(p), base_key(&requests[1])));
         }
