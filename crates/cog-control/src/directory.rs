@@ -42,7 +42,9 @@ pub struct TenantContext {
 struct KeyEntry {
     /// SHA-256 of the key.
     hash: [u8; 32],
-    tenant: Arc<str>,
+    /// The key's tenant, resolved when the view is built (a key whose
+    /// tenant is gone is not in the view): authentication looks up once.
+    tenant: Arc<TenantContext>,
     expires: Option<u64>,
     revoked: bool,
 }
@@ -135,7 +137,7 @@ impl View {
             .iter()
             .filter_map(|(id, k)| {
                 let hash = keys::unhex32(&k.hash)?;
-                let tenant = tenants.get_key_value(k.tenant.as_str())?.0.clone();
+                let tenant = tenants.get(k.tenant.as_str())?.clone();
                 Some((
                     id.clone(),
                     KeyEntry {
@@ -345,15 +347,10 @@ impl Directory {
                 return Err(Refusal::Unauthenticated);
             }
         }
-        let tenant = view
-            .tenants
-            .get(&entry.tenant)
-            .cloned()
-            .ok_or(Refusal::Unauthenticated)?;
-        if tenant.status == Status::Suspended {
+        if entry.tenant.status == Status::Suspended {
             return Err(Refusal::Suspended);
         }
-        Ok(tenant)
+        Ok(entry.tenant.clone())
     }
 
     /// A [`cog_ratelimit::extract::KeyExtractor`] for the authenticated tenant's id
