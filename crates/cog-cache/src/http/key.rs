@@ -16,13 +16,6 @@ pub(super) fn base_key(parts: &Parts) -> String {
     key_of(scheme, host, path_of(parts))
 }
 
-/// As [`base_key`], with the request's first `Host` field already found
-/// (by [`Asked`](super::cache_control::Asked)).
-pub(super) fn base_key_with(parts: &Parts, host_field: Option<&HeaderValue>) -> String {
-    let (scheme, host) = origin_from(parts, || host_field);
-    key_of(scheme, host, path_of(parts))
-}
-
 fn path_of(parts: &Parts) -> &str {
     parts.uri.path_and_query().map_or("/", |p| p.as_str())
 }
@@ -48,21 +41,22 @@ fn origin_from<'a>(
 }
 
 /// Runs `f` with the request's [`base_key`] (its first `Host` field
-/// already found) written into a buffer this thread reuses: the hit path
-/// only looks the key up, and a `String` per request is an allocation and
-/// a free. The buffer keeps at most [`KEPT_KEY`] bytes between requests.
+/// already found, by [`Asked`](super::cache_control::Asked)) written into
+/// a buffer this thread reuses: the hit path only looks the key up, and a
+/// `String` per request is an allocation and a free. The buffer keeps at
+/// most [`KEPT_KEY`] bytes between requests.
 pub(super) fn with_base_key<R>(
     parts: &Parts,
     host_field: Option<&HeaderValue>,
     f: impl FnOnce(&String) -> R,
 ) -> R {
+    let (scheme, host) = origin_from(parts, || host_field);
     KEY.with(|key| {
         // In use further up this thread's stack: a key of its own.
         let Ok(mut key) = key.try_borrow_mut() else {
-            return f(&base_key_with(parts, host_field));
+            return f(&key_of(scheme, host, path_of(parts)));
         };
         key.clear();
-        let (scheme, host) = origin_from(parts, || host_field);
         push_key(&mut key, scheme, host, path_of(parts));
         let out = f(&key);
         if key.capacity() > KEPT_KEY {
