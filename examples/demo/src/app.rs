@@ -28,6 +28,7 @@ use cog_ratelimit::region::{GlobalStore, RegionSet};
 use cog_ratelimit::store::{FailurePolicy, Leasing, MemoryStore, PlacedStore};
 use cog_sandbox::layer::PluginLayer;
 use cog_sandbox::{KvStore, MemoryKv, PlacedKv, Runtime};
+use cog_trace::server::TraceLayer;
 
 /// Any error of the demo.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -319,7 +320,10 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         database: config.database,
     });
 
+    // W3C context in (no baggage); one layer, so one set of instruments.
+    let trace = TraceLayer::new().w3c(false);
     let api = Api {
+        trace: trace.clone(),
         complete: Router::new().route("/v1/complete", post(complete)),
         items: Router::new().route("/v1/items/{id}", get(item)),
         pages: HttpCacheLayer::new(pages.clone())
@@ -369,10 +373,17 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         }
         None => with_layers(api, MemoryStore::new(), &directory),
     };
-    let router = Router::new()
+    // The trace layer is outermost in the API routes' own stack, and on
+    // `/healthz` here: one `Router::layer` per route, not two (each one
+    // boxes the route again, and every request clones the boxes). The API
+    // router is merged in last, so its fallback is the one kept: a path no
+    // route matches goes through the API's layers, traced and
+    // authenticated (401 without a key, 404 with one).
+    let health = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .layer(trace);
+    let router = health
         .merge(api)
-        .layer(cog_trace::server::TraceLayer::new().w3c(false))
         // Every handler made a route now, not on each request.
         .with_state(());
     Ok(Demo {
@@ -448,6 +459,8 @@ impl Spread {
 
 /// The API's routes before their layers: the items get the HTTP cache too.
 struct Api {
+    /// The server span: outermost on every route.
+    trace: TraceLayer,
     complete: Router<Arc<AppState>>,
     items: Router<Arc<AppState>>,
     pages: HttpCacheLayer,
@@ -460,11 +473,13 @@ where
 {
     // One `Router::layer` per route, with every layer it needs: each call
     // boxes the routes once more, and every request clones each box on its
-    // way (an allocation apiece). Outermost first: authentication, the
-    // limit, the plugins, then (items only) the HTTP cache — over
-    // `/v1/complete` it would add its own `Cache-Status` to the completion
-    // cache's. The two stacks share their state (directory, limiter store).
+    // way (an allocation apiece). Outermost first: the server span,
+    // authentication, the limit, the plugins, then (items only) the HTTP
+    // cache — over `/v1/complete` it would add its own `Cache-Status` to the
+    // completion cache's. The two stacks share their state (directory,
+    // limiter store, the trace layer's instruments).
     let stack = tower::ServiceBuilder::new()
+        .layer(api.trace.clone())
         .layer(AuthenticateLayer::new(directory.clone()))
         .layer(RateLimitLayer::new(
             limiter,
