@@ -18,7 +18,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cog_cache::TieredCache;
-use cog_cache::http::{CacheBody, HttpCacheLayer, StoredResponse};
+use cog_cache::http::{HttpCacheLayer, StoredResponse};
 use cog_control::auth::AuthenticateLayer;
 use cog_control::store::Store;
 use cog_control::{Control, Directory, LimitSpec, Plan, Tenant, TenantContext};
@@ -490,14 +490,9 @@ where
     api.complete
         .layer(stack.clone())
         .merge(
-            api.items.layer(
-                stack
-                    // The plugins rewrite bodies they can build from bytes.
-                    .map_response(|res: Response<CacheBody<axum::body::Body>>| {
-                        res.map(axum::body::Body::new)
-                    })
-                    .layer(api.pages),
-            ),
+            // The plugins rewrite the cache's bodies as they are: a
+            // `CacheBody` is built from bytes, no boxing per response.
+            api.items.layer(stack.layer(api.pages)),
         )
         .with_state(api.state)
 }

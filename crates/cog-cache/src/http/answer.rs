@@ -6,7 +6,6 @@ use std::cell::RefCell;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
-use http_body_util::{Either, Full};
 
 use super::CacheBody;
 use super::freshness::{self};
@@ -34,7 +33,7 @@ pub(super) fn answer_or_not_modified<B>(
     if !(conditional && not_modified(stored, headers)) {
         return answer(stored, head, now, "hit");
     }
-    let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+    let mut res = Response::new(CacheBody::stored(Bytes::new()));
     *res.status_mut() = StatusCode::NOT_MODIFIED;
     let out = res.headers_mut();
     for name in [
@@ -131,7 +130,7 @@ pub(super) fn answer<B>(
     } else {
         stored.body.clone()
     };
-    let mut res = Response::new(Either::Left(Full::new(body)));
+    let mut res = Response::new(CacheBody::stored(body));
     *res.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let headers = res.headers_mut();
     // Room for the layers outside too (rate-limit fields, `traceparent`,

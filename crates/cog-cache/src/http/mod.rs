@@ -63,6 +63,7 @@
 //! ```
 
 mod answer;
+mod body;
 mod cache_control;
 mod freshness;
 mod key;
@@ -71,13 +72,7 @@ mod service;
 mod shared;
 mod stored;
 
-use bytes::Bytes;
-use http_body_util::{Either, Full};
-
+pub use body::CacheBody;
 pub use layer::HttpCacheLayer;
 pub use service::{HttpCache, ResponseFuture};
 pub use stored::StoredResponse;
-
-/// The response body of [`HttpCache`]: a cached (or buffered) body, or the
-/// inner service's body passed through.
-pub type CacheBody<B> = Either<Full<Bytes>, B>;

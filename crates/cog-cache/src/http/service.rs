@@ -10,7 +10,6 @@ use http::header::{self};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use super::CacheBody;
@@ -190,7 +189,7 @@ where
     if authorized_bypass || req_cc.no_store {
         let mut res = inner.call(Request::from_parts(parts, body)).await?;
         set_status(res.headers_mut(), "cog; fwd=request");
-        return Ok(res.map(Either::Right));
+        return Ok(res.map(CacheBody::passed));
     }
     let cache = shared.cache.tenant(&namespace(&shared, &parts));
     let base = base_key(&parts);
@@ -231,7 +230,7 @@ where
         stale = Some(stored);
     }
     if req_cc.only_if_cached {
-        let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+        let mut res = Response::new(CacheBody::stored(Bytes::new()));
         *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
         set_status(res.headers_mut(), "cog; fwd=miss");
         return Ok(res);
@@ -290,7 +289,7 @@ where
     if head || res.status() == StatusCode::NOT_MODIFIED {
         let mut res = res;
         set_status(res.headers_mut(), &status_prefix);
-        return Ok(res.map(Either::Right));
+        return Ok(res.map(CacheBody::passed));
     }
     Ok(store_response(shared.max_body, &cache, &sent, res, &status_prefix).await)
 }
@@ -341,7 +340,7 @@ where
         }
     }
     set_status(res.headers_mut(), "cog; fwd=method");
-    Ok(res.map(Either::Right))
+    Ok(res.map(CacheBody::passed))
 }
 
 /// Revalidates a stale entry in the background, once.

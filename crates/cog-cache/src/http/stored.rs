@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, Either, Full};
+use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use super::CacheBody;
@@ -247,7 +247,7 @@ where
     let (Some(reuse), true) = (reuse, fits) else {
         let mut res = res;
         set_status(res.headers_mut(), status_prefix);
-        return res.map(Either::Right);
+        return res.map(CacheBody::passed);
     };
     let (mut head, body) = res.into_parts();
     let bytes = match body.collect().await {
@@ -255,7 +255,7 @@ where
         Err(_) => {
             // The body failed midway: answer with an empty 502, store
             // nothing.
-            let mut res = Response::new(Either::Left(Full::new(Bytes::new())));
+            let mut res = Response::new(CacheBody::stored(Bytes::new()));
             *res.status_mut() = StatusCode::BAD_GATEWAY;
             set_status(res.headers_mut(), status_prefix);
             return res;
@@ -284,7 +284,7 @@ where
     let Some(ttl) = entry_ttl(&stored, now) else {
         // Already stale past every window on arrival: nothing to serve.
         set_status(&mut head.headers, status_prefix);
-        return Response::from_parts(head, Either::Left(Full::new(bytes)));
+        return Response::from_parts(head, CacheBody::stored(bytes));
     };
     let names = freshness::vary_names(&head.headers).unwrap_or_default();
     let key = if names.is_empty() {
@@ -313,7 +313,7 @@ where
         )
         .await;
     set_status(&mut head.headers, &format!("{status_prefix}; stored"));
-    Response::from_parts(head, Either::Left(Full::new(bytes)))
+    Response::from_parts(head, CacheBody::stored(bytes))
 }
 
 /// Sets `Cache-Status` (RFC 9211) to `value`.
