@@ -101,12 +101,14 @@ mod tests {
     async fn either_side_reads_as_its_bytes() {
         let stored: CacheBody<Full<Bytes>> = CacheBody::from(Bytes::from_static(b"kept"));
         assert!(!stored.is_passed());
+        assert_eq!(format!("{stored:?}"), "CacheBody { passed: false, .. }");
         assert_eq!(stored.size_hint().exact(), Some(4));
         assert!(!stored.is_end_stream());
         assert_eq!(stored.collect().await.unwrap().to_bytes(), "kept");
 
         let passed = CacheBody::passed(Full::new(Bytes::from_static(b"inner body")));
         assert!(passed.is_passed());
+        assert_eq!(format!("{passed:?}"), "CacheBody { passed: true, .. }");
         assert_eq!(passed.size_hint().exact(), Some(10));
         assert_eq!(passed.collect().await.unwrap().to_bytes(), "inner body");
 
