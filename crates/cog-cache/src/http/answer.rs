@@ -33,7 +33,7 @@ pub(super) fn answer_or_not_modified<B>(
     if !(conditional && not_modified(stored, headers)) {
         return answer(stored, head, now, "hit");
     }
-    let mut res = Response::new(CacheBody::stored(Bytes::new()));
+    let mut res = Response::new(CacheBody::default());
     *res.status_mut() = StatusCode::NOT_MODIFIED;
     let out = res.headers_mut();
     for name in [

@@ -230,7 +230,7 @@ where
         stale = Some(stored);
     }
     if req_cc.only_if_cached {
-        let mut res = Response::new(CacheBody::stored(Bytes::new()));
+        let mut res = Response::new(CacheBody::default());
         *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
         set_status(res.headers_mut(), "cog; fwd=miss");
         return Ok(res);

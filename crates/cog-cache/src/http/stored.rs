@@ -255,7 +255,7 @@ where
         Err(_) => {
             // The body failed midway: answer with an empty 502, store
             // nothing.
-            let mut res = Response::new(CacheBody::stored(Bytes::new()));
+            let mut res = Response::new(CacheBody::default());
             *res.status_mut() = StatusCode::BAD_GATEWAY;
             set_status(res.headers_mut(), status_prefix);
             return res;
