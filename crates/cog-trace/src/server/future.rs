@@ -73,67 +73,79 @@ where
     }
 }
 
+/// Finishes the span with the answer (or the error) and wraps its body.
+/// The answer is annotated where it lies and moved once, into the result:
+/// a response is large, and every move is a copy.
 fn finish<B: Body, E: fmt::Display>(
     cx: Context,
     grpc: bool,
-    result: Result<Response<B>, E>,
+    mut result: Result<Response<B>, E>,
 ) -> Result<Response<ResponseBody<B>>, E> {
-    let span = cx.span();
-    let recording = span.is_recording();
-    match result {
-        Ok(mut res) => {
-            let status = res.status();
-            if recording {
-                // One call (one lock of the span) for all of them.
-                let code = KeyValue::new("http.response.status_code", i64::from(status.as_u16()));
-                let size = res
-                    .body()
-                    .size_hint()
-                    .exact()
-                    .map(|n| KeyValue::new("http.response.body.size", n as i64));
-                let error = status
-                    .is_server_error()
-                    .then(|| KeyValue::new("error.type", status.as_u16().to_string()));
-                span.set_attributes([Some(code), size, error].into_iter().flatten());
-                if status.is_server_error() {
-                    span.set_status(Status::error(""));
-                }
-            }
-            // The caller learns which trace served it: `traceparent` only
-            // (baggage and trace state stay inside).
-            let sc = span.span_context();
-            if sc.is_valid() {
-                let tp = traceparent(
-                    sc.trace_id().to_bytes(),
-                    sc.span_id().to_bytes(),
-                    sc.trace_flags().to_u8(),
-                );
-                if let Ok(v) = http::HeaderValue::from_bytes(&tp) {
-                    res.headers_mut().insert(TRACEPARENT, v);
-                }
-            }
-            if !(grpc && status.is_success()) {
-                if recording {
-                    span.end();
-                }
-                return Ok(res.map(ResponseBody::plain));
-            }
-            // A trailers-only answer (how a handler's error goes out) has
-            // the status in the headers; otherwise it comes last.
-            if res.headers().contains_key("grpc-status") {
-                end_grpc(&cx, grpc_status(res.headers()));
-                return Ok(res.map(ResponseBody::plain));
-            }
-            let grpc = recording.then_some(cx);
-            Ok(res.map(|inner| ResponseBody { inner, grpc }))
-        }
+    let body_ends_span = match &mut result {
+        Ok(res) => answered(&cx, grpc, res),
         Err(e) => {
-            if recording {
+            let span = cx.span();
+            if span.is_recording() {
                 span.set_attribute(KeyValue::new("error.type", "_OTHER"));
                 span.set_status(Status::error(e.to_string()));
                 span.end();
             }
-            Err(e)
+            false
+        }
+    };
+    // Only a recorded gRPC call still waiting for its status keeps the
+    // context, so that the trailers end the span.
+    let grpc = body_ends_span.then_some(cx);
+    result.map(|res| res.map(|inner| ResponseBody { inner, grpc }))
+}
+
+/// Records the answer on the span and writes its `traceparent`; says
+/// whether the span stays open until the body's trailers (a recorded gRPC
+/// call whose status is not in the headers).
+fn answered<B: Body>(cx: &Context, grpc: bool, res: &mut Response<B>) -> bool {
+    let span = cx.span();
+    let recording = span.is_recording();
+    let status = res.status();
+    if recording {
+        // One call (one lock of the span) for all of them.
+        let code = KeyValue::new("http.response.status_code", i64::from(status.as_u16()));
+        let size = res
+            .body()
+            .size_hint()
+            .exact()
+            .map(|n| KeyValue::new("http.response.body.size", n as i64));
+        let error = status
+            .is_server_error()
+            .then(|| KeyValue::new("error.type", status.as_u16().to_string()));
+        span.set_attributes([Some(code), size, error].into_iter().flatten());
+        if status.is_server_error() {
+            span.set_status(Status::error(""));
         }
     }
+    // The caller learns which trace served it: `traceparent` only
+    // (baggage and trace state stay inside).
+    let sc = span.span_context();
+    if sc.is_valid() {
+        let tp = traceparent(
+            sc.trace_id().to_bytes(),
+            sc.span_id().to_bytes(),
+            sc.trace_flags().to_u8(),
+        );
+        if let Ok(v) = http::HeaderValue::from_bytes(&tp) {
+            res.headers_mut().insert(TRACEPARENT, v);
+        }
+    }
+    if !(grpc && status.is_success()) {
+        if recording {
+            span.end();
+        }
+        return false;
+    }
+    // A trailers-only answer (how a handler's error goes out) has the
+    // status in the headers; otherwise it comes last.
+    if res.headers().contains_key("grpc-status") {
+        end_grpc(cx, grpc_status(res.headers()));
+        return false;
+    }
+    recording
 }
