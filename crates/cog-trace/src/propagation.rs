@@ -338,6 +338,7 @@ impl TextMapPropagator for GlobalPropagator {
 
 /// `00-<trace id>-<span id>-<flags>`, hex-encoded by hand (the formatter
 /// machinery costs more than the rest of the header).
+#[inline]
 pub(crate) fn traceparent(trace: [u8; 16], span: [u8; 8], flags: u8) -> [u8; 55] {
     /// Each byte's two lower-case hex digits.
     const PAIRS: [[u8; 2]; 256] = {
