@@ -255,59 +255,48 @@ fn hex2(d: &[u8]) -> Option<u8> {
     ((hi | lo) & 0xf0 == 0).then_some(hi << 4 | lo)
 }
 
-/// Thirty-two digits (a trace id): four runs of eight, one validity test.
+/// Thirty-two digits (a trace id).
 #[inline]
 fn hex32(d: &[u8; 32]) -> Option<u128> {
-    let (a, b) = (hex8(be64(d, 0)), hex8(be64(d, 8)));
-    let (c, e) = (hex8(be64(d, 16)), hex8(be64(d, 24)));
-    let hi = u64::from(a.0) << 32 | u64::from(b.0);
-    let lo = u64::from(c.0) << 32 | u64::from(e.0);
-    (a.1 | b.1 | c.1 | e.1 == 0).then_some(u128::from(hi) << 64 | u128::from(lo))
+    hex_decode(d).map(u128::from_be_bytes)
 }
 
-/// Sixteen digits (a span id), eight at a time in one register (SWAR): a
-/// byte-at-a-time loop costs several times the instructions.
+/// Sixteen digits (a span id).
 #[inline]
 fn hex16(d: &[u8; 16]) -> Option<u64> {
-    let (hi, lo) = (hex8(be64(d, 0)), hex8(be64(d, 8)));
-    (hi.1 | lo.1 == 0).then_some(u64::from(hi.0) << 32 | u64::from(lo.0))
+    hex_decode(d).map(u64::from_be_bytes)
 }
 
-/// The eight bytes from `at`, the first in the top byte (one load).
-#[inline(always)]
-fn be64(d: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes([
-        d[at],
-        d[at + 1],
-        d[at + 2],
-        d[at + 3],
-        d[at + 4],
-        d[at + 5],
-        d[at + 6],
-        d[at + 7],
-    ])
-}
-
-/// Eight ASCII digits, the first in the top byte, to their value, and a
-/// mask that is zero exactly when all eight are lower-case hex digits.
-///
-/// Each byte is decoded as if it were a digit (low nibble, plus 9 when bit
-/// 6 is set, as in `a`..`f`), then encoded back: only a lower-case hex
-/// digit survives the round trip with a value below 16. No byte's sum
-/// reaches 0x100, so nothing carries between bytes.
+/// `N` lower-case hex digits to their `M = N / 2` bytes, or `None` if any
+/// is not one. Every digit is decoded and checked the same way, without a
+/// branch or a table, then the pairs are joined: loops the compiler turns
+/// into vector instructions (sixteen digits at a time with x86-64's SSE2),
+/// about half the instructions of decoding eight digits at a time in a
+/// 64-bit register.
 #[inline]
-fn hex8(x: u64) -> (u32, u64) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    let v = (x & (ONES * 0x0f)) + ((x >> 6) & ONES) * 9;
-    // 1 in each byte whose value is 10 or more (v + 0x76 crosses 0x80).
-    let letter = ((v + ONES * 0x76) >> 7) & ONES;
-    let back = v + ONES * u64::from(b'0') + letter * u64::from(b'a' - b'0' - 10);
-    let bad = (back ^ x) | (v & (ONES * 0xf0));
-    // Gather the nibbles: byte pairs, then 16-bit pairs, then halves.
-    let v = (v | v >> 4) & 0x00ff_00ff_00ff_00ff;
-    let v = (v | v >> 8) & 0x0000_ffff_0000_ffff;
-    let v = (v | v >> 16) & 0x0000_0000_ffff_ffff;
-    (v as u32, bad)
+fn hex_decode<const N: usize, const M: usize>(d: &[u8; N]) -> Option<[u8; M]> {
+    const { assert!(N == 2 * M) };
+    let mut nibbles = [0u8; N];
+    let mut bad = 0u8;
+    for (n, &c) in nibbles.iter_mut().zip(d) {
+        let digit = c.wrapping_sub(b'0');
+        let letter = c.wrapping_sub(b'a');
+        let is_digit = digit < 10;
+        *n = if is_digit {
+            digit
+        } else {
+            letter.wrapping_add(10)
+        };
+        bad |= u8::from(!is_digit & (letter >= 6));
+    }
+    if bad != 0 {
+        return None;
+    }
+    let mut out = [0u8; M];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = nibbles[2 * i] << 4 | nibbles[2 * i + 1];
+    }
+    Some(out)
 }
 
 /// A `Send + Sync` handle on whatever the global propagator is.
@@ -408,7 +397,7 @@ mod tests {
             }
         }
         // Every byte value everywhere at once, and next to its neighbours
-        // (the eight-at-a-time decoder must not carry between bytes).
+        // (a decoder working on several digits at once must keep them apart).
         for b in 0..=255u8 {
             cases.push(vec![b; 16]);
             cases.push(vec![b; 32]);
