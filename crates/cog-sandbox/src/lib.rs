@@ -56,6 +56,7 @@ mod python;
 #[cfg(feature = "redis")]
 mod redis_kv;
 mod runtime;
+mod stack;
 mod tunables;
 mod watchdog;
 

@@ -169,6 +169,8 @@ struct Instantiated {
     memory: wasmer::Memory,
     /// Where the watchdog stops this instance (its stop flag).
     stop: Option<crate::watchdog::Stop>,
+    /// Its stack budget, set before each call.
+    budget: Option<crate::stack::Budget>,
 }
 
 impl fmt::Debug for Plugin {
@@ -357,12 +359,14 @@ impl Plugin {
             .clone();
         env.as_mut(&mut store).memory = Some(memory.clone());
         let stop = crate::watchdog::Stop::of(&mut store, &instance);
+        let budget = crate::stack::Budget::of(&mut store, &instance);
         Ok(Instantiated {
             store,
             env,
             instance,
             memory,
             stop,
+            budget,
         })
     }
 
@@ -397,6 +401,9 @@ impl Plugin {
             .get_typed_function(&live.store, export)
             .map_err(|e| PluginError::BadExport(e.to_string()))?;
         set_remaining_points(&mut live.store, &live.instance, self.limits.fuel);
+        if let Some(budget) = &live.budget {
+            budget.reset();
+        }
         let (result, stopped) = {
             let armed = crate::watchdog::arm(deadline, live.stop);
             let result = func.call(&mut live.store);
@@ -416,10 +423,16 @@ impl Plugin {
                     mut store,
                     instance,
                     memory,
+                    budget,
                     ..
                 } = live;
                 if stopped {
                     return Err(PluginError::DeadlineExceeded);
+                }
+                if budget.is_some_and(|b| b.exceeded()) {
+                    return Err(PluginError::Trap(crate::error::Cause::new(
+                        std::io::Error::other(crate::stack::EXCEEDED_MESSAGE),
+                    )));
                 }
                 Err(classify(e, &mut store, &instance, &memory, &self.limits))
             }

@@ -298,7 +298,8 @@ impl Runtime {
         wasm: &[u8],
         limits: &Limits,
     ) -> Result<Compiled, PluginError> {
-        let engine = engine(limits);
+        let costs = crate::stack::frame_costs(wasm)?;
+        let engine = engine(limits, costs);
         let module = self.module(key, wasm, &engine)?;
         let compiled = check(engine, module, limits)?;
         // One instantiation now: linking, the start function, the memory
@@ -411,7 +412,7 @@ pub(crate) fn cache_key(wasm: &[u8], limits: &Limits) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"cog-sandbox/");
     h.update(env!("CARGO_PKG_VERSION"));
-    h.update(b"/wasmer-7.4/stop-flag/");
+    h.update(b"/wasmer-7.4/stop-flag/stack-budget/");
     h.update(limits.fuel.to_le_bytes());
     h.update(limits.memory_pages().to_le_bytes());
     h.update(Sha256::digest(wasm));
@@ -422,19 +423,29 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// An engine for one module: cranelift, metering, the watchdog's stop
-/// flag, the memory cap.
-pub(crate) fn engine(limits: &Limits) -> Engine {
-    engine_with(limits, Cranelift::default())
+/// An engine for one tenant module: cranelift, metering, the watchdog's
+/// stop flag, the stack budget (from the module's frame estimates,
+/// [`frame_costs`](crate::stack::frame_costs)), the memory cap.
+pub(crate) fn engine(limits: &Limits, frame_costs: Vec<u32>) -> Engine {
+    engine_with(limits, Cranelift::default(), Some(frame_costs))
 }
 
-/// [`engine`] from `compiler` (configured by the caller).
-pub(crate) fn engine_with(limits: &Limits, mut compiler: Cranelift) -> Engine {
+/// [`engine`] from `compiler` (configured by the caller); a stack budget
+/// only with `frame_costs`.
+pub(crate) fn engine_with(
+    limits: &Limits,
+    mut compiler: Cranelift,
+    frame_costs: Option<Vec<u32>>,
+) -> Engine {
     compiler.push_middleware(Arc::new(wasmer_middlewares::Metering::new(
         limits.fuel,
         |_: &Operator<'_>| 1,
     )));
     compiler.push_middleware(Arc::new(crate::watchdog::Interrupt::default()));
+    // Last: what it adds is neither metered nor looked at by the others.
+    if let Some(costs) = frame_costs {
+        compiler.push_middleware(Arc::new(crate::stack::StackBudget::new(costs)));
+    }
     let mut engine: Engine = compiler.into();
     engine.set_tunables(CapTunables::new(limits.memory_pages()));
     engine

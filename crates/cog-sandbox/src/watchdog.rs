@@ -147,16 +147,7 @@ impl Stop {
     /// The flag of `instance`; `None` for a module compiled without the
     /// [`Interrupt`] middleware.
     pub(crate) fn of(store: &mut impl AsStoreMut, instance: &Instance) -> Option<Self> {
-        let global = instance.exports.get_extern(STOP_EXPORT)?;
-        let Extern::Global(_) = global else {
-            return None;
-        };
-        // Only the `sys` backend is compiled in, so `unwrap_sys` cannot fail.
-        let wasmer_vm::VMExtern::Global(handle) = global.to_vm_extern().unwrap_sys() else {
-            return None;
-        };
-        let objects = store.objects_mut().as_sys();
-        Some(Self(handle.get(objects).vmglobal().cast::<u8>()))
+        global_storage(store, instance, STOP_EXPORT).map(Self)
     }
 
     fn flag(&self) -> &AtomicU32 {
@@ -179,6 +170,25 @@ impl Stop {
     fn raise(&self) {
         self.flag().store(1, Ordering::SeqCst);
     }
+}
+
+/// Where the exported global `name` of `instance` keeps its value (valid
+/// as long as the instance); `None` if there is no such global.
+pub(crate) fn global_storage(
+    store: &mut impl AsStoreMut,
+    instance: &Instance,
+    name: &str,
+) -> Option<NonNull<u8>> {
+    let global = instance.exports.get_extern(name)?;
+    let Extern::Global(_) = global else {
+        return None;
+    };
+    // Only the `sys` backend is compiled in, so `unwrap_sys` cannot fail.
+    let wasmer_vm::VMExtern::Global(handle) = global.to_vm_extern().unwrap_sys() else {
+        return None;
+    };
+    let objects = store.objects_mut().as_sys();
+    Some(handle.get(objects).vmglobal().cast::<u8>())
 }
 
 /// The stop flag and deadline of one running call.

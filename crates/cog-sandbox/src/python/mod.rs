@@ -255,7 +255,10 @@ impl Interpreter {
                 let limits = compile_limits();
                 let mut compiler = wasmer::sys::Cranelift::default();
                 compiler.opt_level(wasmer::sys::CraneliftOptLevel::None);
-                let engine = crate::runtime::engine_with(&limits, compiler);
+                // No stack budget: the interpreter is our own build, not a tenant's
+                // code, and its deep C frames would be charged far over their
+                // real size.
+                let engine = crate::runtime::engine_with(&limits, compiler, None);
                 let mut keyed = self.python.wasm.to_vec();
                 keyed.extend_from_slice(b"cranelift-opt=none");
                 let key = crate::runtime::cache_key(&keyed, &limits);

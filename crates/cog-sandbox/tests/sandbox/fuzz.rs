@@ -100,16 +100,14 @@ fn config(shaped: bool) -> wasm_smith::Config {
         max_funcs: 12,
         max_instructions: 200,
         // Wasm 2.0 plus what wasmer enables by default; proposals it does
-        // not take only produce validation errors.
-        //
-        // Without bulk memory and reference types — for now: a trap
-        // inside their libcalls (`memory.fill`, `table.copy`, …) at the
-        // wasm stack's edge leaves the host's allocator lock held, and the
-        // generated modules found it (`hostile::a_trap_in_a_libcall_at_the_
-        // stack_edge_leaves_the_host_working`, ignored until it is fixed;
-        // the crate README's known issue). Turn them back on with the fix.
-        bulk_memory_enabled: false,
-        reference_types_enabled: false,
+        // not take only produce validation errors. Bulk memory and
+        // reference types included: a trap inside their libcalls
+        // (`memory.fill`, `table.copy`, …) at the wasm stack's edge once
+        // hung the host, and generated modules found it; the stack budget
+        // keeps calls away from that edge
+        // (`hostile::a_trap_in_a_libcall_at_the_stack_edge_leaves_the_host_working`).
+        bulk_memory_enabled: true,
+        reference_types_enabled: true,
         gc_enabled: false,
         compact_imports_enabled: false,
         exceptions_enabled: false,
