@@ -18,8 +18,9 @@
 //! [`frame_bytes`]); the call traps in wasm when the rest would fall under
 //! the largest frame of the module (the uncharged entry function's room).
 //! The charge is given back when the call returns. The host starts each
-//! call at half the wasm stack, so whatever the guest does at its deepest,
-//! a libcall has the other half.
+//! call with three quarters of the wasm stack, so whatever the guest does
+//! at its deepest, a libcall has the last quarter (256 KiB of wasmer's
+//! default 1 MiB; building a trap takes a few KiB).
 //!
 //! A trap for the budget writes [`EXCEEDED`] to the global first, so the
 //! host tells it from a guest's own `unreachable`. Calls that end by an
@@ -32,7 +33,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use wasmer::sys::{FunctionMiddleware, MiddlewareError, MiddlewareReaderState, ModuleMiddleware};
 use wasmer::wasmparser::{
-    BlockType, FuncValidatorAllocations, Operator, Parser, ValidPayload, Validator, WasmFeatures,
+    BlockType, FuncValidatorAllocations, Operator, Parser, ValType, ValidPayload, Validator,
+    WasmFeatures,
 };
 use wasmer::{
     AsStoreMut, ExportIndex, GlobalInit, GlobalType, Instance, LocalFunctionIndex, Mutability, Type,
@@ -52,26 +54,30 @@ pub(crate) const EXCEEDED_MESSAGE: &str =
     "trap: stack overflow (calls nested past the plugin's stack budget)";
 
 /// Bytes a frame takes beyond its values: return address, saved frame
-/// pointer and callee-saved registers, alignment, the call's own
-/// arguments area.
-const FRAME_BASE: u32 = 128;
-/// Bytes charged per wasm value (a parameter, a local or an operand stack
-/// slot): room for a `v128` spill, twice what a scalar takes.
-const VALUE_BYTES: u32 = 16;
+/// pointer and callee-saved registers, alignment.
+const FRAME_BASE: u32 = 64;
+/// Bytes charged per local (or parameter) of a scalar or reference type:
+/// one spill slot.
+const LOCAL_BYTES: u32 = 8;
+/// Bytes charged per `v128` local, and per operand stack slot of any type
+/// (whose types are not tracked here; a call's arguments beyond the
+/// registers are among them).
+const WIDE_BYTES: u32 = 16;
 /// No frame is charged more (a larger one traps on any call all the
 /// same); keeps the guest's `i32` arithmetic on the budget from wrapping.
 const MAX_FRAME: u32 = 1 << 30;
 
-/// The native stack a function's frame may take, from its wasm: its
-/// values at most (`params_and_locals` plus its operand stack at its
-/// highest) spilled, and the frame's fixed part. An estimate erring
+/// The native stack a function's frame may take, from its wasm: every
+/// value it has at once spilled — its parameters and locals (`scalars`
+/// and `wide` (`v128`) ones) and its operand stack at its highest
+/// (`max_operands`) — plus the frame's fixed part. An estimate erring
 /// large: cranelift's register allocator spills only values live at once,
 /// of which a function never has more than those.
-pub(crate) fn frame_bytes(params_and_locals: u32, max_operands: u32) -> u32 {
-    params_and_locals
-        .saturating_add(max_operands)
-        .saturating_mul(VALUE_BYTES)
-        .saturating_add(FRAME_BASE)
+pub(crate) fn frame_bytes(scalars: u32, wide: u32, max_operands: u32) -> u32 {
+    let values = u64::from(scalars) * u64::from(LOCAL_BYTES)
+        + (u64::from(wide) + u64::from(max_operands)) * u64::from(WIDE_BYTES);
+    u32::try_from(values + u64::from(FRAME_BASE))
+        .unwrap_or(MAX_FRAME)
         .min(MAX_FRAME)
 }
 
@@ -101,7 +107,12 @@ pub(crate) fn frame_costs(wasm: &[u8]) -> Result<Vec<u32>, PluginError> {
             v.op(offset, &op).map_err(invalid)?;
             highest = highest.max(v.operand_stack_height());
         }
-        costs.push(frame_bytes(v.len_locals(), highest));
+        let locals = v.len_locals();
+        let wide = (0..locals)
+            .filter(|&i| v.get_local_type(i) == Some(ValType::V128))
+            .count();
+        let wide = u32::try_from(wide).unwrap_or(u32::MAX);
+        costs.push(frame_bytes(locals - wide, wide, highest));
         allocs = v.into_allocations();
     }
     Ok(costs)
@@ -179,7 +190,7 @@ impl ModuleMiddleware for StackBudget {
         // The host sets it before every call; this is for the start
         // function.
         info.global_initializers
-            .push(GlobalInit::I32Const(half_stack()));
+            .push(GlobalInit::I32Const(call_budget()));
         info.exports
             .insert(BUDGET_EXPORT.to_owned(), ExportIndex::Global(index));
         let imported = u32::try_from(info.num_imported_functions).map_err(|_| {
@@ -278,10 +289,10 @@ impl<'a> FunctionMiddleware<'a> for FunctionBudget {
     }
 }
 
-/// What a call starts with: half of the wasm stack (wasmer's, as the
-/// embedding set it).
-fn half_stack() -> i32 {
-    i32::try_from(wasmer_vm::get_stack_size() / 2).unwrap_or(MAX_FRAME as i32)
+/// What a call starts with: three quarters of the wasm stack (wasmer's,
+/// as the embedding set it).
+fn call_budget() -> i32 {
+    i32::try_from(wasmer_vm::get_stack_size() / 4 * 3).unwrap_or(MAX_FRAME as i32)
 }
 
 /// The budget's global in one instance (valid as long as the instance).
@@ -306,9 +317,10 @@ impl Budget {
         }
     }
 
-    /// Starts a call: half of the wasm stack for the guest's frames.
+    /// Starts a call: three quarters of the wasm stack for the guest's
+    /// frames.
     pub(crate) fn reset(&self) {
-        self.cell().store(half_stack(), Ordering::Relaxed);
+        self.cell().store(call_budget(), Ordering::Relaxed);
     }
 
     /// Whether the call trapped for its budget.
@@ -323,9 +335,13 @@ mod tests {
 
     #[test]
     fn a_frame_is_charged_for_its_values_and_its_fixed_part() {
-        assert_eq!(frame_bytes(0, 0), FRAME_BASE);
-        assert_eq!(frame_bytes(2, 3), FRAME_BASE + 5 * VALUE_BYTES);
-        assert_eq!(frame_bytes(u32::MAX, 1), MAX_FRAME);
+        assert_eq!(frame_bytes(0, 0, 0), FRAME_BASE);
+        assert_eq!(
+            frame_bytes(2, 1, 3),
+            FRAME_BASE + 2 * LOCAL_BYTES + 4 * WIDE_BYTES
+        );
+        assert_eq!(frame_bytes(u32::MAX, 0, 1), MAX_FRAME);
+        assert_eq!(frame_bytes(0, u32::MAX, u32::MAX), MAX_FRAME);
     }
 
     #[test]
@@ -334,15 +350,15 @@ mod tests {
             r#"(module
                  (import "cog" "log" (func (param i32 i32 i32)))
                  (func)
-                 (func (param i32) (local i64 i64)
+                 (func (param i32) (local i64 v128 i64)
                    (drop (i32.add (local.get 0) (i32.add (local.get 0) (i32.const 1))))))"#,
         )
         .unwrap();
-        // The import is not a defined function; the second one peaks at
-        // three operands.
+        // The import is not a defined function; the second one has three
+        // scalars and a `v128`, and peaks at three operands.
         assert_eq!(
             frame_costs(&wasm).unwrap(),
-            vec![frame_bytes(0, 0), frame_bytes(3, 3)]
+            vec![frame_bytes(0, 0, 0), frame_bytes(3, 1, 3)]
         );
         assert!(matches!(
             frame_costs(b"\0asm\x01\0\0\0\x0a"),

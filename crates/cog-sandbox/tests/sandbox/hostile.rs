@@ -332,18 +332,15 @@ fn recursion(live: usize, live_v128: usize, indirect: bool) -> Vec<u8> {
         "(local i64)".repeat(live),
         "(local v128)".repeat(live_v128)
     );
-    // Distinct values, all used after the call: they stay live across it.
+    // Values read from memory before the call and used after it: a call
+    // may write memory, so they are kept — spilled — across it.
     let set: String = (0..live)
-        .map(|i| {
-            format!(
-                "(local.set {} (i64.add (i64.extend_i32_u (local.get 0)) (i64.const {i})))",
-                i + 1
-            )
-        })
+        .map(|i| format!("(local.set {} (i64.load (i32.const {})))", i + 1, 8 * i))
         .chain((0..live_v128).map(|i| {
             format!(
-                "(local.set {} (i32x4.add (i32x4.splat (local.get 0)) (i32x4.splat (i32.const {i}))))",
-                live + i + 1
+                "(local.set {} (v128.load (i32.const {})))",
+                live + i + 1,
+                16 * i
             )
         }))
         .collect();
@@ -389,8 +386,13 @@ fn recursion(live: usize, live_v128: usize, indirect: bool) -> Vec<u8> {
 fn calls_stop_at_the_stack_budget_before_the_stack_ends() {
     let rt = Runtime::new();
     let limits = Limits::default().fuel(u64::MAX / 4);
-    for (live, live_v128, indirect) in [(0, 0, false), (0, 0, true), (64, 0, false), (0, 32, false)]
-    {
+    for (live, live_v128, indirect) in [
+        (0, 0, false),
+        (0, 0, true),
+        (64, 0, false),
+        (0, 32, false),
+        (200, 0, false),
+    ] {
         let plugin = load(&rt, &recursion(live, live_v128, indirect), limits);
         let at = |depth: u32| {
             let p = plugin.clone().with_config(depth.to_le_bytes().to_vec());
