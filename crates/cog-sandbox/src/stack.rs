@@ -36,9 +36,7 @@ use wasmer::wasmparser::{
     BlockType, FuncValidatorAllocations, Operator, Parser, ValType, ValidPayload, Validator,
     WasmFeatures,
 };
-use wasmer::{
-    AsStoreMut, ExportIndex, GlobalInit, GlobalType, Instance, LocalFunctionIndex, Mutability, Type,
-};
+use wasmer::{AsStoreMut, Instance, LocalFunctionIndex};
 use wasmer_types::{GlobalIndex, ModuleInfo};
 
 use crate::error::PluginError;
@@ -184,15 +182,9 @@ impl ModuleMiddleware for StackBudget {
                 ),
             ));
         }
-        let index = info
-            .globals
-            .push(GlobalType::new(Type::I32, Mutability::Var));
         // The host sets it before every call; this is for the start
         // function.
-        info.global_initializers
-            .push(GlobalInit::I32Const(call_budget()));
-        info.exports
-            .insert(BUDGET_EXPORT.to_owned(), ExportIndex::Global(index));
+        let index = crate::watchdog::add_exported_global(info, BUDGET_EXPORT, call_budget());
         let imported = u32::try_from(info.num_imported_functions).map_err(|_| {
             MiddlewareError::new("cog-sandbox stack budget", "too many imported functions")
         })?;
@@ -223,11 +215,8 @@ impl FunctionBudget {
     /// left falls under the largest frame.
     fn charge(&self, cost: u32, state: &mut MiddlewareReaderState<'_>) {
         let g = self.global;
+        self.adjust(cost, Operator::I32Sub, state);
         state.extend(&[
-            Operator::GlobalGet { global_index: g },
-            Operator::I32Const { value: cost as i32 },
-            Operator::I32Sub,
-            Operator::GlobalSet { global_index: g },
             Operator::GlobalGet { global_index: g },
             Operator::I32Const {
                 value: self.largest as i32,
@@ -245,11 +234,16 @@ impl FunctionBudget {
 
     /// `budget += cost`: the call returned.
     fn refund(&self, cost: u32, state: &mut MiddlewareReaderState<'_>) {
+        self.adjust(cost, Operator::I32Add, state);
+    }
+
+    /// `budget = budget <op> cost`.
+    fn adjust(&self, cost: u32, op: Operator<'static>, state: &mut MiddlewareReaderState<'_>) {
         let g = self.global;
         state.extend(&[
             Operator::GlobalGet { global_index: g },
             Operator::I32Const { value: cost as i32 },
-            Operator::I32Add,
+            op,
             Operator::GlobalSet { global_index: g },
         ]);
     }

@@ -83,15 +83,22 @@ impl ModuleMiddleware for Interrupt {
                 "one Interrupt middleware per module",
             ));
         }
-        let index = info
-            .globals
-            .push(GlobalType::new(Type::I32, Mutability::Var));
-        info.global_initializers.push(GlobalInit::I32Const(0));
-        info.exports
-            .insert(STOP_EXPORT.to_owned(), ExportIndex::Global(index));
-        *flag = Some(index);
+        *flag = Some(add_exported_global(info, STOP_EXPORT, 0));
         Ok(())
     }
+}
+
+/// Gives the module a mutable `i32` global of the host's, starting at
+/// `init` and exported as `name` (so the host finds its storage,
+/// [`global_storage`]).
+pub(crate) fn add_exported_global(info: &mut ModuleInfo, name: &str, init: i32) -> GlobalIndex {
+    let index = info
+        .globals
+        .push(GlobalType::new(Type::I32, Mutability::Var));
+    info.global_initializers.push(GlobalInit::I32Const(init));
+    info.exports
+        .insert(name.to_owned(), ExportIndex::Global(index));
+    index
 }
 
 #[derive(Debug)]
