@@ -826,3 +826,21 @@ fn idle_instances_are_bounded_across_threads() {
         assert!(idle > 1, "this test's threads keep instances: {idle}");
     });
 }
+
+/// A tail call replaces its caller's frame, so the budget's charge before
+/// it would never come back: the budget refuses them, as wasmer 7.4's
+/// validation does today.
+#[test]
+fn tail_calls_are_refused() {
+    let wasm = module(
+        "(func $f (param i32) (return_call $f (local.get 0)))
+         (func (export \"cog_on_request\") (result i32) (call $f (i32.const 1)) i32.const 0)",
+    );
+    let err = Runtime::new()
+        .load("tail", &wasm, Limits::default())
+        .unwrap_err();
+    assert!(
+        matches!(&err, PluginError::InvalidModule(m) if m.contains("tail call")),
+        "{err:?}"
+    );
+}
