@@ -122,6 +122,9 @@ pub(crate) fn frame_costs(wasm: &[u8]) -> Result<Vec<u32>, PluginError> {
 pub(crate) struct StackBudget {
     /// Frame estimates of the defined functions, in order.
     costs: Arc<[u32]>,
+    /// The largest of them: what a call must leave at least, for the entry
+    /// function (which no call site charges) or an indirect callee.
+    largest: u32,
     /// Set by `transform_module_info`: the global, and how many functions
     /// are imported (they come first in the index space, run on the host's
     /// stack and are not charged).
@@ -131,15 +134,10 @@ pub(crate) struct StackBudget {
 impl StackBudget {
     pub(crate) fn new(costs: Vec<u32>) -> Self {
         StackBudget {
+            largest: costs.iter().copied().max().unwrap_or(FRAME_BASE),
             costs: costs.into(),
             module: std::sync::Mutex::new(None),
         }
-    }
-
-    /// The most any frame may take: what a call leaves at least, for the
-    /// entry function (which no call site charges) or an indirect callee.
-    fn largest(&self) -> u32 {
-        self.costs.iter().copied().max().unwrap_or(FRAME_BASE)
     }
 }
 
@@ -157,7 +155,7 @@ impl ModuleMiddleware for StackBudget {
             global: global.as_u32(),
             imported,
             costs: self.costs.clone(),
-            largest: self.largest(),
+            largest: self.largest,
         })
     }
 
