@@ -227,3 +227,131 @@ async fn a_region_decides_its_share_in_the_quotas_units() {
     store.reset("acme", &slots).await.unwrap();
     assert!(store.check("acme", &slots, 1).await.unwrap().is_allowed());
 }
+
+/// Runs one command on `client` (the ledger is read the way an operator
+/// would).
+async fn command(client: &fred::clients::Client, args: &[&str]) -> fred::types::Value {
+    use fred::interfaces::ClientLike;
+    let cmd = fred::types::CustomCommand::new_static("CMD", None, false);
+    let cmd = fred::types::CustomCommand {
+        cmd: args[0].to_owned().into(),
+        ..cmd
+    };
+    let args: Vec<String> = args[1..].iter().map(|a| (*a).to_owned()).collect();
+    client.custom(cmd, args).await.unwrap()
+}
+
+/// The one regional ledger on `client`'s server.
+async fn ledger(client: &fred::clients::Client) -> Option<String> {
+    let keys: Vec<String> = command(client, &["KEYS", "cog:rg:*"])
+        .await
+        .convert()
+        .unwrap();
+    assert!(keys.len() <= 1, "one subject, one ledger: {keys:?}");
+    keys.into_iter().next()
+}
+
+/// The round of `region`'s sealed entry in `ledger` (`round:units:before`).
+async fn sealed_round(client: &fred::clients::Client, ledger: &str, region: &str) -> u64 {
+    let entry: String = command(client, &["HGET", ledger, region])
+        .await
+        .convert()
+        .unwrap();
+    entry.split(':').next().unwrap().parse().unwrap()
+}
+
+/// The sync task does one round per interval (no more, however fast its
+/// Redis answers), seals a subject's entry every round while the subject
+/// is asked for, and stops three rounds after its last request: an idle
+/// subject costs no Redis call.
+#[tokio::test]
+async fn one_round_per_interval_and_idle_subjects_cost_nothing() {
+    let regions = Regions::start(2, |_, _| Duration::ZERO).await.unwrap();
+    let local = client(&regions.url(0)).await;
+    let round = Duration::from_millis(100);
+    let set = RegionSet::new("eu", local.clone())
+        .region("us", client(&regions.link_url(0, 1)).await)
+        .sync_interval(round);
+    let start = Instant::now();
+    let store = GlobalStore::new(set, RedisStore::new(local.clone()).local_deny(false));
+    let quota = Quota::single(Limit::per_second(1_000)).unwrap();
+
+    // Asked for during about eight rounds.
+    let asking = start + round * 8;
+    while Instant::now() < asking {
+        assert!(store.check("acme", &quota, 1).await.unwrap().is_allowed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ledger = ledger(&local).await.expect("the subject's ledger");
+    let while_asked = sealed_round(&local, &ledger, "eu").await;
+    tokio::time::sleep(round * 3).await;
+    let later = sealed_round(&local, &ledger, "eu").await;
+    assert!(
+        later > while_asked,
+        "sealed every round while active: {while_asked} then {later}"
+    );
+
+    // Idle: at most three more seals, then none.
+    tokio::time::sleep(round * 4).await;
+    let idle = sealed_round(&local, &ledger, "eu").await;
+    tokio::time::sleep(round * 5).await;
+    assert_eq!(
+        sealed_round(&local, &ledger, "eu").await,
+        idle,
+        "an idle subject is sealed no more"
+    );
+
+    // One round per interval: never more rounds than boundaries passed.
+    let boundaries = (start.elapsed().as_millis() / round.as_millis()) as u32 + 1;
+    let rounds = store.rounds();
+    assert!(
+        (1..=boundaries).contains(&rounds),
+        "{rounds} rounds in {boundaries} intervals"
+    );
+}
+
+/// A ledger lives ten rounds (and at least 10 s) past its last seal, so a
+/// long sync interval does not lose the entries between two rounds.
+#[tokio::test]
+async fn the_ledger_outlives_ten_rounds() {
+    let server = cog_testkit::RedisServer::start().unwrap();
+    let local = client(&server.url()).await;
+    let round = Duration::from_secs(2);
+    let store = GlobalStore::new(
+        RegionSet::new("eu", local.clone()).sync_interval(round),
+        RedisStore::new(local.clone()).local_deny(false),
+    );
+    let quota = Quota::single(Limit::per_minute(100)).unwrap();
+    assert!(store.check("acme", &quota, 1).await.unwrap().is_allowed());
+    let deadline = Instant::now() + round * 3;
+    let ledger = loop {
+        if let Some(l) = ledger(&local).await {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no seal within three rounds");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ttl: i64 = command(&local, &["PTTL", &ledger]).await.convert().unwrap();
+    // 20 s when sealed, read within a few seconds of it.
+    assert!((15_000..=20_000).contains(&ttl), "ledger lifetime {ttl} ms");
+}
+
+/// What a region set and a global store show of themselves: the regions'
+/// names and the interval, never a connection.
+#[tokio::test]
+async fn debug_shows_the_regions_not_their_connections() {
+    let server = cog_testkit::RedisServer::start().unwrap();
+    let local = client(&server.url()).await;
+    let set = RegionSet::new("eu", local.clone())
+        .region("us", local.clone())
+        .sync_interval(Duration::from_millis(1500));
+    let shown = format!("{set:?}");
+    for part in ["eu", "us", "1.5s"] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
+    let store = GlobalStore::new(set, RedisStore::new(local));
+    let shown = format!("{store:?}");
+    assert!(shown.contains("\"us\""), "{shown}");
+    assert!(!shown.contains(&server.url()), "{shown}");
+    assert!(!shown.contains("redis://"), "{shown}");
+}
