@@ -398,6 +398,31 @@ mod tests {
     }
 
     #[test]
+    fn units_spent_from_the_lease_count_toward_the_rate() {
+        let leases = Leases::new(Leasing::new().lease_time(Duration::from_millis(100)));
+        let (slot, _) = leases.begin(1, "s", 1, 1);
+        Leases::finish(&slot, Some((10, 0, 0)), 100_000_000, 1);
+        slot.lock().want = 100;
+        for _ in 0..9 {
+            assert!(leases.spend(1, "s", 1, 2).is_some());
+        }
+        // Nine spent here and the asking one, in half a lease time: 20.
+        let (_, r) = leases.begin(1, "s", 1, 50_000_001);
+        assert_eq!(r.unwrap().want, 20);
+    }
+
+    #[test]
+    fn growth_is_counted_in_requests_of_the_asking_cost() {
+        let leases = Leases::new(Leasing::new().lease_time(Duration::from_millis(100)));
+        let (slot, _) = leases.begin(1, "s", 3, 1);
+        Leases::finish(&slot, Some((0, 0, 0)), 100_000_000, 1);
+        Leases::count(&slot, 3_000);
+        // A fast rate, from no lease: four requests of 3 units, 12.
+        let (_, r) = leases.begin(1, "s", 3, 1_000_001);
+        assert_eq!(r.unwrap().want, 12);
+    }
+
+    #[test]
     fn exact_decisions_count_toward_the_rate() {
         let leases = Leases::new(Leasing::new().lease_time(Duration::from_millis(100)));
         let (slot, _) = leases.begin(1, "s", 1, 1);

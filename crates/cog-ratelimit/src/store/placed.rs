@@ -55,6 +55,7 @@ impl std::fmt::Debug for PlacedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlacedStore")
             .field("router", &self.inner.router)
+            .field("copy_window", &self.inner.window)
             .finish_non_exhaustive()
     }
 }

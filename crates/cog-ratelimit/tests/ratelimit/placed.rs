@@ -132,3 +132,18 @@ async fn a_partition_moved_under_load_keeps_its_limiter_state() {
     assert!(admitted >= 400, "{admitted}");
     assert!(keys(&big).await >= 1);
 }
+
+/// What a placed store shows of itself: its deployments, the placement's
+/// revision and the copy window (24 h unless set), never a connection.
+#[tokio::test]
+async fn debug_shows_the_deployments_and_the_copy_window() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let store = placed(&main, &big, Placement::new(["main", "big"]).unwrap()).await;
+    let shown = format!("{store:?}");
+    for part in ["\"main\"", "\"big\"", "revision", "copy_window: 86400s"] {
+        assert!(shown.contains(part), "{part} in {shown}");
+    }
+    assert!(!shown.contains("redis://"), "{shown}");
+    let shown = format!("{:?}", store.copy_window(Duration::from_secs(90)));
+    assert!(shown.contains("copy_window: 90s"), "{shown}");
+}
