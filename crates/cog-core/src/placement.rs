@@ -222,7 +222,7 @@ pub struct Router {
 struct Routed {
     current: Placement,
     /// Per partition: the position of its deployment now, before its last
-    /// move ([`NONE`] if it never moved or moved back), and when it moved.
+    /// move ([`NONE`] if it never moved), and when it moved.
     to: [u16; PARTITIONS],
     from: [u16; PARTITIONS],
     moved: [Instant; PARTITIONS],
@@ -323,14 +323,12 @@ impl Router {
         // A partition that moves again before its data followed keeps
         // only its latest previous home: data still on the one before is
         // lost to it (the store's copy window says how long it follows).
+        // Moved back, its data is where it just was, not the older copy at
+        // home.
         let now = Instant::now();
         for (p, &to) in to.iter().enumerate() {
             if state.to[p] != to {
-                state.from[p] = if state.from[p] == to {
-                    NONE
-                } else {
-                    state.to[p]
-                };
+                state.from[p] = state.to[p];
                 state.to[p] = to;
                 state.moved[p] = now;
             }
@@ -489,7 +487,7 @@ mod tests {
         // The switch to `far` moved nothing: acme's previous home stays.
         assert_eq!(router.route("acme").from, Some(2));
         // Moving another partition keeps acme's previous home too; moving
-        // acme back home forgets it.
+        // acme back home makes `b` (where its data just was) the one.
         router
             .set_placement(far.moved(other, "b").unwrap())
             .unwrap();
@@ -499,7 +497,7 @@ mod tests {
         router.set_placement(back).unwrap();
         assert_eq!(
             (router.route("acme").to, router.route("acme").from),
-            (2, None)
+            (2, Some(0))
         );
         assert_eq!(router.position("a"), Some(2));
         assert_eq!(router.deployments().len(), 3);

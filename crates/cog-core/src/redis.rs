@@ -36,22 +36,43 @@ pub fn is_unavailable_reply(details: &str) -> bool {
             .any(|rest| is_code(rest.split_whitespace().next().unwrap_or("")))
 }
 
-/// Copies `keys` from one Redis to another (`DUMP`, `PTTL`, `RESTORE`
-/// without `REPLACE`: a key `to` has already wins) — how placed stores
-/// carry a tenant's data to the deployment its partition moved to. Keys
-/// `from` lacks are skipped; how many were copied.
+/// Copies `keys` from one Redis to another once per `marker`: the first
+/// caller to set `marker` on `to` (`SET NX`, kept for `ttl`) copies, and
+/// its copy replaces what `to` holds; every later caller copies nothing.
+/// Keys `from` lacks are skipped (`to` keeps its own: the data never left
+/// it). How placed stores carry a tenant's state to a deployment that may
+/// hold an older copy of it — a partition moved back to a previous home —
+/// without a second copy overwriting what was written since the first.
+///
+/// The keys are read from `from` first; the marker is set and the keys
+/// restored in one script on `to`, so a copy cut short (a timeout, an
+/// unreachable `from`) leaves no marker behind and the next caller tries
+/// again. On a Redis Cluster the keys and the marker must share a hash tag.
+/// `None` when another caller had the marker; otherwise how many keys were
+/// copied.
 ///
 /// # Errors
-/// The first failed call (`to` answering `BUSYKEY` is not a failure).
+/// The first failed call.
 #[cfg(feature = "fred")]
-pub async fn copy_keys(
+pub async fn copy_keys_once(
     from: &impl fred::interfaces::ClientLike,
     to: &impl fred::interfaces::ClientLike,
     keys: &[String],
-) -> Result<usize, fred::error::Error> {
+    marker: &str,
+    ttl: std::time::Duration,
+) -> Result<Option<usize>, fred::error::Error> {
     use fred::types::{CustomCommand, Value};
+    /// KEYS: the marker, then the keys to restore; ARGV: the marker's
+    /// lifetime (ms), then a lifetime (ms, 0: none) and a dump per key.
+    const RESTORE_ONCE: &str = r#"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return -1 end
+for i = 2, #KEYS do
+  redis.call('RESTORE', KEYS[i], ARGV[2 * i - 2], ARGV[2 * i - 1], 'REPLACE')
+end
+return #KEYS - 1
+"#;
     let cmd = |name: &'static str| CustomCommand::new_static(name, None, false);
-    let mut copied = 0;
+    let mut found = Vec::new();
     for key in keys {
         let bytes = match from.custom(cmd("DUMP"), vec![key.clone()]).await? {
             Value::Bytes(b) => b,
@@ -59,26 +80,24 @@ pub async fn copy_keys(
             _ => continue, // nothing there
         };
         let ttl: i64 = from.custom(cmd("PTTL"), vec![key.clone()]).await?;
-        if ttl == -2 {
-            continue; // expired in between
-        }
-        let restored: Result<Value, _> = to
-            .custom(
-                cmd("RESTORE"),
-                vec![
-                    Value::from(key.as_str()),
-                    Value::Integer(ttl.max(0)),
-                    Value::Bytes(bytes),
-                ],
-            )
-            .await;
-        match restored {
-            Ok(_) => copied += 1,
-            Err(e) if e.details().starts_with("BUSYKEY") => {}
-            Err(e) => return Err(e),
+        if ttl != -2 {
+            found.push((key, ttl.max(0), bytes));
         }
     }
-    Ok(copied)
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
+    let mut args = vec![
+        Value::from(RESTORE_ONCE),
+        Value::Integer(1 + found.len() as i64),
+        Value::from(marker),
+    ];
+    args.extend(found.iter().map(|(k, _, _)| Value::from(k.as_str())));
+    args.push(Value::Integer(ttl_ms));
+    for (_, ttl, bytes) in found {
+        args.push(Value::Integer(ttl));
+        args.push(Value::Bytes(bytes));
+    }
+    let copied: i64 = to.custom(cmd("EVAL"), args).await?;
+    Ok(usize::try_from(copied).ok())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cog_core::keys::encode_segment;
 use cog_core::placement::{PlacementError, Router};
-use cog_core::redis::copy_keys;
+use cog_core::redis::copy_keys_once;
 use cog_core::telemetry::{Child, redis_peer};
 use fred::clients::{Client, WithOptions};
 use fred::interfaces::{HashesInterface, LuaInterface};
@@ -139,11 +139,24 @@ impl RedisKv {
         result
     }
 
-    /// Copies `scope`'s hash from `from` unless this store has it already.
-    fn adopt(&self, from: &RedisKv, scope: &KvScope) -> Result<(), KvError> {
+    /// Copies `scope`'s hash from `from` after the move to placement
+    /// `revision`, once across the fleet (a marker on this store, kept for
+    /// `ttl`): the copy replaces an older one this store may hold (a
+    /// partition moved back); a hash `from` lacks leaves this store's as it
+    /// is.
+    fn adopt(
+        &self,
+        from: &RedisKv,
+        scope: &KvScope,
+        revision: u64,
+        ttl: Duration,
+    ) -> Result<(), KvError> {
         let (src, dst, key) = (from.client(), self.client(), [self.key(scope)]);
+        let marker = format!("{}:moved:{revision}", key[0]);
         self.run("RESTORE", async move {
-            copy_keys(&src, &dst, &key).await.map(drop)
+            copy_keys_once(&src, &dst, &key, &marker, ttl)
+                .await
+                .map(drop)
         })
     }
 
@@ -200,9 +213,14 @@ impl KvStore for RedisKv {
 /// process's other placed stores.
 ///
 /// After a partition moves, the first operation on one of its scopes
-/// copies the scope's hash from the old deployment (`DUMP`/`RESTORE`,
-/// never over data the new one has), for `window` after the move (default
-/// 24 h). Should that copy fail — the old deployment unreachable — the
+/// copies the scope's hash from the old deployment (`DUMP`/`RESTORE`), for
+/// `window` after the move (default 24 h). The copy is made once per move
+/// and scope across the fleet (a marker next to the hash, set in the same
+/// script as the restore): it replaces an older copy the new deployment
+/// may hold — a partition moved back to a previous home gets the data
+/// written while it was away — and no later copy overwrites what was
+/// written since. A scope the old deployment lacks keeps what the new one
+/// has. Should that copy fail — the old deployment unreachable — the
 /// operation answers [`KvError::Unavailable`] and the next one tries again:
 /// plugin data is not lost to a move, it waits.
 #[derive(Clone)]
@@ -280,7 +298,12 @@ impl PlacedKv {
         if inner.copied.lock().contains(&key) {
             return Ok(store);
         }
-        store.adopt(&inner.stores[from], scope)?;
+        store.adopt(
+            &inner.stores[from],
+            scope,
+            route.revision,
+            inner.window.saturating_sub(route.since),
+        )?;
         let mut copied = inner.copied.lock();
         if copied.len() >= COPIED_CAP {
             copied.clear();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cog_core::placement::{Placement, PlacementError, Router};
-use cog_core::redis::copy_keys;
+use cog_core::redis::copy_keys_once;
 
 use super::lease::KeyRef;
 use super::{Lease, RedisStore, Store, StoreError};
@@ -25,16 +25,24 @@ type TenantOf = dyn Fn(&str) -> &str + Send + Sync;
 /// partitions online. For [`copy_window`](Self::copy_window) after a move
 /// (default 24 h: the longest period of the limits in use), the first
 /// decision for a subject of a moved partition copies its state from the
-/// old deployment to the new one (`DUMP`/`RESTORE`, never over state the
-/// new one has already), so limits carry on where they were.
+/// old deployment to the new one (`DUMP`/`RESTORE`), so limits carry on
+/// where they were. The copy is made once per move and subject across the
+/// fleet (a marker key on the new deployment, kept for the rest of the
+/// window): the first instance's copy replaces whatever the new deployment
+/// held — an older copy when a partition moves back to a previous home —
+/// and no later copy overwrites decisions taken since.
 ///
 /// **Error during a move**: instances still on the old placement keep
 /// deciding on the old deployment until they get the new one; what they
 /// admit after the first copy is not seen by the new deployment. The fleet
 /// therefore admits at most the limit plus what the lagging instances admit
 /// in the placement's propagation time (at most the limit's rate × that
-/// time, plus a burst). A failed copy (the old deployment unreachable)
-/// starts the subject fresh: at most one burst more.
+/// time, plus a burst). Decisions taken on the new deployment by another
+/// instance while the first copy is in flight are overwritten by it. After
+/// a failed copy (the old deployment unreachable) the instance that tried
+/// goes on from what the new deployment holds — fresh, or an older copy
+/// from a previous stay: at most one limit more; the next instance to
+/// decide for the subject tries the copy again.
 #[derive(Clone)]
 pub struct PlacedStore {
     inner: Arc<Inner>,
@@ -170,10 +178,20 @@ impl PlacedStore {
             inner
                 .copied
                 .insert((quota.fingerprint(), subject.into()), ());
-            if let Err(e) = copy_keys(
+            let keys = store.keys(subject, quota);
+            // Once per move across the fleet: the first instance copies,
+            // replacing an older copy `store` may hold (a partition moved
+            // back); later ones would overwrite decisions taken since.
+            let Some(first) = keys.first() else {
+                return store;
+            };
+            let marker = format!("{first}:moved:{}", route.revision);
+            if let Err(e) = copy_keys_once(
                 inner.stores[from].client(),
                 store.client(),
-                &store.keys(subject, quota),
+                &keys,
+                &marker,
+                inner.window.saturating_sub(route.since),
             )
             .await
             {

@@ -147,3 +147,92 @@ async fn debug_shows_the_deployments_and_the_copy_window() {
     let shown = format!("{:?}", store.copy_window(Duration::from_secs(90)));
     assert!(shown.contains("copy_window: 90s"), "{shown}");
 }
+
+/// A partition moved and moved back within the copy window: its state
+/// follows it both ways — moved back, the state it left at home is older
+/// than the one it brings, and is replaced.
+#[tokio::test]
+async fn a_partition_moved_back_takes_its_state_back() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let away = home.moved(partition("acme"), "big").unwrap();
+    let back = away.moved(partition("acme"), "main").unwrap();
+    let store = placed(&main, &big, home).await;
+    let quota = Quota::single(Limit::per_day(4)).unwrap();
+    let admitted = |n| crate::support::admitted(&store, "acme", &quota, n, 1);
+    assert_eq!(admitted(1).await, 1);
+    store.set_placement(away).unwrap();
+    assert_eq!(admitted(2).await, 2, "carried on from home's state");
+    store.set_placement(back).unwrap();
+    assert_eq!(admitted(5).await, 1, "three of four spent, at home again");
+}
+
+/// A reset clears the subject on every deployment: a copy after a move
+/// cannot bring the old state back.
+#[tokio::test]
+async fn a_reset_is_not_undone_by_a_later_copy() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let store = placed(&main, &big, home.clone()).await;
+    let quota = Quota::single(Limit::per_day(3)).unwrap();
+    assert_eq!(
+        crate::support::admitted(&store, "acme", &quota, 3, 1).await,
+        3
+    );
+    store
+        .set_placement(home.moved(partition("acme"), "big").unwrap())
+        .unwrap();
+    // Reset before the first decision on `big`, which copies from `main`.
+    store.reset("acme", &quota).await.unwrap();
+    assert_eq!(
+        crate::support::admitted(&store, "acme", &quota, 5, 1).await,
+        3,
+        "a whole budget after the reset"
+    );
+}
+
+/// A concurrency slot taken through a placed store is freed by releasing
+/// its lease there.
+#[tokio::test]
+async fn a_released_slot_is_free_again() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let store = placed(&main, &big, Placement::new(["main", "big"]).unwrap()).await;
+    let slots = Quota::single(Limit::concurrency(1)).unwrap();
+    let mut held = store.check("acme", &slots, 1).await.unwrap();
+    assert!(held.is_allowed());
+    assert!(!store.check("acme", &slots, 1).await.unwrap().is_allowed());
+    store.release(held.take_lease().expect("a slot's lease"));
+    let mut freed = false;
+    for _ in 0..100 {
+        let mut d = store.check("acme", &slots, 1).await.unwrap();
+        if d.is_allowed() {
+            freed = true;
+            store.release(d.take_lease().unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(freed, "the released slot is free again");
+}
+
+/// After a move the first instance to decide for a subject copies its
+/// state; another instance's first decision does not copy it again over
+/// what the first has decided since.
+#[tokio::test]
+async fn one_copy_per_move_across_instances() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let away = home.moved(partition("acme"), "big").unwrap();
+    let a = placed(&main, &big, home.clone()).await;
+    let b = placed(&main, &big, home).await;
+    let quota = Quota::single(Limit::per_day(4)).unwrap();
+    assert_eq!(crate::support::admitted(&a, "acme", &quota, 1, 1).await, 1);
+    a.set_placement(away.clone()).unwrap();
+    b.set_placement(away).unwrap();
+    assert_eq!(crate::support::admitted(&a, "acme", &quota, 2, 1).await, 2);
+    assert_eq!(
+        crate::support::admitted(&b, "acme", &quota, 5, 1).await,
+        1,
+        "b goes on from a's decisions"
+    );
+}

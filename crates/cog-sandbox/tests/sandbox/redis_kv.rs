@@ -336,3 +336,64 @@ async fn past_the_window_a_move_copies_nothing() {
         .unwrap();
     assert_eq!(got, None);
 }
+
+/// A partition moved away and back within the window: a scope used while
+/// away comes back with what was written there (not the older copy left
+/// at home); a scope not used while away keeps what it has at home.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_data_moved_back_is_the_newest() {
+    use cog_core::placement::{Placement, Router, partition};
+    use cog_sandbox::PlacedKv;
+
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let router = Arc::new(Router::new(["main", "big"], home.clone()).unwrap());
+    let kv = PlacedKv::new(
+        router.clone(),
+        [
+            ("main", RedisKv::new(client(&main.url()).await)),
+            ("big", RedisKv::new(client(&big.url()).await)),
+        ],
+    )
+    .unwrap();
+    let idle = KvScope {
+        tenant: "acme".into(),
+        plugin: "other".into(),
+    };
+    let used = scope("acme");
+    let on = |kv: &PlacedKv, f: Box<dyn FnOnce(&PlacedKv) + Send>| {
+        let kv = kv.clone();
+        tokio::task::spawn_blocking(move || f(&kv))
+    };
+    let (u, i) = (used.clone(), idle.clone());
+    on(
+        &kv,
+        Box::new(move |kv| {
+            kv.set(&u, b"k", b"home", 10).unwrap();
+            kv.set(&i, b"k", b"home", 10).unwrap();
+        }),
+    )
+    .await
+    .unwrap();
+    let away = home.moved(partition("acme"), "big").unwrap();
+    router.set_placement(away.clone()).unwrap();
+    let u = used.clone();
+    on(
+        &kv,
+        Box::new(move |kv| kv.set(&u, b"k", b"away", 10).unwrap()),
+    )
+    .await
+    .unwrap();
+    router
+        .set_placement(away.moved(partition("acme"), "main").unwrap())
+        .unwrap();
+    on(
+        &kv,
+        Box::new(move |kv| {
+            assert_eq!(kv.get(&used, b"k").unwrap().as_deref(), Some(&b"away"[..]));
+            assert_eq!(kv.get(&idle, b"k").unwrap().as_deref(), Some(&b"home"[..]));
+        }),
+    )
+    .await
+    .unwrap();
+}
