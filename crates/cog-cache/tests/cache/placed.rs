@@ -165,3 +165,35 @@ async fn a_placed_cache_needs_every_deployment_and_a_home() {
         .build();
     assert!(matches!(homeless, Err(BuildError::Placement(_))));
 }
+
+/// A partition moved away and back: entries written while away follow it
+/// home on their first read, and an invalidation after the move back
+/// clears them where they were too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_written_away_follow_a_move_back() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let (a, router_a) = instance(&main, &big, Duration::from_secs(3600)).await;
+    let (b, router_b) = instance(&main, &big, Duration::from_secs(3600)).await;
+    let (acme_a, acme_b) = (a.tenant("acme"), b.tenant("acme"));
+    let away = router_a
+        .placement()
+        .moved(partition("acme"), "big")
+        .unwrap();
+    let back = away.moved(partition("acme"), "main").unwrap();
+    for r in [&router_a, &router_b] {
+        r.set_placement(away.clone()).unwrap();
+    }
+    acme_a.insert("made-away".into(), "v".into()).await;
+    acme_a.insert("dropped".into(), "v".into()).await;
+    let key = acme_a.l2_key(&"made-away".into()).unwrap();
+    assert!(has(&big, &key) && !has(&main, &key));
+    for r in [&router_a, &router_b] {
+        r.set_placement(back.clone()).unwrap();
+    }
+    assert_eq!(acme_b.get(&"made-away".into()).await.as_deref(), Some("v"));
+    assert!(has(&main, &key), "copied home on its first read");
+    acme_a.invalidate(&"dropped".into()).await;
+    let dropped = acme_a.l2_key(&"dropped".into()).unwrap();
+    assert!(!has(&main, &dropped) && !has(&big, &dropped));
+    assert_eq!(acme_b.get(&"dropped".into()).await, None);
+}
