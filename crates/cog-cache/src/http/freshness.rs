@@ -276,6 +276,38 @@ mod tests {
     }
 
     #[test]
+    fn public_or_no_cache_stores_any_final_status_for_revalidation() {
+        // RFC 9111 §3: `public` (or `no-cache`) makes a status that is not
+        // heuristically cacheable storable; without freshness it is
+        // revalidated with its validator before every use.
+        let etag = ("etag", "\"v1\"");
+        assert_eq!(reuse(302, &[etag]), None);
+        for cc in ["public", "no-cache"] {
+            let r = reuse(302, &[("cache-control", cc), etag]).unwrap_or_else(|| panic!("{cc}"));
+            assert_eq!(r.lifetime_ms, 0, "{cc}");
+        }
+        // `public` on a heuristically cacheable status keeps the heuristic.
+        let d = date_str(NOW);
+        let lm = date_str(NOW - 1_000_000);
+        let h = [
+            ("cache-control", "public"),
+            ("date", d.as_str()),
+            ("last-modified", lm.as_str()),
+        ];
+        assert_eq!(reuse(200, &h).unwrap().lifetime_ms, 100_000);
+    }
+
+    #[test]
+    fn expires_far_ahead_is_capped_like_delta_seconds() {
+        let d = date_str(NOW);
+        let h = [
+            ("date", d.as_str()),
+            ("expires", "Fri, 31 Dec 9999 23:59:59 GMT"),
+        ];
+        assert_eq!(reuse(200, &h).unwrap().lifetime_ms, MAX_DELTA * 1000);
+    }
+
+    #[test]
     fn not_storable() {
         for (status, h) in [
             (200, vec![("cache-control", "no-store, max-age=60")]),
