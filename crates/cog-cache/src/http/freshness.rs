@@ -298,6 +298,19 @@ mod tests {
     }
 
     #[test]
+    fn vary_names_are_lower_cased_once_each_and_sorted() {
+        let h = headers(&[
+            ("vary", "Accept-Encoding, , accept"),
+            ("vary", "ACCEPT,x-tenant-plan"),
+        ]);
+        assert_eq!(
+            vary_names(&h).unwrap(),
+            ["accept", "accept-encoding", "x-tenant-plan"]
+        );
+        assert_eq!(vary_names(&headers(&[("vary", " , ")])).unwrap(), [""; 0]);
+    }
+
+    #[test]
     fn expires_far_ahead_is_capped_like_delta_seconds() {
         let d = date_str(NOW);
         let h = [
