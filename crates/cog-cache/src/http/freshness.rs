@@ -179,6 +179,19 @@ pub(crate) fn is_updated_by_304(name: &HeaderName) -> bool {
     is_stored(name) && name != header::CONTENT_LENGTH
 }
 
+/// The fields a message's `Connection` names: options for this hop only
+/// (RFC 9110 §7.6.1), which a cache must not store (RFC 9111 §3.1).
+/// Empty, without allocating, for a message without `Connection`.
+pub(crate) fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +321,41 @@ mod tests {
             ["accept", "accept-encoding", "x-tenant-plan"]
         );
         assert_eq!(vary_names(&headers(&[("vary", " , ")])).unwrap(), [""; 0]);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_not_stored_and_304s_keep_the_length() {
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authenticate",
+            "proxy-authorization",
+        ] {
+            let n = HeaderName::from_static(name);
+            assert!(!is_stored(&n) && !is_updated_by_304(&n), "{name}");
+        }
+        for name in ["etag", "cache-control", "content-type", "x-custom"] {
+            let n = HeaderName::from_static(name);
+            assert!(is_stored(&n) && is_updated_by_304(&n), "{name}");
+        }
+        assert!(is_stored(&header::CONTENT_LENGTH));
+        assert!(!is_updated_by_304(&header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn connection_names_this_hops_fields() {
+        let h = headers(&[
+            ("connection", "X-Hop, close"),
+            ("connection", " keep-alive ,, bad name"),
+        ]);
+        let options = connection_options(&h);
+        let names: Vec<&str> = options.iter().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["x-hop", "close", "keep-alive"]);
+        assert!(connection_options(&headers(&[])).is_empty());
     }
 
     #[test]

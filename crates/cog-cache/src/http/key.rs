@@ -217,6 +217,29 @@ mod tests {
     }
 
     #[test]
+    fn several_fields_of_a_name_match_their_combined_value() {
+        // RFC 9111 §4.1: fields of one name are compared as one value,
+        // joined with commas.
+        let names = vec!["accept".to_owned()];
+        let mut two = HeaderMap::new();
+        two.append("accept", "a".parse().unwrap());
+        two.append("accept", "b".parse().unwrap());
+        let mut one = HeaderMap::new();
+        one.insert("accept", "a,b".parse().unwrap());
+        assert_eq!(
+            variant_key("GET /", 1, &names, &two),
+            variant_key("GET /", 1, &names, &one)
+        );
+        // And kept apart: `ab` is another value.
+        let mut joined = HeaderMap::new();
+        joined.insert("accept", "ab".parse().unwrap());
+        assert_ne!(
+            variant_key("GET /", 1, &names, &two),
+            variant_key("GET /", 1, &names, &joined)
+        );
+    }
+
+    #[test]
     fn locations_on_the_same_host_only() {
         let v = |s: &'static str| HeaderValue::from_static(s);
         assert_eq!(

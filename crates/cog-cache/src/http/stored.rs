@@ -164,13 +164,15 @@ pub(super) async fn merge_not_modified(
     not_modified: &HeaderMap,
 ) -> Stored {
     let now = unix_ms();
-    stored.headers.retain(|(name, _)| {
-        HeaderName::from_bytes(name.as_bytes()).map_or(true, |n| {
-            !(freshness::is_updated_by_304(&n) && not_modified.contains_key(&n))
-        })
-    });
+    let hop = freshness::connection_options(not_modified);
+    let updates = |n: &HeaderName| {
+        freshness::is_updated_by_304(n) && not_modified.contains_key(n) && !hop.contains(n)
+    };
+    stored
+        .headers
+        .retain(|(name, _)| HeaderName::from_bytes(name.as_bytes()).map_or(true, |n| !updates(&n)));
     for (name, value) in not_modified {
-        if freshness::is_updated_by_304(name) {
+        if updates(name) {
             stored.headers.push((
                 name.as_str().to_owned(),
                 Bytes::copy_from_slice(value.as_bytes()),
@@ -262,12 +264,13 @@ where
         }
     };
     let now = unix_ms();
+    let hop = freshness::connection_options(&head.headers);
     let mut stored = Stored {
         status: head.status.as_u16(),
         headers: head
             .headers
             .iter()
-            .filter(|(k, _)| freshness::is_stored(k))
+            .filter(|(k, _)| freshness::is_stored(k) && !hop.contains(k))
             .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
             .collect(),
         body: bytes.clone(),

@@ -585,3 +585,63 @@ async fn age_counts_from_the_origin() {
     let age: u64 = a.header("age").parse().unwrap();
     assert!((100..=102).contains(&age), "{age}");
 }
+
+/// Fields for one hop — the hop-by-hop ones and those `Connection` names —
+/// are neither stored nor replayed, nor taken from a 304; a 304's
+/// `Content-Length` does not replace the stored body's (RFC 9111 §3.1,
+/// §3.2).
+#[tokio::test]
+async fn fields_for_one_hop_are_not_stored() {
+    let c = Cache::new(move |req, _| {
+        if req.headers().contains_key("if-none-match") {
+            return respond(
+                304,
+                &[
+                    ("cache-control", "max-age=60".into()),
+                    ("connection", "x-hop-too".into()),
+                    ("x-hop-too", "1".into()),
+                    ("x-new", "1".into()),
+                    ("content-length", "999".into()),
+                ],
+                "",
+            );
+        }
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=1".into()),
+                ("etag", "\"a\"".into()),
+                ("connection", "X-Hop, keep-alive".into()),
+                ("keep-alive", "timeout=5".into()),
+                ("proxy-connection", "keep-alive".into()),
+                ("upgrade", "h2c".into()),
+                ("x-hop", "1".into()),
+                ("x-end", "1".into()),
+            ],
+            "body",
+        )
+    });
+    c.get("/r").await;
+    let hit = c.get("/r").await;
+    assert!(hit.header("cache-status").starts_with("cog; hit"));
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "x-hop",
+    ] {
+        assert!(!hit.headers.contains_key(name), "{name} replayed");
+    }
+    assert_eq!(hit.header("x-end"), "1");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    c.get("/r").await;
+    assert_eq!(c.seen.count(), 2, "revalidated");
+    let hit = c.get("/r").await;
+    assert!(hit.header("cache-status").starts_with("cog; hit"));
+    assert_eq!((hit.header("x-new"), hit.header("x-end")), ("1", "1"));
+    assert!(!hit.headers.contains_key("x-hop-too"));
+    assert!(!hit.headers.contains_key("connection"));
+    assert_ne!(hit.header("content-length"), "999");
+    assert_eq!(hit.body, "body");
+}
