@@ -325,3 +325,70 @@ pub(super) fn set_status(headers: &mut HeaderMap, value: &str) {
         headers.insert(HeaderName::from_static("cache-status"), v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    /// A response born `age_ms` ago, fresh for `lifetime_ms`.
+    fn stored(age_ms: u64, lifetime_ms: u64, headers: &[(&str, &str)]) -> Stored {
+        Stored {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+                .collect(),
+            body: Bytes::new(),
+            born_ms: NOW - age_ms,
+            lifetime_ms,
+            swr_ms: 0,
+            sie_ms: 0,
+            must_revalidate: false,
+            no_cache: false,
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn asking(max_age: Option<u64>, min_fresh: Option<u64>) -> CacheControl {
+        CacheControl {
+            max_age,
+            min_fresh,
+            ..CacheControl::default()
+        }
+    }
+
+    #[test]
+    fn a_request_s_max_age_and_min_fresh_narrow_freshness() {
+        // 30 s old, fresh for 60 s.
+        let s = stored(30_000, 60_000, &[]);
+        assert!(s.fresh_for(&asking(None, None), NOW));
+        assert!(s.fresh_for(&asking(Some(31), None), NOW));
+        assert!(!s.fresh_for(&asking(Some(30), None), NOW));
+        assert!(!s.fresh_for(&asking(Some(10), None), NOW));
+        // 30 s of freshness left.
+        assert!(s.fresh_for(&asking(None, Some(30)), NOW));
+        assert!(!s.fresh_for(&asking(None, Some(31)), NOW));
+        // Past its lifetime: stale, whatever the request allows.
+        assert!(!stored(60_000, 60_000, &[]).fresh_for(&asking(Some(100), None), NOW));
+    }
+
+    #[test]
+    fn an_entry_is_kept_while_it_can_be_served_or_revalidated() {
+        // Fresh for 50 s more: kept 50 s.
+        let s = stored(10_000, 60_000, &[]);
+        assert_eq!(entry_ttl(&s, NOW), Some(Duration::from_secs(50)));
+        // Stale to the millisecond, nothing to revalidate with: dropped.
+        assert_eq!(entry_ttl(&stored(60_000, 60_000, &[]), NOW), None);
+        // With a validator: kept for revalidation.
+        let s = stored(60_000, 60_000, &[("etag", "\"a\"")]);
+        assert_eq!(
+            entry_ttl(&s, NOW),
+            Some(Duration::from_millis(KEEP_FOR_REVALIDATION))
+        );
+        // Under a second left: a second (L2 lifetimes are whole).
+        let s = stored(59_900, 60_000, &[]);
+        assert_eq!(entry_ttl(&s, NOW), Some(Duration::from_secs(1)));
+    }
+}
