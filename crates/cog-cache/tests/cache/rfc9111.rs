@@ -645,3 +645,30 @@ async fn fields_for_one_hop_are_not_stored() {
     assert_ne!(hit.header("content-length"), "999");
     assert_eq!(hit.body, "body");
 }
+
+/// When the origin changes what it varies on, the variants stored under
+/// the old list are retired: varying on the old list again later does not
+/// bring their answers back.
+#[tokio::test]
+async fn a_new_vary_list_retires_the_old_variants() {
+    let c = Cache::new(|_, n| {
+        let vary = if n == 2 { "accept-language" } else { "accept" };
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60".into()),
+                ("vary", vary.into()),
+            ],
+            format!("#{n}"),
+        )
+    });
+    let get = async |h: &[(&str, &str)]| c.send("GET", "/v", h).await.body;
+    assert_eq!(get(&[("accept", "x")]).await, "#1");
+    assert_eq!(get(&[("accept", "x")]).await, "#1", "a hit");
+    // A miss for another variant: the origin now varies on the language.
+    assert_eq!(get(&[("accept", "y")]).await, "#2");
+    // Another language: a miss, and the origin varies on `accept` again.
+    assert_eq!(get(&[("accept-language", "fr")]).await, "#3");
+    // `accept: x` was stored under the first list: not served again.
+    assert_eq!(get(&[("accept", "x")]).await, "#4");
+}
