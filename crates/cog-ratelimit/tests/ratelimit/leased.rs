@@ -22,15 +22,7 @@ async fn leased(url: &str, leasing: Leasing) -> RedisStore {
 }
 
 async fn command(server: &RedisServer, args: &[&str]) -> fred::types::Value {
-    use fred::interfaces::ClientLike;
-    let client = client(&server.url()).await;
-    let cmd = fred::types::CustomCommand::new_static("CMD", None, false);
-    let cmd = fred::types::CustomCommand {
-        cmd: args[0].to_owned().into(),
-        ..cmd
-    };
-    let args: Vec<String> = args[1..].iter().map(|a| (*a).to_owned()).collect();
-    client.custom(cmd, args).await.unwrap()
+    crate::support::command(&client(&server.url()).await, args).await
 }
 
 /// Scripts the server has run (`EVALSHA`s that found the script, and

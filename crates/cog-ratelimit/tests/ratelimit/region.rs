@@ -11,7 +11,7 @@ use cog_ratelimit::store::{RedisStore, Store};
 use cog_ratelimit::{Limit, Quota};
 use cog_testkit::Regions;
 
-use crate::support::client;
+use crate::support::{client, command};
 
 const NAMES: [&str; 3] = ["eu", "us", "ap"];
 const ROUND: Duration = Duration::from_millis(250);
@@ -226,19 +226,6 @@ async fn a_region_decides_its_share_in_the_quotas_units() {
     assert!(freed, "the released slot is free again");
     store.reset("acme", &slots).await.unwrap();
     assert!(store.check("acme", &slots, 1).await.unwrap().is_allowed());
-}
-
-/// Runs one command on `client` (the ledger is read the way an operator
-/// would).
-async fn command(client: &fred::clients::Client, args: &[&str]) -> fred::types::Value {
-    use fred::interfaces::ClientLike;
-    let cmd = fred::types::CustomCommand::new_static("CMD", None, false);
-    let cmd = fred::types::CustomCommand {
-        cmd: args[0].to_owned().into(),
-        ..cmd
-    };
-    let args: Vec<String> = args[1..].iter().map(|a| (*a).to_owned()).collect();
-    client.custom(cmd, args).await.unwrap()
 }
 
 /// The one regional ledger on `client`'s server.

@@ -34,3 +34,15 @@ pub(crate) async fn admitted(
     }
     ok
 }
+
+/// Runs one command on `client`, as an operator would.
+pub(crate) async fn command(client: &Client, args: &[&str]) -> fred::types::Value {
+    use fred::interfaces::ClientLike;
+    let cmd = fred::types::CustomCommand::new_static("CMD", None, false);
+    let cmd = fred::types::CustomCommand {
+        cmd: args[0].to_owned().into(),
+        ..cmd
+    };
+    let args: Vec<String> = args[1..].iter().map(|a| (*a).to_owned()).collect();
+    client.custom(cmd, args).await.unwrap()
+}
