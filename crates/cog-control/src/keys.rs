@@ -131,9 +131,25 @@ mod tests {
         assert_eq!(hash(&k.secret), hash(&k.secret));
         assert_eq!(hash(&k.secret).len(), 64);
         assert_ne!(generate().secret, k.secret);
-        assert!(!format!("{k:?}").contains(&k.secret));
+        let shown = format!("{k:?}");
+        assert!(!shown.contains(&k.secret), "{shown}");
+        assert!(
+            shown.contains(&k.id) && shown.contains("<redacted>"),
+            "{shown}"
+        );
         assert_eq!(id_of("Bearer x"), None);
         assert_eq!(id_of("cog_short_x"), None);
+    }
+
+    #[test]
+    fn differences_never_cancel_out() {
+        // Two differing bytes whose differences would cancel if they were
+        // merged with XOR rather than OR.
+        assert!(!constant_time_eq(b"\x01\x01", b"\x00\x00"));
+        assert!(!constant_time_eq(b"ab", b"ba"));
+        assert!(!constant_time_eq(b"a", b"ab"));
+        assert!(constant_time_eq(b"same", b"same"));
+        assert!(constant_time_eq(b"", b""));
     }
 
     #[test]
