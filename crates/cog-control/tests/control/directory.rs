@@ -379,3 +379,40 @@ async fn routers_follow_the_placement_in_the_store() {
         .is_err()
     );
 }
+
+/// The authenticator is ready when the service it guards is, not before:
+/// backpressure passes through it.
+#[tokio::test]
+async fn the_authenticator_is_ready_when_its_inner_service_is() {
+    use cog_control::auth::Authenticate;
+    use std::task::{Context, Poll, Waker};
+
+    struct NotReady;
+    impl Service<Request<String>> for NotReady {
+        type Response = Response<String>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Response<String>, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Pending
+        }
+        fn call(&mut self, _: Request<String>) -> Self::Future {
+            std::future::ready(Ok(Response::new(String::new())))
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    seeded(store.clone()).await;
+    let d = Directory::start(store).await.unwrap();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        Authenticate::new(NotReady, d.clone())
+            .poll_ready(&mut cx)
+            .is_pending()
+    );
+    assert!(
+        Authenticate::new(ok_service(), d)
+            .poll_ready(&mut cx)
+            .is_ready()
+    );
+}
