@@ -36,8 +36,9 @@ pub fn is_unavailable_reply(details: &str) -> bool {
             .any(|rest| is_code(rest.split_whitespace().next().unwrap_or("")))
 }
 
-/// Copies `keys` from one Redis to another once per `marker`: the first
-/// caller to set `marker` on `to` (`SET NX`, kept for `ttl`) copies, and
+/// Copies `keys` from one Redis to another once per move `revision`: the
+/// first caller to set the move's marker on `to` (`<first key>:moved:<revision>`,
+/// `SET NX`, kept for `ttl`) copies, and
 /// its copy replaces what `to` holds; every later caller copies nothing.
 /// Keys `from` lacks are skipped (`to` keeps its own: the data never left
 /// it). How placed stores carry a tenant's state to a deployment that may
@@ -47,7 +48,8 @@ pub fn is_unavailable_reply(details: &str) -> bool {
 /// The keys are read from `from` first; the marker is set and the keys
 /// restored in one script on `to`, so a copy cut short (a timeout, an
 /// unreachable `from`) leaves no marker behind and the next caller tries
-/// again. On a Redis Cluster the keys and the marker must share a hash tag.
+/// again. On a Redis Cluster the keys must share a hash tag (the marker
+/// takes the first key's).
 /// `None` when another caller had the marker; otherwise how many keys were
 /// copied.
 ///
@@ -58,7 +60,7 @@ pub async fn copy_keys_once(
     from: &impl fred::interfaces::ClientLike,
     to: &impl fred::interfaces::ClientLike,
     keys: &[String],
-    marker: &str,
+    revision: u64,
     ttl: std::time::Duration,
 ) -> Result<Option<usize>, fred::error::Error> {
     use fred::types::{CustomCommand, Value};
@@ -72,6 +74,10 @@ end
 return #KEYS - 1
 "#;
     let cmd = |name: &'static str| CustomCommand::new_static(name, None, false);
+    let Some(first) = keys.first() else {
+        return Ok(Some(0));
+    };
+    let marker = format!("{first}:moved:{revision}");
     let mut found = Vec::new();
     for key in keys {
         let bytes = match from.custom(cmd("DUMP"), vec![key.clone()]).await? {
@@ -88,7 +94,7 @@ return #KEYS - 1
     let mut args = vec![
         Value::from(RESTORE_ONCE),
         Value::Integer(1 + found.len() as i64),
-        Value::from(marker),
+        Value::from(marker.as_str()),
     ];
     args.extend(found.iter().map(|(k, _, _)| Value::from(k.as_str())));
     args.push(Value::Integer(ttl_ms));

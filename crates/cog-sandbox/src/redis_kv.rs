@@ -152,9 +152,8 @@ impl RedisKv {
         ttl: Duration,
     ) -> Result<(), KvError> {
         let (src, dst, key) = (from.client(), self.client(), [self.key(scope)]);
-        let marker = format!("{}:moved:{revision}", key[0]);
         self.run("RESTORE", async move {
-            copy_keys_once(&src, &dst, &key, &marker, ttl)
+            copy_keys_once(&src, &dst, &key, revision, ttl)
                 .await
                 .map(drop)
         })

@@ -182,15 +182,11 @@ impl PlacedStore {
             // Once per move across the fleet: the first instance copies,
             // replacing an older copy `store` may hold (a partition moved
             // back); later ones would overwrite decisions taken since.
-            let Some(first) = keys.first() else {
-                return store;
-            };
-            let marker = format!("{first}:moved:{}", route.revision);
             if let Err(e) = copy_keys_once(
                 inner.stores[from].client(),
                 store.client(),
                 &keys,
-                &marker,
+                route.revision,
                 inner.window.saturating_sub(route.since),
             )
             .await
