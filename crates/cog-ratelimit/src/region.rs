@@ -10,10 +10,14 @@
 //!
 //! Shares follow demand. Every instance counts the units asked for per
 //! subject; every [`sync_interval`](RegionSet::sync_interval) (a *round*,
-//! numbered from the Unix epoch) it adds them to its region's counter in
-//! the local Redis, *seals* the region's entry for the round that just
-//! ended — `(round, cumulative units, cumulative units a round earlier)` —
-//! and pushes that entry to every other region's Redis. Half a round later
+//! numbered from the Unix epoch) it adds those not yet counted to its
+//! region's counter in the local Redis, *seals* the region's entry for the
+//! round that just ended — `(round, cumulative units, cumulative units a
+//! round earlier)` — and pushes that entry to every other region's Redis.
+//! The instance sends its running total, and the ledger keeps the total it
+//! last counted for each instance: a seal whose answer was lost (applied,
+//! then timed out) is not counted again when the next round sends the
+//! total anew. Those marks go ten rounds after an instance's last seal. Half a round later
 //! it reads the entries its local Redis holds and computes the shares: a
 //! region's demand is the units asked for in the last round (0 when its
 //! entry is older: idle, or cut off); every region gets at least a floor
@@ -62,14 +66,30 @@ use crate::store::lease::KeyRef;
 use crate::store::{Lease, RedisStore, Store, StoreError};
 
 const SEAL_LUA: &str = r#"
--- KEYS[1] ledger; ARGV[1] region, ARGV[2] units to add, ARGV[3] round to
--- seal, ARGV[4] lifetime (ms). Returns the region's sealed entry.
-local ok, cum = pcall(redis.call, 'HINCRBY', KEYS[1], 'c:' .. ARGV[1], ARGV[2])
-if not ok then
-  redis.call('DEL', KEYS[1])
-  cum = redis.call('HINCRBY', KEYS[1], 'c:' .. ARGV[1], ARGV[2])
+-- KEYS[1] ledger; ARGV[1] region, ARGV[2] instance, ARGV[3] units asked
+-- of the instance in all, ARGV[4] how many of them it knows are counted,
+-- ARGV[5] round to seal, ARGV[6] lifetime (ms), ARGV[7] '1' to drop the
+-- marks of instances quiet for ten rounds. Returns the region's sealed
+-- entry.
+--
+-- The instance's mark 'i:<instance>' = 'total:round' holds the total
+-- last counted: a seal whose answer was lost, sent again, adds nothing
+-- twice.
+-- Garbage is replaced, never trusted; nothing is deleted on an error
+-- (OOM: the seal fails and is sent again).
+local function count(v)
+  local n = tonumber(v)
+  if n and n >= 0 and n < 2^53 then return math.floor(n) end
+  return 0
 end
-local r = tonumber(ARGV[3])
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+local r = tonumber(ARGV[5])
+local mark = 'i:' .. ARGV[2]
+local seen = count(string.match(redis.call('HGET', KEYS[1], mark) or '', '^(%d+):%d+$'))
+local add = math.max(count(ARGV[3]) - math.max(seen, count(ARGV[4])), 0)
+local cum = count(redis.call('HGET', KEYS[1], 'c:' .. ARGV[1])) + add
+redis.call('HSET', KEYS[1], 'c:' .. ARGV[1], string.format('%d', cum), mark, ARGV[3] .. ':' .. ARGV[5])
 local e = redis.call('HGET', KEYS[1], ARGV[1])
 local er, ecum = -1, 0
 if e then
@@ -77,10 +97,19 @@ if e then
   er, ecum = tonumber(a) or -1, tonumber(b) or 0
 end
 if er < r then
-  e = r .. ':' .. cum .. ':' .. ecum
+  e = string.format('%d:%d:%d', r, cum, ecum)
   redis.call('HSET', KEYS[1], ARGV[1], e)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if ARGV[7] == '1' then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 2) == 'i:' then
+      local mr = tonumber(string.match(all[i + 1], ':(%d+)$'))
+      if (not mr) or mr + 10 < r then redis.call('HDEL', KEYS[1], all[i]) end
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return e
 "#;
 
@@ -261,8 +290,11 @@ struct Subject {
     ledger: String,
     /// This region's share, millionths.
     share: AtomicU64,
-    /// Units asked for here and not yet added to the region's counter.
-    pending: AtomicU64,
+    /// Units asked for here in all.
+    total: AtomicU64,
+    /// Of `total`, how many a seal has confirmed counted in the region's
+    /// counter (what a seal whose answer is lost may not have).
+    counted: AtomicU64,
     /// The last round it was asked for.
     active: AtomicU64,
 }
@@ -276,6 +308,9 @@ struct Inner {
     scaled: quick_cache::sync::Cache<u64, (Quota, u64)>,
     /// Rounds completed by the sync task (for tests and metrics).
     rounds: AtomicU32,
+    /// This instance's name in the ledgers' marks: random, so a restarted
+    /// instance starts from nothing counted.
+    instance: u64,
 }
 
 /// A [`Store`] enforcing each quota globally across a [`RegionSet`],
@@ -313,6 +348,7 @@ impl GlobalStore {
             subjects: quick_cache::sync::Cache::new(65_536),
             scaled: quick_cache::sync::Cache::new(1_024),
             rounds: AtomicU32::new(0),
+            instance: rand::random::<u64>(),
         });
         tokio::spawn(sync(Arc::downgrade(&inner)));
         GlobalStore { inner }
@@ -357,7 +393,8 @@ impl GlobalStore {
         let s = Arc::new(Subject {
             ledger,
             share: AtomicU64::new(WHOLE / k),
-            pending: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            counted: AtomicU64::new(0),
             active: AtomicU64::new(round_now(self.inner.regions.interval)),
         });
         self.inner
@@ -410,7 +447,7 @@ impl Store for GlobalStore {
             return self.inner.local.check(subject, quota, cost).await;
         }
         let s = self.subject(subject, quota);
-        s.pending.fetch_add(cost, Ordering::Relaxed);
+        s.total.fetch_add(cost, Ordering::Relaxed);
         s.active
             .store(round_now(self.inner.regions.interval), Ordering::Relaxed);
         let share = s.share.load(Ordering::Relaxed).max(1);
@@ -483,8 +520,12 @@ async fn sync(inner: Weak<Inner>) {
         let timeout = interval / 2;
         let local = i.regions.regions[0].1.clone();
         let region = i.regions.local().to_owned();
+        // Each instance tidies the marks once every ten rounds, not all
+        // in the same round.
+        let prune = round.wrapping_add(i.instance) % 10 == 0;
+        let instance = format!("{:016x}", i.instance);
         for s in &active {
-            let units = s.pending.swap(0, Ordering::Relaxed);
+            let total = s.total.load(Ordering::Relaxed);
             let sealed = tokio::time::timeout(
                 timeout,
                 local.eval::<Option<String>, _, _, _>(
@@ -492,21 +533,22 @@ async fn sync(inner: Weak<Inner>) {
                     vec![s.ledger.clone()],
                     vec![
                         region.clone(),
-                        units.to_string(),
+                        instance.clone(),
+                        total.to_string(),
+                        s.counted.load(Ordering::Relaxed).to_string(),
                         (round - 1).to_string(),
                         ledger_ms.clone(),
+                        if prune { "1" } else { "0" }.to_owned(),
                     ],
                 ),
             )
             .await;
-            let entry = match sealed {
-                Ok(Ok(Some(e))) => e,
-                _ => {
-                    // Not counted: try again next round.
-                    s.pending.fetch_add(units, Ordering::Relaxed);
-                    continue;
-                }
+            // Not confirmed: the next round's seal sends the total again,
+            // and the mark tells what this one already counted.
+            let Ok(Ok(Some(entry))) = sealed else {
+                continue;
             };
+            s.counted.store(total, Ordering::Relaxed);
             for (_, client) in &i.regions.regions[1..] {
                 let (client, ledger, region, entry, ttl) = (
                     client.clone(),
@@ -674,6 +716,91 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    /// The seal script on a real Redis: what a seal adds to the region's
+    /// counter, sent again or not, by one instance or two, over garbage;
+    /// which marks it drops; and that an error deletes nothing.
+    #[test]
+    fn the_seal_counts_each_unit_once() {
+        let server = cog_testkit::RedisServer::start().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(crate::store::connect(&server.url())).unwrap();
+        let seal = |instance: &str, total: u64, counted: u64, round: u64, prune: bool| {
+            rt.block_on(client.eval::<String, _, _, _>(
+                SEAL_LUA,
+                vec!["l"],
+                vec![
+                    "eu".to_owned(),
+                    instance.to_owned(),
+                    total.to_string(),
+                    counted.to_string(),
+                    round.to_string(),
+                    "60000".to_owned(),
+                    if prune { "1" } else { "0" }.to_owned(),
+                ],
+            ))
+        };
+        let raw = |args: &[&str]| {
+            use fred::interfaces::ClientLike;
+            let cmd = fred::types::CustomCommand {
+                cmd: args[0].to_owned().into(),
+                ..fred::types::CustomCommand::new_static("CMD", None, false)
+            };
+            let args: Vec<String> = args[1..].iter().map(|a| (*a).to_owned()).collect();
+            rt.block_on(client.custom::<fred::types::Value, _>(cmd, args))
+                .unwrap()
+        };
+        let counter = || raw(&["HGET", "l", "c:eu"]).convert::<u64>().unwrap();
+
+        assert_eq!(seal("a", 10, 0, 100, false).unwrap(), "100:10:0");
+        // The answer was lost: sent again, with more asked since.
+        assert_eq!(seal("a", 10, 0, 100, false).unwrap(), "100:10:0");
+        assert_eq!(counter(), 10);
+        assert_eq!(seal("a", 15, 0, 101, false).unwrap(), "101:15:10");
+        // Another instance counts on its own.
+        seal("b", 5, 0, 101, false).unwrap();
+        assert_eq!(counter(), 20);
+        // What the instance knows counted is never counted again, even
+        // without its mark (gone after ten quiet rounds).
+        raw(&["HDEL", "l", "i:a"]);
+        seal("a", 18, 15, 102, false).unwrap();
+        assert_eq!(counter(), 23);
+        // Garbage: a mark read as nothing counted, a counter from zero.
+        raw(&["HSET", "l", "i:c", "x:y"]);
+        seal("c", 4, 0, 102, false).unwrap();
+        assert_eq!(counter(), 27);
+        raw(&["HSET", "l", "c:eu", "-3"]);
+        seal("c", 6, 4, 102, false).unwrap();
+        assert_eq!(counter(), 2);
+
+        // Marks of instances quiet for more than ten rounds go; others,
+        // and everything that is not a mark, stay.
+        raw(&["HSET", "l", "i:old", "1:91", "i:edge", "1:92", "i:bad", "1"]);
+        seal("a", 18, 18, 102, false).unwrap();
+        assert!(raw(&["HEXISTS", "l", "i:old"]).convert::<bool>().unwrap());
+        seal("a", 18, 18, 102, true).unwrap();
+        let fields: Vec<String> = raw(&["HKEYS", "l"]).convert().unwrap();
+        for gone in ["i:old", "i:bad"] {
+            assert!(!fields.iter().any(|f| f == gone), "{gone}: {fields:?}");
+        }
+        for kept in ["i:edge", "i:a", "i:b", "i:c", "c:eu", "eu"] {
+            assert!(fields.iter().any(|f| f == kept), "{kept}: {fields:?}");
+        }
+
+        // Out of memory: the seal fails and changes nothing.
+        raw(&["CONFIG", "SET", "maxmemory", "1"]);
+        assert!(seal("a", 50, 18, 103, false).is_err());
+        raw(&["CONFIG", "SET", "maxmemory", "0"]);
+        assert_eq!(counter(), 2);
+        assert_eq!(seal("a", 50, 18, 103, false).unwrap(), "103:34:23");
+
+        // Not a hash: replaced.
+        raw(&["SET", "l", "garbage"]);
+        assert_eq!(seal("a", 60, 50, 104, false).unwrap(), "104:10:0");
     }
 
     #[test]

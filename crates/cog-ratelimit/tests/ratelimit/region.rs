@@ -342,3 +342,103 @@ async fn debug_shows_the_regions_not_their_connections() {
     assert!(!shown.contains(&server.url()), "{shown}");
     assert!(!shown.contains("redis://"), "{shown}");
 }
+
+/// The region's counter for `region` in `ledger`.
+async fn counted(client: &fred::clients::Client, ledger: &str, region: &str) -> u64 {
+    let c: Option<u64> = command(client, &["HGET", ledger, &format!("c:{region}")])
+        .await
+        .convert()
+        .unwrap();
+    c.unwrap_or(0)
+}
+
+/// Asks for `units` (in checks of cost 1 and 3) over about `time`.
+async fn ask(store: &GlobalStore, quota: &Quota, units: u64, time: Duration) {
+    let checks = units / 4;
+    for _ in 0..checks {
+        store.check("acme", quota, 1).await.unwrap();
+        store.check("acme", quota, 3).await.unwrap();
+        tokio::time::sleep(time / checks as u32).await;
+    }
+}
+
+/// A seal Redis applied but whose answer came too late, and a seal Redis
+/// refused (out of memory), are both sent again — and each unit is
+/// counted once: the region's counter ends at exactly what was asked.
+/// Before, a late answer put the units back to be added a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_whose_answer_is_lost_counts_once() {
+    // The ledgers on one server (through a proxy), decisions on another.
+    let ledgers = cog_testkit::RedisServer::start().unwrap();
+    let decisions = cog_testkit::RedisServer::start().unwrap();
+    let direct = client(&ledgers.url()).await;
+    let proxy = cog_testkit::Proxy::start(&ledgers.addr().to_string())
+        .await
+        .unwrap();
+    let round = Duration::from_millis(100);
+    let store = GlobalStore::new(
+        RegionSet::new("eu", client(&proxy.redis_url()).await).sync_interval(round),
+        RedisStore::new(client(&decisions.url()).await).local_deny(false),
+    );
+    let quota = Quota::single(Limit::per_second(1_000_000)).unwrap();
+
+    // Answers take 80 ms, past the seal's 50 ms: applied, not confirmed.
+    proxy.set_latency(Duration::from_millis(40));
+    ask(&store, &quota, 200, round * 5).await;
+    let ledger = ledger(&direct).await.expect("seals reach Redis");
+    assert!(
+        counted(&direct, &ledger, "eu").await > 0,
+        "applied while late"
+    );
+    proxy.set_latency(Duration::ZERO);
+    // Out of memory: refused.
+    let _ = command(&direct, &["CONFIG", "SET", "maxmemory", "1"]).await;
+    tokio::time::sleep(round * 2).await;
+    let before = counted(&direct, &ledger, "eu").await;
+    ask(&store, &quota, 100, round * 3).await;
+    assert_eq!(counted(&direct, &ledger, "eu").await, before, "refused");
+    let _ = command(&direct, &["CONFIG", "SET", "maxmemory", "0"]).await;
+    ask(&store, &quota, 20, round * 2).await;
+    // Sealed again once answers come back in time.
+    tokio::time::sleep(round * 3).await;
+    assert_eq!(counted(&direct, &ledger, "eu").await, 320);
+}
+
+/// The marks of instances quiet for ten rounds go (the exact rule is the
+/// seal script's unit test); a live instance's stays.
+#[tokio::test]
+async fn marks_of_quiet_instances_go() {
+    let server = cog_testkit::RedisServer::start().unwrap();
+    let local = client(&server.url()).await;
+    let round = Duration::from_millis(50);
+    let store = GlobalStore::new(
+        RegionSet::new("eu", local.clone()).sync_interval(round),
+        RedisStore::new(local.clone()).local_deny(false),
+    );
+    let quota = Quota::single(Limit::per_second(1_000_000)).unwrap();
+    store.check("acme", &quota, 1).await.unwrap();
+    tokio::time::sleep(round * 3).await;
+    let ledger = ledger(&local).await.expect("the subject's ledger");
+    let now = sealed_round(&local, &ledger, "eu").await;
+    // Another instance's mark, eleven rounds old; one from far ahead.
+    let (old, ahead) = (format!("7:{}", now - 11), format!("7:{}", now + 1000));
+    let _ = command(
+        &local,
+        &["HSET", &ledger, "i:gone", &old, "i:ahead", &ahead],
+    )
+    .await;
+    ask(&store, &quota, 100, round * 12).await;
+    tokio::time::sleep(round * 2).await;
+    let fields: Vec<String> = command(&local, &["HKEYS", &ledger])
+        .await
+        .convert()
+        .unwrap();
+    let marks: Vec<&String> = fields.iter().filter(|f| f.starts_with("i:")).collect();
+    assert_eq!(
+        marks.len(),
+        2,
+        "this instance's mark and i:ahead: {fields:?}"
+    );
+    assert!(marks.iter().any(|m| *m == "i:ahead"), "{fields:?}");
+    assert_eq!(counted(&local, &ledger, "eu").await, 101);
+}
