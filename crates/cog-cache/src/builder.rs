@@ -115,9 +115,11 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// Caps how long a value stays fresh in L1 (default: the TTL). A short
-    /// L1 TTL bounds how stale an instance can be if an invalidation
-    /// message is lost.
+    /// Caps how long a value stays fresh in L1 (default: no cap beyond the
+    /// entry's own TTL — jittered, or the one given to
+    /// [`insert_with_ttl`](crate::TieredCache::insert_with_ttl)). A short L1
+    /// TTL bounds how stale an instance can be if an invalidation message
+    /// is lost; past it, a read goes to L2.
     pub fn l1_ttl(mut self, ttl: Duration) -> Self {
         self.l1_ttl = Some(ttl);
         self
@@ -317,7 +319,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         if self.config.ttl.is_zero() {
             return Err(BuildError::Invalid("ttl must be positive"));
         }
-        self.config.l1_ttl = self.l1_ttl.unwrap_or(self.config.ttl);
+        self.config.l1_ttl = self.l1_ttl.unwrap_or(Duration::MAX);
         self.config.schema = self.schema.unwrap_or(0);
         #[cfg(feature = "redis")]
         {

@@ -314,3 +314,59 @@ async fn a_million_distinct_tags_keys_and_tenants_stay_within_l1() {
     assert!(entries <= 12_000, "{entries}");
     assert!(entries > 1_000, "{entries}");
 }
+
+/// Entries written together expire spread over `ttl × (1 ± jitter)`: with
+/// a jitter of 1, about a quarter of them are gone by half the TTL and a
+/// quarter are still there at one and a half. Without jitter, none and
+/// none. (Before, L1 cut every entry at the TTL: jitter only shortened.)
+#[tokio::test]
+async fn ttls_spread_over_the_jitter() {
+    let ttl = Duration::from_millis(400);
+    let cache: Cache = TieredCache::builder()
+        .ttl(ttl)
+        .ttl_jitter(1.0)
+        .build()
+        .unwrap();
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        cache.insert(k.clone(), "v".to_owned()).await;
+    }
+    let fresh = |cache: &Cache| keys.iter().filter(|k| cache.get_fresh(k).is_some()).count();
+    tokio::time::sleep(ttl / 2).await;
+    let early = fresh(&cache);
+    assert!((50..=95).contains(&early), "{early} of 100 fresh at ttl/2");
+    tokio::time::sleep(ttl).await;
+    let late = fresh(&cache);
+    assert!((5..=50).contains(&late), "{late} of 100 fresh at 1.5 ttl");
+}
+
+/// A value inserted with its own TTL stays fresh that long, longer than
+/// the cache's TTL too (the HTTP cache stores responses so, for their
+/// `max-age`); `l1_ttl`, when set, still caps it in L1.
+#[tokio::test]
+async fn an_entrys_own_ttl_outlasts_the_caches() {
+    let cache: Cache = TieredCache::builder()
+        .ttl(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let k = "k".to_owned();
+    cache
+        .insert_with_ttl(k.clone(), "v".into(), Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(cache.get_fresh(&k).as_deref(), Some("v"));
+    assert_eq!(cache.get(&k).await.as_deref(), Some("v"));
+
+    let capped: Cache = TieredCache::builder()
+        .ttl(Duration::from_secs(60))
+        .l1_ttl(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    capped
+        .insert_with_ttl(k.clone(), "v".into(), Duration::from_secs(60))
+        .await;
+    capped.insert("plain".into(), "v".into()).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(capped.get_fresh(&k), None);
+    assert_eq!(capped.get_fresh(&"plain".to_owned()), None);
+}

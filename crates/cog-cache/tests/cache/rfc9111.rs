@@ -56,6 +56,14 @@ impl Cache {
     fn new(
         script: impl Fn(&Request<Full<Bytes>>, usize) -> Response<Full<Bytes>> + Send + Sync + 'static,
     ) -> Self {
+        Self::over(TieredCache::builder().build().unwrap(), script)
+    }
+
+    /// The same, storing in `cache`.
+    fn over(
+        cache: TieredCache<String, StoredResponse>,
+        script: impl Fn(&Request<Full<Bytes>>, usize) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> Self {
         let seen = Seen::default();
         let script: Arc<Script> = Arc::new(script);
         let s = seen.clone();
@@ -72,7 +80,6 @@ impl Cache {
             let res = script(&req, n);
             async move { Ok::<_, Infallible>(res) }
         }));
-        let cache: TieredCache<String, StoredResponse> = TieredCache::builder().build().unwrap();
         Cache {
             svc: HttpCacheLayer::new(cache).layer(origin),
             seen,
@@ -671,4 +678,28 @@ async fn a_new_vary_list_retires_the_old_variants() {
     assert_eq!(get(&[("accept-language", "fr")]).await, "#3");
     // `accept: x` was stored under the first list: not served again.
     assert_eq!(get(&[("accept", "x")]).await, "#4");
+}
+
+/// A response is fresh for its own lifetime, however short the TieredCache's
+/// TTL: it was stored for `max-age`, and L1 keeps it that long (before,
+/// L1 cut it at the cache's TTL and, without L2, the origin was asked
+/// again).
+#[tokio::test]
+async fn a_response_outlives_the_caches_ttl() {
+    let cache = TieredCache::builder()
+        .ttl(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let c = Cache::over(cache, |_, n| {
+        respond(
+            200,
+            &[("cache-control", "max-age=60".into())],
+            format!("#{n}"),
+        )
+    });
+    c.get("/a").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = c.get("/a").await;
+    assert_eq!(a.body, "#1", "{}", a.header("cache-status"));
+    assert_eq!(c.seen.count(), 1);
 }
