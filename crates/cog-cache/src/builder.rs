@@ -103,7 +103,10 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self
     }
 
-    /// L1 capacity in bytes (default 64 MiB), as weighed by the weigher.
+    /// L1 capacity in bytes (default 64 MiB), as weighed by the
+    /// [`weigher`](Self::weigher) — by default, an entry weighs its
+    /// serialized size (as stored in L2, when it went there) plus 64 bytes
+    /// and the size of `V`.
     pub fn l1_capacity_bytes(mut self, bytes: u64) -> Self {
         self.capacity = bytes;
         self

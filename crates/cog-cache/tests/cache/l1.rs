@@ -370,3 +370,21 @@ async fn an_entrys_own_ttl_outlasts_the_caches() {
     assert_eq!(capped.get_fresh(&k), None);
     assert_eq!(capped.get_fresh(&"plain".to_owned()), None);
 }
+
+/// Without a weigher an entry weighs its serialized size plus 64 bytes
+/// and `size_of::<V>()`: 1 000-byte strings (1 002 serialized) weigh
+/// 1 090, so a cap one byte short of ten of them holds nine.
+#[tokio::test]
+async fn entries_weigh_their_serialized_size_and_a_fixed_overhead() {
+    let cache: Cache = TieredCache::builder()
+        .tenant_l1_cap(10 * 1090 - 1)
+        .build()
+        .unwrap();
+    let value = "x".repeat(1000);
+    for i in 0..9 {
+        cache.insert(format!("k{i}"), value.clone()).await;
+    }
+    assert_eq!(cache.stats().l1_tenant_capped, 0);
+    cache.insert("k9".into(), value).await;
+    assert_eq!(cache.stats().l1_tenant_capped, 1);
+}
