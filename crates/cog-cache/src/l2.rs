@@ -146,6 +146,54 @@ mod imp {
     /// settles at about twice its live members however many expire.
     const TAG_PRUNE_SAMPLE: usize = 32;
 
+    /// Keys asked for per `SCAN`/`SSCAN` page, and deleted per batch.
+    const SCAN_PAGE: u32 = 500;
+
+    /// `f` within `step`, a timeout being fred's error.
+    async fn within<T>(
+        step: Duration,
+        what: &'static str,
+        f: impl Future<Output = T>,
+    ) -> Result<T, fred::error::Error> {
+        tokio::time::timeout(step, f)
+            .await
+            .map_err(|_| fred::error::Error::new(fred::error::ErrorKind::Timeout, what))
+    }
+
+    /// Deletes `keys` within `step`: one `DEL` for them all, or on
+    /// Cluster one per hash slot, pipelined.
+    async fn del_all<K>(
+        client: &Client,
+        opts: &Options,
+        step: Duration,
+        keys: Vec<K>,
+    ) -> Result<(), fred::error::Error>
+    where
+        K: TryInto<fred::types::Key>,
+        K::Error: Into<fred::error::Error>,
+    {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let c = client.with_options(opts);
+        let groups: Vec<Vec<fred::types::Key>> = if client.is_clustered() {
+            fred::util::group_by_hash_slot(keys)?
+                .into_values()
+                .map(Vec::from)
+                .collect()
+        } else {
+            vec![
+                keys.into_iter()
+                    .map(|k| k.try_into().map_err(Into::into))
+                    .collect::<Result<_, _>>()?,
+            ]
+        };
+        let dels = groups.into_iter().map(|g| c.del::<(), _>(g));
+        within(step, "DEL batch", futures_util::future::try_join_all(dels))
+            .await?
+            .map(drop)
+    }
+
     /// A Redis call of the L2, boxed (see `L2::call_within`).
     type L2Call<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, L2Error>> + Send + 'a>>;
 
@@ -280,24 +328,37 @@ mod imp {
             });
         }
 
-        /// Deletes every data key recorded under `tag`, then the set.
+        /// Deletes every data key recorded under `tag`, then the set:
+        /// the set's members a page at a time (`SSCAN`), each page's keys
+        /// at once. Every page and every batch of deletes answers within
+        /// the timeout; the whole walk within 100 of them.
         pub(crate) async fn delete_tag(&self, tenant: &str, tag: &str) -> Result<(), L2Error> {
+            use fred::types::scan::Scanner;
+            use futures_util::StreamExt;
             let set = self.tag_key(tenant, tag);
-            let c = self.client.with_options(&self.opts());
-            self.call("SMEMBERS+DEL", async move {
-                use fred::interfaces::SetsInterface;
-                let members: Vec<String> = c.smembers(&set).await?;
-                // One DEL per key: on Cluster they live in different slots.
-                for m in members {
-                    c.del::<(), _>(m).await?;
+            let client = self.client.clone();
+            let opts = self.opts();
+            let step = self.settings.timeout;
+            let work = async move {
+                let mut pages = client.sscan(set.clone(), "*", Some(SCAN_PAGE)).boxed();
+                while let Some(page) = within(step, "SSCAN page", pages.next()).await? {
+                    let mut page = page?;
+                    let members: Vec<String> = page
+                        .take_results()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|m| m.into_string())
+                        .collect();
+                    del_all(&client, &opts, step, members).await?;
+                    page.next();
                 }
-                c.del::<(), _>(&set).await
-            })
-            .await
+                client.with_options(&opts).del::<(), _>(set).await
+            };
+            self.call_within("SSCAN+DEL", step * 100, work).await
         }
 
         /// Deletes every key of `tenant` (values, tag sets, leases),
-        /// scanning every node of a cluster.
+        /// scanning every node of a cluster, a page of keys at a time.
         pub(crate) async fn delete_tenant(&self, tenant: &str) -> Result<(), L2Error> {
             use futures_util::StreamExt;
             let glob: String = self
@@ -315,23 +376,22 @@ mod imp {
             let step = self.settings.timeout;
             // A scan walks the whole keyspace: the whole walk may take more
             // than one call's timeout (still bounded), but every page and
-            // every delete must answer within it — so a Redis that is gone
-            // is noticed in one timeout, not in the walk's bound.
+            // every batch of deletes must answer within it — so a Redis
+            // that is gone is noticed in one timeout, not in the walk's
+            // bound.
             let bound = self.settings.timeout * 100;
             let work = async move {
-                let mut keys = if client.is_clustered() {
-                    client
-                        .scan_cluster_buffered(pattern, Some(500), None)
-                        .boxed()
+                use fred::types::scan::Scanner;
+                let mut pages = if client.is_clustered() {
+                    client.scan_cluster(pattern, Some(SCAN_PAGE), None).boxed()
                 } else {
-                    client.scan_buffered(pattern, Some(500), None).boxed()
+                    client.scan(pattern, Some(SCAN_PAGE), None).boxed()
                 };
-                loop {
-                    let next = tokio::time::timeout(step, keys.next()).await.map_err(|_| {
-                        fred::error::Error::new(fred::error::ErrorKind::Timeout, "SCAN page")
-                    })?;
-                    let Some(key) = next else { break };
-                    client.with_options(&opts).del::<(), _>(key?).await?;
+                while let Some(page) = within(step, "SCAN page", pages.next()).await? {
+                    let mut page = page?;
+                    let keys = page.take_results().unwrap_or_default();
+                    del_all(&client, &opts, step, keys).await?;
+                    page.next();
                 }
                 Ok(())
             };

@@ -1,5 +1,6 @@
 //! cog-cache against real Redis servers: stampedes, invalidation, failover.
 
+mod cluster;
 mod http;
 mod l1;
 mod placed;

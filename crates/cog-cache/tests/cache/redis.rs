@@ -613,3 +613,70 @@ async fn an_invalidation_arriving_after_a_racing_write_takes_it_out() {
     let other = a.l2_key(&"other".to_owned()).unwrap();
     assert_eq!(server.command(&["EXISTS", &other]).unwrap(), Reply::Int(1));
 }
+
+/// A tag on thousands of entries is invalidated whole in L2, with the
+/// default 50 ms timeout per Redis call: the deletes are not one call
+/// under one timeout (which gave up part way, left tagged values in L2
+/// for other instances to read back, and counted against the circuit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_tag_is_invalidated_whole() {
+    let server = RedisServer::start().unwrap();
+    let cache: Cache = TieredCache::builder()
+        .redis(client(&server.url()).await)
+        .schema("v1")
+        .build()
+        .unwrap();
+    let tagged = cache.tagged(["big"]);
+    for i in 0..3000 {
+        tagged.insert(format!("k{i}"), "v".into()).await;
+    }
+    let keys = || match server.command(&["DBSIZE"]).unwrap() {
+        Reply::Int(n) => n,
+        other => panic!("{other:?}"),
+    };
+    assert!(keys() >= 3000, "{}", keys());
+    let errors = cache.stats().l2_errors;
+    tagged.invalidate_tag("big").await;
+    assert_eq!(keys(), 0, "every tagged value and the set are gone");
+    assert_eq!(cache.stats().l2_errors, errors);
+    assert!(!cache.l2_circuit_open());
+    let other = TieredCache::<String, String>::builder()
+        .redis(client(&server.url()).await)
+        .schema("v1")
+        .build()
+        .unwrap();
+    assert_eq!(other.get(&"k7".to_owned()).await, None);
+}
+
+/// A tenant with hundreds of thousands of keys in L2 is invalidated whole
+/// within the walk's bound (100 timeouts): its keys are deleted a page at
+/// a time, not one round trip each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_tenant_is_invalidated_whole() {
+    let server = RedisServer::start().unwrap();
+    let cache: Cache = TieredCache::builder()
+        .redis(client(&server.url()).await)
+        .schema("v1")
+        .build()
+        .unwrap();
+    let acme = cache.tenant("acme");
+    acme.insert("k".into(), "v".into()).await;
+    let key = acme.l2_key(&"k".to_owned()).unwrap();
+    let prefix = key.rsplit_once(':').unwrap().0;
+    // 200 000 more of the tenant's keys, and one of another tenant.
+    let fill = "for i = 1, tonumber(ARGV[2]) do redis.call('SET', ARGV[1] .. ':f' .. i, 'v') end";
+    server
+        .command(&["EVAL", fill, "0", prefix, "200000"])
+        .unwrap();
+    cache.insert("other".into(), "v".into()).await;
+    let keys = || match server.command(&["DBSIZE"]).unwrap() {
+        Reply::Int(n) => n,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(keys(), 200_002);
+    let started = std::time::Instant::now();
+    acme.invalidate_tenant().await;
+    let took = started.elapsed();
+    assert_eq!(keys(), 1, "only the other tenant's key is left ({took:?})");
+    assert_eq!(cache.stats().l2_errors, 0);
+}

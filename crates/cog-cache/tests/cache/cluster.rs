@@ -1,0 +1,78 @@
+//! L2 on a real 3-master Redis Cluster: values, tags and tenants spread
+//! over every node, invalidated whole.
+
+use cog_cache::TieredCache;
+use cog_testkit::{RedisCluster, Reply};
+
+use crate::support::{Cache, client, eventually};
+
+async fn cache(url: &str) -> Cache {
+    TieredCache::builder()
+        .redis(client(url).await)
+        .schema("v1")
+        .build()
+        .unwrap()
+}
+
+/// Keys held by the whole cluster.
+fn keys(cluster: &RedisCluster) -> i64 {
+    cluster
+        .nodes()
+        .iter()
+        .map(|n| match n.command(&["DBSIZE"]).unwrap() {
+            Reply::Int(n) => n,
+            other => panic!("{other:?}"),
+        })
+        .sum()
+}
+
+/// A tag's values and a tenant's keys live in every slot: invalidating
+/// either deletes them on every node (grouped by slot, no CROSSSLOT), and
+/// leaves everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_and_tenants_are_invalidated_on_every_node() {
+    let cluster = RedisCluster::start().unwrap();
+    let a = cache(&cluster.url()).await;
+    let b = cache(&cluster.url()).await;
+    b.invalidations_ready().await;
+    let acme = a.tenant("acme");
+    let tagged = acme.tagged(["t"]);
+    for i in 0..1500 {
+        tagged.insert(format!("t{i}"), "v".into()).await;
+    }
+    for i in 0..500 {
+        acme.insert(format!("u{i}"), "v".into()).await;
+    }
+    for i in 0..100 {
+        a.tenant("other").insert(format!("o{i}"), "v".into()).await;
+    }
+    // 2 100 values and the tag's set.
+    assert_eq!(keys(&cluster), 2101);
+    for node in cluster.nodes() {
+        let Reply::Int(n) = node.command(&["DBSIZE"]).unwrap() else {
+            panic!()
+        };
+        assert!(n > 500, "values on every node: {n}");
+    }
+
+    tagged.invalidate_tag("t").await;
+    assert_eq!(keys(&cluster), 600);
+    assert_eq!(b.tenant("acme").get(&"t7".to_owned()).await, None);
+    assert_eq!(
+        b.tenant("acme").get(&"u7".to_owned()).await.as_deref(),
+        Some("v")
+    );
+
+    acme.invalidate_tenant().await;
+    assert_eq!(keys(&cluster), 100);
+    // b's L1 copy goes when the message arrives.
+    eventually("b drops acme's entries", async || {
+        b.tenant("acme").get(&"u7".to_owned()).await.is_none()
+    })
+    .await;
+    assert_eq!(
+        b.tenant("other").get(&"o7".to_owned()).await.as_deref(),
+        Some("v")
+    );
+    assert_eq!(a.stats().l2_errors, 0);
+}
