@@ -385,6 +385,16 @@ async fn entries_weigh_their_serialized_size_and_a_fixed_overhead() {
         cache.insert(format!("k{i}"), value.clone()).await;
     }
     assert_eq!(cache.stats().l1_tenant_capped, 0);
-    cache.insert("k9".into(), value).await;
+    cache.insert("k9".into(), value.clone()).await;
     assert_eq!(cache.stats().l1_tenant_capped, 1);
+
+    // A cap of exactly nine holds nine.
+    let exact: Cache = TieredCache::builder()
+        .tenant_l1_cap(9 * 1090)
+        .build()
+        .unwrap();
+    for i in 0..9 {
+        exact.insert(format!("k{i}"), value.clone()).await;
+    }
+    assert_eq!(exact.stats().l1_tenant_capped, 0);
 }
