@@ -59,6 +59,21 @@ impl MetricsCapture {
         total
     }
 
+    /// The value of the `u64` gauge `name` on the point whose attributes
+    /// include every `(key, value)` of `attrs`; `None` if it has none.
+    pub fn gauge(&self, name: &str, attrs: &[(&str, &str)]) -> Option<u64> {
+        let mut found = None;
+        self.visit(name, |data| {
+            if let AggregatedMetrics::U64(MetricData::Gauge(g)) = data {
+                found = g
+                    .data_points()
+                    .find(|p| matches(p.attributes(), attrs))
+                    .map(|p| p.value());
+            }
+        });
+        found
+    }
+
     /// How many values an `f64` histogram recorded on matching points.
     pub fn histogram_count(&self, name: &str, attrs: &[(&str, &str)]) -> u64 {
         let mut total = 0;

@@ -398,3 +398,22 @@ async fn entries_weigh_their_serialized_size_and_a_fixed_overhead() {
     }
     assert_eq!(exact.stats().l1_tenant_capped, 0);
 }
+
+/// A tag's invalidation takes out the tenant's entries with that tag and
+/// nothing else: not its other entries, nor another tenant's with the
+/// same tag.
+#[tokio::test]
+async fn a_tag_invalidation_takes_only_its_tenants_tagged_entries() {
+    let cache = l1();
+    let (a, b) = (cache.tenant("a"), cache.tenant("b"));
+    a.tagged(["t"]).insert("tagged".into(), "v".into()).await;
+    a.tagged(["u"]).insert("other-tag".into(), "v".into()).await;
+    a.insert("plain".into(), "v".into()).await;
+    b.tagged(["t"]).insert("tagged".into(), "v".into()).await;
+    a.invalidate_tag("t").await;
+    assert_eq!(a.get_fresh(&"tagged".to_owned()), None);
+    for k in ["other-tag", "plain"] {
+        assert_eq!(a.get_fresh(&k.to_owned()).as_deref(), Some("v"), "{k}");
+    }
+    assert_eq!(b.get_fresh(&"tagged".to_owned()).as_deref(), Some("v"));
+}
