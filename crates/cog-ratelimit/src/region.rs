@@ -15,9 +15,10 @@
 //! round that just ended — `(round, cumulative units, cumulative units a
 //! round earlier)` — and pushes that entry to every other region's Redis.
 //! The instance sends its running total, and the ledger keeps the total it
-//! last counted for each instance: a seal whose answer was lost (applied,
-//! then timed out) is not counted again when the next round sends the
-//! total anew. Those marks go ten rounds after an instance's last seal. Half a round later
+//! last counted for each instance (and each time the instance took the
+//! subject up afresh): a seal whose answer was lost (applied, then timed
+//! out) is not counted again when the next round sends the total anew.
+//! Those marks go ten rounds after their last seal. Half a round later
 //! it reads the entries its local Redis holds and computes the shares: a
 //! region's demand is the units asked for in the last round (0 when its
 //! entry is older: idle, or cut off); every region gets at least a floor
@@ -66,13 +67,14 @@ use crate::store::lease::KeyRef;
 use crate::store::{Lease, RedisStore, Store, StoreError};
 
 const SEAL_LUA: &str = r#"
--- KEYS[1] ledger; ARGV[1] region, ARGV[2] instance, ARGV[3] units asked
--- of the instance in all, ARGV[4] how many of them it knows are counted,
+-- KEYS[1] ledger; ARGV[1] region, ARGV[2] the sealing instance's mark
+-- for the subject, ARGV[3] units asked of it in all, ARGV[4] how many of
+-- them it knows are counted,
 -- ARGV[5] round to seal, ARGV[6] lifetime (ms), ARGV[7] '1' to drop the
 -- marks of instances quiet for ten rounds. Returns the region's sealed
 -- entry.
 --
--- The instance's mark 'i:<instance>' = 'total:round' holds the total
+-- The mark 'i:<mark>' = 'total:round' holds the total
 -- last counted: a seal whose answer was lost, sent again, adds nothing
 -- twice.
 -- Garbage is replaced, never trusted; nothing is deleted on an error
@@ -297,6 +299,9 @@ struct Subject {
     counted: AtomicU64,
     /// The last round it was asked for.
     active: AtomicU64,
+    /// Its mark in the ledger: this instance's name and a number of its
+    /// own, so a subject forgotten and taken up again starts afresh.
+    mark: String,
 }
 
 struct Inner {
@@ -311,6 +316,8 @@ struct Inner {
     /// This instance's name in the ledgers' marks: random, so a restarted
     /// instance starts from nothing counted.
     instance: u64,
+    /// Subjects taken up so far (numbers their marks).
+    taken: AtomicU64,
 }
 
 /// A [`Store`] enforcing each quota globally across a [`RegionSet`],
@@ -349,6 +356,7 @@ impl GlobalStore {
             scaled: quick_cache::sync::Cache::new(1_024),
             rounds: AtomicU32::new(0),
             instance: rand::random::<u64>(),
+            taken: AtomicU64::new(0),
         });
         tokio::spawn(sync(Arc::downgrade(&inner)));
         GlobalStore { inner }
@@ -396,6 +404,11 @@ impl GlobalStore {
             total: AtomicU64::new(0),
             counted: AtomicU64::new(0),
             active: AtomicU64::new(round_now(self.inner.regions.interval)),
+            mark: format!(
+                "{:016x}.{:x}",
+                self.inner.instance,
+                self.inner.taken.fetch_add(1, Ordering::Relaxed)
+            ),
         });
         self.inner
             .subjects
@@ -523,7 +536,6 @@ async fn sync(inner: Weak<Inner>) {
         // Each instance tidies the marks once every ten rounds, not all
         // in the same round.
         let prune = round.wrapping_add(i.instance) % 10 == 0;
-        let instance = format!("{:016x}", i.instance);
         for s in &active {
             let total = s.total.load(Ordering::Relaxed);
             let sealed = tokio::time::timeout(
@@ -533,7 +545,7 @@ async fn sync(inner: Weak<Inner>) {
                     vec![s.ledger.clone()],
                     vec![
                         region.clone(),
-                        instance.clone(),
+                        s.mark.clone(),
                         total.to_string(),
                         s.counted.load(Ordering::Relaxed).to_string(),
                         (round - 1).to_string(),
@@ -801,6 +813,41 @@ mod tests {
         // Not a hash: replaced.
         raw(&["SET", "l", "garbage"]);
         assert_eq!(seal("a", 60, 50, 104, false).unwrap(), "104:10:0");
+    }
+
+    /// A subject forgotten (evicted from the bounded map) and asked for
+    /// again is counted from its first unit: it seals under a mark of its
+    /// own, not the forgotten one's, whose total is higher.
+    #[tokio::test]
+    async fn a_subject_taken_up_again_is_counted_afresh() {
+        let server = cog_testkit::RedisServer::start().unwrap();
+        let client = crate::store::connect(&server.url()).await.unwrap();
+        let round = Duration::from_millis(50);
+        let store = GlobalStore::new(
+            RegionSet::new("eu", client.clone()).sync_interval(round),
+            RedisStore::new(client.clone()).local_deny(false),
+        );
+        let quota = Quota::single(crate::Limit::per_second(1_000_000)).unwrap();
+        store.check("acme", &quota, 10).await.unwrap();
+        let key = KeyRef(quota.fingerprint(), "acme");
+        let ledger = store.inner.subjects.get(&key).unwrap().ledger.clone();
+        let counter = || async {
+            let c: Option<u64> = client
+                .eval(
+                    "return redis.call('HGET', KEYS[1], 'c:eu')",
+                    vec![ledger.clone()],
+                    Vec::<String>::new(),
+                )
+                .await
+                .unwrap();
+            c.unwrap_or(0)
+        };
+        tokio::time::sleep(round * 3).await;
+        assert_eq!(counter().await, 10);
+        store.inner.subjects.remove(&key);
+        store.check("acme", &quota, 5).await.unwrap();
+        tokio::time::sleep(round * 3).await;
+        assert_eq!(counter().await, 15);
     }
 
     #[test]
