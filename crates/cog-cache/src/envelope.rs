@@ -98,6 +98,21 @@ pub(crate) fn encode<V: Serialize>(
     Ok(out)
 }
 
+/// How many bytes `bytes` (an encoded entry) take once decoded: their
+/// length, with a compressed payload counted at its uncompressed size —
+/// what the value occupies in L1, not what it took on the wire.
+pub(crate) fn decoded_size(bytes: &[u8]) -> usize {
+    let declared = (bytes.len() >= HEADER && bytes[3] & COMPRESSED != 0)
+        .then(|| read_tags(&bytes[HEADER..]).ok())
+        .flatten()
+        .and_then(|(_, payload)| payload.get(..4).map(|b| (payload.len(), b)))
+        .map(|(len, b)| (len, u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize));
+    match declared {
+        Some((payload, raw)) => bytes.len() - payload + raw.min(payload.saturating_mul(255)),
+        None => bytes.len(),
+    }
+}
+
 fn read_tags(mut rest: &[u8]) -> Result<(Vec<String>, &[u8]), DecodeError> {
     let mut take = |n: usize| -> Result<&[u8], DecodeError> {
         if rest.len() < n {
@@ -176,6 +191,31 @@ pub(crate) fn decode<V: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_decoded_size_counts_a_compressed_payload_uncompressed() {
+        let tag = schema_tag("s");
+        let v = "x".repeat(10_000);
+        let raw = encode(Some(&v), &["t".into()], tag, 1, 2, None).unwrap();
+        let small = encode(Some(&v), &["t".into()], tag, 1, 2, Some(100)).unwrap();
+        assert!(
+            small.len() < raw.len() / 10,
+            "{} {}",
+            small.len(),
+            raw.len()
+        );
+        assert_eq!(decoded_size(&small), raw.len());
+        assert_eq!(decoded_size(&raw), raw.len());
+        // Garbage counts as what it is.
+        for bad in [&b""[..], b"CG", &small[..HEADER + 3]] {
+            assert_eq!(decoded_size(bad), bad.len());
+        }
+        // A declared size past what LZ4 can expand to is not believed.
+        let mut lying = small.clone();
+        let payload_at = HEADER + 2 + 2 + 1;
+        lying[payload_at..payload_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decoded_size(&lying) <= small.len() * 256);
+    }
 
     #[test]
     fn round_trips_plain_compressed_and_negative() {

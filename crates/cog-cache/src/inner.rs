@@ -356,7 +356,8 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         self.slot_until(key, env.value, now.saturating_add(left), Some(len), tags)
     }
 
-    /// Writes a slot to L2 (best effort: failures only feed the breaker).
+    /// Writes a slot to L2 (best effort: failures only feed the breaker);
+    /// returns the size of its value decoded (see [`envelope::decoded_size`]).
     pub(crate) async fn put_l2(&self, tenant: &str, key: &K, slot: &Slot<V>) -> Option<usize> {
         let l2 = self.l2_of(tenant)?;
         let now = self.now();
@@ -382,7 +383,7 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             .saturating_sub(now)
             / 1_000_000)
             .max(1);
-        let len = bytes.len();
+        let len = envelope::decoded_size(&bytes);
         let data_key = l2.data_key(tenant, key)?;
         if let Err(e) = l2.set(&data_key, bytes, ttl_ms).await {
             self.stats.l2_error(&e);

@@ -374,7 +374,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         match envelope::decode::<V>(&bytes, inner.config.schema) {
             Ok(env) => {
                 let fresh = unix_ms() < env.fresh_until_ms;
-                let mut slot = inner.slot_read_l2(key, env, bytes.len());
+                let mut slot = inner.slot_read_l2(key, env, envelope::decoded_size(&bytes));
                 if let Some(seen) = adopted {
                     // The entry follows its tenant to the new deployment.
                     slot = self.put_l2_unless_invalidated(key, slot, seen).await;

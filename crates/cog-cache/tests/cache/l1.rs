@@ -417,3 +417,26 @@ async fn a_tag_invalidation_takes_only_its_tenants_tagged_entries() {
     }
     assert_eq!(b.get_fresh(&"tagged".to_owned()).as_deref(), Some("v"));
 }
+
+/// A failed load is answered with the stale value only within
+/// `stale_if_error` after the value expired; past it, the error.
+#[tokio::test]
+async fn stale_if_error_ends_with_its_window() {
+    let ttl = Duration::from_millis(50);
+    let cache: Cache = TieredCache::builder()
+        .ttl(ttl)
+        .ttl_jitter(0.0)
+        .stale_if_error(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let k = "k".to_owned();
+    let started = std::time::Instant::now();
+    cache
+        .get_or_load(&k, || async { Ok::<_, String>("v1".into()) })
+        .await
+        .unwrap();
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(cache.get_or_load(&k, failing()).await.unwrap(), "v1");
+    tokio::time::sleep((ttl + Duration::from_millis(200)).saturating_sub(started.elapsed())).await;
+    assert!(cache.get_or_load(&k, failing()).await.is_err());
+}

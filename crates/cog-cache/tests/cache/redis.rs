@@ -680,3 +680,52 @@ async fn a_large_tenant_is_invalidated_whole() {
     assert_eq!(keys(), 1, "only the other tenant's key is left ({took:?})");
     assert_eq!(cache.stats().l2_errors, 0);
 }
+
+/// L1 weighs what a value takes in memory, also when it went through
+/// L2 compressed: 50 000-byte strings (a few hundred bytes in Redis) weigh
+/// 50 000 in L1, loaded here or read from L2 by another instance, so a
+/// 120 000-byte tenant cap holds two. Before, L1 counted the compressed
+/// size, and a cache of compressible values held hundreds of times its
+/// capacity. A weigher, when set, decides instead.
+#[tokio::test]
+async fn l1_weighs_values_uncompressed_or_by_the_weigher() {
+    let server = RedisServer::start().unwrap();
+    let build = |weigher: bool| {
+        let url = server.url();
+        async move {
+            let mut b = TieredCache::builder()
+                .redis(client(&url).await)
+                .schema("v1")
+                .tenant_l1_cap(if weigher { 2_500 } else { 120_000 });
+            if weigher {
+                b = b.weigher(|_, _| 1_000);
+            }
+            let cache: Cache = b.build().unwrap();
+            cache
+        }
+    };
+    let big = "x".repeat(50_000);
+    let loader = |v: &String| {
+        let v = v.clone();
+        move || async move { Ok::<_, String>(v) }
+    };
+    let a = build(false).await;
+    for i in 0..3 {
+        a.get_or_load(&format!("k{i}"), loader(&big)).await.unwrap();
+    }
+    assert_eq!(a.stats().l1_tenant_capped, 1, "loaded: two fit");
+    let b = build(false).await;
+    for i in 0..3 {
+        assert_eq!(b.get(&format!("k{i}")).await.as_deref(), Some(&big[..]));
+    }
+    assert_eq!(b.stats().l1_tenant_capped, 1, "read from L2: two fit");
+
+    let weighed = build(true).await;
+    for i in 0..3 {
+        weighed
+            .get_or_load(&format!("w{i}"), loader(&"v".to_owned()))
+            .await
+            .unwrap();
+    }
+    assert_eq!(weighed.stats().l1_tenant_capped, 1, "the weigher's 1 000");
+}
