@@ -690,16 +690,26 @@ mod tests {
         assert_eq!(shares(&e, &["eu", "us", "ap"], 9), vec![WHOLE / 3; 3]);
     }
 
-    /// The Lua merge, run by a real Redis on random pushes, ends where the
-    /// Rust merge does, in any order.
-    #[test]
-    fn redis_merges_as_the_specification_does() {
+    /// A real Redis, a runtime and a client of it.
+    fn redis() -> (
+        cog_testkit::RedisServer,
+        tokio::runtime::Runtime,
+        fred::clients::Client,
+    ) {
         let server = cog_testkit::RedisServer::start().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let client = rt.block_on(crate::store::connect(&server.url())).unwrap();
+        (server, rt, client)
+    }
+
+    /// The Lua merge, run by a real Redis on random pushes, ends where the
+    /// Rust merge does, in any order.
+    #[test]
+    fn redis_merges_as_the_specification_does() {
+        let (_server, rt, client) = redis();
         let n = std::sync::atomic::AtomicU64::new(0);
         proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(64))
             .run(&proptest::collection::vec(entries(), 1..5), |views| {
@@ -735,12 +745,7 @@ mod tests {
     /// which marks it drops; and that an error deletes nothing.
     #[test]
     fn the_seal_counts_each_unit_once() {
-        let server = cog_testkit::RedisServer::start().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = rt.block_on(crate::store::connect(&server.url())).unwrap();
+        let (_server, rt, client) = redis();
         let seal = |instance: &str, total: u64, counted: u64, round: u64, prune: bool| {
             rt.block_on(client.eval::<String, _, _, _>(
                 SEAL_LUA,

@@ -25,6 +25,23 @@ async fn cache(url: &str, lease: bool) -> Cache {
     b.build().unwrap()
 }
 
+/// A cache on `url` with every L2 default (50 ms timeout).
+async fn with_defaults(url: &str) -> Cache {
+    TieredCache::builder()
+        .redis(client(url).await)
+        .schema("v1")
+        .build()
+        .unwrap()
+}
+
+/// Keys on `server`.
+fn dbsize(server: &RedisServer) -> i64 {
+    match server.command(&["DBSIZE"]).unwrap() {
+        Reply::Int(n) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
 async fn stampede(caches: &[Cache], n: usize, counter: &Counter, key: &str) {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
@@ -621,30 +638,19 @@ async fn an_invalidation_arriving_after_a_racing_write_takes_it_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_tag_is_invalidated_whole() {
     let server = RedisServer::start().unwrap();
-    let cache: Cache = TieredCache::builder()
-        .redis(client(&server.url()).await)
-        .schema("v1")
-        .build()
-        .unwrap();
+    let cache = with_defaults(&server.url()).await;
     let tagged = cache.tagged(["big"]);
     for i in 0..3000 {
         tagged.insert(format!("k{i}"), "v".into()).await;
     }
-    let keys = || match server.command(&["DBSIZE"]).unwrap() {
-        Reply::Int(n) => n,
-        other => panic!("{other:?}"),
-    };
+    let keys = || dbsize(&server);
     assert!(keys() >= 3000, "{}", keys());
     let errors = cache.stats().l2_errors;
     tagged.invalidate_tag("big").await;
     assert_eq!(keys(), 0, "every tagged value and the set are gone");
     assert_eq!(cache.stats().l2_errors, errors);
     assert!(!cache.l2_circuit_open());
-    let other = TieredCache::<String, String>::builder()
-        .redis(client(&server.url()).await)
-        .schema("v1")
-        .build()
-        .unwrap();
+    let other = with_defaults(&server.url()).await;
     assert_eq!(other.get(&"k7".to_owned()).await, None);
 }
 
@@ -654,11 +660,7 @@ async fn a_large_tag_is_invalidated_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_tenant_is_invalidated_whole() {
     let server = RedisServer::start().unwrap();
-    let cache: Cache = TieredCache::builder()
-        .redis(client(&server.url()).await)
-        .schema("v1")
-        .build()
-        .unwrap();
+    let cache = with_defaults(&server.url()).await;
     let acme = cache.tenant("acme");
     acme.insert("k".into(), "v".into()).await;
     let key = acme.l2_key(&"k".to_owned()).unwrap();
@@ -669,10 +671,7 @@ async fn a_large_tenant_is_invalidated_whole() {
         .command(&["EVAL", fill, "0", prefix, "200000"])
         .unwrap();
     cache.insert("other".into(), "v".into()).await;
-    let keys = || match server.command(&["DBSIZE"]).unwrap() {
-        Reply::Int(n) => n,
-        other => panic!("{other:?}"),
-    };
+    let keys = || dbsize(&server);
     assert_eq!(keys(), 200_002);
     let started = std::time::Instant::now();
     acme.invalidate_tenant().await;
