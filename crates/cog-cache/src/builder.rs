@@ -20,6 +20,9 @@ pub struct CacheBuilder<K, V> {
     redis: Option<(fred::clients::Client, crate::l2::L2Settings)>,
     #[cfg(feature = "redis")]
     regions: Vec<fred::clients::Client>,
+    /// Bounds each call to another region's Redis.
+    #[cfg(feature = "redis")]
+    region_timeout: Duration,
     #[cfg(feature = "redis")]
     placed: Option<Placed>,
     _types: PhantomData<fn(K) -> V>,
@@ -89,6 +92,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
             redis: None,
             #[cfg(feature = "redis")]
             regions: Vec::new(),
+            #[cfg(feature = "redis")]
+            region_timeout: Duration::from_secs(1),
             #[cfg(feature = "redis")]
             placed: None,
             _types: PhantomData,
@@ -211,11 +216,25 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// `redis_retry_interval` while the region is unreachable; at most
     /// 10 000 wait per region (past that the oldest are dropped, and those
     /// entries live there until their TTL). Reads and writes stay on the
-    /// local L2. Needs [`redis`](Self::redis).
+    /// local L2. Each call to another region is bounded by
+    /// [`region_timeout`](Self::region_timeout), not the local
+    /// [`redis_timeout`](Self::redis_timeout). Needs [`redis`](Self::redis).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn region(mut self, client: fred::clients::Client) -> Self {
         self.regions.push(client);
+        self
+    }
+
+    /// Bounds each call to another region's Redis (default 1 s): a
+    /// cross-region round trip, off every request's path, so it can be far
+    /// longer than the local L2's [`redis_timeout`](Self::redis_timeout).
+    /// A region slower than this counts as unreachable, and its
+    /// invalidations wait.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn region_timeout(mut self, timeout: Duration) -> Self {
+        self.region_timeout = timeout;
         self
     }
 
@@ -339,10 +358,11 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     .regions
                     .drain(..)
                     .map(|c| {
-                        Arc::new(crate::regions::Remote::new(crate::l2::L2::new(
-                            c,
-                            settings.clone(),
-                        )))
+                        let settings = crate::l2::L2Settings {
+                            timeout: self.region_timeout,
+                            ..settings.clone()
+                        };
+                        Arc::new(crate::regions::Remote::new(crate::l2::L2::new(c, settings)))
                     })
                     .collect();
                 let placed = match self.placed.take() {

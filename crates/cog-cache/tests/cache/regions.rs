@@ -18,10 +18,11 @@ async fn world() -> World {
     let regions = Regions::start(3, Regions::one_forty_eighty).await.unwrap();
     let mut caches = Vec::new();
     for i in 0..3 {
+        // The local L2's default 50 ms timeout, shorter than the 80 / 160
+        // ms round trips to other regions: those calls have their own.
         let mut b = TieredCache::builder()
             .redis(client(&regions.url(i)).await)
             .schema("v1")
-            .redis_timeout(Duration::from_millis(300))
             .redis_retry_interval(Duration::from_millis(100));
         for j in (0..3).filter(|&j| j != i) {
             b = b.region(client(&regions.link_url(i, j)).await);
@@ -127,6 +128,34 @@ async fn invalidations_reach_every_region_and_wait_out_a_partition() {
     eprintln!("after the link came back: {healed:?}");
     crate::support::eventually("the outbox is empty", async || {
         w.caches[0].regions_pending() == 0
+    })
+    .await;
+}
+
+/// Calls to another region are bounded by `region_timeout`, not the local
+/// L2's timeout: a region slower than it counts as unreachable and its
+/// invalidations wait; one within it — if slower than the local 50 ms —
+/// gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_is_given_its_own_timeout() {
+    let regions = Regions::start(2, |_, _| Duration::ZERO).await.unwrap();
+    let cache: Cache = TieredCache::builder()
+        .redis(client(&regions.url(0)).await)
+        .schema("v1")
+        .redis_retry_interval(Duration::from_millis(50))
+        .region(client(&regions.link_url(0, 1)).await)
+        .region_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    // 2 × 200 ms a round trip: past the 300 ms timeout.
+    regions.link(0, 1).set_latency(Duration::from_millis(200));
+    cache.invalidate(&"k".to_owned()).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(cache.regions_pending(), 1, "not delivered while slow");
+    // 2 × 60 ms: within it, and past the local 50 ms.
+    regions.link(0, 1).set_latency(Duration::from_millis(60));
+    crate::support::eventually("delivered once in time", async || {
+        cache.regions_pending() == 0
     })
     .await;
 }
