@@ -147,7 +147,6 @@ async fn main() -> Result<(), Error> {
             let mut cache = TieredCache::builder()
                 .redis(local.clone())
                 .schema("v1")
-                .redis_timeout(Duration::from_millis(300))
                 .redis_retry_interval(Duration::from_millis(100));
             for j in (0..3).filter(|&j| j != i) {
                 set = set.region(NAMES[j], connect(&regions.link_url(i, j)).await?);
