@@ -288,7 +288,10 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self.redis.as_mut().map(|(_, s)| s)
     }
 
-    /// The Redis key prefix (default `cog:cache:`).
+    /// The Redis key prefix (default `cog:cache:`), which also names the
+    /// invalidation channel (`<prefix>invalidate`). Give each cache on one
+    /// Redis a prefix of its own: caches sharing one share tag sets, and a
+    /// tag or tenant invalidation in one deletes the other's entries too.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {

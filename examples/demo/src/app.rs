@@ -298,6 +298,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
             .lease(Duration::from_secs(5));
         pages = pages
             .redis(client.clone())
+            .redis_prefix("cog:pages:")
             .schema("demo-page-v1")
             .redis_timeout(config.redis_timeout);
         for (_, remote) in &spread.remotes {

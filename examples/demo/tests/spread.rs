@@ -144,5 +144,5 @@ async fn a_tenant_follows_its_partition_across_deployments() {
     assert!(after <= 5 + 3, "the move reset the limit: {after} admitted");
     assert!(keys_with(&d1, limiter_keys) > 0, "state on d1 now");
     // The HTTP cache's entries went to d1 too.
-    assert!(keys_with(&d1, "cog:cache:*") > 0);
+    assert!(keys_with(&d1, "cog:pages:*") > 0);
 }
