@@ -192,6 +192,19 @@ pub(crate) fn decode<V: DeserializeOwned>(
 mod tests {
     use super::*;
 
+    /// Only payloads larger than `compress_above` are compressed: one of
+    /// exactly that size, or none asked for, goes as it is.
+    #[test]
+    fn payloads_past_the_threshold_are_compressed() {
+        let tag = schema_tag("s");
+        // A 98-byte string: 99 bytes of postcard (one byte of length).
+        let v = "x".repeat(98);
+        let compressed = |min| encode(Some(&v), &[], tag, 1, 2, min).unwrap()[3] & COMPRESSED != 0;
+        assert!(compressed(Some(98)));
+        assert!(!compressed(Some(99)));
+        assert!(!compressed(None));
+    }
+
     #[test]
     fn the_decoded_size_counts_a_compressed_payload_uncompressed() {
         let tag = schema_tag("s");
