@@ -138,7 +138,7 @@ fn fresh_hit<B>(shared: &Shared, parts: &Parts) -> Option<Response<CacheBody<B>>
     let stored = with_base_key(parts, asked.host, |base| {
         match cache.get_fresh_in(&tenant, base)? {
             StoredResponse(Entry::Response(stored)) => Some(stored),
-            StoredResponse(Entry::Variants { names, id }) => {
+            StoredResponse(Entry::Variants { names, id, .. }) => {
                 match cache.get_fresh_in(&tenant, &variant_key(base, id, &names, &parts.headers))? {
                     StoredResponse(Entry::Response(stored)) => Some(stored),
                     StoredResponse(Entry::Variants { .. }) => None,
@@ -199,7 +199,7 @@ where
     let mut fwd = "uri-miss";
     let mut lookup_key = base.clone();
     let mut entry = cache.get(&base).await;
-    if let Some(StoredResponse(Entry::Variants { names, id })) = &entry {
+    if let Some(StoredResponse(Entry::Variants { names, id, .. })) = &entry {
         lookup_key = variant_key(&base, *id, names, &parts.headers);
         entry = cache.get(&lookup_key).await;
         fwd = "vary-miss";

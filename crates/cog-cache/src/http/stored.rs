@@ -26,8 +26,14 @@ pub struct StoredResponse(pub(super) Entry);
 pub(super) enum Entry {
     /// The URI's responses vary on these request headers (lower-case
     /// names). Its variants live under keys carrying `id`, new for every
-    /// such entry: dropping this entry retires all of them at once.
-    Variants { names: Vec<String>, id: u64 },
+    /// such entry: dropping this entry retires all of them at once. Kept
+    /// until `until_ms` (Unix ms), when the longest-lived variant stored
+    /// under it goes.
+    Variants {
+        names: Vec<String>,
+        id: u64,
+        until_ms: u64,
+    },
     /// A complete response. Shared: every L1 hit clones the entry, and a
     /// deep copy of its headers cost an allocation per header. Serialized
     /// as the response itself (as the `Box` it was: the same bytes in L2).
@@ -293,17 +299,27 @@ where
     let key = if names.is_empty() {
         sent.base.to_owned()
     } else {
-        // Keep the variants' id while they vary on the same headers.
-        let id = match cache.get(&sent.base.to_owned()).await {
-            Some(StoredResponse(Entry::Variants { names: n, id })) if n == names => id,
-            _ => rand::random(),
+        // Keep the variants' id while they vary on the same headers, and
+        // the record as long as any of them.
+        let until = now.saturating_add(ttl.as_millis() as u64);
+        let (id, until_ms) = match cache.get(&sent.base.to_owned()).await {
+            Some(StoredResponse(Entry::Variants {
+                names: n,
+                id,
+                until_ms,
+            })) if n == names => (id, until_ms.max(until)),
+            _ => (rand::random(), until),
         };
         let key = variant_key(sent.base, id, &names, sent.headers);
         cache
             .insert_with_ttl(
                 sent.base.to_owned(),
-                StoredResponse(Entry::Variants { names, id }),
-                ttl,
+                StoredResponse(Entry::Variants {
+                    names,
+                    id,
+                    until_ms,
+                }),
+                Duration::from_millis(until_ms - now),
             )
             .await;
         key

@@ -703,3 +703,34 @@ async fn a_response_outlives_the_caches_ttl() {
     assert_eq!(a.body, "#1", "{}", a.header("cache-status"));
     assert_eq!(c.seen.count(), 1);
 }
+
+/// A short-lived variant does not take its longer-lived siblings with it:
+/// the record of which headers a URL varies on outlives every variant
+/// stored under it.
+#[tokio::test]
+async fn a_short_lived_variant_leaves_the_others_cached() {
+    let c = Cache::new(|req, n| {
+        let lang = req
+            .headers()
+            .get("accept-language")
+            .unwrap()
+            .to_str()
+            .unwrap();
+        let age = if lang == "fr" { "1" } else { "60" };
+        respond(
+            200,
+            &[
+                ("cache-control", format!("max-age={age}")),
+                ("vary", "accept-language".into()),
+            ],
+            format!("#{n}"),
+        )
+    });
+    let get = async |lang: &str| c.send("GET", "/v", &[("accept-language", lang)]).await;
+    assert_eq!(get("en").await.body, "#1");
+    assert_eq!(get("fr").await.body, "#2");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let en = get("en").await;
+    assert_eq!(en.body, "#1", "{}", en.header("cache-status"));
+    assert_eq!(get("fr").await.body, "#3", "fr expired");
+}
