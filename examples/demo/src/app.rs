@@ -299,7 +299,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         pages = pages
             .redis(client.clone())
             .redis_prefix("cog:pages:")
-            .schema("demo-page-v1")
+            .schema("demo-page-v2")
             .redis_timeout(config.redis_timeout);
         for (_, remote) in &spread.remotes {
             completions = completions.region(remote.clone());
