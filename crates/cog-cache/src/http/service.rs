@@ -371,6 +371,9 @@ pub(super) fn revalidate<S, ReqBody, ResBody>(
     *req.method_mut() = Method::GET;
     *req.uri_mut() = parts.uri.clone();
     *req.headers_mut() = parts.headers.clone();
+    // What outer layers put on the request (a tenant, a route, a span):
+    // the handler sees the same request it answered.
+    *req.extensions_mut() = parts.extensions.clone();
     let validating = !is_conditional(&parts.headers) && add_validators(req.headers_mut(), stored);
     let req_headers = parts.headers.clone();
     let stored = stored.clone();

@@ -415,3 +415,41 @@ async fn the_service_is_built_directly_or_through_its_layer() {
     // `get_ref` reaches the inner service.
     let _: &Origin = direct.svc.get_ref();
 }
+
+/// What an outer layer (authentication, say) put on the request.
+#[derive(Clone)]
+struct Who(&'static str);
+
+/// A background revalidation is the request that triggered it, extensions
+/// included: a handler that needs what an outer layer inserted answers it
+/// as it answered the original (before, it got a request without them and
+/// failed, so a stale entry was never refreshed in the background).
+#[tokio::test]
+async fn a_revalidation_carries_the_requests_extensions() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let origin = service_fn(move |req: Request<Full<Bytes>>| {
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let res = match req.extensions().get::<Who>() {
+            Some(Who(who)) => Response::builder()
+                .header("cache-control", "max-age=0, stale-while-revalidate=60")
+                .body(Full::new(Bytes::from(format!("{who} #{n}")))),
+            None => Response::builder().status(500).body(Full::default()),
+        };
+        async move { Ok::<_, Infallible>(res.unwrap()) }
+    });
+    let svc = HttpCacheLayer::new(l1()).layer(origin);
+    let get = async || {
+        let mut req = Request::get("/e").body(Full::default()).unwrap();
+        req.extensions_mut().insert(Who("ann"));
+        let res = svc.clone().oneshot(req).await.unwrap();
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    };
+    assert_eq!(get().await, "ann #1");
+    // Stale at once: served, and revalidated behind.
+    assert_eq!(get().await, "ann #1");
+    eventually("revalidated with the extension", async || {
+        get().await == "ann #2"
+    })
+    .await;
+}
