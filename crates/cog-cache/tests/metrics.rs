@@ -79,9 +79,13 @@ async fn the_circuit_gauge_follows_redis(metrics: &MetricsCapture) {
     };
     load(0).await;
     assert_eq!(gauge(), Some(0));
+    let calls = |outcome| metrics.histogram_count("cog.cache.l2.duration", &[("outcome", outcome)]);
+    assert!(calls("ok") > 0);
     server.kill().unwrap();
     load(1).await;
     assert_eq!(gauge(), Some(1));
+    // The failed call, by what went wrong.
+    assert!(calls("redis") + calls("timeout") > 0);
     server.restart().unwrap();
     let mut i = 2;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
