@@ -201,7 +201,10 @@ pub struct Route {
     /// How long ago the partition moved to `to` (since the router started
     /// if it never moved).
     pub since: Duration,
-    /// The revision of the placement in force.
+    /// The revision of the placement that moved the partition to `to`
+    /// (of the router's first placement if it never moved): it names the
+    /// move, so a copy made once per move is made once, whatever other
+    /// partitions do since.
     pub revision: u64,
 }
 
@@ -222,10 +225,12 @@ pub struct Router {
 struct Routed {
     current: Placement,
     /// Per partition: the position of its deployment now, before its last
-    /// move ([`NONE`] if it never moved), and when it moved.
+    /// move ([`NONE`] if it never moved), when it moved, and the revision
+    /// that moved it.
     to: [u16; PARTITIONS],
     from: [u16; PARTITIONS],
     moved: [Instant; PARTITIONS],
+    revision: [u64; PARTITIONS],
 }
 
 const NONE: u16 = u16::MAX;
@@ -253,6 +258,7 @@ impl Router {
     ) -> Result<Self, PlacementError> {
         let names = Placement::new(deployments)?.deployments;
         let to = positions(&names, &placement)?;
+        let revision = placement.revision;
         Ok(Router {
             names,
             state: RwLock::new(Routed {
@@ -260,6 +266,7 @@ impl Router {
                 to,
                 from: [NONE; PARTITIONS],
                 moved: [Instant::now(); PARTITIONS],
+                revision: [revision; PARTITIONS],
             }),
         })
     }
@@ -331,6 +338,7 @@ impl Router {
                 state.from[p] = state.to[p];
                 state.to[p] = to;
                 state.moved[p] = now;
+                state.revision[p] = placement.revision;
             }
         }
         state.current = placement;
@@ -350,7 +358,7 @@ impl Router {
             to: usize::from(state.to[p]),
             from: (state.from[p] != NONE).then(|| usize::from(state.from[p])),
             since: state.moved[p].elapsed(),
-            revision: state.current.revision,
+            revision: state.revision[p],
         }
     }
 }
@@ -493,12 +501,18 @@ mod tests {
             .unwrap();
         assert_eq!(router.route("acme").from, Some(2));
         assert_eq!(router.route_partition(other).from, Some(2));
+        // A route names the move that put its partition where it is: the
+        // revision of acme's move, not of the other partition's since.
+        assert_eq!(router.placement().revision(), 4);
+        assert_eq!(router.route("acme").revision, 2);
+        assert_eq!(router.route_partition(other).revision, 4);
         let back = router.placement().moved(acme, "a").unwrap();
         router.set_placement(back).unwrap();
         assert_eq!(
             (router.route("acme").to, router.route("acme").from),
             (2, Some(0))
         );
+        assert_eq!(router.route("acme").revision, 5);
         assert_eq!(router.position("a"), Some(2));
         assert_eq!(router.deployments().len(), 3);
         assert!(Router::new(["b"], q.moved(acme, "a").unwrap()).is_err());

@@ -36,7 +36,9 @@ pub fn is_unavailable_reply(details: &str) -> bool {
             .any(|rest| is_code(rest.split_whitespace().next().unwrap_or("")))
 }
 
-/// Copies `keys` from one Redis to another once per move `revision`: the
+/// Copies `keys` from one Redis to another once per move `revision` (the
+/// revision that moved their partition, [`Route::revision`](crate::placement::Route::revision):
+/// another partition's later move must not name a new one): the
 /// first caller to set the move's marker on `to` (`<first key>:moved:<revision>`,
 /// `SET NX`, kept for `ttl`) copies, and
 /// its copy replaces what `to` holds; every later caller copies nothing.

@@ -2,13 +2,11 @@
 //! its partition is placed on (see [`cog_core::placement`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cog_core::placement::{Placement, PlacementError, Router};
 use cog_core::redis::copy_keys_once;
 
-use super::lease::KeyRef;
 use super::{Lease, RedisStore, Store, StoreError};
 use crate::decision::Decision;
 use crate::quota::Quota;
@@ -54,9 +52,19 @@ struct Inner {
     stores: Vec<RedisStore>,
     tenant_of: Box<TenantOf>,
     window: Duration,
-    /// Subjects copied since the placement's revision `seen`.
-    copied: quick_cache::sync::Cache<(u64, Box<str>), ()>,
-    seen: AtomicU64,
+    /// Subjects copied, by the revision of their partition's move and the
+    /// quota's fingerprint.
+    copied: quick_cache::sync::Cache<(u64, u64, Box<str>), ()>,
+}
+
+/// A key of `Inner::copied`, borrowed.
+#[derive(Hash)]
+struct Copied<'a>(u64, u64, &'a str);
+
+impl quick_cache::Equivalent<(u64, u64, Box<str>)> for Copied<'_> {
+    fn equivalent(&self, key: &(u64, u64, Box<str>)) -> bool {
+        self.0 == key.0 && self.1 == key.1 && self.2 == &*key.2
+    }
 }
 
 impl std::fmt::Debug for PlacedStore {
@@ -100,7 +108,6 @@ impl PlacedStore {
         let stores = router.arrange(stores.into_iter().map(|(n, s)| (n.into(), s)))?;
         Ok(PlacedStore {
             inner: Arc::new(Inner {
-                seen: AtomicU64::new(router.placement().revision()),
                 router,
                 stores,
                 tenant_of: Box::new(|s| s),
@@ -117,7 +124,6 @@ impl PlacedStore {
             tenant_of: Box::new(|s| s),
             window: shared.window,
             copied: quick_cache::sync::Cache::new(65_536),
-            seen: AtomicU64::new(shared.seen.load(Ordering::Relaxed)),
         });
         f(&mut inner);
         PlacedStore {
@@ -167,17 +173,15 @@ impl PlacedStore {
         let Some(from) = route.from.filter(|_| route.since < inner.window) else {
             return store;
         };
-        if inner.seen.swap(route.revision, Ordering::Relaxed) != route.revision {
-            inner.copied.clear();
-        }
+        let fingerprint = quota.fingerprint();
         if inner
             .copied
-            .get(&KeyRef(quota.fingerprint(), subject))
+            .get(&Copied(route.revision, fingerprint, subject))
             .is_none()
         {
             inner
                 .copied
-                .insert((quota.fingerprint(), subject.into()), ());
+                .insert((route.revision, fingerprint, subject.into()), ());
             let keys = store.keys(subject, quota);
             // Once per move across the fleet: the first instance copies,
             // replacing an older copy `store` may hold (a partition moved

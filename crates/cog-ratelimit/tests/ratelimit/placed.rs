@@ -167,6 +167,34 @@ async fn a_partition_moved_back_takes_its_state_back() {
     assert_eq!(admitted(5).await, 1, "three of four spent, at home again");
 }
 
+/// Another partition's move is not this one's: decisions made on the new
+/// home since this partition moved are not replaced by a second copy from
+/// its old home when an unrelated partition moves (a new placement
+/// revision) within the copy window.
+#[tokio::test]
+async fn another_partitions_move_does_not_copy_this_one_again() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let away = home.moved(partition("acme"), "big").unwrap();
+    let other = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| partition(t) != partition("acme"))
+        .unwrap();
+    let later = away.moved(partition(&other), "big").unwrap();
+    let store = placed(&main, &big, home).await;
+    let quota = Quota::single(Limit::per_day(4)).unwrap();
+    let admitted = |n| crate::support::admitted(&store, "acme", &quota, n, 1);
+    assert_eq!(admitted(1).await, 1);
+    store.set_placement(away).unwrap();
+    assert_eq!(admitted(2).await, 2, "carried on from home's state");
+    store.set_placement(later).unwrap();
+    assert_eq!(
+        admitted(5).await,
+        1,
+        "three of four spent, whatever else moved"
+    );
+}
+
 /// A reset clears the subject on every deployment: a copy after a move
 /// cannot bring the old state back.
 #[tokio::test]

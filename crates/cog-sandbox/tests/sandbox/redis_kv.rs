@@ -397,3 +397,51 @@ async fn plugin_data_moved_back_is_the_newest() {
     .await
     .unwrap();
 }
+
+/// Another partition's move is not this one's: what a plugin wrote on its
+/// partition's new home is not replaced by a second copy from the old home
+/// when an unrelated partition moves within the copy window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_partitions_move_does_not_copy_plugin_data_again() {
+    use cog_core::placement::{Placement, Router, partition};
+    use cog_sandbox::PlacedKv;
+
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let router = Arc::new(Router::new(["main", "big"], home.clone()).unwrap());
+    let kv = PlacedKv::new(
+        router.clone(),
+        [
+            ("main", RedisKv::new(client(&main.url()).await)),
+            ("big", RedisKv::new(client(&big.url()).await)),
+        ],
+    )
+    .unwrap();
+    let used = scope("acme");
+    let run = |f: Box<dyn FnOnce(&PlacedKv) + Send>| {
+        let kv = kv.clone();
+        tokio::task::spawn_blocking(move || f(&kv))
+    };
+    let u = used.clone();
+    run(Box::new(move |kv| kv.set(&u, b"k", b"home", 10).unwrap()))
+        .await
+        .unwrap();
+    let away = home.moved(partition("acme"), "big").unwrap();
+    router.set_placement(away.clone()).unwrap();
+    let u = used.clone();
+    run(Box::new(move |kv| kv.set(&u, b"k", b"away", 10).unwrap()))
+        .await
+        .unwrap();
+    let other = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| partition(t) != partition("acme"))
+        .unwrap();
+    router
+        .set_placement(away.moved(partition(&other), "big").unwrap())
+        .unwrap();
+    run(Box::new(move |kv| {
+        assert_eq!(kv.get(&used, b"k").unwrap().as_deref(), Some(&b"away"[..]));
+    }))
+    .await
+    .unwrap();
+}
