@@ -137,10 +137,16 @@ where
             if let Some(port) = port {
                 attrs.push(KeyValue::new("server.port", i64::from(port)));
             }
+            // Credentials in the URI never reach a span (semantic
+            // conventions: both parts become `REDACTED`).
+            let authority = uri.authority().map_or("", |a| a.as_str());
+            let (credentials, host) = match authority.rsplit_once('@') {
+                Some((_, host)) => ("REDACTED:REDACTED@", host),
+                None => ("", authority),
+            };
             let mut full = format!(
-                "{}://{}{}",
+                "{}://{credentials}{host}{}",
                 uri.scheme_str().unwrap_or("http"),
-                uri.authority().map_or("", |a| a.as_str()),
                 uri.path()
             );
             if let Some(q) = uri.query() {

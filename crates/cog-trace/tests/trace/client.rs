@@ -39,9 +39,10 @@ async fn client_span_parents_the_downstream_server_span() {
         TraceLayer::from_guard(&upstream_guard).layer(service_fn(move |_req: Request<Body>| {
             let client = client.clone();
             async move {
-                let out = Request::get("http://downstream.internal:9000/v1/thing?token=s3cret")
-                    .body(Body::default())
-                    .unwrap();
+                let out =
+                    Request::get("http://svc:p4ss@downstream.internal:9000/v1/thing?token=s3cret")
+                        .body(Body::default())
+                        .unwrap();
                 let res = client.clone().oneshot(out).await.unwrap();
                 let missing = Request::get("http://downstream.internal:9000/missing")
                     .body(Body::default())
@@ -96,8 +97,16 @@ async fn client_span_parents_the_downstream_server_span() {
         .unwrap();
     assert_eq!(
         ok_client.attr("url.full").as_deref(),
-        Some("http://downstream.internal:9000/v1/thing?token=REDACTED")
+        Some("http://REDACTED:REDACTED@downstream.internal:9000/v1/thing?token=REDACTED")
     );
+    // Neither the URI's password nor the query's token is in any span.
+    for s in &got {
+        let shown = format!("{:?}", s.span);
+        assert!(
+            !shown.contains("p4ss") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+    }
     let missing_client = clients
         .iter()
         .find(|c| c.attr("http.response.status_code").as_deref() == Some("404"))
