@@ -154,6 +154,75 @@ pub fn number_value(n: u64) -> HeaderValue {
     }
 }
 
+/// `url` fit for an error message or a log: the credentials of its
+/// authority (`user:password@`, or a lone `secret@`) and the values of
+/// query parameters named like a password or token (`sentinelPassword=…`)
+/// become `REDACTED`. Anything else is kept, so the URL still says which
+/// server it names.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let mut out = String::with_capacity(url.len() + 16);
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _)) => {
+                    out.push_str(user);
+                    out.push_str(":REDACTED@");
+                }
+                None => out.push_str("REDACTED@"),
+            }
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    out.push_str(path);
+    if let Some(query) = query {
+        let (query, fragment) = match query.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (query, None),
+        };
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if secret_name(name) => {
+                    out.push_str(name);
+                    out.push_str("=REDACTED");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+    }
+    out
+}
+
+/// Whether a query parameter's name says its value is a secret.
+fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token", "key"]
+        .iter()
+        .any(|s| name.contains(s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +283,27 @@ mod tests {
         for n in 0..SMALL {
             let digits = &text[usize::from(starts[n])..usize::from(starts[n + 1])];
             assert_eq!(digits, n.to_string().as_bytes(), "{n}");
+        }
+    }
+
+    #[test]
+    fn urls_lose_their_secrets_and_keep_their_server() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://:s3cret@h:6379/0", "redis://:REDACTED@h:6379/0"),
+            ("rediss://app:s3cret@h", "rediss://app:REDACTED@h"),
+            ("redis://s3cret@h", "redis://REDACTED@h"),
+            (
+                "redis-sentinel://h:26379/0?node=h2:26379&sentinelPassword=s3cret&sentinelUsername=u",
+                "redis-sentinel://h:26379/0?node=h2:26379&sentinelPassword=REDACTED&sentinelUsername=u",
+            ),
+            ("http://h/p?token=s3cret#f", "http://h/p?token=REDACTED#f"),
+            ("file:/tmp/a@b", "file:/tmp/a@b"),
+            ("a:b@c", "a:REDACTED@c"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("s3cret"));
         }
     }
 }

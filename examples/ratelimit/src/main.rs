@@ -50,7 +50,7 @@ async fn main() -> Result<(), Error> {
         Ok(url) => {
             let client = cog::ratelimit::store::connect(&url).await?;
             let store = RedisStore::new(client).on_failure(FailurePolicy::Local { instances: 1 });
-            eprintln!("limits in Redis at {url}");
+            eprintln!("limits in Redis (COG_REDIS_URL)");
             router(app, store, quotas)
         }
         Err(_) => {

@@ -53,9 +53,9 @@ pub(crate) async fn exec(args: &ServeArgs, ctx: &Ctx<'_>) -> Result {
         .or_else(|| ctx.store.starts_with("redis").then(|| ctx.store.to_owned()));
     match url {
         Some(url) => {
-            let client = cog_ratelimit::store::connect(&url)
-                .await
-                .map_err(|e| Exit::Store(format!("limiter {url}: {e}")))?;
+            let client = cog_ratelimit::store::connect(&url).await.map_err(|e| {
+                Exit::Store(format!("limiter {}: {e}", cog_core::text::redact_url(&url)))
+            })?;
             serve(args, ctx, RedisStore::new(client)).await
         }
         None => serve(args, ctx, MemoryStore::new()).await,

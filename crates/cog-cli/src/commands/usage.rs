@@ -65,9 +65,10 @@ async fn from_limiter(
     let tc = directory
         .tenant(tenant)
         .ok_or_else(|| missing("tenant", tenant))?;
+    use cog_core::text::redact_url;
     let client = cog_ratelimit::store::connect(&url)
         .await
-        .map_err(|e| Exit::Store(format!("limiter {url}: {e}")))?;
+        .map_err(|e| Exit::Store(format!("limiter {}: {e}", redact_url(&url))))?;
     let store = cog_ratelimit::store::RedisStore::new(client);
     let Some(quota) = &tc.quota else {
         return Ok(Vec::new());
@@ -76,6 +77,6 @@ async fn from_limiter(
     let decision = store
         .inspect(tenant, quota)
         .await
-        .map_err(|e| Exit::Store(format!("limiter {url}: {e}")))?;
+        .map_err(|e| Exit::Store(format!("limiter {}: {e}", redact_url(&url))))?;
     Ok(cog_control::admin::standing(quota, &decision))
 }

@@ -12,6 +12,8 @@ use std::fmt;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use cog_core::text::redact_url;
+
 use crate::error::{ControlError, Invalid};
 use crate::model::{
     AdminToken, ApiKey, AuditEntry, PlacementTable, Plan, PluginSpec, SCHEMA_VERSION, Spec, State,
@@ -72,7 +74,7 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, ControlError> {
     if let Some(path) = url.strip_prefix("file:") {
         if path.is_empty() {
-            return Err(ControlError::BadUrl(url.to_owned()));
+            return Err(ControlError::BadUrl(redact_url(url)));
         }
         return Ok(std::sync::Arc::new(FileStore::new(path)));
     }
@@ -81,10 +83,11 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, ControlError> 
         return Ok(std::sync::Arc::new(RedisStore::connect(url).await?));
         #[cfg(not(feature = "redis"))]
         return Err(ControlError::BadUrl(format!(
-            "{url} (this build has no Redis support: feature `redis`)"
+            "{} (this build has no Redis support: feature `redis`)",
+            redact_url(url)
         )));
     }
-    Err(ControlError::BadUrl(url.to_owned()))
+    Err(ControlError::BadUrl(redact_url(url)))
 }
 
 /// The stored form: every field flat, unknown ones refused.

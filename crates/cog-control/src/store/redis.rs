@@ -78,7 +78,7 @@ impl RedisStore {
         tokio::time::timeout(Duration::from_secs(5), client.init())
             .await
             .map_err(|_| ControlError::Redis {
-                source: format!("{url}: no answer within 5 s").into(),
+                source: format!("{}: no answer within 5 s", cog_core::text::redact_url(url)).into(),
             })?
             .map_err(redis_error)?;
         Ok(Self::new(client, "cog:"))

@@ -513,3 +513,24 @@ async fn deleting_plugin_bytes_from_the_file_store() {
     std::fs::create_dir_all(&path).unwrap();
     assert!(store.delete_blob(&digest).await.is_err());
 }
+
+/// A store URL's password never reaches an error: not for a scheme no
+/// store knows, nor for a Redis that cannot be reached.
+#[tokio::test]
+async fn store_errors_do_not_show_the_urls_password() {
+    for url in [
+        "bogus://app:s3cret@h/x",
+        "redis://:s3cret@127.0.0.1:1",
+        "redis://app:s3cret@127.0.0.1:1",
+    ] {
+        let err = cog_control::Control::open(url).await.unwrap_err();
+        let shown = format!("{err} {err:?}");
+        let mut source = std::error::Error::source(&err);
+        let mut chain = shown.clone();
+        while let Some(e) = source {
+            chain.push_str(&format!(" {e} {e:?}"));
+            source = e.source();
+        }
+        assert!(!chain.contains("s3cret"), "{url}: {chain}");
+    }
+}
