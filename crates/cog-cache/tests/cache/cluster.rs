@@ -1,18 +1,9 @@
 //! L2 on a real 3-master Redis Cluster: values, tags and tenants spread
 //! over every node, invalidated whole.
 
-use cog_cache::TieredCache;
 use cog_testkit::{RedisCluster, Reply};
 
-use crate::support::{Cache, client, eventually};
-
-async fn cache(url: &str) -> Cache {
-    TieredCache::builder()
-        .redis(client(url).await)
-        .schema("v1")
-        .build()
-        .unwrap()
-}
+use crate::support::{eventually, with_defaults};
 
 /// Keys held by the whole cluster.
 fn keys(cluster: &RedisCluster) -> i64 {
@@ -32,8 +23,8 @@ fn keys(cluster: &RedisCluster) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tags_and_tenants_are_invalidated_on_every_node() {
     let cluster = RedisCluster::start().unwrap();
-    let a = cache(&cluster.url()).await;
-    let b = cache(&cluster.url()).await;
+    let a = with_defaults(&cluster.url()).await;
+    let b = with_defaults(&cluster.url()).await;
     b.invalidations_ready().await;
     let acme = a.tenant("acme");
     let tagged = acme.tagged(["t"]);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cog_cache::TieredCache;
 use cog_testkit::{RedisServer, Reply};
 
-use crate::support::{Cache, Counter, client, eventually, failing};
+use crate::support::{Cache, Counter, client, eventually, failing, with_defaults};
 
 const HANG: Duration = Duration::from_secs(10);
 
@@ -23,15 +23,6 @@ async fn cache(url: &str, lease: bool) -> Cache {
         b = b.lease(Duration::from_secs(5));
     }
     b.build().unwrap()
-}
-
-/// A cache on `url` with every L2 default (50 ms timeout).
-async fn with_defaults(url: &str) -> Cache {
-    TieredCache::builder()
-        .redis(client(url).await)
-        .schema("v1")
-        .build()
-        .unwrap()
 }
 
 /// Keys on `server`.

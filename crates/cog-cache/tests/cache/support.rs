@@ -50,3 +50,12 @@ pub(crate) async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
     }
     panic!("never happened: {what}");
 }
+
+/// A cache on `url` with every L2 default (50 ms timeout).
+pub(crate) async fn with_defaults(url: &str) -> Cache {
+    cog_cache::TieredCache::builder()
+        .redis(client(url).await)
+        .schema("v1")
+        .build()
+        .unwrap()
+}

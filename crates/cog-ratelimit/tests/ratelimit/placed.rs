@@ -148,23 +148,31 @@ async fn debug_shows_the_deployments_and_the_copy_window() {
     assert!(shown.contains("copy_window: 90s"), "{shown}");
 }
 
-/// A partition moved and moved back within the copy window: its state
-/// follows it both ways — moved back, the state it left at home is older
-/// than the one it brings, and is replaced.
-#[tokio::test]
-async fn a_partition_moved_back_takes_its_state_back() {
+/// acme (4 a day) spends one unit at home, moves to `big` and spends two
+/// there, then the placement becomes `then(away)`: how many of five more
+/// it is admitted.
+async fn admitted_after(then: impl FnOnce(&Placement) -> Placement) -> usize {
     let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
     let home = Placement::new(["main", "big"]).unwrap();
     let away = home.moved(partition("acme"), "big").unwrap();
-    let back = away.moved(partition("acme"), "main").unwrap();
+    let last = then(&away);
     let store = placed(&main, &big, home).await;
     let quota = Quota::single(Limit::per_day(4)).unwrap();
     let admitted = |n| crate::support::admitted(&store, "acme", &quota, n, 1);
     assert_eq!(admitted(1).await, 1);
     store.set_placement(away).unwrap();
     assert_eq!(admitted(2).await, 2, "carried on from home's state");
-    store.set_placement(back).unwrap();
-    assert_eq!(admitted(5).await, 1, "three of four spent, at home again");
+    store.set_placement(last).unwrap();
+    admitted(5).await
+}
+
+/// A partition moved and moved back within the copy window: its state
+/// follows it both ways — moved back, the state it left at home is older
+/// than the one it brings, and is replaced.
+#[tokio::test]
+async fn a_partition_moved_back_takes_its_state_back() {
+    let back = admitted_after(|away| away.moved(partition("acme"), "main").unwrap()).await;
+    assert_eq!(back, 1, "three of four spent, at home again");
 }
 
 /// Another partition's move is not this one's: decisions made on the new
@@ -173,26 +181,12 @@ async fn a_partition_moved_back_takes_its_state_back() {
 /// revision) within the copy window.
 #[tokio::test]
 async fn another_partitions_move_does_not_copy_this_one_again() {
-    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
-    let home = Placement::new(["main", "big"]).unwrap();
-    let away = home.moved(partition("acme"), "big").unwrap();
     let other = (0..)
         .map(|i| format!("t{i}"))
         .find(|t| partition(t) != partition("acme"))
         .unwrap();
-    let later = away.moved(partition(&other), "big").unwrap();
-    let store = placed(&main, &big, home).await;
-    let quota = Quota::single(Limit::per_day(4)).unwrap();
-    let admitted = |n| crate::support::admitted(&store, "acme", &quota, n, 1);
-    assert_eq!(admitted(1).await, 1);
-    store.set_placement(away).unwrap();
-    assert_eq!(admitted(2).await, 2, "carried on from home's state");
-    store.set_placement(later).unwrap();
-    assert_eq!(
-        admitted(5).await,
-        1,
-        "three of four spent, whatever else moved"
-    );
+    let later = admitted_after(|away| away.moved(partition(&other), "big").unwrap()).await;
+    assert_eq!(later, 1, "three of four spent, whatever else moved");
 }
 
 /// A reset clears the subject on every deployment: a copy after a move

@@ -342,20 +342,10 @@ async fn past_the_window_a_move_copies_nothing() {
 /// at home); a scope not used while away keeps what it has at home.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugin_data_moved_back_is_the_newest() {
-    use cog_core::placement::{Placement, Router, partition};
+    use cog_core::placement::partition;
     use cog_sandbox::PlacedKv;
 
-    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
-    let home = Placement::new(["main", "big"]).unwrap();
-    let router = Arc::new(Router::new(["main", "big"], home.clone()).unwrap());
-    let kv = PlacedKv::new(
-        router.clone(),
-        [
-            ("main", RedisKv::new(client(&main.url()).await)),
-            ("big", RedisKv::new(client(&big.url()).await)),
-        ],
-    )
-    .unwrap();
+    let (_servers, home, router, kv) = placed_kv().await;
     let idle = KvScope {
         tenant: "acme".into(),
         plugin: "other".into(),
@@ -403,20 +393,10 @@ async fn plugin_data_moved_back_is_the_newest() {
 /// when an unrelated partition moves within the copy window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_partitions_move_does_not_copy_plugin_data_again() {
-    use cog_core::placement::{Placement, Router, partition};
+    use cog_core::placement::partition;
     use cog_sandbox::PlacedKv;
 
-    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
-    let home = Placement::new(["main", "big"]).unwrap();
-    let router = Arc::new(Router::new(["main", "big"], home.clone()).unwrap());
-    let kv = PlacedKv::new(
-        router.clone(),
-        [
-            ("main", RedisKv::new(client(&main.url()).await)),
-            ("big", RedisKv::new(client(&big.url()).await)),
-        ],
-    )
-    .unwrap();
+    let (_servers, home, router, kv) = placed_kv().await;
     let used = scope("acme");
     let run = |f: Box<dyn FnOnce(&PlacedKv) + Send>| {
         let kv = kv.clone();
@@ -444,4 +424,27 @@ async fn another_partitions_move_does_not_copy_plugin_data_again() {
     }))
     .await
     .unwrap();
+}
+
+/// A plugin KV placed over two real deployments, `main` and `big`, every
+/// partition on `main`: the servers, that placement, its router and the KV.
+async fn placed_kv() -> (
+    [RedisServer; 2],
+    cog_core::placement::Placement,
+    Arc<cog_core::placement::Router>,
+    cog_sandbox::PlacedKv,
+) {
+    use cog_core::placement::{Placement, Router};
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let router = Arc::new(Router::new(["main", "big"], home.clone()).unwrap());
+    let kv = cog_sandbox::PlacedKv::new(
+        router.clone(),
+        [
+            ("main", RedisKv::new(client(&main.url()).await)),
+            ("big", RedisKv::new(client(&big.url()).await)),
+        ],
+    )
+    .unwrap();
+    ([main, big], home, router, kv)
 }
