@@ -228,6 +228,8 @@ mod imp {
         channel: String,
         /// Identifies this instance's own invalidation messages.
         pub(crate) origin: u64,
+        /// Reconnects after a failover left the client on a replica.
+        demotion: cog_core::redis::Demotion,
     }
 
     impl L2 {
@@ -245,6 +247,7 @@ mod imp {
                     .with_unit("s")
                     .build(),
                 origin: rand::random(),
+                demotion: Default::default(),
             }
         }
 
@@ -453,7 +456,10 @@ mod imp {
             let result = match tokio::time::timeout(timeout, span.wrap(f)).await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::Timeout => Err(L2Error::Timeout),
-                Ok(Err(e)) => Err(L2Error::Redis(Box::new(e))),
+                Ok(Err(e)) => {
+                    self.demotion.after_error(&self.client, e.details());
+                    Err(L2Error::Redis(Box::new(e)))
+                }
                 Err(_) => Err(L2Error::Timeout),
             };
             self.duration.record(

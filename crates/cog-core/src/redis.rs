@@ -36,6 +36,64 @@ pub fn is_unavailable_reply(details: &str) -> bool {
             .any(|rest| is_code(rest.split_whitespace().next().unwrap_or("")))
 }
 
+/// Whether the text of a Redis error reply carries `code` (`READONLY`,
+/// say): first, or as Redis 6 reports an error raised inside a script.
+fn has_code(details: &str, code: &str) -> bool {
+    let first = details.split_whitespace().next().unwrap_or("");
+    first.trim_start_matches('-') == code
+        || (details.starts_with("ERR Error running script")
+            && details
+                .split(": -")
+                .skip(1)
+                .any(|rest| rest.split_whitespace().next() == Some(code)))
+}
+
+/// Reconnects a client whose server became a replica: a failover promoted
+/// another server, and this connection stayed on the old one, which now
+/// answers every write `READONLY` — for good, since the connection itself
+/// is fine. Reconnecting asks the Sentinels (or the cluster) again where
+/// the primary is. One per client, shared by its callers.
+#[cfg(feature = "fred")]
+#[derive(Debug, Default)]
+pub struct Demotion {
+    /// When the last reconnection was asked for (ms since the Unix epoch).
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(feature = "fred")]
+impl Demotion {
+    /// After an error from `client`: if it is a `READONLY` reply, asks for
+    /// a reconnection in the background — at most once a second — and
+    /// returns `true`. Needs a Tokio runtime.
+    pub fn after_error(&self, client: &fred::clients::Client, details: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        if !has_code(details, "READONLY") {
+            return false;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now < last.saturating_add(1000)
+            || self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        let client = client.clone();
+        tokio::spawn(async move {
+            use fred::interfaces::ClientLike;
+            if let Err(e) = client.force_reconnection().await {
+                tracing::warn!(target: "cog", error = %e, "reconnecting after a failover failed");
+            }
+        });
+        tracing::info!(target: "cog", "Redis answered READONLY (a failover): reconnecting to the primary");
+        true
+    }
+}
+
 /// Copies `keys` from one Redis to another once per move `revision` (the
 /// revision that moved their partition, [`Route::revision`](crate::placement::Route::revision):
 /// another partition's later move must not name a new one): the
@@ -129,6 +187,25 @@ mod tests {
             "ERR Error running script (call to f_0ea4): @user_script:1: -READONLY You can't write against a read only replica.",
         ] {
             assert!(is_unavailable_reply(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_replica_says_readonly_and_nothing_else_does() {
+        for text in [
+            "READONLY You can't write against a read only replica. script: 91c5, on @user_script:28.",
+            "-READONLY You can't write against a read only replica.",
+            "ERR Error running script (call to f_0ea4): @user_script:1: -READONLY You can't write against a read only replica.",
+        ] {
+            assert!(has_code(text, "READONLY"), "{text}");
+        }
+        for text in [
+            "",
+            "OOM command not allowed",
+            "ERR READONLY is a word here",
+            "ERR Error running script (call to f_1): @user_script:1: -OOM not READONLY",
+        ] {
+            assert!(!has_code(text, "READONLY"), "{text}");
         }
     }
 

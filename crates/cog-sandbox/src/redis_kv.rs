@@ -47,6 +47,8 @@ struct Inner {
     handle: tokio::runtime::Handle,
     prefix: String,
     timeout: Duration,
+    /// Reconnects after a failover left the client on a replica.
+    demotion: Arc<cog_core::redis::Demotion>,
 }
 
 impl std::fmt::Debug for RedisKv {
@@ -75,6 +77,7 @@ impl RedisKv {
                 handle: tokio::runtime::Handle::current(),
                 prefix: "cog:".into(),
                 timeout: Duration::from_millis(20),
+                demotion: Arc::default(),
             }),
         }
     }
@@ -85,6 +88,7 @@ impl RedisKv {
             handle: shared.handle.clone(),
             prefix: shared.prefix.clone(),
             timeout: shared.timeout,
+            demotion: shared.demotion.clone(),
         });
         f(&mut inner);
         RedisKv {
@@ -124,8 +128,12 @@ impl RedisKv {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let timeout = self.inner.timeout;
         let op = span.wrap(op);
+        let (client, demotion) = (self.inner.client.clone(), self.inner.demotion.clone());
         self.inner.handle.spawn(async move {
             let r = tokio::time::timeout(timeout, op).await;
+            if let Ok(Err(e)) = &r {
+                demotion.after_error(&client, e.details());
+            }
             let _ = tx.send(r);
         });
         let result = match rx.recv_timeout(timeout + Duration::from_millis(50)) {

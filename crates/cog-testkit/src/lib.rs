@@ -7,6 +7,8 @@
 //!   can [kill](RedisServer::kill), [pause](RedisServer::pause) (`SIGSTOP`),
 //!   [resume](RedisServer::resume) and [restart](RedisServer::restart) on
 //!   the same port.
+//! - [`RedisSentinel`]: a master, its replica and a Sentinel; `failover()`
+//!   swaps them as a real failover does.
 //! - [`RedisCluster`]: a Redis Cluster of N masters (3 by default), slots
 //!   spread evenly, ready once `cluster_state:ok`.
 //! - [`Proxy`]: a TCP proxy between a client and a server that can add
@@ -47,7 +49,7 @@ pub use client::fred_client;
 pub use metrics::MetricsCapture;
 pub use otlp::{OtlpReceiver, ReceivedSpan, Transport};
 pub use proxy::Proxy;
-pub use redis::{RedisCluster, RedisServer};
+pub use redis::{RedisCluster, RedisSentinel, RedisServer};
 pub use regions::Regions;
 pub use resp::Reply;
 pub use spans::{SpanCapture, attr as span_attr, children as span_children, named as span_named};

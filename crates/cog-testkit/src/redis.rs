@@ -23,6 +23,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
+    /// For a Sentinel: the port of the master it watches.
+    sentinel_of: Option<u16>,
     child: Mutex<Option<Child>>,
 }
 
@@ -30,16 +32,20 @@ impl RedisServer {
     /// Starts a standalone server on a free port and waits until it answers
     /// `PING`.
     pub fn start() -> Result<Self, Error> {
-        Self::start_with(Vec::new(), false)
+        Self::start_with(Vec::new(), false, None)
     }
 
     /// Like [`start`](Self::start), with more `redis-server` arguments
     /// (`["--dir", "/proc"]`, say); later arguments win over the defaults.
     pub fn start_with_args(args: &[&str]) -> Result<Self, Error> {
-        Self::start_with(args.iter().map(|a| (*a).to_owned()).collect(), false)
+        Self::start_with(args.iter().map(|a| (*a).to_owned()).collect(), false, None)
     }
 
-    fn start_with(extra_args: Vec<String>, cluster_bus: bool) -> Result<Self, Error> {
+    fn start_with(
+        extra_args: Vec<String>,
+        cluster_bus: bool,
+        sentinel_of: Option<u16>,
+    ) -> Result<Self, Error> {
         ensure_installed()?;
         let mut last = None;
         // A free port can be taken between our probe and the server's bind:
@@ -54,6 +60,7 @@ impl RedisServer {
                 port,
                 dir,
                 extra_args: extra_args.clone(),
+                sentinel_of,
                 child: Mutex::new(None),
             };
             match server.spawn() {
@@ -66,7 +73,24 @@ impl RedisServer {
 
     fn spawn(&self) -> Result<(), Error> {
         let log = self.log_path();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(master) = self.sentinel_of {
+            // A Sentinel needs a configuration file it can rewrite.
+            let conf = self.dir.path().join("sentinel.conf");
+            if !conf.exists() {
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "sentinel monitor {SERVICE} 127.0.0.1 {master} 1\n\
+                         sentinel down-after-milliseconds {SERVICE} 1000\n\
+                         sentinel failover-timeout {SERVICE} 5000\n"
+                    ),
+                )
+                .map_err(Error::io("writing sentinel.conf"))?;
+            }
+            command.arg(&conf).arg("--sentinel");
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -268,6 +292,173 @@ impl Drop for RedisServer {
     }
 }
 
+/// The service name a [`RedisSentinel`] watches.
+const SERVICE: &str = "mymaster";
+
+/// A master, its replica, and one Sentinel watching them (service
+/// `mymaster`, quorum 1, a master down after 1 s), on loopback — what a
+/// client behind Sentinel sees fail over.
+#[derive(Debug)]
+pub struct RedisSentinel {
+    servers: [RedisServer; 2],
+    sentinel: RedisServer,
+}
+
+impl RedisSentinel {
+    /// Starts the three processes, and waits until the replica is in sync
+    /// and the Sentinel knows it.
+    pub fn start() -> Result<Self, Error> {
+        let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"])?;
+        let port = master.port().to_string();
+        let replica = RedisServer::start_with_args(&[
+            "--replicaof",
+            "127.0.0.1",
+            &port,
+            "--repl-diskless-sync-delay",
+            "0",
+        ])?;
+        let sentinel = RedisServer::start_with(Vec::new(), false, Some(master.port()))?;
+        let this = RedisSentinel {
+            servers: [master, replica],
+            sentinel,
+        };
+        this.wait_for("the replica in sync and known to the Sentinel", || {
+            let synced = this.servers[1]
+                .command(&["INFO", "replication"])
+                .ok()
+                .and_then(|r| r.as_text())
+                .is_some_and(|i| i.contains("master_link_status:up"));
+            let known = matches!(
+                this.sentinel.command(&["SENTINEL", "REPLICAS", SERVICE]),
+                Ok(Reply::Array(Some(r))) if !r.is_empty()
+            );
+            synced && known
+        })?;
+        Ok(this)
+    }
+
+    /// `redis-sentinel://…?sentinelServiceName=mymaster`, as `fred`
+    /// expects it.
+    pub fn url(&self) -> String {
+        format!(
+            "redis-sentinel://{}/0?sentinelServiceName={SERVICE}",
+            self.sentinel.addr()
+        )
+    }
+
+    /// The Sentinel process.
+    pub fn sentinel(&self) -> &RedisServer {
+        &self.sentinel
+    }
+
+    /// The server the Sentinel names master now.
+    pub fn master(&self) -> Result<&RedisServer, Error> {
+        let port = self.master_port()?;
+        self.servers
+            .iter()
+            .find(|s| s.port() == port)
+            .ok_or_else(|| Error::NotReady {
+                what: "the Sentinel's master".into(),
+                secs: 0,
+                detail: format!("port {port} is none of ours"),
+            })
+    }
+
+    /// The replica of [`master`](Self::master).
+    pub fn replica(&self) -> Result<&RedisServer, Error> {
+        let port = self.master_port()?;
+        Ok(self
+            .servers
+            .iter()
+            .find(|s| s.port() != port)
+            .expect("two servers"))
+    }
+
+    fn master_port(&self) -> Result<u16, Error> {
+        match self
+            .sentinel
+            .command(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE])?
+        {
+            Reply::Array(Some(addr)) if addr.len() == 2 => addr[1]
+                .as_text()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| Error::NotReady {
+                    what: "the Sentinel's master".into(),
+                    secs: 0,
+                    detail: format!("{addr:?}"),
+                }),
+            other => Err(Error::NotReady {
+                what: "the Sentinel's master".into(),
+                secs: 0,
+                detail: format!("{other:?}"),
+            }),
+        }
+    }
+
+    /// Fails over (`SENTINEL FAILOVER`): the replica becomes master, the
+    /// old master its replica. Returns once the new master takes writes
+    /// and the old one follows it.
+    pub fn failover(&self) -> Result<(), Error> {
+        let (old, new) = (self.master()?.port(), self.replica()?.port());
+        // Every write so far on the replica first: nothing is lost.
+        self.master()?.command(&["WAIT", "1", "5000"])?;
+        // Refused (`NOGOODSLAVE`) until the Sentinel has the replica's
+        // own report, some time after it learned of it.
+        let mut refused = None;
+        self.wait_for("the Sentinel to accept a failover", || {
+            match self.sentinel.command(&["SENTINEL", "FAILOVER", SERVICE]) {
+                Ok(Reply::Status(_)) => true,
+                other => {
+                    refused = Some(format!("{other:?}"));
+                    false
+                }
+            }
+        })
+        .map_err(|_| Error::NotReady {
+            what: "a Sentinel failover".into(),
+            secs: READY_TIMEOUT.as_secs(),
+            detail: refused.unwrap_or_default(),
+        })?;
+        let role = |port: u16| {
+            self.servers
+                .iter()
+                .find(|s| s.port() == port)
+                .and_then(|s| s.command(&["ROLE"]).ok())
+                .and_then(|r| match r {
+                    Reply::Array(Some(r)) => r.first().and_then(Reply::as_text),
+                    _ => None,
+                })
+        };
+        self.wait_for("the failover", || {
+            self.master_port().ok() == Some(new) && role(new).as_deref() == Some("master")
+        })?;
+        // The Sentinel turns the old master into a replica when it next
+        // looks at it (up to 10 s): do it now, as it would.
+        let old_server = self.servers.iter().find(|s| s.port() == old);
+        if let Some(server) = old_server {
+            server.command(&["REPLICAOF", "127.0.0.1", &new.to_string()])?;
+        }
+        self.wait_for("the old master to follow", || {
+            role(old).as_deref() == Some("slave")
+        })
+    }
+
+    fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) -> Result<(), Error> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !done() {
+            if Instant::now() > deadline {
+                return Err(Error::NotReady {
+                    what: what.to_owned(),
+                    secs: READY_TIMEOUT.as_secs(),
+                    detail: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
 /// A real Redis Cluster of N masters on loopback, no replicas.
 #[derive(Debug)]
 pub struct RedisCluster {
@@ -309,6 +500,7 @@ impl RedisCluster {
                     .map(String::from)
                     .to_vec(),
                     true,
+                    None,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;

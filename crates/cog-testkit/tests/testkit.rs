@@ -67,6 +67,24 @@ fn paused_server_does_not_answer_until_resumed() {
     assert_eq!(&buf[..n], b"+PONG\r\n");
 }
 
+/// The Sentinel names the master; a failover swaps master and replica,
+/// and what was written before is on the new master.
+#[test]
+fn sentinel_fails_over_without_losing_writes() {
+    let s = cog_testkit::RedisSentinel::start().unwrap();
+    let before = s.master().unwrap().port();
+    set_get(s.master().unwrap());
+    s.failover().unwrap();
+    let master = s.master().unwrap();
+    assert_ne!(master.port(), before);
+    assert_eq!(
+        master.command(&["GET", "k"]).unwrap().as_text().as_deref(),
+        Some("v")
+    );
+    assert_eq!(s.replica().unwrap().port(), before);
+    assert!(s.url().starts_with("redis-sentinel://127.0.0.1:"));
+}
+
 #[test]
 fn cluster_has_three_masters_covering_all_slots() {
     let cluster = RedisCluster::start().unwrap();

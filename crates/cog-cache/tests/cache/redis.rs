@@ -719,3 +719,37 @@ async fn l1_weighs_values_uncompressed_or_by_the_weigher() {
     }
     assert_eq!(weighed.stats().l1_tenant_capped, 1, "the weigher's 1 000");
 }
+
+/// Behind Sentinel, a failover: what L2 held is read from the new
+/// master, and writes reach it within moments (the demoted server answers
+/// `READONLY`, and the client reconnects to the new primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_moves_l2_to_the_new_master() {
+    let sentinel = cog_testkit::RedisSentinel::start().unwrap();
+    let cache: Cache = TieredCache::builder()
+        .redis(client(&sentinel.url()).await)
+        .schema("v1")
+        .redis_retry_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    cache.insert("before".into(), "v".into()).await;
+    let sentinel = tokio::task::spawn_blocking(move || {
+        sentinel.failover().unwrap();
+        sentinel
+    })
+    .await
+    .unwrap();
+    let master = sentinel.master().unwrap();
+    let mut i = 0;
+    eventually("writes reach the new master", async || {
+        i += 1;
+        let key = format!("after{i}");
+        cache.insert(key.clone(), "v".into()).await;
+        let l2 = cache.l2_key(&key).unwrap();
+        matches!(master.command(&["EXISTS", &l2]).unwrap(), Reply::Int(1))
+    })
+    .await;
+    // Read by another instance from L2, on the new master.
+    let other = with_defaults(&sentinel.url()).await;
+    assert_eq!(other.get(&"before".to_owned()).await.as_deref(), Some("v"));
+}

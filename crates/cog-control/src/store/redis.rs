@@ -45,6 +45,8 @@ pub struct RedisStore {
     channel: String,
     timeout: Duration,
     changes: Arc<parking_lot::Mutex<Option<watch::Receiver<u64>>>>,
+    /// Reconnects after a failover left the client on a replica.
+    demotion: Arc<cog_core::redis::Demotion>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -97,6 +99,7 @@ impl RedisStore {
             channel: format!("{prefix}control:changed"),
             timeout: Duration::from_secs(2),
             changes: Arc::default(),
+            demotion: Arc::default(),
         }
     }
 
@@ -121,7 +124,12 @@ impl RedisStore {
             .map_err(|_| ControlError::Redis {
                 source: format!("no answer within {:?}", self.timeout).into(),
             })
-            .and_then(|r| r.map_err(redis_error));
+            .and_then(|r| {
+                r.map_err(|e| {
+                    self.demotion.after_error(&self.client, e.details());
+                    redis_error(e)
+                })
+            });
         if let Err(e) = &result {
             span.fail("redis", || e.to_string());
         }

@@ -534,3 +534,36 @@ async fn store_errors_do_not_show_the_urls_password() {
         assert!(!chain.contains("s3cret"), "{url}: {chain}");
     }
 }
+
+/// The Redis store behind Sentinel: after a failover the document written
+/// before is read from the new master, and writes reach it within moments
+/// (the demoted server answers `READONLY`; the client reconnects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_follows_a_sentinel_failover() {
+    let sentinel = cog_testkit::RedisSentinel::start().unwrap();
+    let c = cog_control::Control::open(&sentinel.url()).await.unwrap();
+    c.create_plan("free", plan("rps=10/1s")).await.unwrap();
+    let sentinel = tokio::task::spawn_blocking(move || {
+        sentinel.failover().unwrap();
+        sentinel
+    })
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        match c.create_plan(&format!("p{n}"), plan("rps=10/1s")).await {
+            Ok(()) => break,
+            Err(e) => assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "no write since the failover: {e}"
+            ),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let state = c.state().await.unwrap();
+    assert!(state.spec.plans.contains_key("free"));
+    assert!(state.spec.plans.contains_key(&format!("p{n}")));
+    drop(sentinel);
+}

@@ -101,6 +101,8 @@ struct Inner {
     leases: Option<Leases>,
     /// `cog.ratelimit.redis.duration{outcome}`, seconds.
     duration: opentelemetry::metrics::Histogram<f64>,
+    /// Reconnects after a failover left the client on a replica.
+    demotion: cog_core::redis::Demotion,
 }
 
 /// Concurrency slots held in Redis.
@@ -165,6 +167,7 @@ impl RedisStore {
                 lease_sha: fred::util::sha1_hash(LEASE_LUA),
                 leases: s.leasing.map(Leases::new),
                 release_sha: fred::util::sha1_hash(RELEASE_LUA),
+                demotion: Default::default(),
             }),
         }
     }
@@ -352,7 +355,10 @@ impl RedisStore {
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(i.timeout, span.wrap(call)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(fred_error(e, i.timeout)),
+            Ok(Err(e)) => {
+                i.demotion.after_error(&i.client, e.details());
+                Err(fred_error(e, i.timeout))
+            }
             Err(_) => Err(StoreError::Timeout(i.timeout)),
         };
         let outcome = match &result {
@@ -883,7 +889,12 @@ impl Store for RedisStore {
             .with_options(&opts)
             .del::<i64, _>(keys)
             .await
-            .map_err(|e| fred_error(e, self.inner.timeout))?;
+            .map_err(|e| {
+                self.inner
+                    .demotion
+                    .after_error(&self.inner.client, e.details());
+                fred_error(e, self.inner.timeout)
+            })?;
         Ok(())
     }
 

@@ -465,3 +465,51 @@ async fn an_error_reply_does_not_send_the_script_again() {
         state.end(&server);
     }
 }
+
+/// Behind Sentinel, a failover: decisions go on on the new master within
+/// a few seconds (fail-closed meanwhile: an error, never a wrong answer),
+/// with the state written before it — a subject's limit is admitted
+/// exactly once across the failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_keeps_the_state_and_decides_again() {
+    let sentinel = cog_testkit::RedisSentinel::start().unwrap();
+    let store = store(&sentinel.url(), FailurePolicy::FailClosed).await;
+    let quota = Quota::single(Limit::per_day(10)).unwrap();
+    let mut admitted = 0;
+    for _ in 0..4 {
+        admitted += usize::from(check(&store, &quota).await.unwrap().is_allowed());
+    }
+    assert_eq!(admitted, 4);
+    let sentinel = tokio::task::spawn_blocking(move || {
+        sentinel.failover().unwrap();
+        sentinel
+    })
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut errors = 0;
+    let mut denied = 0;
+    while denied == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no decision from the new master: {errors} errors, {admitted} admitted"
+        );
+        match check(&store, &quota).await {
+            Ok(d) if d.is_allowed() => admitted += 1,
+            Ok(d) => {
+                assert_eq!(d.source(), DecisionSource::Store);
+                denied += 1;
+            }
+            Err(_) => {
+                errors += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert_eq!(admitted, 10, "the limit, once, across the failover");
+    eprintln!(
+        "decided again {:?} after the failover ({errors} errors)",
+        started.elapsed()
+    );
+    drop(sentinel);
+}

@@ -448,3 +448,37 @@ async fn placed_kv() -> (
     .unwrap();
     ([main, big], home, router, kv)
 }
+
+/// Behind Sentinel, a failover: what a plugin wrote is read from the new
+/// master, and writes reach it within moments (the demoted server answers
+/// `READONLY`; the client reconnects).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_data_follows_a_sentinel_failover() {
+    let sentinel = cog_testkit::RedisSentinel::start().unwrap();
+    let kv = RedisKv::new(client(&sentinel.url()).await).timeout(Duration::from_millis(500));
+    let s = scope("acme");
+    let (k, sc) = (kv.clone(), s.clone());
+    tokio::task::spawn_blocking(move || k.set(&sc, b"before", b"v", 10).unwrap())
+        .await
+        .unwrap();
+    let sentinel = tokio::task::spawn_blocking(move || {
+        sentinel.failover().unwrap();
+        sentinel
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || {
+        while kv.set(&s, b"after", b"v", 10).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "no write since the failover"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(kv.get(&s, b"before").unwrap().as_deref(), Some(&b"v"[..]));
+    })
+    .await
+    .unwrap();
+    drop(sentinel);
+}
