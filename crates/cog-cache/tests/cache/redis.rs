@@ -753,3 +753,37 @@ async fn a_sentinel_failover_moves_l2_to_the_new_master() {
     let other = with_defaults(&sentinel.url()).await;
     assert_eq!(other.get(&"before".to_owned()).await.as_deref(), Some("v"));
 }
+
+/// The cluster-wide load lease is per key: an instance loading one key
+/// does not hold up another instance loading a different one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_lease_is_per_key() {
+    let server = RedisServer::start().unwrap();
+    let (a, b) = (
+        cache(&server.url(), true).await,
+        cache(&server.url(), true).await,
+    );
+    let slow_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = slow_done.clone();
+    let slow = tokio::spawn(async move {
+        a.get_or_load(&"slow".to_owned(), move || async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            done.store(true, Ordering::SeqCst);
+            Ok::<_, String>("s".to_owned())
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fast = b
+        .get_or_load(&"fast".to_owned(), || async {
+            Ok::<_, String>("f".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(fast, "f");
+    assert!(
+        !slow_done.load(Ordering::SeqCst),
+        "the other key's load waited for this one"
+    );
+    assert_eq!(slow.await.unwrap().unwrap(), "s");
+}
