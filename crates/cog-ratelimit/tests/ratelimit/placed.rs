@@ -257,4 +257,15 @@ async fn one_copy_per_move_across_instances() {
         1,
         "b goes on from a's decisions"
     );
+    // Each instance reads the old home once for the subject, however many
+    // decisions follow: the copy is remembered, not tried again.
+    let dumps = match main.command(&["INFO", "commandstats"]).unwrap().as_text() {
+        Some(info) => info
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_dump:calls="))
+            .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+            .unwrap_or(0),
+        None => 0,
+    };
+    assert_eq!(dumps, 2, "one read of the old home per instance");
 }
