@@ -82,7 +82,7 @@ impl RedisServer {
                     &conf,
                     format!(
                         "sentinel monitor {SERVICE} 127.0.0.1 {master} 1\n\
-                         sentinel down-after-milliseconds {SERVICE} 1000\n\
+                         sentinel down-after-milliseconds {SERVICE} 60000\n\
                          sentinel failover-timeout {SERVICE} 5000\n"
                     ),
                 )
@@ -296,7 +296,7 @@ impl Drop for RedisServer {
 const SERVICE: &str = "mymaster";
 
 /// A master, its replica, and one Sentinel watching them (service
-/// `mymaster`, quorum 1, a master down after 1 s), on loopback — what a
+/// `mymaster`, quorum 1), on loopback — what a
 /// client behind Sentinel sees fail over.
 #[derive(Debug)]
 pub struct RedisSentinel {
@@ -306,7 +306,10 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     /// Starts the three processes, and waits until the replica is in sync
-    /// and the Sentinel knows it.
+    /// and the Sentinel knows it. The Sentinel fails over when told
+    /// ([`failover`](Self::failover)), never on its own: a master is down
+    /// only after a minute without answers, so a loaded test machine does
+    /// not fail over behind a test's back.
     pub fn start() -> Result<Self, Error> {
         let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"])?;
         let port = master.port().to_string();
@@ -401,7 +404,16 @@ impl RedisSentinel {
     pub fn failover(&self) -> Result<(), Error> {
         let (old, new) = (self.master()?.port(), self.replica()?.port());
         // Every write so far on the replica first: nothing is lost.
-        self.master()?.command(&["WAIT", "1", "5000"])?;
+        match self.master()?.command(&["WAIT", "1", "5000"])? {
+            Reply::Int(1..) => {}
+            other => {
+                return Err(Error::NotReady {
+                    what: "the replica to take every write".into(),
+                    secs: 5,
+                    detail: format!("{other:?}"),
+                });
+            }
+        }
         // Refused (`NOGOODSLAVE`) until the Sentinel has the replica's
         // own report, some time after it learned of it.
         let mut refused = None;
