@@ -403,17 +403,23 @@ impl RedisSentinel {
     /// and the old one follows it.
     pub fn failover(&self) -> Result<(), Error> {
         let (old, new) = (self.master()?.port(), self.replica()?.port());
-        // Every write so far on the replica first: nothing is lost.
-        match self.master()?.command(&["WAIT", "1", "5000"])? {
-            Reply::Int(1..) => {}
-            other => {
-                return Err(Error::NotReady {
-                    what: "the replica to take every write".into(),
-                    secs: 5,
-                    detail: format!("{other:?}"),
-                });
-            }
-        }
+        // Every write so far on the replica first: nothing is lost. (Not
+        // `WAIT`: it counts only the writes of its own connection.)
+        let offset = |server: &RedisServer, field: &str| {
+            server
+                .command(&["INFO", "replication"])
+                .ok()
+                .and_then(|r| r.as_text())
+                .and_then(|info| {
+                    info.lines()
+                        .find_map(|l| l.strip_prefix(field)?.trim().parse::<u64>().ok())
+                })
+        };
+        let written = offset(self.master()?, "master_repl_offset:").unwrap_or(0);
+        let replica = self.replica()?;
+        self.wait_for("the replica to take every write", || {
+            offset(replica, "slave_repl_offset:").is_some_and(|o| o >= written)
+        })?;
         // Refused (`NOGOODSLAVE`) until the Sentinel has the replica's
         // own report, some time after it learned of it.
         let mut refused = None;
