@@ -461,6 +461,20 @@ impl RedisSentinel {
         })
     }
 
+    /// [`failover`](Self::failover) from async code: on a blocking thread,
+    /// handing the set back once it is done.
+    ///
+    /// # Panics
+    /// When the failover fails (this is a test kit).
+    pub async fn failed_over(self) -> Self {
+        tokio::task::spawn_blocking(move || {
+            self.failover().expect("a Sentinel failover");
+            self
+        })
+        .await
+        .expect("the failover thread")
+    }
+
     fn wait_for(&self, what: &str, mut done: impl FnMut() -> bool) -> Result<(), Error> {
         let deadline = Instant::now() + READY_TIMEOUT;
         while !done() {

@@ -733,12 +733,7 @@ async fn a_sentinel_failover_moves_l2_to_the_new_master() {
         .build()
         .unwrap();
     cache.insert("before".into(), "v".into()).await;
-    let sentinel = tokio::task::spawn_blocking(move || {
-        sentinel.failover().unwrap();
-        sentinel
-    })
-    .await
-    .unwrap();
+    let sentinel = sentinel.failed_over().await;
     let master = sentinel.master().unwrap();
     let mut i = 0;
     eventually("writes reach the new master", async || {

@@ -543,12 +543,7 @@ async fn the_redis_store_follows_a_sentinel_failover() {
     let sentinel = cog_testkit::RedisSentinel::start().unwrap();
     let c = cog_control::Control::open(&sentinel.url()).await.unwrap();
     c.create_plan("free", plan("rps=10/1s")).await.unwrap();
-    let sentinel = tokio::task::spawn_blocking(move || {
-        sentinel.failover().unwrap();
-        sentinel
-    })
-    .await
-    .unwrap();
+    let sentinel = sentinel.failed_over().await;
     let started = std::time::Instant::now();
     let mut n = 0;
     loop {

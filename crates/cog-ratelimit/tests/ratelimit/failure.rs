@@ -480,12 +480,7 @@ async fn a_sentinel_failover_keeps_the_state_and_decides_again() {
         admitted += usize::from(check(&store, &quota).await.unwrap().is_allowed());
     }
     assert_eq!(admitted, 4);
-    let sentinel = tokio::task::spawn_blocking(move || {
-        sentinel.failover().unwrap();
-        sentinel
-    })
-    .await
-    .unwrap();
+    let sentinel = sentinel.failed_over().await;
     let started = std::time::Instant::now();
     let mut errors = 0;
     let mut denied = 0;

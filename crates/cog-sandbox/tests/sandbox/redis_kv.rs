@@ -461,12 +461,7 @@ async fn plugin_data_follows_a_sentinel_failover() {
     tokio::task::spawn_blocking(move || k.set(&sc, b"before", b"v", 10).unwrap())
         .await
         .unwrap();
-    let sentinel = tokio::task::spawn_blocking(move || {
-        sentinel.failover().unwrap();
-        sentinel
-    })
-    .await
-    .unwrap();
+    let sentinel = sentinel.failed_over().await;
     let started = Instant::now();
     tokio::task::spawn_blocking(move || {
         while kv.set(&s, b"after", b"v", 10).is_err() {
