@@ -206,6 +206,25 @@ pub struct Route {
     /// move, so a copy made once per move is made once, whatever other
     /// partitions do since.
     pub revision: u64,
+    /// The revision the router followed before the switch that moved the
+    /// partition (equal to `revision` if it never moved). A router that
+    /// skipped revisions — it polls, and two moves landed in one poll —
+    /// knows only that the move is one of `after + 1 ..= revision`
+    /// ([`moved_in`](Self::moved_in)); every instance's range holds the
+    /// move's own revision.
+    pub after: u64,
+}
+
+impl Route {
+    /// The revisions the move that put the partition where it is may have
+    /// been made at: `after + 1 ..= revision` (empty if it never moved).
+    /// Instances that saw different revisions name one move by different
+    /// ranges, all holding its revision, and a later move of the partition
+    /// by a range starting past it — how [`copy_keys_once`](crate::redis::copy_keys_once)
+    /// tells a move already copied from a new one.
+    pub fn moved_in(&self) -> std::ops::RangeInclusive<u64> {
+        self.after + 1..=self.revision
+    }
 }
 
 /// Routes tenants to deployments by a [`Placement`] that can change while
@@ -225,12 +244,13 @@ pub struct Router {
 struct Routed {
     current: Placement,
     /// Per partition: the position of its deployment now, before its last
-    /// move ([`NONE`] if it never moved), when it moved, and the revision
-    /// that moved it.
+    /// move ([`NONE`] if it never moved), when it moved, the revision
+    /// that moved it and the one followed before.
     to: [u16; PARTITIONS],
     from: [u16; PARTITIONS],
     moved: [Instant; PARTITIONS],
     revision: [u64; PARTITIONS],
+    after: [u64; PARTITIONS],
 }
 
 const NONE: u16 = u16::MAX;
@@ -267,6 +287,7 @@ impl Router {
                 from: [NONE; PARTITIONS],
                 moved: [Instant::now(); PARTITIONS],
                 revision: [revision; PARTITIONS],
+                after: [revision; PARTITIONS],
             }),
         })
     }
@@ -332,13 +353,14 @@ impl Router {
         // lost to it (the store's copy window says how long it follows).
         // Moved back, its data is where it just was, not the older copy at
         // home.
-        let now = Instant::now();
+        let (now, before) = (Instant::now(), state.current.revision);
         for (p, &to) in to.iter().enumerate() {
             if state.to[p] != to {
                 state.from[p] = state.to[p];
                 state.to[p] = to;
                 state.moved[p] = now;
                 state.revision[p] = placement.revision;
+                state.after[p] = before;
             }
         }
         state.current = placement;
@@ -359,6 +381,7 @@ impl Router {
             from: (state.from[p] != NONE).then(|| usize::from(state.from[p])),
             since: state.moved[p].elapsed(),
             revision: state.revision[p],
+            after: state.after[p],
         }
     }
 }
@@ -472,11 +495,13 @@ mod tests {
         assert_eq!(router.route("acme").to, 2);
         assert_eq!(router.route("acme").from, None);
         assert_eq!(router.route("acme").revision, 1);
+        assert!(router.route("acme").moved_in().is_empty());
 
         let q = p.moved(acme, "b").unwrap();
         assert!(router.set_placement(q.clone()).unwrap());
         let r = router.route("acme");
         assert_eq!((r.to, r.from, r.revision), (0, Some(2), 2));
+        assert_eq!(r.moved_in(), 2..=2);
         assert!(r.since < Duration::from_secs(1));
         // Other partitions did not move.
         let other = (0..=u8::MAX).find(|&x| x != acme).unwrap();
@@ -506,6 +531,7 @@ mod tests {
         assert_eq!(router.placement().revision(), 4);
         assert_eq!(router.route("acme").revision, 2);
         assert_eq!(router.route_partition(other).revision, 4);
+        assert_eq!(router.route_partition(other).moved_in(), 4..=4);
         let back = router.placement().moved(acme, "a").unwrap();
         router.set_placement(back).unwrap();
         assert_eq!(
@@ -513,6 +539,7 @@ mod tests {
             (2, Some(0))
         );
         assert_eq!(router.route("acme").revision, 5);
+        assert_eq!(router.route("acme").moved_in(), 5..=5);
         assert_eq!(router.position("a"), Some(2));
         assert_eq!(router.deployments().len(), 3);
         assert!(Router::new(["b"], q.moved(acme, "a").unwrap()).is_err());
@@ -524,5 +551,29 @@ mod tests {
             router.arrange([("a", 1), ("b", 2)]),
             Err(PlacementError::UnknownDeployment("c".into()))
         );
+    }
+
+    /// A router that skips revisions (two moves in one poll) names a move
+    /// by the range it may have been made in, which holds the revision an
+    /// instance that saw every one names it by.
+    #[test]
+    fn a_skipped_revision_widens_the_moves_range() {
+        let home = Placement::new(["a", "b"]).unwrap();
+        let acme = partition("acme");
+        let other = (0..=u8::MAX).find(|&x| x != acme).unwrap();
+        let away = home.moved(acme, "b").unwrap(); // revision 2
+        let later = away.moved(other, "b").unwrap(); // revision 3
+        let (every, skipping) = (
+            Router::new(["a", "b"], home.clone()).unwrap(),
+            Router::new(["a", "b"], home).unwrap(),
+        );
+        every.set_placement(away).unwrap();
+        every.set_placement(later.clone()).unwrap();
+        skipping.set_placement(later).unwrap();
+        assert_eq!(every.route("acme").moved_in(), 2..=2);
+        let skipped = skipping.route("acme");
+        assert_eq!((skipped.revision, skipped.after), (3, 1));
+        assert_eq!(skipped.moved_in(), 2..=3);
+        assert_eq!(skipping.route_partition(other).moved_in(), 2..=3);
     }
 }

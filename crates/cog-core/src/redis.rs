@@ -94,12 +94,15 @@ impl Demotion {
     }
 }
 
-/// Copies `keys` from one Redis to another once per move `revision` (the
-/// revision that moved their partition, [`Route::revision`](crate::placement::Route::revision):
-/// another partition's later move must not name a new one): the
-/// first caller to set the move's marker on `to` (`<first key>:moved:<revision>`,
-/// `SET NX`, kept for `ttl`) copies, and
-/// its copy replaces what `to` holds; every later caller copies nothing.
+/// Copies `keys` from one Redis to another once per move of their
+/// partition, the move named by the revisions it may have been made at,
+/// `moved` ([`Route::moved_in`](crate::placement::Route::moved_in): another
+/// partition's later move must not look like a new one, and an instance
+/// that skipped the move's revision names it by a wider range): the first
+/// caller copies and leaves a marker on `to` (`<first key>:moved`, the
+/// range's last revision, kept for `ttl`), and its copy replaces what `to`
+/// holds; a later caller whose range starts at or before the marker's
+/// revision copies nothing (a later move of the partition starts past it).
 /// Keys `from` lacks are skipped (`to` keeps its own: the data never left
 /// it). How placed stores carry a tenant's state to a deployment that may
 /// hold an older copy of it — a partition moved back to a previous home —
@@ -120,16 +123,20 @@ pub async fn copy_keys_once(
     from: &impl fred::interfaces::ClientLike,
     to: &impl fred::interfaces::ClientLike,
     keys: &[String],
-    revision: u64,
+    moved: std::ops::RangeInclusive<u64>,
     ttl: std::time::Duration,
 ) -> Result<Option<usize>, fred::error::Error> {
     use fred::types::{CustomCommand, Value};
-    /// KEYS: the marker, then the keys to restore; ARGV: the marker's
-    /// lifetime (ms), then a lifetime (ms, 0: none) and a dump per key.
+    /// KEYS: the marker, then the keys to restore; ARGV: the range's first
+    /// and last revisions, the marker's lifetime (ms), then a lifetime (ms,
+    /// 0: none) and a dump per key. A marker that is not a number (garbage)
+    /// is no marker.
     const RESTORE_ONCE: &str = r#"
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return -1 end
+local copied = tonumber(redis.call('GET', KEYS[1]))
+if copied and copied >= tonumber(ARGV[1]) then return -1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 for i = 2, #KEYS do
-  redis.call('RESTORE', KEYS[i], ARGV[2 * i - 2], ARGV[2 * i - 1], 'REPLACE')
+  redis.call('RESTORE', KEYS[i], ARGV[2 * i], ARGV[2 * i + 1], 'REPLACE')
 end
 return #KEYS - 1
 "#;
@@ -137,7 +144,7 @@ return #KEYS - 1
     let Some(first) = keys.first() else {
         return Ok(Some(0));
     };
-    let marker = format!("{first}:moved:{revision}");
+    let marker = format!("{first}:moved");
     let mut found = Vec::new();
     for key in keys {
         let bytes = match from.custom(cmd("DUMP"), vec![key.clone()]).await? {
@@ -157,6 +164,9 @@ return #KEYS - 1
         Value::from(marker.as_str()),
     ];
     args.extend(found.iter().map(|(k, _, _)| Value::from(k.as_str())));
+    for revision in [*moved.start(), *moved.end()] {
+        args.push(Value::Integer(i64::try_from(revision).unwrap_or(i64::MAX)));
+    }
     args.push(Value::Integer(ttl_ms));
     for (_, ttl, bytes) in found {
         args.push(Value::Integer(ttl));

@@ -147,8 +147,8 @@ impl RedisKv {
         result
     }
 
-    /// Copies `scope`'s hash from `from` after the move to placement
-    /// `revision`, once across the fleet (a marker on this store, kept for
+    /// Copies `scope`'s hash from `from` after the move made at one of the
+    /// placement revisions `moved`, once across the fleet (a marker on this store, kept for
     /// `ttl`): the copy replaces an older one this store may hold (a
     /// partition moved back); a hash `from` lacks leaves this store's as it
     /// is.
@@ -156,14 +156,12 @@ impl RedisKv {
         &self,
         from: &RedisKv,
         scope: &KvScope,
-        revision: u64,
+        moved: std::ops::RangeInclusive<u64>,
         ttl: Duration,
     ) -> Result<(), KvError> {
         let (src, dst, key) = (from.client(), self.client(), [self.key(scope)]);
         self.run("RESTORE", async move {
-            copy_keys_once(&src, &dst, &key, revision, ttl)
-                .await
-                .map(drop)
+            copy_keys_once(&src, &dst, &key, moved, ttl).await.map(drop)
         })
     }
 
@@ -308,7 +306,7 @@ impl PlacedKv {
         store.adopt(
             &inner.stores[from],
             scope,
-            route.revision,
+            route.moved_in(),
             inner.window.saturating_sub(route.since),
         )?;
         let mut copied = inner.copied.lock();

@@ -190,7 +190,7 @@ impl PlacedStore {
                 inner.stores[from].client(),
                 store.client(),
                 &keys,
-                route.revision,
+                route.moved_in(),
                 inner.window.saturating_sub(route.since),
             )
             .await

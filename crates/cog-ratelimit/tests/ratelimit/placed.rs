@@ -175,6 +175,29 @@ async fn a_partition_moved_back_takes_its_state_back() {
     assert_eq!(back, 1, "three of four spent, at home again");
 }
 
+/// Moved away, back and away again within the copy window: each move is a
+/// new one — the marker the first move left on `big` does not stop the
+/// third from bringing home's newer state.
+#[tokio::test]
+async fn a_partition_moved_away_again_takes_its_state_again() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let acme = partition("acme");
+    let away = home.moved(acme, "big").unwrap();
+    let back = away.moved(acme, "main").unwrap();
+    let again = back.moved(acme, "big").unwrap();
+    let store = placed(&main, &big, home).await;
+    let quota = Quota::single(Limit::per_day(6)).unwrap();
+    let admitted = |n| crate::support::admitted(&store, "acme", &quota, n, 1);
+    assert_eq!(admitted(1).await, 1);
+    store.set_placement(away).unwrap();
+    assert_eq!(admitted(2).await, 2);
+    store.set_placement(back).unwrap();
+    assert_eq!(admitted(1).await, 1);
+    store.set_placement(again).unwrap();
+    assert_eq!(admitted(5).await, 2, "four of six spent, away again");
+}
+
 /// Another partition's move is not this one's: decisions made on the new
 /// home since this partition moved are not replaced by a second copy from
 /// its old home when an unrelated partition moves (a new placement
@@ -187,6 +210,48 @@ async fn another_partitions_move_does_not_copy_this_one_again() {
         .unwrap();
     let later = admitted_after(|away| away.moved(partition(&other), "big").unwrap()).await;
     assert_eq!(later, 1, "three of four spent, whatever else moved");
+}
+
+/// An instance that skipped the move's revision (two moves landed in one
+/// poll: this partition's, then another's) names the move by a wider
+/// range: whichever instance copies first, the other does not copy again
+/// over what was decided since.
+#[tokio::test]
+async fn an_instance_that_skipped_the_moves_revision_does_not_copy_again() {
+    for skipper_first in [false, true] {
+        let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+        let home = Placement::new(["main", "big"]).unwrap();
+        let away = home.moved(partition("acme"), "big").unwrap();
+        let other = (0..)
+            .map(|i| format!("t{i}"))
+            .find(|t| partition(t) != partition("acme"))
+            .unwrap();
+        let later = away.moved(partition(&other), "big").unwrap();
+        let every = placed(&main, &big, home.clone()).await;
+        let skipper = placed(&main, &big, home).await;
+        let quota = Quota::single(Limit::per_day(4)).unwrap();
+        assert_eq!(
+            crate::support::admitted(&every, "acme", &quota, 1, 1).await,
+            1
+        );
+        every.set_placement(away).unwrap();
+        every.set_placement(later.clone()).unwrap();
+        skipper.set_placement(later).unwrap();
+        let (first, second) = if skipper_first {
+            (&skipper, &every)
+        } else {
+            (&every, &skipper)
+        };
+        assert_eq!(
+            crate::support::admitted(first, "acme", &quota, 2, 1).await,
+            2
+        );
+        assert_eq!(
+            crate::support::admitted(second, "acme", &quota, 5, 1).await,
+            1,
+            "the second instance goes on from the first's decisions (skipper first: {skipper_first})"
+        );
+    }
 }
 
 /// A reset clears the subject on every deployment: a copy after a move

@@ -426,6 +426,45 @@ async fn another_partitions_move_does_not_copy_plugin_data_again() {
     .unwrap();
 }
 
+/// An instance that skipped the move's revision (this partition's move and
+/// another's landed in one poll) does not copy the plugin's data again over
+/// what another instance wrote on the new home since its copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_skipped_the_moves_revision_does_not_copy_again() {
+    use cog_core::placement::{Router, partition};
+
+    let (servers, home, router, kv) = placed_kv().await;
+    let skipping = Arc::new(Router::new(["main", "big"], home.clone()).unwrap());
+    let skipper = cog_sandbox::PlacedKv::new(
+        skipping.clone(),
+        [
+            ("main", RedisKv::new(client(&servers[0].url()).await)),
+            ("big", RedisKv::new(client(&servers[1].url()).await)),
+        ],
+    )
+    .unwrap();
+    let used = scope("acme");
+    let away = home.moved(partition("acme"), "big").unwrap();
+    let other = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| partition(t) != partition("acme"))
+        .unwrap();
+    let later = away.moved(partition(&other), "big").unwrap();
+    tokio::task::spawn_blocking(move || {
+        kv.set(&used, b"k", b"home", 10).unwrap();
+        router.set_placement(away).unwrap();
+        kv.set(&used, b"k", b"away", 10).unwrap();
+        router.set_placement(later.clone()).unwrap();
+        skipping.set_placement(later).unwrap();
+        assert_eq!(
+            skipper.get(&used, b"k").unwrap().as_deref(),
+            Some(&b"away"[..])
+        );
+    })
+    .await
+    .unwrap();
+}
+
 /// A plugin KV placed over two real deployments, `main` and `big`, every
 /// partition on `main`: the servers, that placement, its router and the KV.
 async fn placed_kv() -> (
