@@ -165,14 +165,39 @@ const WHOLE: u64 = 720_720;
 /// ```
 #[derive(Clone)]
 pub struct RegionSet {
-    regions: Vec<(String, Client)>,
+    regions: Vec<Region>,
     interval: Duration,
+}
+
+/// A region: its name, a client of its Redis, and what reconnects that
+/// client when a failover left it on a replica (the sync task's calls are
+/// its only ones when the client is not also a store's).
+#[derive(Clone)]
+struct Region {
+    name: String,
+    client: Client,
+    demotion: Arc<cog_core::redis::Demotion>,
+}
+
+impl Region {
+    fn new(name: String, client: Client) -> Self {
+        Region {
+            name,
+            client,
+            demotion: Default::default(),
+        }
+    }
+
+    /// Notes a failed call to this region (a `READONLY` answer reconnects).
+    fn failed(&self, error: &fred::error::Error) {
+        self.demotion.after_error(&self.client, error.details());
+    }
 }
 
 impl std::fmt::Debug for RegionSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegionSet")
-            .field("local", &self.regions[0].0)
+            .field("local", &self.regions[0].name)
             .field("regions", &self.names())
             .field("interval", &self.interval)
             .finish()
@@ -184,7 +209,7 @@ impl RegionSet {
     /// store uses).
     pub fn new(name: impl Into<String>, client: Client) -> Self {
         RegionSet {
-            regions: vec![(name.into(), client)],
+            regions: vec![Region::new(name.into(), client)],
             interval: Duration::from_secs(1),
         }
     }
@@ -194,8 +219,8 @@ impl RegionSet {
     pub fn region(mut self, name: impl Into<String>, client: Client) -> Self {
         let name = name.into();
         // A name already there (the local one included) is not added twice.
-        if !self.regions.iter().any(|(n, _)| *n == name) {
-            self.regions.push((name, client));
+        if !self.regions.iter().any(|r| r.name == name) {
+            self.regions.push(Region::new(name, client));
         }
         self
     }
@@ -209,11 +234,11 @@ impl RegionSet {
 
     /// Region names, the local one first.
     pub fn names(&self) -> Vec<&str> {
-        self.regions.iter().map(|(n, _)| n.as_str()).collect()
+        self.regions.iter().map(|r| r.name.as_str()).collect()
     }
 
     fn local(&self) -> &str {
-        &self.regions[0].0
+        &self.regions[0].name
     }
 }
 
@@ -531,7 +556,7 @@ async fn sync(inner: Weak<Inner>) {
             .filter(|s| s.active.load(Ordering::Relaxed) + 3 >= round)
             .collect();
         let timeout = interval / 2;
-        let local = i.regions.regions[0].1.clone();
+        let local = i.regions.regions[0].clone();
         let region = i.regions.local().to_owned();
         // Each instance tidies the marks once every ten rounds, not all
         // in the same round.
@@ -540,7 +565,7 @@ async fn sync(inner: Weak<Inner>) {
             let total = s.total.load(Ordering::Relaxed);
             let sealed = tokio::time::timeout(
                 timeout,
-                local.eval::<Option<String>, _, _, _>(
+                local.client.eval::<Option<String>, _, _, _>(
                     SEAL_LUA,
                     vec![s.ledger.clone()],
                     vec![
@@ -557,13 +582,18 @@ async fn sync(inner: Weak<Inner>) {
             .await;
             // Not confirmed: the next round's seal sends the total again,
             // and the mark tells what this one already counted.
-            let Ok(Ok(Some(entry))) = sealed else {
-                continue;
+            let entry = match sealed {
+                Ok(Ok(Some(entry))) => entry,
+                Ok(Err(e)) => {
+                    local.failed(&e);
+                    continue;
+                }
+                Ok(Ok(None)) | Err(_) => continue,
             };
             s.counted.store(total, Ordering::Relaxed);
-            for (_, client) in &i.regions.regions[1..] {
-                let (client, ledger, region, entry, ttl) = (
-                    client.clone(),
+            for remote in &i.regions.regions[1..] {
+                let (remote, ledger, region, entry, ttl) = (
+                    remote.clone(),
                     s.ledger.clone(),
                     region.clone(),
                     entry.clone(),
@@ -571,15 +601,18 @@ async fn sync(inner: Weak<Inner>) {
                 );
                 // Each push on its own: a slow or cut link delays nothing.
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(
+                    let merged = tokio::time::timeout(
                         timeout,
-                        client.eval::<i64, _, _, _>(
+                        remote.client.eval::<i64, _, _, _>(
                             MERGE_LUA,
                             vec![ledger],
                             vec![region, entry, ttl],
                         ),
                     )
                     .await;
+                    if let Ok(Err(e)) = merged {
+                        remote.failed(&e);
+                    }
                 });
             }
         }
@@ -590,14 +623,21 @@ async fn sync(inner: Weak<Inner>) {
         for s in &active {
             let read = tokio::time::timeout(
                 timeout,
-                local.eval::<Vec<String>, _, _, _>(
+                local.client.eval::<Vec<String>, _, _, _>(
                     READ_LUA,
                     vec![s.ledger.clone()],
                     Vec::<String>::new(),
                 ),
             )
             .await;
-            let Ok(Ok(flat)) = read else { continue };
+            let flat = match read {
+                Ok(Ok(flat)) => flat,
+                Ok(Err(e)) => {
+                    local.failed(&e);
+                    continue;
+                }
+                Err(_) => continue,
+            };
             let entries: Entries = flat
                 .chunks_exact(2)
                 .filter_map(|kv| Some((kv[0].clone(), Entry::parse(&kv[1])?)))

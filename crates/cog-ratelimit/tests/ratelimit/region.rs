@@ -442,3 +442,49 @@ async fn marks_of_quiet_instances_go() {
     assert!(marks.iter().any(|m| *m == "i:ahead"), "{fields:?}");
     assert_eq!(counted(&local, &ledger, "eu").await, 101);
 }
+
+/// Behind Sentinel, a failover that leaves the old primaries up (they
+/// answer writes `READONLY`): the sync task's own connections — the local
+/// region's and a remote region's, neither a store's — reconnect to the
+/// new primaries, and seals and pushes go on there, each unit counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_follows_a_sentinel_failover_of_each_region() {
+    use cog_testkit::RedisSentinel;
+    let (eu, us) = (
+        RedisSentinel::start().unwrap(),
+        RedisSentinel::start().unwrap(),
+    );
+    let decisions = cog_testkit::RedisServer::start().unwrap();
+    let round = Duration::from_millis(100);
+    let store = GlobalStore::new(
+        RegionSet::new("eu", client(&eu.url()).await)
+            .region("us", client(&us.url()).await)
+            .sync_interval(round),
+        RedisStore::new(client(&decisions.url()).await).local_deny(false),
+    );
+    let quota = Quota::single(Limit::per_second(1_000_000)).unwrap();
+    ask(&store, &quota, 200, round * 5).await;
+    tokio::time::sleep(round * 3).await;
+    let (eu, us) = (eu.failed_over().await, us.failed_over().await);
+    ask(&store, &quota, 100, round * 5).await;
+    // Fresh connections find the new primaries.
+    let (on_eu, on_us) = (client(&eu.url()).await, client(&us.url()).await);
+    let ledger = ledger(&on_eu).await.expect("the subject's ledger");
+    let started = Instant::now();
+    loop {
+        let sealed = counted(&on_eu, &ledger, "eu").await;
+        let pushed: Option<String> = command(&on_us, &["HGET", &ledger, "eu"])
+            .await
+            .convert()
+            .unwrap();
+        let pushed: Option<u64> = pushed.and_then(|e| e.split(':').nth(1)?.parse().ok());
+        if sealed == 300 && pushed == Some(300) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "after the failovers: {sealed} sealed in eu, {pushed:?} pushed to us (of 300)"
+        );
+        tokio::time::sleep(round).await;
+    }
+}
