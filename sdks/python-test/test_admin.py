@@ -210,7 +210,7 @@ def test_a_partition_moved_to_a_new_deployment(admin: AuthenticatedClient, uid: 
 
     a = move_partition.sync_detailed(130, client=admin, body=PartitionMove(deployment=big))
     assert isinstance(a.parsed, PlacementTable), a.content
-    assert a.parsed.revision == before + 1
+    assert a.parsed.revision > before
     assert a.parsed.partitions["130"] == big
     nowhere = PartitionMove(deployment=f"nowhere-{uid}")
     problem(move_partition.sync_detailed(1, client=admin, body=nowhere), 404, "not-found")

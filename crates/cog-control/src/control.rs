@@ -49,6 +49,17 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The revision of the placement table that follows one at `last` (0:
+/// none): one more, or the time in ms when that is later. Revisions go up
+/// with every change and are never handed out twice, even after the store
+/// went back (restored from a backup, failed over to a replica without its
+/// last writes) and forgot a table routers had followed: the next table is
+/// newer than that one for every router, and a move is never taken for a
+/// lost one of the same number (see `cog_core::placement::Router::reset_placement`).
+fn next_placement_revision(last: u64) -> u64 {
+    last.saturating_add(1).max(now_ms())
+}
+
 impl Control {
     /// Over `store`.
     pub fn new(store: Arc<dyn Store>) -> Self {
@@ -242,7 +253,7 @@ impl Control {
     }
 
     /// Adds Redis deployment `name` to the placement table: the first one
-    /// creates the table with every partition on it (revision 1); later
+    /// creates the table with every partition on it; later
     /// ones hold no partition until one is moved there. Configure the
     /// instances with a connection to it before moving anything.
     ///
@@ -250,6 +261,7 @@ impl Control {
     /// An invalid name, or one the table has already.
     pub async fn add_deployment(&self, name: &str) -> Result<PlacementTable, ControlError> {
         self.write("placement.add", name, |s| {
+            let last = s.placement.as_ref().map_or(0, |t| t.revision);
             let next = match &s.placement {
                 None => Placement::new([name]),
                 Some(table) => {
@@ -259,7 +271,8 @@ impl Control {
                     table.to_placement()?.with_deployment(name)
                 }
             }
-            .map_err(|e| Invalid::new("placement.deployments", e.to_string()))?;
+            .map_err(|e| Invalid::new("placement.deployments", e.to_string()))?
+            .at_revision(next_placement_revision(last));
             let table = PlacementTable::of(&next);
             s.placement = Some(table.clone());
             Ok(table)
@@ -267,7 +280,8 @@ impl Control {
         .await
     }
 
-    /// Moves `partition` to deployment `to`, one placement revision on (no
+    /// Moves `partition` to deployment `to`, at a newer placement revision
+    /// (one more, or the time in ms when later: never one a lost table had; no
     /// change, and no new revision, when it is there already). One
     /// compare-and-swap write: concurrent moves never lose each other.
     ///
@@ -286,10 +300,13 @@ impl Control {
             if !table.deployments.iter().any(|d| d == to) {
                 return Err(not_found("deployment", to));
             }
-            let next = table
+            let mut next = table
                 .to_placement()?
                 .moved(partition, to)
                 .map_err(|e| Invalid::new("placement", e.to_string()))?;
+            if next.revision() != table.revision {
+                next = next.at_revision(next_placement_revision(table.revision));
+            }
             let table = PlacementTable::of(&next);
             s.placement = Some(table.clone());
             Ok(table)

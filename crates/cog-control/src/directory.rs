@@ -416,19 +416,26 @@ async fn refresh(inner: &Inner) -> Result<(), ControlError> {
     }
     drop(replacing);
     if let Some(placement) = &view.placement {
-        hand_out(inner, placement);
+        hand_out(inner, placement, lower);
     }
     Ok(())
 }
 
-/// Gives `placement` to every router following the directory (each takes
-/// it only if it is newer than its own).
-fn hand_out(inner: &Inner, placement: &Placement) {
+/// Gives `placement` to every router following the directory: each takes
+/// it if it is newer than its own — or, when the store went back
+/// (`reset`), if it differs: the store's table is the one in force, even
+/// if the routers followed a newer one since lost.
+fn hand_out(inner: &Inner, placement: &Placement, reset: bool) {
     inner.routers.lock().retain(|r| {
         let Some(router) = r.upgrade() else {
             return false;
         };
-        if let Err(e) = router.set_placement(placement.clone()) {
+        let switched = if reset {
+            router.reset_placement(placement.clone())
+        } else {
+            router.set_placement(placement.clone())
+        };
+        if let Err(e) = switched {
             tracing::error!(
                 target: "cog_control",
                 error = %e,

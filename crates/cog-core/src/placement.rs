@@ -93,6 +93,15 @@ impl Placement {
         self.revision
     }
 
+    /// This placement at `revision`: how a control plane numbers the
+    /// tables it stores (so that no two of its tables share a revision; see
+    /// [`Router::reset_placement`]).
+    #[must_use]
+    pub fn at_revision(mut self, revision: u64) -> Placement {
+        self.revision = revision;
+        self
+    }
+
     /// The deployments, in the order given.
     pub fn deployments(&self) -> &[Arc<str>] {
         &self.deployments
@@ -343,9 +352,28 @@ impl Router {
     /// [`PlacementError::UnknownDeployment`] when it puts a partition on a
     /// deployment this router does not know; nothing changes then.
     pub fn set_placement(&self, placement: Placement) -> Result<bool, PlacementError> {
+        self.switch(placement, false)
+    }
+
+    /// Switches to `placement` whatever its revision, if it differs from the
+    /// one in force; whether it did. For a control plane whose store went
+    /// back (restored from a backup, failed over to a replica without its
+    /// last writes): the placement it holds now is the one in force, though
+    /// this router followed a newer one since lost — instances started
+    /// since route by it, and this one must too. A partition this moves is
+    /// named by `placement`'s revision alone ([`Route::moved_in`]).
+    ///
+    /// # Errors
+    /// As [`set_placement`](Self::set_placement).
+    pub fn reset_placement(&self, placement: Placement) -> Result<bool, PlacementError> {
+        self.switch(placement, true)
+    }
+
+    fn switch(&self, placement: Placement, reset: bool) -> Result<bool, PlacementError> {
         let to = positions(&self.names, &placement)?;
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        if placement.revision <= state.current.revision {
+        let newer = placement.revision > state.current.revision;
+        if !(newer || (reset && placement != state.current)) {
             return Ok(false);
         }
         // A partition that moves again before its data followed keeps
@@ -360,7 +388,8 @@ impl Router {
                 state.to[p] = to;
                 state.moved[p] = now;
                 state.revision[p] = placement.revision;
-                state.after[p] = before;
+                // Reset to an older revision: the range is that revision.
+                state.after[p] = before.min(placement.revision.saturating_sub(1));
             }
         }
         state.current = placement;
@@ -575,5 +604,35 @@ mod tests {
         assert_eq!((skipped.revision, skipped.after), (3, 1));
         assert_eq!(skipped.moved_in(), 2..=3);
         assert_eq!(skipping.route_partition(other).moved_in(), 2..=3);
+    }
+
+    /// A reset follows an older table (the control plane's store went
+    /// back), names the moves it makes by that table's revision alone, and
+    /// leaves the router taking the tables that follow it.
+    #[test]
+    fn a_reset_follows_an_older_table() {
+        let home = Placement::new(["a", "b"]).unwrap();
+        let acme = partition("acme");
+        let away = home.moved(acme, "b").unwrap().at_revision(7);
+        let router = Router::new(["a", "b"], home.clone()).unwrap();
+        router.set_placement(away.clone()).unwrap();
+        assert!(
+            !router.set_placement(home.clone()).unwrap(),
+            "older: not taken"
+        );
+        assert!(router.reset_placement(home.clone()).unwrap());
+        assert_eq!(router.placement(), home);
+        let r = router.route("acme");
+        assert_eq!((r.to, r.from), (0, Some(1)), "back home, from b");
+        assert_eq!(r.moved_in(), 1..=1);
+        assert!(!router.reset_placement(home.clone()).unwrap(), "the same");
+        // The table after the restored one is newer than it: taken.
+        let other = (0..=u8::MAX).find(|&x| x != acme).unwrap();
+        let next = home.moved(other, "b").unwrap().at_revision(2);
+        assert!(router.set_placement(next).unwrap());
+        assert_eq!(router.route_partition(other).moved_in(), 2..=2);
+        // A reset to a newer table is a plain switch.
+        assert!(router.reset_placement(away.clone().at_revision(9)).unwrap());
+        assert_eq!(router.route("acme").moved_in(), 3..=9);
     }
 }

@@ -133,12 +133,16 @@ async fn a_tenant_follows_its_partition_across_deployments() {
     assert!(keys_with(&d0, limiter_keys) > 0);
     assert_eq!(keys_with(&d1, limiter_keys), 0);
 
-    demo.control
+    let moved = demo
+        .control
         .move_partition(partition("demo"), "d1")
         .await
         .unwrap();
     demo.directory.refresh().await.unwrap();
-    assert_eq!(demo.directory.placement().unwrap().revision(), 3);
+    assert_eq!(
+        demo.directory.placement().unwrap().revision(),
+        moved.revision
+    );
     // 5 of the burst of 20 left (plus what refilled: 10/s).
     let after = admitted(addr, &key, 15, 100).await;
     assert!(after <= 5 + 3, "the move reset the limit: {after} admitted");

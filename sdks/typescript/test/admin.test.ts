@@ -192,7 +192,7 @@ test("a partition moved to a new deployment", async () => {
     body: { deployment: big },
   });
   assert.equal(m.response.status, 200, JSON.stringify(m.error));
-  assert.equal(m.data!.revision, table.data!.revision + 1);
+  assert.ok(m.data!.revision > table.data!.revision, JSON.stringify(m.data));
   assert.equal(m.data!.partitions?.["130"], big);
   problem(
     await admin.PUT("/v1/placement/partitions/{partition}", {
