@@ -182,7 +182,9 @@ impl PlacedStore {
             inner
                 .copied
                 .insert((route.revision, fingerprint, subject.into()), ());
-            let keys = store.keys(subject, quota);
+            // The leased mode's ledgers too: the units leased out by the
+            // old home come back to the new one.
+            let keys = store.all_keys(subject, quota);
             // Once per move across the fleet: the first instance copies,
             // replacing an older copy `store` may hold (a partition moved
             // back); later ones would overwrite decisions taken since.

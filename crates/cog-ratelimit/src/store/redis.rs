@@ -264,6 +264,18 @@ impl RedisStore {
             .collect()
     }
 
+    /// Every Redis key of `subject`'s state for `quota`: its
+    /// [`keys`](Self::keys) and, in leased mode, their ledgers of units
+    /// leased out — what a reset deletes and a partition move copies.
+    pub(crate) fn all_keys(&self, subject: &str, quota: &Quota) -> Vec<String> {
+        let mut keys = self.keys(subject, quota);
+        if self.inner.leases.is_some() {
+            let ledgers: Vec<String> = keys.iter().map(|k| ledger_key(k)).collect();
+            keys.extend(ledgers);
+        }
+        keys
+    }
+
     /// `{prefix}{<tag>}:<id>`, allocated once.
     fn key(&self, tag: &str, id: &str) -> String {
         let prefix = &self.inner.prefix;
@@ -873,12 +885,10 @@ impl Store for RedisStore {
 
     async fn reset(&self, subject: &str, quota: &Quota) -> Result<(), StoreError> {
         self.inner.denied.remove(quota.fingerprint(), subject);
-        let mut keys = self.keys(subject, quota);
         if let Some(leases) = &self.inner.leases {
             leases.remove(quota.fingerprint(), subject);
-            let ledgers: Vec<String> = keys.iter().map(|k| ledger_key(k)).collect();
-            keys.extend(ledgers);
         }
+        let keys = self.all_keys(subject, quota);
         let opts = Options {
             timeout: Some(self.inner.timeout),
             fail_fast: true,

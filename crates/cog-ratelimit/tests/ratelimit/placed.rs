@@ -254,6 +254,52 @@ async fn an_instance_that_skipped_the_moves_revision_does_not_copy_again() {
     }
 }
 
+/// Leased mode: the ledger of units leased out follows a move with the
+/// limit's state, so budget parked on another instance still does not
+/// refuse a request on the new home (as on one deployment: at most a
+/// lease more, never less than the limit).
+#[tokio::test]
+async fn the_lease_ledger_follows_a_move() {
+    use cog_ratelimit::store::Leasing;
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let home = Placement::new(["main", "big"]).unwrap();
+    let leased = |leasing: Leasing| {
+        let (main, big) = (main.url(), big.url());
+        async move {
+            let store = |url: String, leasing: Leasing| async move {
+                RedisStore::new(client(&url).await)
+                    .timeout(Duration::from_millis(500))
+                    .local_deny(false)
+                    .leased(leasing)
+            };
+            PlacedStore::new(
+                Placement::new(["main", "big"]).unwrap(),
+                [
+                    ("main", store(main, leasing).await),
+                    ("big", store(big, leasing).await),
+                ],
+            )
+            .unwrap()
+        }
+    };
+    let fast = leased(Leasing::new().lease_time(Duration::from_secs(60))).await;
+    let other = leased(Leasing::new()).await;
+    let quota = Quota::single(Limit::per_day(100)).unwrap();
+    // `fast` builds up a lease at home, then stops spending it.
+    for _ in 0..40 {
+        assert!(fast.check("s", &quota, 1).await.unwrap().is_allowed());
+    }
+    let away = home.moved(partition("s"), "big").unwrap();
+    fast.set_placement(away.clone()).unwrap();
+    other.set_placement(away).unwrap();
+    // `other` spends the rest on `big`, one by one, until refused.
+    let mut admitted = 40;
+    while other.check("s", &quota, 1).await.unwrap().is_allowed() {
+        admitted += 1;
+    }
+    assert!((100..=125).contains(&admitted), "{admitted}");
+}
+
 /// A reset clears the subject on every deployment: a copy after a move
 /// cannot bring the old state back.
 #[tokio::test]
