@@ -38,6 +38,7 @@ pub fn is_unavailable_reply(details: &str) -> bool {
 
 /// Whether the text of a Redis error reply carries `code` (`READONLY`,
 /// say): first, or as Redis 6 reports an error raised inside a script.
+#[cfg_attr(not(feature = "fred"), allow(dead_code))] // used by `Demotion`
 fn has_code(details: &str, code: &str) -> bool {
     let first = details.split_whitespace().next().unwrap_or("");
     first.trim_start_matches('-') == code

@@ -17,6 +17,7 @@
 //!   of them through a `Proxy` (latency, cuts) — partitions on one machine.
 //! - [`MetricsCapture`]: a real OpenTelemetry SDK meter provider whose
 //!   metrics a test can read back.
+//! - [`placement`]: tenant placements the placed stores' tests share.
 //! - [`OtlpReceiver`]: a real OTLP trace receiver (gRPC and HTTP/protobuf,
 //!   on the official `opentelemetry-proto` types) that keeps every span it
 //!   receives.
@@ -39,6 +40,7 @@ mod client;
 mod metrics;
 pub mod openmetrics;
 mod otlp;
+pub mod placement;
 mod proxy;
 mod redis;
 mod regions;

@@ -44,21 +44,13 @@ fn pttl(server: &RedisServer, key: &str) -> i64 {
     }
 }
 
-/// A tenant in another partition than `acme`.
-fn other_tenant() -> String {
-    (0..)
-        .map(|i| format!("t{i}"))
-        .find(|t| partition(t) != partition("acme"))
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_live_on_their_partitions_deployment_and_follow_a_move() {
     let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
     let (a, router_a) = instance(&main, &big, Duration::from_secs(3600)).await;
     let (b, router_b) = instance(&main, &big, Duration::from_secs(3600)).await;
     let (acme_a, acme_b) = (a.tenant("acme"), b.tenant("acme"));
-    let other = other_tenant();
+    let other = cog_testkit::placement::elsewhere("acme");
 
     // Before the move: everything on main.
     for k in ["hot", "dropped", "tagged"] {

@@ -356,10 +356,7 @@ async fn routers_follow_the_placement_in_the_store() {
     let r = router.clone();
     eventually("the table naming eu", || r.placement().revision() > moved).await;
     let named = router.placement().revision();
-    let other = (0..)
-        .map(|i| format!("t{i}"))
-        .find(|t| partition(t) != partition("acme"))
-        .unwrap();
+    let other = cog_testkit::placement::elsewhere("acme");
     c.move_partition(partition(&other), "eu").await.unwrap();
     let d2 = d.clone();
     eventually("the directory's view", || {
@@ -421,10 +418,7 @@ async fn routers_follow_a_store_that_went_back() {
         "its data follows it back"
     );
 
-    let other = (0..)
-        .map(|i| format!("t{i}"))
-        .find(|t| partition(t) != partition("acme"))
-        .unwrap();
+    let other = cog_testkit::placement::elsewhere("acme");
     let next = c.move_partition(partition(&other), "big").await.unwrap();
     assert!(
         next.revision > lost.revision,

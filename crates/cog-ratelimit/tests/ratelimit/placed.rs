@@ -50,10 +50,7 @@ async fn each_tenant_is_decided_on_its_partitions_deployment() {
     store.check("acme", &quota, 1).await.unwrap();
     assert_eq!((keys(&main).await, keys(&big).await), (0, 1));
     // Another tenant, in another partition.
-    let other = (0..)
-        .map(|i| format!("t{i}"))
-        .find(|t| partition(t) != partition("acme"))
-        .unwrap();
+    let other = cog_testkit::placement::elsewhere("acme");
     store.check(&other, &quota, 1).await.unwrap();
     assert_eq!((keys(&main).await, keys(&big).await), (1, 1));
     // A partition on a deployment without a store is refused; stale
@@ -204,10 +201,7 @@ async fn a_partition_moved_away_again_takes_its_state_again() {
 /// revision) within the copy window.
 #[tokio::test]
 async fn another_partitions_move_does_not_copy_this_one_again() {
-    let other = (0..)
-        .map(|i| format!("t{i}"))
-        .find(|t| partition(t) != partition("acme"))
-        .unwrap();
+    let other = cog_testkit::placement::elsewhere("acme");
     let later = admitted_after(|away| away.moved(partition(&other), "big").unwrap()).await;
     assert_eq!(later, 1, "three of four spent, whatever else moved");
 }
@@ -220,13 +214,7 @@ async fn another_partitions_move_does_not_copy_this_one_again() {
 async fn an_instance_that_skipped_the_moves_revision_does_not_copy_again() {
     for skipper_first in [false, true] {
         let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
-        let home = Placement::new(["main", "big"]).unwrap();
-        let away = home.moved(partition("acme"), "big").unwrap();
-        let other = (0..)
-            .map(|i| format!("t{i}"))
-            .find(|t| partition(t) != partition("acme"))
-            .unwrap();
-        let later = away.moved(partition(&other), "big").unwrap();
+        let [home, away, later] = cog_testkit::placement::two_moves("acme");
         let every = placed(&main, &big, home.clone()).await;
         let skipper = placed(&main, &big, home).await;
         let quota = Quota::single(Limit::per_day(4)).unwrap();

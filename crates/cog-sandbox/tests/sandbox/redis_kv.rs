@@ -270,10 +270,7 @@ async fn plugin_data_follows_its_tenants_partition() {
 
     // Another tenant moves while main is away: unavailable, then copied
     // once main is back.
-    let other = (0..)
-        .map(|i| format!("t{i}"))
-        .find(|t| partition(t) != partition("acme"))
-        .unwrap();
+    let other = cog_testkit::placement::elsewhere("acme");
     let a = instances[0].0.clone();
     let o = other.clone();
     blocking(Box::new(move || {
@@ -412,10 +409,7 @@ async fn another_partitions_move_does_not_copy_plugin_data_again() {
     run(Box::new(move |kv| kv.set(&u, b"k", b"away", 10).unwrap()))
         .await
         .unwrap();
-    let other = (0..)
-        .map(|i| format!("t{i}"))
-        .find(|t| partition(t) != partition("acme"))
-        .unwrap();
+    let other = cog_testkit::placement::elsewhere("acme");
     router
         .set_placement(away.moved(partition(&other), "big").unwrap())
         .unwrap();
@@ -431,7 +425,7 @@ async fn another_partitions_move_does_not_copy_plugin_data_again() {
 /// what another instance wrote on the new home since its copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_that_skipped_the_moves_revision_does_not_copy_again() {
-    use cog_core::placement::{Router, partition};
+    use cog_core::placement::Router;
 
     let (servers, home, router, kv) = placed_kv().await;
     let skipping = Arc::new(Router::new(["main", "big"], home.clone()).unwrap());
@@ -444,12 +438,7 @@ async fn an_instance_that_skipped_the_moves_revision_does_not_copy_again() {
     )
     .unwrap();
     let used = scope("acme");
-    let away = home.moved(partition("acme"), "big").unwrap();
-    let other = (0..)
-        .map(|i| format!("t{i}"))
-        .find(|t| partition(t) != partition("acme"))
-        .unwrap();
-    let later = away.moved(partition(&other), "big").unwrap();
+    let [_, away, later] = cog_testkit::placement::two_moves("acme");
     tokio::task::spawn_blocking(move || {
         kv.set(&used, b"k", b"home", 10).unwrap();
         router.set_placement(away).unwrap();
