@@ -347,6 +347,65 @@ mod tests {
         assert!(sw.at_rest(&st, t0 + 40 * S));
     }
 
+    /// A window spent in full: the next window's first requests wait for
+    /// the previous window's weight to decay, exactly as long as needed.
+    #[test]
+    fn sliding_retry_waits_for_the_previous_window_to_decay() {
+        let sw = Sliding::new(10, Duration::from_secs(10));
+        let t0 = 100 * S;
+        let mut st = Window::default();
+        for _ in 0..10 {
+            st = sw.step(st, t0, 1).next;
+        }
+        // Next window, at its start: prev weighs 10 — one unit fits after
+        // a tenth of the window (prev × 9/10 + 1 = 10).
+        let s = sw.step(st, t0 + 10 * S, 1);
+        assert!(!s.status.allowed);
+        assert_eq!(s.retry, Some(S));
+        assert!(!sw.step(st, t0 + 11 * S - 1, 1).status.allowed);
+        assert!(sw.step(st, t0 + 11 * S, 1).status.allowed);
+        // Three units: 3 tenths; and from 2 s in, 1 s more.
+        assert_eq!(sw.step(st, t0 + 10 * S, 3).retry, Some(3 * S));
+        assert_eq!(sw.step(st, t0 + 12 * S, 3).retry, Some(S));
+        // The whole limit at once: not before the next window's end.
+        let s = sw.step(st, t0 + 10 * S, 10);
+        assert!(!s.status.allowed);
+        assert_eq!(
+            s.retry,
+            Some(10 * S),
+            "the limit fits once prev has decayed"
+        );
+        assert_eq!(sw.step(st, t0 + 10 * S, 11).retry, None, "never fits");
+    }
+
+    /// When a window's use stops counting: the current window's after this
+    /// window and the next; the previous window's at this one's end.
+    #[test]
+    fn sliding_reset_after_and_rest() {
+        let sw = Sliding::new(10, Duration::from_secs(10));
+        let t0 = 100 * S;
+        let fresh = sw.step(Window::default(), t0 + 4 * S, 0);
+        assert_eq!(fresh.status.reset_after, Duration::ZERO);
+        let s = sw.step(Window::default(), t0 + 4 * S, 3);
+        assert_eq!(s.status.reset_after, Duration::from_secs(6 + 10));
+        let st = s.next;
+        assert!(!sw.at_rest(&st, t0 + 4 * S), "used in its window");
+        // The next window: only the previous window's use left.
+        let later = sw.step(st, t0 + 12 * S, 0);
+        assert_eq!(later.status.reset_after, Duration::from_secs(8));
+        assert!(!sw.at_rest(&st, t0 + 12 * S), "it still weighs");
+        assert!(!sw.at_rest(&later.next, t0 + 12 * S));
+        assert!(sw.at_rest(&st, t0 + 20 * S), "two windows on");
+        assert!(sw.at_rest(&Window::default(), t0));
+        // Nothing this window, something the one before: not at rest.
+        let prev_only = Window {
+            idx: 10,
+            curr: 0,
+            prev: 1,
+        };
+        assert!(!sw.at_rest(&prev_only, t0));
+    }
+
     #[test]
     fn concurrency() {
         assert!(concurrency_step(2, 1, 1).status.allowed);

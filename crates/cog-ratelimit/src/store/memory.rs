@@ -732,6 +732,28 @@ mod tests {
         assert!(store.len() < 50_000, "{}", store.len());
     }
 
+    /// A sliding window's subject stays until its use stops counting —
+    /// through the next window, where the previous one still weighs —
+    /// and goes after: an eviction never hands out a fresh budget early.
+    #[test]
+    fn a_sliding_windows_subject_is_evicted_only_at_rest() {
+        let (store, clock) = mock();
+        let q = Quota::single(Limit::sliding_window(2, Duration::from_secs(10))).unwrap();
+        let spend = |n| {
+            (0..n)
+                .filter(|_| store.check_now("k", &q, 1).unwrap().is_allowed())
+                .count()
+        };
+        assert_eq!(spend(3), 2);
+        assert_eq!(store.sweep(), 0, "used in its window");
+        clock.increment(Duration::from_secs(10));
+        assert_eq!(store.sweep(), 0, "it weighs on the next window");
+        assert_eq!(spend(1), 0);
+        clock.increment(Duration::from_secs(20));
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(spend(3), 2);
+    }
+
     #[test]
     fn shards_come_from_bits_hashbrown_does_not_use() {
         for shards in [16, 64, 1024] {
