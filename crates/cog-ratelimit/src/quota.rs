@@ -571,6 +571,28 @@ mod tests {
         assert_eq!(Limit::per_day(10_000).name(), "10000-per-1d");
         assert_eq!(Limit::per_day(10_000).policy(), (10_000, 86_400));
         assert_eq!(Limit::concurrency(5).named("inflight").name(), "inflight");
+        // Windows and leases in whole seconds, rounded up, at least one.
+        let w = |ms| Limit::sliding_window(100, Duration::from_millis(ms)).policy();
+        assert_eq!((w(90_000), w(1_500), w(1)), ((100, 90), (100, 2), (100, 1)));
+        let l = Limit::concurrency(3).lease(Duration::from_millis(2_500));
+        assert_eq!(l.policy(), (3, 3));
+    }
+
+    /// The bounds are inclusive: the largest count and period, and a
+    /// period of exactly one nanosecond per unit, are accepted; one more
+    /// is refused.
+    #[test]
+    fn limits_at_their_bounds() {
+        let ok = |l: Limit| Quota::single(l).is_ok();
+        let window = |max, d| Limit::sliding_window(max, d);
+        assert!(ok(window(MAX_COUNT, MAX_PERIOD)));
+        assert!(!ok(window(MAX_COUNT + 1, MAX_PERIOD)));
+        assert!(!ok(window(1, MAX_PERIOD + Duration::from_nanos(1))));
+        assert!(ok(window(1, Duration::from_micros(1))));
+        assert!(!ok(window(1, Duration::from_nanos(999))));
+        let gcra = |count, nanos| Limit::gcra(count, Duration::from_nanos(nanos));
+        assert!(ok(gcra(1000, 1000)), "one unit a nanosecond");
+        assert!(!ok(gcra(1001, 1000)), "faster than that");
     }
 
     #[test]

@@ -732,6 +732,22 @@ mod tests {
         assert!(store.len() < 50_000, "{}", store.len());
     }
 
+    /// Slots given back are forgotten as more are taken: a subject that
+    /// takes and gives back slots forever keeps a bounded list.
+    #[test]
+    fn given_back_slots_are_forgotten() {
+        let mut list = Vec::new();
+        for i in 0..100_000u64 {
+            let held = Arc::new(Held {
+                cost: 1,
+                deadline: i,
+                done: AtomicBool::new(true),
+            });
+            remember(&mut list, held);
+            assert!(list.len() <= 16, "{} after {i}", list.len());
+        }
+    }
+
     /// A sliding window's subject stays until its use stops counting —
     /// through the next window, where the previous one still weighs —
     /// and goes after: an eviction never hands out a fresh budget early.
