@@ -719,6 +719,7 @@ mod tests {
         }
         assert!(!store.check_now("k1", &q, 1).unwrap().is_allowed());
         assert_eq!(store.sweep(), 0, "nothing is at rest yet");
+        assert!(!store.is_empty());
         clock.increment(Duration::from_secs(1));
         assert_eq!(store.sweep(), 5000);
         assert!(store.is_empty());
