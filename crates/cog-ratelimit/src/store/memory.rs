@@ -819,6 +819,42 @@ mod tests {
         assert!(store.check_now("holder", &slots, 1).unwrap().is_allowed());
     }
 
+    /// A full shard forgets subjects, but never one a lease refers to
+    /// (a slot held, alone or among other limits), wherever it lies in the
+    /// table.
+    #[test]
+    fn forgetting_keeps_every_subject_a_lease_refers_to() {
+        let slots = Quota::single(Limit::concurrency(1)).unwrap();
+        let multi = Quota::new([Limit::per_second(5), Limit::concurrency(1)]).unwrap();
+        let day = Quota::single(Limit::per_day(5)).unwrap();
+        let mut shard = Shard {
+            table: HashTable::new(),
+            next_sweep: MIN_SWEEP,
+        };
+        let mut held = Vec::new();
+        for i in 0..300u64 {
+            let (quota, name) = match i % 3 {
+                0 => (&slots, "slot"),
+                1 => (&multi, "multi"),
+                _ => (&day, "day"),
+            };
+            let entry = Entry::new(&format!("{name}{i}"), quota);
+            match &entry.state {
+                State::Concurrency(c) => held.push(Box::new(c.clone()) as Box<dyn std::any::Any>),
+                State::Multi(m) => held.push(Box::new(m.clone())),
+                State::Gcra(_) => {}
+            }
+            shard.table.insert_unique(i, entry, |_| 0);
+        }
+        forget_some(&mut shard, 1_000);
+        assert_eq!(shard.table.len(), 200, "the 100 others forgotten");
+        assert!(shard.table.iter().all(Entry::leased));
+        drop(held);
+        assert!(shard.table.iter().all(|e| !e.leased()));
+        forget_some(&mut shard, 150);
+        assert_eq!(shard.table.len(), 50);
+    }
+
     /// A slot held past its lease (a hung request, a leaked lease) goes
     /// back; its holder giving it back later frees nothing twice.
     #[test]
