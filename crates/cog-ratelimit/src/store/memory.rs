@@ -777,6 +777,25 @@ mod tests {
         assert_eq!(spend(3), 2);
     }
 
+    /// A subject of several limits is evicted only when every one is at
+    /// rest: a spent daily limit beside an idle per-second one keeps it.
+    #[test]
+    fn a_subject_of_several_limits_is_evicted_only_when_all_rest() {
+        let (store, clock) = mock();
+        let q = Quota::new([Limit::per_day(2), Limit::per_second(100)]).unwrap();
+        let spend = |n| {
+            (0..n)
+                .filter(|_| store.check_now("k", &q, 1).unwrap().is_allowed())
+                .count()
+        };
+        assert_eq!(spend(3), 2);
+        clock.increment(Duration::from_secs(60));
+        assert_eq!(store.sweep(), 0, "the day's use still counts");
+        assert_eq!(spend(1), 0);
+        clock.increment(Duration::from_secs(86_400));
+        assert_eq!(store.sweep(), 1);
+    }
+
     #[test]
     fn shards_come_from_bits_hashbrown_does_not_use() {
         for shards in [16, 64, 1024] {

@@ -45,3 +45,26 @@ fn threads_hammering_one_key_never_exceed_the_limit() {
     let window = Quota::single(Limit::sliding_window(500, Duration::from_secs(3600))).unwrap();
     assert_eq!(hammer(window, 8, 2000), 500);
 }
+
+/// `Store::reset` forgets the subject for that quota only: a whole budget
+/// again, other subjects and quotas untouched.
+#[tokio::test]
+async fn reset_gives_back_the_whole_budget_of_one_subject() {
+    use cog_ratelimit::store::Store;
+    let store = MemoryStore::new();
+    let day = Quota::single(Limit::per_day(2)).unwrap();
+    let hour = Quota::single(Limit::per_hour(2)).unwrap();
+    for (subject, quota) in [("a", &day), ("b", &day), ("a", &hour)] {
+        for _ in 0..2 {
+            assert!(store.check(subject, quota, 1).await.unwrap().is_allowed());
+        }
+    }
+    store.reset("a", &day).await.unwrap();
+    assert!(store.check("a", &day, 2).await.unwrap().is_allowed());
+    assert!(!store.check("b", &day, 1).await.unwrap().is_allowed());
+    assert!(!store.check("a", &hour, 1).await.unwrap().is_allowed());
+    assert!(
+        !store.is_remote(),
+        "decided in process: no span per decision"
+    );
+}
