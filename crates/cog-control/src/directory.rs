@@ -409,14 +409,23 @@ async fn refresh(inner: &Inner) -> Result<(), ControlError> {
     let state = inner.store.load().await?;
     let view = Arc::new(build(inner, &state).await);
     let replacing = inner.replacing.lock();
+    let current = inner.view.load_full();
     // A slower refresh must not replace a newer view — unless the store
     // itself went back (restored, or a failover to an older replica).
-    if view.revision >= inner.view.load().revision || lower {
+    let newer = view.revision >= current.revision;
+    if newer || lower {
         inner.view.store(view.clone());
     }
     drop(replacing);
+    // Placement revisions only grow in a store that keeps its writes: an
+    // older table in a newer view is a store that went back and was
+    // written again before this refresh saw it lower.
+    let table_went_back = match (&view.placement, &current.placement) {
+        (Some(now), Some(before)) => now.revision() < before.revision(),
+        _ => false,
+    };
     if let Some(placement) = &view.placement {
-        hand_out(inner, placement, lower);
+        hand_out(inner, placement, lower || (newer && table_went_back));
     }
     Ok(())
 }

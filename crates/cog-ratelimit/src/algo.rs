@@ -413,6 +413,10 @@ mod tests {
         assert!(!s.status.allowed);
         assert_eq!(s.status.remaining, 0);
         assert_eq!(concurrency_step(2, 0, 3).retry, None);
-        assert_eq!(concurrency_step(2, 2, 2).retry, Some(S), "fits once both free");
+        assert_eq!(
+            concurrency_step(2, 2, 2).retry,
+            Some(S),
+            "fits once both free"
+        );
     }
 }

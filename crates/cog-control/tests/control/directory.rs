@@ -430,6 +430,37 @@ async fn routers_follow_a_store_that_went_back() {
     eventually("the move after the restore", || r.route(&other).to == 1).await;
 }
 
+/// The same when the store was written again after going back, past the
+/// revision the directory had seen, before the directory looked: an
+/// older table in a newer state is a store that went back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_follow_a_store_that_went_back_and_was_written_again() {
+    use cog_core::placement::{Placement, Router, partition};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let (c, _, _) = seeded(Arc::new(FileStore::new(&path))).await;
+    c.add_deployment("main").await.unwrap();
+    c.add_deployment("big").await.unwrap();
+    let d = Directory::start_with(Arc::new(FileStore::new(&path)), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let router = Arc::new(Router::new(["main", "big"], Placement::new(["main"]).unwrap()).unwrap());
+    d.follow(&router).unwrap();
+    let backup = std::fs::read(&path).unwrap();
+    c.move_partition(partition("acme"), "big").await.unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(router.route("acme").to, 1);
+
+    std::fs::write(&path, backup).unwrap();
+    for name in ["p1", "p2", "p3"] {
+        c.create_plan(name, plan("rps=1/1s")).await.unwrap();
+    }
+    d.refresh().await.unwrap();
+    assert_eq!(router.route("acme").to, 0, "the restored table");
+    assert_eq!(router.placement(), d.placement().unwrap());
+}
+
 /// The authenticator is ready when the service it guards is, not before:
 /// backpressure passes through it.
 #[tokio::test]
