@@ -376,6 +376,24 @@ mod tests {
             "the limit fits once prev has decayed"
         );
         assert_eq!(sw.step(st, t0 + 10 * S, 11).retry, None, "never fits");
+        // Room in this window once prev decays: 5 × (10 − e) + 3 + 4 ≤ 10
+        // from e = 4 s.
+        let w = Window {
+            idx: 11,
+            curr: 3,
+            prev: 5,
+        };
+        assert_eq!(sw.step(w, t0 + 10 * S, 4).retry, Some(4 * S));
+        assert!(sw.step(w, t0 + 14 * S, 4).status.allowed);
+        // No room in this window (5 + 6 > 10): in the next, once this
+        // window's 5 decay to 4 — 2 s into it, 7 s from now.
+        let w = Window { curr: 5, ..w };
+        let s = sw.step(w, t0 + 15 * S, 6);
+        assert_eq!((s.status.allowed, s.retry), (false, Some(7 * S)));
+        assert!(!sw.step(w, t0 + 22 * S - 1, 6).status.allowed);
+        assert!(sw.step(w, t0 + 22 * S, 6).status.allowed);
+        // What is left, in whole units: 10 − (5 × 0.5 + 5) = 2.5 → 2.
+        assert_eq!(sw.step(w, t0 + 15 * S, 0).status.remaining, 2);
     }
 
     /// When a window's use stops counting: the current window's after this
