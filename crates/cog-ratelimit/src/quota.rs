@@ -583,6 +583,8 @@ mod tests {
     /// is refused.
     #[test]
     fn limits_at_their_bounds() {
+        assert_eq!(MAX_PERIOD, Duration::from_secs(315_360_000), "ten years");
+        assert_eq!(MAX_COUNT, 1_099_511_627_776);
         let ok = |l: Limit| Quota::single(l).is_ok();
         let window = |max, d| Limit::sliding_window(max, d);
         assert!(ok(window(MAX_COUNT, MAX_PERIOD)));
