@@ -601,6 +601,10 @@ mod tests {
     fn divided_rounds_up_and_keeps_at_least_one() {
         let q = Quota::new([Limit::per_second(10).burst(20), Limit::concurrency(1)]).unwrap();
         let d = q.divided(3);
+        assert_ne!(q, d);
+        // Concurrency limits are divided too.
+        let slots = Quota::single(Limit::concurrency(6)).unwrap();
+        assert_eq!(slots.divided(3).limits()[0].policy().0, 2);
         assert_eq!(
             d.limits()[0].kind,
             LimitKind::Gcra {
@@ -617,5 +621,19 @@ mod tests {
             }
         );
         assert_ne!(q.fingerprint(), d.fingerprint());
+    }
+
+    /// Scaled for regional units: counts, bursts and maxima multiplied,
+    /// concurrency limits as they were.
+    #[cfg(feature = "redis")]
+    #[test]
+    fn scaled_leaves_concurrency_alone() {
+        let q = Quota::new([Limit::per_second(10).burst(20), Limit::concurrency(6)]).unwrap();
+        let s = q.scaled(1000).unwrap();
+        assert_eq!(s.limits()[0].policy(), (20_000, 2));
+        assert_eq!(s.limits()[1].policy().0, 6);
+        assert!(
+            s.has_concurrency() && !Quota::single(Limit::per_day(1)).unwrap().has_concurrency()
+        );
     }
 }
