@@ -461,6 +461,39 @@ async fn routers_follow_a_store_that_went_back_and_was_written_again() {
     assert_eq!(router.placement(), d.placement().unwrap());
 }
 
+/// A tenant's overrides replace its plan's limits (and quotas) of the same
+/// name and add the others; the plan's other limits stay.
+#[tokio::test]
+async fn a_tenants_overrides_replace_and_add_to_its_plans_limits() {
+    use cog_control::LimitSpec;
+    let spec = |s| LimitSpec::parse(s).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    let c = Control::new(store.clone());
+    let mut free = plan("rps=2/1m");
+    free.limits.push(spec("rph=100/1h"));
+    free.quotas.push(spec("daily=1000/1d"));
+    c.create_plan("free", free).await.unwrap();
+    let mut t = Tenant::new("free");
+    t.overrides = vec![spec("rps=5/1m"), spec("spike=1/1s")];
+    t.quota_overrides = vec![spec("daily=2000/1d")];
+    c.create_tenant("acme", t).await.unwrap();
+    let d = Directory::start(store).await.unwrap();
+    let quota = d.tenant("acme").unwrap().quota.clone().unwrap();
+    let mut limits: Vec<(String, u64)> = quota
+        .limits()
+        .iter()
+        .map(|l| (l.name().into_owned(), l.policy().0))
+        .collect();
+    limits.sort();
+    let expected = [("daily", 2000), ("rph", 100), ("rps", 5), ("spike", 1)];
+    assert_eq!(
+        limits,
+        expected.map(|(n, q)| (n.to_owned(), q)),
+        "replaced, kept and added"
+    );
+}
+
 /// The authenticator is ready when the service it guards is, not before:
 /// backpressure passes through it.
 #[tokio::test]
