@@ -494,6 +494,33 @@ async fn a_tenants_overrides_replace_and_add_to_its_plans_limits() {
     );
 }
 
+/// The directory as the limiter's quota source: the authenticated
+/// tenant's quota for its own id, another subject's own quota (or none:
+/// unlimited) for any other — never the authenticated tenant's.
+#[tokio::test]
+async fn quotas_are_the_subjects_own() {
+    use cog_ratelimit::QuotaSource;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    let (c, _, secret) = seeded(store.clone()).await;
+    c.create_plan("big", plan("rps=50/1m")).await.unwrap();
+    c.create_tenant("globex", Tenant::new("big")).await.unwrap();
+    let d = Directory::start(store).await.unwrap();
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.extensions.insert(d.authenticate(&secret).unwrap());
+    let first = |q: Option<cog_ratelimit::Quota>| q.map(|q| q.limits()[0].policy().0);
+    for subject in ["acme", "globex", "nobody"] {
+        let now = d.quota_now(subject, &parts).unwrap().unwrap();
+        let later = d.quota(subject, &parts).await.unwrap();
+        let want = match subject {
+            "acme" => Some(2),
+            "globex" => Some(50),
+            _ => None,
+        };
+        assert_eq!((first(now), first(later)), (want, want), "{subject}");
+    }
+}
+
 /// The authenticator is ready when the service it guards is, not before:
 /// backpressure passes through it.
 #[tokio::test]
