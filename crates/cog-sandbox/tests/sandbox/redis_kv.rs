@@ -390,10 +390,10 @@ async fn plugin_data_moved_back_is_the_newest() {
 /// when an unrelated partition moves within the copy window.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_partitions_move_does_not_copy_plugin_data_again() {
-    use cog_core::placement::partition;
     use cog_sandbox::PlacedKv;
 
-    let (_servers, home, router, kv) = placed_kv().await;
+    let (_servers, _, router, kv) = placed_kv().await;
+    let [_, away, later] = cog_testkit::placement::two_moves("acme");
     let used = scope("acme");
     let run = |f: Box<dyn FnOnce(&PlacedKv) + Send>| {
         let kv = kv.clone();
@@ -403,16 +403,12 @@ async fn another_partitions_move_does_not_copy_plugin_data_again() {
     run(Box::new(move |kv| kv.set(&u, b"k", b"home", 10).unwrap()))
         .await
         .unwrap();
-    let away = home.moved(partition("acme"), "big").unwrap();
-    router.set_placement(away.clone()).unwrap();
+    router.set_placement(away).unwrap();
     let u = used.clone();
     run(Box::new(move |kv| kv.set(&u, b"k", b"away", 10).unwrap()))
         .await
         .unwrap();
-    let other = cog_testkit::placement::elsewhere("acme");
-    router
-        .set_placement(away.moved(partition(&other), "big").unwrap())
-        .unwrap();
+    router.set_placement(later).unwrap();
     run(Box::new(move |kv| {
         assert_eq!(kv.get(&used, b"k").unwrap().as_deref(), Some(&b"away"[..]));
     }))
