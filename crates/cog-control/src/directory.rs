@@ -15,7 +15,7 @@ use http::request::Parts;
 
 use crate::error::ControlError;
 use crate::keys;
-use crate::model::{LimitSpec, Plan, State, Status, Tenant};
+use crate::model::{Plan, State, Status, Tenant};
 use crate::store::Store;
 use cog_core::placement::{Placement, PlacementError, Router};
 
@@ -59,32 +59,12 @@ struct View {
     placement: Option<Placement>,
 }
 
-fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
-    let mut out: Vec<LimitSpec> = plan
-        .iter()
-        .map(|l| {
-            overrides
-                .iter()
-                .find(|o| o.name == l.name)
-                .unwrap_or(l)
-                .clone()
-        })
-        .collect();
-    out.extend(
-        overrides
-            .iter()
-            .filter(|o| !plan.iter().any(|l| l.name == o.name))
-            .cloned(),
-    );
-    out
-}
-
 /// What the layers see of tenant `id` on `plan`: the plan's limits and
 /// quotas with the tenant's overrides. `None` (logged) when they do not
-/// make a quota, which validation rules out.
+/// make a quota, which validation rules out for every write (a state an
+/// older version stored may still hold such a tenant).
 pub(crate) fn context_of(id: &str, t: &Tenant, plan: &Plan) -> Option<TenantContext> {
-    let limits = merged(&plan.limits, &t.overrides);
-    let quotas = merged(&plan.quotas, &t.quota_overrides);
+    let (limits, quotas) = t.effective_limits(plan);
     let all: Vec<cog_ratelimit::Limit> = limits
         .iter()
         .map(|l| l.to_limit(false))
@@ -96,8 +76,8 @@ pub(crate) fn context_of(id: &str, t: &Tenant, plan: &Plan) -> Option<TenantCont
         match Quota::new(all) {
             Ok(q) => Some(q),
             Err(e) => {
-                // Validation makes this unreachable; refuse to serve the
-                // tenant unlimited if it happens anyway.
+                // Only in a state an older version stored (writes are
+                // validated); refuse to serve the tenant unlimited.
                 tracing::error!(target: "cog_control", tenant = %id, error = %e, "invalid quota; tenant refused");
                 return None;
             }

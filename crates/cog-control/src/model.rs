@@ -344,6 +344,80 @@ impl Tenant {
             quota_overrides: Vec::new(),
         }
     }
+
+    /// The limits and the quotas this tenant gets on `plan`: the plan's,
+    /// each replaced by the override of the same name, then the overrides
+    /// that replace none of them.
+    pub fn effective_limits(&self, plan: &Plan) -> (Vec<LimitSpec>, Vec<LimitSpec>) {
+        (
+            merged(&plan.limits, &self.overrides),
+            merged(&plan.quotas, &self.quota_overrides),
+        )
+    }
+}
+
+/// `plan`'s specs, each replaced by the override of the same name, then
+/// the overrides that replace none.
+fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
+    let mut out: Vec<LimitSpec> = plan
+        .iter()
+        .map(|l| {
+            overrides
+                .iter()
+                .find(|o| o.name == l.name)
+                .unwrap_or(l)
+                .clone()
+        })
+        .collect();
+    out.extend(
+        overrides
+            .iter()
+            .filter(|o| !plan.iter().any(|l| l.name == o.name))
+            .cloned(),
+    );
+    out
+}
+
+/// What tenant `id` gets on `plan` ([`Tenant::effective_limits`]) must
+/// make one quota, as a plan's own limits must: at most 16 limits and
+/// quotas together, and no name both a limit and a quota (an override in
+/// the other list than the plan's spec of that name would add a second
+/// spec instead of replacing the first).
+fn validate_effective(id: &str, tenant: &Tenant, plan: &Plan) -> Result<(), Invalid> {
+    let path = format!("tenants.{id}");
+    for (field, overrides, other) in [
+        ("overrides", &tenant.overrides, &plan.quotas),
+        ("quota_overrides", &tenant.quota_overrides, &plan.limits),
+    ] {
+        for (i, o) in overrides.iter().enumerate() {
+            if other.iter().any(|l| l.name == o.name) {
+                let (is, not) = if field == "overrides" {
+                    ("quota", "limit")
+                } else {
+                    ("limit", "quota")
+                };
+                return Err(Invalid::new(
+                    format!("{path}.{field}[{i}].name"),
+                    format!(
+                        "`{}` is a {is} of plan `{}`: override it as a {is}, not a {not}",
+                        o.name, tenant.plan
+                    ),
+                ));
+            }
+        }
+    }
+    let (limits, quotas) = tenant.effective_limits(plan);
+    let count = limits.len() + quotas.len();
+    if count > 16 {
+        return Err(Invalid::new(
+            path,
+            format!(
+                "with plan `{}` it has {count} limits and quotas; at most 16 together",
+                tenant.plan
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Who a plugin runs for.
@@ -790,11 +864,20 @@ impl Spec {
     }
 
     /// Checks every rule the store enforces: names, numbers, references
-    /// between plans, tenants and plugins.
+    /// between plans, tenants and plugins, and that what each tenant gets
+    /// with its plan's limits ([`Tenant::effective_limits`]) is a quota
+    /// the limiter takes.
     ///
     /// # Errors
     /// The first problem found, with the path of the offending field.
     pub fn validate(&self) -> Result<(), Invalid> {
+        self.check(true)
+    }
+
+    /// [`validate`](Self::validate); `effective: false` leaves out the
+    /// check of what each tenant gets with its plan (see
+    /// [`State::validate_stored`]).
+    fn check(&self, effective: bool) -> Result<(), Invalid> {
         if self.schema != SCHEMA_VERSION {
             return Err(Invalid::new(
                 "schema",
@@ -823,6 +906,9 @@ impl Spec {
                 &tenant.overrides,
                 &tenant.quota_overrides,
             )?;
+            if effective {
+                validate_effective(id, tenant, &self.plans[&tenant.plan])?;
+            }
         }
         for (name, plugin) in &self.plugins {
             let path = format!("plugins.{name}");
@@ -861,7 +947,19 @@ impl State {
     /// # Errors
     /// The first problem found, with the path of the offending field.
     pub fn validate(&self) -> Result<(), Invalid> {
-        self.spec.validate()?;
+        self.check(true)
+    }
+
+    /// [`validate`](Self::validate) for a state read from a store: as
+    /// strict, except for what each tenant gets with its plan (see
+    /// [`Spec::validate`]), which earlier versions let through — one such
+    /// tenant must not take the whole state down.
+    pub(crate) fn validate_stored(&self) -> Result<(), Invalid> {
+        self.check(false)
+    }
+
+    fn check(&self, effective: bool) -> Result<(), Invalid> {
+        self.spec.check(effective)?;
         if let Some(table) = &self.placement {
             table.to_placement()?;
         }

@@ -171,7 +171,7 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
         placement: doc.placement,
     };
     state
-        .validate()
+        .validate_stored()
         .map_err(|e: Invalid| ControlError::Corrupt {
             what: what.to_owned(),
             message: e.to_string(),

@@ -377,6 +377,95 @@ async fn placement_moves((a, b): Pair) {
     assert_eq!(moves, 18);
 }
 
+/// What a tenant gets — its plan's limits with its overrides — must make
+/// one quota, like a plan's own limits: at most 16 together, and an
+/// override in the same list as the plan's spec it replaces. Both used to
+/// pass validation and leave the tenant refused at run time (its keys
+/// answered 401). A state stored before the check still loads.
+async fn a_tenants_limits_with_its_plan_make_one_quota((a, _): Pair) {
+    let c = Control::new(a.clone());
+    let mut free = plan("rps=10/1s");
+    free.quotas.push(LimitSpec::parse("daily=1000/1d").unwrap());
+    c.create_plan("free", free).await.unwrap();
+
+    // An override of a plan limit given as a quota, and the reverse.
+    let mut t = Tenant::new("free");
+    t.quota_overrides
+        .push(LimitSpec::parse("rps=5/1m").unwrap());
+    let e = c.create_tenant("acme", t).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("tenants.acme.quota_overrides[0].name")
+            && e.to_string().contains("is a limit of plan `free`"),
+        "{e}"
+    );
+    let mut t = Tenant::new("free");
+    t.overrides.push(LimitSpec::parse("daily=5/1s").unwrap());
+    let e = c.create_tenant("acme", t).await.unwrap_err();
+    assert!(
+        e.to_string().contains("tenants.acme.overrides[0].name")
+            && e.to_string().contains("is a quota of plan `free`"),
+        "{e}"
+    );
+
+    // Sixteen together pass; one more, by the tenant or by its plan, does
+    // not.
+    let extra = |n: usize| -> Vec<LimitSpec> {
+        (0..n)
+            .map(|i| LimitSpec::parse(&format!("x{i}=100/1s")).unwrap())
+            .collect()
+    };
+    let mut t = Tenant::new("free");
+    t.overrides = extra(15);
+    let e = c.create_tenant("acme", t.clone()).await.unwrap_err();
+    assert!(
+        e.to_string().contains("tenants.acme")
+            && e.to_string().contains("17 limits and quotas; at most 16"),
+        "{e}"
+    );
+    t.overrides = extra(14);
+    c.create_tenant("acme", t).await.unwrap();
+    // Replacing a plan limit adds none.
+    c.update_tenant("acme", |t| {
+        t.overrides.push(LimitSpec::parse("rps=1/1s").unwrap());
+    })
+    .await
+    .unwrap();
+    let e = c
+        .update_plan("free", |p| {
+            p.limits
+                .push(LimitSpec::parse("burst_guard=1000/1m").unwrap())
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("tenants.acme"), "{e}");
+
+    // A state an older version stored with such a tenant loads; writes
+    // name the tenant until it is fixed.
+    let mut state = c.state().await.unwrap();
+    state
+        .spec
+        .tenants
+        .get_mut("acme")
+        .unwrap()
+        .overrides
+        .push(LimitSpec::parse("more=1/1s").unwrap());
+    a.commit(&state).await.unwrap();
+    let loaded = c.state().await.unwrap();
+    assert_eq!(loaded.spec.tenants["acme"].overrides.len(), 16);
+    let e = c
+        .create_tenant("other", Tenant::new("free"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("tenants.acme"), "{e}");
+    c.update_tenant("acme", |t| {
+        t.overrides.pop();
+    })
+    .await
+    .unwrap();
+    c.create_tenant("other", Tenant::new("free")).await.unwrap();
+}
+
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod file {
@@ -404,6 +493,7 @@ both_stores!(
     round_trips,
     concurrent_writers,
     invalid_input_is_refused,
+    a_tenants_limits_with_its_plan_make_one_quota,
     apply_and_diff,
     unreferenced_plugin_bytes_are_deleted,
     writes_from_a_read_state,
