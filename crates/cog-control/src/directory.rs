@@ -32,8 +32,9 @@ pub struct TenantContext {
     /// Plan limits and quotas with the tenant's overrides; `None` when the
     /// plan sets none (unlimited).
     pub quota: Option<Quota>,
-    /// What one request costs, if the plan's limits say (the largest
-    /// `cost` of its limits; 1 otherwise).
+    /// What one request costs on every limit and quota of the tenant: the
+    /// largest `cost` any of them gives (1 when none does). A limiter
+    /// charges it with [`Directory::request_cost`].
     pub cost: u64,
     /// The plan's L1 cache budget, if any.
     pub cache_budget_bytes: Option<u64>,
@@ -331,6 +332,20 @@ impl Directory {
             return Err(Refusal::Suspended);
         }
         Ok(entry.tenant.clone())
+    }
+
+    /// What a request costs on its tenant's limits, for
+    /// [`RateLimitLayer::cost_with`](cog_ratelimit::RateLimitLayer::cost_with):
+    /// the authenticated tenant's [`TenantContext::cost`] (from the
+    /// request's extensions), 1 without one. Without it a limiter charges
+    /// every request 1, whatever the plan's `cost` says.
+    pub fn request_cost() -> impl Fn(&Parts) -> u64 + Clone + Send + Sync + 'static {
+        |parts: &Parts| {
+            parts
+                .extensions
+                .get::<Arc<TenantContext>>()
+                .map_or(1, |t| t.cost)
+        }
     }
 
     /// A [`cog_ratelimit::extract::KeyExtractor`] for the authenticated tenant's id

@@ -115,7 +115,9 @@ pub struct LimitSpec {
     /// Units that can be spent at once (default: `rate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
-    /// Units one request costs (default 1).
+    /// Units one request costs (default 1) — on every limit and quota of
+    /// the plan: a request costs the largest `cost` any of them gives, so
+    /// it must fit in each one's burst (a quota's rate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<u64>,
 }
@@ -378,11 +380,40 @@ fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
     out
 }
 
+/// A request costs the largest `cost` of `limits` and `quotas` on each of
+/// them: it must fit in every limit's burst and every quota's rate, or no
+/// request would ever pass.
+fn validate_cost(path: &str, limits: &[LimitSpec], quotas: &[LimitSpec]) -> Result<(), Invalid> {
+    let all = || limits.iter().chain(quotas);
+    let Some(cost) = all().filter_map(|l| l.cost).max() else {
+        return Ok(());
+    };
+    let room = limits
+        .iter()
+        .map(|l| (l, l.burst.unwrap_or(l.rate), "burst"))
+        .chain(quotas.iter().map(|l| (l, l.rate, "rate")));
+    for (l, room, what) in room {
+        if cost > room {
+            return Err(Invalid::new(
+                path,
+                format!(
+                    "a request costs {cost} (the largest `cost` of its limits and quotas) \
+                     on every one of them, more than the {what} of `{}` ({room}): \
+                     no request would pass",
+                    l.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What tenant `id` gets on `plan` ([`Tenant::effective_limits`]) must
 /// make one quota, as a plan's own limits must: at most 16 limits and
 /// quotas together, and no name both a limit and a quota (an override in
 /// the other list than the plan's spec of that name would add a second
-/// spec instead of replacing the first).
+/// spec instead of replacing the first), and a request's cost that fits
+/// each of them.
 fn validate_effective(id: &str, tenant: &Tenant, plan: &Plan) -> Result<(), Invalid> {
     let path = format!("tenants.{id}");
     for (field, overrides, other) in [
@@ -407,6 +438,7 @@ fn validate_effective(id: &str, tenant: &Tenant, plan: &Plan) -> Result<(), Inva
         }
     }
     let (limits, quotas) = tenant.effective_limits(plan);
+    validate_cost(&path, &limits, &quotas)?;
     let count = limits.len() + quotas.len();
     if count > 16 {
         return Err(Invalid::new(
@@ -866,7 +898,7 @@ impl Spec {
     /// Checks every rule the store enforces: names, numbers, references
     /// between plans, tenants and plugins, and that what each tenant gets
     /// with its plan's limits ([`Tenant::effective_limits`]) is a quota
-    /// the limiter takes.
+    /// the limiter takes, in which a request's cost fits every limit.
     ///
     /// # Errors
     /// The first problem found, with the path of the offending field.
@@ -874,10 +906,9 @@ impl Spec {
         self.check(true)
     }
 
-    /// [`validate`](Self::validate); `effective: false` leaves out the
-    /// check of what each tenant gets with its plan (see
-    /// [`State::validate_stored`]).
-    fn check(&self, effective: bool) -> Result<(), Invalid> {
+    /// [`validate`](Self::validate); `strict: false` leaves out the rules
+    /// earlier versions did not check (see [`State::validate_stored`]).
+    fn check(&self, strict: bool) -> Result<(), Invalid> {
         if self.schema != SCHEMA_VERSION {
             return Err(Invalid::new(
                 "schema",
@@ -891,6 +922,9 @@ impl Spec {
             let path = format!("plans.{name}");
             check_name(&path, name)?;
             plan.validate(&path)?;
+            if strict {
+                validate_cost(&path, &plan.limits, &plan.quotas)?;
+            }
         }
         for (id, tenant) in &self.tenants {
             let path = format!("tenants.{id}");
@@ -906,7 +940,7 @@ impl Spec {
                 &tenant.overrides,
                 &tenant.quota_overrides,
             )?;
-            if effective {
+            if strict {
                 validate_effective(id, tenant, &self.plans[&tenant.plan])?;
             }
         }
@@ -951,15 +985,16 @@ impl State {
     }
 
     /// [`validate`](Self::validate) for a state read from a store: as
-    /// strict, except for what each tenant gets with its plan (see
-    /// [`Spec::validate`]), which earlier versions let through — one such
-    /// tenant must not take the whole state down.
+    /// strict, except for rules earlier versions did not check — what each
+    /// tenant gets with its plan, and a request's cost against each limit
+    /// (see [`Spec::validate`]). A tenant such a state leaves without a
+    /// quota is refused (logged); it must not take the whole state down.
     pub(crate) fn validate_stored(&self) -> Result<(), Invalid> {
         self.check(false)
     }
 
-    fn check(&self, effective: bool) -> Result<(), Invalid> {
-        self.spec.check(effective)?;
+    fn check(&self, strict: bool) -> Result<(), Invalid> {
+        self.spec.check(strict)?;
         if let Some(table) = &self.placement {
             table.to_placement()?;
         }

@@ -482,11 +482,10 @@ where
     let stack = tower::ServiceBuilder::new()
         .layer(api.trace.clone())
         .layer(AuthenticateLayer::new(directory.clone()))
-        .layer(RateLimitLayer::new(
-            limiter,
-            Directory::tenant_key(),
-            directory.clone(),
-        ))
+        .layer(
+            RateLimitLayer::new(limiter, Directory::tenant_key(), directory.clone())
+                .cost_with(Directory::request_cost()),
+        )
         .layer(PluginLayer::new(directory.clone()));
     api.complete
         .layer(stack.clone())

@@ -500,7 +500,9 @@ export interface components {
             burst?: number | null;
             /**
              * Format: int64
-             * @description Units one request costs (default 1).
+             * @description Units one request costs (default 1) — on every limit and quota of
+             *     the plan: a request costs the largest `cost` any of them gives, so
+             *     it must fit in each one's burst (a quota's rate).
              */
             cost?: number | null;
             /** @description Shown in the `RateLimit-Policy` header; unique within a plan. */

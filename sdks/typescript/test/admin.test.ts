@@ -63,10 +63,11 @@ test("a tenant from plan to deletion", async () => {
   const tenant = `acme-${uid()}`;
 
   let r = await admin.POST("/v1/plans", {
-    body: { name: plan, plan: { limits: [{ name: "rpm", rate: 2, window: "1m" }] } },
+    body: { name: plan, plan: { limits: [{ name: "rpm", rate: 4, window: "1m", cost: 2 }] } },
   });
   assert.equal(r.response.status, 201, JSON.stringify(r.error));
-  assert.equal(r.data?.plan.limits?.[0]?.rate, 2);
+  assert.equal(r.data?.plan.limits?.[0]?.rate, 4);
+  assert.equal(r.data?.plan.limits?.[0]?.cost, 2);
 
   const t = await admin.POST("/v1/tenants", { body: { id: tenant, tenant: { plan } } });
   assert.equal(t.response.status, 201, JSON.stringify(t.error));
@@ -83,7 +84,8 @@ test("a tenant from plan to deletion", async () => {
   );
   assert.ok(!JSON.stringify(keys.data).includes(issued.key), "a listed key never shows the secret");
 
-  // The key authenticates through AuthenticateLayer; two a minute pass.
+  // The key authenticates through AuthenticateLayer; at two units a
+  // request (the plan's cost), two a minute pass.
   await until(async () => (await probe(issued.key)).status === 200, "the new key");
   assert.equal((await probe(issued.key)).status, 200);
   const limited = await probe(issued.key);
@@ -95,7 +97,7 @@ test("a tenant from plan to deletion", async () => {
   assert.equal(u.response.status, 200, JSON.stringify(u.error));
   assert.deepEqual(
     u.data!.limits.map((l) => [l.name, l.limit, l.remaining]),
-    [["rpm", 2, 0]],
+    [["rpm", 4, 0]],
   );
 
   // A bigger plan: the running limiter follows.

@@ -100,10 +100,9 @@ fn probe<St: Store + Clone>(limiter: St, directory: &Directory) -> Router {
     }
     Router::new()
         .route("/probe", get(answer))
-        .layer(RateLimitLayer::new(
-            limiter,
-            Directory::tenant_key(),
-            directory.clone(),
-        ))
+        .layer(
+            RateLimitLayer::new(limiter, Directory::tenant_key(), directory.clone())
+                .cost_with(Directory::request_cost()),
+        )
         .layer(AuthenticateLayer::new(directory.clone()))
 }

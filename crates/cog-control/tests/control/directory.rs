@@ -164,6 +164,88 @@ async fn changes_reach_a_running_authenticator_and_limiter() {
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
 
+/// A plan's `cost` reaches the limiter through `Directory::request_cost`:
+/// each request is charged it on every limit (it used to be stored and
+/// ignored — every request cost 1). A cost no limit could hold is refused
+/// when written, for a plan and for a tenant's overrides.
+#[tokio::test]
+async fn a_plans_cost_is_what_each_request_is_charged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    let c = Control::new(store.clone());
+    let mut p = plan("rps=9/1m,cost=3");
+    p.quotas
+        .push(cog_control::LimitSpec::parse("daily=100/1d").unwrap());
+    c.create_plan("metered", p).await.unwrap();
+    c.create_tenant("acme", Tenant::new("metered"))
+        .await
+        .unwrap();
+    let key = c.create_key("acme", None).await.unwrap();
+    let d = Directory::start(store).await.unwrap();
+    assert_eq!(d.authenticate(&key.secret).unwrap().cost, 3);
+    let svc = ServiceBuilder::new()
+        .layer(AuthenticateLayer::new(d.clone()))
+        .layer(
+            cog_ratelimit::RateLimitLayer::new(
+                cog_ratelimit::store::MemoryStore::new(),
+                Directory::tenant_key(),
+                d.clone(),
+            )
+            .cost_with(Directory::request_cost()),
+        )
+        .service(ok_service());
+    // Nine units a minute at three a request: three requests, and the
+    // daily quota counts three per request too.
+    for left in [6, 3, 0] {
+        let res = send(&svc, request(Some(&key.secret))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let current = res.headers()["ratelimit"].to_str().unwrap();
+        assert!(current.contains(&format!("\"rps\";r={left}")), "{current}");
+        assert!(
+            current.contains(&format!("\"daily\";r={}", 97 - (6 - left))),
+            "{current}"
+        );
+    }
+    let res = send(&svc, request(Some(&key.secret))).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // A cost larger than a limit's burst, or a quota's rate, would let no
+    // request through.
+    let e = c
+        .create_plan("never", plan("rps=2/1s,cost=3"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("plans.never") && e.to_string().contains("burst of `rps` (2)"),
+        "{e}"
+    );
+    let e = c
+        .update_plan("metered", |p| p.quotas[0].rate = 2)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("rate of `daily` (2)"), "{e}");
+    let e = c
+        .update_tenant("acme", |t| {
+            t.quota_overrides
+                .push(cog_control::LimitSpec::parse("daily=2/1d").unwrap())
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("tenants.acme") && e.to_string().contains("rate of `daily` (2)"),
+        "{e}"
+    );
+    // An override of the limit that gave the cost takes the cost with it.
+    c.update_tenant("acme", |t| {
+        t.overrides
+            .push(cog_control::LimitSpec::parse("rps=2/1s").unwrap())
+    })
+    .await
+    .unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(d.authenticate(&key.secret).unwrap().cost, 1);
+}
+
 /// With Redis, a change is announced: a directory that would poll only
 /// once an hour still sees it at once. Then Redis dies: the last view
 /// keeps serving.

@@ -20,7 +20,9 @@ class LimitSpec:
             rate (int): Units per window.
             window (str): A duration: a whole number and a unit, `ms`, `s`, `m`, `h` or `d`.
             burst (int | None | Unset): Units that can be spent at once (default: `rate`).
-            cost (int | None | Unset): Units one request costs (default 1).
+            cost (int | None | Unset): Units one request costs (default 1) — on every limit and quota of
+                the plan: a request costs the largest `cost` any of them gives, so
+                it must fit in each one's burst (a quota's rate).
     """
 
     name: str
