@@ -10,7 +10,8 @@ use crate::output::Table;
 #[derive(Args, Debug)]
 pub(crate) struct PlanArgs {
     /// A rate limit: `NAME=RATE/WINDOW[,burst=N][,cost=N]`, e.g.
-    /// `rps=10/1s,burst=20`. Repeatable.
+    /// `rps=10/1s,burst=20`. Repeatable. A request costs the largest
+    /// `cost` of the plan (default 1), on every limit and quota.
     #[arg(long = "limit", value_parser = LimitSpec::parse)]
     limits: Vec<LimitSpec>,
     /// A long-window quota: `NAME=COUNT/WINDOW`, e.g. `daily=10000/1d`.
