@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::cache::TieredCache;
 use crate::envelope::schema_tag;
-use crate::inner::{Config, Inner, Weigher};
+use crate::inner::{Config, Inner, TenantCap, Weigher};
 use crate::traits::{CacheKey, CacheValue};
 
 /// Builds a [`TieredCache`]; from [`TieredCache::builder`].
@@ -185,7 +185,21 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// Caps the L1 bytes one tenant may hold; past it, that tenant's values
     /// are served but not kept in L1 (default: no cap).
     pub fn tenant_l1_cap(mut self, bytes: u64) -> Self {
-        self.config.tenant_cap = Some(bytes);
+        self.config.tenant_cap = Some(TenantCap::All(bytes));
+        self
+    }
+
+    /// Caps each tenant's L1 bytes at what `cap` gives for its id (`None`:
+    /// no cap for that tenant) — e.g. its plan's budget, as
+    /// `cog_control::Directory::cache_budget` gives it. Asked on every L1
+    /// write (not on reads), so a changed answer holds from the next
+    /// write; entries a tenant already holds stay until they leave. Replaces
+    /// [`tenant_l1_cap`](Self::tenant_l1_cap).
+    pub fn tenant_l1_cap_with(
+        mut self,
+        cap: impl Fn(&str) -> Option<u64> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.tenant_cap = Some(TenantCap::Each(Arc::new(cap)));
         self
     }
 

@@ -31,9 +31,31 @@ pub(crate) struct Config<K, V> {
     pub(crate) negative_ttl: Duration,
     pub(crate) schema: u64,
     pub(crate) compress_above: Option<usize>,
-    pub(crate) tenant_cap: Option<u64>,
+    pub(crate) tenant_cap: Option<TenantCap>,
     pub(crate) weigher: Option<Weigher<K, V>>,
     pub(crate) max_refreshes: usize,
+}
+
+/// A tenant's own cap (see [`TenantCap::Each`]).
+pub(crate) type CapFn = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+
+/// How many L1 bytes a tenant may hold.
+#[derive(Clone)]
+pub(crate) enum TenantCap {
+    /// The same for every tenant.
+    All(u64),
+    /// Each tenant's own (`None`: that tenant has none), asked on every L1
+    /// write.
+    Each(CapFn),
+}
+
+impl TenantCap {
+    fn of(&self, tenant: &str) -> Option<u64> {
+        match self {
+            TenantCap::All(cap) => Some(*cap),
+            TenantCap::Each(cap) => cap(tenant),
+        }
+    }
 }
 
 /// A duration in nanoseconds, saturating at `u64::MAX` (~584 years).
@@ -306,19 +328,22 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             .saturating_add(nanos(self.config.stale_if_error))
     }
 
-    /// `slot`, charged to `tenant` if the cache caps tenants and the
+    /// `slot`, charged to `tenant` if the cache caps tenants, when the
     /// tenant has room for it; `None` (and counted) if it has not. `old` is
     /// the weight of the entry the slot replaces, whose charge goes when
-    /// it does.
+    /// it does. Every tenant's entries are charged once any cap is set, so
+    /// a tenant that gets a cap later (a plan change) is held to it at once.
     pub(crate) fn charged(
         &self,
         tenant: &Arc<str>,
         mut slot: Slot<V>,
         old: u64,
     ) -> Option<Slot<V>> {
-        if let Some(cap) = self.config.tenant_cap {
+        if let Some(caps) = &self.config.tenant_cap {
             let weight = u64::from(slot.weight);
-            if self.usage.get(tenant) + weight > cap.saturating_add(old) {
+            if let Some(cap) = caps.of(tenant)
+                && self.usage.get(tenant) + weight > cap.saturating_add(old)
+            {
                 self.stats.l1_tenant_capped();
                 return None;
             }

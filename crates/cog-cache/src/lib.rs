@@ -27,7 +27,8 @@
 //!   when Redis is back.
 //! - **Tenants**: [`TieredCache::tenant`] namespaces keys per tenant, and
 //!   [`CacheBuilder::tenant_l1_cap`] stops one tenant from evicting
-//!   everyone else.
+//!   everyone else ([`CacheBuilder::tenant_l1_cap_with`]: each tenant's
+//!   own cap, e.g. its plan's).
 //!
 //! # Example
 //!

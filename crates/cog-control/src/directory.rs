@@ -306,6 +306,25 @@ impl Directory {
         self.inner.view.load().tenants.get(id).cloned()
     }
 
+    /// Each tenant's L1 cache budget — its plan's `cache_budget_bytes`,
+    /// as the directory has it now — for cog-cache's
+    /// `CacheBuilder::tenant_l1_cap_with`, on caches whose tenants are this
+    /// directory's tenant ids. `None` for
+    /// a tenant without one (or unknown): not capped. Without it, a plan's
+    /// budget caps nothing.
+    pub fn cache_budget(&self) -> impl Fn(&str) -> Option<u64> + Clone + Send + Sync + 'static {
+        let directory = self.clone();
+        move |tenant: &str| {
+            directory
+                .inner
+                .view
+                .load()
+                .tenants
+                .get(tenant)
+                .and_then(|t| t.cache_budget_bytes)
+        }
+    }
+
     /// The tenant an API key authenticates: looked up by the key's public
     /// id, then its hash compared in constant time; revoked and expired
     /// keys and suspended tenants refused.

@@ -233,7 +233,8 @@ pub struct Plan {
     /// Long-window quotas (sliding window), e.g. 100 000 per day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<LimitSpec>,
-    /// The most L1 cache bytes one tenant may hold.
+    /// The most L1 cache bytes one tenant may hold, in each cache that
+    /// takes it (`Directory::cache_budget`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_budget_bytes: Option<u64>,
     /// Limits for plugin calls.

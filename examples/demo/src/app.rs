@@ -283,13 +283,19 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         directory.follow(&placed.router)?;
     }
 
+    // Each tenant holds at most its plan's cache budget in each L1 (16 MiB
+    // when the plan sets none): no tenant evicts the rest.
+    let budget = directory.cache_budget();
+    let cap = move |tenant: &str| budget(tenant).or(Some(16 << 20));
     let mut completions = TieredCache::<String, String>::builder()
         .l1_capacity_bytes(64 << 20)
         .ttl(Duration::from_secs(600))
         .stale_while_revalidate(Duration::from_secs(60))
         .stale_if_error(Duration::from_secs(3600))
-        .tenant_l1_cap(16 << 20);
-    let mut pages = TieredCache::<String, StoredResponse>::builder().l1_capacity_bytes(32 << 20);
+        .tenant_l1_cap_with(cap.clone());
+    let mut pages = TieredCache::<String, StoredResponse>::builder()
+        .l1_capacity_bytes(32 << 20)
+        .tenant_l1_cap_with(cap);
     if let Some(client) = &redis {
         completions = completions
             .redis(client.clone())

@@ -365,3 +365,70 @@ async fn the_pro_plan_runs_the_sample_python_plugin() {
     assert!(cache.starts_with("cog; hit; ttl="), "{cache}");
     assert_eq!(plan_header(free_key).await.0, None);
 }
+
+/// A plan's cache budget caps what its tenants keep in the demo's caches
+/// (it used to cap nothing): a tenant on a plan with a budget too small
+/// for one answer is served, but every request misses, while the demo
+/// tenant (no budget: the demo's 16 MiB) is answered from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plans_cache_budget_caps_its_tenants_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = app::Config {
+        redis_url: None,
+        store: format!("file:{}", dir.path().join("state.json").display()),
+        upstream: Duration::from_millis(5),
+        database: Duration::from_millis(1),
+        poll: Duration::from_millis(100),
+        python: None,
+        ..app::Config::default()
+    };
+    let demo = app::build(&config).await.unwrap();
+    let free_key = demo.demo_key.clone().unwrap();
+    demo.control
+        .create_plan(
+            "tiny",
+            cog_control::Plan {
+                limits: vec![cog_control::LimitSpec::parse("rps=100/1s").unwrap()],
+                cache_budget_bytes: Some(16),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    demo.control
+        .create_tenant("tinyco", cog_control::Tenant::new("tiny"))
+        .await
+        .unwrap();
+    let tiny_key = demo
+        .control
+        .create_key("tinyco", None)
+        .await
+        .unwrap()
+        .secret;
+    demo.directory.refresh().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = demo.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let cache_status = |key: String| async move {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let req = Request::get(format!("http://{addr}/v1/items/7"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::default())
+            .unwrap();
+        let res = client.request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.headers()
+            .get("cache-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    for _ in 0..2 {
+        let cache = cache_status(tiny_key.clone()).await;
+        assert!(cache.starts_with("cog; fwd=uri-miss"), "{cache}");
+    }
+    cache_status(free_key.clone()).await;
+    let cache = cache_status(free_key).await;
+    assert!(cache.starts_with("cog; hit"), "{cache}");
+}

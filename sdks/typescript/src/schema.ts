@@ -643,7 +643,8 @@ export interface components {
         Plan: {
             /**
              * Format: int64
-             * @description The most L1 cache bytes one tenant may hold.
+             * @description The most L1 cache bytes one tenant may hold, in each cache that
+             *     takes it (`Directory::cache_budget`).
              */
             cache_budget_bytes?: number | null;
             /** @description Short-window rate limits (GCRA), e.g. 10 per second, burst 20. */

@@ -150,6 +150,61 @@ async fn tenants_are_isolated_and_capped() {
     assert_eq!(cache.tenant("b").get(&k).await.as_deref(), Some("for b"));
 }
 
+/// Each tenant's own cap (e.g. its plan's budget): asked on every write,
+/// so a tenant without one is not capped, a changed cap holds from the
+/// next write, and a tenant capped later is held to what it already has.
+#[tokio::test]
+async fn each_tenant_gets_its_own_cap() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let small = Arc::new(AtomicU64::new(4096));
+    let later = Arc::new(AtomicU64::new(0));
+    let (s, l) = (small.clone(), later.clone());
+    let cache: Cache = TieredCache::builder()
+        .tenant_l1_cap_with(move |tenant| match tenant {
+            "small" => Some(s.load(Ordering::Relaxed)),
+            "later" => Some(l.load(Ordering::Relaxed)).filter(|c| *c > 0),
+            _ => None,
+        })
+        .build()
+        .unwrap();
+    let big = "x".repeat(1000);
+    let resident = |tenant: &str| {
+        (0..20)
+            .filter(|i| cache.tenant(tenant).get_fresh(&format!("k{i}")).is_some())
+            .count()
+    };
+    let fill = |tenant: &'static str, keys: std::ops::Range<usize>| {
+        let (cache, big) = (cache.clone(), big.clone());
+        async move {
+            for i in keys {
+                cache
+                    .tenant(tenant)
+                    .insert(format!("k{i}"), big.clone())
+                    .await;
+            }
+        }
+    };
+    // ~1 090 bytes a value: three fit in 4 096; no cap keeps all.
+    fill("small", 0..10).await;
+    fill("free", 0..10).await;
+    fill("later", 0..10).await;
+    assert_eq!(resident("small"), 3);
+    assert_eq!(resident("free"), 10);
+    assert_eq!(resident("later"), 10);
+    assert_eq!(cache.stats().l1_tenant_capped, 7);
+
+    // A bigger cap holds from the next write: four more fit in 8 192.
+    small.store(8192, Ordering::Relaxed);
+    fill("small", 10..20).await;
+    assert_eq!(resident("small"), 7);
+
+    // A cap set later counts what the tenant already holds (~10 900
+    // bytes): nothing more fits under 12 000 but one value.
+    later.store(12_000, Ordering::Relaxed);
+    fill("later", 10..20).await;
+    assert_eq!(resident("later"), 11);
+}
+
 /// Tag invalidation, expiry and replacement give a capped tenant its room
 /// back: its accounting never drifts into a lock-out.
 #[tokio::test]

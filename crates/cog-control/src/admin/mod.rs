@@ -120,10 +120,10 @@ impl Admin {
     }
 
     /// Answers `GET /v1/tenants/{id}/usage` from `store`, the limiter the
-    /// services count requests in (a [`RedisStore`] for a fleet; the
+    /// services count requests in (cog-ratelimit's `RedisStore` for a
+    /// fleet, a feature cog-control does not turn on itself; the
     /// [`MemoryStore`] of this same process otherwise).
     ///
-    /// [`RedisStore`]: cog_ratelimit::store::RedisStore
     /// [`MemoryStore`]: cog_ratelimit::store::MemoryStore
     pub fn with_limiter<S>(mut self, store: S) -> Self
     where

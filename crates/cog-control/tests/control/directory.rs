@@ -246,6 +246,36 @@ async fn a_plans_cost_is_what_each_request_is_charged() {
     assert_eq!(d.authenticate(&key.secret).unwrap().cost, 1);
 }
 
+/// `Directory::cache_budget` gives each tenant its plan's budget as the
+/// directory has it now (a cache asks on every write): a plan change
+/// reaches it, and a tenant without a budget, or unknown, has none.
+#[tokio::test]
+async fn each_tenant_gets_its_plans_cache_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    let c = Control::new(store.clone());
+    let mut small = plan("rps=10/1s");
+    small.cache_budget_bytes = Some(4096);
+    c.create_plan("small", small).await.unwrap();
+    c.create_plan("open", plan("rps=10/1s")).await.unwrap();
+    c.create_tenant("acme", Tenant::new("small")).await.unwrap();
+    c.create_tenant("zeta", Tenant::new("open")).await.unwrap();
+    let d = Directory::start(store).await.unwrap();
+    let budget = d.cache_budget();
+    assert_eq!(budget("acme"), Some(4096));
+    assert_eq!(budget("zeta"), None);
+    assert_eq!(budget("ghost"), None);
+    c.update_plan("small", |p| p.cache_budget_bytes = Some(1 << 20))
+        .await
+        .unwrap();
+    c.update_tenant("zeta", |t| t.plan = "small".into())
+        .await
+        .unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(budget("acme"), Some(1 << 20));
+    assert_eq!(budget("zeta"), Some(1 << 20));
+}
+
 /// With Redis, a change is announced: a directory that would poll only
 /// once an hour still sees it at once. Then Redis dies: the last view
 /// keeps serving.

@@ -20,7 +20,8 @@ class Plan:
     """A subscription plan: the limits its tenants get.
 
     Attributes:
-        cache_budget_bytes (int | None | Unset): The most L1 cache bytes one tenant may hold.
+        cache_budget_bytes (int | None | Unset): The most L1 cache bytes one tenant may hold, in each cache that
+            takes it (`Directory::cache_budget`).
         limits (list[LimitSpec] | Unset): Short-window rate limits (GCRA), e.g. 10 per second, burst 20.
         plugin_limits (None | PluginLimits | Unset):
         quotas (list[LimitSpec] | Unset): Long-window quotas (sliding window), e.g. 100 000 per day.
