@@ -228,8 +228,11 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// that region's L2 and published there, so its instances drop their L1
     /// entries. Sent off the caller's path, in order, retried every
     /// `redis_retry_interval` while the region is unreachable; at most
-    /// 10 000 wait per region (past that the oldest are dropped, and those
-    /// entries live there until their TTL). Reads and writes stay on the
+    /// 10 000 wait per region. Past that, the invalidations of the tenant
+    /// with the most waiting fold into one of that whole tenant (its other
+    /// entries there go too); only when no tenant has two waiting is the
+    /// oldest dropped, its entries living there until their TTL. Reads and
+    /// writes stay on the
     /// local L2. Each call to another region is bounded by
     /// [`region_timeout`](Self::region_timeout), not the local
     /// [`redis_timeout`](Self::redis_timeout). Needs [`redis`](Self::redis).

@@ -16,19 +16,28 @@ use crate::l2::{Invalidation, L2};
 use crate::traits::{CacheKey, CacheValue};
 
 /// Most invalidations waiting for one region (while it is cut off). Past
-/// it the oldest are dropped and counted; those entries then live in that
-/// region until their TTL.
+/// it, the invalidations of the tenant with the most waiting are folded
+/// into one of that whole tenant (more entries dropped there, none kept
+/// that should go); only when no tenant has two waiting is the oldest
+/// dropped and counted, and its entries then live in that region until
+/// their TTL.
 pub(crate) const OUTBOX: usize = 10_000;
+
+/// Invalidations waiting for a region, numbered.
+type Outbox<K> = VecDeque<(u64, Invalidation<K>)>;
 
 /// Another region's L2, and what is still to be sent there.
 pub(crate) struct Remote<K> {
     pub(crate) l2: L2,
     /// Waiting invalidations, numbered.
-    outbox: Mutex<VecDeque<(u64, Invalidation<K>)>>,
+    outbox: Mutex<Outbox<K>>,
     next: AtomicU64,
     notify: Notify,
     /// Invalidations dropped because the outbox was full.
     pub(crate) dropped: AtomicU64,
+    /// Invalidations folded into one of their whole tenant because the
+    /// outbox was full.
+    pub(crate) folded: AtomicU64,
     /// Invalidations applied there.
     pub(crate) delivered: AtomicU64,
 }
@@ -41,6 +50,7 @@ impl<K: CacheKey> Remote<K> {
             next: AtomicU64::new(0),
             notify: Notify::new(),
             dropped: AtomicU64::new(0),
+            folded: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
         }
     }
@@ -50,12 +60,42 @@ impl<K: CacheKey> Remote<K> {
         {
             let mut q = self.outbox.lock();
             if q.len() >= OUTBOX {
-                q.pop_front();
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                self.make_room(&mut q);
             }
             q.push_back((self.next.fetch_add(1, Ordering::Relaxed), msg.clone()));
         }
         self.notify.notify_one();
+    }
+
+    /// Frees at least one place in a full outbox (see [`OUTBOX`]). The
+    /// order of waiting invalidations does not matter — each only deletes,
+    /// and a later delete covers an earlier one — so the fold goes last.
+    /// One scan of the outbox, only when it is full.
+    fn make_room(&self, q: &mut Outbox<K>) {
+        let mut counts: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
+            Default::default();
+        for (_, m) in q.iter() {
+            *counts.entry(m.tenant()).or_default() += 1;
+        }
+        let most = counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| *n >= 2)
+            .map(|(t, n)| (t.to_owned(), n));
+        match most {
+            Some((tenant, n)) => {
+                q.retain(|(_, m)| m.tenant() != tenant);
+                q.push_back((
+                    self.next.fetch_add(1, Ordering::Relaxed),
+                    Invalidation::Tenant(tenant),
+                ));
+                self.folded.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            None => {
+                q.pop_front();
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Waiting invalidations.
@@ -136,23 +176,79 @@ mod tests {
         }
     }
 
+    fn of(tenant: &str, i: usize) -> Invalidation<String> {
+        Invalidation::Key {
+            tenant: tenant.to_owned(),
+            key: format!("k{i}"),
+        }
+    }
+
+    /// The waiting invalidations, as (tenant, key or `*` for the whole
+    /// tenant).
+    fn waiting(r: &Remote<String>) -> Vec<(String, String)> {
+        r.outbox
+            .lock()
+            .iter()
+            .map(|(_, m)| match m {
+                Invalidation::Key { tenant, key } => (tenant.clone(), key.clone()),
+                Invalidation::Tenant(t) => (t.clone(), "*".into()),
+                Invalidation::Tag { tenant, tag } => (tenant.clone(), format!("#{tag}")),
+            })
+            .collect()
+    }
+
     #[test]
     fn the_outbox_keeps_order_and_drops_the_oldest_past_its_bound() {
         let r = remote();
         for i in 0..3 {
-            r.send(&key(i));
+            r.send(&of(&format!("t{i}"), i));
         }
         assert_eq!(r.pending(), 3);
         assert_eq!(r.dropped.load(Ordering::Relaxed), 0);
+        // Every tenant has one waiting: nothing folds, the oldest go.
         for i in 3..OUTBOX + 2 {
-            r.send(&key(i));
+            r.send(&of(&format!("t{i}"), i));
         }
         assert_eq!(r.pending(), OUTBOX);
         assert_eq!(r.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(r.folded.load(Ordering::Relaxed), 0);
         // The oldest went: the first waiting is k2, numbered 2.
         let q = r.outbox.lock();
         let (seq, first) = q.front().unwrap();
         assert_eq!(*seq, 2);
         assert!(matches!(first, Invalidation::Key { key, .. } if key == "k2"));
+    }
+
+    /// A full outbox folds the invalidations of the tenant with the most
+    /// waiting into one of that whole tenant: nothing that should go is
+    /// kept, and the others stay as they were, in order.
+    #[test]
+    fn a_full_outbox_folds_the_busiest_tenant_instead_of_dropping() {
+        let r = remote();
+        r.send(&of("quiet", 0));
+        r.send(&Invalidation::Tag {
+            tenant: "busy".into(),
+            tag: "t".into(),
+        });
+        for i in 0..OUTBOX / 2 {
+            r.send(&of("busy", i));
+        }
+        for i in 1..OUTBOX / 2 - 1 {
+            r.send(&of(&format!("one{i}"), i));
+        }
+        assert_eq!(r.pending(), OUTBOX);
+        r.send(&of("late", 7));
+        assert_eq!(r.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(r.folded.load(Ordering::Relaxed), OUTBOX as u64 / 2 + 1);
+        let w = waiting(&r);
+        // quiet, one1 … one4998, the fold, late.
+        assert_eq!(w.len(), 1 + (OUTBOX / 2 - 2) + 2);
+        assert_eq!(w[0], ("quiet".into(), "k0".into()));
+        assert_eq!(w[1], ("one1".into(), "k1".into()));
+        assert!(!w.iter().any(|(t, k)| t == "busy" && k != "*"));
+        assert_eq!(
+            w[w.len() - 2..],
+            [("busy".into(), "*".into()), ("late".into(), "k7".into())]
+        );
     }
 }

@@ -159,3 +159,40 @@ async fn a_region_is_given_its_own_timeout() {
     })
     .await;
 }
+
+/// A region cut off for longer than its outbox holds (10 000
+/// invalidations): the busiest tenant's invalidations fold into one of the
+/// whole tenant, so an entry whose invalidation was among the first still
+/// goes once the link is back (it used to be dropped, the entry kept until
+/// its TTL), and other tenants' entries stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_still_invalidates_what_it_held() {
+    let w = world().await;
+    let acme: Vec<_> = w.caches.iter().map(|c| c.tenant("acme")).collect();
+    let beta: Vec<_> = w.caches.iter().map(|c| c.tenant("beta")).collect();
+    for c in acme.iter().chain(&beta) {
+        c.insert("x".into(), "v".into()).await;
+    }
+    w.regions.link(0, 1).cut();
+    w.regions.link(0, 2).cut();
+    acme[0].invalidate(&"x".to_owned()).await;
+    for i in 1..=10_000 {
+        acme[0].invalidate(&format!("k{i}")).await;
+    }
+    assert!(
+        w.caches[0].regions_pending() < 10,
+        "{} waiting: folded into the tenant's",
+        w.caches[0].regions_pending()
+    );
+    assert!(acme[2].get(&"x".to_owned()).await.is_some(), "cut off");
+    w.regions.link(0, 1).restore();
+    w.regions.link(0, 2).restore();
+    crate::support::eventually("the outbox is empty", async || {
+        w.caches[0].regions_pending() == 0
+    })
+    .await;
+    for i in 1..3 {
+        assert!(acme[i].get(&"x".to_owned()).await.is_none(), "region {i}");
+        assert!(beta[i].get(&"x".to_owned()).await.is_some(), "region {i}");
+    }
+}
