@@ -169,13 +169,6 @@ mod tests {
         Remote::new(L2::new(client, crate::l2::L2Settings::default()))
     }
 
-    fn key(i: usize) -> Invalidation<String> {
-        Invalidation::Key {
-            tenant: String::new(),
-            key: format!("k{i}"),
-        }
-    }
-
     fn of(tenant: &str, i: usize) -> Invalidation<String> {
         Invalidation::Key {
             tenant: tenant.to_owned(),
