@@ -123,6 +123,8 @@ async fn tenants_are_isolated_and_capped() {
         .await;
     assert_eq!(a.unwrap(), "for a");
     assert_eq!(b.unwrap(), "for b");
+    assert_eq!(cache.tenant("a").tenant_id(), "a");
+    assert_eq!(cache.tenant_id(), "", "the shared namespace");
     assert_eq!(cache.tenant("a").get(&k).await.as_deref(), Some("for a"));
 
     // Tenant "hog" fills its cap; others still get L1.

@@ -782,3 +782,36 @@ async fn the_load_lease_is_per_key() {
     );
     assert_eq!(slow.await.unwrap().unwrap(), "s");
 }
+
+/// `invalidations_ready` resolves once the cache's subscription is up and
+/// not before: while its connection cannot reach Redis it waits; once it
+/// can, it resolves, and another instance's invalidation is seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidations_ready_waits_for_the_subscription() {
+    let server = RedisServer::start().unwrap();
+    let proxy = cog_testkit::Proxy::start(&server.addr()).await.unwrap();
+    let through = client(&proxy.redis_url()).await;
+    proxy.cut();
+    let cache: Cache = TieredCache::builder()
+        .redis(through)
+        .schema("v1")
+        .build()
+        .unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), cache.invalidations_ready())
+            .await
+            .is_err(),
+        "ready while the subscriber cannot reach Redis"
+    );
+    proxy.restore();
+    tokio::time::timeout(Duration::from_secs(10), cache.invalidations_ready())
+        .await
+        .expect("ready once Redis is reachable");
+    let other = with_defaults(&server.url()).await;
+    cache.insert("k".into(), "v".into()).await;
+    other.invalidate(&"k".to_owned()).await;
+    eventually("the other instance's invalidation", async || {
+        cache.get_fresh(&"k".to_owned()).is_none()
+    })
+    .await;
+}
