@@ -302,6 +302,27 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
     assert_eq!(model.samples[0].value, 1.0);
 }
 
+/// Serves the demo's router on a loopback port.
+async fn serve_router(demo: &app::Demo) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = demo.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+/// `GET /v1/items/7` with `key`: a 200, and its headers.
+async fn item(addr: SocketAddr, key: &str) -> http::HeaderMap {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::get(format!("http://{addr}/v1/items/7"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(Full::default())
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.headers().clone()
+}
+
 /// The `pro` plan runs the sample Python plugin on the request path: its
 /// tenants' responses carry the header it adds, `free` tenants' do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,24 +354,11 @@ async fn the_pro_plan_runs_the_sample_python_plugin() {
         .unwrap();
     let pro_key = demo.control.create_key("bigco", None).await.unwrap().secret;
     demo.directory.refresh().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = demo.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let addr = serve_router(&demo).await;
 
     let plan_header = |key: String| async move {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let req = Request::get(format!("http://{addr}/v1/items/7"))
-            .header("authorization", format!("Bearer {key}"))
-            .body(Full::default())
-            .unwrap();
-        let res = client.request(req).await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        let header = |name: &str| {
-            res.headers()
-                .get(name)
-                .map(|v| v.to_str().unwrap().to_owned())
-        };
+        let headers = item(addr, &key).await;
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap().to_owned());
         (
             header("x-cog-plan"),
             header("cache-status").unwrap_or_default(),
@@ -406,23 +414,13 @@ async fn a_plans_cache_budget_caps_its_tenants_entries() {
         .unwrap()
         .secret;
     demo.directory.refresh().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = demo.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let addr = serve_router(&demo).await;
 
     let cache_status = |key: String| async move {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let req = Request::get(format!("http://{addr}/v1/items/7"))
-            .header("authorization", format!("Bearer {key}"))
-            .body(Full::default())
-            .unwrap();
-        let res = client.request(req).await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK);
-        res.headers()
-            .get("cache-status")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
+        item(addr, &key).await["cache-status"]
+            .to_str()
+            .unwrap()
+            .to_owned()
     };
     for _ in 0..2 {
         let cache = cache_status(tiny_key.clone()).await;
