@@ -45,6 +45,7 @@ mod proxy;
 mod redis;
 mod regions;
 mod resp;
+pub mod service;
 mod spans;
 
 pub use client::fred_client;

@@ -453,3 +453,11 @@ async fn a_revalidation_carries_the_requests_extensions() {
     })
     .await;
 }
+
+/// The layer is ready exactly when its origin is (its backpressure kept).
+#[tokio::test]
+async fn readiness_is_the_origins() {
+    let gate = cog_testkit::service::Gate::<Full<Bytes>>::new();
+    let mut svc = HttpCacheLayer::new(l1()).layer(gate.clone());
+    cog_testkit::service::assert_ready_with_inner::<_, Request<Full<Bytes>>, _>(&mut svc, &gate);
+}

@@ -276,6 +276,19 @@ async fn each_tenant_gets_its_plans_cache_budget() {
     assert_eq!(budget("zeta"), Some(1 << 20));
 }
 
+/// The authenticator is ready exactly when its inner service is (its
+/// backpressure kept).
+#[tokio::test]
+async fn readiness_is_the_inner_services() {
+    use cog_testkit::service::{Gate, assert_ready_with_inner};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    let d = Directory::start(store).await.unwrap();
+    let gate = Gate::<String>::new();
+    let mut svc = tower::Layer::layer(&AuthenticateLayer::new(d), gate.clone());
+    assert_ready_with_inner::<_, Request<String>, _>(&mut svc, &gate);
+}
+
 /// With Redis, a change is announced: a directory that would poll only
 /// once an hour still sees it at once. Then Redis dies: the last view
 /// keeps serving.

@@ -564,43 +564,15 @@ async fn an_immediate_decision_calls_the_ready_service_without_cloning_it() {
 /// backpressure.
 #[tokio::test]
 async fn readiness_is_the_inner_services() {
-    use std::sync::atomic::AtomicBool;
-    use std::task::{Context, Poll};
-
-    #[derive(Clone, Debug)]
-    struct Gate(Arc<AtomicBool>);
-    impl tower::Service<Request<Body>> for Gate {
-        type Response = Response<Body>;
-        type Error = Infallible;
-        type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-            if self.0.load(Ordering::SeqCst) {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            }
-        }
-        fn call(&mut self, _: Request<Body>) -> Self::Future {
-            std::future::ready(Ok(Response::new(Body::from("ok"))))
-        }
-    }
-
-    let open = Arc::new(AtomicBool::new(false));
+    let gate = cog_testkit::service::Gate::<Body>::new();
     let mut svc = RateLimitLayer::new(
         MemoryStore::new(),
         Global,
         Quota::single(Limit::per_minute(5)).unwrap(),
     )
-    .layer(Gate(open.clone()));
+    .layer(gate.clone());
     assert!(format!("{svc:?}").starts_with("RateLimit"), "{svc:?}");
-    let waker = futures_util::task::noop_waker();
-    let mut cx = Context::from_waker(&waker);
-    assert!(tower::Service::poll_ready(&mut svc, &mut cx).is_pending());
-    open.store(true, Ordering::SeqCst);
-    assert!(matches!(
-        tower::Service::poll_ready(&mut svc, &mut cx),
-        Poll::Ready(Ok(()))
-    ));
+    cog_testkit::service::assert_ready_with_inner::<_, Request<Body>, _>(&mut svc, &gate);
     let res = tower::Service::call(&mut svc, req(None)).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }

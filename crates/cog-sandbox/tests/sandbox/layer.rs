@@ -340,3 +340,13 @@ async fn the_service_is_built_directly_or_through_its_layer() {
         );
     }
 }
+
+/// The layer is ready exactly when its inner service is (its backpressure
+/// kept).
+#[tokio::test]
+async fn readiness_is_the_inner_services() {
+    use cog_testkit::service::{Gate, assert_ready_with_inner};
+    let gate = Gate::<Full<Bytes>>::new();
+    let mut svc = layer(Vec::new()).layer(gate.clone());
+    assert_ready_with_inner::<_, Request<Full<Bytes>>, _>(&mut svc, &gate);
+}

@@ -186,3 +186,16 @@ async fn baggage_flows_through_both_services() {
     assert_eq!(seen[0].1.as_deref(), Some("acme"));
     spans(&guard, &receiver, 3).await;
 }
+
+/// Both layers are ready exactly when their inner service is: neither
+/// hides the backpressure of what it wraps.
+#[tokio::test]
+async fn readiness_is_the_inner_services() {
+    use cog_testkit::service::{Gate, assert_ready_with_inner};
+    let gate = Gate::<Body>::new();
+    let mut server = TraceLayer::new().layer(gate.clone());
+    assert_ready_with_inner::<_, Request<Body>, _>(&mut server, &gate);
+    let gate = Gate::<Body>::new();
+    let mut client = ClientTraceLayer::new().layer(gate.clone());
+    assert_ready_with_inner::<_, Request<Body>, _>(&mut client, &gate);
+}
