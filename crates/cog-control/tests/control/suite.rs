@@ -466,6 +466,72 @@ async fn a_tenants_limits_with_its_plan_make_one_quota((a, _): Pair) {
     c.create_tenant("other", Tenant::new("free")).await.unwrap();
 }
 
+/// A store that counts the whole-state reads made through it.
+#[derive(Debug)]
+struct CountingLoads {
+    inner: Arc<dyn Store>,
+    loads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for CountingLoads {
+    async fn load(&self) -> Result<cog_control::State, ControlError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.load().await
+    }
+    async fn commit(&self, state: &cog_control::State) -> Result<u64, ControlError> {
+        self.inner.commit(state).await
+    }
+    async fn revision(&self) -> Result<u64, ControlError> {
+        self.inner.revision().await
+    }
+    async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {
+        self.inner.put_blob(digest, bytes).await
+    }
+    async fn get_blob(&self, digest: &str) -> Result<Option<bytes::Bytes>, ControlError> {
+        self.inner.get_blob(digest).await
+    }
+}
+
+/// A write from a state the caller has just read (the admin API's, on
+/// every write) starts from it: the store's document is not read again
+/// unless the store moved on.
+async fn a_write_from_a_current_state_reads_nothing_more((a, b): Pair) {
+    use std::sync::atomic::Ordering;
+    let counting = Arc::new(CountingLoads {
+        inner: a,
+        loads: Default::default(),
+    });
+    let one = Control::new(counting.clone());
+    one.create_plan("free", plan("rps=1/1s")).await.unwrap();
+    let seen = Arc::new(one.state().await.unwrap());
+    let before = counting.loads.load(Ordering::SeqCst);
+    one.clone()
+        .based_on(seen.clone())
+        .create_plan("team", plan("rps=5/1s"))
+        .await
+        .unwrap();
+    assert_eq!(counting.loads.load(Ordering::SeqCst), before, "read again");
+    // Moved on since: read once, and the write still lands.
+    Control::new(b)
+        .create_plan("pro", plan("rps=9/1s"))
+        .await
+        .unwrap();
+    let seen = Arc::new(one.state().await.unwrap());
+    Control::new(counting.inner.clone())
+        .create_plan("later", plan("rps=2/1s"))
+        .await
+        .unwrap();
+    let before = counting.loads.load(Ordering::SeqCst);
+    one.clone()
+        .based_on(seen)
+        .create_plan("last", plan("rps=3/1s"))
+        .await
+        .unwrap();
+    assert_eq!(counting.loads.load(Ordering::SeqCst), before + 1);
+    assert_eq!(one.state().await.unwrap().spec.plans.len(), 5);
+}
+
 macro_rules! both_stores {
     ($($name:ident),* $(,)?) => {
         mod file {
@@ -497,6 +563,7 @@ both_stores!(
     apply_and_diff,
     unreferenced_plugin_bytes_are_deleted,
     writes_from_a_read_state,
+    a_write_from_a_current_state_reads_nothing_more,
     placement_moves
 );
 
