@@ -466,6 +466,25 @@ async fn a_tenants_limits_with_its_plan_make_one_quota((a, _): Pair) {
     c.create_tenant("other", Tenant::new("free")).await.unwrap();
 }
 
+/// Deleting a plan detaches the plugins attached to it, and only from it.
+async fn a_deleted_plan_leaves_its_plugins_on_the_others((a, _): Pair) {
+    let c = Control::new(a);
+    for name in ["free", "pro", "team"] {
+        c.create_plan(name, plan("rps=1/1s")).await.unwrap();
+    }
+    let spec = PluginSpec {
+        attach: Attach {
+            tenants: vec![],
+            plans: vec!["free".into(), "pro".into(), "team".into()],
+        },
+        ..Default::default()
+    };
+    c.install_plugin("p", EMPTY_WASM, spec).await.unwrap();
+    c.delete_plan("pro").await.unwrap();
+    let state = c.state().await.unwrap();
+    assert_eq!(state.spec.plugins["p"].attach.plans, ["free", "team"]);
+}
+
 /// A store that counts the whole-state reads made through it.
 #[derive(Debug)]
 struct CountingLoads {
@@ -564,6 +583,7 @@ both_stores!(
     unreferenced_plugin_bytes_are_deleted,
     writes_from_a_read_state,
     a_write_from_a_current_state_reads_nothing_more,
+    a_deleted_plan_leaves_its_plugins_on_the_others,
     placement_moves
 );
 
