@@ -79,6 +79,15 @@ async fn round_trips((a, b): Pair) {
     let stored = &state.keys[&key.id];
     assert_eq!(stored.hash, cog_control::keys::hash(&key.secret));
     assert_eq!(stored.tenant, "acme");
+    assert_eq!(stored.expires, None);
+    // A key with a lifetime expires that long after it was made.
+    let day = two
+        .create_key("acme", Some(std::time::Duration::from_secs(86_400)))
+        .await
+        .unwrap();
+    let stored = two.state().await.unwrap().keys[&day.id].clone();
+    assert_eq!(stored.expires, Some(stored.created + 86_400));
+    two.revoke_key(&day.id).await.unwrap();
 
     // Changes, deletions, and their rules.
     two.set_status("acme", Status::Suspended).await.unwrap();
@@ -217,12 +226,43 @@ tenants:
     )
     .unwrap();
     assert!(c.diff(&only_pro, false).await.unwrap().is_empty());
+    let key = c.create_key("demo", None).await.unwrap();
+    c.apply(&only_pro, &BTreeMap::new(), false).await.unwrap();
+    let state = c.state().await.unwrap();
+    assert_eq!(
+        state.spec.plans.keys().collect::<Vec<_>>(),
+        ["free", "pro"],
+        "applied without prune, what the file does not list stays"
+    );
+    assert!(state.spec.tenants.contains_key("demo"));
+    assert!(state.keys.contains_key(&key.id), "and so do its keys");
     let pruning = c.diff(&only_pro, true).await.unwrap();
     assert_eq!(pruning.len(), 2, "{pruning:?}");
     c.apply(&only_pro, &BTreeMap::new(), true).await.unwrap();
     let state = c.state().await.unwrap();
     assert_eq!(state.spec.plans.keys().collect::<Vec<_>>(), ["pro"]);
     assert!(state.spec.tenants.is_empty());
+    assert!(state.keys.is_empty(), "a pruned tenant's keys go with it");
+
+    // A Python plugin's source, given with the file: checked as Python,
+    // not as a WebAssembly module.
+    let source = b"def on_request(req):\n    return req\n".to_vec();
+    let digest = cog_control::digest(&source);
+    let with_plugin = document::parse(
+        &format!(
+            "plans:\n  pro: {{limits: [{{name: rps, rate: 200, window: 1s, burst: 400}}]}}\n\
+             plugins:\n  py: {{digest: \"{digest}\", lang: python, attach: {{plans: [pro]}}}}\n"
+        ),
+        Format::Yaml,
+        "spec",
+    )
+    .unwrap();
+    let blobs = BTreeMap::from([(digest.clone(), source.clone())]);
+    c.apply(&with_plugin, &blobs, false).await.unwrap();
+    assert_eq!(
+        c.store().get_blob(&digest).await.unwrap().as_deref(),
+        Some(&source[..])
+    );
 }
 
 /// A write that starts from a state read earlier (`based_on`) never
