@@ -1036,6 +1036,79 @@ pub fn digest(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// Every bound a plan's numbers are checked against, at both edges:
+    /// the last value accepted and the first refused.
+    #[test]
+    fn plan_bounds_hold_at_their_edges() {
+        let ms = Duration::from_millis;
+        let check = |plan: Plan| {
+            let mut spec = Spec::default();
+            spec.plans.insert("p".into(), plan);
+            spec.validate().map_err(|e| e.to_string())
+        };
+        let limit =
+            |rate: u64, window: Duration, burst: Option<u64>, cost: Option<u64>| LimitSpec {
+                name: "l".into(),
+                rate,
+                window: Window(window),
+                burst,
+                cost,
+            };
+        let with_limit = |l: LimitSpec| Plan {
+            limits: vec![l],
+            ..Plan::default()
+        };
+        // The window: 1 ms to 3 650 days.
+        assert!(check(with_limit(limit(1, ms(1), None, None))).is_ok());
+        assert!(check(with_limit(limit(1, cog_ratelimit::MAX_PERIOD, None, None))).is_ok());
+        for bad in [Duration::ZERO, cog_ratelimit::MAX_PERIOD + ms(1)] {
+            let e = check(with_limit(limit(1, bad, None, None))).unwrap_err();
+            assert!(e.contains("plans.p.limits[0].window"), "{e}");
+        }
+        // A request's cost fits the burst (the rate without one) and a
+        // quota's rate, exactly.
+        assert!(check(with_limit(limit(5, ms(1000), Some(3), Some(3)))).is_ok());
+        assert!(check(with_limit(limit(5, ms(1000), Some(3), Some(4)))).is_err());
+        assert!(check(with_limit(limit(5, ms(1000), None, Some(5)))).is_ok());
+        assert!(check(with_limit(limit(5, ms(1000), None, Some(6)))).is_err());
+        let quota = |rate, cost| Plan {
+            quotas: vec![limit(rate, ms(60_000), None, cost)],
+            ..Plan::default()
+        };
+        assert!(check(quota(7, Some(7))).is_ok());
+        assert!(check(quota(7, Some(8))).is_err());
+
+        // Plugin limits: fuel at least 1, memory 64 KiB to 4 GiB, a
+        // deadline of 1 ms to 60 s.
+        let plugins = |fuel, memory_bytes, deadline: Option<Duration>| Plan {
+            plugin_limits: Some(PluginLimits {
+                fuel,
+                memory_bytes,
+                deadline: deadline.map(Window),
+            }),
+            ..Plan::default()
+        };
+        for ok in [
+            plugins(Some(1), None, None),
+            plugins(None, Some(65_536), None),
+            plugins(None, Some(4 << 30), None),
+            plugins(None, None, Some(ms(1))),
+            plugins(None, None, Some(ms(60_000))),
+        ] {
+            assert!(check(ok.clone()).is_ok(), "{ok:?}");
+        }
+        for (bad, field) in [
+            (plugins(Some(0), None, None), "fuel"),
+            (plugins(None, Some(65_535), None), "memory_bytes"),
+            (plugins(None, Some((4 << 30) + 1), None), "memory_bytes"),
+            (plugins(None, None, Some(Duration::ZERO)), "deadline"),
+            (plugins(None, None, Some(ms(60_001))), "deadline"),
+        ] {
+            let e = check(bad).unwrap_err();
+            assert!(e.contains(&format!("plans.p.plugin_limits.{field}")), "{e}");
+        }
+    }
+
     #[test]
     fn windows_parse_and_print() {
         for (s, ms) in [
