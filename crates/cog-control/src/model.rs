@@ -1109,6 +1109,26 @@ mod tests {
         }
     }
 
+    /// A plugin's digest is `sha256:` and 64 lower-case hex digits,
+    /// exactly.
+    #[test]
+    fn digests_are_checked() {
+        let good = digest(b"x");
+        assert!(check_digest("d", &good).is_ok());
+        let hex = &good["sha256:".len()..];
+        for bad in [
+            format!("sha256:{}", &hex[1..]),
+            format!("sha256:{hex}0"),
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("sha256:{}g", &hex[1..]),
+            format!("sha512:{hex}"),
+            hex.to_owned(),
+            "sha256:".into(),
+        ] {
+            assert!(check_digest("d", &bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn windows_parse_and_print() {
         for (s, ms) in [
