@@ -302,6 +302,22 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
     assert_eq!(model.samples[0].value, 1.0);
 }
 
+/// A demo in this process, its state in a file in `dir`, no Redis, fast
+/// upstreams.
+fn in_memory(dir: &tempfile::TempDir) -> app::Config {
+    app::Config {
+        redis_url: None,
+        control_url: None,
+        store: format!("file:{}", dir.path().join("state.json").display()),
+        upstream: Duration::from_millis(5),
+        database: Duration::from_millis(1),
+        poll: Duration::from_millis(100),
+        python: None,
+        lease: None,
+        ..app::Config::default()
+    }
+}
+
 /// Serves the demo's router on a loopback port.
 async fn serve_router(demo: &app::Demo) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -334,17 +350,10 @@ async fn the_pro_plan_runs_the_sample_python_plugin() {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/python-wasi")
         });
     let config = app::Config {
-        redis_url: None,
-        store: format!("file:{}", dir.path().join("state.json").display()),
-        upstream: Duration::from_millis(5),
-        database: Duration::from_millis(1),
-        poll: Duration::from_millis(100),
         redis_timeout: Duration::from_millis(500),
         python: Some(python),
-        control_url: None,
         instances: 2,
-        lease: None,
-        ..app::Config::default()
+        ..in_memory(&dir)
     };
     let demo = app::build(&config).await.unwrap();
     let free_key = demo.demo_key.clone().unwrap();
@@ -381,16 +390,7 @@ async fn the_pro_plan_runs_the_sample_python_plugin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plans_cache_budget_caps_its_tenants_entries() {
     let dir = tempfile::tempdir().unwrap();
-    let config = app::Config {
-        redis_url: None,
-        store: format!("file:{}", dir.path().join("state.json").display()),
-        upstream: Duration::from_millis(5),
-        database: Duration::from_millis(1),
-        poll: Duration::from_millis(100),
-        python: None,
-        ..app::Config::default()
-    };
-    let demo = app::build(&config).await.unwrap();
+    let demo = app::build(&in_memory(&dir)).await.unwrap();
     let free_key = demo.demo_key.clone().unwrap();
     demo.control
         .create_plan(
