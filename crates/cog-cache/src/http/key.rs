@@ -92,7 +92,10 @@ fn push_key(key: &mut String, scheme: &str, host: &str, path: &str) {
 }
 
 /// The key of a variant: the base key, the variants' id, and the values of
-/// the request headers they vary on.
+/// the request headers they vary on. A header the request does not carry
+/// is written `!name` (no `=`, which a name cannot hold), so that it
+/// matches only requests without it — not one carrying it empty (RFC 9111
+/// §4.1).
 pub(super) fn variant_key(base: &str, id: u64, names: &[String], headers: &HeaderMap) -> String {
     let mut key = String::with_capacity(base.len() + 20 + 32 * names.len());
     key.push_str(base);
@@ -100,6 +103,11 @@ pub(super) fn variant_key(base: &str, id: u64, names: &[String], headers: &Heade
     key.push_str(&id.to_string());
     for name in names {
         key.push('\n');
+        if !headers.contains_key(name.as_str()) {
+            key.push('!');
+            key.push_str(name);
+            continue;
+        }
         key.push_str(name);
         key.push('=');
         for (i, v) in headers.get_all(name.as_str()).iter().enumerate() {
@@ -213,6 +221,28 @@ mod tests {
         assert_eq!(
             variant_key("GET /", 1, &names, &a),
             variant_key("GET /", 1, &names, &a.clone())
+        );
+    }
+
+    /// RFC 9111 §4.1: a header absent from the request matches only
+    /// requests where it is absent too — not one where it is empty.
+    #[test]
+    fn an_absent_header_is_not_an_empty_one() {
+        let names = vec!["x-flag".to_owned(), "accept".to_owned()];
+        let absent = HeaderMap::new();
+        let mut empty = HeaderMap::new();
+        empty.insert("x-flag", HeaderValue::from_static(""));
+        assert_ne!(
+            variant_key("GET /", 1, &names, &absent),
+            variant_key("GET /", 1, &names, &empty)
+        );
+        // Nor a header named like the marker of an absent one.
+        let marked = vec!["!x-flag".to_owned(), "accept".to_owned()];
+        let mut odd = HeaderMap::new();
+        odd.insert("!x-flag", HeaderValue::from_static(""));
+        assert_ne!(
+            variant_key("GET /", 1, &names, &absent),
+            variant_key("GET /", 1, &marked, &odd)
         );
     }
 

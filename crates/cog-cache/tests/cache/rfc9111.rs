@@ -734,3 +734,25 @@ async fn a_short_lived_variant_leaves_the_others_cached() {
     assert_eq!(en.body, "#1", "{}", en.header("cache-status"));
     assert_eq!(get("fr").await.body, "#3", "fr expired");
 }
+
+/// RFC 9111 §4.1: a header the stored request did not carry matches only
+/// requests without it — one carrying it empty is another variant (they
+/// used to share one).
+#[tokio::test]
+async fn an_absent_header_and_an_empty_one_are_different_variants() {
+    let c = Cache::new(|_, n| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60".into()),
+                ("vary", "x-flag".into()),
+            ],
+            format!("#{n}"),
+        )
+    });
+    assert_eq!(c.get("/v").await.body, "#1");
+    assert_eq!(c.get("/v").await.body, "#1", "absent again: a hit");
+    assert_eq!(c.send("GET", "/v", &[("x-flag", "")]).await.body, "#2");
+    assert_eq!(c.send("GET", "/v", &[("x-flag", "")]).await.body, "#2");
+    assert_eq!(c.get("/v").await.body, "#1");
+}
