@@ -84,12 +84,7 @@ pub(crate) fn context_of(id: &str, t: &Tenant, plan: &Plan) -> Option<TenantCont
             }
         }
     };
-    let cost = limits
-        .iter()
-        .chain(&quotas)
-        .filter_map(|l| l.cost)
-        .max()
-        .unwrap_or(1);
+    let cost = crate::model::request_cost(&limits, &quotas);
     Some(TenantContext {
         id: id.into(),
         plan: t.plan.as_str().into(),

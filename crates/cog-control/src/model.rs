@@ -381,14 +381,21 @@ fn merged(plan: &[LimitSpec], overrides: &[LimitSpec]) -> Vec<LimitSpec> {
     out
 }
 
-/// A request costs the largest `cost` of `limits` and `quotas` on each of
-/// them: it must fit in every limit's burst and every quota's rate, or no
-/// request would ever pass.
+/// What a request costs under `limits` and `quotas`: the largest `cost`
+/// any of them gives (1 when none does), charged on every one of them.
+pub(crate) fn request_cost(limits: &[LimitSpec], quotas: &[LimitSpec]) -> u64 {
+    limits
+        .iter()
+        .chain(quotas)
+        .filter_map(|l| l.cost)
+        .max()
+        .unwrap_or(1)
+}
+
+/// A request's cost ([`request_cost`]) must fit in every limit's burst
+/// and every quota's rate, or no request would ever pass.
 fn validate_cost(path: &str, limits: &[LimitSpec], quotas: &[LimitSpec]) -> Result<(), Invalid> {
-    let all = || limits.iter().chain(quotas);
-    let Some(cost) = all().filter_map(|l| l.cost).max() else {
-        return Ok(());
-    };
+    let cost = request_cost(limits, quotas);
     let room = limits
         .iter()
         .map(|l| (l, l.burst.unwrap_or(l.rate), "burst"))
@@ -417,17 +424,24 @@ fn validate_cost(path: &str, limits: &[LimitSpec], quotas: &[LimitSpec]) -> Resu
 /// each of them.
 fn validate_effective(id: &str, tenant: &Tenant, plan: &Plan) -> Result<(), Invalid> {
     let path = format!("tenants.{id}");
-    for (field, overrides, other) in [
-        ("overrides", &tenant.overrides, &plan.quotas),
-        ("quota_overrides", &tenant.quota_overrides, &plan.limits),
+    for (field, overrides, other, is, not) in [
+        (
+            "overrides",
+            &tenant.overrides,
+            &plan.quotas,
+            "quota",
+            "limit",
+        ),
+        (
+            "quota_overrides",
+            &tenant.quota_overrides,
+            &plan.limits,
+            "limit",
+            "quota",
+        ),
     ] {
         for (i, o) in overrides.iter().enumerate() {
             if other.iter().any(|l| l.name == o.name) {
-                let (is, not) = if field == "overrides" {
-                    ("quota", "limit")
-                } else {
-                    ("limit", "quota")
-                };
                 return Err(Invalid::new(
                     format!("{path}.{field}[{i}].name"),
                     format!(
