@@ -9,7 +9,8 @@
 --   'c', max, lease (µs), -
 -- Returns {allowed, retry_us (-1: never), then per limit:
 --          allowed, remaining, reset_us}.
--- Garbage under one of our keys is discarded and treated as fresh state.
+-- Garbage under one of our keys (see redis_state.lua) is discarded and
+-- treated as fresh state.
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -33,6 +34,10 @@ local function gcra(key, T, tau, c)
   local tat = ok and tonumber(v) or nil
   if not ok or (v and not tat) then fresh(key) end
   if tat == nil or tat < now then tat = now end
+  if stray(key, tat - now, tau) then
+    fresh(key)
+    tat = now
+  end
   local used = tat - now
   local diff = used + c * T
   if diff <= tau + US then
@@ -49,10 +54,15 @@ local function sliding(key, W, max, c)
   local ok, v = pcall(redis.call, 'HMGET', key, 'i', 'c', 'p')
   local idx, curr, prev
   if ok then
-    idx, curr, prev = tonumber(v[1]), tonumber(v[2]), tonumber(v[3])
+    idx, curr, prev = count(v[1]), count(v[2]), count(v[3])
   end
   if not (idx and curr and prev) then
     if not ok or v[1] or v[2] or v[3] then fresh(key) end
+    idx, curr, prev = 0, 0, 0
+  end
+  -- Counts that may refuse are ours only with an expiry.
+  if curr + prev > 0 and curr + prev + c > max + EPS and unexpiring(key) then
+    fresh(key)
     idx, curr, prev = 0, 0, 0
   end
   local cidx = math.floor(now / W)
@@ -103,6 +113,11 @@ local function concurrency(key, max, lease, c)
   local in_flight = 0
   for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
     in_flight = in_flight + (tonumber(string.match(m, ':(%d+)$')) or 1)
+  end
+  -- Slots that refuse are ours only with an expiry.
+  if in_flight > 0 and in_flight + c > max and unexpiring(key) then
+    fresh(key)
+    in_flight = 0
   end
   if in_flight + c <= max then
     return 1, max - in_flight - c, 0, 0, function()

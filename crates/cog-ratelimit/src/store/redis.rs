@@ -20,9 +20,17 @@ use crate::quota::{Params, Quota};
 use cog_core::breaker::Breaker;
 use cog_core::keys::encode_segment;
 
-const DECIDE_LUA: &str = include_str!("redis.lua");
-const GCRA_LUA: &str = include_str!("redis_gcra.lua");
-const LEASE_LUA: &str = include_str!("redis_lease.lua");
+/// The decision scripts, each after what they share (`redis_state.lua`:
+/// what counts as garbage under their keys).
+const DECIDE_LUA: &str = concat!(include_str!("redis_state.lua"), include_str!("redis.lua"));
+const GCRA_LUA: &str = concat!(
+    include_str!("redis_state.lua"),
+    include_str!("redis_gcra.lua")
+);
+const LEASE_LUA: &str = concat!(
+    include_str!("redis_state.lua"),
+    include_str!("redis_lease.lua")
+);
 const RELEASE_LUA: &str =
     "for _, k in ipairs(KEYS) do redis.call('ZREM', k, ARGV[1]) end return #KEYS";
 

@@ -10,7 +10,8 @@
 -- it stood before (ns). The client derives remaining, reset and retry from
 -- it with the memory store's arithmetic (algo.rs, `Gcra::admitted` and
 -- `Gcra::refused`).
--- Garbage under the key is discarded and treated as fresh state.
+-- Garbage under the key (see redis_state.lua) is discarded and treated
+-- as fresh state.
 
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
@@ -23,6 +24,10 @@ if v and not tat then redis.call('DEL', key) end
 if not tat or tat < now then tat = now end
 -- Differences before sums, half a microsecond of slack: see redis.lua.
 local used = tat - now
+if stray(key, used, tau) then
+  redis.call('DEL', key)
+  used = 0
+end
 local diff = used + c * T
 if diff <= tau + 0.5 then
   redis.call('SET', key, string.format('%.17g', now + diff), 'PX', math.ceil(diff / 1000) + 1)

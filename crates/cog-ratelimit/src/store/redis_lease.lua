@@ -21,7 +21,8 @@
 --
 -- The lease is at most a quarter of what is left after the request, so
 -- leases shrink to nothing (exact decisions) as the subject nears its
--- limit. Garbage under either key is discarded and treated as fresh.
+-- limit. Garbage under either key (see redis_state.lua) is discarded and
+-- treated as fresh.
 
 local t = redis.call('TIME')
 local now = t[1] * 1000000 + t[2]
@@ -31,7 +32,10 @@ local want, bsize, bunused = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV
 
 local v = redis.pcall('GET', key)
 local tat = tonumber(v)
-if v and not tat then redis.call('DEL', key) end
+if (v and not tat) or (tat and stray(key, tat - now, tau)) then
+  redis.call('DEL', key)
+  tat = nil
+end
 local wrote = false
 
 local out, stolen = 0, 0
@@ -39,7 +43,7 @@ local b = redis.pcall('HMGET', book, 'o', 's')
 if b.err then
   redis.call('DEL', book)
 elseif b[1] or b[2] then
-  out, stolen = tonumber(b[1]), tonumber(b[2])
+  out, stolen = count(b[1]), count(b[2])
   if not (out and stolen) then
     redis.call('DEL', book)
     out, stolen = 0, 0

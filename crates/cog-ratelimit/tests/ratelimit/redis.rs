@@ -253,6 +253,86 @@ async fn garbage_in_redis_is_treated_as_fresh_state() {
     assert_eq!(admitted(&store, "v2", &gcra, 3, 1).await, 2);
 }
 
+/// Numbers no script writes are garbage too: not a number, infinite, a GCRA
+/// state further ahead than its own expiry allows (or with none), window
+/// counts or concurrency slots under a key without an expiry. Each of them
+/// refused the subject for ever, and a remembered denial outlived its
+/// removal: `nan` read back as a wait of 292 years.
+#[tokio::test]
+async fn numbers_no_script_wrote_are_garbage_too() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    // Denials remembered, as by default: a bogus wait would be kept too.
+    let store = store(&url).await;
+    let leased = store
+        .clone()
+        .prefix("leased:")
+        .leased(cog_ratelimit::store::Leasing::new());
+    let gcra = Quota::single(Limit::per_day(2)).unwrap();
+    let window = Quota::single(Limit::sliding_window(2, Duration::from_secs(60))).unwrap();
+    let conc = Quota::single(Limit::concurrency(2)).unwrap();
+    // Two limits: the general script.
+    let both = Quota::new([Limit::per_day(2), Limit::per_hour(100)]).unwrap();
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    // Ten days ahead: past a burst of 2 a day, and past an expiry of a minute.
+    let far = (now_us + 10 * 86_400_000_000).to_string();
+    let gcra_junk: [&[&str]; 7] = [
+        &["nan"],
+        &["nan", "PX", "60000"],
+        &["inf"],
+        &["inf", "PX", "60000"],
+        &["1e308"],
+        &[&far],
+        &[&far, "PX", "60000"],
+    ];
+    for (i, junk) in gcra_junk.iter().enumerate() {
+        for (name, store) in [("single", &store), ("leased", &leased)] {
+            let subject = format!("{name}-{i}");
+            let key = store.keys(&subject, &gcra).remove(0);
+            server
+                .command(&[&["SET", &key][..], junk].concat())
+                .unwrap();
+            assert_eq!(
+                admitted(store, &subject, &gcra, 3, 1).await,
+                2,
+                "{name} {junk:?}"
+            );
+        }
+        let subject = format!("both-{i}");
+        let key = store.keys(&subject, &both).remove(0);
+        server
+            .command(&[&["SET", &key][..], junk].concat())
+            .unwrap();
+        assert_eq!(
+            admitted(&store, &subject, &both, 3, 1).await,
+            2,
+            "both {junk:?}"
+        );
+    }
+    let idx = (now_us / 60_000_000).to_string();
+    for (i, (c, p)) in [("1e308", "1e308"), ("nan", "0"), ("5", "inf")]
+        .into_iter()
+        .enumerate()
+    {
+        let subject = format!("window-{i}");
+        let key = store.keys(&subject, &window).remove(0);
+        server
+            .command(&["HSET", &key, "i", &idx, "c", c, "p", p])
+            .unwrap();
+        assert_eq!(
+            admitted(&store, &subject, &window, 3, 1).await,
+            2,
+            "{c} {p}"
+        );
+    }
+    let key = store.keys("slots", &conc).remove(0);
+    server.command(&["ZADD", &key, "+inf", "x:1000"]).unwrap();
+    assert_eq!(admitted(&store, "slots", &conc, 3, 1).await, 2);
+}
+
 #[tokio::test]
 async fn denials_are_remembered_locally_until_reset_time() {
     let server = RedisServer::start().unwrap();
