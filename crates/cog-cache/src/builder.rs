@@ -382,7 +382,9 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                             timeout: self.region_timeout,
                             ..settings.clone()
                         };
-                        Arc::new(crate::regions::Remote::new(crate::l2::L2::new(c, settings)))
+                        Arc::new(crate::regions::Remote::region(crate::l2::L2::new(
+                            c, settings,
+                        )))
                     })
                     .collect();
                 let placed = match self.placed.take() {
@@ -407,7 +409,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                     remotes.clone(),
                     placed,
                 );
-                for r in remotes {
+                for r in remotes.into_iter().chain(inner.here.clone()) {
                     crate::regions::spawn(Arc::downgrade(&inner), r, retry);
                 }
                 crate::subscriber::spawn(&client, Arc::downgrade(&inner), origin, channel)

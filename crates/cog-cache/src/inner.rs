@@ -111,6 +111,10 @@ pub(crate) struct Inner<K, V> {
     /// Other regions' L2s, which every invalidation also reaches.
     #[cfg(feature = "redis")]
     pub(crate) remotes: Vec<Arc<crate::regions::Remote<K>>>,
+    /// Invalidations that did not land on this deployment at once, retried
+    /// until they do (with an L2).
+    #[cfg(feature = "redis")]
+    pub(crate) here: Option<Arc<crate::regions::Remote<K>>>,
     /// Tenants' data on the deployments their partitions are placed on.
     #[cfg(feature = "redis")]
     pub(crate) placed: Option<PlacedL2>,
@@ -140,6 +144,26 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
     #[cfg(not(feature = "redis"))]
     pub(crate) fn regions_pending(&self) -> usize {
         0
+    }
+
+    /// Invalidations still to land: here, and in other regions.
+    pub(crate) fn invalidations_pending(&self) -> usize {
+        #[cfg(feature = "redis")]
+        let here = self.here.as_ref().map_or(0, |h| h.pending());
+        #[cfg(not(feature = "redis"))]
+        let here = 0;
+        here + self.regions_pending()
+    }
+
+    /// Queues `msg`, which did not land on this deployment, to be retried
+    /// until it does.
+    pub(crate) fn retry_here(&self, msg: &crate::l2::Invalidation<K>) {
+        #[cfg(feature = "redis")]
+        if let Some(here) = &self.here {
+            here.send(msg);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = msg;
     }
 
     /// The L2 holding `tenant`'s entries: its partition's deployment when
@@ -233,6 +257,8 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             listening: tokio::sync::watch::Sender::new(l2_absent),
             #[cfg(feature = "redis")]
             remotes,
+            #[cfg(feature = "redis")]
+            here: (!l2_absent).then(|| Arc::new(crate::regions::Remote::here())),
             #[cfg(feature = "redis")]
             placed,
             config,

@@ -86,6 +86,12 @@ mod disabled {
         pub(crate) async fn del(&self, _: &str) -> Result<(), L2Error> {
             match *self {}
         }
+        pub(crate) async fn invalidate<K: Serialize>(
+            &self,
+            _: &Invalidation<K>,
+        ) -> Result<(), L2Error> {
+            match *self {}
+        }
         pub(crate) async fn publish<K: Serialize>(
             &self,
             _: &Invalidation<K>,
@@ -105,12 +111,6 @@ mod disabled {
             _: &str,
             _: u64,
         ) -> Result<(), L2Error> {
-            match *self {}
-        }
-        pub(crate) async fn delete_tag(&self, _: &str, _: &str) -> Result<(), L2Error> {
-            match *self {}
-        }
-        pub(crate) async fn delete_tenant(&self, _: &str) -> Result<(), L2Error> {
             match *self {}
         }
     }
@@ -526,6 +526,22 @@ mod imp {
             let c = self.client.with_options(&self.opts());
             self.call("DEL", async move { c.del::<(), _>(key).await })
                 .await
+        }
+
+        /// Deletes what `msg` names here: a key, a tag's keys, or a
+        /// tenant's.
+        pub(crate) async fn invalidate<K: Serialize>(
+            &self,
+            msg: &Invalidation<K>,
+        ) -> Result<(), L2Error> {
+            match msg {
+                Invalidation::Key { tenant, key } => match self.data_key(tenant, key) {
+                    Some(k) => self.del(&k).await,
+                    None => Ok(()),
+                },
+                Invalidation::Tag { tenant, tag } => self.delete_tag(tenant, tag).await,
+                Invalidation::Tenant(tenant) => self.delete_tenant(tenant).await,
+            }
         }
 
         pub(crate) async fn publish<K: Serialize>(

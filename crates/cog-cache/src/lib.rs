@@ -24,7 +24,8 @@
 //! - **Failover**: L2 errors and timeouts open a circuit breaker; while it
 //!   is open, reads go L1 → loader and writes skip L2, and callers see no
 //!   error. One probe at a time (with jitter across instances) closes it
-//!   when Redis is back.
+//!   when Redis is back. An invalidation Redis refused is queued and sent
+//!   again until it lands ([`TieredCache::invalidations_pending`]).
 //! - **Tenants**: [`TieredCache::tenant`] namespaces keys per tenant, and
 //!   [`CacheBuilder::tenant_l1_cap`] stops one tenant from evicting
 //!   everyone else ([`CacheBuilder::tenant_l1_cap_with`]: each tenant's
@@ -62,6 +63,7 @@
 //! |---|---|
 //! | an L2 call fails or exceeds the timeout (default 50 ms) | counted; the circuit opens for the retry interval (1 s ± 30 %) |
 //! | circuit open | reads: L1, then the loader; writes: L1 only; no error surfaced |
+//! | an invalidation fails (an error, a timeout, the circuit open) | applied to L1 at once; its deletes and message queued and sent again every retry interval until they land |
 //! | retry interval over | one caller probes; success closes the circuit |
 //! | invalidation channel reconnects | L1 is flushed |
 //!

@@ -1,7 +1,11 @@
-//! Invalidations across regions: each region keeps its own L2; an
+//! Invalidations that must land later: on other regions, and on this
+//! deployment when Redis refused them. Each region keeps its own L2; an
 //! invalidation made in one region is applied to every other region's L2
 //! and published on its channel (so that region's instances drop their L1
-//! entries), off the caller's path, in order, retried until it lands.
+//! entries), off the caller's path, in order, retried until it lands. An
+//! invalidation whose delete or message failed here (Redis out of memory,
+//! timing out, the circuit open) waits the same way for this deployment,
+//! instead of leaving the entry in L2 and in the other instances' L1s.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,20 +19,22 @@ use crate::inner::Inner;
 use crate::l2::{Invalidation, L2};
 use crate::traits::{CacheKey, CacheValue};
 
-/// Most invalidations waiting for one region (while it is cut off). Past
+/// Most invalidations waiting for one destination (while it is cut off). Past
 /// it, the invalidations of the tenant with the most waiting are folded
 /// into one of that whole tenant (more entries dropped there, none kept
 /// that should go); only when no tenant has two waiting is the oldest
-/// dropped and counted, and its entries then live in that region until
-/// their TTL.
+/// dropped and counted, and its entries then live there until their TTL.
 pub(crate) const OUTBOX: usize = 10_000;
 
 /// Invalidations waiting for a region, numbered.
 type Outbox<K> = VecDeque<(u64, Invalidation<K>)>;
 
-/// Another region's L2, and what is still to be sent there.
+/// A destination of invalidations, and what is still to be sent there.
 pub(crate) struct Remote<K> {
-    pub(crate) l2: L2,
+    /// Another region's L2 (deletes and the message go there); `None`:
+    /// this deployment (every L2 that may hold the tenant's entries, then
+    /// this cache's channel).
+    region: Option<L2>,
     /// Waiting invalidations, numbered.
     outbox: Mutex<Outbox<K>>,
     next: AtomicU64,
@@ -43,9 +49,19 @@ pub(crate) struct Remote<K> {
 }
 
 impl<K: CacheKey> Remote<K> {
-    pub(crate) fn new(l2: L2) -> Self {
+    /// Another region, reached through `l2`.
+    pub(crate) fn region(l2: L2) -> Self {
+        Self::new(Some(l2))
+    }
+
+    /// This deployment, for what did not land at once.
+    pub(crate) fn here() -> Self {
+        Self::new(None)
+    }
+
+    fn new(region: Option<L2>) -> Self {
         Remote {
-            l2,
+            region,
             outbox: Mutex::new(VecDeque::new()),
             next: AtomicU64::new(0),
             notify: Notify::new(),
@@ -103,24 +119,29 @@ impl<K: CacheKey> Remote<K> {
         self.outbox.lock().len()
     }
 
-    /// Applies `msg` to this region: its L2, then its instances' L1s.
-    async fn apply(&self, msg: &Invalidation<K>) -> bool {
-        let l2 = &self.l2;
-        let deleted = match msg {
-            Invalidation::Key { tenant, key } => match l2.data_key(tenant, key) {
-                Some(k) => l2.del(&k).await,
-                None => Ok(()),
-            },
-            Invalidation::Tag { tenant, tag } => l2.delete_tag(tenant, tag).await,
-            Invalidation::Tenant(tenant) => l2.delete_tenant(tenant).await,
-        };
-        deleted.is_ok() && l2.publish(msg).await.is_ok()
+    /// Applies `msg` to the destination: its L2s, then its instances' L1s.
+    async fn apply<V: CacheValue>(&self, inner: &Inner<K, V>, msg: &Invalidation<K>) -> bool {
+        match &self.region {
+            Some(l2) => l2.invalidate(msg).await.is_ok() && l2.publish(msg).await.is_ok(),
+            None => {
+                for l2 in inner.l2s_of(msg.tenant()) {
+                    if l2.invalidate(msg).await.is_err() {
+                        return false;
+                    }
+                }
+                // A load here may have read L2 before the delete.
+                inner.apply(msg);
+                match &inner.l2 {
+                    Some(l2) => l2.publish(msg).await.is_ok(),
+                    None => true,
+                }
+            }
+        }
     }
 }
 
-/// Sends each remote region's outbox, in order; on a failure waits the
-/// retry interval and tries the same invalidation again. Ends with the
-/// cache.
+/// Sends a destination's outbox, in order; on a failure waits the retry
+/// interval and tries the same invalidation again. Ends with the cache.
 pub(crate) fn spawn<K: CacheKey, V: CacheValue>(
     inner: Weak<Inner<K, V>>,
     remote: Arc<Remote<K>>,
@@ -140,10 +161,12 @@ pub(crate) fn spawn<K: CacheKey, V: CacheValue>(
                 }
                 continue;
             };
-            if inner.strong_count() == 0 {
+            let Some(cache) = inner.upgrade() else {
                 return;
-            }
-            if remote.apply(&msg).await {
+            };
+            let landed = remote.apply(&cache, &msg).await;
+            drop(cache);
+            if landed {
                 let mut q = remote.outbox.lock();
                 // Unless an overflow dropped it meanwhile.
                 if q.front().is_some_and(|(s, _)| *s == seq) {
@@ -166,7 +189,7 @@ mod tests {
         // Never connected: only the outbox is exercised.
         let config = fred::prelude::Config::from_url("redis://127.0.0.1:1").unwrap();
         let client = fred::prelude::Builder::from_config(config).build().unwrap();
-        Remote::new(L2::new(client, crate::l2::L2Settings::default()))
+        Remote::region(L2::new(client, crate::l2::L2Settings::default()))
     }
 
     fn of(tenant: &str, i: usize) -> Invalidation<String> {

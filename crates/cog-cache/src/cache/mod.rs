@@ -123,19 +123,11 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// Removes every entry of this view's tenant tagged `tag`: here, in L2,
     /// and — through Redis pub/sub — in every other instance's L1.
     pub async fn invalidate_tag(&self, tag: &str) {
-        let inner = &self.inner;
-        let tenant = self.tenant_str().to_string();
-        let msg = Invalidation::<K>::Tag {
-            tenant: tenant.clone(),
+        self.invalidate_everywhere(Invalidation::Tag {
+            tenant: self.tenant_str().to_string(),
             tag: tag.to_owned(),
-        };
-        inner.apply(&msg);
-        for l2 in inner.l2s_of(&tenant) {
-            if let Err(e) = l2.delete_tag(&tenant, tag).await {
-                inner.stats.l2_error(&e);
-            }
-        }
-        self.publish(&msg).await;
+        })
+        .await;
     }
 
     /// Resolves once this instance receives other instances' invalidations
@@ -152,6 +144,13 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// [`CacheBuilder::region`](crate::CacheBuilder::region)).
     pub fn regions_pending(&self) -> usize {
         self.inner.regions_pending()
+    }
+
+    /// Invalidations still to land anywhere: on this deployment's L2s and
+    /// channel (those Redis refused when they were made, retried every
+    /// `redis_retry_interval`), and in other regions.
+    pub fn invalidations_pending(&self) -> usize {
+        self.inner.invalidations_pending()
     }
 
     /// Counters since the cache was built.
@@ -266,50 +265,47 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     /// Removes `key` here, from L2, and — through Redis pub/sub — from
     /// every other instance's L1.
     pub async fn invalidate(&self, key: &K) {
-        let inner = &self.inner;
-        let msg = Invalidation::Key {
+        self.invalidate_everywhere(Invalidation::Key {
             tenant: self.tenant_str().to_string(),
             key: key.clone(),
-        };
-        inner.apply(&msg);
-        for l2 in inner.l2s_of(self.tenant_str()) {
-            if let Some(data_key) = l2.data_key(self.tenant_str(), key)
-                && let Err(e) = l2.del(&data_key).await
-            {
-                inner.stats.l2_error(&e);
-            }
-        }
-        self.publish(&msg).await;
+        })
+        .await;
     }
 
     /// Removes every entry of this view's tenant: here, in L2 (a `SCAN`
     /// of the tenant's keys, on every node of a cluster), and — through
     /// Redis pub/sub — in every other instance's L1.
     pub async fn invalidate_tenant(&self) {
-        let inner = &self.inner;
-        let tenant = self.tenant_str().to_string();
-        let msg = Invalidation::<K>::Tenant(tenant.clone());
-        inner.apply(&msg);
-        for l2 in inner.l2s_of(&tenant) {
-            if let Err(e) = l2.delete_tenant(&tenant).await {
-                inner.stats.l2_error(&e);
-            }
-        }
-        self.publish(&msg).await;
+        self.invalidate_everywhere(Invalidation::Tenant(self.tenant_str().to_string()))
+            .await;
     }
 
-    /// After an invalidation's L2 deletes: applies it here again (a load
-    /// here may have read L2 before the delete), tells the other instances
-    /// and the other regions.
-    async fn publish(&self, msg: &Invalidation<K>) {
+    /// Applies `msg` here, deletes what it names from every L2 that may
+    /// hold it, applies it here again (a load here may have read L2 before
+    /// the delete), and tells the other instances and the other regions.
+    /// What Redis refused — an error, a timeout, the circuit open — is not
+    /// lost: the whole invalidation is queued and retried until it lands.
+    async fn invalidate_everywhere(&self, msg: Invalidation<K>) {
         let inner = &self.inner;
-        if let Some(l2) = &inner.l2 {
-            inner.apply(msg);
-            if let Err(e) = l2.publish(msg).await {
+        inner.apply(&msg);
+        let mut landed = true;
+        for l2 in inner.l2s_of(self.tenant_str()) {
+            if let Err(e) = l2.invalidate(&msg).await {
                 inner.stats.l2_error(&e);
+                landed = false;
             }
         }
-        inner.fan_out(msg);
+        if let Some(l2) = &inner.l2 {
+            inner.apply(&msg);
+            if let Err(e) = l2.publish(&msg).await {
+                inner.stats.l2_error(&e);
+                landed = false;
+            }
+            if !landed {
+                inner.retry_here(&msg);
+            }
+        }
+        inner.fan_out(&msg);
     }
 
     /// After a miss on the tenant's deployment shortly after its

@@ -815,3 +815,79 @@ async fn invalidations_ready_waits_for_the_subscription() {
     })
     .await;
 }
+
+/// Redis out of memory (`maxmemory` reached, `noeviction`): writes fail
+/// and open the circuit; reads and deletes still work. Values still load,
+/// once per key, without waiting on a lease Redis could not grant; what L2
+/// holds is still read; and an invalidation made meanwhile is not lost —
+/// it reaches L2 and the other instances' L1s once the circuit lets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory_still_loads_reads_and_invalidates() {
+    let server = RedisServer::start().unwrap();
+    let writer = cache(&server.url(), true).await;
+    let k = "kept".to_owned();
+    let counter = Counter::default();
+    assert_eq!(
+        writer
+            .get_or_load(&k, counter.loader("v", Duration::ZERO))
+            .await
+            .unwrap(),
+        "v"
+    );
+    // Another instance holds it in L1, listening for invalidations.
+    let reader = cache(&server.url(), false).await;
+    reader.invalidations_ready().await;
+    assert_eq!(
+        reader
+            .get_or_load(&k, counter.loader("x", Duration::ZERO))
+            .await
+            .unwrap(),
+        "v"
+    );
+    assert_eq!(counter.calls(), 1);
+
+    server
+        .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .unwrap();
+    server
+        .command(&["CONFIG", "SET", "maxmemory", "1"])
+        .unwrap();
+    match server.command(&["SET", "probe", "x"]) {
+        Ok(Reply::Error(e)) => assert!(e.starts_with("OOM"), "{e}"),
+        other => panic!("not out of memory: {other:?}"),
+    }
+
+    // An instance with an empty L1 reads what L2 holds.
+    let cache = cache(&server.url(), true).await;
+    let other = Counter::default();
+    assert_eq!(
+        cache
+            .get_or_load(&k, other.loader("reloaded", Duration::ZERO))
+            .await
+            .unwrap(),
+        "v"
+    );
+    assert_eq!(other.calls(), 0);
+    // A new key loads once for every concurrent caller, without waiting on
+    // a lease (its `SET NX` fails too).
+    let started = std::time::Instant::now();
+    stampede(std::slice::from_ref(&cache), 20, &other, "new").await;
+    assert_eq!(other.calls(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(cache.stats().l2_errors > 0);
+
+    cache.invalidate(&k).await;
+    eventually("the entry deleted from L2", async || dbsize(&server) == 0).await;
+    eventually("the other instance's L1 told", async || {
+        reader.get(&k).await.is_none()
+    })
+    .await;
+    eventually("nothing left to retry", async || {
+        cache.invalidations_pending() == 0
+    })
+    .await;
+}
