@@ -216,7 +216,14 @@ fn get_u32(view: &MemoryView<'_>, ptr: u64) -> Result<u32, i32> {
 }
 
 fn put(view: &MemoryView<'_>, ptr: i32, bytes: &[u8]) -> Result<(), i32> {
-    view.write(u64::from(ptr as u32), bytes).map_err(|_| EFAULT)
+    put_at(view, ptr, 0, bytes)
+}
+
+/// [`put`] at `offset` past `ptr`: an address past the 32-bit space is
+/// `EFAULT`, as any outside memory (it does not wrap around, nor overflow).
+fn put_at(view: &MemoryView<'_>, ptr: i32, offset: u64, bytes: &[u8]) -> Result<(), i32> {
+    view.write(u64::from(ptr as u32) + offset, bytes)
+        .map_err(|_| EFAULT)
 }
 
 /// `(buf, len)` pairs of an iovec array.
@@ -735,7 +742,7 @@ fn poll_oneoff(mut ctx: Ctx<'_>, subs: i32, events: i32, n: i32, out: i32) -> Re
             event[0..8].copy_from_slice(&userdata.to_le_bytes());
             event[8..10].copy_from_slice(&(*err as u16).to_le_bytes());
             event[10] = *ty;
-            if put(view, events + (i as i32) * 32, &event).is_err() {
+            if put_at(view, events, i as u64 * 32, &event).is_err() {
                 return Ok(EFAULT);
             }
         }
@@ -758,7 +765,7 @@ fn random_get(mut ctx: Ctx<'_>, buf: i32, len: i32) -> Res {
         while done < len {
             let take = chunk.len().min(len - done);
             state.wasi.fill(&mut chunk[..take]);
-            if put(view, buf + done as i32, &chunk[..take]).is_err() {
+            if put_at(view, buf, done as u64, &chunk[..take]).is_err() {
                 return Ok(EFAULT);
             }
             done += take;
@@ -863,4 +870,27 @@ fn yield_now(ctx: &Ctx<'_>) -> Res {
 fn no_sockets(ctx: &Ctx<'_>) -> Res {
     enter(ctx)?;
     Ok(ENOTSUP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address past the end of the 32-bit space is outside memory: not
+    /// an overflow (a panic in debug builds), not a wrap to its start.
+    #[test]
+    fn writes_past_the_address_space_are_faults() {
+        let mut store = Store::default();
+        let memory =
+            wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
+        let view = memory.view(&store);
+        assert_eq!(put_at(&view, 0, 8, b"ok"), Ok(()));
+        // `poll_oneoff`'s events and `random_get`'s buffer, near the top.
+        assert_eq!(put_at(&view, i32::MAX, 32, b"x"), Err(EFAULT));
+        // -1 is 0xffff_ffff: 64 past it is not address 63.
+        assert_eq!(put_at(&view, -1, 64, b"x"), Err(EFAULT));
+        let mut b = [0u8; 1];
+        view.read(63, &mut b).unwrap();
+        assert_eq!(b, [0]);
+    }
 }
