@@ -113,6 +113,12 @@ impl FileStore {
 
 /// Writes `bytes` to a temporary sibling of `path`, syncs it, renames it
 /// over `path` and syncs the directory.
+///
+/// The document holds plugin configuration and the hashes of every key and
+/// token: a new file is readable by its owner only (on Unix, mode `0600`),
+/// and a file already there keeps its permissions — a write never widens
+/// what an operator narrowed (a rename would otherwise put the temporary
+/// file's default mode in its place).
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
@@ -121,6 +127,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ControlError> {
     fs::create_dir_all(&dir).map_err(|e| ControlError::io(&dir, e))?;
     let mut tmp = tempfile_in(&dir, path)?;
     let result = (|| {
+        match fs::metadata(path) {
+            Ok(meta) => tmp.1.set_permissions(meta.permissions())?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         tmp.1.write_all(bytes)?;
         tmp.1.sync_all()?;
         fs::rename(&tmp.0, path)?;
@@ -145,7 +156,11 @@ fn tempfile_in(dir: &Path, target: &Path) -> Result<(PathBuf, File), ControlErro
             rand::random::<u32>()
         );
         let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&path) {
             Ok(f) => return Ok((path, f)),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(ControlError::io(&path, e)),

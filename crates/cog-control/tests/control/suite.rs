@@ -717,6 +717,36 @@ async fn unreferenced_plugin_bytes_are_deleted((store, _): Pair) {
     assert!(store.get_blob(&second).await.unwrap().is_none());
 }
 
+/// The file holds plugin configuration and the hashes of every key and
+/// token: created readable by its owner only, and a mode an operator set
+/// survives every write (each one renames a new file into place).
+#[cfg(unix)]
+#[tokio::test]
+async fn the_file_store_is_private_and_keeps_its_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let c = Control::new(Arc::new(FileStore::new(&path)));
+    let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    c.create_plan("free", Plan::default()).await.unwrap();
+    assert_eq!(mode(), 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    c.create_plan("pro", Plan::default()).await.unwrap();
+    assert_eq!(mode(), 0o640);
+    // Plugin bytes too.
+    let store = FileStore::new(&path);
+    let digest = cog_control::digest(EMPTY_WASM);
+    store.put_blob(&digest, EMPTY_WASM).await.unwrap();
+    let blob = dir.path().join(format!(
+        "state.json.blobs/{}.wasm",
+        digest.trim_start_matches("sha256:")
+    ));
+    assert_eq!(
+        std::fs::metadata(&blob).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
 #[tokio::test]
 async fn deleting_plugin_bytes_from_the_file_store() {
     let dir = tempfile::tempdir().unwrap();
