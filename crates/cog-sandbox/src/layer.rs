@@ -82,9 +82,17 @@ where
 /// policies (500 if one of them is [`OnError::Fail`], else the phase's
 /// changes are dropped and the request goes on); that thread is left to
 /// finish on its own. This uses tokio's timer: the runtime needs it enabled.
+///
+/// Plugins do not see the request's credentials: `Authorization` and
+/// `Proxy-Authorization` (where a tenant's API key travels) are taken out
+/// of the headers hooks read, so no plugin can log or keep them, and put
+/// back on the request that goes on — unless a plugin set its own value.
+/// [`show_credentials`](Self::show_credentials) lets plugins that check
+/// credentials themselves read them.
 #[derive(Clone)]
 pub struct PluginLayer {
     resolver: Arc<dyn PluginResolver>,
+    show_credentials: bool,
 }
 
 impl fmt::Debug for PluginLayer {
@@ -98,6 +106,48 @@ impl PluginLayer {
     pub fn new(resolver: impl PluginResolver) -> Self {
         PluginLayer {
             resolver: Arc::new(resolver),
+            show_credentials: false,
+        }
+    }
+
+    /// Whether plugins read `Authorization` and `Proxy-Authorization`
+    /// (default: no, see above). Only for plugins that verify credentials
+    /// themselves — whatever a plugin reads, it can log.
+    pub fn show_credentials(mut self, show: bool) -> Self {
+        self.show_credentials = show;
+        self
+    }
+}
+
+/// Request headers plugins do not read unless the layer shows them.
+const CREDENTIALS: [http::HeaderName; 2] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+];
+
+/// Takes the credentials out of `headers`, to be [`restore`]d.
+fn withhold(headers: &mut http::HeaderMap) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let mut held = Vec::new();
+    for name in CREDENTIALS {
+        if let http::header::Entry::Occupied(e) = headers.entry(&name) {
+            let (name, values) = e.remove_entry_mult();
+            held.extend(values.map(|v| (name.clone(), v)));
+        }
+    }
+    held
+}
+
+/// Puts withheld credentials back on a request, except where a plugin set
+/// that field itself.
+fn restore(headers: &mut http::HeaderMap, held: Vec<(http::HeaderName, http::HeaderValue)>) {
+    let set = CREDENTIALS.each_ref().map(|n| headers.contains_key(n));
+    for (name, value) in held {
+        if CREDENTIALS
+            .iter()
+            .zip(set)
+            .any(|(n, set)| *n == name && !set)
+        {
+            headers.append(name, value);
         }
     }
 }
@@ -109,6 +159,7 @@ impl<S> Layer<S> for PluginLayer {
         Plugins {
             inner,
             resolver: self.resolver.clone(),
+            show_credentials: self.show_credentials,
         }
     }
 }
@@ -118,6 +169,7 @@ impl<S> Layer<S> for PluginLayer {
 pub struct Plugins<S> {
     inner: S,
     resolver: Arc<dyn PluginResolver>,
+    show_credentials: bool,
 }
 
 cog_core::inner_service!(Plugins<S>);
@@ -199,11 +251,17 @@ where
         // The service that was made ready goes with this request.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let show_credentials = self.show_credentials;
         let fut = cog_core::ResponseFuture::new(async move {
             let plugins = resolved.plugins.clone();
             // Request phase.
             let mut ex = Exchange::new(parts.method.clone(), parts.uri.clone(), resolved.tenant);
             ex.request_headers = parts.headers.clone();
+            let withheld = if show_credentials {
+                Vec::new()
+            } else {
+                withhold(&mut ex.request_headers)
+            };
             let wants_body = plugins.iter().any(|p| p.reads_body(Phase::Request));
             let (body, read) = if wants_body {
                 match read_body(body, input_cap(&plugins)).await {
@@ -223,6 +281,7 @@ where
             }
             let mut parts = parts;
             parts.headers = ex.request_headers.clone();
+            restore(&mut parts.headers, withheld);
             let body = match (body, &ex.request_body) {
                 (Some(original), _) => original,
                 (None, read) => {

@@ -350,3 +350,108 @@ async fn readiness_is_the_inner_services() {
     let mut svc = layer(Vec::new()).layer(gate.clone());
     assert_ready_with_inner::<_, Request<Full<Bytes>>, _>(&mut svc, &gate);
 }
+
+/// Copies what the plugin reads of `authorization` into `x-plugin`
+/// (`absent` when it reads nothing), and lists the request's header names
+/// into `x-names`.
+fn reads_authorization(rt: &Runtime, name: &str) -> Plugin {
+    rt.load(
+        name,
+        &module(
+            r#"(data (i32.const 0) "authorization") (data (i32.const 16) "x-plugin")
+               (data (i32.const 32) "absent") (data (i32.const 48) "x-names")
+               (func (export "cog_on_request") (result i32)
+                 (local $n i32)
+                 (local.set $n (call $header_get (i32.const 0) (i32.const 0) (i32.const 13) (i32.const 64) (i32.const 256)))
+                 (if (i32.gt_s (local.get $n) (i32.const 0))
+                   (then (drop (call $header_set (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 64) (local.get $n))))
+                   (else (drop (call $header_set (i32.const 0) (i32.const 16) (i32.const 8) (i32.const 32) (i32.const 6)))))
+                 ;; The names, newline-separated; newlines made commas.
+                 (local.set $n (call $header_names (i32.const 0) (i32.const 512) (i32.const 512)))
+                 (block $done (loop $next
+                   (br_if $done (i32.le_s (local.get $n) (i32.const 0)))
+                   (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                   (if (i32.eq (i32.load8_u (i32.add (i32.const 512) (local.get $n))) (i32.const 10))
+                     (then (i32.store8 (i32.add (i32.const 512) (local.get $n)) (i32.const 44))))
+                   (br $next)))
+                 (drop (call $header_set (i32.const 0) (i32.const 48) (i32.const 7) (i32.const 512)
+                   (call $header_names (i32.const 0) (i32.const 0) (i32.const 0))))
+                 i32.const 0)"#,
+        ),
+        Limits::default(),
+    )
+    .unwrap()
+}
+
+/// The tenant's API key travels in `Authorization`: plugins do not read it
+/// (nor `Proxy-Authorization`), so none can log or keep it, and the service
+/// still gets it. A plugin's own value replaces it; `show_credentials`
+/// shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_do_not_see_credentials() {
+    let rt = Runtime::new();
+    // Echoes what the service got: the plugin's copy and the credential.
+    let service = service_fn(|req: Request<Body>| async move {
+        let mut res = Response::new(Body::default());
+        for (from, to) in [
+            ("x-plugin", "x-seen"),
+            ("x-names", "x-names"),
+            ("authorization", "x-auth"),
+            ("proxy-authorization", "x-proxy-auth"),
+        ] {
+            // Every value, as one.
+            let all: Vec<&str> = req
+                .headers()
+                .get_all(from)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            if !all.is_empty() {
+                res.headers_mut()
+                    .insert(to, all.join(" | ").parse().unwrap());
+            }
+        }
+        Ok::<_, Infallible>(res)
+    });
+    let send = |layer: PluginLayer| async move {
+        let req = Request::get("/items")
+            .header("authorization", "Bearer cog_secret")
+            .header("proxy-authorization", "Basic c2VjcmV0")
+            .header("x-tenant", "acme");
+        let res = layer
+            .layer(service)
+            .oneshot(req.body(Body::default()).unwrap())
+            .await
+            .unwrap();
+        res.headers().clone()
+    };
+    let seen = send(layer(vec![reads_authorization(&rt, "reader")])).await;
+    assert_eq!(seen["x-seen"], "absent");
+    let names = seen["x-names"].to_str().unwrap();
+    assert!(!names.contains("authorization"), "{names}");
+    assert!(names.contains("x-tenant"), "{names}");
+    assert_eq!(seen["x-auth"], "Bearer cog_secret");
+    assert_eq!(seen["x-proxy-auth"], "Basic c2VjcmV0");
+
+    // A plugin that sets its own credential for the service replaces it.
+    let sets = rt
+        .load(
+            "upstream-credential",
+            &module(
+                r#"(data (i32.const 0) "authorization") (data (i32.const 16) "Token upstream")
+                   (func (export "cog_on_request") (result i32)
+                     (drop (call $header_set (i32.const 0) (i32.const 0) (i32.const 13) (i32.const 16) (i32.const 14)))
+                     i32.const 0)"#,
+            ),
+            Limits::default(),
+        )
+        .unwrap();
+    let seen = send(layer(vec![sets])).await;
+    assert_eq!(seen["x-auth"], "Token upstream");
+    assert_eq!(seen["x-proxy-auth"], "Basic c2VjcmV0");
+
+    // Shown on request.
+    let seen = send(layer(vec![reads_authorization(&rt, "checker")]).show_credentials(true)).await;
+    assert_eq!(seen["x-seen"], "Bearer cog_secret");
+    assert_eq!(seen["x-auth"], "Bearer cog_secret");
+}
