@@ -668,6 +668,39 @@ fn apply_diff_edit_diff_apply_on_redis() {
     apply_diff_cycle(&Env::redis(&server));
 }
 
+/// `cog serve` names its store on its first line (what a supervisor
+/// logs): never with the store's password.
+#[test]
+fn serve_does_not_print_the_stores_password() {
+    let server = cog_testkit::RedisServer::start().unwrap();
+    server
+        .command(&["CONFIG", "SET", "requirepass", "s3cret"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("redis://:s3cret@127.0.0.1:{}", server.port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cog"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("COG_STORE", &store)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("listening on http://"), "{line}");
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", server.port())),
+        "{line}"
+    );
+    assert!(!line.contains("s3cret"), "{line}");
+}
+
 #[test]
 fn apply_diff_edit_diff_apply_through_the_admin_api() {
     apply_diff_cycle(&Env::file().served());

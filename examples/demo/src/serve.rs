@@ -76,14 +76,23 @@ async fn stop_signal() {
     }
 }
 
-fn announce(config: &app::Config, demo: &app::Demo, addr: SocketAddr) {
+/// The first line the demo prints: where it listens and where its state
+/// is. Logged, so a URL's password stays out.
+fn listening(config: &app::Config, addr: SocketAddr) -> String {
     match &config.redis_url {
-        Some(url) => eprintln!("cog demo on http://{addr} — shared state in Redis at {url}"),
-        None => eprintln!(
+        Some(url) => format!(
+            "cog demo on http://{addr} — shared state in Redis at {}",
+            cog_core::text::redact_url(url)
+        ),
+        None => format!(
             "cog demo on http://{addr} — in-memory backends, control plane in {} (set COG_REDIS_URL to share through Redis)",
-            config.store
+            cog_core::text::redact_url(&config.store)
         ),
     }
+}
+
+fn announce(config: &app::Config, demo: &app::Demo, addr: SocketAddr) {
+    eprintln!("{}", listening(config, addr));
     match &demo.demo_key {
         Some(key) => {
             eprintln!(
@@ -104,5 +113,22 @@ fn announce(config: &app::Config, demo: &app::Demo, addr: SocketAddr) {
                 .clone()
                 .unwrap_or_else(|| config.store.clone())
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_line_does_not_show_a_password() {
+        let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let config = app::Config {
+            redis_url: Some("redis://:s3cret@redis.internal:6379".into()),
+            ..app::Config::default()
+        };
+        let line = listening(&config, addr);
+        assert!(line.contains("redis.internal:6379"), "{line}");
+        assert!(!line.contains("s3cret"), "{line}");
     }
 }

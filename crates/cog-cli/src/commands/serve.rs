@@ -79,9 +79,10 @@ async fn serve<St: Store + Clone>(args: &ServeArgs, ctx: &Ctx<'_>, limiter: St) 
         router = router.merge(probe(limiter, &directory));
     }
     // The address on stderr, the one line a supervisor (or a test) reads.
+    // The store's password (if any) stays out of it: this line is logged.
     eprintln!(
         "cog admin API listening on http://{addr} (store {})",
-        ctx.store
+        cog_core::text::redact_url(ctx.store)
     );
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
