@@ -337,8 +337,12 @@ where
             let body = match (res_body, ex.response_body) {
                 (Some(original), _) => original,
                 (None, Some(bytes)) => {
-                    // The length may have changed.
-                    set_length(&mut res_parts.headers, bytes.len());
+                    // The length may have changed — where it is the
+                    // body's: a `HEAD` answer's is its `GET`'s, and a
+                    // 1xx, 204 or 304 has none to state.
+                    if framed_by_its_body(&ex.method, res_parts.status) {
+                        set_length(&mut res_parts.headers, bytes.len());
+                    }
                     ResBody::from(bytes)
                 }
                 (None, None) => ResBody::from(Bytes::new()),
@@ -347,6 +351,15 @@ where
         });
         ResponseFuture::Hooked { fut }
     }
+}
+
+/// Whether an answer's `Content-Length` is the length of the body it
+/// carries (RFC 9110 §8.6): not for `HEAD`, nor for 1xx, 204 and 304.
+fn framed_by_its_body(method: &http::Method, status: StatusCode) -> bool {
+    *method != http::Method::HEAD
+        && !status.is_informational()
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
 }
 
 /// A body now sent whole: its exact length, and no chunked framing.

@@ -295,6 +295,52 @@ async fn a_response_over_the_plugin_input_limit_is_502_not_413() {
     assert_eq!(status, 502);
 }
 
+/// A plugin that reads response bodies leaves a `HEAD` answer's length
+/// (its `GET`'s) as the service gave it, and adds none to a 204 or a 304;
+/// a `GET` answer's is its body's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_bodiless_answer_keeps_its_framing() {
+    let rt = Runtime::new();
+    let reader = rt
+        .load(
+            "reader",
+            &module(r#"(func (export "cog_on_response") (result i32) i32.const 0)"#),
+            Limits::default(),
+        )
+        .unwrap()
+        .bodies(false, true);
+    // Answers `status`, with the length of a 7-byte body and no body.
+    let service = service_fn(|req: Request<Body>| async move {
+        let status: u16 = req.uri().path()[1..].parse().unwrap();
+        let mut res = Response::new(Body::default());
+        *res.status_mut() = StatusCode::from_u16(status).unwrap();
+        if status == 200 {
+            res.headers_mut()
+                .insert("content-length", http::HeaderValue::from_static("7"));
+        }
+        Ok::<_, Infallible>(res)
+    });
+    let length = |method: http::Method, status: u16| {
+        let l = layer(vec![reader.clone()]);
+        async move {
+            let req = Request::builder()
+                .method(method)
+                .uri(format!("/{status}"))
+                .body(Body::default())
+                .unwrap();
+            let res = l.layer(service).oneshot(req).await.unwrap();
+            res.headers()
+                .get("content-length")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(length(http::Method::HEAD, 200).await.as_deref(), Some("7"));
+    assert_eq!(length(http::Method::GET, 204).await, None);
+    assert_eq!(length(http::Method::GET, 304).await, None);
+    // A body read and sent whole: its own length.
+    assert_eq!(length(http::Method::GET, 200).await.as_deref(), Some("0"));
+}
+
 /// A plugin that could not be loaded is never silently left out: its
 /// failure policy applies to each request it is attached to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
