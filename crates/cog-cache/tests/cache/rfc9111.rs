@@ -574,6 +574,83 @@ async fn max_stale() {
     );
 }
 
+/// `max-stale=N` counts seconds: an entry stale by 60 s (it came 90 s old,
+/// fresh for 30; kept for its validator) is taken with `max-stale=100`,
+/// not with `max-stale=30`.
+#[tokio::test]
+async fn max_stale_counts_seconds() {
+    let c = Cache::new(|_, n| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=30".into()),
+                ("age", "90".into()),
+                ("etag", format!("\"v{n}\"")),
+            ],
+            format!("#{n}"),
+        )
+    });
+    c.get("/r").await;
+    let a = c
+        .send("GET", "/r", &[("cache-control", "max-stale=100")])
+        .await;
+    assert_eq!(a.body, "#1", "{}", a.header("cache-status"));
+    let a = c
+        .send("GET", "/r", &[("cache-control", "max-stale=30")])
+        .await;
+    assert_eq!(a.body, "#2", "{}", a.header("cache-status"));
+}
+
+/// A client's own conditional goes to the origin as it sent it: the cache
+/// does not put its stale entry's validators in their place (the answer is
+/// about the client's copy, not the cache's).
+#[tokio::test]
+async fn a_clients_conditional_is_forwarded_as_sent() {
+    let c = Cache::new(|req, n| {
+        let asked = req
+            .headers()
+            .get("if-none-match")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if asked.as_deref() == Some("\"mine\"") {
+            return respond(304, &[("etag", "\"mine\"".into())], "");
+        }
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=0".into()),
+                ("etag", format!("\"v{n}\"")),
+            ],
+            format!("#{n}"),
+        )
+    });
+    c.get("/r").await;
+    let a = c.send("GET", "/r", &[("if-none-match", "\"mine\"")]).await;
+    assert_eq!(
+        c.seen.last_header("if-none-match").as_deref(),
+        Some("\"mine\"")
+    );
+    assert_eq!(a.status, StatusCode::NOT_MODIFIED);
+}
+
+/// A `HEAD` that misses is forwarded and nothing is stored: its empty body
+/// must never answer a later `GET`.
+#[tokio::test]
+async fn a_head_miss_stores_nothing() {
+    let c = Cache::new(|req, n| {
+        let body = if req.method() == http::Method::HEAD {
+            String::new()
+        } else {
+            format!("#{n}")
+        };
+        respond(200, &[("cache-control", "max-age=600".into())], body)
+    });
+    let a = c.send("HEAD", "/r", &[]).await;
+    assert_eq!(a.body, "");
+    let a = c.get("/r").await;
+    assert_eq!(a.body, "#2");
+    assert_eq!(c.seen.count(), 2);
+}
+
 /// `Age` on every answer from the cache includes the age on arrival.
 #[tokio::test]
 async fn age_counts_from_the_origin() {
