@@ -299,6 +299,96 @@ async fn stale_entries_are_revalidated_and_refreshed_by_304() {
     assert_eq!(c.seen.count(), 2);
 }
 
+/// Within `stale-while-revalidate` the stale entry answers at once, and the
+/// revalidation behind it is conditional (the entry's `ETag`): its 304
+/// makes the entry fresh again, so later requests stay off the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_revalidation_is_conditional_and_its_304_refreshes() {
+    let c = Cache::new(move |req, _| {
+        if req
+            .headers()
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"e\"")
+        {
+            return respond(304, &[("cache-control", "max-age=600".into())], "");
+        }
+        respond(
+            200,
+            &[
+                // Stale on arrival, served while revalidated.
+                (
+                    "cache-control",
+                    "max-age=1, stale-while-revalidate=60".into(),
+                ),
+                ("age", "5".into()),
+                ("etag", "\"e\"".into()),
+            ],
+            "v",
+        )
+    });
+    c.get("/r").await;
+    let a = c.get("/r").await;
+    assert_eq!(a.body, "v");
+    assert!(
+        a.header("cache-status").starts_with("cog; hit"),
+        "{}",
+        a.header("cache-status")
+    );
+    // The revalidation behind it, then fresh for 600 s.
+    for _ in 0..200 {
+        if c.seen.count() == 2 && c.get("/r").await.header("cache-control") == "max-age=600" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        c.seen.last_header("if-none-match").as_deref(),
+        Some("\"e\"")
+    );
+    let a = c.get("/r").await;
+    assert_eq!(a.header("cache-control"), "max-age=600");
+    assert!(
+        a.header("cache-status").starts_with("cog; hit"),
+        "{}",
+        a.header("cache-status")
+    );
+    assert_eq!(c.seen.count(), 2, "one revalidation, then hits");
+}
+
+/// A background revalidation the origin answers in full (the entry
+/// changed) stores the new answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_revalidation_answered_in_full_stores_it() {
+    let c = Cache::new(move |req, n| {
+        let cc = if req.headers().contains_key("if-none-match") {
+            "max-age=600"
+        } else {
+            "max-age=1, stale-while-revalidate=60"
+        };
+        respond(
+            200,
+            &[
+                ("cache-control", cc.into()),
+                ("age", "5".into()),
+                ("etag", format!("\"v{n}\"")),
+            ],
+            format!("#{n}"),
+        )
+    });
+    c.get("/r").await;
+    assert_eq!(c.get("/r").await.body, "#1");
+    let mut body = String::new();
+    for _ in 0..200 {
+        body = c.get("/r").await.body;
+        if body == "#2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(body, "#2");
+    assert_eq!(c.seen.count(), 2);
+}
+
 /// A 304's fields replace the stored ones in every later answer — also
 /// when the entry had already answered hits (which parse its fields once
 /// and keep them with the entry).
