@@ -389,6 +389,35 @@ async fn a_background_revalidation_answered_in_full_stores_it() {
     assert_eq!(c.seen.count(), 2);
 }
 
+/// A URI's list of varied-on headers lives as long as its longest-lived
+/// variant, no longer: once they are gone, the URI misses as a whole.
+#[tokio::test]
+async fn the_vary_record_goes_with_its_variants() {
+    let c = Cache::new(|_, n| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=1".into()),
+                ("vary", "accept-language".into()),
+            ],
+            format!("#{n}"),
+        )
+    });
+    let en = [("accept-language", "en")];
+    let a = c.send("GET", "/r", &en).await;
+    assert_eq!(a.header("cache-status"), "cog; fwd=uri-miss; stored");
+    assert!(
+        c.send("GET", "/r", &en)
+            .await
+            .header("cache-status")
+            .starts_with("cog; hit")
+    );
+    // Both gone after their second (with room for a busy machine's clock).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let a = c.send("GET", "/r", &en).await;
+    assert_eq!(a.header("cache-status"), "cog; fwd=uri-miss; stored");
+}
+
 /// A 304's fields replace the stored ones in every later answer — also
 /// when the entry had already answered hits (which parse its fields once
 /// and keep them with the entry).
