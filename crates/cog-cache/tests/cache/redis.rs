@@ -893,3 +893,46 @@ async fn redis_out_of_memory_still_loads_reads_and_invalidates() {
     })
     .await;
 }
+
+/// An invalidation made while this instance cannot reach Redis waits
+/// (`invalidations_pending`) and lands once Redis is back: the value leaves
+/// L2 and the other instances' L1s — before, it stayed in both until its
+/// TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_made_while_redis_is_cut_off_lands_when_it_is_back() {
+    let server = RedisServer::start().unwrap();
+    let proxy = cog_testkit::Proxy::start(&server.addr()).await.unwrap();
+    let here = cache(&proxy.redis_url(), false).await;
+    let other = cache(&server.url(), false).await;
+    other.invalidations_ready().await;
+    let k = "k".to_owned();
+    here.insert(k.clone(), "v".into()).await;
+    let l2_key = here.l2_key(&k).unwrap();
+    assert_eq!(other.get(&k).await.as_deref(), Some("v"));
+
+    proxy.cut();
+    here.invalidate(&k).await;
+    assert_eq!(here.invalidations_pending(), 1);
+    assert!(matches!(
+        server.command(&["EXISTS", &l2_key]).unwrap(),
+        Reply::Int(1)
+    ));
+    assert!(
+        other.get_fresh(&k).is_some(),
+        "nobody told the other instance yet"
+    );
+
+    proxy.restore();
+    eventually("the invalidation landed", async || {
+        here.invalidations_pending() == 0
+    })
+    .await;
+    assert!(matches!(
+        server.command(&["EXISTS", &l2_key]).unwrap(),
+        Reply::Int(0)
+    ));
+    eventually("the other instance's L1 told", async || {
+        other.get_fresh(&k).is_none()
+    })
+    .await;
+}
