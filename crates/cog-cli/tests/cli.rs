@@ -101,6 +101,19 @@ impl Drop for Served {
 /// Starts `cog serve` over `store` (in `dir`) on a free port; the address
 /// from its first line on stderr.
 fn serve(store: &str, dir: &Path, extra: &[&str]) -> (std::process::Child, String) {
+    let (server, line) = serve_line(store, dir, extra);
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (server, addr)
+}
+
+/// Starts `cog serve` over `store` (in `dir`) on a free port; its first
+/// line on stderr.
+fn serve_line(store: &str, dir: &Path, extra: &[&str]) -> (std::process::Child, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_cog"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(extra)
@@ -116,13 +129,7 @@ fn serve(store: &str, dir: &Path, extra: &[&str]) -> (std::process::Child, Strin
         &mut line,
     )
     .unwrap();
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .to_owned();
-    (server, addr)
+    (server, line)
 }
 
 struct Env {
@@ -678,19 +685,7 @@ fn serve_does_not_print_the_stores_password() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = format!("redis://:s3cret@127.0.0.1:{}", server.port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cog"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .current_dir(dir.path())
-        .env("COG_STORE", &store)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut child, line) = serve_line(&store, dir.path(), &[]);
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.contains("listening on http://"), "{line}");

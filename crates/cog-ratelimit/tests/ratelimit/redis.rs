@@ -288,29 +288,26 @@ async fn numbers_no_script_wrote_are_garbage_too() {
         &[&far],
         &[&far, "PX", "60000"],
     ];
+    // The single-limit script, the leased one, and the general one (two
+    // limits, the junk under the first).
+    let scripts = [
+        ("single", &store, &gcra),
+        ("leased", &leased, &gcra),
+        ("both", &store, &both),
+    ];
     for (i, junk) in gcra_junk.iter().enumerate() {
-        for (name, store) in [("single", &store), ("leased", &leased)] {
+        for (name, store, quota) in scripts {
             let subject = format!("{name}-{i}");
-            let key = store.keys(&subject, &gcra).remove(0);
+            let key = store.keys(&subject, quota).remove(0);
             server
                 .command(&[&["SET", &key][..], junk].concat())
                 .unwrap();
             assert_eq!(
-                admitted(store, &subject, &gcra, 3, 1).await,
+                admitted(store, &subject, quota, 3, 1).await,
                 2,
                 "{name} {junk:?}"
             );
         }
-        let subject = format!("both-{i}");
-        let key = store.keys(&subject, &both).remove(0);
-        server
-            .command(&[&["SET", &key][..], junk].concat())
-            .unwrap();
-        assert_eq!(
-            admitted(&store, &subject, &both, 3, 1).await,
-            2,
-            "both {junk:?}"
-        );
     }
     let idx = (now_us / 60_000_000).to_string();
     for (i, (c, p)) in [("1e308", "1e308"), ("nan", "0"), ("5", "inf")]
