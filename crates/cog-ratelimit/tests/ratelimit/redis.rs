@@ -342,13 +342,27 @@ async fn denials_are_remembered_locally_until_reset_time() {
     assert_eq!(d.source(), DecisionSource::Store);
     let retry = d.retry_after().unwrap();
     assert!(retry > Duration::from_millis(500), "{retry:?}");
+    let reset = d.statuses()[0].reset_after;
     // Even with Redis gone, the known-denied subject is denied locally,
     // with the time left of Redis's answer.
     server.kill().unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let d = store.check("k", &quota, 1).await.unwrap();
     assert!(!d.is_allowed());
     assert_eq!(d.source(), DecisionSource::LocalDeny);
     assert!(d.retry_after().unwrap() <= retry);
+    // The `RateLimit` reset counts down too, not frozen at Redis's answer.
+    assert!(
+        d.statuses()[0].reset_after <= reset - Duration::from_millis(200),
+        "{:?} then {:?}",
+        reset,
+        d.statuses()[0].reset_after
+    );
+    // The layer's synchronous path gives the same answer, without I/O.
+    let now = store.try_check_now("k", &quota, 1).unwrap().unwrap();
+    assert_eq!(now.source(), DecisionSource::LocalDeny);
+    assert!(!now.is_allowed());
+    assert!(store.try_check_now("other", &quota, 1).is_none());
     // Another subject is not.
     let other = store.check("other", &quota, 1).await.unwrap();
     assert_eq!(other.source(), DecisionSource::FailOpen);
