@@ -330,6 +330,36 @@ async fn numbers_no_script_wrote_are_garbage_too() {
     assert_eq!(admitted(&store, "slots", &conc, 3, 1).await, 2);
 }
 
+/// A state copied from another deployment (a partition move) keeps its
+/// expiry as a duration, so a difference between the two servers' clocks
+/// shows as a lead longer than its expiry: up to a second of it is still
+/// the subject's state, and it still refuses. Past that, it is garbage.
+#[tokio::test]
+async fn a_state_from_a_server_whose_clock_differs_is_kept() {
+    let server = RedisServer::start().unwrap();
+    let store = store(&server.url()).await.local_deny(false);
+    let quota = Quota::single(Limit::per_day(2)).unwrap();
+    for (subject, behind_ms, refused) in [("near", 500, true), ("far", 5_000, false)] {
+        assert_eq!(admitted(&store, subject, &quota, 2, 1).await, 2);
+        let key = store.keys(subject, &quota).remove(0);
+        let Reply::Bulk(Some(state)) = server.command(&["GET", &key]).unwrap() else {
+            panic!("no state under {key}")
+        };
+        let Reply::Int(ttl) = server.command(&["PTTL", &key]).unwrap() else {
+            panic!("no expiry on {key}")
+        };
+        // As copied to a server whose clock is `behind_ms` behind: the
+        // same expiry (a duration), a state further ahead of that clock.
+        let state: f64 = String::from_utf8(state).unwrap().parse().unwrap();
+        let state = format!("{:.0}", state + behind_ms as f64 * 1000.0);
+        server
+            .command(&["SET", &key, &state, "PX", &ttl.to_string()])
+            .unwrap();
+        let allowed = store.check(subject, &quota, 1).await.unwrap().is_allowed();
+        assert_eq!(allowed, !refused, "{subject}");
+    }
+}
+
 #[tokio::test]
 async fn denials_are_remembered_locally_until_reset_time() {
     let server = RedisServer::start().unwrap();
