@@ -884,7 +884,10 @@ mod tests {
         let memory =
             wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
         let view = memory.view(&store);
-        assert_eq!(put_at(&view, 0, 8, b"ok"), Ok(()));
+        assert_eq!(put_at(&view, 16, 8, b"ok"), Ok(()));
+        let mut at = [0u8; 2];
+        view.read(24, &mut at).unwrap();
+        assert_eq!(&at, b"ok", "written at 16 + 8");
         // `poll_oneoff`'s events and `random_get`'s buffer, near the top.
         assert_eq!(put_at(&view, i32::MAX, 32, b"x"), Err(EFAULT));
         // -1 is 0xffff_ffff: 64 past it is not address 63.
