@@ -155,6 +155,28 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         here + self.regions_pending()
     }
 
+    /// Delivers `msg` on this deployment: deletes what it names from every
+    /// L2 that may hold the tenant's entries, applies it here again (a load
+    /// here may have read L2 before the delete), and tells the other
+    /// instances. Whether all of it landed; errors are counted.
+    pub(crate) async fn deliver_here(&self, msg: &crate::l2::Invalidation<K>) -> bool {
+        let mut landed = true;
+        for l2 in self.l2s_of(msg.tenant()) {
+            if let Err(e) = l2.invalidate(msg).await {
+                self.stats.l2_error(&e);
+                landed = false;
+            }
+        }
+        if let Some(l2) = &self.l2 {
+            self.apply(msg);
+            if let Err(e) = l2.publish(msg).await {
+                self.stats.l2_error(&e);
+                landed = false;
+            }
+        }
+        landed
+    }
+
     /// Queues `msg`, which did not land on this deployment, to be retried
     /// until it does.
     pub(crate) fn retry_here(&self, msg: &crate::l2::Invalidation<K>) {

@@ -26,7 +26,7 @@ use crate::traits::{CacheKey, CacheValue};
 /// dropped and counted, and its entries then live there until their TTL.
 pub(crate) const OUTBOX: usize = 10_000;
 
-/// Invalidations waiting for a region, numbered.
+/// Invalidations waiting for a destination, numbered.
 type Outbox<K> = VecDeque<(u64, Invalidation<K>)>;
 
 /// A destination of invalidations, and what is still to be sent there.
@@ -123,19 +123,7 @@ impl<K: CacheKey> Remote<K> {
     async fn apply<V: CacheValue>(&self, inner: &Inner<K, V>, msg: &Invalidation<K>) -> bool {
         match &self.region {
             Some(l2) => l2.invalidate(msg).await.is_ok() && l2.publish(msg).await.is_ok(),
-            None => {
-                for l2 in inner.l2s_of(msg.tenant()) {
-                    if l2.invalidate(msg).await.is_err() {
-                        return false;
-                    }
-                }
-                // A load here may have read L2 before the delete.
-                inner.apply(msg);
-                match &inner.l2 {
-                    Some(l2) => l2.publish(msg).await.is_ok(),
-                    None => true,
-                }
-            }
+            None => inner.deliver_here(msg).await,
         }
     }
 }

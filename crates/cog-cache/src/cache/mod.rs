@@ -280,30 +280,15 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             .await;
     }
 
-    /// Applies `msg` here, deletes what it names from every L2 that may
-    /// hold it, applies it here again (a load here may have read L2 before
-    /// the delete), and tells the other instances and the other regions.
-    /// What Redis refused — an error, a timeout, the circuit open — is not
-    /// lost: the whole invalidation is queued and retried until it lands.
+    /// Applies `msg` here, on this deployment (its L2s and the other
+    /// instances) and in the other regions. What Redis refused — an error,
+    /// a timeout, the circuit open — is not lost: the whole invalidation is
+    /// queued and retried until it lands.
     async fn invalidate_everywhere(&self, msg: Invalidation<K>) {
         let inner = &self.inner;
         inner.apply(&msg);
-        let mut landed = true;
-        for l2 in inner.l2s_of(self.tenant_str()) {
-            if let Err(e) = l2.invalidate(&msg).await {
-                inner.stats.l2_error(&e);
-                landed = false;
-            }
-        }
-        if let Some(l2) = &inner.l2 {
-            inner.apply(&msg);
-            if let Err(e) = l2.publish(&msg).await {
-                inner.stats.l2_error(&e);
-                landed = false;
-            }
-            if !landed {
-                inner.retry_here(&msg);
-            }
+        if !inner.deliver_here(&msg).await {
+            inner.retry_here(&msg);
         }
         inner.fan_out(&msg);
     }
