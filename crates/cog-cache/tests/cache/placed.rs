@@ -189,3 +189,45 @@ async fn entries_written_away_follow_a_move_back() {
     assert!(!has(&main, &dropped) && !has(&big, &dropped));
     assert_eq!(acme_b.get(&"dropped".into()).await, None);
 }
+
+/// A delete that fails on the tenant's deployment is retried even though
+/// the message (on the main Redis) went out: the entry would otherwise stay
+/// in that L2 until its TTL, and the next read would bring it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_refused_by_the_tenants_deployment_is_retried() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let proxy = cog_testkit::Proxy::start(&big.addr()).await.unwrap();
+    let placement = Placement::new(["main", "big"]).unwrap();
+    let moved = placement.moved(partition("acme"), "big").unwrap();
+    let router = Arc::new(Router::new(["main", "big"], moved).unwrap());
+    let cache: Cache = TieredCache::builder()
+        .redis(client(&main.url()).await)
+        .schema("v1")
+        .redis_timeout(Duration::from_millis(300))
+        .redis_retry_interval(Duration::from_millis(200))
+        .placed(
+            router,
+            [
+                ("main", client(&main.url()).await),
+                ("big", client(&proxy.redis_url()).await),
+            ],
+        )
+        .build()
+        .unwrap();
+    cache.invalidations_ready().await;
+    let acme = cache.tenant("acme");
+    acme.insert("k".into(), "v".into()).await;
+    let key = acme.l2_key(&"k".into()).unwrap();
+    assert!(has(&big, &key));
+
+    proxy.cut();
+    acme.invalidate(&"k".into()).await;
+    assert_eq!(cache.invalidations_pending(), 1);
+    assert!(has(&big, &key));
+    proxy.restore();
+    eventually("the delete landed", async || {
+        cache.invalidations_pending() == 0
+    })
+    .await;
+    assert!(!has(&big, &key));
+}
