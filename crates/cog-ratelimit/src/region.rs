@@ -41,6 +41,11 @@
 //!   own shares of the limit, and the total is at most limit × regions.
 //! - **Healing**: the first round after the links are back exchanges the
 //!   entries; shares agree again within two rounds.
+//! - **Clocks**: rounds are numbered by each instance's clock, which must
+//!   agree within ten rounds. An entry more than ten rounds ahead of the
+//!   round being sealed or pushed (a clock far off, or garbage) is
+//!   replaced: kept, it would stand for ever and hold its region's demand
+//!   at 0.
 //!
 //! Quotas with a concurrency limit are not global: they are decided by the
 //! local region's store as given.
@@ -96,8 +101,11 @@ local e = redis.call('HGET', KEYS[1], ARGV[1])
 local er, ecum = -1, 0
 if e then
   local a, b = string.match(e, '^(%d+):(%d+):%d+$')
-  er, ecum = tonumber(a) or -1, tonumber(b) or 0
+  er, ecum = tonumber(a) or -1, count(b)
 end
+-- An entry more than ten rounds ahead was sealed by no clock near this
+-- one (or by no script): it is replaced, not kept for ever.
+if er > r + 10 then er, ecum = -1, cum end
 if er < r then
   e = string.format('%d:%d:%d', r, cum, ecum)
   redis.call('HSET', KEYS[1], ARGV[1], e)
@@ -127,7 +135,9 @@ if not nr then return 0 end
 local ok, cur = pcall(redis.call, 'HGET', KEYS[1], ARGV[1])
 if not ok then redis.call('DEL', KEYS[1]); cur = nil end
 local cr, cc, cp = parse(cur)
-if (not cr) or nr > cr or (nr == cr and (nc > cc or (nc == cc and np > cp))) then
+-- An entry more than ten rounds ahead of the one pushed is replaced: no
+-- clock near the pusher's sealed it (or no script wrote it).
+if (not cr) or cr > nr + 10 or nr > cr or (nr == cr and (nc > cc or (nc == cc and np > cp))) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1

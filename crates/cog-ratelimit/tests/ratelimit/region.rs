@@ -443,6 +443,83 @@ async fn marks_of_quiet_instances_go() {
     assert_eq!(counted(&local, &ledger, "eu").await, 101);
 }
 
+/// A region's entry far ahead of every clock (garbage, or an instance whose
+/// clock was off) is replaced by the next seal in its own region and the
+/// next push everywhere else. Before, it stood for ever: the larger entry
+/// wins, each seal renewed the ledger's lifetime, and that region's demand
+/// counted 0 in every region, holding its share at the floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_from_the_far_future_is_replaced() {
+    let regions = Regions::start(2, |_, _| Duration::ZERO).await.unwrap();
+    let round = Duration::from_millis(100);
+    let mut stores = Vec::new();
+    let mut locals = Vec::new();
+    for i in 0..2 {
+        let local = client(&regions.url(i)).await;
+        let set = RegionSet::new(NAMES[i], local.clone())
+            .region(NAMES[1 - i], client(&regions.link_url(i, 1 - i)).await)
+            .sync_interval(round);
+        let store = RedisStore::new(local.clone()).local_deny(false);
+        stores.push(GlobalStore::new(set, store));
+        locals.push(local);
+    }
+    let quota = Quota::single(Limit::per_second(1_000_000)).unwrap();
+    for store in &stores {
+        store.check("tenant", &quota, 1).await.unwrap();
+    }
+    let deadline = Instant::now() + round * 10;
+    let mut ledgers = Vec::new();
+    for local in &locals {
+        let ledger = loop {
+            if let Some(l) = ledger(local).await {
+                break l;
+            }
+            assert!(Instant::now() < deadline, "no ledger within ten rounds");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        ledgers.push(ledger);
+    }
+    // eu's entry, a billion rounds ahead, in both regions.
+    for (local, ledger) in locals.iter().zip(&ledgers) {
+        let _ = command(local, &["HSET", ledger, "eu", "1000000000000:0:0"]).await;
+    }
+
+    // eu asks ten times as much as us: it should get most of the limit.
+    let until = Instant::now() + round * 30;
+    let (eu, us) = (counters(), counters());
+    let driving = [
+        drive(
+            stores[0].clone(),
+            quota.clone(),
+            500.0,
+            until,
+            eu[0].clone(),
+        ),
+        drive(stores[1].clone(), quota.clone(), 50.0, until, us[0].clone()),
+    ];
+    let mut seen = (0.0, 0.0);
+    while Instant::now() < until {
+        seen = (
+            stores[0].share("tenant", &quota),
+            stores[1].share("tenant", &quota),
+        );
+        if seen.0 > 0.6 && seen.1 < 0.4 {
+            break;
+        }
+        tokio::time::sleep(round).await;
+    }
+    for d in driving {
+        d.abort();
+    }
+    assert!(
+        seen.0 > 0.6 && seen.1 < 0.4,
+        "eu's share as eu sees it, and us's as us sees it: {seen:?}"
+    );
+    for (local, ledger) in locals.iter().zip(&ledgers) {
+        assert!(sealed_round(local, ledger, "eu").await < 1_000_000_000_000);
+    }
+}
+
 /// Behind Sentinel, a failover that leaves the old primaries up (they
 /// answer writes `READONLY`): the sync task's own connections — the local
 /// region's and a remote region's, neither a store's — reconnect to the
