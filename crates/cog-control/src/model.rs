@@ -416,6 +416,29 @@ fn validate_cost(path: &str, limits: &[LimitSpec], quotas: &[LimitSpec]) -> Resu
     Ok(())
 }
 
+/// Each limit and quota is one the limiter takes: `LimitSpec::validate`
+/// checks the ranges a document can state, the limiter has rules of its
+/// own (no more than one unit per nanosecond). A limit it refused was
+/// stored, then refused at run time: every key of every tenant it reached
+/// answered 401, with only an error log.
+fn validate_for_limiter(
+    path: &str,
+    limits: &[LimitSpec],
+    quotas: &[LimitSpec],
+) -> Result<(), Invalid> {
+    for (field, list, long) in [("limits", limits, false), ("quotas", quotas, true)] {
+        for (i, l) in list.iter().enumerate() {
+            if let Err(e) = cog_ratelimit::Quota::new([l.to_limit(long)]) {
+                return Err(Invalid::new(
+                    format!("{path}.{field}[{i}]"),
+                    format!("the rate limiter refuses it: {e}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What tenant `id` gets on `plan` ([`Tenant::effective_limits`]) must
 /// make one quota, as a plan's own limits must: at most 16 limits and
 /// quotas together, and no name both a limit and a quota (an override in
@@ -938,6 +961,7 @@ impl Spec {
             check_name(&path, name)?;
             plan.validate(&path)?;
             if strict {
+                validate_for_limiter(&path, &plan.limits, &plan.quotas)?;
                 validate_cost(&path, &plan.limits, &plan.quotas)?;
             }
         }
@@ -950,12 +974,10 @@ impl Spec {
                     format!("no plan named `{}`", tenant.plan),
                 ));
             }
-            validate_limits(
-                &format!("{path}.overrides"),
-                &tenant.overrides,
-                &tenant.quota_overrides,
-            )?;
+            let overrides = format!("{path}.overrides");
+            validate_limits(&overrides, &tenant.overrides, &tenant.quota_overrides)?;
             if strict {
+                validate_for_limiter(&overrides, &tenant.overrides, &tenant.quota_overrides)?;
                 validate_effective(id, tenant, &self.plans[&tenant.plan])?;
             }
         }
@@ -1001,8 +1023,8 @@ impl State {
 
     /// [`validate`](Self::validate) for a state read from a store: as
     /// strict, except for rules earlier versions did not check — what each
-    /// tenant gets with its plan, and a request's cost against each limit
-    /// (see [`Spec::validate`]). A tenant such a state leaves without a
+    /// tenant gets with its plan, a request's cost against each limit, and
+    /// the rate limiter's own rules (see [`Spec::validate`]). A tenant such a state leaves without a
     /// quota is refused (logged); it must not take the whole state down.
     pub(crate) fn validate_stored(&self) -> Result<(), Invalid> {
         self.check(false)
@@ -1091,6 +1113,30 @@ mod tests {
         };
         assert!(check(quota(7, Some(7))).is_ok());
         assert!(check(quota(7, Some(8))).is_err());
+
+        // The rate limiter's own rule, checked on writes: at most one unit
+        // per nanosecond, for a plan's limits and a tenant's overrides. A
+        // stored state holding such a limit still loads (that tenant is
+        // refused, logged), as older versions stored it.
+        assert!(check(with_limit(limit(1_000_000, ms(1), None, None))).is_ok());
+        let too_fast = limit(1_000_001, ms(1), None, None);
+        let e = check(with_limit(too_fast.clone())).unwrap_err();
+        assert!(
+            e.contains("plans.p.limits[0]") && e.contains("nanosecond"),
+            "{e}"
+        );
+        let mut state = State::default();
+        state.spec.plans.insert("p".into(), Plan::default());
+        let mut tenant = Tenant::new("p");
+        tenant.overrides.push(too_fast.clone());
+        state.spec.tenants.insert("t".into(), tenant);
+        let e = state.validate().unwrap_err().to_string();
+        assert!(e.contains("tenants.t.overrides.limits[0]"), "{e}");
+        assert!(state.validate_stored().is_ok());
+        state.spec.tenants.clear();
+        state.spec.plans.insert("p".into(), with_limit(too_fast));
+        assert!(state.validate().is_err());
+        assert!(state.validate_stored().is_ok());
 
         // Plugin limits: fuel at least 1, memory 64 KiB to 4 GiB, a
         // deadline of 1 ms to 60 s.
