@@ -100,28 +100,98 @@ impl Default for Config {
     }
 }
 
-/// `name=url,name=url`.
-fn named_urls(value: Option<String>) -> Vec<(String, String)> {
+/// A demo setting in the environment that does not read: named, with what
+/// it holds and what it should hold. The demo refuses to start on one
+/// rather than run on a default the operator did not ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// What it holds.
+    pub value: String,
+    /// What it should hold.
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// `name=url,name=url`; every entry must have both.
+fn named_urls(
+    var: &'static str,
+    value: Option<String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
     value
-        .iter()
-        .flat_map(|v| v.split(','))
-        .filter_map(|pair| {
-            let (name, url) = pair.split_once('=')?;
-            Some((name.trim().to_owned(), url.trim().to_owned()))
+        .split(',')
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(name, url)| (name.trim(), url.trim()))
+                .filter(|(name, url)| !name.is_empty() && !url.is_empty())
+                .map(|(name, url)| (name.to_owned(), url.to_owned()))
+                .ok_or_else(|| ConfigError {
+                    var,
+                    value: value.clone(),
+                    expected: "NAME=URL entries separated by commas",
+                })
         })
         .collect()
 }
 
 impl Config {
+    /// [`from_vars`](Self::from_vars) on the process environment.
+    ///
+    /// # Errors
+    /// A variable that is set but does not read.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
     /// From `COG_REDIS_URL`, `COG_CONTROL_URL`, `COG_STORE`,
     /// `COG_DEMO_UPSTREAM_MS`, `COG_DEMO_INSTANCES` (default 2),
     /// `COG_RATELIMIT_LEASE_MS` (leased rate limits; default exact),
     /// `COG_REGION` + `COG_REGIONS` (+ `COG_REGION_SYNC_MS`) across
     /// regions, `COG_DEPLOYMENTS` for tenant placement,
-    /// `COG_PYTHON_WASI` (default `target/python-wasi` when it is there).
-    pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Config {
+    /// `COG_PYTHON_WASI` (default `target/python-wasi` when it is there),
+    /// as `var` gives them. An empty variable is unset.
+    ///
+    /// # Errors
+    /// A variable that is set but does not read (a number of milliseconds
+    /// with a unit, `COG_DEMO_INSTANCES=0`, a region without its URL): the
+    /// demo would otherwise run on a default the operator did not ask for.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |k: &str| var(k).filter(|v| !v.is_empty());
+        // A whole number, at least `min`.
+        let number = |k: &'static str, min: u64, expected: &'static str| {
+            var(k)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| *n >= min)
+                        .ok_or(ConfigError {
+                            var: k,
+                            value: v,
+                            expected,
+                        })
+                })
+                .transpose()
+        };
+        let ms = "a whole number of milliseconds, without a unit";
+        let ms_1 = "a whole number of milliseconds (at least 1), without a unit";
+        let defaults = Config::default();
+        Ok(Config {
             redis_url: var("COG_REDIS_URL"),
             store: var("COG_STORE")
                 .map(|s| {
@@ -131,36 +201,28 @@ impl Config {
                         format!("file:{s}")
                     }
                 })
-                .unwrap_or_else(|| "file:./cog-state.json".into()),
-            upstream: Duration::from_millis(
-                var("COG_DEMO_UPSTREAM_MS")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(200),
-            ),
-            database: Duration::from_millis(5),
-            poll: Duration::from_secs(1),
-            redis_timeout: Duration::from_millis(100),
+                .unwrap_or(defaults.store),
+            upstream: number("COG_DEMO_UPSTREAM_MS", 0, ms)?
+                .map_or(defaults.upstream, Duration::from_millis),
             python: var("COG_PYTHON_WASI").map(Into::into).or_else(|| {
                 let default = std::path::PathBuf::from("target/python-wasi");
                 default.is_dir().then_some(default)
             }),
             control_url: var("COG_CONTROL_URL"),
-            instances: var("COG_DEMO_INSTANCES")
-                .and_then(|v| v.parse().ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(2),
-            lease: var("COG_RATELIMIT_LEASE_MS")
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_millis),
+            instances: number(
+                "COG_DEMO_INSTANCES",
+                1,
+                "a whole number of instances, at least 1",
+            )?
+            .unwrap_or(defaults.instances),
+            lease: number("COG_RATELIMIT_LEASE_MS", 1, ms_1)?.map(Duration::from_millis),
             region: var("COG_REGION"),
-            regions: named_urls(var("COG_REGIONS")),
-            region_sync: Duration::from_millis(
-                var("COG_REGION_SYNC_MS")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1000),
-            ),
-            deployments: named_urls(var("COG_DEPLOYMENTS")),
-        }
+            regions: named_urls("COG_REGIONS", var("COG_REGIONS"))?,
+            region_sync: number("COG_REGION_SYNC_MS", 1, ms_1)?
+                .map_or(defaults.region_sync, Duration::from_millis),
+            deployments: named_urls("COG_DEPLOYMENTS", var("COG_DEPLOYMENTS"))?,
+            ..defaults
+        })
     }
 }
 
@@ -581,4 +643,81 @@ pub fn bare() -> Router {
     Router::new()
         .route("/v1/items/{id}", get(item))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn settings_are_read_from_the_environment() {
+        let c = from(&[
+            ("COG_STORE", "state.json"),
+            ("COG_DEMO_UPSTREAM_MS", "0"),
+            ("COG_DEMO_INSTANCES", "3"),
+            ("COG_RATELIMIT_LEASE_MS", "50"),
+            ("COG_REGION", "eu"),
+            ("COG_REGIONS", "eu=redis://a, us = redis://b"),
+            ("COG_REGION_SYNC_MS", "250"),
+            ("COG_DEPLOYMENTS", "main=redis://m"),
+        ])
+        .unwrap();
+        assert_eq!(c.store, "file:state.json");
+        assert_eq!(c.upstream, Duration::ZERO);
+        assert_eq!(c.instances, 3);
+        assert_eq!(c.lease, Some(Duration::from_millis(50)));
+        assert_eq!(c.region.as_deref(), Some("eu"));
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(n, u)| ((*n).to_owned(), (*u).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            c.regions,
+            pairs(&[("eu", "redis://a"), ("us", "redis://b")])
+        );
+        assert_eq!(c.region_sync, Duration::from_millis(250));
+        assert_eq!(c.deployments, pairs(&[("main", "redis://m")]));
+
+        // Unset or empty: the defaults.
+        let d = from(&[("COG_DEMO_INSTANCES", ""), ("COG_REGIONS", "")]).unwrap();
+        let default = Config::default();
+        assert_eq!(d.store, default.store);
+        assert_eq!(d.upstream, Duration::from_millis(200));
+        assert_eq!(d.instances, 2);
+        assert_eq!(d.lease, None);
+        assert_eq!(d.region_sync, Duration::from_secs(1));
+        assert!(d.regions.is_empty() && d.deployments.is_empty());
+    }
+
+    /// A setting that does not read stops the demo, naming it: before, a
+    /// unit (`COG_RATELIMIT_LEASE_MS=50ms`) or a region without its URL
+    /// was dropped silently, and the demo ran exact, or in one region.
+    #[test]
+    fn a_setting_that_does_not_read_is_refused() {
+        for (var, value) in [
+            ("COG_DEMO_UPSTREAM_MS", "200ms"),
+            ("COG_DEMO_INSTANCES", "0"),
+            ("COG_DEMO_INSTANCES", "two"),
+            ("COG_RATELIMIT_LEASE_MS", "50ms"),
+            ("COG_RATELIMIT_LEASE_MS", "0"),
+            ("COG_REGION_SYNC_MS", "1s"),
+            ("COG_REGION_SYNC_MS", "0"),
+            ("COG_REGIONS", "eu=redis://a,us"),
+            ("COG_REGIONS", "eu="),
+            ("COG_DEPLOYMENTS", "=redis://m"),
+        ] {
+            let e = from(&[(var, value)]).unwrap_err();
+            assert_eq!((e.var, e.value.as_str()), (var, value));
+            assert!(e.to_string().starts_with(&format!("{var}=")), "{e}");
+        }
+    }
 }

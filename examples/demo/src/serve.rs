@@ -17,7 +17,7 @@ pub async fn run() -> Result<(), app::Error> {
     let listen: SocketAddr = std::env::var("COG_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()?;
-    let config = app::Config::from_env();
+    let config = app::Config::from_env()?;
     let tracing = cog_trace::init()?;
     let metrics = Arc::new(metrics::Metrics::install());
     let demo = Arc::new(app::build(&config).await?);
