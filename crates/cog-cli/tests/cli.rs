@@ -696,6 +696,23 @@ fn serve_does_not_print_the_stores_password() {
     assert!(!line.contains("s3cret"), "{line}");
 }
 
+/// A Redis URL whose password holds a character URLs need encoded (`/`,
+/// `#`, `?`) parses as no URL; the error that says so names the URL with
+/// its password hidden all the same. Before, the password was shown.
+#[test]
+fn a_url_that_does_not_parse_does_not_show_its_password() {
+    let env = Env::file();
+    for limiter in [
+        "redis://:pa/s3cret@127.0.0.1:1",
+        "redis://app:pa#s3cret@127.0.0.1:1",
+    ] {
+        let run = env.run(&["serve", "--limiter", limiter]);
+        assert_eq!(run.code, 4, "{}", run.stderr);
+        assert!(run.stderr.contains("127.0.0.1:1"), "{}", run.stderr);
+        assert!(!run.stderr.contains("s3cret"), "{}", run.stderr);
+    }
+}
+
 #[test]
 fn apply_diff_edit_diff_apply_through_the_admin_api() {
     apply_diff_cycle(&Env::file().served());

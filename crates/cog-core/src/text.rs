@@ -157,14 +157,23 @@ pub fn number_value(n: u64) -> HeaderValue {
 /// `url` fit for an error message or a log: the credentials of its
 /// authority (`user:password@`, or a lone `secret@`) and the values of
 /// query parameters named like a password or token (`sentinelPassword=…`)
-/// become `REDACTED`. Anything else is kept, so the URL still says which
-/// server it names.
+/// become `REDACTED`. After `://`, everything up to the last `@` counts as
+/// credentials, so a password with a character URLs need encoded is
+/// hidden too. Anything else is kept, so the URL still says which server
+/// it names.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let delimiter = |s: &str| s.find(['/', '?', '#']).unwrap_or(s.len());
+    let end = match (scheme, rest.rfind('@')) {
+        // After `://`, the last `@` ends the credentials wherever it is: a
+        // password with an unencoded `/`, `?` or `#` (a URL no parser
+        // takes, shown in the error that says so) is still hidden.
+        (Some(_), Some(at)) => at + 1 + delimiter(&rest[at + 1..]),
+        _ => delimiter(rest),
+    };
     let (authority, tail) = rest.split_at(end);
     let mut out = String::with_capacity(url.len() + 16);
     if let Some(scheme) = scheme {
@@ -174,11 +183,12 @@ pub fn redact_url(url: &str) -> String {
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             match userinfo.split_once(':') {
-                Some((user, _)) => {
+                // A user name is shown, not what only looks like one.
+                Some((user, _)) if !user.contains(['/', '?', '#']) => {
                     out.push_str(user);
                     out.push_str(":REDACTED@");
                 }
-                None => out.push_str("REDACTED@"),
+                _ => out.push_str("REDACTED@"),
             }
             out.push_str(host);
         }
@@ -300,6 +310,18 @@ mod tests {
             ("http://h/p?token=s3cret#f", "http://h/p?token=REDACTED#f"),
             ("file:/tmp/a@b", "file:/tmp/a@b"),
             ("a:b@c", "a:REDACTED@c"),
+            // Passwords with characters a URL needs encoded: no parser
+            // takes these, and the error that says so shows them.
+            ("redis://:pa/s3cret@h:6379/0", "redis://:REDACTED@h:6379/0"),
+            ("redis://u:s3cret#x?y@h", "redis://u:REDACTED@h"),
+            ("redis://u:a?s3cret@h/0?db=1", "redis://u:REDACTED@h/0?db=1"),
+            ("redis://s3cret/x@h", "redis://REDACTED@h"),
+            // An `@` further on is taken for the credentials' end: more is
+            // hidden than needed, never less.
+            (
+                "redis://h/0?sentinelPassword=s3cret:x@b",
+                "redis://REDACTED@b",
+            ),
             ("", ""),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
