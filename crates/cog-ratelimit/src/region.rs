@@ -42,10 +42,12 @@
 //! - **Healing**: the first round after the links are back exchanges the
 //!   entries; shares agree again within two rounds.
 //! - **Clocks**: rounds are numbered by each instance's clock, which must
-//!   agree within ten rounds. An entry more than ten rounds ahead of the
-//!   round being sealed or pushed (a clock far off, or garbage) is
-//!   replaced: kept, it would stand for ever and hold its region's demand
-//!   at 0.
+//!   agree with its Redis servers' clocks within ten rounds. An entry more
+//!   than ten rounds ahead of the server's clock (garbage, or an instance
+//!   whose clock is far off) is replaced where it is found and refused
+//!   where it is pushed: kept, it would win every merge for ever and hold
+//!   its region's demand at 0. Within that bound the merge is the
+//!   lattice's, so a push that arrives late changes nothing.
 //!
 //! Quotas with a concurrency limit are not global: they are decided by the
 //! local region's store as given.
@@ -71,13 +73,32 @@ use crate::quota::Quota;
 use crate::store::lease::KeyRef;
 use crate::store::{Lease, RedisStore, Store, StoreError};
 
-const SEAL_LUA: &str = r#"
+/// Lua shared by the scripts: whether a round is more than ten rounds
+/// ahead of this server's clock, for rounds of `ms` milliseconds. No
+/// script wrote such an entry on a clock near the server's (garbage, or an
+/// instance whose clock is far off): kept, it would win every merge for
+/// ever.
+macro_rules! ahead_lua {
+    () => {
+        r#"
+local function ahead(round, ms)
+  local t = redis.call('TIME')
+  local now = (tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) / tonumber(ms)
+  return round > now + 10
+end
+"#
+    };
+}
+
+const SEAL_LUA: &str = concat!(
+    ahead_lua!(),
+    r#"
 -- KEYS[1] ledger; ARGV[1] region, ARGV[2] the sealing instance's mark
 -- for the subject, ARGV[3] units asked of it in all, ARGV[4] how many of
 -- them it knows are counted,
 -- ARGV[5] round to seal, ARGV[6] lifetime (ms), ARGV[7] '1' to drop the
--- marks of instances quiet for ten rounds. Returns the region's sealed
--- entry.
+-- marks of instances quiet for ten rounds, ARGV[8] a round's length (ms).
+-- Returns the region's sealed entry.
 --
 -- The mark 'i:<mark>' = 'total:round' holds the total
 -- last counted: a seal whose answer was lost, sent again, adds nothing
@@ -103,10 +124,10 @@ if e then
   local a, b = string.match(e, '^(%d+):(%d+):%d+$')
   er, ecum = tonumber(a) or -1, count(b)
 end
--- An entry more than ten rounds ahead was sealed by no clock near this
--- one (or by no script): it is replaced, not kept for ever.
-if er > r + 10 then er, ecum = -1, cum end
-if er < r then
+-- An entry far ahead of this server's clock is replaced, not kept for
+-- ever; a round far ahead (this instance's clock is off) is not sealed.
+if ahead(er, ARGV[8]) then er, ecum = -1, cum end
+if er < r and not ahead(r, ARGV[8]) then
   e = string.format('%d:%d:%d', r, cum, ecum)
   redis.call('HSET', KEYS[1], ARGV[1], e)
 end
@@ -121,29 +142,33 @@ if ARGV[7] == '1' then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return e
-"#;
+"#
+);
 
-const MERGE_LUA: &str = r#"
+const MERGE_LUA: &str = concat!(
+    ahead_lua!(),
+    r#"
 -- KEYS[1] ledger; ARGV[1] region, ARGV[2] entry 'round:units:before',
--- ARGV[3] lifetime (ms). Keeps the larger entry by (round, units, before).
+-- ARGV[3] lifetime (ms), ARGV[4] a round's length (ms). Keeps the larger
+-- entry by (round, units, before); neither may be far ahead of this
+-- server's clock.
 local function parse(e)
   local a, b, c = string.match(e or '', '^(%d+):(%d+):(%d+)$')
   return tonumber(a), tonumber(b), tonumber(c)
 end
 local nr, nc, np = parse(ARGV[2])
-if not nr then return 0 end
+if (not nr) or ahead(nr, ARGV[4]) then return 0 end
 local ok, cur = pcall(redis.call, 'HGET', KEYS[1], ARGV[1])
 if not ok then redis.call('DEL', KEYS[1]); cur = nil end
 local cr, cc, cp = parse(cur)
--- An entry more than ten rounds ahead of the one pushed is replaced: no
--- clock near the pusher's sealed it (or no script wrote it).
-if (not cr) or cr > nr + 10 or nr > cr or (nr == cr and (nc > cc or (nc == cc and np > cp))) then
+if (not cr) or ahead(cr, ARGV[4]) or nr > cr or (nr == cr and (nc > cc or (nc == cc and np > cp))) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
 return 0
-"#;
+"#
+);
 
 const READ_LUA: &str = r#"
 local ok, v = pcall(redis.call, 'HGETALL', KEYS[1])
@@ -552,6 +577,7 @@ async fn sync(inner: Weak<Inner>) {
     };
     let ms = interval.as_millis() as u64;
     let ledger_ms = (ms * 10).max(10_000).to_string();
+    let round_ms = ms.to_string();
     loop {
         // Sleep to the next boundary.
         let now = unix_ms();
@@ -586,6 +612,7 @@ async fn sync(inner: Weak<Inner>) {
                         (round - 1).to_string(),
                         ledger_ms.clone(),
                         if prune { "1" } else { "0" }.to_owned(),
+                        round_ms.clone(),
                     ],
                 ),
             )
@@ -602,12 +629,13 @@ async fn sync(inner: Weak<Inner>) {
             };
             s.counted.store(total, Ordering::Relaxed);
             for remote in &i.regions.regions[1..] {
-                let (remote, ledger, region, entry, ttl) = (
+                let (remote, ledger, region, entry, ttl, round_ms) = (
                     remote.clone(),
                     s.ledger.clone(),
                     region.clone(),
                     entry.clone(),
                     ledger_ms.clone(),
+                    round_ms.clone(),
                 );
                 // Each push on its own: a slow or cut link delays nothing.
                 tokio::spawn(async move {
@@ -616,7 +644,7 @@ async fn sync(inner: Weak<Inner>) {
                         remote.client.eval::<i64, _, _, _>(
                             MERGE_LUA,
                             vec![ledger],
-                            vec![region, entry, ttl],
+                            vec![region, entry, ttl, round_ms],
                         ),
                     )
                     .await;
@@ -772,7 +800,7 @@ mod tests {
                             .block_on(client.eval(
                                 MERGE_LUA,
                                 vec![ledger.clone()],
-                                vec![region.clone(), e.render(), "60000".into()],
+                                vec![region.clone(), e.render(), "60000".into(), "1000".into()],
                             ))
                             .unwrap();
                     }
@@ -808,6 +836,7 @@ mod tests {
                     round.to_string(),
                     "60000".to_owned(),
                     if prune { "1" } else { "0" }.to_owned(),
+                    "1000".to_owned(),
                 ],
             ))
         };
@@ -868,6 +897,73 @@ mod tests {
         // Not a hash: replaced.
         raw(&["SET", "l", "garbage"]);
         assert_eq!(seal("a", 60, 50, 104, false).unwrap(), "104:10:0");
+
+        // Rounds of 1 s, on this server's clock: an entry more than ten
+        // rounds ahead of it is replaced; a round that far ahead is not
+        // sealed (its units are counted all the same).
+        let now = unix_ms() / 1000;
+        let far = format!("{}:0:0", now + 12);
+        raw(&["HSET", "l", "eu", &far]);
+        assert_eq!(
+            seal("a", 61, 60, now, false).unwrap(),
+            format!("{now}:11:11")
+        );
+        assert_eq!(
+            seal("a", 62, 61, now + 12, false).unwrap(),
+            format!("{now}:11:11")
+        );
+        assert_eq!(counter(), 12);
+        // Within ten rounds it stands: a clock a little ahead is no
+        // garbage.
+        let near = format!("{}:12:11", now + 9);
+        raw(&["HSET", "l", "eu", &near]);
+        assert_eq!(seal("a", 62, 62, now + 1, false).unwrap(), near);
+    }
+
+    /// The merge on a server's clock: an entry pushed late changes nothing
+    /// (the larger one stays), one far ahead of the clock is refused, and
+    /// one found far ahead is replaced.
+    #[test]
+    fn the_merge_keeps_the_clock_it_runs_on() {
+        let (_server, rt, client) = redis();
+        let now = unix_ms() / 1000;
+        let merge = |entry: String| {
+            rt.block_on(client.eval::<i64, _, _, _>(
+                MERGE_LUA,
+                vec!["l"],
+                vec!["eu".to_owned(), entry, "60000".into(), "1000".into()],
+            ))
+            .unwrap()
+        };
+        let stored = || {
+            rt.block_on(client.eval::<Vec<String>, _, _, _>(
+                READ_LUA,
+                vec!["l"],
+                Vec::<String>::new(),
+            ))
+            .unwrap()[1]
+                .clone()
+        };
+        assert_eq!(merge(format!("{now}:5:1")), 1);
+        // Pushed late, twenty rounds behind: the newer entry stays.
+        assert_eq!(merge(format!("{}:3:1", now - 20)), 0);
+        assert_eq!(stored(), format!("{now}:5:1"));
+        // Far ahead of this server's clock: refused.
+        assert_eq!(merge(format!("{}:9:1", now + 12)), 0);
+        assert_eq!(stored(), format!("{now}:5:1"));
+        // A little ahead: merged as any larger entry.
+        assert_eq!(merge(format!("{}:6:5", now + 9)), 1);
+        // Found far ahead (garbage): replaced by the next push.
+        {
+            use fred::interfaces::ClientLike;
+            let cmd = fred::types::CustomCommand::new_static("HSET", None, false);
+            let garbage = format!("{}:0:0", now + 1_000_000);
+            let args = vec!["l".to_owned(), "eu".to_owned(), garbage];
+            rt.block_on(client.custom::<fred::types::Value, _>(cmd, args))
+                .unwrap();
+        }
+        assert_eq!(merge(format!("{now}:7:5")), 1);
+        assert_eq!(stored(), format!("{now}:7:5"));
     }
 
     /// A subject forgotten (evicted from the bounded map) and asked for
