@@ -157,6 +157,32 @@ mod tests {
         assert_eq!(b.allow(), Permit::Probe, "a silent probe blocks forever");
     }
 
+    /// With jitter `f`, each open period falls in `retry × (1 ± f)` and
+    /// they differ; without, each is `retry`.
+    #[test]
+    fn jitter_spreads_open_periods_within_its_fraction() {
+        let retry = Duration::from_secs(1000).as_nanos() as f64;
+        let periods = |jitter: f64| -> Vec<f64> {
+            let b = Breaker::new(Duration::from_secs(1000), Duration::ZERO).with_jitter(jitter);
+            (0..200)
+                .map(|_| {
+                    b.failure();
+                    let now = b.now();
+                    (b.open_until.load(Ordering::Acquire) - now) as f64 / retry
+                })
+                .collect()
+        };
+        let spread = periods(0.3);
+        let (lo, hi) = spread
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), p| (l.min(*p), h.max(*p)));
+        assert!(lo >= 0.7 - 1e-6 && hi <= 1.3 + 1e-6, "{lo}..{hi}");
+        assert!(lo < 0.9 && hi > 1.1, "spread over the range: {lo}..{hi}");
+        for p in periods(0.0) {
+            assert!((p - 1.0).abs() < 1e-6, "{p}");
+        }
+    }
+
     #[test]
     fn stays_open_for_the_retry_interval() {
         let b = Breaker::new(Duration::from_secs(3600), Duration::ZERO).with_jitter(0.5);

@@ -83,4 +83,16 @@ mod tests {
         // A subject that looks like a hash is escaped, not taken as one.
         assert!(encode_segment(&enc).starts_with("%23"));
     }
+
+    /// Up to `MAX_ENCODED` encoded bytes a segment is kept as encoded (the
+    /// names of existing keys depend on it); past that, hashed — also
+    /// when an escape jumps past the bound rather than landing on it.
+    #[test]
+    fn the_bound_is_exact() {
+        let at = "x".repeat(MAX_ENCODED);
+        assert_eq!(encode_segment(&at), at);
+        assert!(encode_segment(&format!("{at}x")).starts_with('#'));
+        let jump = format!("{}:", "x".repeat(MAX_ENCODED - 1));
+        assert_eq!(encode_segment(&jump).len(), 65, "{}", encode_segment(&jump));
+    }
 }
