@@ -316,6 +316,9 @@ mod tests {
             ("redis://u:s3cret#x?y@h", "redis://u:REDACTED@h"),
             ("redis://u:a?s3cret@h/0?db=1", "redis://u:REDACTED@h/0?db=1"),
             ("redis://s3cret/x@h", "redis://REDACTED@h"),
+            // No host after the credentials.
+            ("redis://:s3cret@/0", "redis://:REDACTED@/0"),
+            ("redis://s3cret@", "redis://REDACTED@"),
             // An `@` further on is taken for the credentials' end: more is
             // hidden than needed, never less.
             (
