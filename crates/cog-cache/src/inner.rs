@@ -458,14 +458,19 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
             .max(1);
         let len = envelope::decoded_size(&bytes);
         let data_key = l2.data_key(tenant, key)?;
-        if let Err(e) = l2.set(&data_key, bytes, ttl_ms).await {
-            self.stats.l2_error(&e);
-            return Some(len);
-        }
+        // Tags first: a value whose tags are not all recorded stays out of
+        // L2 (in L1 only), or `invalidate_tag` could not find it there and
+        // every instance would read it back after the tag's invalidation.
+        // (As after any write L2 refused, an older value under its key —
+        // recorded under its tags — may stay.)
         for tag in slot.tags.iter().flat_map(|t| t.iter()) {
             if let Err(e) = l2.add_to_tag(tenant, tag, &data_key, ttl_ms).await {
                 self.stats.l2_error(&e);
+                return Some(len);
             }
+        }
+        if let Err(e) = l2.set(&data_key, bytes, ttl_ms).await {
+            self.stats.l2_error(&e);
         }
         Some(len)
     }

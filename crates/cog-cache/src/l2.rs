@@ -134,7 +134,12 @@ mod imp {
     /// Adds a member to a tag set and extends (never shortens) the set's
     /// TTL; answers the set's size. `PTTL` + `PEXPIRE` rather than
     /// `PEXPIRE GT`, which needs Redis 7: this works on 6.2 (and older).
-    const TAG_ADD_LUA: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
+    /// Anything but a set under the set's name is garbage, replaced: kept,
+    /// it would refuse every member, and no entry of the tag could be
+    /// invalidated in L2.
+    const TAG_ADD_LUA: &str = "local t = redis.call('TYPE', KEYS[1])['ok'] \
+        if t ~= 'set' and t ~= 'none' then redis.call('DEL', KEYS[1]) end \
+        redis.call('SADD', KEYS[1], ARGV[1]) \
         if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then \
         redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
         return redis.call('SCARD', KEYS[1])";

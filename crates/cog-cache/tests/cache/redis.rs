@@ -385,6 +385,77 @@ async fn tag_invalidation_reaches_l2_and_other_instances() {
     assert_eq!(a.tenant("other").get(&k1).await.as_deref(), Some("x"));
 }
 
+/// A value reaches L2 only once its tags are recorded there, so
+/// `invalidate_tag` always finds it. Before, the value was written first
+/// and a tag Redis refused left it in L2 untagged: after the tag's
+/// invalidation every instance read it back. Two ways a tag is refused: a
+/// garbage key under the tag set's name (now replaced), and a writer whose
+/// ACL refuses scripts (the value now stays in its L1 only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_reaches_l2_only_with_its_tags() {
+    let server = RedisServer::start().unwrap();
+    let key = |k: &str| k.to_owned();
+    let reader_misses = async |k: &str| {
+        let fresh = cache(&server.url(), false).await;
+        fresh.get(&key(k)).await.is_none()
+    };
+
+    // Garbage under the tag set's name.
+    let a = cache(&server.url(), false).await;
+    a.tagged(["t"]).insert(key("k0"), "v0".into()).await;
+    let sets: Vec<String> = match server.command(&["KEYS", "*#tag:t"]).unwrap() {
+        Reply::Array(Some(a)) => a
+            .into_iter()
+            .filter_map(|r| match r {
+                Reply::Bulk(Some(b)) => Some(String::from_utf8(b).unwrap()),
+                _ => None,
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    server.command(&["SET", &sets[0], "garbage"]).unwrap();
+    a.tagged(["t"]).insert(key("k1"), "v1".into()).await;
+    let in_l2 = |c: &Cache, k: &str| {
+        let data = c.l2_key(&key(k)).unwrap();
+        matches!(server.command(&["EXISTS", &data]).unwrap(), Reply::Int(1))
+    };
+    assert!(
+        in_l2(&a, "k1"),
+        "the garbage is replaced and the value stored"
+    );
+    a.invalidate_tag("t").await;
+    assert!(
+        reader_misses("k1").await,
+        "the tagged value outlived its tag in L2"
+    );
+
+    // A writer whose tags Redis refuses (its ACL has no scripts); SET
+    // works.
+    server
+        .command(&[
+            "ACL", "SETUSER", "writer", "on", ">pw", "~*", "&*", "+@all", "-eval", "-evalsha",
+        ])
+        .unwrap();
+    let writer: Cache = TieredCache::builder()
+        .redis(client(&format!("redis://writer:pw@{}", server.addr())).await)
+        .schema("v1")
+        .build()
+        .unwrap();
+    writer.insert(key("k3"), "v3".into()).await;
+    assert!(
+        in_l2(&writer, "k3"),
+        "the writer's untagged values reach L2"
+    );
+    writer.tagged(["u"]).insert(key("k2"), "v2".into()).await;
+    assert!(!in_l2(&writer, "k2"), "a value whose tag was refused");
+    a.invalidate_tag("u").await;
+    assert!(
+        reader_misses("k2").await,
+        "the untagged value was read back"
+    );
+}
+
 /// `get` answers only fresh values: an L2 entry kept past its freshness
 /// (for stale-if-error) is not one.
 #[tokio::test]
