@@ -1024,8 +1024,9 @@ impl State {
     /// [`validate`](Self::validate) for a state read from a store: as
     /// strict, except for rules earlier versions did not check — what each
     /// tenant gets with its plan, a request's cost against each limit, and
-    /// the rate limiter's own rules (see [`Spec::validate`]). A tenant such a state leaves without a
-    /// quota is refused (logged); it must not take the whole state down.
+    /// the rate limiter's own rules (see [`Spec::validate`]). A tenant such
+    /// a state leaves without a quota is refused (logged); it must not take
+    /// the whole state down.
     pub(crate) fn validate_stored(&self) -> Result<(), Invalid> {
         self.check(false)
     }
