@@ -125,7 +125,8 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// `name=url,name=url`; every entry must have both.
+/// `name=url,name=url`; every entry must have both (blank ones, as after a
+/// trailing comma, are skipped).
 fn named_urls(
     var: &'static str,
     value: Option<String>,
@@ -135,6 +136,7 @@ fn named_urls(
     };
     value
         .split(',')
+        .filter(|pair| !pair.trim().is_empty())
         .map(|pair| {
             pair.split_once('=')
                 .map(|(name, url)| (name.trim(), url.trim()))
@@ -665,7 +667,7 @@ mod tests {
             ("COG_DEMO_INSTANCES", "3"),
             ("COG_RATELIMIT_LEASE_MS", "50"),
             ("COG_REGION", "eu"),
-            ("COG_REGIONS", "eu=redis://a, us = redis://b"),
+            ("COG_REGIONS", "eu=redis://a, us = redis://b,"),
             ("COG_REGION_SYNC_MS", "250"),
             ("COG_DEPLOYMENTS", "main=redis://m"),
         ])
