@@ -92,6 +92,8 @@ mod disabled {
         ) -> Result<(), L2Error> {
             match *self {}
         }
+        /// Tells the other instances listening on this L2's channel to drop
+        /// what `msg` names from their L1.
         pub(crate) async fn publish<K: Serialize>(
             &self,
             _: &Invalidation<K>,
@@ -163,6 +165,23 @@ mod imp {
         tokio::time::timeout(step, f)
             .await
             .map_err(|_| fred::error::Error::new(fred::error::ErrorKind::Timeout, what))
+    }
+
+    /// Whether `key` holds a value and it is not a set.
+    async fn holds_other_than_a_set(
+        client: &Client,
+        opts: &Options,
+        step: Duration,
+        key: &str,
+    ) -> Result<bool, fred::error::Error> {
+        let cmd = fred::types::CustomCommand::new_static("TYPE", None, false);
+        let kind: String = within(
+            step,
+            "TYPE",
+            client.with_options(opts).custom(cmd, vec![key]),
+        )
+        .await??;
+        Ok(kind != "set" && kind != "none")
     }
 
     /// Deletes `keys` within `step`: one `DEL` for them all, or on
@@ -339,7 +358,8 @@ mod imp {
         /// Deletes every data key recorded under `tag`, then the set:
         /// the set's members a page at a time (`SSCAN`), each page's keys
         /// at once. Every page and every batch of deletes answers within
-        /// the timeout; the whole walk within 100 of them.
+        /// the timeout; the whole walk within 100 of them. Anything but a
+        /// set under the set's name (garbage) is deleted as the set is.
         pub(crate) async fn delete_tag(&self, tenant: &str, tag: &str) -> Result<(), L2Error> {
             use fred::types::scan::Scanner;
             use futures_util::StreamExt;
@@ -350,7 +370,21 @@ mod imp {
             let work = async move {
                 let mut pages = client.sscan(set.clone(), "*", Some(SCAN_PAGE)).boxed();
                 while let Some(page) = within(step, "SSCAN page", pages.next()).await? {
-                    let mut page = page?;
+                    let mut page = match page {
+                        Ok(page) => page,
+                        // Anything but a set under the set's name is
+                        // garbage: it names no entry, and kept, it would
+                        // refuse this invalidation each time it is retried.
+                        // (fred reads Redis's `WRONGTYPE` to `SSCAN` as a
+                        // reply it cannot parse: ask what is there.)
+                        Err(e) if !cog_core::redis::is_outage(&e) => {
+                            if holds_other_than_a_set(&client, &opts, step, &set).await? {
+                                break;
+                            }
+                            return Err(e);
+                        }
+                        Err(e) => return Err(e),
+                    };
                     let members: Vec<String> = page
                         .take_results()
                         .unwrap_or_default()
@@ -458,14 +492,19 @@ mod imp {
                 cog_core::telemetry::redis_peer(&self.client)
             });
             let started = std::time::Instant::now();
-            let result = match tokio::time::timeout(timeout, span.wrap(f)).await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::Timeout => Err(L2Error::Timeout),
+            // Whether Redis, or the way to it, failed — not a reply about
+            // this one call, which says the server is up.
+            let (result, outage) = match tokio::time::timeout(timeout, span.wrap(f)).await {
+                Ok(Ok(v)) => (Ok(v), false),
+                Ok(Err(e)) if e.kind() == &fred::error::ErrorKind::Timeout => {
+                    (Err(L2Error::Timeout), true)
+                }
                 Ok(Err(e)) => {
                     self.demotion.after_error(&self.client, e.details());
-                    Err(L2Error::Redis(Box::new(e)))
+                    let outage = cog_core::redis::is_outage(&e);
+                    (Err(L2Error::Redis(Box::new(e))), outage)
                 }
-                Err(_) => Err(L2Error::Timeout),
+                Err(_) => (Err(L2Error::Timeout), true),
             };
             self.duration.record(
                 started.elapsed().as_secs_f64(),
@@ -483,15 +522,19 @@ mod imp {
             if let Err(e) = &result {
                 span.fail(e.kind(), || e.to_string());
             }
+            // Only an outage opens the circuit: a reply about one call
+            // (`WRONGTYPE` from garbage under one key, `NOPERM`) would
+            // otherwise take L2 away from every tenant for the retry
+            // interval, each time that key is touched.
             match &result {
-                Ok(_) => {
-                    if self.breaker.success() {
-                        tracing::info!(target: "cog_cache", "redis reachable again, L2 circuit closed");
-                    }
-                }
-                Err(e) => {
+                Err(e) if outage => {
                     if self.breaker.failure() {
                         tracing::warn!(target: "cog_cache", error = e as &dyn std::error::Error, "L2 circuit open: serving from L1 and loaders");
+                    }
+                }
+                _ => {
+                    if self.breaker.success() {
+                        tracing::info!(target: "cog_cache", "redis reachable again, L2 circuit closed");
                     }
                 }
             }
@@ -553,8 +596,13 @@ mod imp {
             &self,
             msg: &Invalidation<K>,
         ) -> Result<(), L2Error> {
-            let payload = postcard::to_stdvec(&(self.origin, msg))
-                .map_err(|e| L2Error::Redis(Box::new(e)))?;
+            let Ok(payload) = postcard::to_stdvec(&(self.origin, msg)) else {
+                // Only a key whose serialization fails has no message: it
+                // lives in each instance's L1 only (it has no L2 key
+                // either), so there is nothing another instance can be
+                // told, now or on a retry.
+                return Ok(());
+            };
             let c = self.client.with_options(&self.opts());
             let channel = self.channel.clone();
             self.call("PUBLISH", async move {
@@ -601,15 +649,44 @@ mod imp {
                 let c = self.client.with_options(&self.opts());
                 let k = lease_key.clone();
                 match self
-                    .call("EXISTS", async move { c.exists::<u32, _>(k).await })
+                    .call("PTTL", async move { c.pttl::<i64, _>(k).await })
                     .await
                 {
-                    Ok(0) => return Some(LeaseOutcome::Waited),
+                    // Gone.
+                    Ok(-2) => return Some(LeaseOutcome::Waited),
+                    // No lifetime: not a lease (each is set with one) but
+                    // garbage, which would make every load of this key
+                    // wait out the lease. Take its place.
+                    Ok(-1) => return self.take_lease(&lease_key, token, ttl).await,
                     Ok(_) => {}
                     Err(_) => return None,
                 }
             }
             Some(LeaseOutcome::Waited)
+        }
+
+        /// Sets the lease at `key` to `token` whatever it holds.
+        async fn take_lease(
+            &self,
+            key: &str,
+            token: String,
+            ttl: Duration,
+        ) -> Option<LeaseOutcome> {
+            let c = self.client.with_options(&self.opts());
+            let (k, t) = (key.to_owned(), token.clone());
+            self.call("SET", async move {
+                c.set::<(), _, _>(
+                    k,
+                    t,
+                    Some(Expiration::PX(ttl.as_millis() as i64)),
+                    None,
+                    false,
+                )
+                .await
+            })
+            .await
+            .ok()?;
+            Some(LeaseOutcome::Held(token))
         }
 
         /// Releases the lease if we still hold it (token check).

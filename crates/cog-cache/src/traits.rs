@@ -6,8 +6,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// What a cache key must be: hashable for L1, serializable for its Redis
-/// key (the serialization, escaped, names it; keys whose serialization
-/// fails stay in L1) and so invalidations can name it to other instances.
+/// key (the serialization, escaped, names it) and so invalidations can name
+/// it to other instances. A key whose serialization fails (postcard
+/// refuses `#[serde(flatten)]`, for one) stays in each instance's L1, and
+/// its invalidation reaches only the instance that makes it.
 pub trait CacheKey:
     Hash + Eq + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
 {

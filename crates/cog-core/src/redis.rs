@@ -36,6 +36,47 @@ pub fn is_unavailable_reply(details: &str) -> bool {
             .any(|rest| is_code(rest.split_whitespace().next().unwrap_or("")))
 }
 
+/// Whether a fred error means Redis, or the way to it, cannot serve now:
+/// a timeout, a connection lost, refused or not yet routed, a cluster or
+/// Sentinel moving, a refused login, or a reply in [`UNAVAILABLE_CODES`].
+/// The other errors are Redis answering that *this call* is wrong
+/// (`WRONGTYPE` on a key holding garbage, a script error, `NOPERM`) or a
+/// reply that could not be read: the server is up, so they should not
+/// open a circuit breaker or apply a failure policy.
+///
+/// fred reports both Redis error replies and some client-side connection
+/// failures (`Failed to route command.`, `Missing expected connection.`,
+/// seen when a server is killed mid-command) as `Unknown`: only a reply
+/// from Redis (an upper-case code first) is the server answering.
+#[cfg(feature = "fred")]
+pub fn is_outage(e: &fred::error::Error) -> bool {
+    use fred::error::ErrorKind;
+    if is_unavailable_reply(e.details()) {
+        return true;
+    }
+    match e.kind() {
+        ErrorKind::Timeout
+        | ErrorKind::IO
+        | ErrorKind::Canceled
+        | ErrorKind::Routing
+        | ErrorKind::Backpressure
+        | ErrorKind::Cluster
+        | ErrorKind::Sentinel
+        | ErrorKind::Auth
+        | ErrorKind::Config => true,
+        ErrorKind::Unknown => !is_reply(e.details()),
+        _ => false,
+    }
+}
+
+/// Whether an error text is a reply from Redis (an upper-case error code
+/// first), as opposed to a client-side message.
+#[cfg(feature = "fred")]
+fn is_reply(details: &str) -> bool {
+    let code = details.split_whitespace().next().unwrap_or("");
+    !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+}
+
 /// Whether the text of a Redis error reply carries `code` (`READONLY`,
 /// say): first, or as Redis 6 reports an error raised inside a script.
 #[cfg_attr(not(feature = "fred"), allow(dead_code))] // used by `Demotion`
@@ -218,6 +259,59 @@ mod tests {
         ] {
             assert!(!has_code(text, "READONLY"), "{text}");
         }
+    }
+
+    #[cfg(feature = "fred")]
+    #[test]
+    fn outages_are_told_from_replies_about_the_call() {
+        use fred::error::{Error, ErrorKind};
+        let outage = |kind, text: &str| is_outage(&Error::new(kind, text.to_owned()));
+        for text in [
+            "Failed to route command.",
+            "Missing expected connection.",
+            "LOADING Redis is loading",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "READONLY You can't write against a read only replica.",
+        ] {
+            assert!(outage(ErrorKind::Unknown, text), "{text}");
+        }
+        for kind in [
+            ErrorKind::Timeout,
+            ErrorKind::IO,
+            ErrorKind::Canceled,
+            ErrorKind::Routing,
+            ErrorKind::Backpressure,
+            ErrorKind::Cluster,
+            ErrorKind::Sentinel,
+            ErrorKind::Auth,
+            ErrorKind::Config,
+        ] {
+            assert!(outage(kind.clone(), "x"), "{kind:?}");
+        }
+        for (kind, text) in [
+            (
+                ErrorKind::InvalidArgument,
+                "WRONGTYPE Operation against a key holding the wrong kind of value",
+            ),
+            (
+                ErrorKind::Unknown,
+                "ERR Error running script (call to f_1): @user_script:1: oops",
+            ),
+            (
+                ErrorKind::Unknown,
+                "NOPERM User u has no permissions to run the 'eval' command",
+            ),
+            (
+                ErrorKind::Unknown,
+                "BUSYGROUP Consumer Group name already exists",
+            ),
+            (ErrorKind::Parse, "Could not convert to bytes."),
+            (ErrorKind::InvalidCommand, "ERR unknown command"),
+        ] {
+            assert!(!outage(kind, text), "{text}");
+        }
+        // OOM is an outage whatever kind fred gave it.
+        assert!(outage(ErrorKind::Parse, "OOM command not allowed"));
     }
 
     #[test]

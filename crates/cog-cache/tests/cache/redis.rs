@@ -313,6 +313,71 @@ async fn garbage_and_foreign_schemas_in_redis_are_misses() {
     assert_eq!(other.stats().l2_corrupt, 1);
 }
 
+/// A key holding another type than a string (garbage Redis refuses to
+/// `GET`, `WRONGTYPE`) is a miss for that key only: Redis answered, so the
+/// circuit stays closed and every other key is still read from L2. It
+/// used to open the circuit — L2 gone for every tenant for the retry
+/// interval, each time that key was read.
+#[tokio::test]
+async fn a_key_holding_another_type_does_not_open_the_circuit() {
+    let server = RedisServer::start().unwrap();
+    let writer = cache(&server.url(), false).await;
+    let (good, bad) = ("good".to_owned(), "bad".to_owned());
+    writer.insert(good.clone(), "v".into()).await;
+    server
+        .command(&["RPUSH", &writer.l2_key(&bad).unwrap(), "garbage"])
+        .unwrap();
+
+    let reader = cache(&server.url(), false).await;
+    assert_eq!(reader.get(&bad).await, None);
+    assert_eq!(reader.stats().l2_errors, 1, "the refused GET is counted");
+    assert!(!reader.l2_circuit_open());
+    assert_eq!(
+        reader.get(&good).await.as_deref(),
+        Some("v"),
+        "read from L2"
+    );
+    // A load of the bad key replaces the garbage.
+    let counter = Counter::default();
+    assert_eq!(
+        reader
+            .get_or_load(&bad, counter.loader("loaded", Duration::ZERO))
+            .await
+            .unwrap(),
+        "loaded"
+    );
+    assert_eq!(
+        cache(&server.url(), false).await.get(&bad).await.as_deref(),
+        Some("loaded")
+    );
+}
+
+/// Garbage under a tag set's name (anything but a set) names no entry: the
+/// tag's invalidation deletes it and lands at once. It used to be refused
+/// (`SSCAN` on a string) and retried every interval, for ever.
+#[tokio::test]
+async fn a_tag_set_holding_garbage_is_invalidated_at_once() {
+    let server = RedisServer::start().unwrap();
+    let cache = cache(&server.url(), false).await;
+    cache.tagged(["t"]).insert("k".to_owned(), "v".into()).await;
+    // The tenant's part of the data key, then the tag's (an encoded key
+    // holds no raw `:`).
+    let data = cache.l2_key(&"k".to_owned()).unwrap();
+    let set = format!("{}:#tag:t", data.rsplit_once(':').unwrap().0);
+    assert!(matches!(
+        server.command(&["EXISTS", &set]).unwrap(),
+        Reply::Int(1)
+    ));
+    server.command(&["SET", &set, "garbage"]).unwrap();
+    cache.invalidate_tag("t").await;
+    assert_eq!(cache.invalidations_pending(), 0, "nothing left to retry");
+    assert!(matches!(
+        server.command(&["EXISTS", &set]).unwrap(),
+        Reply::Int(0)
+    ));
+    assert!(!cache.l2_circuit_open());
+}
+
 #[tokio::test]
 async fn l1_is_flushed_after_the_invalidation_channel_reconnects() {
     let server = RedisServer::start().unwrap();
@@ -512,6 +577,38 @@ async fn l2_keys_follow_equality_not_display() {
     one.insert(a.clone(), "for a".into()).await;
     assert_eq!(two.get(&b).await, None);
     assert_eq!(two.get(&a).await.as_deref(), Some("for a"));
+}
+
+/// A key whose serialization fails (postcard refuses `#[serde(flatten)]`)
+/// lives in each instance's L1 only, and its invalidation has nothing to
+/// tell the others: it lands at once. It used to wait for a message that
+/// could never be built, retried for ever.
+#[tokio::test]
+async fn a_key_that_does_not_serialize_is_invalidated_here_at_once() {
+    #[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    struct Flat {
+        #[serde(flatten)]
+        id: Id,
+    }
+    #[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+    struct Id {
+        id: u32,
+    }
+    let server = RedisServer::start().unwrap();
+    let cache: TieredCache<Flat, String> = TieredCache::builder()
+        .redis(client(&server.url()).await)
+        .schema("v1")
+        .redis_retry_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let k = Flat { id: Id { id: 1 } };
+    assert_eq!(cache.l2_key(&k), None, "postcard refuses it");
+    cache.insert(k.clone(), "v".into()).await;
+    assert_eq!(cache.get(&k).await.as_deref(), Some("v"), "kept in L1");
+    cache.invalidate(&k).await;
+    assert_eq!(cache.get(&k).await, None);
+    assert_eq!(cache.invalidations_pending(), 0, "nothing left to retry");
+    assert_eq!(cache.stats().l2_errors, 0);
 }
 
 /// A Redis-backed cache says which schema it needs instead of defaulting
@@ -852,6 +949,38 @@ async fn the_load_lease_is_per_key() {
         "the other key's load waited for this one"
     );
     assert_eq!(slow.await.unwrap().unwrap(), "s");
+}
+
+/// Garbage at a key's lease (a value without a lifetime: every lease is
+/// set with one) is taken over at the first check: the load does not wait
+/// out the 5 s lease, and once done it releases the lease as its own. It
+/// used to stand for ever, and every load of the key waited 5 s.
+#[tokio::test]
+async fn a_lease_without_a_lifetime_is_garbage_taken_over() {
+    let server = RedisServer::start().unwrap();
+    let cache = cache(&server.url(), true).await;
+    let k = "k".to_owned();
+    let lease = format!("{}:lease", cache.l2_key(&k).unwrap());
+    server.command(&["SET", &lease, "garbage"]).unwrap();
+    let counter = Counter::default();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        cache
+            .get_or_load(&k, counter.loader("v", Duration::ZERO))
+            .await
+            .unwrap(),
+        "v"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "waited out the 5 s lease: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(counter.calls(), 1);
+    assert!(matches!(
+        server.command(&["EXISTS", &lease]).unwrap(),
+        Reply::Int(0)
+    ));
 }
 
 /// `invalidations_ready` resolves once the cache's subscription is up and

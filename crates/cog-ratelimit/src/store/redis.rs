@@ -648,40 +648,21 @@ fn micros(ns: u64) -> String {
 }
 
 fn fred_error(e: FredError, timeout: Duration) -> StoreError {
-    use fred::error::ErrorKind;
-    // Redis answered "cannot serve now" (out of memory, a replica, loading,
-    // busy, failing over …), whatever kind fred gave it: an outage.
-    if cog_core::redis::is_unavailable_reply(e.details()) {
-        return StoreError::unavailable(e);
-    }
-    match e.kind() {
-        ErrorKind::Timeout => StoreError::Timeout(timeout),
-        // The server or the path to it is down, busy or moving: the failure
-        // policy applies.
-        ErrorKind::IO
-        | ErrorKind::Canceled
-        | ErrorKind::Routing
-        | ErrorKind::Backpressure
-        | ErrorKind::Cluster
-        | ErrorKind::Sentinel
-        | ErrorKind::Auth
-        | ErrorKind::Config => StoreError::unavailable(e),
-        // fred reports both Redis error replies and some client-side
-        // connection failures ("Failed to route command.", "Missing
-        // expected connection.", seen when a server is killed mid-command)
-        // as `Unknown`: only a reply from Redis is a protocol error.
-        ErrorKind::Unknown if !is_redis_reply(e.details()) => StoreError::unavailable(e),
+    if !cog_core::redis::is_outage(&e) {
         // Redis answered, but not with a decision (a script error, a reply
         // we cannot read): a bug to surface, not an outage to paper over.
-        _ => StoreError::Protocol(e.to_string()),
+        return StoreError::Protocol(e.to_string());
     }
-}
-
-/// Whether an error text is a reply from Redis (an upper-case error code
-/// first), as opposed to a client-side message.
-fn is_redis_reply(details: &str) -> bool {
-    let code = details.split_whitespace().next().unwrap_or("");
-    !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+    // The server or the path to it is down, busy or moving — or Redis
+    // answered "cannot serve now" (out of memory, a replica, loading …),
+    // whatever kind fred gave it: the failure policy applies.
+    if e.kind() == &fred::error::ErrorKind::Timeout
+        && !cog_core::redis::is_unavailable_reply(e.details())
+    {
+        StoreError::Timeout(timeout)
+    } else {
+        StoreError::unavailable(e)
+    }
 }
 
 fn parse_decision(reply: &[i64], limits: usize) -> Result<Decision, StoreError> {
