@@ -77,9 +77,17 @@ fn is_reply(details: &str) -> bool {
     !code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
 }
 
+/// Whether Redis refused a call for the type of value under its key
+/// (`WRONGTYPE`, also from inside a script): garbage where a caller keeps
+/// another type.
+#[cfg(feature = "fred")]
+pub fn is_wrong_type(e: &fred::error::Error) -> bool {
+    has_code(e.details(), "WRONGTYPE")
+}
+
 /// Whether the text of a Redis error reply carries `code` (`READONLY`,
 /// say): first, or as Redis 6 reports an error raised inside a script.
-#[cfg_attr(not(feature = "fred"), allow(dead_code))] // used by `Demotion`
+#[cfg_attr(not(feature = "fred"), allow(dead_code))] // used by `Demotion` and `is_wrong_type`
 fn has_code(details: &str, code: &str) -> bool {
     let first = details.split_whitespace().next().unwrap_or("");
     first.trim_start_matches('-') == code
@@ -312,6 +320,17 @@ mod tests {
         }
         // OOM is an outage whatever kind fred gave it.
         assert!(outage(ErrorKind::Parse, "OOM command not allowed"));
+
+        let wrong_type =
+            |text: &str| is_wrong_type(&Error::new(ErrorKind::InvalidArgument, text.to_owned()));
+        assert!(wrong_type(
+            "WRONGTYPE Operation against a key holding the wrong kind of value"
+        ));
+        assert!(wrong_type(
+            "ERR Error running script (call to f_1): @user_script:3: -WRONGTYPE Operation against a key"
+        ));
+        assert!(!wrong_type("ERR WRONGTYPE in a message"));
+        assert!(!wrong_type("Expected bulk string array."));
     }
 
     #[test]

@@ -18,7 +18,11 @@ use fred::types::{Key, Value};
 use crate::kv::{KvError, KvScope, KvStore};
 
 /// Sets a field unless that would take the hash past its entry limit.
+/// Anything but a hash under the scope's key is garbage, replaced: kept, it
+/// would refuse every call of the scope for ever.
 const SET_LUA: &str = r"
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
    and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
   return -1
@@ -36,7 +40,8 @@ return 0
 /// operation runs on the runtime the store was created on and is bounded
 /// by its timeout (default 20 ms). When Redis is slow or gone, the plugin
 /// sees `UNAVAILABLE` (−4) and carries on — nothing waits longer than the
-/// timeout, nothing panics.
+/// timeout, nothing panics. Anything but a hash under a scope's key
+/// (garbage) holds no entry, and the scope's next `set` replaces it.
 #[derive(Clone)]
 pub struct RedisKv {
     inner: Arc<Inner>,
@@ -181,7 +186,13 @@ impl RedisKv {
 impl KvStore for RedisKv {
     fn get(&self, scope: &KvScope, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         let (client, hash, field) = (self.client(), self.key(scope), Key::from(key));
-        let v: Option<Bytes> = self.run("HGET", async move { client.hget(hash, field).await })?;
+        let v: Option<Bytes> = self.run("HGET", async move {
+            match client.hget(hash, field).await {
+                // Garbage under the scope's key holds no entry.
+                Err(e) if cog_core::redis::is_wrong_type(&e) => Ok(None),
+                r => r,
+            }
+        })?;
         Ok(v.map(|b| b.to_vec()))
     }
 
@@ -207,7 +218,12 @@ impl KvStore for RedisKv {
 
     fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError> {
         let (client, hash, field) = (self.client(), self.key(scope), Key::from(key));
-        let n: i64 = self.run("HDEL", async move { client.hdel(hash, field).await })?;
+        let n: i64 = self.run("HDEL", async move {
+            match client.hdel(hash, field).await {
+                Err(e) if cog_core::redis::is_wrong_type(&e) => Ok(0),
+                r => r,
+            }
+        })?;
         Ok(n > 0)
     }
 }

@@ -150,6 +150,35 @@ async fn quotas_hold_in_redis_and_a_dead_redis_is_unavailable_not_a_hang() {
     assert!(std::error::Error::source(&err).is_some(), "{err:?}");
 }
 
+/// Garbage under a scope's key (anything but a hash) holds no entry, and
+/// the scope's next write replaces it. It used to refuse every call of the
+/// scope (`WRONGTYPE`, answered `UNAVAILABLE`) for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_under_a_scope_is_no_data_and_the_next_write_replaces_it() {
+    let server = RedisServer::start().unwrap();
+    let kv = RedisKv::new(client(&server.url()).await).timeout(Duration::from_millis(500));
+    for (tenant, garbage) in [
+        ("string", &["SET", "garbage"][..]),
+        ("list", &["RPUSH", "garbage"][..]),
+    ] {
+        let key = kv.key(&scope(tenant));
+        server
+            .command(&[&garbage[..1], &[key.as_str()], &garbage[1..]].concat())
+            .unwrap();
+        let kv = kv.clone();
+        let tenant = tenant.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let s = scope(&tenant);
+            assert_eq!(kv.get(&s, b"k"), Ok(None), "{tenant}");
+            assert_eq!(kv.delete(&s, b"k"), Ok(false), "{tenant}");
+            kv.set(&s, b"k", b"v", 10).unwrap();
+            assert_eq!(kv.get(&s, b"k"), Ok(Some(b"v".to_vec())), "{tenant}");
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// In a sampled trace, a plugin call is a `plugin.call` span and each of
 /// its KV round trips a Redis client span under it — also when the call
 /// runs on a blocking thread, as the layer runs it.
