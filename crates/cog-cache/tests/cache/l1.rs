@@ -84,6 +84,7 @@ async fn errors_without_stale_and_negative_caching() {
         .await
         .unwrap_err();
     assert!(matches!(err, CacheError::Load(ref e) if e == "upstream down"));
+    assert_eq!((cache.stats().load_errors, cache.stats().loads), (1, 0));
     // A failure is not cached: the next call loads.
     let counter = Counter::default();
     assert_eq!(
@@ -93,6 +94,7 @@ async fn errors_without_stale_and_negative_caching() {
             .unwrap(),
         "ok"
     );
+    assert_eq!((cache.stats().load_errors, cache.stats().loads), (1, 1));
 
     let calls = Counter::default();
     for _ in 0..3 {
