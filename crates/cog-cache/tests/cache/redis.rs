@@ -579,6 +579,43 @@ async fn l2_keys_follow_equality_not_display() {
     assert_eq!(two.get(&a).await.as_deref(), Some("for a"));
 }
 
+/// A tag's invalidation Redis refuses (here an ACL without `SSCAN`) while
+/// the tag's set is a set waits, set and members kept, and lands once
+/// Redis allows it: only garbage under the set's name is deleted outright.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_tag_invalidation_keeps_the_set_until_it_lands() {
+    let server = RedisServer::start().unwrap();
+    server
+        .command(&[
+            "ACL", "SETUSER", "noscan", "on", ">pw", "~*", "&*", "+@all", "-sscan",
+        ])
+        .unwrap();
+    let cache = cache(&format!("redis://noscan:pw@{}", server.addr()), false).await;
+    let k = "k".to_owned();
+    cache.tagged(["t"]).insert(k.clone(), "v".into()).await;
+    let data = cache.l2_key(&k).unwrap();
+    let set = format!("{}:#tag:t", data.rsplit_once(':').unwrap().0);
+    let exists = |key: &str| matches!(server.command(&["EXISTS", key]).unwrap(), Reply::Int(1));
+    assert!(exists(&data) && exists(&set));
+
+    cache.invalidate_tag("t").await;
+    assert_eq!(cache.invalidations_pending(), 1);
+    assert!(
+        exists(&set),
+        "the set of a refused invalidation was deleted"
+    );
+    assert!(exists(&data));
+
+    server
+        .command(&["ACL", "SETUSER", "noscan", "+sscan"])
+        .unwrap();
+    eventually("the invalidation landed", async || {
+        cache.invalidations_pending() == 0
+    })
+    .await;
+    assert!(!exists(&data) && !exists(&set));
+}
+
 /// A key whose serialization fails (postcard refuses `#[serde(flatten)]`)
 /// lives in each instance's L1 only, and its invalidation has nothing to
 /// tell the others: it lands at once. It used to wait for a message that

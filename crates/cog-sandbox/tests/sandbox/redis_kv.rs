@@ -135,19 +135,25 @@ async fn quotas_hold_in_redis_and_a_dead_redis_is_unavailable_not_a_hang() {
         started.elapsed()
     );
 
-    // The host sees why: the client's error, as the source.
-    let err = tokio::task::spawn_blocking(move || {
+    // The host sees why: the client's error, as the source — for reads,
+    // deletes and writes alike.
+    let errs = tokio::task::spawn_blocking(move || {
         use cog_sandbox::KvStore as _;
-        kv.get(&scope, b"k")
+        [
+            kv.get(&scope, b"k").unwrap_err(),
+            kv.delete(&scope, b"k").unwrap_err(),
+            kv.set(&scope, b"k", b"v", 100).unwrap_err(),
+        ]
     })
     .await
-    .unwrap()
-    .unwrap_err();
-    assert!(
-        matches!(err, cog_sandbox::KvError::Unavailable(_)),
-        "{err:?}"
-    );
-    assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+    .unwrap();
+    for err in errs {
+        assert!(
+            matches!(err, cog_sandbox::KvError::Unavailable(_)),
+            "{err:?}"
+        );
+        assert!(std::error::Error::source(&err).is_some(), "{err:?}");
+    }
 }
 
 /// Garbage under a scope's key (anything but a hash) holds no entry, and
