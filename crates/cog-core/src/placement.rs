@@ -46,7 +46,7 @@ pub enum PlacementError {
     /// A deployment the placement does not know.
     #[error("unknown deployment `{0}`")]
     UnknownDeployment(String),
-    /// No deployments, more than 65 536, a repeated or an invalid name.
+    /// No deployments, more than 65 535, a repeated or an invalid name.
     #[error("invalid deployments: {0}")]
     Deployments(String),
 }
