@@ -17,7 +17,11 @@ pub struct CacheBuilder<K, V> {
     l1_ttl: Option<Duration>,
     schema: Option<u64>,
     #[cfg(feature = "redis")]
-    redis: Option<(fred::clients::Client, crate::l2::L2Settings)>,
+    redis: Option<fred::clients::Client>,
+    /// The Redis tier's settings, kept apart from the client so that they
+    /// hold whichever is given first.
+    #[cfg(feature = "redis")]
+    l2: crate::l2::L2Settings,
     #[cfg(feature = "redis")]
     regions: Vec<fred::clients::Client>,
     /// Bounds each call to another region's Redis.
@@ -25,6 +29,8 @@ pub struct CacheBuilder<K, V> {
     region_timeout: Duration,
     #[cfg(feature = "redis")]
     placed: Option<Placed>,
+    #[cfg(feature = "redis")]
+    placed_window: Duration,
     _types: PhantomData<fn(K) -> V>,
 }
 
@@ -33,7 +39,6 @@ pub struct CacheBuilder<K, V> {
 struct Placed {
     router: Arc<cog_core::placement::Router>,
     clients: Result<Vec<fred::clients::Client>, cog_core::placement::PlacementError>,
-    window: Duration,
 }
 
 impl<K, V> fmt::Debug for CacheBuilder<K, V> {
@@ -91,11 +96,15 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
             #[cfg(feature = "redis")]
             redis: None,
             #[cfg(feature = "redis")]
+            l2: crate::l2::L2Settings::default(),
+            #[cfg(feature = "redis")]
             regions: Vec::new(),
             #[cfg(feature = "redis")]
             region_timeout: Duration::from_secs(1),
             #[cfg(feature = "redis")]
             placed: None,
+            #[cfg(feature = "redis")]
+            placed_window: Duration::from_secs(24 * 3600),
             _types: PhantomData,
         }
     }
@@ -211,7 +220,12 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     }
 
     /// Adds the Redis tier on an initialized `fred` client: key prefix
-    /// `cog:cache:`, 50 ms timeout, 1 s circuit retry, no lease.
+    /// `cog:cache:`, 50 ms timeout, 1 s circuit retry, no lease, unless
+    /// set — before or after this call — by
+    /// [`redis_prefix`](Self::redis_prefix),
+    /// [`redis_timeout`](Self::redis_timeout),
+    /// [`redis_retry_interval`](Self::redis_retry_interval) and
+    /// [`lease`](Self::lease).
     ///
     /// Takes fred's `Client`: fred's major version is part of this crate's
     /// API under the `redis` feature (why: `docs/architecture.md`, "The
@@ -219,7 +233,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, client: fred::clients::Client) -> Self {
-        self.redis = Some((client, crate::l2::L2Settings::default()));
+        self.redis = Some(client);
         self
     }
 
@@ -247,7 +261,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     /// cross-region round trip, off every request's path, so it can be far
     /// longer than the local L2's [`redis_timeout`](Self::redis_timeout).
     /// A region slower than this counts as unreachable, and its
-    /// invalidations wait.
+    /// invalidations wait. Zero is refused by [`build`](Self::build).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn region_timeout(mut self, timeout: Duration) -> Self {
@@ -281,11 +295,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         deployments: impl IntoIterator<Item = (impl AsRef<str>, fred::clients::Client)>,
     ) -> Self {
         let clients = router.arrange(deployments);
-        self.placed = Some(Placed {
-            router,
-            clients,
-            window: Duration::from_secs(24 * 3600),
-        });
+        self.placed = Some(Placed { router, clients });
         self
     }
 
@@ -294,15 +304,8 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn placed_window(mut self, window: Duration) -> Self {
-        if let Some(p) = &mut self.placed {
-            p.window = window;
-        }
+        self.placed_window = window;
         self
-    }
-
-    #[cfg(feature = "redis")]
-    fn l2_settings(&mut self) -> Option<&mut crate::l2::L2Settings> {
-        self.redis.as_mut().map(|(_, s)| s)
     }
 
     /// The Redis key prefix (default `cog:cache:`), which also names the
@@ -312,19 +315,16 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_prefix(mut self, prefix: impl Into<String>) -> Self {
-        if let Some(s) = self.l2_settings() {
-            s.prefix = prefix.into();
-        }
+        self.l2.prefix = prefix.into();
         self
     }
 
-    /// Bounds every Redis call (default 50 ms).
+    /// Bounds every Redis call (default 50 ms; zero is refused by
+    /// [`build`](Self::build)).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_timeout(mut self, timeout: Duration) -> Self {
-        if let Some(s) = self.l2_settings() {
-            s.timeout = timeout;
-        }
+        self.l2.timeout = timeout;
         self
     }
 
@@ -333,21 +333,18 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis_retry_interval(mut self, interval: Duration) -> Self {
-        if let Some(s) = self.l2_settings() {
-            s.retry_interval = interval;
-        }
+        self.l2.retry_interval = interval;
         self
     }
 
     /// Loads each missing key once per cluster: the instance that takes a
     /// Redis lease (`SET NX PX ttl`, released with a token check) loads;
-    /// the others wait — up to `ttl` — for its value to appear in L2.
+    /// the others wait — up to `ttl` — for its value to appear in L2. A
+    /// `ttl` under 1 ms is refused by [`build`](Self::build).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn lease(mut self, ttl: Duration) -> Self {
-        if let Some(s) = self.l2_settings() {
-            s.lease = Some(ttl);
-        }
+        self.l2.lease = Some(ttl);
         self
     }
 
@@ -365,9 +362,16 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
         self.config.schema = self.schema.unwrap_or(0);
         #[cfg(feature = "redis")]
         {
-            if let Some((client, settings)) = self.redis.take() {
+            if let Some(client) = self.redis.take() {
                 if self.schema.is_none() {
                     return Err(BuildError::SchemaRequired);
+                }
+                let settings = std::mem::take(&mut self.l2);
+                if settings.timeout.is_zero() || self.region_timeout.is_zero() {
+                    return Err(BuildError::Invalid("a Redis timeout must be positive"));
+                }
+                if settings.lease.is_some_and(|l| l.as_millis() == 0) {
+                    return Err(BuildError::Invalid("the lease must be at least 1 ms"));
                 }
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err(BuildError::NoRuntime);
@@ -396,7 +400,7 @@ impl<K: CacheKey, V: CacheValue> CacheBuilder<K, V> {
                             .map(|c| crate::l2::L2::new(c, settings.clone()))
                             .collect(),
                         router: p.router,
-                        window: p.window,
+                        window: self.placed_window,
                     }),
                     None => None,
                 };

@@ -12,13 +12,24 @@ use cog_testkit::Reply;
 
 use crate::support::{Cache, client, eventually};
 
-async fn instance(main: &RedisServer, big: &RedisServer, window: Duration) -> (Cache, Arc<Router>) {
+/// An instance on `main`, placed over `main` and `big`, copying for
+/// `window` after a move (`None`: the default, 24 h). The window is set
+/// before the placement: settings hold in any order.
+async fn instance(
+    main: &RedisServer,
+    big: &RedisServer,
+    window: Option<Duration>,
+) -> (Cache, Arc<Router>) {
     let placement = Placement::new(["main", "big"]).unwrap();
     let router = Arc::new(Router::new(["main", "big"], placement).unwrap());
-    let cache: Cache = TieredCache::builder()
+    let mut builder = TieredCache::builder()
         .redis(client(&main.url()).await)
         .schema("v1")
-        .ttl(Duration::from_secs(60))
+        .ttl(Duration::from_secs(60));
+    if let Some(window) = window {
+        builder = builder.placed_window(window);
+    }
+    let cache: Cache = builder
         .placed(
             router.clone(),
             [
@@ -26,7 +37,6 @@ async fn instance(main: &RedisServer, big: &RedisServer, window: Duration) -> (C
                 ("big", client(&big.url()).await),
             ],
         )
-        .placed_window(window)
         .build()
         .unwrap();
     cache.invalidations_ready().await;
@@ -47,8 +57,8 @@ fn pttl(server: &RedisServer, key: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_live_on_their_partitions_deployment_and_follow_a_move() {
     let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
-    let (a, router_a) = instance(&main, &big, Duration::from_secs(3600)).await;
-    let (b, router_b) = instance(&main, &big, Duration::from_secs(3600)).await;
+    let (a, router_a) = instance(&main, &big, None).await;
+    let (b, router_b) = instance(&main, &big, None).await;
     let (acme_a, acme_b) = (a.tenant("acme"), b.tenant("acme"));
     let other = cog_testkit::placement::elsewhere("acme");
 
@@ -122,8 +132,8 @@ async fn entries_live_on_their_partitions_deployment_and_follow_a_move() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_window_the_old_deployment_is_not_read() {
     let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
-    let (a, router_a) = instance(&main, &big, Duration::from_millis(200)).await;
-    let (b, router_b) = instance(&main, &big, Duration::from_millis(200)).await;
+    let (a, router_a) = instance(&main, &big, Some(Duration::from_millis(200))).await;
+    let (b, router_b) = instance(&main, &big, Some(Duration::from_millis(200))).await;
     a.tenant("acme").insert("k".into(), "v".into()).await;
     let moved = router_a
         .placement()
@@ -164,8 +174,8 @@ async fn a_placed_cache_needs_every_deployment_and_a_home() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_written_away_follow_a_move_back() {
     let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
-    let (a, router_a) = instance(&main, &big, Duration::from_secs(3600)).await;
-    let (b, router_b) = instance(&main, &big, Duration::from_secs(3600)).await;
+    let (a, router_a) = instance(&main, &big, None).await;
+    let (b, router_b) = instance(&main, &big, None).await;
     let (acme_a, acme_b) = (a.tenant("acme"), b.tenant("acme"));
     let away = router_a
         .placement()

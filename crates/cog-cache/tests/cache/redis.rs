@@ -648,6 +648,68 @@ async fn a_key_that_does_not_serialize_is_invalidated_here_at_once() {
     assert_eq!(cache.stats().l2_errors, 0);
 }
 
+/// The Redis tier's settings hold whether they come before or after
+/// `.redis(client)`. Given before, they used to be dropped without a word
+/// (and a later `.redis` reset them). Timeouts of zero are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_settings_hold_in_any_order() {
+    let server = RedisServer::start().unwrap();
+    let cache: Cache = TieredCache::builder()
+        .redis_prefix("first:")
+        .lease(Duration::from_secs(5))
+        .schema("v1")
+        .redis(client(&server.url()).await)
+        .build()
+        .unwrap();
+    let k = "k".to_owned();
+    let data = cache.l2_key(&k).unwrap();
+    assert!(data.starts_with("first:"), "{data}");
+    // The lease is taken while the load runs.
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let loading = {
+        let (cache, k) = (cache.clone(), k.clone());
+        tokio::spawn(async move {
+            cache
+                .get_or_load(&k, move || async move {
+                    wait.await.unwrap();
+                    Ok::<_, String>("v".to_owned())
+                })
+                .await
+        })
+    };
+    let lease = format!("{data}:lease");
+    eventually("the lease taken", async || {
+        server.command(&["EXISTS", &lease]).unwrap() == Reply::Int(1)
+    })
+    .await;
+    go.send(()).unwrap();
+    assert_eq!(loading.await.unwrap().unwrap(), "v");
+
+    for (builder, what) in [
+        (
+            TieredCache::<String, String>::builder().redis_timeout(Duration::ZERO),
+            "a Redis timeout must be positive",
+        ),
+        (
+            TieredCache::<String, String>::builder().region_timeout(Duration::ZERO),
+            "a Redis timeout must be positive",
+        ),
+        (
+            TieredCache::<String, String>::builder().lease(Duration::from_micros(999)),
+            "the lease must be at least 1 ms",
+        ),
+    ] {
+        let built = builder
+            .schema("v1")
+            .redis(client(&server.url()).await)
+            .build();
+        assert!(
+            matches!(built, Err(cog_cache::BuildError::Invalid(w)) if w == what),
+            "{what}"
+        );
+    }
+}
+
 /// A Redis-backed cache says which schema it needs instead of defaulting
 /// to a type name that changes between compilers.
 #[tokio::test]
