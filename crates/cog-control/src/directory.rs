@@ -283,6 +283,9 @@ impl Directory {
     /// Hands `router` the store's placement now and every newer one as it
     /// arrives, for as long as the router lives — how an instance's placed
     /// stores (limiter, cache, plugin KV) follow `cog placement move`.
+    /// Should the store lose its table (restored from a backup made before
+    /// it had one), the router goes back to every partition on its first
+    /// deployment, as an instance started without a table routes.
     ///
     /// # Errors
     /// The placement now puts a partition on a deployment `router` has no
@@ -433,20 +436,37 @@ async fn refresh(inner: &Inner) -> Result<(), ControlError> {
         (Some(now), Some(before)) => now.revision() < before.revision(),
         _ => false,
     };
-    if let Some(placement) = &view.placement {
-        hand_out(inner, placement, lower || (newer && table_went_back));
+    match &view.placement {
+        Some(placement) => hand_out(inner, Some(placement), lower || (newer && table_went_back)),
+        // The table is gone: everything on each router's first deployment,
+        // as in an instance started now.
+        None if (newer || lower) && current.placement.is_some() => hand_out(inner, None, true),
+        None => {}
     }
     Ok(())
 }
 
-/// Gives `placement` to every router following the directory: each takes
+/// Gives `placement` (`None`: no table, every partition on the router's
+/// first deployment) to every router following the directory: each takes
 /// it if it is newer than its own — or, when the store went back
 /// (`reset`), if it differs: the store's table is the one in force, even
 /// if the routers followed a newer one since lost.
-fn hand_out(inner: &Inner, placement: &Placement, reset: bool) {
+fn hand_out(inner: &Inner, placement: Option<&Placement>, reset: bool) {
     inner.routers.lock().retain(|r| {
         let Some(router) = r.upgrade() else {
             return false;
+        };
+        let untabled;
+        let placement = match placement {
+            Some(p) => p,
+            None => match Placement::new([router.deployments()[0].clone()]) {
+                Ok(p) => {
+                    untabled = p;
+                    &untabled
+                }
+                // The router's names were checked when it was built.
+                Err(_) => return true,
+            },
         };
         let switched = if reset {
             router.reset_placement(placement.clone())

@@ -586,6 +586,54 @@ async fn routers_follow_a_store_that_went_back_and_was_written_again() {
     assert_eq!(router.placement(), d.placement().unwrap());
 }
 
+/// The store went back to before it had a placement table (restored from
+/// an older backup): the routers go back to every partition on their first
+/// deployment, as an instance started then routes — also when the store
+/// was written again past the revision the directory had seen, and for a
+/// router that started from the table. They used to keep the lost table:
+/// two instances, two deployments for one tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routers_go_back_to_their_own_placement_when_the_table_is_lost() {
+    use cog_core::placement::{Placement, Router, partition};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let (c, _, _) = seeded(Arc::new(FileStore::new(&path))).await;
+    let d = Directory::start_with(Arc::new(FileStore::new(&path)), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let own = Placement::new(["main"]).unwrap();
+    let router = Arc::new(Router::new(["main", "big"], own.clone()).unwrap());
+    d.follow(&router).unwrap();
+    let backup = std::fs::read(&path).unwrap();
+
+    for written_again in [false, true] {
+        c.add_deployment("main").await.unwrap();
+        c.add_deployment("big").await.unwrap();
+        c.move_partition(partition("acme"), "big").await.unwrap();
+        d.refresh().await.unwrap();
+        assert_eq!(router.route("acme").to, 1);
+        // An instance started now, from the table.
+        let late = Arc::new(Router::new(["main", "big"], d.placement().unwrap()).unwrap());
+        d.follow(&late).unwrap();
+        assert_eq!(late.route("acme").to, 1);
+
+        std::fs::write(&path, &backup).unwrap();
+        if written_again {
+            for i in 0..5 {
+                c.create_plan(&format!("p{i}"), plan("rps=1/1s"))
+                    .await
+                    .unwrap();
+            }
+        }
+        d.refresh().await.unwrap();
+        assert_eq!(d.placement(), None);
+        assert_eq!(router.route("acme").to, 0, "written again: {written_again}");
+        assert_eq!(router.placement(), own);
+        assert_eq!(late.route("acme").to, 0, "written again: {written_again}");
+    }
+}
+
 /// A tenant's overrides replace its plan's limits (and quotas) of the same
 /// name and add the others; the plan's other limits stay.
 #[tokio::test]
