@@ -92,8 +92,6 @@ mod disabled {
         ) -> Result<(), L2Error> {
             match *self {}
         }
-        /// Tells the other instances listening on this L2's channel to drop
-        /// what `msg` names from their L1.
         pub(crate) async fn publish<K: Serialize>(
             &self,
             _: &Invalidation<K>,
@@ -592,6 +590,8 @@ mod imp {
             }
         }
 
+        /// Tells the other instances listening on this L2's channel to drop
+        /// what `msg` names from their L1.
         pub(crate) async fn publish<K: Serialize>(
             &self,
             msg: &Invalidation<K>,
