@@ -621,22 +621,7 @@ mod imp {
             let ttl = self.settings.lease?;
             let lease_key = self.lease_key(tenant, key)?;
             let token = format!("{:016x}", rand::random::<u64>());
-            let c = self.client.with_options(&self.opts());
-            let (k, t) = (lease_key.clone(), token.clone());
-            let took = self
-                .call("SET NX", async move {
-                    c.set::<Option<String>, _, _>(
-                        k,
-                        t,
-                        Some(Expiration::PX(ttl.as_millis() as i64)),
-                        Some(SetOptions::NX),
-                        false,
-                    )
-                    .await
-                })
-                .await
-                .ok()?;
-            if took.is_some() {
+            if self.set_lease(&lease_key, &token, ttl, true).await.ok()? {
                 return Some(LeaseOutcome::Held(token));
             }
             // Someone else is loading: wait for the lease to go away (released
@@ -657,7 +642,10 @@ mod imp {
                     // No lifetime: not a lease (each is set with one) but
                     // garbage, which would make every load of this key
                     // wait out the lease. Take its place.
-                    Ok(-1) => return self.take_lease(&lease_key, token, ttl).await,
+                    Ok(-1) => {
+                        self.set_lease(&lease_key, &token, ttl, false).await.ok()?;
+                        return Some(LeaseOutcome::Held(token));
+                    }
                     Ok(_) => {}
                     Err(_) => return None,
                 }
@@ -665,28 +653,33 @@ mod imp {
             Some(LeaseOutcome::Waited)
         }
 
-        /// Sets the lease at `key` to `token` whatever it holds.
-        async fn take_lease(
+        /// Sets the lease at `key` to `token` for `ttl` — only if nothing
+        /// is there when `only_if_absent` (`SET NX`), else whatever it
+        /// holds; whether it was set.
+        async fn set_lease(
             &self,
             key: &str,
-            token: String,
+            token: &str,
             ttl: Duration,
-        ) -> Option<LeaseOutcome> {
+            only_if_absent: bool,
+        ) -> Result<bool, L2Error> {
             let c = self.client.with_options(&self.opts());
-            let (k, t) = (key.to_owned(), token.clone());
-            self.call("SET", async move {
-                c.set::<(), _, _>(
-                    k,
-                    t,
-                    Some(Expiration::PX(ttl.as_millis() as i64)),
-                    None,
-                    false,
-                )
-                .await
-            })
-            .await
-            .ok()?;
-            Some(LeaseOutcome::Held(token))
+            let (k, t) = (key.to_owned(), token.to_owned());
+            let what = if only_if_absent { "SET NX" } else { "SET" };
+            let set: Option<String> = self
+                .call(what, async move {
+                    c.set(
+                        k,
+                        t,
+                        Some(Expiration::PX(ttl.as_millis() as i64)),
+                        only_if_absent.then_some(SetOptions::NX),
+                        false,
+                    )
+                    .await
+                })
+                .await?;
+            // `SET` answers `OK`, `SET NX` nil when the key was there.
+            Ok(set.is_some())
         }
 
         /// Releases the lease if we still hold it (token check).
