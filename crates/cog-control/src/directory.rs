@@ -456,28 +456,25 @@ fn hand_out(inner: &Inner, placement: Option<&Placement>, reset: bool) {
         let Some(router) = r.upgrade() else {
             return false;
         };
-        let untabled;
         let placement = match placement {
-            Some(p) => p,
+            Some(p) => p.clone(),
             None => match Placement::new([router.deployments()[0].clone()]) {
-                Ok(p) => {
-                    untabled = p;
-                    &untabled
-                }
+                Ok(p) => p,
                 // The router's names were checked when it was built.
                 Err(_) => return true,
             },
         };
+        let revision = placement.revision();
         let switched = if reset {
-            router.reset_placement(placement.clone())
+            router.reset_placement(placement)
         } else {
-            router.set_placement(placement.clone())
+            router.set_placement(placement)
         };
         if let Err(e) = switched {
             tracing::error!(
                 target: "cog_control",
                 error = %e,
-                revision = placement.revision(),
+                revision,
                 "placement not followed: this instance has no connection to a deployment it names"
             );
         }

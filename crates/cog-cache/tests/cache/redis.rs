@@ -25,6 +25,14 @@ async fn cache(url: &str, lease: bool) -> Cache {
     b.build().unwrap()
 }
 
+/// The Redis key of the set of `cache`'s keys tagged `tag`: the tenant's
+/// part of `key`'s data key, then the tag's (an encoded key holds no raw
+/// `:`).
+fn tag_set(cache: &Cache, key: &str, tag: &str) -> String {
+    let data = cache.l2_key(&key.to_owned()).unwrap();
+    format!("{}:#tag:{tag}", data.rsplit_once(':').unwrap().0)
+}
+
 /// Keys on `server`.
 fn dbsize(server: &RedisServer) -> i64 {
     match server.command(&["DBSIZE"]).unwrap() {
@@ -360,10 +368,7 @@ async fn a_tag_set_holding_garbage_is_invalidated_at_once() {
     let server = RedisServer::start().unwrap();
     let cache = cache(&server.url(), false).await;
     cache.tagged(["t"]).insert("k".to_owned(), "v".into()).await;
-    // The tenant's part of the data key, then the tag's (an encoded key
-    // holds no raw `:`).
-    let data = cache.l2_key(&"k".to_owned()).unwrap();
-    let set = format!("{}:#tag:t", data.rsplit_once(':').unwrap().0);
+    let set = tag_set(&cache, "k", "t");
     assert!(matches!(
         server.command(&["EXISTS", &set]).unwrap(),
         Reply::Int(1)
@@ -594,7 +599,7 @@ async fn a_refused_tag_invalidation_keeps_the_set_until_it_lands() {
     let k = "k".to_owned();
     cache.tagged(["t"]).insert(k.clone(), "v".into()).await;
     let data = cache.l2_key(&k).unwrap();
-    let set = format!("{}:#tag:t", data.rsplit_once(':').unwrap().0);
+    let set = tag_set(&cache, &k, "t");
     let exists = |key: &str| matches!(server.command(&["EXISTS", key]).unwrap(), Reply::Int(1));
     assert!(exists(&data) && exists(&set));
 
