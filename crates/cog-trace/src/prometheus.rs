@@ -247,13 +247,23 @@ fn points<T: Copy>(
                 MetricType::Gauge
             }),
             sum.data_points()
-                .map(|p| (labels(p.attributes()), Value::Number(number(p.value()))))
+                .map(|p| {
+                    (
+                        labels(p.attributes(), false),
+                        Value::Number(number(p.value())),
+                    )
+                })
                 .collect(),
         ),
         MetricData::Gauge(g) => (
             Some(MetricType::Gauge),
             g.data_points()
-                .map(|p| (labels(p.attributes()), Value::Number(number(p.value()))))
+                .map(|p| {
+                    (
+                        labels(p.attributes(), false),
+                        Value::Number(number(p.value())),
+                    )
+                })
                 .collect(),
         ),
         MetricData::Histogram(h) => (
@@ -268,7 +278,7 @@ fn points<T: Copy>(
                         count: p.count(),
                         buckets,
                     };
-                    (labels(p.attributes()), value)
+                    (labels(p.attributes(), true), value)
                 })
                 .collect(),
         ),
@@ -277,10 +287,42 @@ fn points<T: Copy>(
     }
 }
 
-fn labels<'a>(attrs: impl Iterator<Item = &'a KeyValue>) -> Vec<(String, String)> {
-    attrs
-        .map(|kv| (sanitize(kv.key.as_str()), kv.value.to_string()))
-        .collect()
+/// A data point's attributes as labels. Keys become label names
+/// ([`label_name`]); keys that meet on one name are one label, their values
+/// joined with `;` in the order of the original keys (the OpenTelemetry →
+/// Prometheus compatibility rule). A name twice in one sample would make
+/// the whole scrape body invalid, every metric in it lost.
+fn labels<'a>(attrs: impl Iterator<Item = &'a KeyValue>, histogram: bool) -> Vec<(String, String)> {
+    let mut named: Vec<(String, &str, String)> = attrs
+        .map(|kv| {
+            let key = kv.key.as_str();
+            (label_name(key, histogram), key, kv.value.to_string())
+        })
+        .collect();
+    named.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut out: Vec<(String, String)> = Vec::with_capacity(named.len());
+    for (name, _, value) in named {
+        match out.last_mut() {
+            Some((last, joined)) if *last == name => {
+                joined.push(';');
+                joined.push_str(&value);
+            }
+            _ => out.push((name, value)),
+        }
+    }
+    out
+}
+
+/// An attribute key as a label name, `[a-zA-Z_][a-zA-Z0-9_]*`: as a
+/// metric name ([`sanitize`]) but without colons, which label names do not
+/// allow; never empty; and, on a histogram, never the encoder's own `le`.
+fn label_name(key: &str, histogram: bool) -> String {
+    let name = sanitize(&key.replace(':', "_"));
+    match name.as_str() {
+        "" => "_".to_owned(),
+        "le" if histogram => "_le".to_owned(),
+        _ => name,
+    }
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`: every other character becomes `_`, runs of

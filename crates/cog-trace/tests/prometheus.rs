@@ -49,6 +49,23 @@ async fn the_scrape_body_is_openmetrics_with_prometheus_names() {
         .with_description("Events seen")
         .build();
     counter.add(5, &[KeyValue::new("kind", hostile)]);
+    // Attribute keys that are no label names (a colon, nothing at all),
+    // keys that meet on one name, and a histogram's own `le`: the body
+    // must still be one a scraper reads, or every metric in it is lost.
+    meter.u64_counter("cog.test.keys").build().add(
+        1,
+        &[
+            KeyValue::new("db:system", "redis"),
+            KeyValue::new("a.b", "1"),
+            KeyValue::new("a_b", "2"),
+            KeyValue::new("a-b", "3"),
+            KeyValue::new("", "empty"),
+        ],
+    );
+    meter
+        .f64_histogram("cog.test.sizes")
+        .build()
+        .record(1.0, &[KeyValue::new("le", "mine")]);
     meter
         .f64_gauge("cog.test.payload")
         .with_unit("By")
@@ -107,6 +124,20 @@ async fn the_scrape_body_is_openmetrics_with_prometheus_names() {
         .sample("cog_test_events_total", &[("kind", hostile)])
         .unwrap_or_else(|| panic!("{events:#?}"));
     assert_eq!(total.value, 5.0);
+
+    // Colons become `_`; keys meeting on `a_b` are one label, values in
+    // the order of the keys (`a-b` < `a.b` < `a_b`).
+    let keys = family(&families, "cog_test_keys");
+    let labels = [("db_system", "redis"), ("a_b", "3;1;2"), ("_", "empty")];
+    let sample = keys
+        .sample("cog_test_keys_total", &labels)
+        .unwrap_or_else(|| panic!("{keys:#?}"));
+    assert_eq!(sample.labels.len(), 3, "{sample:#?}");
+    let sizes = family(&families, "cog_test_sizes");
+    let all = sizes
+        .sample("cog_test_sizes_bucket", &[("_le", "mine"), ("le", "+Inf")])
+        .unwrap_or_else(|| panic!("{sizes:#?}"));
+    assert_eq!(all.value, 1.0);
 
     let payload = family(&families, "cog_test_payload_bytes");
     assert_eq!(payload.unit, "bytes");

@@ -172,6 +172,19 @@ impl Vars<'_> {
             .filter(|v| !v.is_empty())
     }
 
+    /// The signal's own variable if set, else the general one, with the
+    /// name of the one read (errors name the variable that holds the bad
+    /// value).
+    fn either(
+        &self,
+        traces: &'static str,
+        general: &'static str,
+    ) -> Option<(&'static str, String)> {
+        self.get(traces)
+            .map(|v| (traces, v))
+            .or_else(|| self.get(general).map(|v| (general, v)))
+    }
+
     /// `service.name` (`OTEL_SERVICE_NAME` first) and the other resource
     /// attributes.
     fn resource(&self) -> Result<(String, Vec<KeyValue>), InitError> {
@@ -247,19 +260,15 @@ impl Vars<'_> {
     /// The exporter, its protocol and endpoint (signal-specific variables
     /// first).
     fn exporter(&self) -> Result<Exporter, InitError> {
-        let protocol = self
-            .get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            .or_else(|| self.get("OTEL_EXPORTER_OTLP_PROTOCOL"))
-            .unwrap_or_else(|| "http/protobuf".to_owned());
-        let grpc = match protocol.as_str() {
-            "grpc" => true,
-            "http/protobuf" => false,
-            other => {
-                return Err(invalid(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL",
-                    other,
-                    "supported: grpc, http/protobuf",
-                ));
+        let grpc = match self.either(
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ) {
+            None => false,
+            Some((_, p)) if p == "grpc" => true,
+            Some((_, p)) if p == "http/protobuf" => false,
+            Some((var, other)) => {
+                return Err(invalid(var, other, "supported: grpc, http/protobuf"));
             }
         };
         let endpoint = match self.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
@@ -295,18 +304,14 @@ impl Vars<'_> {
     }
 
     fn timeout(&self) -> Result<Duration, InitError> {
-        match self
-            .get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-            .or_else(|| self.get("OTEL_EXPORTER_OTLP_TIMEOUT"))
-        {
+        match self.either(
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ) {
             None => Ok(Duration::from_secs(10)),
-            Some(v) => match v.parse() {
+            Some((var, v)) => match v.parse() {
                 Ok(ms) => Ok(Duration::from_millis(ms)),
-                Err(_) => Err(invalid(
-                    "OTEL_EXPORTER_OTLP_TIMEOUT",
-                    v,
-                    "expected milliseconds",
-                )),
+                Err(_) => Err(invalid(var, v, "expected milliseconds")),
             },
         }
     }
@@ -459,6 +464,11 @@ mod tests {
             ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
+            // The traces variable is the one named when it holds the bad
+            // value.
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "carrier-pigeon"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "soon"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "novalue"),
         ] {
             let mut pairs = vec![(k, v)];
             if k == "OTEL_TRACES_SAMPLER_ARG" {

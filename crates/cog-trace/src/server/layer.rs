@@ -14,12 +14,15 @@ use super::service::Trace;
 use super::shared::Shared;
 use crate::propagation::{GlobalPropagator, Propagation};
 
-/// Headers that are never captured, whatever the allow-list says.
-const NEVER_CAPTURED: [&str; 4] = [
+/// Headers that are never captured, whatever the allow-list says: the
+/// standard credentials, and `X-Api-Key`, where cog-ratelimit's `ApiKey`
+/// reads a caller's key.
+const NEVER_CAPTURED: [&str; 5] = [
     "authorization",
     "cookie",
     "set-cookie",
     "proxy-authorization",
+    "x-api-key",
 ];
 
 /// Traces requests: one server span each, named `{method} {route}`, with
@@ -133,8 +136,8 @@ impl TraceLayer {
     }
 
     /// Records these request headers as `http.request.header.<name>`.
-    /// `Authorization`, `Cookie`, `Set-Cookie` and `Proxy-Authorization`
-    /// are never recorded.
+    /// `Authorization`, `Cookie`, `Set-Cookie`, `Proxy-Authorization` and
+    /// `X-Api-Key` are never recorded.
     pub fn capture_request_headers(
         mut self,
         names: impl IntoIterator<Item = http::HeaderName>,

@@ -215,6 +215,7 @@ async fn header_capture_is_an_allow_list_without_secrets() {
             http::HeaderName::from_static("x-request-id"),
             http::header::AUTHORIZATION,
             http::header::COOKIE,
+            http::HeaderName::from_static("x-api-key"),
         ])
         .layer(crate::support::app(&guard).into_inner());
     send(
@@ -226,6 +227,7 @@ async fn header_capture_is_an_allow_list_without_secrets() {
                 ("x-other", "not-captured"),
                 ("authorization", "Bearer top-secret"),
                 ("cookie", "session=top-secret"),
+                ("x-api-key", "sk_live_top-secret"),
             ],
         ),
     )
