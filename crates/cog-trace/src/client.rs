@@ -125,30 +125,38 @@ where
         let mut span = tracer.build_with_context(builder, &parent);
         if span.is_recording() {
             let uri = req.uri();
-            let mut attrs = Vec::with_capacity(4);
-            if let Some(host) = uri.host() {
-                attrs.push(KeyValue::new("server.address", host.to_owned()));
-            }
-            let port = uri.port_u16().or(match uri.scheme_str() {
-                Some("https") => Some(443),
-                Some("http") => Some(80),
-                _ => None,
+            // The origin: the URI's authority, else the `Host` header (a
+            // request in origin form, as a client bound to one backend
+            // sends).
+            let authority = uri.authority().cloned().or_else(|| {
+                req.headers()
+                    .get(http::header::HOST)
+                    .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
             });
-            if let Some(port) = port {
-                attrs.push(KeyValue::new("server.port", i64::from(port)));
+            let scheme = uri.scheme_str().unwrap_or("http");
+            let mut attrs = Vec::with_capacity(4);
+            let mut full = String::new();
+            if let Some(authority) = &authority {
+                attrs.push(KeyValue::new("server.address", authority.host().to_owned()));
+                let port = authority.port_u16().or(match scheme {
+                    "https" => Some(443),
+                    "http" => Some(80),
+                    _ => None,
+                });
+                if let Some(port) = port {
+                    attrs.push(KeyValue::new("server.port", i64::from(port)));
+                }
+                // Credentials in the URI never reach a span (semantic
+                // conventions: both parts become `REDACTED`).
+                let (credentials, host) = match authority.as_str().rsplit_once('@') {
+                    Some((_, host)) => ("REDACTED:REDACTED@", host),
+                    None => ("", authority.as_str()),
+                };
+                full = format!("{scheme}://{credentials}{host}");
             }
-            // Credentials in the URI never reach a span (semantic
-            // conventions: both parts become `REDACTED`).
-            let authority = uri.authority().map_or("", |a| a.as_str());
-            let (credentials, host) = match authority.rsplit_once('@') {
-                Some((_, host)) => ("REDACTED:REDACTED@", host),
-                None => ("", authority),
-            };
-            let mut full = format!(
-                "{}://{credentials}{host}{}",
-                uri.scheme_str().unwrap_or("http"),
-                uri.path()
-            );
+            // Without any origin, the reference as requested (never
+            // `http:///path`, which names no host).
+            full.push_str(uri.path());
             if let Some(q) = uri.query() {
                 full.push('?');
                 full.push_str(&redact_query(q));

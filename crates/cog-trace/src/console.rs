@@ -130,4 +130,38 @@ mod tests {
             "{text}"
         );
     }
+
+    /// The third field is the parent's span id (`-` for a root), and the
+    /// duration is in milliseconds.
+    #[test]
+    fn parent_and_duration() {
+        use opentelemetry::trace::TraceContextExt as _;
+        use std::time::{Duration, UNIX_EPOCH};
+        let buf = Buf::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(ConsoleExporter::to(Box::new(buf.clone())))
+            .build();
+        let tracer = provider.tracer("t");
+        let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut root = tracer
+            .span_builder("root")
+            .with_start_time(start)
+            .start(&tracer);
+        let root_id = root.span_context().span_id();
+        let cx =
+            opentelemetry::Context::new().with_remote_span_context(root.span_context().clone());
+        let mut child = tracer
+            .span_builder("child")
+            .with_start_time(start)
+            .start_with_context(&tracer, &cx);
+        child.end_with_timestamp(start + Duration::from_micros(2_500));
+        root.end_with_timestamp(start + Duration::from_millis(1_500));
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let fields: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+        assert_eq!(fields.len(), 2, "{text}");
+        assert_eq!(fields[0][2], root_id.to_string(), "{text}");
+        assert_eq!(fields[0][5], "2.500ms", "{text}");
+        assert_eq!(fields[1][2], "-", "{text}");
+        assert_eq!(fields[1][5], "1500.000ms", "{text}");
+    }
 }

@@ -60,6 +60,7 @@ async fn the_scrape_body_is_openmetrics_with_prometheus_names() {
             KeyValue::new("a_b", "2"),
             KeyValue::new("a-b", "3"),
             KeyValue::new("", "empty"),
+            KeyValue::new("le", "kept"),
         ],
     );
     meter
@@ -126,13 +127,19 @@ async fn the_scrape_body_is_openmetrics_with_prometheus_names() {
     assert_eq!(total.value, 5.0);
 
     // Colons become `_`; keys meeting on `a_b` are one label, values in
-    // the order of the keys (`a-b` < `a.b` < `a_b`).
+    // the order of the keys (`a-b` < `a.b` < `a_b`); `le` is a histogram's
+    // own label only.
     let keys = family(&families, "cog_test_keys");
-    let labels = [("db_system", "redis"), ("a_b", "3;1;2"), ("_", "empty")];
+    let labels = [
+        ("db_system", "redis"),
+        ("a_b", "3;1;2"),
+        ("_", "empty"),
+        ("le", "kept"),
+    ];
     let sample = keys
         .sample("cog_test_keys_total", &labels)
         .unwrap_or_else(|| panic!("{keys:#?}"));
-    assert_eq!(sample.labels.len(), 3, "{sample:#?}");
+    assert_eq!(sample.labels.len(), 4, "{sample:#?}");
     let sizes = family(&families, "cog_test_sizes");
     let all = sizes
         .sample("cog_test_sizes_bucket", &[("_le", "mine"), ("le", "+Inf")])

@@ -419,6 +419,30 @@ mod tests {
         assert!(off.disabled);
     }
 
+    /// Only `%` and two hex digits is an escape; a `%` near the end, or
+    /// before something else, stays as it is.
+    #[test]
+    fn percent_decoding_leaves_what_is_not_an_escape() {
+        let c = TraceConfig::from_vars(vars(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "a=50%,b=%4,c=%41%42,d=%zz,e=100%25",
+        )]))
+        .unwrap();
+        for (k, v) in [
+            ("a", "50%"),
+            ("b", "%4"),
+            ("c", "AB"),
+            ("d", "%zz"),
+            ("e", "100%"),
+        ] {
+            assert!(
+                c.resource.contains(&KeyValue::new(k, v)),
+                "{k}: {:?}",
+                c.resource
+            );
+        }
+    }
+
     #[test]
     fn otlp_headers_merge_and_never_show_in_debug() {
         let c = TraceConfig::from_vars(vars(&[

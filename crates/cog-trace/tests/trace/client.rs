@@ -199,3 +199,70 @@ async fn readiness_is_the_inner_services() {
     let mut client = ClientTraceLayer::new().layer(gate.clone());
     assert_ready_with_inner::<_, Request<Body>, _>(&mut client, &gate);
 }
+
+/// `server.address`, `server.port` and `url.full` name the origin: the
+/// URI's (with the scheme's default port), else the `Host` header's; a
+/// request with neither records the reference as requested.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_spans_name_the_origin() {
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, false, &[]).build().unwrap();
+    let client =
+        ClientTraceLayer::from_guard(&guard).layer(service_fn(|_req: Request<Body>| async {
+            Ok::<_, Infallible>(Response::new(Body::default()))
+        }));
+    /// URI, `Host`, then the span's `server.address`, `server.port` and
+    /// `url.full`.
+    type Case = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+    );
+    let cases: [Case; 4] = [
+        (
+            "https://api.example.com/a",
+            None,
+            Some("api.example.com"),
+            Some("443"),
+            "https://api.example.com/a",
+        ),
+        (
+            "http://api.example.com/b",
+            None,
+            Some("api.example.com"),
+            Some("80"),
+            "http://api.example.com/b",
+        ),
+        (
+            "/c?token=s3cret",
+            Some("backend.internal:8080"),
+            Some("backend.internal"),
+            Some("8080"),
+            "http://backend.internal:8080/c?token=REDACTED",
+        ),
+        ("/d", None, None, None, "/d"),
+    ];
+    for (uri, host, ..) in &cases {
+        let mut req = Request::get(*uri);
+        if let Some(host) = host {
+            req = req.header("host", *host);
+        }
+        client
+            .clone()
+            .oneshot(req.body(Body::default()).unwrap())
+            .await
+            .unwrap();
+    }
+    let got = spans(&guard, &receiver, cases.len()).await;
+    assert_eq!(got.len(), cases.len());
+    for (_, _, address, port, full) in cases {
+        let s = got
+            .iter()
+            .find(|s| s.attr("url.full").as_deref() == Some(full))
+            .unwrap_or_else(|| panic!("no span with url.full {full}: {got:#?}"));
+        assert_eq!(s.attr("server.address").as_deref(), address, "{full}");
+        assert_eq!(s.attr("server.port").as_deref(), port, "{full}");
+    }
+}

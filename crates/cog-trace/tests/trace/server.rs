@@ -304,3 +304,99 @@ async fn the_services_are_built_directly_or_through_their_layers() {
     let client = ClientTrace::<()>::layer().layer(teapot());
     assert_eq!(client.oneshot(req()).await.unwrap().status(), 418);
 }
+
+/// Each of the builder's settings takes effect. The layers start from
+/// `TraceLayer::new()`, whose globals are no-ops in this binary (no
+/// `init`): spans arrive only through `tracer`, and the parent is joined
+/// only through `propagator` or `w3c`. With `trusted_hops(1)` the client
+/// is the address the proxy reports; with `keep_query(true)` the query is
+/// recorded as sent. A layer given a tracer samples with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builders_settings_take_effect() {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    use http::{Request, Response};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tower::{ServiceExt, service_fn};
+
+    type Body = http_body_util::Full<bytes::Bytes>;
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, false, &[]).build().unwrap();
+    let handler = service_fn(|_req: Request<Body>| async {
+        Ok::<_, Infallible>(Response::new(Body::default()))
+    });
+    let off = config(
+        &receiver,
+        false,
+        &[
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ],
+    )
+    .build()
+    .unwrap();
+    let own = || cog_trace::server::TraceLayer::new().tracer(guard.tracer("own").unwrap());
+    let layers = [
+        ("/tracer-only", own()),
+        (
+            "/propagator",
+            own()
+                .propagator(Arc::new(TraceContextPropagator::new()))
+                .trusted_hops(1)
+                .keep_query(true),
+        ),
+        ("/w3c", own().w3c(false)),
+        // The tracer's own sampler decides, not the sampler of the
+        // pipeline the layer came from (which drops everything).
+        (
+            "/sampler",
+            cog_trace::server::TraceLayer::from_guard(&off).tracer(guard.tracer("own").unwrap()),
+        ),
+    ];
+    for (path, layer) in layers {
+        let req = request(
+            &format!("{path}?q=1&page=2"),
+            &[
+                ("traceparent", &format!("00-{TRACE}-{PARENT}-01")),
+                ("x-forwarded-for", "198.51.100.7"),
+            ],
+        );
+        let res = layer.layer(handler).oneshot(req).await.unwrap();
+        assert!(res.headers().contains_key("traceparent"), "{path}");
+    }
+    let got = spans(&guard, &receiver, 4).await;
+    assert_eq!(got.len(), 4);
+    let span = |path: &str| {
+        got.iter()
+            .find(|s| s.attr("url.path").as_deref() == Some(path))
+            .unwrap_or_else(|| panic!("no span for {path}"))
+    };
+    for s in &got {
+        assert_eq!(s.scope, "own", "the layer's tracer");
+    }
+    // The global (no-op) propagator: a new trace.
+    let alone = span("/tracer-only");
+    assert_ne!(alone.trace_id(), TRACE);
+    assert_eq!(alone.parent_span_id(), "");
+    assert_eq!(alone.attr("client.address").as_deref(), Some("203.0.113.9"));
+    assert_eq!(
+        alone.attr("url.query").as_deref(),
+        Some("q=REDACTED&page=REDACTED")
+    );
+    let joined = span("/propagator");
+    assert_eq!(
+        (joined.trace_id().as_str(), joined.parent_span_id().as_str()),
+        (TRACE, PARENT)
+    );
+    assert_eq!(
+        joined.attr("client.address").as_deref(),
+        Some("198.51.100.7")
+    );
+    assert_eq!(joined.attr("url.query").as_deref(), Some("q=1&page=2"));
+    let w3c = span("/w3c");
+    assert_eq!(
+        (w3c.trace_id().as_str(), w3c.parent_span_id().as_str()),
+        (TRACE, PARENT)
+    );
+}
