@@ -72,6 +72,29 @@ async fn request_with_traceparent() -> http::Response<()> {
     svc.oneshot(req).await.unwrap().map(|_| ())
 }
 
+/// Whether a handler behind `TraceLayer::new()` sees the request's W3C
+/// `baggage`.
+async fn baggage_seen() -> bool {
+    use http_body_util::Empty;
+    use opentelemetry::baggage::BaggageExt as _;
+    use tower::{Layer, ServiceExt, service_fn};
+    type Body = Empty<bytes::Bytes>;
+    let svc =
+        cog_trace::server::TraceLayer::new().layer(service_fn(|_req: http::Request<Body>| async {
+            let seen = opentelemetry::Context::map_current(|cx| cx.baggage().get("k").is_some());
+            let res = http::Response::builder()
+                .header("x-baggage-seen", if seen { "1" } else { "0" })
+                .body(Body::new());
+            Ok::<_, std::convert::Infallible>(res.unwrap())
+        }));
+    let req = http::Request::builder()
+        .uri("/bag")
+        .header("baggage", "k=v")
+        .body(Body::new())
+        .unwrap();
+    svc.oneshot(req).await.unwrap().headers()["x-baggage-seen"] == "1"
+}
+
 fn server_span(spans: &[ReceivedSpan]) -> &ReceivedSpan {
     spans
         .iter()
@@ -101,12 +124,45 @@ fn otel_propagators_from_the_environment_decide_what_is_read() {
             let guard = cog_trace::init().unwrap();
             let res = request_with_traceparent().await;
             assert!(res.headers().contains_key("traceparent"));
+            let named = std::env::var("OTEL_PROPAGATORS").unwrap();
+            let (w3c, baggage) = (named.contains("tracecontext"), named.contains("baggage"));
+            // Incoming baggage reaches the handler only when `baggage` is
+            // named.
+            assert_eq!(baggage_seen().await, baggage, "{named}");
+            // The global propagator (what other instrumentation and
+            // `ClientTraceLayer::new` use) is the one named too.
+            use opentelemetry::trace::TraceContextExt as _;
+            let mut incoming = std::collections::HashMap::new();
+            incoming.insert(
+                "traceparent".to_owned(),
+                format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"),
+            );
+            let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&incoming));
+            assert_eq!(cx.span().span_context().is_valid(), w3c, "{named}");
+            let remote = opentelemetry::trace::SpanContext::new(
+                opentelemetry::trace::TraceId::from_hex(INCOMING_TRACE).unwrap(),
+                opentelemetry::trace::SpanId::from_hex(INCOMING_SPAN).unwrap(),
+                opentelemetry::trace::TraceFlags::SAMPLED,
+                true,
+                Default::default(),
+            );
+            let cx = opentelemetry::Context::new().with_remote_span_context(remote);
+            let mut outgoing = std::collections::HashMap::new();
+            opentelemetry::global::get_text_map_propagator(|p| {
+                p.inject_context(&cx, &mut outgoing)
+            });
+            assert_eq!(outgoing.contains_key("traceparent"), w3c, "{named}");
             guard.shutdown_async().await;
         });
         return;
     }
     let rt = runtime();
-    for (propagators, joins) in [("tracecontext", true), ("none", false)] {
+    for (propagators, joins) in [
+        ("tracecontext", true),
+        ("none", false),
+        ("tracecontext,baggage", true),
+        ("baggage", false),
+    ] {
         let receiver = rt.block_on(OtlpReceiver::start()).unwrap();
         let vars = [
             endpoint(&receiver),

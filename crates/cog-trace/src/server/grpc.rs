@@ -75,3 +75,37 @@ fn end(span: &opentelemetry::trace::SpanRef<'_>) {
         span.end();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, path: &str, content_type: Option<&str>) -> Parts {
+        let mut b = http::Request::builder().method(method).uri(path);
+        if let Some(ct) = content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    /// A gRPC call is a POST of `application/grpc…` to
+    /// `/service/method`, both parts non-empty, nothing after them.
+    #[test]
+    fn what_a_grpc_call_is() {
+        let grpc = Some("application/grpc+proto");
+        let p = parts(Method::POST, "/pkg.Svc/Get", grpc);
+        assert_eq!(grpc_call(&p), Some(("pkg.Svc", "Get")));
+        for (method, path, ct) in [
+            (Method::GET, "/pkg.Svc/Get", grpc),
+            (Method::POST, "/pkg.Svc/Get", Some("application/json")),
+            (Method::POST, "/pkg.Svc/Get", None),
+            (Method::POST, "//Get", grpc),
+            (Method::POST, "/pkg.Svc/", grpc),
+            (Method::POST, "/pkg.Svc/Get/more", grpc),
+            (Method::POST, "/pkg.Svc", grpc),
+        ] {
+            let p = parts(method.clone(), path, ct);
+            assert_eq!(grpc_call(&p), None, "{method} {path} {ct:?}");
+        }
+    }
+}

@@ -163,6 +163,86 @@ async fn sampling_decisions_are_honoured() {
             .len(),
         1
     );
+
+    // Parent-based with roots off: only a sampled parent's request records.
+    let pbo = config(
+        &receiver,
+        true,
+        &[("OTEL_TRACES_SAMPLER", "parentbased_always_off")],
+    )
+    .build()
+    .unwrap();
+    let svc = app(&pbo);
+    send(&svc, request("/items/4", &[])).await;
+    for (path, flags) in [("/items/5", "00"), ("/items/6", "01")] {
+        let tp = format!("00-{TRACE}-{PARENT}-{flags}");
+        let res = send(&svc, request(path, &[("traceparent", &tp)])).await;
+        let answered = res.headers()["traceparent"].to_str().unwrap().to_owned();
+        assert!(answered.ends_with(&format!("-{flags}")), "{answered}");
+    }
+    let got = spans_within(&pbo, &receiver, 3, Duration::from_millis(500)).await;
+    let paths: Vec<_> = got.iter().filter_map(|s| s.attr("url.path")).collect();
+    assert_eq!(paths, ["/items/3", "/items/6"]);
+}
+
+/// What most requests do not have: a method outside the standard ones
+/// (`_OTHER`, the original kept), HTTP/2 and HTTP/1.0; and the response
+/// body keeps the inner body's size and end (hyper's `Content-Length`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_versions_and_the_body_as_they_are() {
+    use http_body::Body as _;
+
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, false, &[]).build().unwrap();
+    let svc = app(&guard);
+    let cases = [
+        ("/items/1", "PURGE", http::Version::HTTP_2, "2"),
+        ("/items/2", "GET", http::Version::HTTP_10, "1.0"),
+        ("/items/3", "GET", http::Version::HTTP_09, "0.9"),
+        ("/items/4", "GET", http::Version::HTTP_3, "3"),
+    ];
+    for (path, method, version, _) in cases {
+        let mut req = request(path, &[]);
+        *req.method_mut() = http::Method::from_bytes(method.as_bytes()).unwrap();
+        *req.version_mut() = version;
+        let res = send(&svc, req).await;
+        assert_eq!(res.body().size_hint().exact(), Some(5), "\"hello\"");
+        assert!(!res.body().is_end_stream());
+    }
+    let got = spans(&guard, &receiver, cases.len()).await;
+    for (path, method, _, version) in cases {
+        let s = got
+            .iter()
+            .find(|s| s.attr("url.path").as_deref() == Some(path))
+            .unwrap();
+        assert_eq!(
+            s.attr("network.protocol.version").as_deref(),
+            Some(version),
+            "{path}"
+        );
+        let (attr, original) = match method {
+            "GET" => ("GET", None),
+            other => ("_OTHER", Some(other)),
+        };
+        assert_eq!(s.attr("http.request.method").as_deref(), Some(attr));
+        assert_eq!(
+            s.attr("http.request.method_original").as_deref(),
+            original,
+            "{path}"
+        );
+    }
+
+    // An empty answer ends where it starts.
+    let empty = cog_trace::server::TraceLayer::from_guard(&guard).layer(tower::service_fn(
+        |_req: http::Request<crate::support::Body>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(crate::support::Body::default()))
+        },
+    ));
+    let res = tower::ServiceExt::oneshot(empty, request("/empty", &[]))
+        .await
+        .unwrap();
+    assert!(res.body().is_end_stream());
+    assert_eq!(res.body().size_hint().exact(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -399,4 +479,61 @@ async fn the_builders_settings_take_effect() {
         (w3c.trace_id().as_str(), w3c.parent_span_id().as_str()),
         (TRACE, PARENT)
     );
+}
+
+/// A pipeline whose propagators leave out `baggage` reads none: a layer
+/// from its guard joins the parent and leaves the request's `baggage` out
+/// of the handler's context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baggage_is_read_only_when_its_propagator_is_named() {
+    use std::convert::Infallible;
+
+    use http::{Request, Response};
+    use opentelemetry::baggage::BaggageExt as _;
+    use opentelemetry::trace::TraceContextExt as _;
+    use tower::{ServiceExt, service_fn};
+
+    type Body = http_body_util::Full<bytes::Bytes>;
+    let receiver = OtlpReceiver::start().await.unwrap();
+    for (propagators, read) in [("tracecontext", false), ("tracecontext,baggage", true)] {
+        let guard = config(
+            &receiver,
+            false,
+            &[
+                ("OTEL_PROPAGATORS", propagators),
+                ("OTEL_TRACES_EXPORTER", "none"),
+            ],
+        )
+        .build()
+        .unwrap();
+        let svc = cog_trace::server::TraceLayer::from_guard(&guard).layer(service_fn(
+            |_req: Request<Body>| async {
+                let (bag, trace) = opentelemetry::Context::map_current(|cx| {
+                    (
+                        cx.baggage().get("k").is_some(),
+                        cx.span().span_context().trace_id().to_string(),
+                    )
+                });
+                let res = Response::builder()
+                    .header("x-baggage-seen", if bag { "1" } else { "0" })
+                    .header("x-trace", trace)
+                    .body(Body::default());
+                Ok::<_, Infallible>(res.unwrap())
+            },
+        ));
+        let req = request(
+            "/bag",
+            &[
+                ("traceparent", &format!("00-{TRACE}-{PARENT}-01")),
+                ("baggage", "k=v"),
+            ],
+        );
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["x-trace"], TRACE, "{propagators}");
+        assert_eq!(
+            res.headers()["x-baggage-seen"] == "1",
+            read,
+            "{propagators}"
+        );
+    }
 }
