@@ -27,6 +27,29 @@ impl SamplerKind {
 }
 
 impl TraceConfig {
+    /// The export headers as gRPC metadata; a header that cannot be sent
+    /// as text metadata (a `-bin` name) is an error naming it (never its
+    /// value, which may be a secret).
+    fn grpc_metadata(&self) -> Result<tonic::metadata::MetadataMap, InitError> {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        for (k, v) in &self.headers {
+            let (Ok(key), Ok(value)) = (
+                k.parse::<tonic::metadata::AsciiMetadataKey>(),
+                v.parse::<tonic::metadata::AsciiMetadataValue>(),
+            ) else {
+                return Err(InitError::Exporter {
+                    source: format!(
+                        "the export header {k:?} cannot be sent as gRPC text metadata \
+                         (a name ending in -bin is binary metadata)"
+                    )
+                    .into(),
+                });
+            };
+            metadata.insert(key, value);
+        }
+        Ok(metadata)
+    }
+
     /// The propagator these settings name.
     pub fn propagator(&self) -> Arc<dyn TextMapPropagator + Send + Sync> {
         let mut list: Vec<Box<dyn TextMapPropagator + Send + Sync>> = Vec::new();
@@ -75,6 +98,12 @@ impl TraceConfig {
                 sampler: self.sampler,
             });
         }
+        // Refused before anything starts: a header that cannot go out
+        // would leave every export unauthenticated, silently.
+        let metadata = match &self.exporter {
+            Exporter::OtlpGrpc { .. } => Some(self.grpc_metadata()?),
+            _ => None,
+        };
         let resource = Resource::builder_empty()
             .with_service_name(self.service_name.clone())
             .with_attributes(self.resource.clone())
@@ -102,32 +131,29 @@ impl TraceConfig {
                 builder = builder.with_simple_exporter(crate::console::ConsoleExporter::stdout());
                 None
             }
-            Exporter::OtlpGrpc { endpoint } => {
-                let mut metadata = tonic::metadata::MetadataMap::new();
-                for (k, v) in &self.headers {
-                    if let (Ok(k), Ok(v)) = (
-                        k.parse::<tonic::metadata::AsciiMetadataKey>(),
-                        v.parse::<tonic::metadata::AsciiMetadataValue>(),
-                    ) {
-                        metadata.insert(k, v);
-                    }
-                }
-                Some(
-                    opentelemetry_otlp::SpanExporter::builder()
-                        .with_tonic()
-                        .with_endpoint(endpoint.clone())
-                        .with_timeout(self.timeout)
-                        .with_metadata(metadata)
-                        .build(),
-                )
-            }
+            Exporter::OtlpGrpc { endpoint } => Some(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(self.timeout)
+                    .with_metadata(metadata.unwrap_or_default())
+                    .build(),
+            ),
             Exporter::OtlpHttp { endpoint } => Some(
                 opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
                     .with_protocol(Protocol::HttpBinary)
                     .with_endpoint(endpoint.clone())
                     .with_timeout(self.timeout)
-                    .with_headers(self.headers.iter().cloned().collect())
+                    // The HTTP exporter percent-decodes header values once
+                    // more: values are already decoded (`from_vars`), so a
+                    // `%` in one is written as `%25` to arrive as it is.
+                    .with_headers(
+                        self.headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.replace('%', "%25")))
+                            .collect(),
+                    )
                     .build(),
             ),
         };
@@ -156,5 +182,29 @@ impl TraceConfig {
             w3c: self.w3c(),
             sampler: self.sampler,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header gRPC metadata cannot carry refuses the pipeline, named
+    /// without its value; over HTTP the same header goes out.
+    #[test]
+    fn a_header_grpc_cannot_carry_is_refused_by_name() {
+        let mut config = TraceConfig::from_vars(|k| {
+            (k == "OTEL_EXPORTER_OTLP_PROTOCOL").then(|| "grpc".to_owned())
+        })
+        .unwrap();
+        config.headers = vec![("x-key-bin".into(), "s3cret".into())];
+        let err = config.build().unwrap_err();
+        let shown = format!("{err} {:?}", std::error::Error::source(&err));
+        assert!(
+            shown.contains("x-key-bin") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        config.headers = vec![("x-key".into(), "s3cret".into())];
+        config.build().unwrap().shutdown();
     }
 }

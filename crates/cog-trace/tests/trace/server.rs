@@ -16,7 +16,10 @@ async fn server_span_over_grpc_with_semantic_conventions() {
     let guard = config(
         &receiver,
         true,
-        &[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=k%3D1")],
+        &[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-api-key=k%3D1,x-token=a%2541",
+        )],
     )
     .build()
     .unwrap();
@@ -82,6 +85,7 @@ async fn server_span_over_grpc_with_semantic_conventions() {
     // OTEL_EXPORTER_OTLP_HEADERS went out as gRPC metadata.
     let headers = receiver.request_headers();
     assert_eq!(headers[0]["x-api-key"], "k=1");
+    assert_eq!(headers[0]["x-token"], "a%41");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,7 +96,8 @@ async fn errors_over_http_protobuf_and_4xx_left_unset() {
         false,
         &[(
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-            "authorization=Basic%20abc",
+            // `%25` is a `%`: the value is `a%41`, not `aA`.
+            "authorization=Basic%20abc,x-token=a%2541",
         )],
     )
     .build()
@@ -108,6 +113,7 @@ async fn errors_over_http_protobuf_and_4xx_left_unset() {
     assert_eq!(s.span.status.as_ref().unwrap().code, 2, "STATUS_CODE_ERROR");
     // OTEL_EXPORTER_OTLP_TRACES_HEADERS went out as HTTP headers.
     assert_eq!(receiver.request_headers()[0]["authorization"], "Basic abc");
+    assert_eq!(receiver.request_headers()[0]["x-token"], "a%41");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
