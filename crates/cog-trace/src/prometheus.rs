@@ -13,7 +13,10 @@
 //! `http.server.request.duration` (unit `s`) is
 //! `http_server_request_duration_seconds`; units `By` and `ms` become
 //! `_bytes` and `_milliseconds`; annotation units (`{request}`) add
-//! nothing; label keys have `.` turned into `_` (`http_route`).
+//! nothing; label keys have `.` (and anything else outside
+//! `[a-zA-Z0-9_]`, colons included) turned into `_` (`http_route`), and
+//! keys that meet on one label name are one label, their values joined
+//! with `;`.
 
 use std::collections::BTreeMap;
 use std::fmt;
