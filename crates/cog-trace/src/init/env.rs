@@ -415,6 +415,19 @@ mod tests {
                 endpoint: "http://x:1/custom".into()
             }
         );
+        // The default protocol, named; the traces variable wins over the
+        // general one.
+        let http = TraceConfig::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            http.exporter,
+            Exporter::OtlpHttp {
+                endpoint: "http://localhost:4318/v1/traces".into()
+            }
+        );
         let off = TraceConfig::from_vars(vars(&[("OTEL_SDK_DISABLED", "TRUE")])).unwrap();
         assert!(off.disabled);
     }
