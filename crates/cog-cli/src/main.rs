@@ -132,7 +132,8 @@ fn main() -> ExitCode {
 }
 
 fn fail(code: u8, message: &str) -> u8 {
-    eprintln!("error: {message}");
+    // Messages quote stored text and the server's problem details.
+    eprintln!("error: {}", output::shown(message, true));
     code
 }
 

@@ -6,6 +6,26 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// `s` as it may reach a terminal: control characters (an escape sequence
+/// in a tenant's name, say, typed by whoever onboarded it) are written as
+/// Rust escapes (`\u{1b}`), so stored text can never move the cursor,
+/// retitle the window or hide a line. Line breaks stay when `lines`.
+pub(crate) fn shown(s: &str, lines: bool) -> std::borrow::Cow<'_, str> {
+    let kept = |c: char| !c.is_control() || (lines && c == '\n');
+    if s.chars().all(kept) {
+        return s.into();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if kept(c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out.into()
+}
+
 /// Where and how results are written.
 pub(crate) struct Out {
     json: bool,
@@ -26,7 +46,11 @@ impl Table {
     }
 
     pub(crate) fn row(&mut self, row: Vec<String>) {
-        self.rows.push(row);
+        self.rows.push(
+            row.into_iter()
+                .map(|c| shown(&c, false).into_owned())
+                .collect(),
+        );
     }
 
     pub(crate) fn render(&self) -> String {
@@ -81,7 +105,7 @@ impl Out {
         if self.json {
             self.json_value(&json);
         } else {
-            eprintln!("{message}");
+            eprintln!("{}", shown(message, true));
         }
     }
 
@@ -103,6 +127,7 @@ impl Out {
         let w = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 1;
         let mut s = String::new();
         for (k, v) in fields {
+            let v = shown(v, false);
             s.push_str(format!("{:<w$} {v}", format!("{k}:")).trim_end());
             s.push('\n');
         }

@@ -1521,3 +1521,51 @@ fn untimed_hides_durations_only() {
         "x (placement revision _)\n{\"revision\": _, \"a\": 2}"
     );
 }
+
+/// Stored text reaches a terminal escaped. A tenant's name or metadata is
+/// typed by whoever onboarded it (an API call, a signup form); an escape
+/// sequence in it must not retitle the window, clear the screen or hide
+/// lines of the operator's terminal. JSON output keeps the text as stored
+/// (JSON escapes it itself).
+#[test]
+fn stored_text_cannot_drive_the_terminal() {
+    let env = Env::file();
+    env.ok(&["plan", "create", "free", "--limit", "rpm=2/1m"]);
+    let evil = "Acme\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}";
+    env.ok(&[
+        "tenant",
+        "create",
+        "acme",
+        "--plan",
+        "free",
+        "--name",
+        evil,
+        "--meta",
+        &format!("note={evil}"),
+    ]);
+    for args in [&["tenant", "show", "acme"][..], &["tenant", "list"]] {
+        let r = env.ok(args);
+        assert!(
+            !r.stdout.contains(['\u{1b}', '\u{7}', '\r', '\u{9b}']),
+            "{args:?}: {:?}",
+            r.stdout
+        );
+        assert!(
+            r.stdout
+                .contains(r"Acme\u{1b}]0;pwned\u{7}\u{1b}[2J\r\u{9b}"),
+            "{args:?}: {}",
+            r.stdout
+        );
+    }
+    // Errors quote what they were given, escaped too.
+    let r = env.run(&["tenant", "show", "x\u{1b}[2J"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\u{1b}') && r.stderr.contains(r"x\u{1b}[2J"),
+        "{:?}",
+        r.stderr
+    );
+    let json = env.ok(&["-o", "json", "tenant", "show", "acme"]).json();
+    assert_eq!(json["display_name"], evil);
+    assert_eq!(json["metadata"]["note"], evil);
+}
