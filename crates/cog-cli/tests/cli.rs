@@ -1557,6 +1557,13 @@ fn stored_text_cannot_drive_the_terminal() {
             r.stdout
         );
     }
+    // Only control characters are escaped: other text shows as it is.
+    let plain = "Zürich \"Ltd\" \\ 東京";
+    env.ok(&[
+        "tenant", "create", "zurich", "--plan", "free", "--name", plain,
+    ]);
+    let r = env.ok(&["tenant", "list"]);
+    assert!(r.stdout.contains(plain), "{}", r.stdout);
     // Errors quote what they were given, escaped too.
     let r = env.run(&["tenant", "show", "x\u{1b}[2J"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
