@@ -131,9 +131,12 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     }
 
     /// Resolves once this instance receives other instances' invalidations
-    /// (its Redis subscription is active) — at once for a cache without
+    /// (Redis has confirmed its subscription) — at once for a cache without
     /// L2. Entries read before it may miss an invalidation sent meanwhile;
     /// await it where that matters (and in tests, instead of sleeping).
+    /// While Redis refuses the subscription (an ACL user without the
+    /// channel) it does not resolve; once a later attempt succeeds, L1 is
+    /// flushed first.
     pub async fn invalidations_ready(&self) {
         let mut rx = self.inner.listening.subscribe();
         // The sender lives as long as the cache: this cannot fail.

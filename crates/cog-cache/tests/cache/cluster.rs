@@ -1,6 +1,8 @@
 //! L2 on a real 3-master Redis Cluster: values, tags and tenants spread
 //! over every node, invalidated whole.
 
+use std::time::Duration;
+
 use cog_testkit::{RedisCluster, Reply};
 
 use crate::support::{eventually, with_defaults};
@@ -66,4 +68,36 @@ async fn tags_and_tenants_are_invalidated_on_every_node() {
         Some("v")
     );
     assert_eq!(a.stats().l2_errors, 0);
+}
+
+/// On a cluster as on one server, a subscription Redis refuses (the ACL
+/// user may not use the channel) is not taken for one: fred sends a
+/// subscriber's `SUBSCRIBE` to one node, and the `PING` that hears the
+/// refusal must go to that node too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_is_seen_on_a_cluster_too() {
+    let cluster = RedisCluster::start().unwrap();
+    let acl = |channels: &str| {
+        for node in cluster.nodes() {
+            node.command(&[
+                "ACL", "SETUSER", "reader", "on", ">pw", "~*", channels, "+@all",
+            ])
+            .unwrap();
+        }
+    };
+    acl("resetchannels");
+    let url = cluster
+        .url()
+        .replacen("redis-cluster://", "redis-cluster://reader:pw@", 1);
+    let cache = with_defaults(&url).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), cache.invalidations_ready())
+            .await
+            .is_err(),
+        "ready while Redis refuses the subscription"
+    );
+    acl("allchannels");
+    tokio::time::timeout(Duration::from_secs(10), cache.invalidations_ready())
+        .await
+        .expect("ready once Redis allows the channel");
 }

@@ -1120,6 +1120,61 @@ async fn invalidations_ready_waits_for_the_subscription() {
     .await;
 }
 
+/// A subscription Redis refuses (`NOPERM`: the cache's ACL user may not use
+/// its channel) is not taken for one. fred answers `Ok` to a refused
+/// `SUBSCRIBE`; before, the cache then believed it listened
+/// (`invalidations_ready` resolved) and heard nothing, serving entries
+/// other instances had invalidated. Now it waits and tries again; once
+/// Redis allows the channel, it is ready, its L1 (filled while it heard
+/// nothing) is flushed, and other instances' invalidations reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_is_tried_again_until_redis_allows_it() {
+    let server = RedisServer::start().unwrap();
+    server
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">pw",
+            "~*",
+            "resetchannels",
+            "+@all",
+        ])
+        .unwrap();
+    let url = format!("redis://reader:pw@{}", server.addr());
+    let cache = cache(&url, false).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), cache.invalidations_ready())
+            .await
+            .is_err(),
+        "ready while Redis refuses the subscription"
+    );
+    let k = "k".to_owned();
+    cache.insert(k.clone(), "v".into()).await;
+    assert_eq!(cache.get_fresh(&k).as_deref(), Some("v"), "in L1");
+
+    server
+        .command(&["ACL", "SETUSER", "reader", "allchannels"])
+        .unwrap();
+    tokio::time::timeout(HANG, cache.invalidations_ready())
+        .await
+        .expect("ready once Redis allows the channel");
+    assert_eq!(
+        cache.get_fresh(&k),
+        None,
+        "L1 flushed: it may hold what others invalidated while it was deaf"
+    );
+    assert_eq!(cache.get(&k).await.as_deref(), Some("v"), "from L2");
+    assert_eq!(cache.get_fresh(&k).as_deref(), Some("v"), "in L1 again");
+    let other = with_defaults(&server.url()).await;
+    other.invalidate(&k).await;
+    eventually("the other instance's invalidation", async || {
+        cache.get_fresh(&k).is_none()
+    })
+    .await;
+}
+
 /// Redis out of memory (`maxmemory` reached, `noeviction`): writes fail
 /// and open the circuit; reads and deletes still work. Values still load,
 /// once per key, without waiting on a lease Redis could not grant; what L2
