@@ -1,39 +1,27 @@
 //! The invalidation listener: a dedicated Redis subscriber connection that
 //! applies other instances' invalidations to this instance's L1.
 //!
-//! A subscription counts only once Redis has confirmed it. fred resolves
-//! `SUBSCRIBE` when the command is written, not when Redis answers, so a
-//! refusal (`NOPERM`: an ACL user without the channel) would go unseen —
-//! the cache would believe it listens and hear nothing, serving L1 entries
-//! other instances have invalidated. fred takes the answer to a refused
-//! `SUBSCRIBE` as the answer to the connection's next command: a `PING`
-//! follows, and its error is the refusal. Such a connection stays out of
-//! step by one answer for good, so it is closed, and the next attempt
-//! starts on a new one.
+//! The subscription counts only once Redis has confirmed it
+//! ([`cog_core::redis::subscribe_confirmed`]): fred answers `Ok` to a
+//! `SUBSCRIBE` Redis refuses (`NOPERM`, an ACL user without the channel),
+//! and the cache would otherwise believe it listens and hear nothing.
 
 use std::sync::Weak;
 use std::time::Duration;
 
-use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
-use fred::types::Value;
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::inner::Inner;
 use crate::l2::Invalidation;
 use crate::traits::{CacheKey, CacheValue};
 
-/// Pause after a first failed attempt to connect and subscribe; it
-/// doubles with each further failure, up to eight times this.
-const RETRY: Duration = Duration::from_millis(500);
-/// How long one attempt (subscribe, then the confirming `PING`) may take.
-const ATTEMPT: Duration = Duration::from_secs(5);
-
 /// Listens for invalidations on a dedicated subscriber connection and
 /// applies them to `inner`'s L1. Until Redis confirms the subscription it
-/// tries again every [`RETRY`] on a new connection; when it succeeds after
-/// a failed attempt, and after every reconnect, L1 is flushed: messages
-/// sent meanwhile are lost. Ends when the cache is dropped.
+/// tries again on a new connection; when it succeeds after a failed
+/// attempt, and after every reconnect, L1 is flushed: messages sent
+/// meanwhile are lost. Ends when the cache is dropped.
 pub(crate) fn spawn<K: CacheKey, V: CacheValue>(
     client: &Client,
     inner: Weak<Inner<K, V>>,
@@ -47,44 +35,33 @@ pub(crate) fn spawn<K: CacheKey, V: CacheValue>(
             c.connection_timeout = Duration::from_secs(2);
         })
         .set_policy(ReconnectPolicy::new_constant(0, 200));
-    // Built once here, so that a configuration fred refuses is the
-    // builder's error; later attempts build the same.
-    let first = builder.build_subscriber_client()?;
+    // A configuration fred refuses is the builder's error.
+    builder.build_subscriber_client()?;
     tokio::spawn(async move {
-        let mut next = Some(first);
-        let mut failed = 0u32;
-        let subscriber = loop {
-            if inner.strong_count() == 0 {
-                return;
-            }
-            let subscriber = match next.take() {
-                Some(s) => s,
-                None => match builder.build_subscriber_client() {
-                    Ok(s) => s,
-                    Err(_) => return,
-                },
-            };
-            // Taken before subscribing: nothing sent after it is missed.
-            let messages = subscriber.message_rx();
-            let reconnects = subscriber.reconnect_rx();
-            let error = match tokio::time::timeout(ATTEMPT, subscribe(&subscriber, &channel)).await
-            {
-                Ok(Ok(())) => break (subscriber, messages, reconnects),
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no answer within {ATTEMPT:?}"),
-            };
-            if failed == 0 {
+        let failure = |attempt: u32, error: &str| {
+            if attempt == 0 {
                 tracing::warn!(target: "cog_cache", channel = %channel, %error, "subscribing to invalidations failed: L1 does not hear other instances' invalidations until it succeeds; retrying");
             } else {
                 tracing::debug!(target: "cog_cache", channel = %channel, %error, "subscribing to invalidations failed again");
             }
-            let _ = tokio::time::timeout(ATTEMPT, subscriber.quit()).await;
-            tokio::time::sleep(RETRY * (1 << failed.min(3))).await;
-            failed = failed.saturating_add(1);
         };
-        let (subscriber, mut messages, mut reconnects) = subscriber;
+        let Some(cog_core::redis::Subscription {
+            client: subscriber,
+            mut messages,
+            mut reconnects,
+            failed,
+        }) = cog_core::redis::subscribe_confirmed(
+            &builder,
+            &channel,
+            || inner.strong_count() > 0,
+            failure,
+        )
+        .await
+        else {
+            return;
+        };
         let Some(listening) = inner.upgrade() else {
-            let _ = tokio::time::timeout(ATTEMPT, subscriber.quit()).await;
+            let _ = subscriber.quit().await;
             return;
         };
         if failed > 0 {
@@ -95,9 +72,6 @@ pub(crate) fn spawn<K: CacheKey, V: CacheValue>(
         }
         listening.listening.send_replace(true);
         drop(listening);
-        // Channels fred knows it subscribed to are subscribed to again
-        // after every reconnect.
-        let _manage = subscriber.manage_subscriptions();
         let mut connected_once = false;
         loop {
             tokio::select! {
@@ -156,23 +130,6 @@ pub(crate) fn spawn<K: CacheKey, V: CacheValue>(
         }
         let _ = subscriber.quit().await;
     });
-    Ok(())
-}
-
-/// Connects `subscriber`, subscribes it to `channel` and has Redis confirm
-/// it: the `PING` after the `SUBSCRIBE` gets Redis's refusal of it, if any
-/// (see the module's docs).
-async fn subscribe(subscriber: &SubscriberClient, channel: &str) -> Result<(), fred::error::Error> {
-    subscriber.init().await?;
-    subscriber.subscribe(channel).await?;
-    let mut ping = fred::types::config::Options::default();
-    if subscriber.is_clustered() {
-        // Where fred sent the `SUBSCRIBE`: the node of the client id's slot.
-        ping.cluster_hash = Some(fred::types::ClusterHash::Custom(fred::util::redis_keyslot(
-            subscriber.id().as_bytes(),
-        )));
-    }
-    let _: Value = subscriber.with_options(&ping).ping(None).await?;
     Ok(())
 }
 

@@ -226,6 +226,184 @@ return #KEYS - 1
     Ok(usize::try_from(copied).ok())
 }
 
+/// A subscriber connection Redis has confirmed subscribed to a channel
+/// (see [`subscribe_confirmed`]), with its receivers of messages and of
+/// reconnections — taken before it subscribed, so nothing published since
+/// is missed. The first reconnection event is its first connection.
+#[cfg(feature = "fred")]
+pub struct Subscription {
+    /// The connection. fred subscribes it to the channel again after every
+    /// reconnect (its `manage_subscriptions` task runs).
+    pub client: fred::clients::SubscriberClient,
+    /// The channel's messages.
+    pub messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
+    /// The connection's (re)connections.
+    pub reconnects: tokio::sync::broadcast::Receiver<fred::types::config::Server>,
+    /// How many attempts failed before this one (0: the first succeeded).
+    pub failed: u32,
+}
+
+#[cfg(feature = "fred")]
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Pause after a first failed attempt of [`subscribe_confirmed`]; it
+/// doubles with each further failure, up to eight times this.
+#[cfg(feature = "fred")]
+const SUBSCRIBE_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long one attempt (connect, subscribe, confirm) may take.
+#[cfg(feature = "fred")]
+const SUBSCRIBE_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Subscribes to `channel` on a new subscriber connection from `builder`
+/// and has Redis confirm it, trying again on a new connection until it
+/// does (0.5 s after a first failure, doubling to 4 s). `failure` hears
+/// each failed attempt (its number, from 0, and the error); `None` once
+/// `wanted` says the subscription is no longer needed.
+///
+/// fred resolves `SUBSCRIBE` when the command is written, not when Redis
+/// answers, so a refusal — `NOPERM`, an ACL user without the channel —
+/// would go unseen: a listener would believe it listens and hear nothing.
+/// fred takes the answer to a refused `SUBSCRIBE` as the answer to the
+/// connection's next command, so a `PING` follows on the same connection
+/// (on a Cluster, to the same node) and its error is the refusal. Such a
+/// connection stays out of step by one answer for good, which is why each
+/// attempt starts on a new one.
+#[cfg(feature = "fred")]
+pub async fn subscribe_confirmed(
+    builder: &fred::types::Builder,
+    channel: &str,
+    mut wanted: impl FnMut() -> bool,
+    mut failure: impl FnMut(u32, &str),
+) -> Option<Subscription> {
+    use fred::interfaces::{ClientLike, EventInterface};
+    let mut failed = 0u32;
+    loop {
+        if !wanted() {
+            return None;
+        }
+        let error = match builder.build_subscriber_client() {
+            Ok(client) => {
+                let messages = client.message_rx();
+                let reconnects = client.reconnect_rx();
+                match tokio::time::timeout(SUBSCRIBE_ATTEMPT, confirm(&client, channel)).await {
+                    Ok(Ok(())) => {
+                        // The handle is not needed: the task lives as long
+                        // as the client.
+                        drop(client.manage_subscriptions());
+                        return Some(Subscription {
+                            client,
+                            messages,
+                            reconnects,
+                            failed,
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        let _ = tokio::time::timeout(SUBSCRIBE_ATTEMPT, client.quit()).await;
+                        e.to_string()
+                    }
+                    Err(_) => {
+                        let _ = tokio::time::timeout(SUBSCRIBE_ATTEMPT, client.quit()).await;
+                        format!("no answer within {SUBSCRIBE_ATTEMPT:?}")
+                    }
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        failure(failed, &error);
+        tokio::time::sleep(SUBSCRIBE_RETRY * (1 << failed.min(3))).await;
+        failed = failed.saturating_add(1);
+    }
+}
+
+/// Connects `client`, subscribes it to `channel`, and has Redis confirm it
+/// (see [`subscribe_confirmed`]).
+#[cfg(feature = "fred")]
+async fn confirm(
+    client: &fred::clients::SubscriberClient,
+    channel: &str,
+) -> Result<(), fred::error::Error> {
+    use fred::interfaces::{ClientLike, PubsubInterface};
+    client.init().await?;
+    client.subscribe(channel).await?;
+    if is_subscribed(client).await? {
+        Ok(())
+    } else {
+        Err(fred::error::Error::new(
+            fred::error::ErrorKind::Unknown,
+            "Redis did not take the subscription (refused, as NOPERM does)",
+        ))
+    }
+}
+
+/// Whether Redis has `client`'s connection subscribed to a channel, asked
+/// on that connection (on a Cluster, of the node fred sends the client's
+/// `SUBSCRIBE`s to): over RESP2, a connection in subscriber mode answers a
+/// `PING` with `["pong", ""]`, any other with `PONG`; over RESP3, whose
+/// `PING` answers alike, its `CLIENT INFO` counts its subscriptions.
+///
+/// # Errors
+/// The call failed — or Redis refused an earlier `SUBSCRIBE` on the
+/// connection: fred resolves `SUBSCRIBE` when it is written and takes its
+/// answer as the next call's, when that answer does not come before the
+/// next call (then it is dropped, and this says `false`).
+#[cfg(feature = "fred")]
+pub async fn is_subscribed(
+    client: &fred::clients::SubscriberClient,
+) -> Result<bool, fred::error::Error> {
+    use fred::interfaces::ClientLike;
+    use fred::types::{ClusterHash, CustomCommand, RespVersion, Value};
+    let slot = fred::util::redis_keyslot(client.id().as_bytes());
+    let mut node = fred::types::config::Options::default();
+    if client.is_clustered() {
+        node.cluster_hash = Some(ClusterHash::Custom(slot));
+    }
+    let on = client.with_options(&node);
+    Ok(match client.protocol_version() {
+        RespVersion::RESP2 => {
+            let answer: Value = on.ping(None).await?;
+            is_subscribed_pong(&answer)
+        }
+        RespVersion::RESP3 => {
+            let info: String = on
+                .custom(
+                    CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot), false),
+                    vec!["INFO"],
+                )
+                .await?;
+            subscriptions(&info) > 0
+        }
+    })
+}
+
+/// Whether a RESP2 `PING` answer comes from a connection in subscriber
+/// mode: `["pong", <message>]`, not `PONG`.
+#[cfg(feature = "fred")]
+fn is_subscribed_pong(answer: &fred::types::Value) -> bool {
+    match answer {
+        fred::types::Value::Array(parts) => parts
+            .first()
+            .and_then(fred::types::Value::as_str)
+            .is_some_and(|p| p.eq_ignore_ascii_case("pong")),
+        _ => false,
+    }
+}
+
+/// The `sub=` field of a `CLIENT INFO` line: the connection's channel
+/// subscriptions (0 when absent or unreadable).
+#[cfg(feature = "fred")]
+fn subscriptions(info: &str) -> u64 {
+    info.split_whitespace()
+        .find_map(|field| field.strip_prefix("sub="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,5 +526,29 @@ mod tests {
         ] {
             assert!(!is_unavailable_reply(text), "{text}");
         }
+    }
+
+    #[cfg(feature = "fred")]
+    #[test]
+    fn a_subscribed_connection_is_told_by_its_answers() {
+        use fred::types::Value;
+        let pong = |first: &str| Value::Array(vec![first.into(), "".into()]);
+        assert!(is_subscribed_pong(&pong("pong")));
+        assert!(is_subscribed_pong(&pong("PONG")));
+        assert!(!is_subscribed_pong(&"PONG".into()));
+        assert!(!is_subscribed_pong(&pong("message")));
+        assert!(!is_subscribed_pong(&Value::Array(vec![])));
+        assert_eq!(
+            subscriptions("id=3 addr=127.0.0.1:5 db=0 sub=1 psub=0 ssub=0 multi=-1"),
+            1
+        );
+        assert_eq!(
+            subscriptions("id=3 db=0 sub=0 psub=2"),
+            0,
+            "psub is not sub"
+        );
+        assert_eq!(subscriptions("id=3 db=0 ssub=4"), 0);
+        assert_eq!(subscriptions("id=3 sub=x"), 0);
+        assert_eq!(subscriptions(""), 0);
     }
 }

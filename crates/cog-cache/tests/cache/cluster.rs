@@ -100,4 +100,18 @@ async fn a_refused_subscription_is_seen_on_a_cluster_too() {
     tokio::time::timeout(Duration::from_secs(10), cache.invalidations_ready())
         .await
         .expect("ready once Redis allows the channel");
+
+    // The question goes to the node that holds the subscription, every
+    // time (of three masters, a node at random would be wrong two times
+    // in three).
+    use fred::interfaces::PubsubInterface;
+    use fred::prelude::{Builder, ClientLike, Config};
+    let sub = Builder::from_config(Config::from_url(&cluster.url()).unwrap())
+        .build_subscriber_client()
+        .unwrap();
+    sub.init().await.unwrap();
+    sub.subscribe("ch").await.unwrap();
+    for _ in 0..12 {
+        assert!(cog_core::redis::is_subscribed(&sub).await.unwrap());
+    }
 }

@@ -1129,6 +1129,27 @@ async fn invalidations_ready_waits_for_the_subscription() {
 /// nothing) is flushed, and other instances' invalidations reach it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_subscription_is_tried_again_until_redis_allows_it() {
+    refused_then_allowed(fred::types::RespVersion::RESP2).await;
+}
+
+/// The same over RESP3, where the subscription is confirmed another way
+/// (a `PING` is answered alike with and without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscription_is_seen_over_resp3_too() {
+    refused_then_allowed(fred::types::RespVersion::RESP3).await;
+}
+
+/// What the subscriber's confirmation rests on, with the refusal's answer
+/// gone: `cog_core::redis::is_subscribed` asked after Redis has answered a
+/// refused `SUBSCRIBE` (fred dropped that answer: no call was waiting)
+/// says `false`, and `true` for a subscription Redis took — over RESP2
+/// (the `PING`'s shape) and RESP3 (`CLIENT INFO`). The tests above mostly
+/// see the other path, the refusal taken as the next call's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_tells_whether_it_is_subscribed() {
+    use fred::interfaces::PubsubInterface;
+    use fred::prelude::{Builder, ClientLike, Config};
+    use fred::types::RespVersion;
     let server = RedisServer::start().unwrap();
     server
         .command(&[
@@ -1142,8 +1163,59 @@ async fn a_refused_subscription_is_tried_again_until_redis_allows_it() {
             "+@all",
         ])
         .unwrap();
-    let url = format!("redis://reader:pw@{}", server.addr());
-    let cache = cache(&url, false).await;
+    for version in [RespVersion::RESP2, RespVersion::RESP3] {
+        for (user, subscribed) in [("reader:pw", false), ("default:", true)] {
+            let mut config =
+                Config::from_url(&format!("redis://{user}@{}", server.addr())).unwrap();
+            config.version = version.clone();
+            let sub = Builder::from_config(config)
+                .build_subscriber_client()
+                .unwrap();
+            sub.init().await.unwrap();
+            sub.subscribe("ch").await.unwrap();
+            // Redis's answer arrives with no call waiting for it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(
+                cog_core::redis::is_subscribed(&sub).await.unwrap(),
+                subscribed,
+                "{version:?} as {user}"
+            );
+            sub.quit().await.unwrap();
+        }
+    }
+}
+
+async fn refused_then_allowed(version: fred::types::RespVersion) {
+    use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
+    let server = RedisServer::start().unwrap();
+    server
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">pw",
+            "~*",
+            "resetchannels",
+            "+@all",
+        ])
+        .unwrap();
+    let mut config = Config::from_url(&format!("redis://reader:pw@{}", server.addr())).unwrap();
+    config.version = version;
+    let reader = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.max_command_attempts = 1;
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .unwrap();
+    reader.init().await.unwrap();
+    let cache: Cache = TieredCache::builder()
+        .redis(reader)
+        .schema("v1")
+        .build()
+        .unwrap();
     assert!(
         tokio::time::timeout(Duration::from_secs(1), cache.invalidations_ready())
             .await

@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::clients::{Client, SubscriberClient};
-use fred::interfaces::{
-    ClientLike, EventInterface, HashesInterface, KeysInterface, LuaInterface, PubsubInterface,
-};
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, LuaInterface};
 use fred::prelude::{Builder, Config, ReconnectPolicy};
 use fred::types::{Expiration, SetOptions};
 use tokio::sync::watch;
@@ -147,29 +145,45 @@ impl RedisStore {
 
     /// Listens on the change channel (a dedicated connection); every
     /// message, and every reconnect (messages may have been lost), wakes
-    /// the receivers.
+    /// the receivers. The subscription counts once Redis has confirmed it
+    /// ([`cog_core::redis::subscribe_confirmed`]: fred answers `Ok` to a
+    /// `SUBSCRIBE` Redis refuses); until then the directory has only its
+    /// polling, and a warning says so.
     fn listen(&self) -> Result<watch::Receiver<u64>, fred::error::Error> {
-        let subscriber: SubscriberClient = Builder::from_config(self.client.client_config())
+        let mut builder = Builder::from_config(self.client.client_config());
+        builder
             .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
-            .set_policy(ReconnectPolicy::new_constant(0, 200))
-            .build_subscriber_client()?;
+            .set_policy(ReconnectPolicy::new_constant(0, 200));
+        // A configuration fred refuses is the builder's error.
+        builder.build_subscriber_client()?;
         let (tx, rx) = watch::channel(0u64);
         let channel = self.channel.clone();
         tokio::spawn(async move {
-            let mut messages = subscriber.message_rx();
-            let mut reconnects = subscriber.reconnect_rx();
-            loop {
-                if tx.is_closed() {
-                    return;
+            let failure = |attempt: u32, error: &str| {
+                if attempt == 0 {
+                    tracing::warn!(target: "cog_control", channel = %channel, %error, "subscribing to changes failed: changes are seen at the next poll until it succeeds; retrying");
+                } else {
+                    tracing::debug!(target: "cog_control", channel = %channel, %error, "subscribing to changes failed again");
                 }
-                if subscriber.init().await.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            let _manage = subscriber.manage_subscriptions();
-            if let Err(e) = subscriber.subscribe(channel).await {
-                tracing::warn!(target: "cog_control", error = %e, "subscribing to changes failed");
+            };
+            let Some(cog_core::redis::Subscription {
+                client: subscriber,
+                mut messages,
+                mut reconnects,
+                failed,
+            }) = cog_core::redis::subscribe_confirmed(
+                &builder,
+                &channel,
+                || !tx.is_closed(),
+                failure,
+            )
+            .await
+            else {
+                return;
+            };
+            if failed > 0 {
+                // Changes may have been missed: the watcher re-reads.
+                tx.send_modify(|_| {});
             }
             loop {
                 tokio::select! {

@@ -329,6 +329,54 @@ async fn redis_announces_changes_and_a_dead_redis_keeps_the_last_view() {
     assert_eq!(&*d.authenticate(&fresh.secret).unwrap().id, "acme");
 }
 
+/// A change subscription Redis refuses (the reader's ACL user may not use
+/// the change channel) is tried again; once Redis allows it, the directory
+/// catches up at once — a key revoked meanwhile stops working — instead of
+/// at its next poll (an hour here). Before, fred's `Ok` to the refused
+/// `SUBSCRIBE` was taken for a subscription, and changes came only with
+/// the polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_change_subscription_is_tried_again() {
+    let server = RedisServer::start().unwrap();
+    server
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">pw",
+            "~*",
+            "resetchannels",
+            "+@all",
+        ])
+        .unwrap();
+    let writer = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let (c, id, secret) = seeded(writer).await;
+    let url = format!("redis://reader:pw@{}", server.addr());
+    let reader = Arc::new(RedisStore::connect(&url).await.unwrap());
+    let d = Directory::start_with(reader, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    c.revoke_key(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        d.authenticate(&secret).is_ok(),
+        "not heard while Redis refuses the channel"
+    );
+    server
+        .command(&["ACL", "SETUSER", "reader", "allchannels"])
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if d.authenticate(&secret).is_err() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the revocation, once Redis allows the channel");
+}
+
 /// On a real Redis Cluster: the whole control plane lives in one slot
 /// (`{control}`), writes stay atomic, and the change announcement reaches
 /// a directory that would poll only hourly.
