@@ -255,10 +255,14 @@ impl Remote {
         Self::parse(&self.send(method, path, body, None).await?)
     }
 
-    /// Every item of a list endpoint, page after page.
+    /// Every item of a list endpoint, page after page. Pages must move on:
+    /// a cursor given twice, or a page that promises more with nothing in
+    /// it (a proxy answering every page with the first, a broken server),
+    /// is an error, not a loop that never ends.
     async fn all<T: DeserializeOwned>(&self, path: &str) -> Result<(Vec<T>, Option<String>)> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         let mut first_etag = None;
         loop {
             let mut url = format!("{path}?limit={PAGE}");
@@ -268,8 +272,20 @@ impl Remote {
             }
             let (page, etag): (Page<T>, _) = self.get(&url).await?;
             first_etag = first_etag.or(etag);
+            let empty = page.items.is_empty();
             items.extend(page.items);
             match page.next_cursor {
+                Some(c) if empty || !seen.insert(c.clone()) => {
+                    return Err(Exit::Store(format!(
+                        "{path}: the server's pages do not move on (a page {}); is a proxy \
+                         answering every page alike?",
+                        if empty {
+                            "with nothing in it promised more"
+                        } else {
+                            "pointed back to an earlier one"
+                        }
+                    )));
+                }
                 Some(c) => cursor = Some(c),
                 None => return Ok((items, first_etag)),
             }
@@ -678,5 +694,76 @@ mod tests {
             change(&serde_json::json!({"action": "explode", "kind": "plan", "id": "p"})),
             None
         );
+    }
+
+    /// A server (or a proxy before it) answering every page with the same
+    /// page: the listing ends with an error instead of looping for ever.
+    /// The same for a page that promises more with nothing in it.
+    #[tokio::test]
+    async fn pages_that_do_not_move_on_are_an_error() {
+        // Each page, and how many are asked for before the error: the
+        // repeated cursor shows on the second, the empty page on the first.
+        for (page, pages) in [
+            (
+                r#"{"items":[{"name":"free","plan":{"limits":[]}}],"next_cursor":"free"}"#,
+                2,
+            ),
+            (r#"{"items":[],"next_cursor":"x"}"#, 1),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let count = served.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                loop {
+                    let Ok((mut conn, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let count = count.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 8192];
+                        let mut have = Vec::new();
+                        loop {
+                            let Ok(n) = conn.read(&mut buf).await else {
+                                return;
+                            };
+                            if n == 0 {
+                                return;
+                            }
+                            have.extend_from_slice(&buf[..n]);
+                            while let Some(end) = have.windows(4).position(|w| w == b"\r\n\r\n") {
+                                have.drain(..end + 4);
+                                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let answer = format!(
+                                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                     content-length: {}\r\n\r\n{page}",
+                                    page.len()
+                                );
+                                if conn.write_all(answer.as_bytes()).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            });
+            let remote = Remote::new(&format!("http://{addr}"), Some("t".into())).unwrap();
+            let listed = tokio::time::timeout(
+                Duration::from_secs(10),
+                remote.all::<NamedPlan>("/v1/plans"),
+            )
+            .await
+            .expect("the listing ends");
+            assert!(
+                matches!(&listed, Err(Exit::Store(m)) if m.contains("do not move on")),
+                "{page}"
+            );
+            assert_eq!(
+                served.load(std::sync::atomic::Ordering::Relaxed),
+                pages,
+                "pages asked for: {page}"
+            );
+        }
     }
 }
