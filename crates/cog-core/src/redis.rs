@@ -232,8 +232,8 @@ return #KEYS - 1
 /// is missed. The first reconnection event is its first connection.
 #[cfg(feature = "fred")]
 pub struct Subscription {
-    /// The connection. fred subscribes it to the channel again after every
-    /// reconnect (its `manage_subscriptions` task runs).
+    /// The connection. Not subscribed again after a reconnect: a new
+    /// [`subscribe_confirmed`] is (see [`keep_subscribed`]).
     pub client: fred::clients::SubscriberClient,
     /// The channel's messages.
     pub messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
@@ -293,9 +293,6 @@ pub async fn subscribe_confirmed(
                 let reconnects = client.reconnect_rx();
                 match tokio::time::timeout(SUBSCRIBE_ATTEMPT, confirm(&client, channel)).await {
                     Ok(Ok(())) => {
-                        // The handle is not needed: the task lives as long
-                        // as the client.
-                        drop(client.manage_subscriptions());
                         return Some(Subscription {
                             client,
                             messages,
@@ -318,6 +315,87 @@ pub async fn subscribe_confirmed(
         failure(failed, &error);
         tokio::time::sleep(SUBSCRIBE_RETRY * (1 << failed.min(3))).await;
         failed = failed.saturating_add(1);
+    }
+}
+
+/// What a [`keep_subscribed`] listener hears.
+#[cfg(feature = "fred")]
+#[derive(Debug)]
+pub enum Heard {
+    /// Redis has confirmed the subscription: from here on every message
+    /// is heard. `missed`: messages may have been lost before it — an
+    /// attempt failed first, or this follows [`Heard::Lost`].
+    Listening {
+        /// Whether messages may have been lost.
+        missed: bool,
+    },
+    /// A message on the channel.
+    Message(fred::types::Message),
+    /// Messages were lost: the listener fell behind.
+    Lagged,
+    /// The connection was lost (Redis restarted, a failover, the network):
+    /// messages may be lost until the next [`Heard::Listening`].
+    Lost,
+}
+
+/// Keeps a confirmed subscription to `channel` ([`subscribe_confirmed`])
+/// for as long as `wanted` says (asked at least once a second) and tells
+/// `heard` what happens. A lost connection is not left to fred's own
+/// resubscription, which would take a refusal for a subscription too: the
+/// listener starts over on a new connection and says
+/// [`Heard::Listening`] again once Redis confirms it.
+#[cfg(feature = "fred")]
+pub async fn keep_subscribed(
+    builder: &fred::types::Builder,
+    channel: &str,
+    mut wanted: impl FnMut() -> bool,
+    mut failure: impl FnMut(u32, &str),
+    mut heard: impl FnMut(Heard),
+) {
+    use fred::interfaces::ClientLike;
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    let mut missed = false;
+    loop {
+        let Some(Subscription {
+            client,
+            mut messages,
+            mut reconnects,
+            failed,
+        }) = subscribe_confirmed(builder, channel, &mut wanted, &mut failure).await
+        else {
+            return;
+        };
+        // The connections made while subscribing (one per node of a
+        // Cluster) are not reconnections.
+        while !matches!(
+            reconnects.try_recv(),
+            Err(TryRecvError::Empty | TryRecvError::Closed)
+        ) {}
+        heard(Heard::Listening {
+            missed: missed || failed > 0,
+        });
+        missed = true;
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let stop = loop {
+            tokio::select! {
+                msg = messages.recv() => match msg {
+                    Ok(m) => heard(Heard::Message(m)),
+                    Err(RecvError::Lagged(_)) => heard(Heard::Lagged),
+                    Err(RecvError::Closed) => break false,
+                },
+                _ = reconnects.recv() => break false,
+                _ = tick.tick() => {
+                    if !wanted() {
+                        break true;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(SUBSCRIBE_ATTEMPT, client.quit()).await;
+        if stop {
+            return;
+        }
+        heard(Heard::Lost);
     }
 }
 

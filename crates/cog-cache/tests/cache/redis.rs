@@ -1245,6 +1245,37 @@ async fn refused_then_allowed(version: fred::types::RespVersion) {
         cache.get_fresh(&k).is_none()
     })
     .await;
+
+    // The channel taken away while listening: Redis closes the
+    // subscription's connection, and the new one is refused. fred would
+    // resubscribe on its own and take the refusal for a subscription; the
+    // cache stops being ready instead, and what it loads meanwhile goes
+    // once it listens again.
+    server
+        .command(&["ACL", "SETUSER", "reader", "resetchannels"])
+        .unwrap();
+    eventually("not ready once the channel is taken away", async || {
+        tokio::time::timeout(Duration::from_millis(100), cache.invalidations_ready())
+            .await
+            .is_err()
+    })
+    .await;
+    cache.insert(k.clone(), "v2".into()).await;
+    assert_eq!(cache.get_fresh(&k).as_deref(), Some("v2"), "in L1");
+    server
+        .command(&["ACL", "SETUSER", "reader", "allchannels"])
+        .unwrap();
+    tokio::time::timeout(HANG, cache.invalidations_ready())
+        .await
+        .expect("ready again once Redis allows the channel");
+    assert_eq!(cache.get_fresh(&k), None, "L1 flushed after the gap");
+    assert_eq!(cache.get(&k).await.as_deref(), Some("v2"), "from L2");
+    other.invalidate(&k).await;
+    eventually(
+        "the other instance's invalidation, heard again",
+        async || cache.get_fresh(&k).is_none(),
+    )
+    .await;
 }
 
 /// Redis out of memory (`maxmemory` reached, `noeviction`): writes fail

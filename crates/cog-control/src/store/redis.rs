@@ -144,9 +144,12 @@ impl RedisStore {
     }
 
     /// Listens on the change channel (a dedicated connection); every
-    /// message, and every reconnect (messages may have been lost), wakes
-    /// the receivers. The subscription counts once Redis has confirmed it
-    /// ([`cog_core::redis::subscribe_confirmed`]: fred answers `Ok` to a
+    /// message wakes the receivers, and so does every confirmed
+    /// subscription, a lost connection and a lagging listener (messages
+    /// may have been lost: the watcher re-reads the revision). The
+    /// subscription counts once Redis has confirmed it, and is made again
+    /// on a new connection after one is lost
+    /// ([`cog_core::redis::keep_subscribed`]: fred answers `Ok` to a
     /// `SUBSCRIBE` Redis refuses); until then the directory has only its
     /// polling, and a warning says so.
     fn listen(&self) -> Result<watch::Receiver<u64>, fred::error::Error> {
@@ -166,43 +169,25 @@ impl RedisStore {
                     tracing::debug!(target: "cog_control", channel = %channel, %error, "subscribing to changes failed again");
                 }
             };
-            let Some(cog_core::redis::Subscription {
-                client: subscriber,
-                mut messages,
-                mut reconnects,
-                failed,
-            }) = cog_core::redis::subscribe_confirmed(
+            let heard = |heard: cog_core::redis::Heard| {
+                let revision = match heard {
+                    cog_core::redis::Heard::Message(m) => {
+                        m.value.as_string().and_then(|s| s.parse::<u64>().ok())
+                    }
+                    // Changes may have been missed: wake, the watcher
+                    // re-reads the revision.
+                    _ => None,
+                };
+                tx.send_modify(|r| *r = revision.map_or(*r, |v| v.max(*r)));
+            };
+            cog_core::redis::keep_subscribed(
                 &builder,
                 &channel,
                 || !tx.is_closed(),
                 failure,
+                heard,
             )
-            .await
-            else {
-                return;
-            };
-            if failed > 0 {
-                // Changes may have been missed: the watcher re-reads.
-                tx.send_modify(|_| {});
-            }
-            loop {
-                tokio::select! {
-                    msg = messages.recv() => {
-                        let revision = msg.ok()
-                            .and_then(|m| m.value.as_string())
-                            .and_then(|s| s.parse::<u64>().ok());
-                        // Unreadable or lagged: wake anyway, the watcher
-                        // re-reads the revision.
-                        tx.send_modify(|r| *r = revision.map_or(*r, |v| v.max(*r)));
-                    }
-                    _ = reconnects.recv() => tx.send_modify(|_| {}),
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                }
-                if tx.is_closed() {
-                    break;
-                }
-            }
-            let _ = subscriber.quit().await;
+            .await;
         });
         Ok(rx)
     }

@@ -375,6 +375,32 @@ async fn a_refused_change_subscription_is_tried_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(seen, "the revocation, once Redis allows the channel");
+
+    // The channel taken away while listening (Redis closes the
+    // subscription's connection) and given back: a change made in between
+    // is seen once the listener is subscribed again, not at the next poll.
+    server
+        .command(&["ACL", "SETUSER", "reader", "resetchannels"])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = c.create_key("acme", None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        d.authenticate(&fresh.secret).is_err(),
+        "not heard while Redis refuses the channel"
+    );
+    server
+        .command(&["ACL", "SETUSER", "reader", "allchannels"])
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        if d.authenticate(&fresh.secret).is_ok() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the new key, once Redis allows the channel again");
 }
 
 /// On a real Redis Cluster: the whole control plane lives in one slot
