@@ -109,6 +109,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         // bumps the generation, so this connection either sees `refusing`
         // now or the bump later — it cannot slip between the two.
         let mut generation = shared.generation.subscribe();
+        let born = *generation.borrow_and_update();
         if shared.refusing.load(Ordering::SeqCst) {
             drop(client);
             continue;
@@ -125,18 +126,23 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             let (cr, cw) = client.into_split();
             let (sr, sw) = server.into_split();
             tokio::select! {
-                _ = pump(cr, sw, &shared) => {}
-                _ = pump(sr, cw, &shared) => {}
+                _ = pump(cr, sw, &shared, born) => {}
+                _ = pump(sr, cw, &shared, born) => {}
                 _ = generation.changed() => {}
             }
         });
     }
 }
 
+/// Forwards `from` to `to` while the connection's generation (`born`)
+/// lasts: a chunk read after a [`Proxy::cut`] returned is dropped even
+/// before this task has noticed the cut, so nothing sent after it gets
+/// through.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     shared: &Shared,
+    born: u64,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -148,7 +154,7 @@ async fn pump(
         if latency > 0 {
             tokio::time::sleep(Duration::from_micros(latency)).await;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        if *shared.generation.borrow() != born || to.write_all(&buf[..n]).await.is_err() {
             return;
         }
     }

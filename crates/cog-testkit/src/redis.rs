@@ -193,6 +193,27 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Makes ACL user `user` (its password: its name) able to use every
+    /// key and command, and every pub/sub channel only when `channels` —
+    /// for what a service does when Redis refuses it its channels. Called
+    /// again, it changes the user: taking the channels away closes the
+    /// user's subscribed connections (Redis 7). The URL that logs in as it.
+    ///
+    /// # Errors
+    /// The server could not be reached or refused the command.
+    pub fn acl_user(&self, user: &str, channels: bool) -> Result<String, Error> {
+        let channels = if channels {
+            "allchannels"
+        } else {
+            "resetchannels"
+        };
+        let password = format!(">{user}");
+        self.command(&[
+            "ACL", "SETUSER", user, "on", &password, "~*", "+@all", channels,
+        ])?;
+        Ok(format!("redis://{user}:{user}@127.0.0.1:{}", self.port))
+    }
+
     /// The process id, while the server runs.
     pub fn pid(&self) -> Option<u32> {
         self.child
@@ -694,6 +715,22 @@ impl RedisCluster {
     /// The cluster's nodes (each a master).
     pub fn nodes(&self) -> &[RedisServer] {
         &self.nodes
+    }
+
+    /// [`RedisServer::acl_user`] on every node; the `redis-cluster://` URL
+    /// that logs in as it.
+    ///
+    /// # Errors
+    /// A node could not be reached or refused the command.
+    pub fn acl_user(&self, user: &str, channels: bool) -> Result<String, Error> {
+        for node in &self.nodes {
+            node.acl_user(user, channels)?;
+        }
+        Ok(self.url().replacen(
+            "redis-cluster://",
+            &format!("redis-cluster://{user}:{user}@"),
+            1,
+        ))
     }
 
     /// A `redis-cluster://` URL naming every node, as `fred` expects it.

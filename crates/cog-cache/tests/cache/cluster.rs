@@ -72,23 +72,12 @@ async fn tags_and_tenants_are_invalidated_on_every_node() {
 
 /// On a cluster as on one server, a subscription Redis refuses (the ACL
 /// user may not use the channel) is not taken for one: fred sends a
-/// subscriber's `SUBSCRIBE` to one node, and the `PING` that hears the
-/// refusal must go to that node too.
+/// subscriber's `SUBSCRIBE` to one node, and whether the connection is
+/// subscribed must be asked of that node too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_subscription_is_seen_on_a_cluster_too() {
     let cluster = RedisCluster::start().unwrap();
-    let acl = |channels: &str| {
-        for node in cluster.nodes() {
-            node.command(&[
-                "ACL", "SETUSER", "reader", "on", ">pw", "~*", channels, "+@all",
-            ])
-            .unwrap();
-        }
-    };
-    acl("resetchannels");
-    let url = cluster
-        .url()
-        .replacen("redis-cluster://", "redis-cluster://reader:pw@", 1);
+    let url = cluster.acl_user("reader", false).unwrap();
     let cache = with_defaults(&url).await;
     assert!(
         tokio::time::timeout(Duration::from_secs(1), cache.invalidations_ready())
@@ -96,7 +85,7 @@ async fn a_refused_subscription_is_seen_on_a_cluster_too() {
             .is_err(),
         "ready while Redis refuses the subscription"
     );
-    acl("allchannels");
+    cluster.acl_user("reader", true).unwrap();
     tokio::time::timeout(Duration::from_secs(10), cache.invalidations_ready())
         .await
         .expect("ready once Redis allows the channel");

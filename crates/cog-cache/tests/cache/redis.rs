@@ -1151,22 +1151,10 @@ async fn a_connection_tells_whether_it_is_subscribed() {
     use fred::prelude::{Builder, ClientLike, Config};
     use fred::types::RespVersion;
     let server = RedisServer::start().unwrap();
-    server
-        .command(&[
-            "ACL",
-            "SETUSER",
-            "reader",
-            "on",
-            ">pw",
-            "~*",
-            "resetchannels",
-            "+@all",
-        ])
-        .unwrap();
+    let reader_url = server.acl_user("reader", false).unwrap();
     for version in [RespVersion::RESP2, RespVersion::RESP3] {
-        for (user, subscribed) in [("reader:pw", false), ("default:", true)] {
-            let mut config =
-                Config::from_url(&format!("redis://{user}@{}", server.addr())).unwrap();
+        for (url, subscribed) in [(&reader_url, false), (&server.url(), true)] {
+            let mut config = Config::from_url(url).unwrap();
             config.version = version.clone();
             let sub = Builder::from_config(config)
                 .build_subscriber_client()
@@ -1178,7 +1166,7 @@ async fn a_connection_tells_whether_it_is_subscribed() {
             assert_eq!(
                 cog_core::redis::is_subscribed(&sub).await.unwrap(),
                 subscribed,
-                "{version:?} as {user}"
+                "{version:?} at {url}"
             );
             sub.quit().await.unwrap();
         }
@@ -1188,19 +1176,8 @@ async fn a_connection_tells_whether_it_is_subscribed() {
 async fn refused_then_allowed(version: fred::types::RespVersion) {
     use fred::prelude::{Builder, ClientLike, Config, ReconnectPolicy};
     let server = RedisServer::start().unwrap();
-    server
-        .command(&[
-            "ACL",
-            "SETUSER",
-            "reader",
-            "on",
-            ">pw",
-            "~*",
-            "resetchannels",
-            "+@all",
-        ])
-        .unwrap();
-    let mut config = Config::from_url(&format!("redis://reader:pw@{}", server.addr())).unwrap();
+    let reader_url = server.acl_user("reader", false).unwrap();
+    let mut config = Config::from_url(&reader_url).unwrap();
     config.version = version;
     let reader = Builder::from_config(config)
         .with_connection_config(|c| {
@@ -1226,9 +1203,7 @@ async fn refused_then_allowed(version: fred::types::RespVersion) {
     cache.insert(k.clone(), "v".into()).await;
     assert_eq!(cache.get_fresh(&k).as_deref(), Some("v"), "in L1");
 
-    server
-        .command(&["ACL", "SETUSER", "reader", "allchannels"])
-        .unwrap();
+    server.acl_user("reader", true).unwrap();
     tokio::time::timeout(HANG, cache.invalidations_ready())
         .await
         .expect("ready once Redis allows the channel");
@@ -1251,9 +1226,7 @@ async fn refused_then_allowed(version: fred::types::RespVersion) {
     // resubscribe on its own and take the refusal for a subscription; the
     // cache stops being ready instead, and what it loads meanwhile goes
     // once it listens again.
-    server
-        .command(&["ACL", "SETUSER", "reader", "resetchannels"])
-        .unwrap();
+    server.acl_user("reader", false).unwrap();
     eventually("not ready once the channel is taken away", async || {
         tokio::time::timeout(Duration::from_millis(100), cache.invalidations_ready())
             .await
@@ -1262,9 +1235,7 @@ async fn refused_then_allowed(version: fred::types::RespVersion) {
     .await;
     cache.insert(k.clone(), "v2".into()).await;
     assert_eq!(cache.get_fresh(&k).as_deref(), Some("v2"), "in L1");
-    server
-        .command(&["ACL", "SETUSER", "reader", "allchannels"])
-        .unwrap();
+    server.acl_user("reader", true).unwrap();
     tokio::time::timeout(HANG, cache.invalidations_ready())
         .await
         .expect("ready again once Redis allows the channel");

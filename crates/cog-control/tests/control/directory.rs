@@ -338,21 +338,9 @@ async fn redis_announces_changes_and_a_dead_redis_keeps_the_last_view() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_change_subscription_is_tried_again() {
     let server = RedisServer::start().unwrap();
-    server
-        .command(&[
-            "ACL",
-            "SETUSER",
-            "reader",
-            "on",
-            ">pw",
-            "~*",
-            "resetchannels",
-            "+@all",
-        ])
-        .unwrap();
+    let url = server.acl_user("reader", false).unwrap();
     let writer = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
     let (c, id, secret) = seeded(writer).await;
-    let url = format!("redis://reader:pw@{}", server.addr());
     let reader = Arc::new(RedisStore::connect(&url).await.unwrap());
     let d = Directory::start_with(reader, Duration::from_secs(3600))
         .await
@@ -363,9 +351,7 @@ async fn a_refused_change_subscription_is_tried_again() {
         d.authenticate(&secret).is_ok(),
         "not heard while Redis refuses the channel"
     );
-    server
-        .command(&["ACL", "SETUSER", "reader", "allchannels"])
-        .unwrap();
+    server.acl_user("reader", true).unwrap();
     let mut seen = false;
     for _ in 0..100 {
         if d.authenticate(&secret).is_err() {
@@ -379,9 +365,7 @@ async fn a_refused_change_subscription_is_tried_again() {
     // The channel taken away while listening (Redis closes the
     // subscription's connection) and given back: a change made in between
     // is seen once the listener is subscribed again, not at the next poll.
-    server
-        .command(&["ACL", "SETUSER", "reader", "resetchannels"])
-        .unwrap();
+    server.acl_user("reader", false).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let fresh = c.create_key("acme", None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -389,9 +373,7 @@ async fn a_refused_change_subscription_is_tried_again() {
         d.authenticate(&fresh.secret).is_err(),
         "not heard while Redis refuses the channel"
     );
-    server
-        .command(&["ACL", "SETUSER", "reader", "allchannels"])
-        .unwrap();
+    server.acl_user("reader", true).unwrap();
     let mut seen = false;
     for _ in 0..100 {
         if d.authenticate(&fresh.secret).is_ok() {
