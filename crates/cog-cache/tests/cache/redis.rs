@@ -1139,6 +1139,31 @@ async fn a_refused_subscription_is_seen_over_resp3_too() {
     refused_then_allowed(fred::types::RespVersion::RESP3).await;
 }
 
+/// The invalidation listener lives as long as its cache: still subscribed
+/// after its first checks whether the cache is there (once a second), and
+/// gone from Redis once the cache is dropped — not a connection left
+/// behind per cache ever built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_ends_with_its_cache() {
+    let server = RedisServer::start().unwrap();
+    let listeners = || match server
+        .command(&["PUBSUB", "NUMSUB", "cog:cache:invalidate"])
+        .unwrap()
+    {
+        Reply::Array(Some(r)) => match r.as_slice() {
+            [_, Reply::Int(n)] => *n,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let cache = cache(&server.url(), false).await;
+    cache.invalidations_ready().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(listeners(), 1, "still listening");
+    drop(cache);
+    eventually("the listener gone", async || listeners() == 0).await;
+}
+
 /// What the subscriber's confirmation rests on, with the refusal's answer
 /// gone: `cog_core::redis::is_subscribed` asked after Redis has answered a
 /// refused `SUBSCRIBE` (fred dropped that answer: no call was waiting)
