@@ -269,11 +269,11 @@ const SUBSCRIBE_ATTEMPT: std::time::Duration = std::time::Duration::from_secs(5)
 /// fred resolves `SUBSCRIBE` when the command is written, not when Redis
 /// answers, so a refusal — `NOPERM`, an ACL user without the channel —
 /// would go unseen: a listener would believe it listens and hear nothing.
-/// fred takes the answer to a refused `SUBSCRIBE` as the answer to the
-/// connection's next command, so a `PING` follows on the same connection
-/// (on a Cluster, to the same node) and its error is the refusal. Such a
-/// connection stays out of step by one answer for good, which is why each
-/// attempt starts on a new one.
+/// So the connection is asked afterwards whether it is subscribed
+/// ([`is_subscribed`]). fred takes the refusal as the answer to the
+/// connection's next command (or drops it when none is waiting yet), so
+/// a refused connection may stay out of step by one answer for good,
+/// which is why each attempt starts on a new one.
 #[cfg(feature = "fred")]
 pub async fn subscribe_confirmed(
     builder: &fred::types::Builder,
