@@ -291,7 +291,9 @@ pub async fn subscribe_confirmed(
             Ok(client) => {
                 let messages = client.message_rx();
                 let reconnects = client.reconnect_rx();
-                match tokio::time::timeout(SUBSCRIBE_ATTEMPT, confirm(&client, channel)).await {
+                let error = match tokio::time::timeout(SUBSCRIBE_ATTEMPT, confirm(&client, channel))
+                    .await
+                {
                     Ok(Ok(())) => {
                         return Some(Subscription {
                             client,
@@ -300,15 +302,11 @@ pub async fn subscribe_confirmed(
                             failed,
                         });
                     }
-                    Ok(Err(e)) => {
-                        let _ = tokio::time::timeout(SUBSCRIBE_ATTEMPT, client.quit()).await;
-                        e.to_string()
-                    }
-                    Err(_) => {
-                        let _ = tokio::time::timeout(SUBSCRIBE_ATTEMPT, client.quit()).await;
-                        format!("no answer within {SUBSCRIBE_ATTEMPT:?}")
-                    }
-                }
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {SUBSCRIBE_ATTEMPT:?}"),
+                };
+                let _ = tokio::time::timeout(SUBSCRIBE_ATTEMPT, client.quit()).await;
+                error
             }
             Err(e) => e.to_string(),
         };
