@@ -57,6 +57,10 @@ pub enum PluginError {
     /// The plugin wrote more than `max_output_bytes` (body or reject).
     #[error("output limit exceeded")]
     OutputLimit,
+    /// The plugin's header changes would take the header list past
+    /// `max_header_list_bytes`.
+    #[error("header list limit exceeded")]
+    HeaderLimit,
     /// The plugin logged more than `max_log_bytes`.
     #[error("log limit exceeded")]
     LogLimit,
@@ -101,6 +105,7 @@ impl PluginError {
             PluginError::Trap(_) => "trap",
             PluginError::OutOfBounds { .. } => "out_of_bounds",
             PluginError::OutputLimit => "output_limit",
+            PluginError::HeaderLimit => "header_limit",
             PluginError::LogLimit => "log_limit",
             PluginError::KvLimit(_) => "kv_limit",
             PluginError::InputTooLarge => "input_too_large",
@@ -119,6 +124,7 @@ impl PluginError {
                 | PluginError::DeadlineExceeded
                 | PluginError::MemoryLimit
                 | PluginError::OutputLimit
+                | PluginError::HeaderLimit
                 | PluginError::LogLimit
                 | PluginError::KvLimit(_)
                 | PluginError::InputTooLarge

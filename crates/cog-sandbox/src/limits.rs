@@ -8,7 +8,8 @@ use std::time::Duration;
 ///
 /// The defaults suit a request filter: 10 M metering points (roughly that
 /// many wasm instructions), 16 MiB of linear memory, 50 ms of wall-clock
-/// time, 1 MiB in and out, 16 KiB of logs, 64 KiB KV values.
+/// time, 1 MiB in and out, 16 KiB of logs, 64 KiB KV values, header lists
+/// up to 64 KiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct Limits {
@@ -33,6 +34,10 @@ pub struct Limits {
     pub max_kv_entries: usize,
     /// Largest header name or value a plugin may read or set.
     pub max_header_bytes: usize,
+    /// Largest header list a plugin may leave behind, counted as HTTP/2
+    /// does: every name and value, and 32 bytes per field. A list that
+    /// was larger before the call may shrink but not grow.
+    pub max_header_list_bytes: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +53,7 @@ impl Default for Limits {
             max_kv_value_bytes: 64 << 10,
             max_kv_entries: 10_000,
             max_header_bytes: 8 << 10,
+            max_header_list_bytes: 64 << 10,
         }
     }
 }
@@ -110,6 +116,12 @@ impl Limits {
     /// Sets [`max_kv_entries`](Self::max_kv_entries).
     pub fn max_kv_entries(mut self, entries: usize) -> Self {
         self.max_kv_entries = entries;
+        self
+    }
+
+    /// Sets [`max_header_list_bytes`](Self::max_header_list_bytes).
+    pub fn max_header_list_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_list_bytes = bytes;
         self
     }
 

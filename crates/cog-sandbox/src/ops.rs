@@ -53,6 +53,27 @@ pub(crate) struct HostState {
     pub(crate) kv: Arc<dyn KvStore>,
     pub(crate) scope: KvScope,
     pub(crate) log_used: usize,
+    /// The header list this call may write (request headers in the
+    /// request hook, response headers in the response hook): its size
+    /// now and the most it may reach, counted from its first change.
+    pub(crate) header_list: Option<HeaderList>,
+}
+
+/// Size of a header list as HTTP/2 counts it (RFC 9113,
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`): names and values, and 32 bytes per
+/// field, so a flood of empty fields counts too.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeaderList {
+    size: usize,
+    most: usize,
+}
+
+fn field_size(name: &HeaderName, value: &HeaderValue) -> usize {
+    name.as_str().len() + value.len() + 32
+}
+
+fn fields_size<'a>(name: &HeaderName, values: impl Iterator<Item = &'a HeaderValue>) -> usize {
+    values.map(|v| field_size(name, v)).sum()
 }
 
 impl HostState {
@@ -76,6 +97,7 @@ impl HostState {
             kv,
             scope: KvScope { tenant, plugin },
             log_used: 0,
+            header_list: None,
         }
     }
 
@@ -122,12 +144,24 @@ fn headers(state: &HostState, which: i32) -> Option<&HeaderMap> {
     }
 }
 
-fn headers_mut(state: &mut HostState, which: i32) -> Option<&mut HeaderMap> {
-    match (which, state.phase) {
-        (0, Phase::Request) => Some(&mut state.exchange.request_headers),
-        (1, Phase::Response) => Some(&mut state.exchange.response_headers),
-        _ => None,
-    }
+/// The headers a plugin may change in this phase, and their list size
+/// (measured at the first change: most calls change nothing).
+fn headers_mut(state: &mut HostState, which: i32) -> Option<(&mut HeaderMap, &mut HeaderList)> {
+    let map = match (which, state.phase) {
+        (0, Phase::Request) => &mut state.exchange.request_headers,
+        (1, Phase::Response) => &mut state.exchange.response_headers,
+        _ => return None,
+    };
+    let max = state.limits.max_header_list_bytes;
+    let list = state.header_list.get_or_insert_with(|| {
+        let size = map.iter().map(|(n, v)| field_size(n, v)).sum();
+        // A list larger from the start may not grow.
+        HeaderList {
+            size,
+            most: max.max(size),
+        }
+    });
+    Some((map, list))
 }
 
 /// `message` at `level` (0 error, 1 warn, 2 info, else debug); `None`:
@@ -182,9 +216,19 @@ pub(crate) fn header_set(
     if PROTECTED.contains(&name.as_str()) {
         return Ok(code::NOT_ALLOWED);
     }
-    let Some(map) = headers_mut(s, which) else {
+    let Some((map, list)) = headers_mut(s, which) else {
         return Ok(code::NOT_ALLOWED);
     };
+    let size = list
+        .size
+        .saturating_sub(fields_size(&name, map.get_all(&name).iter()))
+        + field_size(&name, &value);
+    if size > list.most {
+        // Unchecked, a loop of new names grows the map until `HeaderMap`
+        // panics at 32 768 fields — long before the deadline.
+        return Err(PluginError::HeaderLimit);
+    }
+    list.size = size;
     map.insert(name, value);
     Ok(code::OK)
 }
@@ -196,9 +240,12 @@ pub(crate) fn header_remove(s: &mut HostState, which: i32, name: Option<&[u8]>) 
     if PROTECTED.contains(&name.as_str()) {
         return Ok(code::NOT_ALLOWED);
     }
-    let Some(map) = headers_mut(s, which) else {
+    let Some((map, list)) = headers_mut(s, which) else {
         return Ok(code::NOT_ALLOWED);
     };
+    list.size = list
+        .size
+        .saturating_sub(fields_size(&name, map.get_all(&name).iter()));
     Ok(if map.remove(&name).is_some() {
         code::OK
     } else {

@@ -193,6 +193,15 @@ pub(crate) fn receive(state: &mut PyState, bytes: &[u8]) -> Result<(), PluginErr
         if inbox.len() < 4 + len {
             return Ok(());
         }
+        if !state.channel.reply().is_empty() {
+            // One message, one answer, read before the next message: a
+            // guest writing on without reading had the host pile answers
+            // up (5-byte messages asking for `cog.py` each: 2 GB from one
+            // 1 MiB write).
+            return Err(PluginError::Exception(
+                "cog: host call made before the last answer was read".into(),
+            ));
+        }
         let message: Vec<u8> = state.channel.inbox.drain(..4 + len).skip(4).collect();
         handle(state, &message)?;
     }

@@ -275,3 +275,47 @@ fn exceptions_and_wrong_returns_are_typed() {
         "TypeError: on_request() takes 0 positional arguments but 1 was given",
     );
 }
+
+#[test]
+fn a_flood_of_header_fields_hits_the_header_list_limit() {
+    // Unchecked, the 32 768th field made `HeaderMap` panic in the host.
+    expect(
+        "def on_request(req):\n    for i in range(40_000):\n        req.headers[f'x-{i}'] = ''\n",
+        Limits::python().deadline(Duration::from_secs(30)),
+        PluginError::HeaderLimit,
+    );
+    // What a call leaves is counted, not what it wrote.
+    let p = load_with(
+        "def on_request(req):\n    for i in range(500):\n        req.headers['x-a'] = 'v' * 100\n        req.headers[f'x-{i}'] = 'v' * 100\n        del req.headers[f'x-{i}']\n",
+        Limits::python()
+            .max_header_list_bytes(4096)
+            .fuel(2_000_000_000)
+            .deadline(Duration::from_secs(30)),
+    );
+    let (r, ex) = run(&p);
+    r.unwrap();
+    assert_eq!(ex.request_headers["x-a"].len(), 100);
+}
+
+#[test]
+fn host_calls_that_never_read_their_answers_end_the_call() {
+    // `os.write` on the channel: 200 000 requests for `cog.py` (9 KiB
+    // each) in one write, no answer read. Answered, they held 2 GB of the
+    // host's memory for one call; now the second message ends it.
+    expect_exception(
+        "import os\ndef on_request(req):\n    os.write(4, ((1).to_bytes(4, 'little') + bytes([25])) * 200_000)\n",
+        "cog: host call made before the last answer was read",
+    );
+    // One write per message, the same.
+    expect_exception(
+        "import os\ndef on_request(req):\n    while True:\n        os.write(4, (1).to_bytes(4, 'little') + bytes([25]))\n",
+        "cog: host call made before the last answer was read",
+    );
+    // A message whose answer is read in full, then another: the protocol.
+    let p = load(
+        "import os\ndef on_request(req):\n    for _ in range(2):\n        os.write(4, (1).to_bytes(4, 'little') + bytes([6]))\n        a = os.read(4, 64)\n    req.headers['x-r'] = a[8:].decode()\n",
+    );
+    let (r, ex) = run(&p);
+    r.unwrap();
+    assert_eq!(ex.request_headers["x-r"], "POST");
+}

@@ -184,6 +184,7 @@ fn ran_under_limits(e: &PluginError) -> bool {
             | PluginError::MemoryLimit
             | PluginError::OutOfBounds { .. }
             | PluginError::OutputLimit
+            | PluginError::HeaderLimit
             | PluginError::LogLimit
             | PluginError::KvLimit(_)
     )
