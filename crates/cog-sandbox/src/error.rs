@@ -209,4 +209,12 @@ mod tests {
         assert_eq!(script.to_string(), "invalid Python plugin: SyntaxError");
         assert_eq!(exception.to_string(), "the plugin raised ValueError: boom");
     }
+
+    #[test]
+    fn the_header_limit_is_a_limit_of_its_own_kind() {
+        let e = PluginError::HeaderLimit;
+        assert_eq!(e.kind(), "header_limit");
+        assert!(e.is_limit());
+        assert_eq!(e.to_string(), "header list limit exceeded");
+    }
 }
