@@ -92,7 +92,7 @@ fn push_key(key: &mut String, scheme: &str, host: &str, path: &str) {
 }
 
 /// The key of a variant: the base key, the variants' id, and the values of
-/// the request headers they vary on. A header the request does not carry
+/// the request headers they vary on, byte for byte. A header the request does not carry
 /// is written `!name` (no `=`, which a name cannot hold), so that it
 /// matches only requests without it — not one carrying it empty (RFC 9111
 /// §4.1).
@@ -114,7 +114,11 @@ pub(super) fn variant_key(base: &str, id: u64, names: &[String], headers: &Heade
             if i > 0 {
                 key.push(',');
             }
-            key.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            // Byte for byte (each byte the char of that number, as
+            // Latin-1 reads it): decoded as UTF-8, every byte that is not
+            // became U+FFFD, and values differing only there shared a
+            // variant — `x-user: J\xfcrgen` and `J\xe4rgen` one answer.
+            key.extend(v.as_bytes().iter().map(|&b| char::from(b)));
         }
     }
     key
@@ -244,6 +248,31 @@ mod tests {
             variant_key("GET /", 1, &names, &absent),
             variant_key("GET /", 1, &marked, &odd)
         );
+    }
+
+    #[test]
+    fn values_are_compared_byte_for_byte() {
+        let names = vec!["x-user".to_owned()];
+        let key = |v: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert("x-user", HeaderValue::from_bytes(v).unwrap());
+            variant_key("GET /", 1, &names, &h)
+        };
+        // Two Latin-1 names, neither UTF-8; the UTF-8 spelling of one;
+        // the replacement character a lossy reading made of both.
+        let values: [&[u8]; 4] = [
+            b"J\xfcrgen",
+            b"J\xe4rgen",
+            "Jürgen".as_bytes(),
+            "J\u{fffd}rgen".as_bytes(),
+        ];
+        for (i, a) in values.iter().enumerate() {
+            for b in &values[i + 1..] {
+                assert_ne!(key(a), key(b));
+            }
+        }
+        // Text stays as it was.
+        assert_eq!(key(b"en-GB"), "GET /\n#1\nx-user=en-GB");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use cog_cache::TieredCache;
 use cog_cache::http::{CacheBody, HttpCacheLayer, StoredResponse};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use parking_lot::Mutex;
 use tower::util::BoxCloneSyncService;
@@ -87,12 +87,18 @@ impl Cache {
     }
 
     async fn send(&self, method: &str, uri: &str, headers: &[(&str, &str)]) -> Answer {
+        let raw: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+        self.send_bytes(method, uri, &raw).await
+    }
+
+    /// [`send`](Self::send), with field values that need not be text.
+    async fn send_bytes(&self, method: &str, uri: &str, headers: &[(&str, &[u8])]) -> Answer {
         let mut b = Request::builder()
             .method(method)
             .uri(uri)
             .header("host", "origin.test");
         for (k, v) in headers {
-            b = b.header(*k, *v);
+            b = b.header(*k, HeaderValue::from_bytes(v).unwrap());
         }
         let res: Response<CacheBody<Full<Bytes>>> = self
             .svc
@@ -951,4 +957,27 @@ async fn an_absent_header_and_an_empty_one_are_different_variants() {
     assert_eq!(c.send("GET", "/v", &[("x-flag", "")]).await.body, "#2");
     assert_eq!(c.send("GET", "/v", &[("x-flag", "")]).await.body, "#2");
     assert_eq!(c.get("/v").await.body, "#1");
+}
+
+/// RFC 9111 §4.1 compares field values, not text: two values that are not
+/// UTF-8 (Latin-1 names, say) are two variants. Read lossily, both were
+/// one — the answer for one user served to the other.
+#[tokio::test]
+async fn values_that_are_not_text_are_different_variants() {
+    let c = Cache::new(|_, n| {
+        respond(
+            200,
+            &[
+                ("cache-control", "max-age=60".into()),
+                ("vary", "x-user".into()),
+            ],
+            format!("#{n}"),
+        )
+    });
+    let user = async |name: &[u8]| c.send_bytes("GET", "/me", &[("x-user", name)]).await.body;
+    assert_eq!(user(b"J\xfcrgen").await, "#1");
+    assert_eq!(user(b"J\xfcrgen").await, "#1", "the same bytes: a hit");
+    assert_eq!(user(b"J\xe4rgen").await, "#2");
+    assert_eq!(user("J\u{fffd}rgen".as_bytes()).await, "#3");
+    assert_eq!(user(b"J\xe4rgen").await, "#2");
 }
