@@ -33,7 +33,7 @@ pub(crate) const ENOTDIR: Errno = 54;
 pub(crate) const ENAMETOOLONG: Errno = 37;
 
 impl Vfs {
-    fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         Vfs {
             nodes: vec![(Entry::Dir(BTreeMap::new()), 0)],
             bytes: 0,
