@@ -876,6 +876,41 @@ fn no_sockets(ctx: &Ctx<'_>) -> Res {
 mod tests {
     use super::*;
 
+    /// Vectored I/O (CPython's own calls use one piece; wasi-libc's stdio
+    /// uses two): up to 1 024 pieces, read and written in order.
+    #[test]
+    fn iovec_arrays_are_read_in_order_up_to_1024() {
+        let mut store = Store::default();
+        let memory =
+            wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
+        let view = memory.view(&store);
+        // At 4096: 1 025 pieces; the first three `ab` at 100, `` and `cd`
+        // at 200, the rest empty.
+        let at = 4096;
+        let pieces = [(100u32, 2u32), (150, 0), (200, 2)];
+        for i in 0..1025u32 {
+            let (ptr, len) = pieces.get(i as usize).copied().unwrap_or((300, 0));
+            put_at(&view, at, u64::from(i) * 8, &ptr.to_le_bytes()).unwrap();
+            put_at(&view, at, u64::from(i) * 8 + 4, &len.to_le_bytes()).unwrap();
+        }
+        put(&view, 100, b"ab").unwrap();
+        put(&view, 200, b"cd").unwrap();
+        let list = iovecs(&view, at, 1024).unwrap();
+        assert_eq!(list.len(), 1024);
+        assert_eq!(list[..3], [(100, 2), (150, 0), (200, 2)]);
+        assert_eq!(iovecs(&view, at, 1025), Err(EINVAL));
+        assert_eq!(iovecs(&view, at, -1), Err(EINVAL));
+        assert_eq!(gather(&view, at, 3, 4), Ok(Some(b"abcd".to_vec())));
+        assert_eq!(gather(&view, at, 3, 3), Ok(None), "over the limit");
+        // Written back across the pieces, as far as they hold.
+        assert_eq!(scatter(&view, at, 3, b"wxyz!"), Ok(4));
+        let mut back = [0u8; 2];
+        view.read(100, &mut back).unwrap();
+        assert_eq!(&back, b"wx");
+        view.read(200, &mut back).unwrap();
+        assert_eq!(&back, b"yz");
+    }
+
     /// `Entropy::Seeded` is splitmix64: the reference stream of seed 0,
     /// little-endian, and a tail shorter than eight bytes cut from the
     /// next number.
