@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use cog_sandbox::{Limits, PluginError};
 
-use crate::support::{load, load_with, python, reported, run, runtime_with, still_serving};
+use crate::support::{load, load_with, python, run, runtime_with, still_serving};
 
 /// Loads `source`, runs its request hook, expects `want`.
 fn expect(source: &str, limits: Limits, want: PluginError) {
