@@ -884,31 +884,33 @@ mod tests {
         let memory =
             wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
         let view = memory.view(&store);
-        // At 4096: 1 025 pieces; the first three `ab` at 100, `` and `cd`
+        // At 4096: 1 025 pieces; the first three `ab` at 100, `` and `cdef`
         // at 200, the rest empty.
         let at = 4096;
-        let pieces = [(100u32, 2u32), (150, 0), (200, 2)];
+        let pieces = [(100u32, 2u32), (150, 0), (200, 4)];
         for i in 0..1025u32 {
             let (ptr, len) = pieces.get(i as usize).copied().unwrap_or((300, 0));
             put_at(&view, at, u64::from(i) * 8, &ptr.to_le_bytes()).unwrap();
             put_at(&view, at, u64::from(i) * 8 + 4, &len.to_le_bytes()).unwrap();
         }
         put(&view, 100, b"ab").unwrap();
-        put(&view, 200, b"cd").unwrap();
+        put(&view, 200, b"cdef").unwrap();
         let list = iovecs(&view, at, 1024).unwrap();
         assert_eq!(list.len(), 1024);
-        assert_eq!(list[..3], [(100, 2), (150, 0), (200, 2)]);
+        assert_eq!(list[..3], [(100, 2), (150, 0), (200, 4)]);
         assert_eq!(iovecs(&view, at, 1025), Err(EINVAL));
         assert_eq!(iovecs(&view, at, -1), Err(EINVAL));
-        assert_eq!(gather(&view, at, 3, 4), Ok(Some(b"abcd".to_vec())));
-        assert_eq!(gather(&view, at, 3, 3), Ok(None), "over the limit");
-        // Written back across the pieces, as far as they hold.
-        assert_eq!(scatter(&view, at, 3, b"wxyz!"), Ok(4));
-        let mut back = [0u8; 2];
-        view.read(100, &mut back).unwrap();
-        assert_eq!(&back, b"wx");
-        view.read(200, &mut back).unwrap();
-        assert_eq!(&back, b"yz");
+        assert_eq!(gather(&view, at, 3, 6), Ok(Some(b"abcdef".to_vec())));
+        assert_eq!(gather(&view, at, 3, 5), Ok(None), "over the limit");
+        // Written across the pieces, as far as there is data: the last
+        // piece only in part.
+        assert_eq!(scatter(&view, at, 3, b"wxy!"), Ok(4));
+        let mut back = [0u8; 6];
+        view.read(100, &mut back[..2]).unwrap();
+        view.read(200, &mut back[2..]).unwrap();
+        assert_eq!(&back, b"wxy!ef");
+        // More data than room: as much as the pieces hold.
+        assert_eq!(scatter(&view, at, 3, b"0123456789"), Ok(6));
     }
 
     /// `Entropy::Seeded` is splitmix64: the reference stream of seed 0,
