@@ -451,3 +451,38 @@ fn a_distribution_without_its_standard_library_does_not_start() {
         "{e:?}"
     );
 }
+
+#[test]
+fn printed_newlines_count_against_the_log_limit() {
+    // `print('abc')` writes four bytes: two fill a limit of 8, and then
+    // even a bare newline is one byte too many.
+    let limits = Limits::python().max_log_bytes(8);
+    let two = "def on_request(req):\n    print('abc')\n    print('abc')\n";
+    let p = crate::support::load_with(two, limits);
+    assert_eq!(run(&p).0, Ok(()));
+    let p = crate::support::load_with(&format!("{two}    print()\n"), limits);
+    assert_eq!(run(&p).0, Err(PluginError::LogLimit));
+}
+
+#[test]
+fn library_files_seek_from_start_here_and_end() {
+    let r = reported(
+        "import os
+def on_request(req):
+    data = open('/lib/python3.11/os.pyc', 'rb').read()
+    f = open('/lib/python3.11/os.pyc', 'rb', buffering=0)
+    first = f.read(10)
+    here = f.seek(5, os.SEEK_CUR)
+    a = f.read(3) == data[15:18]
+    end = f.seek(-4, os.SEEK_END) == len(data) - 4 and f.read() == data[-4:]
+    start = f.seek(2) == 2 and f.tell() == 2 and f.read(2) == data[2:4]
+    try:
+        f.seek(-1)
+        before = 'allowed'
+    except OSError as e:
+        before = e.errno
+    req.headers['x-r'] = f'{first == data[:10]} {here} {a} {end} {start} {before}'
+",
+    );
+    assert_eq!(r, "True 15 True True True 28");
+}
