@@ -876,13 +876,19 @@ fn no_sockets(ctx: &Ctx<'_>) -> Res {
 mod tests {
     use super::*;
 
+    /// A memory of one page, and its store.
+    fn one_page() -> (Store, wasmer::Memory) {
+        let mut store = Store::default();
+        let memory =
+            wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
+        (store, memory)
+    }
+
     /// Vectored I/O (CPython's own calls use one piece; wasi-libc's stdio
     /// uses two): up to 1 024 pieces, read and written in order.
     #[test]
     fn iovec_arrays_are_read_in_order_up_to_1024() {
-        let mut store = Store::default();
-        let memory =
-            wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
+        let (store, memory) = one_page();
         let view = memory.view(&store);
         // At 4096: 1 025 pieces; the first three `ab` at 100, `` and `cdef`
         // at 200, the rest empty.
@@ -936,9 +942,7 @@ mod tests {
     /// an overflow (a panic in debug builds), not a wrap to its start.
     #[test]
     fn writes_past_the_address_space_are_faults() {
-        let mut store = Store::default();
-        let memory =
-            wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
+        let (store, memory) = one_page();
         let view = memory.view(&store);
         assert_eq!(put_at(&view, 16, 8, b"ok"), Ok(()));
         let mut at = [0u8; 2];

@@ -845,11 +845,18 @@ fn tail_calls_are_refused() {
     );
 }
 
-/// A hook that sets header `which` `times` times: a four-letter name from
-/// the counter (`distinct`, up to 65 536 names) or always `aaaa`, with the
-/// `value_len` bytes at 16 as its value; with `remove`, each is removed
-/// again right after.
-fn header_loop(which: i32, times: u32, distinct: bool, value_len: u32, remove: bool) -> String {
+/// A module whose hook `export` sets header `which` `times` times: a
+/// four-letter name from the counter (`distinct`, up to 65 536 names) or
+/// always `aaaa`, with the `value_len` bytes at 16 as its value; with
+/// `remove`, each is removed again right after.
+fn header_loop(
+    export: &str,
+    which: i32,
+    times: u32,
+    distinct: bool,
+    value_len: u32,
+    remove: bool,
+) -> Vec<u8> {
     let mask = if distinct { 15 } else { 0 };
     let letters: String = (0..4)
         .map(|at| {
@@ -864,7 +871,7 @@ fn header_loop(which: i32, times: u32, distinct: bool, value_len: u32, remove: b
     } else {
         String::new()
     };
-    format!(
+    module(&format!(
         r#"(data (i32.const 16) "{value}")
            (func $hook (result i32) (local $i i32)
              (loop $l
@@ -873,25 +880,21 @@ fn header_loop(which: i32, times: u32, distinct: bool, value_len: u32, remove: b
                {removal}
                (local.set $i (i32.add (local.get $i) (i32.const 1)))
                (br_if $l (i32.lt_u (local.get $i) (i32.const {times}))))
-             i32.const 0)"#,
+             i32.const 0)
+           (export "{export}" (func $hook))"#,
         value = "v".repeat(value_len as usize),
-    )
+    ))
 }
 
 #[test]
 fn a_flood_of_header_fields_hits_the_header_list_limit() {
     // 40 000 names: unchecked, `HeaderMap` panicked at its 32 768th field,
-    // in a host function, well inside the default deadline and fuel.
-    let wasm = module(&format!(
-        r#"{} (export "cog_on_request" (func $hook))"#,
-        header_loop(0, 40_000, true, 1, false)
-    ));
+    // in a host function, with a tenth of the fuel used (0.1 s in a debug
+    // build: under the 50 ms default there, the deadline came first).
+    let wasm = header_loop("cog_on_request", 0, 40_000, true, 1, false);
     expect(Limits::default(), &wasm, PluginError::HeaderLimit);
     // The response hook, on response headers, the same.
-    let wasm = module(&format!(
-        r#"{} (export "cog_on_response" (func $hook))"#,
-        header_loop(1, 40_000, true, 1, false)
-    ));
+    let wasm = header_loop("cog_on_response", 1, 40_000, true, 1, false);
     let rt = Runtime::new();
     let plugin = load(&rt, &wasm, Limits::default());
     let mut ex = exchange("acme");
@@ -909,18 +912,12 @@ fn header_changes_count_what_they_leave_not_what_they_wrote() {
     let limits = Limits::default().max_header_list_bytes(4096);
     let rt = Runtime::new();
     // One field rewritten 1 000 times with 100 bytes (132 000 written).
-    let same = module(&format!(
-        r#"{} (export "cog_on_request" (func $hook))"#,
-        header_loop(0, 1_000, false, 100, false)
-    ));
+    let same = header_loop("cog_on_request", 0, 1_000, false, 100, false);
     let (r, ex) = run(&load(&rt, &same, limits));
     r.unwrap();
     assert_eq!(ex.request_headers["aaaa"].len(), 100);
     // 1 000 fields set and removed again.
-    let churn = module(&format!(
-        r#"{} (export "cog_on_request" (func $hook))"#,
-        header_loop(0, 1_000, true, 100, true)
-    ));
+    let churn = header_loop("cog_on_request", 0, 1_000, true, 100, true);
     let (r, ex) = run(&load(&rt, &churn, limits));
     r.unwrap();
     assert_eq!(ex.request_headers.len(), 2, "only the request's own");
@@ -931,18 +928,17 @@ fn the_header_list_limit_is_exact_and_counts_32_bytes_a_field() {
     // The request has `user-agent: test/1` (10 + 6 + 32 = 48) and
     // `x-existing: 1` (10 + 1 + 32 = 43); `x-plugin: ok` adds 8 + 2 + 32.
     let rt = Runtime::new();
-    let (r, ex) = run(&load(
-        &rt,
-        &good(),
-        Limits::default().max_header_list_bytes(133),
-    ));
+    let limited = |wasm: &[u8], bytes| {
+        run(&load(
+            &rt,
+            wasm,
+            Limits::default().max_header_list_bytes(bytes),
+        ))
+    };
+    let (r, ex) = limited(&good(), 133);
     r.unwrap();
     assert_eq!(ex.request_headers["x-plugin"], "ok");
-    let (r, ex) = run(&load(
-        &rt,
-        &good(),
-        Limits::default().max_header_list_bytes(132),
-    ));
+    let (r, ex) = limited(&good(), 132);
     assert_eq!(r, Err(PluginError::HeaderLimit));
     assert!(ex.request_headers.get("x-plugin").is_none());
     // A list already past the limit may shrink, not grow: `user-agent`
@@ -954,17 +950,8 @@ fn the_header_list_limit_is_exact_and_counts_32_bytes_a_field() {
              (drop (call $header_set (i32.const 0) (i32.const 16) (i32.const 10) (i32.const 32) (i32.const 1)))
              i32.const 0)"#,
     );
-    let (r, ex) = run(&load(
-        &rt,
-        &shrink,
-        Limits::default().max_header_list_bytes(50),
-    ));
+    let (r, ex) = limited(&shrink, 50);
     r.unwrap();
     assert_eq!(ex.request_headers["user-agent"], "t");
-    let (r, _) = run(&load(
-        &rt,
-        &good(),
-        Limits::default().max_header_list_bytes(50),
-    ));
-    assert_eq!(r, Err(PluginError::HeaderLimit));
+    assert_eq!(limited(&good(), 50).0, Err(PluginError::HeaderLimit));
 }
