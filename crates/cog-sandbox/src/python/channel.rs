@@ -193,7 +193,11 @@ pub(crate) fn receive(state: &mut PyState, bytes: &[u8]) -> Result<(), PluginErr
         if inbox.len() < 4 + len {
             return Ok(());
         }
-        if !state.channel.reply().is_empty() {
+        if inbox.get(4) == Some(&FAIL) {
+            // How the call failed, which ends it: whatever answer the
+            // guest had not read (its `MemoryError` came mid-read) goes.
+            state.channel.consumed(state.channel.reply().len());
+        } else if !state.channel.reply().is_empty() {
             // One message, one answer, read before the next message: a
             // guest writing on without reading had the host pile answers
             // up (5-byte messages asking for `cog.py` each: 2 GB from one

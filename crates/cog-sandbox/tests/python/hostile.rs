@@ -311,6 +311,12 @@ fn host_calls_that_never_read_their_answers_end_the_call() {
         "import os\ndef on_request(req):\n    while True:\n        os.write(4, (1).to_bytes(4, 'little') + bytes([25]))\n",
         "cog: host call made before the last answer was read",
     );
+    // A failure the dispatcher reports with an answer left unread (a
+    // `MemoryError` while reading one) is the failure reported.
+    expect_exception(
+        "import os\ndef on_request(req):\n    os.write(4, (1).to_bytes(4, 'little') + bytes([25]))\n    raise ValueError('mine')\n",
+        "ValueError: mine",
+    );
     // A message whose answer is read in full, then another: the protocol.
     let p = load(
         "import os\ndef on_request(req):\n    for _ in range(2):\n        os.write(4, (1).to_bytes(4, 'little') + bytes([6]))\n        a = os.read(4, 64)\n    req.headers['x-r'] = a[8:].decode()\n",
