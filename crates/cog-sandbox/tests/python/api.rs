@@ -486,3 +486,33 @@ def on_request(req):
     );
     assert_eq!(r, "True 15 True True True 28");
 }
+
+#[test]
+fn the_library_tree_lists_opens_and_refuses_as_a_file_system_does() {
+    let r = reported(
+        "import os
+def on_request(req):
+    names = os.listdir('/lib/python3.11')
+    listed = f'{len(names)} {len(set(names))} {\"os.pyc\" in names}'
+    try:
+        open('/lib/python3.11/os.pyc', 'x')
+        excl = 'created'
+    except OSError as e:
+        excl = e.errno
+    errs = []
+    for n in (4096, 4097):
+        try:
+            os.stat('a' * n)
+        except OSError as e:
+            errs.append(e.errno)
+    req.headers['x-r'] = f'{listed} {excl} {errs}'
+",
+    );
+    // Every name once, across the several reads a long directory takes
+    // (each picks up where the last one's cookie says); `x` on a file
+    // there: it exists; a path of 4 096 bytes is looked up, one longer is
+    // too long.
+    let (listed, rest) = r.split_once(' ').unwrap();
+    assert!(listed.parse::<usize>().unwrap() > 150, "{r}");
+    assert_eq!(rest, format!("{listed} True 20 [44, 37]"));
+}
