@@ -82,13 +82,14 @@ async fn gcra_is_exact_under_saturation() {
     assert!(retry <= Duration::from_secs(1), "{retry:?}");
     assert!(retry > Duration::from_millis(900), "{retry:?}");
 
-    // Burst 1 000 at 5 000/s (one per 200 µs of Redis time), driven by 32
+    // Burst 1 000 at 2 000/s (one per 500 µs of Redis time), driven by 32
     // tasks — about three times faster than the limit even in a debug
-    // build, so it is saturated throughout (checked below). GCRA then
-    // admits exactly burst + elapsed / 200 µs: measured with Redis's own
-    // clock from the first admission (between t0 and t0_after) to the end
-    // (t1).
-    let quota = Quota::single(Limit::per_second(5_000).burst(1000)).unwrap();
+    // build with the rest of this suite running beside it (5 000/s was
+    // not: one full run managed 6 000 checks a second), so it is saturated
+    // throughout (checked below). GCRA then admits exactly burst +
+    // elapsed / 500 µs: measured with Redis's own clock from the first
+    // admission (between t0 and t0_after) to the end (t1).
+    let quota = Quota::single(Limit::per_second(2_000).burst(1000)).unwrap();
     let t0 = redis_micros(&server);
     assert!(store.check("rate", &quota, 1).await.unwrap().is_allowed());
     let t0_after = redis_micros(&server);
@@ -117,9 +118,9 @@ async fn gcra_is_exact_under_saturation() {
         "not saturated: {ok} of {attempts} admitted in {} µs",
         t1 - t0
     );
-    let ceiling = 1000 + (t1 - t0) / 200 + 1;
+    let ceiling = 1000 + (t1 - t0) / 500 + 1;
     // The last requests' round trip and the final TIME call (≤ 10 ms).
-    let floor = (1000 + (t1 - t0_after) / 200).saturating_sub(50);
+    let floor = (1000 + (t1 - t0_after) / 500).saturating_sub(20);
     assert!(
         (floor..=ceiling).contains(&ok),
         "admitted {ok}, expected {floor}..={ceiling} over {} µs",
