@@ -62,6 +62,12 @@ pub(crate) struct Record {
     pub(crate) lag_us: u32,
     /// Index into the tenants.
     pub(crate) tenant: u8,
+    /// Index into the instances: where it was sent.
+    pub(crate) instance: u8,
+    /// The first limit's `q` in the answer's `RateLimit-Policy` (0 when
+    /// none): the quota the limiter applied, its instance's share of the
+    /// tenant's while it decided without Redis.
+    pub(crate) quota: u16,
     pub(crate) outcome: Outcome,
 }
 
@@ -84,6 +90,16 @@ pub(crate) struct Shape {
     pub(crate) items: u32,
     /// An answer later than this is a transport failure.
     pub(crate) timeout: Duration,
+}
+
+/// `q` of the first item of a `RateLimit-Policy` field.
+fn first_q(value: &http::HeaderValue) -> Option<u16> {
+    let first = value.to_str().ok()?.split(',').next()?;
+    first
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("q="))?
+        .parse()
+        .ok()
 }
 
 async fn connect(addr: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
@@ -136,6 +152,7 @@ pub(crate) async fn run(shape: Shape, start: Instant, end_ms: Arc<AtomicU32>) ->
                     })
                     .unwrap_or(0);
                 let item = rng.random_range(0..shape.items);
+                let mut quota = 0;
                 let outcome = tokio::time::timeout(shape.timeout, async {
                     if sender.as_ref().is_none_or(|s| s.is_closed()) {
                         sender = None;
@@ -165,6 +182,11 @@ pub(crate) async fn run(shape: Shape, start: Instant, end_ms: Arc<AtomicU32>) ->
                     match s.send_request(req).await {
                         Ok(res) => {
                             let status = res.status();
+                            quota = res
+                                .headers()
+                                .get("ratelimit-policy")
+                                .and_then(first_q)
+                                .unwrap_or(0);
                             match res.into_body().collect().await {
                                 Ok(_) => Outcome::of(status),
                                 Err(_) => {
@@ -192,6 +214,8 @@ pub(crate) async fn run(shape: Shape, start: Instant, end_ms: Arc<AtomicU32>) ->
                     latency_us: (done - due).as_micros().min(u32::MAX as u128) as u32,
                     lag_us: (sent - due).as_micros().min(u32::MAX as u128) as u32,
                     tenant: tenant as u8,
+                    instance: target as u8,
+                    quota,
                     outcome,
                 });
                 due += interval;
@@ -203,6 +227,8 @@ pub(crate) async fn run(shape: Shape, start: Instant, end_ms: Arc<AtomicU32>) ->
                         latency_us: (Instant::now() - due).as_micros().min(u32::MAX as u128) as u32,
                         lag_us: 0,
                         tenant: tenant as u8,
+                        instance: target as u8,
+                        quota,
                         // Due while its connection still waited on an
                         // earlier one: it shares that one's fate.
                         outcome,

@@ -313,7 +313,7 @@ async fn run(o: Options) -> Result<bool, String> {
                 eprintln!("          the replica was promoted {t:.1} s after the kill");
             }
             if let Some(t) = measured.or(fault.outage(o.scale)) {
-                outages.push(t);
+                outages.push((windows.len(), fault, t));
             }
             tokio::time::sleep(gap).await;
             windows.push(Window {
@@ -397,12 +397,43 @@ async fn run(o: Options) -> Result<bool, String> {
         .filter(|r| usize::from(r.tenant) == seeded.tight)
         .count();
     let exact = TIGHT_BURST + TIGHT_RATE * secs;
+    // Each outage with its way back as measured: from when Redis was back
+    // to the last decision the tight tenant got from an instance's local
+    // fallback (its answer names its share of the quota, not the quota).
+    let full = records
+        .iter()
+        .filter(|r| usize::from(r.tenant) == seeded.tight)
+        .map(|r| r.quota)
+        .max()
+        .unwrap_or(0);
+    let timed: Vec<(f64, f64)> = outages
+        .iter()
+        .map(|&(w, fault, t)| {
+            let w = &windows[w];
+            let back_ms = f64::from(w.start_ms) + t * 1000.0;
+            // The instance cut off alone comes back later by design: its
+            // share is the partition's term, not the fleet's way back.
+            let cut = fault.partitioned(o.scale) > 0.0;
+            let last = records
+                .iter()
+                .filter(|r| {
+                    usize::from(r.tenant) == seeded.tight
+                        && (w.start_ms..w.watch_until_ms).contains(&r.at_ms)
+                        && r.quota > 0
+                        && r.quota < full
+                        && !(cut && r.instance == 0)
+                })
+                .map(|r| f64::from(r.at_ms))
+                .fold(back_ms, f64::max);
+            (t, (last - back_ms) / 1000.0)
+        })
+        .collect();
     let bound = exact
         + bound::extra(
             TIGHT_RATE,
             TIGHT_BURST,
             INSTANCES as f64,
-            &outages,
+            &timed,
             partitioned,
         );
     let holds = admitted <= bound;
@@ -416,6 +447,14 @@ async fn run(o: Options) -> Result<bool, String> {
         outages.len(),
         if holds { "holds" } else { "BROKEN" }
     ));
+    for (&(w, _, t), &(_, back)) in outages.iter().zip(&timed) {
+        out.push_str(&format!(
+            "  {}: decided without Redis for {t:.1} s; the last local decision {back:.1} s after \
+             Redis was back (the bound takes the longer of that and {:.1} s)\n",
+            windows[w].name,
+            bound::SWITCH
+        ));
+    }
     for (w, f) in windows.iter().zip(&rows) {
         let _ = f;
         let from = records.partition_point(|r| r.at_ms < w.start_ms);
