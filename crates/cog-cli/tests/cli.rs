@@ -397,6 +397,24 @@ fn plugins_install_validated_and_run_locally() {
             .code,
         2
     );
+    // Attached to a plan whose plugins get less memory than the module
+    // asks for: checked like an install, refused (6), unchanged.
+    env.ok(&["plan", "create", "tiny", "--plugin-memory", "65536"]);
+    let r = env.run(&["plugin", "update", "headers", "--plan", "tiny"]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    assert!(r.stderr.contains("memory"), "{}", r.stderr);
+    let p = env.ok(&["-o", "json", "plugin", "show", "headers"]).json();
+    assert!(p["attach"].get("plans").is_none(), "{p}");
+    // `cog apply` checks a plugin under its own limits too.
+    std::fs::copy(HEADERS_WASM, env.path("small.wasm")).unwrap();
+    std::fs::write(
+        env.path("small.yaml"),
+        "plugins:\n  small:\n    file: small.wasm\n    limits: {memory_bytes: 65536}\n",
+    )
+    .unwrap();
+    let r = env.run(&["apply", "-f", "small.yaml"]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    assert!(r.stderr.contains("memory"), "{}", r.stderr);
     env.ok(&["plugin", "disable", "headers"]);
     assert_eq!(
         env.ok(&["-o", "json", "plugin", "show", "headers"]).json()["enabled"],

@@ -222,6 +222,19 @@ pub struct PluginLimits {
     pub deadline: Option<Window>,
 }
 
+impl PluginLimits {
+    /// These limits over `base` (a plan's): each one set here wins, each
+    /// one left unset keeps `base`'s — what a plugin's own limits make of
+    /// its plan's.
+    pub fn over(&self, base: Option<&PluginLimits>) -> PluginLimits {
+        PluginLimits {
+            fuel: self.fuel.or(base.and_then(|b| b.fuel)),
+            memory_bytes: self.memory_bytes.or(base.and_then(|b| b.memory_bytes)),
+            deadline: self.deadline.or(base.and_then(|b| b.deadline)),
+        }
+    }
+}
+
 /// A subscription plan: the limits its tenants get.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
@@ -915,6 +928,17 @@ impl Spec {
     /// alone when it reaches none. A plugin is checked under each before
     /// it is stored.
     pub fn plugin_limits_of(&self, attach: &Attach) -> Vec<Option<PluginLimits>> {
+        self.plugin_limits_for(attach, None)
+    }
+
+    /// [`plugin_limits_of`](Self::plugin_limits_of) with a plugin's own
+    /// limits over each plan's ([`PluginLimits::over`]): the limits it
+    /// runs under, once each.
+    pub fn plugin_limits_for(
+        &self,
+        attach: &Attach,
+        own: Option<&PluginLimits>,
+    ) -> Vec<Option<PluginLimits>> {
         let mut out: Vec<Option<PluginLimits>> = Vec::new();
         let plans = attach.plans.iter().chain(
             attach
@@ -922,15 +946,39 @@ impl Spec {
                 .iter()
                 .filter_map(|t| self.tenants.get(t).map(|t| &t.plan)),
         );
-        for limits in plans.map(|p| self.plans.get(p).and_then(|p| p.plugin_limits.clone())) {
+        let mut add = |plan: Option<&PluginLimits>| {
+            let limits = match own {
+                Some(own) => Some(own.over(plan)),
+                None => plan.cloned(),
+            };
             if !out.contains(&limits) {
                 out.push(limits);
             }
+        };
+        let mut any = false;
+        for plan in plans {
+            any = true;
+            add(self.plans.get(plan).and_then(|p| p.plugin_limits.as_ref()));
         }
-        if out.is_empty() {
-            out.push(None);
+        if !any {
+            add(None);
         }
         out
+    }
+
+    /// The limits plugin `next` runs under that `now` (the same plugin
+    /// before a change) did not: what a change must be checked under.
+    /// Empty when it reaches nothing new.
+    pub fn plugin_limits_added(
+        &self,
+        now: &PluginSpec,
+        next: &PluginSpec,
+    ) -> Vec<Option<PluginLimits>> {
+        let before = self.plugin_limits_for(&now.attach, now.limits.as_ref());
+        self.plugin_limits_for(&next.attach, next.limits.as_ref())
+            .into_iter()
+            .filter(|l| !before.contains(l))
+            .collect()
     }
 
     /// Checks every rule the store enforces: names, numbers, references
@@ -1311,6 +1359,48 @@ mod status_and_policy_tests {
         assert_eq!(
             spec.plugin_limits_of(&attach(&["t"], &[])),
             [Some(limits(2))]
+        );
+
+        // A plugin's own limits over each plan's: the fuel it sets wins,
+        // the memory it leaves unset is the plan's; plans that differ only
+        // in what it overrides are one.
+        spec.plans.get_mut("a").unwrap().plugin_limits = Some(PluginLimits {
+            fuel: Some(1),
+            memory_bytes: Some(1 << 20),
+            deadline: None,
+        });
+        let own = limits(7);
+        assert_eq!(
+            spec.plugin_limits_for(&attach(&[], &["a", "b", "c"]), Some(&own)),
+            [
+                Some(PluginLimits {
+                    fuel: Some(7),
+                    memory_bytes: Some(1 << 20),
+                    deadline: None,
+                }),
+                Some(limits(7)),
+            ]
+        );
+        assert_eq!(
+            spec.plugin_limits_for(&attach(&[], &[]), Some(&own)),
+            [Some(limits(7))]
+        );
+        let deadline = PluginLimits {
+            fuel: None,
+            memory_bytes: None,
+            deadline: Some(Window(Duration::from_millis(5))),
+        };
+        assert_eq!(
+            deadline.over(Some(&limits(3))),
+            PluginLimits {
+                fuel: Some(3),
+                memory_bytes: None,
+                deadline: Some(Window(Duration::from_millis(5))),
+            }
+        );
+        assert_eq!(
+            spec.plugin_limits_for(&attach(&["t"], &[]), None),
+            spec.plugin_limits_of(&attach(&["t"], &[]))
         );
     }
 }

@@ -156,10 +156,11 @@ pub(crate) async fn exec(args: &ApplyArgs, ctx: &Ctx<'_>) -> Result {
     let progress = crate::output::Progress::start("validating plugins in the sandbox");
     for (name, p) in &spec.plugins {
         if let Some(wasm) = blobs.get(&p.digest) {
-            // Under every plan it runs for, and the defaults.
-            let mut limits = spec.plugin_limits_of(&p.attach);
-            if !limits.contains(&None) {
-                limits.push(None);
+            // Under every plan it runs for, and the defaults, with its
+            // own limits over each.
+            let mut limits = spec.plugin_limits_for(&p.attach, p.limits.as_ref());
+            if !limits.contains(&p.limits) {
+                limits.push(p.limits.clone());
             }
             super::plugin::run::validate(name, p.lang, wasm, &limits)?;
         }

@@ -16,11 +16,18 @@ use super::{Admin, reply};
 use crate::{Attach, ControlError, OnFailure, PluginLang, PluginLimits, PluginSpec};
 
 /// Checks a plugin before it is stored: its name, what the bytes are, the
-/// bytes, and the plugin limits of every plan it may run under (`None`:
+/// bytes, and every set of plugin limits it may run under — each plan's,
+/// with the plugin's own over them ([`Spec::plugin_limits_for`]; `None`:
 /// the defaults). `Err` is why it is refused (422 `plugin-refused`).
+///
+/// It runs on every upload, and on every change to a plugin (`PATCH`,
+/// `attach`) that makes it run under limits it was not checked under
+/// (the stored bytes again, under those limits only).
 ///
 /// `cog serve` runs the plugin in the sandbox, as `cog plugin install`
 /// does. It runs on a blocking thread.
+///
+/// [`Spec::plugin_limits_for`]: crate::Spec::plugin_limits_for
 pub type PluginCheck = Arc<
     dyn Fn(&str, PluginLang, &[u8], &[Option<PluginLimits>]) -> Result<(), String> + Send + Sync,
 >;
@@ -145,19 +152,12 @@ pub(crate) async fn upload(
     let lang = q.lang.unwrap_or_default();
     crate::control::check_plugin(lang, &bytes)?;
     if let Some(check) = admin.plugin_check.clone() {
-        let attach = caller
-            .state
-            .spec
-            .plugins
-            .get(&name)
-            .map(|p| p.attach.clone())
-            .unwrap_or_default();
-        let limits = caller.state.spec.plugin_limits_of(&attach);
-        let (n, b) = (name.clone(), bytes.clone());
-        tokio::task::spawn_blocking(move || check(&n, lang, &b, &limits))
-            .await
-            .map_err(|e| ControlError::Plugin(format!("the check failed: {e}")))?
-            .map_err(ControlError::Plugin)?;
+        let spec = &caller.state.spec;
+        let limits = match spec.plugins.get(&name) {
+            Some(p) => spec.plugin_limits_for(&p.attach, p.limits.as_ref()),
+            None => spec.plugin_limits_of(&Attach::default()),
+        };
+        run_check(check, &name, lang, bytes.clone(), limits).await?;
     }
     let (plugin, created) = c
         .install_plugin_with(&name, &bytes, lang, |p| {
@@ -184,6 +184,56 @@ pub(crate) async fn upload(
     ))
 }
 
+/// `check` on a blocking thread; its refusal is `ControlError::Plugin`.
+async fn run_check(
+    check: PluginCheck,
+    name: &str,
+    lang: PluginLang,
+    bytes: bytes::Bytes,
+    limits: Vec<Option<PluginLimits>>,
+) -> Result<(), ControlError> {
+    let name = name.to_owned();
+    tokio::task::spawn_blocking(move || check(&name, lang, &bytes, &limits))
+        .await
+        .map_err(|e| ControlError::Plugin(format!("the check failed: {e}")))?
+        .map_err(ControlError::Plugin)
+}
+
+/// The server's check of `name`'s stored bytes under the limits `change`
+/// makes it run under that it did not run under before (new plans, new
+/// own limits); nothing when there are none, or no check.
+async fn check_change(
+    admin: &Admin,
+    caller: &Caller,
+    name: &str,
+    change: &impl Fn(&mut PluginSpec),
+) -> Result<(), ControlError> {
+    let (Some(check), Some(now)) = (
+        admin.plugin_check.clone(),
+        caller.state.spec.plugins.get(name),
+    ) else {
+        return Ok(());
+    };
+    let mut next = now.clone();
+    change(&mut next);
+    let fresh = caller.state.spec.plugin_limits_added(now, &next);
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let bytes = admin
+        .control
+        .store()
+        .get_blob(&now.digest)
+        .await?
+        .ok_or_else(|| {
+            ControlError::Plugin(format!(
+                "its bytes ({}) are missing from the store",
+                now.digest
+            ))
+        })?;
+    run_check(check, name, now.lang, bytes, fresh).await
+}
+
 async fn edit(
     admin: Admin,
     caller: Caller,
@@ -192,6 +242,7 @@ async fn edit(
     change: impl Fn(&mut PluginSpec),
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
+    check_change(&admin, &caller, &name, &change).await?;
     let plugin = c.update_plugin(&name, change).await?;
     Ok(reply::json(
         StatusCode::OK,

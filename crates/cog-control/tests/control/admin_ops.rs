@@ -249,22 +249,41 @@ async fn plugins_upload_attach_and_delete((store, other): Pair) {
 }
 
 /// The server's own check sees the bytes and the limits of every plan the
-/// plugin runs under; its refusal is a 422 and stores nothing.
+/// plugin runs under, with the plugin's own over them; its refusal is a
+/// 422 and stores nothing. A change that makes a plugin run under limits
+/// it was not checked under (attached to another plan, own limits) is
+/// checked too, with the stored bytes, under those limits only.
 async fn uploads_pass_the_servers_check((store, _): Pair) {
     let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let log = seen.clone();
     let check: PluginCheck = Arc::new(move |name, _lang, bytes, limits| {
-        log.lock().push((name.to_owned(), limits.to_vec()));
+        log.lock()
+            .push((name.to_owned(), bytes.len(), limits.to_vec()));
         if bytes.len() > HEADERS_WASM.len() {
-            Err("too slow to start".into())
-        } else {
-            Ok(())
+            return Err("too slow to start".into());
         }
+        if limits.iter().flatten().any(|l| l.fuel < Some(100)) {
+            return Err("out of fuel while starting".into());
+        }
+        Ok(())
     });
     let api = api_with(store.clone(), |a| a.check_plugins(check)).await;
     plan_and_tenant(&api, json!({"plugin_limits": {"fuel": 5000}})).await;
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plans",
+            json!({"name": "tiny", "plan": {"plugin_limits": {"fuel": 50, "memory_bytes": 65536}}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let fuel = |f: u64| cog_control::PluginLimits {
+        fuel: Some(f),
+        ..Default::default()
+    };
     let a = api.upload("/v1/plugins/headers", HEADERS_WASM).await;
     assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    // Attached to a tenant on `pro`: checked under pro's limits.
     let a = api
         .write(
             Method::POST,
@@ -273,6 +292,61 @@ async fn uploads_pass_the_servers_check((store, _): Pair) {
         )
         .await;
     assert_eq!(a.status, StatusCode::OK);
+    // Attached to `tiny`, where it cannot start: refused, unchanged.
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plugins/headers/attach",
+            json!({"plans": ["tiny"]}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "plugin-refused");
+    assert!(a.body["detail"].as_str().unwrap().contains("out of fuel"));
+    let a = api.get("/v1/plugins/headers").await;
+    assert_eq!(a.body["plugin"]["attach"], json!({"tenants": ["acme"]}));
+    // Its own limits below what it needs: refused the same way.
+    let a = api
+        .write(
+            Method::PATCH,
+            "/v1/plugins/headers",
+            json!({"limits": {"fuel": 10}}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "plugin-refused");
+    assert!(
+        api.get("/v1/plugins/headers").await.body["plugin"]
+            .get("limits")
+            .is_none()
+    );
+    // Its own fuel over tiny's: it may run there, under tiny's memory.
+    let a = api
+        .write(
+            Method::PATCH,
+            "/v1/plugins/headers",
+            json!({"limits": {"fuel": 1000}, "attach": {"tenants": ["acme"], "plans": ["tiny"]}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    // A change that reaches no new limits is not checked again.
+    let checked = seen.lock().len();
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            "/v1/plugins/headers",
+            json!({"config": "x=1"}),
+        ),
+        (
+            Method::POST,
+            "/v1/plugins/headers/detach",
+            json!({"tenants": ["acme"]}),
+        ),
+        (Method::POST, "/v1/plugins/headers/disable", json!({})),
+    ] {
+        let a = api.write(method, path, body).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {:?}", a.body);
+    }
+    assert_eq!(seen.lock().len(), checked);
+    // A new version is checked under every limit it runs under.
     let mut v2 = HEADERS_WASM.to_vec();
     v2.extend_from_slice(b"\0\x01x");
     let a = api.upload("/v1/plugins/headers", &v2).await;
@@ -280,10 +354,37 @@ async fn uploads_pass_the_servers_check((store, _): Pair) {
     assert!(a.body["detail"].as_str().unwrap().contains("too slow"));
     assert!(store.get_blob(&digest(&v2)).await.unwrap().is_none());
     let seen = seen.lock();
+    let n = HEADERS_WASM.len();
     // First under the defaults (attached to nobody), then under the plan
-    // of the tenant it runs for.
-    assert_eq!(seen[0].1, [None]);
-    assert_eq!(seen[1].1[0].as_ref().unwrap().fuel, Some(5000));
+    // of the tenant it runs for; each change under what it added only,
+    // with the stored bytes.
+    assert_eq!(seen[0], ("headers".to_owned(), n, vec![None]));
+    assert_eq!(seen[1], ("headers".to_owned(), n, vec![Some(fuel(5000))]));
+    assert_eq!(
+        seen[2].2,
+        [Some(cog_control::PluginLimits {
+            fuel: Some(50),
+            memory_bytes: Some(65536),
+            deadline: None,
+        })]
+    );
+    assert_eq!(seen[3].2, [Some(fuel(10))]);
+    let own_over_tiny = cog_control::PluginLimits {
+        fuel: Some(1000),
+        memory_bytes: Some(65536),
+        deadline: None,
+    };
+    assert_eq!(
+        seen[4],
+        (
+            "headers".to_owned(),
+            n,
+            vec![Some(own_over_tiny.clone()), Some(fuel(1000))]
+        )
+    );
+    assert_eq!(seen[5].1, v2.len());
+    assert_eq!(seen[5].2, [Some(own_over_tiny)]);
+    assert_eq!(seen.len(), 6);
 }
 
 /// Usage reads the limiter the services count in, without counting.

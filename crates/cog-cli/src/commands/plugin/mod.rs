@@ -8,6 +8,7 @@ use clap::Subcommand;
 use cog_control::{Attach, OnFailure, PluginLang, PluginSpec};
 
 use super::{Ctx, missing};
+use crate::backend::Backend;
 use crate::exit::{Exit, Result};
 use crate::output::Table;
 
@@ -125,6 +126,38 @@ pub(crate) fn attach_text(a: &Attach) -> String {
         .join(" ")
 }
 
+/// On the store itself, what `cog serve` checks of a change: the stored
+/// bytes in the sandbox under the limits `edit` makes the plugin run under
+/// that it did not before (another plan's). Through `--server` the server
+/// checks.
+async fn check_change(ctx: &Ctx<'_>, name: &str, edit: &impl Fn(&mut PluginSpec)) -> Result {
+    let Backend::Store(control) = ctx.backend else {
+        return Ok(());
+    };
+    let state = control.state().await?;
+    // A plugin that is not there is the update's own error.
+    let Some(now) = state.spec.plugins.get(name) else {
+        return Ok(());
+    };
+    let mut next = now.clone();
+    edit(&mut next);
+    let fresh = state.spec.plugin_limits_added(now, &next);
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let bytes = control
+        .store()
+        .get_blob(&now.digest)
+        .await?
+        .ok_or_else(|| {
+            Exit::State(format!(
+                "plugin {name}: its bytes ({}) are missing from the store",
+                now.digest
+            ))
+        })?;
+    run::validate(name, now.lang, &bytes, &fresh)
+}
+
 pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
     let (c, out) = (ctx.backend, ctx.out);
     match cmd {
@@ -237,36 +270,36 @@ pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
                     "--detach {bad}: expected tenant:ID or plan:NAME"
                 )));
             }
-            let p = c
-                .update_plugin(name, |p| {
-                    if let Some(cfg) = config {
-                        p.config = cfg.clone();
+            let edit = |p: &mut PluginSpec| {
+                if let Some(cfg) = config {
+                    p.config = cfg.clone();
+                }
+                if let Some(v) = version {
+                    p.version = v.clone();
+                }
+                if let Some(policy) = on_error {
+                    p.on_error = *policy;
+                }
+                for t in tenants {
+                    if !p.attach.tenants.contains(t) {
+                        p.attach.tenants.push(t.clone());
                     }
-                    if let Some(v) = version {
-                        p.version = v.clone();
+                }
+                for pl in plans {
+                    if !p.attach.plans.contains(pl) {
+                        p.attach.plans.push(pl.clone());
                     }
-                    if let Some(policy) = on_error {
-                        p.on_error = *policy;
+                }
+                for d in detach {
+                    match d.split_once(':') {
+                        Some(("tenant", t)) => p.attach.tenants.retain(|x| x != t),
+                        Some(("plan", pl)) => p.attach.plans.retain(|x| x != pl),
+                        _ => {}
                     }
-                    for t in tenants {
-                        if !p.attach.tenants.contains(t) {
-                            p.attach.tenants.push(t.clone());
-                        }
-                    }
-                    for pl in plans {
-                        if !p.attach.plans.contains(pl) {
-                            p.attach.plans.push(pl.clone());
-                        }
-                    }
-                    for d in detach {
-                        match d.split_once(':') {
-                            Some(("tenant", t)) => p.attach.tenants.retain(|x| x != t),
-                            Some(("plan", pl)) => p.attach.plans.retain(|x| x != pl),
-                            _ => {}
-                        }
-                    }
-                })
-                .await?;
+                }
+            };
+            check_change(ctx, name, &edit).await?;
+            let p = c.update_plugin(name, edit).await?;
             out.done(&format!("plugin {name} updated"), plugin_json(name, &p));
         }
         PluginCmd::Enable { name } | PluginCmd::Disable { name } => {
