@@ -405,6 +405,20 @@ fn plugins_install_validated_and_run_locally() {
     assert!(r.stderr.contains("memory"), "{}", r.stderr);
     let p = env.ok(&["-o", "json", "plugin", "show", "headers"]).json();
     assert!(p["attach"].get("plans").is_none(), "{p}");
+    // So is a plan's new plugin limits, and a tenant moved to `tiny`,
+    // while the plugin runs for it.
+    env.ok(&["plan", "create", "small", "--plugin-fuel", "5000000"]);
+    env.ok(&["plugin", "update", "headers", "--plan", "small"]);
+    let r = env.run(&["plan", "update", "small", "--plugin-memory", "65536"]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    let p = env.ok(&["-o", "json", "plan", "show", "small"]).json();
+    assert!(p.to_string().contains("5000000"), "{p}");
+    assert!(!p.to_string().contains("65536"), "{p}");
+    let r = env.run(&["tenant", "set-plan", "acme", "tiny"]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    let t = env.ok(&["-o", "json", "tenant", "show", "acme"]).json();
+    assert_eq!(t["plan"], "free", "{t}");
+    env.ok(&["plugin", "update", "headers", "--detach", "plan:small"]);
     // `cog apply` checks a plugin under its own limits too.
     std::fs::copy(HEADERS_WASM, env.path("small.wasm")).unwrap();
     std::fs::write(

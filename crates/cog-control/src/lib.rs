@@ -59,5 +59,5 @@ pub use error::{ControlError, Invalid};
 pub use model::{
     AUDIT_KEEP, AdminToken, ApiKey, Attach, AuditEntry, KeyStatus, LimitSpec, MAX_COUNT,
     MAX_PLUGIN_BYTES, OnFailure, PlacementTable, Plan, PluginLang, PluginLimits, PluginSpec,
-    SCHEMA_VERSION, Scope, Spec, State, Status, Tenant, Window, digest,
+    Recheck, SCHEMA_VERSION, Scope, Spec, State, Status, Tenant, Window, digest,
 };

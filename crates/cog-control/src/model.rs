@@ -222,6 +222,20 @@ pub struct PluginLimits {
     pub deadline: Option<Window>,
 }
 
+/// A plugin to load in the sandbox before a change is stored
+/// ([`Spec::plugins_to_recheck`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recheck {
+    /// Its name.
+    pub name: String,
+    /// What its bytes are.
+    pub lang: PluginLang,
+    /// Its stored bytes' digest.
+    pub digest: String,
+    /// The limits to load it under (`None`: the defaults).
+    pub limits: Vec<Option<PluginLimits>>,
+}
+
 impl PluginLimits {
     /// These limits over `base` (a plan's): each one set here wins, each
     /// one left unset keeps `base`'s — what a plugin's own limits make of
@@ -966,18 +980,45 @@ impl Spec {
         out
     }
 
-    /// The limits plugin `next` runs under that `now` (the same plugin
-    /// before a change) did not: what a change must be checked under.
-    /// Empty when it reaches nothing new.
-    pub fn plugin_limits_added(
-        &self,
-        now: &PluginSpec,
-        next: &PluginSpec,
-    ) -> Vec<Option<PluginLimits>> {
-        let before = self.plugin_limits_for(&now.attach, now.limits.as_ref());
-        self.plugin_limits_for(&next.attach, next.limits.as_ref())
-            .into_iter()
-            .filter(|l| !before.contains(l))
+    /// The plugins `after` (this document once a change is made) runs
+    /// under limits this document did not run them under — attached to
+    /// another plan, a plan's plugin limits changed, a tenant moved, new
+    /// limits of their own — each with those limits only: what must be
+    /// checked in the sandbox before the change is stored. A plugin whose
+    /// bytes changed is due under every limit it runs under; one attached
+    /// to nobody runs under none.
+    pub fn plugins_to_recheck(&self, after: &Spec) -> Vec<Recheck> {
+        after
+            .plugins
+            .iter()
+            .filter_map(|(name, p)| {
+                // Attached to nobody, it runs under nothing.
+                let runs = !p.attach.plans.is_empty()
+                    || p.attach
+                        .tenants
+                        .iter()
+                        .any(|t| after.tenants.contains_key(t));
+                if !runs {
+                    return None;
+                }
+                let before = match self.plugins.get(name) {
+                    Some(old) if old.digest == p.digest => {
+                        self.plugin_limits_for(&old.attach, old.limits.as_ref())
+                    }
+                    _ => Vec::new(),
+                };
+                let limits: Vec<_> = after
+                    .plugin_limits_for(&p.attach, p.limits.as_ref())
+                    .into_iter()
+                    .filter(|l| !before.contains(l))
+                    .collect();
+                (!limits.is_empty()).then(|| Recheck {
+                    name: name.clone(),
+                    lang: p.lang,
+                    digest: p.digest.clone(),
+                    limits,
+                })
+            })
             .collect()
     }
 
@@ -1402,5 +1443,83 @@ mod status_and_policy_tests {
             spec.plugin_limits_for(&attach(&["t"], &[]), None),
             spec.plugin_limits_of(&attach(&["t"], &[]))
         );
+    }
+
+    #[test]
+    fn a_change_rechecks_the_plugins_it_moves_under_new_limits_only() {
+        let fuel = |f| {
+            Some(PluginLimits {
+                fuel: Some(f),
+                ..PluginLimits::default()
+            })
+        };
+        let mut before = Spec::default();
+        for (name, f) in [("a", 1), ("b", 2)] {
+            before.plans.insert(
+                name.into(),
+                Plan {
+                    plugin_limits: fuel(f),
+                    ..Plan::default()
+                },
+            );
+        }
+        before.tenants.insert("t".into(), Tenant::new("a"));
+        let plugin = |tenants: &[&str], plans: &[&str], digest: &str| PluginSpec {
+            digest: digest.into(),
+            attach: Attach {
+                tenants: tenants.iter().map(|s| s.to_string()).collect(),
+                plans: plans.iter().map(|s| s.to_string()).collect(),
+            },
+            ..PluginSpec::default()
+        };
+        before.plugins.insert("p".into(), plugin(&["t"], &[], "d1"));
+        before.plugins.insert("q".into(), plugin(&[], &["b"], "d2"));
+        let due = |after: &Spec| -> Vec<(String, Vec<Option<PluginLimits>>)> {
+            before
+                .plugins_to_recheck(after)
+                .into_iter()
+                .map(|r| (r.name, r.limits))
+                .collect()
+        };
+        // Nothing changed, or nothing a plugin runs under.
+        assert!(due(&before).is_empty());
+        let mut after = before.clone();
+        after.plugins.get_mut("p").unwrap().config = "x".into();
+        after.tenants.get_mut("t").unwrap().display_name = "T".into();
+        assert!(due(&after).is_empty());
+        // The tenant moved to b: p runs under b's limits now.
+        let mut after = before.clone();
+        after.tenants.get_mut("t").unwrap().plan = "b".into();
+        assert_eq!(due(&after), [("p".to_owned(), vec![fuel(2)])]);
+        // b's plugin limits changed: q runs under the new ones.
+        let mut after = before.clone();
+        after.plans.get_mut("b").unwrap().plugin_limits = fuel(3);
+        assert_eq!(due(&after), [("q".to_owned(), vec![fuel(3)])]);
+        // Its own limits: over each plan's.
+        let mut after = before.clone();
+        after.plugins.get_mut("q").unwrap().limits = fuel(9);
+        assert_eq!(due(&after), [("q".to_owned(), vec![fuel(9)])]);
+        // New bytes, or a new plugin: every limit it runs under, with the
+        // digest and language to load.
+        let mut after = before.clone();
+        after.plugins.get_mut("q").unwrap().digest = "d3".into();
+        let mut python = plugin(&["t"], &["b"], "d4");
+        python.lang = PluginLang::Python;
+        after.plugins.insert("r".into(), python);
+        let all = before.plugins_to_recheck(&after);
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            (all[0].name.as_str(), all[0].digest.as_str(), &all[0].limits),
+            ("q", "d3", &vec![fuel(2)])
+        );
+        assert_eq!(all[1].lang, PluginLang::Python);
+        assert_eq!(all[1].limits, [fuel(2), fuel(1)]);
+        // Detached from everything, or its only tenant gone, it runs for
+        // nobody: nothing to check (an upload checks under the defaults).
+        let mut after = before.clone();
+        after.plugins.get_mut("q").unwrap().attach = Attach::default();
+        after.tenants.clear();
+        after.plugins.get_mut("q").unwrap().limits = fuel(9);
+        assert!(due(&after).is_empty());
     }
 }

@@ -166,6 +166,15 @@ pub(crate) async fn exec(cmd: &PlanCmd, ctx: &Ctx<'_>) -> Result {
             );
         }
         PlanCmd::Update { name, args, remove } => {
+            if let Some(l) = args.plugin_limits() {
+                // Its plugins run under these: checked first.
+                super::plugin::recheck(ctx, |s| {
+                    if let Some(p) = s.plans.get_mut(name) {
+                        p.plugin_limits = Some(l);
+                    }
+                })
+                .await?;
+            }
             let p = c
                 .update_plan(name, |p| {
                     p.limits.retain(|l| !remove.contains(&l.name));

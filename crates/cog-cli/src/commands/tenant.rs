@@ -193,6 +193,13 @@ pub(crate) async fn exec(cmd: &TenantCmd, ctx: &Ctx<'_>) -> Result {
             out.done(&format!("tenant {id} updated"), tenant_json(id, &t));
         }
         TenantCmd::SetPlan { id, plan } => {
+            // Plugins attached to it run under the new plan's limits.
+            super::plugin::recheck(ctx, |s| {
+                if let Some(t) = s.tenants.get_mut(id) {
+                    t.plan = plan.clone();
+                }
+            })
+            .await?;
             let t = c.update_tenant(id, |t| t.plan = plan.clone()).await?;
             out.done(
                 &format!("tenant {id} moved to plan {plan}"),

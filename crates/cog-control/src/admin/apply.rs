@@ -118,6 +118,13 @@ pub(crate) async fn apply(
         return preview(&admin, &caller, &desired, q.prune).await;
     }
     no_files(&desired)?;
+    desired.validate().map_err(ControlError::from)?;
+    // Plugins it makes run under limits they were not checked under (new
+    // plans, new plugin limits, tenants moved): checked first.
+    super::plugins::recheck(&admin, &caller, |s| {
+        *s = crate::control::applied(s, &desired, q.prune);
+    })
+    .await?;
     let changes = c.apply(&desired, &BTreeMap::new(), q.prune).await?;
     Ok(reply::json(
         StatusCode::OK,

@@ -89,6 +89,13 @@ pub(crate) async fn replace(
     Json(plan): Json<Plan>,
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
+    // Its plugins run under its new plugin limits: checked first.
+    super::plugins::recheck(&admin, &caller, |s| {
+        if let Some(p) = s.plans.get_mut(&name) {
+            *p = plan.clone();
+        }
+    })
+    .await?;
     let plan = c.update_plan(&name, |p| *p = plan.clone()).await?;
     Ok(reply::json(
         StatusCode::OK,

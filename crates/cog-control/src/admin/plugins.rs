@@ -13,21 +13,24 @@ use super::body::{self, Json, MAX_BLOB_BYTES, Path, Query};
 use super::page::{Page, PageQuery, page};
 use super::problem::Problem;
 use super::{Admin, reply};
-use crate::{Attach, ControlError, OnFailure, PluginLang, PluginLimits, PluginSpec};
+use crate::{Attach, ControlError, OnFailure, PluginLang, PluginLimits, PluginSpec, Spec};
 
 /// Checks a plugin before it is stored: its name, what the bytes are, the
 /// bytes, and every set of plugin limits it may run under — each plan's,
 /// with the plugin's own over them ([`Spec::plugin_limits_for`]; `None`:
 /// the defaults). `Err` is why it is refused (422 `plugin-refused`).
 ///
-/// It runs on every upload, and on every change to a plugin (`PATCH`,
-/// `attach`) that makes it run under limits it was not checked under
-/// (the stored bytes again, under those limits only).
+/// It runs on every upload, and on every write that makes a plugin run
+/// under limits it was not checked under — a plugin's `PATCH` or
+/// `attach`, a plan replaced, a tenant moved, a document applied
+/// ([`Spec::plugins_to_recheck`]) — with the stored bytes, under those
+/// limits only.
 ///
 /// `cog serve` runs the plugin in the sandbox, as `cog plugin install`
 /// does. It runs on a blocking thread.
 ///
 /// [`Spec::plugin_limits_for`]: crate::Spec::plugin_limits_for
+/// [`Spec::plugins_to_recheck`]: crate::Spec::plugins_to_recheck
 pub type PluginCheck = Arc<
     dyn Fn(&str, PluginLang, &[u8], &[Option<PluginLimits>]) -> Result<(), String> + Send + Sync,
 >;
@@ -199,39 +202,28 @@ async fn run_check(
         .map_err(ControlError::Plugin)
 }
 
-/// The server's check of `name`'s stored bytes under the limits `change`
-/// makes it run under that it did not run under before (new plans, new
-/// own limits); nothing when there are none, or no check.
-async fn check_change(
+/// The server's check of every plugin `after` (the caller's document once
+/// a change is made) runs under limits it was not checked under: its
+/// stored bytes, under those limits only. Nothing without a check. A
+/// digest with no bytes stored is left to the write to refuse.
+pub(crate) async fn recheck(
     admin: &Admin,
     caller: &Caller,
-    name: &str,
-    change: &impl Fn(&mut PluginSpec),
+    after: impl FnOnce(&mut Spec),
 ) -> Result<(), ControlError> {
-    let (Some(check), Some(now)) = (
-        admin.plugin_check.clone(),
-        caller.state.spec.plugins.get(name),
-    ) else {
+    let Some(check) = admin.plugin_check.clone() else {
         return Ok(());
     };
-    let mut next = now.clone();
-    change(&mut next);
-    let fresh = caller.state.spec.plugin_limits_added(now, &next);
-    if fresh.is_empty() {
-        return Ok(());
+    let before = &caller.state.spec;
+    let mut next = before.clone();
+    after(&mut next);
+    for due in before.plugins_to_recheck(&next) {
+        let Some(bytes) = admin.control.store().get_blob(&due.digest).await? else {
+            continue;
+        };
+        run_check(check.clone(), &due.name, due.lang, bytes, due.limits).await?;
     }
-    let bytes = admin
-        .control
-        .store()
-        .get_blob(&now.digest)
-        .await?
-        .ok_or_else(|| {
-            ControlError::Plugin(format!(
-                "its bytes ({}) are missing from the store",
-                now.digest
-            ))
-        })?;
-    run_check(check, name, now.lang, bytes, fresh).await
+    Ok(())
 }
 
 async fn edit(
@@ -242,7 +234,12 @@ async fn edit(
     change: impl Fn(&mut PluginSpec),
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
-    check_change(&admin, &caller, &name, &change).await?;
+    recheck(&admin, &caller, |s| {
+        if let Some(p) = s.plugins.get_mut(&name) {
+            change(p);
+        }
+    })
+    .await?;
     let plugin = c.update_plugin(&name, change).await?;
     Ok(reply::json(
         StatusCode::OK,

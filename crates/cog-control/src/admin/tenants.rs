@@ -108,6 +108,14 @@ pub(crate) async fn replace(
     Json(tenant): Json<Tenant>,
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
+    // Plugins attached to it run under its new plan's limits: checked
+    // first.
+    super::plugins::recheck(&admin, &caller, |s| {
+        if let Some(t) = s.tenants.get_mut(&id) {
+            *t = tenant.clone();
+        }
+    })
+    .await?;
     let tenant = c.update_tenant(&id, |t| *t = tenant.clone()).await?;
     Ok(reply::json(
         StatusCode::OK,

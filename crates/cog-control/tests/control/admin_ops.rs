@@ -387,6 +387,104 @@ async fn uploads_pass_the_servers_check((store, _): Pair) {
     assert_eq!(seen.len(), 6);
 }
 
+/// Changes elsewhere that make a plugin run under limits it was not
+/// checked under — its plan's plugin limits replaced, its tenant moved to
+/// another plan, a document applied — are checked too, and refused the
+/// same way, nothing written.
+async fn plan_tenant_and_apply_changes_recheck_plugins((store, _): Pair) {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let check: PluginCheck = Arc::new(move |name, _lang, _bytes, limits| {
+        log.lock().push((name.to_owned(), limits.to_vec()));
+        if limits.iter().flatten().any(|l| l.fuel < Some(100)) {
+            return Err("out of fuel while starting".into());
+        }
+        Ok(())
+    });
+    let api = api_with(store.clone(), |a| a.check_plugins(check)).await;
+    plan_and_tenant(&api, json!({"plugin_limits": {"fuel": 5000}})).await;
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plans",
+            json!({"name": "tiny", "plan": {"plugin_limits": {"fuel": 50}}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let a = api.upload("/v1/plugins/headers", HEADERS_WASM).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plugins/headers/attach",
+            json!({"tenants": ["acme"]}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let revision = api.control.state().await.unwrap().revision;
+
+    // acme moved to `tiny`: its plugin could not start there.
+    let a = api
+        .write(Method::PUT, "/v1/tenants/acme", json!({"plan": "tiny"}))
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "plugin-refused");
+    assert!(a.body["detail"].as_str().unwrap().contains("out of fuel"));
+    // pro's plugin limits cut under what it needs.
+    let a = api
+        .write(
+            Method::PUT,
+            "/v1/plans/pro",
+            json!({"plugin_limits": {"fuel": 10}}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "plugin-refused");
+    // The same through a document.
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/apply",
+            json!({"plans": {"pro": {"plugin_limits": {"fuel": 20}}}}),
+        )
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "plugin-refused");
+    assert_eq!(api.control.state().await.unwrap().revision, revision);
+    assert_eq!(
+        api.get("/v1/tenants/acme").await.body["tenant"]["plan"],
+        "pro"
+    );
+
+    // Changes it can run under pass, each checked under what it adds.
+    let checked = seen.lock().len();
+    let a = api
+        .write(
+            Method::PUT,
+            "/v1/plans/pro",
+            json!({"plugin_limits": {"fuel": 6000}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let a = api
+        .write(
+            Method::PUT,
+            "/v1/tenants/acme",
+            json!({"plan": "pro", "display_name": "Acme"}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let seen = seen.lock();
+    assert_eq!(seen.len(), checked + 1, "{seen:?}");
+    assert_eq!(
+        seen[checked],
+        (
+            "headers".to_owned(),
+            vec![Some(cog_control::PluginLimits {
+                fuel: Some(6000),
+                ..Default::default()
+            })]
+        )
+    );
+}
+
 /// Usage reads the limiter the services count in, without counting.
 async fn usage_reads_the_limiter((store, other): Pair) {
     let limiter = MemoryStore::new();
@@ -679,6 +777,7 @@ async fn placement_over_http((store, _): Pair) {
 crate::both_stores!(
     plugins_upload_attach_and_delete,
     uploads_pass_the_servers_check,
+    plan_tenant_and_apply_changes_recheck_plugins,
     usage_reads_the_limiter,
     documents_diff_and_apply,
     placement_over_http

@@ -5,7 +5,7 @@ pub(crate) mod run;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use cog_control::{Attach, OnFailure, PluginLang, PluginSpec};
+use cog_control::{Attach, OnFailure, PluginLang, PluginSpec, Spec};
 
 use super::{Ctx, missing};
 use crate::backend::Backend;
@@ -126,36 +126,24 @@ pub(crate) fn attach_text(a: &Attach) -> String {
         .join(" ")
 }
 
-/// On the store itself, what `cog serve` checks of a change: the stored
-/// bytes in the sandbox under the limits `edit` makes the plugin run under
-/// that it did not before (another plan's). Through `--server` the server
-/// checks.
-async fn check_change(ctx: &Ctx<'_>, name: &str, edit: &impl Fn(&mut PluginSpec)) -> Result {
+/// On the store itself, what `cog serve` checks of a change: every plugin
+/// `after` makes run under limits it was not checked under (another
+/// plan's, a plan's new plugin limits) is loaded in the sandbox, its
+/// stored bytes under those limits. Through `--server` the server checks.
+pub(crate) async fn recheck(ctx: &Ctx<'_>, after: impl FnOnce(&mut Spec)) -> Result {
     let Backend::Store(control) = ctx.backend else {
         return Ok(());
     };
-    let state = control.state().await?;
-    // A plugin that is not there is the update's own error.
-    let Some(now) = state.spec.plugins.get(name) else {
-        return Ok(());
-    };
-    let mut next = now.clone();
-    edit(&mut next);
-    let fresh = state.spec.plugin_limits_added(now, &next);
-    if fresh.is_empty() {
-        return Ok(());
+    let before = control.state().await?.spec;
+    let mut next = before.clone();
+    after(&mut next);
+    for due in before.plugins_to_recheck(&next) {
+        // Bytes that are not there are the directory's to report.
+        if let Some(bytes) = control.store().get_blob(&due.digest).await? {
+            run::validate(&due.name, due.lang, &bytes, &due.limits)?;
+        }
     }
-    let bytes = control
-        .store()
-        .get_blob(&now.digest)
-        .await?
-        .ok_or_else(|| {
-            Exit::State(format!(
-                "plugin {name}: its bytes ({}) are missing from the store",
-                now.digest
-            ))
-        })?;
-    run::validate(name, now.lang, &bytes, &fresh)
+    Ok(())
 }
 
 pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
@@ -298,7 +286,12 @@ pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
                     }
                 }
             };
-            check_change(ctx, name, &edit).await?;
+            recheck(ctx, |s| {
+                if let Some(p) = s.plugins.get_mut(name) {
+                    edit(p);
+                }
+            })
+            .await?;
             let p = c.update_plugin(name, edit).await?;
             out.done(&format!("plugin {name} updated"), plugin_json(name, &p));
         }
