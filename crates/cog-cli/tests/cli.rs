@@ -418,6 +418,14 @@ fn plugins_install_validated_and_run_locally() {
     assert_eq!(r.code, 6, "{}", r.stderr);
     let t = env.ok(&["-o", "json", "tenant", "show", "acme"]).json();
     assert_eq!(t["plan"], "free", "{t}");
+    std::fs::write(
+        env.path("cut.yaml"),
+        "plans:\n  small:\n    plugin_limits: {memory_bytes: 65536}\n",
+    )
+    .unwrap();
+    let r = env.run(&["apply", "-f", "cut.yaml"]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
+    assert!(r.stderr.contains("memory"), "{}", r.stderr);
     env.ok(&["plugin", "update", "headers", "--detach", "plan:small"]);
     // `cog apply` checks a plugin under its own limits too.
     std::fs::copy(HEADERS_WASM, env.path("small.wasm")).unwrap();

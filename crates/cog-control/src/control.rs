@@ -688,7 +688,7 @@ impl Control {
         }
         self.write("apply", "", |s| {
             let changes = diff(&s.spec, desired, prune);
-            let next = applied(&s.spec, desired, prune);
+            let next = s.spec.applied(desired, prune);
             let gone: Vec<String> = s
                 .spec
                 .tenants
@@ -704,28 +704,6 @@ impl Control {
         })
         .await
     }
-}
-
-/// The document `apply` leaves: `desired`, and with `prune` off whatever
-/// `current` lists that it does not. (Keys of tenants gone are removed
-/// from the state apart.)
-pub(crate) fn applied(current: &Spec, desired: &Spec, prune: bool) -> Spec {
-    let mut next = desired.clone();
-    for p in next.plugins.values_mut() {
-        p.file = None;
-    }
-    if !prune {
-        for (k, v) in &current.plans {
-            next.plans.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        for (k, v) in &current.tenants {
-            next.tenants.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-        for (k, v) in &current.plugins {
-            next.plugins.entry(k.clone()).or_insert_with(|| v.clone());
-        }
-    }
-    next
 }
 
 /// Refuses bytes that cannot be a plugin in `lang` or are too large.

@@ -980,6 +980,29 @@ impl Spec {
         out
     }
 
+    /// The document [`Control::apply`](crate::Control::apply) leaves when
+    /// it applies `desired` to this one: `desired`, and with `prune` off
+    /// whatever this one lists that it does not. (Keys of tenants gone are
+    /// removed from the state apart.)
+    pub fn applied(&self, desired: &Spec, prune: bool) -> Spec {
+        let mut next = desired.clone();
+        for p in next.plugins.values_mut() {
+            p.file = None;
+        }
+        if !prune {
+            for (k, v) in &self.plans {
+                next.plans.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            for (k, v) in &self.tenants {
+                next.tenants.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            for (k, v) in &self.plugins {
+                next.plugins.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        next
+    }
+
     /// The plugins `after` (this document once a change is made) runs
     /// under limits this document did not run them under — attached to
     /// another plan, a plan's plugin limits changed, a tenant moved, new

@@ -166,6 +166,8 @@ pub(crate) async fn exec(args: &ApplyArgs, ctx: &Ctx<'_>) -> Result {
         }
     }
     progress.finish();
+    // … and those it names by stored bytes, under what it moves them to.
+    super::plugin::recheck(ctx, |s| *s = s.applied(&spec, args.prune)).await?;
     let changes = c.apply(&spec, &blobs, args.prune).await?;
     changes_out(out, &changes, true);
     Ok(())

@@ -122,7 +122,7 @@ pub(crate) async fn apply(
     // Plugins it makes run under limits they were not checked under (new
     // plans, new plugin limits, tenants moved): checked first.
     super::plugins::recheck(&admin, &caller, |s| {
-        *s = crate::control::applied(s, &desired, q.prune);
+        *s = s.applied(&desired, q.prune);
     })
     .await?;
     let changes = c.apply(&desired, &BTreeMap::new(), q.prune).await?;
