@@ -16,6 +16,47 @@ pub struct KvScope {
     pub plugin: Arc<str>,
 }
 
+/// What one scope may hold: entries, and bytes — every key and value
+/// stored, counted by length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    /// Most entries (`Limits::max_kv_entries`).
+    pub entries: usize,
+    /// Most bytes of keys and values together (`Limits::max_kv_bytes`).
+    pub bytes: usize,
+}
+
+impl KvQuota {
+    /// The quota `limits` sets.
+    pub fn of(limits: &crate::Limits) -> Self {
+        KvQuota {
+            entries: limits.max_kv_entries,
+            bytes: limits.max_kv_bytes,
+        }
+    }
+
+    /// Whether a set taking a scope from `entries` entries of `bytes` bytes
+    /// (before) to `bytes_after` bytes, `new_key` adding an entry, is
+    /// refused: a new entry past the entry limit, or a scope that grows
+    /// past the byte limit. A scope over it already (the limit lowered)
+    /// may still shrink.
+    pub(crate) fn refuses(
+        &self,
+        entries: usize,
+        new_key: bool,
+        bytes: usize,
+        bytes_after: usize,
+    ) -> Option<KvError> {
+        if new_key && entries >= self.entries {
+            Some(KvError::Full)
+        } else if bytes_after > self.bytes && bytes_after > bytes {
+            Some(KvError::BytesFull)
+        } else {
+            None
+        }
+    }
+}
+
 /// Why a KV operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -23,6 +64,10 @@ pub enum KvError {
     /// The scope holds `max_kv_entries` already.
     #[error("the plugin's key-value scope is full")]
     Full,
+    /// The set would take the scope's keys and values past
+    /// `max_kv_bytes`.
+    #[error("the plugin's key-value scope is at its byte limit")]
+    BytesFull,
     /// The backend could not answer (in time); the source says why.
     #[error("key-value store unavailable")]
     Unavailable(#[source] crate::Cause),
@@ -33,21 +78,43 @@ pub enum KvError {
 pub trait KvStore: Send + Sync + 'static {
     /// The value under `key`.
     fn get(&self, scope: &KvScope, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
-    /// Stores `value` under `key`; a new key is refused with
-    /// [`KvError::Full`] when the scope already holds `max_entries`.
-    fn set(
-        &self,
-        scope: &KvScope,
-        key: &[u8],
-        value: &[u8],
-        max_entries: usize,
-    ) -> Result<(), KvError>;
+    /// Stores `value` under `key` within `quota`: a new key is refused
+    /// with [`KvError::Full`] when the scope already holds
+    /// `quota.entries`, and a set that would take the scope's bytes (every
+    /// key and value, by length) past `quota.bytes` with
+    /// [`KvError::BytesFull`] — unless it makes the scope smaller. The
+    /// check and the write are one atomic step.
+    fn set(&self, scope: &KvScope, key: &[u8], value: &[u8], quota: KvQuota)
+    -> Result<(), KvError>;
     /// Removes `key`; whether it was there.
     fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError>;
 }
 
-/// One scope's entries.
-type Entries = HashMap<Vec<u8>, Vec<u8>>;
+/// One scope's entries, and their keys' and values' bytes.
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<Vec<u8>, Vec<u8>>,
+    bytes: usize,
+}
+
+impl Entries {
+    /// The bytes of `key`'s entry (0 when there is none).
+    fn size_of(&self, key: &[u8]) -> usize {
+        self.map.get(key).map_or(0, |v| key.len() + v.len())
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes = self.bytes - self.size_of(&key) + key.len() + value.len();
+        self.map.insert(key, value);
+    }
+
+    fn remove(&mut self, key: &[u8]) -> bool {
+        let size = self.size_of(key);
+        let found = self.map.remove(key).is_some();
+        self.bytes -= size;
+        found
+    }
+}
 
 /// An in-process [`KvStore`].
 #[derive(Debug, Default)]
@@ -62,7 +129,7 @@ impl MemoryKv {
     }
 
     /// Sets `key` in `scope` from the host side (seeding a plugin's data);
-    /// no entry limit applies.
+    /// no limit applies.
     pub fn put(&self, scope: &KvScope, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.scopes
             .lock()
@@ -73,7 +140,12 @@ impl MemoryKv {
 
     /// Number of entries in `scope`.
     pub fn len(&self, scope: &KvScope) -> usize {
-        self.scopes.lock().get(scope).map_or(0, HashMap::len)
+        self.scopes.lock().get(scope).map_or(0, |e| e.map.len())
+    }
+
+    /// Bytes of every key and value in `scope`.
+    pub fn bytes(&self, scope: &KvScope) -> usize {
+        self.scopes.lock().get(scope).map_or(0, |e| e.bytes)
     }
 
     /// Whether `scope` holds nothing.
@@ -88,7 +160,7 @@ impl KvStore for MemoryKv {
             .scopes
             .lock()
             .get(scope)
-            .and_then(|s| s.get(key).cloned()))
+            .and_then(|s| s.map.get(key).cloned()))
     }
 
     fn set(
@@ -96,12 +168,15 @@ impl KvStore for MemoryKv {
         scope: &KvScope,
         key: &[u8],
         value: &[u8],
-        max_entries: usize,
+        quota: KvQuota,
     ) -> Result<(), KvError> {
         let mut scopes = self.scopes.lock();
         let entries = scopes.entry(scope.clone()).or_default();
-        if !entries.contains_key(key) && entries.len() >= max_entries {
-            return Err(KvError::Full);
+        let old = entries.size_of(key);
+        let new_key = !entries.map.contains_key(key);
+        let after = entries.bytes - old + key.len() + value.len();
+        if let Some(e) = quota.refuses(entries.map.len(), new_key, entries.bytes, after) {
+            return Err(e);
         }
         entries.insert(key.to_vec(), value.to_vec());
         Ok(())
@@ -112,6 +187,64 @@ impl KvStore for MemoryKv {
             .scopes
             .lock()
             .get_mut(scope)
-            .is_some_and(|s| s.remove(key).is_some()))
+            .is_some_and(|s| s.remove(key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> KvScope {
+        KvScope {
+            tenant: "t".into(),
+            plugin: "p".into(),
+        }
+    }
+
+    #[test]
+    fn the_memory_store_counts_keys_and_values_and_holds_the_byte_limit() {
+        let kv = MemoryKv::new();
+        let s = scope();
+        let quota = KvQuota {
+            entries: 100,
+            bytes: 30,
+        };
+        kv.set(&s, b"ab", b"0123456789", quota).unwrap();
+        kv.set(&s, b"cd", b"0123456789", quota).unwrap();
+        assert_eq!(kv.bytes(&s), 24);
+        // 24 + 7 > 30; 24 + 6 = 30 is allowed: the limit is exact.
+        assert_eq!(kv.set(&s, b"e", b"012345", quota), Err(KvError::BytesFull));
+        kv.set(&s, b"e", b"01234", quota).unwrap();
+        assert_eq!(kv.bytes(&s), 30);
+        // A replacement counts what it leaves: the same size passes, a
+        // larger one does not, a smaller one frees room.
+        kv.set(&s, b"ab", b"9876543210", quota).unwrap();
+        assert_eq!(
+            kv.set(&s, b"ab", b"01234567890", quota),
+            Err(KvError::BytesFull)
+        );
+        kv.set(&s, b"ab", b"0", quota).unwrap();
+        assert_eq!(kv.bytes(&s), 21);
+        assert!(kv.delete(&s, b"cd").unwrap());
+        assert!(!kv.delete(&s, b"cd").unwrap());
+        assert_eq!(kv.bytes(&s), 9);
+        // Over a lowered limit: it may shrink, not grow.
+        let lower = KvQuota {
+            entries: 100,
+            bytes: 4,
+        };
+        assert_eq!(kv.set(&s, b"x", b"", lower), Err(KvError::BytesFull));
+        kv.set(&s, b"e", b"0", lower).unwrap();
+        assert_eq!(kv.bytes(&s), 5);
+        // The entry limit is checked first, for new keys only.
+        let two = KvQuota {
+            entries: 2,
+            bytes: 4,
+        };
+        assert_eq!(kv.set(&s, b"new", b"", two), Err(KvError::Full));
+        kv.set(&s, b"e", b"", two).unwrap();
+        assert_eq!(kv.len(&s), 2);
+        assert_eq!(kv.bytes(&s), 4);
     }
 }

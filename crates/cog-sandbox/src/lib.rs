@@ -63,7 +63,7 @@ mod watchdog;
 pub use error::{Cause, PluginError};
 pub use exchange::{Exchange, Phase, Rejection};
 pub use host::ABI_VERSION;
-pub use kv::{KvError, KvScope, KvStore, MemoryKv};
+pub use kv::{KvError, KvQuota, KvScope, KvStore, MemoryKv};
 pub use limits::Limits;
 pub use plugin::{OnError, Plugin};
 pub use python::{Clock, Entropy, Python};

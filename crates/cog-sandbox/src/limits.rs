@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_kv_value_bytes: usize,
     /// KV entries one (tenant, plugin) scope may hold.
     pub max_kv_entries: usize,
+    /// Bytes of keys and values together one (tenant, plugin) scope may
+    /// hold. A scope over it (the limit lowered) may shrink but not grow.
+    pub max_kv_bytes: usize,
     /// Largest header name or value a plugin may read or set.
     pub max_header_bytes: usize,
     /// Largest header list a plugin may leave behind, counted as HTTP/2
@@ -52,6 +55,7 @@ impl Default for Limits {
             max_kv_key_bytes: 256,
             max_kv_value_bytes: 64 << 10,
             max_kv_entries: 10_000,
+            max_kv_bytes: 16 << 20,
             max_header_bytes: 8 << 10,
             max_header_list_bytes: 64 << 10,
         }
@@ -116,6 +120,12 @@ impl Limits {
     /// Sets [`max_kv_entries`](Self::max_kv_entries).
     pub fn max_kv_entries(mut self, entries: usize) -> Self {
         self.max_kv_entries = entries;
+        self
+    }
+
+    /// Sets [`max_kv_bytes`](Self::max_kv_bytes).
+    pub fn max_kv_bytes(mut self, bytes: usize) -> Self {
+        self.max_kv_bytes = bytes;
         self
     }
 

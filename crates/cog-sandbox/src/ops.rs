@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::exchange::{Exchange, Phase, Rejection};
-use crate::kv::{KvError, KvScope, KvStore};
+use crate::kv::{KvError, KvQuota, KvScope, KvStore};
 use crate::{Limits, PluginError};
 
 /// Return codes of host functions (non-negative values are lengths).
@@ -359,9 +359,10 @@ pub(crate) fn kv_get(s: &HostState, key: Option<&[u8]>) -> Result<Answer, Plugin
 pub(crate) fn kv_set(s: &HostState, key: Option<&[u8]>, value: Option<&[u8]>) -> HostResult {
     let key = kv_key(key)?;
     let value = value.ok_or(PluginError::KvLimit("value too large"))?;
-    match s.kv.set(&s.scope, key, value, s.limits.max_kv_entries) {
+    match s.kv.set(&s.scope, key, value, KvQuota::of(&s.limits)) {
         Ok(()) => Ok(code::OK),
         Err(KvError::Full) => Err(PluginError::KvLimit("scope full")),
+        Err(KvError::BytesFull) => Err(PluginError::KvLimit("scope at its byte limit")),
         Err(_) => Ok(code::UNAVAILABLE),
     }
 }

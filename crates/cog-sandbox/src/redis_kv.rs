@@ -10,25 +10,64 @@ use cog_core::placement::{PlacementError, Router};
 use cog_core::redis::copy_keys_once;
 use cog_core::telemetry::{Child, redis_peer};
 use fred::clients::{Client, WithOptions};
-use fred::interfaces::{HashesInterface, LuaInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface};
 use fred::prelude::ClientLike as _;
 use fred::types::config::Options;
 use fred::types::{Key, Value};
 
-use crate::kv::{KvError, KvScope, KvStore};
+use crate::kv::{KvError, KvQuota, KvScope, KvStore};
 
-/// Sets a field unless that would take the hash past its entry limit.
-/// Anything but a hash under the scope's key is garbage, replaced: kept, it
-/// would refuse every call of the scope for ever.
+/// Sets a field within the scope's quota (`ARGV`: field, value, most
+/// entries, most bytes). `KEYS[2]` keeps the bytes of the hash's fields
+/// and values, by length; it is only a cache of them — missing (evicted,
+/// never made, the hash copied over after a move) it is counted again from
+/// the hash, and with no hash there is no count. Anything but a hash under
+/// the scope's key is garbage, replaced: kept, it would refuse every call
+/// of the scope for ever. −1: a new field past the entry limit; −2: a
+/// scope growing past the byte limit.
 const SET_LUA: &str = r"
 local t = redis.call('TYPE', KEYS[1])['ok']
-if t ~= 'hash' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
-   and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+if t ~= 'hash' then
+  if t ~= 'none' then redis.call('DEL', KEYS[1]) end
+  redis.call('DEL', KEYS[2])
+end
+local size = tonumber(redis.call('GET', KEYS[2]) or '')
+if t == 'hash' and size == nil then
+  size = 0
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    size = size + #f + redis.call('HSTRLEN', KEYS[1], f)
+  end
+end
+size = size or 0
+local exists = redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1
+if not exists and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
   return -1
 end
+local old = 0
+if exists then old = #ARGV[1] + redis.call('HSTRLEN', KEYS[1], ARGV[1]) end
+local after = size - old + #ARGV[1] + #ARGV[2]
+if after > tonumber(ARGV[4]) and after > size then
+  redis.call('SET', KEYS[2], size)
+  return -2
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SET', KEYS[2], after)
 return 0
+";
+
+/// Deletes a field, keeping the byte count (when there is one) right.
+const DELETE_LUA: &str = r"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
+local len = redis.call('HSTRLEN', KEYS[1], ARGV[1])
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+if n == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('DECRBY', KEYS[2], #ARGV[1] + len)
+  end
+end
+return n
 ";
 
 /// A [`KvStore`] in Redis (standalone or Cluster): scope `(tenant,
@@ -122,6 +161,17 @@ impl RedisKv {
         )
     }
 
+    /// The Redis key keeping the bytes of `scope`'s keys and values (in
+    /// the same slot as [`key`](Self::key)).
+    pub fn size_key(&self, scope: &KvScope) -> String {
+        format!(
+            "{}plugin-kv-bytes:{{{}}}:{}",
+            self.inner.prefix,
+            encode_segment(&scope.tenant),
+            encode_segment(&scope.plugin)
+        )
+    }
+
     /// Runs `op` on the store's runtime and waits for it, at most the
     /// timeout, from any thread.
     fn run<T: Send + 'static>(
@@ -165,8 +215,12 @@ impl RedisKv {
         ttl: Duration,
     ) -> Result<(), KvError> {
         let (src, dst, key) = (from.client(), self.client(), [self.key(scope)]);
+        let size = self.size_key(scope);
         self.run("RESTORE", async move {
-            copy_keys_once(&src, &dst, &key, moved, ttl).await.map(drop)
+            copy_keys_once(&src, &dst, &key, moved, ttl).await?;
+            // The copy may have replaced the hash: its bytes are counted
+            // again at the next set.
+            dst.del::<i64, _>(size).await.map(drop)
         })
     }
 
@@ -201,29 +255,36 @@ impl KvStore for RedisKv {
         scope: &KvScope,
         key: &[u8],
         value: &[u8],
-        max_entries: usize,
+        quota: KvQuota,
     ) -> Result<(), KvError> {
         let client = self.client();
-        let hash = self.key(scope);
+        let keys = vec![self.key(scope), self.size_key(scope)];
+        let int = |n: usize| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
         let args = vec![
             Value::Bytes(Bytes::copy_from_slice(key)),
             Value::Bytes(Bytes::copy_from_slice(value)),
-            Value::Integer(i64::try_from(max_entries).unwrap_or(i64::MAX)),
+            int(quota.entries),
+            int(quota.bytes),
         ];
-        let r: i64 = self.run("EVAL", async move {
-            client.eval(SET_LUA, vec![hash], args).await
-        })?;
-        if r < 0 { Err(KvError::Full) } else { Ok(()) }
+        let r: i64 = self.run(
+            "EVAL",
+            async move { client.eval(SET_LUA, keys, args).await },
+        )?;
+        match r {
+            -1 => Err(KvError::Full),
+            -2 => Err(KvError::BytesFull),
+            _ => Ok(()),
+        }
     }
 
     fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError> {
-        let (client, hash, field) = (self.client(), self.key(scope), Key::from(key));
-        let n: i64 = self.run("HDEL", async move {
-            match client.hdel(hash, field).await {
-                Err(e) if cog_core::redis::is_wrong_type(&e) => Ok(0),
-                r => r,
-            }
-        })?;
+        let client = self.client();
+        let keys = vec![self.key(scope), self.size_key(scope)];
+        let args = vec![Value::Bytes(Bytes::copy_from_slice(key))];
+        let n: i64 = self.run(
+            "EVAL",
+            async move { client.eval(DELETE_LUA, keys, args).await },
+        )?;
         Ok(n > 0)
     }
 }
@@ -344,9 +405,9 @@ impl KvStore for PlacedKv {
         scope: &KvScope,
         key: &[u8],
         value: &[u8],
-        max_entries: usize,
+        quota: KvQuota,
     ) -> Result<(), KvError> {
-        self.store(scope)?.set(scope, key, value, max_entries)
+        self.store(scope)?.set(scope, key, value, quota)
     }
 
     fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError> {

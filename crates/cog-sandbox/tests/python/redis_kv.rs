@@ -52,8 +52,16 @@ async fn the_python_blocklist_keeps_its_list_in_redis_per_tenant_and_survives_re
     {
         let (kv, scope) = (kv.clone(), scope.clone());
         tokio::task::spawn_blocking(move || {
-            kv.set(&scope, b"block:mallory", b"banned", usize::MAX)
-                .unwrap()
+            kv.set(
+                &scope,
+                b"block:mallory",
+                b"banned",
+                cog_sandbox::KvQuota {
+                    entries: usize::MAX,
+                    bytes: usize::MAX,
+                },
+            )
+            .unwrap()
         })
         .await
         .unwrap();

@@ -237,6 +237,14 @@ fn kv_is_scoped_to_tenant_and_plugin_with_quotas() {
         Err(PluginError::KvLimit("scope full"))
     );
     assert_eq!(kv.len(&scope("initech")), 50);
+    // Entries of 4 + 4 bytes under a 100-byte scope: twelve fit.
+    let p = load(&rt, &many, Limits::default().max_kv_bytes(100));
+    assert_eq!(
+        p.call(Phase::Request, &mut exchange("umbrella")),
+        Err(PluginError::KvLimit("scope at its byte limit"))
+    );
+    assert_eq!(kv.len(&scope("umbrella")), 12);
+    assert_eq!(kv.bytes(&scope("umbrella")), 96);
 }
 
 /// Instances are reused for the same plugin and tenant (state in their

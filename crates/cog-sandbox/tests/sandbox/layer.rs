@@ -184,7 +184,7 @@ impl cog_sandbox::KvStore for Stuck {
         _: &cog_sandbox::KvScope,
         _: &[u8],
         _: &[u8],
-        _: usize,
+        _: cog_sandbox::KvQuota,
     ) -> Result<(), cog_sandbox::KvError> {
         std::thread::sleep(STUCK);
         Ok(())

@@ -4,12 +4,20 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cog_sandbox::{KvScope, KvStore, Limits, Phase, RedisKv, Runtime};
+use cog_sandbox::{KvQuota, KvScope, KvStore, Limits, Phase, RedisKv, Runtime};
 use cog_testkit::RedisServer;
 
 use crate::support::{exchange, on_request};
 
 use cog_testkit::fred_client as client;
+
+/// A quota of `n` entries and no byte limit.
+fn entries(n: usize) -> KvQuota {
+    KvQuota {
+        entries: n,
+        bytes: usize::MAX,
+    }
+}
 
 fn scope(tenant: &str) -> KvScope {
     KvScope {
@@ -40,8 +48,13 @@ async fn the_blocklist_sample_keeps_its_list_in_redis_per_tenant() {
     {
         let kv = kv.clone();
         tokio::task::spawn_blocking(move || {
-            kv.set(&scope("acme"), b"block:mallory", b"banned", usize::MAX)
-                .unwrap();
+            kv.set(
+                &scope("acme"),
+                b"block:mallory",
+                b"banned",
+                entries(usize::MAX),
+            )
+            .unwrap();
         })
         .await
         .unwrap();
@@ -142,7 +155,7 @@ async fn quotas_hold_in_redis_and_a_dead_redis_is_unavailable_not_a_hang() {
         [
             kv.get(&scope, b"k").unwrap_err(),
             kv.delete(&scope, b"k").unwrap_err(),
-            kv.set(&scope, b"k", b"v", 100).unwrap_err(),
+            kv.set(&scope, b"k", b"v", entries(100)).unwrap_err(),
         ]
     })
     .await
@@ -154,6 +167,71 @@ async fn quotas_hold_in_redis_and_a_dead_redis_is_unavailable_not_a_hang() {
         );
         assert!(std::error::Error::source(&err).is_some(), "{err:?}");
     }
+}
+
+/// A scope's bytes (keys and values, by length) are held under
+/// `max_kv_bytes` in Redis, exactly; a replacement counts what it leaves;
+/// a delete frees; a scope over a lowered limit may shrink. The count is a
+/// cache: evicted, garbled or left behind by an evicted hash, it is
+/// counted again and the limit holds the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_byte_limit_holds_in_redis_whatever_happens_to_its_count() {
+    use cog_sandbox::KvError::BytesFull;
+    use cog_testkit::Reply;
+    let server = Arc::new(RedisServer::start().unwrap());
+    let kv = RedisKv::new(client(&server.url()).await).timeout(Duration::from_millis(500));
+    let s = scope("acme");
+    let (hash, size) = (kv.key(&s), kv.size_key(&s));
+    assert!(size.contains("{acme}"), "same slot as the hash: {size}");
+    let quota = |bytes| KvQuota {
+        entries: 100,
+        bytes,
+    };
+    let srv = server.clone();
+    tokio::task::spawn_blocking(move || {
+        let count = || srv.command(&["GET", &size]).unwrap();
+        // Five entries of 2 + 10 bytes: 60 of 65.
+        for k in ["k0", "k1", "k2", "k3", "k4"] {
+            kv.set(&s, k.as_bytes(), b"0123456789", quota(65)).unwrap();
+        }
+        assert_eq!(count(), Reply::Bulk(Some(b"60".to_vec())));
+        assert_eq!(kv.set(&s, b"k5", b"0123", quota(65)), Err(BytesFull));
+        kv.set(&s, b"k5", b"012", quota(65)).unwrap();
+        assert_eq!(kv.set(&s, b"k0", b"01234567890", quota(65)), Err(BytesFull));
+        kv.set(&s, b"k0", b"", quota(65)).unwrap();
+        assert!(kv.delete(&s, b"k1").unwrap());
+        assert!(!kv.delete(&s, b"k1").unwrap());
+        // 65 − 10 (k0 emptied) − 12 (k1 gone) = 43.
+        assert_eq!(count(), Reply::Bulk(Some(b"43".to_vec())));
+
+        // The count evicted, then garbled: counted again from the hash.
+        for garble in [&["DEL", &size][..], &["SET", &size, "lots"][..]] {
+            srv.command(garble).unwrap();
+            assert_eq!(
+                kv.set(&s, b"k9", b"0123456789012345678901", quota(66)),
+                Err(BytesFull)
+            );
+            assert_eq!(count(), Reply::Bulk(Some(b"43".to_vec())), "{garble:?}");
+        }
+        kv.set(&s, b"k9", b"012345678901234567890", quota(66))
+            .unwrap();
+        assert_eq!(count(), Reply::Bulk(Some(b"66".to_vec())));
+        // The hash evicted, its count left: the scope is empty again.
+        srv.command(&["DEL", &hash]).unwrap();
+        kv.set(&s, b"k0", b"0123456789", quota(12)).unwrap();
+        assert_eq!(count(), Reply::Bulk(Some(b"12".to_vec())));
+        // Over a lowered limit: it may shrink, not grow.
+        assert_eq!(kv.set(&s, b"k0", b"012345678", quota(10)), Ok(()));
+        assert_eq!(kv.set(&s, b"k1", b"", quota(10)), Err(BytesFull));
+        // Its last entry deleted: no hash, no count.
+        assert!(kv.delete(&s, b"k0").unwrap());
+        assert_eq!(
+            srv.command(&["EXISTS", &hash, &size]).unwrap(),
+            Reply::Int(0)
+        );
+    })
+    .await
+    .unwrap();
 }
 
 /// Garbage under a scope's key (anything but a hash) holds no entry, and
@@ -177,7 +255,7 @@ async fn garbage_under_a_scope_is_no_data_and_the_next_write_replaces_it() {
             let s = scope(&tenant);
             assert_eq!(kv.get(&s, b"k"), Ok(None), "{tenant}");
             assert_eq!(kv.delete(&s, b"k"), Ok(false), "{tenant}");
-            kv.set(&s, b"k", b"v", 10).unwrap();
+            kv.set(&s, b"k", b"v", entries(10)).unwrap();
             assert_eq!(kv.get(&s, b"k"), Ok(Some(b"v".to_vec())), "{tenant}");
         })
         .await
@@ -263,8 +341,13 @@ async fn plugin_data_follows_its_tenants_partition() {
     let (a, b) = (instances[0].0.clone(), instances[1].0.clone());
     blocking(Box::new(move || {
         for i in 0..10 {
-            a.set(&scope("acme"), format!("k{i}").as_bytes(), b"v", 100)
-                .unwrap();
+            a.set(
+                &scope("acme"),
+                format!("k{i}").as_bytes(),
+                b"v",
+                entries(100),
+            )
+            .unwrap();
         }
     }))
     .await
@@ -286,7 +369,7 @@ async fn plugin_data_follows_its_tenants_partition() {
             b.get(&scope("acme"), b"k3").unwrap().as_deref(),
             Some(&b"v"[..])
         );
-        b.set(&scope("acme"), b"after", b"w", 100).unwrap();
+        b.set(&scope("acme"), b"after", b"w", entries(100)).unwrap();
     }))
     .await
     .unwrap();
@@ -309,7 +392,7 @@ async fn plugin_data_follows_its_tenants_partition() {
     let a = instances[0].0.clone();
     let o = other.clone();
     blocking(Box::new(move || {
-        a.set(&scope(&o), b"x", b"1", 100).unwrap()
+        a.set(&scope(&o), b"x", b"1", entries(100)).unwrap()
     }))
     .await
     .unwrap();
@@ -358,7 +441,7 @@ async fn past_the_window_a_move_copies_nothing() {
     .unwrap()
     .window(Duration::ZERO);
     let k = kv.clone();
-    tokio::task::spawn_blocking(move || k.set(&scope("acme"), b"x", b"1", 10).unwrap())
+    tokio::task::spawn_blocking(move || k.set(&scope("acme"), b"x", b"1", entries(10)).unwrap())
         .await
         .unwrap();
     let moved = router.placement().moved(partition("acme"), "big").unwrap();
@@ -391,8 +474,8 @@ async fn plugin_data_moved_back_is_the_newest() {
     on(
         &kv,
         Box::new(move |kv| {
-            kv.set(&u, b"k", b"home", 10).unwrap();
-            kv.set(&i, b"k", b"home", 10).unwrap();
+            kv.set(&u, b"k", b"home", entries(10)).unwrap();
+            kv.set(&i, b"k", b"home", entries(10)).unwrap();
         }),
     )
     .await
@@ -402,7 +485,7 @@ async fn plugin_data_moved_back_is_the_newest() {
     let u = used.clone();
     on(
         &kv,
-        Box::new(move |kv| kv.set(&u, b"k", b"away", 10).unwrap()),
+        Box::new(move |kv| kv.set(&u, b"k", b"away", entries(10)).unwrap()),
     )
     .await
     .unwrap();
@@ -416,6 +499,60 @@ async fn plugin_data_moved_back_is_the_newest() {
             assert_eq!(kv.get(&idle, b"k").unwrap().as_deref(), Some(&b"home"[..]));
         }),
     )
+    .await
+    .unwrap();
+}
+
+/// A scope copied over after a move is counted from what was copied, not
+/// from the count its new home kept of the older data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_scope_is_counted_afresh() {
+    use cog_core::placement::partition;
+
+    let (_servers, home, router, kv) = placed_kv().await;
+    let s = scope("acme");
+    let quota = KvQuota {
+        entries: 100,
+        bytes: 70,
+    };
+    let on = |f: Box<dyn FnOnce(&cog_sandbox::PlacedKv) + Send>| {
+        let kv = kv.clone();
+        tokio::task::spawn_blocking(move || f(&kv))
+    };
+    // At home: five entries of 12 bytes (60 counted).
+    let sc = s.clone();
+    on(Box::new(move |kv| {
+        for k in ["k0", "k1", "k2", "k3", "k4"] {
+            kv.set(&sc, k.as_bytes(), b"0123456789", quota).unwrap();
+        }
+    }))
+    .await
+    .unwrap();
+    // Away, four of them deleted; back home, the copy holds one (12).
+    let away = home.moved(partition("acme"), "big").unwrap();
+    router.set_placement(away.clone()).unwrap();
+    let sc = s.clone();
+    on(Box::new(move |kv| {
+        for k in ["k1", "k2", "k3", "k4"] {
+            assert!(kv.delete(&sc, k.as_bytes()).unwrap());
+        }
+    }))
+    .await
+    .unwrap();
+    router
+        .set_placement(away.moved(partition("acme"), "main").unwrap())
+        .unwrap();
+    on(Box::new(move |kv| {
+        assert_eq!(kv.get(&s, b"k1").unwrap(), None);
+        // 12 + 4 × 12 = 60 fit under 70; a fifth does not.
+        for k in ["n1", "n2", "n3", "n4"] {
+            kv.set(&s, k.as_bytes(), b"0123456789", quota).unwrap();
+        }
+        assert_eq!(
+            kv.set(&s, b"n5", b"0123456789", quota),
+            Err(cog_sandbox::KvError::BytesFull)
+        );
+    }))
     .await
     .unwrap();
 }
@@ -435,14 +572,18 @@ async fn another_partitions_move_does_not_copy_plugin_data_again() {
         tokio::task::spawn_blocking(move || f(&kv))
     };
     let u = used.clone();
-    run(Box::new(move |kv| kv.set(&u, b"k", b"home", 10).unwrap()))
-        .await
-        .unwrap();
+    run(Box::new(move |kv| {
+        kv.set(&u, b"k", b"home", entries(10)).unwrap()
+    }))
+    .await
+    .unwrap();
     router.set_placement(away).unwrap();
     let u = used.clone();
-    run(Box::new(move |kv| kv.set(&u, b"k", b"away", 10).unwrap()))
-        .await
-        .unwrap();
+    run(Box::new(move |kv| {
+        kv.set(&u, b"k", b"away", entries(10)).unwrap()
+    }))
+    .await
+    .unwrap();
     router.set_placement(later).unwrap();
     run(Box::new(move |kv| {
         assert_eq!(kv.get(&used, b"k").unwrap().as_deref(), Some(&b"away"[..]));
@@ -471,9 +612,9 @@ async fn an_instance_that_skipped_the_moves_revision_does_not_copy_again() {
     let used = scope("acme");
     let [_, away, later] = cog_testkit::placement::two_moves("acme");
     tokio::task::spawn_blocking(move || {
-        kv.set(&used, b"k", b"home", 10).unwrap();
+        kv.set(&used, b"k", b"home", entries(10)).unwrap();
         router.set_placement(away).unwrap();
-        kv.set(&used, b"k", b"away", 10).unwrap();
+        kv.set(&used, b"k", b"away", entries(10)).unwrap();
         router.set_placement(later.clone()).unwrap();
         skipping.set_placement(later).unwrap();
         assert_eq!(
@@ -517,13 +658,13 @@ async fn plugin_data_follows_a_sentinel_failover() {
     let kv = RedisKv::new(client(&sentinel.url()).await).timeout(Duration::from_millis(500));
     let s = scope("acme");
     let (k, sc) = (kv.clone(), s.clone());
-    tokio::task::spawn_blocking(move || k.set(&sc, b"before", b"v", 10).unwrap())
+    tokio::task::spawn_blocking(move || k.set(&sc, b"before", b"v", entries(10)).unwrap())
         .await
         .unwrap();
     let sentinel = sentinel.failed_over().await;
     let started = Instant::now();
     tokio::task::spawn_blocking(move || {
-        while kv.set(&s, b"after", b"v", 10).is_err() {
+        while kv.set(&s, b"after", b"v", entries(10)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "no write since the failover"
