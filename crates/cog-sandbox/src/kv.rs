@@ -235,6 +235,8 @@ mod tests {
             bytes: 4,
         };
         assert_eq!(kv.set(&s, b"x", b"", lower), Err(KvError::BytesFull));
+        kv.set(&s, b"e", b"98765", lower).unwrap();
+        assert_eq!(kv.bytes(&s), 9);
         kv.set(&s, b"e", b"0", lower).unwrap();
         assert_eq!(kv.bytes(&s), 5);
         // The entry limit is checked first, for new keys only.

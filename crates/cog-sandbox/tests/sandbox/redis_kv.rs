@@ -222,6 +222,7 @@ async fn the_byte_limit_holds_in_redis_whatever_happens_to_its_count() {
         assert_eq!(count(), Reply::Bulk(Some(b"12".to_vec())));
         // Over a lowered limit: it may shrink, not grow.
         assert_eq!(kv.set(&s, b"k0", b"012345678", quota(10)), Ok(()));
+        assert_eq!(kv.set(&s, b"k0", b"876543210", quota(10)), Ok(()));
         assert_eq!(kv.set(&s, b"k1", b"", quota(10)), Err(BytesFull));
         // Its last entry deleted: no hash, no count.
         assert!(kv.delete(&s, b"k0").unwrap());
