@@ -230,10 +230,7 @@ mod tests {
         assert!(!kv.delete(&s, b"cd").unwrap());
         assert_eq!(kv.bytes(&s), 9);
         // Over a lowered limit: it may shrink, not grow.
-        let lower = KvQuota {
-            entries: 100,
-            bytes: 4,
-        };
+        let lower = KvQuota { bytes: 4, ..quota };
         assert_eq!(kv.set(&s, b"x", b"", lower), Err(KvError::BytesFull));
         kv.set(&s, b"e", b"98765", lower).unwrap();
         assert_eq!(kv.bytes(&s), 9);
@@ -242,7 +239,7 @@ mod tests {
         // The entry limit is checked first, for new keys only.
         let two = KvQuota {
             entries: 2,
-            bytes: 4,
+            ..lower
         };
         assert_eq!(kv.set(&s, b"new", b"", two), Err(KvError::Full));
         kv.set(&s, b"e", b"", two).unwrap();

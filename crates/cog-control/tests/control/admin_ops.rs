@@ -248,13 +248,16 @@ async fn plugins_upload_attach_and_delete((store, other): Pair) {
     );
 }
 
-/// The server's own check sees the bytes and the limits of every plan the
-/// plugin runs under, with the plugin's own over them; its refusal is a
-/// 422 and stores nothing. A change that makes a plugin run under limits
-/// it was not checked under (attached to another plan, own limits) is
-/// checked too, with the stored bytes, under those limits only.
-async fn uploads_pass_the_servers_check((store, _): Pair) {
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+/// What a recording check saw: the plugin, its bytes' length, the limits.
+type Seen = Arc<parking_lot::Mutex<Vec<(String, usize, Vec<Option<cog_control::PluginLimits>>)>>>;
+
+/// An API whose plugin check records every call and refuses bytes longer
+/// than `HEADERS_WASM` ("too slow to start") and fuel under 100 ("out of
+/// fuel while starting"); plan `pro` (fuel 5 000) with tenant `acme`, plan
+/// `tiny` with `tiny`'s plugin limits, and plugin `headers` uploaded and
+/// attached to `acme`.
+async fn checked_api(store: Arc<dyn cog_control::store::Store>, tiny: Value) -> (Api, Seen) {
+    let seen = Seen::default();
     let log = seen.clone();
     let check: PluginCheck = Arc::new(move |name, _lang, bytes, limits| {
         log.lock()
@@ -267,20 +270,16 @@ async fn uploads_pass_the_servers_check((store, _): Pair) {
         }
         Ok(())
     });
-    let api = api_with(store.clone(), |a| a.check_plugins(check)).await;
+    let api = api_with(store, |a| a.check_plugins(check)).await;
     plan_and_tenant(&api, json!({"plugin_limits": {"fuel": 5000}})).await;
     let a = api
         .write(
             Method::POST,
             "/v1/plans",
-            json!({"name": "tiny", "plan": {"plugin_limits": {"fuel": 50, "memory_bytes": 65536}}}),
+            json!({"name": "tiny", "plan": {"plugin_limits": tiny}}),
         )
         .await;
     assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
-    let fuel = |f: u64| cog_control::PluginLimits {
-        fuel: Some(f),
-        ..Default::default()
-    };
     let a = api.upload("/v1/plugins/headers", HEADERS_WASM).await;
     assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
     // Attached to a tenant on `pro`: checked under pro's limits.
@@ -291,7 +290,21 @@ async fn uploads_pass_the_servers_check((store, _): Pair) {
             json!({"tenants": ["acme"]}),
         )
         .await;
-    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    (api, seen)
+}
+
+/// The server's own check sees the bytes and the limits of every plan the
+/// plugin runs under, with the plugin's own over them; its refusal is a
+/// 422 and stores nothing. A change that makes a plugin run under limits
+/// it was not checked under (attached to another plan, own limits) is
+/// checked too, with the stored bytes, under those limits only.
+async fn uploads_pass_the_servers_check((store, _): Pair) {
+    let (api, seen) = checked_api(store.clone(), json!({"fuel": 50, "memory_bytes": 65536})).await;
+    let fuel = |f: u64| cog_control::PluginLimits {
+        fuel: Some(f),
+        ..Default::default()
+    };
     // Attached to `tiny`, where it cannot start: refused, unchanged.
     let a = api
         .write(
@@ -392,35 +405,7 @@ async fn uploads_pass_the_servers_check((store, _): Pair) {
 /// another plan, a document applied — are checked too, and refused the
 /// same way, nothing written.
 async fn plan_tenant_and_apply_changes_recheck_plugins((store, _): Pair) {
-    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let check: PluginCheck = Arc::new(move |name, _lang, _bytes, limits| {
-        log.lock().push((name.to_owned(), limits.to_vec()));
-        if limits.iter().flatten().any(|l| l.fuel < Some(100)) {
-            return Err("out of fuel while starting".into());
-        }
-        Ok(())
-    });
-    let api = api_with(store.clone(), |a| a.check_plugins(check)).await;
-    plan_and_tenant(&api, json!({"plugin_limits": {"fuel": 5000}})).await;
-    let a = api
-        .write(
-            Method::POST,
-            "/v1/plans",
-            json!({"name": "tiny", "plan": {"plugin_limits": {"fuel": 50}}}),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
-    let a = api.upload("/v1/plugins/headers", HEADERS_WASM).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
-    let a = api
-        .write(
-            Method::POST,
-            "/v1/plugins/headers/attach",
-            json!({"tenants": ["acme"]}),
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let (api, seen) = checked_api(store, json!({"fuel": 50})).await;
     let revision = api.control.state().await.unwrap().revision;
 
     // acme moved to `tiny`: its plugin could not start there.
@@ -474,10 +459,10 @@ async fn plan_tenant_and_apply_changes_recheck_plugins((store, _): Pair) {
     let seen = seen.lock();
     assert_eq!(seen.len(), checked + 1, "{seen:?}");
     assert_eq!(
-        seen[checked],
+        (seen[checked].0.as_str(), &seen[checked].2),
         (
-            "headers".to_owned(),
-            vec![Some(cog_control::PluginLimits {
+            "headers",
+            &vec![Some(cog_control::PluginLimits {
                 fuel: Some(6000),
                 ..Default::default()
             })]

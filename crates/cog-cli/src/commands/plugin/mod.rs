@@ -129,7 +129,8 @@ pub(crate) fn attach_text(a: &Attach) -> String {
 /// On the store itself, what `cog serve` checks of a change: every plugin
 /// `after` makes run under limits it was not checked under (another
 /// plan's, a plan's new plugin limits) is loaded in the sandbox, its
-/// stored bytes under those limits. Through `--server` the server checks.
+/// stored bytes under those limits. Through `--server` the server checks;
+/// both print the same (no progress line).
 pub(crate) async fn recheck(ctx: &Ctx<'_>, after: impl FnOnce(&mut Spec)) -> Result {
     let Backend::Store(control) = ctx.backend else {
         return Ok(());
@@ -140,7 +141,7 @@ pub(crate) async fn recheck(ctx: &Ctx<'_>, after: impl FnOnce(&mut Spec)) -> Res
     for due in before.plugins_to_recheck(&next) {
         // Bytes that are not there are the directory's to report.
         if let Some(bytes) = control.store().get_blob(&due.digest).await? {
-            run::validate(&due.name, due.lang, &bytes, &due.limits)?;
+            run::check(&due.name, due.lang, &bytes, &due.limits)?;
         }
     }
     Ok(())
