@@ -204,8 +204,9 @@ async fn run_check(
 
 /// The server's check of every plugin `after` (the caller's document once
 /// a change is made) runs under limits it was not checked under: its
-/// stored bytes, under those limits only. Nothing without a check. A
-/// digest with no bytes stored is left to the write to refuse.
+/// stored bytes, under those limits only. Nothing without a check. An
+/// invalid document, or a digest with no bytes stored, is left to the
+/// write to refuse.
 pub(crate) async fn recheck(
     admin: &Admin,
     caller: &Caller,
@@ -217,6 +218,10 @@ pub(crate) async fn recheck(
     let before = &caller.state.spec;
     let mut next = before.clone();
     after(&mut next);
+    // A document the write will refuse as invalid loads nothing.
+    if next.validate().is_err() {
+        return Ok(());
+    }
     for due in before.plugins_to_recheck(&next) {
         let Some(bytes) = admin.control.store().get_blob(&due.digest).await? else {
             continue;

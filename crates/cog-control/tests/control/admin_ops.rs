@@ -438,8 +438,16 @@ async fn plan_tenant_and_apply_changes_recheck_plugins((store, _): Pair) {
         "pro"
     );
 
-    // Changes it can run under pass, each checked under what it adds.
+    // A write refused as invalid (a plan that does not exist) is refused
+    // as that, without loading anything.
     let checked = seen.lock().len();
+    let a = api
+        .write(Method::PUT, "/v1/tenants/acme", json!({"plan": "gold"}))
+        .await;
+    problem(&a, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    assert_eq!(seen.lock().len(), checked);
+
+    // Changes it can run under pass, each checked under what it adds.
     let a = api
         .write(
             Method::PUT,

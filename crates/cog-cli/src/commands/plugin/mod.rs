@@ -138,6 +138,10 @@ pub(crate) async fn recheck(ctx: &Ctx<'_>, after: impl FnOnce(&mut Spec)) -> Res
     let before = control.state().await?.spec;
     let mut next = before.clone();
     after(&mut next);
+    // A document the write will refuse as invalid loads nothing.
+    if next.validate().is_err() {
+        return Ok(());
+    }
     for due in before.plugins_to_recheck(&next) {
         // Bytes that are not there are the directory's to report.
         if let Some(bytes) = control.store().get_blob(&due.digest).await? {
