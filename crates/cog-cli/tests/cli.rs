@@ -437,6 +437,9 @@ fn plugins_install_validated_and_run_locally() {
     let r = env.run(&["apply", "-f", "small.yaml"]);
     assert_eq!(r.code, 6, "{}", r.stderr);
     assert!(r.stderr.contains("memory"), "{}", r.stderr);
+    env.ok(&["plugin", "update", "headers", "--detach", "tenant:acme"]);
+    let p = env.ok(&["-o", "json", "plugin", "show", "headers"]).json();
+    assert!(p["attach"].get("tenants").is_none(), "{p}");
     env.ok(&["plugin", "disable", "headers"]);
     assert_eq!(
         env.ok(&["-o", "json", "plugin", "show", "headers"]).json()["enabled"],
