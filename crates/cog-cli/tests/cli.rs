@@ -427,6 +427,26 @@ fn plugins_install_validated_and_run_locally() {
     assert_eq!(r.code, 6, "{}", r.stderr);
     assert!(r.stderr.contains("memory"), "{}", r.stderr);
     env.ok(&["plugin", "update", "headers", "--detach", "plan:small"]);
+    // … and under what it runs under only: a module that needs more
+    // memory than the defaults give, attached to a plan that gives it, is
+    // taken.
+    let roomy = wat::parse_str(
+        r#"(module
+             (memory (export "memory") 300)
+             (func (export "cog_abi_version") (result i32) i32.const 1)
+             (func (export "cog_on_request") (result i32) i32.const 0))"#,
+    )
+    .unwrap();
+    std::fs::write(env.path("roomy.wasm"), roomy).unwrap();
+    std::fs::write(
+        env.path("roomy.yaml"),
+        "plans:\n  roomy:\n    plugin_limits: {memory_bytes: 33554432}\n\
+         plugins:\n  roomy:\n    file: roomy.wasm\n    attach: {plans: [roomy]}\n",
+    )
+    .unwrap();
+    env.ok(&["apply", "-f", "roomy.yaml"]);
+    let r = env.run(&["plugin", "install", "roomy.wasm", "--name", "cramped"]);
+    assert_eq!(r.code, 6, "{}", r.stderr);
     // `cog apply` checks a plugin under its own limits too.
     std::fs::copy(HEADERS_WASM, env.path("small.wasm")).unwrap();
     std::fs::write(

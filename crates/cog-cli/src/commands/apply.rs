@@ -156,12 +156,10 @@ pub(crate) async fn exec(args: &ApplyArgs, ctx: &Ctx<'_>) -> Result {
     let progress = crate::output::Progress::start("validating plugins in the sandbox");
     for (name, p) in &spec.plugins {
         if let Some(wasm) = blobs.get(&p.digest) {
-            // Under every plan it runs for, and the defaults, with its
-            // own limits over each.
-            let mut limits = spec.plugin_limits_for(&p.attach, p.limits.as_ref());
-            if !limits.contains(&p.limits) {
-                limits.push(p.limits.clone());
-            }
+            // Under every plan it runs for (the defaults when none), with
+            // its own limits over each: what it will run under, as
+            // `plugin install` and the server check.
+            let limits = spec.plugin_limits_for(&p.attach, p.limits.as_ref());
             super::plugin::run::validate(name, p.lang, wasm, &limits)?;
         }
     }
