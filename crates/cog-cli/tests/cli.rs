@@ -414,6 +414,11 @@ fn plugins_install_validated_and_run_locally() {
     let p = env.ok(&["-o", "json", "plan", "show", "small"]).json();
     assert!(p.to_string().contains("5000000"), "{p}");
     assert!(!p.to_string().contains("65536"), "{p}");
+    // An update changes the plugin limits it names, and keeps the others.
+    env.ok(&["plan", "update", "small", "--plugin-kv-bytes", "4096"]);
+    let p = env.ok(&["-o", "json", "plan", "show", "small"]).json();
+    assert!(p.to_string().contains("5000000"), "{p}");
+    assert!(p.to_string().contains("4096"), "{p}");
     let r = env.run(&["tenant", "set-plan", "acme", "tiny"]);
     assert_eq!(r.code, 6, "{}", r.stderr);
     let t = env.ok(&["-o", "json", "tenant", "show", "acme"]).json();

@@ -220,6 +220,13 @@ pub struct PluginLimits {
     /// Wall-clock deadline per call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Window>,
+    /// KV entries one (tenant, plugin) scope may hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_entries: Option<u64>,
+    /// Bytes of keys and values together one (tenant, plugin) KV scope may
+    /// hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bytes: Option<u64>,
 }
 
 /// A plugin to load in the sandbox before a change is stored
@@ -245,6 +252,8 @@ impl PluginLimits {
             fuel: self.fuel.or(base.and_then(|b| b.fuel)),
             memory_bytes: self.memory_bytes.or(base.and_then(|b| b.memory_bytes)),
             deadline: self.deadline.or(base.and_then(|b| b.deadline)),
+            kv_entries: self.kv_entries.or(base.and_then(|b| b.kv_entries)),
+            kv_bytes: self.kv_bytes.or(base.and_then(|b| b.kv_bytes)),
         }
     }
 }
@@ -293,6 +302,18 @@ impl Plan {
                 return Err(Invalid::new(
                     format!("{path}.plugin_limits.deadline"),
                     "must be between 1ms and 60s",
+                ));
+            }
+            if p.kv_entries.is_some_and(|n| !(1..=10_000_000).contains(&n)) {
+                return Err(Invalid::new(
+                    format!("{path}.plugin_limits.kv_entries"),
+                    "must be between 1 and 10 000 000",
+                ));
+            }
+            if p.kv_bytes.is_some_and(|b| !(1024..=(1 << 30)).contains(&b)) {
+                return Err(Invalid::new(
+                    format!("{path}.plugin_limits.kv_bytes"),
+                    "must be between 1 KiB and 1 GiB",
                 ));
             }
         }
@@ -1258,6 +1279,7 @@ mod tests {
                 fuel,
                 memory_bytes,
                 deadline: deadline.map(Window),
+                ..Default::default()
             }),
             ..Plan::default()
         };
@@ -1398,6 +1420,7 @@ mod status_and_policy_tests {
             fuel: Some(fuel),
             memory_bytes: None,
             deadline: None,
+            ..Default::default()
         };
         let mut spec = Spec::default();
         for (name, fuel) in [("a", Some(1)), ("b", Some(2)), ("c", None)] {
@@ -1432,6 +1455,7 @@ mod status_and_policy_tests {
             fuel: Some(1),
             memory_bytes: Some(1 << 20),
             deadline: None,
+            ..Default::default()
         });
         let own = limits(7);
         assert_eq!(
@@ -1441,6 +1465,7 @@ mod status_and_policy_tests {
                     fuel: Some(7),
                     memory_bytes: Some(1 << 20),
                     deadline: None,
+                    ..Default::default()
                 }),
                 Some(limits(7)),
             ]
@@ -1453,6 +1478,7 @@ mod status_and_policy_tests {
             fuel: None,
             memory_bytes: None,
             deadline: Some(Window(Duration::from_millis(5))),
+            ..Default::default()
         };
         assert_eq!(
             deadline.over(Some(&limits(3))),
@@ -1460,12 +1486,57 @@ mod status_and_policy_tests {
                 fuel: Some(3),
                 memory_bytes: None,
                 deadline: Some(Window(Duration::from_millis(5))),
+                ..Default::default()
             }
         );
         assert_eq!(
             spec.plugin_limits_for(&attach(&["t"], &[]), None),
             spec.plugin_limits_of(&attach(&["t"], &[]))
         );
+        let kv = |entries, bytes| PluginLimits {
+            kv_entries: entries,
+            kv_bytes: bytes,
+            ..PluginLimits::default()
+        };
+        assert_eq!(
+            kv(Some(1), None).over(Some(&kv(Some(2), Some(3)))),
+            kv(Some(1), Some(3))
+        );
+        assert_eq!(
+            kv(None, Some(4)).over(Some(&kv(Some(2), Some(3)))),
+            kv(Some(2), Some(4))
+        );
+    }
+
+    #[test]
+    fn plan_plugin_limits_are_bounded() {
+        let plan = |l: PluginLimits| {
+            let mut spec = Spec::default();
+            spec.plans.insert(
+                "p".into(),
+                Plan {
+                    plugin_limits: Some(l),
+                    ..Plan::default()
+                },
+            );
+            spec.validate().map_err(|e| e.to_string())
+        };
+        let kv = |entries, bytes| PluginLimits {
+            kv_entries: entries,
+            kv_bytes: bytes,
+            ..PluginLimits::default()
+        };
+        assert!(plan(kv(Some(1), Some(1024))).is_ok());
+        assert!(plan(kv(Some(10_000_000), Some(1 << 30))).is_ok());
+        for (bad, field) in [
+            (kv(Some(0), None), "kv_entries"),
+            (kv(Some(10_000_001), None), "kv_entries"),
+            (kv(None, Some(1023)), "kv_bytes"),
+            (kv(None, Some((1 << 30) + 1)), "kv_bytes"),
+        ] {
+            let e = plan(bad).unwrap_err();
+            assert!(e.contains(&format!("plans.p.plugin_limits.{field}")), "{e}");
+        }
     }
 
     #[test]

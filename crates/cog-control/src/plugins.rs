@@ -45,6 +45,13 @@ pub fn sandbox_limits_for(
         if let Some(d) = l.deadline {
             limits = limits.deadline(d.0);
         }
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        if let Some(n) = l.kv_entries {
+            limits = limits.max_kv_entries(size(n));
+        }
+        if let Some(b) = l.kv_bytes {
+            limits = limits.max_kv_bytes(size(b));
+        }
     }
     limits
 }
@@ -214,6 +221,37 @@ mod tests {
             file: None,
             on_error: OnFailure::Skip,
         }
+    }
+
+    /// Every plugin limit reaches the sandbox: the plan's, the plugin's own
+    /// over them, the defaults for the rest.
+    #[test]
+    fn plan_and_own_limits_reach_the_sandbox() {
+        let plan = PluginLimits {
+            fuel: Some(7),
+            memory_bytes: Some(1 << 20),
+            deadline: Some(crate::Window(std::time::Duration::from_millis(9))),
+            kv_entries: Some(30),
+            kv_bytes: Some(4096),
+        };
+        let l = sandbox_limits(Some(&plan), None);
+        assert_eq!(
+            (l.fuel, l.memory_bytes, l.deadline.as_millis()),
+            (7, 1 << 20, 9)
+        );
+        assert_eq!((l.max_kv_entries, l.max_kv_bytes), (30, 4096));
+        let own = PluginLimits {
+            kv_bytes: Some(8192),
+            ..PluginLimits::default()
+        };
+        let l = sandbox_limits(Some(&plan), Some(&own));
+        assert_eq!((l.fuel, l.max_kv_entries, l.max_kv_bytes), (7, 30, 8192));
+        let d = Limits::default();
+        let l = sandbox_limits(None, Some(&own));
+        assert_eq!(
+            (l.max_kv_entries, l.max_kv_bytes, l.fuel),
+            (d.max_kv_entries, 8192, d.fuel)
+        );
     }
 
     /// Bytes of replaced and removed plugins are not kept.

@@ -354,6 +354,7 @@ pub(crate) async fn run(
                             fuel: Some(u64::MAX / 2),
                             memory_bytes: None,
                             deadline: Some(cog_control::Window(Duration::from_millis(30))),
+                            ..Default::default()
                         }),
                         ..Default::default()
                     },

@@ -300,6 +300,7 @@ async fn a_plugin_that_never_returns_affects_only_its_tenant() {
                     fuel: Some(u64::MAX / 2),
                     memory_bytes: None,
                     deadline: Some(cog_control::Window(Duration::from_millis(30))),
+                    ..Default::default()
                 }),
                 ..Default::default()
             },

@@ -673,6 +673,17 @@ export interface components {
             fuel?: number | null;
             /**
              * Format: int64
+             * @description Bytes of keys and values together one (tenant, plugin) KV scope may
+             *     hold.
+             */
+            kv_bytes?: number | null;
+            /**
+             * Format: int64
+             * @description KV entries one (tenant, plugin) scope may hold.
+             */
+            kv_entries?: number | null;
+            /**
+             * Format: int64
              * @description Linear memory cap in bytes.
              */
             memory_bytes?: number | null;

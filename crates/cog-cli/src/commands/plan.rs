@@ -29,18 +29,24 @@ pub(crate) struct PlanArgs {
     /// Plugin deadline per call, e.g. `50ms`.
     #[arg(long)]
     plugin_deadline: Option<Window>,
+    /// KV entries one plugin may keep per tenant.
+    #[arg(long)]
+    plugin_kv_entries: Option<u64>,
+    /// Bytes of KV keys and values one plugin may keep per tenant.
+    #[arg(long)]
+    plugin_kv_bytes: Option<u64>,
 }
 
 impl PlanArgs {
     fn plugin_limits(&self) -> Option<PluginLimits> {
-        (self.plugin_fuel.is_some()
-            || self.plugin_memory.is_some()
-            || self.plugin_deadline.is_some())
-        .then_some(PluginLimits {
+        let limits = PluginLimits {
             fuel: self.plugin_fuel,
             memory_bytes: self.plugin_memory,
             deadline: self.plugin_deadline,
-        })
+            kv_entries: self.plugin_kv_entries,
+            kv_bytes: self.plugin_kv_bytes,
+        };
+        (limits != PluginLimits::default()).then_some(limits)
     }
 }
 
@@ -170,7 +176,7 @@ pub(crate) async fn exec(cmd: &PlanCmd, ctx: &Ctx<'_>) -> Result {
                 // Its plugins run under these: checked first.
                 super::plugin::recheck(ctx, |s| {
                     if let Some(p) = s.plans.get_mut(name) {
-                        p.plugin_limits = Some(l);
+                        p.plugin_limits = Some(l.over(p.plugin_limits.as_ref()));
                     }
                 })
                 .await?;
@@ -192,8 +198,9 @@ pub(crate) async fn exec(cmd: &PlanCmd, ctx: &Ctx<'_>) -> Result {
                     if args.cache_budget.is_some() {
                         p.cache_budget_bytes = args.cache_budget;
                     }
+                    // Only the limits given change; the others stay.
                     if let Some(l) = args.plugin_limits() {
-                        p.plugin_limits = Some(l);
+                        p.plugin_limits = Some(l.over(p.plugin_limits.as_ref()));
                     }
                 })
                 .await?;

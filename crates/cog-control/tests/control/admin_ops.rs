@@ -379,6 +379,7 @@ async fn uploads_pass_the_servers_check((store, _): Pair) {
             fuel: Some(50),
             memory_bytes: Some(65536),
             deadline: None,
+            ..Default::default()
         })]
     );
     assert_eq!(seen[3].2, [Some(fuel(10))]);
@@ -386,6 +387,7 @@ async fn uploads_pass_the_servers_check((store, _): Pair) {
         fuel: Some(1000),
         memory_bytes: Some(65536),
         deadline: None,
+        ..Default::default()
     };
     assert_eq!(
         seen[4],

@@ -17,11 +17,16 @@ class PluginLimits:
     Attributes:
         deadline (None | str | Unset):
         fuel (int | None | Unset): Metering points per call.
+        kv_bytes (int | None | Unset): Bytes of keys and values together one (tenant, plugin) KV scope may
+            hold.
+        kv_entries (int | None | Unset): KV entries one (tenant, plugin) scope may hold.
         memory_bytes (int | None | Unset): Linear memory cap in bytes.
     """
 
     deadline: None | str | Unset = UNSET
     fuel: int | None | Unset = UNSET
+    kv_bytes: int | None | Unset = UNSET
+    kv_entries: int | None | Unset = UNSET
     memory_bytes: int | None | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
@@ -37,6 +42,18 @@ class PluginLimits:
         else:
             fuel = self.fuel
 
+        kv_bytes: int | None | Unset
+        if isinstance(self.kv_bytes, Unset):
+            kv_bytes = UNSET
+        else:
+            kv_bytes = self.kv_bytes
+
+        kv_entries: int | None | Unset
+        if isinstance(self.kv_entries, Unset):
+            kv_entries = UNSET
+        else:
+            kv_entries = self.kv_entries
+
         memory_bytes: int | None | Unset
         if isinstance(self.memory_bytes, Unset):
             memory_bytes = UNSET
@@ -50,6 +67,10 @@ class PluginLimits:
             field_dict["deadline"] = deadline
         if fuel is not UNSET:
             field_dict["fuel"] = fuel
+        if kv_bytes is not UNSET:
+            field_dict["kv_bytes"] = kv_bytes
+        if kv_entries is not UNSET:
+            field_dict["kv_entries"] = kv_entries
         if memory_bytes is not UNSET:
             field_dict["memory_bytes"] = memory_bytes
 
@@ -77,6 +98,24 @@ class PluginLimits:
 
         fuel = _parse_fuel(d.pop("fuel", UNSET))
 
+        def _parse_kv_bytes(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        kv_bytes = _parse_kv_bytes(d.pop("kv_bytes", UNSET))
+
+        def _parse_kv_entries(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        kv_entries = _parse_kv_entries(d.pop("kv_entries", UNSET))
+
         def _parse_memory_bytes(data: object) -> int | None | Unset:
             if data is None:
                 return data
@@ -89,6 +128,8 @@ class PluginLimits:
         plugin_limits = cls(
             deadline=deadline,
             fuel=fuel,
+            kv_bytes=kv_bytes,
+            kv_entries=kv_entries,
             memory_bytes=memory_bytes,
         )
 
