@@ -245,7 +245,9 @@ def on_request(req):
     let p = rt
         .load_python("counter", source.as_bytes(), limits)
         .unwrap();
-    let other = rt.load_python("other", source.as_bytes(), limits).unwrap();
+    let other = rt
+        .load_python("other", source.as_bytes(), limits.max_kv_bytes(10))
+        .unwrap();
     let call = |plugin: &cog_sandbox::Plugin, tenant: &str, op: &str, value: &str| {
         let mut ex = exchange(tenant);
         ex.request_headers.insert("x-op", op.parse().unwrap());
@@ -286,6 +288,16 @@ def on_request(req):
     assert_eq!(kv.len(&scope), 5);
     assert_eq!(call(&p, "acme", "delete", "").unwrap(), "True");
     assert_eq!(call(&p, "acme", "delete", "").unwrap(), "False");
+    // Entries of 2 + 1 bytes under a 10-byte scope: three fit.
+    assert_eq!(
+        call(&other, "acme", "many", ""),
+        Err(PluginError::KvLimit("scope at its byte limit"))
+    );
+    let scope = KvScope {
+        tenant: "acme".into(),
+        plugin: "other".into(),
+    };
+    assert_eq!((kv.len(&scope), kv.bytes(&scope)), (3, 9));
 }
 
 #[test]
