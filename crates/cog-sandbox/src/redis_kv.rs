@@ -31,6 +31,8 @@ if t ~= 'hash' then
   if t ~= 'none' then redis.call('DEL', KEYS[1]) end
   redis.call('DEL', KEYS[2])
 end
+local ct = redis.call('TYPE', KEYS[2])['ok']
+if ct ~= 'string' and ct ~= 'none' then redis.call('DEL', KEYS[2]) end
 local size = tonumber(redis.call('GET', KEYS[2]) or '')
 if t == 'hash' and size == nil then
   size = 0
@@ -55,16 +57,19 @@ redis.call('SET', KEYS[2], after)
 return 0
 ";
 
-/// Deletes a field, keeping the byte count (when there is one) right.
+/// Deletes a field, keeping the byte count (when there is one) right; a
+/// count that is not a number is dropped, to be counted again.
 const DELETE_LUA: &str = r"
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'hash' then return 0 end
 local len = redis.call('HSTRLEN', KEYS[1], ARGV[1])
 local n = redis.call('HDEL', KEYS[1], ARGV[1])
 if n == 1 and redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('EXISTS', KEYS[1]) == 0 then
+  local ct = redis.call('TYPE', KEYS[2])['ok']
+  local size = ct == 'string' and tonumber(redis.call('GET', KEYS[2])) or nil
+  if size == nil or redis.call('EXISTS', KEYS[1]) == 0 then
     redis.call('DEL', KEYS[2])
   else
-    redis.call('DECRBY', KEYS[2], #ARGV[1] + len)
+    redis.call('SET', KEYS[2], size - #ARGV[1] - len)
   end
 end
 return n

@@ -204,13 +204,29 @@ async fn the_byte_limit_holds_in_redis_whatever_happens_to_its_count() {
         // 65 − 10 (k0 emptied) − 12 (k1 gone) = 43.
         assert_eq!(count(), Reply::Bulk(Some(b"43".to_vec())));
 
-        // The count evicted, then garbled: counted again from the hash.
-        for garble in [&["DEL", &size][..], &["SET", &size, "lots"][..]] {
+        // The count evicted, or garbled (not a number, not a string):
+        // counted again from the hash.
+        let garbles = [
+            &["DEL", &size][..],
+            &["SET", &size, "lots"][..],
+            &["HSET", &size, "f", "v"][..],
+        ];
+        for garble in garbles {
+            srv.command(&["DEL", &size]).unwrap();
             srv.command(garble).unwrap();
             assert_eq!(
                 kv.set(&s, b"k9", b"0123456789012345678901", quota(66)),
                 Err(BytesFull)
             );
+            assert_eq!(count(), Reply::Bulk(Some(b"43".to_vec())), "{garble:?}");
+        }
+        // A delete while it is garbled drops it; the next set counts again.
+        for garble in &garbles[1..] {
+            srv.command(&["DEL", &size]).unwrap();
+            srv.command(garble).unwrap();
+            assert!(kv.delete(&s, b"k5").unwrap(), "{garble:?}");
+            assert_eq!(srv.command(&["EXISTS", &size]).unwrap(), Reply::Int(0));
+            kv.set(&s, b"k5", b"012", quota(65)).unwrap();
             assert_eq!(count(), Reply::Bulk(Some(b"43".to_vec())), "{garble:?}");
         }
         kv.set(&s, b"k9", b"012345678901234567890", quota(66))
