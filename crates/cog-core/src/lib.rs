@@ -11,6 +11,8 @@
 //!   serve now" (an outage for failure policies), not a bug.
 //! - [`route::template`]: the route a router matched (`MatchedRoute`, or
 //!   axum's `MatchedPath`).
+//! - [`peer::addr`]: the address of a request's peer (`PeerAddr`,
+//!   `SocketAddr`, or axum's `ConnectInfo`).
 //! - [`text::push_u64`]: decimal numbers into header values without
 //!   `write!` (on every response).
 //! - [`inner_service!`]: `get_ref` / `get_mut` / `into_inner` for a
@@ -23,6 +25,7 @@
 pub mod breaker;
 pub mod future;
 pub mod keys;
+pub mod peer;
 pub mod placement;
 pub mod redis;
 pub mod route;

@@ -159,14 +159,23 @@ impl KeyExtractor for ApiKey {
 /// The client's IP address: the connection's peer, or — behind trusted
 /// proxies — the address they report in `X-Forwarded-For`.
 ///
-/// The peer address is read from a [`SocketAddr`] or [`PeerAddr`] request
-/// extension (hyper-util and most servers can be set up to add one; with
-/// axum, copy `ConnectInfo<SocketAddr>` into a `PeerAddr`).
+/// The peer address is read from a [`PeerAddr`] or [`SocketAddr`] request
+/// extension, or (feature `axum`) axum's `ConnectInfo<SocketAddr>`, which
+/// `into_make_service_with_connect_info::<SocketAddr>()` adds; other
+/// servers can be set up to add one of the first two.
 ///
 /// With `trusted_hops(n)`, the last `n` hops before us are trusted
 /// proxies: the client is the `n`-th address from the right of
 /// `X-Forwarded-For` + peer. Addresses a client puts further left are
 /// ignored, so a client cannot choose its own key by sending the header.
+///
+/// An IPv6 client is keyed by its `/64` network by default: a host
+/// usually holds a whole `/64` and can pick any address in it, so a key
+/// per address would let one client mint 2^64 of them and never be
+/// limited. [`ipv6_prefix`](Self::ipv6_prefix) widens or narrows that
+/// (`128`: each address apart); [`ipv4_prefix`](Self::ipv4_prefix) groups
+/// IPv4 clients the same way (default `32`, each address apart). An IPv4
+/// address mapped into IPv6 (`::ffff:a.b.c.d`) is taken as the IPv4 one.
 ///
 /// When the client's address cannot be told — no peer address extension,
 /// fewer `X-Forwarded-For` entries than trusted hops, an entry that is not
@@ -174,10 +183,23 @@ impl KeyExtractor for ApiKey {
 /// unlimited by accident: by default all such requests share one subject
 /// (`"unknown"`, one bucket for every unidentifiable client);
 /// [`when_unknown`](Self::when_unknown) can refuse them instead.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct PeerIp {
     trusted_hops: usize,
     unknown: UnknownClient,
+    ipv4_prefix: u8,
+    ipv6_prefix: u8,
+}
+
+impl Default for PeerIp {
+    fn default() -> Self {
+        PeerIp {
+            trusted_hops: 0,
+            unknown: UnknownClient::default(),
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+        }
+    }
 }
 
 /// What [`PeerIp`] does with a request whose client address cannot be
@@ -198,9 +220,9 @@ pub enum UnknownClient {
 /// The subject [`PeerIp`] shares among clients it cannot tell apart.
 pub const UNKNOWN_CLIENT: &str = "unknown";
 
-/// The remote address of a request's connection, as a request extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
+/// The remote address of a request's connection, as a request extension
+/// (shared with cog-trace, which records it as `client.address`).
+pub use cog_core::peer::PeerAddr;
 
 impl PeerIp {
     /// The connection's peer address; `X-Forwarded-For` is ignored.
@@ -221,15 +243,49 @@ impl PeerIp {
         self
     }
 
+    /// Keys IPv6 clients by their first `bits` bits (default 64; 128 keys
+    /// each address apart; more than 128 is taken as 128). The subject is
+    /// the network, e.g. `"2001:db8:1:2::/64"`, or the bare address at 128.
+    pub fn ipv6_prefix(mut self, bits: u8) -> Self {
+        self.ipv6_prefix = bits.min(128);
+        self
+    }
+
+    /// Keys IPv4 clients by their first `bits` bits (default 32: each
+    /// address apart; more than 32 is taken as 32). The subject is the
+    /// network, e.g. `"192.0.2.0/24"`, or the bare address at 32.
+    pub fn ipv4_prefix(mut self, bits: u8) -> Self {
+        self.ipv4_prefix = bits.min(32);
+        self
+    }
+
+    /// The subject of a client address: the address, or its network under
+    /// the configured prefix.
+    fn key_of(&self, ip: IpAddr) -> String {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) if self.ipv4_prefix >= 32 => v4.to_string(),
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.ipv4_prefix));
+                let net = std::net::Ipv4Addr::from(v4.to_bits() & mask.unwrap_or(0));
+                format!("{net}/{}", self.ipv4_prefix)
+            }
+            IpAddr::V6(v6) if self.ipv6_prefix >= 128 => v6.to_string(),
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.ipv6_prefix));
+                let net = std::net::Ipv6Addr::from(v6.to_bits() & mask.unwrap_or(0));
+                format!("{net}/{}", self.ipv6_prefix)
+            }
+        }
+    }
+
     /// The client address under this trust setting; `None` when it cannot
     /// be told (see the type docs).
     pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
-        let peer = parts
-            .extensions
-            .get::<PeerAddr>()
-            .map(|p| p.0)
-            .or_else(|| parts.extensions.get::<SocketAddr>().copied())?
-            .ip();
+        let Some(peer) = cog_core::peer::addr(parts) else {
+            no_peer_address();
+            return None;
+        };
+        let peer = peer.ip();
         if self.trusted_hops == 0 {
             return Some(peer);
         }
@@ -252,6 +308,21 @@ impl PeerIp {
     }
 }
 
+/// Says once per process that a request came without a peer address: the
+/// server adds none of the extensions [`PeerIp`] reads, and every client
+/// is then "unknown" — one subject for all, or all refused.
+fn no_peer_address() {
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            target: "cog_ratelimit",
+            "PeerIp: a request has no peer address (no PeerAddr, SocketAddr or, with the \
+             `axum` feature, ConnectInfo<SocketAddr> extension); such clients cannot be \
+             told apart"
+        );
+    }
+}
+
 impl KeyExtractor for PeerIp {
     /// The client's address; for an unknown one, [`UNKNOWN_CLIENT`] unless
     /// [`when_unknown`](PeerIp::when_unknown) says otherwise (`None`).
@@ -264,9 +335,8 @@ impl KeyExtractor for PeerIp {
 
     fn subject(&self, parts: &Parts) -> Subject {
         match self.client_ip(parts) {
-            Some(IpAddr::V4(v4)) => Subject::Key(v4.to_string()),
-            // Canonical form, so one address has one key.
-            Some(IpAddr::V6(v6)) => Subject::Key(v6.to_canonical().to_string()),
+            // Canonical form, so one client has one key.
+            Some(ip) => Subject::Key(self.key_of(ip)),
             None => match self.unknown {
                 UnknownClient::Shared => Subject::Key(UNKNOWN_CLIENT.to_owned()),
                 UnknownClient::Reject => Subject::Reject,
@@ -361,6 +431,71 @@ mod tests {
         );
         let v6 = parts(&[], Some("[::ffff:1.2.3.4]:80"));
         assert_eq!(PeerIp::new().extract(&v6).unwrap(), "1.2.3.4");
+    }
+
+    /// An IPv6 client is one subject per `/64` by default — it can pick any
+    /// address there — and networks can be made wider or narrower, for
+    /// IPv4 too.
+    #[test]
+    fn clients_are_keyed_by_their_network() {
+        let key = |ip: PeerIp, peer: &str, xff: Option<&str>| {
+            let headers: Vec<(&str, &str)> =
+                xff.map(|x| ("x-forwarded-for", x)).into_iter().collect();
+            ip.extract(&parts(&headers, Some(peer))).unwrap()
+        };
+        let ip = PeerIp::new();
+        assert_eq!(
+            key(ip, "[2001:db8:1:2:aaaa::1]:80", None),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            key(ip, "[2001:db8:1:2:ffff:ffff:ffff:ffff]:80", None),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(key(ip, "[2001:db8:1:3::1]:80", None), "2001:db8:1:3::/64");
+        assert_eq!(
+            key(ip.trusted_hops(1), "[::1]:80", Some("2001:db8::5")),
+            "2001:db8::/64",
+            "a forwarded address is grouped too"
+        );
+        // IPv4, and IPv4 mapped into IPv6, stay one subject per address.
+        assert_eq!(key(ip, "1.2.3.4:80", None), "1.2.3.4");
+        assert_eq!(key(ip, "[::ffff:1.2.3.4]:80", None), "1.2.3.4");
+        for (bits, want) in [
+            (128, "2001:db8:1:2:aaaa::1"),
+            (200, "2001:db8:1:2:aaaa::1"),
+            (127, "2001:db8:1:2:aaaa::/127"),
+            (48, "2001:db8:1::/48"),
+            (1, "::/1"),
+            (0, "::/0"),
+        ] {
+            assert_eq!(
+                key(ip.ipv6_prefix(bits), "[2001:db8:1:2:aaaa::1]:80", None),
+                want,
+                "/{bits}"
+            );
+        }
+        assert_eq!(key(ip.ipv6_prefix(1), "[8001::1]:80", None), "8000::/1");
+        for (bits, want) in [
+            (32, "1.2.3.5"),
+            (33, "1.2.3.5"),
+            (31, "1.2.3.4/31"),
+            (24, "1.2.3.0/24"),
+            (1, "0.0.0.0/1"),
+            (0, "0.0.0.0/0"),
+        ] {
+            assert_eq!(
+                key(ip.ipv4_prefix(bits), "1.2.3.5:80", None),
+                want,
+                "/{bits}"
+            );
+            assert_eq!(
+                key(ip.ipv4_prefix(bits), "[::ffff:1.2.3.5]:80", None),
+                want,
+                "mapped /{bits}"
+            );
+        }
+        assert_eq!(key(ip.ipv4_prefix(1), "200.1.1.1:80", None), "128.0.0.0/1");
     }
 
     /// A client that cannot be told is never unlimited by accident: one

@@ -1,8 +1,6 @@
 //! HTTP semantic-convention attribute values shared by the server and
 //! client layers: the method table, addresses, sizes, the redacted query.
 
-use std::net::SocketAddr;
-
 use http::request::Parts;
 use http::{HeaderMap, Method, header};
 
@@ -101,24 +99,26 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     plausible.then_some((host, port))
 }
 
+/// `client.address`: the peer, or behind `trusted_hops` proxies the entry
+/// of `X-Forwarded-For` the farthest trusted one wrote. `None` without a
+/// peer address: the chain cannot be anchored then, and the entries the
+/// proxies wrote cannot be told from those a client sent.
 pub(crate) fn client_address(
     headers: &HeaderMap,
     parts: &Parts,
     trusted_hops: usize,
 ) -> Option<String> {
-    let peer = parts.extensions.get::<SocketAddr>().map(|a| a.ip());
+    let peer = cog_core::peer::addr(parts)?.ip();
     if trusted_hops == 0 {
-        return peer.map(|p| p.to_string());
+        return Some(peer.to_string());
     }
-    let mut chain: Vec<String> = Vec::new();
+    let mut chain: Vec<&str> = Vec::new();
     for v in headers.get_all("x-forwarded-for") {
-        chain.extend(v.to_str().ok()?.split(',').map(|s| s.trim().to_owned()));
+        chain.extend(v.to_str().ok()?.split(',').map(str::trim));
     }
-    if let Some(p) = peer {
-        chain.push(p.to_string());
-    }
-    let idx = chain.len().checked_sub(trusted_hops + 1)?;
-    chain.get(idx).cloned()
+    // The peer is the last hop, trusted too: `trusted_hops` back from it.
+    let idx = chain.len().checked_sub(trusted_hops)?;
+    Some(chain[idx].to_owned())
 }
 
 #[cfg(test)]
@@ -159,6 +159,38 @@ mod tests {
             let redacted = redact_query(q);
             assert_eq!(redacted, reference(q), "{q}");
             assert_eq!(redacted.capacity(), redacted.len(), "{q}");
+        }
+    }
+
+    #[test]
+    fn the_client_is_the_peer_or_the_farthest_trusted_proxy_s_entry() {
+        let parts = |xff: &[&str], peer: Option<&str>| {
+            let mut req = http::Request::builder();
+            for v in xff {
+                req = req.header("x-forwarded-for", *v);
+            }
+            let (mut parts, ()) = req.body(()).unwrap().into_parts();
+            if let Some(p) = peer {
+                parts
+                    .extensions
+                    .insert(p.parse::<std::net::SocketAddr>().unwrap());
+            }
+            parts
+        };
+        let at = |p: &Parts, hops| client_address(&p.headers, p, hops);
+        let p = parts(&["6.6.6.6, 1.2.3.4", "5.5.5.5"], Some("10.0.0.1:80"));
+        assert_eq!(at(&p, 0).as_deref(), Some("10.0.0.1"));
+        assert_eq!(at(&p, 1).as_deref(), Some("5.5.5.5"));
+        assert_eq!(at(&p, 2).as_deref(), Some("1.2.3.4"));
+        assert_eq!(at(&p, 3).as_deref(), Some("6.6.6.6"));
+        assert_eq!(at(&p, 4), None, "more hops trusted than there are");
+        let direct = parts(&[], Some("10.0.0.1:80"));
+        assert_eq!(at(&direct, 1), None);
+        // No peer: nothing anchors the chain, so no entry is trusted (a
+        // client's own `6.6.6.6` would otherwise pass for the client).
+        let no_peer = parts(&["6.6.6.6, 1.2.3.4"], None);
+        for hops in 0..4 {
+            assert_eq!(at(&no_peer, hops), None, "{hops}");
         }
     }
 

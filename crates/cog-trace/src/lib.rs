@@ -70,5 +70,6 @@ pub mod prometheus;
 mod propagation;
 pub mod server;
 
+pub use cog_core::peer::PeerAddr;
 pub use cog_core::route::MatchedRoute;
 pub use init::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};

@@ -233,7 +233,14 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = demo.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    // Served as `serve` serves it: with the peer's address.
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
 
     let (status, body) = post(addr, "/v1/complete", &key, r#"{"prompt":"trace me"}"#).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -250,6 +257,7 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
         root.parent_span_id().is_empty(),
         "the request starts the trace"
     );
+    assert_eq!(root.attr("client.address").as_deref(), Some("127.0.0.1"));
     let port = server.port().to_string();
     let to_redis: Vec<_> = all
         .iter()

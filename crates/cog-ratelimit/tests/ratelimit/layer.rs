@@ -318,6 +318,43 @@ async fn unknown_client_addresses_share_a_bucket_or_are_refused() {
     );
 }
 
+/// An IPv6 client cannot step around its limit by changing address
+/// within its `/64`; another `/64` is another client.
+#[tokio::test]
+async fn ipv6_clients_are_limited_by_network() {
+    use cog_ratelimit::extract::PeerIp;
+    let svc = RateLimitLayer::new(
+        MemoryStore::new(),
+        PeerIp::new(),
+        Quota::single(Limit::per_day(2)).unwrap(),
+    )
+    .layer(counting_service(Arc::default()));
+    let from = |peer: &str| {
+        let mut r = req(None);
+        r.extensions_mut()
+            .insert(peer.parse::<std::net::SocketAddr>().unwrap());
+        r
+    };
+    let mut got = Vec::new();
+    for peer in [
+        "[2001:db8:0:1::1]:4000",
+        "[2001:db8:0:1::2]:4000",
+        "[2001:db8:0:1:ffff::3]:4000",
+        "[2001:db8:0:2::1]:4000",
+    ] {
+        got.push(svc.clone().oneshot(from(peer)).await.unwrap().status());
+    }
+    assert_eq!(
+        got,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::OK
+        ]
+    );
+}
+
 /// A streaming response holds its concurrency slot until its body ends
 /// (or is dropped), not just until its headers are out.
 #[tokio::test]
@@ -390,6 +427,53 @@ async fn route_keys_on_the_matched_template() {
     );
     // Another route has its own limit.
     assert_eq!(get("/v1/users/1").await.unwrap().status(), StatusCode::OK);
+}
+
+/// `GET /` to `server` over a connection from `from` (any 127.0.0.0/8
+/// address is this machine's): the status code.
+async fn get_from(from: &str, server: std::net::SocketAddr) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(server).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    answer[9..12].parse().unwrap()
+}
+
+/// Behind axum served with connect info, `PeerIp` reads the peer from
+/// axum's `ConnectInfo` (nothing to copy): clients are told apart, none
+/// is "unknown".
+#[tokio::test]
+async fn peer_ip_reads_axum_connect_info() {
+    use axum::Router;
+    use axum::routing::get;
+    use cog_ratelimit::extract::{PeerIp, UnknownClient};
+
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(RateLimitLayer::new(
+            MemoryStore::new(),
+            PeerIp::new().when_unknown(UnknownClient::Reject),
+            Quota::single(Limit::per_day(1)).unwrap(),
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    assert_eq!(get_from("127.0.0.1", addr).await, 200);
+    assert_eq!(get_from("127.0.0.1", addr).await, 429);
+    assert_eq!(get_from("127.0.0.2", addr).await, 200, "another client");
 }
 
 #[tokio::test]

@@ -151,7 +151,9 @@ impl TraceLayer {
     }
 
     /// Trusts `hops` proxies in front of the service for `client.address`
-    /// (from `X-Forwarded-For`); by default only the peer address counts.
+    /// (from `X-Forwarded-For`); by default only the peer address counts:
+    /// a [`PeerAddr`](crate::PeerAddr) or `SocketAddr` request
+    /// extension, or (feature `axum`) axum's `ConnectInfo<SocketAddr>`.
     pub fn trusted_hops(mut self, hops: usize) -> Self {
         self.shared.trusted_hops = hops;
         self

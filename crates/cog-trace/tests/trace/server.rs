@@ -364,6 +364,61 @@ async fn the_matched_route_names_the_span_by_default() {
     assert_eq!(unrouted.attr("http.route"), None);
 }
 
+/// `client.address` is the peer however the server hands it over: axum's
+/// `ConnectInfo` (served for real, with connect info), or a `PeerAddr`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_address_is_read_from_axum_connect_info_or_a_peer_addr() {
+    use http::{Request, Response};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::{ServiceExt, service_fn};
+    type Body = http_body_util::Full<bytes::Bytes>;
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let guard = config(&receiver, false, &[]).build().unwrap();
+
+    let app = axum::Router::new()
+        .route("/items/{id}", axum::routing::get(|| async { "item" }))
+        .layer(cog_trace::server::TraceLayer::from_guard(&guard));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    // From another loopback address than the server's.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /items/7 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+
+    let svc = cog_trace::server::TraceLayer::from_guard(&guard).layer(service_fn(
+        |_req: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Body::default()))
+        },
+    ));
+    let mut req = Request::get("/peer").body(Body::default()).unwrap();
+    req.extensions_mut()
+        .insert(cog_trace::PeerAddr("[2001:db8::9]:4000".parse().unwrap()));
+    svc.oneshot(req).await.unwrap();
+
+    let spans = spans(&guard, &receiver, 2).await;
+    let served = spans
+        .iter()
+        .find(|s| s.name() == "GET /items/{id}")
+        .unwrap();
+    assert_eq!(served.attr("client.address").as_deref(), Some("127.0.0.3"));
+    let peer = spans.iter().find(|s| s.name() == "GET").unwrap();
+    assert_eq!(peer.attr("client.address").as_deref(), Some("2001:db8::9"));
+}
+
 #[tokio::test]
 async fn the_services_are_built_directly_or_through_their_layers() {
     use cog_trace::client::ClientTrace;
