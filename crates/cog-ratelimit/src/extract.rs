@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use http::request::Parts;
-use http::{HeaderName, header};
+use http::{HeaderName, Method, header};
 use sha2::{Digest, Sha256};
 
 /// Picks the subject a request is counted against.
@@ -354,6 +354,9 @@ impl KeyExtractor for PeerIp {
 /// [`MatchedRoute`] extension, or (feature `axum`) axum's `MatchedPath` —
 /// so `/v1/items/1` and `/v1/items/2` share one limit, and a client cannot
 /// mint subjects by varying the path. Without either, the raw path.
+/// Methods outside RFC 9110's (and `PATCH`) are all `_OTHER`, as in
+/// OpenTelemetry's `http.request.method`: a client cannot mint subjects by
+/// inventing methods either.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Route;
 
@@ -364,7 +367,19 @@ pub use cog_core::route::MatchedRoute;
 impl KeyExtractor for Route {
     fn extract(&self, parts: &Parts) -> Option<String> {
         let route = route_template(parts).unwrap_or(parts.uri.path());
-        Some(format!("{} {route}", parts.method))
+        let method = match parts.method {
+            Method::GET
+            | Method::HEAD
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::CONNECT
+            | Method::OPTIONS
+            | Method::TRACE
+            | Method::PATCH => parts.method.as_str(),
+            _ => "_OTHER",
+        };
+        Some(format!("{method} {route}"))
     }
 }
 
@@ -563,6 +578,24 @@ mod tests {
             .extensions
             .insert(MatchedRoute("/v1/items/{id}".into()));
         assert_eq!(Route.extract(&templated).unwrap(), "GET /v1/items/{id}");
+        // Every standard method is itself; any other is one `_OTHER`.
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            templated.method = m.parse().unwrap();
+            assert_eq!(
+                Route.extract(&templated).unwrap(),
+                format!("{m} /v1/items/{{id}}")
+            );
+        }
+        for m in ["FOO", "get", "PROPFIND"] {
+            templated.method = m.parse().unwrap();
+            assert_eq!(
+                Route.extract(&templated).unwrap(),
+                "_OTHER /v1/items/{id}",
+                "{m}"
+            );
+        }
         assert_eq!(
             (h.clone(), Route).extract(&p).unwrap(),
             "4:acme|GET /v1/items"
