@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,7 +29,9 @@ use crate::{Limits, PluginError};
 /// cap lives in the engine's tunables). Compiled modules are cached in
 /// memory by the wasm's SHA-256 and the limits that shape the compiled
 /// code — at most [`max_compiled`](Self::max_compiled) of them — and, with
-/// [`artifact_dir`](Self::artifact_dir), on disk.
+/// [`artifact_dir`](Self::artifact_dir), on disk — at most
+/// [`max_artifacts`](Self::max_artifacts) files there, the least recently
+/// used going first.
 ///
 /// An artifact on disk is native code: loading one is running it. Each is
 /// authenticated with an HMAC-SHA256 under the runtime's
@@ -47,6 +49,7 @@ struct RuntimeInner {
     compiled: Mutex<HashMap<[u8; 32], Arc<Compiled>>>,
     max_compiled: usize,
     artifact_dir: Option<PathBuf>,
+    max_artifacts: usize,
     artifact_key: [u8; 32],
     artifacts: Arc<ArtifactCounters>,
     kv: Arc<dyn KvStore>,
@@ -98,6 +101,13 @@ pub struct PythonStats {
 /// Compiled modules kept by default.
 const MAX_COMPILED: usize = 256;
 
+/// Artifacts kept in the artifact directory by default.
+const MAX_ARTIFACTS: usize = 1024;
+
+/// How old a writer's temporary file must be before it is taken for one a
+/// crashed process left (a write takes well under a second).
+const STALE_WRITE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 impl Default for Runtime {
     fn default() -> Self {
         Self::new()
@@ -112,6 +122,7 @@ impl Runtime {
                 compiled: Mutex::new(HashMap::new()),
                 max_compiled: MAX_COMPILED,
                 artifact_dir: None,
+                max_artifacts: MAX_ARTIFACTS,
                 // Per runtime: artifacts from another process are refused
                 // unless a key is configured.
                 artifact_key: rand::random(),
@@ -129,6 +140,7 @@ impl Runtime {
                 compiled: Mutex::new(shared.compiled.lock().clone()),
                 max_compiled: shared.max_compiled,
                 artifact_dir: shared.artifact_dir.clone(),
+                max_artifacts: shared.max_artifacts,
                 artifact_key: shared.artifact_key,
                 artifacts: shared.artifacts.clone(),
                 kv: shared.kv.clone(),
@@ -153,6 +165,19 @@ impl Runtime {
     pub fn artifact_dir(self, dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         self.with(|i| i.artifact_dir = Some(dir))
+    }
+
+    /// Keeps at most `n` artifacts in the [artifact
+    /// directory](Self::artifact_dir) (default 1024). Each plugin version
+    /// and each set of limits it is loaded under is a file of native code
+    /// (the Python interpreter's, tens of megabytes), and a refused upload
+    /// is compiled too: past `n`, writing one removes those used least
+    /// recently (a load from the directory counts as a use), so a
+    /// directory shared by a fleet stays bounded however tenants churn
+    /// their plugins. A writer's temporary file a crash left behind is
+    /// removed after an hour. Other files there are never touched.
+    pub fn max_artifacts(self, n: usize) -> Self {
+        self.with(|i| i.max_artifacts = n.max(1))
     }
 
     /// Authenticates artifacts with `key` (any length; use 32 random bytes
@@ -346,7 +371,8 @@ impl Runtime {
     /// this runtime's key for exactly this cache key; `None` (compile
     /// instead) on any doubt.
     fn load_artifact(&self, key: &[u8; 32], engine: &Engine) -> Option<Module> {
-        let bytes = std::fs::read(self.artifact_path(key)?).ok()?;
+        let path = self.artifact_path(key)?;
+        let bytes = std::fs::read(&path).ok()?;
         let counters = &self.inner.artifacts;
         let authentic = bytes
             .strip_prefix(ARTIFACT_MAGIC)
@@ -368,6 +394,10 @@ impl Runtime {
         #[allow(unsafe_code)]
         let module = unsafe { Module::deserialize(engine, payload) }.ok()?;
         counters.loaded.fetch_add(1, Ordering::Relaxed);
+        // Used now: the last to go when the directory is pruned.
+        if let Ok(file) = std::fs::File::open(&path) {
+            let _ = file.set_modified(std::time::SystemTime::now());
+        }
         Some(module)
     }
 
@@ -393,10 +423,54 @@ impl Runtime {
         match written {
             Ok(()) => {
                 self.inner.artifacts.written.fetch_add(1, Ordering::Relaxed);
+                if let Some(dir) = path.parent() {
+                    self.prune_artifacts(dir, &path);
+                }
             }
             Err(e) => {
                 tracing::warn!(target: "cog_sandbox", error = %e, "could not store a compiled plugin");
                 let _ = std::fs::remove_file(&tmp);
+            }
+        }
+    }
+}
+
+impl Runtime {
+    /// Keeps `dir` within [`max_artifacts`](Self::max_artifacts), `written`
+    /// (the artifact just written) among them: the others used least
+    /// recently go first. Removes writers' temporary files older than
+    /// [`STALE_WRITE`]. Files of other names are left alone; a file another
+    /// process removes first is no error.
+    fn prune_artifacts(&self, dir: &Path, written: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let now = std::time::SystemTime::now();
+        let mut others = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) else {
+                continue;
+            };
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("cogmod") if path != written => others.push((modified, path)),
+                Some(ext)
+                    if ext.starts_with("tmp")
+                        && now
+                            .duration_since(modified)
+                            .is_ok_and(|age| age > STALE_WRITE) =>
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+                _ => {}
+            }
+        }
+        let keep = self.inner.max_artifacts - 1;
+        if others.len() > keep {
+            // Oldest first (ties by name, so every process agrees).
+            others.sort();
+            for (_, path) in &others[..others.len() - keep] {
+                let _ = std::fs::remove_file(path);
             }
         }
     }

@@ -785,6 +785,73 @@ fn compiled_modules_are_bounded() {
     }
 }
 
+/// The artifact directory is bounded too: a stream of distinct modules
+/// leaves at most `max_artifacts` files, the ones used least recently
+/// (written, or loaded from the directory) removed first; a temporary file
+/// a crashed writer left is removed once old; other files stay.
+#[test]
+fn the_artifact_directory_is_bounded_least_recently_used_first() {
+    use std::time::{Duration, SystemTime};
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let runtime = || {
+        Runtime::new()
+            .artifact_dir(dir.path())
+            .artifact_key(b"k")
+            .max_artifacts(3)
+    };
+    let artifacts = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cogmod"))
+            .collect()
+    };
+    let ago = |secs: u64| SystemTime::now() - Duration::from_secs(secs);
+    let touch = |p: &std::path::Path, at: SystemTime| {
+        std::fs::File::open(p).unwrap().set_modified(at).unwrap();
+    };
+    for (name, age) in [
+        ("crashed.tmp4242", 7200),
+        ("writing.tmp4343", 10),
+        ("notes.txt", 7200),
+    ] {
+        std::fs::write(path(name), b"x").unwrap();
+        touch(&path(name), ago(age));
+    }
+    let module = |i: usize| on_request(&format!("(drop (i32.const {i}))"));
+    // Three modules, three files, each written at a known time.
+    let rt = runtime();
+    let mut files = Vec::new();
+    for i in 0..3 {
+        let before = artifacts();
+        drop(load(&rt, &module(i), Limits::default()));
+        let new: Vec<_> = artifacts().difference(&before).cloned().collect();
+        assert_eq!(new.len(), 1, "module {i}");
+        touch(&new[0], ago(300 - 100 * i as u64));
+        files.push(new[0].clone());
+    }
+    // Module 0, the oldest, is loaded from the directory: used now.
+    let again = runtime();
+    drop(load(&again, &module(0), Limits::default()));
+    assert_eq!(again.artifact_stats().loaded, 1);
+    // A fourth: the least recently used (module 1) goes.
+    drop(load(&again, &module(3), Limits::default()));
+    let now = artifacts();
+    assert_eq!(now.len(), 3, "{now:?}");
+    assert!(!now.contains(&files[1]), "module 1 was used least recently");
+    assert!(now.contains(&files[0]) && now.contains(&files[2]));
+    assert!(!path("crashed.tmp4242").exists(), "a crashed write's file");
+    assert!(path("writing.tmp4343").exists(), "a write in progress");
+    assert!(path("notes.txt").exists(), "not ours");
+    // Many more: never past the bound.
+    for i in 10..20 {
+        drop(load(&again, &module(i), Limits::default()));
+        assert!(artifacts().len() <= 3);
+    }
+    assert!(artifacts().len() == 3);
+}
+
 /// Idle instances are bounded for the whole process, not per thread:
 /// many blocking threads each serving many tenants keep at most 256.
 #[test]
