@@ -589,7 +589,7 @@ impl Control {
         check_plugin(lang, bytes)?;
         let digest = crate::digest(bytes);
         self.store.put_blob(&digest, bytes).await?;
-        let out = self
+        let written = self
             .write("plugin.install", name, |s| {
                 let old = s.spec.plugins.get(name);
                 let created = old.is_none();
@@ -601,7 +601,16 @@ impl Control {
                 s.spec.plugins.insert(name.to_owned(), spec.clone());
                 Ok((spec, created))
             })
-            .await?;
+            .await;
+        let out = match written {
+            Ok(out) => out,
+            Err(e) => {
+                // Refused (invalid, stale, …): the bytes stored for it
+                // would be referred to by nothing, and kept for ever.
+                self.delete_unreferenced(vec![digest]).await;
+                return Err(e);
+            }
+        };
         // Again (idempotent): a writer that dropped the last other
         // reference to these bytes before this commit may have deleted
         // them in between.
@@ -668,15 +677,50 @@ impl Control {
         prune: bool,
     ) -> Result<Vec<Change>, ControlError> {
         desired.validate()?;
+        // Only bytes a plugin of `desired` names are stored, each checked
+        // first: nothing is stored for a document refused here.
+        let mut named = Vec::new();
         for (digest, bytes) in blobs {
-            let lang = desired
-                .plugins
-                .values()
-                .find(|p| p.digest == *digest)
-                .map_or(PluginLang::Wasm, |p| p.lang);
-            check_plugin(lang, bytes)?;
+            let Some(p) = desired.plugins.values().find(|p| p.digest == *digest) else {
+                continue;
+            };
+            if crate::digest(bytes) != *digest {
+                return Err(Invalid::new(
+                    "blobs",
+                    format!("the bytes given for {digest} have another digest"),
+                )
+                .into());
+            }
+            check_plugin(p.lang, bytes)?;
+            named.push((digest, bytes));
+        }
+        for (digest, bytes) in &named {
             self.store.put_blob(digest, bytes).await?;
         }
+        let applied = self.apply_stored(desired, blobs, prune).await;
+        if applied.is_err() {
+            // Refused (invalid, stale, …): the bytes just stored would be
+            // referred to by nothing, and kept for ever.
+            let digests = named.iter().map(|(d, _)| (*d).clone()).collect();
+            self.delete_unreferenced(digests).await;
+            return applied;
+        }
+        // Again (idempotent), as in `install_plugin_with`: a writer that
+        // dropped the last other reference to these bytes before this
+        // commit may have deleted them in between.
+        for (digest, bytes) in &named {
+            self.store.put_blob(digest, bytes).await?;
+        }
+        applied
+    }
+
+    /// [`apply`](Self::apply) once the given bytes are stored.
+    async fn apply_stored(
+        &self,
+        desired: &Spec,
+        blobs: &BTreeMap<String, Vec<u8>>,
+        prune: bool,
+    ) -> Result<Vec<Change>, ControlError> {
         for (name, p) in &desired.plugins {
             if !blobs.contains_key(&p.digest) && self.store.get_blob(&p.digest).await?.is_none() {
                 return Err(Invalid::new(

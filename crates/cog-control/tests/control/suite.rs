@@ -621,6 +621,7 @@ both_stores!(
     a_tenants_limits_with_its_plan_make_one_quota,
     apply_and_diff,
     unreferenced_plugin_bytes_are_deleted,
+    refused_writes_keep_no_plugin_bytes,
     writes_from_a_read_state,
     a_write_from_a_current_state_reads_nothing_more,
     a_deleted_plan_leaves_its_plugins_on_the_others,
@@ -715,6 +716,77 @@ async fn unreferenced_plugin_bytes_are_deleted((store, _): Pair) {
     assert!(store.get_blob(&second).await.unwrap().is_some());
     c.delete_plugin("b").await.unwrap();
     assert!(store.get_blob(&second).await.unwrap().is_none());
+}
+
+/// A write that is refused keeps none of the bytes it stored first — an
+/// install or an apply that is invalid or stale would otherwise leave them
+/// in the store, named by nothing, for ever — while bytes a plugin still
+/// names stay. `apply` stores only the bytes its document names, and only
+/// under their own digest.
+async fn refused_writes_keep_no_plugin_bytes((store, _): Pair) {
+    use cog_control::PluginLang;
+    let c = Control::new(store.clone());
+    c.create_plan("free", plan("rps=10/1s")).await.unwrap();
+    // Still valid modules, other bytes: a custom section each.
+    let bytes = |tag: u8| [EMPTY_WASM, &[0, 2, 1, tag]].concat();
+    let stored = |b: &[u8]| {
+        let store = store.clone();
+        let digest = cog_control::digest(b);
+        async move { store.get_blob(&digest).await.unwrap().is_some() }
+    };
+    let to_missing_plan = |p: &mut PluginSpec| p.attach.plans = vec!["missing".into()];
+
+    // Invalid: attached to a plan that does not exist.
+    let e = c
+        .install_plugin_with("p", &bytes(b'a'), PluginLang::Wasm, to_missing_plan)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ControlError::Invalid(_)), "{e}");
+    assert!(!stored(&bytes(b'a')).await);
+    // Stale: the store moved past the revision the write was made for.
+    let revision = c.state().await.unwrap().revision;
+    c.create_plan("pro", plan("rps=20/1s")).await.unwrap();
+    let stale = c.clone().if_revision(Some(revision));
+    stale
+        .install_plugin_with("p", &bytes(b'b'), PluginLang::Wasm, |_| {})
+        .await
+        .unwrap_err();
+    assert!(!stored(&bytes(b'b')).await);
+    // Bytes an installed plugin names stay when another install of them
+    // is refused.
+    c.install_plugin_with("kept", &bytes(b'c'), PluginLang::Wasm, |_| {})
+        .await
+        .unwrap();
+    c.install_plugin_with("p", &bytes(b'c'), PluginLang::Wasm, to_missing_plan)
+        .await
+        .unwrap_err();
+    assert!(stored(&bytes(b'c')).await);
+
+    // `apply`: refused after its bytes were stored (another plugin names
+    // bytes that are nowhere), nothing of them is kept.
+    let mut desired = c.state().await.unwrap().spec.clone();
+    let named = |b: &[u8]| PluginSpec {
+        digest: cog_control::digest(b),
+        ..Default::default()
+    };
+    desired.plugins.insert("q".into(), named(&bytes(b'd')));
+    desired.plugins.insert("r".into(), named(&bytes(b'e')));
+    let blobs = BTreeMap::from([(cog_control::digest(&bytes(b'd')), bytes(b'd'))]);
+    let e = c.apply(&desired, &blobs, false).await.unwrap_err();
+    assert!(e.to_string().contains("plugins.r.digest"), "{e}");
+    assert!(!stored(&bytes(b'd')).await);
+    // Bytes under a digest that is not theirs are refused.
+    desired.plugins.remove("r");
+    let forged = BTreeMap::from([(cog_control::digest(&bytes(b'd')), bytes(b'x'))]);
+    let e = c.apply(&desired, &forged, false).await.unwrap_err();
+    assert!(e.to_string().contains("another digest"), "{e}");
+    assert!(!stored(&bytes(b'd')).await && !stored(&bytes(b'x')).await);
+    // Accepted: its plugin's bytes are stored, bytes nothing names are not.
+    let mut blobs = blobs;
+    blobs.insert(cog_control::digest(&bytes(b'f')), bytes(b'f'));
+    c.apply(&desired, &blobs, false).await.unwrap();
+    assert!(stored(&bytes(b'd')).await);
+    assert!(!stored(&bytes(b'f')).await);
 }
 
 /// The file holds plugin configuration and the hashes of every key and
