@@ -850,6 +850,20 @@ fn the_artifact_directory_is_bounded_least_recently_used_first() {
         assert!(artifacts().len() <= 3);
     }
     assert!(artifacts().len() == 3);
+    // A lower bound over a fuller directory: down to it at the next write,
+    // the newest kept.
+    let newest = artifacts()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .unwrap();
+    let smaller = Runtime::new()
+        .artifact_dir(dir.path())
+        .artifact_key(b"k")
+        .max_artifacts(2);
+    drop(load(&smaller, &module(99), Limits::default()));
+    let left = artifacts();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&newest));
 }
 
 /// Idle instances are bounded for the whole process, not per thread:
