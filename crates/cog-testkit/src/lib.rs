@@ -40,6 +40,7 @@ mod client;
 mod metrics;
 pub mod openmetrics;
 mod otlp;
+pub mod peer;
 pub mod placement;
 mod proxy;
 mod redis;

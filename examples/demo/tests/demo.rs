@@ -230,17 +230,8 @@ async fn a_demo_request_is_one_trace_down_to_redis() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = demo.router.clone();
     // Served as `serve` serves it: with the peer's address.
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-    });
+    let addr = cog_testkit::peer::serve_with_peers(demo.router.clone()).await;
 
     let (status, body) = post(addr, "/v1/complete", &key, r#"{"prompt":"trace me"}"#).await;
     assert_eq!(status, StatusCode::OK, "{body}");

@@ -429,23 +429,6 @@ async fn route_keys_on_the_matched_template() {
     assert_eq!(get("/v1/users/1").await.unwrap().status(), StatusCode::OK);
 }
 
-/// `GET /` to `server` over a connection from `from` (any 127.0.0.0/8
-/// address is this machine's): the status code.
-async fn get_from(from: &str, server: std::net::SocketAddr) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut stream = socket.connect(server).await.unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    answer[9..12].parse().unwrap()
-}
-
 /// Behind axum served with connect info, `PeerIp` reads the peer from
 /// axum's `ConnectInfo` (nothing to copy): clients are told apart, none
 /// is "unknown".
@@ -454,6 +437,7 @@ async fn peer_ip_reads_axum_connect_info() {
     use axum::Router;
     use axum::routing::get;
     use cog_ratelimit::extract::{PeerIp, UnknownClient};
+    use cog_testkit::peer::{get_from, serve_with_peers};
 
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
@@ -462,18 +446,14 @@ async fn peer_ip_reads_axum_connect_info() {
             PeerIp::new().when_unknown(UnknownClient::Reject),
             Quota::single(Limit::per_day(1)).unwrap(),
         ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-    });
-    assert_eq!(get_from("127.0.0.1", addr).await, 200);
-    assert_eq!(get_from("127.0.0.1", addr).await, 429);
-    assert_eq!(get_from("127.0.0.2", addr).await, 200, "another client");
+    let addr = serve_with_peers(app).await;
+    assert_eq!(get_from("127.0.0.1", addr, "/").await, 200);
+    assert_eq!(get_from("127.0.0.1", addr, "/").await, 429);
+    assert_eq!(
+        get_from("127.0.0.2", addr, "/").await,
+        200,
+        "another client"
+    );
 }
 
 #[tokio::test]

@@ -369,7 +369,6 @@ async fn the_matched_route_names_the_span_by_default() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_address_is_read_from_axum_connect_info_or_a_peer_addr() {
     use http::{Request, Response};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tower::{ServiceExt, service_fn};
     type Body = http_body_util::Full<bytes::Bytes>;
     let receiver = OtlpReceiver::start().await.unwrap();
@@ -378,26 +377,12 @@ async fn the_client_address_is_read_from_axum_connect_info_or_a_peer_addr() {
     let app = axum::Router::new()
         .route("/items/{id}", axum::routing::get(|| async { "item" }))
         .layer(cog_trace::server::TraceLayer::from_guard(&guard));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .await
-    });
+    let addr = cog_testkit::peer::serve_with_peers(app).await;
     // From another loopback address than the server's.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
-    let mut stream = socket.connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /items/7 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(
+        cog_testkit::peer::get_from("127.0.0.3", addr, "/items/7").await,
+        200
+    );
 
     let svc = cog_trace::server::TraceLayer::from_guard(&guard).layer(service_fn(
         |_req: Request<Body>| async {
