@@ -100,14 +100,11 @@ pub(super) fn not_modified(stored: &Stored, headers: &HeaderMap) -> bool {
         let Some(etag) = stored.header(&header::ETAG) else {
             return false;
         };
-        let opaque = |t: &[u8]| -> Vec<u8> { t.strip_prefix(b"W/").unwrap_or(t).to_vec() };
-        let ours = opaque(etag.as_ref());
-        return headers.get_all(header::IF_NONE_MATCH).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-                .any(|t| t == b"*" || opaque(t) == ours)
-        });
+        let ours = etag.strip_prefix(b"W/").unwrap_or(etag);
+        return headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .any(|v| lists_tag(v.as_bytes(), ours));
     }
     let since = headers
         .get(header::IF_MODIFIED_SINCE)
@@ -116,6 +113,39 @@ pub(super) fn not_modified(stored: &Stored, headers: &HeaderMap) -> bool {
         .header(&header::LAST_MODIFIED)
         .and_then(|v| freshness::http_date(&HeaderValue::from_maybe_shared(v.clone()).ok()?));
     matches!((since, modified), (Some(s), Some(m)) if m <= s)
+}
+
+/// Whether an `If-None-Match` value lists `ours` (its opaque tag, weak
+/// prefix dropped), or is `*` — weak comparison (RFC 9110 §8.8.3.2). A
+/// quoted tag ends at its closing quote, commas inside it included
+/// (`etagc` allows them); an unquoted one, as some origins send, at the
+/// next comma.
+fn lists_tag(mut list: &[u8], ours: &[u8]) -> bool {
+    loop {
+        list = list.trim_ascii_start();
+        while let [b',', rest @ ..] = list {
+            list = rest.trim_ascii_start();
+        }
+        if list.is_empty() {
+            return false;
+        }
+        let tag = list.strip_prefix(b"W/").unwrap_or(list);
+        let (candidate, rest) = match tag.first() {
+            Some(b'"') => match tag[1..].iter().position(|&b| b == b'"') {
+                Some(end) => tag.split_at(end + 2),
+                None => (tag, &b""[..]),
+            },
+            _ => {
+                let end = tag.iter().position(|&b| b == b',').unwrap_or(tag.len());
+                let (token, rest) = tag.split_at(end);
+                (token.trim_ascii_end(), rest)
+            }
+        };
+        if candidate == b"*" || candidate == ours {
+            return true;
+        }
+        list = rest;
+    }
 }
 
 /// A response from a stored entry.
@@ -150,6 +180,32 @@ pub(super) fn answer<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_none_match_lists_are_read_tag_by_tag() {
+        let ours = br#""a,b""#;
+        for (list, listed) in [
+            (r#""a,b""#, true),
+            (r#"W/"a,b""#, true),
+            (r#""x", W/"a,b" , "y""#, true),
+            (r#" , ,"a,b","#, true),
+            (r#""a", "b""#, false),
+            (r#""a,b"#, false),
+            ("a,b", false),
+            ("*", true),
+            (r#""x", *"#, true),
+            ("", false),
+            (",,", false),
+        ] {
+            assert_eq!(lists_tag(list.as_bytes(), ours), listed, "{list}");
+        }
+        // Unquoted tags (some origins send them) compare up to a comma.
+        assert!(lists_tag(b"x, abc ,y", b"abc"));
+        assert!(lists_tag(b"W/abc", b"abc"));
+        assert!(!lists_tag(b"abcd", b"abc"));
+        assert!(lists_tag(br#""q", "abc""#, br#""abc""#));
+        assert!(!lists_tag(br#""q", "abc""#, br#""ab""#));
+    }
 
     #[test]
     fn cache_status_is_written_anew_when_kind_or_ttl_change() {
