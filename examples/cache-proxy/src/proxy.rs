@@ -67,8 +67,8 @@ pub(crate) async fn router(settings: Settings) -> Result<Router, BoxError> {
 }
 
 /// Sends `req` to `upstream` (same method, path, query, headers — `Host`
-/// included — and body, minus hop-by-hop fields); a `502` when the
-/// upstream cannot be reached.
+/// included — and body, minus hop-by-hop fields, plus this proxy in `Via`);
+/// a `502` when the upstream cannot be reached.
 async fn forward(
     client: &Client<HttpConnector, Body>,
     upstream: &Uri,
@@ -88,10 +88,12 @@ async fn forward(
         Err(_) => return bad_gateway(),
     };
     strip_hop_by_hop(&mut parts.headers);
+    add_via(&mut parts.headers, parts.version);
     match client.request(Request::from_parts(parts, body)).await {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            add_via(&mut parts.headers, parts.version);
             Response::from_parts(parts, body.map_err(BoxError::from).boxed())
         }
         Err(_) => bad_gateway(),
@@ -113,6 +115,18 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Appends this proxy to `Via` (RFC 9110 §7.6.3: every message a proxy
+/// forwards says so), after the protocol the message came in.
+fn add_via(headers: &mut http::HeaderMap, version: http::Version) {
+    let via = match version {
+        http::Version::HTTP_10 => "1.0 cog-cache-proxy",
+        http::Version::HTTP_2 => "2 cog-cache-proxy",
+        http::Version::HTTP_3 => "3 cog-cache-proxy",
+        _ => "1.1 cog-cache-proxy",
+    };
+    headers.append(header::VIA, http::HeaderValue::from_static(via));
 }
 
 fn bad_gateway() -> Response<BoxBody<Bytes, BoxError>> {

@@ -42,9 +42,14 @@ async fn post_item(headers: HeaderMap, body: AxumBytes) -> impl IntoResponse {
         .get("x-custom")
         .map_or("-", |v| v.to_str().unwrap())
         .to_owned();
+    let via: Vec<String> = headers
+        .get_all("via")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
     (
         StatusCode::CREATED,
-        [("x-echo", custom)],
+        [("x-echo", custom), ("x-via", via.join(", "))],
         format!("posted {}", String::from_utf8_lossy(&body)),
     )
 }
@@ -165,13 +170,20 @@ async fn the_proxy_caches_a_real_origin() {
             proxy,
             method.clone(),
             "/item",
-            &[("x-custom", "hi")],
+            &[("x-custom", "hi"), ("via", "1.0 edge")],
             "payload",
         )
         .await;
         assert_eq!(a.status, StatusCode::CREATED, "{method}");
         assert_eq!(a.body, "posted payload", "{method}");
         assert_eq!(a.headers["x-echo"], "hi", "{method}");
+        // Both ways, the proxy says it was there, after any proxy before.
+        assert_eq!(
+            a.headers["x-via"], "1.0 edge, 1.1 cog-cache-proxy",
+            "{method}"
+        );
+        let via: Vec<_> = a.headers.get_all("via").iter().collect();
+        assert_eq!(via, ["1.1 cog-cache-proxy"], "{method}");
         let a = send(&client, proxy, Method::GET, "/item", &[], "").await;
         assert_eq!(a.cache_status(), "cog; fwd=uri-miss; stored", "{method}");
     }
