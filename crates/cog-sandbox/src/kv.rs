@@ -88,6 +88,11 @@ pub trait KvStore: Send + Sync + 'static {
     -> Result<(), KvError>;
     /// Removes `key`; whether it was there.
     fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError>;
+    /// Removes everything `scope` holds; whether it held anything. The
+    /// control plane calls it for the scopes of a tenant or a plugin it
+    /// deletes (see `cog_control::Control::plugin_data`), so that a
+    /// tenant created later under the same id starts empty.
+    fn clear(&self, scope: &KvScope) -> Result<bool, KvError>;
 }
 
 /// One scope's entries, and their keys' and values' bytes.
@@ -152,6 +157,11 @@ impl MemoryKv {
     pub fn is_empty(&self, scope: &KvScope) -> bool {
         self.len(scope) == 0
     }
+
+    /// How many scopes hold data.
+    pub fn scopes(&self) -> usize {
+        self.scopes.lock().len()
+    }
 }
 
 impl KvStore for MemoryKv {
@@ -171,23 +181,47 @@ impl KvStore for MemoryKv {
         quota: KvQuota,
     ) -> Result<(), KvError> {
         let mut scopes = self.scopes.lock();
-        let entries = scopes.entry(scope.clone()).or_default();
-        let old = entries.size_of(key);
-        let new_key = !entries.map.contains_key(key);
-        let after = entries.bytes - old + key.len() + value.len();
-        if let Some(e) = quota.refuses(entries.map.len(), new_key, entries.bytes, after) {
+        let (entries, bytes, old, new_key) = match scopes.get(scope) {
+            Some(e) => (
+                e.map.len(),
+                e.bytes,
+                e.size_of(key),
+                !e.map.contains_key(key),
+            ),
+            None => (0, 0, 0, true),
+        };
+        let after = bytes - old + key.len() + value.len();
+        // A refused set leaves no empty scope behind.
+        if let Some(e) = quota.refuses(entries, new_key, bytes, after) {
             return Err(e);
         }
-        entries.insert(key.to_vec(), value.to_vec());
+        scopes
+            .entry(scope.clone())
+            .or_default()
+            .insert(key.to_vec(), value.to_vec());
         Ok(())
     }
 
     fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError> {
+        let mut scopes = self.scopes.lock();
+        let Some(entries) = scopes.get_mut(scope) else {
+            return Ok(false);
+        };
+        let found = entries.remove(key);
+        // The last key gone, the scope goes too: the map holds only
+        // scopes with data.
+        if entries.map.is_empty() {
+            scopes.remove(scope);
+        }
+        Ok(found)
+    }
+
+    fn clear(&self, scope: &KvScope) -> Result<bool, KvError> {
         Ok(self
             .scopes
             .lock()
-            .get_mut(scope)
-            .is_some_and(|s| s.remove(key)))
+            .remove(scope)
+            .is_some_and(|e| !e.map.is_empty()))
     }
 }
 
@@ -245,5 +279,39 @@ mod tests {
         kv.set(&s, b"e", b"", two).unwrap();
         assert_eq!(kv.len(&s), 2);
         assert_eq!(kv.bytes(&s), 4);
+    }
+
+    #[test]
+    fn the_memory_store_keeps_only_scopes_with_data() {
+        let kv = MemoryKv::new();
+        let (s, other) = (
+            scope(),
+            KvScope {
+                tenant: "t".into(),
+                plugin: "q".into(),
+            },
+        );
+        let none = KvQuota {
+            entries: 0,
+            bytes: 0,
+        };
+        // Refused sets and deletes in empty scopes make no scope.
+        assert_eq!(kv.set(&s, b"k", b"v", none), Err(KvError::Full));
+        assert!(!kv.delete(&s, b"k").unwrap());
+        assert_eq!(kv.scopes(), 0);
+        kv.put(&s, "a", "1");
+        kv.put(&s, "b", "2");
+        kv.put(&other, "a", "1");
+        assert!(kv.delete(&s, b"a").unwrap());
+        assert_eq!(kv.scopes(), 2);
+        assert!(kv.delete(&s, b"b").unwrap());
+        assert_eq!(kv.scopes(), 1);
+        // Clearing takes one scope's data, whole, and says whether there
+        // was any.
+        kv.put(&s, "c", "3");
+        assert!(kv.clear(&s).unwrap());
+        assert!(!kv.clear(&s).unwrap());
+        assert_eq!((kv.len(&s), kv.bytes(&s), kv.len(&other)), (0, 0, 1));
+        assert_eq!(kv.get(&other, b"a").unwrap().as_deref(), Some(&b"1"[..]));
     }
 }

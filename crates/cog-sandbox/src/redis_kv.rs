@@ -75,6 +75,14 @@ end
 return n
 ";
 
+/// Deletes a scope's hash and its byte count in one step; whether there
+/// was a hash (or garbage) under the scope's key.
+const CLEAR_LUA: &str = r"
+local n = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2])
+return n
+";
+
 /// A [`KvStore`] in Redis (standalone or Cluster): scope `(tenant,
 /// plugin)` is the hash `<prefix>plugin-kv:{<tenant>}:<plugin>` (both
 /// escaped; the tenant is the hash tag), one field per key. The entry
@@ -292,6 +300,15 @@ impl KvStore for RedisKv {
         )?;
         Ok(n > 0)
     }
+
+    fn clear(&self, scope: &KvScope) -> Result<bool, KvError> {
+        let client = self.client();
+        let keys = vec![self.key(scope), self.size_key(scope)];
+        let n: i64 = self.run("EVAL", async move {
+            client.eval(CLEAR_LUA, keys, Vec::<Value>::new()).await
+        })?;
+        Ok(n > 0)
+    }
 }
 
 /// Plugin KV data over several Redis deployments: each tenant's scopes on
@@ -417,5 +434,17 @@ impl KvStore for PlacedKv {
 
     fn delete(&self, scope: &KvScope, key: &[u8]) -> Result<bool, KvError> {
         self.store(scope)?.delete(scope, key)
+    }
+
+    /// Clears the scope on every deployment, not only the one its tenant's
+    /// partition is on: a copy left on a previous home would come back
+    /// with the next move, or be copied over within the window of the
+    /// last one.
+    fn clear(&self, scope: &KvScope) -> Result<bool, KvError> {
+        let mut held = false;
+        for store in &self.inner.stores {
+            held |= store.clear(scope)?;
+        }
+        Ok(held)
     }
 }

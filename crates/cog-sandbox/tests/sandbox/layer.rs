@@ -193,6 +193,10 @@ impl cog_sandbox::KvStore for Stuck {
         std::thread::sleep(STUCK);
         Ok(false)
     }
+    fn clear(&self, _: &cog_sandbox::KvScope) -> Result<bool, cog_sandbox::KvError> {
+        std::thread::sleep(STUCK);
+        Ok(false)
+    }
 }
 
 /// A plugin whose thread does not come back: the request is answered once

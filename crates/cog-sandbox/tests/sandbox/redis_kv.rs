@@ -280,6 +280,59 @@ async fn garbage_under_a_scope_is_no_data_and_the_next_write_replaces_it() {
     }
 }
 
+/// Clearing a scope takes its hash and its byte count (a new scope under
+/// the same names starts empty and counted from zero), garbage too, and
+/// nothing of another scope; a dead Redis is `Unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_a_scope_takes_all_it_holds_and_nothing_else() {
+    let server = RedisServer::start().unwrap();
+    let kv = RedisKv::new(client(&server.url()).await).timeout(Duration::from_millis(500));
+    let (acme, other) = (scope("acme"), scope("other"));
+    let quota = KvQuota {
+        entries: 100,
+        bytes: 20,
+    };
+    let k = kv.clone();
+    let (a, o) = (acme.clone(), other.clone());
+    tokio::task::spawn_blocking(move || {
+        k.set(&a, b"k1", b"0123456789", quota).unwrap();
+        k.set(&a, b"k2", b"v", quota).unwrap();
+        k.set(&o, b"k1", b"v", quota).unwrap();
+        assert_eq!(k.clear(&a), Ok(true));
+        assert_eq!(k.clear(&a), Ok(false));
+        assert_eq!(k.get(&a, b"k1"), Ok(None));
+        assert_eq!(k.get(&o, b"k1"), Ok(Some(b"v".to_vec())));
+        // Counted from zero: 18 bytes fit in 20 again.
+        k.set(&a, b"k3", b"0123456789012345", quota).unwrap();
+    })
+    .await
+    .unwrap();
+    let exists = |key: &str| server.command(&["EXISTS", key]).unwrap();
+    assert_eq!(exists(&kv.size_key(&other)), cog_testkit::Reply::Int(1));
+    let k = kv.clone();
+    let a = acme.clone();
+    tokio::task::spawn_blocking(move || assert_eq!(k.clear(&a), Ok(true)))
+        .await
+        .unwrap();
+    assert_eq!(exists(&kv.key(&acme)), cog_testkit::Reply::Int(0));
+    assert_eq!(exists(&kv.size_key(&acme)), cog_testkit::Reply::Int(0));
+    server.command(&["SET", &kv.key(&acme), "garbage"]).unwrap();
+    let k = kv.clone();
+    let a = acme.clone();
+    tokio::task::spawn_blocking(move || assert_eq!(k.clear(&a), Ok(true)))
+        .await
+        .unwrap();
+    assert_eq!(exists(&kv.key(&acme)), cog_testkit::Reply::Int(0));
+    server.pause().unwrap();
+    let k = kv.clone();
+    let r = tokio::task::spawn_blocking(move || k.clear(&acme)).await;
+    server.resume().unwrap();
+    assert!(matches!(
+        r.unwrap(),
+        Err(cog_sandbox::KvError::Unavailable(_))
+    ));
+}
+
 /// In a sampled trace, a plugin call is a `plugin.call` span and each of
 /// its KV round trips a Redis client span under it — also when the call
 /// runs on a blocking thread, as the layer runs it.
@@ -572,6 +625,39 @@ async fn a_copied_scope_is_counted_afresh() {
     }))
     .await
     .unwrap();
+}
+
+/// A placed scope is cleared on every deployment: within a move's window,
+/// the copy left on the old home does not come back on the next use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placed_scope_is_cleared_everywhere() {
+    use cog_core::placement::partition;
+
+    let (servers, home, router, kv) = placed_kv().await;
+    let s = scope("acme");
+    let (k, sc) = (kv.clone(), s.clone());
+    tokio::task::spawn_blocking(move || k.set(&sc, b"k", b"v", entries(10)).unwrap())
+        .await
+        .unwrap();
+    // Moved, and not used since: the data is still only on main.
+    router
+        .set_placement(home.moved(partition("acme"), "big").unwrap())
+        .unwrap();
+    let (k, sc) = (kv.clone(), s.clone());
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(k.clear(&sc), Ok(true));
+        assert_eq!(k.get(&sc, b"k"), Ok(None));
+        assert_eq!(k.clear(&sc), Ok(false));
+    })
+    .await
+    .unwrap();
+    let hash = RedisKv::new(client(&servers[0].url()).await).key(&s);
+    for server in &servers {
+        assert_eq!(
+            server.command(&["EXISTS", &hash]).unwrap(),
+            cog_testkit::Reply::Int(0)
+        );
+    }
 }
 
 /// Another partition's move is not this one's: what a plugin wrote on its
