@@ -37,6 +37,10 @@ pub struct Control {
     /// A state already read, for the first attempt of the next write
     /// (checked by the store's compare-and-swap like any other).
     base: Option<Arc<State>>,
+    /// Where plugins keep their data: cleared for deleted tenants and
+    /// plugins.
+    #[cfg(feature = "sandbox")]
+    plugin_data: Option<crate::plugin_data::PluginData>,
 }
 
 fn now() -> u64 {
@@ -70,7 +74,33 @@ impl Control {
             committed: Arc::default(),
             newest: Arc::default(),
             base: None,
+            #[cfg(feature = "sandbox")]
+            plugin_data: None,
         }
+    }
+
+    /// Clears what plugins stored in `kv` — the store the services'
+    /// [`Runtime`](cog_sandbox::Runtime) keeps plugin data in — for the
+    /// tenants and plugins a write deletes (`delete_tenant`,
+    /// `delete_plugin`, `apply` with prune, any `update`): each plugin's
+    /// scope of a deleted tenant, each tenant's scope of a deleted plugin.
+    /// A tenant or plugin created later under the same name starts empty
+    /// instead of finding the old one's data.
+    ///
+    /// The scopes are cleared before the write is committed: when `kv`
+    /// fails, the write fails with [`ControlError::PluginData`] and
+    /// nothing is deleted (try again). Should the commit then fail, the
+    /// data is gone and the tenant or plugin still there — what was asked
+    /// for, half done; the retry finishes it. A service instance that has
+    /// not yet seen the deletion may still write for the deleted tenant in
+    /// the moments before its directory catches up.
+    ///
+    /// Feature `sandbox`.
+    #[cfg(feature = "sandbox")]
+    #[must_use]
+    pub fn plugin_data(mut self, kv: Arc<dyn cog_sandbox::KvStore>) -> Self {
+        self.plugin_data = Some(crate::plugin_data::PluginData(kv));
+        self
     }
 
     /// Records writes made through this handle as `actor`'s in the audit
@@ -177,6 +207,11 @@ impl Control {
                 });
             }
             let before = plugin_digests(&state);
+            #[cfg(feature = "sandbox")]
+            let names = self
+                .plugin_data
+                .as_ref()
+                .map(|_| crate::plugin_data::Names::of(&state));
             let checked = change(&mut state)
                 .and_then(|out| state.validate().map(|()| out).map_err(ControlError::from));
             let out = match checked {
@@ -186,6 +221,10 @@ impl Control {
                 Err(_) if from_base => continue,
                 Err(e) => return Err(e),
             };
+            #[cfg(feature = "sandbox")]
+            if let (Some(data), Some(names)) = (&self.plugin_data, &names) {
+                data.clear(names.gone(&state)).await?;
+            }
             // Stores bump the revision by one on every commit.
             state.audit.push(AuditEntry {
                 at: now_ms(),
@@ -483,7 +522,8 @@ impl Control {
         .await
     }
 
-    /// Deletes tenant `id`, its keys and its plugin attachments.
+    /// Deletes tenant `id`, its keys and its plugin attachments (and, with
+    /// [`plugin_data`](Self::plugin_data), what its plugins stored).
     ///
     /// # Errors
     /// It does not exist.
@@ -640,7 +680,8 @@ impl Control {
     }
 
     /// Removes plugin `name` (its bytes too, unless another plugin uses
-    /// them).
+    /// them; with [`plugin_data`](Self::plugin_data), what it stored for
+    /// every tenant).
     ///
     /// # Errors
     /// It does not exist.

@@ -134,6 +134,15 @@ pub enum ControlError {
     /// A plugin's bytes are not a valid module.
     #[error("plugin rejected: {0}")]
     Plugin(String),
+    /// The data plugins kept for a tenant or a plugin being deleted could
+    /// not be removed ([`Control::plugin_data`](crate::Control::plugin_data)):
+    /// nothing was deleted; try again.
+    #[error("the plugin data store failed; nothing was deleted")]
+    PluginData {
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl ControlError {

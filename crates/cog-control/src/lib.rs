@@ -47,6 +47,8 @@ mod error;
 pub mod keys;
 mod model;
 #[cfg(feature = "sandbox")]
+mod plugin_data;
+#[cfg(feature = "sandbox")]
 mod plugins;
 #[cfg(feature = "sandbox")]
 pub use plugins::{sandbox_limits, sandbox_limits_for};

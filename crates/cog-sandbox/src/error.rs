@@ -140,7 +140,9 @@ impl PluginError {
 pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
 
 impl Cause {
-    pub(crate) fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+    /// Wraps `e`: what a [`KvStore`](crate::KvStore) of your own puts in
+    /// [`KvError::Unavailable`](crate::KvError::Unavailable).
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Cause(std::sync::Arc::new(e))
     }
 

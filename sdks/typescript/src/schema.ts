@@ -918,7 +918,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The control store cannot serve now */
+            /** @description The control store or the plugin data store cannot serve now: nothing was changed */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2187,7 +2187,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The control store cannot serve now */
+            /** @description The control store or the plugin data store cannot serve now: nothing was changed */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3087,7 +3087,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description The control store cannot serve now */
+            /** @description The control store or the plugin data store cannot serve now: nothing was changed */
             503: {
                 headers: {
                     [name: string]: unknown;

@@ -104,7 +104,8 @@ async fn preview(
     params(ApplyQuery,
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 200, body = Changes), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)),
+        (status = 403, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem),
+        (status = 503, body = Problem, description = "The control store or the plugin data store cannot serve now: nothing was changed")),
     security(("token" = [])))]
 pub(crate) async fn apply(
     State(admin): State<Admin>,

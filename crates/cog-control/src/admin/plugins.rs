@@ -378,7 +378,8 @@ pub(crate) async fn disable(
     params(("name" = String, Path, description = "The plugin's name"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 412, body = Problem)),
+        (status = 404, body = Problem), (status = 412, body = Problem),
+        (status = 503, body = Problem, description = "The control store or the plugin data store cannot serve now: nothing was changed")),
     security(("token" = [])))]
 pub(crate) async fn delete(
     State(admin): State<Admin>,

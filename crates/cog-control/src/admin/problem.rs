@@ -126,6 +126,15 @@ impl From<ControlError> for Problem {
                 "The store changed since the revision in If-Match",
                 detail,
             ),
+            ControlError::PluginData { .. } => {
+                tracing::error!(target: "cog_control", error = %detail, "admin API: the plugin data store failed");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "plugin-data-unavailable",
+                    "The plugin data could not be removed; nothing was deleted",
+                    detail,
+                )
+            }
             _ => {
                 tracing::error!(target: "cog_control", error = %detail, "admin API: the store failed");
                 Problem::new(

@@ -178,7 +178,8 @@ pub(crate) async fn resume(
     params(("id" = String, Path, description = "The tenant's id"),
         ("If-Match" = Option<String>, Header, description = "Only if the store is still at this ETag")),
     responses((status = 204), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 412, body = Problem)),
+        (status = 404, body = Problem), (status = 412, body = Problem),
+        (status = 503, body = Problem, description = "The control store or the plugin data store cannot serve now: nothing was changed")),
     security(("token" = [])))]
 pub(crate) async fn delete(
     State(admin): State<Admin>,

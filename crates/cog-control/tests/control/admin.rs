@@ -651,3 +651,62 @@ async fn the_audit_log_is_bounded() {
     // The oldest went: 52 written after the first 1050 entries.
     assert_eq!(audit[0].revision, 52);
 }
+
+/// A delete whose plugin data cannot be cleared is a 503 that says so, and
+/// deletes nothing; once the data store is back, the same call goes
+/// through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_whose_plugin_data_stays_is_a_503() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let data = Arc::new(crate::suite::Flaky {
+        kv: cog_sandbox::MemoryKv::new(),
+        broken: true.into(),
+    });
+    let store = cog_control::store::FileStore::new(dir.path().join("s.json"));
+    let control = Control::new(Arc::new(store))
+        .actor("test")
+        .plugin_data(data.clone());
+    let write = control
+        .create_token("back office", Scope::Write)
+        .await
+        .unwrap();
+    control
+        .create_plan("free", Default::default())
+        .await
+        .unwrap();
+    control
+        .create_tenant("acme", cog_control::Tenant::new("free"))
+        .await
+        .unwrap();
+    control
+        .install_plugin("p", crate::suite::EMPTY_WASM, Default::default())
+        .await
+        .unwrap();
+    data.kv.put(&crate::suite::kv_scope("acme", "p"), "k", "v");
+    let api = Api {
+        router: Admin::new(control.clone()).router(),
+        control,
+        write: write.secret,
+        read: String::new(),
+    };
+    let a = api
+        .write(Method::DELETE, "/v1/tenants/acme", Value::Null)
+        .await;
+    problem(
+        &a,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "plugin-data-unavailable",
+    );
+    let detail = a.body["detail"].as_str().unwrap();
+    assert!(detail.contains("connection refused"), "{detail}");
+    let state = api.control.state().await.unwrap();
+    assert!(state.spec.tenants.contains_key("acme"));
+    assert_eq!(data.kv.scopes(), 1);
+    data.broken.store(false, Ordering::SeqCst);
+    let a = api
+        .write(Method::DELETE, "/v1/tenants/acme", Value::Null)
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
+    assert_eq!(data.kv.scopes(), 0);
+}

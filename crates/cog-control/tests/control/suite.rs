@@ -625,6 +625,7 @@ both_stores!(
     writes_from_a_read_state,
     a_write_from_a_current_state_reads_nothing_more,
     a_deleted_plan_leaves_its_plugins_on_the_others,
+    deleted_tenants_and_plugins_leave_no_plugin_data,
     placement_moves
 );
 
@@ -787,6 +788,121 @@ async fn refused_writes_keep_no_plugin_bytes((store, _): Pair) {
     c.apply(&desired, &blobs, false).await.unwrap();
     assert!(stored(&bytes(b'd')).await);
     assert!(!stored(&bytes(b'f')).await);
+}
+
+/// A plugin data store whose `clear` fails while `broken` is set.
+pub(crate) struct Flaky {
+    pub(crate) kv: cog_sandbox::MemoryKv,
+    pub(crate) broken: std::sync::atomic::AtomicBool,
+}
+
+impl cog_sandbox::KvStore for Flaky {
+    fn get(
+        &self,
+        scope: &cog_sandbox::KvScope,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, cog_sandbox::KvError> {
+        self.kv.get(scope, key)
+    }
+    fn set(
+        &self,
+        scope: &cog_sandbox::KvScope,
+        key: &[u8],
+        value: &[u8],
+        quota: cog_sandbox::KvQuota,
+    ) -> Result<(), cog_sandbox::KvError> {
+        self.kv.set(scope, key, value, quota)
+    }
+    fn delete(
+        &self,
+        scope: &cog_sandbox::KvScope,
+        key: &[u8],
+    ) -> Result<bool, cog_sandbox::KvError> {
+        self.kv.delete(scope, key)
+    }
+    fn clear(&self, scope: &cog_sandbox::KvScope) -> Result<bool, cog_sandbox::KvError> {
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            let refused = std::io::Error::other("connection refused");
+            return Err(cog_sandbox::KvError::Unavailable(cog_sandbox::Cause::new(
+                refused,
+            )));
+        }
+        self.kv.clear(scope)
+    }
+}
+
+pub(crate) fn kv_scope(tenant: &str, plugin: &str) -> cog_sandbox::KvScope {
+    cog_sandbox::KvScope {
+        tenant: tenant.into(),
+        plugin: plugin.into(),
+    }
+}
+
+/// Deleting a tenant or a plugin — one by one, or pruned by `apply` —
+/// clears what plugins stored for it, and nothing else: a tenant created
+/// again under the same id starts empty. When the plugin data store
+/// fails, nothing is deleted.
+async fn deleted_tenants_and_plugins_leave_no_plugin_data((store, _): Pair) {
+    let data = Arc::new(Flaky {
+        kv: cog_sandbox::MemoryKv::new(),
+        broken: false.into(),
+    });
+    let c = Control::new(store).plugin_data(data.clone());
+    c.create_plan("free", plan("rps=10/1s")).await.unwrap();
+    for t in ["acme", "globex", "initech"] {
+        c.create_tenant(t, Tenant::new("free")).await.unwrap();
+    }
+    for p in ["a", "b"] {
+        c.install_plugin(p, EMPTY_WASM, PluginSpec::default())
+            .await
+            .unwrap();
+    }
+    for t in ["acme", "globex", "initech"] {
+        for p in ["a", "b"] {
+            data.kv.put(&kv_scope(t, p), "k", "v");
+        }
+    }
+    let held = |t: &str, p: &str| !data.kv.is_empty(&kv_scope(t, p));
+    // Changes that delete nothing clear nothing: a plugin replaced keeps
+    // its data.
+    c.install_plugin("a", EMPTY_WASM, PluginSpec::default())
+        .await
+        .unwrap();
+    c.update_tenant("acme", |t| t.display_name = "Acme".into())
+        .await
+        .unwrap();
+    assert_eq!(data.kv.scopes(), 6);
+
+    c.delete_tenant("acme").await.unwrap();
+    assert!(!held("acme", "a") && !held("acme", "b"));
+    assert!(held("globex", "a") && held("globex", "b"));
+    c.delete_plugin("b").await.unwrap();
+    assert!(!held("globex", "b") && !held("initech", "b"));
+    assert!(held("globex", "a") && held("initech", "a"));
+    c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+    assert!(!held("acme", "a"));
+
+    // The store fails: nothing is deleted, nothing cleared; once it is
+    // back, the same call goes through.
+    data.broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let e = c.delete_tenant("globex").await.unwrap_err();
+    assert!(matches!(e, ControlError::PluginData { .. }), "{e}");
+    assert!(e.to_string().contains("nothing was deleted"), "{e}");
+    let e = c.delete_plugin("a").await.unwrap_err();
+    assert!(matches!(e, ControlError::PluginData { .. }), "{e}");
+    let state = c.state().await.unwrap();
+    assert!(state.spec.tenants.contains_key("globex") && state.spec.plugins.contains_key("a"));
+    assert!(held("globex", "a"));
+    data.broken
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    c.delete_tenant("globex").await.unwrap();
+    assert!(!held("globex", "a") && held("initech", "a"));
+
+    // Pruned by apply: the tenant it no longer lists.
+    let mut desired = c.state().await.unwrap().spec.clone();
+    desired.tenants.remove("initech");
+    c.apply(&desired, &BTreeMap::new(), true).await.unwrap();
+    assert_eq!(data.kv.scopes(), 0);
 }
 
 /// The file holds plugin configuration and the hashes of every key and
