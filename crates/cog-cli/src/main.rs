@@ -13,6 +13,7 @@ mod backend;
 mod commands;
 mod exit;
 mod output;
+mod plugin_data;
 mod remote;
 mod time;
 
@@ -48,6 +49,14 @@ struct Cli {
     /// `COG_TOKEN`. Takes precedence over `--store`.
     #[arg(long, env = "COG_SERVER", global = true)]
     server: Option<String>,
+    /// Where the services' plugins keep their data: a `redis://` URL,
+    /// `NAME=URL,…` as the services' `COG_DEPLOYMENTS`, or `none`.
+    /// Deleting a tenant or a plugin (`delete`, `apply --prune`, the admin
+    /// API of `cog serve`) clears what plugins stored for it there first;
+    /// if that fails, nothing is deleted. Default: the store, when it is
+    /// Redis.
+    #[arg(long, env = "COG_PLUGIN_DATA", global = true)]
+    plugin_data: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Table, global = true)]
     output: OutputFormat,
@@ -172,6 +181,12 @@ async fn dispatch(cli: &Cli, out: &Out) -> Exit {
             Err(e) => return e,
         },
         None => match Control::open(&cli.store).await {
+            Ok(control) if command.deletes() => {
+                match plugin_data::attach(control, cli.plugin_data.as_deref(), &cli.store).await {
+                    Ok(control) => Backend::Store(control.actor("cli")),
+                    Err(e) => return e,
+                }
+            }
             Ok(control) => Backend::Store(control.actor("cli")),
             Err(e) => return e.into(),
         },

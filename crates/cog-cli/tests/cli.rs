@@ -1644,3 +1644,77 @@ fn stored_text_cannot_drive_the_terminal() {
     assert_eq!(json["display_name"], evil);
     assert_eq!(json["metadata"]["note"], evil);
 }
+
+/// Deleting a tenant or a plugin clears what plugins stored for it first:
+/// by default in the store's Redis, else where `--plugin-data` says (one
+/// URL, or every deployment); when that Redis cannot be reached, nothing
+/// is deleted; `none` clears nothing.
+#[test]
+fn deleting_clears_the_plugin_data_first() {
+    let (store, other) = (
+        cog_testkit::RedisServer::start().unwrap(),
+        cog_testkit::RedisServer::start().unwrap(),
+    );
+    let env = Env::redis(&store);
+    env.ok(&["plan", "create", "free", "--limit", "rps=10/1s"]);
+    for t in ["acme", "globex", "initech"] {
+        env.ok(&["tenant", "create", t, "--plan", "free"]);
+    }
+    env.ok(&["plugin", "install", HEADERS_WASM, "--plan", "free"]);
+    let hash = |t: &str| format!("cog:plugin-kv:{{{t}}}:headers");
+    for server in [&store, &other] {
+        for t in ["acme", "globex", "initech"] {
+            server.command(&["HSET", &hash(t), "k", "v"]).unwrap();
+        }
+    }
+    let held = |server: &cog_testkit::RedisServer, t: &str| {
+        server.command(&["EXISTS", &hash(t)]).unwrap() == cog_testkit::Reply::Int(1)
+    };
+
+    env.ok(&["tenant", "delete", "acme", "--yes"]);
+    assert!(!held(&store, "acme") && held(&other, "acme"));
+    assert!(held(&store, "globex"));
+
+    let r = env.run(&[
+        "--plugin-data",
+        "redis://127.0.0.1:1",
+        "tenant",
+        "delete",
+        "globex",
+        "--yes",
+    ]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(r.stderr.contains("plugin data"), "{}", r.stderr);
+    env.ok(&["tenant", "show", "globex"]);
+
+    env.ok(&[
+        "--plugin-data",
+        "none",
+        "tenant",
+        "delete",
+        "globex",
+        "--yes",
+    ]);
+    assert!(held(&store, "globex"));
+
+    let both = format!("main={},big={}", store.url(), other.url());
+    env.ok(&[
+        "--plugin-data",
+        &both,
+        "plugin",
+        "delete",
+        "headers",
+        "--yes",
+    ]);
+    for server in [&store, &other] {
+        assert!(!held(server, "initech"));
+    }
+
+    // Through the admin API of `cog serve`, as directly.
+    env.ok(&["plugin", "install", HEADERS_WASM, "--plan", "free"]);
+    env.ok(&["tenant", "create", "hooli", "--plan", "free"]);
+    store.command(&["HSET", &hash("hooli"), "k", "v"]).unwrap();
+    let served = Env::redis(&store).served();
+    served.ok(&["tenant", "delete", "hooli", "--yes"]);
+    assert!(!held(&store, "hooli"));
+}

@@ -74,6 +74,20 @@ pub(crate) enum StoreCommand<'a> {
     Serve(&'a serve::ServeArgs),
 }
 
+impl StoreCommand<'_> {
+    /// Whether it may delete a tenant or a plugin (and so clear plugin
+    /// data): the others need no connection to it.
+    pub(crate) fn deletes(&self) -> bool {
+        matches!(
+            self,
+            StoreCommand::Tenant(tenant::TenantCmd::Delete { .. })
+                | StoreCommand::Plugin(plugin::PluginCmd::Delete { .. })
+                | StoreCommand::Apply(_)
+                | StoreCommand::Serve(_)
+        )
+    }
+}
+
 /// Runs `command` against the opened store.
 pub(crate) async fn execute(command: StoreCommand<'_>, ctx: &Ctx<'_>) -> Result {
     match command {

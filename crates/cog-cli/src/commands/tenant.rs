@@ -70,7 +70,7 @@ pub(crate) enum TenantCmd {
         /// Its id.
         id: String,
     },
-    /// Deletes a tenant and its keys.
+    /// Deletes a tenant, its keys and what plugins stored for it.
     Delete {
         /// Its id.
         id: String,
@@ -216,7 +216,7 @@ pub(crate) async fn exec(cmd: &TenantCmd, ctx: &Ctx<'_>) -> Result {
             out.done(&format!("tenant {id} resumed"), tenant_json(id, &t));
         }
         TenantCmd::Delete { id } => {
-            ctx.confirm(&format!("delete tenant {id} and its keys"))?;
+            ctx.confirm(&format!("delete tenant {id}, its keys and its plugin data"))?;
             c.delete_tenant(id).await?;
             out.done(
                 &format!("tenant {id} deleted"),

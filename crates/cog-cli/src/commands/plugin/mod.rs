@@ -84,7 +84,7 @@ pub(crate) enum PluginCmd {
         /// Its name.
         name: String,
     },
-    /// Uninstalls it.
+    /// Uninstalls it, clearing what it stored for every tenant.
     Delete {
         /// Its name.
         name: String,
@@ -307,7 +307,7 @@ pub(crate) async fn exec(cmd: &PluginCmd, ctx: &Ctx<'_>) -> Result {
             out.done(&format!("plugin {name} {word}"), plugin_json(name, &p));
         }
         PluginCmd::Delete { name } => {
-            ctx.confirm(&format!("delete plugin {name}"))?;
+            ctx.confirm(&format!("delete plugin {name} and its data"))?;
             c.delete_plugin(name).await?;
             out.done(
                 &format!("plugin {name} deleted"),
