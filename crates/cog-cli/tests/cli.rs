@@ -1718,3 +1718,18 @@ fn deleting_clears_the_plugin_data_first() {
     served.ok(&["tenant", "delete", "hooli", "--yes"]);
     assert!(!held(&store, "hooli"));
 }
+
+/// Only deleting commands reach for the plugin data: others work with it
+/// unreachable. A file store has no default place for it: its deletes
+/// clear nothing and need nothing.
+#[test]
+fn only_deletes_reach_for_the_plugin_data() {
+    let env = Env::file();
+    env.ok(&["plan", "create", "free", "--limit", "rps=10/1s"]);
+    let away = ["--plugin-data", "redis://127.0.0.1:1"];
+    env.ok(&[&away[..], &["tenant", "create", "acme", "--plan", "free"]].concat());
+    env.ok(&[&away[..], &["tenant", "list"]].concat());
+    let r = env.run(&[&away[..], &["tenant", "delete", "acme", "--yes"]].concat());
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    env.ok(&["tenant", "delete", "acme", "--yes"]);
+}
