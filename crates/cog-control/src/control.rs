@@ -95,6 +95,11 @@ impl Control {
     /// not yet seen the deletion may still write for the deleted tenant in
     /// the moments before its directory catches up.
     ///
+    /// Scopes are cleared one by one, each within `kv`'s own timeout: a
+    /// `cog_sandbox::RedisKv` made for plugins waits 20 ms,
+    /// short for an admin call on a busy server — give this one longer
+    /// (the CLI waits a second).
+    ///
     /// Feature `sandbox`.
     #[cfg(feature = "sandbox")]
     #[must_use]
