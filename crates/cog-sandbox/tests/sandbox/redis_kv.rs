@@ -309,23 +309,18 @@ async fn clearing_a_scope_takes_all_it_holds_and_nothing_else() {
     .unwrap();
     let exists = |key: &str| server.command(&["EXISTS", key]).unwrap();
     assert_eq!(exists(&kv.size_key(&other)), cog_testkit::Reply::Int(1));
-    let k = kv.clone();
-    let a = acme.clone();
-    tokio::task::spawn_blocking(move || assert_eq!(k.clear(&a), Ok(true)))
-        .await
-        .unwrap();
+    let clear = || {
+        let (k, a) = (kv.clone(), acme.clone());
+        tokio::task::spawn_blocking(move || k.clear(&a))
+    };
+    assert_eq!(clear().await.unwrap(), Ok(true));
     assert_eq!(exists(&kv.key(&acme)), cog_testkit::Reply::Int(0));
     assert_eq!(exists(&kv.size_key(&acme)), cog_testkit::Reply::Int(0));
     server.command(&["SET", &kv.key(&acme), "garbage"]).unwrap();
-    let k = kv.clone();
-    let a = acme.clone();
-    tokio::task::spawn_blocking(move || assert_eq!(k.clear(&a), Ok(true)))
-        .await
-        .unwrap();
+    assert_eq!(clear().await.unwrap(), Ok(true));
     assert_eq!(exists(&kv.key(&acme)), cog_testkit::Reply::Int(0));
     server.pause().unwrap();
-    let k = kv.clone();
-    let r = tokio::task::spawn_blocking(move || k.clear(&acme)).await;
+    let r = clear().await;
     server.resume().unwrap();
     assert!(matches!(
         r.unwrap(),
