@@ -740,12 +740,19 @@ impl Control {
             check_plugin(p.lang, bytes)?;
             named.push((digest, bytes));
         }
+        let mut applied = Ok(Vec::new());
         for (digest, bytes) in &named {
-            self.store.put_blob(digest, bytes).await?;
+            if let Err(e) = self.store.put_blob(digest, bytes).await {
+                applied = Err(e);
+                break;
+            }
         }
-        let applied = self.apply_stored(desired, blobs, prune).await;
+        if applied.is_ok() {
+            applied = self.apply_stored(desired, blobs, prune).await;
+        }
         if applied.is_err() {
-            // Refused (invalid, stale, …): the bytes just stored would be
+            // Refused (invalid, stale, …), or the store failed part way
+            // through storing them: the bytes just stored would be
             // referred to by nothing, and kept for ever.
             let digests = named.iter().map(|(d, _)| (*d).clone()).collect();
             self.delete_unreferenced(digests).await;

@@ -788,6 +788,64 @@ async fn refused_writes_keep_no_plugin_bytes((store, _): Pair) {
     c.apply(&desired, &blobs, false).await.unwrap();
     assert!(stored(&bytes(b'd')).await);
     assert!(!stored(&bytes(b'f')).await);
+
+    // The store fails part way through storing an apply's bytes: those
+    // stored before the failure go again.
+    let (g, h) = (bytes(b'g'), bytes(b'h'));
+    let (first, last) = if cog_control::digest(&g) < cog_control::digest(&h) {
+        (g, h)
+    } else {
+        (h, g)
+    };
+    let failing = Control::new(Arc::new(RefusingBlob {
+        inner: store.clone(),
+        refused: cog_control::digest(&last),
+    }));
+    desired.plugins.insert("s".into(), named(&first));
+    desired.plugins.insert("t".into(), named(&last));
+    let blobs = BTreeMap::from([
+        (cog_control::digest(&first), first.clone()),
+        (cog_control::digest(&last), last.clone()),
+    ]);
+    let e = failing.apply(&desired, &blobs, false).await.unwrap_err();
+    assert!(matches!(e, ControlError::Io { .. }), "{e}");
+    assert!(!stored(&first).await && !stored(&last).await);
+    assert!(!c.state().await.unwrap().spec.plugins.contains_key("s"));
+}
+
+/// A store whose `put_blob` fails for one digest.
+#[derive(Debug)]
+struct RefusingBlob {
+    inner: Arc<dyn Store>,
+    refused: String,
+}
+
+#[async_trait::async_trait]
+impl Store for RefusingBlob {
+    async fn load(&self) -> Result<cog_control::State, ControlError> {
+        self.inner.load().await
+    }
+    async fn commit(&self, state: &cog_control::State) -> Result<u64, ControlError> {
+        self.inner.commit(state).await
+    }
+    async fn revision(&self) -> Result<u64, ControlError> {
+        self.inner.revision().await
+    }
+    async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {
+        if digest == self.refused {
+            return Err(ControlError::Io {
+                path: "blobs".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        self.inner.put_blob(digest, bytes).await
+    }
+    async fn get_blob(&self, digest: &str) -> Result<Option<bytes::Bytes>, ControlError> {
+        self.inner.get_blob(digest).await
+    }
+    async fn delete_blob(&self, digest: &str) -> Result<(), ControlError> {
+        self.inner.delete_blob(digest).await
+    }
 }
 
 /// A plugin data store whose `clear` fails while `broken` is set.
