@@ -74,16 +74,10 @@ impl PluginData {
         }
         let kv = self.0.clone();
         let count = scopes.len();
-        let held = tokio::task::spawn_blocking(move || {
-            let mut held = 0usize;
-            for scope in &scopes {
-                held += usize::from(kv.clear(scope)?);
-            }
-            Ok::<_, cog_sandbox::KvError>(held)
-        })
-        .await
-        .map_err(|e| ControlError::PluginData { source: e.into() })?
-        .map_err(|e| ControlError::PluginData { source: e.into() })?;
+        let held = tokio::task::spawn_blocking(move || kv.clear_all(&scopes))
+            .await
+            .map_err(|e| ControlError::PluginData { source: e.into() })?
+            .map_err(|e| ControlError::PluginData { source: e.into() })?;
         tracing::info!(target: "cog_control", scopes = count, held, "plugin data cleared");
         Ok(())
     }

@@ -93,6 +93,19 @@ pub trait KvStore: Send + Sync + 'static {
     /// deletes (see `cog_control::Control::plugin_data`), so that a
     /// tenant created later under the same id starts empty.
     fn clear(&self, scope: &KvScope) -> Result<bool, KvError>;
+    /// [`clear`](Self::clear)s every scope of `scopes`; how many held
+    /// anything. Stores that can batch the work (Redis: a pipeline, not a
+    /// round trip per scope) do; the default clears them one by one.
+    ///
+    /// # Errors
+    /// The first failure; scopes before it may be cleared already.
+    fn clear_all(&self, scopes: &[KvScope]) -> Result<usize, KvError> {
+        let mut held = 0;
+        for scope in scopes {
+            held += usize::from(self.clear(scope)?);
+        }
+        Ok(held)
+    }
 }
 
 /// One scope's entries, and their keys' and values' bytes.
@@ -313,5 +326,9 @@ mod tests {
         assert!(!kv.clear(&s).unwrap());
         assert_eq!((kv.len(&s), kv.bytes(&s), kv.len(&other)), (0, 0, 1));
         assert_eq!(kv.get(&other, b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        // Many at once: how many held data.
+        kv.put(&s, "d", "4");
+        assert_eq!(kv.clear_all(&[s.clone(), scope(), other.clone()]), Ok(2));
+        assert_eq!(kv.scopes(), 0);
     }
 }

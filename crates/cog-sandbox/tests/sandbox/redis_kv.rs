@@ -328,6 +328,34 @@ async fn clearing_a_scope_takes_all_it_holds_and_nothing_else() {
     ));
 }
 
+/// Many scopes are cleared in pipelined batches — on a Cluster too, where
+/// they fall on every node: each scope that held data cleared and counted,
+/// nothing else touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_scopes_are_cleared_in_batches_on_a_cluster_too() {
+    let single = RedisServer::start().unwrap();
+    let cluster = cog_testkit::RedisCluster::start().unwrap();
+    for url in [single.url(), cluster.url()] {
+        let kv = RedisKv::new(client(&url).await).timeout(Duration::from_secs(2));
+        tokio::task::spawn_blocking(move || {
+            let scopes: Vec<KvScope> = (0..300).map(|i| scope(&format!("t{i}"))).collect();
+            for s in scopes.iter().step_by(3) {
+                kv.set(s, b"k", b"v", entries(10)).unwrap();
+            }
+            let kept = scope("kept");
+            kv.set(&kept, b"k", b"v", entries(10)).unwrap();
+            assert_eq!(kv.clear_all(&scopes), Ok(100), "{url}");
+            assert!(scopes.iter().all(|s| kv.get(s, b"k") == Ok(None)), "{url}");
+            assert_eq!(kv.clear_all(&scopes), Ok(0), "{url}");
+            kv.set(&scopes[7], b"k", b"v", entries(10)).unwrap();
+            assert_eq!(kv.clear_all(&scopes[7..8]), Ok(1), "{url}");
+            assert_eq!(kv.get(&kept, b"k"), Ok(Some(b"v".to_vec())), "{url}");
+        })
+        .await
+        .unwrap();
+    }
+}
+
 /// In a sampled trace, a plugin call is a `plugin.call` span and each of
 /// its KV round trips a Redis client span under it — also when the call
 /// runs on a blocking thread, as the layer runs it.
@@ -629,11 +657,14 @@ async fn a_placed_scope_is_cleared_everywhere() {
     use cog_core::placement::partition;
 
     let (servers, home, router, kv) = placed_kv().await;
-    let s = scope("acme");
-    let (k, sc) = (kv.clone(), s.clone());
-    tokio::task::spawn_blocking(move || k.set(&sc, b"k", b"v", entries(10)).unwrap())
-        .await
-        .unwrap();
+    let (s, other) = (scope("acme"), scope("initech"));
+    let (k, sc, o) = (kv.clone(), s.clone(), other.clone());
+    tokio::task::spawn_blocking(move || {
+        k.set(&sc, b"k", b"v", entries(10)).unwrap();
+        k.set(&o, b"k", b"v", entries(10)).unwrap();
+    })
+    .await
+    .unwrap();
     // Moved, and not used since: the data is still only on main.
     router
         .set_placement(home.moved(partition("acme"), "big").unwrap())
@@ -646,12 +677,19 @@ async fn a_placed_scope_is_cleared_everywhere() {
     })
     .await
     .unwrap();
-    let hash = RedisKv::new(client(&servers[0].url()).await).key(&s);
+    // Many at once, the same way.
+    let (k, sc, o) = (kv.clone(), s.clone(), other.clone());
+    tokio::task::spawn_blocking(move || assert_eq!(k.clear_all(&[sc, o]), Ok(1)))
+        .await
+        .unwrap();
+    let plain = RedisKv::new(client(&servers[0].url()).await);
     for server in &servers {
-        assert_eq!(
-            server.command(&["EXISTS", &hash]).unwrap(),
-            cog_testkit::Reply::Int(0)
-        );
+        for hash in [plain.key(&s), plain.key(&other)] {
+            assert_eq!(
+                server.command(&["EXISTS", &hash]).unwrap(),
+                cog_testkit::Reply::Int(0)
+            );
+        }
     }
 }
 
