@@ -53,8 +53,10 @@ struct Cli {
     /// `NAME=URL,…` as the services' `COG_DEPLOYMENTS`, or `none`.
     /// Deleting a tenant or a plugin (`delete`, `apply --prune`, the admin
     /// API of `cog serve`) clears what plugins stored for it there first;
-    /// if that fails, nothing is deleted. Default: the store, when it is
-    /// Redis.
+    /// if that fails, nothing is deleted. With `NAME=URL,…`, `placement
+    /// move` copies the partition's plugin data to its new deployment
+    /// (as the services do on first use, within their 24 h window).
+    /// Default: the store, when it is Redis.
     #[arg(long, env = "COG_PLUGIN_DATA", global = true)]
     plugin_data: Option<String>,
     /// Output format.
@@ -181,7 +183,7 @@ async fn dispatch(cli: &Cli, out: &Out) -> Exit {
             Err(e) => return e,
         },
         None => match Control::open(&cli.store).await {
-            Ok(control) if command.deletes() => {
+            Ok(control) if command.touches_plugin_data() => {
                 match plugin_data::attach(control, cli.plugin_data.as_deref(), &cli.store).await {
                     Ok(control) => Backend::Store(control.actor("cli")),
                     Err(e) => return e,

@@ -1733,3 +1733,36 @@ fn only_deletes_reach_for_the_plugin_data() {
     assert_eq!(r.code, 4, "{}", r.stderr);
     env.ok(&["tenant", "delete", "acme", "--yes"]);
 }
+
+/// `placement move` with the deployments' plugin data copies each scope of
+/// the partition to its new deployment at once.
+#[test]
+fn a_move_copies_the_plugin_data_ahead() {
+    let (main, big) = (
+        cog_testkit::RedisServer::start().unwrap(),
+        cog_testkit::RedisServer::start().unwrap(),
+    );
+    let env = Env::redis(&main);
+    env.ok(&["placement", "add", "main"]);
+    env.ok(&["placement", "add", "big"]);
+    env.ok(&["plan", "create", "free", "--limit", "rps=10/1s"]);
+    env.ok(&["tenant", "create", "acme", "--plan", "free"]);
+    env.ok(&["plugin", "install", HEADERS_WASM, "--plan", "free"]);
+    let hash = "cog:plugin-kv:{acme}:headers";
+    main.command(&["HSET", hash, "k", "v"]).unwrap();
+    let shown = env.ok(&["-o", "json", "placement", "show", "--tenant", "acme"]);
+    let partition = shown.json()["partition"].to_string();
+    let both = format!("main={},big={}", main.url(), big.url());
+    env.ok(&[
+        "--plugin-data",
+        &both,
+        "placement",
+        "move",
+        &partition,
+        "big",
+    ]);
+    assert_eq!(
+        big.command(&["HGET", hash, "k"]).unwrap(),
+        cog_testkit::Reply::Bulk(Some(b"v".to_vec()))
+    );
+}

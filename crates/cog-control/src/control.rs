@@ -329,33 +329,57 @@ impl Control {
     /// change, and no new revision, when it is there already). One
     /// compare-and-swap write: concurrent moves never lose each other.
     ///
+    /// With [`plugin_data`](Self::plugin_data) over the deployments (a
+    /// `cog_sandbox::PlacedKv` with the services' copy window), each
+    /// plugin's scope of the partition's tenants is then copied to `to`,
+    /// once across the fleet as the services' first use of it would:
+    /// otherwise a scope not used within the window would stay behind.
+    ///
     /// # Errors
     /// No placement table, or no deployment `to` in it.
+    /// [`ControlError::PluginData`] when the move was made but the copy
+    /// failed (each scope is still copied on its first use within the
+    /// window).
     pub async fn move_partition(
         &self,
         partition: u8,
         to: &str,
     ) -> Result<PlacementTable, ControlError> {
-        self.write("placement.move", &format!("{partition}"), |s| {
-            let table = s
-                .placement
-                .as_ref()
-                .ok_or_else(|| not_found("placement", "table"))?;
-            if !table.deployments.iter().any(|d| d == to) {
-                return Err(not_found("deployment", to));
-            }
-            let mut next = table
-                .to_placement()?
-                .moved(partition, to)
-                .map_err(|e| Invalid::new("placement", e.to_string()))?;
-            if next.revision() != table.revision {
-                next = next.at_revision(next_placement_revision(table.revision));
-            }
-            let table = PlacementTable::of(&next);
-            s.placement = Some(table.clone());
-            Ok(table)
-        })
-        .await
+        let (table, from) = self
+            .write("placement.move", &format!("{partition}"), |s| {
+                let table = s
+                    .placement
+                    .as_ref()
+                    .ok_or_else(|| not_found("placement", "table"))?;
+                if !table.deployments.iter().any(|d| d == to) {
+                    return Err(not_found("deployment", to));
+                }
+                let before = table.to_placement()?;
+                let mut next = before
+                    .moved(partition, to)
+                    .map_err(|e| Invalid::new("placement", e.to_string()))?;
+                if next.revision() != table.revision {
+                    next = next.at_revision(next_placement_revision(table.revision));
+                }
+                let table = PlacementTable::of(&next);
+                s.placement = Some(table.clone());
+                Ok((table, before.deployment_of(partition).to_owned()))
+            })
+            .await?;
+        // Scopes not used within the services' copy window would stay
+        // behind: each is copied now, as its first use would.
+        #[cfg(feature = "sandbox")]
+        if let Some(data) = &self.plugin_data
+            && from != to
+            && let Some(state) = self.newest_committed()
+        {
+            let scopes = crate::plugin_data::Names::of_partition(&state, partition);
+            data.copy_moved(from, to.to_owned(), table.revision, scopes)
+                .await?;
+        }
+        #[cfg(not(feature = "sandbox"))]
+        let _ = from;
+        Ok(table)
     }
 
     /// Creates plan `name`.

@@ -134,11 +134,13 @@ pub enum ControlError {
     /// A plugin's bytes are not a valid module.
     #[error("plugin rejected: {0}")]
     Plugin(String),
-    /// The data plugins kept for a tenant or a plugin being deleted could
-    /// not be removed ([`Control::plugin_data`](crate::Control::plugin_data)):
-    /// nothing was deleted; try again.
-    #[error("the plugin data store failed; nothing was deleted")]
+    /// The services' plugin data store ([`Control::plugin_data`](crate::Control::plugin_data))
+    /// failed: a delete whose data it had to clear was not made (try
+    /// again), or a partition moved without its plugin data copied ahead.
+    #[error("the plugin data store failed: {outcome}")]
     PluginData {
+        /// What came of the call: `nothing was deleted`, or the move made.
+        outcome: String,
         /// The store's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,

@@ -34,6 +34,23 @@ impl Names {
         }
     }
 
+    /// Every plugin's scope of each tenant `in_partition` keeps.
+    pub(crate) fn of_partition(state: &State, in_partition: u8) -> Vec<KvScope> {
+        let tenants = state
+            .spec
+            .tenants
+            .keys()
+            .filter(|t| cog_core::placement::partition(t) == in_partition);
+        let mut scopes = Vec::new();
+        for t in tenants {
+            scopes.extend(state.spec.plugins.keys().map(|p| KvScope {
+                tenant: t.as_str().into(),
+                plugin: p.as_str().into(),
+            }));
+        }
+        scopes
+    }
+
     /// The scopes a change to `after` leaves without an owner: each
     /// plugin's for a tenant gone, each tenant's for a plugin gone.
     pub(crate) fn gone(&self, after: &State) -> Vec<KvScope> {
@@ -74,11 +91,51 @@ impl PluginData {
         }
         let kv = self.0.clone();
         let count = scopes.len();
-        let held = tokio::task::spawn_blocking(move || kv.clear_all(&scopes))
-            .await
-            .map_err(|e| ControlError::PluginData { source: e.into() })?
-            .map_err(|e| ControlError::PluginData { source: e.into() })?;
+        let held = blocking(move || kv.clear_all(&scopes), "nothing was deleted").await?;
         tracing::info!(target: "cog_control", scopes = count, held, "plugin data cleared");
         Ok(())
     }
+
+    /// Copies `scopes` to `to` after their partition moved there from
+    /// `from` at placement revision `revision`, on a blocking thread.
+    ///
+    /// # Errors
+    /// [`ControlError::PluginData`] at the first scope the store could not
+    /// copy.
+    pub(crate) async fn copy_moved(
+        &self,
+        from: String,
+        to: String,
+        revision: u64,
+        scopes: Vec<KvScope>,
+    ) -> Result<(), ControlError> {
+        if scopes.is_empty() {
+            return Ok(());
+        }
+        let kv = self.0.clone();
+        let count = scopes.len();
+        blocking(
+            move || kv.copy_moved(&from, &to, revision, &scopes),
+            "the partition moved; its plugin data was not copied ahead (each scope still is, on its first use within the copy window)",
+        )
+        .await?;
+        tracing::info!(target: "cog_control", scopes = count, "plugin data copied after a move");
+        Ok(())
+    }
+}
+
+/// Runs `f` on a blocking thread (the store's calls block); its failure
+/// is [`ControlError::PluginData`] with `outcome`.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, cog_sandbox::KvError> + Send + 'static,
+    outcome: &str,
+) -> Result<T, ControlError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| ControlError::PluginData {
+        outcome: outcome.to_owned(),
+        source,
+    };
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| failed(e.into()))?
+        .map_err(|e| failed(e.into()))
 }

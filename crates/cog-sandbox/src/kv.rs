@@ -106,6 +106,27 @@ pub trait KvStore: Send + Sync + 'static {
         }
         Ok(held)
     }
+    /// Copies `scopes` from deployment `from` to deployment `to`, where
+    /// their tenants' partition moved at placement revision `revision` —
+    /// what a placed store does on each scope's first use after a move,
+    /// done ahead for scopes that may not be used before its copy window
+    /// ends (the control plane calls it for every scope of a moved
+    /// partition). Once across the fleet, as on first use: a scope copied
+    /// already is left as it is. Stores that keep every scope in one place
+    /// have nothing to copy (the default).
+    ///
+    /// # Errors
+    /// The first scope that could not be copied.
+    fn copy_moved(
+        &self,
+        from: &str,
+        to: &str,
+        revision: u64,
+        scopes: &[KvScope],
+    ) -> Result<(), KvError> {
+        let _ = (from, to, revision, scopes);
+        Ok(())
+    }
 }
 
 /// One scope's entries, and their keys' and values' bytes.

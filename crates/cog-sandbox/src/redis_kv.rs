@@ -487,4 +487,42 @@ impl KvStore for PlacedKv {
         }
         Ok(held)
     }
+
+    /// Copies each scope as its first use after the move would, marked
+    /// for this store's [`window`](PlacedKv::window) — keep it the
+    /// services' own.
+    fn copy_moved(
+        &self,
+        from: &str,
+        to: &str,
+        revision: u64,
+        scopes: &[KvScope],
+    ) -> Result<(), KvError> {
+        let inner = &*self.inner;
+        let index = |name: &str| {
+            inner
+                .router
+                .deployments()
+                .iter()
+                .position(|d| &**d == name)
+                .ok_or_else(|| {
+                    KvError::Unavailable(crate::Cause::new(PlacementError::UnknownDeployment(
+                        name.to_owned(),
+                    )))
+                })
+        };
+        let (from, to) = (index(from)?, index(to)?);
+        if from == to {
+            return Ok(());
+        }
+        for scope in scopes {
+            inner.stores[to].adopt(
+                &inner.stores[from],
+                scope,
+                revision..=revision,
+                inner.window,
+            )?;
+        }
+        Ok(())
+    }
 }

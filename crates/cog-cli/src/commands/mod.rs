@@ -76,12 +76,14 @@ pub(crate) enum StoreCommand<'a> {
 
 impl StoreCommand<'_> {
     /// Whether it may delete a tenant or a plugin (and so clear plugin
-    /// data): the others need no connection to it.
-    pub(crate) fn deletes(&self) -> bool {
+    /// data) or move a partition (and so copy it): the others need no
+    /// connection to it.
+    pub(crate) fn touches_plugin_data(&self) -> bool {
         matches!(
             self,
             StoreCommand::Tenant(tenant::TenantCmd::Delete { .. })
                 | StoreCommand::Plugin(plugin::PluginCmd::Delete { .. })
+                | StoreCommand::Placement(placement::PlacementCmd::Move { .. })
                 | StoreCommand::Apply(_)
                 | StoreCommand::Serve(_)
         )

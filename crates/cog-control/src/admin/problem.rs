@@ -131,7 +131,7 @@ impl From<ControlError> for Problem {
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "plugin-data-unavailable",
-                    "The plugin data could not be removed; nothing was deleted",
+                    "The plugin data store cannot serve now",
                     detail,
                 )
             }

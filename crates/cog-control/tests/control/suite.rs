@@ -1064,3 +1064,86 @@ async fn the_redis_store_follows_a_sentinel_failover() {
     assert!(state.spec.plans.contains_key(&format!("p{n}")));
     drop(sentinel);
 }
+
+/// With its plugin data over the deployments, a move copies each plugin's
+/// scope of the partition's tenants at once — a tenant idle through the
+/// services' copy window keeps its data — once, as the services' first
+/// use would: a service's own copy after it does not overwrite what was
+/// written since. A copy that fails says so; the move is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_copies_the_partitions_plugin_data_ahead() {
+    use cog_core::placement::{Placement, Router, partition};
+    use cog_sandbox::{KvStore, PlacedKv, RedisKv};
+    use std::time::Duration;
+
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let kv_on = async |s: &RedisServer| {
+        RedisKv::new(cog_testkit::fred_client(&s.url()).await).timeout(Duration::from_secs(1))
+    };
+    let placed = |stores: [(&str, RedisKv); 2]| {
+        let router = Router::new(["main", "big"], Placement::new(["main", "big"]).unwrap());
+        PlacedKv::new(Arc::new(router.unwrap()), stores).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let c =
+        Control::new(Arc::new(FileStore::new(dir.path().join("s.json")))).plugin_data(Arc::new(
+            placed([("main", kv_on(&main).await), ("big", kv_on(&big).await)]),
+        ));
+    c.add_deployment("main").await.unwrap();
+    c.add_deployment("big").await.unwrap();
+    c.create_plan("free", plan("rps=10/1s")).await.unwrap();
+    let other = cog_testkit::placement::elsewhere("acme");
+    for t in ["acme", other.as_str()] {
+        c.create_tenant(t, Tenant::new("free")).await.unwrap();
+    }
+    c.install_plugin("p", EMPTY_WASM, PluginSpec::default())
+        .await
+        .unwrap();
+    let main_kv = kv_on(&main).await;
+    let hash = |t: &str| main_kv.key(&kv_scope(t, "p"));
+    for t in ["acme", other.as_str()] {
+        main.command(&["HSET", &hash(t), "k", "old"]).unwrap();
+    }
+    let hget = |s: &RedisServer, t: &str| s.command(&["HGET", &hash(t), "k"]).unwrap();
+
+    let table = c.move_partition(partition("acme"), "big").await.unwrap();
+    assert_eq!(
+        hget(&big, "acme"),
+        cog_testkit::Reply::Bulk(Some(b"old".to_vec()))
+    );
+    assert_eq!(hget(&big, &other), cog_testkit::Reply::Bulk(None));
+
+    // A service that had not seen the move: written since the copy, not
+    // copied over again on its first use.
+    big.command(&["HSET", &hash("acme"), "k", "new"]).unwrap();
+    let router_table = table.to_placement().unwrap();
+    let service_router = Router::new(["main", "big"], Placement::new(["main", "big"]).unwrap());
+    let service_router = Arc::new(service_router.unwrap());
+    let service = PlacedKv::new(
+        service_router.clone(),
+        [("main", kv_on(&main).await), ("big", kv_on(&big).await)],
+    )
+    .unwrap();
+    service_router.set_placement(router_table).unwrap();
+    let got = tokio::task::spawn_blocking(move || service.get(&kv_scope("acme", "p"), b"k"))
+        .await
+        .unwrap();
+    assert_eq!(got, Ok(Some(b"new".to_vec())));
+
+    // The copy fails (the deployment it would go to is down): the move is
+    // made all the same, and says so.
+    main.pause().unwrap();
+    let e = c.move_partition(partition("acme"), "main").await;
+    main.resume().unwrap();
+    let e = e.unwrap_err();
+    assert!(matches!(e, ControlError::PluginData { .. }), "{e}");
+    assert!(e.to_string().contains("the partition moved"), "{e}");
+    let now = c
+        .placement()
+        .await
+        .unwrap()
+        .unwrap()
+        .to_placement()
+        .unwrap();
+    assert_eq!(now.deployment_of(partition("acme")), "main");
+}
