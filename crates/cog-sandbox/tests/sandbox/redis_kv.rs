@@ -693,6 +693,58 @@ async fn a_placed_scope_is_cleared_everywhere() {
     }
 }
 
+/// Copied ahead of first use (what the control plane does on a move):
+/// every scope given, once — a second copy of the same move, or a first
+/// use after it, leaves what was written since — and not to a deployment
+/// the store has no connection to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_are_copied_ahead_once() {
+    use cog_core::placement::partition;
+
+    let (servers, home, router, kv) = placed_kv().await;
+    let (s, other) = (scope("acme"), scope("initech"));
+    let plain = RedisKv::new(client(&servers[0].url()).await);
+    for sc in [&s, &other] {
+        servers[0]
+            .command(&["HSET", &plain.key(sc), "k", "old"])
+            .unwrap();
+    }
+    let moved = home.moved(partition("acme"), "big").unwrap();
+    let revision = moved.revision();
+    let (k, sc, o) = (kv.clone(), s.clone(), other.clone());
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(
+            k.copy_moved("main", "main", revision, &[sc.clone()]),
+            Ok(())
+        );
+        assert!(matches!(
+            k.copy_moved("main", "elsewhere", revision, &[sc.clone()]),
+            Err(cog_sandbox::KvError::Unavailable(_))
+        ));
+        k.copy_moved("main", "big", revision, &[sc, o]).unwrap();
+    })
+    .await
+    .unwrap();
+    let hget = |i: usize, sc: &KvScope| servers[i].command(&["HGET", &plain.key(sc), "k"]).unwrap();
+    let old = cog_testkit::Reply::Bulk(Some(b"old".to_vec()));
+    assert_eq!((hget(1, &s), hget(1, &other)), (old.clone(), old));
+    // Written since: neither the same copy again nor a first use after
+    // the move brings the old data back.
+    servers[1]
+        .command(&["HSET", &plain.key(&s), "k", "new"])
+        .unwrap();
+    router.set_placement(moved).unwrap();
+    let (k, sc) = (kv.clone(), s.clone());
+    let got = tokio::task::spawn_blocking(move || {
+        k.copy_moved("main", "big", revision, &[sc.clone()])
+            .unwrap();
+        k.get(&sc, b"k")
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, Ok(Some(b"new".to_vec())));
+}
+
 /// Another partition's move is not this one's: what a plugin wrote on its
 /// partition's new home is not replaced by a second copy from the old home
 /// when an unrelated partition moves within the copy window.
