@@ -714,11 +714,11 @@ async fn scopes_are_copied_ahead_once() {
     let (k, sc, o) = (kv.clone(), s.clone(), other.clone());
     tokio::task::spawn_blocking(move || {
         assert_eq!(
-            k.copy_moved("main", "main", revision, &[sc.clone()]),
+            k.copy_moved("main", "main", revision, std::slice::from_ref(&sc)),
             Ok(())
         );
         assert!(matches!(
-            k.copy_moved("main", "elsewhere", revision, &[sc.clone()]),
+            k.copy_moved("main", "elsewhere", revision, std::slice::from_ref(&sc)),
             Err(cog_sandbox::KvError::Unavailable(_))
         ));
         k.copy_moved("main", "big", revision, &[sc, o]).unwrap();
@@ -736,7 +736,7 @@ async fn scopes_are_copied_ahead_once() {
     router.set_placement(moved).unwrap();
     let (k, sc) = (kv.clone(), s.clone());
     let got = tokio::task::spawn_blocking(move || {
-        k.copy_moved("main", "big", revision, &[sc.clone()])
+        k.copy_moved("main", "big", revision, std::slice::from_ref(&sc))
             .unwrap();
         k.get(&sc, b"k")
     })
