@@ -310,7 +310,7 @@ impl KvStore for RedisKv {
         Ok(n > 0)
     }
 
-    /// Pipelined, [`CLEAR_BATCH`] scopes a round trip, each batch within
+    /// Pipelined, 128 scopes a round trip, each batch within
     /// the store's timeout.
     fn clear_all(&self, scopes: &[KvScope]) -> Result<usize, KvError> {
         let mut held = 0;
