@@ -525,15 +525,27 @@ async fn a_deleted_plan_leaves_its_plugins_on_the_others((a, _): Pair) {
     assert_eq!(state.spec.plugins["p"].attach.plans, ["free", "team"]);
 }
 
-/// A store that counts the whole-state reads made through it.
+/// A store over another that counts the whole-state reads made through
+/// it and refuses to store the bytes of one digest.
 #[derive(Debug)]
-struct CountingLoads {
+struct Watched {
     inner: Arc<dyn Store>,
     loads: std::sync::atomic::AtomicUsize,
+    refused: String,
+}
+
+impl Watched {
+    fn over(inner: Arc<dyn Store>) -> Self {
+        Watched {
+            inner,
+            loads: Default::default(),
+            refused: String::new(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl Store for CountingLoads {
+impl Store for Watched {
     async fn load(&self) -> Result<cog_control::State, ControlError> {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.load().await
@@ -545,10 +557,19 @@ impl Store for CountingLoads {
         self.inner.revision().await
     }
     async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {
+        if digest == self.refused {
+            return Err(ControlError::Io {
+                path: "blobs".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
         self.inner.put_blob(digest, bytes).await
     }
     async fn get_blob(&self, digest: &str) -> Result<Option<bytes::Bytes>, ControlError> {
         self.inner.get_blob(digest).await
+    }
+    async fn delete_blob(&self, digest: &str) -> Result<(), ControlError> {
+        self.inner.delete_blob(digest).await
     }
 }
 
@@ -557,10 +578,7 @@ impl Store for CountingLoads {
 /// unless the store moved on.
 async fn a_write_from_a_current_state_reads_nothing_more((a, b): Pair) {
     use std::sync::atomic::Ordering;
-    let counting = Arc::new(CountingLoads {
-        inner: a,
-        loads: Default::default(),
-    });
+    let counting = Arc::new(Watched::over(a));
     let one = Control::new(counting.clone());
     one.create_plan("free", plan("rps=1/1s")).await.unwrap();
     let seen = Arc::new(one.state().await.unwrap());
@@ -797,9 +815,9 @@ async fn refused_writes_keep_no_plugin_bytes((store, _): Pair) {
     } else {
         (h, g)
     };
-    let failing = Control::new(Arc::new(RefusingBlob {
-        inner: store.clone(),
+    let failing = Control::new(Arc::new(Watched {
         refused: cog_control::digest(&last),
+        ..Watched::over(store.clone())
     }));
     desired.plugins.insert("s".into(), named(&first));
     desired.plugins.insert("t".into(), named(&last));
@@ -813,40 +831,6 @@ async fn refused_writes_keep_no_plugin_bytes((store, _): Pair) {
     assert!(!c.state().await.unwrap().spec.plugins.contains_key("s"));
 }
 
-/// A store whose `put_blob` fails for one digest.
-#[derive(Debug)]
-struct RefusingBlob {
-    inner: Arc<dyn Store>,
-    refused: String,
-}
-
-#[async_trait::async_trait]
-impl Store for RefusingBlob {
-    async fn load(&self) -> Result<cog_control::State, ControlError> {
-        self.inner.load().await
-    }
-    async fn commit(&self, state: &cog_control::State) -> Result<u64, ControlError> {
-        self.inner.commit(state).await
-    }
-    async fn revision(&self) -> Result<u64, ControlError> {
-        self.inner.revision().await
-    }
-    async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {
-        if digest == self.refused {
-            return Err(ControlError::Io {
-                path: "blobs".into(),
-                source: std::io::Error::other("disk full"),
-            });
-        }
-        self.inner.put_blob(digest, bytes).await
-    }
-    async fn get_blob(&self, digest: &str) -> Result<Option<bytes::Bytes>, ControlError> {
-        self.inner.get_blob(digest).await
-    }
-    async fn delete_blob(&self, digest: &str) -> Result<(), ControlError> {
-        self.inner.delete_blob(digest).await
-    }
-}
 
 /// A plugin data store whose `clear` fails while `broken` is set.
 pub(crate) struct Flaky {
