@@ -831,7 +831,6 @@ async fn refused_writes_keep_no_plugin_bytes((store, _): Pair) {
     assert!(!c.state().await.unwrap().spec.plugins.contains_key("s"));
 }
 
-
 /// A plugin data store whose `clear` fails while `broken` is set.
 pub(crate) struct Flaky {
     pub(crate) kv: cog_sandbox::MemoryKv,
