@@ -373,7 +373,7 @@ impl Control {
             && from != to
             && let Some(state) = self.newest_committed()
         {
-            let scopes = crate::plugin_data::Names::of_partition(&state, partition);
+            let scopes = crate::plugin_data::of_partition(&state, partition);
             data.copy_moved(from, to.to_owned(), table.revision, scopes)
                 .await?;
         }

@@ -1,4 +1,5 @@
-//! Clearing the plugin data of deleted tenants and plugins.
+//! The services' plugin data, from the control plane: cleared for deleted
+//! tenants and plugins, copied ahead for a moved partition.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -34,23 +35,6 @@ impl Names {
         }
     }
 
-    /// Every plugin's scope of each tenant `in_partition` keeps.
-    pub(crate) fn of_partition(state: &State, in_partition: u8) -> Vec<KvScope> {
-        let tenants = state
-            .spec
-            .tenants
-            .keys()
-            .filter(|t| cog_core::placement::partition(t) == in_partition);
-        let mut scopes = Vec::new();
-        for t in tenants {
-            scopes.extend(state.spec.plugins.keys().map(|p| KvScope {
-                tenant: t.as_str().into(),
-                plugin: p.as_str().into(),
-            }));
-        }
-        scopes
-    }
-
     /// The scopes a change to `after` leaves without an owner: each
     /// plugin's for a tenant gone, each tenant's for a plugin gone.
     pub(crate) fn gone(&self, after: &State) -> Vec<KvScope> {
@@ -77,6 +61,23 @@ impl Names {
             })
             .collect()
     }
+}
+
+/// Every plugin's scope of each tenant of partition `in_partition`.
+pub(crate) fn of_partition(state: &State, in_partition: u8) -> Vec<KvScope> {
+    let tenants = state
+        .spec
+        .tenants
+        .keys()
+        .filter(|t| cog_core::placement::partition(t) == in_partition);
+    let mut scopes = Vec::new();
+    for t in tenants {
+        scopes.extend(state.spec.plugins.keys().map(|p| KvScope {
+            tenant: t.as_str().into(),
+            plugin: p.as_str().into(),
+        }));
+    }
+    scopes
 }
 
 impl PluginData {
