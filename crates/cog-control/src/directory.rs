@@ -4,8 +4,10 @@
 /// The view's maps: foldhash, seeded per process (their keys come from the
 /// store; requests only look up).
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use std::collections::HashSet;
 use std::fmt;
 use std::future::{Future, ready};
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -150,8 +152,32 @@ struct Inner {
     emptied: parking_lot::Mutex<bool>,
     /// Routers handed every new placement ([`Directory::follow`]).
     routers: parking_lot::Mutex<Vec<Weak<Router>>>,
+    /// Handed the tenants each new view drops ([`Directory::on_removed`]).
+    forgets: parking_lot::Mutex<Vec<Forget>>,
+    /// How many runs of `forgets` are in flight.
+    forgetting: tokio::sync::watch::Sender<usize>,
     #[cfg(feature = "sandbox")]
     sandbox: Option<crate::plugins::Loader>,
+}
+
+/// A hook of [`Directory::on_removed`].
+type Forget =
+    Arc<dyn Fn(Vec<Arc<TenantContext>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+impl Inner {
+    fn new(store: Arc<dyn Store>) -> Self {
+        Inner {
+            store,
+            view: ArcSwap::default(),
+            replacing: parking_lot::Mutex::default(),
+            emptied: parking_lot::Mutex::default(),
+            routers: parking_lot::Mutex::default(),
+            forgets: parking_lot::Mutex::default(),
+            forgetting: tokio::sync::watch::Sender::new(0),
+            #[cfg(feature = "sandbox")]
+            sandbox: None,
+        }
+    }
 }
 
 /// A live view of the control plane for the request path: API key →
@@ -205,19 +231,7 @@ impl Directory {
     /// # Errors
     /// The first load failed.
     pub async fn start_with(store: Arc<dyn Store>, poll: Duration) -> Result<Self, ControlError> {
-        Self::launch(
-            Inner {
-                store,
-                view: ArcSwap::default(),
-                replacing: parking_lot::Mutex::default(),
-                emptied: parking_lot::Mutex::default(),
-                routers: parking_lot::Mutex::default(),
-                #[cfg(feature = "sandbox")]
-                sandbox: None,
-            },
-            poll,
-        )
-        .await
+        Self::launch(Inner::new(store), poll).await
     }
 
     /// As [`start_with`](Self::start_with), and resolves each tenant's
@@ -236,12 +250,8 @@ impl Directory {
     ) -> Result<Self, ControlError> {
         Self::launch(
             Inner {
-                store,
-                view: ArcSwap::default(),
-                replacing: parking_lot::Mutex::default(),
-                emptied: parking_lot::Mutex::default(),
-                routers: parking_lot::Mutex::default(),
                 sandbox: Some(crate::plugins::Loader::new(runtime)),
+                ..Inner::new(store)
             },
             poll,
         )
@@ -261,12 +271,44 @@ impl Directory {
         Ok(dir)
     }
 
-    /// Re-reads the store now if its revision moved.
+    /// Re-reads the store now if its revision moved; returns once the
+    /// [removal hooks](Self::on_removed) handed tenants by then — by this
+    /// refresh or a background one — have finished.
     ///
     /// # Errors
     /// The store failed (the old view stays).
     pub async fn refresh(&self) -> Result<(), ControlError> {
-        refresh(&self.inner).await
+        let refreshed = refresh(&self.inner).await;
+        let mut running = self.inner.forgetting.subscribe();
+        // The sender lives in `inner`, which `self` holds: this cannot fail.
+        let _ = running.wait_for(|n| *n == 0).await;
+        refreshed
+    }
+
+    /// Runs `forget` with the tenants each new view drops, in the
+    /// background, once the view without them is in force on this
+    /// instance: tenants deleted — and tenants deleted and created again
+    /// between two views, when the audit log names the delete or the
+    /// create (`cog tenant delete`/`create`, the admin API; not two
+    /// `apply`s) — or lost with a store that went back. That is where a
+    /// service drops what it keeps per tenant outside the control plane
+    /// (cached answers, limiter counters), so that a tenant created again
+    /// under the same id — another customer, perhaps — starts empty.
+    ///
+    /// Every instance runs its hooks, so whatever an instance wrote for a
+    /// tenant before it saw the deletion is dropped by that instance too.
+    /// Hooks are called in the order they were added, one after another;
+    /// a hook must not wait for [`refresh`](Self::refresh) (which waits
+    /// for the hooks).
+    pub fn on_removed<F, Fut>(&self, forget: F)
+    where
+        F: Fn(Vec<Arc<TenantContext>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner
+            .forgets
+            .lock()
+            .push(Arc::new(move |gone| Box::pin(forget(gone))));
     }
 
     /// The revision the view was built from.
@@ -393,7 +435,7 @@ async fn build(inner: &Inner, state: &State) -> View {
     view
 }
 
-async fn refresh(inner: &Inner) -> Result<(), ControlError> {
+async fn refresh(inner: &Arc<Inner>) -> Result<(), ControlError> {
     let known = inner.view.load().revision;
     let revision = inner.store.revision().await?;
     if revision == known {
@@ -429,6 +471,9 @@ async fn refresh(inner: &Inner) -> Result<(), ControlError> {
         inner.view.store(view.clone());
     }
     drop(replacing);
+    if newer || lower {
+        forget(inner, removed(&current, &view, &state, lower));
+    }
     // Placement revisions only grow in a store that keeps its writes: an
     // older table in a newer view is a store that went back and was
     // written again before this refresh saw it lower.
@@ -444,6 +489,57 @@ async fn refresh(inner: &Inner) -> Result<(), ControlError> {
         None => {}
     }
     Ok(())
+}
+
+/// The tenants of `before` that `after` no longer has: gone, or — as the
+/// audit log says of the writes since `before` — deleted or created since
+/// (a tenant created while `before` had it was deleted in between). A store
+/// that went back (`lower`) says nothing of the writes in between.
+fn removed(before: &View, after: &View, state: &State, lower: bool) -> Vec<Arc<TenantContext>> {
+    let renewed: HashSet<&str> = if lower {
+        HashSet::new()
+    } else {
+        state
+            .audit
+            .iter()
+            .filter(|e| e.revision > before.revision)
+            .filter(|e| matches!(e.action.as_str(), "tenant.create" | "tenant.delete"))
+            .map(|e| e.target.as_str())
+            .collect()
+    };
+    before
+        .tenants
+        .values()
+        .filter(|t| !after.tenants.contains_key(&t.id) || renewed.contains(&*t.id))
+        .cloned()
+        .collect()
+}
+
+/// Hands `gone` to the removal hooks, in a task of its own (a hook may
+/// wait on Redis; the view does not wait for it).
+fn forget(inner: &Arc<Inner>, gone: Vec<Arc<TenantContext>>) {
+    if gone.is_empty() {
+        return;
+    }
+    let hooks = inner.forgets.lock().clone();
+    if hooks.is_empty() {
+        return;
+    }
+    /// Counts the run out however it ends (a hook that panics included).
+    struct Running(Arc<Inner>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.0.forgetting.send_modify(|n| *n -= 1);
+        }
+    }
+    inner.forgetting.send_modify(|n| *n += 1);
+    let running = Running(inner.clone());
+    tokio::spawn(async move {
+        let _running = running;
+        for hook in hooks {
+            hook(gone.clone()).await;
+        }
+    });
 }
 
 /// Gives `placement` (`None`: no table, every partition on the router's

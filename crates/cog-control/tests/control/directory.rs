@@ -786,3 +786,118 @@ async fn the_authenticator_is_ready_when_its_inner_service_is() {
             .is_ready()
     );
 }
+
+/// What each `refresh` handed the removal hooks, by tenant id.
+fn recorder(d: &Directory) -> Arc<parking_lot::Mutex<Vec<Vec<String>>>> {
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    d.on_removed(move |gone: Vec<Arc<TenantContext>>| {
+        let mut ids: Vec<String> = gone.iter().map(|t| t.id.to_string()).collect();
+        ids.sort();
+        s.lock().push(ids);
+        async {}
+    });
+    seen
+}
+
+/// The removal hooks get each tenant a new view drops — deleted; deleted
+/// and created again between two views; lost with a store that went back
+/// — and none that is only changed, suspended or new, nor any when the
+/// store is found empty (the last view stays).
+#[tokio::test]
+async fn tenants_a_view_drops_are_handed_to_the_removal_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let (c, _, _) = seeded(Arc::new(FileStore::new(&path))).await;
+    for id in ["bob", "carol"] {
+        c.create_tenant(id, Tenant::new("free")).await.unwrap();
+    }
+    let d = Directory::start_with(Arc::new(FileStore::new(&path)), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let seen = recorder(&d);
+    let take = || std::mem::take(&mut *seen.lock());
+
+    c.set_status("bob", Status::Suspended).await.unwrap();
+    c.update_tenant("carol", |t| t.display_name = "Carol".into())
+        .await
+        .unwrap();
+    c.create_tenant("dave", Tenant::new("free")).await.unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(take(), Vec::<Vec<String>>::new(), "nothing removed");
+
+    c.delete_tenant("bob").await.unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(take(), [["bob"]]);
+    d.refresh().await.unwrap();
+    assert_eq!(take(), Vec::<Vec<String>>::new(), "handed once");
+
+    // Deleted and created again before this instance looked: the same id,
+    // another tenant.
+    c.delete_tenant("acme").await.unwrap();
+    c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+    c.delete_tenant("dave").await.unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(take(), [["acme", "dave"]]);
+    assert!(d.tenant("acme").is_some());
+
+    let backup = std::fs::read(&path).unwrap();
+    c.create_tenant("erin", Tenant::new("free")).await.unwrap();
+    d.refresh().await.unwrap();
+    std::fs::write(&path, backup).unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(take(), [["erin"]], "lost with the store's last write");
+
+    std::fs::remove_file(&path).unwrap();
+    d.refresh().await.unwrap();
+    assert_eq!(take(), Vec::<Vec<String>>::new(), "an emptied store");
+    assert!(d.tenant("carol").is_some(), "the last view stays");
+}
+
+/// A directory following a store by itself hands its hooks what it drops,
+/// in the order they were added; a hook that panics does not keep
+/// `refresh` waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_hooks_run_in_the_background_and_a_panic_ends_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let (c, _, _) = seeded(Arc::new(FileStore::new(&path))).await;
+    c.create_tenant("bob", Tenant::new("free")).await.unwrap();
+    let d = Directory::start_with(Arc::new(FileStore::new(&path)), Duration::from_millis(20))
+        .await
+        .unwrap();
+    let order = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    for n in 0..3 {
+        let order = order.clone();
+        d.on_removed(move |gone: Vec<Arc<TenantContext>>| {
+            let order = order.clone();
+            async move {
+                // Later hooks would overtake an earlier one run alongside.
+                tokio::time::sleep(Duration::from_millis(30 - 10 * n)).await;
+                if gone.iter().any(|t| &*t.id == "bob") && n == 1 {
+                    panic!("a hook that fails");
+                }
+                order.lock().push((n, gone[0].id.to_string()));
+            }
+        });
+    }
+
+    c.delete_tenant("acme").await.unwrap();
+    let o = order.clone();
+    eventually("the hooks", || o.lock().len() == 3).await;
+    assert_eq!(
+        *order.lock(),
+        [(0, "acme".into()), (1, "acme".into()), (2, "acme".into())]
+    );
+
+    c.delete_tenant("bob").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while d.tenant("bob").is_some() {
+            d.refresh().await.unwrap();
+        }
+        d.refresh().await.unwrap();
+    })
+    .await
+    .expect("refresh waits for no panicked run");
+    assert_eq!(order.lock()[3..], [(0, String::from("bob"))]);
+}
