@@ -397,6 +397,7 @@ pub async fn build(config: &Config) -> Result<Demo, Error> {
         trace: trace.clone(),
         complete: Router::new().route("/v1/complete", post(complete)),
         items: Router::new().route("/v1/items/{id}", get(item)),
+        page_cache: pages.clone(),
         pages: HttpCacheLayer::new(pages.clone())
             .tenant_with(tenant_of)
             // Keys authenticate tenants, and entries are per tenant: a
@@ -535,6 +536,8 @@ struct Api {
     complete: Router<Arc<AppState>>,
     items: Router<Arc<AppState>>,
     pages: HttpCacheLayer,
+    /// The cache under `pages`.
+    page_cache: TieredCache<String, StoredResponse>,
     state: Arc<AppState>,
 }
 
@@ -542,6 +545,12 @@ fn with_layers<St>(api: Api, limiter: St, directory: &Directory) -> Router
 where
     St: cog_ratelimit::store::Store + Clone,
 {
+    forget_removed(
+        directory,
+        api.state.completions.clone(),
+        api.page_cache.clone(),
+        limiter.clone(),
+    );
     // One `Router::layer` per route, with every layer it needs: each call
     // boxes the routes once more, and every request clones each box on its
     // way (an allocation apiece). Outermost first: the server span,
@@ -565,6 +574,40 @@ where
             api.items.layer(stack.layer(api.pages)),
         )
         .with_state(api.state)
+}
+
+/// Drops what the demo keeps for each tenant the control plane removes —
+/// its cached completions and pages (here, in Redis and, through it, on
+/// the other instances) and its limiter counters — so that a tenant
+/// created again under the same id starts empty, not with the old one's
+/// answers and spent quota.
+fn forget_removed<St>(
+    directory: &Directory,
+    completions: TieredCache<String, String>,
+    pages: TieredCache<String, StoredResponse>,
+    limiter: St,
+) where
+    St: cog_ratelimit::store::Store + Clone,
+{
+    directory.on_removed(move |gone: Vec<Arc<TenantContext>>| {
+        let (completions, pages, limiter) = (completions.clone(), pages.clone(), limiter.clone());
+        async move {
+            for tenant in gone {
+                // What Redis refuses is retried by the caches themselves.
+                completions.tenant(&tenant.id).invalidate_tenant().await;
+                pages.tenant(&tenant.id).invalidate_tenant().await;
+                if let Some(quota) = &tenant.quota
+                    && let Err(e) = limiter.reset(&tenant.id, quota).await
+                {
+                    tracing::warn!(
+                        tenant = %tenant.id,
+                        error = &e as &dyn std::error::Error,
+                        "a removed tenant's limiter counters stay until their windows end"
+                    );
+                }
+            }
+        }
+    });
 }
 
 #[derive(serde::Deserialize)]

@@ -443,3 +443,78 @@ async fn a_plans_cache_budget_caps_its_tenants_entries() {
     let cache = cache_status(free_key).await;
     assert!(cache.starts_with("cog; hit"), "{cache}");
 }
+
+/// `method path` as `key`: the status and the `cache-status` header.
+async fn call(addr: SocketAddr, method: Method, path: &str, key: &str) -> (StatusCode, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(br#"{"prompt": "hi"}"#)))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let cache = res
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (res.status(), cache)
+}
+
+/// A tenant deleted and created again under the same id — another
+/// customer, perhaps — starts empty: none of the old one's cached pages or
+/// completions (in L1 and in Redis), none of its spent limit. Both used to
+/// carry over until their TTLs and windows ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_created_again_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start().unwrap();
+    for redis in [None, Some(server.url())] {
+        let config = app::Config {
+            redis_url: redis.clone(),
+            redis_timeout: Duration::from_millis(500),
+            ..in_memory(&dir)
+        };
+        let demo = app::build(&config).await.unwrap();
+        let tight = cog_control::Plan {
+            limits: vec![cog_control::LimitSpec::parse("rps=3/1h").unwrap()],
+            ..Default::default()
+        };
+        demo.control.create_plan("tight", tight).await.unwrap();
+        let addr = serve_router(&demo).await;
+        let calls = || {
+            demo.counters
+                .model_calls
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        let complete =
+            |key: String| async move { call(addr, Method::POST, "/v1/complete", &key).await.0 };
+        let item = |key: String| async move { call(addr, Method::GET, "/v1/items/7", &key).await };
+
+        for round in 0..2 {
+            let what = format!("{redis:?}, round {round}");
+            if round == 1 {
+                demo.control.delete_tenant("acme").await.unwrap();
+                demo.directory.refresh().await.unwrap();
+            }
+            demo.control
+                .create_tenant("acme", cog_control::Tenant::new("tight"))
+                .await
+                .unwrap();
+            let key = demo.control.create_key("acme", None).await.unwrap().secret;
+            demo.directory.refresh().await.unwrap();
+            let (status, cache) = item(key.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{what}");
+            assert_eq!(cache, "cog; fwd=uri-miss; stored", "{what}");
+            let before = calls();
+            assert_eq!(complete(key.clone()).await, StatusCode::OK, "{what}");
+            assert_eq!(calls(), before + 1, "{what}: a completion of its own");
+            let (status, cache) = item(key.clone()).await;
+            assert_eq!(status, StatusCode::OK, "{what}");
+            assert!(cache.starts_with("cog; hit"), "{what}: {cache}");
+            assert_eq!(item(key).await.0, StatusCode::TOO_MANY_REQUESTS, "{what}");
+        }
+    }
+}
