@@ -499,6 +499,13 @@ impl<K: CacheKey, V: CacheValue> Inner<K, V> {
         }
     }
 
+    /// Drops every L1 entry of `tenants`, and what loads in flight would
+    /// write back.
+    pub(crate) fn forget_l1(&self, tenants: &std::collections::HashSet<&str>) {
+        self.generations.bump_all();
+        self.l1.retain(|k, _| !tenants.contains(&*k.tenant));
+    }
+
     /// Drops every L1 entry, and what loads in flight would write back:
     /// for when invalidations may have been missed.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]

@@ -92,6 +92,9 @@ mod disabled {
         ) -> Result<(), L2Error> {
             match *self {}
         }
+        pub(crate) async fn delete_tenants(&self, _: &[&str]) -> Result<(), L2Error> {
+            match *self {}
+        }
         pub(crate) async fn publish<K: Serialize>(
             &self,
             _: &Invalidation<K>,
@@ -400,6 +403,14 @@ mod imp {
         /// Deletes every key of `tenant` (values, tag sets, leases),
         /// scanning every node of a cluster, a page of keys at a time.
         pub(crate) async fn delete_tenant(&self, tenant: &str) -> Result<(), L2Error> {
+            self.delete_tenants(&[tenant]).await
+        }
+
+        /// [`delete_tenant`](Self::delete_tenant) for each of `tenants`, in
+        /// one walk of the keyspace: Redis matches one tenant's keys
+        /// itself; for several, the walk takes every key under the prefix
+        /// and keeps those whose tenant segment is one of theirs.
+        pub(crate) async fn delete_tenants(&self, tenants: &[&str]) -> Result<(), L2Error> {
             use futures_util::StreamExt;
             let glob: String = self
                 .settings
@@ -410,7 +421,26 @@ mod imp {
                     c => vec![c],
                 })
                 .collect();
-            let pattern = format!("{glob}{}:*", encode_segment(tenant));
+            let (pattern, segments) = match tenants {
+                [] => return Ok(()),
+                [tenant] => (format!("{glob}{}:*", encode_segment(tenant)), None),
+                _ => {
+                    let segments: std::collections::HashSet<String> =
+                        tenants.iter().map(|t| encode_segment(t)).collect();
+                    (format!("{glob}*"), Some(segments))
+                }
+            };
+            let prefix = self.settings.prefix.clone();
+            // A data key is the prefix, the tenant's segment, `:`, the rest;
+            // no segment holds a raw `:`.
+            let theirs = move |key: &fred::types::Key| match &segments {
+                None => true,
+                Some(segments) => key
+                    .as_str()
+                    .and_then(|k| k.strip_prefix(prefix.as_str()))
+                    .and_then(|rest| rest.split_once(':'))
+                    .is_some_and(|(segment, _)| segments.contains(segment)),
+            };
             let client = self.client.clone();
             let opts = self.opts();
             let step = self.settings.timeout;
@@ -429,7 +459,8 @@ mod imp {
                 };
                 while let Some(page) = within(step, "SCAN page", pages.next()).await? {
                     let mut page = page?;
-                    let keys = page.take_results().unwrap_or_default();
+                    let mut keys = page.take_results().unwrap_or_default();
+                    keys.retain(&theirs);
                     del_all(&client, &opts, step, keys).await?;
                     page.next();
                 }

@@ -577,8 +577,8 @@ where
 }
 
 /// Drops what the demo keeps for each tenant the control plane removes —
-/// its cached completions and pages (here, in Redis and, through it, on
-/// the other instances) and its limiter counters — so that a tenant
+/// its cached completions and pages (from this instance's L1 and from
+/// Redis; every instance runs this for itself) and its limiter counters — so that a tenant
 /// created again under the same id starts empty, not with the old one's
 /// answers and spent quota.
 fn forget_removed<St>(
@@ -592,10 +592,13 @@ fn forget_removed<St>(
     directory.on_removed(move |gone: Vec<Arc<TenantContext>>| {
         let (completions, pages, limiter) = (completions.clone(), pages.clone(), limiter.clone());
         async move {
-            for tenant in gone {
-                // What Redis refuses is retried by the caches themselves.
-                completions.tenant(&tenant.id).invalidate_tenant().await;
-                pages.tenant(&tenant.id).invalidate_tenant().await;
+            // One walk of Redis's keys per cache for them all (a prune may
+            // remove thousands), each instance its own L1; what Redis
+            // refuses, the caches retry.
+            let ids = || gone.iter().map(|t| t.id.clone());
+            completions.forget_tenants(ids()).await;
+            pages.forget_tenants(ids()).await;
+            for tenant in &gone {
                 if let Some(quota) = &tenant.quota
                     && let Err(e) = limiter.reset(&tenant.id, quota).await
                 {

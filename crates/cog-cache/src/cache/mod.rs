@@ -283,6 +283,44 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             .await;
     }
 
+    /// Removes every entry of each of `tenants` from this instance's L1
+    /// and from L2 — one walk of each L2's keys for them all, where
+    /// [`invalidate_tenant`](Self::invalidate_tenant) walks once per
+    /// tenant — without telling other instances or regions. For a hook
+    /// that every instance runs, each for its own L1, such as
+    /// `cog_control::Directory::on_removed` (a deleted tenant's entries).
+    /// What Redis refuses is queued and retried, tenant by tenant, as
+    /// `invalidate_tenant` (then telling the other instances too).
+    pub async fn forget_tenants<T: AsRef<str>>(&self, tenants: impl IntoIterator<Item = T>) {
+        let tenants: Vec<T> = tenants.into_iter().collect();
+        let ids: std::collections::HashSet<&str> = tenants.iter().map(AsRef::as_ref).collect();
+        if ids.is_empty() {
+            return;
+        }
+        let inner = &self.inner;
+        inner.forget_l1(&ids);
+        // Each L2 once, with every tenant it may hold.
+        let mut groups: Vec<(&crate::l2::L2, Vec<&str>)> = Vec::new();
+        for &tenant in &ids {
+            for l2 in inner.l2s_of(tenant) {
+                match groups.iter_mut().find(|(g, _)| std::ptr::eq(*g, l2)) {
+                    Some((_, theirs)) => theirs.push(tenant),
+                    None => groups.push((l2, vec![tenant])),
+                }
+            }
+        }
+        for (l2, theirs) in groups {
+            if let Err(e) = l2.delete_tenants(&theirs).await {
+                inner.stats.l2_error(&e);
+                for tenant in theirs {
+                    inner.retry_here(&Invalidation::Tenant(tenant.to_owned()));
+                }
+            }
+        }
+        // A load here may have read L2 before the delete.
+        inner.forget_l1(&ids);
+    }
+
     /// Applies `msg` here, on this deployment (its L2s and the other
     /// instances) and in the other regions. What Redis refused — an error,
     /// a timeout, the circuit open — is not lost: the whole invalidation is

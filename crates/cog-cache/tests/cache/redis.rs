@@ -1394,3 +1394,83 @@ async fn an_invalidation_made_while_redis_is_cut_off_lands_when_it_is_back() {
     })
     .await;
 }
+
+/// How many `SCAN`s `server` has answered.
+fn scans(server: &RedisServer) -> u64 {
+    let Reply::Bulk(Some(info)) = server.command(&["INFO", "commandstats"]).unwrap() else {
+        panic!("INFO answers a bulk string");
+    };
+    String::from_utf8(info)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// `forget_tenants` takes each named tenant's entries — values, tag sets —
+/// from this instance's L1 and from L2 in one walk of the keyspace (one
+/// `SCAN` here, where a walk per tenant takes one each), and nothing of any
+/// other tenant's, a tenant whose id the others' start with included. It
+/// tells no other instance: each forgets for itself (as each instance's
+/// directory hook does). What Redis refuses is retried until it lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_tenants_leave_l1_and_l2_in_one_walk() {
+    let server = RedisServer::start().unwrap();
+    server
+        .command(&[
+            "ACL", "SETUSER", "noscan", "on", ">pw", "~*", "&*", "+@all", "-scan",
+        ])
+        .unwrap();
+    let a = cache(&server.url(), false).await;
+    let b = cache(&server.url(), false).await;
+    let k = "k".to_owned();
+    let gone = ["acme", "bob:1", "carol"];
+    let all = ["acme", "bob:1", "carol", "ac", "dave"];
+    for t in all {
+        a.tenant(t).tagged(["t"]).insert(k.clone(), t.into()).await;
+        assert_eq!(b.tenant(t).get(&k).await.as_deref(), Some(t));
+    }
+    let keys = || match server.command(&["DBSIZE"]).unwrap() {
+        Reply::Int(n) => n,
+        other => panic!("DBSIZE: {other:?}"),
+    };
+    assert_eq!(keys(), 10, "a value and a tag set each");
+
+    let before = scans(&server);
+    a.forget_tenants(gone).await;
+    assert_eq!(scans(&server), before + 1, "one walk");
+    assert_eq!(keys(), 4, "only the others' are left");
+    let c = cache(&server.url(), false).await;
+    for t in all {
+        let kept = (!gone.contains(&t)).then_some(t);
+        assert_eq!(a.tenant(t).get_fresh(&k).as_deref(), kept, "{t} in L1");
+        assert_eq!(c.tenant(t).get(&k).await.as_deref(), kept, "{t} in L2");
+        assert_eq!(
+            b.tenant(t).get_fresh(&k).as_deref(),
+            Some(t),
+            "{t}: B not told"
+        );
+    }
+    b.forget_tenants(gone.iter().map(|t| t.to_string())).await;
+    for t in all {
+        let kept = (!gone.contains(&t)).then_some(t);
+        assert_eq!(b.tenant(t).get_fresh(&k).as_deref(), kept, "{t} in B's L1");
+    }
+
+    // Refused: each tenant queued, and deleted once Redis allows it.
+    let refused = cache(&format!("redis://noscan:pw@{}", server.addr()), false).await;
+    for t in ["ac", "dave"] {
+        refused.tenant(t).insert(k.clone(), t.into()).await;
+    }
+    refused.forget_tenants(["ac", "dave"]).await;
+    assert_eq!(refused.invalidations_pending(), 2);
+    assert_eq!(refused.tenant("ac").get_fresh(&k), None, "L1 at once");
+    server
+        .command(&["ACL", "SETUSER", "noscan", "+scan"])
+        .unwrap();
+    eventually("the retries landed", async || {
+        refused.invalidations_pending() == 0
+    })
+    .await;
+    assert_eq!(keys(), 0);
+}
