@@ -10,7 +10,7 @@ use cog_core::placement::{Placement, Router, partition};
 use cog_testkit::RedisServer;
 use cog_testkit::Reply;
 
-use crate::support::{Cache, client, eventually};
+use crate::support::{Cache, calls, client, dbsize, eventually};
 
 /// An instance on `main`, placed over `main` and `big`, copying for
 /// `window` after a move (`None`: the default, 24 h). The window is set
@@ -240,4 +240,38 @@ async fn a_delete_refused_by_the_tenants_deployment_is_retried() {
     })
     .await;
     assert!(!has(&big, &key));
+}
+
+/// Forgetting tenants placed over two deployments walks each deployment's
+/// keys once for all the tenants it may hold — a moved tenant's both, in
+/// the window — and leaves nothing of theirs on either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forgotten_tenants_leave_every_deployment_in_one_walk_each() {
+    let (main, big) = (RedisServer::start().unwrap(), RedisServer::start().unwrap());
+    let (a, router) = instance(&main, &big, None).await;
+    let other = cog_testkit::placement::elsewhere("acme");
+    let bystander = cog_testkit::placement::elsewhere(&other);
+    for t in ["acme", other.as_str(), bystander.as_str()] {
+        a.tenant(t).insert("old".into(), "v".into()).await;
+    }
+    let moved = router.placement().moved(partition("acme"), "big").unwrap();
+    router.set_placement(moved).unwrap();
+    a.tenant("acme").insert("new".into(), "v".into()).await;
+    assert_eq!((dbsize(&main), dbsize(&big)), (3, 1));
+
+    let scans = (calls(&main, "scan"), calls(&big, "scan"));
+    a.forget_tenants(["acme", other.as_str()]).await;
+    assert_eq!(
+        (calls(&main, "scan"), calls(&big, "scan")),
+        (scans.0 + 1, scans.1 + 1),
+        "one walk of each"
+    );
+    assert_eq!(
+        (dbsize(&main), dbsize(&big)),
+        (1, 0),
+        "the bystander's alone"
+    );
+    let kept = a.tenant(&bystander).l2_key(&"old".into()).unwrap();
+    assert!(has(&main, &kept));
+    assert_eq!(a.invalidations_pending(), 0);
 }

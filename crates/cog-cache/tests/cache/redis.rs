@@ -8,7 +8,7 @@ use std::time::Duration;
 use cog_cache::TieredCache;
 use cog_testkit::{RedisServer, Reply};
 
-use crate::support::{Cache, Counter, client, eventually, failing, with_defaults};
+use crate::support::{Cache, Counter, calls, client, dbsize, eventually, failing, with_defaults};
 
 const HANG: Duration = Duration::from_secs(10);
 
@@ -31,14 +31,6 @@ async fn cache(url: &str, lease: bool) -> Cache {
 fn tag_set(cache: &Cache, key: &str, tag: &str) -> String {
     let data = cache.l2_key(&key.to_owned()).unwrap();
     format!("{}:#tag:{tag}", data.rsplit_once(':').unwrap().0)
-}
-
-/// Keys on `server`.
-fn dbsize(server: &RedisServer) -> i64 {
-    match server.command(&["DBSIZE"]).unwrap() {
-        Reply::Int(n) => n,
-        other => panic!("{other:?}"),
-    }
 }
 
 async fn stampede(caches: &[Cache], n: usize, counter: &Counter, key: &str) {
@@ -1395,18 +1387,6 @@ async fn an_invalidation_made_while_redis_is_cut_off_lands_when_it_is_back() {
     .await;
 }
 
-/// How many `SCAN`s `server` has answered.
-fn scans(server: &RedisServer) -> u64 {
-    let Reply::Bulk(Some(info)) = server.command(&["INFO", "commandstats"]).unwrap() else {
-        panic!("INFO answers a bulk string");
-    };
-    String::from_utf8(info)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-}
-
 /// `forget_tenants` takes each named tenant's entries — values, tag sets —
 /// from this instance's L1 and from L2 in one walk of the keyspace (one
 /// `SCAN` here, where a walk per tenant takes one each), and nothing of any
@@ -1430,15 +1410,12 @@ async fn forgotten_tenants_leave_l1_and_l2_in_one_walk() {
         a.tenant(t).tagged(["t"]).insert(k.clone(), t.into()).await;
         assert_eq!(b.tenant(t).get(&k).await.as_deref(), Some(t));
     }
-    let keys = || match server.command(&["DBSIZE"]).unwrap() {
-        Reply::Int(n) => n,
-        other => panic!("DBSIZE: {other:?}"),
-    };
+    let keys = || dbsize(&server);
     assert_eq!(keys(), 10, "a value and a tag set each");
 
-    let before = scans(&server);
+    let before = calls(&server, "scan");
     a.forget_tenants(gone).await;
-    assert_eq!(scans(&server), before + 1, "one walk");
+    assert_eq!(calls(&server, "scan"), before + 1, "one walk");
     assert_eq!(keys(), 4, "only the others' are left");
     let c = cache(&server.url(), false).await;
     for t in all {
