@@ -422,7 +422,6 @@ mod imp {
                 })
                 .collect();
             let (pattern, segments) = match tenants {
-                [] => return Ok(()),
                 [tenant] => (format!("{glob}{}:*", encode_segment(tenant)), None),
                 _ => {
                     let segments: std::collections::HashSet<String> =
