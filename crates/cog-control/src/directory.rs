@@ -144,7 +144,11 @@ struct Inner {
     /// Read on every request without a lock: a read leaves the shared
     /// cache lines alone (a reader-writer lock's count bounces between
     /// the cores serving requests).
-    view: ArcSwap<View>,
+    ///
+    /// Shared with [`Directory::cache_budget`]'s closures, which hold it
+    /// alone: a cache holding one, handed to a removal hook, would
+    /// otherwise hold the directory that holds the hook.
+    view: Arc<ArcSwap<View>>,
     /// Serializes replacing the view (a slower refresh must not replace a
     /// newer one).
     replacing: parking_lot::Mutex<()>,
@@ -168,7 +172,7 @@ impl Inner {
     fn new(store: Arc<dyn Store>) -> Self {
         Inner {
             store,
-            view: ArcSwap::default(),
+            view: Arc::default(),
             replacing: parking_lot::Mutex::default(),
             emptied: parking_lot::Mutex::default(),
             routers: parking_lot::Mutex::default(),
@@ -299,7 +303,9 @@ impl Directory {
     /// tenant before it saw the deletion is dropped by that instance too.
     /// Hooks are called in the order they were added, one after another;
     /// a hook must not wait for [`refresh`](Self::refresh) (which waits
-    /// for the hooks).
+    /// for the hooks). A hook lives as long as the directory: one holding
+    /// the directory itself (or a layer built on it) keeps both alive;
+    /// caches built with [`cache_budget`](Self::cache_budget) do not.
     pub fn on_removed<F, Fut>(&self, forget: F)
     where
         F: Fn(Vec<Arc<TenantContext>>) -> Fut + Send + Sync + 'static,
@@ -353,12 +359,9 @@ impl Directory {
     /// a tenant without one (or unknown): not capped. Without it, a plan's
     /// budget caps nothing.
     pub fn cache_budget(&self) -> impl Fn(&str) -> Option<u64> + Clone + Send + Sync + 'static {
-        let directory = self.clone();
+        let view = self.inner.view.clone();
         move |tenant: &str| {
-            directory
-                .inner
-                .view
-                .load()
+            view.load()
                 .tenants
                 .get(tenant)
                 .and_then(|t| t.cache_budget_bytes)

@@ -901,3 +901,24 @@ async fn removal_hooks_run_in_the_background_and_a_panic_ends_a_run() {
     .expect("refresh waits for no panicked run");
     assert_eq!(order.lock()[3..], [(0, String::from("bob"))]);
 }
+
+/// A directory dropped is freed — its watcher stops, its store is let go —
+/// even when a removal hook holds its cache budget, as a cache built with
+/// it does (the demo's hook holds its caches): the budget does not hold the
+/// directory that holds the hook.
+#[tokio::test]
+async fn a_hook_holding_the_cache_budget_lets_the_directory_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FileStore::new(dir.path().join("s.json")));
+    drop(seeded(store.clone()).await);
+    let d = Directory::start_with(store.clone(), Duration::from_millis(20))
+        .await
+        .unwrap();
+    let budget = d.cache_budget();
+    d.on_removed(move |gone: Vec<Arc<TenantContext>>| {
+        let _ = gone.iter().map(|t| budget(&t.id)).count();
+        async {}
+    });
+    drop(d);
+    eventually("the directory freed", || Arc::strong_count(&store) == 1).await;
+}
