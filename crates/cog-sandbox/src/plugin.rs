@@ -75,12 +75,24 @@ pub(crate) struct Pool {
     id: u64,
 }
 
+/// The pools of plugins still loaded. An idle instance of any other pool
+/// can never be taken again (the directory loads every plugin anew with
+/// each change); it is let go when its thread needs the place.
+static LIVE: parking_lot::Mutex<std::collections::BTreeSet<u64>> =
+    parking_lot::const_mutex(std::collections::BTreeSet::new());
+
 impl Default for Pool {
     fn default() -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Pool {
-            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        }
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LIVE.lock().insert(id);
+        Pool { id }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        LIVE.lock().remove(&self.id);
     }
 }
 
@@ -148,17 +160,40 @@ impl Pool {
                     None => return,
                 }
             }
-            // Reserve a place in the process-wide count, or let it go.
-            let reserved = IDLE_TOTAL
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                    (n < IDLE_GLOBAL_MAX).then_some(n + 1)
-                })
-                .is_ok();
+            // Reserve a place in the process-wide count; when there is none,
+            // this thread's instances of plugins no longer loaded give
+            // theirs up (other threads' do when they need one: spread thin
+            // over many threads, they would otherwise keep every live
+            // plugin from being pooled for as long as those threads live).
+            let reserve = || {
+                IDLE_TOTAL
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < IDLE_GLOBAL_MAX).then_some(n + 1)
+                    })
+                    .is_ok()
+            };
+            let reserved = reserve() || (let_orphans_go(idle) > 0 && reserve());
             if reserved {
                 idle.entry((self.id, tenant)).or_default().push(instance);
             }
         });
     }
+}
+
+/// Lets go of `idle`'s instances of plugins no longer loaded; how many.
+fn let_orphans_go(idle: &mut HashMap<PoolKey, Vec<Instantiated>>) -> usize {
+    let live = LIVE.lock();
+    let mut freed = 0;
+    idle.retain(|(pool, _), list| {
+        let keep = live.contains(pool);
+        if !keep {
+            freed += list.len();
+        }
+        keep
+    });
+    drop(live);
+    IDLE_TOTAL.fetch_sub(freed, Ordering::Relaxed);
+    freed
 }
 
 /// A live instance with its store and host state.
