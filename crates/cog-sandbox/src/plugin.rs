@@ -172,7 +172,10 @@ impl Pool {
                     })
                     .is_ok()
             };
-            let reserved = reserve() || (let_orphans_go(idle) > 0 && reserve());
+            let reserved = reserve() || {
+                let_orphans_go(idle);
+                reserve()
+            };
             if reserved {
                 idle.entry((self.id, tenant)).or_default().push(instance);
             }
@@ -180,8 +183,8 @@ impl Pool {
     }
 }
 
-/// Lets go of `idle`'s instances of plugins no longer loaded; how many.
-fn let_orphans_go(idle: &mut HashMap<PoolKey, Vec<Instantiated>>) -> usize {
+/// Lets go of `idle`'s instances of plugins no longer loaded.
+fn let_orphans_go(idle: &mut HashMap<PoolKey, Vec<Instantiated>>) {
     let live = LIVE.lock();
     let mut freed = 0;
     idle.retain(|(pool, _), list| {
@@ -193,7 +196,6 @@ fn let_orphans_go(idle: &mut HashMap<PoolKey, Vec<Instantiated>>) -> usize {
     });
     drop(live);
     IDLE_TOTAL.fetch_sub(freed, Ordering::Relaxed);
-    freed
 }
 
 /// A live instance with its store and host state.

@@ -41,12 +41,12 @@ fn a_dropped_plugins_idle_instances_make_room_for_the_live_ones() {
     let old = rt.load("old", &wasm, Limits::default()).unwrap();
     let (done_tx, done_rx) = mpsc::channel::<Option<bool>>();
     std::thread::scope(|s| {
-        let mut orders = Vec::new();
+        let (mut orders, mut threads) = (Vec::new(), Vec::new());
         for t in 0..THREADS {
             let (order_tx, order_rx) = mpsc::channel::<Plugin>();
             orders.push(order_tx);
             let (old, done) = (old.clone(), done_tx.clone());
-            s.spawn(move || {
+            threads.push(s.spawn(move || {
                 for n in 0..TENANTS {
                     call(&old, &format!("t{t}-{n}")).unwrap();
                 }
@@ -56,7 +56,7 @@ fn a_dropped_plugins_idle_instances_make_room_for_the_live_ones() {
                 call(&new, "x").unwrap();
                 let reused = matches!(call(&new, "x"), Err(PluginError::BadReturn(1)));
                 done.send(Some(reused)).unwrap();
-            });
+            }));
         }
         for _ in 0..THREADS {
             assert_eq!(done_rx.recv().unwrap(), None);
@@ -71,5 +71,10 @@ fn a_dropped_plugins_idle_instances_make_room_for_the_live_ones() {
             .filter(|_| done_rx.recv().unwrap() == Some(true))
             .count();
         assert_eq!(reused, THREADS, "threads that pooled the live plugin");
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        // Counted right: what is left is this thread's instance of `new`.
+        assert_eq!(Runtime::idle_instances(), 1);
     });
 }
