@@ -766,7 +766,10 @@ async fn background_refreshes_take_the_lease() {
             .redis(client(&server.url()).await)
             .schema("v1")
             .redis_timeout(Duration::from_millis(300))
-            .ttl(Duration::from_millis(100))
+            // Long enough that both instances hold the refreshed value
+            // fresh at once on a busy machine (at 100 ms they sometimes
+            // did not, and the wait below ran out).
+            .ttl(Duration::from_millis(500))
             .ttl_jitter(0.0)
             .stale_while_revalidate(Duration::from_secs(60))
             .lease(Duration::from_secs(5))
@@ -780,7 +783,7 @@ async fn background_refreshes_take_the_lease() {
         .await
         .unwrap();
     assert_eq!(b.get(&k).await.as_deref(), Some("v1"));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::sleep(Duration::from_millis(550)).await;
     // Both serve the stale value and refresh behind it, at once.
     let (x, y) = tokio::join!(
         a.get_or_load(&k, counter.loader("v2", Duration::from_millis(300))),
