@@ -242,7 +242,18 @@ impl Directory {
     /// plugins ([`cog_sandbox::layer::PluginResolver`]), loaded in `runtime`:
     /// those attached to the tenant or its plan, enabled, in name order,
     /// with the plan's plugin limits under the plugin's own. A plugin
-    /// that fails to load is left out (and logged).
+    /// that fails to load stands in the chain, and its failure policy
+    /// applies (logged; tried again with the next view).
+    ///
+    /// A new view loads only what changed: a plugin with the same bytes,
+    /// language, limits, configuration and policy is the one already
+    /// loaded, and each tenant keeps its copy of it — with the instances
+    /// (Python interpreters) warm from its earlier calls — across changes
+    /// that leave both alone (a key created, another tenant edited). A
+    /// changed plugin, a tenant deleted and created again (as the audit
+    /// log names it: see [`on_removed`](Self::on_removed)), and a store
+    /// that went back or was written around the audit log start with
+    /// fresh instances.
     ///
     /// # Errors
     /// The first load failed.
@@ -499,16 +510,10 @@ async fn refresh(inner: &Arc<Inner>) -> Result<(), ControlError> {
 /// (a tenant created while `before` had it was deleted in between). A store
 /// that went back (`lower`) says nothing of the writes in between.
 fn removed(before: &View, after: &View, state: &State, lower: bool) -> Vec<Arc<TenantContext>> {
-    let renewed: HashSet<&str> = if lower {
+    let renewed = if lower {
         HashSet::new()
     } else {
-        state
-            .audit
-            .iter()
-            .filter(|e| e.revision > before.revision)
-            .filter(|e| matches!(e.action.as_str(), "tenant.create" | "tenant.delete"))
-            .map(|e| e.target.as_str())
-            .collect()
+        renewed(state, before.revision).0
     };
     before
         .tenants
@@ -516,6 +521,26 @@ fn removed(before: &View, after: &View, state: &State, lower: bool) -> Vec<Arc<T
         .filter(|t| !after.tenants.contains_key(&t.id) || renewed.contains(&*t.id))
         .cloned()
         .collect()
+}
+
+/// The tenants `state`'s audit log names as created or deleted by the
+/// writes after revision `since`, and whether it names every write since
+/// (entries past [`AUDIT_KEEP`](crate::AUDIT_KEEP) are trimmed; each write
+/// through [`Control`](crate::Control) is one entry).
+pub(crate) fn renewed(state: &State, since: u64) -> (HashSet<&str>, bool) {
+    let tenants = state
+        .audit
+        .iter()
+        .filter(|e| e.revision > since)
+        .filter(|e| matches!(e.action.as_str(), "tenant.create" | "tenant.delete"))
+        .map(|e| e.target.as_str())
+        .collect();
+    let complete = state.revision <= since
+        || state
+            .audit
+            .iter()
+            .any(|e| e.revision == since.saturating_add(1));
+    (tenants, complete)
 }
 
 /// Hands `gone` to the removal hooks, in a task of its own (a hook may

@@ -642,7 +642,7 @@ impl Default for PluginSpec {
 }
 
 /// A plugin's failure policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "admin", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OnFailure {

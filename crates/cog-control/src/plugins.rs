@@ -12,10 +12,36 @@ use crate::model::{OnFailure, PluginLang, PluginLimits, State};
 use crate::store::Store;
 
 /// Turns plugin records into loaded plugins, keeping the bytes of the
-/// plugins the state names (the runtime keeps the compiled modules).
+/// plugins the state names (the runtime keeps the compiled modules), and
+/// what the last state's plugins were loaded from and given to.
 pub(crate) struct Loader {
     runtime: Runtime,
     blobs: Mutex<HashMap<String, Bytes>>,
+    kept: tokio::sync::Mutex<Kept>,
+}
+
+/// What a loaded plugin was made from: another plugin when any of it
+/// changes.
+#[derive(PartialEq, Eq, Hash)]
+struct Recipe {
+    name: String,
+    digest: String,
+    lang: PluginLang,
+    limits: Limits,
+    config: String,
+    on_error: OnFailure,
+}
+
+/// The plugins of the last state resolved.
+#[derive(Default)]
+struct Kept {
+    /// The state's revision.
+    revision: u64,
+    /// Each plugin loaded, by what it was loaded from (with whether it
+    /// could be: only those are kept past their state).
+    loaded: HashMap<Arc<Recipe>, (Plugin, bool)>,
+    /// Each tenant's copies of them (instances of their own).
+    copies: HashMap<Arc<str>, Vec<(Arc<Recipe>, Plugin)>>,
 }
 
 /// The sandbox limits for a plugin: the defaults, under the plan's
@@ -61,6 +87,7 @@ impl Loader {
         Loader {
             runtime,
             blobs: Mutex::default(),
+            kept: tokio::sync::Mutex::default(),
         }
     }
 
@@ -85,16 +112,39 @@ impl Loader {
         self.blobs.lock().len()
     }
 
-    /// Every tenant's plugins.
+    /// Every tenant's plugins. What the last state's plugins were loaded
+    /// from and what each tenant was given is kept: a plugin loaded from
+    /// the same bytes, language, limits, configuration and policy is not
+    /// loaded again, and a tenant the audit log does not name as deleted or
+    /// created since keeps its copy of it — and with it the instances
+    /// (Python interpreters) warm from its earlier calls. A tenant created
+    /// again, a plugin changed, or a state the kept one cannot be traced
+    /// to (a store that went back, audit entries trimmed since) starts
+    /// afresh.
     pub(crate) async fn resolve_all(
         &self,
         store: &dyn Store,
         state: &State,
     ) -> HashMap<Arc<str>, Resolved> {
-        let mut loaded: HashMap<(String, String), Option<Plugin>> = HashMap::new();
+        // One state at a time, so each finds the one before it kept.
+        let mut kept = self.kept.lock().await;
+        let (renewed, complete) = crate::directory::renewed(state, kept.revision);
+        if !complete || state.revision < kept.revision {
+            kept.copies.clear();
+        }
+        let mut old = std::mem::take(&mut *kept);
+        let mut now = Kept {
+            revision: state.revision,
+            ..Kept::default()
+        };
         let mut out = HashMap::new();
         for (tenant_id, tenant) in &state.spec.tenants {
             let plan = state.spec.plans.get(&tenant.plan);
+            let mut mine = match renewed.contains(tenant_id.as_str()) {
+                true => Vec::new(),
+                false => old.copies.remove(tenant_id.as_str()).unwrap_or_default(),
+            };
+            let mut copies = Vec::new();
             let mut plugins = Vec::new();
             for (name, p) in &state.spec.plugins {
                 let attached =
@@ -102,42 +152,52 @@ impl Loader {
                 if !p.enabled || !attached {
                     continue;
                 }
-                let limits = sandbox_limits_for(
-                    p.lang,
-                    plan.and_then(|p| p.plugin_limits.as_ref()),
-                    p.limits.as_ref(),
-                );
-                let slot = (name.clone(), format!("{limits:?}"));
-                if !loaded.contains_key(&slot) {
-                    let plugin = match self.load(store, name, p, limits).await {
-                        Ok(plugin) => plugin,
-                        Err(reason) => {
-                            // Never silently left out: it stands in the
-                            // chain, and its failure policy decides.
-                            tracing::error!(
-                                target: "cog_control",
-                                plugin = %name,
-                                policy = ?p.on_error,
-                                error = %reason,
-                                "plugin failed to load; its failure policy applies to its requests"
-                            );
-                            load_failures()
-                                .add(1, &[opentelemetry::KeyValue::new("plugin", name.clone())]);
-                            Plugin::unavailable(name.as_str(), reason)
-                        }
-                    };
-                    let policy = match p.on_error {
-                        OnFailure::Skip => OnError::Skip,
-                        OnFailure::Fail => OnError::Fail,
-                    };
-                    loaded.insert(slot.clone(), Some(plugin.on_error(policy)));
-                }
-                if let Some(Some(plugin)) = loaded.get(&slot) {
-                    plugins.push(plugin.clone());
-                }
+                let recipe = Recipe {
+                    name: name.clone(),
+                    digest: p.digest.clone(),
+                    lang: p.lang,
+                    limits: sandbox_limits_for(
+                        p.lang,
+                        plan.and_then(|p| p.plugin_limits.as_ref()),
+                        p.limits.as_ref(),
+                    ),
+                    config: p.config.clone(),
+                    on_error: p.on_error,
+                };
+                let recipe = match now.loaded.get_key_value(&recipe) {
+                    Some((known, _)) => known.clone(),
+                    None => {
+                        let (recipe, loaded) = match old.loaded.remove_entry(&recipe) {
+                            Some(found) => found,
+                            None => {
+                                let loaded =
+                                    self.load_or_stand_in(store, name, p, recipe.limits).await;
+                                (Arc::new(recipe), loaded)
+                            }
+                        };
+                        now.loaded.insert(recipe.clone(), loaded);
+                        recipe
+                    }
+                };
+                let (plugin, ready) = &now.loaded[&recipe];
+                let plugin = if *ready {
+                    let copy = mine
+                        .iter()
+                        .position(|(r, _)| Arc::ptr_eq(r, &recipe))
+                        .map(|at| mine.swap_remove(at).1)
+                        .unwrap_or_else(|| plugin.clone().with_own_instances());
+                    copies.push((recipe, copy.clone()));
+                    copy
+                } else {
+                    // Standing in for one that failed to load: no
+                    // instances to keep apart.
+                    plugin.clone()
+                };
+                plugins.push(plugin);
             }
             if !plugins.is_empty() {
                 let tenant: Arc<str> = tenant_id.as_str().into();
+                now.copies.insert(tenant.clone(), copies);
                 out.insert(
                     tenant.clone(),
                     Resolved {
@@ -147,6 +207,9 @@ impl Loader {
                 );
             }
         }
+        // One that failed to load is tried again with the next state.
+        now.loaded.retain(|_, (_, ready)| *ready);
+        *kept = now;
         // Keep only the bytes this state names: replaced and removed
         // plugins' bytes go.
         let named: std::collections::HashSet<&str> = state
@@ -157,6 +220,40 @@ impl Loader {
             .collect();
         self.blobs.lock().retain(|d, _| named.contains(d.as_str()));
         out
+    }
+
+    /// Fetches and loads one plugin with its policy; one that cannot be
+    /// loaded is never silently left out: a stand-in takes its place in the
+    /// chain, and its failure policy decides (`false`: a stand-in).
+    async fn load_or_stand_in(
+        &self,
+        store: &dyn Store,
+        name: &str,
+        p: &crate::PluginSpec,
+        limits: Limits,
+    ) -> (Plugin, bool) {
+        let (plugin, ready) = match self.load(store, name, p, limits).await {
+            Ok(plugin) => (plugin, true),
+            Err(reason) => {
+                tracing::error!(
+                    target: "cog_control",
+                    plugin = %name,
+                    policy = ?p.on_error,
+                    error = %reason,
+                    "plugin failed to load; its failure policy applies to its requests"
+                );
+                load_failures().add(
+                    1,
+                    &[opentelemetry::KeyValue::new("plugin", name.to_owned())],
+                );
+                (Plugin::unavailable(name, reason), false)
+            }
+        };
+        let policy = match p.on_error {
+            OnFailure::Skip => OnError::Skip,
+            OnFailure::Fail => OnError::Fail,
+        };
+        (plugin.on_error(policy), ready)
     }
 
     /// Fetches and loads one plugin.

@@ -69,30 +69,42 @@ pub struct Plugin {
 /// Most idle instances one thread keeps (over all plugins and tenants).
 const POOL_MAX: usize = 64;
 
-/// Names a plugin's instances in the per-thread pools.
-#[derive(Debug)]
+/// Names a plugin's instances in the per-thread pools (and a Python
+/// plugin's interpreters in its runtime's pool).
 pub(crate) struct Pool {
-    id: u64,
+    pub(crate) id: u64,
+    /// A Python plugin's interpreters, whose idle ones for this pool go
+    /// with it.
+    python: Option<Arc<crate::python::Prepared>>,
 }
 
 /// The pools of plugins still loaded. An idle instance of any other pool
-/// can never be taken again (the directory loads every plugin anew with
-/// each change); it is let go when its thread needs the place.
+/// can never be taken again (the directory drops a plugin, or a tenant's
+/// copy of it, when it changes); it is let go when its thread needs the
+/// place.
 static LIVE: parking_lot::Mutex<std::collections::BTreeSet<u64>> =
     parking_lot::const_mutex(std::collections::BTreeSet::new());
 
-impl Default for Pool {
-    fn default() -> Self {
+impl Pool {
+    /// A new pool for instances of `code`.
+    fn new(code: &Kind) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         LIVE.lock().insert(id);
-        Pool { id }
+        let python = match code {
+            Kind::Python(c) => Some(c.prepared.clone()),
+            Kind::Wasm(_) | Kind::Unavailable(_) => None,
+        };
+        Pool { id, python }
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
         LIVE.lock().remove(&self.id);
+        if let Some(python) = &self.python {
+            python.pool.forget(self.id);
+        }
     }
 }
 
@@ -224,6 +236,7 @@ impl Plugin {
     /// A plugin running `code` with the default policy, no configuration
     /// and no bodies.
     pub(crate) fn new(name: Arc<str>, code: Kind, limits: Limits, kv: Arc<dyn KvStore>) -> Self {
+        let pool = Arc::new(Pool::new(&code));
         Plugin {
             name,
             code,
@@ -233,7 +246,7 @@ impl Plugin {
             on_error: OnError::default(),
             request_body: false,
             response_body: false,
-            pool: Arc::default(),
+            pool,
         }
     }
 
@@ -241,6 +254,20 @@ impl Plugin {
     /// function).
     pub fn with_config(mut self, config: impl Into<Bytes>) -> Self {
         self.config = config.into();
+        self
+    }
+
+    /// This plugin with instances of its own. Clones of a plugin share its
+    /// instances: a call for a tenant may take the instance (or Python
+    /// interpreter) an earlier call for that tenant left, with whatever
+    /// state the plugin kept in it. Calls through the returned plugin and
+    /// its clones never take an instance calls through `self` left, nor
+    /// leave one for them — give each incarnation of a tenant its own
+    /// copy and a tenant deleted and created again under the same id
+    /// starts afresh, while the copy kept across changes keeps its
+    /// instances warm.
+    pub fn with_own_instances(mut self) -> Self {
+        self.pool = Arc::new(Pool::new(&self.code));
         self
     }
 

@@ -1,5 +1,6 @@
-//! Idle instances of a plugin no longer loaded — the directory loads every
-//! plugin anew with each control-plane change — can never be taken again.
+//! Idle instances of a plugin no longer loaded — the directory drops a
+//! plugin, or a tenant's copy of it, when it changes — can never be taken
+//! again.
 //! In a binary of its own: the process-wide count is the subject.
 
 use std::sync::mpsc;

@@ -242,3 +242,130 @@ async fn python_plugins_run_from_the_store() {
     let (_, svc) = service(&path).await;
     assert_eq!(get(&svc, &key).await.status(), 500);
 }
+
+/// Counts its calls in a global, in the request header `x-calls` (one
+/// digit): a fresh instance says 0.
+const COUNTING: &str = r#"(module
+     (import "cog" "header_set" (func $set (param i32 i32 i32 i32 i32) (result i32)))
+     (memory (export "memory") 1)
+     (data (i32.const 0) "x-calls")
+     (global $calls (mut i32) (i32.const 0))
+     (func (export "cog_abi_version") (result i32) i32.const 1)
+     (func (export "cog_on_request") (result i32)
+       (i32.store8 (i32.const 16) (i32.add (i32.const 48) (global.get $calls)))
+       (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+       (drop (call $set (i32.const 0) (i32.const 0) (i32.const 7) (i32.const 16) (i32.const 1)))
+       i32.const 0))"#;
+
+/// The same in Python.
+const COUNTING_PY: &[u8] = b"calls = 0\n\
+def on_request(req):\n    global calls\n    req.headers['x-calls'] = str(calls)\n    calls += 1\n";
+
+/// The calls the instance serving `key`'s tenant made before this one —
+/// 0: a fresh instance. The plugin runs on this thread, as the directory
+/// resolves it now.
+fn calls_before(d: &Directory, key: &str) -> u32 {
+    use cog_sandbox::{Exchange, Phase};
+    let mut parts = Request::get("/").body(()).unwrap().into_parts().0;
+    parts.extensions.insert(d.authenticate(key).unwrap());
+    let resolved = PluginResolver::resolve(d, &parts);
+    assert_eq!(resolved.plugins.len(), 1);
+    let mut ex = Exchange::new(
+        http::Method::GET,
+        http::Uri::from_static("/"),
+        resolved.tenant.clone(),
+    );
+    resolved.plugins[0].call(Phase::Request, &mut ex).unwrap();
+    ex.request_headers["x-calls"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Control-plane changes that leave a tenant and its plugin as they were
+/// leave its warm instances to it — a new view does not make every
+/// tenant's next call start a plugin cold (a Python interpreter: ms) —
+/// while a changed plugin, a tenant deleted and created again (another
+/// customer, perhaps), or a store that went back start afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_instances_outlive_changes_that_leave_them_alone() {
+    use cog_control::PluginLang;
+    use cog_control::store::Store;
+    let wasm = wat::parse_str(COUNTING).unwrap();
+    for (lang, code) in [
+        (PluginLang::Wasm, wasm.as_slice()),
+        (PluginLang::Python, COUNTING_PY),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        let c = Control::new(Arc::new(FileStore::new(&path)));
+        c.create_plan("free", plan("rps=100/1s")).await.unwrap();
+        c.create_plan("pro", plan("rps=100/1s")).await.unwrap();
+        c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+        c.create_tenant("bigco", Tenant::new("free")).await.unwrap();
+        let acme = c.create_key("acme", None).await.unwrap().secret;
+        let bigco = c.create_key("bigco", None).await.unwrap().secret;
+        let spec = PluginSpec {
+            lang,
+            attach: Attach {
+                tenants: vec![],
+                plans: vec!["free".into()],
+            },
+            ..Default::default()
+        };
+        c.install_plugin("counting", code, spec).await.unwrap();
+        let d = Directory::start_with_plugins(
+            Arc::new(FileStore::new(&path)),
+            Duration::from_secs(3600),
+            Runtime::new().python(python()),
+        )
+        .await
+        .unwrap();
+        let calls = |key: &str| calls_before(&d, key);
+        assert_eq!((calls(&acme), calls(&acme), calls(&bigco)), (0, 1, 0));
+
+        // A key, another tenant, another plan, the tenant's own name.
+        c.create_key("bigco", None).await.unwrap();
+        c.create_tenant("carol", Tenant::new("pro")).await.unwrap();
+        c.update_plan("pro", |p| p.limits = vec![]).await.unwrap();
+        c.update_tenant("acme", |t| t.display_name = "Acme".into())
+            .await
+            .unwrap();
+        d.refresh().await.unwrap();
+        assert_eq!((calls(&acme), calls(&bigco)), (2, 1), "{lang:?}: kept");
+
+        // The plugin's configuration changed: a new plugin for everyone.
+        c.update_plugin("counting", |p| p.config = "v2".into())
+            .await
+            .unwrap();
+        d.refresh().await.unwrap();
+        assert_eq!((calls(&acme), calls(&bigco)), (0, 0), "{lang:?}: changed");
+
+        // Deleted and created again between two views: another tenant.
+        c.delete_tenant("acme").await.unwrap();
+        c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+        let acme = c.create_key("acme", None).await.unwrap().secret;
+        d.refresh().await.unwrap();
+        assert_eq!((calls(&acme), calls(&bigco)), (0, 1), "{lang:?}: renewed");
+
+        // The store went back: what it says of the writes in between is
+        // lost, so nothing is kept.
+        let backup = std::fs::read(&path).unwrap();
+        c.create_tenant("dave", Tenant::new("pro")).await.unwrap();
+        d.refresh().await.unwrap();
+        assert_eq!((calls(&acme), calls(&bigco)), (1, 2), "{lang:?}: kept");
+        std::fs::write(&path, backup).unwrap();
+        d.refresh().await.unwrap();
+        assert_eq!((calls(&acme), calls(&bigco)), (0, 0), "{lang:?}: went back");
+
+        // A write the audit log does not name (made around `Control`, or
+        // trimmed with more than `AUDIT_KEEP` since): nothing is kept.
+        let store = FileStore::new(&path);
+        let mut state = store.load().await.unwrap();
+        state.audit.clear();
+        store.commit(&state).await.unwrap();
+        d.refresh().await.unwrap();
+        assert_eq!((calls(&acme), calls(&bigco)), (0, 0), "{lang:?}: unnamed");
+    }
+}

@@ -284,10 +284,9 @@ impl Interpreter {
 /// A loaded Python plugin: its source, the hooks it defines, and where its
 /// interpreters come from.
 pub(crate) struct Code {
-    prepared: Arc<Prepared>,
+    pub(crate) prepared: Arc<Prepared>,
     source: Bytes,
     pub(crate) hooks: (bool, bool),
-    id: u64,
 }
 
 impl Code {
@@ -296,12 +295,6 @@ impl Code {
     /// the start-up deadline.
     pub(crate) fn longest_start(&self) -> Duration {
         self.prepared.startup_deadline * 2
-    }
-}
-
-impl Drop for Code {
-    fn drop(&mut self) {
-        self.prepared.pool.forget(self.id);
     }
 }
 
@@ -319,17 +312,15 @@ pub(crate) fn load(
         kv: Arc::new(crate::MemoryKv::new()),
     };
     let (_, hooks) = interp::Interp::start(&prepared, plugin, limits, "".into())?;
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     Ok(Code {
         prepared,
         source,
         hooks,
-        id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
     })
 }
 
 /// One call of `plugin`'s hook for `phase`, in an interpreter that served
-/// this tenant before or a new one.
+/// this tenant through `plugin`'s pool before, or a new one.
 pub(crate) fn call(
     code: &Code,
     plugin: &crate::Plugin,
@@ -352,5 +343,5 @@ pub(crate) fn call(
     };
     code.prepared
         .pool
-        .call(&code.prepared, code.id, source, job)
+        .call(&code.prepared, plugin.pool.id, source, job)
 }
