@@ -351,6 +351,49 @@ mod tests {
         );
     }
 
+    /// A tenant's copy of a plugin — its warm instances — is kept only
+    /// while each state can be traced to the one before: the same state
+    /// again keeps it; a lower revision, or a write the audit log does not
+    /// name, drops it.
+    #[tokio::test]
+    async fn kept_copies_follow_the_states_lineage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FileStore::new(dir.path().join("s.json")));
+        let c = Control::new(store.clone());
+        c.create_plan("free", Plan::default()).await.unwrap();
+        c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+        let wasm = wat::parse_str(include_str!("../testdata/counting.wat")).unwrap();
+        c.install_plugin("counting", &wasm, spec()).await.unwrap();
+        let loader = Loader::new(Runtime::new());
+        // The calls acme's instance made before (0: a fresh one).
+        let calls = |state: State| {
+            let loader = &loader;
+            let store = store.clone();
+            async move {
+                let resolved = loader.resolve_all(&*store, &state).await;
+                let mut ex = cog_sandbox::Exchange::new(
+                    http::Method::GET,
+                    http::Uri::from_static("/"),
+                    "acme",
+                );
+                resolved["acme"].plugins[0]
+                    .call(cog_sandbox::Phase::Request, &mut ex)
+                    .unwrap();
+                ex.request_headers["x-calls"].to_str().unwrap().to_owned()
+            }
+        };
+        let state = c.state().await.unwrap();
+        assert_eq!(calls(state.clone()).await, "0");
+        assert_eq!(calls(state.clone()).await, "1", "the same state again");
+        let mut lower = state.clone();
+        lower.revision -= 1;
+        assert_eq!(calls(lower).await, "0", "a store that went back");
+        let mut unnamed = state.clone();
+        unnamed.revision += 2;
+        assert_eq!(calls(state).await, "1");
+        assert_eq!(calls(unnamed).await, "0", "a write the audit log lacks");
+    }
+
     /// Bytes of replaced and removed plugins are not kept.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn only_the_bytes_the_state_names_are_kept() {

@@ -245,17 +245,7 @@ async fn python_plugins_run_from_the_store() {
 
 /// Counts its calls in a global, in the request header `x-calls` (one
 /// digit): a fresh instance says 0.
-const COUNTING: &str = r#"(module
-     (import "cog" "header_set" (func $set (param i32 i32 i32 i32 i32) (result i32)))
-     (memory (export "memory") 1)
-     (data (i32.const 0) "x-calls")
-     (global $calls (mut i32) (i32.const 0))
-     (func (export "cog_abi_version") (result i32) i32.const 1)
-     (func (export "cog_on_request") (result i32)
-       (i32.store8 (i32.const 16) (i32.add (i32.const 48) (global.get $calls)))
-       (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
-       (drop (call $set (i32.const 0) (i32.const 0) (i32.const 7) (i32.const 16) (i32.const 1)))
-       i32.const 0))"#;
+const COUNTING: &str = include_str!("../../testdata/counting.wat");
 
 /// The same in Python.
 const COUNTING_PY: &[u8] = b"calls = 0\n\
@@ -362,9 +352,7 @@ async fn plugin_instances_outlive_changes_that_leave_them_alone() {
         // A write the audit log does not name (made around `Control`, or
         // trimmed with more than `AUDIT_KEEP` since): nothing is kept.
         let store = FileStore::new(&path);
-        let mut state = store.load().await.unwrap();
-        state.audit.clear();
-        store.commit(&state).await.unwrap();
+        store.commit(&store.load().await.unwrap()).await.unwrap();
         d.refresh().await.unwrap();
         assert_eq!((calls(&acme), calls(&bigco)), (0, 0), "{lang:?}: unnamed");
     }

@@ -74,6 +74,31 @@ fn interpreters_are_reused_per_tenant_only() {
     assert_eq!(n, "2");
 }
 
+/// A copy with interpreters of its own (the directory gives each tenant
+/// one, so that a tenant created again starts afresh) takes none the
+/// original left, nor leaves its own to it; its clones share them; its
+/// idle ones go with it.
+#[test]
+fn a_copy_with_its_own_instances_starts_afresh() {
+    let rt = runtime_with(python());
+    let p = rt
+        .load_python("counter", COUNTER.as_bytes(), Limits::python())
+        .unwrap();
+    assert_eq!(call(&p, "acme", false).unwrap(), "1");
+    let own = p.clone().with_own_instances();
+    assert_eq!(
+        call(&own, "acme", false).unwrap(),
+        "1",
+        "a copy starts afresh"
+    );
+    assert_eq!(call(&own.clone(), "acme", false).unwrap(), "2");
+    assert_eq!(call(&p, "acme", false).unwrap(), "2", "the original's kept");
+    assert_eq!(rt.python_interpreters().idle, 2);
+    drop(own);
+    assert_eq!(rt.python_interpreters().idle, 1, "the copy's went with it");
+    assert_eq!(call(&p, "acme", false).unwrap(), "3");
+}
+
 #[test]
 fn idle_interpreters_are_bounded_and_go_with_their_plugin() {
     let rt = runtime_with(python().max_idle(2));

@@ -266,7 +266,7 @@ fn instances_are_reused_per_tenant_only() {
     ));
     let rt = Runtime::new();
     let p = load(&rt, &wasm, Limits::default());
-    let calls = |tenant: &str, trap: bool| {
+    let on = |p: &cog_sandbox::Plugin, tenant: &str, trap: bool| {
         let mut ex = exchange(tenant);
         if trap {
             ex.request_headers.insert("x-trap", "1".parse().unwrap());
@@ -274,6 +274,7 @@ fn instances_are_reused_per_tenant_only() {
         p.call(Phase::Request, &mut ex)
             .map(|()| ex.request_headers["x-r"].to_str().unwrap().to_owned())
     };
+    let calls = |tenant: &str, trap: bool| on(&p, tenant, trap);
     assert_eq!(calls("acme", false).unwrap(), "1");
     assert_eq!(
         calls("acme", false).unwrap(),
@@ -291,4 +292,14 @@ fn instances_are_reused_per_tenant_only() {
         "1",
         "a failed instance is not reused"
     );
+    // A copy with instances of its own takes none the original left, nor
+    // leaves its own to it; its clones share them.
+    let own = p.clone().with_own_instances();
+    assert_eq!(
+        on(&own, "acme", false).unwrap(),
+        "1",
+        "a copy starts afresh"
+    );
+    assert_eq!(on(&own.clone(), "acme", false).unwrap(), "2");
+    assert_eq!(calls("acme", false).unwrap(), "2", "the original's kept");
 }
