@@ -52,17 +52,26 @@ async fn get(svc: &Svc, key: &str) -> Response<Full<Bytes>> {
     svc.clone().oneshot(req).await.unwrap()
 }
 
+/// A file store at `path` with plans `free` and `pro`, tenant `acme` on
+/// `free` and `bigco` on `bigco_plan`: its control handle and their keys.
+async fn two_tenants(path: &std::path::Path, bigco_plan: &str) -> (Control, String, String) {
+    let c = Control::new(Arc::new(FileStore::new(path)));
+    c.create_plan("free", plan("rps=100/1s")).await.unwrap();
+    c.create_plan("pro", plan("rps=100/1s")).await.unwrap();
+    c.create_tenant("acme", Tenant::new("free")).await.unwrap();
+    c.create_tenant("bigco", Tenant::new(bigco_plan))
+        .await
+        .unwrap();
+    let acme = c.create_key("acme", None).await.unwrap().secret;
+    let bigco = c.create_key("bigco", None).await.unwrap().secret;
+    (c, acme, bigco)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_plugins_run_for_its_tenants_and_follow_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.json");
-    let c = Control::new(Arc::new(FileStore::new(&path)));
-    c.create_plan("free", plan("rps=100/1s")).await.unwrap();
-    c.create_plan("pro", plan("rps=100/1s")).await.unwrap();
-    c.create_tenant("acme", Tenant::new("free")).await.unwrap();
-    c.create_tenant("bigco", Tenant::new("pro")).await.unwrap();
-    let acme = c.create_key("acme", None).await.unwrap().secret;
-    let bigco = c.create_key("bigco", None).await.unwrap().secret;
+    let (c, acme, bigco) = two_tenants(&path, "pro").await;
     c.install_plugin(
         "headers",
         HEADERS_WASM,
@@ -289,13 +298,7 @@ async fn plugin_instances_outlive_changes_that_leave_them_alone() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.json");
-        let c = Control::new(Arc::new(FileStore::new(&path)));
-        c.create_plan("free", plan("rps=100/1s")).await.unwrap();
-        c.create_plan("pro", plan("rps=100/1s")).await.unwrap();
-        c.create_tenant("acme", Tenant::new("free")).await.unwrap();
-        c.create_tenant("bigco", Tenant::new("free")).await.unwrap();
-        let acme = c.create_key("acme", None).await.unwrap().secret;
-        let bigco = c.create_key("bigco", None).await.unwrap().secret;
+        let (c, acme, bigco) = two_tenants(&path, "free").await;
         let spec = PluginSpec {
             lang,
             attach: Attach {
