@@ -599,15 +599,57 @@ fn forget_removed<St>(
             completions.forget_tenants(ids()).await;
             pages.forget_tenants(ids()).await;
             for tenant in &gone {
-                if let Some(quota) = &tenant.quota
-                    && let Err(e) = limiter.reset(&tenant.id, quota).await
-                {
-                    tracing::warn!(
-                        tenant = %tenant.id,
-                        error = &e as &dyn std::error::Error,
-                        "a removed tenant's limiter counters stay until their windows end"
-                    );
+                if let Some(quota) = &tenant.quota {
+                    reset_limits(&limiter, &tenant.id, quota).await;
                 }
+            }
+        }
+    });
+}
+
+/// Longest wait between two tries of a reset Redis refused.
+const RESET_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Resets `tenant`'s counters of `quota` on `limiter`. What Redis refuses
+/// (gone, out of memory, an ACL) is tried again in the background — every
+/// 100 ms at first, then at most every [`RESET_RETRY_MAX`] — until it lands
+/// or the quota's longest window has passed twice over (the counters have
+/// expired by then). Until it lands, a tenant created again under the
+/// same id counts on from the old one's counters; a reset landing after
+/// it started spending gives it back at most what it spent.
+async fn reset_limits<St>(limiter: &St, tenant: &Arc<str>, quota: &cog_ratelimit::Quota)
+where
+    St: cog_ratelimit::store::Store + Clone,
+{
+    let Err(e) = limiter.reset(tenant, quota).await else {
+        return;
+    };
+    tracing::warn!(
+        tenant = %tenant,
+        error = &e as &dyn std::error::Error,
+        "a removed tenant's limiter counters could not be reset; retrying"
+    );
+    let longest = quota.limits().iter().map(|l| l.policy().1).max();
+    let until = tokio::time::Instant::now() + Duration::from_secs(longest.unwrap_or(0) * 2);
+    let (limiter, tenant, quota) = (limiter.clone(), tenant.clone(), quota.clone());
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(wait).await;
+            match limiter.reset(&tenant, &quota).await {
+                Ok(()) => {
+                    tracing::info!(tenant = %tenant, "a removed tenant's limiter counters reset");
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() + wait >= until => {
+                    tracing::warn!(
+                        tenant = %tenant,
+                        error = &e as &dyn std::error::Error,
+                        "a removed tenant's limiter counters were never reset; their windows have ended"
+                    );
+                    return;
+                }
+                Err(_) => wait = (wait * 2).min(RESET_RETRY_MAX),
             }
         }
     });

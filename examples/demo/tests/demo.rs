@@ -463,6 +463,68 @@ async fn call(addr: SocketAddr, method: Method, path: &str, key: &str) -> (Statu
     (res.status(), cache)
 }
 
+/// A removed tenant's limiter counters Redis would not reset (here: an ACL
+/// without `DEL`) are reset once it allows it, in the background: the
+/// tenant created again meanwhile is refused on the old one's counters,
+/// then counts afresh — not for the rest of the window (an hour here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_tenants_limits_are_reset_once_redis_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RedisServer::start().unwrap();
+    server
+        .command(&["ACL", "SETUSER", "demo", "on", ">pw", "~*", "&*", "+@all"])
+        .unwrap();
+    let config = app::Config {
+        redis_url: Some(server.url().replace("redis://", "redis://demo:pw@")),
+        redis_timeout: Duration::from_millis(500),
+        ..in_memory(&dir)
+    };
+    let demo = app::build(&config).await.unwrap();
+    let tight = cog_control::Plan {
+        limits: vec![cog_control::LimitSpec::parse("rps=2/1h").unwrap()],
+        ..Default::default()
+    };
+    demo.control.create_plan("tight", tight).await.unwrap();
+    let addr = serve_router(&demo).await;
+    let item = |key: String| async move { call(addr, Method::GET, "/v1/items/7", &key).await.0 };
+    let acme = || async {
+        demo.control
+            .create_tenant("acme", cog_control::Tenant::new("tight"))
+            .await
+            .unwrap();
+        let key = demo.control.create_key("acme", None).await.unwrap().secret;
+        demo.directory.refresh().await.unwrap();
+        key
+    };
+
+    let key = acme().await;
+    for _ in 0..2 {
+        assert_eq!(item(key.clone()).await, StatusCode::OK);
+    }
+    assert_eq!(item(key).await, StatusCode::TOO_MANY_REQUESTS);
+    server.command(&["ACL", "SETUSER", "demo", "-del"]).unwrap();
+    demo.control.delete_tenant("acme").await.unwrap();
+    demo.directory.refresh().await.unwrap();
+    let key = acme().await;
+    assert_eq!(
+        item(key.clone()).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the reset was refused"
+    );
+    server.command(&["ACL", "SETUSER", "demo", "+del"]).unwrap();
+    // Retried at most every 5 s (`RESET_RETRY_MAX`).
+    let allowed = Instant::now();
+    while item(key.clone()).await != StatusCode::OK {
+        assert!(
+            allowed.elapsed() < Duration::from_secs(7),
+            "not reset 7 s after Redis allowed it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(item(key.clone()).await, StatusCode::OK, "counting afresh");
+    assert_eq!(item(key).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
 /// A tenant deleted and created again under the same id — another
 /// customer, perhaps — starts empty: none of the old one's cached pages or
 /// completions (in L1 and in Redis), none of its spent limit. Both used to
