@@ -747,6 +747,75 @@ mod tests {
         })
     }
 
+    /// A limiter whose every reset fails, counting the tries.
+    #[derive(Clone, Default)]
+    struct Refusing(Arc<AtomicU64>);
+
+    impl cog_ratelimit::store::Store for Refusing {
+        fn check(
+            &self,
+            _: &str,
+            _: &cog_ratelimit::Quota,
+            _: u64,
+        ) -> impl Future<Output = Result<cog_ratelimit::Decision, cog_ratelimit::store::StoreError>> + Send
+        {
+            std::future::ready(Err(cog_ratelimit::store::StoreError::Timeout(
+                Duration::ZERO,
+            )))
+        }
+
+        fn inspect(
+            &self,
+            _: &str,
+            _: &cog_ratelimit::Quota,
+        ) -> impl Future<Output = Result<cog_ratelimit::Decision, cog_ratelimit::store::StoreError>> + Send
+        {
+            std::future::ready(Err(cog_ratelimit::store::StoreError::Timeout(
+                Duration::ZERO,
+            )))
+        }
+
+        fn reset(
+            &self,
+            _: &str,
+            _: &cog_ratelimit::Quota,
+        ) -> impl Future<Output = Result<(), cog_ratelimit::store::StoreError>> + Send {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            std::future::ready(Err(cog_ratelimit::store::StoreError::Timeout(
+                Duration::ZERO,
+            )))
+        }
+
+        fn release(&self, _: cog_ratelimit::store::Lease) {}
+    }
+
+    /// A reset the limiter refuses is tried again in the background: after
+    /// 100 ms, doubling to every 5 s, until the quota's longest window (a
+    /// minute here) has passed twice over — then never again.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_reset_is_retried_until_the_windows_end() {
+        let limiter = Refusing::default();
+        let tries = || limiter.0.load(Ordering::Relaxed);
+        let quota = cog_ratelimit::Quota::single(cog_ratelimit::Limit::sliding_window(
+            10,
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+        reset_limits(&limiter, &Arc::from("acme"), &quota).await;
+        assert_eq!(tries(), 1, "the hook's own try");
+        // At 0.1, 0.3, 0.7, 1.5, 3.1 and 6.3 s…
+        tokio::time::sleep(Duration::from_millis(6_350)).await;
+        assert_eq!(tries(), 7);
+        // … then every 5 s: 11.3, 16.3 …
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(tries(), 9);
+        // … until the last that ends within 120 s: 116.3.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert_eq!(tries(), 29);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(tries(), 29, "given up");
+    }
+
     #[test]
     fn settings_are_read_from_the_environment() {
         let c = from(&[
