@@ -463,6 +463,28 @@ async fn call(addr: SocketAddr, method: Method, path: &str, key: &str) -> (Statu
     (res.status(), cache)
 }
 
+/// The demo in `dir` (and on Redis at `redis`), with plan `tight`
+/// limiting to `limit`, served on a loopback port.
+async fn with_tight_plan(
+    dir: &tempfile::TempDir,
+    redis: Option<String>,
+    limit: &str,
+) -> (app::Demo, SocketAddr) {
+    let config = app::Config {
+        redis_url: redis,
+        redis_timeout: Duration::from_millis(500),
+        ..in_memory(dir)
+    };
+    let demo = app::build(&config).await.unwrap();
+    let tight = cog_control::Plan {
+        limits: vec![cog_control::LimitSpec::parse(limit).unwrap()],
+        ..Default::default()
+    };
+    demo.control.create_plan("tight", tight).await.unwrap();
+    let addr = serve_router(&demo).await;
+    (demo, addr)
+}
+
 /// A removed tenant's limiter counters Redis would not reset (here: an ACL
 /// without `DEL`) are reset once it allows it, in the background: the
 /// tenant created again meanwhile is refused on the old one's counters,
@@ -474,18 +496,8 @@ async fn a_removed_tenants_limits_are_reset_once_redis_allows_it() {
     server
         .command(&["ACL", "SETUSER", "demo", "on", ">pw", "~*", "&*", "+@all"])
         .unwrap();
-    let config = app::Config {
-        redis_url: Some(server.url().replace("redis://", "redis://demo:pw@")),
-        redis_timeout: Duration::from_millis(500),
-        ..in_memory(&dir)
-    };
-    let demo = app::build(&config).await.unwrap();
-    let tight = cog_control::Plan {
-        limits: vec![cog_control::LimitSpec::parse("rps=2/1h").unwrap()],
-        ..Default::default()
-    };
-    demo.control.create_plan("tight", tight).await.unwrap();
-    let addr = serve_router(&demo).await;
+    let redis = server.url().replace("redis://", "redis://demo:pw@");
+    let (demo, addr) = with_tight_plan(&dir, Some(redis), "rps=2/1h").await;
     let item = |key: String| async move { call(addr, Method::GET, "/v1/items/7", &key).await.0 };
     let acme = || async {
         demo.control
@@ -534,18 +546,7 @@ async fn a_tenant_created_again_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     let server = RedisServer::start().unwrap();
     for redis in [None, Some(server.url())] {
-        let config = app::Config {
-            redis_url: redis.clone(),
-            redis_timeout: Duration::from_millis(500),
-            ..in_memory(&dir)
-        };
-        let demo = app::build(&config).await.unwrap();
-        let tight = cog_control::Plan {
-            limits: vec![cog_control::LimitSpec::parse("rps=3/1h").unwrap()],
-            ..Default::default()
-        };
-        demo.control.create_plan("tight", tight).await.unwrap();
-        let addr = serve_router(&demo).await;
+        let (demo, addr) = with_tight_plan(&dir, redis.clone(), "rps=3/1h").await;
         let calls = || {
             demo.counters
                 .model_calls
