@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cog_cache::TieredCache;
 use cog_testkit::{RedisServer, Reply};
@@ -1132,6 +1132,50 @@ async fn a_refused_subscription_is_tried_again_until_redis_allows_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_subscription_is_seen_over_resp3_too() {
     refused_then_allowed(fred::types::RespVersion::RESP3).await;
+}
+
+/// While Redis refuses the subscription, new attempts come as documented:
+/// 0.5 s after the first failure, doubling to every 4 s (each on a new
+/// connection) — neither a busy loop against a refusing server nor a wait
+/// that grows without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_subscriptions_are_retried_at_half_a_second_doubling_to_four() {
+    use fred::prelude::{Builder, Config};
+    let server = RedisServer::start().unwrap();
+    let url = server.acl_user("reader", false).unwrap();
+    let builder = Builder::from_config(Config::from_url(&url).unwrap());
+    let failures = std::sync::Mutex::new(Vec::<Instant>::new());
+    // Six failures make the five waits between them; then it is dropped
+    // (its next wait would only end the test later).
+    let (enough, six) = tokio::sync::oneshot::channel::<()>();
+    let enough = std::sync::Mutex::new(Some(enough));
+    let subscribing = cog_core::redis::subscribe_confirmed(
+        &builder,
+        "ch",
+        || true,
+        |attempt, _| {
+            let mut failures = failures.lock().unwrap();
+            assert_eq!(attempt as usize, failures.len(), "attempts counted from 0");
+            failures.push(Instant::now());
+            if failures.len() == 6 {
+                let _ = enough.lock().unwrap().take().unwrap().send(());
+            }
+        },
+    );
+    tokio::select! {
+        subscribed = subscribing => panic!("refused, yet {:?}", subscribed.is_some()),
+        _ = six => {}
+    }
+    let failures = failures.into_inner().unwrap();
+    let waits: Vec<Duration> = failures.windows(2).map(|w| w[1] - w[0]).collect();
+    for (wait, planned) in waits.iter().zip([500, 1000, 2000, 4000, 4000]) {
+        let planned = Duration::from_millis(planned);
+        // An attempt on loopback that Redis refuses takes milliseconds.
+        assert!(
+            *wait >= planned && *wait < planned + Duration::from_millis(1500),
+            "waits {waits:?}"
+        );
+    }
 }
 
 /// The invalidation listener lives as long as its cache: still subscribed
