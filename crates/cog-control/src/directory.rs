@@ -275,7 +275,7 @@ impl Directory {
 
     async fn launch(inner: Inner, poll: Duration) -> Result<Self, ControlError> {
         let state = inner.store.load().await?;
-        let view = build(&inner, &state).await;
+        let view = build(&inner, &state, false).await;
         inner.view.store(Arc::new(view));
         let dir = Directory {
             inner: Arc::new(inner),
@@ -433,19 +433,21 @@ impl Directory {
     }
 }
 
-async fn build(inner: &Inner, state: &State) -> View {
+/// The view of `state`; `went_back`: the store's revision is lower than
+/// the view's (restored, or a failover to an older replica).
+async fn build(inner: &Inner, state: &State, went_back: bool) -> View {
     #[allow(unused_mut)]
     let mut view = View::build(state);
     #[cfg(feature = "sandbox")]
     if let Some(loader) = &inner.sandbox {
         view.plugins = loader
-            .resolve_all(&*inner.store, state)
+            .resolve_all(&*inner.store, state, went_back)
             .await
             .into_iter()
             .collect();
     }
     #[cfg(not(feature = "sandbox"))]
-    let _ = inner;
+    let _ = (inner, went_back);
     view
 }
 
@@ -475,7 +477,7 @@ async fn refresh(inner: &Arc<Inner>) -> Result<(), ControlError> {
     *inner.emptied.lock() = false;
     let lower = revision < known;
     let state = inner.store.load().await?;
-    let view = Arc::new(build(inner, &state).await);
+    let view = Arc::new(build(inner, &state, lower).await);
     let replacing = inner.replacing.lock();
     let current = inner.view.load_full();
     // A slower refresh must not replace a newer view — unless the store

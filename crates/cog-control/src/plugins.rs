@@ -119,20 +119,31 @@ impl Loader {
     /// created since keeps its copy of it — and with it the instances
     /// (Python interpreters) warm from its earlier calls. A tenant created
     /// again, a plugin changed, or a state the kept one cannot be traced
-    /// to (a store that went back, audit entries trimmed since) starts
-    /// afresh.
+    /// to (a store that went back — `went_back` —, audit entries trimmed
+    /// since) starts afresh. A state older than the one kept that is not
+    /// a store going back is a slower refresh finishing after a newer one:
+    /// it is resolved with copies of its own, and what is kept stays.
     pub(crate) async fn resolve_all(
         &self,
         store: &dyn Store,
         state: &State,
+        went_back: bool,
     ) -> HashMap<Arc<str>, Resolved> {
         // One state at a time, so each finds the one before it kept.
-        let mut kept = self.kept.lock().await;
+        let mut guard = self.kept.lock().await;
+        let mut stale = Kept {
+            loaded: guard.loaded.clone(),
+            ..Kept::default()
+        };
+        let kept = match state.revision < guard.revision && !went_back {
+            true => &mut stale,
+            false => &mut *guard,
+        };
         let (renewed, complete) = crate::directory::renewed(state, kept.revision);
         if !complete || state.revision < kept.revision {
             kept.copies.clear();
         }
-        let mut old = std::mem::take(&mut *kept);
+        let mut old = std::mem::take(kept);
         let mut now = Kept {
             revision: state.revision,
             ..Kept::default()
@@ -353,8 +364,9 @@ mod tests {
 
     /// A tenant's copy of a plugin — its warm instances — is kept only
     /// while each state can be traced to the one before: the same state
-    /// again keeps it; a lower revision, or a write the audit log does not
-    /// name, drops it.
+    /// again keeps it; a store that went back, or a write the audit log
+    /// does not name, drops it; an older state from a slower refresh gets
+    /// copies of its own and leaves the kept ones be.
     #[tokio::test]
     async fn kept_copies_follow_the_states_lineage() {
         let dir = tempfile::tempdir().unwrap();
@@ -366,11 +378,11 @@ mod tests {
         c.install_plugin("counting", &wasm, spec()).await.unwrap();
         let loader = Loader::new(Runtime::new());
         // The calls acme's instance made before (0: a fresh one).
-        let calls = |state: State| {
+        let calls = |state: State, went_back: bool| {
             let loader = &loader;
             let store = store.clone();
             async move {
-                let resolved = loader.resolve_all(&*store, &state).await;
+                let resolved = loader.resolve_all(&*store, &state, went_back).await;
                 let mut ex = cog_sandbox::Exchange::new(
                     http::Method::GET,
                     http::Uri::from_static("/"),
@@ -383,15 +395,25 @@ mod tests {
             }
         };
         let state = c.state().await.unwrap();
-        assert_eq!(calls(state.clone()).await, "0");
-        assert_eq!(calls(state.clone()).await, "1", "the same state again");
-        let mut lower = state.clone();
-        lower.revision -= 1;
-        assert_eq!(calls(lower).await, "0", "a store that went back");
+        assert_eq!(calls(state.clone(), false).await, "0");
+        assert_eq!(
+            calls(state.clone(), false).await,
+            "1",
+            "the same state again"
+        );
+        let mut older = state.clone();
+        older.revision -= 1;
+        assert_eq!(calls(older.clone(), false).await, "0", "a slower refresh");
+        assert_eq!(calls(state.clone(), false).await, "2", "kept all along");
+        assert_eq!(calls(older, true).await, "0", "a store that went back");
         let mut unnamed = state.clone();
         unnamed.revision += 2;
-        assert_eq!(calls(state).await, "1");
-        assert_eq!(calls(unnamed).await, "0", "a write the audit log lacks");
+        assert_eq!(calls(state, false).await, "1");
+        assert_eq!(
+            calls(unnamed, false).await,
+            "0",
+            "a write the audit log lacks"
+        );
     }
 
     /// Bytes of replaced and removed plugins are not kept.
@@ -408,12 +430,16 @@ mod tests {
             &include_bytes!("../../../examples/plugins/dist/redact.wasm")[..],
         ] {
             c.install_plugin("p", wasm, spec()).await.unwrap();
-            let resolved = loader.resolve_all(&*store, &c.state().await.unwrap()).await;
+            let resolved = loader
+                .resolve_all(&*store, &c.state().await.unwrap(), false)
+                .await;
             assert_eq!(resolved["acme"].plugins.len(), 1);
             assert_eq!(loader.blobs_held(), 1, "the replaced plugin's bytes went");
         }
         c.delete_plugin("p").await.unwrap();
-        loader.resolve_all(&*store, &c.state().await.unwrap()).await;
+        loader
+            .resolve_all(&*store, &c.state().await.unwrap(), false)
+            .await;
         assert_eq!(loader.blobs_held(), 0);
     }
 }
