@@ -153,13 +153,18 @@ impl Pool {
     }
 
     /// Keeps `instance` for the next call of this plugin for `tenant` on
-    /// this thread; when the thread's pool is full, another plugin's or
-    /// tenant's instances make room; when the process holds
-    /// `IDLE_GLOBAL_MAX` idle instances, it is dropped.
+    /// this thread; when the thread's pool is full, instances of plugins no
+    /// longer loaded make room, or else another plugin's or tenant's; when
+    /// the process holds `IDLE_GLOBAL_MAX` idle instances, it is dropped.
     fn give(&self, tenant: Arc<str>, instance: Instantiated) {
         IDLE.with_borrow_mut(|Idle(idle)| {
-            let total: usize = idle.values().map(Vec::len).sum();
-            if total >= POOL_MAX {
+            let held = |idle: &HashMap<PoolKey, Vec<Instantiated>>| -> usize {
+                idle.values().map(Vec::len).sum()
+            };
+            if held(idle) >= POOL_MAX {
+                let_orphans_go(idle);
+            }
+            if held(idle) >= POOL_MAX {
                 let victim = idle
                     .keys()
                     .find(|k| k.0 != self.id || k.1 != tenant)

@@ -33,8 +33,12 @@ fn call(plugin: &Plugin, tenant: &str) -> Result<(), PluginError> {
 /// they lived, so no instance of the plugin loaded since was ever pooled:
 /// every call made a new one. Each thread now gives its orphans' places up
 /// when it needs one.
+/// The tests here count process-wide: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_dropped_plugins_idle_instances_make_room_for_the_live_ones() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     const THREADS: usize = 32;
     const TENANTS: usize = 8;
     let wasm = wat::parse_str(COUNTING).unwrap();
@@ -78,4 +82,35 @@ fn a_dropped_plugins_idle_instances_make_room_for_the_live_ones() {
         // Counted right: what is left is this thread's instance of `new`.
         assert_eq!(Runtime::idle_instances(), 1);
     });
+}
+
+/// A thread whose own pool is full (64 idle instances) lets its instances
+/// of plugins no longer loaded go before any live plugin's: no tenant's
+/// warm instance is evicted while an orphan holds a place.
+#[test]
+fn a_full_thread_lets_its_orphans_go_before_live_instances() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let wasm = wat::parse_str(COUNTING).unwrap();
+    let rt = Runtime::new();
+    let old = rt.load("old", &wasm, Limits::default()).unwrap();
+    let live = rt.load("live", &wasm, Limits::default()).unwrap();
+    std::thread::spawn(move || {
+        call(&old, "gone").unwrap();
+        drop(old);
+        // 63 live tenants and the orphan fill the thread's 64 places; the
+        // 64th tenant needs one.
+        for n in 0..64 {
+            call(&live, &format!("t{n}")).unwrap();
+        }
+        let cold: Vec<usize> = (0..64)
+            .filter(|n| call(&live, &format!("t{n}")).is_ok())
+            .collect();
+        assert_eq!(
+            cold,
+            Vec::<usize>::new(),
+            "evicted while an orphan held a place"
+        );
+    })
+    .join()
+    .unwrap();
 }
