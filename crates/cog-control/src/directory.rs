@@ -55,6 +55,9 @@ struct KeyEntry {
 #[derive(Default)]
 struct View {
     revision: u64,
+    /// The stamp of the commit that made `revision`, when the store keeps
+    /// one and said it for the state read ([`Store::version`]).
+    stamp: Option<u64>,
     keys: HashMap<String, KeyEntry>,
     tenants: HashMap<Arc<str>, Arc<TenantContext>>,
     #[cfg(feature = "sandbox")]
@@ -129,6 +132,7 @@ impl View {
             .collect();
         View {
             revision: state.revision,
+            stamp: None,
             keys,
             tenants,
             // Validated on load: a table that does not convert is not stored.
@@ -274,8 +278,10 @@ impl Directory {
     }
 
     async fn launch(inner: Inner, poll: Duration) -> Result<Self, ControlError> {
+        let version = inner.store.version().await?;
         let state = inner.store.load().await?;
-        let view = build(&inner, &state, false).await;
+        let mut view = build(&inner, &state, false).await;
+        view.stamp = stamp_of(&state, version);
         inner.view.store(Arc::new(view));
         let dir = Directory {
             inner: Arc::new(inner),
@@ -451,10 +457,23 @@ async fn build(inner: &Inner, state: &State, went_back: bool) -> View {
     view
 }
 
+/// `version`'s stamp, if it is `state`'s (no commit came in between).
+fn stamp_of(state: &State, version: crate::store::Version) -> Option<u64> {
+    version.stamp.filter(|_| version.revision == state.revision)
+}
+
 async fn refresh(inner: &Arc<Inner>) -> Result<(), ControlError> {
-    let known = inner.view.load().revision;
-    let revision = inner.store.revision().await?;
-    if revision == known {
+    let (known, known_stamp) = {
+        let view = inner.view.load();
+        (view.revision, view.stamp)
+    };
+    let version = inner.store.version().await?;
+    let revision = version.revision;
+    // The same revision from another commit: the store went back (a
+    // failover to a replica behind, a restored backup) and was written up
+    // to it again while this instance did not look.
+    let relived = matches!((version.stamp, known_stamp), (Some(now), Some(then)) if now != then);
+    if revision == known && !relived {
         return Ok(());
     }
     if revision == 0 {
@@ -475,9 +494,11 @@ async fn refresh(inner: &Arc<Inner>) -> Result<(), ControlError> {
         return Ok(());
     }
     *inner.emptied.lock() = false;
-    let lower = revision < known;
+    let lower = revision < known || relived;
     let state = inner.store.load().await?;
-    let view = Arc::new(build(inner, &state, lower).await);
+    let mut view = build(inner, &state, lower).await;
+    view.stamp = stamp_of(&state, version);
+    let view = Arc::new(view);
     let replacing = inner.replacing.lock();
     let current = inner.view.load_full();
     // A slower refresh must not replace a newer view — unless the store

@@ -140,7 +140,7 @@ impl Loader {
             false => &mut *guard,
         };
         let (renewed, complete) = crate::directory::renewed(state, kept.revision);
-        if !complete || state.revision < kept.revision {
+        if went_back || !complete || state.revision < kept.revision {
             kept.copies.clear();
         }
         let mut old = std::mem::take(kept);
@@ -405,6 +405,11 @@ mod tests {
         older.revision -= 1;
         assert_eq!(calls(older.clone(), false).await, "0", "a slower refresh");
         assert_eq!(calls(state.clone(), false).await, "2", "kept all along");
+        assert_eq!(
+            calls(state.clone(), true).await,
+            "0",
+            "the same revision from another commit"
+        );
         assert_eq!(calls(older, true).await, "0", "a store that went back");
         let mut unnamed = state.clone();
         unnamed.revision += 2;

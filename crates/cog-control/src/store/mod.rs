@@ -28,6 +28,17 @@ pub use file::FileStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
+/// A store's revision and the stamp of the commit that made it
+/// ([`Store::version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    /// The revision.
+    pub revision: u64,
+    /// What tells this revision's commit from another of the same
+    /// revision; `None` when the store keeps none.
+    pub stamp: Option<u64>,
+}
+
 /// A backend for the control plane's data.
 #[async_trait::async_trait]
 pub trait Store: fmt::Debug + Send + Sync + 'static {
@@ -43,6 +54,20 @@ pub trait Store: fmt::Debug + Send + Sync + 'static {
 
     /// The current revision, cheaply (watchers poll it).
     async fn revision(&self) -> Result<u64, ControlError>;
+
+    /// The current revision with the stamp of the commit that made it,
+    /// cheaply (the directory polls it). A store that can go back — a
+    /// failover to a replica that had not seen the last writes, a restored
+    /// backup — and be written up to the same revision again has two
+    /// commits of one revision: their stamps tell them apart, so a watcher
+    /// that saw the first does not take the second for it. The default:
+    /// [`revision`](Self::revision), no stamp.
+    async fn version(&self) -> Result<Version, ControlError> {
+        Ok(Version {
+            revision: self.revision().await?,
+            stamp: None,
+        })
+    }
 
     /// Stores plugin bytes under their digest (idempotent).
     async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError>;

@@ -22,14 +22,27 @@ const COMMIT_LUA: &str = r#"
 local found = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
 if found ~= tonumber(ARGV[1]) then return -1 - found end
 local next = found + 1
-redis.call('HSET', KEYS[1], 'rev', next, 'doc', ARGV[2])
+redis.call('HSET', KEYS[1], 'rev', next, 'doc', ARGV[2], 'stamp', ARGV[4])
 redis.call('PUBLISH', ARGV[3], next)
 return next
 "#;
 
+/// A number no other commit draws (as far as 64 random bits go).
+fn new_stamp() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
 /// The control plane in Redis, shared by every instance (`redis://…`).
 ///
-/// Keys: `{prefix}{control}:state` (a hash: `rev`, `doc`) and
+/// Keys: `{prefix}{control}:state` (a hash: `rev`, `doc`, and `stamp`, a
+/// random number each commit draws — see [`Store::version`]) and
 /// `{prefix}{control}:blob:<sha256>` for plugin bytes — one hash slot, so
 /// it works on Redis Cluster. Every commit publishes its revision on
 /// `{prefix}control:changed`; watchers listen there and also poll.
@@ -224,6 +237,7 @@ impl Store for RedisStore {
                         state.revision.to_string().into_bytes(),
                         doc,
                         self.channel.clone().into_bytes(),
+                        new_stamp().to_string().into_bytes(),
                     ],
                 ),
             )
@@ -242,6 +256,19 @@ impl Store for RedisStore {
             .bounded("HGET", self.client.hget(&self.state_key, "rev"))
             .await?;
         Ok(rev.unwrap_or(0))
+    }
+
+    async fn version(&self) -> Result<super::Version, ControlError> {
+        let (rev, stamp): (Option<u64>, Option<u64>) = self
+            .bounded(
+                "HMGET",
+                self.client.hmget(&self.state_key, vec!["rev", "stamp"]),
+            )
+            .await?;
+        Ok(super::Version {
+            revision: rev.unwrap_or(0),
+            stamp,
+        })
     }
 
     async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {

@@ -924,3 +924,48 @@ async fn a_hook_holding_the_cache_budget_lets_the_directory_go() {
     drop(d);
     eventually("the directory freed", || Arc::strong_count(&store) == 1).await;
 }
+
+/// A failover to a replica that had not seen the last write, then a write
+/// on the new primary: the store is back at the revision this instance
+/// saw, from another commit. The instance used to take it for the state it
+/// had (the same revision) and went on accepting a key revoked since —
+/// until the next write. Each commit's stamp tells the two apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_revision_from_another_commit_is_followed() {
+    use cog_testkit::Reply;
+
+    let server = RedisServer::start().unwrap();
+    let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let (c, id, secret) = seeded(store.clone()).await;
+    let d = Directory::start_with(store, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let key = "cog:{control}:state";
+    let Reply::Bulk(Some(replica)) = server.command(&["DUMP", key]).unwrap() else {
+        panic!("a dump of the control plane's state");
+    };
+    // The write the replica never saw.
+    let lost = c.create_key("acme", None).await.unwrap();
+    d.refresh().await.unwrap();
+    assert!(d.authenticate(&lost.secret).is_ok());
+    let seen = d.revision();
+
+    // The failover, and a write on the new primary.
+    server
+        .command_bytes(&[b"RESTORE", key.as_bytes(), b"0", &replica, b"REPLACE"])
+        .unwrap();
+    c.revoke_key(&id).await.unwrap();
+    assert_eq!(c.state().await.unwrap().revision, seen, "the same revision");
+    d.refresh().await.unwrap();
+    assert!(
+        d.authenticate(&secret).is_err(),
+        "revoked on the new primary"
+    );
+    assert!(
+        d.authenticate(&lost.secret).is_err(),
+        "lost with the failover"
+    );
+    // Nothing changed since: the view stays.
+    d.refresh().await.unwrap();
+    assert_eq!(d.revision(), seen);
+}
