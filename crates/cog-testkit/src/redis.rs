@@ -238,6 +238,24 @@ impl RedisServer {
             .map_err(Error::io(format!("redis command on port {}", self.port)))
     }
 
+    /// How many times the server has answered `command` (lower case), as
+    /// `INFO commandstats` counts — for tests of how many round trips of a
+    /// kind something makes.
+    ///
+    /// # Panics
+    /// The server could not be reached, or answered something else.
+    pub fn calls(&self, command: &str) -> u64 {
+        let Reply::Bulk(Some(info)) = self.command(&["INFO", "commandstats"]).unwrap() else {
+            panic!("INFO answers a bulk string");
+        };
+        let field = format!("cmdstat_{command}:calls=");
+        String::from_utf8(info)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix(field.as_str()))
+            .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+    }
+
     /// Sends one command on a thread of its own, for commands that do not
     /// answer soon (a script that never ends, a blocking pop). The reply,
     /// or the read timeout (5 s), is the thread's result.

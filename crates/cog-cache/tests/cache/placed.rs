@@ -10,7 +10,7 @@ use cog_core::placement::{Placement, Router, partition};
 use cog_testkit::RedisServer;
 use cog_testkit::Reply;
 
-use crate::support::{Cache, calls, client, dbsize, eventually};
+use crate::support::{Cache, client, dbsize, eventually};
 
 /// An instance on `main`, placed over `main` and `big`, copying for
 /// `window` after a move (`None`: the default, 24 h). The window is set
@@ -259,10 +259,10 @@ async fn forgotten_tenants_leave_every_deployment_in_one_walk_each() {
     a.tenant("acme").insert("new".into(), "v".into()).await;
     assert_eq!((dbsize(&main), dbsize(&big)), (3, 1));
 
-    let scans = (calls(&main, "scan"), calls(&big, "scan"));
+    let scans = (main.calls("scan"), big.calls("scan"));
     a.forget_tenants(["acme", other.as_str()]).await;
     assert_eq!(
-        (calls(&main, "scan"), calls(&big, "scan")),
+        (main.calls("scan"), big.calls("scan")),
         (scans.0 + 1, scans.1 + 1),
         "one walk of each"
     );

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cog_cache::TieredCache;
 use cog_testkit::{RedisServer, Reply};
 
-use crate::support::{Cache, Counter, calls, client, dbsize, eventually, failing, with_defaults};
+use crate::support::{Cache, Counter, client, dbsize, eventually, failing, with_defaults};
 
 const HANG: Duration = Duration::from_secs(10);
 
@@ -1460,9 +1460,9 @@ async fn forgotten_tenants_leave_l1_and_l2_in_one_walk() {
     let keys = || dbsize(&server);
     assert_eq!(keys(), 10, "a value and a tag set each");
 
-    let before = calls(&server, "scan");
+    let before = server.calls("scan");
     a.forget_tenants(gone).await;
-    assert_eq!(calls(&server, "scan"), before + 1, "one walk");
+    assert_eq!(server.calls("scan"), before + 1, "one walk");
     assert_eq!(keys(), 4, "only the others' are left");
     let c = cache(&server.url(), false).await;
     for t in all {

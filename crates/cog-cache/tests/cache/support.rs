@@ -67,17 +67,3 @@ pub(crate) fn dbsize(server: &cog_testkit::RedisServer) -> i64 {
         other => panic!("DBSIZE: {other:?}"),
     }
 }
-
-/// How many times `server` has answered `command` (lower case).
-pub(crate) fn calls(server: &cog_testkit::RedisServer, command: &str) -> u64 {
-    let cog_testkit::Reply::Bulk(Some(info)) = server.command(&["INFO", "commandstats"]).unwrap()
-    else {
-        panic!("INFO answers a bulk string");
-    };
-    let field = format!("cmdstat_{command}:calls=");
-    String::from_utf8(info)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field.as_str()))
-        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
-}
