@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cog_control::admin::{IssuedKey, KeyInfo, NamedPlan, NamedPlugin, NamedTenant, Page, Usage};
+use cog_control::store::Version;
 use cog_control::{
     ApiKey, AuditEntry, Change, KeyStatus, PlacementTable, Plan, PluginLang, PluginSpec, Spec,
     State, Status, Tenant, Window,
@@ -300,10 +301,10 @@ impl Remote {
         let (tenants, _) = self.all::<NamedTenant>("/v1/tenants").await?;
         let (plugins, _) = self.all::<NamedPlugin>("/v1/plugins").await?;
         let (keys, _) = self.all::<KeyInfo>("/v1/keys").await?;
-        let revision = etag
+        let version = etag
             .as_deref()
-            .and_then(|t| t.trim_matches('"').parse().ok())
-            .unwrap_or(0);
+            .and_then(|t| t.trim_matches('"').parse::<Version>().ok())
+            .unwrap_or_default();
         let spec = Spec {
             plans: plans.into_iter().map(|p| (p.name, p.plan)).collect(),
             tenants: tenants.into_iter().map(|t| (t.id, t.tenant)).collect(),
@@ -324,7 +325,8 @@ impl Remote {
             })
             .collect();
         Ok(State {
-            revision,
+            revision: version.revision,
+            stamp: version.stamp,
             spec,
             keys,
             tokens: BTreeMap::new(),

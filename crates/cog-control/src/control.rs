@@ -11,7 +11,7 @@ use crate::model::{
     AUDIT_KEEP, AdminToken, ApiKey, AuditEntry, MAX_PLUGIN_BYTES, PlacementTable, Plan, PluginLang,
     PluginSpec, Scope, Spec, State, Status, Tenant,
 };
-use crate::store::Store;
+use crate::store::{Store, Version};
 use cog_core::placement::Placement;
 
 /// The control plane: typed operations over a [`Store`].
@@ -27,9 +27,9 @@ use cog_core::placement::Placement;
 pub struct Control {
     store: Arc<dyn Store>,
     actor: Arc<str>,
-    if_revision: Option<u64>,
-    /// The revision the last write through this handle produced.
-    committed: Arc<std::sync::atomic::AtomicU64>,
+    if_version: Option<Version>,
+    /// The version the last write through this handle produced.
+    committed: Arc<parking_lot::Mutex<Version>>,
     /// The newest state committed through this handle or any clone of it
     /// (kept across [`actor`](Self::actor)): readers that cache the state
     /// need not reload what they wrote themselves.
@@ -70,7 +70,7 @@ impl Control {
         Control {
             store,
             actor: "library".into(),
-            if_revision: None,
+            if_version: None,
             committed: Arc::default(),
             newest: Arc::default(),
             base: None,
@@ -121,7 +121,13 @@ impl Control {
     /// The revision the last write through this handle (or its clones
     /// since [`actor`](Self::actor)) produced; 0 before any.
     pub fn last_revision(&self) -> u64 {
-        self.committed.load(std::sync::atomic::Ordering::Acquire)
+        self.committed.lock().revision
+    }
+
+    /// [`last_revision`](Self::last_revision) with the stamp of its commit
+    /// (the admin API's `ETag`).
+    pub fn last_version(&self) -> Version {
+        *self.committed.lock()
     }
 
     /// The newest state committed through this handle or any clone of it,
@@ -143,9 +149,26 @@ impl Control {
     /// Writes through this handle only go through while the store is at
     /// `revision` (an HTTP `If-Match`): otherwise they fail with
     /// [`ControlError::Stale`] instead of being retried on the newer state.
+    /// After the store went back and was written up to `revision` again,
+    /// that holds too: [`if_version`](Self::if_version) tells the two
+    /// apart.
     #[must_use]
     pub fn if_revision(mut self, revision: Option<u64>) -> Self {
-        self.if_revision = revision;
+        self.if_version = revision.map(|revision| Version {
+            revision,
+            stamp: None,
+        });
+        self
+    }
+
+    /// [`if_revision`](Self::if_revision), and only while the store holds
+    /// the commit of `version`'s stamp when it has one ([`State::version`]
+    /// of a state read): a commit of the same revision made after the store
+    /// went back (a failover to a replica behind it) is
+    /// [`ControlError::Stale`] too.
+    #[must_use]
+    pub fn if_version(mut self, version: Option<Version>) -> Self {
+        self.if_version = version;
         self
     }
 
@@ -200,14 +223,16 @@ impl Control {
             // A base at another revision than If-Match names may be stale
             // rather than the store: only the store can say Stale.
             let (mut state, from_base) = match base.take() {
-                Some(b) if self.if_revision.is_none_or(|e| e == b.revision) => ((*b).clone(), true),
+                Some(b) if self.if_version.is_none_or(|e| e.matches(&b.version())) => {
+                    ((*b).clone(), true)
+                }
                 _ => (self.store.load().await?, false),
             };
-            if let Some(expected) = self.if_revision
-                && state.revision != expected
+            if let Some(expected) = self.if_version
+                && !expected.matches(&state.version())
             {
                 return Err(ControlError::Stale {
-                    expected,
+                    expected: expected.revision,
                     found: state.revision,
                 });
             }
@@ -241,14 +266,17 @@ impl Control {
             let excess = state.audit.len().saturating_sub(AUDIT_KEEP);
             state.audit.drain(..excess);
             match self.store.commit(&state).await {
-                Ok(revision) => {
-                    self.committed
-                        .store(revision, std::sync::atomic::Ordering::Release);
+                Ok(version) => {
+                    *self.committed.lock() = version;
                     let after = plugin_digests(&state);
-                    state.revision = revision;
+                    state.revision = version.revision;
+                    state.stamp = version.stamp;
                     {
                         let mut newest = self.newest.lock();
-                        if newest.as_ref().is_none_or(|n| n.revision < revision) {
+                        if newest
+                            .as_ref()
+                            .is_none_or(|n| n.revision <= version.revision)
+                        {
                             *newest = Some(Arc::new(state));
                         }
                     }

@@ -56,7 +56,7 @@ struct KeyEntry {
 struct View {
     revision: u64,
     /// The stamp of the commit that made `revision`, when the store keeps
-    /// one and said it for the state read ([`Store::version`]).
+    /// one ([`Store::version`]).
     stamp: Option<u64>,
     keys: HashMap<String, KeyEntry>,
     tenants: HashMap<Arc<str>, Arc<TenantContext>>,
@@ -132,7 +132,7 @@ impl View {
             .collect();
         View {
             revision: state.revision,
-            stamp: None,
+            stamp: state.stamp,
             keys,
             tenants,
             // Validated on load: a table that does not convert is not stored.
@@ -278,10 +278,8 @@ impl Directory {
     }
 
     async fn launch(inner: Inner, poll: Duration) -> Result<Self, ControlError> {
-        let version = inner.store.version().await?;
         let state = inner.store.load().await?;
-        let mut view = build(&inner, &state, false).await;
-        view.stamp = stamp_of(&state, version);
+        let view = build(&inner, &state, false).await;
         inner.view.store(Arc::new(view));
         let dir = Directory {
             inner: Arc::new(inner),
@@ -457,25 +455,23 @@ async fn build(inner: &Inner, state: &State, went_back: bool) -> View {
     view
 }
 
-/// `version`'s stamp, if it is `state`'s (no commit came in between).
-fn stamp_of(state: &State, version: crate::store::Version) -> Option<u64> {
-    version.stamp.filter(|_| version.revision == state.revision)
-}
-
 async fn refresh(inner: &Arc<Inner>) -> Result<(), ControlError> {
-    let (known, known_stamp) = {
+    let seen = {
         let view = inner.view.load();
-        (view.revision, view.stamp)
+        crate::store::Version {
+            revision: view.revision,
+            stamp: view.stamp,
+        }
     };
     let version = inner.store.version().await?;
-    let revision = version.revision;
+    if version.matches(&seen) {
+        return Ok(());
+    }
+    let (revision, known) = (version.revision, seen.revision);
     // The same revision from another commit: the store went back (a
     // failover to a replica behind, a restored backup) and was written up
     // to it again while this instance did not look.
-    let relived = matches!((version.stamp, known_stamp), (Some(now), Some(then)) if now != then);
-    if revision == known && !relived {
-        return Ok(());
-    }
+    let relived = revision == known;
     if revision == 0 {
         // The store is empty after having had data: it lost it (Redis
         // restarted without persistence, flushed, a fresh replica).
@@ -496,9 +492,7 @@ async fn refresh(inner: &Arc<Inner>) -> Result<(), ControlError> {
     *inner.emptied.lock() = false;
     let lower = revision < known || relived;
     let state = inner.store.load().await?;
-    let mut view = build(inner, &state, lower).await;
-    view.stamp = stamp_of(&state, version);
-    let view = Arc::new(view);
+    let view = Arc::new(build(inner, &state, lower).await);
     let replacing = inner.replacing.lock();
     let current = inner.view.load_full();
     // A slower refresh must not replace a newer view — unless the store

@@ -927,6 +927,12 @@ pub const AUDIT_KEEP: usize = 1000;
 pub struct State {
     /// The store's revision this state was read at (0: a new store).
     pub revision: u64,
+    /// The stamp of the commit that made `revision`, when the store keeps
+    /// one ([`Store::version`](crate::store::Store::version)): a write from
+    /// this state goes through only while the store holds that commit, not
+    /// another of the same revision (after a failover to a replica behind
+    /// it). `None`: compared by revision alone.
+    pub stamp: Option<u64>,
     /// Plans, tenants, plugins.
     pub spec: Spec,
     /// API keys by id (their visible prefix).
@@ -938,6 +944,16 @@ pub struct State {
     /// Where tenants' data lives, when it is spread over several Redis
     /// deployments.
     pub placement: Option<PlacementTable>,
+}
+
+impl State {
+    /// The revision this state was read at, with its commit's stamp.
+    pub fn version(&self) -> crate::store::Version {
+        crate::store::Version {
+            revision: self.revision,
+            stamp: self.stamp,
+        }
+    }
 }
 
 /// Checks an id or a name: 1–64 of `a-z A-Z 0-9 _ - .`.

@@ -12,10 +12,12 @@ use super::Admin;
 use super::problem::Problem;
 use crate::keys;
 use crate::model::{Scope, State};
+use crate::store::Version;
 use crate::{Control, ControlError};
 
-/// The last state read, reused while the store's revision is the same
-/// (one cheap revision read per request instead of the whole document).
+/// The last state read, reused while the store is at its version — the
+/// same revision from the same commit (one cheap version read per request
+/// instead of the whole document).
 /// A write through this API leaves the state it committed, so nothing is
 /// reloaded; after a write made elsewhere, one request reloads it and the
 /// others wait for that load instead of each reading the whole document.
@@ -29,19 +31,19 @@ impl Cached {
     /// The store's current state.
     pub(crate) async fn get(&self, control: &Control) -> Result<Arc<State>, ControlError> {
         let store = control.store().as_ref();
-        let revision = store.revision().await?;
-        if let Some(s) = self.current(revision) {
+        let version = store.version().await?;
+        if let Some(s) = self.current(version) {
             return Ok(s);
         }
         if let Some(s) = control
             .newest_committed()
-            .filter(|s| s.revision >= revision)
+            .filter(|s| s.version().matches(&version))
         {
             self.keep(&s);
             return Ok(s);
         }
         let _loading = self.loading.lock().await;
-        if let Some(s) = self.current(revision) {
+        if let Some(s) = self.current(version) {
             return Ok(s);
         }
         let fresh = Arc::new(store.load().await?);
@@ -49,13 +51,17 @@ impl Cached {
         Ok(fresh)
     }
 
-    /// Keeps `state` if it is newer than the one kept. The one it replaces
-    /// is dropped on a blocking thread: freeing a document of thousands of
-    /// tenants takes milliseconds no request should wait for.
+    /// Keeps `state` in place of the one kept, unless that one is the same
+    /// or newer (a concurrent write's: the store has the last word at the
+    /// next read). The one it replaces is dropped on a blocking thread:
+    /// freeing a document of thousands of tenants takes milliseconds no
+    /// request should wait for.
     fn keep(&self, state: &Arc<State>) {
         let old = {
             let mut slot = self.state.lock();
-            if slot.as_ref().is_some_and(|s| s.revision >= state.revision) {
+            if slot.as_ref().is_some_and(|s| {
+                s.revision > state.revision || s.version().matches(&state.version())
+            }) {
                 return;
             }
             slot.replace(state.clone())
@@ -65,12 +71,12 @@ impl Cached {
         }
     }
 
-    /// The cached state if it is at `revision` or later.
-    fn current(&self, revision: u64) -> Option<Arc<State>> {
+    /// The cached state if the store is at its version.
+    fn current(&self, version: Version) -> Option<Arc<State>> {
         self.state
             .lock()
             .as_ref()
-            .filter(|s| s.revision >= revision)
+            .filter(|s| s.version().matches(&version))
             .cloned()
     }
 }
@@ -86,26 +92,27 @@ pub(crate) struct Caller {
 
 impl Caller {
     /// The control plane, writing as this caller, on condition of the
-    /// request's `If-Match` revision if it has one.
+    /// request's `If-Match` version if it has one.
     pub(crate) fn control(&self, admin: &Admin, headers: &HeaderMap) -> Result<Control, Problem> {
         if !self.scope.allows(Scope::Write) {
             return Err(Problem::forbidden(
                 "this token is read-only; writes need a token of scope `write`",
             ));
         }
-        let revision = if_match(headers)?;
+        let version = if_match(headers)?;
         Ok(admin
             .control
             .clone()
             .actor(format!("token:{}", self.id))
-            .if_revision(revision)
+            .if_version(version)
             .based_on(self.state.clone()))
     }
 }
 
-/// `If-Match: "17"` → `Some(17)`; `*` or none → `None`; anything else
-/// matches no revision (412).
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+/// `If-Match: "17-00f3a9c2d4e5b617"` (an ETag as given) → that version;
+/// `"17"` → revision 17 from whichever commit; `*` or none → `None`;
+/// anything else matches no version (412).
+fn if_match(headers: &HeaderMap) -> Result<Option<Version>, Problem> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
@@ -115,7 +122,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     }
     text.strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
-        .and_then(|t| t.parse::<u64>().ok())
+        .and_then(|t| t.parse::<Version>().ok())
         .map(Some)
         .ok_or_else(|| {
             Problem::new(

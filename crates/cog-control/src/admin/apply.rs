@@ -90,7 +90,7 @@ async fn preview(
     let changes = diff(&s.spec, desired, prune);
     Ok(reply::json(
         StatusCode::OK,
-        s.revision,
+        s.version(),
         &Changes {
             dry_run: true,
             changes,
@@ -129,7 +129,7 @@ pub(crate) async fn apply(
     let changes = c.apply(&desired, &BTreeMap::new(), q.prune).await?;
     Ok(reply::json(
         StatusCode::OK,
-        c.last_revision(),
+        c.last_version(),
         &Changes {
             dry_run: false,
             changes,

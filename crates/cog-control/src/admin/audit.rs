@@ -48,7 +48,7 @@ pub(crate) async fn list(
     };
     Ok(reply::json(
         StatusCode::OK,
-        s.revision,
+        s.version(),
         &Page { items, next_cursor },
     ))
 }

@@ -81,7 +81,7 @@ pub(crate) async fn create(
         tenant,
         key: key.secret.clone(),
     };
-    Ok(reply::json(StatusCode::CREATED, c.last_revision(), &issued))
+    Ok(reply::json(StatusCode::CREATED, c.last_version(), &issued))
 }
 
 /// Lists keys by id (never the keys themselves).
@@ -107,7 +107,7 @@ pub(crate) async fn list(caller: Caller, Query(q): Query<KeyQuery>) -> Response 
                 status: k.status(now).as_str().to_owned(),
             })
     });
-    reply::json(StatusCode::OK, s.revision, &p)
+    reply::json(StatusCode::OK, s.version(), &p)
 }
 
 /// Revokes a key: it is refused from now on (and stays listed).
@@ -125,5 +125,5 @@ pub(crate) async fn revoke(
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
     c.revoke_key(&id).await?;
-    Ok(reply::no_content(c.last_revision()))
+    Ok(reply::no_content(c.last_version()))
 }

@@ -38,7 +38,7 @@ pub(crate) async fn get(caller: Caller) -> Result<Response, Problem> {
         .placement
         .as_ref()
         .ok_or_else(|| Problem::not_found("placement", "table"))?;
-    Ok(reply::json(StatusCode::OK, s.revision, table))
+    Ok(reply::json(StatusCode::OK, s.version(), table))
 }
 
 /// Adds a deployment: the first creates the table with every partition on
@@ -57,7 +57,7 @@ pub(crate) async fn add_deployment(
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
     let table = c.add_deployment(&new.name).await?;
-    Ok(reply::json(StatusCode::OK, c.last_revision(), &table))
+    Ok(reply::json(StatusCode::OK, c.last_version(), &table))
 }
 
 /// Moves a partition (0–255) to a deployment: the instances follow within
@@ -78,5 +78,5 @@ pub(crate) async fn move_partition(
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
     let table = c.move_partition(partition, &to.deployment).await?;
-    Ok(reply::json(StatusCode::OK, c.last_revision(), &table))
+    Ok(reply::json(StatusCode::OK, c.last_version(), &table))
 }

@@ -33,7 +33,7 @@ pub(crate) async fn list(caller: Caller, Query(q): Query<PageQuery>) -> Response
             plan: plan.clone(),
         })
     });
-    reply::json(StatusCode::OK, s.revision, &p)
+    reply::json(StatusCode::OK, s.version(), &p)
 }
 
 /// One plan.
@@ -50,7 +50,7 @@ pub(crate) async fn get(caller: Caller, Path(name): Path<String>) -> Result<Resp
         .ok_or_else(|| Problem::not_found("plan", &name))?;
     Ok(reply::json(
         StatusCode::OK,
-        s.revision,
+        s.version(),
         &NamedPlan {
             name,
             plan: plan.clone(),
@@ -71,7 +71,7 @@ pub(crate) async fn create(
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
     c.create_plan(&new.name, new.plan.clone()).await?;
-    Ok(reply::json(StatusCode::CREATED, c.last_revision(), &new))
+    Ok(reply::json(StatusCode::CREATED, c.last_version(), &new))
 }
 
 /// Replaces a plan (its tenants follow at once).
@@ -99,7 +99,7 @@ pub(crate) async fn replace(
     let plan = c.update_plan(&name, |p| *p = plan.clone()).await?;
     Ok(reply::json(
         StatusCode::OK,
-        c.last_revision(),
+        c.last_version(),
         &NamedPlan { name, plan },
     ))
 }
@@ -119,5 +119,5 @@ pub(crate) async fn delete(
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
     c.delete_plan(&name).await?;
-    Ok(reply::no_content(c.last_revision()))
+    Ok(reply::no_content(c.last_version()))
 }

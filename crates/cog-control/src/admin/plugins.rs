@@ -103,7 +103,7 @@ pub(crate) async fn list(caller: Caller, Query(q): Query<PageQuery>) -> Response
             plugin: p.clone(),
         })
     });
-    reply::json(StatusCode::OK, s.revision, &p)
+    reply::json(StatusCode::OK, s.version(), &p)
 }
 
 /// One plugin.
@@ -120,7 +120,7 @@ pub(crate) async fn get(caller: Caller, Path(name): Path<String>) -> Result<Resp
         .ok_or_else(|| Problem::not_found("plugin", &name))?;
     Ok(reply::json(
         StatusCode::OK,
-        s.revision,
+        s.version(),
         &NamedPlugin {
             name,
             plugin: plugin.clone(),
@@ -182,7 +182,7 @@ pub(crate) async fn upload(
     };
     Ok(reply::json(
         status,
-        c.last_revision(),
+        c.last_version(),
         &NamedPlugin { name, plugin },
     ))
 }
@@ -248,7 +248,7 @@ async fn edit(
     let plugin = c.update_plugin(&name, change).await?;
     Ok(reply::json(
         StatusCode::OK,
-        c.last_revision(),
+        c.last_version(),
         &NamedPlugin { name, plugin },
     ))
 }
@@ -389,5 +389,5 @@ pub(crate) async fn delete(
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
     c.delete_plugin(&name).await?;
-    Ok(reply::no_content(c.last_revision()))
+    Ok(reply::no_content(c.last_version()))
 }

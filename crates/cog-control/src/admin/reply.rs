@@ -1,11 +1,13 @@
-//! Successful answers: JSON with the store revision as `ETag`.
+//! Successful answers: JSON with the store's version as `ETag`.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-/// `value` as JSON with `status`, tagged with `revision`.
-pub(crate) fn json<T: Serialize>(status: StatusCode, revision: u64, value: &T) -> Response {
+use crate::store::Version;
+
+/// `value` as JSON with `status`, tagged with `version`.
+pub(crate) fn json<T: Serialize>(status: StatusCode, version: Version, value: &T) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut res = (status, body).into_response();
     let h = res.headers_mut();
@@ -13,19 +15,19 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, revision: u64, value: &T) -
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    tag(h, revision);
+    tag(h, version);
     res
 }
 
-/// 204, tagged with `revision`.
-pub(crate) fn no_content(revision: u64) -> Response {
+/// 204, tagged with `version`.
+pub(crate) fn no_content(version: Version) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
-    tag(res.headers_mut(), revision);
+    tag(res.headers_mut(), version);
     res
 }
 
-fn tag(h: &mut http::HeaderMap, revision: u64) {
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{revision}\"")) {
+fn tag(h: &mut http::HeaderMap, version: Version) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
         h.insert(header::ETAG, v);
     }
 }

@@ -52,7 +52,7 @@ pub(crate) async fn list(caller: Caller, Query(q): Query<TenantQuery>) -> Respon
                 tenant: t.clone(),
             })
     });
-    reply::json(StatusCode::OK, s.revision, &p)
+    reply::json(StatusCode::OK, s.version(), &p)
 }
 
 /// One tenant.
@@ -69,7 +69,7 @@ pub(crate) async fn get(caller: Caller, Path(id): Path<String>) -> Result<Respon
         .ok_or_else(|| Problem::not_found("tenant", &id))?;
     Ok(reply::json(
         StatusCode::OK,
-        s.revision,
+        s.version(),
         &NamedTenant {
             id,
             tenant: tenant.clone(),
@@ -90,7 +90,7 @@ pub(crate) async fn create(
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
     c.create_tenant(&new.id, new.tenant.clone()).await?;
-    Ok(reply::json(StatusCode::CREATED, c.last_revision(), &new))
+    Ok(reply::json(StatusCode::CREATED, c.last_version(), &new))
 }
 
 /// Replaces a tenant: its plan, status, metadata and per-tenant overrides.
@@ -119,7 +119,7 @@ pub(crate) async fn replace(
     let tenant = c.update_tenant(&id, |t| *t = tenant.clone()).await?;
     Ok(reply::json(
         StatusCode::OK,
-        c.last_revision(),
+        c.last_version(),
         &NamedTenant { id, tenant },
     ))
 }
@@ -135,7 +135,7 @@ async fn set_status(
     let tenant = c.set_status(&id, status).await?;
     Ok(reply::json(
         StatusCode::OK,
-        c.last_revision(),
+        c.last_version(),
         &NamedTenant { id, tenant },
     ))
 }
@@ -189,5 +189,5 @@ pub(crate) async fn delete(
 ) -> Result<Response, Problem> {
     let c = caller.control(&admin, &headers)?;
     c.delete_tenant(&id).await?;
-    Ok(reply::no_content(c.last_revision()))
+    Ok(reply::no_content(c.last_version()))
 }

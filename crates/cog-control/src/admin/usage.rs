@@ -154,7 +154,7 @@ pub(crate) async fn get(
     }
     Ok(reply::json(
         StatusCode::OK,
-        s.revision,
+        s.version(),
         &Usage {
             tenant: id,
             plan: tenant.plan.clone(),

@@ -62,7 +62,7 @@ impl FileStore {
         Ok(file)
     }
 
-    fn commit_blocking(&self, state: &State) -> Result<u64, ControlError> {
+    fn commit_blocking(&self, state: &State) -> Result<super::Version, ControlError> {
         let _lock = self.lock()?;
         let found = self.read()?.revision;
         if found != state.revision {
@@ -74,7 +74,10 @@ impl FileStore {
         let next = found + 1;
         self.remove_leftovers();
         write_atomically(&self.path, &encode(state, next))?;
-        Ok(next)
+        Ok(super::Version {
+            revision: next,
+            stamp: None,
+        })
     }
 
     /// Temporary files of writers killed mid-write. Temporary files are
@@ -190,7 +193,7 @@ impl Store for FileStore {
         blocking(move || me.read()).await
     }
 
-    async fn commit(&self, state: &State) -> Result<u64, ControlError> {
+    async fn commit(&self, state: &State) -> Result<super::Version, ControlError> {
         let (me, state) = (self.clone(), state.clone());
         blocking(move || me.commit_blocking(&state)).await
     }

@@ -3,11 +3,13 @@
 //!
 //! A store holds one [`State`] document and a revision that every write
 //! bumps, plus plugin bytes by digest. Writes are compare-and-swap on the
-//! revision, so two writers can never lose each other's updates:
+//! revision (and, in Redis, the stamp of the commit that made it — see
+//! [`Store::version`]), so two writers can never lose each other's updates:
 //! [`Control::update`](crate::Control::update) re-reads and re-applies a
 //! change that lost the race.
 
 use std::fmt;
+use std::str::FromStr;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -30,7 +32,11 @@ pub use redis::RedisStore;
 
 /// A store's revision and the stamp of the commit that made it
 /// ([`Store::version`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Written as the admin API's `ETag` (without the quotes): `17` without a
+/// stamp, `17-00f3a9c2d4e5b617` with one (16 hex digits); [`FromStr`]
+/// reads both back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Version {
     /// The revision.
     pub revision: u64,
@@ -39,18 +45,66 @@ pub struct Version {
     pub stamp: Option<u64>,
 }
 
+impl Version {
+    /// Whether a state at `self` may be taken for one at `other`: the same
+    /// revision, and the same stamp when both have one.
+    pub fn matches(&self, other: &Version) -> bool {
+        self.revision == other.revision
+            && match (self.stamp, other.stamp) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.stamp {
+            Some(stamp) => write!(f, "{}-{stamp:016x}", self.revision),
+            None => write!(f, "{}", self.revision),
+        }
+    }
+}
+
+/// A [`Version`] that is not `REVISION` or `REVISION-STAMP`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a version (REVISION or REVISION-STAMP, e.g. 17 or 17-00f3a9c2d4e5b617)")]
+pub struct ParseVersionError;
+
+impl FromStr for Version {
+    type Err = ParseVersionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let digits = |t: &str, radix: u32| {
+            let ok = !t.is_empty() && t.chars().all(|c| c.is_digit(radix));
+            ok.then(|| u64::from_str_radix(t, radix).ok()).flatten()
+        };
+        let (revision, stamp) = match s.split_once('-') {
+            Some((r, st)) if st.len() == 16 => (r, Some(digits(st, 16).ok_or(ParseVersionError)?)),
+            Some(_) => return Err(ParseVersionError),
+            None => (s, None),
+        };
+        Ok(Version {
+            revision: digits(revision, 10).ok_or(ParseVersionError)?,
+            stamp,
+        })
+    }
+}
+
 /// A backend for the control plane's data.
 #[async_trait::async_trait]
 pub trait Store: fmt::Debug + Send + Sync + 'static {
     /// The current state; `revision` 0 and empty for a new store.
     async fn load(&self) -> Result<State, ControlError>;
 
-    /// Replaces the state if the store is still at `state.revision`;
-    /// returns the new revision.
+    /// Replaces the state if the store is still at `state.revision` — and
+    /// still holds the commit of `state.stamp`, when the state has one and
+    /// the store keeps stamps; returns the new revision and its stamp.
     ///
     /// # Errors
-    /// [`ControlError::Conflict`] when another writer got there first.
-    async fn commit(&self, state: &State) -> Result<u64, ControlError>;
+    /// [`ControlError::Conflict`] when another writer got there first (or
+    /// the store went back and was written up to the same revision again).
+    async fn commit(&self, state: &State) -> Result<Version, ControlError>;
 
     /// The current revision, cheaply (watchers poll it).
     async fn revision(&self) -> Result<u64, ControlError>;
@@ -184,6 +238,7 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
         })?;
     let state = State {
         revision: doc.revision,
+        stamp: None,
         spec: Spec {
             schema: doc.schema,
             plans: doc.plans,
@@ -218,5 +273,58 @@ pub(crate) fn parse_error<E: fmt::Display>(
     ControlError::Parse {
         what: what.to_owned(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Version;
+
+    #[test]
+    fn versions_are_written_and_read_back() {
+        let stamped = Version {
+            revision: 17,
+            stamp: Some(0x00f3_a9c2_d4e5_b617),
+        };
+        assert_eq!(stamped.to_string(), "17-00f3a9c2d4e5b617");
+        assert_eq!("17-00f3a9c2d4e5b617".parse(), Ok(stamped));
+        let bare = Version {
+            revision: 17,
+            stamp: None,
+        };
+        assert_eq!(bare.to_string(), "17");
+        assert_eq!("17".parse(), Ok(bare));
+        let max = Version {
+            revision: u64::MAX,
+            stamp: Some(u64::MAX),
+        };
+        assert_eq!(max.to_string().parse(), Ok(max));
+        for bad in [
+            "",
+            "-",
+            "17-",
+            "-00f3a9c2d4e5b617",
+            "+17",
+            "17-+0f3a9c2d4e5b617",
+            "17-00f3a9c2d4e5b61",
+            "17-00f3a9c2d4e5b6170",
+            "17-00f3a9c2d4e5b61g",
+            "17-00f3a9c2d4e5b617-1",
+            "18446744073709551616",
+            " 17",
+        ] {
+            assert!(bad.parse::<Version>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_version_without_a_stamp_matches_any_commit_of_its_revision() {
+        let v = |revision, stamp| Version { revision, stamp };
+        assert!(v(3, Some(1)).matches(&v(3, Some(1))));
+        assert!(!v(3, Some(1)).matches(&v(3, Some(2))));
+        assert!(!v(3, Some(1)).matches(&v(4, Some(1))));
+        assert!(v(3, None).matches(&v(3, Some(2))));
+        assert!(v(3, Some(2)).matches(&v(3, None)));
+        assert!(!v(3, None).matches(&v(2, None)));
     }
 }

@@ -15,12 +15,14 @@ use super::{Store, decode, encode};
 use crate::State;
 use crate::error::ControlError;
 
-/// Writes the document if the revision is still the expected one, bumps
-/// it, and publishes the new revision. Returns the new revision, or
-/// `-1 - found` on a conflict.
+/// Writes the document if the revision is still the expected one — and
+/// its stamp, unless none is expected (`ARGV[5]` empty) — bumps it, and
+/// publishes the new revision. Returns the new revision, or `-1 - found`
+/// on a conflict.
 const COMMIT_LUA: &str = r#"
 local found = tonumber(redis.call('HGET', KEYS[1], 'rev') or '0')
 if found ~= tonumber(ARGV[1]) then return -1 - found end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'stamp') ~= ARGV[5] then return -1 - found end
 local next = found + 1
 redis.call('HSET', KEYS[1], 'rev', next, 'doc', ARGV[2], 'stamp', ARGV[4])
 redis.call('PUBLISH', ARGV[3], next)
@@ -209,10 +211,11 @@ impl RedisStore {
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn load(&self) -> Result<State, ControlError> {
-        let (rev, doc): (Option<u64>, Option<Bytes>) = self
+        let (rev, doc, stamp): (Option<u64>, Option<Bytes>, Option<u64>) = self
             .bounded(
                 "HMGET",
-                self.client.hmget(&self.state_key, vec!["rev", "doc"]),
+                self.client
+                    .hmget(&self.state_key, vec!["rev", "doc", "stamp"]),
             )
             .await?;
         match (rev, doc) {
@@ -220,13 +223,15 @@ impl Store for RedisStore {
             (rev, Some(doc)) => {
                 let mut state = decode(&doc, "the Redis store")?;
                 state.revision = rev.unwrap_or(0);
+                state.stamp = stamp;
                 Ok(state)
             }
         }
     }
 
-    async fn commit(&self, state: &State) -> Result<u64, ControlError> {
+    async fn commit(&self, state: &State) -> Result<super::Version, ControlError> {
         let doc = encode(state, state.revision + 1);
+        let stamp = new_stamp();
         let r: i64 = self
             .bounded(
                 "EVAL",
@@ -237,7 +242,10 @@ impl Store for RedisStore {
                         state.revision.to_string().into_bytes(),
                         doc,
                         self.channel.clone().into_bytes(),
-                        new_stamp().to_string().into_bytes(),
+                        stamp.to_string().into_bytes(),
+                        state
+                            .stamp
+                            .map_or_else(Vec::new, |s| s.to_string().into_bytes()),
                     ],
                 ),
             )
@@ -248,7 +256,10 @@ impl Store for RedisStore {
                 found: (-1 - r) as u64,
             });
         }
-        Ok(r as u64)
+        Ok(super::Version {
+            revision: r as u64,
+            stamp: Some(stamp),
+        })
     }
 
     async fn revision(&self) -> Result<u64, ControlError> {

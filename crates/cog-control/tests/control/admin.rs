@@ -140,13 +140,14 @@ pub(crate) fn problem(a: &Answer, status: StatusCode, kind: &str) {
     assert!(a.body["title"].is_string());
 }
 
+/// The revision of the answer's ETag (`"17"`, or `"17-<stamp>"` from a
+/// store that keeps stamps).
 pub(crate) fn revision(a: &Answer) -> u64 {
-    a.etag
-        .as_deref()
-        .expect("an ETag")
-        .trim_matches('"')
-        .parse()
-        .unwrap()
+    let tag = a.etag.as_deref().expect("an ETag");
+    tag.trim_matches('"')
+        .parse::<cog_control::store::Version>()
+        .unwrap_or_else(|e| panic!("{tag}: {e}"))
+        .revision
 }
 
 async fn plan_tenant_key_round_trip((store, other): Pair) {
@@ -709,4 +710,111 @@ async fn a_delete_whose_plugin_data_stays_is_a_503() {
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
     assert_eq!(data.kv.scopes(), 0);
+}
+
+/// The control plane's Redis fails over to a replica that had not seen the
+/// API's last write, and the new primary is written up to the same
+/// revision: the API answers from the new primary, an ETag of the lost
+/// write is stale, and a write never brings the lost one back (it was
+/// made from the API's kept state, which had it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failover_the_lost_write_stays_lost() {
+    use cog_testkit::Reply;
+
+    let server = cog_testkit::RedisServer::start().unwrap();
+    let store: Arc<dyn Store> = Arc::new(
+        cog_control::store::RedisStore::connect(&server.url())
+            .await
+            .unwrap(),
+    );
+    let api = api(store.clone()).await;
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/plans",
+            json!({"name": "free", "plan": {}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let key = "cog:{control}:state";
+    let Reply::Bulk(Some(replica)) = server.command(&["DUMP", key]).unwrap() else {
+        panic!("a dump of the control plane's state");
+    };
+    // The write the replica never saw.
+    let lost = api
+        .write(
+            Method::POST,
+            "/v1/tenants",
+            json!({"id": "lost", "tenant": {"plan": "free"}}),
+        )
+        .await;
+    assert_eq!(lost.status, StatusCode::CREATED, "{:?}", lost.body);
+    let lost_tag = lost.etag.clone().unwrap();
+
+    // The failover, and a write on the new primary by another process.
+    server
+        .command_bytes(&[b"RESTORE", key.as_bytes(), b"0", &replica, b"REPLACE"])
+        .unwrap();
+    Control::new(store.clone())
+        .create_tenant("kept", cog_control::Tenant::new("free"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revision().await.unwrap(),
+        revision(&lost),
+        "the same revision"
+    );
+
+    // A write from the API's kept state: the store sends it back to read.
+    let a = api
+        .write(
+            Method::POST,
+            "/v1/tenants",
+            json!({"id": "new", "tenant": {"plan": "free"}}),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
+    let now = store.load().await.unwrap();
+    let ids: Vec<&str> = now.spec.tenants.keys().map(String::as_str).collect();
+    assert_eq!(
+        ids,
+        ["kept", "new"],
+        "the new primary's write kept, the lost one not back"
+    );
+
+    // Reads answer from the new primary.
+    let a = api.get("/v1/tenants").await;
+    let ids: Vec<&str> = a.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["kept", "new"]);
+
+    // An ETag of the lost write names no state of this store, though its
+    // revision is one it went through.
+    let a = api
+        .call(
+            Method::DELETE,
+            "/v1/tenants/kept",
+            Some(&api.write),
+            &[("if-match", &lost_tag)],
+            Bytes::new(),
+        )
+        .await;
+    problem(&a, StatusCode::PRECONDITION_FAILED, "stale");
+    // One of the current state is honoured.
+    let tag = api.get("/v1/tenants/kept").await.etag.unwrap();
+    assert_ne!(tag, lost_tag);
+    let a = api
+        .call(
+            Method::DELETE,
+            "/v1/tenants/kept",
+            Some(&api.write),
+            &[("if-match", &tag)],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
 }

@@ -550,11 +550,17 @@ impl Store for Watched {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.load().await
     }
-    async fn commit(&self, state: &cog_control::State) -> Result<u64, ControlError> {
+    async fn commit(
+        &self,
+        state: &cog_control::State,
+    ) -> Result<cog_control::store::Version, ControlError> {
         self.inner.commit(state).await
     }
     async fn revision(&self) -> Result<u64, ControlError> {
         self.inner.revision().await
+    }
+    async fn version(&self) -> Result<cog_control::store::Version, ControlError> {
+        self.inner.version().await
     }
     async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {
         if digest == self.refused {
@@ -689,6 +695,71 @@ async fn garbage_in_redis_is_a_typed_error() {
     );
     server.command(&["SET", &key, "tampered"]).unwrap();
     assert!(store.get_blob(&digest).await.is_err());
+}
+
+/// A write from a state read before a failover to a replica behind it —
+/// a state the new primary never had, of a revision it reached again by
+/// other writes — is sent back to read the new primary's, and an
+/// `If-Match` of it is stale; one of the revision alone still holds.
+#[tokio::test]
+async fn a_state_of_a_lost_commit_is_not_written_back() {
+    use cog_testkit::Reply;
+
+    let server = RedisServer::start().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
+    let c = Control::new(store.clone());
+    c.create_plan("free", plan("rps=1/1s")).await.unwrap();
+    let key = "cog:{control}:state";
+    let Reply::Bulk(Some(replica)) = server.command(&["DUMP", key]).unwrap() else {
+        panic!("a dump of the control plane's state");
+    };
+    c.create_tenant("lost", Tenant::new("free")).await.unwrap();
+    let lost = c.newest_committed().unwrap();
+    assert_eq!(lost.version(), c.last_version());
+    assert_eq!(lost.version(), store.version().await.unwrap());
+    assert!(lost.stamp.is_some());
+    server
+        .command_bytes(&[b"RESTORE", key.as_bytes(), b"0", &replica, b"REPLACE"])
+        .unwrap();
+    c.create_tenant("kept", Tenant::new("free")).await.unwrap();
+    let now = store.load().await.unwrap();
+    assert_eq!(now.revision, lost.revision, "the same revision");
+    assert_ne!(now.stamp, lost.stamp);
+    assert_eq!(now.version(), c.last_version());
+    assert_eq!(
+        c.newest_committed().unwrap().version(),
+        now.version(),
+        "the handle's newest state is the new primary's"
+    );
+
+    let e = c
+        .clone()
+        .based_on(lost.clone())
+        .if_version(Some(lost.version()))
+        .create_tenant("new", Tenant::new("free"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ControlError::Stale { .. }), "{e:?}");
+    c.clone()
+        .based_on(lost.clone())
+        .if_revision(Some(lost.revision))
+        .create_tenant("new", Tenant::new("free"))
+        .await
+        .unwrap();
+    let ids: Vec<String> = store
+        .load()
+        .await
+        .unwrap()
+        .spec
+        .tenants
+        .into_keys()
+        .collect();
+    assert_eq!(ids, ["kept", "new"], "the lost commit not written back");
+
+    // A stamp that is not a number is a typed error, not a panic.
+    server.command(&["HSET", key, "stamp", "x"]).unwrap();
+    assert!(store.load().await.is_err());
+    assert!(store.version().await.is_err());
 }
 
 #[tokio::test]
