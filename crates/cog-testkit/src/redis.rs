@@ -238,6 +238,33 @@ impl RedisServer {
             .map_err(Error::io(format!("redis command on port {}", self.port)))
     }
 
+    /// `key`'s value, serialized by `DUMP` — a replica's copy, to put back
+    /// with [`restore`](Self::restore) as a failover to it would.
+    ///
+    /// # Panics
+    /// The server could not be reached, or `key` does not exist.
+    pub fn dump(&self, key: &str) -> Vec<u8> {
+        match self.command(&["DUMP", key]).unwrap() {
+            Reply::Bulk(Some(bytes)) => bytes,
+            other => panic!("DUMP {key}: {other:?}"),
+        }
+    }
+
+    /// Puts back `key`'s value as [`dump`](Self::dump) gave it, replacing
+    /// what is there (`RESTORE … REPLACE`, no expiry).
+    ///
+    /// # Panics
+    /// The server could not be reached or refused.
+    pub fn restore(&self, key: &str, dumped: &[u8]) {
+        let reply = self
+            .command_bytes(&[b"RESTORE", key.as_bytes(), b"0", dumped, b"REPLACE"])
+            .unwrap();
+        assert!(
+            !matches!(reply, Reply::Error(_)),
+            "RESTORE {key}: {reply:?}"
+        );
+    }
+
     /// How many times the server has answered `command` (lower case), as
     /// `INFO commandstats` counts — for tests of how many round trips of a
     /// kind something makes.

@@ -51,17 +51,16 @@ impl Cached {
         Ok(fresh)
     }
 
-    /// Keeps `state` in place of the one kept, unless that one is the same
-    /// or newer (a concurrent write's: the store has the last word at the
-    /// next read). The one it replaces is dropped on a blocking thread:
+    /// Keeps `state` in place of the one kept, unless that one is newer (a
+    /// concurrent write's: the store has the last word at the next read).
+    /// One of the same revision is replaced: it may be of a commit the
+    /// store lost. The one it replaces is dropped on a blocking thread:
     /// freeing a document of thousands of tenants takes milliseconds no
     /// request should wait for.
     fn keep(&self, state: &Arc<State>) {
         let old = {
             let mut slot = self.state.lock();
-            if slot.as_ref().is_some_and(|s| {
-                s.revision > state.revision || s.version().matches(&state.version())
-            }) {
+            if slot.as_ref().is_some_and(|s| s.revision > state.revision) {
                 return;
             }
             slot.replace(state.clone())

@@ -41,6 +41,13 @@ fn new_stamp() -> u64 {
     h.finish()
 }
 
+/// A stored stamp; one that is not a number (written by hand) is none:
+/// the state is compared by revision alone until the next commit draws a
+/// new one.
+fn stamp_of(stored: Option<String>) -> Option<u64> {
+    stored.and_then(|s| s.parse().ok())
+}
+
 /// The control plane in Redis, shared by every instance (`redis://…`).
 ///
 /// Keys: `{prefix}{control}:state` (a hash: `rev`, `doc`, and `stamp`, a
@@ -211,7 +218,7 @@ impl RedisStore {
 #[async_trait::async_trait]
 impl Store for RedisStore {
     async fn load(&self) -> Result<State, ControlError> {
-        let (rev, doc, stamp): (Option<u64>, Option<Bytes>, Option<u64>) = self
+        let (rev, doc, stamp): (Option<u64>, Option<Bytes>, Option<String>) = self
             .bounded(
                 "HMGET",
                 self.client
@@ -223,7 +230,7 @@ impl Store for RedisStore {
             (rev, Some(doc)) => {
                 let mut state = decode(&doc, "the Redis store")?;
                 state.revision = rev.unwrap_or(0);
-                state.stamp = stamp;
+                state.stamp = stamp_of(stamp);
                 Ok(state)
             }
         }
@@ -270,7 +277,7 @@ impl Store for RedisStore {
     }
 
     async fn version(&self) -> Result<super::Version, ControlError> {
-        let (rev, stamp): (Option<u64>, Option<u64>) = self
+        let (rev, stamp): (Option<u64>, Option<String>) = self
             .bounded(
                 "HMGET",
                 self.client.hmget(&self.state_key, vec!["rev", "stamp"]),
@@ -278,7 +285,7 @@ impl Store for RedisStore {
             .await?;
         Ok(super::Version {
             revision: rev.unwrap_or(0),
-            stamp,
+            stamp: stamp_of(stamp),
         })
     }
 

@@ -567,7 +567,6 @@ async fn routers_follow_the_placement_in_the_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routers_follow_a_store_that_went_back() {
     use cog_core::placement::{Placement, Router, partition};
-    use cog_testkit::Reply;
 
     let server = RedisServer::start().unwrap();
     let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
@@ -580,16 +579,12 @@ async fn routers_follow_a_store_that_went_back() {
     let router = Arc::new(Router::new(["main", "big"], Placement::new(["main"]).unwrap()).unwrap());
     d.follow(&router).unwrap();
     let key = "cog:{control}:state";
-    let Reply::Bulk(Some(backup)) = server.command(&["DUMP", key]).unwrap() else {
-        panic!("a dump of the control plane's state");
-    };
+    let backup = server.dump(key);
     let lost = c.move_partition(partition("acme"), "big").await.unwrap();
     let r = router.clone();
     eventually("the move", || r.route("acme").to == 1).await;
 
-    server
-        .command_bytes(&[b"RESTORE", key.as_bytes(), b"0", &backup, b"REPLACE"])
-        .unwrap();
+    server.restore(key, &backup);
     let r = router.clone();
     eventually("the restored table", || r.route("acme").to == 0).await;
     assert_eq!(router.placement(), d.placement().unwrap());
@@ -932,8 +927,6 @@ async fn a_hook_holding_the_cache_budget_lets_the_directory_go() {
 /// until the next write. Each commit's stamp tells the two apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_revision_from_another_commit_is_followed() {
-    use cog_testkit::Reply;
-
     let server = RedisServer::start().unwrap();
     let store = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
     let (c, id, secret) = seeded(store.clone()).await;
@@ -941,9 +934,7 @@ async fn the_same_revision_from_another_commit_is_followed() {
         .await
         .unwrap();
     let key = "cog:{control}:state";
-    let Reply::Bulk(Some(replica)) = server.command(&["DUMP", key]).unwrap() else {
-        panic!("a dump of the control plane's state");
-    };
+    let replica = server.dump(key);
     // The write the replica never saw.
     let lost = c.create_key("acme", None).await.unwrap();
     d.refresh().await.unwrap();
@@ -951,9 +942,7 @@ async fn the_same_revision_from_another_commit_is_followed() {
     let seen = d.revision();
 
     // The failover, and a write on the new primary.
-    server
-        .command_bytes(&[b"RESTORE", key.as_bytes(), b"0", &replica, b"REPLACE"])
-        .unwrap();
+    server.restore(key, &replica);
     c.revoke_key(&id).await.unwrap();
     assert_eq!(c.state().await.unwrap().revision, seen, "the same revision");
     d.refresh().await.unwrap();
