@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::{Store, decode, encode};
+use super::{Store, Version, decode, encode, new_stamp};
 use crate::State;
 use crate::error::ControlError;
 
 /// The control plane in a local file, for one machine (`file:PATH`).
 ///
-/// Every write takes an exclusive lock on `PATH.lock`, checks the revision,
-/// writes the whole document to a temporary file in the same directory,
+/// Every write takes an exclusive lock on `PATH.lock`, checks the revision
+/// (and the stamp of the commit the state was read at: see
+/// [`Store::version`]), writes the whole document to a temporary file in the same directory,
 /// flushes it to disk and renames it over `PATH`: a writer killed at any
 /// point leaves either the old document or the new one, never a torn one.
 /// Plugin bytes go to `PATH.blobs/`, named by digest, the same way.
@@ -62,22 +63,23 @@ impl FileStore {
         Ok(file)
     }
 
-    fn commit_blocking(&self, state: &State) -> Result<super::Version, ControlError> {
+    fn commit_blocking(&self, state: &State) -> Result<Version, ControlError> {
         let _lock = self.lock()?;
-        let found = self.read()?.revision;
-        if found != state.revision {
+        let found = self.read()?.version();
+        // A state without a stamp is judged by its revision alone.
+        if found.revision != state.revision || state.stamp.is_some_and(|s| found.stamp != Some(s)) {
             return Err(ControlError::Conflict {
                 expected: state.revision,
-                found,
+                found: found.revision,
             });
         }
-        let next = found + 1;
+        let next = Version {
+            revision: found.revision + 1,
+            stamp: Some(new_stamp()),
+        };
         self.remove_leftovers();
-        write_atomically(&self.path, &encode(state, next))?;
-        Ok(super::Version {
-            revision: next,
-            stamp: None,
-        })
+        write_atomically(&self.path, &encode(state, next.revision, next.stamp))?;
+        Ok(next)
     }
 
     /// Temporary files of writers killed mid-write. Temporary files are
@@ -193,13 +195,17 @@ impl Store for FileStore {
         blocking(move || me.read()).await
     }
 
-    async fn commit(&self, state: &State) -> Result<super::Version, ControlError> {
+    async fn commit(&self, state: &State) -> Result<Version, ControlError> {
         let (me, state) = (self.clone(), state.clone());
         blocking(move || me.commit_blocking(&state)).await
     }
 
     async fn revision(&self) -> Result<u64, ControlError> {
         Ok(self.load().await?.revision)
+    }
+
+    async fn version(&self) -> Result<Version, ControlError> {
+        Ok(self.load().await?.version())
     }
 
     async fn put_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), ControlError> {

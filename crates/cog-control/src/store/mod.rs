@@ -194,10 +194,28 @@ pub(crate) struct Doc {
     audit: Vec<AuditEntry>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     placement: Option<PlacementTable>,
+    /// The commit's stamp, in hex, where the store keeps it in the
+    /// document (the file store; Redis keeps it beside the document).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stamp: Option<String>,
 }
 
-/// Serializes a state for storage, at `revision`.
-pub(crate) fn encode(state: &State, revision: u64) -> Vec<u8> {
+/// A number no other commit draws (as far as 64 random bits go): see
+/// [`Store::version`].
+pub(crate) fn new_stamp() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Serializes a state for storage, at `revision`, with `stamp` in the
+/// document if given.
+pub(crate) fn encode(state: &State, revision: u64, stamp: Option<u64>) -> Vec<u8> {
     let doc = Doc {
         schema: SCHEMA_VERSION,
         revision,
@@ -208,6 +226,7 @@ pub(crate) fn encode(state: &State, revision: u64) -> Vec<u8> {
         tokens: state.tokens.clone(),
         audit: state.audit.clone(),
         placement: state.placement.clone(),
+        stamp: stamp.map(|s| format!("{s:016x}")),
     };
     let mut out = serde_json::to_vec_pretty(&doc).expect("the state serializes");
     out.push(b'\n');
@@ -238,7 +257,12 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
         })?;
     let state = State {
         revision: doc.revision,
-        stamp: None,
+        // One that is not 16 hex digits (edited by hand) is none: compared
+        // by revision alone until the next commit draws one.
+        stamp: doc
+            .stamp
+            .filter(|s| s.len() == 16)
+            .and_then(|s| u64::from_str_radix(&s, 16).ok()),
         spec: Spec {
             schema: doc.schema,
             plans: doc.plans,

@@ -11,7 +11,7 @@ use fred::prelude::{Builder, Config, ReconnectPolicy};
 use fred::types::{Expiration, SetOptions};
 use tokio::sync::watch;
 
-use super::{Store, decode, encode};
+use super::{Store, decode, encode, new_stamp};
 use crate::State;
 use crate::error::ControlError;
 
@@ -28,18 +28,6 @@ redis.call('HSET', KEYS[1], 'rev', next, 'doc', ARGV[2], 'stamp', ARGV[4])
 redis.call('PUBLISH', ARGV[3], next)
 return next
 "#;
-
-/// A number no other commit draws (as far as 64 random bits go).
-fn new_stamp() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
-}
 
 /// A stored stamp; one that is not a number (written by hand) is none:
 /// the state is compared by revision alone until the next commit draws a
@@ -237,7 +225,7 @@ impl Store for RedisStore {
     }
 
     async fn commit(&self, state: &State) -> Result<super::Version, ControlError> {
-        let doc = encode(state, state.revision + 1);
+        let doc = encode(state, state.revision + 1, None);
         let stamp = new_stamp();
         let r: i64 = self
             .bounded(

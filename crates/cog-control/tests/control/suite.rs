@@ -697,72 +697,138 @@ async fn garbage_in_redis_is_a_typed_error() {
     assert!(store.get_blob(&digest).await.is_err());
 }
 
-/// A write from a state read before a failover to a replica behind it —
-/// a state the new primary never had, of a revision it reached again by
-/// other writes — is sent back to read the new primary's, and an
-/// `If-Match` of it is stale; one of the revision alone still holds.
+/// Where a store's state lives — a file, a Redis server — to copy and put
+/// back as a restored backup, or a failover to a replica behind, would.
+pub(crate) enum Backing {
+    File(tempfile::TempDir),
+    Redis(RedisServer),
+}
+
+impl Backing {
+    const KEY: &str = "cog:{control}:state";
+
+    /// One of each.
+    pub(crate) fn both() -> [Backing; 2] {
+        [
+            Backing::File(tempfile::tempdir().unwrap()),
+            Backing::Redis(RedisServer::start().unwrap()),
+        ]
+    }
+
+    fn path(dir: &tempfile::TempDir) -> std::path::PathBuf {
+        dir.path().join("state.json")
+    }
+
+    /// A new handle on the store.
+    pub(crate) async fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backing::File(dir) => Arc::new(FileStore::new(Self::path(dir))),
+            Backing::Redis(server) => Arc::new(RedisStore::connect(&server.url()).await.unwrap()),
+        }
+    }
+
+    /// The state as stored now.
+    pub(crate) fn copy(&self) -> Vec<u8> {
+        match self {
+            Backing::File(dir) => std::fs::read(Self::path(dir)).unwrap(),
+            Backing::Redis(server) => server.dump(Self::KEY),
+        }
+    }
+
+    /// Puts back a [`copy`](Self::copy).
+    pub(crate) fn put_back(&self, copy: &[u8]) {
+        match self {
+            Backing::File(dir) => std::fs::write(Self::path(dir), copy).unwrap(),
+            Backing::Redis(server) => server.restore(Self::KEY, copy),
+        }
+    }
+
+    /// Replaces the stored stamp with one that is not a number.
+    fn spoil_the_stamp(&self) {
+        match self {
+            Backing::File(dir) => {
+                let path = Self::path(dir);
+                let mut doc: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                assert!(doc["stamp"].is_string(), "{doc}");
+                doc["stamp"] = "not hex!".into();
+                std::fs::write(&path, doc.to_string()).unwrap();
+            }
+            Backing::Redis(server) => {
+                server.command(&["HSET", Self::KEY, "stamp", "x"]).unwrap();
+            }
+        }
+    }
+}
+
+/// A write from a state read before the store went back (a failover to a
+/// replica behind it, a restored backup) — a state the store no longer
+/// has, of a revision it reached again by other writes — is sent back to
+/// read the store's, and an `If-Match` of it is stale; one of the revision
+/// alone still holds.
 #[tokio::test]
 async fn a_state_of_a_lost_commit_is_not_written_back() {
-    let server = RedisServer::start().unwrap();
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&server.url()).await.unwrap());
-    let c = Control::new(store.clone());
-    c.create_plan("free", plan("rps=1/1s")).await.unwrap();
-    let key = "cog:{control}:state";
-    let replica = server.dump(key);
-    c.create_tenant("lost", Tenant::new("free")).await.unwrap();
-    let lost = c.newest_committed().unwrap();
-    assert_eq!(lost.version(), c.last_version());
-    assert_eq!(lost.revision, c.last_revision());
-    assert_eq!(lost.version(), store.version().await.unwrap());
-    assert!(lost.stamp.is_some());
-    server.restore(key, &replica);
-    c.create_tenant("kept", Tenant::new("free")).await.unwrap();
-    let now = store.load().await.unwrap();
-    assert_eq!(now.revision, lost.revision, "the same revision");
-    assert_ne!(now.stamp, lost.stamp);
-    assert_eq!(now.version(), c.last_version());
-    assert_eq!(
-        c.newest_committed().unwrap().version(),
-        now.version(),
-        "the handle's newest state is the new primary's"
-    );
+    for backing in Backing::both() {
+        let store = backing.store().await;
+        let c = Control::new(store.clone());
+        c.create_plan("free", plan("rps=1/1s")).await.unwrap();
+        let replica = backing.copy();
+        c.create_tenant("lost", Tenant::new("free")).await.unwrap();
+        let lost = c.newest_committed().unwrap();
+        assert_eq!(lost.version(), c.last_version());
+        assert_eq!(lost.revision, c.last_revision());
+        assert_eq!(lost.version(), store.version().await.unwrap());
+        assert!(lost.stamp.is_some());
+        backing.put_back(&replica);
+        c.create_tenant("kept", Tenant::new("free")).await.unwrap();
+        let now = store.load().await.unwrap();
+        assert_eq!(now.revision, lost.revision, "the same revision");
+        assert_ne!(now.stamp, lost.stamp);
+        assert_eq!(now.version(), c.last_version());
+        assert_eq!(now.version(), store.version().await.unwrap());
+        assert_eq!(
+            c.newest_committed().unwrap().version(),
+            now.version(),
+            "the handle's newest state is the store's"
+        );
 
-    let e = c
-        .clone()
-        .based_on(lost.clone())
-        .if_version(Some(lost.version()))
-        .create_tenant("new", Tenant::new("free"))
-        .await
-        .unwrap_err();
-    assert!(matches!(e, ControlError::Stale { .. }), "{e:?}");
-    c.clone()
-        .based_on(lost.clone())
-        .if_revision(Some(lost.revision))
-        .create_tenant("new", Tenant::new("free"))
-        .await
-        .unwrap();
-    let ids: Vec<String> = store
-        .load()
-        .await
-        .unwrap()
-        .spec
-        .tenants
-        .into_keys()
-        .collect();
-    assert_eq!(ids, ["kept", "new"], "the lost commit not written back");
+        let e = c
+            .clone()
+            .based_on(lost.clone())
+            .if_version(Some(lost.version()))
+            .create_tenant("new", Tenant::new("free"))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ControlError::Stale { .. }), "{e:?}");
+        c.clone()
+            .based_on(lost.clone())
+            .if_revision(Some(lost.revision))
+            .create_tenant("new", Tenant::new("free"))
+            .await
+            .unwrap();
+        let ids: Vec<String> = store
+            .load()
+            .await
+            .unwrap()
+            .spec
+            .tenants
+            .into_keys()
+            .collect();
+        assert_eq!(ids, ["kept", "new"], "the lost commit not written back");
 
-    // A stamp that is not a number is none (revision alone), and the next
-    // commit draws a new one.
-    server.command(&["HSET", key, "stamp", "x"]).unwrap();
-    let state = store.load().await.unwrap();
-    assert_eq!(state.stamp, None);
-    assert_eq!(store.version().await.unwrap().stamp, None);
-    c.clone()
-        .based_on(Arc::new(state))
-        .create_tenant("after", Tenant::new("free"))
-        .await
-        .unwrap();
-    assert!(store.version().await.unwrap().stamp.is_some());
+        // A stamp that is not a number is none (revision alone), and the
+        // next commit draws a new one.
+        backing.spoil_the_stamp();
+        let state = store.load().await.unwrap();
+        assert_eq!(state.stamp, None);
+        assert_eq!(store.version().await.unwrap().stamp, None);
+        c.clone()
+            .based_on(Arc::new(state))
+            .create_tenant("after", Tenant::new("free"))
+            .await
+            .unwrap();
+        assert!(store.version().await.unwrap().stamp.is_some());
+    }
 }
 
 #[tokio::test]
