@@ -712,21 +712,24 @@ async fn a_delete_whose_plugin_data_stays_is_a_503() {
     assert_eq!(data.kv.scopes(), 0);
 }
 
-/// The control plane's Redis fails over to a replica that had not seen the
-/// API's last write, and the new primary is written up to the same
-/// revision: a write through the API never brings the lost one back (it
-/// was made from the API's kept state, which had it), an ETag of the lost
-/// write is stale, and reads answer from the new primary — reading the
-/// whole document once, then keeping it.
+/// The control plane's store goes back — its Redis fails over to a replica
+/// that had not seen the API's last write, its file is restored from a
+/// backup — and is written up to the same revision: a write through the
+/// API never brings the lost one back (it was made from the API's kept
+/// state, which had it), an ETag of the lost write is stale, and reads
+/// answer from the store — reading the whole document once, then keeping
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_failover_the_lost_write_stays_lost() {
+    for backing in crate::suite::Backing::both() {
+        the_lost_write_stays_lost(backing).await;
+    }
+}
+
+async fn the_lost_write_stays_lost(backing: crate::suite::Backing) {
     use std::sync::atomic::Ordering::SeqCst;
 
-    let server = cog_testkit::RedisServer::start().unwrap();
-    let redis = cog_control::store::RedisStore::connect(&server.url())
-        .await
-        .unwrap();
-    let watched = Arc::new(crate::suite::Watched::over(Arc::new(redis)));
+    let watched = Arc::new(crate::suite::Watched::over(backing.store().await));
     let store: Arc<dyn Store> = watched.clone();
     let api = api(store.clone()).await;
     let a = api
@@ -758,7 +761,7 @@ async fn after_a_failover_the_lost_write_stays_lost() {
     // A write the replica never sees, the failover, and a write on the new
     // primary by another process, up to the same revision.
     let fail_over = async |lost: &str, kept: &str| {
-        let replica = server.dump("cog:{control}:state");
+        let replica = backing.copy();
         let a = api
             .write(
                 Method::POST,
@@ -769,7 +772,7 @@ async fn after_a_failover_the_lost_write_stays_lost() {
         assert_eq!(a.status, StatusCode::CREATED, "{:?}", a.body);
         // Read back (the API keeps what it wrote).
         assert_eq!(api.get("/v1/tenants").await.status, StatusCode::OK);
-        server.restore("cog:{control}:state", &replica);
+        backing.put_back(&replica);
         Control::new(store.clone())
             .create_tenant(kept, cog_control::Tenant::new("free"))
             .await
