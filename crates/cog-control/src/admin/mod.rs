@@ -14,12 +14,13 @@
 //!   hashed with a [`Scope`](crate::Scope): `read` or `write`. Missing or
 //!   unknown: 401; a read token writing: 403. Tokens are never logged.
 //! - **Revisions**: every answer carries the store's version as `ETag`
-//!   (its revision, and in Redis the stamp of the commit that made it:
+//!   (its revision and the random stamp of the commit that made it:
 //!   `"17-00f3a9c2d4e5b617"`; see [`Version`](crate::store::Version));
 //!   a write with `If-Match: "<etag>"` fails with 412 if the store has
 //!   moved on since (the change is not retried on the newer state) — or
 //!   went back and was written up to that revision again by other writes
-//!   (a failover to a replica behind it). `If-Match: "17"` names the
+//!   (a failover to a replica behind it, a restored backup). `If-Match:
+//!   "17"` names the
 //!   revision from whichever commit.
 //! - **Errors**: RFC 9457 `application/problem+json`, with the offending
 //!   field for invalid input (422); malformed bodies 400, too large 413.
