@@ -804,29 +804,26 @@ async fn the_lost_write_stays_lost(backing: crate::suite::Backing) {
     );
 
     // An ETag of the lost write names no state of this store, though its
-    // revision is one it went through.
-    let a = api
-        .call(
+    // revision is one it went through; one of the current state is
+    // honoured.
+    let delete_if = async |tag: &str| {
+        api.call(
             Method::DELETE,
             "/v1/tenants/kept",
             Some(&api.write),
-            &[("if-match", &lost_tag)],
+            &[("if-match", tag)],
             Bytes::new(),
         )
-        .await;
-    problem(&a, StatusCode::PRECONDITION_FAILED, "stale");
-    // One of the current state is honoured.
+        .await
+    };
+    problem(
+        &delete_if(&lost_tag).await,
+        StatusCode::PRECONDITION_FAILED,
+        "stale",
+    );
     let tag = api.get("/v1/tenants/kept").await.etag.unwrap();
     assert_ne!(tag, lost_tag);
-    let a = api
-        .call(
-            Method::DELETE,
-            "/v1/tenants/kept",
-            Some(&api.write),
-            &[("if-match", &tag)],
-            Bytes::new(),
-        )
-        .await;
+    let a = delete_if(&tag).await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
 
     // Reads answer from the new primary: one load, then its state is kept.
