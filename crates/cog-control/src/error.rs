@@ -95,9 +95,13 @@ pub enum ControlError {
         found: u64,
     },
     /// A write made on condition of a revision ([`Control::if_revision`](crate::Control::if_revision),
-    /// an HTTP `If-Match`) found the store at another one: read again,
-    /// then decide.
-    #[error("the store is at revision {found}, not {expected}: read it again")]
+    /// [`Control::if_version`](crate::Control::if_version), an HTTP
+    /// `If-Match`) found the store at another one — or at the same
+    /// revision from another commit, after the store went back: read
+    /// again, then decide.
+    #[error(
+        "the store no longer holds the state of revision {expected} (it is at revision {found}): read it again"
+    )]
     Stale {
         /// The revision the write was conditioned on.
         expected: u64,
