@@ -373,7 +373,7 @@ impl Control {
         partition: u8,
         to: &str,
     ) -> Result<PlacementTable, ControlError> {
-        let (table, from) = self
+        let (table, from, scopes) = self
             .write("placement.move", &format!("{partition}"), |s| {
                 let table = s
                     .placement
@@ -391,22 +391,30 @@ impl Control {
                 }
                 let table = PlacementTable::of(&next);
                 s.placement = Some(table.clone());
-                Ok((table, before.deployment_of(partition).to_owned()))
+                // The partition's plugin scopes in the state this write
+                // commits (not the handle's newest state: after the store
+                // went back, that may be a lost one).
+                #[cfg(feature = "sandbox")]
+                let scopes = self
+                    .plugin_data
+                    .as_ref()
+                    .map(|_| crate::plugin_data::of_partition(s, partition));
+                #[cfg(not(feature = "sandbox"))]
+                let scopes = ();
+                Ok((table, before.deployment_of(partition).to_owned(), scopes))
             })
             .await?;
         // Scopes not used within the services' copy window would stay
         // behind: each is copied now, as its first use would.
         #[cfg(feature = "sandbox")]
-        if let Some(data) = &self.plugin_data
+        if let (Some(data), Some(scopes)) = (&self.plugin_data, scopes)
             && from != to
-            && let Some(state) = self.newest_committed()
         {
-            let scopes = crate::plugin_data::of_partition(&state, partition);
             data.copy_moved(from, to.to_owned(), table.revision, scopes)
                 .await?;
         }
         #[cfg(not(feature = "sandbox"))]
-        let _ = from;
+        let _ = (from, scopes);
         Ok(table)
     }
 

@@ -1269,4 +1269,29 @@ async fn a_move_copies_the_partitions_plugin_data_ahead() {
         .to_placement()
         .unwrap();
     assert_eq!(now.deployment_of(partition("acme")), "main");
+
+    // The store goes back (a backup restored) past writes this handle
+    // made, and another writes a tenant of the partition: the move copies
+    // that tenant's scope — the partition as of the state it commits, not
+    // the handle's newest, lost one (of a higher revision).
+    let backup = std::fs::read(dir.path().join("s.json")).unwrap();
+    for plan_name in ["lost1", "lost2", "lost3"] {
+        c.create_plan(plan_name, plan("rps=1/1s")).await.unwrap();
+    }
+    std::fs::write(dir.path().join("s.json"), backup).unwrap();
+    let buddy = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|t| partition(t) == partition("acme"))
+        .unwrap();
+    Control::new(c.store().clone())
+        .create_tenant(&buddy, Tenant::new("free"))
+        .await
+        .unwrap();
+    main.command(&["HSET", &hash(&buddy), "k", "old"]).unwrap();
+    c.move_partition(partition("acme"), "big").await.unwrap();
+    assert_eq!(
+        hget(&big, &buddy),
+        cog_testkit::Reply::Bulk(Some(b"old".to_vec())),
+        "copied at the move"
+    );
 }
