@@ -131,7 +131,12 @@ impl Control {
     }
 
     /// The newest state committed through this handle or any clone of it,
-    /// at the revision it was committed as; `None` before the first write.
+    /// at the version it was committed as; `None` before the first write.
+    /// After the store went back (a failover to a replica behind it, a
+    /// restored backup), it may be a state the store lost, even of a higher
+    /// revision than the store's: use it only if its
+    /// [`version`](State::version) [`matches`](crate::store::Version::matches)
+    /// the store's.
     pub fn newest_committed(&self) -> Option<Arc<State>> {
         self.newest.lock().clone()
     }
