@@ -66,6 +66,18 @@ impl fmt::Display for Version {
     }
 }
 
+/// `t` as a number of `radix` digits only (no sign, no space).
+fn digits(t: &str, radix: u32) -> Option<u64> {
+    let ok = !t.is_empty() && t.chars().all(|c| c.is_digit(radix));
+    ok.then(|| u64::from_str_radix(t, radix).ok()).flatten()
+}
+
+/// A stamp as written in an ETag and the file store's document: 16 hex
+/// digits.
+fn hex_stamp(t: &str) -> Option<u64> {
+    digits(t, 16).filter(|_| t.len() == 16)
+}
+
 /// A [`Version`] that is not `REVISION` or `REVISION-STAMP`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a version (REVISION or REVISION-STAMP, e.g. 17 or 17-00f3a9c2d4e5b617)")]
@@ -75,13 +87,8 @@ impl FromStr for Version {
     type Err = ParseVersionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let digits = |t: &str, radix: u32| {
-            let ok = !t.is_empty() && t.chars().all(|c| c.is_digit(radix));
-            ok.then(|| u64::from_str_radix(t, radix).ok()).flatten()
-        };
         let (revision, stamp) = match s.split_once('-') {
-            Some((r, st)) if st.len() == 16 => (r, Some(digits(st, 16).ok_or(ParseVersionError)?)),
-            Some(_) => return Err(ParseVersionError),
+            Some((r, st)) => (r, Some(hex_stamp(st).ok_or(ParseVersionError)?)),
             None => (s, None),
         };
         Ok(Version {
@@ -259,10 +266,7 @@ pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<State, ControlError> {
         revision: doc.revision,
         // One that is not 16 hex digits (edited by hand) is none: compared
         // by revision alone until the next commit draws one.
-        stamp: doc
-            .stamp
-            .filter(|s| s.len() == 16)
-            .and_then(|s| u64::from_str_radix(&s, 16).ok()),
+        stamp: doc.stamp.as_deref().and_then(hex_stamp),
         spec: Spec {
             schema: doc.schema,
             plans: doc.plans,

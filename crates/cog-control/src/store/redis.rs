@@ -29,11 +29,13 @@ redis.call('PUBLISH', ARGV[3], next)
 return next
 "#;
 
-/// A stored stamp; one that is not a number (written by hand) is none:
-/// the state is compared by revision alone until the next commit draws a
-/// new one.
+/// A stored stamp; one that is not a number as commits write them
+/// (written by hand: `x`, `042`, `+42`) is none: the state is compared by
+/// revision alone until the next commit draws a new one. (The commit
+/// script compares the stored text: a stamp read as another text than it
+/// is stored as would never match, and every write would retry forever.)
 fn stamp_of(stored: Option<String>) -> Option<u64> {
-    stored.and_then(|s| s.parse().ok())
+    stored.and_then(|s| s.parse::<u64>().ok().filter(|n| n.to_string() == s))
 }
 
 /// The control plane in Redis, shared by every instance (`redis://…`).
