@@ -834,10 +834,8 @@ async fn a_state_of_a_lost_commit_is_not_written_back() {
             let state = store.load().await.unwrap();
             assert_eq!(state.stamp, None, "{spoiled:?}");
             assert_eq!(store.version().await.unwrap().stamp, None);
-            let write = c
-                .clone()
-                .based_on(Arc::new(state))
-                .create_plan(&format!("after{i}"), plan("rps=1/1s"));
+            let (handle, name) = (c.clone().based_on(Arc::new(state)), format!("after{i}"));
+            let write = handle.create_plan(&name, plan("rps=1/1s"));
             tokio::time::timeout(std::time::Duration::from_secs(10), write)
                 .await
                 .unwrap_or_else(|_| panic!("{spoiled:?}: the write never went through"))
