@@ -90,4 +90,18 @@ mod tests {
         assert!(text.ends_with(": disk on fire"), "{text}");
         assert_eq!(text.matches("disk on fire").count(), 1, "{text}");
     }
+
+    /// A rule broken: its path and message once (they used to be printed
+    /// twice, `invalid: P: M: P: M`, the text being both the error's own
+    /// and its source's).
+    #[test]
+    fn a_broken_rule_is_told_once() {
+        let e = cog_control::ControlError::from(cog_control::Invalid {
+            path: "plans.p.limits[0].rate".into(),
+            message: "0 is out of range".into(),
+        });
+        let told = "invalid: plans.p.limits[0].rate: 0 is out of range";
+        assert_eq!(chain(&e), told);
+        assert!(matches!(Exit::from(e), Exit::Usage(t) if t == told));
+    }
 }

@@ -34,13 +34,21 @@ impl fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+impl From<Invalid> for ControlError {
+    fn from(invalid: Invalid) -> Self {
+        ControlError::Invalid(invalid)
+    }
+}
+
 /// What can go wrong reading or changing the control plane.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
-    /// The change or document breaks a rule.
+    /// The change or document breaks a rule. (Not the error's source:
+    /// its text is already in this one's, and a chain of sources would
+    /// print it twice.)
     #[error("invalid: {0}")]
-    Invalid(#[from] Invalid),
+    Invalid(Invalid),
     /// A document could not be parsed.
     #[error("cannot parse {what}: {message}")]
     Parse {
