@@ -291,9 +291,16 @@ pub(crate) fn parse_error<E: fmt::Display>(
     what: &str,
     e: &serde_path_to_error::Error<E>,
 ) -> ControlError {
+    // Where the parser lost its place (a torn document) the path ends in
+    // `?`: what is known of it is kept, the `?` left out.
     let path = e.path().to_string();
+    let path = match path.strip_suffix('?') {
+        Some(known) => known.strip_suffix('.').unwrap_or(known),
+        None if path == "." => "",
+        None => &path,
+    };
     let inner = e.inner().to_string();
-    let message = if path == "." || path.is_empty() || inner.starts_with(&path) {
+    let message = if path.is_empty() || inner.starts_with(path) {
         inner
     } else {
         format!("{path}: {inner}")
