@@ -8,7 +8,8 @@
 //!   `client.address`, `user_agent.original`, `network.protocol.version`,
 //!   body sizes, `error.type`). 5xx and service errors set the span status
 //!   to error; 4xx leave it unset. The server span's `traceparent` is
-//!   written into the response.
+//!   written into the response (none when tracing is disabled: there is no
+//!   server span, and the caller's own would only be echoed).
 //! - gRPC (tonic): a request with `content-type: application/grpc…` gets a
 //!   span named `{rpc.service}/{rpc.method}` with `rpc.system`,
 //!   `rpc.service`, `rpc.method` and `rpc.grpc.status_code` (read from the

@@ -52,14 +52,22 @@ fn run_child(test: &str, vars: &[(&str, String)], bound: Duration) {
 }
 
 /// A request with an incoming W3C context through `TraceLayer::new()`
-/// (the global pipeline `init` installed).
+/// (the global pipeline `init` installed). The handler answers the trace
+/// id it runs in as `x-seen-trace`.
 async fn request_with_traceparent() -> http::Response<()> {
     use http_body_util::Empty;
+    use opentelemetry::trace::TraceContextExt as _;
     use tower::{Layer, ServiceExt, service_fn};
     type Body = Empty<bytes::Bytes>;
     let svc =
         cog_trace::server::TraceLayer::new().layer(service_fn(|_req: http::Request<Body>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(Body::new()))
+            let seen = opentelemetry::Context::map_current(|cx| {
+                cx.span().span_context().trace_id().to_string()
+            });
+            let res = http::Response::builder()
+                .header("x-seen-trace", seen)
+                .body(Body::new());
+            Ok::<_, std::convert::Infallible>(res.unwrap())
         }));
     let req = http::Request::builder()
         .uri("/items/1")
@@ -190,7 +198,13 @@ fn otel_sdk_disabled_through_init_exports_nothing() {
         block_on(async {
             let guard = cog_trace::init().unwrap();
             assert!(guard.provider().is_none());
-            request_with_traceparent().await;
+            let res = request_with_traceparent().await;
+            // No server span, so no `traceparent` answered (it used to be
+            // the caller's own, echoed: the no-op span carries its
+            // parent's context); the caller's context still reaches the
+            // handler, to go on to the calls it makes.
+            assert_eq!(res.headers().get("traceparent"), None);
+            assert_eq!(res.headers()["x-seen-trace"], INCOMING_TRACE);
             span("would-be-exported");
             drop(guard);
         });

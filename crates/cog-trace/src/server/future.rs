@@ -123,9 +123,12 @@ fn answered<B: Body>(cx: &Context, grpc: bool, res: &mut Response<B>) -> bool {
         }
     }
     // The caller learns which trace served it: `traceparent` only
-    // (baggage and trace state stay inside).
+    // (baggage and trace state stay inside). Not when there is no server
+    // span: a no-op tracer (tracing disabled, or no pipeline installed)
+    // hands out the caller's own context, remote, which would only echo
+    // the caller's `traceparent`.
     let sc = span.span_context();
-    if sc.is_valid() {
+    if sc.is_valid() && !sc.is_remote() {
         let tp = traceparent(
             sc.trace_id().to_bytes(),
             sc.span_id().to_bytes(),
