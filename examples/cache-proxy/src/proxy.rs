@@ -45,7 +45,15 @@ const HOP_BY_HOP: [&str; 8] = [
 
 /// The proxy's router: every request, whatever its method or path, goes
 /// through the cache to the upstream.
+///
+/// # Errors
+/// An upstream this proxy cannot forward to as given — not `http://`
+/// (the client speaks plain HTTP: `https://` would answer every request
+/// `502`), without a host, or with a path or query (requests keep their
+/// own path: a base path would be dropped silently) — or a Redis that
+/// cannot be set up.
 pub(crate) async fn router(settings: Settings) -> Result<Router, BoxError> {
+    check_upstream(&settings.upstream)?;
     let mut cache = TieredCache::<String, StoredResponse>::builder().l1_capacity_bytes(256 << 20);
     if let Some(url) = &settings.redis {
         cache = cache
@@ -64,6 +72,23 @@ pub(crate) async fn router(settings: Settings) -> Result<Router, BoxError> {
         .max_body(settings.max_body)
         .layer(forward);
     Ok(Router::new().fallback_service(cached))
+}
+
+/// Refuses an upstream URL `forward` would not honour as written.
+fn check_upstream(upstream: &Uri) -> Result<(), BoxError> {
+    let refuse = |why: &str| Err(format!("--upstream {upstream}: {why}").into());
+    if upstream.scheme_str() != Some("http") {
+        return refuse(
+            "only http:// origins are supported (put TLS in front of or behind the proxy)",
+        );
+    }
+    if upstream.authority().is_none() {
+        return refuse("no host");
+    }
+    if upstream.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return refuse("a path or query would be dropped: requests keep their own path");
+    }
+    Ok(())
 }
 
 /// Sends `req` to `upstream` (same method, path, query, headers — `Host`

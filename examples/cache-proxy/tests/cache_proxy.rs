@@ -223,3 +223,40 @@ async fn an_unreachable_upstream_is_a_502() {
     let a = send(&client, proxy, Method::GET, "/x", &[], "").await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
 }
+
+/// An upstream the proxy would not honour as written is refused when the
+/// proxy starts, by what is wrong with it — not answered `502` on every
+/// request (`https://`: the client speaks plain HTTP) or forwarded to
+/// another path than the one given.
+#[tokio::test]
+async fn an_upstream_the_proxy_cannot_honour_is_refused_at_start() {
+    for (upstream, why) in [
+        ("https://127.0.0.1:8443", "only http://"),
+        ("/just/a/path", "only http://"),
+        ("http://127.0.0.1:8000/api", "path or query"),
+        ("http://127.0.0.1:8000/?k=v", "path or query"),
+        ("http://127.0.0.1:8000?k=v", "path or query"),
+    ] {
+        let err = proxy::router(proxy::Settings {
+            upstream: upstream.parse().unwrap(),
+            redis: None,
+            max_body: 1 << 20,
+        })
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{upstream} was taken"));
+        assert!(err.to_string().contains(why), "{upstream}: {err}");
+    }
+    for upstream in [
+        "http://127.0.0.1:8000",
+        "http://127.0.0.1:8000/",
+        "http://origin",
+    ] {
+        let settings = proxy::Settings {
+            upstream: upstream.parse().unwrap(),
+            redis: None,
+            max_body: 1 << 20,
+        };
+        assert!(proxy::router(settings).await.is_ok(), "{upstream}");
+    }
+}
