@@ -112,7 +112,9 @@ fn options() -> Result<Options, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if o.connections == 0 || o.rate <= 0.0 || o.scale <= 0.0 {
+    // `!(x > 0)`: NaN too (it would panic where it becomes a `Duration`).
+    let positive = |x: f64| x > 0.0 && x.is_finite();
+    if o.connections == 0 || !positive(o.rate) || !positive(o.scale) {
         return Err("--connections, --rate and --scale must be positive".into());
     }
     Ok(o)

@@ -97,3 +97,27 @@ fn a_cluster_failover_is_followed() {
         "{report}"
     );
 }
+
+/// A rate or scale that cannot become a time is refused by name, before
+/// anything starts — not a panic.
+#[test]
+fn a_rate_or_scale_that_is_no_number_is_refused() {
+    for (flag, value) in [
+        ("--scale", "NaN"),
+        ("--scale", "-1"),
+        ("--rate", "inf"),
+        ("--rate", "NaN"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_chaos"))
+            .args([flag, value])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(
+            err.contains(flag) && !err.contains("panicked"),
+            "{flag} {value}: {err}"
+        );
+    }
+}

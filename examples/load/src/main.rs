@@ -144,6 +144,29 @@ fn options() -> Result<Options, String> {
     if o.mix.is_empty() || o.keys == 0 || o.concurrency == 0 || o.instances == 0 {
         return Err("--mix, --keys and --concurrency must not be empty or zero".into());
     }
+    // Times and weights: a negative or non-finite one would panic where it
+    // becomes a `Duration`, or skew every draw.
+    let numbers = [
+        ("--rate", o.rate),
+        ("--zipf", Some(o.zipf)),
+        ("--items", Some(o.items)),
+    ]
+    .into_iter()
+    .chain(
+        o.partition
+            .into_iter()
+            .flat_map(|(a, b)| [("--partition", Some(a)), ("--partition", Some(b))]),
+    )
+    .chain([("--move-at", o.move_at)])
+    .chain(o.mix.iter().map(|w| ("--mix", Some(*w))));
+    for (flag, v) in numbers {
+        if let Some(v) = v.filter(|v| !v.is_finite() || *v < 0.0) {
+            return Err(format!("{flag}: {v} is not a number of 0 or more"));
+        }
+    }
+    if o.items > 1.0 || o.mix.iter().sum::<f64>() == 0.0 {
+        return Err("--items is a share (0 to 1); --mix needs a weight above 0".into());
+    }
     if o.regions && o.deployments {
         return Err("--regions and --deployments: one at a time".into());
     }
@@ -231,7 +254,10 @@ where
 
 #[tokio::main]
 async fn main() -> Result<(), app::Error> {
-    let o = options()?;
+    let o = options().unwrap_or_else(|e| {
+        eprintln!("load: {e}");
+        std::process::exit(2)
+    });
     let dir = std::env::temp_dir().join(format!("cog-load-{}", std::process::id()));
     let config = app::Config {
         redis_url: std::env::var("COG_REDIS_URL")

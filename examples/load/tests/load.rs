@@ -138,3 +138,31 @@ fn regions_and_deployments_runs_report_per_phase() {
     let moved = run(&["--deployments", "--instances", "2", "--move-at", "2"]);
     assert!(moved.contains("from moved: "), "{moved}");
 }
+
+/// Numbers that cannot be times, weights or shares are refused by name,
+/// with exit code 2 — not a panic where one becomes a `Duration`.
+#[test]
+fn numbers_out_of_range_are_refused_by_name() {
+    for (args, flag) in [
+        (&["--regions", "--partition", "-1:3"][..], "--partition"),
+        (&["--regions", "--partition", "1:inf"][..], "--partition"),
+        (&["--deployments", "--move-at", "-2"][..], "--move-at"),
+        (&["--rate", "NaN"][..], "--rate"),
+        (&["--zipf", "-1"][..], "--zipf"),
+        (&["--mix", "1,-1,1"][..], "--mix"),
+        (&["--mix", "0,0,0"][..], "--mix"),
+        (&["--items", "1.5"][..], "--items"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_load"))
+            .args(args)
+            .env_remove("COG_REDIS_URL")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(flag) && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -71,6 +71,11 @@ fn options() -> Result<Options, Error> {
     if o.instances == 0 || o.limit < 10 {
         return Err("--instances must be positive and --limit at least 10".into());
     }
+    // NaN, infinite or not above 0 would panic where a request gap becomes
+    // a `Duration`.
+    if !(o.demand > 0.0 && o.demand.is_finite()) {
+        return Err(format!("--demand {}: a multiple of the limit above 0", o.demand).into());
+    }
     Ok(o)
 }
 

@@ -34,3 +34,20 @@ fn a_short_simulation_keeps_the_global_limit_and_heals() {
         "shares did not agree again: {report}"
     );
 }
+
+/// A demand that cannot be a rate is refused by name, not a panic.
+#[test]
+fn a_demand_that_is_no_rate_is_refused() {
+    for demand in ["-1", "0", "NaN", "inf"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_regions"))
+            .args(["--demand", demand])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{demand}");
+        assert!(
+            err.contains("--demand") && !err.contains("panicked"),
+            "{demand}: {err}"
+        );
+    }
+}
