@@ -30,3 +30,9 @@ pub use cog_trace as trace;
 #[cfg(feature = "sandbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sandbox")))]
 pub use cog_sandbox as sandbox;
+
+/// The README's example, compiled as a doctest so that it keeps up with
+/// the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

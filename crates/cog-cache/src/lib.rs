@@ -99,3 +99,9 @@ pub use cache::{TenantCache, TieredCache};
 pub use error::CacheError;
 pub use stats::StatsSnapshot;
 pub use traits::{CacheKey, CacheValue};
+
+/// The README's examples, compiled as doctests so that they keep up
+/// with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

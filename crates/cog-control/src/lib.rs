@@ -63,3 +63,9 @@ pub use model::{
     MAX_PLUGIN_BYTES, OnFailure, PlacementTable, Plan, PluginLang, PluginLimits, PluginSpec,
     Recheck, SCHEMA_VERSION, Scope, Spec, State, Status, Tenant, Window, digest,
 };
+
+/// The README's examples, compiled as doctests so that they keep up
+/// with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -311,3 +311,9 @@ pub mod kv {
         }
     }
 }
+
+/// The README's examples, compiled as doctests so that they keep up
+/// with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

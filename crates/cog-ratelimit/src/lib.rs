@@ -93,3 +93,9 @@ pub use layer::{
 };
 pub use quota::{InvalidQuota, Limit, LimitKind, MAX_COUNT, MAX_PERIOD, Quota};
 pub use source::{BoxError, QuotaSource, StaticQuotas};
+
+/// The README's examples, compiled as doctests so that they keep up
+/// with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

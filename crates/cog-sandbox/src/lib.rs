@@ -71,3 +71,9 @@ pub use python::{Clock, Entropy, Python};
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis_kv::{PlacedKv, RedisKv};
 pub use runtime::{ArtifactStats, PythonStats, Runtime};
+
+/// The README's examples, compiled as doctests so that they keep up
+/// with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -105,3 +105,9 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 }
+
+/// The README's examples, compiled as doctests so that they keep up
+/// with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

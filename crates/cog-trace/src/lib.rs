@@ -74,3 +74,9 @@ pub mod server;
 pub use cog_core::peer::PeerAddr;
 pub use cog_core::route::MatchedRoute;
 pub use init::{Exporter, InitError, SamplerKind, TraceConfig, TraceGuard, init};
+
+/// The README's examples, compiled as doctests so that they keep up
+/// with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
