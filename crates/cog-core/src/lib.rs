@@ -19,6 +19,8 @@
 //!   middleware, written once.
 //! - [`striped::Striped`]: counters bumped on every request, one copy per
 //!   thread's stripe — no cache line fought over between cores.
+//! - `serve::Serve` (feature `serve`): an axum router over TCP with a
+//!   deadline for request heads and a bounded drain on stop.
 //! - [`telemetry::Child`]: the OpenTelemetry spans cog opens inside a
 //!   sampled request — internal steps and Redis client calls.
 
@@ -29,6 +31,8 @@ pub mod peer;
 pub mod placement;
 pub mod redis;
 pub mod route;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod service;
 pub mod striped;
 pub mod telemetry;

@@ -1,0 +1,196 @@
+//! `serve::Serve` over real TCP: the head deadline, a stop that answers
+//! requests in flight and does not wait for ever on a half-sent one, and
+//! the peer address handlers see.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use cog_core::serve::Serve;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn router() -> Router {
+    Router::new()
+        .route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                "slow"
+            }),
+        )
+}
+
+/// Starts `serve` on a free port; the sender stops it; the handle ends
+/// when `run` returns.
+async fn start(
+    serve: Serve,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Instant>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        serve
+            .run(listener, router(), async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        Instant::now()
+    });
+    (addr, stop, task)
+}
+
+/// Reads until the peer closes (or `bound` passes: then `None`).
+async fn read_to_close(conn: &mut TcpStream, bound: Duration) -> Option<String> {
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(bound, conn.read_to_end(&mut all)).await;
+    match read {
+        Ok(_) => Some(String::from_utf8_lossy(&all).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// Sends one whole request and reads its answer (`Connection: close`).
+async fn get_path(addr: SocketAddr, path: &str) -> (SocketAddr, String) {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let local = conn.local_addr().unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = read_to_close(&mut conn, Duration::from_secs(10))
+        .await
+        .expect("an answer");
+    (local, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_see_the_peer_and_connections_are_kept_alive() {
+    let (addr, stop, task) = start(Serve::new()).await;
+    let (local, answer) = get_path(addr, "/peer").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(&local.to_string()), "{answer}");
+    // Two requests on one connection.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\nGET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let both = read_to_close(&mut conn, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(both.matches("HTTP/1.1 200").count(), 2, "{both}");
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// A client that sends half a request head and waits is closed at the
+/// head deadline (300 ms here; hyper's default 30 s otherwise), not kept
+/// for ever as `axum::serve` keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_sent_head_is_closed_at_the_deadline() {
+    let deadline = Duration::from_millis(300);
+    let (addr, stop, task) = start(Serve::new().head_timeout(deadline)).await;
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    let sent = Instant::now();
+    conn.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed = read_to_close(&mut conn, Duration::from_secs(5)).await;
+    let after = sent.elapsed();
+    assert!(closed.is_some(), "still open after 5 s");
+    assert!(
+        after >= deadline - Duration::from_millis(20)
+            && after < deadline + Duration::from_millis(700),
+        "closed after {after:?}, deadline {deadline:?}"
+    );
+    // The server itself goes on.
+    assert!(get_path(addr, "/peer").await.1.starts_with("HTTP/1.1 200"));
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// On stop: no new connections; a request in flight is answered; a
+/// half-sent head (its deadline far off) does not hold the stop longer
+/// than the drain time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_requests_in_flight_and_waits_at_most_the_drain() {
+    let drain = Duration::from_millis(800);
+    let serve = Serve::new()
+        .head_timeout(Duration::from_secs(60))
+        .drain(drain);
+    let (addr, stop, task) = start(serve).await;
+
+    let mut half = TcpStream::connect(addr).await.unwrap();
+    half.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let in_flight = tokio::spawn(get_path(addr, "/slow"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stopped_at = Instant::now();
+    stop.send(()).unwrap();
+    let (_, answer) = in_flight.await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("slow"),
+        "{answer}"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "a connection accepted after the stop"
+    );
+
+    let returned = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("run did not return within 10 s: a half-sent head held the stop")
+        .unwrap();
+    let took = returned - stopped_at;
+    assert!(
+        took >= drain - Duration::from_millis(20) && took < drain + Duration::from_millis(700),
+        "run returned {took:?} after the stop, drain {drain:?}"
+    );
+}
+
+/// With nothing in flight, a stop returns at once (idle kept-alive
+/// connections are closed, not waited for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stop_returns_at_once() {
+    let (addr, stop, task) = start(Serve::new()).await;
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let stopped_at = Instant::now();
+    stop.send(()).unwrap();
+    let returned = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+    // Far below the 30 s drain: nothing was waited for.
+    assert!(
+        returned - stopped_at < Duration::from_secs(5),
+        "{:?}",
+        returned - stopped_at
+    );
+    assert_eq!(
+        read_to_close(&mut idle, Duration::from_secs(2))
+            .await
+            .as_deref(),
+        Some("")
+    );
+}
