@@ -172,3 +172,43 @@ async fn accept_failed(e: &std::io::Error) {
     tracing::warn!(target: "cog", error = %e, "accepting a connection failed; retrying in 100 ms");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
+
+/// Completes on SIGTERM (systemd, Docker, Kubernetes) or SIGINT (Ctrl-C),
+/// saying which on stderr — the stop signal a service under an
+/// orchestrator needs (`tokio::signal::ctrl_c` alone misses SIGTERM, whose
+/// default action kills the process mid-request).
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!(target: "cog", "no SIGTERM/SIGINT handler could be installed: stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        said(name);
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        said("Ctrl-C");
+    }
+}
+
+/// One line on stderr; a stderr nobody reads any more (a supervisor that
+/// kept only the first line) is no reason to fail the stop — `eprintln!`
+/// would panic on the broken pipe.
+fn said(signal: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{signal}: no new connections, draining requests in flight"
+    );
+}

@@ -52,10 +52,9 @@ async fn main() -> Result<(), BoxError> {
     .await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("cache-proxy on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+    // SIGTERM as Ctrl-C, a deadline for request heads, a bounded drain.
+    cog_core::serve::Serve::new()
+        .run(listener, app, cog_core::serve::stop_signal())
         .await?;
     Ok(())
 }

@@ -75,6 +75,10 @@ pub struct Config {
     /// limiter state, cache entries and plugin data of a tenant live on its
     /// partition's deployment and follow `cog placement move`.
     pub deployments: Vec<(String, String)>,
+    /// How long a stop (SIGTERM) waits for requests in flight
+    /// (`COG_DRAIN_MS`, default 20 s: within an orchestrator's usual 30 s
+    /// grace, with time left to flush spans and metrics).
+    pub drain: Duration,
 }
 
 impl Default for Config {
@@ -96,6 +100,7 @@ impl Default for Config {
             regions: Vec::new(),
             region_sync: Duration::from_secs(1),
             deployments: Vec::new(),
+            drain: Duration::from_secs(20),
         }
     }
 }
@@ -166,7 +171,7 @@ impl Config {
     /// `COG_REGION` + `COG_REGIONS` (+ `COG_REGION_SYNC_MS`) across
     /// regions, `COG_DEPLOYMENTS` for tenant placement,
     /// `COG_PYTHON_WASI` (default `target/python-wasi` when it is there),
-    /// as `var` gives them. An empty variable is unset.
+    /// `COG_DRAIN_MS`, as `var` gives them. An empty variable is unset.
     ///
     /// # Errors
     /// A variable that is set but does not read (a number of milliseconds
@@ -223,6 +228,7 @@ impl Config {
             region_sync: number("COG_REGION_SYNC_MS", 1, ms_1)?
                 .map_or(defaults.region_sync, Duration::from_millis),
             deployments: named_urls("COG_DEPLOYMENTS", var("COG_DEPLOYMENTS"))?,
+            drain: number("COG_DRAIN_MS", 0, ms)?.map_or(defaults.drain, Duration::from_millis),
             ..defaults
         })
     }
@@ -827,6 +833,7 @@ mod tests {
             ("COG_REGIONS", "eu=redis://a, us = redis://b,"),
             ("COG_REGION_SYNC_MS", "250"),
             ("COG_DEPLOYMENTS", "main=redis://m"),
+            ("COG_DRAIN_MS", "1500"),
         ])
         .unwrap();
         assert_eq!(c.store, "file:state.json");
@@ -845,6 +852,7 @@ mod tests {
         );
         assert_eq!(c.region_sync, Duration::from_millis(250));
         assert_eq!(c.deployments, pairs(&[("main", "redis://m")]));
+        assert_eq!(c.drain, Duration::from_millis(1500));
 
         // Unset or empty: the defaults.
         let d = from(&[("COG_DEMO_INSTANCES", ""), ("COG_REGIONS", "")]).unwrap();
@@ -854,6 +862,7 @@ mod tests {
         assert_eq!(d.instances, 2);
         assert_eq!(d.lease, None);
         assert_eq!(d.region_sync, Duration::from_secs(1));
+        assert_eq!(d.drain, Duration::from_secs(20));
         assert!(d.regions.is_empty() && d.deployments.is_empty());
     }
 
@@ -873,6 +882,7 @@ mod tests {
             ("COG_REGIONS", "eu=redis://a,us"),
             ("COG_REGIONS", "eu="),
             ("COG_DEPLOYMENTS", "=redis://m"),
+            ("COG_DRAIN_MS", "2s"),
         ] {
             let e = from(&[(var, value)]).unwrap_err();
             assert_eq!((e.var, e.value.as_str()), (var, value));

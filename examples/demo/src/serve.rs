@@ -1,9 +1,10 @@
 //! Runs the demo until SIGTERM or SIGINT, then stops like an orchestrator
-//! expects: stop accepting, drain the requests in flight, flush spans and
-//! metrics, exit.
+//! expects: stop accepting, drain the requests in flight (for at most
+//! `COG_DRAIN_MS`), flush spans and metrics, exit.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -42,38 +43,22 @@ pub async fn run() -> Result<(), app::Error> {
     let addr = listener.local_addr()?;
     announce(&config, &demo, addr);
 
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop_signal())
-    .await?;
-    // Every request has been answered: their spans have ended.
-    eprintln!("stopped: flushing spans and metrics");
+    // A deadline for request heads (30 s) and a bounded drain: a client
+    // that sends half a request cannot hold a connection, or the stop,
+    // for ever (`axum::serve` has neither).
+    cog_core::serve::Serve::new()
+        .drain(config.drain)
+        .run(listener, router, cog_core::serve::stop_signal())
+        .await?;
+    // Every request has been answered (or the drain ran out): their spans
+    // have ended.
+    // Not `eprintln!`: a stderr nobody reads any more must not turn a
+    // clean stop into a panic before the flush.
+    let _ = writeln!(std::io::stderr(), "stopped: flushing spans and metrics");
     tracing.shutdown_async().await;
     let flushed = metrics.clone();
     let _ = tokio::task::spawn_blocking(move || flushed.shutdown()).await;
     Ok(())
-}
-
-/// SIGTERM (systemd, Docker, Kubernetes) or SIGINT (Ctrl-C).
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("a SIGINT handler");
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        eprintln!("{name}: no new connections, draining requests in flight");
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        eprintln!("Ctrl-C: no new connections, draining requests in flight");
-    }
 }
 
 /// The first line the demo prints: where it listens and where its state

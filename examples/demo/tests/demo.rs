@@ -85,6 +85,7 @@ fn sigterm_drains_requests_in_flight_and_exports_their_spans() {
         .env("COG_STORE", dir.path().join("state.json"))
         .env_remove("COG_REDIS_URL")
         .env("COG_DEMO_UPSTREAM_MS", "500")
+        .env("COG_DRAIN_MS", "2000")
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.http_endpoint())
         .env("OTEL_SERVICE_NAME", "demo-under-test")
         .stdout(Stdio::piped())
@@ -101,6 +102,8 @@ fn sigterm_drains_requests_in_flight_and_exports_their_spans() {
         }
     };
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut half = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(&mut half, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
     let (status, body) = rt.block_on(async {
         let slow = tokio::spawn({
             let key = key.clone();
@@ -123,13 +126,17 @@ fn sigterm_drains_requests_in_flight_and_exports_their_spans() {
     });
     assert_eq!(status, StatusCode::OK, "drained, not cut: {body}");
     let started = Instant::now();
+    // A client that sent half a request before the stop: it held the
+    // stop for as long as it stayed (hyper finishes a request it began
+    // reading); now the drain (2 s here) bounds it.
+    let _half_sent = half;
     let exit = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
         if started.elapsed() > Duration::from_secs(20) {
             let _ = child.kill();
-            panic!("the demo did not exit after SIGTERM");
+            panic!("the demo did not exit after SIGTERM: a half-sent request held the stop");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -84,10 +84,11 @@ async fn serve<St: Store + Clone>(args: &ServeArgs, ctx: &Ctx<'_>, limiter: St) 
         "cog admin API listening on http://{addr} (store {})",
         cog_core::text::redact_url(ctx.store)
     );
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+    // Stops on SIGTERM as on Ctrl-C, answering the requests in flight (a
+    // SIGTERM used to end the process mid-request); a client has 30 s to
+    // send a request's head.
+    cog_core::serve::Serve::new()
+        .run(listener, router, cog_core::serve::stop_signal())
         .await
         .map_err(|e| Exit::Store(format!("serving: {e}")))?;
     Ok(())
