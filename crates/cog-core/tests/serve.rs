@@ -117,6 +117,28 @@ async fn a_half_sent_head_is_closed_at_the_deadline() {
     );
     // The server itself goes on.
     assert!(get_path(addr, "/peer").await.1.starts_with("HTTP/1.1 200"));
+    // A kept-alive connection left idle after an answer is closed at the
+    // same deadline.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let answered = Instant::now();
+    assert_eq!(
+        read_to_close(&mut idle, Duration::from_secs(5))
+            .await
+            .as_deref(),
+        Some("")
+    );
+    let after = answered.elapsed();
+    assert!(
+        after >= deadline - Duration::from_millis(50)
+            && after < deadline + Duration::from_millis(700),
+        "an idle connection closed after {after:?}, deadline {deadline:?}"
+    );
     stop.send(()).unwrap();
     task.await.unwrap();
 }
