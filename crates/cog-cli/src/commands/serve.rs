@@ -1,4 +1,5 @@
-//! `cog serve`: the admin HTTP API over the store, standalone.
+//! `cog serve`: the admin HTTP API over the store, standalone, until
+//! SIGTERM or Ctrl-C (requests in flight are answered first).
 
 use std::sync::Arc;
 
