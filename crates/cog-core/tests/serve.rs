@@ -143,6 +143,55 @@ async fn a_half_sent_head_is_closed_at_the_deadline() {
     task.await.unwrap();
 }
 
+/// A head trickled in a byte at a time, each well within the deadline,
+/// is closed at the deadline all the same: what counts is a request, not
+/// bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_in_is_closed_at_the_deadline() {
+    let deadline = Duration::from_millis(300);
+    let (addr, stop, task) = start(Serve::new().head_timeout(deadline)).await;
+    let conn = TcpStream::connect(addr).await.unwrap();
+    let (mut rx, mut tx) = conn.into_split();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        tx.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            if tx.write_all(b"X").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut all = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), rx.read_to_end(&mut all)).await;
+    let after = started.elapsed();
+    assert!(closed.is_ok(), "still open after 5 s of trickling");
+    assert!(
+        after >= deadline - Duration::from_millis(20)
+            && after < deadline + Duration::from_millis(700),
+        "closed after {after:?}, deadline {deadline:?}"
+    );
+    trickle.abort();
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+/// A request slower than the deadline is not cut: the deadline is for
+/// a connection with nothing in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_slower_than_the_deadline_is_answered() {
+    let (addr, stop, task) = start(Serve::new().head_timeout(Duration::from_millis(100))).await;
+    let (_, answer) = get_path(addr, "/slow").await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("slow"),
+        "{answer}"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
 /// On stop: no new connections; a request in flight is answered; a
 /// half-sent head (its deadline far off) does not hold the stop longer
 /// than the drain time.
