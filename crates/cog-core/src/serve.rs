@@ -142,10 +142,8 @@ impl Serve {
                 });
                 let mut stopped = false;
                 let mut deadline = Deadline::new(head_timeout);
-                let mut ticks = tokio::time::interval_at(
-                    tokio::time::Instant::now() + deadline.tick,
-                    deadline.tick,
-                );
+                // (The first tick completes at once, and finds it fresh.)
+                let mut ticks = tokio::time::interval(deadline.tick);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {

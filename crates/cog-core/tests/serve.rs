@@ -82,6 +82,12 @@ async fn handlers_see_the_peer_and_connections_are_kept_alive() {
     let (local, answer) = get_path(addr, "/peer").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with(&local.to_string()), "{answer}");
+    // The body's size goes through to hyper: a length, not chunks.
+    let length = format!("content-length: {}\r\n", local.to_string().len());
+    assert!(
+        answer.contains(&length) && !answer.contains("chunked"),
+        "{answer}"
+    );
     // Two requests on one connection.
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\n\r\nGET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
