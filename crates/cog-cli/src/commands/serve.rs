@@ -86,8 +86,8 @@ async fn serve<St: Store + Clone>(args: &ServeArgs, ctx: &Ctx<'_>, limiter: St) 
         cog_core::text::redact_url(ctx.store)
     );
     // Stops on SIGTERM as on Ctrl-C, answering the requests in flight (a
-    // SIGTERM used to end the process mid-request); a client has 30 s to
-    // send a request's head.
+    // SIGTERM used to end the process mid-request); a connection quiet for
+    // 30 s with nothing in flight is closed.
     cog_core::serve::Serve::new()
         .run(listener, router, cog_core::serve::stop_signal())
         .await
