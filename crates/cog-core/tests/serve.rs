@@ -111,7 +111,7 @@ async fn handlers_see_the_peer_and_connections_are_kept_alive() {
 }
 
 /// A client that sends half a request head and waits is closed at the
-/// head deadline (300 ms here; hyper's default 30 s otherwise), not kept
+/// head deadline (300 ms here; 30 s by default), not kept
 /// for ever as `axum::serve` keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_sent_head_is_closed_at_the_deadline() {
