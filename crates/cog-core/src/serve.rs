@@ -118,11 +118,15 @@ impl Serve {
             };
             let quiet = Arc::new(Activity::default());
             let service = TowerToHyperService::new(tower::service_fn({
-                let (router, quiet) = (router.clone(), quiet.clone());
+                let (mut router, quiet) = (router.clone(), quiet.clone());
                 move |mut req: http::Request<Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     let busy = Busy::start(&quiet);
-                    let answer = tower::ServiceExt::oneshot(router.clone(), req);
+                    // `TowerToHyperService` calls a fresh clone of this
+                    // closure per request: its router is already that
+                    // request's (cloning it again would bump the count the
+                    // workers share once more). A router is always ready.
+                    let answer = tower::Service::call(&mut router, req);
                     async move {
                         let res = answer.await?;
                         Ok::<_, Infallible>(res.map(|body| Tracked { body, _busy: busy }))
