@@ -71,8 +71,10 @@ impl HttpCacheLayer {
         self.with(|s| s.authorized = Some(Arc::new(allow)))
     }
 
-    /// Largest body stored (default 1 MiB). Larger or unknown-length bodies
-    /// are passed through, not stored.
+    /// Largest body stored (default 1 MiB). A body known to fit is read
+    /// and stored before the answer goes out; one of unknown length
+    /// (streamed) is passed on as it comes and stored once it has ended,
+    /// if it stayed within this; a larger one is passed on, not stored.
     pub fn max_body(self, bytes: usize) -> Self {
         self.with(|s| s.max_body = bytes)
     }

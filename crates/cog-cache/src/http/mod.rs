@@ -9,8 +9,9 @@
 //!   by one service never share entries), the values of the request
 //!   headers the response's `Vary` names, and the tenant.
 //! - **Storing** (§3): final responses other than `206` and `304`, without
-//!   `no-store`, `private` or `Set-Cookie`, `Vary` not `*`, the body known
-//!   to fit [`max_body`](HttpCacheLayer::max_body), and with explicit
+//!   `no-store`, `private` or `Set-Cookie`, `Vary` not `*`, the body within
+//!   [`max_body`](HttpCacheLayer::max_body) (one of unknown length is
+//!   passed on as it streams and stored once it has ended), and with explicit
 //!   freshness (`s-maxage`, `max-age`, `Expires`), or a heuristically
 //!   cacheable status (`200`, `203`, `204`, `300`, `301`, `308`, `404`,
 //!   `405`, `410`, `414`, `501`: 10 % of the time since `Last-Modified`, at

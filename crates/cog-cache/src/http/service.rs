@@ -400,7 +400,17 @@ pub(super) fn revalidate<S, ReqBody, ResBody>(
         if validating && res.status() == StatusCode::NOT_MODIFIED {
             merge_not_modified(&cache, &sent, stored, res.headers()).await;
         } else if res.status() != StatusCode::NOT_MODIFIED {
-            store_response(shared.max_body, &cache, &sent, res, "cog").await;
+            let res = store_response(shared.max_body, &cache, &sent, res, "cog").await;
+            // Nobody reads this answer: a body of unknown length is read
+            // here (as far as it may be stored), which stores it.
+            let mut body = std::pin::pin!(res.into_body());
+            let mut read = 0;
+            while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut body).await {
+                read += frame.data_ref().map_or(0, Bytes::len);
+                if read > shared.max_body {
+                    break;
+                }
+            }
         }
     });
 }

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 
 use super::CacheBody;
+use super::body::Copying;
 use super::cache_control::CacheControl;
 use super::freshness::{self, Reuse, unix_ms};
 use super::key::variant_key;
@@ -231,8 +232,12 @@ pub(super) fn entry_ttl(stored: &Stored, now: u64) -> Option<Duration> {
     (until > now).then(|| Duration::from_millis(until - now).max(Duration::from_secs(1)))
 }
 
-/// Stores `res` if it is cacheable (and its body known to fit in
-/// `max_body` bytes) and answers with it.
+/// Stores `res` if it is cacheable and answers with it. A body known to
+/// fit in `max_body` bytes is read first and stored before the answer; one
+/// of unknown length (streamed, `Transfer-Encoding: chunked`) is passed on
+/// as it comes and stored once it has ended within `max_body` bytes (not
+/// if it grows past them, fails, or the client goes away first); one
+/// known to be larger is only passed on.
 pub(super) async fn store_response<ResBody>(
     max_body: usize,
     cache: &TieredCache<String, StoredResponse>,
@@ -246,18 +251,33 @@ where
 {
     let arrived = unix_ms();
     let reuse = freshness::storable(res.status(), res.headers(), arrived);
-    // Only bodies known to fit are buffered.
-    let fits = res
-        .body()
-        .size_hint()
-        .upper()
-        .is_some_and(|n| n as usize <= max_body);
-    let (Some(reuse), true) = (reuse, fits) else {
+    let upper = res.body().size_hint().upper();
+    let (Some(reuse), true) = (reuse, upper.is_none_or(|n| n as usize <= max_body)) else {
         let mut res = res;
         set_status(res.headers_mut(), status_prefix);
         return res.map(CacheBody::passed);
     };
     let (mut head, body) = res.into_parts();
+    if upper.is_none() {
+        let mut stored = unstored(head.status, &head.headers, Bytes::new());
+        let age = freshness::initial_age_ms(&head.headers, sent.at, arrived);
+        set_reuse(&mut stored, reuse, arrived.saturating_sub(age));
+        let names = freshness::vary_names(&head.headers).unwrap_or_default();
+        let (cache, base, req_headers) =
+            (cache.clone(), sent.base.to_owned(), sent.headers.clone());
+        let copy = Copying::new(max_body, move |bytes| {
+            // No runtime (the body read outside one): not stored.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            stored.body = bytes;
+            runtime.spawn(async move {
+                put(&cache, &base, &req_headers, names, stored, unix_ms()).await;
+            });
+        });
+        set_status(&mut head.headers, status_prefix);
+        return Response::from_parts(head, CacheBody::copied(body, copy));
+    }
     let bytes = match body.collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
@@ -270,16 +290,31 @@ where
         }
     };
     let now = unix_ms();
-    let hop = freshness::connection_options(&head.headers);
-    let mut stored = Stored {
-        status: head.status.as_u16(),
-        headers: head
-            .headers
+    let mut stored = unstored(head.status, &head.headers, bytes.clone());
+    let age = freshness::initial_age_ms(&head.headers, sent.at, now);
+    set_reuse(&mut stored, reuse, now.saturating_sub(age));
+    let names = freshness::vary_names(&head.headers).unwrap_or_default();
+    if put(cache, sent.base, sent.headers, names, stored, now).await {
+        set_status(&mut head.headers, &format!("{status_prefix}; stored"));
+    } else {
+        // Already stale past every window on arrival: nothing to serve.
+        set_status(&mut head.headers, status_prefix);
+    }
+    Response::from_parts(head, CacheBody::stored(bytes))
+}
+
+/// A response of `status` with `headers` (those a cache keeps) and `body`, before its
+/// freshness is set.
+fn unstored(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Stored {
+    let hop = freshness::connection_options(headers);
+    Stored {
+        status: status.as_u16(),
+        headers: headers
             .iter()
             .filter(|(k, _)| freshness::is_stored(k) && !hop.contains(k))
             .map(|(k, v)| (k.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
             .collect(),
-        body: bytes.clone(),
+        body,
         born_ms: 0,
         lifetime_ms: 0,
         swr_ms: 0,
@@ -287,22 +322,31 @@ where
         must_revalidate: false,
         no_cache: false,
         parsed: std::sync::OnceLock::new(),
-    };
-    let age = freshness::initial_age_ms(&head.headers, sent.at, now);
-    set_reuse(&mut stored, reuse, now.saturating_sub(age));
+    }
+}
+
+/// Stores `stored` under `base` — or, when its response varies on the
+/// request headers `names`, under the variant key of `req_headers` — for
+/// as long as it can be served or revalidated from `now`. Whether it was
+/// worth storing.
+async fn put(
+    cache: &TieredCache<String, StoredResponse>,
+    base: &str,
+    req_headers: &HeaderMap,
+    names: Vec<String>,
+    stored: Stored,
+    now: u64,
+) -> bool {
     let Some(ttl) = entry_ttl(&stored, now) else {
-        // Already stale past every window on arrival: nothing to serve.
-        set_status(&mut head.headers, status_prefix);
-        return Response::from_parts(head, CacheBody::stored(bytes));
+        return false;
     };
-    let names = freshness::vary_names(&head.headers).unwrap_or_default();
     let key = if names.is_empty() {
-        sent.base.to_owned()
+        base.to_owned()
     } else {
         // Keep the variants' id while they vary on the same headers, and
         // the record as long as any of them.
         let until = now.saturating_add(ttl.as_millis() as u64);
-        let (id, until_ms) = match cache.get(&sent.base.to_owned()).await {
+        let (id, until_ms) = match cache.get(&base.to_owned()).await {
             Some(StoredResponse(Entry::Variants {
                 names: n,
                 id,
@@ -310,10 +354,10 @@ where
             })) if n == names => (id, until_ms.max(until)),
             _ => (rand::random(), until),
         };
-        let key = variant_key(sent.base, id, &names, sent.headers);
+        let key = variant_key(base, id, &names, req_headers);
         cache
             .insert_with_ttl(
-                sent.base.to_owned(),
+                base.to_owned(),
                 StoredResponse(Entry::Variants {
                     names,
                     id,
@@ -331,8 +375,7 @@ where
             ttl,
         )
         .await;
-    set_status(&mut head.headers, &format!("{status_prefix}; stored"));
-    Response::from_parts(head, CacheBody::stored(bytes))
+    true
 }
 
 /// Sets `Cache-Status` (RFC 9211) to `value`.

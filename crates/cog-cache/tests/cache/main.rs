@@ -7,4 +7,5 @@ mod placed;
 mod redis;
 mod regions;
 mod rfc9111;
+mod streamed;
 mod support;
