@@ -142,12 +142,16 @@ fn date(headers: &HeaderMap) -> Option<u64> {
 
 /// The response's age when it arrived (RFC 9111 §4.2.3): the larger of its
 /// apparent age (`Date` to arrival) and its `Age` plus the time the request
-/// took.
+/// took. `Age` is a single value: of several (`Age: 7200, 0`, or two
+/// lines), the first counts; one that is not delta-seconds is ignored.
 pub(crate) fn initial_age_ms(headers: &HeaderMap, request_ms: u64, response_ms: u64) -> u64 {
     let apparent = date(headers).map_or(0, |d| response_ms.saturating_sub(d));
     let age = headers
         .get(header::AGE)
-        .and_then(|v| delta_seconds(v.to_str().ok()?.trim()))
+        .and_then(|v| {
+            let first = v.to_str().ok()?.split(',').next()?;
+            delta_seconds(first.trim())
+        })
         .unwrap_or(0);
     let corrected = (age * 1000).saturating_add(response_ms.saturating_sub(request_ms));
     apparent.max(corrected)
@@ -434,6 +438,13 @@ mod tests {
             initial_age_ms(&headers(&[("age", "50"), ("date", &d)]), NOW, NOW),
             50_000
         );
+        // Of several values, the first counts: on one line or on two.
+        for first_old in [&[("age", "7200, 0")][..], &[("age", "7200"), ("age", "0")]] {
+            assert_eq!(initial_age_ms(&headers(first_old), NOW, NOW), 7_200_000);
+        }
+        for first_new in [&[("age", "0, 7200")][..], &[("age", "0"), ("age", "7200")]] {
+            assert_eq!(initial_age_ms(&headers(first_new), NOW, NOW), 0);
+        }
         // Junk Age is ignored; a huge one is capped.
         assert_eq!(initial_age_ms(&headers(&[("age", "x")]), NOW, NOW), 0);
         assert_eq!(
