@@ -7,7 +7,11 @@
 //! ```
 //!
 //! Every answer carries `Cache-Status` (RFC 9211) saying whether the cache
-//! answered (`hit`), revalidated, or forwarded and why.
+//! answered (`hit`), revalidated, or forwarded and why. The proxy acts for
+//! the origin, as a CDN does: `CDN-Cache-Control` (RFC 9213) speaks to it
+//! over `Cache-Control`, which reaches clients untouched.
+//! `scripts/cache-conformance` runs the http-tests cache-tests suite
+//! against it (`docs/cache-conformance.md`).
 #![allow(clippy::print_stdout)]
 
 mod proxy;

@@ -12,7 +12,7 @@ use http::header::{self, HeaderName};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Bytes;
+use hyper::body::{Body as _, Bytes};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -30,6 +30,10 @@ pub(crate) struct Settings {
     /// Largest body stored.
     pub(crate) max_body: usize,
 }
+
+/// Largest request body read first so that an idempotent request can be
+/// sent again (see `forward`).
+const REPLAYED_BODY: u64 = 64 << 10;
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1): never forwarded.
 const HOP_BY_HOP: [&str; 8] = [
@@ -68,8 +72,11 @@ pub(crate) async fn router(settings: Settings) -> Result<Router, BoxError> {
         let (client, upstream) = (client.clone(), upstream.clone());
         async move { Ok::<_, Infallible>(forward(&client, &upstream, req).await) }
     });
+    // The proxy acts for the origin, as a CDN does: `CDN-Cache-Control`
+    // (RFC 9213) speaks to it, over `Cache-Control`.
     let cached = HttpCacheLayer::new(cache)
         .max_body(settings.max_body)
+        .targeted([HeaderName::from_static("cdn-cache-control")])
         .layer(forward);
     Ok(Router::new().fallback_service(cached))
 }
@@ -93,7 +100,9 @@ fn check_upstream(upstream: &Uri) -> Result<(), BoxError> {
 
 /// Sends `req` to `upstream` (same method, path, query, headers — `Host`
 /// included — and body, minus hop-by-hop fields, plus this proxy in `Via`);
-/// a `502` when the upstream cannot be reached.
+/// a `502` when the upstream cannot be reached, or fails the request (an
+/// idempotent one with a small body, or none, is tried twice when the
+/// first try failed on an open connection).
 async fn forward(
     client: &Client<HttpConnector, Body>,
     upstream: &Uri,
@@ -114,7 +123,33 @@ async fn forward(
     };
     strip_hop_by_hop(&mut parts.headers);
     add_via(&mut parts.headers, parts.version);
-    match client.request(Request::from_parts(parts, body)).await {
+    // An idempotent request can be sent again: once, when the upstream
+    // closed a kept-alive connection just as it was reused (a server's idle
+    // timeout racing the request). Its body, if small and of a known
+    // length, is read first to be sent twice; a larger or streamed one goes
+    // as it comes, once.
+    let replay = parts.method.is_idempotent()
+        && body.size_hint().exact().is_some_and(|n| n <= REPLAYED_BODY);
+    let sent = if replay {
+        let Ok(bytes) = body
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+        else {
+            return status(StatusCode::BAD_REQUEST, "the request body failed");
+        };
+        let again = Request::from_parts(clone_head(&parts), Body::from(bytes.clone()));
+        match client
+            .request(Request::from_parts(parts, Body::from(bytes)))
+            .await
+        {
+            Err(e) if !e.is_connect() => client.request(again).await,
+            sent => sent,
+        }
+    } else {
+        client.request(Request::from_parts(parts, body)).await
+    };
+    match sent {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -155,11 +190,26 @@ fn add_via(headers: &mut http::HeaderMap, version: http::Version) {
 }
 
 fn bad_gateway() -> Response<BoxBody<Bytes, BoxError>> {
+    status(StatusCode::BAD_GATEWAY, "upstream unreachable")
+}
+
+fn status(status: StatusCode, text: &'static str) -> Response<BoxBody<Bytes, BoxError>> {
     let mut res = Response::new(
-        http_body_util::Full::new(Bytes::from_static(b"upstream unreachable"))
+        http_body_util::Full::new(Bytes::from_static(text.as_bytes()))
             .map_err(BoxError::from)
             .boxed(),
     );
-    *res.status_mut() = StatusCode::BAD_GATEWAY;
+    *res.status_mut() = status;
     res
+}
+
+/// A request's method, target, version and fields, for sending it again
+/// (its extensions stay behind: the upstream never sees them).
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
 }

@@ -27,6 +27,43 @@ mod proxy;
 struct Origin {
     items: Arc<AtomicUsize>,
     revalidations: Arc<AtomicUsize>,
+    streamed: Arc<AtomicUsize>,
+}
+
+/// A body of unknown length, sent chunked, as a streaming origin's.
+struct Chunked(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+async fn streamed(State(o): State<Origin>) -> impl IntoResponse {
+    let n = o.streamed.fetch_add(1, Ordering::SeqCst) + 1;
+    let parts = [Bytes::from("streamed "), Bytes::from(format!("#{n}"))];
+    (
+        [("cache-control", "max-age=60")],
+        axum::body::Body::new(Chunked(parts.into())),
+    )
+}
+
+/// For this proxy only: the client is told not to store it.
+async fn edge_only(State(o): State<Origin>) -> impl IntoResponse {
+    let n = o.items.fetch_add(1, Ordering::SeqCst) + 1;
+    (
+        [
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=60"),
+        ],
+        format!("edge #{n}"),
+    )
 }
 
 async fn item(State(o): State<Origin>) -> impl IntoResponse {
@@ -78,6 +115,8 @@ async fn start_origin() -> (SocketAddr, Origin) {
                 .patch(post_item),
         )
         .route("/validated", get(validated))
+        .route("/streamed", get(streamed))
+        .route("/edge-only", get(edge_only))
         .with_state(origin.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -259,4 +298,108 @@ async fn an_upstream_the_proxy_cannot_honour_is_refused_at_start() {
         };
         assert!(proxy::router(settings).await.is_ok(), "{upstream}");
     }
+}
+
+/// An answer the origin streams (chunked, its length unknown) is passed on
+/// and then stored; `CDN-Cache-Control` speaks to this proxy, while the
+/// client still gets the origin's `Cache-Control`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_stores_streamed_answers_and_obeys_cdn_cache_control() {
+    let (origin_addr, origin) = start_origin().await;
+    let proxy = start_proxy(origin_addr).await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+
+    let a = send(&client, proxy, Method::GET, "/streamed", &[], "").await;
+    assert_eq!(a.body, "streamed #1");
+    assert_eq!(a.headers["transfer-encoding"], "chunked");
+    let mut hit = None;
+    for _ in 0..200 {
+        let a = send(&client, proxy, Method::GET, "/streamed", &[], "").await;
+        if a.cache_status().starts_with("cog; hit") {
+            hit = Some(a.body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let hit = hit.expect("stored once it had ended");
+    let fetched = origin.streamed.load(Ordering::SeqCst);
+    assert_eq!(hit, format!("streamed #{fetched}"), "the last one fetched");
+
+    let a = send(&client, proxy, Method::GET, "/edge-only", &[], "").await;
+    assert_eq!(a.cache_status(), "cog; fwd=uri-miss; stored");
+    let a = send(&client, proxy, Method::GET, "/edge-only", &[], "").await;
+    assert!(
+        a.cache_status().starts_with("cog; hit"),
+        "{}",
+        a.cache_status()
+    );
+    assert_eq!(a.body, "edge #1");
+    assert_eq!(a.headers["cache-control"], "no-store");
+}
+
+/// An upstream that closes a kept-alive connection under the next request
+/// on it (as a server's idle timeout can, just as the proxy reuses the
+/// connection): an idempotent request is sent again, on a new connection,
+/// and answered — its body too, if small; a `POST` is not (`502`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_lost_with_a_reused_connection_is_sent_again_if_it_can_be() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin_addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicUsize::new(0));
+    let last = Arc::new(parking_lot::Mutex::new(String::new()));
+    let (s, l) = (served.clone(), last.clone());
+    tokio::spawn(async move {
+        // Each connection: one request answered, the next one read and
+        // dropped with the connection.
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let (s, l) = (s.clone(), l.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut answered = false;
+                loop {
+                    let Ok(n) = conn.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 || answered {
+                        return;
+                    }
+                    answered = true;
+                    *l.lock() = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let n = s.fetch_add(1, Ordering::SeqCst) + 1;
+                    let body = format!("answer #{n}");
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncache-control: no-store\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    conn.write_all(format!("{head}{body}").as_bytes())
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let proxy = start_proxy(origin_addr).await;
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+
+    let a = send(&client, proxy, Method::GET, "/x", &[], "").await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "answer #1"));
+    // The proxy reuses its connection; the upstream drops it under each
+    // of these, then answers them on a new one.
+    let a = send(&client, proxy, Method::GET, "/x", &[], "").await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "answer #2"));
+    let a = send(&client, proxy, Method::PUT, "/x", &[], "payload").await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "answer #3"));
+    let put = last.lock().clone();
+    assert!(
+        put.starts_with("PUT /x") && put.contains("content-length: 7\r\n"),
+        "{put}"
+    );
+    // A POST lost the same way is not sent again.
+    let a = send(&client, proxy, Method::POST, "/x", &[], "payload").await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(served.load(Ordering::SeqCst), 3);
 }

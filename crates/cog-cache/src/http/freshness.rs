@@ -67,22 +67,35 @@ pub(crate) struct Reuse {
 
 /// Whether a shared cache may store `status` with `headers` (the
 /// request's own checks — method, `no-store`, `Authorization` — are the
-/// caller's), and how it may be reused. `None`: not storable.
-pub(crate) fn storable(status: StatusCode, headers: &HeaderMap, response_ms: u64) -> Option<Reuse> {
+/// caller's), and how it may be reused. `None`: not storable. The first of
+/// the targeted fields `targets` (RFC 9213) the response carries, valid and
+/// not empty, stands in for `Cache-Control` and `Expires`.
+pub(crate) fn storable(
+    status: StatusCode,
+    headers: &HeaderMap,
+    response_ms: u64,
+    targets: &[HeaderName],
+) -> Option<Reuse> {
     let code = status.as_u16();
     // Final, complete responses only: no 1xx, no 206 (ranges are not
     // combined), no 304 (it updates a stored response instead).
     if status.is_informational() || code == 206 || code == 304 {
         return None;
     }
-    let cc = CacheControl::of(headers);
+    let targeted = super::targeted::directives(headers, targets);
+    let explicit_only = targeted.is_some();
+    let cc = targeted.unwrap_or_else(|| CacheControl::of(headers));
     if cc.no_store || cc.private || headers.contains_key(header::SET_COOKIE) {
         return None;
     }
     if vary_names(headers)?.iter().any(|n| n == "*") {
         return None;
     }
-    let explicit = explicit_lifetime(&cc, headers, response_ms);
+    let explicit = if explicit_only {
+        cc.s_maxage.or(cc.max_age).map(|s| s * 1000)
+    } else {
+        explicit_lifetime(&cc, headers, response_ms)
+    };
     let heuristic = || {
         HEURISTIC
             .contains(&code)
@@ -218,7 +231,12 @@ mod tests {
     }
 
     fn reuse(status: u16, pairs: &[(&str, &str)]) -> Option<Reuse> {
-        storable(StatusCode::from_u16(status).unwrap(), &headers(pairs), NOW)
+        storable(
+            StatusCode::from_u16(status).unwrap(),
+            &headers(pairs),
+            NOW,
+            &[],
+        )
     }
 
     #[test]

@@ -22,6 +22,7 @@ impl fmt::Debug for HttpCacheLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpCacheLayer")
             .field("max_body", &self.shared.max_body)
+            .field("targets", &self.shared.targets)
             .finish_non_exhaustive()
     }
 }
@@ -36,6 +37,7 @@ impl HttpCacheLayer {
                 tenant: None,
                 authorized: None,
                 max_body: 1 << 20,
+                targets: Vec::new(),
                 revalidating: Markers::new(MAX_REVALIDATIONS),
             }),
         }
@@ -47,6 +49,7 @@ impl HttpCacheLayer {
             tenant: s.tenant.clone(),
             authorized: s.authorized.clone(),
             max_body: s.max_body,
+            targets: s.targets.clone(),
             revalidating: Markers::new(MAX_REVALIDATIONS),
         });
         f(&mut shared);
@@ -69,6 +72,34 @@ impl HttpCacheLayer {
     /// (e.g. for some routes). Off by default.
     pub fn cache_authorized(self, allow: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
         self.with(|s| s.authorized = Some(Arc::new(allow)))
+    }
+
+    /// Obeys targeted cache control (RFC 9213): of these fields, the first a
+    /// response carries with a valid, non-empty value (a Structured Fields
+    /// dictionary) decides how this cache stores and reuses it, in place of
+    /// `Cache-Control` and `Expires` — which still reach the client as they
+    /// are. None by default; a cache that acts for the origin, as a CDN
+    /// does, would obey `CDN-Cache-Control`:
+    ///
+    /// ```
+    /// # use cog_cache::TieredCache;
+    /// # use cog_cache::http::HttpCacheLayer;
+    /// # let cache = TieredCache::builder().build().unwrap();
+    /// // `CDN-Cache-Control: max-age=600` with `Cache-Control: no-store`:
+    /// // kept here ten minutes, never by the client.
+    /// let layer = HttpCacheLayer::new(cache)
+    ///     .targeted([http::HeaderName::from_static("cdn-cache-control")]);
+    /// # let _ = layer;
+    /// ```
+    ///
+    /// Directives read from them: `max-age`, `s-maxage`, `no-store`,
+    /// `no-cache`, `private`, `public`, `must-revalidate`,
+    /// `proxy-revalidate`, `stale-while-revalidate`, `stale-if-error`; one
+    /// of these with a value of the wrong type (`max-age="60"`) makes the
+    /// field invalid, as a syntax error does.
+    pub fn targeted(self, fields: impl IntoIterator<Item = http::HeaderName>) -> Self {
+        let fields: Vec<_> = fields.into_iter().collect();
+        self.with(|s| s.targets = fields)
     }
 
     /// Largest body stored (default 1 MiB). A body known to fit is read

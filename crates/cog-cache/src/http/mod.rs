@@ -72,6 +72,7 @@ mod layer;
 mod service;
 mod shared;
 mod stored;
+mod targeted;
 
 pub use body::CacheBody;
 pub use layer::HttpCacheLayer;

@@ -272,8 +272,14 @@ where
         && res.status() == StatusCode::NOT_MODIFIED
         && let Some(stored) = stale
     {
-        let updated =
-            merge_not_modified(&cache, &sent, Arc::unwrap_or_clone(stored), res.headers()).await;
+        let updated = merge_not_modified(
+            &shared,
+            &cache,
+            &sent,
+            Arc::unwrap_or_clone(stored),
+            res.headers(),
+        )
+        .await;
         let now = unix_ms();
         let mut answer = answer(&updated, head, now, "fwd=stale");
         set_status(
@@ -291,7 +297,7 @@ where
         set_status(res.headers_mut(), &status_prefix);
         return Ok(res.map(CacheBody::passed));
     }
-    Ok(store_response(shared.max_body, &cache, &sent, res, &status_prefix).await)
+    Ok(store_response(&shared, &cache, &sent, res, &status_prefix).await)
 }
 
 /// A method other than `GET` and `HEAD`: forwarded; an unsafe one that
@@ -398,9 +404,9 @@ pub(super) fn revalidate<S, ReqBody, ResBody>(
             at,
         };
         if validating && res.status() == StatusCode::NOT_MODIFIED {
-            merge_not_modified(&cache, &sent, stored, res.headers()).await;
+            merge_not_modified(&shared, &cache, &sent, stored, res.headers()).await;
         } else if res.status() != StatusCode::NOT_MODIFIED {
-            let res = store_response(shared.max_body, &cache, &sent, res, "cog").await;
+            let res = store_response(&shared, &cache, &sent, res, "cog").await;
             // Nobody reads this answer: a body of unknown length is read
             // here (as far as it may be stored), which stores it.
             let mut body = std::pin::pin!(res.into_body());

@@ -18,6 +18,8 @@ pub(super) struct Shared {
     pub(super) tenant: Option<TenantFn>,
     pub(super) authorized: Option<AllowFn>,
     pub(super) max_body: usize,
+    /// The targeted cache-control fields obeyed (RFC 9213), in order.
+    pub(super) targets: Vec<http::HeaderName>,
     pub(super) revalidating: Arc<Markers<String>>,
 }
 

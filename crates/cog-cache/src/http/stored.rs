@@ -15,6 +15,7 @@ use super::body::Copying;
 use super::cache_control::CacheControl;
 use super::freshness::{self, Reuse, unix_ms};
 use super::key::variant_key;
+use super::shared::Shared;
 use crate::cache::TieredCache;
 
 /// What [`HttpCacheLayer`](super::HttpCacheLayer) keeps in its [`TieredCache`]: a stored response,
@@ -165,6 +166,7 @@ pub(super) struct Sent<'a> {
 /// §4.3.4), stores it again (or drops it, if it may no longer be stored),
 /// and returns it.
 pub(super) async fn merge_not_modified(
+    shared: &Shared,
     cache: &TieredCache<String, StoredResponse>,
     sent: &Sent<'_>,
     mut stored: Stored,
@@ -189,7 +191,7 @@ pub(super) async fn merge_not_modified(
     stored.parsed = std::sync::OnceLock::new();
     let headers = stored.header_map();
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
-    match freshness::storable(status, &headers, now) {
+    match freshness::storable(status, &headers, now, &shared.targets) {
         Some(reuse) => {
             let age = freshness::initial_age_ms(not_modified, sent.at, now);
             set_reuse(&mut stored, reuse, now.saturating_sub(age));
@@ -233,13 +235,13 @@ pub(super) fn entry_ttl(stored: &Stored, now: u64) -> Option<Duration> {
 }
 
 /// Stores `res` if it is cacheable and answers with it. A body known to
-/// fit in `max_body` bytes is read first and stored before the answer; one
+/// fit in `shared.max_body` bytes is read first and stored before the answer; one
 /// of unknown length (streamed, `Transfer-Encoding: chunked`) is passed on
 /// as it comes and stored once it has ended within `max_body` bytes (not
 /// if it grows past them, fails, or the client goes away first); one
 /// known to be larger is only passed on.
 pub(super) async fn store_response<ResBody>(
-    max_body: usize,
+    shared: &Shared,
     cache: &TieredCache<String, StoredResponse>,
     sent: &Sent<'_>,
     res: Response<ResBody>,
@@ -250,7 +252,8 @@ where
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let arrived = unix_ms();
-    let reuse = freshness::storable(res.status(), res.headers(), arrived);
+    let reuse = freshness::storable(res.status(), res.headers(), arrived, &shared.targets);
+    let max_body = shared.max_body;
     let upper = res.body().size_hint().upper();
     let (Some(reuse), true) = (reuse, upper.is_none_or(|n| n as usize <= max_body)) else {
         let mut res = res;

@@ -64,6 +64,14 @@ impl Cache {
         cache: TieredCache<String, StoredResponse>,
         script: impl Fn(&Request<Full<Bytes>>, usize) -> Response<Full<Bytes>> + Send + Sync + 'static,
     ) -> Self {
+        Self::with(HttpCacheLayer::new(cache), script)
+    }
+
+    /// The same, through `layer`.
+    fn with(
+        layer: HttpCacheLayer,
+        script: impl Fn(&Request<Full<Bytes>>, usize) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> Self {
         let seen = Seen::default();
         let script: Arc<Script> = Arc::new(script);
         let s = seen.clone();
@@ -81,7 +89,7 @@ impl Cache {
             async move { Ok::<_, Infallible>(res) }
         }));
         Cache {
-            svc: HttpCacheLayer::new(cache).layer(origin),
+            svc: layer.layer(origin),
             seen,
         }
     }
@@ -169,6 +177,85 @@ async fn expires_and_date_give_freshness() {
     c.get("/zero").await;
     assert_eq!(c.get("/zero").await.body, "#5");
     assert_eq!(c.seen.count(), 5);
+}
+
+/// A cache told to obey `CDN-Cache-Control` (RFC 9213) takes it over
+/// `Cache-Control` and `Expires` — which still reach the client as they
+/// are — unless it is invalid or empty; one not told so ignores it.
+#[tokio::test]
+async fn a_targeted_field_speaks_for_the_cache_that_obeys_it() {
+    let script = |req: &Request<Full<Bytes>>, n: usize| {
+        let (cc, cdn): (&str, &str) = match req.uri().path() {
+            "/kept-here-only" => ("no-store", "max-age=600"),
+            "/not-here" => ("max-age=600", "no-store"),
+            "/private-here" => ("max-age=600", "private"),
+            "/invalid" => ("no-store", "max-age=\"600\""),
+            "/empty" => ("max-age=600", ""),
+            "/shorter" => ("max-age=600", "max-age=0"),
+            _ => ("max-age=600", "max-age=600"),
+        };
+        respond(
+            200,
+            &[
+                ("cache-control", cc.into()),
+                ("cdn-cache-control", cdn.into()),
+                ("date", date(0)),
+                ("expires", date(600)),
+            ],
+            format!("#{n}"),
+        )
+    };
+    let cdn = http::HeaderName::from_static("cdn-cache-control");
+    let c = Cache::with(
+        HttpCacheLayer::new(TieredCache::builder().build().unwrap()).targeted([cdn]),
+        script,
+    );
+    let twice = |path: &'static str| {
+        let c = &c;
+        async move {
+            c.get(path).await;
+            c.get(path).await
+        }
+    };
+    let a = twice("/kept-here-only").await;
+    assert!(
+        a.header("cache-status").starts_with("cog; hit"),
+        "{}",
+        a.header("cache-status")
+    );
+    assert_eq!(
+        a.header("cache-control"),
+        "no-store",
+        "the client's directives are untouched"
+    );
+    assert_eq!(a.header("cdn-cache-control"), "max-age=600");
+    for not_stored in ["/not-here", "/private-here", "/invalid", "/shorter"] {
+        let a = twice(not_stored).await;
+        assert!(
+            !a.header("cache-status").starts_with("cog; hit"),
+            "{not_stored}"
+        );
+    }
+    // Empty: Cache-Control decides.
+    assert!(
+        twice("/empty")
+            .await
+            .header("cache-status")
+            .starts_with("cog; hit")
+    );
+
+    // A layer that was not told to obey it.
+    let plain = Cache::new(script);
+    plain.get("/kept-here-only").await;
+    assert_eq!(plain.get("/kept-here-only").await.body, "#2");
+    plain.get("/not-here").await;
+    assert!(
+        plain
+            .get("/not-here")
+            .await
+            .header("cache-status")
+            .starts_with("cog; hit")
+    );
 }
 
 #[tokio::test]
