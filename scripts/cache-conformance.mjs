@@ -4,7 +4,8 @@
 // it that now passes, fails the run. "Check" tests (questions without a right
 // answer) are reported, not judged.
 //
-// Usage: node scripts/cache-conformance.mjs PROXY_BINARY
+// Usage: node scripts/cache-conformance.mjs PROXY_BINARY [PROXY_ARGS…]
+// (e.g. `--redis redis://127.0.0.1:6379` for a shared L2)
 //
 // The suite's origin is served here, on a loopback port of its own; the proxy
 // is started in front of it (`--listen 127.0.0.1:0`) and the suite's client
@@ -95,8 +96,8 @@ function origin () {
   return new Promise(resolve => server.listen(0, '127.0.0.1', () => resolve(server)))
 }
 
-function startProxy (binary, upstream) {
-  const proxy = spawn(binary, ['--upstream', upstream, '--listen', '127.0.0.1:0'], {
+function startProxy (binary, upstream, extra) {
+  const proxy = spawn(binary, ['--upstream', upstream, '--listen', '127.0.0.1:0', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit']
   })
   return new Promise((resolve, reject) => {
@@ -112,11 +113,11 @@ function startProxy (binary, upstream) {
 
 const binary = process.argv[2]
 if (!binary) {
-  console.error('usage: node scripts/cache-conformance.mjs PROXY_BINARY')
+  console.error('usage: node scripts/cache-conformance.mjs PROXY_BINARY [PROXY_ARGS…]')
   process.exit(2)
 }
 const server = await origin()
-const { proxy, base } = await startProxy(binary, `http://127.0.0.1:${server.address().port}`)
+const { proxy, base } = await startProxy(binary, `http://127.0.0.1:${server.address().port}`, process.argv.slice(3))
 proxy.removeAllListeners('exit')
 
 let failed = false
