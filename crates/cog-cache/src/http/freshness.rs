@@ -442,6 +442,47 @@ mod tests {
         );
     }
 
+    /// A targeted field obeyed stands in for `Cache-Control` and
+    /// `Expires`: its `s-maxage` or `max-age` is the whole explicit
+    /// lifetime.
+    #[test]
+    fn a_targeted_field_gives_the_lifetime() {
+        let cdn = [HeaderName::from_static("cdn-cache-control")];
+        let targeted = |pairs: &[(&str, &str)]| {
+            storable(StatusCode::OK, &headers(pairs), NOW, &cdn).map(|r| r.lifetime_ms)
+        };
+        let expires = date_str(NOW + 600_000);
+        assert_eq!(
+            targeted(&[
+                ("cdn-cache-control", "max-age=60"),
+                ("cache-control", "max-age=5")
+            ]),
+            Some(60_000)
+        );
+        assert_eq!(
+            targeted(&[("cdn-cache-control", "s-maxage=7, max-age=60")]),
+            Some(7_000)
+        );
+        // Expires is not read once the field speaks: nothing to serve
+        // fresh, nothing to revalidate with — not stored.
+        for field in ["public", "must-revalidate"] {
+            assert_eq!(
+                targeted(&[("cdn-cache-control", field), ("expires", &expires)]),
+                None,
+                "{field}"
+            );
+        }
+        // Without the field, or with a broken one, Cache-Control and Expires.
+        assert_eq!(targeted(&[("expires", &expires)]), Some(600_000));
+        assert_eq!(
+            targeted(&[
+                ("cdn-cache-control", "max-age=\"60\""),
+                ("cache-control", "max-age=5")
+            ]),
+            Some(5_000)
+        );
+    }
+
     #[test]
     fn initial_age_takes_the_larger_estimate() {
         // Apparent age from Date.

@@ -206,10 +206,9 @@ async fn a_targeted_field_speaks_for_the_cache_that_obeys_it() {
         )
     };
     let cdn = http::HeaderName::from_static("cdn-cache-control");
-    let c = Cache::with(
-        HttpCacheLayer::new(TieredCache::builder().build().unwrap()).targeted([cdn]),
-        script,
-    );
+    let layer = HttpCacheLayer::new(TieredCache::builder().build().unwrap()).targeted([cdn]);
+    assert!(format!("{layer:?}").contains(r#"targets: ["cdn-cache-control"]"#));
+    let c = Cache::with(layer, script);
     let twice = |path: &'static str| {
         let c = &c;
         async move {
