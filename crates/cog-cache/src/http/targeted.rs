@@ -426,6 +426,8 @@ mod tests {
             "max-age=1.5",
             "max-age=?1",
             "no-store=1",
+            "no-store=\"x\"",
+            "must-revalidate=tok",
             "s-maxage=tok",
             "stale-if-error=(1)",
         ] {
