@@ -212,19 +212,9 @@ pub(crate) fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::headers_of as headers;
 
     const NOW: u64 = 1_800_000_000_000;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
 
     fn date_str(ms: u64) -> String {
         format_date(ms).to_str().unwrap().to_owned()

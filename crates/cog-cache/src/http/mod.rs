@@ -74,6 +74,19 @@ mod shared;
 mod stored;
 mod targeted;
 
+/// A header map of `pairs`, in order (for tests).
+#[cfg(test)]
+pub(crate) fn headers_of(pairs: &[(&str, &str)]) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
 pub use body::CacheBody;
 pub use layer::HttpCacheLayer;
 pub use service::{HttpCache, ResponseFuture};
