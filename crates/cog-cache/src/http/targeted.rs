@@ -339,6 +339,15 @@ mod tests {
                 ("h".into(), Item::Other),
             ]
         );
+        assert_eq!(
+            parse("a=?1, b=*tok, c=123456789012345, d=-123456789012.123").unwrap(),
+            vec![
+                ("a".into(), Item::Boolean(true)),
+                ("b".into(), Item::Token),
+                ("c".into(), Item::Integer(123_456_789_012_345)),
+                ("d".into(), Item::Other),
+            ]
+        );
         assert_eq!(parse("  max-age=1  ").unwrap().len(), 1);
         assert_eq!(parse("").unwrap(), vec![]);
         for bad in [
@@ -351,6 +360,8 @@ mod tests {
             "&&&",
             "a=1, &&&",
             "a=1234567890123456",
+            "a=&x",
+            "a=.5",
             "a=1.2345",
             "a=1234567890123.5",
             "a=1.",
