@@ -358,18 +358,17 @@ async fn a_body_known_to_be_too_large_is_passed_on() {
 }
 
 /// A stale answer revalidated in the background, which the origin answers
-/// with a streamed body: read there (nobody else will) and stored.
+/// with a streamed body: read there (nobody else will) and stored — one of
+/// exactly `max_body` bytes too, read to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_background_revalidation_with_a_streamed_body_stores_it() {
     let n = Arc::new(AtomicUsize::new(0));
-    let c = Cache::answering(
-        1 << 20,
-        "max-age=1, stale-while-revalidate=60",
-        move || match n.fetch_add(1, Ordering::SeqCst) {
+    let c = Cache::answering(2, "max-age=1, stale-while-revalidate=60", move || {
+        match n.fetch_add(1, Ordering::SeqCst) {
             0 => Sent::Full(Full::new(Bytes::from_static(b"#1"))),
             _ => chunks(&["#", "2"]),
-        },
-    );
+        }
+    });
     assert_eq!(c.get().await.1, "#1");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // Stale: served while one background request revalidates.
@@ -384,4 +383,34 @@ async fn a_background_revalidation_with_a_streamed_body_stores_it() {
     }
     assert_eq!(body, "#2");
     assert_eq!(c.calls(), 2);
+}
+
+/// A background revalidation answered with a stream that goes on past
+/// `max_body` stops reading it there: the body is dropped, not drained
+/// for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_revalidation_drops_a_stream_past_max_body() {
+    let (tx, rx) = mpsc::unbounded_channel::<Chunk>();
+    for part in ["ab", "cd", "ef"] {
+        tx.send(Ok(Bytes::from_static(part.as_bytes()))).unwrap();
+    }
+    let rx = Mutex::new(Some(rx));
+    let n = AtomicUsize::new(0);
+    let c = Cache::answering(4, "max-age=1, stale-while-revalidate=60", move || {
+        match n.fetch_add(1, Ordering::SeqCst) {
+            0 => Sent::Full(Full::new(Bytes::from_static(b"#1"))),
+            _ => Sent::Streamed(Streamed::new(rx.lock().take().expect("one revalidation"))),
+        }
+    });
+    assert_eq!(c.get().await.1, "#1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Stale: served while the stream (left open) answers the revalidation.
+    assert_eq!(c.get().await.1, "#1");
+    for _ in 0..500 {
+        if tx.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(tx.is_closed(), "the stream is still being read");
 }
