@@ -63,7 +63,6 @@ const KNOWN = {
   // Not implemented (all optional in RFC 9111).
   'heuristic-599-cached': 'heuristic freshness only for the statuses RFC 9110 calls heuristically cacheable',
   'method-POST': 'answers to POST are not stored',
-  'status-200-must-understand': '`must-understand` is not implemented: `no-store` holds',
   'vary-normalise-lang-order': 'Vary values are compared byte for byte, not normalised',
   'vary-normalise-lang-case': 'Vary values are compared byte for byte, not normalised',
   'vary-normalise-lang-space': 'Vary values are compared byte for byte, not normalised',

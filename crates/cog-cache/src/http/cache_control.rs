@@ -26,6 +26,9 @@ pub(crate) struct CacheControl {
     pub(crate) must_revalidate: bool,
     pub(crate) proxy_revalidate: bool,
     pub(crate) only_if_cached: bool,
+    /// `must-understand` (§5.2.2.3): stored only by a cache that
+    /// understands the status code — which then ignores `no-store`.
+    pub(crate) must_understand: bool,
     /// `Some(0)` for a value that is not delta-seconds: stale (§4.2.1).
     pub(crate) max_age: Option<u64>,
     /// Likewise.
@@ -66,6 +69,8 @@ impl CacheControl {
             self.proxy_revalidate = true;
         } else if is("only-if-cached") {
             self.only_if_cached = true;
+        } else if is("must-understand") {
+            self.must_understand = true;
         } else if is("max-age") {
             self.max_age = self.max_age.or_else(secs_or_stale);
         } else if is("s-maxage") {
@@ -243,7 +248,8 @@ mod tests {
         assert_eq!(c.s_maxage, Some(30));
         assert_eq!(c.stale_while_revalidate, Some(5));
         assert_eq!(c.stale_if_error, None);
-        assert!(c.public && !c.no_store && !c.private);
+        assert!(c.public && !c.no_store && !c.private && !c.must_understand);
+        assert!(cc(&["no-store, Must-Understand"]).must_understand);
     }
 
     #[test]

@@ -85,7 +85,14 @@ pub(crate) fn storable(
     let targeted = super::targeted::directives(headers, targets);
     let explicit_only = targeted.is_some();
     let cc = targeted.unwrap_or_else(|| CacheControl::of(headers));
-    if cc.no_store || cc.private || headers.contains_key(header::SET_COOKIE) {
+    // `must-understand`: stored only with a status code whose caching
+    // rules this cache knows — the heuristically cacheable ones — and then
+    // despite the `no-store` sent with it for caches that do not (§5.2.2.3).
+    let understood = cc.must_understand && HEURISTIC.contains(&code);
+    if cc.must_understand && !understood {
+        return None;
+    }
+    if (cc.no_store && !understood) || cc.private || headers.contains_key(header::SET_COOKIE) {
         return None;
     }
     if vary_names(headers)?.iter().any(|n| n == "*") {
@@ -430,6 +437,35 @@ mod tests {
             (r.swr_ms, r.sie_ms, r.must_revalidate),
             (7_000, 9_000, false)
         );
+    }
+
+    /// `must-understand` stores a known status despite its `no-store`, and
+    /// keeps any other status out even without one.
+    #[test]
+    fn must_understand_is_for_status_codes_this_cache_knows() {
+        let understood = "no-store, must-understand, max-age=60";
+        for code in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            let r = reuse(code, &[("cache-control", understood)]);
+            assert_eq!(r.map(|r| r.lifetime_ms), Some(60_000), "{code}");
+        }
+        for code in [201, 302, 500, 599] {
+            assert_eq!(
+                reuse(code, &[("cache-control", understood)]),
+                None,
+                "{code}"
+            );
+            let without = "must-understand, max-age=60";
+            assert_eq!(reuse(code, &[("cache-control", without)]), None, "{code}");
+        }
+        // Without it, no-store holds and 599 with max-age is stored.
+        assert_eq!(
+            reuse(200, &[("cache-control", "no-store, max-age=60")]),
+            None
+        );
+        assert!(reuse(599, &[("cache-control", "max-age=60")]).is_some());
+        // Still not past private.
+        let private = "private, no-store, must-understand, max-age=60";
+        assert_eq!(reuse(200, &[("cache-control", private)]), None);
     }
 
     /// A targeted field obeyed stands in for `Cache-Control` and

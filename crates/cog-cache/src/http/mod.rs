@@ -15,7 +15,8 @@
 //!   freshness (`s-maxage`, `max-age`, `Expires`), or a heuristically
 //!   cacheable status (`200`, `203`, `204`, `300`, `301`, `308`, `404`,
 //!   `405`, `410`, `414`, `501`: 10 % of the time since `Last-Modified`, at
-//!   most a day), or validators to revalidate with.
+//!   most a day), or validators to revalidate with. `must-understand` stores
+//!   one of those statuses despite its `no-store`, and no other status.
 //! - **Freshness** (§4.2): `s-maxage`, then `max-age`, then `Expires` −
 //!   `Date`; delta-seconds capped at 2^31; the age a response had on
 //!   arrival (`Age`, `Date`, the time the request took) counts against it

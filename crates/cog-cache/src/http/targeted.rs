@@ -58,6 +58,7 @@ fn cache_control(members: &[(String, Item)]) -> Option<CacheControl> {
             "public" => cc.public = flag(value)?,
             "must-revalidate" => cc.must_revalidate = flag(value)?,
             "proxy-revalidate" => cc.proxy_revalidate = flag(value)?,
+            "must-understand" => cc.must_understand = flag(value)?,
             "max-age" => cc.max_age = Some(secs(value)?),
             "s-maxage" => cc.s_maxage = Some(secs(value)?),
             "stale-while-revalidate" => cc.stale_while_revalidate = Some(secs(value)?),
@@ -444,8 +445,10 @@ mod tests {
             ),
             (Some(MAX_DELTA), Some(5), Some(6), Some(7))
         );
-        let c =
-            cc("no-store, no-cache, private, public, must-revalidate, proxy-revalidate").unwrap();
+        let c = cc(
+            "no-store, no-cache, private, public, must-revalidate, proxy-revalidate, must-understand",
+        )
+        .unwrap();
         assert!(
             c.no_store
                 && c.no_cache
@@ -453,6 +456,7 @@ mod tests {
                 && c.public
                 && c.must_revalidate
                 && c.proxy_revalidate
+                && c.must_understand
         );
         let c = cc("no-store=?0, private=?0").unwrap();
         assert!(!c.no_store && !c.private);
